@@ -1,0 +1,418 @@
+package approval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults for Config.
+const (
+	DefaultTimeout      = 60 * time.Second
+	DefaultLateWindow   = 15 * time.Minute
+	DefaultGrantTTL     = 10 * time.Minute
+	DefaultPollInterval = 2 * time.Second
+)
+
+// Config tunes a Broker. Zero fields take the defaults above.
+type Config struct {
+	// Timeout is how long a request waits when the caller does not pass a shorter one.
+	Timeout time.Duration
+	// LateWindow is how long after expiry a reviewer may still approve; the approval then stores a
+	// one-time grant for the identical statement. Negative disables late approvals.
+	LateWindow time.Duration
+	// GrantTTL is how long such a grant stays usable.
+	GrantTTL time.Duration
+	// Owner names this daemon in a shared store (hostname); see Request.Owner.
+	Owner string
+	// PollInterval is how often a waiter re-reads its request in case a change notification was
+	// lost (a PostgreSQL LISTEN connection that dropped).
+	PollInterval time.Duration
+	// OnEvent receives every local event synchronously (the session recorder). It must not block.
+	OnEvent func(Event)
+	// Notifier, if set, gets created, decided, granted and expired events for webhooks.
+	Notifier *Notifier
+	Logger   *slog.Logger
+}
+
+// Broker holds statements for review: Request blocks a client, Approve and Deny decide.
+type Broker struct {
+	store Store
+	cfg   Config
+	log   *slog.Logger
+	stats counters
+
+	mu       sync.Mutex
+	waiters  map[string]chan struct{}
+	watchers map[chan Event]struct{}
+}
+
+// NewBroker returns a Broker over store. The Broker registers itself for the store's changes.
+func NewBroker(store Store, cfg Config) *Broker {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.LateWindow == 0 {
+		cfg.LateWindow = DefaultLateWindow
+	}
+	if cfg.GrantTTL <= 0 {
+		cfg.GrantTTL = DefaultGrantTTL
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	b := &Broker{
+		store:    store,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		waiters:  map[string]chan struct{}{},
+		watchers: map[chan Event]struct{}{},
+	}
+	if b.log == nil {
+		b.log = slog.Default()
+	}
+	store.OnChange(b.changed)
+	return b
+}
+
+// Spec describes a statement to hold: who sent it, where it goes, what it is and which rule asked
+// for review.
+type Spec struct {
+	Identity Identity
+	Process  Process
+	Target   string
+	Database string
+	DBUser   string
+	SQL      string
+	// Params are the raw bind parameters: they go into the binding hash and are never stored.
+	Params []Param
+	// Display are the same parameters masked for reviewers; nil shows only their sizes.
+	Display []DisplayParam
+
+	Rule      string
+	Approvers []string // groups whose members may decide
+	Quorum    int      // approvals needed; 0 means 1
+	Timeout   time.Duration
+}
+
+// Binding returns what the approval of s is bound to.
+func (s *Spec) Binding() Binding {
+	return Binding{SQL: s.SQL, Params: s.Params, Target: s.Target, Database: s.Database, DBUser: s.DBUser, Subject: s.Identity.Subject}
+}
+
+func (s *Spec) validate() error {
+	switch {
+	case s.Identity.Subject == "":
+		return errors.New("hold statement: requester has no subject")
+	case s.Rule == "":
+		return errors.New("hold statement: no rule name")
+	case len(s.Approvers) == 0:
+		return fmt.Errorf("hold statement: rule %s names no approver groups, nobody could approve", s.Rule)
+	case s.Quorum < 0:
+		return fmt.Errorf("hold statement: rule %s: quorum %d is negative", s.Rule, s.Quorum)
+	case s.Display != nil && len(s.Display) != len(s.Params):
+		return fmt.Errorf("hold statement: %d display parameters for %d parameters", len(s.Display), len(s.Params))
+	}
+	return nil
+}
+
+// Outcome is how a held statement ended.
+type Outcome struct {
+	// State is StateApproved only when the held statement may be forwarded now. A late approval
+	// (after the client gave up) is reported as StateExpired.
+	State   State
+	Request *Request
+	// Grant is set when an earlier late approval let this retry through without a new request;
+	// Request is then nil and Grant.RequestID names the approved request.
+	Grant *Grant
+}
+
+// Approved reports whether the statement may be forwarded.
+func (o Outcome) Approved() bool { return o.State == StateApproved }
+
+// ID returns the request id the outcome refers to.
+func (o Outcome) ID() string {
+	if o.Request != nil {
+		return o.Request.ID
+	}
+	if o.Grant != nil {
+		return o.Grant.RequestID
+	}
+	return ""
+}
+
+func outcomeOf(r *Request) Outcome {
+	s := r.State
+	if s == StateApproved && r.Late {
+		s = StateExpired
+	}
+	return Outcome{State: s, Request: r}
+}
+
+// Request holds a statement until it is decided. It first consumes a matching one-time grant if
+// there is one (the statement then passes at once). Otherwise it stores a new request and calls
+// notice with it before waiting, so the caller can tell the client the request id; a notice error
+// (client gone) withdraws the request. It returns when reviewers reach the quorum, one denies, the
+// timeout passes (spec.Timeout if shorter than the broker's) or ctx is done (withdrawn).
+//
+// An error means the request could not be held or its end could not be stored; callers must treat
+// it as a denial.
+func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) error) (Outcome, error) {
+	if err := spec.validate(); err != nil {
+		return Outcome{State: StateFailed}, err
+	}
+	now := time.Now()
+	hash := spec.Binding().Hash()
+	if g, err := b.store.ConsumeGrant(ctx, hash, now); err != nil {
+		b.stats.storeErrors.Add(1)
+		return Outcome{State: StateFailed}, fmt.Errorf("look up approval grant: %w", err)
+	} else if g != nil {
+		b.stats.consumed.Add(1)
+		b.emit(Event{Type: EventConsumed, Time: now, Grant: g})
+		return Outcome{State: StateApproved, Grant: g}, nil
+	}
+
+	timeout := b.cfg.Timeout
+	if spec.Timeout > 0 && spec.Timeout < timeout {
+		timeout = spec.Timeout
+	}
+	display := spec.Display
+	if display == nil {
+		display = make([]DisplayParam, len(spec.Params))
+		for i, p := range spec.Params {
+			display[i] = DisplayParam{TypeOID: p.TypeOID, Null: p.Null, Value: fmt.Sprintf("[%d bytes]", len(p.Value))}
+		}
+	}
+	r := &Request{
+		ID: NewID(), Created: now, Deadline: now.Add(timeout), Owner: b.cfg.Owner,
+		Identity: spec.Identity, Process: spec.Process,
+		Target: spec.Target, Database: spec.Database, DBUser: spec.DBUser,
+		SQL: spec.SQL, Params: display, Hash: hash,
+		Rule: spec.Rule, Approvers: spec.Approvers, Quorum: max(spec.Quorum, 1), Timeout: timeout,
+		State: StatePending,
+	}
+	r = r.Clone() // never alias the caller's slices
+
+	wake := make(chan struct{}, 1)
+	b.mu.Lock()
+	b.waiters[r.ID] = wake
+	b.mu.Unlock()
+	defer func() {
+		b.mu.Lock()
+		delete(b.waiters, r.ID)
+		b.mu.Unlock()
+	}()
+
+	if err := b.store.Create(ctx, r); err != nil {
+		b.stats.storeErrors.Add(1)
+		return Outcome{State: StateFailed}, fmt.Errorf("store approval request: %w", err)
+	}
+	b.stats.created.Add(1)
+	b.emit(Event{Type: EventCreated, Time: now, Request: r.Clone()})
+
+	if notice != nil {
+		if err := notice(r.Clone()); err != nil {
+			return b.end(r.ID, StateWithdrawn, "the notice could not be sent to the client: "+err.Error())
+		}
+		b.stats.noticesSent.Add(1)
+		b.emit(Event{Type: EventNoticeSent, Time: time.Now(), Request: r.Clone()})
+	}
+
+	timer := time.NewTimer(time.Until(r.Deadline))
+	defer timer.Stop()
+	poll := time.NewTicker(b.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return b.end(r.ID, StateWithdrawn, "the client cancelled the statement")
+		case <-timer.C:
+			return b.end(r.ID, StateExpired, "")
+		case <-wake:
+		case <-poll.C:
+		}
+		cur, err := b.store.Get(context.WithoutCancel(ctx), r.ID)
+		if err != nil {
+			b.stats.storeErrors.Add(1)
+			b.log.Warn("approval: re-read request", "id", r.ID, "err", err)
+			continue
+		}
+		if cur.State != StatePending {
+			return b.settled(cur), nil
+		}
+	}
+}
+
+// end finishes the waiter's request (timeout, cancel) unless a decision got there first.
+func (b *Broker) end(id string, s State, reason string) (Outcome, error) {
+	// The caller's context may be the one that was cancelled; the store write must still happen.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Finish reports whether this call changed the request; either way r is how it ended, which may
+	// be a decision that landed just before the timeout or cancel.
+	r, _, err := b.store.Finish(ctx, id, s, reason, time.Now())
+	if err != nil {
+		b.stats.storeErrors.Add(1)
+		b.stats.failed.Add(1)
+		b.emit(Event{Type: EventFailed, Time: time.Now(), Detail: err.Error(), Request: &Request{ID: id, State: StateFailed}})
+		return Outcome{State: StateFailed}, fmt.Errorf("finish approval request %s: %w", id, err)
+	}
+	return b.settled(r), nil
+}
+
+// settled counts and reports the end of a request its waiter saw.
+func (b *Broker) settled(r *Request) Outcome {
+	o := outcomeOf(r)
+	switch o.State {
+	case StateApproved:
+		b.stats.approved.Add(1)
+	case StateDenied:
+		b.stats.denied.Add(1)
+	case StateExpired:
+		b.stats.expired.Add(1)
+		b.emit(Event{Type: EventExpired, Time: time.Now(), Request: r.Clone()})
+	case StateWithdrawn:
+		b.stats.withdrawn.Add(1)
+		b.emit(Event{Type: EventWithdrawn, Time: time.Now(), Request: r.Clone()})
+	case StateFailed:
+		b.stats.failed.Add(1)
+		b.emit(Event{Type: EventFailed, Time: time.Now(), Request: r.Clone(), Detail: r.Reason})
+	}
+	return o
+}
+
+// Approve records reviewer's approval of request id. The request is approved once the rule's
+// quorum of distinct approvers is reached.
+func (b *Broker) Approve(ctx context.Context, id string, reviewer Reviewer, reason string) (*Request, error) {
+	return b.decide(ctx, id, Decision{Reviewer: reviewer, Verdict: Approve, Reason: reason})
+}
+
+// Deny records reviewer's denial of request id; reason is required and shown to the client.
+func (b *Broker) Deny(ctx context.Context, id string, reviewer Reviewer, reason string) (*Request, error) {
+	if strings.TrimSpace(reason) == "" {
+		b.stats.refused.Add(1)
+		return nil, ErrReasonRequired
+	}
+	return b.decide(ctx, id, Decision{Reviewer: reviewer, Verdict: Deny, Reason: reason})
+}
+
+func (b *Broker) decide(ctx context.Context, id string, d Decision) (*Request, error) {
+	id, err := ParseID(id)
+	if err != nil {
+		b.stats.refused.Add(1)
+		return nil, err
+	}
+	d.Time = time.Now()
+	late := b.cfg.LateWindow
+	if late < 0 {
+		late = 0
+	}
+	r, g, err := b.store.Decide(ctx, id, d, Windows{Late: late, Grant: b.cfg.GrantTTL})
+	if err != nil {
+		b.stats.refused.Add(1)
+		return nil, err
+	}
+	b.stats.votes.Add(1)
+	b.emit(Event{Type: EventDecided, Time: d.Time, Request: r.Clone(), Decision: &d})
+	if g != nil {
+		b.stats.granted.Add(1)
+		b.emit(Event{Type: EventGranted, Time: d.Time, Request: r.Clone(), Grant: g})
+	}
+	b.wake(id)
+	return r, nil
+}
+
+// Get returns request id.
+func (b *Broker) Get(ctx context.Context, id string) (*Request, error) {
+	id, err := ParseID(id)
+	if err != nil {
+		return nil, err
+	}
+	return b.store.Get(ctx, id)
+}
+
+// List returns requests matching f, oldest first.
+func (b *Broker) List(ctx context.Context, f Filter) ([]*Request, error) {
+	return b.store.List(ctx, f)
+}
+
+// Stats returns the counters.
+func (b *Broker) Stats() Stats { return b.stats.snapshot() }
+
+// watchBuffer is how many events a watcher may fall behind before it misses some.
+const watchBuffer = 256
+
+// Watch streams events until ctx is done, including changes other daemons make in a shared store.
+// A watcher that falls behind misses events (counted in Stats.WatchDropped) rather than slowing
+// the data path.
+func (b *Broker) Watch(ctx context.Context) <-chan Event {
+	ch := make(chan Event, watchBuffer)
+	b.mu.Lock()
+	b.watchers[ch] = struct{}{}
+	b.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		b.mu.Lock()
+		delete(b.watchers, ch)
+		close(ch)
+		b.mu.Unlock()
+	}()
+	return ch
+}
+
+func (b *Broker) emit(ev Event) {
+	if b.cfg.OnEvent != nil {
+		b.cfg.OnEvent(ev)
+	}
+	if b.cfg.Notifier != nil {
+		b.cfg.Notifier.Notify(ev)
+	}
+	b.broadcast(ev)
+}
+
+func (b *Broker) broadcast(ev Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch := range b.watchers {
+		select {
+		case ch <- ev:
+		default:
+			b.stats.watchDropped.Add(1)
+		}
+	}
+}
+
+func (b *Broker) wake(id string) {
+	b.mu.Lock()
+	w := b.waiters[id]
+	b.mu.Unlock()
+	if w != nil {
+		select {
+		case w <- struct{}{}:
+		default: // a wake-up is already queued
+		}
+	}
+}
+
+// changed is the store's change hook: it wakes a local waiter and tells watchers about changes
+// made by other daemons.
+func (b *Broker) changed(c Change) {
+	b.wake(c.ID)
+	if !c.Remote {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := b.store.Get(ctx, c.ID)
+		if err != nil {
+			b.log.Warn("approval: read remote change", "id", c.ID, "err", err)
+			return
+		}
+		b.broadcast(Event{Type: c.Event, Time: time.Now(), Request: r, Remote: true})
+	}()
+}

@@ -1,0 +1,64 @@
+package approval
+
+import (
+	"context"
+	"slices"
+	"time"
+)
+
+// Windows says how long an expired request may still be approved (Late) and how long the one-time
+// grant that such an approval creates stays usable (Grant). Zero Late disables late approvals.
+type Windows struct {
+	Late  time.Duration
+	Grant time.Duration
+}
+
+// Change tells a Broker that a request changed in its store. Remote is set when another daemon
+// sharing the store made the change.
+type Change struct {
+	ID     string
+	Event  EventType
+	Remote bool
+}
+
+// Filter selects requests for List. Zero fields match everything.
+type Filter struct {
+	States  []State
+	Subject string // requester subject
+	Since   time.Time
+	Limit   int
+}
+
+func (f Filter) match(r *Request) bool {
+	if len(f.States) > 0 && !slices.Contains(f.States, r.State) {
+		return false
+	}
+	if f.Subject != "" && r.Identity.Subject != f.Subject {
+		return false
+	}
+	return f.Since.IsZero() || !r.Created.Before(f.Since)
+}
+
+// Store keeps requests, decisions and grants. Every state change goes through the package's single
+// state machine, applied under the store's lock or transaction, so all stores decide alike.
+type Store interface {
+	// Create stores a new pending request.
+	Create(ctx context.Context, r *Request) error
+	// Get returns a copy of the request, or an error wrapping ErrNotFound.
+	Get(ctx context.Context, id string) (*Request, error)
+	// List returns matching requests, oldest first.
+	List(ctx context.Context, f Filter) ([]*Request, error)
+	// Decide records one reviewer's vote atomically and returns the request after it, plus the
+	// grant a late approval created (nil otherwise).
+	Decide(ctx context.Context, id string, d Decision, w Windows) (*Request, *Grant, error)
+	// Finish moves a pending request to a final state (expired, withdrawn, failed). It returns the
+	// request after the call and whether this call changed it; false means a decision came first.
+	Finish(ctx context.Context, id string, s State, reason string, now time.Time) (*Request, bool, error)
+	// ConsumeGrant uses up one unexpired, unconsumed grant for hash, or returns nil if none.
+	ConsumeGrant(ctx context.Context, hash string, now time.Time) (*Grant, error)
+	// OnChange registers the function called after every change, including changes made by other
+	// daemons sharing the store. It must not block.
+	OnChange(fn func(Change))
+	// Close releases the store.
+	Close() error
+}

@@ -1,0 +1,101 @@
+package approval
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// NoticeText is the message for the client's NoticeResponse: the request id, the rule and who may
+// approve, so the person (or agent) behind the client knows whom to ask.
+func NoticeText(r *Request) string {
+	return fmt.Sprintf("approval required: request %s (rule %s) waits up to %s for %s from group %s; a reviewer runs `enforcer approve %s`",
+		r.ID, r.Rule, r.Timeout.Round(time.Millisecond), approvalsWord(r.Quorum), strings.Join(r.Approvers, " or "), r.ID)
+}
+
+func approvalsWord(n int) string {
+	if n <= 1 {
+		return "1 approval"
+	}
+	return fmt.Sprintf("%d approvals", n)
+}
+
+// Message is the text of the ErrorResponse a client gets when its statement is not forwarded.
+func (o Outcome) Message() string {
+	id := o.ID()
+	switch o.State {
+	case StateApproved:
+		return fmt.Sprintf("approved (request %s)", id)
+	case StateDenied:
+		who, why := "a reviewer", ""
+		if o.Request != nil {
+			for _, d := range o.Request.Decisions {
+				if d.Verdict == Deny {
+					who, why = d.Reviewer.Subject, d.Reason
+				}
+			}
+		}
+		return fmt.Sprintf("statement denied by %s (request %s): %s", who, id, why)
+	case StateExpired:
+		return fmt.Sprintf("approval request %s timed out", id)
+	case StateWithdrawn:
+		return fmt.Sprintf("approval request %s withdrawn", id)
+	}
+	return fmt.Sprintf("approval request %s failed", id)
+}
+
+// Hint is the HINT of that ErrorResponse.
+func (o Outcome) Hint() string {
+	id := o.ID()
+	switch o.State {
+	case StateExpired:
+		return fmt.Sprintf("ask a reviewer to run `enforcer approve %s`, then retry the identical statement once", id)
+	case StateDenied:
+		return fmt.Sprintf("see `enforcer approvals %s`", id)
+	}
+	return ""
+}
+
+// Summary is a one-line, Slack-compatible description of an event for webhooks.
+func Summary(ev Event) string {
+	r := ev.Request
+	if r == nil {
+		if ev.Grant != nil {
+			return fmt.Sprintf("grant for %s used by %s", ev.Grant.RequestID, ev.Grant.Subject)
+		}
+		return string(ev.Type)
+	}
+	who := r.Identity.Subject
+	if r.Identity.Email != "" {
+		who = r.Identity.Email
+	}
+	switch ev.Type {
+	case EventCreated:
+		proc := ""
+		if r.Process.Comm != "" {
+			proc = fmt.Sprintf(" via %s (pid %d)", r.Process.Comm, r.Process.PID)
+		}
+		return fmt.Sprintf("*Approval needed* `%s`: %s%s wants to run on %s/%s as %s:\n```%s```\nrule %s, %s from %s; `enforcer approve %s` or `enforcer deny %s --reason …`",
+			r.ID, who, proc, r.Target, r.Database, r.DBUser, strings.ReplaceAll(r.SQL, "```", "` ` `"),
+			r.Rule, approvalsWord(r.Quorum), strings.Join(r.Approvers, " or "), r.ID, r.ID)
+	case EventDecided:
+		if ev.Decision == nil {
+			return fmt.Sprintf("`%s` is now %s", r.ID, r.State)
+		}
+		d := ev.Decision
+		verb := "approved"
+		if d.Verdict == Deny {
+			verb = "denied"
+		}
+		s := fmt.Sprintf("`%s` %s by %s (%d/%d approvals, now %s)", r.ID, verb, d.Reviewer.Subject, r.Approvals(), r.Quorum, r.State)
+		if d.Reason != "" {
+			s += ": " + d.Reason
+		}
+		return s
+	case EventGranted:
+		return fmt.Sprintf("`%s` approved after it expired: %s may retry the identical statement once until %s", r.ID, who, r.GrantExpires.UTC().Format(time.RFC3339))
+	case EventExpired:
+		return fmt.Sprintf("`%s` from %s expired after %s without a decision", r.ID, who, r.Timeout.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("`%s` %s", r.ID, ev.Type)
+}

@@ -1,0 +1,368 @@
+// Package policy loads and validates the policy file and answers the questions the proxy asks on
+// the data path: which target a destination is, who may use it. It does no I/O after Load.
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// Protocols a target may speak.
+const (
+	ProtoTCP            = "tcp"
+	ProtoTLSPassthrough = "tls-passthrough"
+	ProtoPostgres       = "postgres"
+)
+
+// File is the policy file as written.
+type File struct {
+	Version int         `yaml:"version"`
+	DNS     DNS         `yaml:"dns"`
+	Targets []TargetDef `yaml:"targets"`
+	Grants  []Grant     `yaml:"grants"`
+}
+
+// DNS names the only resolvers enforced processes may query (UDP and TCP port 53).
+type DNS struct {
+	Resolvers []string `yaml:"resolvers"`
+}
+
+// TargetDef is one destination the policy knows.
+type TargetDef struct {
+	Name     string    `yaml:"name"`
+	Match    Match     `yaml:"match"`
+	Protocol string    `yaml:"protocol"`
+	Upstream *Upstream `yaml:"upstream"`
+}
+
+// Match selects connections by original destination. Addresses are IPs or CIDRs; SNI patterns
+// (exact names or "*.example.com") apply to tls-passthrough targets.
+type Match struct {
+	Addresses []string `yaml:"addresses"`
+	Ports     []uint16 `yaml:"ports"`
+	SNI       []string `yaml:"sni"`
+}
+
+// Upstream says how the proxy reaches and authenticates to the real service. The agent never sees
+// any of it.
+type Upstream struct {
+	Address      string `yaml:"address"` // host:port; empty = the original destination
+	Database     string `yaml:"database"`
+	User         string `yaml:"user"`
+	PasswordFile string `yaml:"password_file"`
+	PasswordEnv  string `yaml:"password_env"`
+	TLS          string `yaml:"tls"` // disable | require | verify-ca | verify-full
+	CAFile       string `yaml:"ca_file"`
+	ServerName   string `yaml:"server_name"`
+}
+
+// Grant gives groups or individual subjects access to targets.
+type Grant struct {
+	Groups   []string `yaml:"groups"`
+	Subjects []string `yaml:"subjects"`
+	Targets  []string `yaml:"targets"`
+}
+
+// Policy is a validated, compiled policy.
+type Policy struct {
+	Source    string
+	Resolvers []netip.Addr
+	Targets   []*Target
+	grants    []Grant
+}
+
+// Target is a compiled TargetDef.
+type Target struct {
+	Name     string
+	Protocol string
+	Upstream Upstream
+	prefixes []netip.Prefix
+	ports    map[uint16]bool
+	sni      []string
+}
+
+// Error is a validation error that names the file, line and field.
+type Error struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", e.File, e.Field, e.Msg)
+}
+
+// Load reads and validates a policy file.
+func Load(file string) (*Policy, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	return Parse(file, data)
+}
+
+// Parse validates policy text; name is used in error messages.
+func Parse(name string, data []byte) (*Policy, error) {
+	var f File
+	if err := yaml.UnmarshalWithOptions(data, &f, yaml.Strict()); err != nil {
+		return nil, fmt.Errorf("%s: %s", name, yaml.FormatError(err, false, true))
+	}
+	astFile, _ := parser.ParseBytes(data, 0)
+	v := validator{name: name, ast: astFile}
+	p := v.compile(&f)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	p.Source = name
+	return p, nil
+}
+
+type validator struct {
+	name string
+	ast  *ast.File
+	errs []error
+}
+
+func (v *validator) fail(field, format string, args ...any) {
+	e := &Error{File: v.name, Field: strings.TrimPrefix(field, "$."), Msg: fmt.Sprintf(format, args...)}
+	if v.ast != nil {
+		if p, err := yaml.PathString(field); err == nil {
+			if n, err := p.FilterFile(v.ast); err == nil && n != nil && n.GetToken() != nil {
+				e.Line = n.GetToken().Position.Line
+			}
+		}
+	}
+	v.errs = append(v.errs, e)
+}
+
+func (v *validator) compile(f *File) *Policy {
+	p := &Policy{grants: f.Grants}
+	if f.Version != 1 {
+		v.fail("$.version", "unsupported version %d (this enforcer reads version 1)", f.Version)
+	}
+	for i, r := range f.DNS.Resolvers {
+		a, err := netip.ParseAddr(r)
+		if err != nil {
+			v.fail(fmt.Sprintf("$.dns.resolvers[%d]", i), "not an IP address: %q", r)
+			continue
+		}
+		p.Resolvers = append(p.Resolvers, a.Unmap())
+	}
+	names := map[string]bool{}
+	for i, td := range f.Targets {
+		at := fmt.Sprintf("$.targets[%d]", i)
+		t := &Target{Name: td.Name, Protocol: td.Protocol, ports: map[uint16]bool{}}
+		if td.Name == "" {
+			v.fail(at+".name", "missing")
+		} else if names[td.Name] {
+			v.fail(at+".name", "duplicate target name %q", td.Name)
+		}
+		names[td.Name] = true
+		switch td.Protocol {
+		case ProtoTCP, ProtoPostgres, ProtoTLSPassthrough:
+		case "":
+			v.fail(at+".protocol", "missing (one of tcp, tls-passthrough, postgres)")
+		default:
+			v.fail(at+".protocol", "unknown protocol %q (one of tcp, tls-passthrough, postgres)", td.Protocol)
+		}
+		for j, a := range td.Match.Addresses {
+			pfx, err := parsePrefix(a)
+			if err != nil {
+				v.fail(fmt.Sprintf("%s.match.addresses[%d]", at, j), "%v", err)
+				continue
+			}
+			t.prefixes = append(t.prefixes, pfx)
+		}
+		for j, port := range td.Match.Ports {
+			if port == 0 {
+				v.fail(fmt.Sprintf("%s.match.ports[%d]", at, j), "port 0")
+			}
+			t.ports[port] = true
+		}
+		for j, s := range td.Match.SNI {
+			if !validSNIPattern(s) {
+				v.fail(fmt.Sprintf("%s.match.sni[%d]", at, j), "bad host name pattern %q (use a name or *.domain)", s)
+			}
+			t.sni = append(t.sni, strings.ToLower(s))
+		}
+		if len(t.prefixes) == 0 && len(t.sni) == 0 {
+			v.fail(at+".match", "needs addresses or sni")
+		}
+		if len(t.sni) > 0 && td.Protocol != ProtoTLSPassthrough {
+			v.fail(at+".match.sni", "only tls-passthrough targets match on SNI")
+		}
+		if td.Upstream != nil {
+			t.Upstream = *td.Upstream
+			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream)
+		} else if td.Protocol == ProtoPostgres {
+			v.fail(at+".upstream", "postgres targets need upstream credentials (user and password_file or password_env)")
+		}
+		p.Targets = append(p.Targets, t)
+	}
+	for i, g := range f.Grants {
+		at := fmt.Sprintf("$.grants[%d]", i)
+		if len(g.Groups) == 0 && len(g.Subjects) == 0 {
+			v.fail(at, "needs groups or subjects")
+		}
+		for j, tn := range g.Targets {
+			if !names[tn] {
+				v.fail(fmt.Sprintf("%s.targets[%d]", at, j), "unknown target %q", tn)
+			}
+		}
+	}
+	return p
+}
+
+func (v *validator) checkUpstream(at, proto string, u *Upstream) {
+	if u.Address != "" {
+		if _, err := netip.ParseAddrPort(u.Address); err != nil && !strings.Contains(u.Address, ":") {
+			v.fail(at+".address", "want host:port, got %q", u.Address)
+		}
+	}
+	if proto != ProtoPostgres {
+		return
+	}
+	if u.User == "" {
+		v.fail(at+".user", "missing")
+	}
+	if u.PasswordFile == "" && u.PasswordEnv == "" {
+		v.fail(at, "needs password_file or password_env")
+	}
+	if u.PasswordFile != "" && !path.IsAbs(u.PasswordFile) {
+		v.fail(at+".password_file", "must be an absolute path")
+	}
+	switch u.TLS {
+	case "", "disable", "require", "verify-ca", "verify-full":
+	default:
+		v.fail(at+".tls", "unknown mode %q (disable, require, verify-ca, verify-full)", u.TLS)
+	}
+	if (u.TLS == "verify-ca" || u.TLS == "verify-full") && u.CAFile == "" {
+		v.fail(at+".ca_file", "required with tls: %s", u.TLS)
+	}
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("not an address or CIDR: %q", s)
+		}
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("not an address or CIDR: %q", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func validSNIPattern(s string) bool {
+	s = strings.TrimPrefix(s, "*.")
+	if s == "" || strings.ContainsAny(s, "*/: ") {
+		return false
+	}
+	return true
+}
+
+// TargetFor returns the target whose address and port match dst, or nil. For tls-passthrough
+// targets matched only by SNI, use TargetForSNI after reading the ClientHello.
+func (p *Policy) TargetFor(dst netip.AddrPort) *Target {
+	a := dst.Addr().Unmap()
+	for _, t := range p.Targets {
+		if len(t.ports) > 0 && !t.ports[dst.Port()] {
+			continue
+		}
+		for _, pfx := range t.prefixes {
+			if pfx.Contains(a) {
+				return t
+			}
+		}
+	}
+	return nil
+}
+
+// NeedsSNI reports whether some tls-passthrough target matches by SNI on this port, so the proxy
+// should read a ClientHello before deciding.
+func (p *Policy) NeedsSNI(port uint16) bool {
+	for _, t := range p.Targets {
+		if len(t.sni) > 0 && (len(t.ports) == 0 || t.ports[port]) {
+			return true
+		}
+	}
+	return false
+}
+
+// TargetForSNI returns the tls-passthrough target whose SNI patterns match name on this port.
+func (p *Policy) TargetForSNI(name string, port uint16) *Target {
+	name = strings.ToLower(strings.TrimSuffix(name, "."))
+	for _, t := range p.Targets {
+		if len(t.ports) > 0 && !t.ports[port] {
+			continue
+		}
+		for _, pat := range t.sni {
+			if matchSNI(pat, name) {
+				return t
+			}
+		}
+	}
+	return nil
+}
+
+func matchSNI(pattern, name string) bool {
+	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
+		// One label only, as in certificates: *.openai.com matches api.openai.com, not a.b.openai.com.
+		head, tail, found := strings.Cut(name, ".")
+		return found && head != "" && tail == rest
+	}
+	return pattern == name
+}
+
+// Granted reports whether a person with this subject and groups may use the target, and if not,
+// a message that names the target and what is missing.
+func (p *Policy) Granted(target, subject string, groups []string) (bool, string) {
+	for _, g := range p.grants {
+		if !contains(g.Targets, target) {
+			continue
+		}
+		if contains(g.Subjects, subject) {
+			return true, ""
+		}
+		for _, gr := range groups {
+			if contains(g.Groups, gr) {
+				return true, ""
+			}
+		}
+	}
+	var need []string
+	for _, g := range p.grants {
+		if contains(g.Targets, target) {
+			need = append(need, g.Groups...)
+		}
+	}
+	if len(need) == 0 {
+		return false, fmt.Sprintf("no grant in the policy gives anyone access to target %q", target)
+	}
+	return false, fmt.Sprintf("access to target %q needs membership in one of the groups %v; %s has none of them", target, need, subject)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,901 @@
+package identity
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/oauth2"
+)
+
+// State of a session.
+type State string
+
+// Session states. Ended sessions are kept for a while so a connection from
+// a cgroup bound to one can be told why it is refused.
+const (
+	StateActive  State = "active"
+	StateExpired State = "expired"
+	StateRevoked State = "revoked"
+)
+
+// Session is a verified identity. It holds no secrets.
+type Session struct {
+	ID       string    `json:"id"`
+	Subject  string    `json:"subject"`
+	Email    string    `json:"email,omitempty"`
+	Name     string    `json:"name,omitempty"`
+	Groups   []string  `json:"groups"`
+	Expiry   time.Time `json:"expiry"`
+	UID      uint32    `json:"uid"`      // local uid of who logged in (0 for workloads bound by root)
+	Provider string    `json:"provider"` // "oidc:ISSUER", "jwks-file:PATH" or "local"
+	Workload bool      `json:"workload"`
+	Created  time.Time `json:"created"`
+	State    State     `json:"state"`
+	Ended    time.Time `json:"ended,omitzero"`
+	// Refreshable tells whether the daemon holds a refresh token for it.
+	Refreshable bool `json:"refreshable"`
+}
+
+// Active reports whether s is usable at now.
+func (s Session) Active(now time.Time) bool {
+	return s.State == StateActive && now.Before(s.Expiry)
+}
+
+// Errors of Lookup, Bind and friends; test with errors.Is.
+var (
+	ErrNotLoggedIn    = errors.New("not logged in")
+	ErrSessionExpired = errors.New("session expired")
+	ErrSessionRevoked = errors.New("session revoked")
+	ErrNoSuchSession  = errors.New("no such session")
+	ErrPermission     = errors.New("permission denied")
+)
+
+// UserMessage turns an identity error into the text a refused client
+// should see, naming the command to run.
+func UserMessage(err error) string {
+	switch {
+	case errors.Is(err, ErrNotLoggedIn):
+		return "not logged in: run `enforcer login`"
+	case errors.Is(err, ErrSessionExpired):
+		return "session expired: run `enforcer login`"
+	case errors.Is(err, ErrSessionRevoked):
+		return "session revoked (logged out): run `enforcer login`"
+	case err == nil:
+		return ""
+	}
+	return "identity unavailable: " + err.Error()
+}
+
+// EndReason says why a session ended.
+type EndReason string
+
+// End reasons.
+const (
+	EndExpired  EndReason = "expired"
+	EndRevoked  EndReason = "revoked"  // logout
+	EndReplaced EndReason = "replaced" // a rotated workload token names another subject
+)
+
+// EndEvent is delivered to ManagerConfig.OnEnd when a session expires or
+// is revoked; the daemon closes the live connections of CgroupIDs.
+type EndEvent struct {
+	Session   Session
+	Reason    EndReason
+	CgroupIDs []uint64
+}
+
+// ManagerConfig configures a Manager.
+type ManagerConfig struct {
+	// StateDir holds state.json (dir 0700, file 0600), e.g.
+	// /var/lib/enforcer/identity.
+	StateDir string
+	Provider *Provider
+	// OnEnd is called (from the manager's goroutine, no locks held) when a
+	// session ends. It must not block for long.
+	OnEnd func(EndEvent)
+	// Tick is how often expiry, refresh and workload token files are
+	// checked (default 1s).
+	Tick time.Duration
+	// RefreshMargin: a session is refreshed when less than this remains,
+	// or a third of its lifetime if that is shorter (default 5m).
+	RefreshMargin time.Duration
+	// Retain is how long ended sessions are remembered (default 24h).
+	Retain time.Duration
+	Logger *slog.Logger
+}
+
+// record is a session with what only the daemon keeps.
+type record struct {
+	Session      Session   `json:"session"`
+	RefreshToken string    `json:"refresh_token,omitempty"`
+	IssuedAt     time.Time `json:"issued_at"`
+
+	nextRefresh time.Time
+	refreshing  bool
+}
+
+// String never shows the refresh token.
+func (r *record) String() string {
+	return fmt.Sprintf("session %s (%s, uid %d, refresh token %s)", r.Session.ID, r.Session.Subject, r.Session.UID, redacted(r.RefreshToken))
+}
+
+// LogValue never shows the refresh token.
+func (r *record) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", r.Session.ID), slog.String("subject", r.Session.Subject),
+		slog.Any("uid", r.Session.UID), slog.Bool("has_refresh_token", r.RefreshToken != ""))
+}
+
+// workload is a cgroup bound to the identity in a token file.
+type workload struct {
+	CgroupID  uint64    `json:"cgroup_id"`
+	TokenFile string    `json:"token_file"`
+	SessionID string    `json:"session_id"`
+	ModTime   time.Time `json:"mod_time"`
+	Size      int64     `json:"size"`
+	checking  bool
+}
+
+type stateFile struct {
+	Version   int               `json:"version"`
+	Sessions  []*record         `json:"sessions"`
+	Bindings  map[string]string `json:"bindings"` // cgroup id (decimal) → session id
+	Workloads []*workload       `json:"workloads"`
+}
+
+// Manager keeps sessions, their refresh, and cgroup bindings.
+type Manager struct {
+	cfg  ManagerConfig
+	path string
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu        sync.RWMutex
+	sessions  map[string]*record
+	bindings  map[uint64]string
+	workloads map[uint64]*workload
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup // refresh and workload goroutines
+}
+
+// NewManager loads the state in cfg.StateDir (creating it) and starts the
+// background loop; Close stops it.
+func NewManager(cfg ManagerConfig) (*Manager, error) {
+	if cfg.Provider == nil {
+		return nil, errors.New("identity: manager needs a provider")
+	}
+	if cfg.StateDir == "" {
+		return nil, errors.New("identity: manager needs a state directory")
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	if cfg.RefreshMargin <= 0 {
+		cfg.RefreshMargin = 5 * time.Minute
+	}
+	if cfg.Retain <= 0 {
+		cfg.Retain = 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("identity: state dir: %w", err)
+	}
+	// MkdirAll keeps an existing directory's mode; tighten it.
+	if err := os.Chmod(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("identity: state dir: %w", err)
+	}
+	m := &Manager{
+		cfg: cfg, path: filepath.Join(cfg.StateDir, "state.json"), log: cfg.Logger, now: time.Now,
+		sessions: map[string]*record{}, bindings: map[uint64]string{}, workloads: map[uint64]*workload{},
+		stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if err := m.load(); err != nil {
+		return nil, err
+	}
+	go m.loop()
+	return m, nil
+}
+
+// Close stops the background loop and waits for running refreshes.
+func (m *Manager) Close() error {
+	m.once.Do(func() {
+		close(m.stop)
+		<-m.done
+		m.wg.Wait()
+	})
+	return nil
+}
+
+// Provider returns the manager's provider.
+func (m *Manager) Provider() *Provider { return m.cfg.Provider }
+
+func (m *Manager) load() error {
+	b, err := os.ReadFile(m.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("identity: read state: %w", err)
+	}
+	if err := os.Chmod(m.path, 0o600); err != nil {
+		return fmt.Errorf("identity: state file: %w", err)
+	}
+	var st stateFile
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("identity: state file %s: %w", m.path, err)
+	}
+	if st.Version != 1 {
+		return fmt.Errorf("identity: state file %s: unknown version %d", m.path, st.Version)
+	}
+	for _, r := range st.Sessions {
+		if r == nil || r.Session.ID == "" {
+			return fmt.Errorf("identity: state file %s: session without id", m.path)
+		}
+		r.nextRefresh = m.refreshAt(r)
+		m.sessions[r.Session.ID] = r
+	}
+	for k, v := range st.Bindings {
+		id, err := strconv.ParseUint(k, 10, 64)
+		if err != nil {
+			return fmt.Errorf("identity: state file %s: bad cgroup id %q", m.path, k)
+		}
+		m.bindings[id] = v
+	}
+	for _, w := range st.Workloads {
+		if w != nil {
+			m.workloads[w.CgroupID] = w
+		}
+	}
+	return nil
+}
+
+// saveLocked writes the state atomically: temp file (0600), fsync, rename,
+// fsync of the directory. Called with m.mu held for writing.
+func (m *Manager) saveLocked() error {
+	st := stateFile{Version: 1, Bindings: map[string]string{}}
+	for _, r := range m.sessions {
+		st.Sessions = append(st.Sessions, r)
+	}
+	slices.SortFunc(st.Sessions, func(a, b *record) int { return strings.Compare(a.Session.ID, b.Session.ID) })
+	for k, v := range m.bindings {
+		st.Bindings[strconv.FormatUint(k, 10)] = v
+	}
+	for _, w := range m.workloads {
+		st.Workloads = append(st.Workloads, w)
+	}
+	b, err := json.MarshalIndent(&st, "", "  ")
+	if err != nil {
+		return fmt.Errorf("identity: encode state: %w", err)
+	}
+	tmp := m.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("identity: write state: %w", err)
+	}
+	// O_CREATE's mode does not apply to an existing temp file.
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
+		return fmt.Errorf("identity: write state: %w", err)
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return fmt.Errorf("identity: write state: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("identity: write state: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("identity: write state: %w", err)
+	}
+	if err := os.Rename(tmp, m.path); err != nil {
+		return fmt.Errorf("identity: write state: %w", err)
+	}
+	if d, err := os.Open(m.cfg.StateDir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func newSessionID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "s-" + hex.EncodeToString(b)
+}
+
+// refreshAt is when r should be refreshed: RefreshMargin before expiry, or
+// a third of the lifetime before it if that is shorter.
+func (m *Manager) refreshAt(r *record) time.Time {
+	margin := m.cfg.RefreshMargin
+	if life := r.Session.Expiry.Sub(r.IssuedAt); life > 0 && life/3 < margin {
+		margin = life / 3
+	}
+	return r.Session.Expiry.Add(-margin)
+}
+
+// Login verifies tokens (sent by uid's `enforcer login`) and starts a
+// session for uid. The ID token is verified here, with tokens.Nonce when
+// the flow had one; nothing the CLI says about the identity is trusted.
+// Cgroups still bound to an ended session of the same uid are moved to
+// the new one, so `enforcer login` revives running agents.
+func (m *Manager) Login(ctx context.Context, uid uint32, tokens TokenSet) (Session, error) {
+	p := m.cfg.Provider
+	if p.Kind() == KindLocal {
+		return Session{}, errors.New("identity: the local provider takes no tokens; use LoginLocal")
+	}
+	c, err := p.VerifyIDToken(ctx, tokens.IDToken, tokens.Nonce)
+	if err != nil {
+		return Session{}, err
+	}
+	rt := tokens.RefreshToken
+	if p.Kind() != KindOIDC {
+		rt = "" // no token endpoint to use it with
+	}
+	return m.start(uid, c, rt, false), nil
+}
+
+// LoginLocal starts a session for uid with the local provider: the user
+// name and groups from the user database.
+func (m *Manager) LoginLocal(uid uint32) (Session, error) {
+	p := m.cfg.Provider
+	if p.Kind() != KindLocal {
+		return Session{}, fmt.Errorf("identity: provider is %s, not local", p.Name())
+	}
+	c, err := LocalIdentity(uid)
+	if err != nil {
+		return Session{}, err
+	}
+	now := m.now()
+	c.IssuedAt, c.Expiry = now, now.Add(p.Config().LocalSessionTTL)
+	return m.start(uid, c, "", false), nil
+}
+
+func (m *Manager) start(uid uint32, c Claims, refreshToken string, workload bool) Session {
+	now := m.now()
+	issued := c.IssuedAt
+	if issued.IsZero() || issued.After(now) {
+		issued = now
+	}
+	r := &record{
+		Session: Session{
+			ID: newSessionID(), Subject: c.Subject, Email: c.Email, Name: c.Name,
+			Groups: slices.Clone(c.Groups), Expiry: c.Expiry, UID: uid,
+			Provider: m.cfg.Provider.Name(), Workload: workload, Created: now,
+			State: StateActive, Refreshable: refreshToken != "",
+		},
+		RefreshToken: refreshToken,
+		IssuedAt:     issued,
+	}
+	r.nextRefresh = m.refreshAt(r)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sessions[r.Session.ID] = r
+	if !workload {
+		for cg, sid := range m.bindings {
+			old := m.sessions[sid]
+			if old != nil && !old.Session.Workload && old.Session.UID == uid && old.Session.State != StateActive {
+				m.bindings[cg] = r.Session.ID
+			}
+		}
+	}
+	m.persistLocked()
+	m.log.Info("session started", "session", r)
+	return r.Session
+}
+
+func (m *Manager) persistLocked() {
+	if err := m.saveLocked(); err != nil {
+		// The in-memory state stays authoritative; the next change retries.
+		m.log.Error("identity: persisting sessions failed", "err", err)
+	}
+}
+
+func visible(caller uint32, s Session) bool { return caller == 0 || caller == s.UID }
+
+// Sessions lists the sessions caller may see (root: all; others: their
+// own), newest first, including ended ones still remembered.
+func (m *Manager) Sessions(caller uint32) []Session {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []Session
+	for _, r := range m.sessions {
+		if visible(caller, r.Session) {
+			out = append(out, m.viewLocked(r))
+		}
+	}
+	slices.SortFunc(out, func(a, b Session) int { return b.Created.Compare(a.Created) })
+	return out
+}
+
+// viewLocked returns the session with its state as of now: one past its
+// expiry reads as expired even before the loop marks it.
+func (m *Manager) viewLocked(r *record) Session {
+	s := r.Session
+	s.Groups = slices.Clone(s.Groups)
+	if s.State == StateActive && !m.now().Before(s.Expiry) {
+		s.State = StateExpired
+	}
+	return s
+}
+
+// Get returns session id if caller may see it; ErrNoSuchSession otherwise
+// (another user's session is indistinguishable from a missing one).
+func (m *Manager) Get(caller uint32, id string) (Session, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	r, ok := m.sessions[id]
+	if !ok || !visible(caller, r.Session) {
+		return Session{}, fmt.Errorf("identity: %w %q", ErrNoSuchSession, id)
+	}
+	return m.viewLocked(r), nil
+}
+
+// Current returns uid's newest active non-workload session, or
+// ErrNotLoggedIn / ErrSessionExpired / ErrSessionRevoked describing the
+// newest one it had. `enforcer run` uses it to pick the session to bind.
+func (m *Manager) Current(uid uint32) (Session, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	now := m.now()
+	var best, newest *record
+	for _, r := range m.sessions {
+		if r.Session.UID != uid || r.Session.Workload {
+			continue
+		}
+		if newest == nil || r.Session.Created.After(newest.Session.Created) {
+			newest = r
+		}
+		if r.Session.Active(now) && (best == nil || r.Session.Created.After(best.Session.Created)) {
+			best = r
+		}
+	}
+	if best != nil {
+		return m.viewLocked(best), nil
+	}
+	if newest == nil {
+		return Session{}, ErrNotLoggedIn
+	}
+	return m.viewLocked(newest), stateErr(m.viewLocked(newest))
+}
+
+func stateErr(s Session) error {
+	switch s.State {
+	case StateRevoked:
+		return ErrSessionRevoked
+	case StateExpired:
+		return ErrSessionExpired
+	}
+	return nil
+}
+
+// Logout revokes session id; caller must own it or be root.
+func (m *Manager) Logout(caller uint32, id string) error {
+	m.mu.Lock()
+	r, ok := m.sessions[id]
+	if !ok || !visible(caller, r.Session) {
+		m.mu.Unlock()
+		return fmt.Errorf("identity: %w %q", ErrNoSuchSession, id)
+	}
+	var ev []EndEvent
+	if e, ok := m.endLocked(r, EndRevoked); ok {
+		ev = append(ev, e)
+	}
+	m.persistLocked()
+	m.mu.Unlock()
+	m.deliver(ev)
+	return nil
+}
+
+// LogoutUID revokes every active session of uid (workloads excluded);
+// caller must be uid or root. It returns how many ended.
+func (m *Manager) LogoutUID(caller, uid uint32) (int, error) {
+	if caller != 0 && caller != uid {
+		return 0, fmt.Errorf("identity: %w: uid %d cannot log out uid %d", ErrPermission, caller, uid)
+	}
+	m.mu.Lock()
+	var ev []EndEvent
+	for _, r := range m.sessions {
+		if r.Session.UID == uid && !r.Session.Workload {
+			if e, ok := m.endLocked(r, EndRevoked); ok {
+				ev = append(ev, e)
+			}
+		}
+	}
+	if len(ev) > 0 {
+		m.persistLocked()
+	}
+	m.mu.Unlock()
+	m.deliver(ev)
+	return len(ev), nil
+}
+
+// endLocked ends an active session; the refresh token is dropped at once.
+func (m *Manager) endLocked(r *record, why EndReason) (EndEvent, bool) {
+	if r.Session.State != StateActive {
+		return EndEvent{}, false
+	}
+	r.Session.State = StateRevoked
+	if why == EndExpired {
+		r.Session.State = StateExpired
+	}
+	r.Session.Ended = m.now()
+	r.RefreshToken = ""
+	r.Session.Refreshable = false
+	e := EndEvent{Session: r.Session, Reason: why}
+	for cg, sid := range m.bindings {
+		if sid == r.Session.ID {
+			e.CgroupIDs = append(e.CgroupIDs, cg)
+		}
+	}
+	slices.Sort(e.CgroupIDs)
+	m.log.Info("session ended", "session", r, "reason", string(why))
+	return e, true
+}
+
+func (m *Manager) deliver(ev []EndEvent) {
+	if m.cfg.OnEnd == nil {
+		return
+	}
+	for _, e := range ev {
+		m.cfg.OnEnd(e)
+	}
+}
+
+// Bind ties cgroupID to session sessionID. The caller (peer uid of the
+// control socket) must own the session or be root; the daemon must only
+// pass cgroups it created for this caller (`enforcer run`), since only root
+// enrols arbitrary cgroups. Workload sessions bind only by root.
+func (m *Manager) Bind(caller uint32, cgroupID uint64, sessionID string) error {
+	if cgroupID == 0 {
+		return errors.New("identity: cgroup id 0")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.sessions[sessionID]
+	if !ok || !visible(caller, r.Session) {
+		return fmt.Errorf("identity: %w %q", ErrNoSuchSession, sessionID)
+	}
+	if r.Session.Workload && caller != 0 {
+		return fmt.Errorf("identity: %w: only root binds workload sessions", ErrPermission)
+	}
+	if err := stateErr(m.viewLocked(r)); err != nil {
+		return fmt.Errorf("identity: bind cgroup %d: %w", cgroupID, err)
+	}
+	if cur, ok := m.bindings[cgroupID]; ok && cur != sessionID && caller != 0 {
+		if o := m.sessions[cur]; o != nil && o.Session.UID != caller {
+			return fmt.Errorf("identity: %w: cgroup %d is bound to another user's session", ErrPermission, cgroupID)
+		}
+	}
+	delete(m.workloads, cgroupID)
+	m.bindings[cgroupID] = sessionID
+	m.persistLocked()
+	return nil
+}
+
+// Unbind forgets cgroupID (the cgroup was removed). Only root or the owner
+// of the bound session may unbind.
+func (m *Manager) Unbind(caller uint32, cgroupID uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	sid, ok := m.bindings[cgroupID]
+	if !ok {
+		return nil
+	}
+	if r := m.sessions[sid]; caller != 0 && (r == nil || r.Session.UID != caller) {
+		return fmt.Errorf("identity: %w: cgroup %d is not yours", ErrPermission, cgroupID)
+	}
+	delete(m.bindings, cgroupID)
+	delete(m.workloads, cgroupID)
+	m.persistLocked()
+	return nil
+}
+
+// Bindings lists the cgroups bound to sessions caller may see.
+func (m *Manager) Bindings(caller uint32) map[uint64]string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := map[uint64]string{}
+	for cg, sid := range m.bindings {
+		if r := m.sessions[sid]; r != nil && visible(caller, r.Session) {
+			out[cg] = sid
+		}
+	}
+	return out
+}
+
+// Lookup resolves the cgroup of an accepted connection to its session.
+// Errors: ErrNotLoggedIn (nothing bound), ErrSessionExpired,
+// ErrSessionRevoked; UserMessage(err) gives the text for the client. The
+// returned Session accompanies the expired/revoked errors.
+func (m *Manager) Lookup(cgroupID uint64) (Session, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	sid, ok := m.bindings[cgroupID]
+	if !ok {
+		return Session{}, fmt.Errorf("identity: cgroup %d: %w", cgroupID, ErrNotLoggedIn)
+	}
+	r, ok := m.sessions[sid]
+	if !ok {
+		return Session{}, fmt.Errorf("identity: cgroup %d: %w", cgroupID, ErrNotLoggedIn)
+	}
+	s := m.viewLocked(r)
+	if err := stateErr(s); err != nil {
+		return s, fmt.Errorf("identity: cgroup %d, session %s: %w", cgroupID, s.ID, err)
+	}
+	return s, nil
+}
+
+// loop runs the periodic work until Close.
+func (m *Manager) loop() {
+	defer close(m.done)
+	t := time.NewTicker(m.cfg.Tick)
+	defer t.Stop()
+	for {
+		m.tick()
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// tick expires sessions, starts due refreshes and checks workload token
+// files. Network work runs in its own goroutines so a slow IdP cannot
+// delay expiry.
+func (m *Manager) tick() {
+	now := m.now()
+	var ev []EndEvent
+	var refresh []*record
+	var check []*workload
+	m.mu.Lock()
+	changed := false
+	for id, r := range m.sessions {
+		s := &r.Session
+		switch {
+		case s.State == StateActive && !now.Before(s.Expiry):
+			if e, ok := m.endLocked(r, EndExpired); ok {
+				ev = append(ev, e)
+				changed = true
+			}
+		case s.State == StateActive && r.RefreshToken != "" && !r.refreshing && !now.Before(r.nextRefresh):
+			r.refreshing = true
+			refresh = append(refresh, r)
+		case s.State != StateActive && now.Sub(s.Ended) > m.cfg.Retain && !m.boundLocked(id):
+			delete(m.sessions, id)
+			changed = true
+		}
+	}
+	for _, w := range m.workloads {
+		if w.checking {
+			continue
+		}
+		st, err := os.Stat(w.TokenFile)
+		if err != nil || (st.ModTime().Equal(w.ModTime) && st.Size() == w.Size) {
+			continue
+		}
+		w.checking = true
+		check = append(check, w)
+	}
+	if changed {
+		m.persistLocked()
+	}
+	m.mu.Unlock()
+	m.deliver(ev)
+
+	for _, r := range refresh {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.refresh(r)
+		}()
+	}
+	for _, w := range check {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.recheckWorkload(w)
+		}()
+	}
+}
+
+func (m *Manager) boundLocked(sid string) bool {
+	for _, s := range m.bindings {
+		if s == sid {
+			return true
+		}
+	}
+	return false
+}
+
+// refresh redeems r's refresh token for new tokens and verifies the new ID
+// token (same subject required). On failure it retries later; if it keeps
+// failing the session simply expires at its token's expiry.
+func (m *Manager) refresh(r *record) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	m.mu.RLock()
+	rt, sid, subject := r.RefreshToken, r.Session.ID, r.Session.Subject
+	m.mu.RUnlock()
+
+	c, newRT, err := m.redeem(ctx, rt, subject)
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r.refreshing = false
+	if r.Session.State != StateActive || m.sessions[sid] != r {
+		return // logged out meanwhile
+	}
+	now := m.now()
+	if err != nil {
+		retry := min(30*time.Second, r.Session.Expiry.Sub(now)/4)
+		r.nextRefresh = now.Add(max(retry, m.cfg.Tick))
+		m.log.Warn("session refresh failed; it ends at its token expiry unless a retry succeeds",
+			"session", r, "expiry", r.Session.Expiry, "err", err)
+		return
+	}
+	if newRT != "" {
+		r.RefreshToken = newRT // rotation: the old one is spent
+	}
+	r.Session.Email, r.Session.Name, r.Session.Groups = c.Email, c.Name, c.Groups
+	r.Session.Expiry = c.Expiry
+	r.IssuedAt = now
+	r.nextRefresh = m.refreshAt(r)
+	m.persistLocked()
+	m.log.Info("session refreshed", "session", r, "expiry", c.Expiry)
+}
+
+func (m *Manager) redeem(ctx context.Context, refreshToken, subject string) (Claims, string, error) {
+	p := m.cfg.Provider
+	oc, err := p.OAuth2Config(ctx, "")
+	if err != nil {
+		return Claims{}, "", err
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, p.Config().HTTPClient)
+	tok, err := oc.TokenSource(ctx, &oauth2.Token{RefreshToken: refreshToken, Expiry: time.Unix(1, 0)}).Token()
+	if err != nil {
+		return Claims{}, "", fmt.Errorf("refresh: %w", err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		// Without an ID token there is nothing the daemon can verify.
+		return Claims{}, "", errors.New("refresh: the provider returned no ID token")
+	}
+	c, err := p.VerifyIDToken(ctx, raw, "")
+	if err != nil {
+		return Claims{}, "", fmt.Errorf("refresh: %w", err)
+	}
+	if c.Subject != subject {
+		return Claims{}, "", fmt.Errorf("refresh: subject changed from %q to %q", subject, c.Subject)
+	}
+	newRT := tok.RefreshToken
+	if newRT == refreshToken {
+		newRT = ""
+	}
+	return c, newRT, nil
+}
+
+// readTokenFile reads and verifies a workload token file.
+func (m *Manager) readTokenFile(ctx context.Context, path string) (Claims, os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Claims{}, nil, fmt.Errorf("identity: token file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return Claims{}, nil, fmt.Errorf("identity: token file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return Claims{}, nil, fmt.Errorf("identity: token file %s is not a regular file", path)
+	}
+	b := make([]byte, 64<<10)
+	n, err := f.Read(b)
+	if err != nil {
+		return Claims{}, nil, fmt.Errorf("identity: token file %s: %w", path, err)
+	}
+	raw := strings.TrimSpace(string(b[:n]))
+	if raw == "" {
+		return Claims{}, nil, fmt.Errorf("identity: token file %s is empty", path)
+	}
+	c, err := m.cfg.Provider.VerifyIDToken(ctx, raw, "")
+	if err != nil {
+		return Claims{}, nil, fmt.Errorf("identity: token file %s: %w", path, err)
+	}
+	return c, st, nil
+}
+
+// BindWorkload enrols cgroupID with the service identity in tokenFile (a
+// JWT from the configured issuer, audience among the allowed ones). Root
+// only. The file is polled; a rotated token updates the session (or starts
+// a new one for a different subject); a token that fails verification is
+// ignored and the session ends at the last good token's expiry.
+func (m *Manager) BindWorkload(ctx context.Context, caller uint32, cgroupID uint64, tokenFile string) (Session, error) {
+	if caller != 0 {
+		return Session{}, fmt.Errorf("identity: %w: only root binds workload identities", ErrPermission)
+	}
+	if cgroupID == 0 {
+		return Session{}, errors.New("identity: cgroup id 0")
+	}
+	if m.cfg.Provider.Kind() == KindLocal {
+		return Session{}, errors.New("identity: the local provider cannot verify workload tokens")
+	}
+	abs, err := filepath.Abs(tokenFile)
+	if err != nil {
+		return Session{}, fmt.Errorf("identity: token file: %w", err)
+	}
+	c, st, err := m.readTokenFile(ctx, abs)
+	if err != nil {
+		return Session{}, err
+	}
+	s := m.start(caller, c, "", true)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bindings[cgroupID] = s.ID
+	m.workloads[cgroupID] = &workload{CgroupID: cgroupID, TokenFile: abs, SessionID: s.ID, ModTime: st.ModTime(), Size: st.Size()}
+	m.persistLocked()
+	return s, nil
+}
+
+func (m *Manager) recheckWorkload(w *workload) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, st, err := m.readTokenFile(ctx, w.TokenFile)
+
+	m.mu.Lock()
+	w.checking = false
+	if m.workloads[w.CgroupID] != w {
+		m.mu.Unlock()
+		return // unbound meanwhile
+	}
+	if err != nil {
+		// Remember the bad version so it is not re-read every tick.
+		if fi, serr := os.Stat(w.TokenFile); serr == nil {
+			w.ModTime, w.Size = fi.ModTime(), fi.Size()
+		}
+		m.mu.Unlock()
+		m.log.Warn("workload token rejected; keeping the previous one until it expires", "cgroup", w.CgroupID, "err", err)
+		return
+	}
+	w.ModTime, w.Size = st.ModTime(), st.Size()
+	r := m.sessions[w.SessionID]
+	if r != nil && r.Session.State == StateActive && r.Session.Subject == c.Subject {
+		r.Session.Email, r.Session.Name, r.Session.Groups, r.Session.Expiry = c.Email, c.Name, slices.Clone(c.Groups), c.Expiry
+		m.persistLocked()
+		m.mu.Unlock()
+		return
+	}
+	var ev []EndEvent
+	if r != nil {
+		if e, ok := m.endLocked(r, EndReplaced); ok {
+			ev = append(ev, e)
+		}
+	}
+	m.mu.Unlock()
+	m.deliver(ev)
+	s := m.start(0, c, "", true)
+	m.mu.Lock()
+	if m.workloads[w.CgroupID] == w {
+		w.SessionID = s.ID
+		m.bindings[w.CgroupID] = s.ID
+	}
+	m.persistLocked()
+	m.mu.Unlock()
+}

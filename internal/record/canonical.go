@@ -1,0 +1,230 @@
+package record
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// TimeFormat is the layout of a record's time member: UTC with microseconds, fixed width.
+const TimeFormat = "2006-01-02T15:04:05.000000Z"
+
+// zeroHash is the prev of the first record of a log.
+var zeroHash = hex.EncodeToString(make([]byte, sha256.Size))
+
+// Record is one line of the log as stored.
+type Record struct {
+	Data    json.RawMessage `json:"data"`
+	Hash    string          `json:"hash"`
+	Prev    string          `json:"prev"`
+	Seq     uint64          `json:"seq"`
+	Session string          `json:"session,omitempty"`
+	Time    string          `json:"time"`
+	Type    Type            `json:"type"`
+}
+
+// Event decodes the record's payload into an Event.
+func (r *Record) Event() (Event, error) {
+	ev := Event{Type: r.Type, Session: r.Session}
+	t, err := time.Parse(time.RFC3339Nano, r.Time)
+	if err != nil {
+		return ev, fmt.Errorf("record %d: bad time %q: %w", r.Seq, r.Time, err)
+	}
+	ev.Time = t
+	if err := ev.decodePayload(r.Data); err != nil {
+		return ev, fmt.Errorf("record %d: %w", r.Seq, err)
+	}
+	return ev, nil
+}
+
+// Timestamp is the record's time, or the zero time if it does not parse.
+func (r *Record) Timestamp() time.Time {
+	t, _ := time.Parse(time.RFC3339Nano, r.Time)
+	return t
+}
+
+// encodePayload returns the canonical JSON of ev's payload.
+func encodePayload(ev *Event) ([]byte, error) {
+	p, err := ev.payload()
+	if err != nil {
+		return nil, err
+	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s payload: %w", ev.Type, err)
+	}
+	return b, nil
+}
+
+// appendString appends the canonical JSON form of s.
+func appendString(dst []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always marshals
+	return append(dst, b...)
+}
+
+// sealRecord builds the stored line (with trailing newline) of a record whose payload is data
+// (canonical JSON) and returns it with its hash. The members are written in key order, so the line is
+// canonical when data is; the hash covers the same bytes without the hash member.
+func sealRecord(buf []byte, data []byte, prev string, seq uint64, session string, t string, typ Type) (line []byte, hash string) {
+	start := len(buf)
+	buf = append(buf, `{"data":`...)
+	buf = append(buf, data...)
+	mid := len(buf)
+	buf = append(buf, `,"prev":"`...)
+	buf = append(buf, prev...)
+	buf = append(buf, `","seq":`...)
+	buf = strconv.AppendUint(buf, seq, 10)
+	if session != "" {
+		buf = append(buf, `,"session":`...)
+		buf = appendString(buf, session)
+	}
+	buf = append(buf, `,"time":"`...)
+	buf = append(buf, t...)
+	buf = append(buf, `","type":`...)
+	buf = appendString(buf, string(typ))
+	buf = append(buf, '}')
+
+	h := chainHash(prev, buf[start:])
+	tail := append([]byte(nil), buf[mid:]...)
+	buf = append(buf[:mid], `,"hash":"`...)
+	buf = append(buf, h...)
+	buf = append(buf, '"')
+	buf = append(buf, tail...)
+	buf = append(buf, '\n')
+	return buf, h
+}
+
+// chainHash is hex(SHA-256(bytes(prev) ‖ canonical)). prev must be 64 hex digits.
+func chainHash(prev string, canonical []byte) string {
+	var p [sha256.Size]byte
+	hex.Decode(p[:], []byte(prev)) // callers validated prev
+	h := sha256.New()
+	h.Write(p[:])
+	h.Write(canonical)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// canonicalize returns canonical(v) for a JSON text, keeping numbers as written.
+func canonicalize(b []byte) ([]byte, error) {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, err
+	}
+	if d.More() {
+		return nil, errors.New("trailing data after JSON value")
+	}
+	if err := checkIntegers(v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// checkIntegers rejects numbers that are not plain decimal integers, which canonical JSON excludes.
+func checkIntegers(v any) error {
+	switch x := v.(type) {
+	case json.Number:
+		s := string(x)
+		if s != "0" && (s[0] == '0' || (s[0] == '-' && (len(s) < 2 || s[1] == '0'))) {
+			return fmt.Errorf("number %s is not canonical", s)
+		}
+		if _, err := strconv.ParseInt(s, 10, 64); err != nil {
+			if _, err := strconv.ParseUint(s, 10, 64); err != nil {
+				return fmt.Errorf("number %s is not an integer", s)
+			}
+		}
+	case map[string]any:
+		for _, e := range x {
+			if err := checkIntegers(e); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if err := checkIntegers(e); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// lineProblem kinds.
+const (
+	KindMalformed     = "malformed"
+	KindNotCanonical  = "not_canonical"
+	KindHashMismatch  = "hash_mismatch"
+	KindPrevMismatch  = "prev_mismatch"
+	KindSeqGap        = "seq_gap"
+	KindReordered     = "reordered"
+	KindTruncated     = "truncated"
+	KindBadSignature  = "bad_signature"
+	KindBadSegment    = "bad_segment"
+	KindMissingAnchor = "missing_anchor"
+	KindTornLine      = "torn_line"
+)
+
+// parseLine parses one stored line (without its newline) and checks that it is canonical and that
+// its hash matches its content. It does not check the link to the previous record.
+func parseLine(line []byte) (Record, string, error) {
+	var rec Record
+	canon, err := canonicalize(line)
+	if err != nil {
+		return rec, KindMalformed, fmt.Errorf("not a JSON record: %w", err)
+	}
+	if !bytes.Equal(canon, line) {
+		return rec, KindNotCanonical, errors.New("line is not in canonical form")
+	}
+	if err := json.Unmarshal(line, &rec); err != nil {
+		return rec, KindMalformed, fmt.Errorf("not a record: %w", err)
+	}
+	if len(rec.Data) == 0 || rec.Data[0] != '{' || rec.Type == "" || rec.Seq == 0 {
+		return rec, KindMalformed, errors.New("record lacks data, type or seq")
+	}
+	if !isHash(rec.Prev) || !isHash(rec.Hash) {
+		return rec, KindMalformed, errors.New("prev or hash is not 64 lowercase hex digits")
+	}
+	if _, err := time.Parse(time.RFC3339Nano, rec.Time); err != nil {
+		return rec, KindMalformed, fmt.Errorf("bad time: %w", err)
+	}
+	// The line without its hash member, which is canonical(record without hash) because
+	// removing a member keeps the rest sorted.
+	marker := []byte(`,"hash":"` + rec.Hash + `"`)
+	i := bytes.LastIndex(line, marker)
+	if i < 0 {
+		return rec, KindMalformed, errors.New("hash member not where canonical order puts it")
+	}
+	unsealed := make([]byte, 0, len(line)-len(marker))
+	unsealed = append(unsealed, line[:i]...)
+	unsealed = append(unsealed, line[i+len(marker):]...)
+	if got := chainHash(rec.Prev, unsealed); got != rec.Hash {
+		return rec, KindHashMismatch, fmt.Errorf("hash %s does not match content (computed %s)", short(rec.Hash), short(got))
+	}
+	return rec, "", nil
+}
+
+func isHash(s string) bool {
+	if len(s) != 2*sha256.Size {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}

@@ -1,0 +1,334 @@
+// Package record is the tamper-evident session log of the enforcer daemon: every enforced session's
+// start, statements, verdicts, masked results, notices, approvals and end, appended as hash-chained
+// JSON Lines records with durability chosen per statement (write-ahead with group commit, or async),
+// signed checkpoints, retention, verification, replay rendering and export.
+//
+// # Record format
+//
+// A log is a directory of segments seg-NNNNNNNNNNNN.jsonl. Each line is one record:
+//
+//	{"data":{…},"hash":"…","prev":"…","seq":7,"session":"…","time":"2026-11-27T14:32:18.443211Z","type":"statement"}
+//
+// data holds the payload of the record's type. prev is the hash of the record before it (64 zero
+// hex digits for the first record ever), and
+//
+//	hash = hex(SHA-256(bytes(prev) ‖ canonical(record without the "hash" member)))
+//
+// where bytes(prev) is the 32 bytes prev encodes. One chain runs across segments and restarts: the
+// first record of every segment is a "segment" header whose prev is the last hash of the previous
+// segment.
+//
+// # Canonical JSON
+//
+// canonical(v) is the JSON text of v with: objects' members sorted by key in byte order, no
+// whitespace outside strings, integers only (no fractions or exponents; numbers are kept as written
+// in the decimal form Go's strconv produces), and strings escaped exactly as Go's encoding/json
+// Marshal escapes them: \" \\ \n \r \t \b \f, other control characters as \u00XX, '<' '>' '&' as
+// \u003c \u003e \u0026, U+2028 and U+2029 as \u2028 \u2029, invalid UTF-8 replaced by U+FFFD, all
+// other characters as raw UTF-8. Absent optional members are omitted, never written as null. A
+// stored line must be byte-for-byte the canonical form of its own content (hash included), so any
+// byte change of a line is detected: either the content changed (hash mismatch) or the form did (not
+// canonical). Payload structs declare their fields in key order so encoding/json produces this form
+// directly; TestPayloadFieldsSorted keeps it so.
+package record
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Type names a record's payload.
+type Type string
+
+// Session event types, written by the proxy through Recorder.Append.
+const (
+	TypeSessionStart Type = "session_start"
+	TypeStatement    Type = "statement"
+	TypeResult       Type = "result"
+	TypeNotice       Type = "notice"
+	TypeApproval     Type = "approval"
+	TypeSessionEnd   Type = "session_end"
+)
+
+// Log maintenance types, written only by the Recorder itself.
+const (
+	TypeSegment    Type = "segment"     // first record of every segment file
+	TypeCheckpoint Type = "checkpoint"  // signed chain head
+	TypeRetention  Type = "retention"   // anchor left when old segments are deleted
+	TypeChainBreak Type = "chain_break" // the saved chain state disagreed with the log at open
+	TypeRecovery   Type = "recovery"    // a torn final line was cut off at open
+)
+
+// Identity is the person (or workload) an enforced session belongs to.
+type Identity struct {
+	Email    string   `json:"email,omitempty"`
+	Groups   []string `json:"groups,omitempty"`
+	Provider string   `json:"provider,omitempty"`
+	Subject  string   `json:"subject,omitempty"`
+}
+
+// Process is the enforced process that opened the connection.
+type Process struct {
+	Cmdline []string `json:"cmdline,omitempty"`
+	Comm    string   `json:"comm,omitempty"`
+	Exe     string   `json:"exe,omitempty"`
+	PID     int      `json:"pid,omitempty"`
+	UID     int      `json:"uid"`
+}
+
+// Target is the service the session reached.
+type Target struct {
+	Address  string `json:"address,omitempty"`
+	Database string `json:"database,omitempty"`
+	Name     string `json:"name,omitempty"`
+	User     string `json:"user,omitempty"`
+}
+
+// SessionStart opens a session. Protocol is "postgres", "http", "tls-passthrough" or "tcp" (a raw TCP
+// session, which records only this, the byte counts of its SessionEnd and nothing in between).
+type SessionStart struct {
+	CgroupID     uint64            `json:"cgroup_id,omitempty"`
+	CgroupPath   string            `json:"cgroup_path,omitempty"`
+	ClientParams map[string]string `json:"client_params,omitempty"`
+	Identity     Identity          `json:"identity"`
+	Origin       string            `json:"origin,omitempty"` // address:port the client dialled
+	Process      Process           `json:"process"`
+	Protocol     string            `json:"protocol"`
+	Target       Target            `json:"target"`
+}
+
+// Verdicts of a statement.
+const (
+	VerdictAllow   = "allow"
+	VerdictBlock   = "block"
+	VerdictApprove = "approve" // held for a reviewer
+)
+
+// Statement is one statement (or HTTP request) as the policy saw it. Params are already masked by
+// the caller; nil entries are SQL NULL.
+type Statement struct {
+	ApprovalID string    `json:"approval_id,omitempty"`
+	Class      string    `json:"class,omitempty"` // statement class from the policy engine (read, write, ddl…)
+	Params     []*string `json:"params,omitempty"`
+	Protocol   string    `json:"protocol,omitempty"` // simple, extended, copy, http…
+	Rule       string    `json:"rule,omitempty"`
+	Text       string    `json:"text"`
+	Verdict    string    `json:"verdict"`
+}
+
+// Result is what the client received for the statement before it. Rows are masked and hold at most
+// the recorder's row cap (see CapRows); RowCount is the total the server returned.
+type Result struct {
+	Columns    []string    `json:"columns,omitempty"`
+	CommandTag string      `json:"command_tag,omitempty"`
+	DurationUS int64       `json:"duration_us,omitempty"`
+	Error      string      `json:"error,omitempty"`
+	ErrorCode  string      `json:"error_code,omitempty"` // SQLSTATE
+	RowCount   int64       `json:"row_count"`
+	Rows       [][]*string `json:"rows,omitempty"`
+	Truncated  bool        `json:"truncated,omitempty"`
+}
+
+// Notice is a NoticeResponse (or a message the proxy itself sent the client).
+type Notice struct {
+	Code     string `json:"code,omitempty"`
+	Message  string `json:"message"`
+	Severity string `json:"severity,omitempty"`
+}
+
+// Approval states.
+const (
+	ApprovalRequested = "requested"
+	ApprovalApproved  = "approved"
+	ApprovalDenied    = "denied"
+	ApprovalExpired   = "expired"
+)
+
+// Approval is a step of an approval request for a held statement.
+type Approval struct {
+	Approvers []string `json:"approvers,omitempty"` // who may decide (requested)
+	By        string   `json:"by,omitempty"`        // who decided
+	ID        string   `json:"id"`
+	Reason    string   `json:"reason,omitempty"`
+	State     string   `json:"state"`
+}
+
+// SessionEnd closes a session. BytesIn flowed client → server, BytesOut server → client.
+type SessionEnd struct {
+	BytesIn    int64  `json:"bytes_in"`
+	BytesOut   int64  `json:"bytes_out"`
+	DurationUS int64  `json:"duration_us"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// SegmentHeader is the first record of each segment; its record's prev anchors the segment to
+// the previous one.
+type SegmentHeader struct {
+	Format  string `json:"format"`
+	Key     string `json:"key"` // hex Ed25519 public key that signs this log's checkpoints
+	Segment uint64 `json:"segment"`
+}
+
+// CheckpointData is a signed statement of the chain head: the record with Seq has Hash.
+type CheckpointData struct {
+	Hash string `json:"hash"`
+	Key  string `json:"key"`
+	Seq  uint64 `json:"seq"`
+	Sig  string `json:"sig"`
+	Time string `json:"time"`
+}
+
+// RetentionData records the deletion of whole old segments. AnchorSeq/AnchorHash are the last
+// record removed, which is what the first remaining record's prev must be.
+type RetentionData struct {
+	AnchorHash   string `json:"anchor_hash"`
+	AnchorSeq    uint64 `json:"anchor_seq"`
+	FirstSegment uint64 `json:"first_segment"` // first segment kept
+	Reason       string `json:"reason"`
+	RemovedBytes int64  `json:"removed_bytes"`
+	RemovedFrom  uint64 `json:"removed_from"` // first removed segment number
+	RemovedTo    uint64 `json:"removed_to"`   // last removed segment number
+}
+
+// ChainBreakData is written when the log was opened with AcceptChainBreak although the saved chain
+// state did not match it: it names what the state promised and what the log held.
+type ChainBreakData struct {
+	FoundHash string `json:"found_hash"`
+	FoundSeq  uint64 `json:"found_seq"`
+	Reason    string `json:"reason"`
+	StateHash string `json:"state_hash"`
+	StateSeq  uint64 `json:"state_seq"`
+}
+
+// RecoveryData records bytes after the last complete line of the newest segment (a write torn by
+// a crash) that were cut off at open and saved to EvidenceFile.
+type RecoveryData struct {
+	EvidenceFile string `json:"evidence_file"`
+	Segment      uint64 `json:"segment"`
+	TornBytes    int64  `json:"torn_bytes"`
+	TornSHA256   string `json:"torn_sha256"`
+}
+
+// Event is one thing that happened in a session. Exactly one payload, the one matching Type, is set.
+// Time is optional: the recorder stamps the append time when it is zero.
+type Event struct {
+	Type    Type
+	Session string
+	Time    time.Time
+
+	Start     *SessionStart
+	Statement *Statement
+	Result    *Result
+	Notice    *Notice
+	Approval  *Approval
+	End       *SessionEnd
+
+	Segment    *SegmentHeader
+	Checkpoint *CheckpointData
+	Retention  *RetentionData
+	ChainBreak *ChainBreakData
+	Recovery   *RecoveryData
+}
+
+// payload returns the one payload matching ev.Type, or an error naming what is wrong.
+func (ev *Event) payload() (any, error) {
+	var set []string
+	var match any
+	check := func(t Type, isNil bool, v any) {
+		if isNil {
+			return
+		}
+		set = append(set, string(t))
+		if t == ev.Type {
+			match = v
+		}
+	}
+	check(TypeSessionStart, ev.Start == nil, ev.Start)
+	check(TypeStatement, ev.Statement == nil, ev.Statement)
+	check(TypeResult, ev.Result == nil, ev.Result)
+	check(TypeNotice, ev.Notice == nil, ev.Notice)
+	check(TypeApproval, ev.Approval == nil, ev.Approval)
+	check(TypeSessionEnd, ev.End == nil, ev.End)
+	check(TypeSegment, ev.Segment == nil, ev.Segment)
+	check(TypeCheckpoint, ev.Checkpoint == nil, ev.Checkpoint)
+	check(TypeRetention, ev.Retention == nil, ev.Retention)
+	check(TypeChainBreak, ev.ChainBreak == nil, ev.ChainBreak)
+	check(TypeRecovery, ev.Recovery == nil, ev.Recovery)
+	switch {
+	case len(set) == 0:
+		return nil, fmt.Errorf("event %q has no payload", ev.Type)
+	case len(set) > 1:
+		return nil, fmt.Errorf("event %q has %d payloads %v, want one", ev.Type, len(set), set)
+	case match == nil:
+		return nil, fmt.Errorf("event type %q does not match its payload %s", ev.Type, set[0])
+	}
+	return match, nil
+}
+
+// decodePayload fills the payload of ev.Type from data.
+func (ev *Event) decodePayload(data []byte) error {
+	var dst any
+	switch ev.Type {
+	case TypeSessionStart:
+		ev.Start = new(SessionStart)
+		dst = ev.Start
+	case TypeStatement:
+		ev.Statement = new(Statement)
+		dst = ev.Statement
+	case TypeResult:
+		ev.Result = new(Result)
+		dst = ev.Result
+	case TypeNotice:
+		ev.Notice = new(Notice)
+		dst = ev.Notice
+	case TypeApproval:
+		ev.Approval = new(Approval)
+		dst = ev.Approval
+	case TypeSessionEnd:
+		ev.End = new(SessionEnd)
+		dst = ev.End
+	case TypeSegment:
+		ev.Segment = new(SegmentHeader)
+		dst = ev.Segment
+	case TypeCheckpoint:
+		ev.Checkpoint = new(CheckpointData)
+		dst = ev.Checkpoint
+	case TypeRetention:
+		ev.Retention = new(RetentionData)
+		dst = ev.Retention
+	case TypeChainBreak:
+		ev.ChainBreak = new(ChainBreakData)
+		dst = ev.ChainBreak
+	case TypeRecovery:
+		ev.Recovery = new(RecoveryData)
+		dst = ev.Recovery
+	default:
+		return fmt.Errorf("unknown record type %q", ev.Type)
+	}
+	if err := json.Unmarshal(data, dst); err != nil {
+		return fmt.Errorf("decode %s payload: %w", ev.Type, err)
+	}
+	return nil
+}
+
+// isSessionType reports whether t is written by callers (as opposed to the log's own maintenance).
+func isSessionType(t Type) bool {
+	switch t {
+	case TypeSessionStart, TypeStatement, TypeResult, TypeNotice, TypeApproval, TypeSessionEnd:
+		return true
+	}
+	return false
+}
+
+// CapRows returns rows limited to max (max <= 0 means no rows kept) and whether any were dropped.
+// Callers building a Result use it with the configured row cap and set RowCount to len(rows).
+func CapRows(rows [][]*string, max int) ([][]*string, bool) {
+	if max < 0 {
+		max = 0
+	}
+	if len(rows) <= max {
+		return rows, false
+	}
+	return rows[:max], true
+}

@@ -1,0 +1,717 @@
+package record
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Durability says when Append may return.
+type Durability int
+
+const (
+	// Async returns once the record is written to the segment (not yet fsynced), or after the
+	// recorder's AsyncWindow at most; the record is fsynced with the next group commit. For
+	// statements that cannot change state.
+	Async Durability = iota
+	// WriteAhead returns only after the record is on disk (fdatasync). For statements that can
+	// change state, before they are forwarded.
+	WriteAhead
+)
+
+func (d Durability) String() string {
+	if d == WriteAhead {
+		return "write-ahead"
+	}
+	return "async"
+}
+
+// DefaultDir is where the daemon keeps its records.
+const DefaultDir = "/var/lib/enforcer/records"
+
+// Options configure a Recorder. Only Dir is required.
+type Options struct {
+	Dir     string // created 0700 if missing
+	KeyFile string // Ed25519 checkpoint key, default Dir/host.key (created 0600 on first start)
+
+	Strict       bool          // every Append is write-ahead ("durability: strict")
+	AsyncWindow  time.Duration // longest an Async Append waits for its write, default 2ms
+	SyncInterval time.Duration // longest a written async record stays unsynced, default 100ms
+	MaxPending   int           // records queued before Append refuses, default 65536
+
+	SegmentBytes       int64         // rotate after a segment reaches this size, default 64 MiB
+	CheckpointEvery    uint64        // records between checkpoints, default 10000
+	CheckpointInterval time.Duration // time between checkpoints while records arrive, default 1m
+
+	MaxAge   time.Duration // delete closed segments older than this (0: keep)
+	MaxBytes int64         // delete oldest closed segments while the log is larger (0: no limit)
+	// KeepFrom, if set, returns the lowest seq that must not be deleted by retention yet (for
+	// example the fleet sink's shipped-up-to seq + 1).
+	KeepFrom func() uint64
+
+	// AcceptChainBreak lets Open continue when the saved chain state and the log disagree: it
+	// writes a chain_break record naming both heads instead of refusing to start.
+	AcceptChainBreak bool
+
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+func (o *Options) setDefaults() {
+	if o.KeyFile == "" {
+		o.KeyFile = filepath.Join(o.Dir, keyFile)
+	}
+	if o.AsyncWindow <= 0 {
+		o.AsyncWindow = 2 * time.Millisecond
+	}
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = 100 * time.Millisecond
+	}
+	if o.MaxPending <= 0 {
+		o.MaxPending = 1 << 16
+	}
+	if o.SegmentBytes <= 0 {
+		o.SegmentBytes = 64 << 20
+	}
+	if o.CheckpointEvery == 0 {
+		o.CheckpointEvery = 10000
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = time.Minute
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// Errors returned by Append.
+var (
+	ErrClosed     = errors.New("record: recorder closed")
+	ErrLogFailed  = errors.New("record: session log cannot be written")
+	ErrOverloaded = errors.New("record: too many records pending")
+)
+
+// ChainBreakError is returned by Open when the saved chain state does not match the log and
+// Options.AcceptChainBreak is not set.
+type ChainBreakError struct {
+	Dir    string
+	Reason string
+}
+
+func (e *ChainBreakError) Error() string {
+	return fmt.Sprintf("record: chain state in %s does not match the log: %s (inspect with `enforcer record verify`; start anyway with --accept-chain-break, which records the break)", e.Dir, e.Reason)
+}
+
+// Stats are cumulative counters of a Recorder.
+type Stats struct {
+	Records      uint64 // records written (session and maintenance)
+	Batches      uint64 // writes of one or more records
+	Fsyncs       uint64 // fdatasync calls on segments
+	MaxBatch     uint64 // largest batch written
+	Bytes        uint64 // bytes written to segments
+	Checkpoints  uint64
+	Rotations    uint64
+	Failures     uint64 // Appends refused because the log could not be written
+	WriteAheadNS uint64 // total time write-ahead Appends waited
+}
+
+type stats struct {
+	records, batches, fsyncs, maxBatch, bytes, checkpoints, rotations, failures, waNS atomic.Uint64
+}
+
+// pendingRec is a record waiting for the writer.
+type pendingRec struct {
+	typ     Type
+	session string
+	time    string
+	data    []byte
+	wa      bool
+	done    chan error // buffered 1; receives once
+}
+
+// Recorder appends records to the log in one directory. It is safe for concurrent use.
+type Recorder struct {
+	opts Options
+	log  *slog.Logger
+	key  ed25519.PrivateKey
+	pub  string
+
+	mu      sync.Mutex
+	pending []*pendingRec
+	failed  error
+	closed  bool
+	cpReq   []chan cpResult
+
+	wake    chan struct{}
+	stop    chan struct{}
+	stopped chan struct{}
+
+	st stats
+
+	// Owned by the writer goroutine (and by Open before it starts).
+	f         *os.File
+	segNum    uint64
+	segSize   int64
+	seq       uint64
+	head      string
+	sinceCP   uint64
+	lastCP    time.Time
+	dirty     bool
+	lastCPRec *CheckpointData
+	buf       []byte
+}
+
+type cpResult struct {
+	cp  Checkpoint
+	err error
+}
+
+// Open opens (or creates) the log in opts.Dir, checks the saved chain state against it, cuts off a
+// torn final line (recorded as a recovery record), and starts the writer.
+func Open(opts Options) (*Recorder, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("record: no directory")
+	}
+	opts.setDefaults()
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("record: create %s: %w", opts.Dir, err)
+	}
+	if err := os.Chmod(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("record: chmod %s: %w", opts.Dir, err)
+	}
+	key, err := loadOrCreateKey(opts.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("record: %w", err)
+	}
+	r := &Recorder{
+		opts:    opts,
+		log:     opts.Logger.With("component", "record", "dir", opts.Dir),
+		key:     key,
+		pub:     hex.EncodeToString(key.Public().(ed25519.PublicKey)),
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+		head:    zeroHash,
+		lastCP:  opts.Now(),
+	}
+	if err := r.recover(); err != nil {
+		if r.f != nil {
+			r.f.Close()
+		}
+		return nil, err
+	}
+	go r.writer()
+	return r, nil
+}
+
+// recover finds the chain head from the newest segment and the saved state.
+func (r *Recorder) recover() error {
+	dir := r.opts.Dir
+	st, err := readState(dir)
+	if err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	// A segment created but never given its header (crash between create and first write) holds
+	// nothing; remove it.
+	for len(segs) > 0 && segs[len(segs)-1].Size == 0 {
+		last := segs[len(segs)-1]
+		r.log.Warn("removing empty newest segment", "segment", filepath.Base(last.Path))
+		if err := os.Remove(last.Path); err != nil {
+			return fmt.Errorf("record: remove empty segment: %w", err)
+		}
+		segs = segs[:len(segs)-1]
+	}
+
+	var breakReason string
+	var found struct {
+		seq  uint64
+		hash string
+	}
+	if len(segs) == 0 {
+		if st != nil {
+			breakReason = fmt.Sprintf("the log is empty but the saved state head is seq %d", st.Seq)
+			// Continue numbering after the lost chain so the break links to it.
+			r.seq, r.head, r.segNum = st.Seq, st.Hash, st.Segment
+		}
+		if breakReason != "" && !r.opts.AcceptChainBreak {
+			return &ChainBreakError{Dir: dir, Reason: breakReason}
+		}
+		if err := r.openSegment(r.segNum + 1); err != nil {
+			return err
+		}
+	} else {
+		newest := segs[len(segs)-1]
+		lines, torn, err := readLines(newest.Path)
+		if err != nil {
+			return fmt.Errorf("record: read %s: %w", newest.Path, err)
+		}
+		if len(lines) == 0 {
+			return fmt.Errorf("record: newest segment %s has no complete record (torn header); move it aside after inspection", newest.Path)
+		}
+		var recs []Record
+		var problem string
+		for i, ln := range lines {
+			rec, _, err := parseLine(ln)
+			if err != nil {
+				if i == len(lines)-1 {
+					return fmt.Errorf("record: last record of %s (line %d) is unreadable: %v; move the segment aside after inspection", newest.Path, i+1, err)
+				}
+				if problem == "" {
+					problem = fmt.Sprintf("%s line %d: %v", filepath.Base(newest.Path), i+1, err)
+				}
+				continue
+			}
+			if problem == "" && len(recs) > 0 {
+				p := recs[len(recs)-1]
+				if rec.Seq != p.Seq+1 || rec.Prev != p.Hash {
+					problem = fmt.Sprintf("%s line %d: seq %d does not follow seq %d", filepath.Base(newest.Path), i+1, rec.Seq, p.Seq)
+				}
+			}
+			recs = append(recs, rec)
+		}
+		if recs[0].Type != TypeSegment && problem == "" {
+			problem = fmt.Sprintf("%s does not start with a segment header", filepath.Base(newest.Path))
+		}
+		last := recs[len(recs)-1]
+		found.seq, found.hash = last.Seq, last.Hash
+		switch {
+		case problem != "":
+			breakReason = "newest segment fails verification: " + problem
+		case st == nil:
+			breakReason = fmt.Sprintf("the chain state file is missing but the log holds records up to seq %d", last.Seq)
+		case st.Seq > last.Seq:
+			breakReason = fmt.Sprintf("the log ends at seq %d but the saved state head is seq %d (records were removed)", last.Seq, st.Seq)
+		case st.Seq < recs[0].Seq:
+			breakReason = fmt.Sprintf("the saved state head seq %d is older than the newest segment (starts at seq %d)", st.Seq, recs[0].Seq)
+		default:
+			if h := recs[st.Seq-recs[0].Seq].Hash; h != st.Hash {
+				breakReason = fmt.Sprintf("record %d has hash %s but the saved state says %s (the log was rewritten)", st.Seq, short(h), short(st.Hash))
+			}
+		}
+		if breakReason != "" && !r.opts.AcceptChainBreak {
+			return &ChainBreakError{Dir: dir, Reason: breakReason}
+		}
+		r.seq, r.head, r.segNum = last.Seq, last.Hash, newest.Num
+		f, err := os.OpenFile(newest.Path, os.O_RDWR, 0o600)
+		if err != nil {
+			return fmt.Errorf("record: open %s: %w", newest.Path, err)
+		}
+		r.f = f
+		size := newest.Size
+		if len(torn) > 0 {
+			if err := r.cutTorn(newest, torn); err != nil {
+				return err
+			}
+			size -= int64(len(torn))
+		}
+		if _, err := f.Seek(0, 2); err != nil {
+			return fmt.Errorf("record: seek %s: %w", newest.Path, err)
+		}
+		r.segSize = size
+	}
+	if breakReason != "" {
+		r.log.Error("session log chain break accepted", "reason", breakReason)
+		if err := r.writeSystem(Event{Type: TypeChainBreak, ChainBreak: &ChainBreakData{
+			FoundHash: found.hash, FoundSeq: found.seq, Reason: breakReason,
+			StateHash: stOr(st).Hash, StateSeq: stOr(st).Seq,
+		}}); err != nil {
+			return err
+		}
+		if err := r.syncAndSave(); err != nil {
+			return err
+		}
+	}
+	return r.applyRetention()
+}
+
+func stOr(st *chainState) chainState {
+	if st == nil {
+		return chainState{Hash: zeroHash}
+	}
+	return *st
+}
+
+// cutTorn saves the bytes after the last newline of the newest segment to an evidence file, cuts
+// them off, and records that it did.
+func (r *Recorder) cutTorn(seg segmentFile, torn []byte) error {
+	sum := sha256.Sum256(torn)
+	evidence := fmt.Sprintf("%s.torn-%d", seg.Path, r.seq)
+	if err := writeFileAtomic(evidence, torn, 0o600); err != nil {
+		return fmt.Errorf("record: save torn tail: %w", err)
+	}
+	if err := r.f.Truncate(seg.Size - int64(len(torn))); err != nil {
+		return fmt.Errorf("record: cut torn tail of %s: %w", seg.Path, err)
+	}
+	r.log.Warn("cut a torn final line (interrupted write) from the newest segment", "segment", filepath.Base(seg.Path), "bytes", len(torn), "evidence", evidence)
+	if _, err := r.f.Seek(0, 2); err != nil {
+		return fmt.Errorf("record: seek: %w", err)
+	}
+	return r.writeSystem(Event{Type: TypeRecovery, Recovery: &RecoveryData{
+		EvidenceFile: filepath.Base(evidence), Segment: seg.Num,
+		TornBytes: int64(len(torn)), TornSHA256: hex.EncodeToString(sum[:]),
+	}})
+}
+
+// openSegment creates segment n, writes its header, syncs it and the directory, and saves state.
+func (r *Recorder) openSegment(n uint64) error {
+	path := filepath.Join(r.opts.Dir, segmentName(n))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("record: create segment: %w", err)
+	}
+	if r.f != nil {
+		r.f.Close()
+	}
+	r.f, r.segNum, r.segSize = f, n, 0
+	if err := r.writeSystem(Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Segment: n}}); err != nil {
+		return err
+	}
+	if err := syncDir(r.opts.Dir); err != nil {
+		return fmt.Errorf("record: sync dir: %w", err)
+	}
+	return r.syncAndSave()
+}
+
+// writeSystem writes one maintenance record directly (writer goroutine or Open only).
+func (r *Recorder) writeSystem(ev Event) error {
+	data, err := encodePayload(&ev)
+	if err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	line, h := sealRecord(r.buf[:0], data, r.head, r.seq+1, ev.Session, r.opts.Now().UTC().Format(TimeFormat), ev.Type)
+	r.buf = line
+	if _, err := r.f.Write(line); err != nil {
+		return fmt.Errorf("record: write %s record: %w", ev.Type, err)
+	}
+	r.seq++
+	r.head = h
+	r.segSize += int64(len(line))
+	r.dirty = true
+	r.st.records.Add(1)
+	r.st.bytes.Add(uint64(len(line)))
+	return nil
+}
+
+func (r *Recorder) fdatasync() error {
+	r.st.fsyncs.Add(1)
+	if err := unix.Fdatasync(int(r.f.Fd())); err != nil {
+		return fmt.Errorf("record: fdatasync %s: %w", r.f.Name(), err)
+	}
+	r.dirty = false
+	return nil
+}
+
+// syncAndSave makes the segment durable and then saves the chain head, so the state never names
+// a record that is not on disk.
+func (r *Recorder) syncAndSave() error {
+	if err := r.fdatasync(); err != nil {
+		return err
+	}
+	return saveState(r.opts.Dir, chainState{Hash: r.head, Seq: r.seq, Segment: r.segNum})
+}
+
+// Append records ev. With WriteAhead (or in strict mode) it returns after the record is fsynced;
+// with Async after it is written, or after AsyncWindow at most. An error means the record may not
+// be in the log: the caller must refuse the statement.
+func (r *Recorder) Append(ev Event, d Durability) error {
+	if !isSessionType(ev.Type) {
+		return fmt.Errorf("record: %q records are written by the recorder only", ev.Type)
+	}
+	if ev.Session == "" {
+		return errors.New("record: event without session id")
+	}
+	data, err := encodePayload(&ev)
+	if err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	t := ev.Time
+	if t.IsZero() {
+		t = r.opts.Now()
+	}
+	p := &pendingRec{
+		typ: ev.Type, session: ev.Session, time: t.UTC().Format(TimeFormat), data: data,
+		wa: d == WriteAhead || r.opts.Strict, done: make(chan error, 1),
+	}
+	start := time.Now()
+	r.mu.Lock()
+	switch {
+	case r.failed != nil:
+		err = r.failed
+	case r.closed:
+		err = ErrClosed
+	case len(r.pending) >= r.opts.MaxPending:
+		err = ErrOverloaded
+	}
+	if err != nil {
+		r.mu.Unlock()
+		r.st.failures.Add(1)
+		return err
+	}
+	r.pending = append(r.pending, p)
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	if p.wa {
+		err := <-p.done
+		r.st.waNS.Add(uint64(time.Since(start)))
+		if err != nil {
+			r.st.failures.Add(1)
+		}
+		return err
+	}
+	t0 := time.NewTimer(r.opts.AsyncWindow)
+	defer t0.Stop()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			r.st.failures.Add(1)
+		}
+		return err
+	case <-t0.C:
+		return nil
+	}
+}
+
+// fail makes the recorder refuse every later Append and reports the failure loudly.
+func (r *Recorder) fail(err error, batch []*pendingRec) {
+	r.mu.Lock()
+	first := r.failed == nil
+	if first {
+		r.failed = fmt.Errorf("%w: %v", ErrLogFailed, err)
+	}
+	ferr := r.failed
+	rest := r.pending
+	r.pending = nil
+	reqs := r.cpReq
+	r.cpReq = nil
+	r.mu.Unlock()
+	if first {
+		r.log.Error("session log write failed; refusing all statements until restart", "err", err)
+	}
+	for _, p := range batch {
+		p.done <- ferr
+	}
+	for _, p := range rest {
+		p.done <- ferr
+	}
+	for _, c := range reqs {
+		c <- cpResult{err: ferr}
+	}
+}
+
+func (r *Recorder) isFailed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed != nil
+}
+
+// writer is the single goroutine that owns the segment: it takes every pending record, writes them
+// in one write, releases async waiters, fsyncs once if any waiter needs it (group commit), then
+// releases write-ahead waiters.
+func (r *Recorder) writer() {
+	defer close(r.stopped)
+	tick := time.NewTicker(r.opts.SyncInterval)
+	defer tick.Stop()
+	var batch []*pendingRec
+	stopping := false
+	for {
+		ticked := false
+		if !stopping {
+			select {
+			case <-r.wake:
+			case <-tick.C:
+				ticked = true
+			case <-r.stop:
+				stopping = true
+			}
+		}
+		r.mu.Lock()
+		batch, r.pending = r.pending, batch[:0]
+		reqs := r.cpReq
+		r.cpReq = nil
+		r.mu.Unlock()
+
+		if r.isFailed() {
+			r.fail(nil, batch)
+			batch = batch[:0]
+			if stopping {
+				return
+			}
+			continue
+		}
+		if len(batch) > 0 {
+			r.writeBatch(batch)
+			for i := range batch {
+				batch[i] = nil
+			}
+			batch = batch[:0]
+			if r.isFailed() {
+				continue
+			}
+		}
+		due := r.sinceCP > 0 && (r.sinceCP >= r.opts.CheckpointEvery || r.opts.Now().Sub(r.lastCP) >= r.opts.CheckpointInterval)
+		if len(reqs) > 0 || due || (stopping && r.sinceCP > 0) {
+			cp, err := r.checkpoint()
+			if err != nil {
+				r.fail(err, nil)
+			}
+			for _, c := range reqs {
+				c <- cpResult{cp, err}
+			}
+		} else if r.dirty && (stopping || ticked) {
+			// Async records written since the last group commit are synced within SyncInterval
+			// even when no write-ahead record comes along.
+			if err := r.fdatasync(); err != nil {
+				r.fail(err, nil)
+			}
+		}
+		if !r.isFailed() && r.segSize >= r.opts.SegmentBytes {
+			if err := r.rotate(); err != nil {
+				r.fail(err, nil)
+			}
+		}
+		if stopping {
+			r.mu.Lock()
+			more := len(r.pending) > 0
+			r.mu.Unlock()
+			if !more {
+				if !r.isFailed() {
+					if err := r.syncAndSave(); err != nil {
+						r.log.Error("session log final sync failed", "err", err)
+					}
+				}
+				return
+			}
+		}
+	}
+}
+
+func (r *Recorder) writeBatch(batch []*pendingRec) {
+	buf := r.buf[:0]
+	now := len(batch)
+	seq, head := r.seq, r.head
+	wa := false
+	for _, p := range batch {
+		seq++
+		var h string
+		buf, h = sealRecordAppend(buf, p, head, seq)
+		head = h
+		wa = wa || p.wa
+	}
+	r.buf = buf
+	n, err := r.f.Write(buf)
+	if err != nil {
+		if n > 0 {
+			r.segSize += int64(n) // a partial write leaves a torn line; the log is failed from here on
+		}
+		r.fail(fmt.Errorf("write %d records to %s: %w", len(batch), r.f.Name(), err), batch)
+		return
+	}
+	r.seq, r.head = seq, head
+	r.segSize += int64(len(buf))
+	r.sinceCP += uint64(now)
+	r.dirty = true
+	r.st.records.Add(uint64(now))
+	r.st.batches.Add(1)
+	r.st.bytes.Add(uint64(len(buf)))
+	for {
+		m := r.st.maxBatch.Load()
+		if uint64(now) <= m || r.st.maxBatch.CompareAndSwap(m, uint64(now)) {
+			break
+		}
+	}
+	for _, p := range batch {
+		if !p.wa {
+			p.done <- nil
+		}
+	}
+	if wa {
+		if err := r.fdatasync(); err != nil {
+			r.fail(err, batch)
+			return
+		}
+		for _, p := range batch {
+			if p.wa {
+				p.done <- nil
+			}
+		}
+	}
+}
+
+func sealRecordAppend(buf []byte, p *pendingRec, prev string, seq uint64) ([]byte, string) {
+	return sealRecord(buf, p.data, prev, seq, p.session, p.time, p.typ)
+}
+
+// rotate closes the current segment with a checkpoint and starts the next one.
+func (r *Recorder) rotate() error {
+	if r.sinceCP > 0 {
+		if _, err := r.checkpoint(); err != nil {
+			return err
+		}
+	}
+	if err := r.openSegment(r.segNum + 1); err != nil {
+		return err
+	}
+	r.st.rotations.Add(1)
+	return r.applyRetention()
+}
+
+// Stats returns the recorder's counters.
+func (r *Recorder) Stats() Stats {
+	return Stats{
+		Records: r.st.records.Load(), Batches: r.st.batches.Load(), Fsyncs: r.st.fsyncs.Load(),
+		MaxBatch: r.st.maxBatch.Load(), Bytes: r.st.bytes.Load(), Checkpoints: r.st.checkpoints.Load(),
+		Rotations: r.st.rotations.Load(), Failures: r.st.failures.Load(), WriteAheadNS: r.st.waNS.Load(),
+	}
+}
+
+// PublicKey returns the hex Ed25519 key that signs this log's checkpoints.
+func (r *Recorder) PublicKey() string { return r.pub }
+
+// Dir returns the log directory.
+func (r *Recorder) Dir() string { return r.opts.Dir }
+
+// Err returns the error that made the recorder refuse appends, or nil while it is healthy.
+func (r *Recorder) Err() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
+}
+
+// Close writes the pending records and a final checkpoint, syncs, saves the chain state and stops
+// the writer. Appends after Close fail with ErrClosed.
+func (r *Recorder) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	r.closed = true
+	r.mu.Unlock()
+	close(r.stop)
+	<-r.stopped
+	err := r.Err()
+	if cerr := r.f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("record: close segment: %w", cerr)
+	}
+	return err
+}

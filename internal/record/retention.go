@@ -1,0 +1,90 @@
+package record
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// applyRetention deletes whole closed segments, oldest first, while they are older than MaxAge or the
+// log is larger than MaxBytes, never the active segment and never one holding a seq at or above
+// KeepFrom(). Before deleting, it durably writes a retention record naming the removed range and the
+// last removed hash, which is what the first kept segment's header links to, so the remaining log
+// still verifies from its first record (writer goroutine or Open only).
+func (r *Recorder) applyRetention() error {
+	if r.opts.MaxAge <= 0 && r.opts.MaxBytes <= 0 {
+		return nil
+	}
+	segs, err := listSegments(r.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("record: retention: %w", err)
+	}
+	var total int64
+	for _, s := range segs {
+		total += s.Size
+	}
+	now := r.opts.Now()
+	keep := uint64(0)
+	if r.opts.KeepFrom != nil {
+		keep = r.opts.KeepFrom()
+	}
+	var removed []segmentFile
+	var removedBytes int64
+	var next Record // header of the first kept segment
+	for i := 0; i+1 < len(segs) && segs[i].Num != r.segNum; i++ {
+		s := segs[i]
+		info, err := os.Stat(s.Path)
+		if err != nil {
+			return fmt.Errorf("record: retention: %w", err)
+		}
+		old := r.opts.MaxAge > 0 && now.Sub(info.ModTime()) > r.opts.MaxAge
+		big := r.opts.MaxBytes > 0 && total-removedBytes > r.opts.MaxBytes
+		if !old && !big {
+			break
+		}
+		h, err := firstRecord(segs[i+1].Path)
+		if err != nil {
+			return fmt.Errorf("record: retention: %w", err)
+		}
+		if keep != 0 && h.Seq-1 >= keep {
+			break // the sink has not shipped all of this segment yet
+		}
+		removed = append(removed, s)
+		removedBytes += s.Size
+		next = h
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	var reasons []string
+	if r.opts.MaxAge > 0 {
+		reasons = append(reasons, "max_age "+r.opts.MaxAge.String())
+	}
+	if r.opts.MaxBytes > 0 {
+		reasons = append(reasons, fmt.Sprintf("max_bytes %d", r.opts.MaxBytes))
+	}
+	if err := r.writeSystem(Event{Type: TypeRetention, Retention: &RetentionData{
+		AnchorHash: next.Prev, AnchorSeq: next.Seq - 1, FirstSegment: removed[len(removed)-1].Num + 1,
+		Reason: strings.Join(reasons, ", "), RemovedBytes: removedBytes,
+		RemovedFrom: removed[0].Num, RemovedTo: removed[len(removed)-1].Num,
+	}}); err != nil {
+		return err
+	}
+	if err := r.syncAndSave(); err != nil {
+		return err
+	}
+	for _, s := range removed {
+		if err := os.Remove(s.Path); err != nil {
+			return fmt.Errorf("record: retention: remove %s: %w", filepath.Base(s.Path), err)
+		}
+		// Evidence of torn writes goes with its segment.
+		if m, _ := filepath.Glob(s.Path + ".torn-*"); len(m) > 0 {
+			for _, p := range m {
+				os.Remove(p)
+			}
+		}
+	}
+	r.log.Info("retention removed old segments", "from", removed[0].Num, "to", removed[len(removed)-1].Num, "bytes", removedBytes)
+	return syncDir(r.opts.Dir)
+}

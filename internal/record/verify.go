@@ -1,0 +1,329 @@
+package record
+
+import (
+	"bufio"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Problem is the first thing Verify found wrong.
+type Problem struct {
+	Segment string `json:"segment"`        // file name
+	Line    int    `json:"line,omitempty"` // 1-based
+	Seq     uint64 `json:"seq,omitempty"`
+	Kind    string `json:"kind"` // one of the Kind constants
+	Detail  string `json:"detail"`
+}
+
+func (p *Problem) Error() string {
+	loc := p.Segment
+	if p.Line > 0 {
+		loc = fmt.Sprintf("%s line %d", p.Segment, p.Line)
+	}
+	if p.Seq > 0 {
+		loc += fmt.Sprintf(" (seq %d)", p.Seq)
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, p.Kind, p.Detail)
+}
+
+// Report is the outcome of Verify. The log is intact when Problem is nil; Breaks lists chain breaks
+// that were accepted at start (--accept-chain-break) and Notes other facts an auditor should see.
+type Report struct {
+	Dir         string            `json:"dir"`
+	Segments    int               `json:"segments"`
+	Records     uint64            `json:"records"`
+	FirstSeq    uint64            `json:"first_seq"`
+	LastSeq     uint64            `json:"last_seq"`
+	LastHash    string            `json:"last_hash"`
+	Checkpoints int               `json:"checkpoints"` // signed checkpoint records verified in the log
+	Epochs      int               `json:"epochs"`      // 1 + accepted chain breaks
+	Breaks      []ChainBreakData  `json:"breaks,omitempty"`
+	Retentions  []RetentionData   `json:"retentions,omitempty"`
+	Checkpoint  *CheckpointResult `json:"checkpoint,omitempty"`
+	Notes       []string          `json:"notes,omitempty"`
+	Problem     *Problem          `json:"problem,omitempty"`
+}
+
+// CheckpointResult says how the log compared with an exported checkpoint.
+type CheckpointResult struct {
+	Seq     uint64 `json:"seq"`
+	Hash    string `json:"hash"`
+	Matched bool   `json:"matched"`
+}
+
+// OK reports whether the log verified.
+func (r *Report) OK() bool { return r.Problem == nil }
+
+// Verify checks every record of the log in dir: canonical form, hash, link to the previous record,
+// consecutive seqs, segment headers, signed checkpoints (against dir's host.pub when present), and
+// that the first remaining record is the genesis or is anchored by a retention or chain_break
+// record. With cp (an exported checkpoint), it also checks that the log still holds record cp.Seq
+// with cp.Hash, which detects removal of the tail; without one, a shorter log cannot be told from
+// an older one and Verify does not claim otherwise. An error means the log could not be read.
+func Verify(dir string, cp *Checkpoint) (*Report, error) {
+	rep := &Report{Dir: dir, Epochs: 1}
+	pinned, err := readPublicKey(dir)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	if cp != nil {
+		if err := verifyCheckpoint(cp, pinned); err != nil {
+			rep.Problem = &Problem{Kind: KindBadSignature, Detail: "exported checkpoint: " + err.Error()}
+			return rep, nil
+		}
+	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	rep.Segments = len(segs)
+	if len(segs) == 0 {
+		if cp != nil {
+			rep.Problem = &Problem{Kind: KindTruncated, Seq: cp.Seq, Detail: fmt.Sprintf("the log is empty but the checkpoint covers seq %d", cp.Seq)}
+		}
+		return rep, nil
+	}
+	v := verifier{rep: rep, pinned: pinned, cp: cp}
+	for i, s := range segs {
+		if i > 0 && s.Num != segs[i-1].Num+1 {
+			rep.Problem = &Problem{Segment: segmentName(segs[i-1].Num + 1), Kind: KindBadSegment,
+				Detail: fmt.Sprintf("segment missing between %s and %s", filepath.Base(segs[i-1].Path), filepath.Base(s.Path))}
+			return rep, nil
+		}
+		if err := v.segment(s, i == len(segs)-1); err != nil {
+			return nil, err
+		}
+		if rep.Problem != nil {
+			return rep, nil
+		}
+	}
+	v.finish()
+	return rep, nil
+}
+
+type verifier struct {
+	rep    *Report
+	pinned ed25519.PublicKey
+	cp     *Checkpoint
+
+	started   bool
+	first     Record // first record overall
+	firstSeg  string
+	prev      Record
+	anchors   []RetentionData
+	cpMatched bool
+	lastSeg   string
+}
+
+func (v *verifier) fail(seg string, line int, seq uint64, kind, detail string) {
+	if v.rep.Problem == nil {
+		v.rep.Problem = &Problem{Segment: seg, Line: line, Seq: seq, Kind: kind, Detail: detail}
+	}
+}
+
+func (v *verifier) segment(s segmentFile, newest bool) error {
+	name := filepath.Base(s.Path)
+	v.lastSeg = name
+	f, err := os.Open(s.Path)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer f.Close()
+	lr := lineReader{br: bufio.NewReaderSize(f, 1<<16)}
+	for n := 1; ; n++ {
+		line, torn, err := lr.next()
+		if err == io.EOF {
+			if n == 1 {
+				v.fail(name, 0, 0, KindBadSegment, "segment is empty")
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("verify: read %s: %w", name, err)
+		}
+		if torn {
+			if newest {
+				// A write interrupted by a crash; Open cuts it off and records that.
+				v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s ends with %d bytes of an incomplete line (interrupted write, not part of the chain)", name, len(line)))
+				return nil
+			}
+			v.fail(name, n, 0, KindTornLine, "line without newline in a closed segment")
+			return nil
+		}
+		rec, kind, err := parseLine(line)
+		if err != nil {
+			v.fail(name, n, rec.Seq, kind, err.Error())
+			return nil
+		}
+		if !v.link(name, n, rec) {
+			return nil
+		}
+		if n == 1 {
+			if rec.Type != TypeSegment {
+				v.fail(name, n, rec.Seq, KindBadSegment, fmt.Sprintf("segment starts with a %s record, not its header", rec.Type))
+				return nil
+			}
+		} else if rec.Type == TypeSegment {
+			v.fail(name, n, rec.Seq, KindBadSegment, "segment header in the middle of a segment")
+			return nil
+		}
+		if !v.check(name, n, s.Num, rec) {
+			return nil
+		}
+		v.prev = rec
+		v.rep.Records++
+		v.rep.LastSeq, v.rep.LastHash = rec.Seq, rec.Hash
+	}
+}
+
+// link checks rec against the record before it; for the very first record it remembers the start,
+// which finish checks against the anchors.
+func (v *verifier) link(seg string, line int, rec Record) bool {
+	if !v.started {
+		v.started, v.first, v.firstSeg = true, rec, seg
+		v.rep.FirstSeq = rec.Seq
+		return true
+	}
+	p := v.prev
+	switch {
+	case rec.Seq > p.Seq+1:
+		v.fail(seg, line, rec.Seq, KindSeqGap, fmt.Sprintf("seq %d follows seq %d: %d records missing", rec.Seq, p.Seq, rec.Seq-p.Seq-1))
+	case rec.Seq <= p.Seq:
+		v.fail(seg, line, rec.Seq, KindReordered, fmt.Sprintf("seq %d after seq %d (reordered or duplicated)", rec.Seq, p.Seq))
+	case rec.Prev != p.Hash:
+		v.fail(seg, line, rec.Seq, KindPrevMismatch, fmt.Sprintf("prev %s is not the hash %s of seq %d", short(rec.Prev), short(p.Hash), p.Seq))
+	default:
+		return true
+	}
+	return false
+}
+
+// check verifies the payload of maintenance records.
+func (v *verifier) check(seg string, line int, segNum uint64, rec Record) bool {
+	if rec.Type != TypeSegment && rec.Type != TypeCheckpoint && rec.Type != TypeRetention && rec.Type != TypeChainBreak {
+		if v.cp != nil && rec.Seq == v.cp.Seq {
+			v.checkExported(seg, line, rec)
+		}
+		return v.rep.Problem == nil
+	}
+	ev, err := rec.Event()
+	if err != nil {
+		v.fail(seg, line, rec.Seq, KindMalformed, err.Error())
+		return false
+	}
+	switch rec.Type {
+	case TypeSegment:
+		if ev.Segment.Segment != segNum {
+			v.fail(seg, line, rec.Seq, KindBadSegment, fmt.Sprintf("header names segment %d", ev.Segment.Segment))
+			return false
+		}
+	case TypeCheckpoint:
+		c := ev.Checkpoint
+		if err := verifyCheckpoint(c, v.pinned); err != nil {
+			v.fail(seg, line, rec.Seq, KindBadSignature, err.Error())
+			return false
+		}
+		if c.Seq != v.prev.Seq || c.Hash != v.prev.Hash {
+			v.fail(seg, line, rec.Seq, KindBadSignature, fmt.Sprintf("checkpoint covers seq %d but follows seq %d", c.Seq, v.prev.Seq))
+			return false
+		}
+		v.rep.Checkpoints++
+	case TypeRetention:
+		v.anchors = append(v.anchors, *ev.Retention)
+		v.rep.Retentions = append(v.rep.Retentions, *ev.Retention)
+	case TypeChainBreak:
+		v.rep.Breaks = append(v.rep.Breaks, *ev.ChainBreak)
+		v.rep.Epochs++
+	}
+	if v.cp != nil && rec.Seq == v.cp.Seq {
+		v.checkExported(seg, line, rec)
+	}
+	return v.rep.Problem == nil
+}
+
+func (v *verifier) checkExported(seg string, line int, rec Record) {
+	v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
+	if rec.Hash != v.cp.Hash {
+		v.fail(seg, line, rec.Seq, KindHashMismatch, fmt.Sprintf("record has hash %s but the exported checkpoint says %s (the log was rewritten)", short(rec.Hash), short(v.cp.Hash)))
+		return
+	}
+	v.rep.Checkpoint.Matched = true
+	v.cpMatched = true
+}
+
+// finish checks what can only be known after reading everything: the start anchor and the exported
+// checkpoint.
+func (v *verifier) finish() {
+	if v.rep.Problem != nil || !v.started {
+		return
+	}
+	f := v.first
+	if f.Seq != 1 || f.Prev != zeroHash {
+		ok := false
+		for _, a := range v.anchors {
+			if a.AnchorSeq+1 == f.Seq && a.AnchorHash == f.Prev {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			num := uint64(0)
+			if ev, err := f.Event(); err == nil && ev.Segment != nil {
+				num = ev.Segment.Segment
+			}
+			for _, a := range v.anchors {
+				if a.RemovedFrom <= num && num <= a.RemovedTo {
+					ok = true // a deletion the log announced was interrupted; the rest is intact
+					v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s was declared removed by retention but is still present", v.firstSeg))
+					break
+				}
+			}
+		}
+		if !ok {
+			for _, b := range v.rep.Breaks {
+				if b.StateSeq+1 == f.Seq && b.StateHash == f.Prev {
+					ok = true // the log was lost before this epoch; the break record says so
+					break
+				}
+			}
+		}
+		if !ok {
+			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("the log starts at seq %d with prev %s, but no retention record accounts for the records before it", f.Seq, short(f.Prev)))
+			return
+		}
+	}
+	if v.cp != nil && !v.cpMatched {
+		switch {
+		case v.cp.Seq > v.rep.LastSeq:
+			v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
+			v.fail(v.lastSeg, 0, v.rep.LastSeq, KindTruncated, fmt.Sprintf("the log ends at seq %d but the exported checkpoint covers seq %d: records were removed from the tail", v.rep.LastSeq, v.cp.Seq))
+		case v.cp.Seq < v.rep.FirstSeq:
+			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("the exported checkpoint (seq %d) predates the oldest retained record (seq %d)", v.cp.Seq, v.rep.FirstSeq))
+		}
+	}
+}
+
+// ErrNotIntact wraps a verification problem for callers that want an error.
+var ErrNotIntact = errors.New("record: log is not intact")
+
+// Err returns nil if the log verified, or an error wrapping ErrNotIntact that describes the problem.
+func (r *Report) Err() error {
+	if r.Problem == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrNotIntact, r.Problem.Error())
+}
+
+// MarshalJSON keeps Report's JSON stable for `enforcer record verify --json`.
+func (r *Report) MarshalJSON() ([]byte, error) {
+	type plain Report
+	return json.Marshal(&struct {
+		OK bool `json:"ok"`
+		*plain
+	}{r.Problem == nil, (*plain)(r)})
+}

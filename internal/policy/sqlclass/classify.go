@@ -1,0 +1,867 @@
+package sqlclass
+
+import (
+	"fmt"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// DefaultMaxLen is the longest SQL text classified by default; longer text
+// is Unknown. The parser's cost grows with input size and nesting, and the
+// data path must not stall on a hostile megabyte of parentheses.
+const DefaultMaxLen = 1 << 20
+
+// Classify parses sql and classifies each statement, without caching. Text
+// longer than DefaultMaxLen is Unknown.
+func Classify(sql string) *Result {
+	return classify(sql, DefaultMaxLen)
+}
+
+func classify(sql string, maxLen int) *Result {
+	if len(sql) > maxLen {
+		return unknownResult(sql, fmt.Sprintf("statement text too long to classify (%d bytes, limit %d)", len(sql), maxLen))
+	}
+	tree, err := pg.Parse(sql)
+	if err != nil {
+		return unknownResult(sql, err.Error())
+	}
+	res := &Result{Statements: make([]Statement, 0, len(tree.Stmts))}
+	for _, raw := range tree.Stmts {
+		st := classifyStmt(raw.Stmt)
+		st.Text = stmtText(sql, raw)
+		res.Statements = append(res.Statements, st)
+	}
+	if fp, err := pg.Fingerprint(sql); err == nil {
+		res.Fingerprint = fp
+	}
+	return res
+}
+
+func unknownResult(sql, msg string) *Result {
+	return &Result{
+		Statements: []Statement{{
+			Kind: KindUnknown, Kinds: []string{string(KindUnknown)},
+			Unknown: true, Executes: true, Text: sql,
+		}},
+		ParseError: msg,
+	}
+}
+
+// stmtText cuts one statement out of the string using the parser's byte
+// offsets (a zero length means "to the end").
+func stmtText(sql string, raw *pg.RawStmt) string {
+	start := int(raw.StmtLocation)
+	if start < 0 || start > len(sql) {
+		return strings.TrimSpace(sql)
+	}
+	end := len(sql)
+	if raw.StmtLen > 0 && start+int(raw.StmtLen) <= len(sql) {
+		end = start + int(raw.StmtLen)
+	}
+	return strings.TrimSpace(sql[start:end])
+}
+
+// walker collects effects while visiting a statement's tree.
+type walker struct {
+	st *Statement
+
+	kinds     []string
+	reads     []string
+	writes    []string
+	ctes      map[string]bool
+	funcs     []string
+	funcClass funcClass
+
+	// relWrite makes bare relations count as written: set for the target
+	// list of DDL statements, cleared inside any query.
+	relWrite bool
+
+	dml        bool // an INSERT/UPDATE/DELETE/MERGE was seen
+	modifies   bool // an UPDATE/DELETE/MERGE was seen (changes existing rows)
+	dmlWhere   bool // every UPDATE/DELETE/MERGE had a condition
+	dmlConst   bool // some UPDATE/DELETE/MERGE condition is constant
+	selectInto bool
+	execute    string
+
+	explainDone bool // plain EXPLAIN filled the statement from its inner one
+}
+
+func classifyStmt(n *pg.Node) Statement {
+	st := Statement{Executes: true}
+	w := &walker{st: &st, dmlWhere: true}
+	w.top(n)
+	w.finish()
+	return st
+}
+
+// top classifies the statement node itself, then walks it for nested
+// effects (functions, relations, data-modifying CTEs).
+func (w *walker) top(n *pg.Node) {
+	st := w.st
+	switch s := n.GetNode().(type) {
+	case *pg.Node_SelectStmt:
+		st.Kind = KindSelect
+		st.Reads = true
+		if s.SelectStmt.IntoClause != nil {
+			st.Kind, st.Object = KindCreate, "TABLE"
+			st.DDL, st.Writes = true, true
+		}
+		st.HasWhere, st.WhereIsConstant = selectWhere(s.SelectStmt)
+		w.walk(n)
+	case *pg.Node_InsertStmt:
+		st.Kind = KindInsert
+		if sel := s.InsertStmt.GetSelectStmt().GetSelectStmt(); sel != nil && len(sel.ValuesLists) == 0 {
+			st.HasWhere, st.WhereIsConstant = selectWhere(sel)
+		}
+		w.walk(n)
+	case *pg.Node_UpdateStmt:
+		st.Kind = KindUpdate
+		w.walk(n)
+	case *pg.Node_DeleteStmt:
+		st.Kind = KindDelete
+		w.walk(n)
+	case *pg.Node_MergeStmt:
+		st.Kind = KindMerge
+		w.walk(n)
+	case *pg.Node_CopyStmt:
+		w.copyStmt(s.CopyStmt)
+	case *pg.Node_ExplainStmt:
+		w.explain(s.ExplainStmt)
+	case *pg.Node_PrepareStmt:
+		w.top(s.PrepareStmt.Query)
+		st.Prepare = s.PrepareStmt.Name
+		st.Wrapper = WrapPrepare
+		st.Executes = false
+	case *pg.Node_ExecuteStmt:
+		st.Kind = KindExecute
+		w.walk(n)
+	case *pg.Node_DeallocateStmt:
+		st.Kind, st.Session = KindDeallocate, true
+		st.Deallocate, st.DeallocateAll = s.DeallocateStmt.Name, s.DeallocateStmt.Isall
+	case *pg.Node_DiscardStmt:
+		st.Kind, st.Session = KindDiscard, true
+		st.Object = strings.TrimPrefix(s.DiscardStmt.Target.String(), "DISCARD_")
+		if s.DiscardStmt.Target == pg.DiscardMode_DISCARD_ALL {
+			// DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT and
+			// RESET ALL, and drops every prepared statement.
+			st.DeallocateAll, st.Privilege = true, true
+		}
+	case *pg.Node_VariableSetStmt:
+		w.setStmt(s.VariableSetStmt)
+	case *pg.Node_VariableShowStmt:
+		st.Kind, st.Reads = KindShow, true
+	case *pg.Node_TransactionStmt:
+		w.transaction(s.TransactionStmt)
+	case *pg.Node_DoStmt:
+		st.Kind, st.Procedural = KindDo, true
+	case *pg.Node_CallStmt:
+		st.Kind, st.Procedural = KindCall, true
+		w.walk(n)
+	case *pg.Node_DeclareCursorStmt:
+		st.Kind, st.Reads = "DECLARE", true
+		w.walk(n)
+	case *pg.Node_FetchStmt:
+		st.Kind, st.Reads = "FETCH", true
+		if s.FetchStmt.Ismove {
+			st.Kind = "MOVE"
+		}
+	case *pg.Node_ClosePortalStmt:
+		st.Kind, st.Reads = "CLOSE", true
+	case *pg.Node_ListenStmt:
+		st.Kind, st.Session = "LISTEN", true
+	case *pg.Node_UnlistenStmt:
+		st.Kind, st.Session = "UNLISTEN", true
+	case *pg.Node_NotifyStmt:
+		st.Kind, st.SideEffects = "NOTIFY", true
+	case *pg.Node_LoadStmt:
+		st.Kind, st.UnsafeIO, st.Procedural = "LOAD", true, true
+	case *pg.Node_ConstraintsSetStmt:
+		st.Kind, st.Transaction = KindSet, true
+	case *pg.Node_LockStmt:
+		st.Kind = KindLock
+		w.ddlWalk(n)
+	case *pg.Node_TruncateStmt:
+		st.Kind, st.DDL, st.Writes = KindTruncate, true, true
+		w.ddlWalk(n)
+	case *pg.Node_DropStmt:
+		w.drop(s.DropStmt)
+	case *pg.Node_CreateTableAsStmt:
+		c := s.CreateTableAsStmt
+		st.Kind, st.DDL, st.Reads = KindCreate, true, true
+		st.Object = objectName(c.Objtype)
+		st.Writes = c.Into == nil || !c.Into.SkipData
+		if sel := c.GetQuery().GetSelectStmt(); sel != nil {
+			st.HasWhere, st.WhereIsConstant = selectWhere(sel)
+		}
+		w.ddlWalk(n)
+	case *pg.Node_VacuumStmt:
+		st.Kind, st.Maintenance = KindVacuum, true
+		if !s.VacuumStmt.IsVacuumcmd {
+			st.Kind = KindAnalyze
+		}
+		w.ddlWalk(n)
+	case *pg.Node_ClusterStmt:
+		st.Kind, st.Maintenance = "CLUSTER", true
+		w.ddlWalk(n)
+	case *pg.Node_ReindexStmt:
+		st.Kind, st.Maintenance = "REINDEX", true
+		w.ddlWalk(n)
+	case *pg.Node_CheckPointStmt:
+		st.Kind, st.Maintenance = "CHECKPOINT", true
+	case *pg.Node_RefreshMatViewStmt:
+		st.Kind, st.Maintenance, st.Writes, st.Object = "REFRESH", true, true, "MATVIEW"
+		w.ddlWalk(n)
+	case *pg.Node_GrantStmt:
+		st.Kind, st.Privilege = KindGrant, true
+		if !s.GrantStmt.IsGrant {
+			st.Kind = KindRevoke
+		}
+		st.Object = objectName(s.GrantStmt.Objtype)
+		w.ddlWalk(n)
+	case *pg.Node_GrantRoleStmt:
+		st.Kind, st.Privilege, st.Object = KindGrant, true, "ROLE"
+		if !s.GrantRoleStmt.IsGrant {
+			st.Kind = KindRevoke
+		}
+	case *pg.Node_AlterTableStmt:
+		st.Kind, st.DDL = KindAlter, true
+		st.Object = objectName(s.AlterTableStmt.Objtype)
+		for _, c := range s.AlterTableStmt.Cmds {
+			switch c.GetAlterTableCmd().GetSubtype() {
+			case pg.AlterTableType_AT_ChangeOwner, pg.AlterTableType_AT_EnableRowSecurity,
+				pg.AlterTableType_AT_DisableRowSecurity, pg.AlterTableType_AT_ForceRowSecurity,
+				pg.AlterTableType_AT_NoForceRowSecurity:
+				st.Privilege = true
+			}
+		}
+		w.ddlWalk(n)
+	case *pg.Node_CreateFunctionStmt:
+		st.Kind, st.DDL, st.Procedural, st.Object = KindCreate, true, true, "FUNCTION"
+		if s.CreateFunctionStmt.IsProcedure {
+			st.Object = "PROCEDURE"
+		}
+		w.ddlWalk(n)
+	case *pg.Node_CreateExtensionStmt:
+		st.Kind, st.DDL, st.Procedural, st.Object = KindCreate, true, true, "EXTENSION"
+		st.UnsafeIO = unsafeExtensions[strings.ToLower(s.CreateExtensionStmt.Extname)]
+	case *pg.Node_AlterSystemStmt:
+		st.Kind, st.DDL, st.Privilege, st.Object = KindAlter, true, true, "SYSTEM"
+	default:
+		w.generic(n)
+	}
+}
+
+// genericStmt describes statements that need no special handling.
+type genericStmt struct {
+	kind                                  Kind
+	object                                string
+	privilege, unsafeIO, procedural, data bool
+}
+
+var genericStmts = map[string]genericStmt{
+	"CreateStmt":                   {kind: KindCreate, object: "TABLE"},
+	"ViewStmt":                     {kind: KindCreate, object: "VIEW"},
+	"IndexStmt":                    {kind: KindCreate, object: "INDEX"},
+	"CreateSchemaStmt":             {kind: KindCreate, object: "SCHEMA"},
+	"CreateSeqStmt":                {kind: KindCreate, object: "SEQUENCE"},
+	"AlterSeqStmt":                 {kind: KindAlter, object: "SEQUENCE"},
+	"CreatedbStmt":                 {kind: KindCreate, object: "DATABASE"},
+	"AlterDatabaseStmt":            {kind: KindAlter, object: "DATABASE"},
+	"AlterDatabaseSetStmt":         {kind: KindAlter, object: "DATABASE"},
+	"DropdbStmt":                   {kind: KindDrop, object: "DATABASE", data: true},
+	"CreateTrigStmt":               {kind: KindCreate, object: "TRIGGER", procedural: true},
+	"CreateEventTrigStmt":          {kind: KindCreate, object: "EVENT TRIGGER", procedural: true, privilege: true},
+	"AlterEventTrigStmt":           {kind: KindAlter, object: "EVENT TRIGGER", procedural: true, privilege: true},
+	"CreatePlangStmt":              {kind: KindCreate, object: "LANGUAGE", procedural: true},
+	"AlterFunctionStmt":            {kind: KindAlter, object: "FUNCTION", procedural: true},
+	"RuleStmt":                     {kind: KindCreate, object: "RULE", procedural: true},
+	"CreateRoleStmt":               {kind: KindCreate, object: "ROLE", privilege: true},
+	"AlterRoleStmt":                {kind: KindAlter, object: "ROLE", privilege: true},
+	"AlterRoleSetStmt":             {kind: KindAlter, object: "ROLE", privilege: true},
+	"DropRoleStmt":                 {kind: KindDrop, object: "ROLE", privilege: true},
+	"AlterDefaultPrivilegesStmt":   {kind: KindAlter, object: "DEFAULT PRIVILEGES", privilege: true},
+	"AlterOwnerStmt":               {kind: KindAlter, object: "OWNER", privilege: true},
+	"ReassignOwnedStmt":            {kind: "REASSIGN", object: "OWNED", privilege: true},
+	"DropOwnedStmt":                {kind: KindDrop, object: "OWNED", privilege: true, data: true},
+	"SecLabelStmt":                 {kind: "SECURITY LABEL", privilege: true},
+	"CreatePolicyStmt":             {kind: KindCreate, object: "POLICY", privilege: true},
+	"AlterPolicyStmt":              {kind: KindAlter, object: "POLICY", privilege: true},
+	"CreateFdwStmt":                {kind: KindCreate, object: "FOREIGN DATA WRAPPER", unsafeIO: true},
+	"AlterFdwStmt":                 {kind: KindAlter, object: "FOREIGN DATA WRAPPER", unsafeIO: true},
+	"CreateForeignServerStmt":      {kind: KindCreate, object: "SERVER", unsafeIO: true},
+	"AlterForeignServerStmt":       {kind: KindAlter, object: "SERVER", unsafeIO: true},
+	"CreateForeignTableStmt":       {kind: KindCreate, object: "FOREIGN TABLE", unsafeIO: true},
+	"CreateUserMappingStmt":        {kind: KindCreate, object: "USER MAPPING", unsafeIO: true, privilege: true},
+	"AlterUserMappingStmt":         {kind: KindAlter, object: "USER MAPPING", unsafeIO: true, privilege: true},
+	"DropUserMappingStmt":          {kind: KindDrop, object: "USER MAPPING"},
+	"ImportForeignSchemaStmt":      {kind: "IMPORT FOREIGN SCHEMA", unsafeIO: true},
+	"CreateSubscriptionStmt":       {kind: KindCreate, object: "SUBSCRIPTION", unsafeIO: true},
+	"AlterSubscriptionStmt":        {kind: KindAlter, object: "SUBSCRIPTION", unsafeIO: true},
+	"DropSubscriptionStmt":         {kind: KindDrop, object: "SUBSCRIPTION"},
+	"CreatePublicationStmt":        {kind: KindCreate, object: "PUBLICATION"},
+	"AlterPublicationStmt":         {kind: KindAlter, object: "PUBLICATION"},
+	"CreateTableSpaceStmt":         {kind: KindCreate, object: "TABLESPACE", unsafeIO: true},
+	"DropTableSpaceStmt":           {kind: KindDrop, object: "TABLESPACE"},
+	"AlterTableSpaceOptionsStmt":   {kind: KindAlter, object: "TABLESPACE"},
+	"AlterTableMoveAllStmt":        {kind: KindAlter, object: "TABLE"},
+	"AlterExtensionStmt":           {kind: KindAlter, object: "EXTENSION", procedural: true},
+	"AlterExtensionContentsStmt":   {kind: KindAlter, object: "EXTENSION", procedural: true},
+	"CommentStmt":                  {kind: "COMMENT"},
+	"RenameStmt":                   {kind: KindAlter, object: "NAME"},
+	"AlterObjectSchemaStmt":        {kind: KindAlter, object: "SCHEMA"},
+	"AlterObjectDependsStmt":       {kind: KindAlter, object: "EXTENSION"},
+	"AlterDomainStmt":              {kind: KindAlter, object: "DOMAIN"},
+	"CreateDomainStmt":             {kind: KindCreate, object: "DOMAIN"},
+	"DefineStmt":                   {kind: KindCreate, object: "DEFINITION"},
+	"CompositeTypeStmt":            {kind: KindCreate, object: "TYPE"},
+	"CreateEnumStmt":               {kind: KindCreate, object: "TYPE"},
+	"CreateRangeStmt":              {kind: KindCreate, object: "TYPE"},
+	"AlterEnumStmt":                {kind: KindAlter, object: "TYPE"},
+	"AlterTypeStmt":                {kind: KindAlter, object: "TYPE"},
+	"CreateStatsStmt":              {kind: KindCreate, object: "STATISTICS"},
+	"AlterStatsStmt":               {kind: KindAlter, object: "STATISTICS"},
+	"CreateCastStmt":               {kind: KindCreate, object: "CAST"},
+	"CreateConversionStmt":         {kind: KindCreate, object: "CONVERSION"},
+	"CreateTransformStmt":          {kind: KindCreate, object: "TRANSFORM", procedural: true},
+	"CreateOpClassStmt":            {kind: KindCreate, object: "OPERATOR CLASS"},
+	"CreateOpFamilyStmt":           {kind: KindCreate, object: "OPERATOR FAMILY"},
+	"AlterOpFamilyStmt":            {kind: KindAlter, object: "OPERATOR FAMILY"},
+	"AlterOperatorStmt":            {kind: KindAlter, object: "OPERATOR"},
+	"CreateAmStmt":                 {kind: KindCreate, object: "ACCESS METHOD"},
+	"AlterCollationStmt":           {kind: KindAlter, object: "COLLATION"},
+	"AlterDatabaseRefreshCollStmt": {kind: KindAlter, object: "DATABASE"},
+	"AlterTsdictionaryStmt":        {kind: KindAlter, object: "TEXT SEARCH DICTIONARY"},
+	"AlterTsconfigurationStmt":     {kind: KindAlter, object: "TEXT SEARCH CONFIGURATION"},
+	"ReplicaIdentityStmt":          {kind: KindAlter, object: "TABLE"},
+}
+
+// generic handles DDL through the table above; anything else is Unknown.
+func (w *walker) generic(n *pg.Node) {
+	st := w.st
+	m := n.ProtoReflect()
+	od := m.WhichOneof(m.Descriptor().Oneofs().Get(0))
+	name := ""
+	if od != nil {
+		name = string(od.Message().Name())
+	}
+	g, ok := genericStmts[name]
+	if !ok {
+		st.Kind, st.Unknown = KindUnknown, true
+		if name != "" {
+			st.Object = name
+		}
+		w.walk(n)
+		return
+	}
+	st.Kind, st.Object, st.DDL = g.kind, g.object, true
+	st.Privilege, st.UnsafeIO, st.Procedural, st.Writes = g.privilege, g.unsafeIO, g.procedural, g.data
+	w.ddlWalk(n)
+}
+
+func objectName(t pg.ObjectType) string {
+	s := strings.TrimPrefix(t.String(), "OBJECT_")
+	if s == "OBJECT_TYPE_UNDEFINED" {
+		return ""
+	}
+	return strings.ReplaceAll(s, "_", " ")
+}
+
+func (w *walker) copyStmt(c *pg.CopyStmt) {
+	st := w.st
+	st.Kind = KindCopy
+	if c.IsProgram || c.Filename != "" {
+		// COPY … PROGRAM runs a shell command on the server; a file name
+		// reads or writes the server's file system.
+		st.UnsafeIO = true
+	}
+	switch {
+	case c.Query != nil:
+		// COPY (query) TO: the query runs, whatever it is.
+		st.Reads = true
+		if sel := c.Query.GetSelectStmt(); sel != nil {
+			st.HasWhere, st.WhereIsConstant = selectWhere(sel)
+		}
+		w.walk(c.Query)
+	case c.IsFrom:
+		st.Writes = true
+		w.addRel(c.Relation, true)
+	default:
+		st.Reads = true
+		w.addRel(c.Relation, false)
+	}
+	for _, o := range c.Options {
+		w.walk(o)
+	}
+	if c.WhereClause != nil {
+		w.walk(c.WhereClause)
+	}
+}
+
+func (w *walker) explain(e *pg.ExplainStmt) {
+	st := w.st
+	analyze := false
+	for _, o := range e.Options {
+		d := o.GetDefElem()
+		if d != nil && strings.EqualFold(d.Defname, "analyze") {
+			analyze = defElemTrue(d)
+		}
+	}
+	if analyze {
+		// EXPLAIN ANALYZE runs its statement: judge it as that statement.
+		w.top(e.Query)
+		st.Wrapper = WrapExplainAnalyze
+		return
+	}
+	// Plain EXPLAIN plans without executing: a read. Function classes are
+	// kept (the planner folds some calls), data effects are not.
+	inner := classifyStmt(e.Query)
+	*st = Statement{
+		Kind:            KindExplain,
+		Kinds:           append([]string{string(KindExplain)}, inner.Kinds...),
+		Wrapper:         WrapExplain,
+		Reads:           true,
+		Privilege:       inner.Privilege,
+		UnsafeIO:        inner.UnsafeIO,
+		Procedural:      inner.Procedural,
+		SideEffects:     inner.SideEffects,
+		Unknown:         inner.Unknown,
+		Tables:          inner.Tables,
+		TablesRead:      inner.Tables,
+		Functions:       inner.Functions,
+		HasWhere:        inner.HasWhere,
+		WhereIsConstant: inner.WhereIsConstant,
+		Execute:         inner.Execute,
+	}
+	w.explainDone = true
+}
+
+// defElemTrue reads a boolean option such as ANALYZE, ANALYZE true,
+// ANALYZE off. Anything unreadable counts as true (the strict reading).
+func defElemTrue(d *pg.DefElem) bool {
+	if d.Arg == nil {
+		return true
+	}
+	switch a := d.Arg.GetNode().(type) {
+	case *pg.Node_Boolean:
+		return a.Boolean.Boolval
+	case *pg.Node_Integer:
+		return a.Integer.Ival != 0
+	case *pg.Node_String_:
+		v, ok := parseBool(a.String_.Sval)
+		return !ok || v
+	case *pg.Node_AConst:
+		if s, ok := a.AConst.Val.(*pg.A_Const_Sval); ok {
+			v, ok := parseBool(s.Sval.Sval)
+			return !ok || v
+		}
+		if b, ok := a.AConst.Val.(*pg.A_Const_Boolval); ok {
+			return b.Boolval.Boolval
+		}
+		if i, ok := a.AConst.Val.(*pg.A_Const_Ival); ok {
+			return i.Ival.Ival != 0
+		}
+	}
+	return true
+}
+
+// parseBool reads PostgreSQL boolean spellings.
+func parseBool(s string) (v, ok bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "t", "true", "y", "yes", "on", "1":
+		return true, true
+	case "f", "false", "n", "no", "off", "0":
+		return false, true
+	}
+	return false, false
+}
+
+func (w *walker) setStmt(v *pg.VariableSetStmt) {
+	st := w.st
+	name := strings.ToLower(v.Name)
+	st.Kind, st.Session = KindSet, true
+	switch v.Kind {
+	case pg.VariableSetKind_VAR_RESET:
+		st.Kind = KindReset
+	case pg.VariableSetKind_VAR_RESET_ALL:
+		// RESET ALL returns role to the session user.
+		st.Kind, st.Privilege = KindReset, true
+		return
+	case pg.VariableSetKind_VAR_SET_MULTI:
+		// SET TRANSACTION …, SET SESSION CHARACTERISTICS AS TRANSACTION …
+		st.Session, st.Transaction = name != "transaction", true
+		return
+	}
+	if privilegedSettings[name] {
+		st.Privilege = true
+	}
+	value := ""
+	if len(v.Args) > 0 {
+		value = constString(v.Args[0])
+	}
+	if relevant, safe := readerSettingSafe(name, value); relevant && !safe && v.Kind == pg.VariableSetKind_VAR_SET_VALUE {
+		// After this, the proxy's parser would read statements differently
+		// from the server (standard_conforming_strings=off, SJIS…).
+		st.Unknown = true
+	}
+}
+
+func (w *walker) transaction(t *pg.TransactionStmt) {
+	st := w.st
+	st.Transaction = true
+	switch t.Kind {
+	case pg.TransactionStmtKind_TRANS_STMT_BEGIN, pg.TransactionStmtKind_TRANS_STMT_START:
+		st.Kind = KindBegin
+	case pg.TransactionStmtKind_TRANS_STMT_COMMIT:
+		st.Kind = KindCommit
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK, pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
+		st.Kind = KindRollback
+	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
+		st.Kind = KindSavepoint
+	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
+		st.Kind = KindRelease
+	case pg.TransactionStmtKind_TRANS_STMT_PREPARE:
+		// Two-phase commit leaves a transaction (and its locks) behind.
+		st.Kind, st.Writes = "PREPARE TRANSACTION", true
+	case pg.TransactionStmtKind_TRANS_STMT_COMMIT_PREPARED:
+		st.Kind, st.Writes = "COMMIT PREPARED", true
+	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_PREPARED:
+		st.Kind, st.Writes = "ROLLBACK PREPARED", true
+	default:
+		st.Kind, st.Unknown = KindUnknown, true
+	}
+}
+
+// dataObjects are object types whose DROP destroys rows.
+var dataObjects = map[pg.ObjectType]bool{
+	pg.ObjectType_OBJECT_TABLE: true, pg.ObjectType_OBJECT_MATVIEW: true,
+	pg.ObjectType_OBJECT_SCHEMA: true, pg.ObjectType_OBJECT_FOREIGN_TABLE: true,
+	pg.ObjectType_OBJECT_SEQUENCE: true, pg.ObjectType_OBJECT_DATABASE: true,
+	pg.ObjectType_OBJECT_LARGEOBJECT: true,
+}
+
+// relObjects are object types whose names are relations.
+var relObjects = map[pg.ObjectType]bool{
+	pg.ObjectType_OBJECT_TABLE: true, pg.ObjectType_OBJECT_MATVIEW: true,
+	pg.ObjectType_OBJECT_VIEW: true, pg.ObjectType_OBJECT_FOREIGN_TABLE: true,
+	pg.ObjectType_OBJECT_SEQUENCE: true, pg.ObjectType_OBJECT_INDEX: true,
+}
+
+func (w *walker) drop(d *pg.DropStmt) {
+	st := w.st
+	st.Kind, st.DDL = KindDrop, true
+	st.Object = objectName(d.RemoveType)
+	st.Writes = dataObjects[d.RemoveType] || d.Behavior == pg.DropBehavior_DROP_CASCADE
+	switch d.RemoveType {
+	case pg.ObjectType_OBJECT_POLICY:
+		st.Privilege = true
+	case pg.ObjectType_OBJECT_FUNCTION, pg.ObjectType_OBJECT_PROCEDURE, pg.ObjectType_OBJECT_ROUTINE,
+		pg.ObjectType_OBJECT_TRIGGER, pg.ObjectType_OBJECT_EVENT_TRIGGER:
+		st.Procedural = true
+	}
+	if relObjects[d.RemoveType] {
+		for _, o := range d.Objects {
+			if name := qualifiedName(o.GetList().GetItems()); name != "" {
+				w.writes = append(w.writes, name)
+			}
+		}
+	}
+}
+
+// qualifiedName joins a list of String nodes with dots.
+func qualifiedName(items []*pg.Node) string {
+	var b strings.Builder
+	for i, it := range items {
+		s := it.GetString_()
+		if s == nil {
+			return ""
+		}
+		if i > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(s.Sval)
+	}
+	return b.String()
+}
+
+// constString returns the text of a string, number or boolean constant, or
+// "" when the node is not a constant.
+func constString(n *pg.Node) string {
+	switch v := n.GetNode().(type) {
+	case *pg.Node_AConst:
+		switch c := v.AConst.Val.(type) {
+		case *pg.A_Const_Sval:
+			return c.Sval.Sval
+		case *pg.A_Const_Ival:
+			return fmt.Sprint(c.Ival.Ival)
+		case *pg.A_Const_Fval:
+			return c.Fval.Fval
+		case *pg.A_Const_Boolval:
+			if c.Boolval.Boolval {
+				return "true"
+			}
+			return "false"
+		}
+	case *pg.Node_TypeCast:
+		return constString(v.TypeCast.Arg)
+	case *pg.Node_String_:
+		return v.String_.Sval
+	}
+	return ""
+}
+
+func isConst(n *pg.Node) bool {
+	switch v := n.GetNode().(type) {
+	case *pg.Node_AConst:
+		return true
+	case *pg.Node_TypeCast:
+		return isConst(v.TypeCast.Arg)
+	}
+	return false
+}
+
+// ddlWalk walks a DDL statement: relations outside a query are its targets.
+func (w *walker) ddlWalk(n *pg.Node) {
+	w.relWrite = true
+	w.walk(n)
+	w.relWrite = false
+}
+
+// walk visits every message below n.
+func (w *walker) walk(n *pg.Node) {
+	if n == nil {
+		return
+	}
+	w.visit(n.ProtoReflect())
+}
+
+func (w *walker) visit(m protoreflect.Message) {
+	switch x := m.Interface().(type) {
+	case *pg.RangeVar:
+		w.addRel(x, w.relWrite)
+		return
+	case *pg.FuncCall:
+		w.addFunc(x)
+	case *pg.InsertStmt:
+		w.addKind(KindInsert)
+		w.dml = true
+		w.addRel(x.Relation, true)
+		w.visitFields(m, "relation")
+		return
+	case *pg.UpdateStmt:
+		w.addKind(KindUpdate)
+		w.modifying(x.WhereClause)
+		w.addRel(x.Relation, true)
+		w.visitFields(m, "relation")
+		return
+	case *pg.DeleteStmt:
+		w.addKind(KindDelete)
+		w.modifying(x.WhereClause)
+		w.addRel(x.Relation, true)
+		w.visitFields(m, "relation")
+		return
+	case *pg.MergeStmt:
+		w.addKind(KindMerge)
+		w.modifying(x.JoinCondition)
+		w.addRel(x.Relation, true)
+		w.visitFields(m, "relation")
+		return
+	case *pg.SelectStmt:
+		w.addKind(KindSelect)
+		saved := w.relWrite
+		w.relWrite = false
+		if x.IntoClause != nil {
+			w.selectInto = true
+			w.addRel(x.IntoClause.Rel, true)
+			w.visitFields(m, "into_clause")
+		} else {
+			w.visitFields(m, "")
+		}
+		w.relWrite = saved
+		return
+	case *pg.IntoClause:
+		// CREATE TABLE AS / CREATE MATERIALIZED VIEW target.
+		w.addRel(x.Rel, true)
+		w.visitFields(m, "rel")
+		return
+	case *pg.CommonTableExpr:
+		if w.ctes == nil {
+			w.ctes = make(map[string]bool)
+		}
+		w.ctes[x.Ctename] = true
+	case *pg.ExecuteStmt:
+		w.execute = x.Name
+	}
+	w.visitFields(m, "")
+}
+
+func (w *walker) visitFields(m protoreflect.Message, skip protoreflect.Name) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if fd.Kind() != protoreflect.MessageKind || fd.Name() == skip {
+			return true
+		}
+		if fd.IsList() {
+			l := v.List()
+			for i := 0; i < l.Len(); i++ {
+				w.visit(l.Get(i).Message())
+			}
+			return true
+		}
+		if !fd.IsMap() {
+			w.visit(v.Message())
+		}
+		return true
+	})
+}
+
+func (w *walker) addKind(k Kind) {
+	for _, s := range w.kinds {
+		if s == string(k) {
+			return
+		}
+	}
+	w.kinds = append(w.kinds, string(k))
+}
+
+// modifying records an UPDATE/DELETE/MERGE and its condition.
+func (w *walker) modifying(cond *pg.Node) {
+	w.dml, w.modifies = true, true
+	if cond == nil {
+		w.dmlWhere = false
+		return
+	}
+	if cond.GetCurrentOfExpr() != nil {
+		return // WHERE CURRENT OF cursor: one row
+	}
+	if constantCondition(cond) {
+		w.dmlConst = true
+	}
+}
+
+func (w *walker) addRel(r *pg.RangeVar, write bool) {
+	if r == nil || r.Relname == "" {
+		return
+	}
+	name := r.Relname
+	if r.Schemaname != "" {
+		name = r.Schemaname + "." + name
+		if r.Catalogname != "" {
+			name = r.Catalogname + "." + name
+		}
+	}
+	if write {
+		w.writes = append(w.writes, name)
+	} else {
+		w.reads = append(w.reads, name)
+	}
+}
+
+func (w *walker) addFunc(f *pg.FuncCall) {
+	if len(f.Funcname) == 0 {
+		return
+	}
+	full := qualifiedName(f.Funcname)
+	bare := f.Funcname[len(f.Funcname)-1].GetString_().GetSval()
+	if bare == "" {
+		return
+	}
+	if full != bare && full != "" {
+		w.funcs = append(w.funcs, full)
+	}
+	w.funcs = append(w.funcs, bare)
+	c := classifyFunc(bare)
+	w.funcClass |= c
+	if c&fnSession != 0 {
+		// set_config(name, value, is_local): SET by another name.
+		if len(f.Args) == 0 || !isConst(f.Args[0]) {
+			w.st.Privilege = true // unknown setting: assume the worst
+			return
+		}
+		name := strings.ToLower(constString(f.Args[0]))
+		if privilegedSettings[name] {
+			w.st.Privilege = true
+		}
+		if relevant, _ := readerSettingSafe(name, ""); relevant {
+			safe := false
+			if len(f.Args) > 1 && isConst(f.Args[1]) {
+				_, safe = readerSettingSafe(name, constString(f.Args[1]))
+			}
+			if !safe {
+				w.st.Unknown = true
+			}
+		}
+	}
+}
+
+// finish turns what the walk collected into the statement's fields.
+func (w *walker) finish() {
+	st := w.st
+	if w.explainDone {
+		return
+	}
+	st.Kinds = append(make([]string, 0, 1+len(w.kinds)), string(st.Kind))
+	for _, k := range w.kinds {
+		if k != string(st.Kind) {
+			st.Kinds = append(st.Kinds, k)
+		}
+	}
+	if w.dml {
+		st.Writes = true
+	}
+	if w.modifies {
+		st.HasWhere, st.WhereIsConstant = w.dmlWhere, w.dmlConst
+	}
+	if w.funcClass&fnUnsafeIO != 0 {
+		st.UnsafeIO = true
+	}
+	if w.funcClass&fnSideEffect != 0 {
+		st.SideEffects, st.Writes = true, true
+	}
+	if st.SideEffects {
+		st.Writes = true
+	}
+	if w.funcClass&fnProcedural != 0 {
+		st.Procedural = true
+	}
+	if w.funcClass&fnSession != 0 {
+		st.Session = true
+	}
+	if w.execute != "" {
+		st.Execute = w.execute
+	}
+	st.Functions = dedup(w.funcs, nil)
+	st.TablesWritten = dedup(w.writes, nil)
+	st.TablesRead = dedup(w.reads, w.ctes)
+	if len(st.TablesRead) > 0 {
+		st.Reads = true
+	}
+	if len(st.TablesWritten) > 0 || len(st.TablesRead) > 0 {
+		st.Tables = dedup(append(append(make([]string, 0, len(st.TablesWritten)+len(st.TablesRead)), st.TablesWritten...), st.TablesRead...), nil)
+	}
+}
+
+// dedup returns names in first-seen order without repeats or names in skip
+// (unqualified CTE references).
+func dedup(names []string, skip map[string]bool) []string {
+	if len(names) == 0 {
+		return nil
+	}
+	out := make([]string, 0, len(names))
+outer:
+	for _, n := range names {
+		if skip[n] {
+			continue
+		}
+		for _, o := range out {
+			if o == n {
+				continue outer
+			}
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

@@ -1,0 +1,183 @@
+// Package sqlclass classifies PostgreSQL statements by what they do, using the
+// real PostgreSQL parser (github.com/pganalyze/pg_query_go/v6).
+//
+// A statement is judged by its effects, not its first keyword: a DELETE inside
+// a CTE is a write, EXPLAIN ANALYZE is its inner statement, PREPARE is its
+// body, SELECT INTO creates a table, COPY (DELETE … RETURNING) TO STDOUT
+// deletes. A string the parser cannot read is Unknown, and callers are
+// expected to refuse it.
+//
+// Known blind spots, by design of text classification:
+//   - User-defined functions (and operators, triggers, rules, views with
+//     INSTEAD rules) can do anything; they are listed in Functions but their
+//     effects are not known. Only built-in functions with known effects set
+//     flags.
+//   - DO blocks, CALL and dynamic-SQL functions (query_to_xml, ts_stat…) are
+//     marked Procedural: their contents are not inspected.
+//   - The write target of INSERT/UPDATE/DELETE/MERGE is reported as named.
+//     A view is always treated as written when it is the target (an updatable
+//     view writes its base table; an INSTEAD rule or trigger may write
+//     elsewhere); which tables are finally written is not knowable from text.
+//   - Parsing assumes standard_conforming_strings=on and a UTF-8 client
+//     encoding, as pg_query does. Statements that change either are Unknown;
+//     the caller must check the server's ParameterStatus for both.
+package sqlclass
+
+// Kind is the kind of a statement, upper case ("SELECT", "DELETE", …).
+type Kind string
+
+// Statement kinds. Kinds not listed here are reported with their SQL verb.
+const (
+	KindSelect     Kind = "SELECT"
+	KindInsert     Kind = "INSERT"
+	KindUpdate     Kind = "UPDATE"
+	KindDelete     Kind = "DELETE"
+	KindMerge      Kind = "MERGE"
+	KindCopy       Kind = "COPY"
+	KindDrop       Kind = "DROP"
+	KindTruncate   Kind = "TRUNCATE"
+	KindAlter      Kind = "ALTER"
+	KindCreate     Kind = "CREATE"
+	KindGrant      Kind = "GRANT"
+	KindRevoke     Kind = "REVOKE"
+	KindSet        Kind = "SET"
+	KindReset      Kind = "RESET"
+	KindShow       Kind = "SHOW"
+	KindDo         Kind = "DO"
+	KindCall       Kind = "CALL"
+	KindExecute    Kind = "EXECUTE"
+	KindDeallocate Kind = "DEALLOCATE"
+	KindDiscard    Kind = "DISCARD"
+	KindExplain    Kind = "EXPLAIN"
+	KindBegin      Kind = "BEGIN"
+	KindCommit     Kind = "COMMIT"
+	KindRollback   Kind = "ROLLBACK"
+	KindSavepoint  Kind = "SAVEPOINT"
+	KindRelease    Kind = "RELEASE"
+	KindVacuum     Kind = "VACUUM"
+	KindAnalyze    Kind = "ANALYZE"
+	KindLock       Kind = "LOCK"
+	KindUnknown    Kind = "UNKNOWN"
+)
+
+// Wrappers a statement can be judged through (Statement.Wrapper).
+const (
+	WrapExplain        = "EXPLAIN"
+	WrapExplainAnalyze = "EXPLAIN ANALYZE"
+	WrapPrepare        = "PREPARE"
+)
+
+// Statement is the classification of one statement of a SQL string.
+//
+// Statements returned by a Classifier are shared between callers and must
+// not be modified.
+type Statement struct {
+	// Kind is the statement's verb after unwrapping EXPLAIN ANALYZE and
+	// PREPARE (judged as their inner statement). SELECT INTO and CREATE TABLE
+	// AS are CREATE. A SELECT whose CTE deletes stays SELECT; its Kinds and
+	// Writes say what it does.
+	Kind Kind
+	// Kinds lists every statement kind found inside, Kind first: a
+	// data-modifying CTE adds DELETE, COPY (DELETE …) adds DELETE, plain
+	// EXPLAIN DELETE is ["EXPLAIN", "DELETE"].
+	Kinds []string
+	// Object is the object type of DDL and privilege statements ("TABLE",
+	// "INDEX", "FUNCTION", "ROLE", …), empty otherwise.
+	Object string
+	// Wrapper is "", WrapExplain, WrapExplainAnalyze or WrapPrepare.
+	Wrapper string
+	// Text is this statement's text within the classified string.
+	Text string
+
+	Reads       bool // reads table data or returns rows (SELECT 1 reads)
+	Writes      bool // changes data: DML anywhere, SELECT INTO, COPY FROM, TRUNCATE, DROP of data, side-effect functions
+	DDL         bool // CREATE, ALTER, DROP, TRUNCATE, COMMENT, …
+	Privilege   bool // GRANT, REVOKE, roles, owners, policies, SET ROLE, SET SESSION AUTHORIZATION, set_config('role')
+	UnsafeIO    bool // COPY PROGRAM / server files, file and large-object functions, dblink, foreign servers
+	Procedural  bool // DO, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER, dynamic-SQL functions, LOAD
+	Session     bool // SET, RESET, DISCARD, DEALLOCATE, LISTEN, set_config
+	Transaction bool // BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION
+	Maintenance bool // VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, REFRESH MATERIALIZED VIEW
+	SideEffects bool // calls a built-in with side effects (nextval, pg_terminate_backend, pg_advisory_lock, …)
+	// Unknown is set when the statement cannot be judged: parse error,
+	// input too long, an unrecognised statement type, or a setting that
+	// would make later statements unreadable (standard_conforming_strings,
+	// client_encoding). EXECUTE of a prepared name is not Unknown; see Execute.
+	Unknown bool
+	// Executes is false when the (inner) statement is not run now: plain
+	// EXPLAIN, PREPARE.
+	Executes bool
+
+	// Tables lists every relation named, schema-qualified as written
+	// (lower-cased unless quoted), CTE names excluded.
+	Tables        []string
+	TablesRead    []string
+	TablesWritten []string
+	// Functions lists called functions by bare name; a qualified call is
+	// listed both ways ("pg_catalog.pg_read_file" and "pg_read_file").
+	Functions []string
+
+	// HasWhere: when the statement updates or deletes (anywhere, including
+	// CTEs and COPY), every UPDATE/DELETE has a WHERE (MERGE: its ON
+	// condition); otherwise the top-level SELECT has a WHERE.
+	HasWhere bool
+	// WhereIsConstant: one of those WHERE clauses does not depend on the
+	// rows (no column reference, or folds to a constant: WHERE 1=1,
+	// WHERE id = 5 OR true, WHERE id = id).
+	WhereIsConstant bool
+
+	// Prepare is the name defined by PREPARE name AS … (Kind is the body's).
+	Prepare string
+	// Execute is the name of a prepared statement this statement runs
+	// (EXECUTE name, EXPLAIN ANALYZE EXECUTE name, CREATE TABLE AS EXECUTE
+	// name). The caller must judge what was prepared under that name.
+	Execute string
+	// Deallocate is the prepared name released by DEALLOCATE name;
+	// DeallocateAll is set by DEALLOCATE ALL and DISCARD ALL.
+	Deallocate    string
+	DeallocateAll bool
+}
+
+// ReadOnly reports whether the statement only reads: it reads, and has no
+// other effect of any class, and is not Unknown or an EXECUTE.
+func (s *Statement) ReadOnly() bool {
+	return s.Reads && s.inert()
+}
+
+// Inert reports whether the statement changes nothing by itself: read-only
+// statements and plain transaction control (BEGIN, COMMIT, SAVEPOINT…).
+func (s *Statement) Inert() bool {
+	return (s.Reads || s.Transaction) && s.inert()
+}
+
+func (s *Statement) inert() bool {
+	return !s.Writes && !s.DDL && !s.Privilege && !s.UnsafeIO && !s.Procedural &&
+		!s.Session && !s.Maintenance && !s.SideEffects && !s.Unknown && s.Execute == ""
+}
+
+// Result is the classification of one SQL string.
+//
+// Results returned by a Classifier are shared between callers and must not
+// be modified.
+type Result struct {
+	// Statements holds one entry per statement; a string that does not parse
+	// has exactly one Unknown statement. An empty string (or only comments)
+	// has none.
+	Statements []Statement
+	// Fingerprint is pg_query's fingerprint of the whole string (hex), empty
+	// when it does not parse. It identifies similar statements (constants
+	// ignored); never use it to bind an approval to exact text.
+	Fingerprint string
+	// ParseError is the parser's error text, empty when the string parsed.
+	ParseError string
+}
+
+// Unknown reports whether any statement is Unknown.
+func (r *Result) Unknown() bool {
+	for i := range r.Statements {
+		if r.Statements[i].Unknown {
+			return true
+		}
+	}
+	return false
+}

@@ -100,7 +100,7 @@ type Spec struct {
 }
 
 // Binding returns what the approval of s is bound to.
-func (s *Spec) Binding() Binding {
+func (s Spec) Binding() Binding {
 	return Binding{SQL: s.SQL, Params: s.Params, Target: s.Target, Database: s.Database, DBUser: s.DBUser, Subject: s.Identity.Subject}
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -19,8 +20,10 @@ import (
 type FileStore struct {
 	path   string
 	retain time.Duration
+	lock   *os.File // flock held while open: one daemon per file
 
 	mu       sync.Mutex
+	closed   bool
 	requests map[string]*Request
 	grants   []*Grant
 	hook     func(Change)
@@ -53,6 +56,22 @@ func OpenFileStore(path string, retain time.Duration) (*FileStore, error) {
 	if retain > 0 {
 		s.retain = retain
 	}
+	// Two daemons writing one file would overwrite each other's decisions and grants.
+	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock approval store: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("lock approval store %s: another process uses it: %w", path, err)
+	}
+	s.lock = lock
+	ok := false
+	defer func() {
+		if !ok {
+			s.Close()
+		}
+	}()
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -86,8 +105,12 @@ func OpenFileStore(path string, retain time.Duration) (*FileStore, error) {
 	if err := s.saveLocked(time.Now()); err != nil {
 		return nil, err
 	}
+	ok = true
 	return s, nil
 }
+
+// ErrClosed is returned by a store used after Close.
+var ErrClosed = errors.New("approval store is closed")
 
 // saveLocked prunes old entries and writes the file: temp file, fsync, rename, fsync directory, so
 // a crash leaves either the old or the new state, never a torn one.
@@ -100,6 +123,9 @@ func (s *FileStore) saveLocked(now time.Time) error {
 	s.grants = slices.DeleteFunc(s.grants, func(g *Grant) bool {
 		return now.Sub(g.Expires) > s.retain || (!g.Consumed.IsZero() && now.Sub(g.Consumed) > s.retain)
 	})
+	if s.closed {
+		return ErrClosed
+	}
 	if s.path == "" {
 		return nil
 	}
@@ -289,5 +315,16 @@ func (s *FileStore) ConsumeGrant(_ context.Context, hash string, now time.Time) 
 	return nil, nil
 }
 
-// Close implements Store.
-func (s *FileStore) Close() error { return nil }
+// Close implements Store: later changes fail with ErrClosed and the file lock is released.
+func (s *FileStore) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.lock != nil {
+		return s.lock.Close() // closing the descriptor drops the flock
+	}
+	return nil
+}

@@ -1,0 +1,504 @@
+package approval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The suite below runs against every Store (memory, file, PostgreSQL): the stores must behave alike.
+
+// deadline bounds every wait in these tests; it is never an assertion about speed.
+const deadline = 20 * time.Second
+
+type result struct {
+	out Outcome
+	err error
+}
+
+type held struct {
+	id   string
+	req  *Request
+	done chan result
+}
+
+func (h held) wait(t *testing.T) Outcome {
+	t.Helper()
+	select {
+	case r := <-h.done:
+		if r.err != nil {
+			t.Fatalf("Request %s: %v", h.id, r.err)
+		}
+		return r.out
+	case <-time.After(deadline):
+		t.Fatalf("request %s still blocked after %s", h.id, deadline)
+	}
+	return Outcome{}
+}
+
+// hold starts Request in the background and returns once the notice names the request id.
+func hold(t *testing.T, ctx context.Context, b *Broker, spec Spec) held {
+	t.Helper()
+	h := held{done: make(chan result, 1)}
+	notice := make(chan *Request, 1)
+	go func() {
+		out, err := b.Request(ctx, spec, func(r *Request) error { notice <- r; return nil })
+		h.done <- result{out, err}
+	}()
+	select {
+	case r := <-notice:
+		h.id, h.req = r.ID, r
+	case r := <-h.done:
+		t.Fatalf("Request returned before its notice: %+v, %v", r.out, r.err)
+	case <-time.After(deadline):
+		t.Fatal("no notice")
+	}
+	return h
+}
+
+var (
+	alice = Identity{Subject: "alice", Email: "alice@example.com", Groups: []string{"engineering"}, SessionID: "s1", UID: 1000}
+	bob   = Reviewer{Subject: "bob", Email: "bob@example.com", Groups: []string{"dba"}}
+	carol = Reviewer{Subject: "carol", Groups: []string{"engineering", "sre"}}
+	dave  = Reviewer{Subject: "dave", Groups: []string{"sre"}}
+	mallo = Reviewer{Subject: "mallory", Groups: []string{"engineering"}}
+)
+
+func updateSpec(id string) Spec {
+	return Spec{
+		Identity: alice,
+		Process:  Process{Comm: "claude", PID: 4242, Cmdline: "claude --dangerously"},
+		Target:   "prod-db", Database: "app", DBUser: "agent_rw",
+		SQL:       "UPDATE accounts SET plan = $1 WHERE id = " + id,
+		Params:    []Param{{Value: []byte("pro"), TypeOID: 25}},
+		Display:   []DisplayParam{{TypeOID: 25, Value: "p**"}},
+		Rule:      "writes-need-review",
+		Approvers: []string{"dba", "sre"},
+		Timeout:   30 * time.Second,
+	}
+}
+
+type eventLog struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (l *eventLog) add(ev Event) {
+	l.mu.Lock()
+	l.events = append(l.events, ev)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) types(id string) []EventType {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []EventType
+	for _, ev := range l.events {
+		if (ev.Request != nil && ev.Request.ID == id) || (ev.Grant != nil && ev.Grant.RequestID == id) {
+			out = append(out, ev.Type)
+		}
+	}
+	return out
+}
+
+func storeSuite(t *testing.T, open func(t *testing.T) Store) {
+	newBroker := func(t *testing.T, cfg Config) (*Broker, *eventLog) {
+		log := &eventLog{}
+		cfg.OnEvent = log.add
+		if cfg.PollInterval == 0 {
+			cfg.PollInterval = time.Hour // prove that change notifications wake waiters
+		}
+		return NewBroker(open(t), cfg), log
+	}
+	ctx := context.Background()
+
+	t.Run("approve", func(t *testing.T) {
+		b, log := newBroker(t, Config{})
+		h := hold(t, ctx, b, updateSpec("1"))
+		if h.req.State != StatePending || h.req.Params[0].Value != "p**" || h.req.Hash != updateSpec("1").Binding().Hash() {
+			t.Fatalf("notice got %+v", h.req)
+		}
+		if !strings.Contains(NoticeText(h.req), h.id) || !strings.Contains(NoticeText(h.req), "dba or sre") {
+			t.Errorf("notice text %q lacks id or approvers", NoticeText(h.req))
+		}
+		r, err := b.Approve(ctx, strings.ToUpper(h.id), bob, "looks fine")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != StateApproved {
+			t.Fatalf("after approval state = %s", r.State)
+		}
+		out := h.wait(t)
+		if !out.Approved() || out.Request.Decisions[0].Reviewer.Subject != "bob" || out.Request.Decisions[0].Reason != "looks fine" {
+			t.Fatalf("outcome %+v", out)
+		}
+		want := []EventType{EventCreated, EventNoticeSent, EventDecided}
+		if got := log.types(h.id); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("events %v, want %v", got, want)
+		}
+		if _, err := b.Approve(ctx, h.id, dave, ""); !errors.Is(err, ErrNotPending) {
+			t.Errorf("vote on approved request: %v, want ErrNotPending", err)
+		}
+		if s := b.Stats(); s.Created != 1 || s.Approved != 1 || s.Votes != 1 || s.NoticesSent != 1 || s.Refused != 1 {
+			t.Errorf("stats %+v", s)
+		}
+	})
+
+	t.Run("deny", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		h := hold(t, ctx, b, updateSpec("1"))
+		if _, err := b.Deny(ctx, h.id, bob, "  "); !errors.Is(err, ErrReasonRequired) {
+			t.Fatalf("deny without reason: %v", err)
+		}
+		if _, err := b.Deny(ctx, h.id, bob, "not during the freeze"); err != nil {
+			t.Fatal(err)
+		}
+		out := h.wait(t)
+		if out.State != StateDenied || !strings.Contains(out.Message(), "not during the freeze") || !strings.Contains(out.Message(), "bob") {
+			t.Fatalf("outcome %s: %q", out.State, out.Message())
+		}
+		if _, err := b.Approve(ctx, h.id, dave, ""); !errors.Is(err, ErrNotPending) {
+			t.Errorf("approve after deny: %v", err)
+		}
+	})
+
+	t.Run("timeout", func(t *testing.T) {
+		b, log := newBroker(t, Config{Timeout: 200 * time.Millisecond})
+		h := hold(t, ctx, b, updateSpec("1"))
+		out := h.wait(t)
+		if out.State != StateExpired || !strings.Contains(out.Hint(), h.id) {
+			t.Fatalf("outcome %s hint %q", out.State, out.Hint())
+		}
+		r, err := b.Get(ctx, h.id)
+		if err != nil || r.State != StateExpired {
+			t.Fatalf("stored %v, %v", r, err)
+		}
+		if got := log.types(h.id); got[len(got)-1] != EventExpired {
+			t.Errorf("events %v", got)
+		}
+	})
+
+	t.Run("shorter timeout from the caller", func(t *testing.T) {
+		b, _ := newBroker(t, Config{Timeout: time.Hour})
+		spec := updateSpec("1")
+		spec.Timeout = 150 * time.Millisecond
+		h := hold(t, ctx, b, spec)
+		if out := h.wait(t); out.State != StateExpired || out.Request.Timeout != spec.Timeout {
+			t.Fatalf("outcome %+v", out)
+		}
+	})
+
+	t.Run("approve after timeout", func(t *testing.T) {
+		b, log := newBroker(t, Config{Timeout: 150 * time.Millisecond})
+		h := hold(t, ctx, b, updateSpec("1"))
+		if out := h.wait(t); out.State != StateExpired {
+			t.Fatalf("first try %s", out.State)
+		}
+		r, err := b.Approve(ctx, h.id, bob, "ok, retry it")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.State != StateApproved || !r.Late || r.GrantExpires.IsZero() {
+			t.Fatalf("late approval stored %+v", r)
+		}
+
+		// Statements that differ in any bound detail do not match the grant: each becomes a new
+		// request (withdrawn here by cancelling, so nothing waits for the timeout).
+		variants := map[string]func(*Spec){
+			"literal":   func(s *Spec) { s.SQL = strings.Replace(s.SQL, "id = 1", "id = 2", 1) },
+			"parameter": func(s *Spec) { s.Params[0].Value = []byte("free") },
+			"type":      func(s *Spec) { s.Params[0].TypeOID = 1043 },
+			"identity":  func(s *Spec) { s.Identity.Subject = "mallory" },
+			"database":  func(s *Spec) { s.Database = "billing" },
+		}
+		for name, change := range variants {
+			spec := updateSpec("1")
+			change(&spec)
+			cctx, cancel := context.WithCancel(ctx)
+			v := hold(t, cctx, b, spec)
+			cancel()
+			if out := v.wait(t); out.State != StateWithdrawn || out.Grant != nil {
+				t.Errorf("%s changed: %+v, want a new request, withdrawn", name, out)
+			}
+		}
+
+		// The identical statement passes once, without a new request or notice.
+		out, err := b.Request(ctx, updateSpec("1"), func(*Request) error { t.Error("notice for a granted retry"); return nil })
+		if err != nil || !out.Approved() || out.Grant == nil || out.ID() != h.id {
+			t.Fatalf("retry: %+v, %v", out, err)
+		}
+		// A second retry needs a new approval.
+		second := hold(t, ctx, b, updateSpec("1"))
+		if second.id == h.id {
+			t.Fatal("second retry reused the request")
+		}
+		if out := second.wait(t); out.State != StateExpired {
+			t.Fatalf("second retry %s, want expired", out.State)
+		}
+		want := []EventType{EventCreated, EventNoticeSent, EventExpired, EventDecided, EventGranted, EventConsumed}
+		if got := log.types(h.id); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("events %v, want %v", got, want)
+		}
+		if s := b.Stats(); s.Granted != 1 || s.GrantsConsumed != 1 {
+			t.Errorf("stats %+v", s)
+		}
+	})
+
+	t.Run("late window passed", func(t *testing.T) {
+		b, _ := newBroker(t, Config{Timeout: 100 * time.Millisecond, LateWindow: 50 * time.Millisecond})
+		h := hold(t, ctx, b, updateSpec("1"))
+		h.wait(t)
+		time.Sleep(100 * time.Millisecond)
+		if _, err := b.Approve(ctx, h.id, bob, ""); !errors.Is(err, ErrNotPending) || !strings.Contains(err.Error(), "window") {
+			t.Fatalf("approve after the window: %v", err)
+		}
+	})
+
+	t.Run("late approvals disabled", func(t *testing.T) {
+		b, _ := newBroker(t, Config{Timeout: 100 * time.Millisecond, LateWindow: -1})
+		h := hold(t, ctx, b, updateSpec("1"))
+		h.wait(t)
+		if _, err := b.Approve(ctx, h.id, bob, ""); !errors.Is(err, ErrNotPending) {
+			t.Fatalf("late approval with the window disabled: %v", err)
+		}
+	})
+
+	t.Run("refused decisions", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		spec := updateSpec("1")
+		spec.Approvers = []string{"engineering", "dba"}
+		spec.Quorum = 2
+		cctx, cancel := context.WithCancel(ctx)
+		h := hold(t, cctx, b, spec)
+		defer func() { cancel(); h.wait(t) }()
+		self := Reviewer{Subject: "alice", Groups: []string{"dba"}}
+		tests := []struct {
+			name     string
+			id       string
+			reviewer Reviewer
+			verdict  Verdict
+			want     error
+		}{
+			{"self approval", h.id, self, Approve, ErrSelfApproval},
+			{"self denial", h.id, self, Deny, ErrSelfApproval},
+			{"outside the groups", h.id, dave, Approve, ErrNotApprover},
+			{"no groups", h.id, Reviewer{Subject: "eve"}, Approve, ErrNotApprover},
+			{"no subject", h.id, Reviewer{Groups: []string{"dba"}}, Approve, ErrInvalidReviewer},
+			{"first vote", h.id, bob, Approve, nil},
+			{"second vote by the same reviewer", h.id, bob, Approve, ErrAlreadyDecided},
+			{"unknown id", "apr_aaaaaaaaaa", bob, Approve, ErrNotFound},
+		}
+		for _, tt := range tests {
+			var err error
+			if tt.verdict == Approve {
+				_, err = b.Approve(ctx, tt.id, tt.reviewer, "")
+			} else {
+				_, err = b.Deny(ctx, tt.id, tt.reviewer, "no")
+			}
+			if !errors.Is(err, tt.want) || (tt.want == nil) != (err == nil) {
+				t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+			}
+		}
+		if _, err := b.Approve(ctx, "apr_0", bob, ""); err == nil {
+			t.Error("malformed id accepted")
+		}
+		r, err := b.Get(ctx, h.id)
+		if err != nil || r.State != StatePending || len(r.Decisions) != 1 {
+			t.Fatalf("after refusals: %+v, %v", r, err)
+		}
+	})
+
+	t.Run("quorum 2", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		spec := updateSpec("1")
+		spec.Quorum = 2
+		h := hold(t, ctx, b, spec)
+		r, err := b.Approve(ctx, h.id, bob, "")
+		if err != nil || r.State != StatePending || r.Approvals() != 1 {
+			t.Fatalf("after one approval: %+v, %v", r, err)
+		}
+		select {
+		case res := <-h.done:
+			t.Fatalf("returned after one of two approvals: %+v", res.out)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if _, err := b.Approve(ctx, h.id, carol, "second pair of eyes"); err != nil {
+			t.Fatal(err)
+		}
+		if out := h.wait(t); !out.Approved() || len(out.Request.Decisions) != 2 {
+			t.Fatalf("outcome %+v", out)
+		}
+	})
+
+	t.Run("deny overrides partial quorum", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		spec := updateSpec("1")
+		spec.Quorum = 2
+		h := hold(t, ctx, b, spec)
+		if _, err := b.Approve(ctx, h.id, bob, ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Deny(ctx, h.id, dave, "wrong table"); err != nil {
+			t.Fatal(err)
+		}
+		if out := h.wait(t); out.State != StateDenied {
+			t.Fatalf("outcome %s", out.State)
+		}
+	})
+
+	t.Run("cancel while pending", func(t *testing.T) {
+		b, log := newBroker(t, Config{})
+		cctx, cancel := context.WithCancel(ctx)
+		h := hold(t, cctx, b, updateSpec("1"))
+		cancel()
+		if out := h.wait(t); out.State != StateWithdrawn {
+			t.Fatalf("outcome %s", out.State)
+		}
+		r, err := b.Get(ctx, h.id)
+		if err != nil || r.State != StateWithdrawn || r.Reason == "" {
+			t.Fatalf("stored %+v, %v", r, err)
+		}
+		if _, err := b.Approve(ctx, h.id, bob, ""); !errors.Is(err, ErrNotPending) {
+			t.Errorf("approve withdrawn: %v", err)
+		}
+		if got := log.types(h.id); got[len(got)-1] != EventWithdrawn {
+			t.Errorf("events %v", got)
+		}
+	})
+
+	t.Run("notice fails", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		out, err := b.Request(ctx, updateSpec("1"), func(*Request) error { return errors.New("broken pipe") })
+		if err != nil || out.State != StateWithdrawn || !strings.Contains(out.Request.Reason, "broken pipe") {
+			t.Fatalf("%+v, %v", out, err)
+		}
+	})
+
+	t.Run("bad specs", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		tests := map[string]func(*Spec){
+			"no subject":   func(s *Spec) { s.Identity.Subject = "" },
+			"no rule":      func(s *Spec) { s.Rule = "" },
+			"no approvers": func(s *Spec) { s.Approvers = nil },
+			"quorum":       func(s *Spec) { s.Quorum = -1 },
+			"display":      func(s *Spec) { s.Display = nil; s.Display = []DisplayParam{} },
+		}
+		for name, change := range tests {
+			spec := updateSpec("1")
+			change(&spec)
+			if out, err := b.Request(ctx, spec, nil); err == nil || out.Approved() {
+				t.Errorf("%s: %+v, %v", name, out, err)
+			}
+		}
+	})
+
+	t.Run("list and watch", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		wctx, stop := context.WithCancel(ctx)
+		events := b.Watch(wctx)
+		h1 := hold(t, ctx, b, updateSpec("1"))
+		h2 := hold(t, ctx, b, updateSpec("2"))
+		pending, err := b.List(ctx, Filter{States: []State{StatePending}})
+		if err != nil || len(pending) != 2 || pending[0].ID != h1.id || pending[1].ID != h2.id {
+			t.Fatalf("pending %v, %v", pending, err)
+		}
+		if pending[0].SQL != updateSpec("1").SQL || pending[0].Process.PID != 4242 || pending[0].Identity.Email != alice.Email {
+			t.Errorf("listed request lost details: %+v", pending[0])
+		}
+		b.Approve(ctx, h1.id, bob, "")
+		b.Deny(ctx, h2.id, bob, "no")
+		h1.wait(t)
+		h2.wait(t)
+		if l, _ := b.List(ctx, Filter{States: []State{StatePending}}); len(l) != 0 {
+			t.Errorf("still pending: %v", l)
+		}
+		if l, _ := b.List(ctx, Filter{Subject: "alice", Limit: 1}); len(l) != 1 || l[0].ID != h1.id {
+			t.Errorf("limit: %v", l)
+		}
+		seen := map[EventType]int{}
+		for ev := range events {
+			seen[ev.Type]++
+			if seen[EventDecided] == 2 {
+				break
+			}
+		}
+		stop()
+		if seen[EventCreated] != 2 || seen[EventNoticeSent] != 2 {
+			t.Errorf("watched %v", seen)
+		}
+	})
+
+	t.Run("many concurrent", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		const n = 50
+		type pend struct {
+			h       held
+			approve bool
+		}
+		var (
+			mu  sync.Mutex
+			all []pend
+			wg  sync.WaitGroup
+		)
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				spec := updateSpec(fmt.Sprint(i))
+				spec.Identity.Subject = fmt.Sprintf("agent-%d", i%5)
+				h := hold(t, ctx, b, spec)
+				mu.Lock()
+				all = append(all, pend{h, i%3 != 0})
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		rand.Shuffle(len(all), func(i, j int) { all[i], all[j] = all[j], all[i] })
+		var dwg sync.WaitGroup
+		for _, p := range all {
+			dwg.Add(1)
+			go func() {
+				defer dwg.Done()
+				var err error
+				if p.approve {
+					_, err = b.Approve(ctx, p.h.id, bob, "")
+				} else {
+					_, err = b.Deny(ctx, p.h.id, dave, "no")
+				}
+				if err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		dwg.Wait()
+		for _, p := range all {
+			out := p.h.wait(t)
+			if out.Approved() != p.approve || out.Request.ID != p.h.id {
+				t.Errorf("%s: %s, want approved=%v", p.h.id, out.State, p.approve)
+			}
+		}
+		if s := b.Stats(); s.Created != n || s.Approved+s.Denied != n {
+			t.Errorf("stats %+v", s)
+		}
+	})
+}
+
+func TestMemoryStore(t *testing.T) {
+	storeSuite(t, func(t *testing.T) Store { return NewMemoryStore() })
+}
+
+func TestFileStore(t *testing.T) {
+	storeSuite(t, func(t *testing.T) Store {
+		s, err := OpenFileStore(t.TempDir()+"/approvals.json", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	})
+}

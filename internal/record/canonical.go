@@ -58,13 +58,27 @@ func encodePayload(ev *Event) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s payload: %w", ev.Type, err)
 	}
-	return b, nil
+	return fixInvalidUTF8(b), nil
+}
+
+// fixInvalidUTF8 makes Marshal output canonical where it replaced invalid UTF-8: Marshal writes
+// the escape \ufffd for those bytes, while canonical form has a raw U+FFFD (what re-encoding a
+// decoded \ufffd gives). Valid input never contains the escape, so this costs one scan.
+func fixInvalidUTF8(b []byte) []byte {
+	if !bytes.Contains(b, []byte(`\ufffd`)) {
+		return b
+	}
+	c, err := canonicalize(b)
+	if err != nil {
+		return b
+	}
+	return c
 }
 
 // appendString appends the canonical JSON form of s.
 func appendString(dst []byte, s string) []byte {
 	b, _ := json.Marshal(s) // a string always marshals
-	return append(dst, b...)
+	return append(dst, fixInvalidUTF8(b)...)
 }
 
 // sealRecord builds the stored line (with trailing newline) of a record whose payload is data

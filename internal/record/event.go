@@ -24,8 +24,8 @@
 // whitespace outside strings, integers only (no fractions or exponents; numbers are kept as written
 // in the decimal form Go's strconv produces), and strings escaped exactly as Go's encoding/json
 // Marshal escapes them: \" \\ \n \r \t \b \f, other control characters as \u00XX, '<' '>' '&' as
-// \u003c \u003e \u0026, U+2028 and U+2029 as \u2028 \u2029, invalid UTF-8 replaced by U+FFFD, all
-// other characters as raw UTF-8. Absent optional members are omitted, never written as null. A
+// \u003c \u003e \u0026, U+2028 and U+2029 as \u2028 \u2029, invalid UTF-8 replaced by a raw U+FFFD,
+// all other characters as raw UTF-8. Absent optional members are omitted, never written as null. A
 // stored line must be byte-for-byte the canonical form of its own content (hash included), so any
 // byte change of a line is detected: either the content changed (hash mismatch) or the form did (not
 // canonical). Payload structs declare their fields in key order so encoding/json produces this form

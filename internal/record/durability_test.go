@@ -1,0 +1,237 @@
+package record
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+const crashChildEnv = "ENFORCER_RECORD_CRASH_CHILD"
+
+// crashChild appends write-ahead records from several goroutines and prints the text of each one
+// whose Append returned, until it is killed.
+func crashChild(dir string) {
+	r, err := Open(Options{Dir: dir, SegmentBytes: 16 << 10})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open:", err)
+		os.Exit(2)
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				text := fmt.Sprintf("UPDATE t SET v = %d WHERE g = %d", i, g)
+				d := WriteAhead
+				if i%3 == 0 {
+					// Async reads are interleaved; they are not acknowledged as durable.
+					if err := r.Append(Event{Type: TypeStatement, Session: "read", Statement: &Statement{Text: "SELECT 1", Verdict: VerdictAllow}}, Async); err != nil {
+						fmt.Fprintln(os.Stderr, "append:", err)
+						os.Exit(3)
+					}
+				}
+				if err := r.Append(Event{Type: TypeStatement, Session: fmt.Sprintf("g%d", g), Statement: &Statement{Class: "write", Text: text, Verdict: VerdictAllow}}, d); err != nil {
+					fmt.Fprintln(os.Stderr, "append:", err)
+					os.Exit(3)
+				}
+				mu.Lock()
+				os.Stdout.WriteString(text + "\n")
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestCrashDurability kills a process that appends write-ahead records with SIGKILL mid-run, several
+// times over the same log: every Append that returned before the kill is in the log after reopening,
+// and the chain verifies. (SIGKILL keeps the page cache; the fdatasync ordering that also covers
+// power loss is what write-ahead Append waits for.)
+func TestCrashDurability(t *testing.T) {
+	if dir := os.Getenv(crashChildEnv); dir != "" {
+		crashChild(dir)
+		return
+	}
+	dir := t.TempDir()
+	acked := map[string]bool{}
+	for round := 0; round < 3; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDurability$", "-test.count=1")
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(out)
+		n := 0
+		killAt := 200 + 150*round
+		for sc.Scan() {
+			acked[sc.Text()] = true
+			n++
+			if n == killAt {
+				cmd.Process.Signal(syscall.SIGKILL)
+			}
+		}
+		err = cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Fatalf("round %d: child ended with %v after %d acks, stderr: %s", round, err, n, stderr.String())
+		}
+		// Reopening must not need AcceptChainBreak.
+		r, err := Open(Options{Dir: dir})
+		if err != nil {
+			t.Fatalf("round %d: reopen after kill: %v", round, err)
+		}
+		r.Close()
+		recs, err := LoadAll(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]bool{}
+		for _, rec := range recs {
+			if rec.Type == TypeStatement {
+				ev, _ := rec.Event()
+				have[ev.Statement.Text] = true
+			}
+		}
+		for text := range acked {
+			if !have[text] {
+				t.Fatalf("round %d: acknowledged write-ahead record %q lost", round, text)
+			}
+		}
+		rep := mustVerify(t, dir, nil)
+		if rep.Epochs != 1 {
+			t.Fatalf("round %d: chain breaks after crash: %+v", round, rep.Breaks)
+		}
+		t.Logf("round %d: %d acknowledged, %d records, %d segments", round, len(acked), rep.Records, rep.Segments)
+	}
+}
+
+// TestFailClosedDiskFull fills a small tmpfs: Append must return an error (the caller refuses the
+// statement), every later Append too, and the failure is counted.
+func TestFailClosedDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k,mode=0700"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	r := openT(t, Options{Dir: dir})
+	big := strings.Repeat("x", 4000)
+	var err error
+	n := 0
+	for ; n < 100; n++ {
+		err = r.Append(Event{Type: TypeStatement, Session: "s", Statement: &Statement{Text: big, Verdict: VerdictAllow}}, WriteAhead)
+		if err != nil {
+			break
+		}
+	}
+	if !errors.Is(err, ErrLogFailed) || !errors.Is(r.Err(), ErrLogFailed) {
+		t.Fatalf("after %d appends to a full disk: err %v", n, err)
+	}
+	if !strings.Contains(err.Error(), "no space") {
+		t.Errorf("error does not say why: %v", err)
+	}
+	for _, d := range []Durability{Async, WriteAhead} {
+		if err := r.Append(sessionEvents("s")[1], d); !errors.Is(err, ErrLogFailed) {
+			t.Fatalf("%v append after failure: %v", d, err)
+		}
+	}
+	if _, err := r.Checkpoint(); err == nil {
+		t.Fatal("checkpoint after failure succeeded")
+	}
+	if st := r.Stats(); st.Failures < 3 {
+		t.Fatalf("failures counted %d", st.Failures)
+	}
+	if err := r.Close(); err == nil {
+		t.Fatal("Close hid the failure")
+	}
+}
+
+// TestFailClosedClosedFile closes the segment under the writer (the EBADF/EIO path).
+func TestFailClosedClosedFile(t *testing.T) {
+	r := openT(t, Options{})
+	appendAll(t, r, sessionEvents("s")[:2], WriteAhead)
+	r.f.Close()
+	if err := r.Append(sessionEvents("s")[1], Async); !errors.Is(err, ErrLogFailed) {
+		t.Fatalf("async append to closed file: %v", err)
+	}
+	if err := r.Append(sessionEvents("s")[1], WriteAhead); !errors.Is(err, ErrLogFailed) {
+		t.Fatalf("write-ahead append after failure: %v", err)
+	}
+	r.Close()
+	if err := r.Append(sessionEvents("s")[1], Async); err == nil {
+		t.Fatal("append after Close succeeded")
+	}
+}
+
+// TestGroupCommitBatches checks that concurrent write-ahead appends share fsyncs.
+func TestGroupCommitBatches(t *testing.T) {
+	cases := []struct {
+		name       string
+		goroutines int
+		strict     bool
+		d          Durability
+	}{
+		{"write-ahead x16", 16, false, WriteAhead},
+		{"strict async x16", 16, true, Async},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := openT(t, Options{Strict: c.strict})
+			before := r.Stats()
+			var wg sync.WaitGroup
+			const per = 50
+			for g := 0; g < c.goroutines; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < per; i++ {
+						if err := r.Append(Event{Type: TypeStatement, Session: "s", Statement: &Statement{Text: "UPDATE t SET x = 1", Verdict: VerdictAllow}}, c.d); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			st := r.Stats()
+			r.Close()
+			recs := st.Records - before.Records
+			fsyncs := st.Fsyncs - before.Fsyncs
+			t.Logf("%d records, %d fsyncs, %.1f records per fsync, max batch %d", recs, fsyncs, float64(recs)/float64(fsyncs), st.MaxBatch)
+			if fsyncs == 0 || fsyncs*2 > recs || st.MaxBatch < 2 {
+				t.Fatalf("no group commit: %d records, %d fsyncs, max batch %d", recs, fsyncs, st.MaxBatch)
+			}
+		})
+	}
+}
+
+// TestAsyncDoesNotFsyncPerRecord: async appends alone are synced by the timer, not per record.
+func TestAsyncDoesNotFsyncPerRecord(t *testing.T) {
+	r := openT(t, Options{})
+	before := r.Stats().Fsyncs
+	for i := 0; i < 500; i++ {
+		if err := r.Append(Event{Type: TypeStatement, Session: "s", Statement: &Statement{Text: "SELECT 1", Verdict: VerdictAllow}}, Async); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := r.Stats().Fsyncs - before
+	r.Close()
+	if fs > 50 {
+		t.Fatalf("%d fsyncs for 500 async appends", fs)
+	}
+}

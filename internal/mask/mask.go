@@ -1,0 +1,297 @@
+package mask
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrTooLarge is returned for a value larger than Config.MaxValueBytes.
+var ErrTooLarge = errors.New("value too large to mask")
+
+// Postgres type OIDs that matter for masking.
+const (
+	oidBool        = 16
+	oidBytea       = 17
+	oidChar        = 18
+	oidName        = 19
+	oidInt8        = 20
+	oidInt2        = 21
+	oidInt4        = 23
+	oidText        = 25
+	oidOID         = 26
+	oidJSON        = 114
+	oidXML         = 142
+	oidCIDR        = 650
+	oidFloat4      = 700
+	oidFloat8      = 701
+	oidUnknown     = 705
+	oidInet        = 869
+	oidBpchar      = 1042
+	oidVarchar     = 1043
+	oidDate        = 1082
+	oidTime        = 1083
+	oidTimestamp   = 1114
+	oidTimestamptz = 1184
+	oidInterval    = 1186
+	oidTimetz      = 1266
+	oidUUID        = 2950
+	oidJSONB       = 3802
+)
+
+// textLike reports whether a type's binary wire format is its text (jsonb: after a version
+// byte), so binary cells of it can be scanned like text.
+func textLike(oid uint32) bool {
+	switch oid {
+	case oidText, oidVarchar, oidBpchar, oidName, oidJSON, oidJSONB, oidXML, oidUnknown, oidChar:
+		return true
+	}
+	return false
+}
+
+// noPII reports whether a type's text form cannot hold what the detectors look for (and cannot
+// be cast into holding it without a column rule): booleans, dates and times, UUIDs, floats, OIDs.
+func noPII(oid uint32) bool {
+	switch oid {
+	case oidBool, oidDate, oidTime, oidTimetz, oidTimestamp, oidTimestamptz, oidInterval, oidUUID,
+		oidFloat4, oidFloat8, oidOID, oidInt2:
+		return true
+	}
+	return false
+}
+
+// maskSpans appends in to dst with each span rewritten in its kind's style.
+func (p *Plan) maskSpans(dst, in []byte, spans []Span) ([]byte, error) {
+	last := 0
+	var err error
+	for _, s := range spans {
+		dst = append(dst, in[last:s.Start]...)
+		dst, err = p.sty.apply(dst, p.styles[s.Kind], s.Kind, in[s.Start:s.End])
+		if err != nil {
+			return nil, fmt.Errorf("mask %v: %w", s.Kind, err)
+		}
+		p.stats.hits[s.Kind].Add(1)
+		last = s.End
+	}
+	return append(dst, in[last:]...), nil
+}
+
+// maskDetect runs the detectors over in with context cx. When nothing is found it returns in
+// and false without allocating.
+func (p *Plan) maskDetect(in, dst []byte, cx ctxFlags) ([]byte, bool, error) {
+	var buf [maxSpans]Span
+	spans := p.det.find(in, cx, buf[:0])
+	if len(spans) == 0 {
+		return in, false, nil
+	}
+	out, err := p.maskSpans(dst, in, spans)
+	if err != nil {
+		return nil, false, err
+	}
+	return out, true, nil
+}
+
+// guard turns a panic in a detector into an error, so a bug fails closed instead of taking the
+// connection (or the daemon) down with the value in clear on some path.
+func (p *Plan) guard(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("masking panicked: %v", r)
+	}
+	if *err != nil {
+		p.stats.failures.Add(1)
+	}
+}
+
+// MaskText masks free text: ErrorResponse and NoticeResponse fields, log lines, whole COPY lines
+// in CSV format. Findings are appended to dst as masked text and returned with changed=true;
+// clean text is returned as in itself (no allocation). On error the text must not be passed on.
+func (p *Plan) MaskText(in, dst []byte) (out []byte, changed bool, err error) {
+	defer p.guard(&err)
+	if len(in) > p.maxValue {
+		return nil, false, ErrTooLarge
+	}
+	return p.maskDetect(in, dst, 0)
+}
+
+// action is what a ResultPlan does with one column.
+type action uint8
+
+const (
+	actScan  action = iota // run detectors (text, or binary text-like)
+	actPass                // type cannot hold findings
+	actForce               // a column rule applies its style
+	actNull                // binary non-text cell under a column rule: replaced by NULL
+)
+
+type colPlan struct {
+	act   action
+	rule  *columnRule
+	cx    ctxFlags
+	json  bool // json/jsonb: scan with JSON key context, keep the output valid JSON
+	jsonb bool // binary jsonb: a version byte precedes the text
+}
+
+// ResultPlan is the masking plan of one result set (one RowDescription). It is immutable and
+// safe for concurrent use.
+type ResultPlan struct {
+	p    *Plan
+	cols []colPlan
+}
+
+// ForColumns plans a result set: per column, a column rule's style, a detector scan with the
+// context the column name gives, or nothing (types that cannot hold findings).
+func (p *Plan) ForColumns(cols []Column) *ResultPlan {
+	rp := &ResultPlan{p: p, cols: make([]colPlan, len(cols))}
+	for i, c := range cols {
+		cp := &rp.cols[i]
+		binary := c.Format == 1
+		isJSON := c.TypeOID == oidJSON || c.TypeOID == oidJSONB
+		cp.json = isJSON
+		cp.jsonb = binary && c.TypeOID == oidJSONB
+		if r := p.columnStyle(c); r != nil {
+			cp.rule = r
+			cp.act = actForce
+			if binary && !textLike(c.TypeOID) {
+				cp.act = actNull
+			}
+			continue
+		}
+		switch {
+		case binary && !textLike(c.TypeOID):
+			// Binary integers, floats, timestamps, numerics: not text, no detector applies.
+			cp.act = actPass
+		case noPII(c.TypeOID):
+			cp.act = actPass
+		default:
+			cp.act = actScan
+			cp.cx = nameContext([]byte(c.Name))
+			if c.Field != "" && c.Field != c.Name {
+				cp.cx |= nameContext([]byte(c.Field))
+			}
+			if c.TypeOID == oidInet || c.TypeOID == oidCIDR {
+				cp.cx |= ctxIP
+			}
+		}
+	}
+	return rp
+}
+
+// NumColumns is the number of columns planned.
+func (rp *ResultPlan) NumColumns() int { return len(rp.cols) }
+
+// Forced reports whether column col is covered by a column rule (useful to decide, for instance,
+// whether a COPY of the table can be masked field by field).
+func (rp *ResultPlan) Forced(col int) bool {
+	return col >= 0 && col < len(rp.cols) && rp.cols[col].act >= actForce
+}
+
+// MaskCell masks one DataRow cell (not NULL; the caller passes NULL cells through). in is the
+// cell's bytes in the column's format.
+//
+//   - Nothing to mask: out is in itself, changed=false, no allocation.
+//   - Masked: out is dst with the masked cell appended (pass dst[:0] to reuse a buffer),
+//     changed=true.
+//   - null=true: the cell must be sent as NULL (length -1): a binary cell of a non-text type
+//     that a column rule covers has no safe text rendering.
+//   - err != nil: the cell could not be masked; the caller must not send it (use Fallback).
+func (rp *ResultPlan) MaskCell(col int, in, dst []byte) (out []byte, changed, null bool, err error) {
+	p := rp.p
+	defer p.guard(&err)
+	if col < 0 || col >= len(rp.cols) {
+		return nil, false, false, fmt.Errorf("mask cell: column %d of %d", col, len(rp.cols))
+	}
+	if len(in) > p.maxValue {
+		return nil, false, false, ErrTooLarge
+	}
+	cp := &rp.cols[col]
+	switch cp.act {
+	case actPass:
+		return in, false, false, nil
+	case actNull:
+		p.stats.nulled.Add(1)
+		p.stats.hits[ColumnKind].Add(1)
+		return nil, true, true, nil
+	}
+	body := in
+	if cp.jsonb {
+		if len(in) == 0 || in[0] != 1 {
+			return nil, false, false, fmt.Errorf("mask cell: jsonb binary version %v not understood", firstByte(in))
+		}
+		body = in[1:]
+		dst = append(dst, 1)
+	}
+	if cp.act == actForce {
+		out, err := rp.forced(cp, body, dst)
+		if err != nil {
+			return nil, false, false, err
+		}
+		return out, true, false, nil
+	}
+	var masked []byte
+	var ch bool
+	if cp.json {
+		masked, ch, err = p.maskJSON(body, dst, cp.cx)
+		if err != nil {
+			// Not valid JSON after all (should not happen for json/jsonb): treat as text.
+			masked, ch, err = p.maskDetect(body, dst, cp.cx)
+		}
+	} else {
+		masked, ch, err = p.maskDetect(body, dst, cp.cx)
+	}
+	if err != nil || !ch {
+		return in, false, false, err
+	}
+	return masked, true, false, nil
+}
+
+func firstByte(b []byte) any {
+	if len(b) == 0 {
+		return "(empty)"
+	}
+	return b[0]
+}
+
+// forced applies a column rule to a whole value; for JSON columns the result is a JSON string so
+// the cell stays valid JSON.
+func (rp *ResultPlan) forced(cp *colPlan, body, dst []byte) ([]byte, error) {
+	p := rp.p
+	p.stats.hits[ColumnKind].Add(1)
+	if cp.json {
+		var tmp [128]byte
+		v, err := p.applyRule(cp.rule, tmp[:0], body)
+		if err != nil {
+			return nil, err
+		}
+		return appendJSONString(dst, v), nil
+	}
+	return p.applyRule(cp.rule, dst, body)
+}
+
+func (p *Plan) applyRule(r *columnRule, dst, v []byte) ([]byte, error) {
+	if r.style == StyleRedact {
+		return append(dst, r.label...), nil
+	}
+	out, err := p.sty.apply(dst, r.style, ColumnKind, v)
+	if err != nil {
+		return nil, fmt.Errorf("column rule: %w", err)
+	}
+	return out, nil
+}
+
+// Fallback is the value to send for column col when MaskCell failed: NULL for binary non-text
+// cells, else the redaction label (as a JSON string for JSON columns).
+func (rp *ResultPlan) Fallback(col int, dst []byte) (out []byte, null bool) {
+	if col < 0 || col >= len(rp.cols) {
+		return nil, true
+	}
+	cp := &rp.cols[col]
+	if cp.act == actNull || cp.act == actPass {
+		return nil, true
+	}
+	if cp.jsonb {
+		dst = append(dst, 1)
+	}
+	if cp.json {
+		return appendJSONString(dst, rp.p.Redacted()), false
+	}
+	return append(dst, rp.p.Redacted()...), false
+}

@@ -1,0 +1,421 @@
+package mask
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+)
+
+// Secret detectors. Rules follow gitleaks' (MIT) published patterns, rewritten as byte scanners;
+// see research/policy.md §1.2.
+
+// endsToken reports whether b[e] (if any) cannot continue a token of the given set.
+func endsToken(b []byte, e, set int) bool { return e >= len(b) || !inSet(b[e], set) }
+
+// awsKeyID matches (AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16} and A3T[A-Z0-9][A-Z2-7]{16}, skipping the
+// documentation examples (…EXAMPLE) and low-entropy fillers.
+func awsKeyID(b []byte) (int, bool) {
+	if len(b) < 20 {
+		return 0, false
+	}
+	switch string(b[:4]) {
+	case "AKIA", "ASIA", "ABIA", "ACCA":
+	default:
+		if !(b[1] == '3' && b[2] == 'T' && (isUpper(b[3]) || isDigit(b[3]))) {
+			return 0, false
+		}
+	}
+	for _, c := range b[4:20] {
+		if !(isUpper(c) || (c >= '2' && c <= '7')) {
+			return 0, false
+		}
+	}
+	if !endsToken(b, 20, tokenAlnum) || string(b[13:20]) == "EXAMPLE" || entropy(b[:20]) <= 3 {
+		return 0, false
+	}
+	return 20, true
+}
+
+// githubToken matches gh[pousr]_ + 36+ alphanumerics and github_pat_ + 22+ word characters.
+func githubToken(b []byte) (int, bool) {
+	if len(b) > 4 && b[1] == 'h' && b[3] == '_' {
+		switch b[2] {
+		case 'p', 'o', 'u', 's', 'r':
+			if e := runOf(b, 4, tokenAlnum); e-4 >= 36 && endsToken(b, e, tokenUnder) {
+				return e, true
+			}
+		}
+		return 0, false
+	}
+	if hasPrefix(b, "github_pat_") {
+		if e := runOf(b, 11, tokenUnder); e-11 >= 22 {
+			return e, true
+		}
+	}
+	return 0, false
+}
+
+// skToken matches Stripe (sk_/rk_ + live|test|prod), Anthropic (sk-ant-) and OpenAI (sk-proj-,
+// sk-svcacct-, sk-admin-, legacy sk- + 32+ alphanumerics) keys.
+func skToken(b []byte) (int, Kind, bool) {
+	if len(b) < 3 || b[1] != 'k' {
+		return 0, 0, false
+	}
+	switch b[2] {
+	case '_':
+		for _, env := range [...]string{"live_", "test_", "prod_"} {
+			if hasPrefix(b[3:], env) {
+				if e := runOf(b, 8, tokenAlnum); e-8 >= 10 && endsToken(b, e, tokenUnder) {
+					return e, StripeKey, true
+				}
+			}
+		}
+	case '-':
+		if b[0] != 's' {
+			return 0, 0, false
+		}
+		if hasPrefix(b, "sk-ant-") {
+			if e := runOf(b, 7, tokenDash); e-7 >= 32 {
+				return e, AnthropicKey, true
+			}
+			return 0, 0, false
+		}
+		for _, p := range [...]string{"sk-proj-", "sk-svcacct-", "sk-admin-"} {
+			if hasPrefix(b, p) {
+				if e := runOf(b, len(p), tokenDash); e-len(p) >= 20 {
+					return e, OpenAIKey, true
+				}
+				return 0, 0, false
+			}
+		}
+		if e := runOf(b, 3, tokenAlnum); e-3 >= 32 && endsToken(b, e, tokenDash) && entropy(b[3:e]) >= 3.5 {
+			return e, OpenAIKey, true
+		}
+	}
+	return 0, 0, false
+}
+
+func isB64URL(c byte) bool { return isAlnum(c) || c == '-' || c == '_' }
+
+// jwtToken matches header.payload.signature in base64url whose header decodes to a JSON object
+// with an "alg" member (hoopinspect decodes the header rather than matching the shape).
+func jwtToken(b []byte) (int, bool) {
+	h := 0
+	for h < len(b) && isB64URL(b[h]) {
+		h++
+	}
+	if h < 10 || h > 1024 || h >= len(b) || b[h] != '.' {
+		return 0, false
+	}
+	p := h + 1
+	for p < len(b) && isB64URL(b[p]) {
+		p++
+	}
+	if p-h-1 < 2 || p >= len(b) || b[p] != '.' {
+		return 0, false
+	}
+	s := p + 1
+	for s < len(b) && isB64URL(b[s]) {
+		s++
+	}
+	if s < len(b) && (b[s] == '.' || b[s] == '=') {
+		return 0, false // a fourth part or padding: JWE or something else
+	}
+	var buf [768]byte
+	n, err := base64.RawURLEncoding.Decode(buf[:], b[:h])
+	if err != nil {
+		return 0, false
+	}
+	hdr := bytes.TrimSpace(buf[:n])
+	if len(hdr) < 2 || hdr[0] != '{' || !bytes.Contains(hdr, []byte(`"alg"`)) || !json.Valid(hdr) {
+		return 0, false
+	}
+	return s, true
+}
+
+// pemBlock matches -----BEGIN … PRIVATE KEY----- through the matching END line, or through the end
+// of the input when the block was cut short.
+func pemBlock(b []byte, i int) (Span, bool) {
+	rest := b[i:]
+	if !hasPrefix(rest, "-----BEGIN ") {
+		return Span{}, false
+	}
+	j := 11
+	for j < len(rest) && j < 11+100 && (isUpper(rest[j]) || isDigit(rest[j]) || rest[j] == ' ' || rest[j] == '_' || rest[j] == '-') {
+		if rest[j] == '-' && hasPrefix(rest[j:], "-----") {
+			break
+		}
+		j++
+	}
+	label := rest[11:j]
+	if !hasPrefix(rest[j:], "-----") || !(bytes.HasSuffix(label, []byte("PRIVATE KEY")) || bytes.HasSuffix(label, []byte("PRIVATE KEY BLOCK"))) {
+		return Span{}, false
+	}
+	body := j + 5
+	end := bytes.Index(rest[body:], []byte("-----END "))
+	if end < 0 {
+		return Span{i, len(b), PrivateKey}, true
+	}
+	e := body + end + 9
+	close := bytes.Index(rest[e:], []byte("-----"))
+	if close < 0 {
+		return Span{i, len(b), PrivateKey}, true
+	}
+	return Span{i, i + e + close + 5, PrivateKey}, true
+}
+
+// uriPassword finds the password of scheme://user:password@host, for the '@' at b[at].
+// The span covers the password only, so the rest of the URI stays readable.
+func uriPassword(b []byte, at int) (int, int, bool) {
+	if at+1 >= len(b) || !(isAlnum(b[at+1]) || b[at+1] == '[') {
+		return 0, 0, false
+	}
+	j := at - 1
+	for j >= 0 && at-j <= 256 {
+		c := b[j]
+		if c == '/' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '`' || c == '\\' {
+			break
+		}
+		j--
+	}
+	// b[j] must be the second '/' of "://" preceded by a scheme.
+	if j < 3 || b[j] != '/' || b[j-1] != '/' || b[j-2] != ':' || !isAlpha(b[j-3]) {
+		return 0, 0, false
+	}
+	userinfo := b[j+1 : at]
+	colon := bytes.IndexByte(userinfo, ':')
+	if colon < 0 || colon == len(userinfo)-1 {
+		return 0, 0, false
+	}
+	return j + 1 + colon + 1, at, true
+}
+
+// entropy is the Shannon entropy of b in bits per byte.
+func entropy(b []byte) float64 {
+	var counts [256]uint16
+	for _, c := range b {
+		counts[c]++
+	}
+	n := float64(len(b))
+	h := 0.0
+	for _, k := range counts {
+		if k != 0 {
+			p := float64(k) / n
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// keyClass says how a key-like name is treated.
+type keyClass uint8
+
+const (
+	keyNone     keyClass = iota
+	keyPassword          // any non-placeholder value of 4+ bytes is a secret
+	keySecret            // a value of 8+ bytes with entropy ≥ 3 is a secret
+)
+
+// classifyKey decides whether an identifier (column name, JSON key, left side of an assignment)
+// names a secret. It lower-cases into a stack buffer, so it does not allocate.
+func classifyKey(name []byte) keyClass {
+	var buf [64]byte
+	if len(name) == 0 || len(name) > len(buf) {
+		return keyNone
+	}
+	k := buf[:len(name)]
+	for i, c := range name {
+		k[i] = lower(c)
+	}
+	// Names that contain a secret word but hold no secret.
+	for _, suf := range [...]string{"_id", "-id", "keyid", "tokenid", "_ids", "_type", "_count", "_at",
+		"_url", "_uri", "_len", "_length", "_expires", "_expiry", "_expires_in", "_hint", "_name", "_file",
+		"_path", "_policy", "_version", "_endpoint", "_ttl", "_enabled", "_required", "_changed", "_reset",
+		"public_key", "publickey"} {
+		if bytes.HasSuffix(k, []byte(suf)) {
+			return keyNone
+		}
+	}
+	switch string(k) {
+	case "pass", "pw", "pwd", "passphrase", "token_type", "tokens", "tokenizer", "auth_method", "auth_type":
+		if string(k) == "pass" || string(k) == "pw" || string(k) == "pwd" || string(k) == "passphrase" {
+			return keyPassword
+		}
+		return keyNone
+	case "auth", "authorization", "cookie", "set-cookie", "x-api-key":
+		return keySecret
+	}
+	for i := 0; i < len(k); i++ {
+		r := k[i:]
+		switch r[0] {
+		case 'p':
+			if hasPrefix(r, "password") || hasPrefix(r, "passwd") {
+				return keyPassword
+			}
+			if hasPrefix(r, "private_key") || hasPrefix(r, "privatekey") {
+				return keySecret
+			}
+		case 's':
+			if hasPrefix(r, "secret") {
+				return keySecret
+			}
+		case 't':
+			if hasPrefix(r, "token") {
+				return keySecret
+			}
+		case 'a':
+			if hasPrefix(r, "api_key") || hasPrefix(r, "apikey") || hasPrefix(r, "api-key") ||
+				hasPrefix(r, "access_key") || hasPrefix(r, "accesskey") || hasPrefix(r, "auth_key") {
+				return keySecret
+			}
+		case 'c':
+			if hasPrefix(r, "credential") {
+				return keySecret
+			}
+		}
+	}
+	return keyNone
+}
+
+// secretValue decides whether v, assigned to a key of class kc, is a secret.
+func secretValue(v []byte, kc keyClass) bool {
+	if len(v) < 4 || len(v) > 4096 {
+		return false
+	}
+	switch v[0] {
+	case '$':
+		if len(v) > 1 && (v[1] == '{' || v[1] == '(') {
+			return false // ${VAR}, $(cmd): a reference, not a value
+		}
+	case '<', '{', '%', '[':
+		return false // <password>, {{tmpl}}, %s, [REDACTED:…]
+	}
+	if hasPrefix(v, "tok_") {
+		return false // our own token
+	}
+	same := true
+	for _, c := range v[1:] {
+		if c != v[0] {
+			same = false
+			break
+		}
+	}
+	if same {
+		return false // ******** and friends
+	}
+	var lw [10]byte
+	if len(v) <= len(lw) {
+		for i, c := range v {
+			lw[i] = lower(c)
+		}
+		switch string(lw[:len(v)]) {
+		case "null", "none", "nil", "true", "false", "undefined", "empty", "redacted", "changeme", "required", "optional", "string", "password", "secret", "hidden", "masked":
+			return false
+		}
+	}
+	if kc == keyPassword {
+		return true
+	}
+	return len(v) >= 8 && entropy(v) >= 3
+}
+
+// isIdentByte: characters of a key in key=value, "key": value, key: value.
+func isIdentByte(c byte) bool { return isAlnum(c) || c == '_' || c == '-' || c == '.' }
+
+// assignedSecret handles '=' or ':' at b[op]: a key-like identifier before it and a value after.
+// The span covers the value only.
+func assignedSecret(b []byte, op int) (Span, bool) {
+	// Key: skip a closing quote and spaces before the operator.
+	j := op - 1
+	for j >= 0 && (b[j] == ' ' || b[j] == '\t') && op-j < 8 {
+		j--
+	}
+	if j >= 0 && (b[j] == '"' || b[j] == '\'') {
+		j--
+	}
+	ke := j + 1
+	for j >= 0 && isIdentByte(b[j]) && ke-j <= 64 {
+		j--
+	}
+	ks := j + 1
+	if ks >= ke || (j >= 0 && isIdentByte(b[j])) {
+		return Span{}, false
+	}
+	kc := classifyKey(b[ks:ke])
+	if kc == keyNone {
+		return Span{}, false
+	}
+	// Value: after the operator (also := and =>), spaces, an optional quote.
+	v := op + 1
+	if v < len(b) && (b[v] == '=' || b[v] == '>') {
+		v++
+	}
+	for v < len(b) && (b[v] == ' ' || b[v] == '\t') && v-op < 8 {
+		v++
+	}
+	if v >= len(b) {
+		return Span{}, false
+	}
+	var quote byte
+	if b[v] == '"' || b[v] == '\'' {
+		quote = b[v]
+		v++
+	}
+	e := valueEnd(b, v, quote)
+	// "Authorization: Bearer xyz": the credential is the word after the scheme.
+	if quote == 0 && e < len(b) && b[e] == ' ' && isAuthScheme(b[v:e]) {
+		v = e + 1
+		e = valueEnd(b, v, 0)
+	}
+	if !secretValue(b[v:e], kc) {
+		return Span{}, false
+	}
+	return Span{v, e, GenericSecret}, true
+}
+
+func valueEnd(b []byte, v int, quote byte) int {
+	e := v
+	for e < len(b) && e-v <= 4096 {
+		c := b[e]
+		if quote != 0 {
+			if c == quote || c == '\n' {
+				break
+			}
+			if c == '\\' && e+1 < len(b) {
+				e += 2
+				continue
+			}
+		} else if c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',' || c == ';' || c == '&' || c == '"' || c == '\'' || c == ')' || c == '}' || c == ']' || c == '<' {
+			break
+		}
+		e++
+	}
+	return e
+}
+
+func isAuthScheme(w []byte) bool {
+	var lw [8]byte
+	if len(w) > len(lw) {
+		return false
+	}
+	for i, c := range w {
+		lw[i] = lower(c)
+	}
+	switch string(lw[:len(w)]) {
+	case "bearer", "basic", "token", "digest":
+		return true
+	}
+	return false
+}
+
+// wholeSecret treats a whole value in a key-named column as one secret when it is a single
+// token (no spaces) that secretValue accepts for the column's key class.
+func wholeSecret(in []byte, kc keyClass) (Span, bool) {
+	v := bytes.TrimSpace(in)
+	if len(v) == 0 || bytes.IndexAny(v, " \t\n") >= 0 || !secretValue(v, kc) {
+		return Span{}, false
+	}
+	s := len(in) - len(bytes.TrimLeft(in, " \t\r\n"))
+	return Span{s, s + len(v), GenericSecret}, true
+}

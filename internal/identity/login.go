@@ -90,7 +90,7 @@ func (c LoginConfig) oauth2(ctx context.Context, redirect string) (context.Conte
 	}
 	return ctx, &oauth2.Config{
 		ClientID: c.ClientID, ClientSecret: c.ClientSecret,
-		Endpoint: d.Endpoint(), RedirectURL: redirect, Scopes: scopes,
+		Endpoint: endpoint(d, c.ClientSecret), RedirectURL: redirect, Scopes: scopes,
 	}, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"os/user"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -261,6 +262,11 @@ func (p *Provider) VerifyIDToken(ctx context.Context, raw, nonce string) (Claims
 		if errors.As(err, &exp) {
 			return Claims{}, fmt.Errorf("identity: %w: expired at %s", ErrTokenExpired, exp.Expiry.UTC().Format(time.RFC3339))
 		}
+		// go-oidc checks nbf itself with a fixed 5 minute leeway (ours is
+		// ClockSkew, checked below); its error has no type.
+		if strings.Contains(err.Error(), "nbf (not before)") {
+			return Claims{}, fmt.Errorf("identity: %w: %v", ErrTokenNotYet, err)
+		}
 		return Claims{}, fmt.Errorf("identity: %w: %v", ErrTokenInvalid, err)
 	}
 	if !slices.ContainsFunc(tok.Audience, func(a string) bool { return slices.Contains(p.cfg.Audiences, a) }) {
@@ -332,8 +338,20 @@ func (p *Provider) OAuth2Config(ctx context.Context, redirectURL string) (*oauth
 	}
 	return &oauth2.Config{
 		ClientID: p.cfg.ClientID, ClientSecret: p.cfg.ClientSecret,
-		Endpoint: d.Endpoint(), RedirectURL: redirectURL, Scopes: p.cfg.Scopes,
+		Endpoint: endpoint(d, p.cfg.ClientSecret), RedirectURL: redirectURL, Scopes: p.cfg.Scopes,
 	}, nil
+}
+
+// endpoint picks the client authentication style up front: a public
+// client sends its id in the form, a confidential one uses Basic; this
+// avoids oauth2's auto-detection, which first tries (and fails) Basic.
+func endpoint(d *oidc.Provider, secret string) oauth2.Endpoint {
+	e := d.Endpoint()
+	e.AuthStyle = oauth2.AuthStyleInHeader
+	if secret == "" {
+		e.AuthStyle = oauth2.AuthStyleInParams
+	}
+	return e
 }
 
 // LoginConfig is what the daemon hands to the CLI for `enforcer login`.

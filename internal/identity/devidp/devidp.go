@@ -7,7 +7,7 @@
 // ApproveDevice / POST /device/approve.
 //
 // It is not meant for production: anyone who can reach it can log in as
-// any configured user.
+// any configured user. The OP logs request errors through slog.Default.
 package devidp
 
 import (
@@ -16,7 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"html/template"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -62,7 +61,6 @@ type Config struct {
 	// PollInterval is the device flow poll interval announced to clients,
 	// rounded down to whole seconds, at least 1s (5s).
 	PollInterval time.Duration
-	Logger       *slog.Logger
 }
 
 // DefaultClientID is the client registered when Config.Clients is empty.
@@ -103,9 +101,6 @@ func (c *Config) setDefaults() error {
 	def(&c.PollInterval, 5*time.Second)
 	if c.PollInterval < time.Second {
 		c.PollInterval = time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return nil
 }
@@ -179,7 +174,7 @@ func serve(ln net.Listener, issuer string, cfg Config) (*Server, error) {
 	}
 	rand.Read(opCfg.CryptoKey[:])
 	provider, err := op.NewProvider(opCfg, st, op.StaticIssuer(issuer),
-		op.WithAllowInsecure(), op.WithLogger(cfg.Logger))
+		op.WithAllowInsecure())
 	if err != nil {
 		return nil, fmt.Errorf("devidp: provider: %w", err)
 	}

@@ -1,0 +1,60 @@
+package control
+
+import "github.com/enforcer-dev/enforcer/internal/redirect"
+
+// Status is the answer of GET /v1/status.
+type Status struct {
+	Version     string          `json:"version"`
+	Redirect    redirect.Status `json:"redirect"`
+	Policy      string          `json:"policy"`
+	ProxyPort   uint16          `json:"proxy_port"`
+	Identity    string          `json:"identity,omitempty"`
+	Cgroups     []Cgroup        `json:"cgroups"`
+	Connections []Connection    `json:"connections"`
+}
+
+// Cgroup is one enforced cgroup.
+type Cgroup struct {
+	Name    string `json:"name"`
+	ID      uint64 `json:"id"`
+	Path    string `json:"path"`
+	UID     uint32 `json:"uid"`
+	Session string `json:"session,omitempty"`
+	Procs   []Proc `json:"procs"`
+}
+
+// Proc is a process in an enforced cgroup.
+type Proc struct {
+	PID  int    `json:"pid"`
+	Comm string `json:"comm"`
+}
+
+// Connection is one live proxied connection.
+type Connection struct {
+	ID       uint64 `json:"id"`
+	Target   string `json:"target"`
+	Dst      string `json:"dst"`
+	PID      uint32 `json:"pid"`
+	Comm     string `json:"comm"`
+	CgroupID uint64 `json:"cgroup_id"`
+	Identity string `json:"identity,omitempty"`
+	Since    string `json:"since"`
+}
+
+// RunRequest asks for a fresh enforced cgroup (POST /v1/runs).
+type RunRequest struct {
+	Command []string `json:"command"`
+}
+
+// Run is an enforced cgroup made for one `enforcer run`.
+type Run struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+	ID   uint64 `json:"id"`
+}
+
+// EnterRequest asks the daemon to move the caller's not-yet-exec'd child into its run cgroup
+// (POST /v1/runs/{name}/enter), for callers that may not clone into the cgroup themselves.
+type EnterRequest struct {
+	PID int `json:"pid"`
+}

@@ -1,0 +1,159 @@
+// Package control is the daemon's local API: HTTP/JSON on a unix socket, callers identified by
+// SO_PEERCRED, and the Go client the CLI uses. It holds no business logic: handlers decode,
+// check who is asking, call the Backend and encode.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSocket is where the daemon listens unless its configuration says otherwise.
+const DefaultSocket = "/run/enforcer/enforcer.sock"
+
+// Caller is the peer process of a request, as the kernel reports it.
+type Caller struct {
+	PID int32
+	UID uint32
+	GID uint32
+}
+
+// IsRoot reports whether the caller runs as uid 0.
+func (c Caller) IsRoot() bool { return c.UID == 0 }
+
+// Error is an error with the HTTP status the API returns for it.
+type Error struct {
+	Status  int    `json:"-"`
+	Message string `json:"error"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an Error.
+func Errorf(status int, format string, args ...any) *Error {
+	return &Error{Status: status, Message: fmt.Sprintf(format, args...)}
+}
+
+type callerKey struct{}
+
+// CallerFrom returns the caller of a request served by Serve.
+func CallerFrom(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
+
+// Route is one API endpoint.
+type Route struct {
+	Pattern string // net/http pattern, e.g. "POST /v1/runs"
+	// Handle decodes nothing itself: in is a pointer to the request body type (or nil for none).
+	Handle func(ctx context.Context, c Caller, r *http.Request) (any, error)
+}
+
+// Listen creates the unix socket at path (parent 0755, socket 0666: any local user may ask;
+// every endpoint authorises by peer uid).
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("control socket dir: %w", err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o666); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket mode: %w", err)
+	}
+	return ln, nil
+}
+
+// Serve serves routes on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	for _, rt := range routes {
+		rt := rt
+		mux.HandleFunc(rt.Pattern, func(w http.ResponseWriter, r *http.Request) {
+			c, ok := CallerFrom(r.Context())
+			if !ok {
+				writeJSON(w, http.StatusForbidden, &Error{Message: "caller unknown"})
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, 1<<20)
+			out, err := rt.Handle(r.Context(), c, r)
+			if err != nil {
+				var ce *Error
+				if !errors.As(err, &ce) {
+					log.Error("control request failed", "route", rt.Pattern, "uid", c.UID, "err", err)
+					ce = &Error{Status: http.StatusInternalServerError, Message: err.Error()}
+				}
+				writeJSON(w, ce.Status, ce)
+				return
+			}
+			if out == nil {
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+			writeJSON(w, http.StatusOK, out)
+		})
+	}
+	srv := &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			uc, ok := conn.(*net.UnixConn)
+			if !ok {
+				return ctx
+			}
+			raw, err := uc.SyscallConn()
+			if err != nil {
+				return ctx
+			}
+			var cred *unix.Ucred
+			raw.Control(func(fd uintptr) {
+				cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+			})
+			if err != nil || cred == nil {
+				return ctx
+			}
+			return context.WithValue(ctx, callerKey{}, Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid})
+		},
+	}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Decode reads a JSON request body into v, refusing unknown fields.
+func Decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return Errorf(http.StatusBadRequest, "bad request body: %v", err)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

@@ -1,0 +1,84 @@
+// Package daemon wires the enforcer together: kernel redirect, proxy, protocol handlers,
+// identity, policy reloads, metrics and the control socket.
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/goccy/go-yaml"
+
+	"github.com/enforcer-dev/enforcer/internal/control"
+)
+
+// Config is the daemon's own configuration file (not the policy).
+type Config struct {
+	Policy    string `yaml:"policy"`    // path of the policy file
+	StateDir  string `yaml:"state_dir"` // sessions, records, keys (0700)
+	Socket    string `yaml:"socket"`    // control socket
+	Redirect  string `yaml:"redirect"`  // bpf (default) or nftables
+	PinDir    string `yaml:"bpf_pin_dir"`
+	Cgroup    string `yaml:"cgroup"`     // enforcement subtree, relative to the cgroup2 mount or absolute
+	ProxyPort uint16 `yaml:"proxy_port"` // on 127.0.0.1 and [::1]
+	NFTTable  string `yaml:"nft_table"`
+	Metrics   string `yaml:"metrics"` // loopback host:port, empty = off
+	LogLevel  string `yaml:"log_level"`
+}
+
+// Defaults for a system install.
+const (
+	DefaultPolicy    = "/etc/enforcer/policy.yaml"
+	DefaultStateDir  = "/var/lib/enforcer"
+	DefaultPinDir    = "/sys/fs/bpf/enforcer"
+	DefaultCgroup    = "enforcer.slice"
+	DefaultProxyPort = 700 // privileged: an unprivileged agent cannot bind it even with the hook gone
+	DefaultNFTTable  = "enforcer"
+)
+
+// LoadConfig reads a daemon configuration file; missing fields take the defaults.
+func LoadConfig(path string) (*Config, error) {
+	c := &Config{}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+		if err := yaml.UnmarshalWithOptions(data, c, yaml.Strict()); err != nil {
+			return nil, fmt.Errorf("%s: %s", path, yaml.FormatError(err, false, true))
+		}
+		// Relative paths in the file are relative to the file.
+		base := filepath.Dir(path)
+		for _, p := range []*string{&c.Policy, &c.StateDir} {
+			if *p != "" && !filepath.IsAbs(*p) {
+				*p = filepath.Join(base, *p)
+			}
+		}
+	}
+	c.setDefaults()
+	switch c.Redirect {
+	case "bpf", "nftables":
+	default:
+		return nil, fmt.Errorf("%s: redirect: want bpf or nftables, got %q", path, c.Redirect)
+	}
+	return c, nil
+}
+
+func (c *Config) setDefaults() {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&c.Policy, DefaultPolicy)
+	def(&c.StateDir, DefaultStateDir)
+	def(&c.Socket, control.DefaultSocket)
+	def(&c.Redirect, "bpf")
+	def(&c.PinDir, DefaultPinDir)
+	def(&c.Cgroup, DefaultCgroup)
+	def(&c.NFTTable, DefaultNFTTable)
+	def(&c.LogLevel, "info")
+	if c.ProxyPort == 0 {
+		c.ProxyPort = DefaultProxyPort
+	}
+}

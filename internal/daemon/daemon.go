@@ -1,0 +1,188 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/metrics"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/proxy"
+	"github.com/enforcer-dev/enforcer/internal/redirect"
+)
+
+// Version is reported by status; set at build time with -ldflags.
+var Version = "dev"
+
+// Daemon is a running enforcer.
+type Daemon struct {
+	cfg     *Config
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	subtree *redirect.Subtree
+	redir   redirect.Redirector
+	proxy   *proxy.Server
+	policy  atomic.Pointer[policy.Policy]
+	polHash [32]byte
+	runsMu  sync.Mutex
+}
+
+// Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
+// kernel side: enforced processes then get ECONNREFUSED until the daemon is back.
+func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d := &Daemon{cfg: cfg, log: log, metrics: metrics.New()}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	os.Chmod(cfg.StateDir, 0o700)
+	if err := d.loadPolicy(); err != nil {
+		return err
+	}
+	var err error
+	d.subtree, err = redirect.OpenSubtree(cfg.Cgroup)
+	if err != nil {
+		return err
+	}
+	d.redir, err = d.loadRedirector()
+	if err != nil {
+		return err
+	}
+	defer d.redir.Close()
+
+	lns, err := proxy.Listen(ctx, cfg.ProxyPort)
+	if err != nil {
+		return err
+	}
+	relay := &proxy.Relay{Metrics: d.metrics}
+	d.proxy = &proxy.Server{
+		Redirector: d.redir,
+		Policy:     d.policy.Load,
+		Handlers: map[string]proxy.Handler{
+			policy.ProtoTCP:            relay,
+			policy.ProtoTLSPassthrough: relay,
+		},
+		Metrics: d.metrics,
+		Log:     log,
+	}
+	ctl, err := control.Listen(cfg.Socket)
+	if err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	for _, ln := range lns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- d.proxy.Serve(ctx, ln)
+		}()
+	}
+	go func() { errc <- control.Serve(ctx, ctl, d.routes(), log) }()
+	if cfg.Metrics != "" {
+		go func() {
+			if err := d.metrics.Serve(ctx, cfg.Metrics); err != nil {
+				log.Error("metrics", "err", err)
+			}
+		}()
+	}
+	go d.watchPolicy(ctx)
+	go d.collectRuns(ctx)
+	log.Info("enforcer running", "mode", d.redir.Mode(), "cgroup", d.subtree.Path, "proxy_port", cfg.ProxyPort,
+		"socket", cfg.Socket, "policy", cfg.Policy)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	ctl.Close()
+	os.Remove(cfg.Socket)
+	log.Info("enforcer stopped; enforcement stays attached (run `enforcer uninstall` to remove it)")
+	return err
+}
+
+func (d *Daemon) loadRedirector() (redirect.Redirector, error) {
+	pol := d.policy.Load()
+	switch d.cfg.Redirect {
+	case "bpf":
+		return redirect.LoadBPF(redirect.BPFConfig{
+			Subtree: d.subtree, PinDir: d.cfg.PinDir, ProxyPort: d.cfg.ProxyPort,
+			DNSResolvers: pol.Resolvers, Logger: d.log,
+		})
+	case "nftables":
+		return loadNFT(d, pol)
+	}
+	return nil, fmt.Errorf("unknown redirect mode %q", d.cfg.Redirect)
+}
+
+// loadPolicy reads the policy file; on error the running policy stays.
+func (d *Daemon) loadPolicy() error {
+	data, err := os.ReadFile(d.cfg.Policy)
+	if err != nil {
+		return fmt.Errorf("read policy: %w", err)
+	}
+	h := sha256.Sum256(data)
+	if h == d.polHash && d.policy.Load() != nil {
+		return nil
+	}
+	p, err := policy.Parse(d.cfg.Policy, data)
+	if err != nil {
+		return err
+	}
+	if d.redir != nil {
+		if rs, ok := d.redir.(interface{ SetResolvers([]netip.Addr) error }); ok {
+			if err := rs.SetResolvers(p.Resolvers); err != nil {
+				return fmt.Errorf("apply DNS resolvers: %w", err)
+			}
+		}
+	}
+	d.policy.Store(p)
+	d.polHash = h
+	return nil
+}
+
+// watchPolicy reloads on SIGHUP and when the file changes.
+func (d *Daemon) watchPolicy(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-tick.C:
+		}
+		old := d.polHash
+		if err := d.loadPolicy(); err != nil {
+			d.log.Error("policy reload failed; keeping the running policy", "err", err)
+			continue
+		}
+		if d.polHash != old {
+			d.log.Info("policy reloaded", "policy", d.cfg.Policy)
+		}
+	}
+}
+
+// Reload re-reads the policy now.
+func (d *Daemon) Reload() error { return d.loadPolicy() }
+
+func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }

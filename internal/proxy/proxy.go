@@ -1,0 +1,244 @@
+// Package proxy is the transparent proxy every enforced connection lands on: it learns the
+// connection's origin from the redirector, picks the policy target, authorises the caller and
+// hands the connection to the target protocol's handler. Denied connections are closed at once.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/metrics"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/redirect"
+)
+
+// Conn is one accepted connection from an enforced process.
+type Conn struct {
+	ID       uint64
+	Client   *net.TCPConn
+	Origin   redirect.Origin
+	Target   *policy.Target
+	Identity any    // what Authorize returned (an identity session), nil before authorisation
+	Peeked   []byte // bytes already read from Client (a TLS ClientHello) to send upstream first
+	Log      *slog.Logger
+	Started  time.Time
+
+	closeOnce sync.Once
+}
+
+// Close closes the client side; handlers notice and tear down their upstream.
+func (c *Conn) Close() {
+	c.closeOnce.Do(func() { c.Client.Close() })
+}
+
+// Handler serves connections for one protocol.
+type Handler interface {
+	Serve(ctx context.Context, c *Conn) error
+}
+
+// Refuser is implemented by handlers that can tell the client why it was refused in the client's
+// own protocol (a Postgres ErrorResponse, an HTTP status). Others are simply closed.
+type Refuser interface {
+	Refuse(ctx context.Context, c *Conn, reason error)
+}
+
+// Server accepts redirected connections and dispatches them.
+type Server struct {
+	Redirector redirect.Redirector
+	Policy     func() *policy.Policy
+	Handlers   map[string]Handler // by target protocol
+	// Authorize ties the connection to a verified identity and checks grants. It returns the
+	// identity to attach to the connection, or an error saying what the caller must do.
+	Authorize func(ctx context.Context, c *Conn) (any, error)
+	Metrics   *metrics.Metrics
+	Log       *slog.Logger
+	// SNITimeout bounds how long a client may take to send its TLS ClientHello.
+	SNITimeout time.Duration
+
+	nextID atomic.Uint64
+	mu     sync.Mutex
+	active map[uint64]*Conn
+}
+
+// Listen opens the proxy's listeners on 127.0.0.1 and [::1] at port: plain TCP, no MPTCP (Go's
+// default for listeners), so the kernel-side tuple records match what accept() returns.
+func Listen(ctx context.Context, port uint16) ([]*net.TCPListener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	var out []*net.TCPListener
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
+		if err != nil {
+			for _, l := range out {
+				l.Close()
+			}
+			return nil, fmt.Errorf("proxy listen on %s port %d: %w", host, port, err)
+		}
+		out = append(out, ln.(*net.TCPListener))
+	}
+	return out, nil
+}
+
+// Serve accepts on ln until ctx ends or ln is closed.
+func (s *Server) Serve(ctx context.Context, ln *net.TCPListener) error {
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			s.Log.Warn("accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go s.handle(ctx, c)
+	}
+}
+
+func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
+	origin, err := s.Redirector.Origin(client)
+	if err != nil {
+		s.Metrics.OriginMisses.Inc()
+		s.Log.Warn("refused connection without origin", "peer", client.RemoteAddr().String(), "err", err)
+		client.SetLinger(0)
+		client.Close()
+		return
+	}
+	c := &Conn{
+		ID:      s.nextID.Add(1),
+		Client:  client,
+		Origin:  origin,
+		Started: time.Now(),
+	}
+	c.Log = s.Log.With("conn", c.ID, "dst", origin.Dst.String(), "pid", origin.PID, "comm", origin.Comm, "cgroup", origin.CgroupID)
+	defer c.Close()
+
+	pol := s.Policy()
+	target, err := s.pickTarget(pol, c)
+	if err != nil {
+		s.deny(c, "", err)
+		return
+	}
+	c.Target = target
+	h := s.Handlers[target.Protocol]
+	if h == nil {
+		s.deny(c, target.Name, fmt.Errorf("no handler for protocol %s", target.Protocol))
+		return
+	}
+	if s.Authorize != nil {
+		id, err := s.Authorize(ctx, c)
+		if err != nil {
+			s.Metrics.Connections.WithLabelValues(target.Name, "unauthenticated").Inc()
+			c.Log.Warn("connection refused", "target", target.Name, "reason", err.Error())
+			if r, ok := h.(Refuser); ok {
+				r.Refuse(ctx, c, err)
+			}
+			return
+		}
+		c.Identity = id
+	}
+	s.Metrics.Connections.WithLabelValues(target.Name, "allowed").Inc()
+	s.Metrics.Active.WithLabelValues(target.Name).Inc()
+	defer s.Metrics.Active.WithLabelValues(target.Name).Dec()
+	s.track(c, true)
+	defer s.track(c, false)
+	c.Log.Info("connection", "target", target.Name, "protocol", target.Protocol)
+	if err := h.Serve(ctx, c); err != nil && !isClosed(err) {
+		c.Log.Warn("connection ended with error", "target", target.Name, "err", err)
+	}
+}
+
+func (s *Server) pickTarget(pol *policy.Policy, c *Conn) (*policy.Target, error) {
+	if pol == nil {
+		return nil, errors.New("no policy loaded")
+	}
+	if t := pol.TargetFor(c.Origin.Dst); t != nil {
+		return t, nil
+	}
+	if !pol.NeedsSNI(c.Origin.Dst.Port()) {
+		return nil, fmt.Errorf("no target matches %s", c.Origin.Dst)
+	}
+	timeout := s.SNITimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	c.Client.SetReadDeadline(time.Now().Add(timeout))
+	sni, peeked, err := readClientHello(c.Client)
+	c.Client.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, fmt.Errorf("read TLS ClientHello: %w", err)
+	}
+	c.Peeked = peeked
+	if t := pol.TargetForSNI(sni, c.Origin.Dst.Port()); t != nil {
+		return t, nil
+	}
+	return nil, fmt.Errorf("no target matches SNI %q on %s", sni, c.Origin.Dst)
+}
+
+func (s *Server) deny(c *Conn, target string, reason error) {
+	s.Metrics.Connections.WithLabelValues(target, "denied").Inc()
+	c.Log.Info("connection denied", "reason", reason.Error())
+	c.Client.SetLinger(0)
+}
+
+func (s *Server) track(c *Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.active == nil {
+		s.active = map[uint64]*Conn{}
+	}
+	if add {
+		s.active[c.ID] = c
+	} else {
+		delete(s.active, c.ID)
+	}
+}
+
+// CloseWhere closes every active connection for which match returns true (for example all the
+// connections of a session that expired) and returns how many it closed.
+func (s *Server) CloseWhere(match func(*Conn) bool) int {
+	s.mu.Lock()
+	var victims []*Conn
+	for _, c := range s.active {
+		if match(c) {
+			victims = append(victims, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range victims {
+		c.Close()
+	}
+	return len(victims)
+}
+
+// Active returns a snapshot of the connections being served.
+func (s *Server) Active() []*Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*Conn, 0, len(s.active))
+	for _, c := range s.active {
+		out = append(out, c)
+	}
+	return out
+}
+
+// UpstreamAddr is where a target's traffic goes: the configured upstream or the original
+// destination.
+func UpstreamAddr(c *Conn) string {
+	if c.Target != nil && c.Target.Upstream.Address != "" {
+		return c.Target.Upstream.Address
+	}
+	return netip.AddrPortFrom(c.Origin.Dst.Addr(), c.Origin.Dst.Port()).String()
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled)
+}

@@ -135,6 +135,13 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 		case clAssign:
 			if d.on.has(GenericSecret) {
 				if sp, ok := assignedSecret(in, i); ok {
+					// A value that a specific detector recognises is reported as that kind.
+					if ws, ok := d.word(in, sp.Start); ok {
+						sp.Kind = ws.Kind
+						sp.End = max(sp.End, ws.End)
+					} else if ps, ok := pemBlock(in, sp.Start); ok && d.on.has(PrivateKey) {
+						sp = ps
+					}
 					spans = append(spans, sp)
 					i = sp.End
 					continue

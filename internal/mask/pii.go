@@ -202,7 +202,7 @@ func issuer(d []byte) string {
 	case p4 >= 3528 && p4 <= 3589 && n >= 16 && n <= 19:
 		return "jcb"
 	case (p3 >= 300 && p3 <= 305 || p2 == 36) && n >= 14 && n <= 19,
-		(p4 == 3095 || p2 == 38 || p2 == 39) && n >= 16 && n <= 19:
+		(p4 == 3095 || p2 == 38 || p2 == 39) && n >= 14 && n <= 19:
 		return "diners"
 	case p2 == 62 && n >= 16 && n <= 19:
 		return "unionpay"
@@ -589,8 +589,8 @@ var (
 const contextWindow = 48
 
 // contextBefore reports whether one of words appears as a whole word in the contextWindow bytes
-// before b[i]. Word characters are letters, digits, '#' and '_' (so "client_ip" yields "client"
-// and "ip").
+// before b[i]. Word characters are letters, digits and '#' (so "client_ip" yields "client" and
+// "ip", and "ipv6" stays one word).
 func contextBefore(b []byte, i int, words map[string]struct{}) bool {
 	s := i - contextWindow
 	if s < 0 {
@@ -600,14 +600,14 @@ func contextBefore(b []byte, i int, words map[string]struct{}) bool {
 	j := i
 	for j > s {
 		// Skip non-letters backwards.
-		for j > s && !isAlpha(b[j-1]) && b[j-1] != '#' {
+		for j > s && !isAlnum(b[j-1]) && b[j-1] != '#' {
 			j--
 		}
 		e := j
-		for j > s && (isAlpha(b[j-1]) || b[j-1] == '#') {
+		for j > s && (isAlnum(b[j-1]) || b[j-1] == '#') {
 			j--
 		}
-		if e > j && e-j <= len(buf) && (j == 0 || j > s || !isAlpha(b[j-1])) {
+		if e > j && e-j <= len(buf) && (j == 0 || j > s || !isAlnum(b[j-1])) {
 			for k, c := range b[j:e] {
 				buf[k] = lower(c)
 			}

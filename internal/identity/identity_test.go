@@ -620,8 +620,8 @@ func TestRefreshKeepsSessionAlive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lookup after the first token expired: %v", err)
 	}
-	if !got.Expiry.After(first) || got.ID != s.ID {
-		t.Fatalf("expiry %v not extended past %v (session %s → %s)", got.Expiry, first, s.ID, got.ID)
+	if !got.Expiry.After(first) || got.ID != s.ID || !slices.Equal(got.Groups, []string{"engineering", "dba"}) {
+		t.Fatalf("expiry %v not extended past %v (session %s → %s, groups %q)", got.Expiry, first, s.ID, got.ID, got.Groups)
 	}
 	if _, ok := ev.find(s.ID); ok {
 		t.Fatal("a refreshed session reported as ended")
@@ -896,4 +896,114 @@ func TestWorkloadTokenRotation(t *testing.T) {
 	if e, ok := ev.find(revived.ID); !ok || e.Reason != EndReplaced {
 		t.Fatalf("replacement event %+v, %v", e, ok)
 	}
+}
+
+func TestLogoutRevokesRefreshTokenAtIdP(t *testing.T) {
+	idp := startIdP(t, func(c *devidp.Config) { c.AutoApprove = "alice" })
+	p := newProvider(t, idp, nil)
+	m := newManager(t, p, nil)
+	ts, err := LoginDevice(context.Background(), p.LoginConfig(), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := m.Login(context.Background(), 1000, *ts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Logout(1000, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the IdP to refuse the revoked refresh token", func() bool {
+		_, _, err := m.redeem(context.Background(), ts.RefreshToken, "alice")
+		return err != nil && strings.Contains(err.Error(), "invalid_grant")
+	})
+}
+
+// BenchmarkLookup measures the per-connection cgroup → session lookup
+// against a plain map read (the floor), and prints the ratio.
+func BenchmarkLookup(b *testing.B) {
+	p, err := NewProvider(Config{Kind: KindLocal})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := NewManager(ManagerConfig{StateDir: filepath.Join(b.TempDir(), "id"), Provider: p})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	var ids []uint64
+	for i := range 1000 {
+		s, err := m.LoginLocal(0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := m.Bind(0, uint64(i+1), s.ID); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, uint64(i+1))
+	}
+	plain := map[uint64]string{}
+	for k, v := range m.bindings {
+		plain[k] = v
+	}
+	var base time.Duration
+	b.Run("map", func(b *testing.B) {
+		n := 0
+		for i := 0; b.Loop(); i++ {
+			n += len(plain[ids[i%len(ids)]])
+		}
+		base = b.Elapsed() / time.Duration(b.N)
+	})
+	b.Run("Lookup", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			if _, err := m.Lookup(ids[i%len(ids)]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		per := b.Elapsed() / time.Duration(b.N)
+		if base > 0 {
+			b.ReportMetric(float64(per)/float64(base), "x-map")
+		}
+	})
+}
+
+// FuzzVerifyIDToken: no input may panic the verifier, and nothing but a
+// token signed by the IdP's key verifies. Seeds include good and hostile
+// tokens; mutations of a good token must fail unless unchanged.
+func FuzzVerifyIDToken(f *testing.F) {
+	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{Users: testUsers})
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer idp.Close()
+	jwks, err := idp.PublicJWKS()
+	if err != nil {
+		f.Fatal(err)
+	}
+	path := filepath.Join(f.TempDir(), "jwks.json")
+	if err := os.WriteFile(path, jwks, 0o600); err != nil {
+		f.Fatal(err)
+	}
+	p, err := NewProvider(Config{Kind: KindJWKSFile, Issuer: idp.Issuer(), ClientID: idp.ClientID(), JWKSFile: path})
+	if err != nil {
+		f.Fatal(err)
+	}
+	good, err := idp.MintIDToken(devidp.Mint{Expiry: time.Now().Add(24 * time.Hour)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	for _, m := range []devidp.Mint{{Alg: devidp.AlgNone}, {Alg: devidp.AlgHS256PublicKey}, {ForeignKey: true}} {
+		tok, err := idp.MintIDToken(m)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(tok)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		_, err := p.VerifyIDToken(context.Background(), tok, "")
+		if err == nil && tok != good {
+			t.Fatalf("forged token verified: %q", tok)
+		}
+	})
 }

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -102,8 +104,9 @@ type ManagerConfig struct {
 	// /var/lib/enforcer/identity.
 	StateDir string
 	Provider *Provider
-	// OnEnd is called (from the manager's goroutine, no locks held) when a
-	// session ends. It must not block for long.
+	// OnEnd is called when a session ends, with no locks held, from the
+	// goroutine that ended it (the manager's loop for expiry, the caller
+	// of Logout/LogoutUID for revocation). It must not block for long.
 	OnEnd func(EndEvent)
 	// Tick is how often expiry, refresh and workload token files are
 	// checked (default 1s).
@@ -111,7 +114,9 @@ type ManagerConfig struct {
 	// RefreshMargin: a session is refreshed when less than this remains,
 	// or a third of its lifetime if that is shorter (default 5m).
 	RefreshMargin time.Duration
-	// Retain is how long ended sessions are remembered (default 24h).
+	// Retain is how long ended sessions are remembered (default 24h); a
+	// session some cgroup is still bound to is kept until Unbind, so the
+	// daemon must Unbind cgroups it removes.
 	Retain time.Duration
 	Logger *slog.Logger
 }
@@ -526,10 +531,18 @@ func (m *Manager) LogoutUID(caller, uid uint32) (int, error) {
 	return len(ev), nil
 }
 
-// endLocked ends an active session; the refresh token is dropped at once.
+// endLocked ends an active session; the refresh token is dropped at once
+// (and, on logout, revoked at the IdP in the background).
 func (m *Manager) endLocked(r *record, why EndReason) (EndEvent, bool) {
 	if r.Session.State != StateActive {
 		return EndEvent{}, false
+	}
+	if why == EndRevoked && r.RefreshToken != "" {
+		m.wg.Add(1)
+		go func(rt string) {
+			defer m.wg.Done()
+			m.revokeAtIdP(rt)
+		}(r.RefreshToken)
 	}
 	r.Session.State = StateRevoked
 	if why == EndExpired {
@@ -790,6 +803,47 @@ func (m *Manager) redeem(ctx context.Context, refreshToken, subject string) (Cla
 		newRT = ""
 	}
 	return c, newRT, nil
+}
+
+// revokeAtIdP asks the IdP to revoke a refresh token (RFC 7009) if it
+// advertises a revocation endpoint. Best effort: the session is already
+// over for enforcer either way.
+func (m *Manager) revokeAtIdP(refreshToken string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p := m.cfg.Provider
+	d, err := p.Discover(ctx)
+	if err != nil {
+		return
+	}
+	var meta struct {
+		Revocation string `json:"revocation_endpoint"`
+	}
+	if d.Claims(&meta) != nil || meta.Revocation == "" {
+		return
+	}
+	cfg := p.Config()
+	form := url.Values{"token": {refreshToken}, "token_type_hint": {"refresh_token"}}
+	if cfg.ClientSecret == "" {
+		form.Set("client_id", cfg.ClientID)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, meta.Revocation, strings.NewReader(form.Encode()))
+	if err != nil {
+		return
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if cfg.ClientSecret != "" {
+		req.SetBasicAuth(url.QueryEscape(cfg.ClientID), url.QueryEscape(cfg.ClientSecret))
+	}
+	resp, err := cfg.HTTPClient.Do(req)
+	if err != nil {
+		m.log.Warn("revoking the refresh token at the IdP failed", "err", err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		m.log.Warn("revoking the refresh token at the IdP failed", "status", resp.Status)
+	}
 }
 
 // readTokenFile reads and verifies a workload token file.

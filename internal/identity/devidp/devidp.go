@@ -125,7 +125,7 @@ func Start(addr string, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("devidp: listen: %w", err)
 	}
-	s, err := serve(ln, "http://"+ln.Addr().String(), cfg)
+	s, err := Serve(ln, "http://"+ln.Addr().String(), cfg)
 	if err != nil {
 		ln.Close()
 		return nil, err
@@ -133,7 +133,14 @@ func Start(addr string, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func serve(ln net.Listener, issuer string, cfg Config) (*Server, error) {
+// Serve runs the provider on ln (e.g. a listener opened inside a lab
+// network namespace) with the given issuer URL, which must be how clients
+// reach ln. Close closes ln.
+func Serve(ln net.Listener, issuer string, cfg Config) (*Server, error) {
+	if _, err := url.Parse(issuer); err != nil || !strings.HasPrefix(issuer, "http") {
+		return nil, fmt.Errorf("devidp: bad issuer %q", issuer)
+	}
+	issuer = strings.TrimSuffix(issuer, "/")
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,621 @@
+package redirect
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+)
+
+// NFTConfig says what the nftables mode enforces.
+//
+// nftables sees packets, not system calls, so this mode gives fewer guarantees than the BPF mode:
+//   - It cannot refuse bind(). An agent can bind the proxy port while the daemon is down, but the
+//     ruleset drops every packet to or from such a socket, so it can capture nothing. Run the
+//     proxy on a privileged port (below net.ipv4.ip_unprivileged_port_start) so that agents
+//     without CAP_NET_BIND_SERVICE cannot bind it at all.
+//   - It cannot refuse socket(): raw, ICMP, SCTP and UDP-Lite sockets can be created, but every
+//     packet they send outside loopback is dropped (sendmsg fails with EPERM).
+//   - UDP other than DNS to a named resolver is dropped, not refused at connect().
+type NFTConfig struct {
+	Subtree       *Subtree
+	ProxyPort     uint16       // TCP from the subtree is redirected to this port on 127.0.0.1 / [::1]
+	ReservedPorts []uint16     // other daemon ports agents may not serve on
+	DNSResolvers  []netip.Addr // the only destinations (port 53) agents may reach directly
+	TableName     string       // inet table holding the ruleset; default "enforcer"
+	Logger        *slog.Logger
+	// CheckInterval is how often the ruleset is verified besides the change monitor; default 1s.
+	CheckInterval time.Duration
+}
+
+// NFT is the nftables redirector, for hosts without cgroup BPF.
+type NFT struct {
+	cfg      NFTConfig
+	level    uint32 // depth of the subtree below the cgroup2 root
+	cgroupID uint64 // id of the subtree root
+	table    *nftables.Table
+
+	mu       sync.Mutex // serialises check and apply
+	want     []nftChain
+	restores uint64
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// The chains of the ruleset. The NAT chain runs before Docker's and iptables-nft's (-100): the
+// first NAT binding of a connection wins.
+const (
+	// Names avoid nft keywords ("redirect", "ingress"...) so they need no quoting on the command line.
+	nftChainRedirect = "nat_output"    // nat, output: TCP of the subtree → proxy
+	nftChainEgress   = "filter_output" // filter, output: jump to agent for the subtree's packets
+	nftChainAgent    = "agent"         // regular: what an agent's packet may be
+	nftChainIngress  = "filter_input"  // filter, input: nothing reaches an agent's socket on our ports
+	nftNATPriority   = -110
+	nftTablePrefix   = "enforcer"
+	nftTableDormant  = 0x1 // NFT_TABLE_F_DORMANT: a dormant table's chains are unhooked
+)
+
+// nftChain is one chain as we want it: its definition and its rules, each tagged by a comment.
+type nftChain struct {
+	chain *nftables.Chain
+	rules []nftRule
+}
+
+type nftRule struct {
+	key     string // comment stored with the rule: "enforcer:<key> <config hash>"
+	counter string // Status counter this rule's packets add to ("" for none)
+	exprs   []expr.Any
+}
+
+// LoadNFT installs (or adopts, if an identical one is already there) the nftables ruleset for
+// cfg.Subtree and keeps it in place: a monitor and a periodic check restore it within about a
+// second if anyone deletes or changes it. The table outlives the daemon; only UninstallNFT
+// removes it.
+func LoadNFT(cfg NFTConfig) (*NFT, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.TableName == "" {
+		cfg.TableName = nftTablePrefix
+	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = time.Second
+	}
+	if cfg.Subtree == nil {
+		return nil, errors.New("nftables: no enforcement subtree")
+	}
+	if cfg.ProxyPort == 0 {
+		return nil, errors.New("nftables: proxy port is 0")
+	}
+	if len(cfg.TableName) > 255 || strings.ContainsAny(cfg.TableName, " \x00/") {
+		return nil, fmt.Errorf("nftables: invalid table name %q", cfg.TableName)
+	}
+	for _, a := range cfg.DNSResolvers {
+		if !a.IsValid() {
+			return nil, errors.New("nftables: invalid DNS resolver address")
+		}
+	}
+	level, err := cgroupLevel(cfg.Subtree.Path)
+	if err != nil {
+		return nil, err
+	}
+	id, err := cfg.Subtree.ID()
+	if err != nil {
+		return nil, err
+	}
+	n := &NFT{
+		cfg:      cfg,
+		level:    level,
+		cgroupID: id,
+		table:    &nftables.Table{Name: cfg.TableName, Family: nftables.TableFamilyINet},
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	n.want = n.ruleset()
+	n.mu.Lock()
+	if _, err := n.check(); err != nil {
+		if err := n.apply(); err != nil {
+			n.mu.Unlock()
+			return nil, err
+		}
+		cfg.Logger.Info("nftables ruleset installed", "table", cfg.TableName, "cgroup", cfg.Subtree.Path, "level", level)
+	} else {
+		cfg.Logger.Info("nftables ruleset already in place", "table", cfg.TableName)
+	}
+	n.mu.Unlock()
+	go n.watch()
+	return n, nil
+}
+
+// cgroupLevel returns how deep path lies below the cgroup2 root: the level nft's socket
+// cgroupv2 match takes its ancestor at.
+func cgroupLevel(path string) (uint32, error) {
+	mnt, err := Cgroup2Mount()
+	if err != nil {
+		return 0, err
+	}
+	rel, err := filepath.Rel(mnt, filepath.Clean(path))
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, "../") {
+		return 0, fmt.Errorf("nftables: subtree %s is not below the cgroup2 mount %s", path, mnt)
+	}
+	return uint32(len(strings.Split(rel, "/"))), nil
+}
+
+// configHash ties the rules to the configuration, so a restart with another port or other
+// resolvers replaces them instead of adopting them.
+func (n *NFT) configHash() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d/%d/%d/%v/", n.level, n.cgroupID, n.cfg.ProxyPort, n.cfg.ReservedPorts)
+	for _, a := range n.cfg.DNSResolvers {
+		h.Write([]byte(a.Unmap().String() + ","))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+func (n *NFT) ruleset() []nftChain {
+	t := n.table
+	accept := nftables.ChainPolicyAccept
+	redirect := &nftables.Chain{Name: nftChainRedirect, Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(nftNATPriority), Policy: &accept}
+	egress := &nftables.Chain{Name: nftChainEgress, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &accept}
+	agent := &nftables.Chain{Name: nftChainAgent, Table: t}
+	ingress := &nftables.Chain{Name: nftChainIngress, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept}
+
+	cg := n.cgroupMatch()
+	ports := append([]uint16{n.cfg.ProxyPort}, n.cfg.ReservedPorts...)
+
+	var agentRules []nftRule
+	// An agent socket serving on one of our ports (bound while the daemon was down) sends nothing.
+	for _, p := range ports {
+		agentRules = append(agentRules, nftRule{key: fmt.Sprintf("serve-%d", p), counter: "denied_bind",
+			exprs: cat(l4proto(unix.IPPROTO_TCP), thPort(0, p), counterDrop())})
+	}
+	// Redirected flows: after the NAT chain their destination is the proxy on loopback.
+	agentRules = append(agentRules,
+		nftRule{key: "to-proxy4", exprs: cat(nfproto(unix.NFPROTO_IPV4), l4proto(unix.IPPROTO_TCP),
+			daddr(netip.MustParseAddr("127.0.0.1")), thPort(2, n.cfg.ProxyPort), verdict(expr.VerdictAccept))},
+		nftRule{key: "to-proxy6", exprs: cat(nfproto(unix.NFPROTO_IPV6), l4proto(unix.IPPROTO_TCP),
+			daddr(netip.IPv6Loopback()), thPort(2, n.cfg.ProxyPort), verdict(expr.VerdictAccept))},
+		// An agent answering a connection that a local process outside the subtree opened to it.
+		nftRule{key: "loopback-reply4", exprs: cat(nfproto(unix.NFPROTO_IPV4), daddrPrefix(netip.MustParsePrefix("127.0.0.0/8")),
+			ctDirection(1), verdict(expr.VerdictAccept))},
+		nftRule{key: "loopback-reply6", exprs: cat(nfproto(unix.NFPROTO_IPV6), daddr(netip.IPv6Loopback()),
+			ctDirection(1), verdict(expr.VerdictAccept))},
+	)
+	for i, r := range n.cfg.DNSResolvers {
+		r = r.Unmap()
+		fam := byte(unix.NFPROTO_IPV4)
+		if r.Is6() {
+			fam = unix.NFPROTO_IPV6
+		}
+		for _, proto := range []byte{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
+			agentRules = append(agentRules, nftRule{key: fmt.Sprintf("dns-%d-%d", i, proto), counter: "dns_allowed",
+				exprs: cat(nfproto(fam), l4proto(proto), daddr(r), thPort(2, 53), &expr.Counter{}, verdict(expr.VerdictAccept))})
+		}
+	}
+	// Everything else: other UDP (QUIC), ICMP, raw, SCTP, any packet leaving loopback.
+	agentRules = append(agentRules, nftRule{key: "drop", counter: "egress_dropped", exprs: counterDrop()})
+
+	var ingressRules []nftRule
+	for _, p := range ports {
+		// A connection to our port must never land on a socket an agent bound there.
+		ingressRules = append(ingressRules, nftRule{key: fmt.Sprintf("hijack-%d", p), counter: "denied_bind",
+			exprs: cat(l4proto(unix.IPPROTO_TCP), thPort(2, p), cg, counterDrop())})
+	}
+
+	return []nftChain{
+		{chain: agent, rules: agentRules},
+		{chain: egress, rules: []nftRule{{key: "enforce", exprs: cat(cg, &expr.Verdict{Kind: expr.VerdictJump, Chain: nftChainAgent})}}},
+		{chain: ingress, rules: ingressRules},
+		{chain: redirect, rules: []nftRule{{key: "redirect-tcp", counter: "redirected", exprs: cat(cg, l4proto(unix.IPPROTO_TCP),
+			&expr.Counter{},
+			&expr.Immediate{Register: 1, Data: binary.BigEndian.AppendUint16(nil, n.cfg.ProxyPort)},
+			&expr.Redir{RegisterProtoMin: 1})}}},
+	}
+}
+
+// cgroupMatch matches sockets whose cgroup (v2) has the subtree root as its ancestor.
+func (n *NFT) cgroupMatch() []expr.Any {
+	return []expr.Any{
+		&expr.Socket{Key: expr.SocketKeyCgroupv2, Level: n.level, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint64(nil, n.cgroupID)},
+	}
+}
+
+func cat(parts ...any) []expr.Any {
+	var out []expr.Any
+	for _, p := range parts {
+		switch v := p.(type) {
+		case []expr.Any:
+			out = append(out, v...)
+		case expr.Any:
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func nfproto(f byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{f}}}
+}
+
+func l4proto(p byte) []expr.Any {
+	return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}}}
+}
+
+// thPort matches the transport header's source (offset 0) or destination (offset 2) port.
+func thPort(off uint32, p uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: off, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, p)},
+	}
+}
+
+// daddr matches the destination address; callers check nfproto first.
+func daddr(a netip.Addr) []expr.Any {
+	return daddrPrefix(netip.PrefixFrom(a, a.BitLen()))
+}
+
+func daddrPrefix(p netip.Prefix) []expr.Any {
+	off, l := uint32(16), uint32(4)
+	if p.Addr().Is6() {
+		off, l = 24, 16
+	}
+	out := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: l}}
+	if p.Bits() != p.Addr().BitLen() {
+		mask := net.CIDRMask(p.Bits(), p.Addr().BitLen())
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: l, Mask: mask, Xor: make([]byte, l)})
+	}
+	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()})
+}
+
+// ctDirection matches the conntrack direction (0 original, 1 reply).
+func ctDirection(d byte) []expr.Any {
+	return []expr.Any{&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{d}}}
+}
+
+func verdict(k expr.VerdictKind) expr.Any { return &expr.Verdict{Kind: k} }
+
+func counterDrop() []expr.Any { return []expr.Any{&expr.Counter{}, verdict(expr.VerdictDrop)} }
+
+func (n *NFT) comment(key string) string {
+	return "enforcer:" + key + " " + n.configHash()
+}
+
+// apply replaces the table atomically: one netlink batch creates it if missing, deletes it and
+// builds it again, so packets see either the old ruleset or the new one, never none.
+func (n *NFT) apply() error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	c.AddTable(n.table)
+	c.DelTable(n.table)
+	c.AddTable(n.table)
+	for _, ch := range n.want {
+		c.AddChain(ch.chain)
+	}
+	for _, ch := range n.want {
+		for _, r := range ch.rules {
+			c.AddRule(&nftables.Rule{Table: n.table, Chain: ch.chain, Exprs: r.exprs,
+				UserData: userdata.AppendString(nil, userdata.TypeComment, n.comment(r.key))})
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: install table inet %s (kernel 5.13+ with nft_socket, nft_redir and inet NAT needed): %w", n.cfg.TableName, err)
+	}
+	return nil
+}
+
+// check compares the kernel's table with the wanted ruleset. It returns the rules found per
+// chain, and an error naming the first difference.
+func (n *NFT) check() (map[string][]*nftables.Rule, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	t, err := c.ListTableOfFamily(n.cfg.TableName, nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("table inet %s missing: %w", n.cfg.TableName, err)
+	}
+	// google/nftables v0.3.0 decodes NFTA_TABLE_FLAGS (big endian) in host order; undo that.
+	flags := binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, t.Flags))
+	if flags&nftTableDormant != 0 {
+		return nil, fmt.Errorf("table inet %s is dormant", n.cfg.TableName)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list chains: %w", err)
+	}
+	have := map[string]*nftables.Chain{}
+	for _, ch := range chains {
+		if ch.Table != nil && ch.Table.Name == n.cfg.TableName {
+			have[ch.Name] = ch
+		}
+	}
+	if len(have) != len(n.want) {
+		return nil, fmt.Errorf("table inet %s has %d chains, want %d", n.cfg.TableName, len(have), len(n.want))
+	}
+	found := map[string][]*nftables.Rule{}
+	for _, w := range n.want {
+		ch, ok := have[w.chain.Name]
+		if !ok {
+			return nil, fmt.Errorf("chain %s missing", w.chain.Name)
+		}
+		if !sameHook(ch, w.chain) {
+			return nil, fmt.Errorf("chain %s has another type, hook or priority", w.chain.Name)
+		}
+		rules, err := c.GetRules(n.table, w.chain)
+		if err != nil {
+			return nil, fmt.Errorf("list rules of %s: %w", w.chain.Name, err)
+		}
+		if len(rules) != len(w.rules) {
+			return nil, fmt.Errorf("chain %s has %d rules, want %d", w.chain.Name, len(rules), len(w.rules))
+		}
+		for i, r := range rules {
+			got, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			if want := n.comment(w.rules[i].key); got != want {
+				return nil, fmt.Errorf("chain %s rule %d is %q, want %q", w.chain.Name, i, got, want)
+			}
+		}
+		found[w.chain.Name] = rules
+	}
+	return found, nil
+}
+
+func sameHook(a, b *nftables.Chain) bool {
+	if (a.Hooknum == nil) != (b.Hooknum == nil) {
+		return false
+	}
+	if b.Hooknum == nil {
+		return true
+	}
+	return *a.Hooknum == *b.Hooknum && a.Priority != nil && *a.Priority == *b.Priority && a.Type == b.Type
+}
+
+// ensure restores the ruleset if it differs from what we want.
+func (n *NFT) ensure() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, err := n.check()
+	if err == nil {
+		return
+	}
+	n.cfg.Logger.Warn("nftables ruleset changed by someone else; restoring", "table", n.cfg.TableName, "reason", err.Error())
+	if err := n.apply(); err != nil {
+		n.cfg.Logger.Error("restore nftables ruleset", "table", n.cfg.TableName, "err", err)
+		return
+	}
+	n.restores++
+}
+
+// watch re-checks the ruleset on every nftables change the kernel announces, and periodically in
+// case announcements are lost (the monitor socket can overflow).
+func (n *NFT) watch() {
+	defer close(n.done)
+	tick := time.NewTicker(n.cfg.CheckInterval)
+	defer tick.Stop()
+	var mon *nftables.Monitor
+	var events chan *nftables.MonitorEvents
+	startMonitor := func() {
+		c, err := nftables.New()
+		if err != nil {
+			return
+		}
+		m := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
+		ch, err := c.AddGenerationalMonitor(m)
+		if err != nil {
+			n.cfg.Logger.Warn("nftables monitor unavailable; checking periodically", "err", err)
+			return
+		}
+		mon, events = m, ch
+	}
+	stopMonitor := func() {
+		if mon == nil {
+			return
+		}
+		mon.Close()
+		// The monitor goroutine may be blocked sending; drain until it closes the channel.
+		go func(ch chan *nftables.MonitorEvents) {
+			for range ch {
+			}
+		}(events)
+		mon, events = nil, nil
+	}
+	startMonitor()
+	defer stopMonitor()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case _, ok := <-events:
+			if !ok {
+				mon, events = nil, nil // restarted at the next tick
+			}
+			n.ensure()
+		case <-tick.C:
+			if mon == nil {
+				startMonitor()
+			}
+			n.ensure()
+		}
+	}
+}
+
+// Mode implements Redirector.
+func (n *NFT) Mode() string { return "nftables" }
+
+// Origin implements Redirector. The destination comes from conntrack (SO_ORIGINAL_DST); the
+// client socket, found by sock_diag with its original 4-tuple, gives cgroup, uid and inode; the
+// pid is a process of that cgroup holding the socket. A client socket outside the subtree has
+// no origin.
+func (n *NFT) Origin(conn *net.TCPConn) (Origin, error) {
+	client := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
+	client = netip.AddrPortFrom(client.Addr().Unmap(), client.Port())
+	dst, err := originalDst(conn, client.Addr().Is4())
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return Origin{}, ErrNoOrigin
+		}
+		return Origin{}, err
+	}
+	ds, err := tcpSocketDiag(client, dst)
+	if errors.Is(err, errDiagNotFound) {
+		// The client socket is gone (or lives in another network namespace): nothing to attribute.
+		return Origin{}, ErrNoOrigin
+	}
+	if err != nil {
+		return Origin{}, fmt.Errorf("origin of %v: %w", client, err)
+	}
+	if ds.CgroupID == 0 {
+		return Origin{}, fmt.Errorf("%w: the kernel did not report the client socket's cgroup (INET_DIAG_CGROUP_ID needs Linux 5.7+)", ErrNoOrigin)
+	}
+	dir := findCgroupDir(n.cfg.Subtree.Path, ds.CgroupID)
+	if dir == "" {
+		return Origin{}, ErrNoOrigin
+	}
+	o := Origin{Dst: dst, Proto: "tcp", UID: ds.UID, CgroupID: ds.CgroupID, Cookie: ds.Cookie}
+	if pid := socketOwner(dir, n.cfg.Subtree.Path, ds.Inode); pid != 0 {
+		o.PID = uint32(pid)
+		o.Comm, o.GID = procIdentity(pid)
+	}
+	return o, nil
+}
+
+// originalDst reads the destination the client dialled before REDIRECT rewrote it.
+func originalDst(conn *net.TCPConn, v4 bool) (netip.AddrPort, error) {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
+	}
+	var ap netip.AddrPort
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if v4 {
+			var sa unix.RawSockaddrInet4
+			l := uint32(unsafe.Sizeof(sa))
+			if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_IP, unix.SO_ORIGINAL_DST,
+				uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)), 0); e != 0 {
+				serr = e
+				return
+			}
+			port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+			ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port)
+			return
+		}
+		var sa unix.RawSockaddrInet6
+		l := uint32(unsafe.Sizeof(sa))
+		if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_IPV6, ip6tSOOriginalDst,
+			uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&l)), 0); e != 0 {
+			serr = e
+			return
+		}
+		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])
+		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port)
+	})
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
+	}
+	if serr != nil {
+		return netip.AddrPort{}, fmt.Errorf("original destination (SO_ORIGINAL_DST): %w", serr)
+	}
+	return ap, nil
+}
+
+// Status implements Redirector: one entry per chain of the table with the number of our rules
+// found in it, and the rule counters.
+func (n *NFT) Status() (Status, error) {
+	st := Status{Mode: "nftables", Cgroup: n.cfg.Subtree.Path, Counters: map[string]uint64{}}
+	n.mu.Lock()
+	found, checkErr := n.check()
+	restores := n.restores
+	n.mu.Unlock()
+	st.Counters["restored"] = restores
+	for _, w := range n.want {
+		ap := AttachedProgram{Attach: w.chain.Name, Name: n.cfg.TableName + "/" + w.chain.Name}
+		rules := found[w.chain.Name]
+		ap.Count = len(rules)
+		for i, r := range rules {
+			if name := w.rules[i].counter; name != "" {
+				for _, e := range r.Exprs {
+					if c, ok := e.(*expr.Counter); ok {
+						st.Counters[name] += c.Packets
+					}
+				}
+			}
+		}
+		st.Programs = append(st.Programs, ap)
+	}
+	for _, w := range n.want {
+		for _, r := range w.rules {
+			if r.counter != "" {
+				st.Counters[r.counter] += 0
+			}
+		}
+	}
+	if checkErr != nil {
+		return st, fmt.Errorf("nftables ruleset not intact (restoring): %w", checkErr)
+	}
+	return st, nil
+}
+
+// SetResolvers replaces the DNS servers agents may reach and re-installs the ruleset.
+func (n *NFT) SetResolvers(addrs []netip.Addr) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.cfg.DNSResolvers = append([]netip.Addr(nil), addrs...)
+	n.want = n.ruleset()
+	return n.apply()
+}
+
+// Close stops watching the ruleset. The table stays: agents remain enforced (fail closed).
+func (n *NFT) Close() error {
+	select {
+	case <-n.stop:
+	default:
+		close(n.stop)
+	}
+	<-n.done
+	return nil
+}
+
+// UninstallNFT deletes the inet table tableName ("" means the default). Callers Close every NFT
+// using it first (or it is restored) and kill the enforced processes.
+func UninstallNFT(tableName string) error {
+	if tableName == "" {
+		tableName = nftTablePrefix
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyINet}
+	if _, err := c.ListTableOfFamily(tableName, nftables.TableFamilyINet); err != nil {
+		return nil // nothing installed
+	}
+	c.DelTable(t)
+	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("nftables: delete table inet %s: %w", tableName, err)
+	}
+	return nil
+}
+
+// ip6tSOOriginalDst is IP6T_SO_ORIGINAL_DST from linux/netfilter_ipv6/ip6_tables.h (not in x/sys).
+const ip6tSOOriginalDst = 80

@@ -1,0 +1,608 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// clientLoop reads the client's messages, asks the hook about statements and forwards to the server.
+func (c *conn) clientLoop() error {
+	for {
+		typ, msg, err := c.cr.next()
+		if err != nil {
+			switch {
+			case errors.Is(err, errTooLarge):
+				return c.protocolError("08P01", err.Error())
+			case errors.Is(err, errMalformed):
+				return c.protocolError("08P01", "invalid frontend message: "+err.Error())
+			}
+			return fmt.Errorf("read client: %w", err)
+		}
+		if c.skipping && typ != 'S' && typ != 'X' {
+			// After a refusal in the extended protocol the server would discard everything up to
+			// Sync; so does the proxy, so the hook is not asked about statements that never run.
+			continue
+		}
+		body := msg[headerLength:]
+		switch typ {
+		case 'Q':
+			err = c.onQuery(msg, body)
+		case 'P':
+			err = c.onParse(msg, body)
+		case 'B':
+			err = c.onBind(msg, body)
+		case 'E':
+			err = c.onExecute(msg, body)
+		case 'D':
+			err = c.onDescribe(msg, body)
+		case 'C':
+			err = c.onClose(msg, body)
+		case 'S':
+			c.skipping = false
+			c.ops.push(op{kind: opSync})
+			err = c.uw.forward(msg)
+		case 'H', 'd', 'c', 'f':
+			// Flush, and COPY FROM STDIN data: the server ignores COPY messages outside a COPY,
+			// so they pass as they are.
+			err = c.uw.forward(msg)
+		case 'F':
+			err = c.onFunctionCall(msg, body)
+		case 'X':
+			c.uw.forward(msg)
+			c.flushUpstream()
+			return errTerminate
+		default:
+			return c.protocolError("08P01", fmt.Sprintf("invalid frontend message type %d", typ))
+		}
+		if err != nil {
+			if errors.Is(err, errMalformed) {
+				return c.protocolError("08P01", fmt.Sprintf("invalid frontend message %q: malformed", typ))
+			}
+			return err
+		}
+	}
+}
+
+func (c *conn) newStatement(k Kind) *Statement {
+	return &Statement{Kind: k, ConnID: c.sess.ID, TxStatus: byte(c.txStatus.Load()), c: c}
+}
+
+// judge calls the hook and normalises its verdict.
+func (c *conn) judge(st *Statement) Verdict {
+	v := c.hook.Statement(c.statementContext(), st)
+	st.c = nil // Notice is only valid during the call
+	if v.Action == Refuse {
+		e := pgproto3.ErrorResponse{}
+		if v.Error != nil {
+			e = *v.Error
+		}
+		if e.Severity == "" {
+			e.Severity = "ERROR"
+		}
+		if e.SeverityUnlocalized == "" {
+			e.SeverityUnlocalized = e.Severity
+		}
+		if e.Code == "" {
+			e.Code = "42501"
+		}
+		if e.Message == "" {
+			e.Message = "statement refused by the enforcer"
+		}
+		v.Error = &e
+	}
+	if v.Action == Rewrite && st.Kind != KindQuery && st.Kind != KindParse {
+		v = Verdict{Action: Refuse, Error: &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR",
+			Code: "XX000", Message: "enforcer: a hook rewrote a " + st.Kind.String() + ", which only Query and Parse support"}}
+	}
+	return v
+}
+
+// refuse sends the server a message that fails where the refused one would have, so the server's
+// transaction state follows; the server's error is swapped for the hook's on the way back.
+func (c *conn) refuse(e *pgproto3.ErrorResponse, withSync bool) error {
+	c.probes++
+	c.ops.push(op{kind: opProbe, refusal: e})
+	out := appendExecute(c.uw.buffer(), "\x01enforcer refused "+strconv.FormatUint(c.probes, 10))
+	if withSync {
+		c.ops.push(op{kind: opSync})
+		out = append(out, 'S', 0, 0, 0, 4)
+	} else {
+		c.skipping = true
+	}
+	return c.uw.queued(out)
+}
+
+func (c *conn) onQuery(msg, body []byte) error {
+	cur := cursor{b: body}
+	sql := cur.cstring()
+	if err := cur.done(); err != nil {
+		return err
+	}
+	st := c.newStatement(KindQuery)
+	st.SQL = string(sql)
+	v := c.judge(st)
+	switch v.Action {
+	case Refuse:
+		return c.refuse(v.Error, true)
+	case Rewrite:
+		st.SQL = v.SQL
+		c.ops.push(op{kind: opQuery, st: st, observe: v.Observe})
+		out, _ := (&pgproto3.Query{String: v.SQL}).Encode(c.uw.buffer())
+		return c.uw.queued(out)
+	}
+	c.ops.push(op{kind: opQuery, st: st, observe: v.Observe})
+	return c.uw.forward(msg)
+}
+
+func (c *conn) onParse(msg, body []byte) error {
+	cur := cursor{b: body}
+	name := cur.cstring()
+	sql := cur.cstring()
+	n := int(cur.u16())
+	if n*4 > len(cur.b) {
+		return errMalformed
+	}
+	oids := make([]uint32, n)
+	for i := range oids {
+		oids[i] = cur.u32()
+	}
+	if err := cur.done(); err != nil {
+		return err
+	}
+	st := c.newStatement(KindParse)
+	st.SQL = string(sql)
+	st.StatementName = string(name)
+	st.ParamOIDs = oids
+	v := c.judge(st)
+	if v.Action == Refuse {
+		if len(name) == 0 {
+			// PostgreSQL drops the unnamed statement before it parses; a refused Parse must too,
+			// or a later Bind of "" would run the previous statement.
+			c.ops.push(op{kind: opClose, swallow: true})
+			out := append(c.uw.buffer(), 'C', 0, 0, 0, 6, 'S', 0)
+			if err := c.uw.queued(out); err != nil {
+				return err
+			}
+			c.stmtMu.Lock()
+			delete(c.stmts, "")
+			c.stmtMu.Unlock()
+		}
+		return c.refuse(v.Error, false)
+	}
+	sqlText := st.SQL
+	if v.Action == Rewrite {
+		sqlText = v.SQL
+	}
+	var info *stmtInfo
+	c.stmtMu.Lock()
+	if _, exists := c.stmts[st.StatementName]; !exists || st.StatementName == "" {
+		// A named statement that exists already makes the server fail the Parse (42P05) and
+		// keep the old one; so does the proxy.
+		info = &stmtInfo{sql: sqlText}
+		c.stmts[st.StatementName] = info
+	}
+	c.stmtMu.Unlock()
+	c.ops.push(op{kind: opParse, name: st.StatementName, stmt: info})
+	if v.Action == Rewrite {
+		out, _ := (&pgproto3.Parse{Name: st.StatementName, Query: v.SQL, ParameterOIDs: oids}).Encode(c.uw.buffer())
+		return c.uw.queued(out)
+	}
+	return c.uw.forward(msg)
+}
+
+func (c *conn) onBind(msg, body []byte) error {
+	cur := cursor{b: body}
+	portal := cur.cstring()
+	stmtName := cur.cstring()
+	c.fmts = cur.int16s(c.fmts)
+	paramFormats := c.fmts
+	c.scratch = cur.values(c.scratch)
+	params := c.scratch
+	var resultFormats []int16
+	if cur.err == nil {
+		resultFormats = cur.int16s(nil)
+	}
+	if err := cur.done(); err != nil {
+		return err
+	}
+	// Copy the parameters once, into one allocation: the Execute that uses them may come after
+	// the read buffer has moved on.
+	total := 0
+	for _, p := range params {
+		total += len(p)
+	}
+	p := &portalInfo{
+		stmtName:      string(stmtName),
+		paramFormats:  append([]int16(nil), paramFormats...),
+		params:        make([][]byte, len(params)),
+		resultFormats: resultFormats,
+	}
+	arena := make([]byte, 0, total)
+	for i, v := range params {
+		if v == nil {
+			continue
+		}
+		arena = append(arena, v...)
+		p.params[i] = arena[len(arena)-len(v) : len(arena) : len(arena)]
+	}
+	c.stmtMu.Lock()
+	p.stmt = c.stmts[p.stmtName]
+	c.stmtMu.Unlock()
+	c.portals[string(portal)] = p
+	c.ops.push(op{kind: opBind, portal: p})
+	return c.uw.forward(msg)
+}
+
+func (c *conn) onExecute(msg, body []byte) error {
+	cur := cursor{b: body}
+	portal := cur.cstring()
+	maxRows := cur.u32()
+	if err := cur.done(); err != nil {
+		return err
+	}
+	p := c.portals[string(portal)]
+	st := c.newStatement(KindExecute)
+	st.PortalName = string(portal)
+	st.MaxRows = maxRows
+	if p != nil {
+		st.StatementName = p.stmtName
+		st.ParamFormats = p.paramFormats
+		st.Params = p.params
+		st.ResultFormats = p.resultFormats
+		if p.stmt != nil {
+			st.SQL = p.stmt.sql
+			st.Known = true
+		}
+	}
+	v := c.judge(st)
+	if v.Action == Refuse {
+		return c.refuse(v.Error, false)
+	}
+	c.ops.push(op{kind: opExecute, portal: p, st: st, observe: v.Observe})
+	return c.uw.forward(msg)
+}
+
+func (c *conn) onDescribe(msg, body []byte) error {
+	cur := cursor{b: body}
+	kind := cur.byte1()
+	name := cur.cstring()
+	if err := cur.done(); err != nil {
+		return err
+	}
+	o := op{kind: opDescribe}
+	switch kind {
+	case 'S':
+		c.stmtMu.Lock()
+		o.stmt = c.stmts[string(name)]
+		c.stmtMu.Unlock()
+	case 'P':
+		o.portal = c.portals[string(name)]
+	default:
+		return errMalformed
+	}
+	c.ops.push(o)
+	return c.uw.forward(msg)
+}
+
+func (c *conn) onClose(msg, body []byte) error {
+	cur := cursor{b: body}
+	kind := cur.byte1()
+	name := cur.cstring()
+	if err := cur.done(); err != nil {
+		return err
+	}
+	switch kind {
+	case 'S':
+		c.stmtMu.Lock()
+		delete(c.stmts, string(name))
+		c.stmtMu.Unlock()
+	case 'P':
+		delete(c.portals, string(name))
+	default:
+		return errMalformed
+	}
+	c.ops.push(op{kind: opClose})
+	return c.uw.forward(msg)
+}
+
+func (c *conn) onFunctionCall(msg, body []byte) error {
+	var fc pgproto3.FunctionCall
+	if err := fc.Decode(body); err != nil {
+		return errMalformed
+	}
+	st := c.newStatement(KindFunctionCall)
+	st.FunctionOID = fc.Function
+	st.ParamFormats = make([]int16, len(fc.ArgFormatCodes))
+	for i, f := range fc.ArgFormatCodes {
+		st.ParamFormats[i] = int16(f)
+	}
+	st.Params = fc.Arguments
+	st.ResultFormats = []int16{int16(fc.ResultFormatCode)}
+	v := c.judge(st)
+	if v.Action == Refuse {
+		return c.refuse(v.Error, true)
+	}
+	c.ops.push(op{kind: opFunction, st: st, observe: v.Observe})
+	return c.uw.forward(msg)
+}
+
+// serverLoop reads the server's messages, matches them to the client's requests, shows results to the
+// hook and forwards to the client.
+func (c *conn) serverLoop() error {
+	for {
+		typ, msg, err := c.sr.next()
+		if err != nil {
+			if errors.Is(err, errTooLarge) || errors.Is(err, errMalformed) {
+				c.flushClientLocked()
+				c.protocolError("08P01", "enforcer: invalid message from the upstream server")
+			}
+			c.flushClientLocked()
+			return fmt.Errorf("read upstream: %w", err)
+		}
+		if err := c.onServerMessage(typ, msg); err != nil {
+			c.flushClientLocked()
+			return err
+		}
+	}
+}
+
+func (c *conn) onServerMessage(typ byte, msg []byte) error {
+	o := c.ops.front()
+	switch typ {
+	case 'D': // DataRow
+		if o != nil && o.observe {
+			return c.observeRow(o, msg)
+		}
+	case 'd': // CopyData
+		if o != nil && o.observe {
+			return c.observeCopy(o, msg)
+		}
+	case 'T': // RowDescription
+		if o != nil {
+			switch o.kind {
+			case opDescribe:
+				if o.stmt != nil {
+					o.stmt.rowDesc = append(o.stmt.rowDesc[:0], msg...)
+				}
+				if o.portal != nil {
+					o.portal.rowDesc = append(o.portal.rowDesc[:0], msg...)
+				}
+				c.ops.pop()
+			case opQuery, opFunction:
+				o.rowDesc = append(o.rowDesc[:0], msg...)
+				o.columns = nil
+				if o.observe {
+					if err := c.observeRowDescription(o); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	case 'n': // NoData
+		if o != nil && o.kind == opDescribe {
+			c.ops.pop()
+		}
+	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
+		if o != nil {
+			swallow := o.swallow
+			c.ops.pop()
+			if swallow {
+				return nil
+			}
+		}
+	case 'C', 'I', 's': // CommandComplete, EmptyQueryResponse, PortalSuspended
+		if typ == 'C' {
+			if err := c.observeTag(o, msg); err != nil {
+				return err
+			}
+		}
+		if o != nil && o.kind == opExecute {
+			c.ops.pop()
+		}
+	case 'E': // ErrorResponse
+		return c.onServerError(o, msg)
+	case 'N': // NoticeResponse
+		return c.observeNotice(o, msg)
+	case 'A': // NotificationResponse
+		return c.observeNotification(o, msg)
+	case 'Z': // ReadyForQuery
+		if len(msg) == 6 {
+			c.txStatus.Store(uint32(msg[5]))
+		}
+		for o != nil {
+			k := o.kind
+			c.ops.pop()
+			if k == opSync || k == opQuery || k == opFunction {
+				break
+			}
+			o = c.ops.front()
+		}
+	}
+	return c.cw.forward(msg)
+}
+
+// onServerError handles an ErrorResponse: a probe's error becomes the hook's refusal, any other is
+// shown to the hook; in the extended protocol the server then skips to Sync, and so does the op queue.
+func (c *conn) onServerError(o *op, msg []byte) error {
+	if o != nil && o.kind == opProbe {
+		refusal := o.refusal
+		c.skipExtended(o)
+		out, _ := refusal.Encode(c.cw.buffer())
+		return c.cw.queued(out)
+	}
+	var e pgproto3.ErrorResponse
+	if err := e.Decode(msg[headerLength:]); err != nil {
+		return fmt.Errorf("upstream sent a malformed ErrorResponse: %w", err)
+	}
+	if o != nil {
+		c.skipExtended(o)
+	}
+	c.res = Result{Kind: ResultError, Error: &e}
+	if o != nil {
+		c.res.Statement = o.st
+	}
+	if err := c.hook.Result(c.ctx, &c.res); err != nil {
+		return c.failResult(err)
+	}
+	if c.res.changed {
+		out, _ := e.Encode(c.cw.buffer())
+		return c.cw.queued(out)
+	}
+	return c.cw.forward(msg)
+}
+
+// skipExtended drops the failed extended-protocol op and every op after it up to Sync, undoing the
+// statements those Parses would have created.
+func (c *conn) skipExtended(o *op) {
+	switch o.kind {
+	case opQuery, opFunction, opSync:
+		return
+	}
+	for o != nil && o.kind != opSync {
+		if o.kind == opParse && o.stmt != nil {
+			c.stmtMu.Lock()
+			if c.stmts[o.name] == o.stmt {
+				delete(c.stmts, o.name)
+			}
+			c.stmtMu.Unlock()
+		}
+		c.ops.pop()
+		o = c.ops.front()
+	}
+}
+
+func (c *conn) failResult(err error) error {
+	c.protocolError("XX000", "enforcer: result check failed; the session is closed: "+err.Error())
+	return fmt.Errorf("result hook: %w", err)
+}
+
+// columnsOf returns the decoded row description for an op's rows and their formats.
+func (c *conn) columnsOf(o *op) (*pgproto3.RowDescription, []int16) {
+	if o.columns == nil {
+		raw := o.rowDesc
+		var formats []int16
+		if o.portal != nil {
+			raw = o.portal.rowDesc
+			if len(raw) == 0 && o.portal.stmt != nil {
+				raw = o.portal.stmt.rowDesc
+				formats = o.portal.resultFormats
+			}
+		}
+		if len(raw) > headerLength {
+			var rd pgproto3.RowDescription
+			if rd.Decode(raw[headerLength:]) == nil {
+				o.columns = &rd
+				// A statement's description says text for every column; the Bind's result formats
+				// (none = all text, one = all that one) say what the rows hold.
+				if formats != nil {
+					for i := range rd.Fields {
+						switch len(formats) {
+						case 0:
+							rd.Fields[i].Format = 0
+						case 1:
+							rd.Fields[i].Format = formats[0]
+						default:
+							if i < len(formats) {
+								rd.Fields[i].Format = formats[i]
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	if o.columns == nil {
+		return nil, nil
+	}
+	formats := make([]int16, len(o.columns.Fields))
+	for i, f := range o.columns.Fields {
+		formats[i] = f.Format
+	}
+	return o.columns, formats
+}
+
+func (c *conn) observeRowDescription(o *op) error {
+	cols, formats := c.columnsOf(o)
+	c.res = Result{Kind: ResultRowDescription, Statement: o.st, Columns: cols, Formats: formats}
+	if err := c.hook.Result(c.ctx, &c.res); err != nil {
+		return c.failResult(err)
+	}
+	return nil
+}
+
+func (c *conn) observeRow(o *op, msg []byte) error {
+	cur := cursor{b: msg[headerLength:]}
+	c.cells = cur.values(c.cells)
+	if err := cur.done(); err != nil {
+		return fmt.Errorf("upstream sent a malformed DataRow: %w", err)
+	}
+	cols, formats := c.columnsOf(o)
+	c.res = Result{Kind: ResultRow, Statement: o.st, Columns: cols, Formats: formats, Values: c.cells}
+	if err := c.hook.Result(c.ctx, &c.res); err != nil {
+		return c.failResult(err)
+	}
+	if c.res.changed {
+		return c.cw.queued(appendDataRow(c.cw.buffer(), c.res.Values))
+	}
+	return c.cw.forward(msg)
+}
+
+func (c *conn) observeCopy(o *op, msg []byte) error {
+	c.res = Result{Kind: ResultCopyData, Statement: o.st, Data: msg[headerLength:]}
+	if err := c.hook.Result(c.ctx, &c.res); err != nil {
+		return c.failResult(err)
+	}
+	if c.res.changed {
+		return c.cw.queued(appendCopyData(c.cw.buffer(), c.res.Data))
+	}
+	return c.cw.forward(msg)
+}
+
+func (c *conn) observeTag(o *op, msg []byte) error {
+	c.res = Result{Kind: ResultCommandComplete, Tag: msg[headerLength : len(msg)-1]}
+	if o != nil {
+		c.res.Statement = o.st
+	}
+	if err := c.hook.Result(c.ctx, &c.res); err != nil {
+		return c.failResult(err)
+	}
+	return nil
+}
+
+func (c *conn) observeNotice(o *op, msg []byte) error {
+	var n pgproto3.NoticeResponse
+	if err := n.Decode(msg[headerLength:]); err != nil {
+		return fmt.Errorf("upstream sent a malformed NoticeResponse: %w", err)
+	}
+	c.res = Result{Kind: ResultNotice, Error: (*pgproto3.ErrorResponse)(&n)}
+	if o != nil {
+		c.res.Statement = o.st
+	}
+	if err := c.hook.Result(c.ctx, &c.res); err != nil {
+		return c.failResult(err)
+	}
+	if c.res.changed {
+		out, _ := n.Encode(c.cw.buffer())
+		return c.cw.queued(out)
+	}
+	return c.cw.forward(msg)
+}
+
+func (c *conn) observeNotification(o *op, msg []byte) error {
+	var n pgproto3.NotificationResponse
+	if err := n.Decode(msg[headerLength:]); err != nil {
+		return fmt.Errorf("upstream sent a malformed NotificationResponse: %w", err)
+	}
+	c.res = Result{Kind: ResultNotification, Notification: &n}
+	if err := c.hook.Result(c.ctx, &c.res); err != nil {
+		return c.failResult(err)
+	}
+	if c.res.changed {
+		out, _ := n.Encode(c.cw.buffer())
+		return c.cw.queued(out)
+	}
+	return c.cw.forward(msg)
+}

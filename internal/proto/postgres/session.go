@@ -1,0 +1,435 @@
+package postgres
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// Startup parameters a client may not pass through: the proxy sets user and database itself, a
+// replication connection would bypass statement checks, and options could set any server setting.
+var droppedParams = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
+
+func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3.StartupMessage, sess Session) error {
+	if r := sm.Parameters["replication"]; r != "" && r != "false" && r != "off" && r != "0" && r != "no" {
+		writeFatal(client, "42501", "replication connections are not allowed through the enforcer", "")
+		return errors.New("client asked for a replication connection")
+	}
+	db := sess.Database
+	if db == "" {
+		db = sm.Parameters["database"]
+	}
+	if db == "" {
+		db = sm.Parameters["user"]
+	}
+	params := map[string]string{}
+	for k, v := range sm.Parameters {
+		if !droppedParams[k] {
+			params[k] = v
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
+	hc, err := connectUpstream(cctx, sess, db, params)
+	cancel()
+	if err != nil {
+		code, msg := "08006", fmt.Sprintf("enforcer: cannot connect to the upstream server %s: %v", sess.Upstream, err)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) {
+			code, msg = pgErr.Code, fmt.Sprintf("enforcer: upstream server %s refused the connection: %s", sess.Upstream, pgErr.Message)
+		}
+		writeFatal(client, code, msg, "the enforcer authenticates to the database with the target's own credentials; check the target's user, password and database in the policy")
+		return fmt.Errorf("connect upstream %s: %w", sess.Upstream, err)
+	}
+	up := hc.Conn
+	up.SetDeadline(time.Time{})
+
+	c := &conn{
+		srv:      s,
+		sess:     sess,
+		hook:     sess.Hook,
+		client:   client,
+		upstream: up,
+		upPID:    hc.PID,
+		upKey:    hc.SecretKey,
+		upAddr:   up.RemoteAddr().String(),
+		stmts:    map[string]*stmtInfo{},
+		portals:  map[string]*portalInfo{},
+	}
+	if c.hook == nil {
+		c.hook = PassThrough{}
+	}
+	c.txStatus.Store(uint32(hc.TxStatus))
+	c.ctx, c.stop = context.WithCancel(ctx)
+	c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
+	defer c.stop()
+	s.register(c)
+	defer s.unregister(c)
+
+	// Replay what the upstream told pgconn during its startup, with the proxy's own cancel key.
+	var b []byte
+	b, _ = (&pgproto3.AuthenticationOk{}).Encode(b)
+	for k, v := range hc.ParameterStatuses {
+		b, _ = (&pgproto3.ParameterStatus{Name: k, Value: v}).Encode(b)
+	}
+	b, _ = (&pgproto3.BackendKeyData{ProcessID: c.pid, SecretKey: c.secret[:]}).Encode(b)
+	b, _ = (&pgproto3.ReadyForQuery{TxStatus: hc.TxStatus}).Encode(b)
+	if _, err := client.Write(b); err != nil {
+		up.Close()
+		return fmt.Errorf("write startup response: %w", err)
+	}
+	return c.relay()
+}
+
+// connectUpstream authenticates to the upstream with pgconn and takes over its connection.
+func connectUpstream(ctx context.Context, sess Session, db string, params map[string]string) (*pgconn.HijackedConn, error) {
+	host, portStr, err := net.SplitHostPort(sess.Upstream)
+	if err != nil {
+		return nil, fmt.Errorf("upstream address %q: %w", sess.Upstream, err)
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("upstream port %q: %w", portStr, err)
+	}
+	// ParseConfig is the only way to get a Config pgconn accepts; every field that the environment
+	// (PG* variables, ~/.pgpass, service files) could have filled is set explicitly below.
+	cfg, err := pgconn.ParseConfig("sslmode=disable")
+	if err != nil {
+		return nil, err
+	}
+	cfg.Host = host
+	cfg.Port = uint16(port)
+	cfg.Database = db
+	cfg.User = sess.User
+	cfg.Password = sess.Password
+	cfg.Fallbacks = nil
+	cfg.ValidateConnect = nil
+	cfg.AfterConnect = nil
+	cfg.OnNotice = nil
+	cfg.OnNotification = nil
+	cfg.KerberosSrvName = ""
+	cfg.KerberosSpn = ""
+	cfg.RuntimeParams = params
+	cfg.ConnectTimeout = 0
+	cfg.TLSConfig, err = upstreamTLS(sess, host)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pc.SyncConn(ctx); err != nil {
+		pc.Close(context.Background())
+		return nil, err
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		pc.Close(context.Background())
+		return nil, err
+	}
+	return hc, nil
+}
+
+func upstreamTLS(sess Session, host string) (*tls.Config, error) {
+	mode := sess.TLS
+	if mode == "" {
+		mode = TLSDisable
+	}
+	if mode == TLSDisable {
+		return nil, nil
+	}
+	serverName := sess.ServerName
+	if serverName == "" {
+		serverName = host
+	}
+	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
+	if mode == TLSRequire {
+		cfg.InsecureSkipVerify = true
+		return cfg, nil
+	}
+	if sess.CAFile == "" {
+		return nil, fmt.Errorf("TLS mode %s needs a CA file", mode)
+	}
+	pem, err := os.ReadFile(sess.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", sess.CAFile)
+	}
+	switch mode {
+	case TLSVerifyFull:
+		cfg.RootCAs = pool
+	case TLSVerifyCA:
+		// Chain to the CA, any name (libpq's verify-ca).
+		cfg.InsecureSkipVerify = true
+		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("server sent no certificate")
+			}
+			certs := make([]*x509.Certificate, len(raw))
+			for i, r := range raw {
+				c, err := x509.ParseCertificate(r)
+				if err != nil {
+					return err
+				}
+				certs[i] = c
+			}
+			inter := x509.NewCertPool()
+			for _, c := range certs[1:] {
+				inter.AddCert(c)
+			}
+			_, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter})
+			return err
+		}
+	default:
+		return nil, fmt.Errorf("unknown TLS mode %q", mode)
+	}
+	return cfg, nil
+}
+
+// stmtInfo is a prepared statement the proxy saw created.
+type stmtInfo struct {
+	sql     string
+	rowDesc []byte // raw RowDescription from a Describe of the statement (relay side only)
+}
+
+// portalInfo is a portal the proxy saw bound.
+type portalInfo struct {
+	stmtName      string
+	stmt          *stmtInfo
+	paramFormats  []int16
+	params        [][]byte
+	resultFormats []int16
+	rowDesc       []byte // raw RowDescription from a Describe of the portal (relay side only)
+}
+
+type opKind uint8
+
+const (
+	opParse opKind = iota + 1
+	opBind
+	opDescribe
+	opExecute
+	opClose
+	opSync
+	opQuery
+	opFunction
+	opProbe
+)
+
+// op is one client message whose response the server-side reader must recognise.
+type op struct {
+	kind    opKind
+	swallow bool // response not shown to the client (proxy-generated message)
+	name    string
+	stmt    *stmtInfo
+	portal  *portalInfo
+	st      *Statement
+	observe bool
+	refusal *pgproto3.ErrorResponse
+	columns *pgproto3.RowDescription // decoded lazily for observed rows
+	rowDesc []byte                   // a Query's current RowDescription
+}
+
+// opQueue is a FIFO between the two relay goroutines.
+type opQueue struct {
+	mu   sync.Mutex
+	ops  []op
+	head int
+}
+
+func (q *opQueue) push(o op) {
+	q.mu.Lock()
+	if q.head > 0 && q.head == len(q.ops) {
+		clear(q.ops)
+		q.ops = q.ops[:0]
+		q.head = 0
+	}
+	q.ops = append(q.ops, o)
+	q.mu.Unlock()
+}
+
+// front returns the oldest op, or nil. Only the server-side reader calls front and pop, so the
+// pointer stays valid until it pops.
+func (q *opQueue) front() *op {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.ops) {
+		return nil
+	}
+	return &q.ops[q.head]
+}
+
+func (q *opQueue) pop() {
+	q.mu.Lock()
+	if q.head < len(q.ops) {
+		q.ops[q.head] = op{}
+		q.head++
+	}
+	q.mu.Unlock()
+}
+
+// conn is one proxied session.
+type conn struct {
+	srv      *Server
+	sess     Session
+	hook     Hook
+	client   net.Conn
+	upstream net.Conn
+	pid      uint32
+	secret   [4]byte
+	upPID    uint32
+	upKey    []byte
+	upAddr   string
+
+	ctx        context.Context
+	stop       context.CancelFunc
+	ctxMu      sync.Mutex
+	stmtCtx    context.Context
+	stmtCancel context.CancelFunc
+
+	txStatus atomic.Uint32
+
+	// client → server side
+	cr       *msgReader
+	upMu     sync.Mutex
+	uw       msgWriter
+	skipping bool
+	stmtMu   sync.Mutex // stmts is also touched by the server side when a Parse fails
+	stmts    map[string]*stmtInfo
+	portals  map[string]*portalInfo
+	probes   uint64
+	scratch  [][]byte
+	fmts     []int16
+
+	// server → client side
+	sr       *msgReader
+	clientMu sync.Mutex
+	cw       msgWriter
+	ops      opQueue
+	res      Result
+	cells    [][]byte
+}
+
+var errTerminate = errors.New("client terminated")
+
+// relay runs both directions until one ends, then closes both connections.
+func (c *conn) relay() error {
+	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, c.flushUpstream)
+	c.uw.w = c.upstream
+	c.sr = newMsgReader(c.upstream, maxServerMessage, c.flushClientLocked)
+	c.cw.w = c.client
+
+	errc := make(chan error, 1)
+	go func() {
+		err := c.clientLoop()
+		if errors.Is(err, errTerminate) {
+			err = nil
+		} else {
+			// Tell the server we are gone so it ends the backend cleanly.
+			c.upMu.Lock()
+			c.uw.flush()
+			c.upstream.Write([]byte{'X', 0, 0, 0, 4})
+			c.upMu.Unlock()
+		}
+		c.stop()
+		c.upstream.Close()
+		errc <- err
+	}()
+	serr := c.serverLoop()
+	c.stop()
+	c.client.Close()
+	c.upstream.Close()
+	cerr := <-errc
+	if cerr != nil {
+		return cerr
+	}
+	if serr != nil && !errors.Is(serr, net.ErrClosed) && !errors.Is(serr, io.EOF) {
+		return serr
+	}
+	return nil
+}
+
+func (c *conn) flushUpstream() error {
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	return c.uw.flush()
+}
+
+func (c *conn) flushClientLocked() error {
+	if !c.cw.pending() {
+		return nil
+	}
+	c.clientMu.Lock()
+	defer c.clientMu.Unlock()
+	return c.cw.flush()
+}
+
+// sendClient writes a proxy-made message to the client now, between whole messages of the relay.
+func (c *conn) sendClient(m pgproto3.BackendMessage) error {
+	b, err := m.Encode(nil)
+	if err != nil {
+		return err
+	}
+	c.clientMu.Lock()
+	defer c.clientMu.Unlock()
+	_, err = c.client.Write(b)
+	return err
+}
+
+// protocolError tells the client why the session ends.
+func (c *conn) protocolError(code, msg string) error {
+	c.sendClient(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+	return fmt.Errorf("client protocol error: %s", msg)
+}
+
+// statementContext returns the context for a hook call: a fresh one if a cancel used up the last.
+func (c *conn) statementContext() context.Context {
+	c.ctxMu.Lock()
+	defer c.ctxMu.Unlock()
+	if c.stmtCtx.Err() != nil && c.ctx.Err() == nil {
+		c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
+	}
+	return c.stmtCtx
+}
+
+// cancelRequested handles a CancelRequest for this session: a held statement's hook context is
+// cancelled and the upstream server gets a CancelRequest with its own key.
+func (c *conn) cancelRequested() error {
+	c.ctxMu.Lock()
+	c.stmtCancel()
+	c.ctxMu.Unlock()
+	d := net.Dialer{Timeout: 5 * time.Second}
+	uc, err := d.Dial("tcp", c.upAddr)
+	if err != nil {
+		return fmt.Errorf("forward cancel to %s: %w", c.upAddr, err)
+	}
+	defer uc.Close()
+	b := make([]byte, 12, 12+len(c.upKey))
+	binary.BigEndian.PutUint32(b[0:], uint32(12+len(c.upKey)))
+	binary.BigEndian.PutUint32(b[4:], cancelRequestCode)
+	binary.BigEndian.PutUint32(b[8:], c.upPID)
+	b = append(b, c.upKey...)
+	if _, err := uc.Write(b); err != nil {
+		return fmt.Errorf("forward cancel to %s: %w", c.upAddr, err)
+	}
+	// The server closes the connection once it has processed the request.
+	uc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	io.Copy(io.Discard, uc)
+	return nil
+}

@@ -3,7 +3,10 @@ package mask
 import (
 	"bytes"
 	"fmt"
+	"sync"
 )
+
+var copyScratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // MaskCopyLine masks one data line of COPY … TO STDOUT in text format (tab-separated fields,
 // backslash escapes, \N for NULL, a trailing newline). Each field is unescaped, masked and
@@ -23,7 +26,16 @@ func (p *Plan) MaskCopyLine(line, dst []byte, cols *ResultPlan) (out []byte, cha
 	if n := len(body); n > 0 && body[n-1] == '\n' {
 		body = body[:n-1]
 	}
-	var scratch, masked []byte
+	// Unescaped fields go to a pooled buffer: fields with escapes are common in clean data.
+	sp := copyScratch.Get().(*[]byte)
+	defer copyScratch.Put(sp)
+	scratch := (*sp)[:0]
+	defer func() {
+		if cap(scratch) <= 1<<16 {
+			*sp = scratch[:0]
+		}
+	}()
+	var masked []byte
 	copied := 0
 	start := 0
 	for col := 0; start <= len(body); col++ {

@@ -298,6 +298,29 @@ func (f *Follower) fill() error {
 	return nil
 }
 
+// Line is a record with its stored line (without newline).
+type Line struct {
+	Record
+	Raw []byte
+}
+
+// ReadAvailable returns up to max records that are already complete in the log, without waiting
+// (none if nothing new was written).
+func (f *Follower) ReadAvailable(max int) ([]Line, error) {
+	if len(f.queued) == 0 {
+		if err := f.fill(); err != nil {
+			return nil, err
+		}
+	}
+	n := min(max, len(f.queued))
+	out := make([]Line, n)
+	for i := 0; i < n; i++ {
+		out[i] = Line{f.queued[i].rec, f.queued[i].line}
+	}
+	f.queued = f.queued[n:]
+	return out, nil
+}
+
 // FollowSession calls fn for every record of session id, the existing ones first and then new ones
 // as they are written, until the session ends (returns nil) or ctx is done.
 func FollowSession(ctx context.Context, dir, id string, fn func(Record) error) error {

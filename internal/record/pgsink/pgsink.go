@@ -1,0 +1,328 @@
+// Package pgsink ships a host's session log to a PostgreSQL table shared by a fleet, so auditors
+// query many hosts in one place.
+//
+// The sink is a reader of the local log, not a hook on the write path: the recorder never waits for
+// it, and an outage of the database only delays shipping. Rows are keyed by (host, seq) and inserted
+// with ON CONFLICT DO NOTHING, and the sink persists the highest seq the database acknowledged, so
+// after a crash, an outage or a restart it resends at most the last batch and the table ends with
+// exactly one copy of every record. Each row keeps the record's stored line, so rows can be
+// re-verified against the chain (prev, hash) without the host.
+//
+// # Database setup (run once, as an owner of the schema)
+//
+// Schema creates the table; Grants, with the role name substituted, makes an insert-only role: it can
+// add rows but neither change nor delete them, nor read other hosts' rows.
+//
+//	CREATE ROLE enforcer_sink LOGIN PASSWORD '…';
+//	-- Schema, then:
+//	GRANT USAGE ON SCHEMA public TO enforcer_sink;
+//	GRANT INSERT ON enforcer_records TO enforcer_sink;
+//
+// Auditors get SELECT on the table through a separate role. Nobody but the table owner holds
+// UPDATE, DELETE or TRUNCATE; partitioning and dropping old partitions is the owner's job.
+package pgsink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/enforcer-dev/enforcer/internal/record"
+)
+
+// DefaultTable is the table the sink writes when Config.Table is empty.
+const DefaultTable = "enforcer_records"
+
+// Schema is the DDL of the table (for DefaultTable; use SchemaFor for another name).
+var Schema = SchemaFor(DefaultTable)
+
+// SchemaFor returns the DDL of a records table named table.
+func SchemaFor(table string) string {
+	t := pgx.Identifier{table}.Sanitize()
+	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
+	host    text        NOT NULL,
+	seq     bigint      NOT NULL,
+	time    timestamptz NOT NULL,
+	type    text        NOT NULL,
+	session text        NOT NULL,
+	data    jsonb       NOT NULL,
+	prev    text        NOT NULL,
+	hash    text        NOT NULL,
+	line    text        NOT NULL, -- the record exactly as stored on the host, for re-verification
+	shipped timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (host, seq)
+);
+CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{table + "_session"}.Sanitize() + ` ON ` + t + ` (session);
+CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{table + "_time"}.Sanitize() + ` ON ` + t + ` (time);
+`
+}
+
+// GrantsFor returns the statements that let role insert into table and nothing else.
+func GrantsFor(table, role string) string {
+	r := pgx.Identifier{role}.Sanitize()
+	return "REVOKE ALL ON " + pgx.Identifier{table}.Sanitize() + " FROM " + r + ";\n" +
+		"GRANT USAGE ON SCHEMA public TO " + r + ";\n" +
+		"GRANT INSERT ON " + pgx.Identifier{table}.Sanitize() + " TO " + r + ";\n"
+}
+
+// Config configures a Sink. Dir and ConnString are required.
+type Config struct {
+	Dir        string // the record log directory
+	ConnString string // pgx connection string of the insert-only role
+	Host       string // this host's name in the table, default os.Hostname()
+	Table      string // default DefaultTable
+	StateFile  string // shipped-up-to seq, default Dir/pgsink.state
+
+	BatchSize  int           // records per INSERT, default 500
+	Poll       time.Duration // how often to look for new records when idle, default 200ms
+	MinBackoff time.Duration // first retry delay after a failure, default 100ms
+	MaxBackoff time.Duration // longest retry delay, default 5s
+	Logger     *slog.Logger
+}
+
+// Stats are the sink's counters.
+type Stats struct {
+	Shipped   uint64 // highest seq the database has acknowledged
+	Rows      uint64 // rows sent (including resent ones the database already had)
+	Batches   uint64
+	Failures  uint64 // failed attempts (each retried)
+	Lost      uint64 // records removed from the log before they were shipped
+	LastError string
+}
+
+// Sink ships the log in Config.Dir to PostgreSQL.
+type Sink struct {
+	cfg Config
+	log *slog.Logger
+
+	mu    sync.Mutex
+	stats Stats
+	conn  *pgx.Conn
+	sql   string
+}
+
+// New prepares a sink, reading the shipped-up-to seq from its state file.
+func New(cfg Config) (*Sink, error) {
+	if cfg.Dir == "" || cfg.ConnString == "" {
+		return nil, errors.New("pgsink: Dir and ConnString are required")
+	}
+	if cfg.Host == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("pgsink: host name: %w", err)
+		}
+		cfg.Host = h
+	}
+	if cfg.Table == "" {
+		cfg.Table = DefaultTable
+	}
+	if cfg.StateFile == "" {
+		cfg.StateFile = filepath.Join(cfg.Dir, "pgsink.state")
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 200 * time.Millisecond
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		cfg.MaxBackoff = max(5*time.Second, cfg.MinBackoff)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Sink{cfg: cfg, log: cfg.Logger.With("component", "pgsink", "table", cfg.Table)}
+	shipped, err := s.readState()
+	if err != nil {
+		return nil, err
+	}
+	s.stats.Shipped = shipped
+	s.sql = `INSERT INTO ` + pgx.Identifier{cfg.Table}.Sanitize() + ` (host, seq, time, type, session, data, prev, hash, line)
+SELECT $1, s, t::timestamptz, ty, se, d::jsonb, p, h, l
+FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) AS u(s, t, ty, se, d, p, h, l)
+ON CONFLICT DO NOTHING`
+	return s, nil
+}
+
+// Shipped returns the highest seq the database has acknowledged. Wire Shipped()+1 into the
+// recorder's Options.KeepFrom so retention never deletes what was not shipped.
+func (s *Sink) Shipped() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats.Shipped
+}
+
+// Stats returns the sink's counters.
+func (s *Sink) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Run ships records until ctx is done, retrying failed batches with backoff; it returns ctx's error,
+// or an error if the log itself cannot be read.
+func (s *Sink) Run(ctx context.Context) error {
+	defer s.closeConn()
+	f, err := record.NewFollower(s.cfg.Dir, s.Shipped()+1)
+	if err != nil {
+		return fmt.Errorf("pgsink: %w", err)
+	}
+	for {
+		batch, err := f.ReadAvailable(s.cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("pgsink: read log: %w", err)
+		}
+		if len(batch) == 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(s.cfg.Poll):
+			}
+			continue
+		}
+		if want := s.Shipped() + 1; batch[0].Seq > want {
+			lost := batch[0].Seq - want
+			s.mu.Lock()
+			s.stats.Lost += lost
+			s.mu.Unlock()
+			s.log.Error("records were removed from the log before they were shipped", "from", want, "to", batch[0].Seq-1)
+		}
+		if err := s.shipWithRetry(ctx, batch); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *Sink) shipWithRetry(ctx context.Context, batch []record.Line) error {
+	backoff := s.cfg.MinBackoff
+	for {
+		err := s.ship(ctx, batch)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.mu.Lock()
+		s.stats.Failures++
+		s.stats.LastError = err.Error()
+		s.mu.Unlock()
+		s.closeConn()
+		wait := backoff/2 + rand.N(backoff/2+1)
+		s.log.Warn("shipping records failed; retrying", "from", batch[0].Seq, "to", batch[len(batch)-1].Seq, "retry_in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
+	}
+}
+
+// ship inserts one batch and, once the database has committed it, persists its last seq.
+func (s *Sink) ship(ctx context.Context, batch []record.Line) error {
+	if s.conn == nil {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c, err := pgx.Connect(cctx, s.cfg.ConnString)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("connect: %w", err)
+		}
+		s.conn = c
+	}
+	n := len(batch)
+	seqs := make([]int64, n)
+	times, types, sessions, datas, prevs, hashes, lines := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, l := range batch {
+		seqs[i] = int64(l.Seq)
+		times[i], types[i], sessions[i] = l.Time, string(l.Type), l.Session
+		datas[i], prevs[i], hashes[i], lines[i] = string(l.Data), l.Prev, l.Hash, string(l.Raw)
+		if !json.Valid(l.Data) {
+			return fmt.Errorf("record %d has invalid data", l.Seq)
+		}
+	}
+	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := s.conn.Exec(qctx, s.sql, s.cfg.Host, seqs, times, types, sessions, datas, prevs, hashes, lines); err != nil {
+		return fmt.Errorf("insert seq %d..%d: %w", batch[0].Seq, batch[n-1].Seq, err)
+	}
+	last := batch[n-1].Seq
+	s.mu.Lock()
+	s.stats.Shipped = last
+	s.stats.Rows += uint64(n)
+	s.stats.Batches++
+	s.mu.Unlock()
+	// Losing this write only means resending rows the table already has.
+	if err := writeState(s.cfg.StateFile, last); err != nil {
+		s.log.Error("saving the shipped seq failed", "err", err)
+	}
+	return nil
+}
+
+func (s *Sink) closeConn() {
+	if s.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		s.conn.Close(ctx)
+		cancel()
+		s.conn = nil
+	}
+}
+
+func (s *Sink) readState() (uint64, error) {
+	b, err := os.ReadFile(s.cfg.StateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pgsink: read state: %w", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("pgsink: state file %s is corrupt: %w", s.cfg.StateFile, err)
+	}
+	return n, nil
+}
+
+// writeState replaces the state file atomically (temp file, fsync, rename, fsync dir).
+func writeState(path string, seq uint64) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, ".pgsink.state.tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(strconv.FormatUint(seq, 10) + "\n"); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

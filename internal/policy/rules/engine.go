@@ -17,6 +17,7 @@ import (
 	"sync"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
@@ -204,6 +205,10 @@ func Compile(rules []Rule, def Default) (*Engine, error) {
 		}
 		if !ast.OutputType().IsExactType(types.BoolType) {
 			fail("condition must be a bool expression, got %s", ast.OutputType())
+			continue
+		}
+		if len(celast.MatchDescendants(celast.NavigateAST(ast.NativeRep()), celast.KindMatcher(celast.StructKind))) > 0 {
+			fail("condition constructs an object; rules may only read the request")
 			continue
 		}
 		prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize))

@@ -33,6 +33,9 @@ import (
 var enforcerBin string
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(benchAgentEnv); mode != "" {
+		os.Exit(benchAgent(mode, os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]))
+	}
 	dir, err := os.MkdirTemp("", "enforcer-bin-")
 	if err != nil {
 		panic(err)
@@ -50,7 +53,7 @@ func TestMain(m *testing.M) {
 
 // env is one daemon with its own cgroup, pins, port and socket, and a "prod" namespace.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	dir     string
 	cfgPath string
 	socket  string
@@ -62,7 +65,7 @@ type env struct {
 	hits    atomic.Int64 // connections that reached the remote service
 }
 
-func newEnv(t *testing.T, mode string) *env {
+func newEnv(t testing.TB, mode string) *env {
 	t.Helper()
 	// Not t.TempDir: its parent is 0700 and the unprivileged-user test needs the socket path.
 	dir, err := os.MkdirTemp("", "enforcer-e2e-")
@@ -86,7 +89,7 @@ dns:
   resolvers: [%[1]s]
 targets:
   - name: echo
-    match: {addresses: ["%[1]s", "%[2]s"], ports: [7000]}
+    match: {addresses: ["%[1]s", "%[2]s"], ports: [7000, 7002]}
     protocol: tcp
   - name: llm
     match: {sni: ["*.llm.test"], ports: [8443]}
@@ -120,7 +123,7 @@ log_level: debug
 	return e
 }
 
-func freePort(t *testing.T) uint16 {
+func freePort(t testing.TB) uint16 {
 	for i := 0; i < 20; i++ {
 		l4, err := net.Listen("tcp4", "127.0.0.1:0")
 		if err != nil {

@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 [ "$(id -u)" = 0 ] || exec sudo -E "$0" "$@"
 
+scripts/deps.sh
 ENF=$PWD/bin/enforcer
-[ -x "$ENF" ] || go build -o "$ENF" ./cmd/enforcer
+go build -o "$ENF" ./cmd/enforcer
 LAB=$(mktemp -d /tmp/enforcer-lab.XXXXXX)
 NS=enforcer-prod
 HOST_IF=enflab0h

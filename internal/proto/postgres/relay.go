@@ -72,7 +72,10 @@ func (c *conn) newStatement(k Kind) *Statement {
 
 // judge calls the hook and normalises its verdict.
 func (c *conn) judge(st *Statement) Verdict {
-	v := c.hook.Statement(c.statementContext(), st)
+	ctx := c.statementContext()
+	c.judging.Store(true)
+	v := c.hook.Statement(ctx, st)
+	c.judging.Store(false)
 	st.c = nil // Notice is only valid during the call
 	if v.Action == Refuse {
 		e := pgproto3.ErrorResponse{}

@@ -304,6 +304,7 @@ type conn struct {
 	stmtCancel context.CancelFunc
 
 	txStatus atomic.Uint32
+	judging  atomic.Bool // a hook is deciding on a statement the server has not seen
 
 	// client → server side
 	cr       *msgReader
@@ -414,6 +415,11 @@ func (c *conn) cancelRequested() error {
 	c.ctxMu.Lock()
 	c.stmtCancel()
 	c.ctxMu.Unlock()
+	if c.judging.Load() {
+		// The statement being cancelled is the held one, which the server has not seen; a cancel
+		// forwarded now could only hit whatever the client sends next.
+		return nil
+	}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	uc, err := d.Dial("tcp", c.upAddr)
 	if err != nil {

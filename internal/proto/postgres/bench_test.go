@@ -1,0 +1,231 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/pgtest"
+)
+
+// BenchmarkPgbench compares pgbench select-only throughput and a large result directly against the
+// server, through this proxy (in-process, pass-through hook, on 127.0.0.1) and through pgbouncer
+// (session pooling, 127.0.0.1), interleaved, and prints TPS, latency, ratios to direct and CPU per
+// 1,000 statements of each proxy. Run it with
+//
+//	go test -run '^$' -bench Pgbench -benchtime 1x ./internal/proto/postgres
+//
+// ENFORCER_BENCH_SECONDS sets the length of each run (default 10), ENFORCER_BENCH_SCALE the pgbench
+// scale (default 10, whose pgbench_accounts is the 1M-row large result).
+func BenchmarkPgbench(b *testing.B) {
+	secs := envInt("ENFORCER_BENCH_SECONDS", 10)
+	scale := envInt("ENFORCER_BENCH_SCALE", 10)
+	ctx := context.Background()
+	db.ExecContext(ctx, "DROP DATABASE IF EXISTS bench")
+	if err := db.ExecContext(ctx, "CREATE DATABASE bench"); err != nil {
+		b.Fatal(err)
+	}
+	direct := db.DSN(pgtest.SuperUser, "bench")
+	if out, err := exec.Command("pgbench", "-i", "-q", "-s", strconv.Itoa(scale), direct).CombinedOutput(); err != nil {
+		b.Fatalf("pgbench -i: %v\n%s", err, out)
+	}
+	p := startProxy(b, Config{}, defaultSession())
+	bouncerDSN, bouncerPID := startPgbouncer(b)
+
+	paths := []struct {
+		name string
+		dsn  string
+		pid  int // process whose CPU is measured; 0 = none
+	}{
+		{"direct", direct, 0},
+		{"enforcer", p.dsn("bench"), os.Getpid()},
+		{"pgbouncer", bouncerDSN, bouncerPID},
+	}
+	type result struct {
+		tps, latMS float64
+		cpu        time.Duration
+		stmts      float64
+	}
+	results := map[string]result{}
+	for range b.N {
+		for _, mode := range []string{"simple", "extended", "prepared"} {
+			for _, clients := range []int{1, 8} {
+				for _, path := range paths {
+					cpu0 := procCPU(b, path.pid)
+					tps, lat := runPgbench(b, path.dsn, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
+					key := fmt.Sprintf("%s/%d/%s", mode, clients, path.name)
+					results[key] = result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs)}
+				}
+			}
+		}
+	}
+	script := filepath.Join(b.TempDir(), "large.sql")
+	os.WriteFile(script, []byte("SELECT * FROM pgbench_accounts;\n"), 0o644)
+	for range b.N {
+		for _, path := range paths {
+			cpu0 := procCPU(b, path.pid)
+			tps, lat := runPgbench(b, path.dsn, "-f", script, "-c", "1", "-T", strconv.Itoa(secs))
+			results["large/1/"+path.name] = result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs)}
+		}
+	}
+
+	w := bufio.NewWriter(os.Stdout)
+	defer w.Flush()
+	fmt.Fprintf(w, "\npgbench -S, %d s per run, scale %d, all on this machine (%d CPUs)\n", secs, scale, runtimeCPUs())
+	fmt.Fprintf(w, "%-9s %3s %-10s %10s %9s %8s %14s\n", "mode", "cl", "path", "TPS", "lat ms", "ratio", "CPU s/1k stmt")
+	for _, mode := range []string{"simple", "extended", "prepared"} {
+		for _, clients := range []string{"1", "8"} {
+			d := results[mode+"/"+clients+"/direct"]
+			for _, path := range paths {
+				r := results[mode+"/"+clients+"/"+path.name]
+				cpu := "-"
+				if path.pid != 0 && r.stmts > 0 {
+					cpu = fmt.Sprintf("%.4f", r.cpu.Seconds()/r.stmts*1000)
+				}
+				fmt.Fprintf(w, "%-9s %3s %-10s %10.0f %9.3f %8.2f %14s\n", mode, clients, path.name, r.tps, r.latMS, r.tps/d.tps, cpu)
+			}
+		}
+	}
+	const rows = 100000 // pgbench_accounts rows per scale unit
+	fmt.Fprintf(w, "\nlarge result: SELECT * FROM pgbench_accounts (%d rows), 1 client\n", rows*scale)
+	fmt.Fprintf(w, "%-10s %10s %12s %8s %16s\n", "path", "s/fetch", "rows/s", "ratio", "proxy CPU s/fetch")
+	d := results["large/1/direct"]
+	for _, path := range paths {
+		r := results["large/1/"+path.name]
+		cpu := "-"
+		if path.pid != 0 && r.stmts > 0 {
+			cpu = fmt.Sprintf("%.3f", r.cpu.Seconds()/r.stmts)
+		}
+		fmt.Fprintf(w, "%-10s %10.3f %12.0f %8.2f %16s\n", path.name, r.latMS/1000, float64(rows*scale)/(r.latMS/1000), d.latMS/r.latMS, cpu)
+	}
+}
+
+var (
+	tpsRE = regexp.MustCompile(`tps = ([0-9.]+) \(without initial`)
+	latRE = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+func runPgbench(b *testing.B, dsn string, args ...string) (tps, latMS float64) {
+	out, err := exec.Command("pgbench", append(append([]string{"-n"}, args...), dsn)...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("pgbench %v: %v\n%s", args, err, out)
+	}
+	m1, m2 := tpsRE.FindSubmatch(out), latRE.FindSubmatch(out)
+	if m1 == nil || m2 == nil {
+		b.Fatalf("pgbench output:\n%s", out)
+	}
+	tps, _ = strconv.ParseFloat(string(m1[1]), 64)
+	latMS, _ = strconv.ParseFloat(string(m2[1]), 64)
+	return tps, latMS
+}
+
+// procCPU returns the user+system CPU time of a process from /proc/PID/stat.
+func procCPU(b *testing.B, pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// startPgbouncer runs pgbouncer in session mode on a free loopback port in front of the test server.
+func startPgbouncer(b *testing.B) (dsn string, pid int) {
+	dir, err := os.MkdirTemp("", "enforcer-pgbouncer-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	pgUser, err := user.Lookup("postgres")
+	if err != nil {
+		b.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(pgUser.Uid)
+	gid, _ := strconv.Atoi(pgUser.Gid)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	ini := fmt.Sprintf(`[databases]
+bench = host=%s port=%d dbname=bench user=%s password=%s
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = trust
+auth_file = %s/users.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = %s/pgbouncer.log
+pidfile = %s/pgbouncer.pid
+`, db.Addr.Addr(), db.Addr.Port(), pgtest.SuperUser, db.Password, port, dir, dir, dir)
+	files := map[string]string{"pgbouncer.ini": ini, "users.txt": `"agent" ""` + "\n"}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		os.Chown(p, uid, gid)
+	}
+	os.Chown(dir, uid, gid)
+	cmd := exec.Command("pgbouncer", filepath.Join(dir, "pgbouncer.ini"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	for i := 0; ; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
+			b.Fatalf("pgbouncer did not start: %s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=agent dbname=bench sslmode=disable", port), cmd.Process.Pid
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func runtimeCPUs() int {
+	n := 0
+	data, _ := os.ReadFile("/proc/cpuinfo")
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "processor") {
+			n++
+		}
+	}
+	return n
+}

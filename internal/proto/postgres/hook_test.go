@@ -1,0 +1,385 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// testHook refuses statements containing "forbidden", holds those containing "hold me" until its
+// context ends, rewrites "rewrite me" to "SELECT 'rewritten'", masks cells equal to "secret", and
+// records what it saw.
+type testHook struct {
+	mu    sync.Mutex
+	seen  []string // kind:known:sql
+	tags  []string
+	held  chan struct{}
+	masks int
+}
+
+func (h *testHook) Statement(ctx context.Context, s *Statement) Verdict {
+	h.mu.Lock()
+	known := ""
+	if s.Kind == KindExecute && !s.Known {
+		known = "unknown:"
+	}
+	h.seen = append(h.seen, s.Kind.String()+":"+known+s.SQL)
+	h.mu.Unlock()
+	switch {
+	case strings.Contains(s.SQL, "forbidden") && s.Kind != KindExecute:
+		return Verdict{Action: Refuse, Error: &pgproto3.ErrorResponse{Message: "forbidden by test policy", Hint: "request id 42"}}
+	case s.Kind == KindExecute && !s.Known:
+		return Verdict{Action: Refuse, Error: &pgproto3.ErrorResponse{Code: "42501", Message: "statement not parsed through the enforcer"}}
+	case strings.Contains(s.SQL, "hold me") && s.Kind != KindParse:
+		s.Notice(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "00000", Message: "held for approval"})
+		if h.held != nil {
+			close(h.held)
+		}
+		<-ctx.Done()
+		return Verdict{Action: Refuse, Error: &pgproto3.ErrorResponse{Code: "57014", Message: "canceling statement due to user request"}}
+	case strings.Contains(s.SQL, "rewrite me"):
+		return Verdict{Action: Rewrite, SQL: "SELECT 'rewritten'"}
+	}
+	return Verdict{Observe: true}
+}
+
+func (h *testHook) Result(ctx context.Context, r *Result) error {
+	switch r.Kind {
+	case ResultRow:
+		for i, v := range r.Values {
+			if string(v) == "secret" {
+				r.SetValue(i, []byte("******"))
+				h.mu.Lock()
+				h.masks++
+				h.mu.Unlock()
+			}
+		}
+	case ResultCopyData:
+		if bytes.Contains(r.Data, []byte("secret")) {
+			r.SetData(bytes.ReplaceAll(r.Data, []byte("secret"), []byte("******")))
+		}
+	case ResultCommandComplete:
+		h.mu.Lock()
+		h.tags = append(h.tags, string(r.Tag))
+		h.mu.Unlock()
+	case ResultError, ResultNotice:
+		if strings.Contains(r.Error.Message, "secret") {
+			r.Error.Message = strings.ReplaceAll(r.Error.Message, "secret", "******")
+			r.MarkChanged()
+		}
+	}
+	return nil
+}
+
+func hookProxy(t *testing.T, h Hook) (*proxy, *pgconn.PgConn) {
+	sess := defaultSession()
+	sess.Hook = h
+	p := startProxy(t, Config{}, sess)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, p.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return p, c
+}
+
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	if err != nil {
+		return "other:" + err.Error()
+	}
+	return ""
+}
+
+// TestRefusalTransactionAgreement: a refused statement inside BEGIN fails the transaction on the
+// server too, so COMMIT rolls back, in the simple and the extended protocol; outside a transaction
+// the session goes on normally.
+func TestRefusalTransactionAgreement(t *testing.T) {
+	leakCheck(t)
+	h := &testHook{}
+	_, c := hookProxy(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	simple := func(sql string) ([]*pgconn.Result, error) { return c.Exec(ctx, sql).ReadAll() }
+	extended := func(sql string) ([]*pgconn.Result, error) {
+		r := c.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+		return []*pgconn.Result{r}, r.Err
+	}
+	if _, err := simple("DROP TABLE IF EXISTS refuse_t; CREATE TABLE refuse_t (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	for _, proto := range []struct {
+		name string
+		exec func(string) ([]*pgconn.Result, error)
+	}{{"simple", simple}, {"extended", extended}} {
+		t.Run(proto.name, func(t *testing.T) {
+			steps := []struct {
+				sql      string
+				wantCode string
+				wantTx   byte
+			}{
+				{"BEGIN", "", 'T'},
+				{"INSERT INTO refuse_t VALUES (1)", "", 'T'},
+				{"SELECT 'forbidden'", "42501", 'E'},
+				{"SELECT 1", "25P02", 'E'}, // the server agrees: the transaction is aborted
+				{"COMMIT", "", 'I'},
+				{"SELECT 'forbidden' FROM refuse_t", "42501", 'I'},
+				{"SELECT count(*) FROM refuse_t", "", 'I'},
+			}
+			for _, s := range steps {
+				res, err := proto.exec(s.sql)
+				if got := pgCode(err); got != s.wantCode {
+					t.Fatalf("%s: error %q, want %q", s.sql, got, s.wantCode)
+				}
+				if got := c.TxStatus(); got != s.wantTx {
+					t.Fatalf("%s: tx status %c, want %c", s.sql, got, s.wantTx)
+				}
+				if s.sql == "COMMIT" && string(res[0].CommandTag.String()) != "ROLLBACK" {
+					t.Fatalf("COMMIT after refusal returned %q, want ROLLBACK", res[0].CommandTag)
+				}
+				if strings.HasPrefix(s.sql, "SELECT count") && string(res[0].Rows[0][0]) != "0" {
+					t.Fatalf("rows after rolled-back transaction: %s", res[0].Rows[0][0])
+				}
+			}
+		})
+	}
+	var pe *pgconn.PgError
+	_, err := simple("SELECT 'forbidden'")
+	if !errors.As(err, &pe) || pe.Message != "forbidden by test policy" || pe.Hint != "request id 42" || pe.Severity != "ERROR" {
+		t.Fatalf("refusal error %+v", err)
+	}
+}
+
+// TestRefusalInPipeline: a statement refused at Parse inside a pipeline makes the rest up to Sync
+// skipped, like a server error; after Sync everything works and the unnamed statement is gone.
+func TestRefusalInPipeline(t *testing.T) {
+	h := &testHook{}
+	_, c := hookProxy(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pl := c.StartPipeline(ctx)
+	pl.SendQueryParams("SELECT 1", nil, nil, nil, nil)
+	pl.SendQueryParams("SELECT 'forbidden'", nil, nil, nil, nil)
+	pl.SendQueryParams("SELECT 3", nil, nil, nil, nil)
+	pl.SendPipelineSync()
+	pl.SendPrepare("named", "SELECT $1::int + 1", nil)
+	pl.SendQueryPrepared("named", [][]byte{[]byte("41")}, nil, nil)
+	pl.SendPipelineSync()
+	pl.Flush()
+	var got []string
+	for range 20 {
+		r, err := pl.GetResults()
+		if err != nil {
+			got = append(got, "err:"+pgCode(err))
+			continue
+		}
+		if r == nil {
+			break
+		}
+		switch r := r.(type) {
+		case *pgconn.ResultReader:
+			res := r.Read()
+			if res.Err != nil {
+				got = append(got, "err:"+pgCode(res.Err))
+			} else {
+				got = append(got, string(res.Rows[0][0]))
+			}
+		case *pgconn.StatementDescription:
+			got = append(got, "prepared")
+		case *pgconn.PipelineSync:
+			got = append(got, "sync")
+		}
+	}
+	if err := pl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := strings.Join(got, ","); s != "1,err:42501,sync,prepared,42,sync" {
+		t.Fatalf("pipeline: %s", s)
+	}
+	// The hook saw the statement after the refused one? It must not: the proxy skipped to Sync.
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, s := range h.seen {
+		if strings.Contains(s, "SELECT 3") {
+			t.Fatalf("hook was asked about a statement after a refusal before Sync: %v", h.seen)
+		}
+	}
+}
+
+// TestExecuteOfUnknownStatement: a statement created with SQL PREPARE, executed through the extended
+// protocol, reaches the hook with Known=false, and this hook refuses it.
+func TestExecuteOfUnknownStatement(t *testing.T) {
+	h := &testHook{}
+	_, c := hookProxy(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, "PREPARE sqlprep AS SELECT 1").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	r := c.ExecPrepared(ctx, "sqlprep", nil, nil, nil).Read()
+	if pgCode(r.Err) != "42501" {
+		t.Fatalf("execute of SQL-prepared statement: %v", r.Err)
+	}
+	// A statement prepared through the protocol is known.
+	if _, err := c.Prepare(ctx, "protoprep", "SELECT 2", nil); err != nil {
+		t.Fatal(err)
+	}
+	r = c.ExecPrepared(ctx, "protoprep", nil, nil, nil).Read()
+	if r.Err != nil || string(r.Rows[0][0]) != "2" {
+		t.Fatalf("execute of protocol-prepared statement: %v", r.Err)
+	}
+	// A refused Parse creates nothing: its name is free afterwards, as on the server.
+	if _, err := c.Prepare(ctx, "p2", "SELECT 'forbidden'", nil); pgCode(err) != "42501" {
+		t.Fatalf("refused prepare: %v", err)
+	}
+	if _, err := c.Prepare(ctx, "p2", "SELECT 3", nil); err != nil {
+		t.Fatal(err)
+	}
+	// A duplicate name fails on the server and keeps the old statement for the hook too.
+	if _, err := c.Prepare(ctx, "p2", "SELECT 'other'", nil); pgCode(err) != "42P05" {
+		t.Fatalf("duplicate prepare: %v", err)
+	}
+	r = c.ExecPrepared(ctx, "p2", nil, nil, nil).Read()
+	if r.Err != nil || string(r.Rows[0][0]) != "3" {
+		t.Fatalf("execute p2: %v %v", r.Err, r.Rows)
+	}
+	h.mu.Lock()
+	last := h.seen[len(h.seen)-1]
+	h.mu.Unlock()
+	if last != "execute:SELECT 3" {
+		t.Fatalf("hook saw %q for the Execute of p2", last)
+	}
+}
+
+// TestHoldNoticeAndCancel: a held statement sends its notice at once; the client's CancelRequest
+// cancels the hook's context, and the session goes on.
+func TestHoldNoticeAndCancel(t *testing.T) {
+	leakCheck(t)
+	h := &testHook{held: make(chan struct{})}
+	sess := defaultSession()
+	sess.Hook = h
+	p := startProxy(t, Config{}, sess)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	notices := make(chan string, 4)
+	cfg, _ := pgconn.ParseConfig(p.dsn("postgres"))
+	cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) { notices <- n.Message }
+	c, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, "SELECT 'hold me'").ReadAll()
+		errc <- err
+	}()
+	select {
+	case <-h.held:
+	case <-ctx.Done():
+		t.Fatal("statement never held")
+	}
+	select {
+	case n := <-notices:
+		if n != "held for approval" {
+			t.Fatalf("notice %q", n)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notice while held")
+	}
+	if err := c.CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; pgCode(err) != "57014" {
+		t.Fatalf("held statement after cancel: %v", err)
+	}
+	r, err := c.Exec(ctx, "SELECT 'after'").ReadAll()
+	if err != nil || string(r[0].Rows[0][0]) != "after" {
+		t.Fatalf("session after cancel: %v", err)
+	}
+}
+
+// TestRewriteAndMask: the hook rewrites a query and masks cells, COPY data and error text, in both
+// protocols; unmasked results stay byte-identical.
+func TestRewriteAndMask(t *testing.T) {
+	h := &testHook{}
+	_, c := hookProxy(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cases := []struct {
+		name string
+		run  func() (string, error)
+		want string
+	}{
+		{"simple rewrite", func() (string, error) {
+			r, err := c.Exec(ctx, "SELECT 'rewrite me'").ReadAll()
+			if err != nil {
+				return "", err
+			}
+			return string(r[0].Rows[0][0]), nil
+		}, "rewritten"},
+		{"extended rewrite", func() (string, error) {
+			r := c.ExecParams(ctx, "SELECT 'rewrite me'", nil, nil, nil, nil).Read()
+			if r.Err != nil {
+				return "", r.Err
+			}
+			return string(r.Rows[0][0]), nil
+		}, "rewritten"},
+		{"simple mask", func() (string, error) {
+			r, err := c.Exec(ctx, "SELECT 'secret', 'public', NULL::text").ReadAll()
+			if err != nil {
+				return "", err
+			}
+			row := r[0].Rows[0]
+			return string(row[0]) + "," + string(row[1]) + "," + boolStr(row[2] == nil), nil
+		}, "******,public,true"},
+		{"extended mask", func() (string, error) {
+			r := c.ExecParams(ctx, "SELECT $1::text, 'public'", [][]byte{[]byte("secret")}, nil, nil, nil).Read()
+			if r.Err != nil {
+				return "", r.Err
+			}
+			return string(r.Rows[0][0]) + "," + string(r.Rows[0][1]), nil
+		}, "******,public"},
+		{"copy mask", func() (string, error) {
+			var buf bytes.Buffer
+			_, err := c.CopyTo(ctx, &buf, "COPY (SELECT 'secret', 'x') TO STDOUT")
+			return buf.String(), err
+		}, "******\tx\n"},
+		{"error mask", func() (string, error) {
+			_, err := c.Exec(ctx, "SELECT 'secret'::int").ReadAll()
+			var pe *pgconn.PgError
+			errors.As(err, &pe)
+			return pe.Message, nil
+		}, `invalid input syntax for type integer: "******"`},
+	}
+	for _, tc := range cases {
+		got, err := tc.run()
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !strings.Contains(strings.Join(h.tags, ","), "SELECT 1") {
+		t.Errorf("hook saw no CommandComplete tags: %v", h.tags)
+	}
+}
+
+func boolStr(b bool) string {
+	if b {
+		return "true"
+	}
+	return "false"
+}

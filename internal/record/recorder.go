@@ -20,9 +20,10 @@ import (
 type Durability int
 
 const (
-	// Async returns once the record is written to the segment (not yet fsynced), or after the
-	// recorder's AsyncWindow at most; the record is fsynced with the next group commit. For
-	// statements that cannot change state.
+	// Async returns once the record is queued: the writer writes it within AsyncWindow (sooner
+	// when a write-ahead record arrives) and it is fsynced with the next group commit, or within
+	// SyncInterval. The caller never waits for a write or an fsync. For statements that cannot
+	// change state. If the log fails, this Append has already returned; every later one fails.
 	Async Durability = iota
 	// WriteAhead returns only after the record is on disk (fdatasync). For statements that can
 	// change state, before they are forwarded.
@@ -45,7 +46,7 @@ type Options struct {
 	KeyFile string // Ed25519 checkpoint key, default Dir/host.key (created 0600 on first start)
 
 	Strict       bool          // every Append is write-ahead ("durability: strict")
-	AsyncWindow  time.Duration // longest an Async Append waits for its write, default 2ms
+	AsyncWindow  time.Duration // longest a queued async record waits to be written, default 2ms
 	SyncInterval time.Duration // longest a written async record stays unsynced, default 100ms
 	MaxPending   int           // records queued before Append refuses, default 65536
 
@@ -155,9 +156,10 @@ type Recorder struct {
 	closed  bool
 	cpReq   []chan cpResult
 
-	wake    chan struct{}
-	stop    chan struct{}
-	stopped chan struct{}
+	wake      chan struct{} // write now: a write-ahead record or a checkpoint request is pending
+	asyncWake chan struct{} // async records are pending: write within AsyncWindow
+	stop      chan struct{}
+	stopped   chan struct{}
 
 	st stats
 
@@ -197,15 +199,16 @@ func Open(opts Options) (*Recorder, error) {
 		return nil, fmt.Errorf("record: %w", err)
 	}
 	r := &Recorder{
-		opts:    opts,
-		log:     opts.Logger.With("component", "record", "dir", opts.Dir),
-		key:     key,
-		pub:     hex.EncodeToString(key.Public().(ed25519.PublicKey)),
-		wake:    make(chan struct{}, 1),
-		stop:    make(chan struct{}),
-		stopped: make(chan struct{}),
-		head:    zeroHash,
-		lastCP:  opts.Now(),
+		opts:      opts,
+		log:       opts.Logger.With("component", "record", "dir", opts.Dir),
+		key:       key,
+		pub:       hex.EncodeToString(key.Public().(ed25519.PublicKey)),
+		wake:      make(chan struct{}, 1),
+		asyncWake: make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+		head:      zeroHash,
+		lastCP:    opts.Now(),
 	}
 	if err := r.recover(); err != nil {
 		if r.f != nil {
@@ -447,7 +450,10 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	}
 	p := &pendingRec{
 		typ: ev.Type, session: ev.Session, time: t.UTC().Format(TimeFormat), data: data,
-		wa: d == WriteAhead || r.opts.Strict, done: make(chan error, 1),
+		wa: d == WriteAhead || r.opts.Strict,
+	}
+	if p.wa {
+		p.done = make(chan error, 1)
 	}
 	start := time.Now()
 	r.mu.Lock()
@@ -464,31 +470,28 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		r.st.failures.Add(1)
 		return err
 	}
+	first := len(r.pending) == 0
 	r.pending = append(r.pending, p)
 	r.mu.Unlock()
+	if !p.wa {
+		if first {
+			select {
+			case r.asyncWake <- struct{}{}:
+			default:
+			}
+		}
+		return nil
+	}
 	select {
 	case r.wake <- struct{}{}:
 	default:
 	}
-	if p.wa {
-		err := <-p.done
-		r.st.waNS.Add(uint64(time.Since(start)))
-		if err != nil {
-			r.st.failures.Add(1)
-		}
-		return err
+	err = <-p.done
+	r.st.waNS.Add(uint64(time.Since(start)))
+	if err != nil {
+		r.st.failures.Add(1)
 	}
-	t0 := time.NewTimer(r.opts.AsyncWindow)
-	defer t0.Stop()
-	select {
-	case err := <-p.done:
-		if err != nil {
-			r.st.failures.Add(1)
-		}
-		return err
-	case <-t0.C:
-		return nil
-	}
+	return err
 }
 
 // fail makes the recorder refuse every later Append and reports the failure loudly.
@@ -508,10 +511,14 @@ func (r *Recorder) fail(err error, batch []*pendingRec) {
 		r.log.Error("session log write failed; refusing all statements until restart", "err", err)
 	}
 	for _, p := range batch {
-		p.done <- ferr
+		if p.done != nil {
+			p.done <- ferr
+		}
 	}
 	for _, p := range rest {
-		p.done <- ferr
+		if p.done != nil {
+			p.done <- ferr
+		}
 	}
 	for _, c := range reqs {
 		c <- cpResult{err: ferr}
@@ -531,6 +538,8 @@ func (r *Recorder) writer() {
 	defer close(r.stopped)
 	tick := time.NewTicker(r.opts.SyncInterval)
 	defer tick.Stop()
+	window := time.NewTimer(time.Hour)
+	window.Stop()
 	var batch []*pendingRec
 	stopping := false
 	for {
@@ -538,6 +547,17 @@ func (r *Recorder) writer() {
 		if !stopping {
 			select {
 			case <-r.wake:
+			case <-r.asyncWake:
+				// Let async records gather for up to AsyncWindow, unless a write-ahead record
+				// (which takes them along) or Close comes first.
+				window.Reset(r.opts.AsyncWindow)
+				select {
+				case <-window.C:
+				case <-r.wake:
+					window.Stop() // Go ≥1.23: no stale tick survives Stop/Reset
+				case <-r.stop:
+					stopping = true
+				}
 			case <-tick.C:
 				ticked = true
 			case <-r.stop:
@@ -637,11 +657,6 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 		m := r.st.maxBatch.Load()
 		if uint64(now) <= m || r.st.maxBatch.CompareAndSwap(m, uint64(now)) {
 			break
-		}
-	}
-	for _, p := range batch {
-		if !p.wa {
-			p.done <- nil
 		}
 	}
 	if wa {

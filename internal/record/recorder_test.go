@@ -111,7 +111,8 @@ func TestRotationKeepsChain(t *testing.T) {
 	dir := t.TempDir()
 	r := openT(t, Options{Dir: dir, SegmentBytes: 2048})
 	for i := 0; i < 10; i++ {
-		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), Async)
+		// Rotation happens between batches; write-ahead appends make each record its own batch.
+		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), WriteAhead)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
@@ -129,7 +130,7 @@ func TestRetentionKeepsVerifiable(t *testing.T) {
 	dir := t.TempDir()
 	r := openT(t, Options{Dir: dir, SegmentBytes: 2048, MaxBytes: 8 << 10})
 	for i := 0; i < 30; i++ {
-		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), Async)
+		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), WriteAhead)
 	}
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
@@ -164,7 +165,7 @@ func TestRetentionRespectsKeepFrom(t *testing.T) {
 	dir := t.TempDir()
 	r := openT(t, Options{Dir: dir, SegmentBytes: 2048, MaxBytes: 4 << 10, KeepFrom: func() uint64 { return 5 }})
 	for i := 0; i < 20; i++ {
-		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), Async)
+		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), WriteAhead)
 	}
 	r.Close()
 	segs, _ := listSegments(dir)

@@ -207,7 +207,7 @@ func TestFollowSession(t *testing.T) {
 	}()
 	for i := 2; i < len(evs); i++ {
 		time.Sleep(20 * time.Millisecond)
-		appendAll(t, r, sessionEvents(fmt.Sprintf("other%d", i)), Async) // forces rotations in between
+		appendAll(t, r, sessionEvents(fmt.Sprintf("other%d", i)), WriteAhead) // forces rotations in between
 		appendAll(t, r, evs[i:i+1], Async)
 	}
 	if err := <-errc; err != nil {

@@ -8,8 +8,9 @@ import (
 
 var copyScratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
-// MaskCopyLine masks one data line of COPY … TO STDOUT in text format (tab-separated fields,
-// backslash escapes, \N for NULL, a trailing newline). Each field is unescaped, masked and
+// MaskCopyLine masks data of COPY … TO STDOUT in text format: one row (the server sends one per
+// CopyData message) or several newline-terminated rows; tab-separated fields, backslash escapes,
+// \N for NULL. Each field is unescaped, masked and
 // re-escaped. With cols (the COPY's column list, planned with ForColumns) column rules and
 // column-name context apply per field; with cols nil, or for fields beyond it, the detectors run
 // alone. Clean lines are returned as line itself without allocating.
@@ -22,10 +23,6 @@ func (p *Plan) MaskCopyLine(line, dst []byte, cols *ResultPlan) (out []byte, cha
 	if len(line) > p.maxValue {
 		return nil, false, ErrTooLarge
 	}
-	body := line
-	if n := len(body); n > 0 && body[n-1] == '\n' {
-		body = body[:n-1]
-	}
 	// Unescaped fields go to a pooled buffer: fields with escapes are common in clean data.
 	sp := copyScratch.Get().(*[]byte)
 	defer copyScratch.Put(sp)
@@ -36,51 +33,50 @@ func (p *Plan) MaskCopyLine(line, dst []byte, cols *ResultPlan) (out []byte, cha
 		}
 	}()
 	var masked []byte
-	copied := 0
-	start := 0
-	for col := 0; start <= len(body); col++ {
-		end := bytes.IndexByte(body[start:], '\t')
-		if end < 0 {
-			end = len(body)
-		} else {
-			end += start
+	copied, start, col := 0, 0, 0
+	for {
+		// A field ends at a tab or at a newline (end of a row: several rows may come at once).
+		end := start
+		for end < len(line) && line[end] != '\t' && line[end] != '\n' {
+			end++
 		}
-		field := body[start:end]
-		next := end + 1
-		if string(field) == `\N` {
-			start = next
-			continue
-		}
-		value := field
-		escaped := bytes.IndexByte(field, '\\') >= 0
-		if escaped {
-			scratch, err = unescapeCopy(scratch[:0], field)
+		if field := line[start:end]; string(field) != `\N` {
+			value := field
+			if bytes.IndexByte(field, '\\') >= 0 {
+				scratch, err = unescapeCopy(scratch[:0], field)
+				if err != nil {
+					return nil, false, fmt.Errorf("copy field %d: %w", col+1, err)
+				}
+				value = scratch
+			}
+			var cp *colPlan
+			if cols != nil && col < len(cols.cols) {
+				cp = &cols.cols[col]
+			}
+			res, ch, err := p.maskCopyField(cp, value, masked[:0])
 			if err != nil {
-				return nil, false, fmt.Errorf("copy line field %d: %w", col+1, err)
+				return nil, false, fmt.Errorf("copy field %d: %w", col+1, err)
 			}
-			value = scratch
-		}
-		var cp *colPlan
-		if cols != nil && col < len(cols.cols) {
-			cp = &cols.cols[col]
-		}
-		var res []byte
-		var ch bool
-		res, ch, err = p.maskCopyField(cp, value, masked[:0])
-		if err != nil {
-			return nil, false, fmt.Errorf("copy line field %d: %w", col+1, err)
-		}
-		if ch {
-			masked = res
-			if out == nil {
-				out = append(dst, line[:start]...)
-			} else {
-				out = append(out, line[copied:start]...)
+			if ch {
+				masked = res
+				if out == nil {
+					out = append(dst, line[:start]...)
+				} else {
+					out = append(out, line[copied:start]...)
+				}
+				out = appendCopyEscaped(out, res)
+				copied = end
 			}
-			out = appendCopyEscaped(out, res)
-			copied = end
 		}
-		start = next
+		if end == len(line) || (line[end] == '\n' && end+1 == len(line)) {
+			break
+		}
+		if line[end] == '\n' {
+			col = 0
+		} else {
+			col++
+		}
+		start = end + 1
 	}
 	if out == nil {
 		return line, false, nil

@@ -84,18 +84,7 @@ func newEnv(t testing.TB, mode string) *env {
 	e.port = freePort(t)
 	e.socket = filepath.Join(e.dir, "enforcer.sock")
 	suffix := fmt.Sprintf("%d-%d", os.Getpid(), e.port)
-	policy := fmt.Sprintf(`version: 1
-dns:
-  resolvers: [%[1]s]
-targets:
-  - name: echo
-    match: {addresses: ["%[1]s", "%[2]s"], ports: [7000, 7002]}
-    protocol: tcp
-  - name: llm
-    match: {sni: ["*.llm.test"], ports: [8443]}
-    protocol: tls-passthrough
-`, ns.PeerAddr, ns.PeerAddr6)
-	os.WriteFile(filepath.Join(e.dir, "policy.yaml"), []byte(policy), 0o644)
+	e.writePolicy("")
 	cfg := fmt.Sprintf(`policy: policy.yaml
 state_dir: state
 socket: %s
@@ -121,6 +110,33 @@ log_level: debug
 	e.serveEcho()
 	e.startDaemon()
 	return e
+}
+
+// writePolicy writes the test policy, with extra YAML appended to its targets list.
+func (e *env) writePolicy(extraTargets string) {
+	policy := fmt.Sprintf(`version: 1
+dns:
+  resolvers: [%[1]s]
+targets:
+  - name: echo
+    match: {addresses: ["%[1]s", "%[2]s"], ports: [7000, 7002]}
+    protocol: tcp
+  - name: llm
+    match: {sni: ["*.llm.test"], ports: [8443]}
+    protocol: tls-passthrough
+%[3]s`, e.ns.PeerAddr, e.ns.PeerAddr6, extraTargets)
+	if err := os.WriteFile(filepath.Join(e.dir, "policy.yaml"), []byte(policy), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// setPolicy rewrites the policy and makes the running daemon load it now.
+func (e *env) setPolicy(extraTargets string) {
+	e.t.Helper()
+	e.writePolicy(extraTargets)
+	if err := control.NewClient(e.socket).Do(context.Background(), "POST", "/v1/policy/reload", nil, nil); err != nil {
+		e.t.Fatalf("reload: %v", err)
+	}
 }
 
 func freePort(t testing.TB) uint16 {

@@ -18,6 +18,7 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/metrics"
 	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/proxy"
 	"github.com/enforcer-dev/enforcer/internal/redirect"
 )
@@ -73,6 +74,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Handlers: map[string]proxy.Handler{
 			policy.ProtoTCP:            relay,
 			policy.ProtoTLSPassthrough: relay,
+			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(postgres.Config{})},
 		},
 		Metrics: d.metrics,
 		Log:     log,

@@ -1,0 +1,109 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
+	"github.com/enforcer-dev/enforcer/internal/proxy"
+)
+
+// pgHandler serves postgres targets: it authenticates upstream with the target's own credentials
+// and relays the session through the hook chain.
+type pgHandler struct {
+	srv *postgres.Server
+	// hook builds the per-connection hook (policy, masking, approval, recording).
+	hook func(c *proxy.Conn) postgres.Hook
+}
+
+func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
+	up := c.Target.Upstream
+	pw, err := readSecret(up)
+	if err != nil {
+		c.Log.Error("upstream credential unavailable", "target", c.Target.Name, "err", err)
+		postgres.RefuseStartup(c.Client, "08004", fmt.Sprintf("enforcer cannot read the credential for target %q", c.Target.Name),
+			"an administrator must fix the target's password_file or password_env; the daemon log says what is wrong")
+		return nil
+	}
+	sess := postgres.Session{
+		ID:         strconv.FormatUint(c.ID, 10),
+		Upstream:   proxy.UpstreamAddr(c),
+		Database:   up.Database,
+		User:       up.User,
+		Password:   pw,
+		TLS:        postgres.TLSMode(tlsMode(up.TLS)),
+		CAFile:     up.CAFile,
+		ServerName: up.ServerName,
+	}
+	if h.hook != nil {
+		sess.Hook = h.hook(c)
+	}
+	return h.srv.Serve(ctx, c.Client, sess)
+}
+
+// Refuse tells a Postgres client why its connection is refused, with the command to run.
+func (h *pgHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
+	msg := reason.Error()
+	hint := ""
+	var r *refusal
+	if errors.As(reason, &r) {
+		msg, hint = r.Message, r.Hint
+	}
+	postgres.RefuseStartup(c.Client, "28000", msg, hint)
+}
+
+// refusal is an authorisation failure with a hint for the user.
+type refusal struct {
+	Message string
+	Hint    string
+}
+
+func (r *refusal) Error() string {
+	if r.Hint == "" {
+		return r.Message
+	}
+	return r.Message + " (" + r.Hint + ")"
+}
+
+func tlsMode(s string) string {
+	if s == "" {
+		return "verify-full"
+	}
+	return s
+}
+
+// readSecret reads a target's password. A file must be a regular file owned by root and readable
+// by nobody else (0600 or stricter): a secret others can read is already leaked.
+func readSecret(up policy.Upstream) (string, error) {
+	if up.PasswordEnv != "" {
+		v, ok := os.LookupEnv(up.PasswordEnv)
+		if !ok {
+			return "", fmt.Errorf("environment variable %s is not set in the daemon", up.PasswordEnv)
+		}
+		return v, nil
+	}
+	st, err := os.Stat(up.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("password file %s is not a regular file", up.PasswordFile)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("password file %s has mode %o; it must be 0600 (chmod 600 %s)", up.PasswordFile, st.Mode().Perm(), up.PasswordFile)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+		return "", fmt.Errorf("password file %s must be owned by root", up.PasswordFile)
+	}
+	b, err := os.ReadFile(up.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}

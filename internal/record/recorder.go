@@ -164,16 +164,15 @@ type Recorder struct {
 	st stats
 
 	// Owned by the writer goroutine (and by Open before it starts).
-	f         *os.File
-	segNum    uint64
-	segSize   int64
-	seq       uint64
-	head      string
-	sinceCP   uint64
-	lastCP    time.Time
-	dirty     bool
-	lastCPRec *CheckpointData
-	buf       []byte
+	f       *os.File
+	segNum  uint64
+	segSize int64
+	seq     uint64
+	head    string
+	sinceCP uint64
+	lastCP  time.Time
+	dirty   bool
+	buf     []byte
 }
 
 type cpResult struct {

@@ -606,11 +606,7 @@ func UninstallNFT(tableName string) error {
 	if err != nil {
 		return fmt.Errorf("nftables: %w", err)
 	}
-	t := &nftables.Table{Name: tableName, Family: nftables.TableFamilyINet}
-	if _, err := c.ListTableOfFamily(tableName, nftables.TableFamilyINet); err != nil {
-		return nil // nothing installed
-	}
-	c.DelTable(t)
+	c.DelTable(&nftables.Table{Name: tableName, Family: nftables.TableFamilyINet})
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("nftables: delete table inet %s: %w", tableName, err)
 	}

@@ -1,6 +1,7 @@
 package redirect
 
 import (
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -101,6 +103,23 @@ func nftAgentAction(scenario, arg string, res *agentResult) error {
 		}
 		res.Local = "dial failed: " + err.Error()
 		return nil
+	case "tcp-loop":
+		// arg: N,DST. Connect N times in a row, each time waiting for the proxy's byte.
+		ns, dst, _ := strings.Cut(arg, ",")
+		n, err := strconv.Atoi(ns)
+		if err != nil {
+			return err
+		}
+		for i := 0; i < n; i++ {
+			c, err := net.DialTimeout("tcp", dst, 3*time.Second)
+			if err != nil {
+				return err
+			}
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			c.Read(make([]byte, 1))
+			c.Close()
+		}
+		return nil
 	}
 	return fmt.Errorf("unknown nft scenario %q", scenario)
 }
@@ -109,7 +128,7 @@ func nftAgentAction(scenario, arg string, res *agentResult) error {
 // in for the proxy, and a namespace counting what reaches the "remote" (TCP connections on 7000,
 // UDP datagrams on 53 and 9999, v4 and v6).
 type nftRig struct {
-	t       *testing.T
+	t       testing.TB
 	subtree *Subtree
 	table   string
 	nft     *NFT
@@ -124,7 +143,7 @@ type nftRig struct {
 	child   *Cgroup
 }
 
-func newNFTRig(t *testing.T, checkInterval time.Duration) *nftRig {
+func newNFTRig(t testing.TB, checkInterval time.Duration) *nftRig {
 	t.Helper()
 	r := &nftRig{t: t, udp: map[uint16]*atomic.Int64{53: {}, 9999: {}}}
 	suffix := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1000000)
@@ -137,7 +156,7 @@ func newNFTRig(t *testing.T, checkInterval time.Duration) *nftRig {
 	r.table = "enftest_" + strings.ReplaceAll(suffix, "-", "_")
 	t.Cleanup(func() { UninstallNFT(r.table) })
 
-	r.ln4, r.ln6, r.port = listenPair(t)
+	r.ln4, r.ln6, r.port = nftListenPair(t)
 	r.ns, err = lab.NewNetns("enf-nft")
 	if err != nil {
 		t.Fatal(err)
@@ -160,8 +179,31 @@ func newNFTRig(t *testing.T, checkInterval time.Duration) *nftRig {
 	return r
 }
 
+// nftListenPair is listenPair for benchmarks too: 127.0.0.1 and [::1] on one free port.
+func nftListenPair(t testing.TB) (*net.TCPListener, *net.TCPListener, uint16) {
+	t.Helper()
+	for i := 0; i < 20; i++ {
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		l4, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l4.Addr().(*net.TCPAddr).Port
+		l6, err := lc.Listen(context.Background(), "tcp6", fmt.Sprintf("[::1]:%d", port))
+		if err != nil {
+			l4.Close()
+			continue
+		}
+		t.Cleanup(func() { l4.Close(); l6.Close() })
+		return l4.(*net.TCPListener), l6.(*net.TCPListener), uint16(port)
+	}
+	t.Fatal("no port free on both 127.0.0.1 and ::1")
+	return nil, nil, 0
+}
+
 // inNetns runs f with the calling thread inside the named network namespace.
-func inNetns(t *testing.T, name string, f func() error) {
+func inNetns(t testing.TB, name string, f func() error) {
 	t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -604,4 +646,70 @@ func TestNFTConfigErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestNFTReloadWithNewPortReplacesRules(t *testing.T) {
+	r := newNFTRig(t, 0)
+	r.nft.Close()
+	ln4, _, port := nftListenPair(t)
+	n2, err := LoadNFT(NFTConfig{Subtree: r.subtree, ProxyPort: port, DNSResolvers: []netip.Addr{r.ns.PeerAddr}, TableName: r.table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	r.nft, r.port = n2, port
+	st, err := n2.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counters["redirected"] != 0 {
+		t.Errorf("a changed config must rebuild the table (fresh counters), got %v", st.Counters)
+	}
+	o, err := r.connect("tcp", r.remote, ln4)
+	if err != nil || o.Dst != r.remote {
+		t.Fatalf("after reload on port %d: %+v %v", port, o, err)
+	}
+	if n := r.direct.Load(); n != 0 {
+		t.Fatalf("%d direct connections", n)
+	}
+}
+
+// BenchmarkNFTOrigin measures what the proxy pays per accepted connection in nftables mode:
+// SO_ORIGINAL_DST, a sock_diag lookup, the cgroup directory walk and the /proc fd scan. One agent
+// process makes b.N connections; the benchmark times only Origin.
+func BenchmarkNFTOrigin(b *testing.B) {
+	r := newNFTRig(b, 0)
+	cg, err := os.Open(r.child.Path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^$", "tcp-loop", fmt.Sprintf("%d,%s", b.N, r.remote))
+	cmd.Env = append(os.Environ(), nftAgentEnv+"=tcp-loop")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	var elapsed time.Duration
+	begin := time.Now()
+	for i := 0; i < b.N; i++ {
+		r.ln4.SetDeadline(time.Now().Add(5 * time.Second))
+		c, err := r.ln4.AcceptTCP()
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		o, err := r.nft.Origin(c)
+		elapsed += time.Since(start)
+		if err != nil || o.PID == 0 {
+			b.Fatalf("origin %+v: %v", o, err)
+		}
+		c.Write([]byte("y"))
+		c.Close()
+	}
+	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(b.N), "origin-ns/op")
+	// The ratio: how much of a whole loopback connection cycle (dial, accept, origin, reply)
+	// the origin lookup takes.
+	b.ReportMetric(float64(elapsed)/float64(time.Since(begin)), "origin/connection")
 }

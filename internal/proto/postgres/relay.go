@@ -8,6 +8,15 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
+// frontendTypes are the message types a client may send after startup.
+var frontendTypes = func() *[256]bool {
+	var k [256]bool
+	for _, t := range []byte("QPBEDCSHFdcfX") {
+		k[t] = true
+	}
+	return &k
+}()
+
 // clientLoop reads the client's messages, asks the hook about statements and forwards to the server.
 func (c *conn) clientLoop() error {
 	for {
@@ -18,6 +27,8 @@ func (c *conn) clientLoop() error {
 				return c.protocolError("08P01", err.Error())
 			case errors.Is(err, errMalformed):
 				return c.protocolError("08P01", "invalid frontend message: "+err.Error())
+			case errors.Is(err, errUnknownType):
+				return c.protocolError("08P01", "invalid frontend message type "+strconv.Itoa(int(typ)))
 			}
 			return fmt.Errorf("read client: %w", err)
 		}

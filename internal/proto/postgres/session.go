@@ -332,6 +332,7 @@ var errTerminate = errors.New("client terminated")
 // relay runs both directions until one ends, then closes both connections.
 func (c *conn) relay() error {
 	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, c.flushUpstream)
+	c.cr.known = frontendTypes
 	c.uw.w = c.upstream
 	c.sr = newMsgReader(c.upstream, maxServerMessage, c.flushClientLocked)
 	c.cw.w = c.client

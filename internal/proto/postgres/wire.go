@@ -31,7 +31,13 @@ type msgReader struct {
 	end   int // end of valid data
 	max   int // largest message accepted, header included
 	flush func() error
+	// known, if set, lists the message types this side may send; others are rejected as soon as
+	// their header arrives rather than after their (possibly huge or never sent) body.
+	known *[256]bool
 }
+
+// errUnknownType reports a message type the peer may not send.
+var errUnknownType = errors.New("invalid message type")
 
 func newMsgReader(r io.Reader, max int, flush func() error) *msgReader {
 	return &msgReader{r: r, buf: make([]byte, readBufSize), max: max, flush: flush}
@@ -53,6 +59,9 @@ func (m *msgReader) next() (byte, []byte, error) {
 		n := m.end - m.start
 		if n >= headerLength {
 			l := int(int32(binary.BigEndian.Uint32(m.buf[m.start+1:])))
+			if m.known != nil && !m.known[m.buf[m.start]] {
+				return m.buf[m.start], nil, fmt.Errorf("%w %d", errUnknownType, m.buf[m.start])
+			}
 			if l < 4 {
 				return 0, nil, fmt.Errorf("%w: length %d of message type %q", errMalformed, l, m.buf[m.start])
 			}

@@ -361,7 +361,7 @@ func (c *conn) relay() error {
 	if cerr != nil {
 		return cerr
 	}
-	if serr != nil && !errors.Is(serr, net.ErrClosed) && !errors.Is(serr, io.EOF) {
+	if !errors.Is(serr, net.ErrClosed) && !errors.Is(serr, io.EOF) {
 		return serr
 	}
 	return nil

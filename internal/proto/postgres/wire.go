@@ -43,16 +43,6 @@ func newMsgReader(r io.Reader, max int, flush func() error) *msgReader {
 	return &msgReader{r: r, buf: make([]byte, readBufSize), max: max, flush: flush}
 }
 
-// buffered reports whether a whole message is already in the buffer.
-func (m *msgReader) buffered() bool {
-	n := m.end - m.start
-	if n < headerLength {
-		return false
-	}
-	l := int(binary.BigEndian.Uint32(m.buf[m.start+1:]))
-	return l >= 4 && n >= l+1
-}
-
 // next returns the next message, header included.
 func (m *msgReader) next() (byte, []byte, error) {
 	for {

@@ -40,6 +40,8 @@ type NFTConfig struct {
 	Logger        *slog.Logger
 	// CheckInterval is how often the ruleset is verified besides the change monitor; default 1s.
 	CheckInterval time.Duration
+
+	noMonitor bool // tests: rely on the periodic check alone
 }
 
 // NFT is the nftables redirector, for hosts without cgroup BPF.
@@ -167,6 +169,20 @@ func (n *NFT) configHash() string {
 	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
+// ruleset builds the table. In nft syntax (P the proxy port, L the subtree's level, CG its path):
+//
+//	chain agent {                                          # regular chain, reached only from filter_output
+//		tcp sport P counter drop                           # agent serving on our port
+//		ip daddr 127.0.0.1 tcp dport P accept              # redirected flow, after NAT
+//		ip6 daddr ::1 tcp dport P accept
+//		ip daddr 127.0.0.0/8 ct direction reply accept     # agent answering a local client
+//		ip6 daddr ::1 ct direction reply accept
+//		ip daddr R udp|tcp dport 53 counter accept         # per named resolver R
+//		counter drop                                       # everything else
+//	}
+//	chain filter_output { type filter hook output priority 0; socket cgroupv2 level L CG jump agent }
+//	chain filter_input  { type filter hook input priority 0; tcp dport P socket cgroupv2 level L CG counter drop }
+//	chain nat_output    { type nat hook output priority -110; socket cgroupv2 level L CG meta l4proto tcp counter redirect to :P }
 func (n *NFT) ruleset() []nftChain {
 	t := n.table
 	accept := nftables.ChainPolicyAccept
@@ -415,6 +431,9 @@ func (n *NFT) watch() {
 	var mon *nftables.Monitor
 	var events chan *nftables.MonitorEvents
 	startMonitor := func() {
+		if n.cfg.noMonitor {
+			return
+		}
 		c, err := nftables.New()
 		if err != nil {
 			return

@@ -53,6 +53,14 @@ func nftAgentAction(scenario, arg string, res *agentResult) error {
 		}
 		defer unix.Close(fd)
 		return unix.Sendto(fd, []byte("hello"), 0, &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()})
+	case "udp-connected":
+		c, err := net.Dial("udp", arg)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("quic"))
+		return err
 	case "icmp-echo":
 		ap := netip.MustParseAddr(arg)
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, unix.IPPROTO_ICMP)
@@ -143,7 +151,7 @@ type nftRig struct {
 	child   *Cgroup
 }
 
-func newNFTRig(t testing.TB, checkInterval time.Duration) *nftRig {
+func newNFTRig(t testing.TB, checkInterval time.Duration, opts ...func(*NFTConfig)) *nftRig {
 	t.Helper()
 	r := &nftRig{t: t, udp: map[uint16]*atomic.Int64{53: {}, 9999: {}}}
 	suffix := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1000000)
@@ -166,8 +174,12 @@ func newNFTRig(t testing.TB, checkInterval time.Duration) *nftRig {
 	r.remote6 = netip.AddrPortFrom(r.ns.PeerAddr6, 7000)
 	r.serve()
 
-	r.nft, err = LoadNFT(NFTConfig{Subtree: r.subtree, ProxyPort: r.port, DNSResolvers: []netip.Addr{r.ns.PeerAddr},
-		TableName: r.table, CheckInterval: checkInterval})
+	cfg := NFTConfig{Subtree: r.subtree, ProxyPort: r.port, DNSResolvers: []netip.Addr{r.ns.PeerAddr},
+		TableName: r.table, CheckInterval: checkInterval}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r.nft, err = LoadNFT(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,6 +436,9 @@ func TestNFTDenied(t *testing.T) {
 		{"udp to loopback non-DNS", "udp-send", "127.0.0.1:9999", unix.EPERM},
 		{"raw socket crafting UDP", "nft:raw-udp", netip.AddrPortFrom(r.ns.PeerAddr, 9999).String(), unix.EPERM},
 		{"icmp echo", "nft:icmp-echo", r.ns.PeerAddr.String(), unix.EPERM},
+		{"connected udp (QUIC-like)", "nft:udp-connected", netip.AddrPortFrom(r.ns.PeerAddr, 9999).String(), unix.EPERM},
+		// A new network namespace has no route out; its sockets never see our table but reach nothing.
+		{"connect from another netns", "netns", r.remote.String(), unix.ENETUNREACH},
 		{"udp 53 to the named resolver", "udp-send", netip.AddrPortFrom(r.ns.PeerAddr, 53).String(), 0},
 	}
 	for _, tc := range cases {
@@ -459,7 +474,7 @@ func TestNFTDenied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Counters["egress_dropped"] < 7 || st.Counters["dns_allowed"] < 1 {
+	if st.Counters["egress_dropped"] < 8 || st.Counters["dns_allowed"] < 1 {
 		t.Errorf("counters not incremented: %v", st.Counters)
 	}
 }
@@ -504,8 +519,16 @@ func TestNFTProxyPortHijackRefused(t *testing.T) {
 }
 
 func TestNFTRestoresRuleset(t *testing.T) {
-	// A check interval of a minute leaves the monitor alone to notice the changes.
-	r := newNFTRig(t, time.Minute)
+	t.Run("monitor", func(t *testing.T) {
+		// A check interval of a minute leaves the monitor alone to notice the changes.
+		testRestore(t, newNFTRig(t, time.Minute))
+	})
+	t.Run("periodic check", func(t *testing.T) {
+		testRestore(t, newNFTRig(t, 200*time.Millisecond, func(c *NFTConfig) { c.noMonitor = true }))
+	})
+}
+
+func testRestore(t *testing.T, r *nftRig) {
 	cases := []struct {
 		name string
 		nft  string

@@ -284,7 +284,7 @@ func (m *Manager) saveLocked() error {
 	for _, w := range m.workloads {
 		st.Workloads = append(st.Workloads, w)
 	}
-	b, err := json.MarshalIndent(&st, "", "  ")
+	b, err := json.Marshal(&st)
 	if err != nil {
 		return fmt.Errorf("identity: encode state: %w", err)
 	}

@@ -45,22 +45,22 @@ type Client struct {
 
 // Config configures the provider. Zero durations take the defaults noted.
 type Config struct {
-	Users []User
+	Users []User `json:"users" yaml:"users"`
 	// Clients defaults to one public client "enforcer" whose redirect URI
 	// is http://127.0.0.1/callback (any port).
-	Clients []Client
+	Clients []Client `json:"clients" yaml:"clients"`
 	// AutoApprove, if set, is the subject that every authorization and
 	// device request is approved for without interaction (the lab).
-	AutoApprove string
+	AutoApprove string `json:"auto_approve" yaml:"auto_approve"`
 	// GroupsClaim names the ID token claim holding groups ("groups").
-	GroupsClaim          string
-	IDTokenLifetime      time.Duration // 1h
-	AccessTokenLifetime  time.Duration // 1h
-	RefreshTokenLifetime time.Duration // 24h
-	DeviceCodeLifetime   time.Duration // 10m
+	GroupsClaim          string        `json:"groups_claim" yaml:"groups_claim"`
+	IDTokenLifetime      time.Duration `json:"id_token_lifetime" yaml:"id_token_lifetime"`           // 1h
+	AccessTokenLifetime  time.Duration `json:"access_token_lifetime" yaml:"access_token_lifetime"`   // 1h
+	RefreshTokenLifetime time.Duration `json:"refresh_token_lifetime" yaml:"refresh_token_lifetime"` // 24h
+	DeviceCodeLifetime   time.Duration `json:"device_code_lifetime" yaml:"device_code_lifetime"`     // 10m
 	// PollInterval is the device flow poll interval announced to clients,
 	// rounded down to whole seconds, at least 1s (5s).
-	PollInterval time.Duration
+	PollInterval time.Duration `json:"poll_interval" yaml:"poll_interval"`
 }
 
 // DefaultClientID is the client registered when Config.Clients is empty.

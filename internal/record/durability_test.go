@@ -183,6 +183,17 @@ func TestFailClosedClosedFile(t *testing.T) {
 	}
 }
 
+// diskDir is a temporary directory on a real disk (/var/tmp), even when TMPDIR is a tmpfs where
+// fsync costs nothing and no batch would ever form.
+func diskDir(t *testing.T) string {
+	d, err := os.MkdirTemp("/var/tmp", "enforcer-record-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
 // TestGroupCommitBatches checks that concurrent write-ahead appends share fsyncs.
 func TestGroupCommitBatches(t *testing.T) {
 	cases := []struct {
@@ -196,7 +207,7 @@ func TestGroupCommitBatches(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r := openT(t, Options{Strict: c.strict})
+			r := openT(t, Options{Dir: diskDir(t), Strict: c.strict})
 			before := r.Stats()
 			var wg sync.WaitGroup
 			const per = 50
@@ -220,6 +231,13 @@ func TestGroupCommitBatches(t *testing.T) {
 			t.Logf("%d records, %d fsyncs, %.1f records per fsync, max batch %d", recs, fsyncs, float64(recs)/float64(fsyncs), st.MaxBatch)
 			if fsyncs == 0 || fsyncs*2 > recs || st.MaxBatch < 2 {
 				t.Fatalf("no group commit: %d records, %d fsyncs, max batch %d", recs, fsyncs, st.MaxBatch)
+			}
+			var inBuckets uint64
+			for _, n := range st.BatchSizes {
+				inBuckets += n
+			}
+			if inBuckets != st.Batches || st.BatchSizes[0] == st.Batches {
+				t.Fatalf("batch size histogram %v for %d batches", st.BatchSizes, st.Batches)
 			}
 		})
 	}

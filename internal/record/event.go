@@ -1,38 +1,8 @@
-// Package record is the tamper-evident session log of the enforcer daemon: every enforced session's
-// start, statements, verdicts, masked results, notices, approvals and end, appended as hash-chained
-// JSON Lines records with durability chosen per statement (write-ahead with group commit, or async),
-// signed checkpoints, retention, verification, replay rendering and export.
-//
-// # Record format
-//
-// A log is a directory of segments seg-NNNNNNNNNNNN.jsonl. Each line is one record:
-//
-//	{"data":{…},"hash":"…","prev":"…","seq":7,"session":"…","time":"2026-11-27T14:32:18.443211Z","type":"statement"}
-//
-// data holds the payload of the record's type. prev is the hash of the record before it (64 zero
-// hex digits for the first record ever), and
-//
-//	hash = hex(SHA-256(bytes(prev) ‖ canonical(record without the "hash" member)))
-//
-// where bytes(prev) is the 32 bytes prev encodes. One chain runs across segments and restarts: the
-// first record of every segment is a "segment" header whose prev is the last hash of the previous
-// segment.
-//
-// # Canonical JSON
-//
-// canonical(v) is the JSON text of v with: objects' members sorted by key in byte order, no
-// whitespace outside strings, integers only (no fractions or exponents; numbers are kept as written
-// in the decimal form Go's strconv produces), and strings escaped exactly as Go's encoding/json
-// Marshal escapes them: \" \\ \n \r \t \b \f, other control characters as \u00XX, '<' '>' '&' as
-// \u003c \u003e \u0026, U+2028 and U+2029 as \u2028 \u2029, invalid UTF-8 replaced by a raw U+FFFD,
-// all other characters as raw UTF-8. Absent optional members are omitted, never written as null. A
-// stored line must be byte-for-byte the canonical form of its own content (hash included), so any
-// byte change of a line is detected: either the content changed (hash mismatch) or the form did (not
-// canonical). Payload structs declare their fields in key order so encoding/json produces this form
-// directly; TestPayloadFieldsSorted keeps it so.
 package record
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -331,4 +301,12 @@ func CapRows(rows [][]*string, max int) ([][]*string, bool) {
 		return rows, false
 	}
 	return rows[:max], true
+}
+
+// NewSessionID returns a new session id: the UTC start time (so ids sort by start) and 64 random
+// bits, e.g. "20261127T143218-9f86d081884c7d65".
+func NewSessionID(now time.Time) string {
+	var b [8]byte
+	rand.Read(b[:])
+	return now.UTC().Format("20060102T150405") + "-" + hex.EncodeToString(b[:])
 }

@@ -127,10 +127,17 @@ type Stats struct {
 	Rotations    uint64
 	Failures     uint64 // Appends refused because the log could not be written
 	WriteAheadNS uint64 // total time write-ahead Appends waited
+	// BatchSizes counts batches by size: BatchSizes[i] counts batches of at most BatchBounds[i]
+	// records (and more than BatchBounds[i-1]); the last bucket counts larger ones.
+	BatchSizes [len(BatchBounds) + 1]uint64
 }
+
+// BatchBounds are the upper bounds of the Stats.BatchSizes buckets.
+var BatchBounds = [...]uint64{1, 2, 4, 8, 16, 32, 64, 128, 256}
 
 type stats struct {
 	records, batches, fsyncs, maxBatch, bytes, checkpoints, rotations, failures, waNS atomic.Uint64
+	batchSizes                                                                        [len(BatchBounds) + 1]atomic.Uint64
 }
 
 // pendingRec is a record waiting for the writer.
@@ -652,6 +659,14 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 	r.st.records.Add(uint64(now))
 	r.st.batches.Add(1)
 	r.st.bytes.Add(uint64(len(buf)))
+	b := len(BatchBounds)
+	for i, bound := range BatchBounds {
+		if uint64(now) <= bound {
+			b = i
+			break
+		}
+	}
+	r.st.batchSizes[b].Add(1)
 	for {
 		m := r.st.maxBatch.Load()
 		if uint64(now) <= m || r.st.maxBatch.CompareAndSwap(m, uint64(now)) {
@@ -691,11 +706,15 @@ func (r *Recorder) rotate() error {
 
 // Stats returns the recorder's counters.
 func (r *Recorder) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Records: r.st.records.Load(), Batches: r.st.batches.Load(), Fsyncs: r.st.fsyncs.Load(),
 		MaxBatch: r.st.maxBatch.Load(), Bytes: r.st.bytes.Load(), Checkpoints: r.st.checkpoints.Load(),
 		Rotations: r.st.rotations.Load(), Failures: r.st.failures.Load(), WriteAheadNS: r.st.waNS.Load(),
 	}
+	for i := range st.BatchSizes {
+		st.BatchSizes[i] = r.st.batchSizes[i].Load()
+	}
+	return st
 }
 
 // PublicKey returns the hex Ed25519 key that signs this log's checkpoints.

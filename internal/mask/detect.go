@@ -50,6 +50,26 @@ var class = func() (t [256]uint8) {
 	return t
 }()
 
+// wordByte: letters and digits (table lookup for the skip loops).
+var wordByte = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = isAlnum(byte(c))
+	}
+	return t
+}()
+
+// wordTrigger: first letters of words a detector looks at: secret prefixes (AKIA…, ghp_, glpat-,
+// xox…, sk…, rk…, eyJ), uppercase (IBAN country codes) and hex letters (IPv6).
+var wordTrigger = func() (t [256]bool) {
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for _, c := range "abcdefgrsx" {
+		t[c] = true
+	}
+	return t
+}()
+
 func isDigit(c byte) bool { return c-'0' < 10 }
 func isUpper(c byte) bool { return c-'A' < 26 }
 func isLower(c byte) bool { return c-'a' < 26 }
@@ -90,37 +110,35 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 		case clNone:
 			i++
 		case clWord:
-			if sp, ok := d.word(in, i); ok {
-				spans = append(spans, sp)
-				i = sp.End
-				continue
+			// Only words starting with a letter some detector keys on are looked at.
+			if wordTrigger[c] {
+				if sp, ok := d.word(in, i); ok {
+					spans = append(spans, sp)
+					i = sp.End
+					continue
+				}
+				if isHex(c) && d.on.has(IPAddress) {
+					if sp, ok := d.ipv6At(in, i, cx); ok {
+						spans = append(spans, sp)
+						i = sp.End
+						continue
+					}
+				}
 			}
-			if cx&ctxIP != 0 || d.on.has(IPAddress) {
-				if sp, ok := d.ipv6At(in, i, cx); ok {
+			i++
+			for i < n && wordByte[in[i]] {
+				i++
+			}
+		case clDigit:
+			if i == 0 || !wordByte[in[i-1]] {
+				if sp, ok := d.number(in, i, cx); ok {
 					spans = append(spans, sp)
 					i = sp.End
 					continue
 				}
 			}
 			i++
-			for i < n && isAlnum(in[i]) {
-				i++
-			}
-		case clDigit:
-			if i > 0 && isAlnum(in[i-1]) {
-				i++
-				for i < n && isAlnum(in[i]) {
-					i++
-				}
-				continue
-			}
-			if sp, ok := d.number(in, i, cx); ok {
-				spans = append(spans, sp)
-				i = sp.End
-				continue
-			}
-			i++
-			for i < n && isAlnum(in[i]) {
+			for i < n && wordByte[in[i]] {
 				i++
 			}
 		case clAt:
@@ -262,7 +280,8 @@ func (d *detectors) word(in []byte, i int) (Span, bool) {
 
 // number dispatches a digit run that starts a word.
 func (d *detectors) number(in []byte, i int, cx ctxFlags) (Span, bool) {
-	// Quick reject: a short run not followed by a separator can be nothing we look for.
+	// Shape first (length of the first digit run, the byte after it), so each detector only
+	// runs where it could match: most numbers in clean data are short and end in punctuation.
 	j := i
 	for j < len(in) && isDigit(in[j]) {
 		j++
@@ -271,38 +290,59 @@ func (d *detectors) number(in []byte, i int, cx ctxFlags) (Span, bool) {
 	var next byte
 	if j < len(in) {
 		next = in[j]
-		if isAlpha(next) {
+		if wordByte[next] || next == '_' {
 			return Span{}, false
 		}
+		// A separator not followed by more digits ends the number ("… 772102938.", "4111… exp").
+		if (next == ' ' || next == '-' || next == '.') && (j+1 >= len(in) || !(isDigit(in[j+1]) || (next == ' ' && in[j+1] == '('))) {
+			next = 0
+		}
 	}
-	if next == ':' {
+	switch next {
+	case ':':
 		return d.ipv6At(in, i, cx)
-	}
-	if run < 7 && next != ' ' && next != '-' && next != '.' && next != ')' && next != '/' {
+	case '.':
+		if run <= 3 && d.on.has(IPAddress) {
+			if e, ok := ipv4(in, i); ok {
+				if cx&ctxIP != 0 || contextBefore(in, i, ipWords) {
+					return Span{i, e, IPAddress}, true
+				}
+				return Span{}, false
+			}
+		}
+		if d.on.has(Phone) && run >= 2 {
+			return d.phone(in, i, cx)
+		}
+		return Span{}, false
+	case ' ', '-':
+		if run >= 3 && d.on.has(CreditCard) {
+			if s, e, ok := card(in, i); ok {
+				return Span{s, e, CreditCard}, true
+			}
+		}
+		if run == 3 && d.on.has(USSSN) {
+			if e, ok := ssn(in, i); ok && (cx&ctxSSN != 0 || contextBefore(in, i, ssnWords)) {
+				return Span{i, e, USSSN}, true
+			}
+		}
+		if d.on.has(Phone) {
+			return d.phone(in, i, cx)
+		}
 		return Span{}, false
 	}
-	if d.on.has(CreditCard) {
+	// The number ends here (end of input, or other punctuation).
+	if run >= 12 && run <= 19 && d.on.has(CreditCard) {
 		if s, e, ok := card(in, i); ok {
 			return Span{s, e, CreditCard}, true
 		}
 	}
-	if d.on.has(IPAddress) {
-		if e, ok := ipv4(in, i); ok {
-			if cx&ctxIP != 0 || contextBefore(in, i, ipWords) {
-				return Span{i, e, IPAddress}, true
-			}
-			return Span{}, false
-		}
-	}
-	if d.on.has(USSSN) {
+	if run == 9 && d.on.has(USSSN) {
 		if e, ok := ssn(in, i); ok && (cx&ctxSSN != 0 || contextBefore(in, i, ssnWords)) {
 			return Span{i, e, USSSN}, true
 		}
 	}
-	if d.on.has(Phone) {
-		if sp, ok := d.phone(in, i, cx); ok {
-			return sp, true
-		}
+	if run >= 7 && run <= 15 && d.on.has(Phone) {
+		return d.phone(in, i, cx)
 	}
 	return Span{}, false
 }

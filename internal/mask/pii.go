@@ -416,6 +416,12 @@ func (d *detectors) phone(b []byte, i int, cx ctxFlags) (Span, bool) {
 	if !numberBoundaryBefore(b, i) {
 		return Span{}, false
 	}
+	if i >= 2 && b[i-1] == '-' && isAlnum(b[i-2]) {
+		return Span{}, false // part of an identifier such as ORD-2024-000123
+	}
+	if looksLikeDate(b[i:]) {
+		return Span{}, false
+	}
 	j := i
 	if b[j] == '+' {
 		j++
@@ -451,6 +457,29 @@ func (d *detectors) phone(b []byte, i int, cx ctxFlags) (Span, bool) {
 		return Span{}, false
 	}
 	return Span{i, j, Phone}, true
+}
+
+// looksLikeDate: yyyy-mm-dd, yyyy/mm/dd, yyyy.mm.dd, dd.mm.yyyy and the like.
+func looksLikeDate(b []byte) bool {
+	digitsAt := func(at, n int) bool {
+		if at+n > len(b) {
+			return false
+		}
+		for _, c := range b[at : at+n] {
+			if !isDigit(c) {
+				return false
+			}
+		}
+		return true
+	}
+	sep := func(at int) bool { return at < len(b) && (b[at] == '-' || b[at] == '/' || b[at] == '.') }
+	switch {
+	case digitsAt(0, 4) && sep(4) && digitsAt(5, 2) && sep(7) && digitsAt(8, 2):
+		return true
+	case digitsAt(0, 2) && sep(2) && digitsAt(3, 2) && sep(5) && digitsAt(6, 4):
+		return true
+	}
+	return false
 }
 
 // ipv4 matches a dotted quad (optionally /prefix) at b[i].
@@ -577,13 +606,52 @@ func ipv6(b []byte, i int) (int, bool) {
 	return j, true
 }
 
-// Context words (whole words, case-insensitive) that must appear shortly before a value for
-// context-needing detectors to fire in free text.
-var (
-	ssnWords   = wordSet("ssn ssns social security ss# ssn# tin taxpayer sozialversicherungsnummer")
-	phoneWords = wordSet("phone phones telephone tel mobile cell cellphone fax call contact whatsapp sms msisdn tel# ph")
-	ipWords    = wordSet("ip ips ipv4 ipv6 addr address host hostname remote client server peer src dst source destination from inet cidr")
+// Context words (whole words, lower-cased) that must appear shortly before a value for
+// context-needing detectors to fire in free text. Switches, not maps: no hashing per word.
+func ssnWord(w []byte) bool {
+	switch string(w) {
+	case "ssn", "ssns", "social", "security", "ss#", "ssn#", "tin", "taxpayer", "sozialversicherungsnummer":
+		return true
+	}
+	return false
+}
+
+func phoneWord(w []byte) bool {
+	switch string(w) {
+	case "phone", "phones", "telephone", "tel", "mobile", "cell", "cellphone", "fax", "call", "contact",
+		"whatsapp", "sms", "msisdn", "tel#", "ph":
+		return true
+	}
+	return false
+}
+
+func ipWord(w []byte) bool {
+	switch string(w) {
+	case "ip", "ips", "ipv4", "ipv6", "addr", "address", "host", "hostname", "remote", "client", "server",
+		"peer", "src", "dst", "source", "destination", "from", "inet", "cidr":
+		return true
+	}
+	return false
+}
+
+// wordList selects a context word list (direct calls keep the word buffer on the stack).
+type wordList uint8
+
+const (
+	ssnWords wordList = iota
+	phoneWords
+	ipWords
 )
+
+func (l wordList) has(w []byte) bool {
+	switch l {
+	case ssnWords:
+		return ssnWord(w)
+	case phoneWords:
+		return phoneWord(w)
+	}
+	return ipWord(w)
+}
 
 // contextWindow is how far back (bytes) a context word may be.
 const contextWindow = 48
@@ -591,7 +659,7 @@ const contextWindow = 48
 // contextBefore reports whether one of words appears as a whole word in the contextWindow bytes
 // before b[i]. Word characters are letters, digits and '#' (so "client_ip" yields "client" and
 // "ip", and "ipv6" stays one word).
-func contextBefore(b []byte, i int, words map[string]struct{}) bool {
+func contextBefore(b []byte, i int, list wordList) bool {
 	s := i - contextWindow
 	if s < 0 {
 		s = 0
@@ -611,7 +679,7 @@ func contextBefore(b []byte, i int, words map[string]struct{}) bool {
 			for k, c := range b[j:e] {
 				buf[k] = lower(c)
 			}
-			if _, ok := words[string(buf[:e-j])]; ok {
+			if list.has(buf[:e-j]) {
 				return true
 			}
 		}

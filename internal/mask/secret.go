@@ -221,14 +221,56 @@ const (
 // names a secret. It lower-cases into a stack buffer, so it does not allocate.
 func classifyKey(name []byte) keyClass {
 	var buf [64]byte
-	if len(name) == 0 || len(name) > len(buf) {
+	if len(name) < 2 || len(name) > len(buf) {
 		return keyNone
 	}
 	k := buf[:len(name)]
 	for i, c := range name {
 		k[i] = lower(c)
 	}
+	class := keyNone
+	for i := 0; i < len(k) && class == keyNone; i++ {
+		r := k[i:]
+		switch r[0] {
+		case 'p':
+			if hasPrefix(r, "password") || hasPrefix(r, "passwd") || hasPrefix(r, "passphrase") {
+				class = keyPassword
+			} else if hasPrefix(r, "private_key") || hasPrefix(r, "privatekey") {
+				class = keySecret
+			} else if i == 0 && (string(r) == "pass" || string(r) == "pw" || string(r) == "pwd") {
+				class = keyPassword
+			}
+		case 's':
+			if hasPrefix(r, "secret") {
+				class = keySecret
+			}
+		case 't':
+			if hasPrefix(r, "token") {
+				class = keySecret
+			}
+		case 'a':
+			if hasPrefix(r, "api_key") || hasPrefix(r, "apikey") || hasPrefix(r, "api-key") ||
+				hasPrefix(r, "access_key") || hasPrefix(r, "accesskey") || hasPrefix(r, "auth_key") ||
+				(i == 0 && (string(r) == "auth" || string(r) == "authorization")) {
+				class = keySecret
+			}
+		case 'c':
+			if hasPrefix(r, "credential") || (i == 0 && string(r) == "cookie") {
+				class = keySecret
+			}
+		}
+		if class == keyNone && i == 0 && (string(k) == "set-cookie" || string(k) == "x-api-key") {
+			class = keySecret
+		}
+	}
+	if class == keyNone {
+		return keyNone
+	}
 	// Names that contain a secret word but hold no secret.
+	switch string(k) {
+	case "token_type", "tokens", "tokenizer", "auth_method", "auth_type":
+		return keyNone
+	}
 	for _, suf := range [...]string{"_id", "-id", "keyid", "tokenid", "_ids", "_type", "_count", "_at",
 		"_url", "_uri", "_len", "_length", "_expires", "_expiry", "_expires_in", "_hint", "_name", "_file",
 		"_path", "_policy", "_version", "_endpoint", "_ttl", "_enabled", "_required", "_changed", "_reset",
@@ -237,45 +279,7 @@ func classifyKey(name []byte) keyClass {
 			return keyNone
 		}
 	}
-	switch string(k) {
-	case "pass", "pw", "pwd", "passphrase", "token_type", "tokens", "tokenizer", "auth_method", "auth_type":
-		if string(k) == "pass" || string(k) == "pw" || string(k) == "pwd" || string(k) == "passphrase" {
-			return keyPassword
-		}
-		return keyNone
-	case "auth", "authorization", "cookie", "set-cookie", "x-api-key":
-		return keySecret
-	}
-	for i := 0; i < len(k); i++ {
-		r := k[i:]
-		switch r[0] {
-		case 'p':
-			if hasPrefix(r, "password") || hasPrefix(r, "passwd") {
-				return keyPassword
-			}
-			if hasPrefix(r, "private_key") || hasPrefix(r, "privatekey") {
-				return keySecret
-			}
-		case 's':
-			if hasPrefix(r, "secret") {
-				return keySecret
-			}
-		case 't':
-			if hasPrefix(r, "token") {
-				return keySecret
-			}
-		case 'a':
-			if hasPrefix(r, "api_key") || hasPrefix(r, "apikey") || hasPrefix(r, "api-key") ||
-				hasPrefix(r, "access_key") || hasPrefix(r, "accesskey") || hasPrefix(r, "auth_key") {
-				return keySecret
-			}
-		case 'c':
-			if hasPrefix(r, "credential") {
-				return keySecret
-			}
-		}
-	}
-	return keyNone
+	return class
 }
 
 // secretValue decides whether v, assigned to a key of class kc, is a secret.

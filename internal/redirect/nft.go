@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,6 +44,8 @@ type NFTConfig struct {
 	CheckInterval time.Duration
 
 	noMonitor bool // tests: rely on the periodic check alone
+	noOwner   bool // tests: behave as on kernels that cannot own tables
+	netnsFD   int  // tests: the network namespace to install into (0: ours)
 }
 
 // NFT is the nftables redirector, for hosts without cgroup BPF.
@@ -54,6 +58,8 @@ type NFT struct {
 	mu       sync.Mutex // serialises check and apply
 	want     []nftChain
 	restores uint64
+	owner    *netlink.Conn // netlink socket owning the table (nil: not owned)
+	ownerOK  bool          // the kernel accepts owned, persistent tables
 
 	stop chan struct{}
 	done chan struct{}
@@ -127,15 +133,18 @@ func LoadNFT(cfg NFTConfig) (*NFT, error) {
 		table:    &nftables.Table{Name: cfg.TableName, Family: nftables.TableFamilyINet},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+		ownerOK:  true,
 	}
 	n.want = n.ruleset()
 	n.mu.Lock()
-	if _, err := n.check(); err != nil {
+	// An intact table is adopted as it is (counters kept), unless we can own it: taking ownership
+	// means rebuilding it, in one atomic batch.
+	if _, err := n.check(); err != nil || !cfg.noOwner {
 		if err := n.apply(); err != nil {
 			n.mu.Unlock()
 			return nil, err
 		}
-		cfg.Logger.Info("nftables ruleset installed", "table", cfg.TableName, "cgroup", cfg.Subtree.Path, "level", level)
+		cfg.Logger.Info("nftables ruleset installed", "table", cfg.TableName, "cgroup", cfg.Subtree.Path, "level", level, "owned", n.owner != nil)
 	} else {
 		cfg.Logger.Info("nftables ruleset already in place", "table", cfg.TableName)
 	}
@@ -315,16 +324,40 @@ func (n *NFT) comment(key string) string {
 	return "enforcer:" + key + " " + n.configHash()
 }
 
-// apply replaces the table atomically: one netlink batch creates it if missing, deletes it and
-// builds it again, so packets see either the old ruleset or the new one, never none.
+// apply replaces the table atomically: one netlink batch deletes it (if present) and builds it
+// again, so packets see either the old ruleset or the new one, never none.
+//
+// Where the kernel allows (Linux 6.9+), the table is owned by the daemon's netlink socket and
+// persistent (NFT_TABLE_F_OWNER|NFT_TABLE_F_PERSIST): while the daemon runs nobody else can
+// change or delete it and `nft flush ruleset` skips it; when the socket closes (stop or crash) the
+// table stays, orphaned, until the next daemon takes it over. Elsewhere the watcher restores it.
 func (n *NFT) apply() error {
-	c, err := nftables.New()
+	if !n.cfg.noOwner && n.ownerOK {
+		err := n.applyOwned()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		n.ownerOK = false
+		n.cfg.Logger.Warn("kernel cannot own nftables tables (needs Linux 6.9+); relying on the watcher to restore the ruleset", "err", err)
+	}
+	c, err := n.newConn()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return err
 	}
 	c.AddTable(n.table)
 	c.DelTable(n.table)
 	c.AddTable(n.table)
+	n.addContents(c)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: install table inet %s (kernel 5.13+ with nft_socket, nft_redir and inet NAT needed): %w", n.cfg.TableName, err)
+	}
+	return nil
+}
+
+func (n *NFT) addContents(c *nftables.Conn) {
 	for _, ch := range n.want {
 		c.AddChain(ch.chain)
 	}
@@ -334,18 +367,137 @@ func (n *NFT) apply() error {
 				UserData: userdata.AppendString(nil, userdata.TypeComment, n.comment(r.key))})
 		}
 	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: install table inet %s (kernel 5.13+ with nft_socket, nft_redir and inet NAT needed): %w", n.cfg.TableName, err)
+}
+
+func (n *NFT) newConn() (*nftables.Conn, error) {
+	var opts []nftables.ConnOption
+	if n.cfg.netnsFD != 0 {
+		opts = append(opts, nftables.WithNetNSFd(n.cfg.netnsFD))
 	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return c, nil
+}
+
+// Table flags google/nftables v0.3.0 cannot set (it always sends 0); we patch them in.
+const (
+	nftTableOwner   = 0x2 // NFT_TABLE_F_OWNER, Linux 5.12+
+	nftTablePersist = 0x4 // NFT_TABLE_F_PERSIST, Linux 6.9+: keep the table when the owner goes
+)
+
+// applyOwned builds the batch with google/nftables (captured, not sent), sets the owner and
+// persist flags on the new table and sends the batch on the daemon's own netlink socket.
+func (n *NFT) applyOwned() error {
+	var batch []netlink.Message
+	capture := func(req []netlink.Message) ([]netlink.Message, error) {
+		batch = append(batch, req...)
+		return nil, io.EOF // no replies: Flush returns at once
+	}
+	c, err := nftables.New(nftables.WithTestDial(capture))
+	if err != nil {
+		return fmt.Errorf("nftables: %w", err)
+	}
+	rc, err := n.newConn()
+	if err != nil {
+		return err
+	}
+	if _, err := rc.ListTableOfFamily(n.cfg.TableName, nftables.TableFamilyINet); err == nil {
+		c.DelTable(n.table)
+	}
+	c.AddTable(n.table)
+	n.addContents(c)
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("nftables: marshal ruleset: %w", err)
+	}
+	newTable := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWTABLE)
+	acks := 0
+	for i := range batch {
+		m := &batch[i]
+		m.Header.Length, m.Header.Sequence, m.Header.PID = 0, 0, 0
+		if m.Header.Type == newTable {
+			if err := setTableFlags(m, nftTableOwner|nftTablePersist); err != nil {
+				return err
+			}
+		}
+		if m.Header.Flags&netlink.Acknowledge != 0 {
+			acks++
+		}
+	}
+	if n.owner == nil {
+		cfg := &netlink.Config{NetNS: n.cfg.netnsFD}
+		if n.owner, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
+			return fmt.Errorf("nftables: open owner socket: %w", err)
+		}
+	}
+	err = sendBatch(n.owner, batch, acks)
+	if err != nil {
+		// Replies of a failed batch may still be queued: start over on a fresh socket. The table,
+		// if we owned it, stays (persistent) and the next attempt takes it over.
+		n.owner.Close()
+		n.owner = nil
+		return fmt.Errorf("nftables: install owned table inet %s: %w", n.cfg.TableName, err)
+	}
+	return nil
+}
+
+func sendBatch(c *netlink.Conn, batch []netlink.Message, acks int) error {
+	if _, err := c.SendMessages(batch); err != nil {
+		return err
+	}
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return err
+	}
+	for acks > 0 {
+		msgs, err := c.Receive()
+		if err != nil {
+			return err
+		}
+		acks -= len(msgs)
+	}
+	return nil
+}
+
+// setTableFlags rewrites NFTA_TABLE_FLAGS in a NEWTABLE message (after the 4-byte nfgenmsg).
+func setTableFlags(m *netlink.Message, flags uint32) error {
+	if len(m.Data) < 4 {
+		return errors.New("nftables: short NEWTABLE message")
+	}
+	ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+	if err != nil {
+		return fmt.Errorf("nftables: decode NEWTABLE: %w", err)
+	}
+	var attrs []netlink.Attribute
+	found := false
+	for ad.Next() {
+		a := netlink.Attribute{Type: ad.Type(), Data: ad.Bytes()}
+		if a.Type == unix.NFTA_TABLE_FLAGS {
+			a.Data = binary.BigEndian.AppendUint32(nil, flags)
+			found = true
+		}
+		attrs = append(attrs, a)
+	}
+	if err := ad.Err(); err != nil {
+		return fmt.Errorf("nftables: decode NEWTABLE: %w", err)
+	}
+	if !found {
+		attrs = append(attrs, netlink.Attribute{Type: unix.NFTA_TABLE_FLAGS, Data: binary.BigEndian.AppendUint32(nil, flags)})
+	}
+	b, err := netlink.MarshalAttributes(attrs)
+	if err != nil {
+		return err
+	}
+	m.Data = append(m.Data[:4:4], b...)
 	return nil
 }
 
 // check compares the kernel's table with the wanted ruleset. It returns the rules found per
 // chain, and an error naming the first difference.
 func (n *NFT) check() (map[string][]*nftables.Rule, error) {
-	c, err := nftables.New()
+	c, err := n.newConn()
 	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
+		return nil, err
 	}
 	t, err := c.ListTableOfFamily(n.cfg.TableName, nftables.TableFamilyINet)
 	if err != nil {
@@ -434,7 +586,7 @@ func (n *NFT) watch() {
 		if n.cfg.noMonitor {
 			return
 		}
-		c, err := nftables.New()
+		c, err := n.newConn()
 		if err != nil {
 			return
 		}
@@ -565,8 +717,13 @@ func (n *NFT) Status() (Status, error) {
 	n.mu.Lock()
 	found, checkErr := n.check()
 	restores := n.restores
+	owned := n.owner != nil
 	n.mu.Unlock()
 	st.Counters["restored"] = restores
+	st.Counters["table_owned"] = 0
+	if owned {
+		st.Counters["table_owned"] = 1
+	}
 	for _, w := range n.want {
 		ap := AttachedProgram{Attach: w.chain.Name, Name: n.cfg.TableName + "/" + w.chain.Name}
 		rules := found[w.chain.Name]
@@ -604,7 +761,8 @@ func (n *NFT) SetResolvers(addrs []netip.Addr) error {
 	return n.apply()
 }
 
-// Close stops watching the ruleset. The table stays: agents remain enforced (fail closed).
+// Close stops watching the ruleset and gives up ownership of the table. The table stays:
+// agents remain enforced (fail closed).
 func (n *NFT) Close() error {
 	select {
 	case <-n.stop:
@@ -612,11 +770,22 @@ func (n *NFT) Close() error {
 		close(n.stop)
 	}
 	<-n.done
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.owner != nil {
+		// The table is persistent: closing its owner leaves it enforcing, orphaned.
+		err := n.owner.Close()
+		n.owner = nil
+		if err != nil {
+			return fmt.Errorf("nftables: close owner socket: %w", err)
+		}
+	}
 	return nil
 }
 
 // UninstallNFT deletes the inet table tableName ("" means the default). Callers Close every NFT
-// using it first (or it is restored) and kill the enforced processes.
+// using it first (an owned table refuses with EPERM; an unowned one would be restored) and kill
+// the enforced processes.
 func UninstallNFT(tableName string) error {
 	if tableName == "" {
 		tableName = nftTablePrefix

@@ -519,27 +519,111 @@ func TestNFTProxyPortHijackRefused(t *testing.T) {
 }
 
 func TestNFTRestoresRuleset(t *testing.T) {
+	// As on kernels before 6.9, which cannot keep an owned table: others can change it, and the
+	// watcher puts it back.
+	unowned := func(c *NFTConfig) { c.noOwner = true }
 	t.Run("monitor", func(t *testing.T) {
 		// A check interval of a minute leaves the monitor alone to notice the changes.
-		testRestore(t, newNFTRig(t, time.Minute))
+		testRestore(t, newNFTRig(t, time.Minute, unowned))
 	})
 	t.Run("periodic check", func(t *testing.T) {
-		testRestore(t, newNFTRig(t, 200*time.Millisecond, func(c *NFTConfig) { c.noMonitor = true }))
+		testRestore(t, newNFTRig(t, 200*time.Millisecond, unowned, func(c *NFTConfig) { c.noMonitor = true }))
 	})
 }
 
-func testRestore(t *testing.T, r *nftRig) {
-	cases := []struct {
-		name string
-		nft  string
-	}{
-		{"delete table", "delete table inet " + r.table},
-		{"flush table", "flush table inet " + r.table},
-		{"flush agent chain", "flush chain inet " + r.table + " agent"},
-		{"delete nat chain", "flush chain inet " + r.table + " nat_output; delete chain inet " + r.table + " nat_output"},
-		{"insert accept before the drop", "insert rule inet " + r.table + " agent accept"},
-		{"table made dormant", "add table inet " + r.table + " { flags dormant; }"},
+// tamperCommands are what an administrator's tools might do to our table.
+func tamperCommands(table string) []struct{ name, nft string } {
+	return []struct{ name, nft string }{
+		{"delete table", "delete table inet " + table},
+		{"flush table", "flush table inet " + table},
+		{"flush agent chain", "flush chain inet " + table + " agent"},
+		{"delete nat chain", "flush chain inet " + table + " nat_output; delete chain inet " + table + " nat_output"},
+		{"insert accept before the drop", "insert rule inet " + table + " agent accept"},
+		{"table made dormant", "add table inet " + table + " { flags dormant; }"},
 	}
+}
+
+// On this kernel (6.9+) the daemon's socket owns the table: nobody else can touch it.
+func TestNFTOwnedTableRefusesChanges(t *testing.T) {
+	r := newNFTRig(t, time.Minute)
+	for _, tc := range tamperCommands(r.table) {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := exec.Command("nft", tc.nft).CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "Operation not permitted") {
+				t.Fatalf("nft %s: want EPERM, got %v: %s", tc.nft, err, out)
+			}
+			if _, err := r.nft.check(); err != nil {
+				t.Fatalf("owned table changed: %v", err)
+			}
+		})
+	}
+	if err := UninstallNFT(r.table); !errors.Is(err, unix.EPERM) {
+		t.Errorf("uninstall while the daemon owns the table: want EPERM, got %v", err)
+	}
+	st, err := r.nft.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counters["table_owned"] != 1 || st.Counters["restored"] != 0 {
+		t.Errorf("counters %v", st.Counters)
+	}
+	if o, err := r.connect("tcp", r.remote, r.ln4); err != nil || o.Dst != r.remote {
+		t.Fatalf("enforcement after tampering attempts: %+v %v", o, err)
+	}
+}
+
+// `nft flush ruleset` (firewalld reloads, iptables-restore wrappers...) skips an owned table but
+// removes an orphaned one. Run in a private network namespace: the host ruleset is shared.
+func TestNFTOwnedTableSurvivesFlushRuleset(t *testing.T) {
+	name := fmt.Sprintf("enf-nftflush-%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	nsf, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsf.Close()
+	sub, err := OpenSubtree(fmt.Sprintf("enforcer-nfttest-flush-%d.slice", os.Getpid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.RemoveAll() })
+	n, err := LoadNFT(NFTConfig{Subtree: sub, ProxyPort: 4999, TableName: "enftest_flush", netnsFD: int(nsf.Fd())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	listed := func() bool {
+		out, err := exec.Command("ip", "netns", "exec", name, "nft", "list", "tables").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list tables: %v: %s", err, out)
+		}
+		return strings.Contains(string(out), "enftest_flush")
+	}
+	flush := func() {
+		if out, err := exec.Command("ip", "netns", "exec", name, "nft", "flush", "ruleset").CombinedOutput(); err != nil {
+			t.Fatalf("nft flush ruleset: %v: %s", err, out)
+		}
+	}
+	flush()
+	if _, err := n.check(); err != nil || !listed() {
+		t.Fatalf("owned table flushed: %v", err)
+	}
+	// Daemon stopped: the table stays (persistent) but is no one's, so a flush now removes it.
+	n.Close()
+	if !listed() {
+		t.Fatal("table gone when its owner closed")
+	}
+	flush()
+	if listed() {
+		t.Fatal("orphaned table survived nft flush ruleset")
+	}
+}
+
+func testRestore(t *testing.T, r *nftRig) {
+	cases := tamperCommands(r.table)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			before, _ := r.nft.Status()
@@ -581,7 +665,13 @@ func testRestore(t *testing.T, r *nftRig) {
 }
 
 func TestNFTCloseLeavesRulesUninstallRemoves(t *testing.T) {
-	r := newNFTRig(t, 0)
+	for _, owned := range []bool{true, false} {
+		t.Run(fmt.Sprintf("owned=%v", owned), func(t *testing.T) { testCloseUninstall(t, owned) })
+	}
+}
+
+func testCloseUninstall(t *testing.T, owned bool) {
+	r := newNFTRig(t, 0, func(c *NFTConfig) { c.noOwner = !owned })
 	if err := r.nft.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -600,9 +690,10 @@ func TestNFTCloseLeavesRulesUninstallRemoves(t *testing.T) {
 	if n := r.direct.Load(); n != 0 {
 		t.Fatalf("%d connections reached the remote with the daemon down", n)
 	}
-	// A new daemon adopts the table as it is (counters kept) rather than rebuilding it.
+	// A new daemon takes the table over: it rebuilds it atomically to own it, or, where tables
+	// cannot be owned, adopts it as it is (counters kept).
 	before, _ := r.nft.Status()
-	n2, err := LoadNFT(NFTConfig{Subtree: r.subtree, ProxyPort: r.port, DNSResolvers: []netip.Addr{r.ns.PeerAddr}, TableName: r.table})
+	n2, err := LoadNFT(NFTConfig{Subtree: r.subtree, ProxyPort: r.port, DNSResolvers: []netip.Addr{r.ns.PeerAddr}, TableName: r.table, noOwner: !owned})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -610,7 +701,10 @@ func TestNFTCloseLeavesRulesUninstallRemoves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after.Counters["redirected"] != before.Counters["redirected"] || after.Counters["redirected"] < 2 {
+	if owned && after.Counters["table_owned"] != 1 {
+		t.Errorf("restarted daemon does not own the table: %v", after.Counters)
+	}
+	if !owned && (after.Counters["redirected"] != before.Counters["redirected"] || after.Counters["redirected"] < 2) {
 		t.Errorf("reload rebuilt the table: redirected %d before, %d after", before.Counters["redirected"], after.Counters["redirected"])
 	}
 	for _, p := range after.Programs {

@@ -367,3 +367,44 @@ func FuzzParseLine(f *testing.F) {
 		}
 	})
 }
+
+// TestHostKeyChange: a regenerated host key starts a new segment whose header declares it, the log
+// still verifies (with a note), and a checkpoint signed by a key the log never declared is refused.
+func TestHostKeyChange(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir})
+	appendAll(t, r, sessionEvents("a"), WriteAhead)
+	cpOld, err := r.Checkpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	os.Remove(filepath.Join(dir, keyFile))
+	os.Remove(filepath.Join(dir, pubFile))
+	r = openT(t, Options{Dir: dir})
+	if r.PublicKey() == cpOld.Key {
+		t.Fatal("key not regenerated")
+	}
+	appendAll(t, r, sessionEvents("b"), WriteAhead)
+	cpNew, _ := r.Checkpoint()
+	r.Close()
+	rep := mustVerify(t, dir, &cpOld)
+	if rep.Segments != 2 || len(rep.Notes) != 1 || !strings.Contains(rep.Notes[0], "signing key changed") {
+		t.Fatalf("segments %d notes %v", rep.Segments, rep.Notes)
+	}
+	mustVerify(t, dir, &cpNew)
+
+	// A checkpoint from another host's key, correctly signed, does not vouch for this log.
+	other := t.TempDir()
+	r2 := openT(t, Options{Dir: other})
+	appendAll(t, r2, sessionEvents("x"), WriteAhead)
+	cpOther, _ := r2.Checkpoint()
+	r2.Close()
+	rep, err = Verify(dir, &cpOther)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || rep.Problem.Kind != KindBadSignature {
+		t.Fatalf("foreign checkpoint: %+v", rep.Problem)
+	}
+}

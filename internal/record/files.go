@@ -193,22 +193,6 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	return priv, nil
 }
 
-// readPublicKey reads host.pub from dir, or returns nil if there is none.
-func readPublicKey(dir string) (ed25519.PublicKey, error) {
-	b, err := os.ReadFile(filepath.Join(dir, pubFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	k, err := hex.DecodeString(string(bytes.TrimSpace(b)))
-	if err != nil || len(k) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("%s is not a hex Ed25519 public key", filepath.Join(dir, pubFile))
-	}
-	return ed25519.PublicKey(k), nil
-}
-
 // readLines returns the complete lines of a segment (without newlines) and any torn bytes after the
 // last newline.
 func readLines(path string) (lines [][]byte, torn []byte, err error) {

@@ -249,6 +249,7 @@ func (r *Recorder) recover() error {
 	}
 
 	var breakReason string
+	var newKey bool
 	var found struct {
 		seq  uint64
 		hash string
@@ -318,6 +319,13 @@ func (r *Recorder) recover() error {
 			return &ChainBreakError{Dir: dir, Reason: breakReason}
 		}
 		r.seq, r.head, r.segNum = last.Seq, last.Hash, newest.Num
+		if recs[0].Type == TypeSegment {
+			if ev, err := recs[0].Event(); err == nil && ev.Segment.Key != r.pub {
+				// Checkpoints in a segment are signed with the key its header declares.
+				r.log.Warn("host key differs from the newest segment's; starting a new segment", "segment", filepath.Base(newest.Path))
+				newKey = true
+			}
+		}
 		f, err := os.OpenFile(newest.Path, os.O_RDWR, 0o600)
 		if err != nil {
 			return fmt.Errorf("record: open %s: %w", newest.Path, err)
@@ -334,6 +342,11 @@ func (r *Recorder) recover() error {
 			return fmt.Errorf("record: seek %s: %w", newest.Path, err)
 		}
 		r.segSize = size
+	}
+	if newKey {
+		if err := r.openSegment(r.segNum + 1); err != nil {
+			return err
+		}
 	}
 	if breakReason != "" {
 		r.log.Error("session log chain break accepted", "reason", breakReason)

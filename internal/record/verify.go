@@ -2,7 +2,6 @@ package record
 
 import (
 	"bufio"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,19 +59,16 @@ type CheckpointResult struct {
 func (r *Report) OK() bool { return r.Problem == nil }
 
 // Verify checks every record of the log in dir: canonical form, hash, link to the previous record,
-// consecutive seqs, segment headers, signed checkpoints (against dir's host.pub when present), and
+// consecutive seqs, segment headers, signed checkpoints (with the key the segment header declares),
+// and
 // that the first remaining record is the genesis or is anchored by a retention or chain_break
 // record. With cp (an exported checkpoint), it also checks that the log still holds record cp.Seq
 // with cp.Hash, which detects removal of the tail; without one, a shorter log cannot be told from
 // an older one and Verify does not claim otherwise. An error means the log could not be read.
 func Verify(dir string, cp *Checkpoint) (*Report, error) {
 	rep := &Report{Dir: dir, Epochs: 1}
-	pinned, err := readPublicKey(dir)
-	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
-	}
 	if cp != nil {
-		if err := verifyCheckpoint(cp, pinned); err != nil {
+		if err := verifyCheckpoint(cp, nil); err != nil {
 			rep.Problem = &Problem{Kind: KindBadSignature, Detail: "exported checkpoint: " + err.Error()}
 			return rep, nil
 		}
@@ -88,7 +84,7 @@ func Verify(dir string, cp *Checkpoint) (*Report, error) {
 		}
 		return rep, nil
 	}
-	v := verifier{rep: rep, pinned: pinned, cp: cp}
+	v := verifier{rep: rep, cp: cp, keys: map[string]bool{}}
 	for i, s := range segs {
 		if i > 0 && s.Num != segs[i-1].Num+1 {
 			rep.Problem = &Problem{Segment: segmentName(segs[i-1].Num + 1), Kind: KindBadSegment,
@@ -108,7 +104,8 @@ func Verify(dir string, cp *Checkpoint) (*Report, error) {
 
 type verifier struct {
 	rep    *Report
-	pinned ed25519.PublicKey
+	curKey string          // signing key declared by the current segment's header
+	keys   map[string]bool // every key the log's headers declared
 	cp     *Checkpoint
 
 	started   bool
@@ -222,10 +219,19 @@ func (v *verifier) check(seg string, line int, segNum uint64, rec Record) bool {
 			v.fail(seg, line, rec.Seq, KindBadSegment, fmt.Sprintf("header names segment %d", ev.Segment.Segment))
 			return false
 		}
+		if v.curKey != "" && ev.Segment.Key != v.curKey {
+			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s: the checkpoint signing key changed from %s to %s", seg, short(v.curKey), short(ev.Segment.Key)))
+		}
+		v.curKey = ev.Segment.Key
+		v.keys[v.curKey] = true
 	case TypeCheckpoint:
 		c := ev.Checkpoint
-		if err := verifyCheckpoint(c, v.pinned); err != nil {
+		if err := verifyCheckpoint(c, nil); err != nil {
 			v.fail(seg, line, rec.Seq, KindBadSignature, err.Error())
+			return false
+		}
+		if c.Key != v.curKey {
+			v.fail(seg, line, rec.Seq, KindBadSignature, fmt.Sprintf("checkpoint signed by key %s, but the segment header declares %s", short(c.Key), short(v.curKey)))
 			return false
 		}
 		if c.Seq != v.prev.Seq || c.Hash != v.prev.Hash {
@@ -248,6 +254,11 @@ func (v *verifier) check(seg string, line int, segNum uint64, rec Record) bool {
 
 func (v *verifier) checkExported(seg string, line int, rec Record) {
 	v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
+	if !v.keys[v.cp.Key] {
+		// A checkpoint is signed with the key of the segment it was made in, declared before it.
+		v.fail(seg, line, rec.Seq, KindBadSignature, fmt.Sprintf("the exported checkpoint is signed by key %s, which this log had not declared (the log was replaced, or the checkpoint is another host's)", short(v.cp.Key)))
+		return
+	}
 	if rec.Hash != v.cp.Hash {
 		v.fail(seg, line, rec.Seq, KindHashMismatch, fmt.Sprintf("record has hash %s but the exported checkpoint says %s (the log was rewritten)", short(rec.Hash), short(v.cp.Hash)))
 		return
@@ -296,6 +307,10 @@ func (v *verifier) finish() {
 			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("the log starts at seq %d with prev %s, but no retention record accounts for the records before it", f.Seq, short(f.Prev)))
 			return
 		}
+	}
+	if v.cp != nil && !v.keys[v.cp.Key] {
+		v.fail("", 0, 0, KindBadSignature, fmt.Sprintf("the exported checkpoint is signed by key %s, which this log never declared (the log was replaced)", short(v.cp.Key)))
+		return
 	}
 	if v.cp != nil && !v.cpMatched {
 		switch {

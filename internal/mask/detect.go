@@ -59,16 +59,24 @@ var wordByte = func() (t [256]bool) {
 }()
 
 // wordTrigger: first letters of words a detector looks at: secret prefixes (AKIA…, ghp_, glpat-,
-// xox…, sk…, rk…, eyJ), uppercase (IBAN country codes) and hex letters (IPv6).
-var wordTrigger = func() (t [256]bool) {
+// xox…, sk…, rk…, eyJ) and uppercase (IBAN country codes) for word; hex letters for IPv6.
+var wordTrigger = func() (t [256]uint8) {
 	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
+		t[c] = trigWord
 	}
-	for _, c := range "abcdefgrsx" {
-		t[c] = true
+	for _, c := range "egrsx" {
+		t[c] = trigWord
+	}
+	for _, c := range "abcdefABCDEF" {
+		t[c] |= trigHex
 	}
 	return t
 }()
+
+const (
+	trigWord = 1 << iota
+	trigHex
+)
 
 func isDigit(c byte) bool { return c-'0' < 10 }
 func isUpper(c byte) bool { return c-'A' < 26 }
@@ -111,13 +119,15 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 			i++
 		case clWord:
 			// Only words starting with a letter some detector keys on are looked at.
-			if wordTrigger[c] {
-				if sp, ok := d.word(in, i); ok {
-					spans = append(spans, sp)
-					i = sp.End
-					continue
+			if t := wordTrigger[c]; t != 0 {
+				if t&trigWord != 0 {
+					if sp, ok := d.word(in, i); ok {
+						spans = append(spans, sp)
+						i = sp.End
+						continue
+					}
 				}
-				if isHex(c) && d.on.has(IPAddress) {
+				if t&trigHex != 0 && d.on.has(IPAddress) {
 					if sp, ok := d.ipv6At(in, i, cx); ok {
 						spans = append(spans, sp)
 						i = sp.End

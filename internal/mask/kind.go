@@ -96,9 +96,7 @@ func setOf(ks ...Kind) kindSet {
 var (
 	secretKinds = setOf(AWSAccessKey, GitHubToken, GitLabToken, SlackToken, StripeKey, OpenAIKey,
 		AnthropicKey, PrivateKey, JWT, URIPassword, GenericSecret)
-	// contextKinds fire only with a matching column name or a context word before the value.
-	contextKinds = setOf(USSSN, Phone, IPAddress)
-	allKinds     = setOf(CreditCard, IBAN, Email, USSSN, Phone, IPAddress) | secretKinds
+	allKinds = setOf(CreditCard, IBAN, Email, USSSN, Phone, IPAddress) | secretKinds
 )
 
 // parseKinds resolves detector names from a policy file: a kind name (Kind.String), "secret" for

@@ -297,27 +297,19 @@ func nameContext(name []byte) ctxFlags {
 		for k, c := range name[s:i] {
 			buf[k] = lower(c)
 		}
-		w := string(buf[:i-s])
-		if _, ok := ssnColumnWords[w]; ok {
+		w := buf[:i-s]
+		switch string(w) {
+		case "ssn", "ssns", "social", "tin", "taxpayer", "itin":
 			cx |= ctxSSN
-		}
-		if _, ok := phoneColumnWords[w]; ok {
+		case "phone", "phones", "telephone", "tel", "mobile", "cell", "cellphone", "fax", "msisdn", "whatsapp", "sms":
 			cx |= ctxPhone
-		}
-		if _, ok := ipColumnWords[w]; ok {
+		case "ip", "ips", "ipv", "ipaddr", "ipaddress", "inet", "cidr":
+			// Narrower than the free-text words: a column named "address" holds street addresses.
 			cx |= ctxIP
 		}
 	}
 	return cx
 }
-
-// Column-name words that imply a context; narrower than the free-text words (a column named
-// "address" holds street addresses, not IPs).
-var (
-	ssnColumnWords   = wordSet("ssn ssns social tin taxpayer itin")
-	phoneColumnWords = wordSet("phone phones telephone tel mobile cell cellphone fax msisdn whatsapp sms")
-	ipColumnWords    = wordSet("ip ips ipv ipaddr ipaddress inet cidr")
-)
 
 // Stats counts findings and failures. All fields are updated atomically; read them with
 // Snapshot.

@@ -417,7 +417,7 @@ func isAuthScheme(w []byte) bool {
 // token (no spaces) that secretValue accepts for the column's key class.
 func wholeSecret(in []byte, kc keyClass) (Span, bool) {
 	v := bytes.TrimSpace(in)
-	if len(v) == 0 || bytes.IndexAny(v, " \t\n") >= 0 || !secretValue(v, kc) {
+	if len(v) == 0 || bytes.ContainsAny(v, " \t\n") || !secretValue(v, kc) {
 		return Span{}, false
 	}
 	s := len(in) - len(bytes.TrimLeft(in, " \t\r\n"))

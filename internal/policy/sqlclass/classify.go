@@ -23,6 +23,9 @@ func classify(sql string, maxLen int) *Result {
 	if len(sql) > maxLen {
 		return unknownResult(sql, fmt.Sprintf("statement text too long to classify (%d bytes, limit %d)", len(sql), maxLen))
 	}
+	if err := checkDepth(sql); err != nil {
+		return unknownResult(sql, err.Error())
+	}
 	tree, err := pg.Parse(sql)
 	if err != nil {
 		return unknownResult(sql, err.Error())

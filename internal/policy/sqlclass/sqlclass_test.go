@@ -232,3 +232,30 @@ var benchSQL = []struct{ name, sql string }{
 	{"join", "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.created_at > now() - interval '1 day' ORDER BY o.id LIMIT 50"},
 	{"cte-delete", "WITH d AS (DELETE FROM orders WHERE id = 1 RETURNING *) SELECT * FROM d"},
 }
+
+// TestDeepInputs feeds texts that crashed the process (operator and cast
+// chains) or stress the parser; they must come back Unknown, not kill us.
+func TestDeepInputs(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		sql     string
+		unknown bool
+	}{
+		{"plus-chain", "SELECT " + strings.Repeat("1+", 30000) + "1", true},
+		{"plus-chain-huge", "SELECT " + strings.Repeat("1+", 200000) + "1", true},
+		{"cast-chain", "SELECT 1" + strings.Repeat("::int", 30000), true},
+		{"concat-chain", "SELECT " + strings.Repeat("'a'||", 30000) + "'a'", true},
+		{"nested-chains", "SELECT " + strings.Repeat("1+(", 5000) + "1" + strings.Repeat(")", 5000), true},
+		{"parens", "SELECT " + strings.Repeat("(", 30000) + "1" + strings.Repeat(")", 30000), true},
+		{"not-chain", "SELECT " + strings.Repeat("NOT ", 30000) + "true", true},
+		{"in-list", "SELECT * FROM t WHERE id IN (" + strings.Repeat("1,", 20000) + "1)", false},
+		{"bulk-insert", "INSERT INTO t VALUES " + strings.Repeat("(-1, 'x+y', now() - interval '1 day'),", 5000) + "(1, 'a', now())", false},
+		{"many-statements", strings.Repeat("SELECT 1 + 2;", 3000), false},
+		{"moderate-chain", "SELECT " + strings.Repeat("a + ", 2000) + "1 FROM t" + strings.Repeat(" ", 9000), false},
+	} {
+		res := Classify(c.sql)
+		if res.Unknown() != c.unknown {
+			t.Errorf("%s (%d bytes): unknown %v (%q), want %v", c.name, len(c.sql), res.Unknown(), res.ParseError, c.unknown)
+		}
+	}
+}

@@ -27,7 +27,9 @@ import (
 //	go test -run '^$' -bench Pgbench -benchtime 1x ./internal/proto/postgres
 //
 // ENFORCER_BENCH_SECONDS sets the length of each run (default 10), ENFORCER_BENCH_SCALE the pgbench
-// scale (default 10, whose pgbench_accounts is the 1M-row large result).
+// scale (default 10, whose pgbench_accounts is the 1M-row large result), ENFORCER_BENCH_MODES a
+// comma-separated subset of simple,extended,prepared and ENFORCER_BENCH_PATHS a subset of
+// enforcer,pgbouncer (direct always runs).
 func BenchmarkPgbench(b *testing.B) {
 	secs := envInt("ENFORCER_BENCH_SECONDS", 10)
 	scale := envInt("ENFORCER_BENCH_SCALE", 10)
@@ -57,9 +59,22 @@ func BenchmarkPgbench(b *testing.B) {
 		cpu        time.Duration
 		stmts      float64
 	}
+	if only := os.Getenv("ENFORCER_BENCH_PATHS"); only != "" {
+		var keep = paths[:0]
+		for _, p := range paths {
+			if p.name == "direct" || strings.Contains(only, p.name) {
+				keep = append(keep, p)
+			}
+		}
+		paths = keep
+	}
+	modes := []string{"simple", "extended", "prepared"}
+	if m := os.Getenv("ENFORCER_BENCH_MODES"); m != "" {
+		modes = strings.Split(m, ",")
+	}
 	results := map[string]result{}
 	for range b.N {
-		for _, mode := range []string{"simple", "extended", "prepared"} {
+		for _, mode := range modes {
 			for _, clients := range []int{1, 8} {
 				for _, path := range paths {
 					cpu0 := procCPU(b, path.pid)
@@ -84,7 +99,7 @@ func BenchmarkPgbench(b *testing.B) {
 	defer w.Flush()
 	fmt.Fprintf(w, "\npgbench -S, %d s per run, scale %d, all on this machine (%d CPUs)\n", secs, scale, runtimeCPUs())
 	fmt.Fprintf(w, "%-9s %3s %-10s %10s %9s %8s %14s\n", "mode", "cl", "path", "TPS", "lat ms", "ratio", "CPU s/1k stmt")
-	for _, mode := range []string{"simple", "extended", "prepared"} {
+	for _, mode := range modes {
 		for _, clients := range []string{"1", "8"} {
 			d := results[mode+"/"+clients+"/direct"]
 			for _, path := range paths {

@@ -3,7 +3,15 @@ package postgres
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -340,5 +348,44 @@ func TestUpstreamAuthAndTLS(t *testing.T) {
 				t.Fatal("the upstream password reached the client")
 			}
 		})
+	}
+}
+
+// TestClientTLS: with a certificate configured the proxy accepts TLS from clients (sslmode=require
+// fails unless it does); without one it answers 'N' and sslmode=prefer falls back to plain.
+func TestClientTLS(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	withTLS := startProxy(t, Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}}, defaultSession())
+	plain := startProxy(t, Config{}, defaultSession())
+	cases := []struct {
+		p       *proxy
+		sslmode string
+		want    string
+	}{
+		{withTLS, "require", "t"},
+		{plain, "prefer", "f"},
+		{plain, "require", "error"},
+	}
+	for _, c := range cases {
+		// The server-side ssl flag is the proxy's upstream link; psql's own view comes from \conninfo.
+		out, err := exec.Command("psql", "-X", "-At", "-c", `\conninfo`, c.p.dsn("postgres", "sslmode="+c.sslmode)).CombinedOutput()
+		got := "f"
+		switch {
+		case err != nil:
+			got = "error"
+		case strings.Contains(string(out), "SSL connection"):
+			got = "t"
+		}
+		if got != c.want {
+			t.Errorf("sslmode=%s: got %s, want %s: %s", c.sslmode, got, c.want, out)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -15,48 +16,60 @@ import (
 	"time"
 )
 
-// FileStore keeps requests in memory and, when it has a path, in a JSON file rewritten atomically
-// after every change. It serves one daemon.
+// FileStore keeps requests in memory and, when it has a path, in a journal file in the daemon's
+// state directory: every change appends the changed request or grant as one JSON line and syncs it,
+// so a change costs one small write whatever the history size. The journal is compacted (rewritten
+// atomically with only live entries) on open and when it has grown well past the live state.
+// It serves one daemon; a lock file keeps a second process out.
 type FileStore struct {
 	path   string
 	retain time.Duration
-	lock   *os.File // flock held while open: one daemon per file
+	lock   *os.File // flock held while open
 
 	mu       sync.Mutex
 	closed   bool
+	journal  *os.File // append-only handle; nil for a memory store
+	lines    int      // lines in the journal since the last compaction
 	requests map[string]*Request
-	grants   []*Grant
+	grants   map[string]*Grant // by request id
 	hook     func(Change)
 }
 
-// fileVersion is the layout version of the state file.
+// fileVersion is the layout version of the journal, written in its first line.
 const fileVersion = 1
 
-type fileState struct {
-	Version  int        `json:"version"`
-	Requests []*Request `json:"requests"`
-	Grants   []*Grant   `json:"grants"`
+// fileLine is one journal line: the header, or the latest version of a request or a grant.
+type fileLine struct {
+	Version int      `json:"version,omitempty"`
+	Request *Request `json:"request,omitempty"`
+	Grant   *Grant   `json:"grant,omitempty"`
 }
 
-// DefaultRetain is how long finished requests and used or expired grants stay in a FileStore.
+// DefaultRetain is how long finished requests and used or expired grants stay in a store.
 const DefaultRetain = 7 * 24 * time.Hour
+
+// compactAfter is the least number of appended lines before a compaction is considered.
+const compactAfter = 1000
+
+// ErrClosed is returned by a store used after Close.
+var ErrClosed = errors.New("approval store is closed")
 
 // NewMemoryStore returns a FileStore that keeps nothing across restarts (for tests and
 // `--approval-store=memory`).
 func NewMemoryStore() *FileStore {
-	return &FileStore{retain: DefaultRetain, requests: map[string]*Request{}}
+	return &FileStore{retain: DefaultRetain, requests: map[string]*Request{}, grants: map[string]*Grant{}}
 }
 
-// OpenFileStore loads the store from path (created 0600 if missing). Requests still pending in the
-// file belonged to clients of a previous daemon process that are gone: they are failed. Decisions
-// and grants are kept. retain (0 means DefaultRetain) bounds how long finished entries stay.
+// OpenFileStore loads the journal at path (created 0600 if missing). Requests still pending in it
+// belonged to clients of a previous daemon process that are gone: they are failed. Decisions and
+// grants are kept. retain (0 means DefaultRetain) bounds how long finished entries stay.
 func OpenFileStore(path string, retain time.Duration) (*FileStore, error) {
 	s := NewMemoryStore()
 	s.path = path
 	if retain > 0 {
 		s.retain = retain
 	}
-	// Two daemons writing one file would overwrite each other's decisions and grants.
+	// Two daemons appending to one journal would each miss the other's changes.
 	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock approval store: %w", err)
@@ -72,100 +85,166 @@ func OpenFileStore(path string, retain time.Duration) (*FileStore, error) {
 			s.Close()
 		}
 	}()
-	b, err := os.ReadFile(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("read approval store: %w", err)
-	default:
-		var st fileState
-		if err := json.Unmarshal(b, &st); err != nil {
-			return nil, fmt.Errorf("approval store %s: %w", path, err)
-		}
-		if st.Version != fileVersion {
-			return nil, fmt.Errorf("approval store %s: version %d, this build reads %d", path, st.Version, fileVersion)
-		}
-		now := time.Now()
-		for _, r := range st.Requests {
-			if r == nil || r.ID == "" || !r.State.valid() {
-				return nil, fmt.Errorf("approval store %s: malformed request entry", path)
-			}
-			finish(r, StateFailed, "the daemon restarted while the request was pending", now)
-			s.requests[r.ID] = r
-		}
-		for _, g := range st.Grants {
-			if g == nil || g.Hash == "" {
-				return nil, fmt.Errorf("approval store %s: malformed grant entry", path)
-			}
-			s.grants = append(s.grants, g)
-		}
+	if err := s.load(); err != nil {
+		return nil, fmt.Errorf("approval store %s: %w", path, err)
+	}
+	now := time.Now()
+	for _, r := range s.requests {
+		finish(r, StateFailed, "the daemon restarted while the request was pending", now)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.saveLocked(time.Now()); err != nil {
+	if err := s.compactLocked(now); err != nil {
 		return nil, err
 	}
 	ok = true
 	return s, nil
 }
 
-// ErrClosed is returned by a store used after Close.
-var ErrClosed = errors.New("approval store is closed")
+// load replays the journal. A last line without its newline is an append cut short by a crash and
+// is dropped (it was never acknowledged); any other bad line is an error.
+func (s *FileStore) load() error {
+	b, err := os.ReadFile(s.path)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(b) == 0) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	lines := bytes.Split(b, []byte("\n"))
+	last := len(lines) - 1
+	for i, line := range lines {
+		n := i + 1
+		if i == last && len(line) == 0 {
+			break // the file ends with a newline
+		}
+		var l fileLine
+		if err := json.Unmarshal(line, &l); err != nil {
+			if i == last && i > 0 {
+				break // torn tail: an append cut short by a crash, never acknowledged
+			}
+			return fmt.Errorf("line %d: %w", n, err)
+		}
+		switch {
+		case i == 0:
+			if l.Version != fileVersion {
+				return fmt.Errorf("line 1: journal version %d, this build reads %d", l.Version, fileVersion)
+			}
+		case l.Request != nil:
+			r := l.Request
+			if r.ID == "" || !r.State.valid() {
+				return fmt.Errorf("line %d: malformed request", n)
+			}
+			s.requests[r.ID] = r
+		case l.Grant != nil:
+			g := l.Grant
+			if g.Hash == "" || g.RequestID == "" {
+				return fmt.Errorf("line %d: malformed grant", n)
+			}
+			s.grants[g.RequestID] = g
+		default:
+			return fmt.Errorf("line %d: neither a request nor a grant", n)
+		}
+	}
+	return nil
+}
 
-// saveLocked prunes old entries and writes the file: temp file, fsync, rename, fsync directory, so
-// a crash leaves either the old or the new state, never a torn one.
-func (s *FileStore) saveLocked(now time.Time) error {
+// compactLocked drops entries past retention and rewrites the journal: temp file, fsync, rename,
+// fsync directory, so a crash leaves either the old or the new journal, never a torn one.
+func (s *FileStore) compactLocked(now time.Time) error {
 	for id, r := range s.requests {
 		if r.State != StatePending && now.Sub(r.Closed) > s.retain && now.After(r.GrantExpires) {
 			delete(s.requests, id)
 		}
 	}
-	s.grants = slices.DeleteFunc(s.grants, func(g *Grant) bool {
-		return now.Sub(g.Expires) > s.retain || (!g.Consumed.IsZero() && now.Sub(g.Consumed) > s.retain)
-	})
-	if s.closed {
-		return ErrClosed
+	for id, g := range s.grants {
+		if now.Sub(g.Expires) > s.retain || (!g.Consumed.IsZero() && now.Sub(g.Consumed) > s.retain) {
+			delete(s.grants, id)
+		}
 	}
 	if s.path == "" {
 		return nil
 	}
-	st := fileState{Version: fileVersion, Grants: s.grants, Requests: make([]*Request, 0, len(s.requests))}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.Encode(fileLine{Version: fileVersion})
+	reqs := make([]*Request, 0, len(s.requests))
 	for _, r := range s.requests {
-		st.Requests = append(st.Requests, r)
+		reqs = append(reqs, r)
 	}
-	slices.SortFunc(st.Requests, func(a, b *Request) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
-	b, err := json.MarshalIndent(st, "", "\t")
-	if err != nil {
-		return fmt.Errorf("encode approval store: %w", err)
+	slices.SortFunc(reqs, func(a, b *Request) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
+	for _, r := range reqs {
+		if err := enc.Encode(fileLine{Request: r}); err != nil {
+			return fmt.Errorf("encode approval store: %w", err)
+		}
+	}
+	for _, g := range s.grants {
+		if err := enc.Encode(fileLine{Grant: g}); err != nil {
+			return fmt.Errorf("encode approval store: %w", err)
+		}
 	}
 	dir := filepath.Dir(s.path)
 	f, err := os.CreateTemp(dir, ".approvals-*.tmp")
 	if err != nil {
-		return fmt.Errorf("write approval store: %w", err)
+		return fmt.Errorf("compact approval store: %w", err)
 	}
 	tmp := f.Name()
 	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(0o600); err != nil {
+	if _, err := f.Write(buf.Bytes()); err != nil {
 		f.Close()
-		return fmt.Errorf("write approval store: %w", err)
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return fmt.Errorf("write approval store: %w", err)
+		return fmt.Errorf("compact approval store: %w", err)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		return fmt.Errorf("sync approval store: %w", err)
+		return fmt.Errorf("compact approval store: %w", err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("write approval store: %w", err)
+		return fmt.Errorf("compact approval store: %w", err)
 	}
 	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("replace approval store: %w", err)
+		return fmt.Errorf("compact approval store: %w", err)
 	}
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
+	}
+	j, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open approval store: %w", err)
+	}
+	if s.journal != nil {
+		s.journal.Close()
+	}
+	s.journal, s.lines = j, 0
+	return nil
+}
+
+// appendLocked writes lines to the journal in one write and syncs it before the change is
+// acknowledged. If the write fails the caller rolls back its in-memory change.
+func (s *FileStore) appendLocked(now time.Time, lines ...fileLine) error {
+	if s.closed {
+		return ErrClosed
+	}
+	if s.journal == nil {
+		return nil
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, l := range lines {
+		if err := enc.Encode(l); err != nil {
+			return fmt.Errorf("encode approval store: %w", err)
+		}
+	}
+	if _, err := s.journal.Write(buf.Bytes()); err != nil {
+		return fmt.Errorf("append to approval store: %w", err)
+	}
+	if err := s.journal.Sync(); err != nil {
+		return fmt.Errorf("sync approval store: %w", err)
+	}
+	s.lines += len(lines)
+	if s.lines > compactAfter && s.lines > 2*(len(s.requests)+len(s.grants)) {
+		// The change is already durable; a failed compaction only leaves a longer journal.
+		s.compactLocked(now)
 	}
 	return nil
 }
@@ -193,10 +272,10 @@ func (s *FileStore) Create(_ context.Context, r *Request) error {
 		s.mu.Unlock()
 		return fmt.Errorf("create approval request %s: id already exists", r.ID)
 	}
-	s.requests[r.ID] = r.Clone()
-	err := s.saveLocked(time.Now())
-	if err != nil {
-		delete(s.requests, r.ID)
+	c := r.Clone()
+	err := s.appendLocked(time.Now(), fileLine{Request: c})
+	if err == nil {
+		s.requests[r.ID] = c
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -248,24 +327,22 @@ func (s *FileStore) Decide(_ context.Context, id string, d Decision, w Windows) 
 		s.mu.Unlock()
 		return nil, nil, err
 	}
-	s.requests[id] = next
+	lines := []fileLine{{Request: next}}
 	if g != nil {
-		s.grants = append(s.grants, g)
+		lines = append(lines, fileLine{Grant: g})
 	}
-	if err := s.saveLocked(d.Time); err != nil {
-		s.requests[id] = cur
-		if g != nil {
-			s.grants = s.grants[:len(s.grants)-1]
-		}
+	if err := s.appendLocked(d.Time, lines...); err != nil {
 		s.mu.Unlock()
 		return nil, nil, err
 	}
-	out := next.Clone()
+	s.requests[id] = next
 	var gc *Grant
 	if g != nil {
+		s.grants[id] = g
 		c := *g
 		gc = &c
 	}
+	out := next.Clone()
 	s.mu.Unlock()
 	s.notify(Change{ID: id, Event: EventDecided})
 	return out, gc, nil
@@ -284,35 +361,38 @@ func (s *FileStore) Finish(_ context.Context, id string, st State, reason string
 		s.mu.Unlock()
 		return next, false, nil
 	}
-	s.requests[id] = next
-	if err := s.saveLocked(now); err != nil {
-		s.requests[id] = cur
+	if err := s.appendLocked(now, fileLine{Request: next}); err != nil {
 		s.mu.Unlock()
 		return nil, false, err
 	}
+	s.requests[id] = next
 	out := next.Clone()
 	s.mu.Unlock()
 	s.notify(Change{ID: id, Event: eventFor(st)})
 	return out, true, nil
 }
 
-// ConsumeGrant implements Store.
+// ConsumeGrant implements Store. With several usable grants for one hash the oldest goes first.
 func (s *FileStore) ConsumeGrant(_ context.Context, hash string, now time.Time) (*Grant, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var best *Grant
 	for _, g := range s.grants {
-		if g.Hash != hash || !g.Consumed.IsZero() || !now.Before(g.Expires) {
-			continue
+		if g.Hash == hash && g.Consumed.IsZero() && now.Before(g.Expires) && (best == nil || g.Created.Before(best.Created)) {
+			best = g
 		}
-		g.Consumed = now
-		if err := s.saveLocked(now); err != nil {
-			g.Consumed = time.Time{}
-			return nil, err
-		}
-		c := *g
-		return &c, nil
 	}
-	return nil, nil
+	if best == nil {
+		return nil, nil
+	}
+	used := *best
+	used.Consumed = now
+	if err := s.appendLocked(now, fileLine{Grant: &used}); err != nil {
+		return nil, err
+	}
+	s.grants[used.RequestID] = &used
+	c := used
+	return &c, nil
 }
 
 // Close implements Store: later changes fail with ErrClosed and the file lock is released.
@@ -323,8 +403,12 @@ func (s *FileStore) Close() error {
 		return nil
 	}
 	s.closed = true
-	if s.lock != nil {
-		return s.lock.Close() // closing the descriptor drops the flock
+	var err error
+	if s.journal != nil {
+		err = s.journal.Close()
 	}
-	return nil
+	if s.lock != nil {
+		s.lock.Close() // closing the descriptor drops the flock
+	}
+	return err
 }

@@ -1,7 +1,10 @@
 package approval
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,12 +90,17 @@ func TestFileStoreRestart(t *testing.T) {
 }
 
 func TestFileStoreBadFile(t *testing.T) {
+	const header = `{"version":1}` + "\n"
 	tests := map[string]string{
-		"not json":        "{",
-		"future version":  `{"version": 99}`,
-		"request no id":   `{"version": 1, "requests": [{"state": "pending"}]}`,
-		"bad state":       `{"version": 1, "requests": [{"id": "apr_aaaaaaaaaa", "state": "maybe"}]}`,
-		"grant with hash": `{"version": 1, "grants": [{"request_id": "x"}]}`,
+		"not json":            "{\n",
+		"no header":           `{"request":{"id":"apr_aaaaaaaaaa","state":"pending"}}` + "\n",
+		"future version":      `{"version": 99}` + "\n",
+		"request without id":  header + `{"request": {"state": "pending"}}` + "\n",
+		"bad state":           header + `{"request": {"id": "apr_aaaaaaaaaa", "state": "maybe"}}` + "\n",
+		"grant without hash":  header + `{"grant": {"request_id": "x"}}` + "\n",
+		"empty line":          header + "{}\n",
+		"corrupt middle line": header + "{garbage\n" + `{"grant": {"request_id": "x", "hash": "y"}}` + "\n",
+		"torn header":         `{"vers`,
 	}
 	for name, content := range tests {
 		path := filepath.Join(t.TempDir(), "approvals.json")
@@ -105,7 +113,39 @@ func TestFileStoreBadFile(t *testing.T) {
 	}
 }
 
-func TestFileStorePrunes(t *testing.T) {
+// TestFileStoreTornTail appends half a line, as a crash during a write would leave, and expects
+// everything before it to load.
+func TestFileStoreTornTail(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "approvals.json")
+	s, err := OpenFileStore(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBroker(s, Config{})
+	h := hold(t, ctx, b, updateSpec("1"))
+	b.Approve(ctx, h.id, bob, "")
+	h.wait(t)
+	s.Close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"request": {"id": "apr_bbbb`)
+	f.Close()
+	s2, err := OpenFileStore(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if r, err := s2.Get(ctx, h.id); err != nil || r.State != StateApproved {
+		t.Fatalf("after torn tail: %+v, %v", r, err)
+	}
+}
+
+// TestFileStoreCompacts checks that the journal stays bounded by the live state and that a
+// compacted journal loads the same state.
+func TestFileStoreCompacts(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "approvals.json")
 	s, err := OpenFileStore(path, time.Millisecond)
@@ -113,14 +153,31 @@ func TestFileStorePrunes(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := NewBroker(s, Config{})
-	h := hold(t, ctx, b, updateSpec("1"))
-	b.Deny(ctx, h.id, bob, "no")
-	h.wait(t)
-	time.Sleep(5 * time.Millisecond)
-	h2 := hold(t, ctx, b, updateSpec("2")) // any write prunes
-	if _, err := b.Get(ctx, h.id); err == nil {
-		t.Error("finished request kept past retention")
+	var last string
+	for i := range compactAfter {
+		h := hold(t, ctx, b, updateSpec(fmt.Sprint(i)))
+		b.Deny(ctx, h.id, bob, "no")
+		h.wait(t)
+		last = h.id
 	}
-	b.Approve(ctx, h2.id, bob, "")
-	h2.wait(t)
+	s.mu.Lock()
+	lines := s.lines
+	s.mu.Unlock()
+	if lines >= 2*compactAfter {
+		t.Errorf("%d journal lines after %d changes: never compacted", lines, 2*compactAfter)
+	}
+	s.Close()
+	time.Sleep(5 * time.Millisecond)
+	s2, err := OpenFileStore(path, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if _, err := s2.Get(ctx, last); !errors.Is(err, ErrNotFound) {
+		t.Errorf("finished request kept past retention: %v", err)
+	}
+	raw, _ := os.ReadFile(path)
+	if n := bytes.Count(raw, []byte("\n")); n != 1 {
+		t.Errorf("compacted journal has %d lines, want only the header", n)
+	}
 }

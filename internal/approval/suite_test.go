@@ -66,7 +66,6 @@ var (
 	bob   = Reviewer{Subject: "bob", Email: "bob@example.com", Groups: []string{"dba"}}
 	carol = Reviewer{Subject: "carol", Groups: []string{"engineering", "sre"}}
 	dave  = Reviewer{Subject: "dave", Groups: []string{"sre"}}
-	mallo = Reviewer{Subject: "mallory", Groups: []string{"engineering"}}
 )
 
 func updateSpec(id string) Spec {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -256,5 +257,57 @@ func TestAsyncDoesNotFsyncPerRecord(t *testing.T) {
 	r.Close()
 	if fs > 50 {
 		t.Fatalf("%d fsyncs for 500 async appends", fs)
+	}
+}
+
+// TestTimers: async-only records are synced within SyncInterval and a checkpoint is made after
+// CheckpointInterval, without any further Append.
+func TestTimers(t *testing.T) {
+	r := openT(t, Options{SyncInterval: 20 * time.Millisecond, CheckpointInterval: 50 * time.Millisecond})
+	defer r.Close()
+	before := r.Stats()
+	appendAll(t, r, sessionEvents("s"), Async)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := r.Stats()
+		if st.Fsyncs > before.Fsyncs && st.Checkpoints > before.Checkpoints {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no timed sync or checkpoint: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestResultRowCap(t *testing.T) {
+	cases := []struct {
+		cap, rows, want int
+		truncated       bool
+	}{
+		{0, 150, 100, true}, // default cap
+		{5, 3, 3, false},
+		{5, 5, 5, false},
+		{5, 6, 5, true},
+		{-1, 4, 0, true},
+	}
+	for _, c := range cases {
+		dir := t.TempDir()
+		r := openT(t, Options{Dir: dir, MaxResultRows: c.cap})
+		rows := make([][]*string, c.rows)
+		for i := range rows {
+			rows[i] = []*string{str(fmt.Sprint(i))}
+		}
+		res := &Result{Columns: []string{"n"}, RowCount: int64(c.rows), Rows: rows}
+		appendAll(t, r, []Event{{Type: TypeResult, Session: "s", Result: res}}, Async)
+		r.Close()
+		if len(res.Rows) != c.rows {
+			t.Fatal("Append changed the caller's result")
+		}
+		recs, _ := LoadSession(dir, "s")
+		ev, _ := recs[0].Event()
+		if len(ev.Result.Rows) != c.want || ev.Result.Truncated != c.truncated || ev.Result.RowCount != int64(c.rows) {
+			t.Errorf("cap %d rows %d: kept %d truncated %v count %d", c.cap, c.rows, len(ev.Result.Rows), ev.Result.Truncated, ev.Result.RowCount)
+		}
 	}
 }

@@ -50,6 +50,10 @@ type Options struct {
 	SyncInterval time.Duration // longest a written async record stays unsynced, default 100ms
 	MaxPending   int           // records queued before Append refuses, default 65536
 
+	// MaxResultRows caps the rows kept in a result record (RowCount keeps the total and Truncated
+	// is set), default 100; negative keeps none.
+	MaxResultRows int
+
 	SegmentBytes       int64         // rotate after a segment reaches this size, default 64 MiB
 	CheckpointEvery    uint64        // records between checkpoints, default 10000
 	CheckpointInterval time.Duration // time between checkpoints while records arrive, default 1m
@@ -80,6 +84,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 1 << 16
+	}
+	if o.MaxResultRows == 0 {
+		o.MaxResultRows = 100
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = 64 << 20
@@ -308,8 +315,19 @@ func (r *Recorder) recover() error {
 			breakReason = fmt.Sprintf("the chain state file is missing but the log holds records up to seq %d", last.Seq)
 		case st.Seq > last.Seq:
 			breakReason = fmt.Sprintf("the log ends at seq %d but the saved state head is seq %d (records were removed)", last.Seq, st.Seq)
+		case st.Seq == recs[0].Seq-1:
+			// A crash between writing a new segment's header and saving the state: the header
+			// links to the saved head.
+			if recs[0].Prev != st.Hash {
+				breakReason = fmt.Sprintf("the newest segment links to hash %s but the saved state head seq %d is %s", short(recs[0].Prev), st.Seq, short(st.Hash))
+			}
 		case st.Seq < recs[0].Seq:
-			breakReason = fmt.Sprintf("the saved state head seq %d is older than the newest segment (starts at seq %d)", st.Seq, recs[0].Seq)
+			h, err := hashAt(filepath.Join(dir, segmentName(st.Segment)), st.Seq)
+			if err != nil {
+				breakReason = fmt.Sprintf("the saved state head seq %d (segment %d) cannot be found: %v", st.Seq, st.Segment, err)
+			} else if h != st.Hash {
+				breakReason = fmt.Sprintf("record %d has hash %s but the saved state says %s (the log was rewritten)", st.Seq, short(h), short(st.Hash))
+			}
 		default:
 			if h := recs[st.Seq-recs[0].Seq].Hash; h != st.Hash {
 				breakReason = fmt.Sprintf("record %d has hash %s but the saved state says %s (the log was rewritten)", st.Seq, short(h), short(st.Hash))
@@ -362,6 +380,27 @@ func (r *Recorder) recover() error {
 	}
 	return r.applyRetention()
 }
+
+// hashAt returns the hash of record seq in the segment at path.
+func hashAt(path string, seq uint64) (string, error) {
+	var h string
+	err := scanSegment(path, 0, func(rec Record, _ []byte, _ int64) error {
+		if rec.Seq == seq {
+			h = rec.Hash
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && err != errStop {
+		return "", err
+	}
+	if h == "" {
+		return "", fmt.Errorf("no record %d in %s", seq, filepath.Base(path))
+	}
+	return h, nil
+}
+
+var errStop = errors.New("stop")
 
 func stOr(st *chainState) chainState {
 	if st == nil {
@@ -458,6 +497,13 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	}
 	if ev.Session == "" {
 		return errors.New("record: event without session id")
+	}
+	if res := ev.Result; res != nil {
+		if rows, cut := CapRows(res.Rows, r.opts.MaxResultRows); cut {
+			c := *res
+			c.Rows, c.Truncated = rows, true
+			ev.Result = &c
+		}
 	}
 	data, err := encodePayload(&ev)
 	if err != nil {

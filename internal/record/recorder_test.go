@@ -308,3 +308,56 @@ func TestConcurrentAppends(t *testing.T) {
 	}
 	_ = time.Now
 }
+
+// TestStateBehindAfterRotation: a crash between a new segment's header and the state save leaves
+// the state one record behind the newest segment; Open accepts that, and an older state that
+// still matches the log too, but not one that names a different hash.
+func TestStateBehindAfterRotation(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, SegmentBytes: 2048})
+	for i := 0; i < 4; i++ {
+		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), WriteAhead)
+	}
+	r.Close()
+	segs, _ := listSegments(dir)
+	if len(segs) < 3 {
+		t.Fatalf("%d segments", len(segs))
+	}
+	newest := segs[len(segs)-1]
+	hdr, err := firstRecord(newest.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prevSeg := segs[len(segs)-2]
+	older, err := firstRecord(prevSeg.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		st   chainState
+		ok   bool
+	}{
+		{"header links to state", chainState{Hash: hdr.Prev, Seq: hdr.Seq - 1, Segment: prevSeg.Num}, true},
+		{"older state matches", chainState{Hash: older.Hash, Seq: older.Seq, Segment: prevSeg.Num}, true},
+		{"header links elsewhere", chainState{Hash: older.Hash, Seq: hdr.Seq - 1, Segment: prevSeg.Num}, false},
+		{"older state differs", chainState{Hash: hdr.Prev, Seq: older.Seq, Segment: prevSeg.Num}, false},
+	}
+	for _, c := range cases {
+		if err := saveState(dir, c.st); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open(Options{Dir: dir})
+		if c.ok && err != nil {
+			t.Errorf("%s: %v", c.name, err)
+		}
+		var cb *ChainBreakError
+		if !c.ok && !errors.As(err, &cb) {
+			t.Errorf("%s: %v, want a chain break", c.name, err)
+		}
+		if r != nil {
+			r.Close()
+		}
+	}
+	mustVerify(t, dir, nil)
+}

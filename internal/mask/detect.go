@@ -219,7 +219,8 @@ func normalize(s []Span) {
 	}
 }
 
-// mergeOverlaps joins overlapping sorted spans in place (the earlier kind wins) and returns the
+// mergeOverlaps joins overlapping sorted spans in place (the earlier kind wins, except that an
+// echoed value always names the union) and returns the
 // new length.
 func mergeOverlaps(s []Span) int {
 	w := 0
@@ -227,6 +228,9 @@ func mergeOverlaps(s []Span) int {
 		if s[r].Start < s[w].End {
 			if s[r].End > s[w].End {
 				s[w].End = s[r].End
+			}
+			if s[r].Kind == EchoedValue {
+				s[w].Kind = EchoedValue // the message template says what it is
 			}
 			continue
 		}

@@ -38,6 +38,8 @@ const (
 	GenericSecret
 	// ColumnKind marks a value replaced because a column rule covers it.
 	ColumnKind
+	// EchoedValue marks a data value that a server error or notice message quoted.
+	EchoedValue
 	numKinds
 )
 
@@ -61,6 +63,7 @@ var kindNames = [numKinds]string{
 	URIPassword:   "uri_password",
 	GenericSecret: "generic_secret",
 	ColumnKind:    "column",
+	EchoedValue:   "echoed_value",
 }
 
 // String returns the policy name of k.

@@ -107,6 +107,7 @@ func NewPlan(rules []ColumnRule, cfg Config) (*Plan, error) {
 		return nil, err
 	}
 	p.sty = sty
+	p.styles[EchoedValue] = StyleRedact
 	needKey := false
 	if cfg.Detectors == nil {
 		p.det.on = allKinds

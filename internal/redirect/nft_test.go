@@ -830,3 +830,41 @@ func BenchmarkNFTOrigin(b *testing.B) {
 	// the origin lookup takes.
 	b.ReportMetric(float64(elapsed)/float64(time.Since(begin)), "origin/connection")
 }
+
+func TestNFTSetResolvers(t *testing.T) {
+	r := newNFTRig(t, 0)
+	if err := r.nft.SetResolvers([]netip.Addr{r.ns.PeerAddr6}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		scenario string
+		dst      netip.AddrPort
+		errno    syscall.Errno
+	}{
+		{"old resolver refused", "udp-send", netip.AddrPortFrom(r.ns.PeerAddr, 53), unix.EPERM},
+		{"new resolver allowed", "nft:udp6-send", netip.AddrPortFrom(r.ns.PeerAddr6, 53), 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			res := r.agent(tc.scenario, tc.dst.String())
+			if syscall.Errno(res.Errno) != tc.errno || (tc.errno == 0 && res.Err != "") {
+				t.Fatalf("want errno %d, got %q (%d)", tc.errno, res.Err, res.Errno)
+			}
+		})
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for r.udp[53].Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := r.udp[53].Load(); got != 1 {
+		t.Errorf("remote got %d DNS datagrams, want 1", got)
+	}
+	st, err := r.nft.Status()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counters["table_owned"] != 1 {
+		t.Errorf("lost ownership on update: %v", st.Counters)
+	}
+}

@@ -1,11 +1,3 @@
-// Package mask finds sensitive values (payment cards, IBANs, e-mail addresses, secrets, and with
-// context US SSNs, phone numbers and IP addresses) in bytes and rewrites them in a configured style
-// (redact, keep-last-4, length-preserving mask, keyed HMAC token).
-//
-// It is built for the proxy's result path: detectors are hand-written byte scanners (no regular
-// expressions), a clean value is returned as the input slice itself without allocating, and a value
-// that cannot be masked yields an error so that the caller drops it instead of passing it in clear.
-// Nothing here does I/O except LoadKey, which reads the token key once at start-up.
 package mask
 
 import (

@@ -189,9 +189,10 @@ func TestKeyRotation(t *testing.T) {
 	if err := verify(mint(t, idp, devidp.Mint{})); err != nil {
 		t.Fatalf("key %s: %v", key3, err)
 	}
-	if err := verify(old); !errors.Is(err, ErrTokenInvalid) {
-		t.Fatalf("token of retired key %s: err = %v", key1, err)
-	}
+	// go-oidc's RemoteKeySet answers the refetching caller before it
+	// swaps its cache, so for a moment the old cache still serves: allow
+	// the swap to land, then the retired key must be refused.
+	waitFor(t, "the token of retired key "+key1+" to be refused", func() bool { return errors.Is(verify(old), ErrTokenInvalid) })
 	if err := verify(mint(t, idp, devidp.Mint{KeyID: key2})); !errors.Is(err, ErrTokenInvalid) {
 		t.Fatalf("fresh token signed by retired key %s: err = %v", key2, err)
 	}
@@ -1006,4 +1007,30 @@ func FuzzVerifyIDToken(f *testing.F) {
 			t.Fatalf("forged token verified: %q", tok)
 		}
 	})
+}
+
+// TestConfidentialClient: with a client secret the CLI and the daemon
+// authenticate with HTTP Basic, for the device grant and for refresh.
+func TestConfidentialClient(t *testing.T) {
+	idp := startIdP(t, func(c *devidp.Config) {
+		c.AutoApprove = "alice"
+		c.Clients = []devidp.Client{{ID: "enforcer-conf", Secret: "s3cret"}}
+		c.IDTokenLifetime = 3 * time.Second
+	})
+	p := newProvider(t, idp, func(c *Config) { c.ClientSecret = "s3cret" })
+	if s := fmt.Sprint(p.LoginConfig()); strings.Contains(s, "s3cret") {
+		t.Fatalf("LoginConfig leaks the secret: %s", s)
+	}
+	ev := &events{}
+	m := newManager(t, p, ev)
+	s := login(t, m, 1000)
+	if err := m.Bind(1000, 5, s.ID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a refresh", func() bool { got, err := m.Lookup(5); return err == nil && got.Expiry.After(s.Expiry) })
+
+	wrong := newProvider(t, idp, func(c *Config) { c.ClientSecret = "wrong" })
+	if _, err := LoginDevice(context.Background(), wrong.LoginConfig(), io.Discard); err == nil {
+		t.Fatal("device login with a wrong client secret succeeded")
+	}
 }

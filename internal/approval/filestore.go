@@ -30,6 +30,7 @@ type FileStore struct {
 	closed   bool
 	journal  *os.File // append-only handle; nil for a memory store
 	lines    int      // lines in the journal since the last compaction
+	compact  int      // least number of lines before a compaction (compactAfter)
 	requests map[string]*Request
 	grants   map[string]*Grant // by request id
 	hook     func(Change)
@@ -57,7 +58,7 @@ var ErrClosed = errors.New("approval store is closed")
 // NewMemoryStore returns a FileStore that keeps nothing across restarts (for tests and
 // `--approval-store=memory`).
 func NewMemoryStore() *FileStore {
-	return &FileStore{retain: DefaultRetain, requests: map[string]*Request{}, grants: map[string]*Grant{}}
+	return &FileStore{retain: DefaultRetain, compact: compactAfter, requests: map[string]*Request{}, grants: map[string]*Grant{}}
 }
 
 // OpenFileStore loads the journal at path (created 0600 if missing). Requests still pending in it
@@ -242,7 +243,7 @@ func (s *FileStore) appendLocked(now time.Time, lines ...fileLine) error {
 		return fmt.Errorf("sync approval store: %w", err)
 	}
 	s.lines += len(lines)
-	if s.lines > compactAfter && s.lines > 2*(len(s.requests)+len(s.grants)) {
+	if s.lines > s.compact && s.lines > 2*(len(s.requests)+len(s.grants)) {
 		// The change is already durable; a failed compaction only leaves a longer journal.
 		s.compactLocked(now)
 	}

@@ -34,7 +34,8 @@ func openPG(t *testing.T, dsn, owner string) *PGStore {
 }
 
 func TestPGStore(t *testing.T) {
-	srv := pgtest.Start(t)
+	// Durability is not under test here; without fsync each CREATE DATABASE is cheap.
+	srv := pgtest.Start(t, pgtest.WithSetting("fsync", "off"))
 
 	t.Run("suite", func(t *testing.T) {
 		storeSuite(t, func(t *testing.T) Store { return openPG(t, newPGDatabase(t, srv), "host-a") })

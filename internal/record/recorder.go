@@ -807,3 +807,18 @@ func (r *Recorder) Close() error {
 	}
 	return err
 }
+
+// DurabilityFor is the durability rule for a statement: one that can change state (anything the
+// classifier does not call inert: writes, DDL, privilege and session changes, procedural code,
+// unknown) or that was held for approval must be on disk before it is forwarded; an inert statement
+// (reads, plain transaction control) and a blocked one (never forwarded) are recorded async.
+// Strict mode overrides this in Append.
+func DurabilityFor(inert bool, verdict string) Durability {
+	switch {
+	case verdict == VerdictBlock:
+		return Async
+	case verdict == VerdictApprove || !inert:
+		return WriteAhead
+	}
+	return Async
+}

@@ -361,3 +361,22 @@ func TestStateBehindAfterRotation(t *testing.T) {
 	}
 	mustVerify(t, dir, nil)
 }
+
+func TestDurabilityFor(t *testing.T) {
+	cases := []struct {
+		inert   bool
+		verdict string
+		want    Durability
+	}{
+		{true, VerdictAllow, Async},
+		{false, VerdictAllow, WriteAhead},
+		{true, VerdictApprove, WriteAhead},
+		{false, VerdictApprove, WriteAhead},
+		{false, VerdictBlock, Async},
+	}
+	for _, c := range cases {
+		if got := DurabilityFor(c.inert, c.verdict); got != c.want {
+			t.Errorf("DurabilityFor(%v, %s) = %v, want %v", c.inert, c.verdict, got, c.want)
+		}
+	}
+}

@@ -90,6 +90,8 @@ func FuzzMaskCell(f *testing.F) {
 	for i, s := range fuzzSeeds {
 		f.Add(uint8(i), []byte(s))
 	}
+	f.Add(uint8(9), binArray(oidText, [][]byte{[]byte("a@b.com"), nil}))
+	f.Add(uint8(10), binArray(oidJSONB, [][]byte{[]byte("\x01{\"a\": \"4111111111111111\"}")}))
 	redact, _ := fuzzPlans(f)
 	cols := []Column{
 		{Table: "t", Name: "bio", TypeOID: oidText},
@@ -101,6 +103,8 @@ func FuzzMaskCell(f *testing.F) {
 		{Table: "t", Name: "ssn", TypeOID: oidText},
 		{Table: "t", Name: "addr", TypeOID: oidInet},
 		{Table: "t", Name: "api_key", TypeOID: oidText},
+		{Table: "t", Name: "emails", TypeOID: 1009, Format: 1},
+		{Table: "t", Name: "docs", TypeOID: 3807, Format: 1},
 	}
 	rp := redact.ForColumns(cols)
 	f.Fuzz(func(t *testing.T, col uint8, in []byte) {
@@ -121,6 +125,12 @@ func FuzzMaskCell(f *testing.F) {
 		}
 		if !changed && !sameSlice(out, in) {
 			t.Fatal("unchanged output is not the input")
+		}
+		if changed && (cols[c].TypeOID == 1009 || cols[c].TypeOID == 3807) {
+			// The rebuilt array must parse: masking it again walks every element.
+			if _, _, _, err := rp.MaskCell(c, out, nil); err != nil {
+				t.Fatalf("masked array %q does not parse: %v", out, err)
+			}
 		}
 		if changed && (cols[c].TypeOID == oidJSON || cols[c].TypeOID == oidJSONB) {
 			body := out

@@ -38,6 +38,32 @@ const (
 	oidJSONB       = 3802
 )
 
+// firstUserOID is FirstNormalObjectId: OIDs from here on are types created in the database.
+const firstUserOID = 16384
+
+// textArrayElem returns the element type of arrays of text-like types.
+func textArrayElem(oid uint32) (uint32, bool) {
+	switch oid {
+	case 1009:
+		return oidText, true
+	case 1015:
+		return oidVarchar, true
+	case 1014:
+		return oidBpchar, true
+	case 1003:
+		return oidName, true
+	case 199:
+		return oidJSON, true
+	case 3807:
+		return oidJSONB, true
+	case 143:
+		return oidXML, true
+	case 1002:
+		return oidChar, true
+	}
+	return 0, false
+}
+
 // textLike reports whether a type's binary wire format is its text (jsonb: after a version
 // byte), so binary cells of it can be scanned like text.
 func textLike(oid uint32) bool {
@@ -124,6 +150,7 @@ const (
 
 type colPlan struct {
 	act   action
+	array bool // binary array of a text-like element type
 	rule  *columnRule
 	cx    ctxFlags
 	json  bool // json/jsonb: scan with JSON key context, keep the output valid JSON
@@ -155,9 +182,17 @@ func (p *Plan) ForColumns(cols []Column) *ResultPlan {
 			}
 			continue
 		}
+		elem, isArray := textArrayElem(c.TypeOID)
 		switch {
-		case binary && !textLike(c.TypeOID):
-			// Binary integers, floats, timestamps, numerics: not text, no detector applies.
+		case binary && isArray:
+			cp.array = true
+			cp.json = elem == oidJSON || elem == oidJSONB
+			cp.jsonb = elem == oidJSONB
+			cp.act = actScan
+		case binary && !textLike(c.TypeOID) && c.TypeOID < firstUserOID:
+			// Binary integers, floats, timestamps, numerics, bytea: not text, no detector
+			// applies. Types created in the database (citext, domains, enums, composites) are
+			// scanned as text instead: for most of them the binary form is the text.
 			cp.act = actPass
 		case noPII(c.TypeOID):
 			cp.act = actPass
@@ -210,6 +245,13 @@ func (rp *ResultPlan) MaskCell(col int, in, dst []byte) (out []byte, changed, nu
 		p.stats.nulled.Add(1)
 		p.stats.hits[ColumnKind].Add(1)
 		return nil, true, true, nil
+	}
+	if cp.array {
+		out, changed, err := rp.maskBinaryArray(cp, in, dst)
+		if err != nil || !changed {
+			return in, false, false, err
+		}
+		return out, true, false, nil
 	}
 	body := in
 	if cp.jsonb {
@@ -284,7 +326,7 @@ func (rp *ResultPlan) Fallback(col int, dst []byte) (out []byte, null bool) {
 		return nil, true
 	}
 	cp := &rp.cols[col]
-	if cp.act == actNull || cp.act == actPass {
+	if cp.act == actNull || cp.act == actPass || cp.array {
 		return nil, true
 	}
 	if cp.jsonb {
@@ -294,4 +336,90 @@ func (rp *ResultPlan) Fallback(col int, dst []byte) (out []byte, null bool) {
 		return appendJSONString(dst, rp.p.Redacted()), false
 	}
 	return append(dst, rp.p.Redacted()...), false
+}
+
+// maskBinaryArray masks the elements of a binary array of a text-like type (array_send format:
+// ndim, has-nulls flag, element OID, ndim × (length, lower bound), then per element a 4-byte
+// length, -1 for NULL, and the bytes), rebuilding element lengths.
+func (rp *ResultPlan) maskBinaryArray(cp *colPlan, in, dst []byte) ([]byte, bool, error) {
+	p := rp.p
+	be := func(b []byte) int32 {
+		return int32(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
+	}
+	if len(in) < 12 {
+		return nil, false, fmt.Errorf("mask array: %d-byte header", len(in))
+	}
+	ndim := be(in)
+	if ndim < 0 || ndim > 6 || len(in) < 12+8*int(ndim) {
+		return nil, false, fmt.Errorf("mask array: bad dimensions %d", ndim)
+	}
+	count := 0
+	if ndim > 0 {
+		count = 1
+	}
+	for d := 0; d < int(ndim); d++ {
+		n := be(in[12+8*d:])
+		if n < 0 || int(n) > len(in) || count*int(n) > len(in) {
+			return nil, false, fmt.Errorf("mask array: bad dimension length %d", n)
+		}
+		count *= int(n)
+	}
+	pos := 12 + 8*int(ndim)
+	var out []byte
+	copied := 0
+	for e := 0; e < count; e++ {
+		if pos+4 > len(in) {
+			return nil, false, fmt.Errorf("mask array: truncated at element %d", e)
+		}
+		n := be(in[pos:])
+		if n == -1 {
+			pos += 4
+			continue
+		}
+		if n < 0 || pos+4+int(n) > len(in) {
+			return nil, false, fmt.Errorf("mask array: bad element length %d", n)
+		}
+		elem := in[pos+4 : pos+4+int(n)]
+		var prefix []byte
+		if cp.jsonb {
+			if len(elem) == 0 || elem[0] != 1 {
+				return nil, false, fmt.Errorf("mask array: jsonb element version %v not understood", firstByte(elem))
+			}
+			prefix, elem = elem[:1], elem[1:]
+		}
+		var masked []byte
+		var changed bool
+		var err error
+		var tmp [256]byte
+		if cp.json {
+			masked, changed, err = p.maskJSON(elem, tmp[:0], cp.cx)
+			if err != nil {
+				masked, changed, err = p.maskDetect(elem, tmp[:0], cp.cx)
+			}
+		} else {
+			masked, changed, err = p.maskDetect(elem, tmp[:0], cp.cx)
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if changed {
+			if out == nil {
+				out = append(dst, in[:pos]...)
+			} else {
+				out = append(out, in[copied:pos]...)
+			}
+			l := len(prefix) + len(masked)
+			out = append(out, byte(l>>24), byte(l>>16), byte(l>>8), byte(l))
+			out = append(append(out, prefix...), masked...)
+			copied = pos + 4 + int(n)
+		}
+		pos += 4 + int(n)
+	}
+	if pos != len(in) {
+		return nil, false, fmt.Errorf("mask array: %d trailing bytes", len(in)-pos)
+	}
+	if out == nil {
+		return in, false, nil
+	}
+	return append(out, in[copied:]...), true, nil
 }

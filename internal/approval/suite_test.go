@@ -265,6 +265,33 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	// The daemon whose client waited died before expiring its request: a decision after the
+	// deadline treats the request as expired, so it can only create a grant, never let the
+	// original (gone) client through.
+	t.Run("decision after the deadline without a waiter", func(t *testing.T) {
+		store := open(t)
+		b := NewBroker(store, Config{})
+		spec := updateSpec("9")
+		now := time.Now()
+		r := &Request{ID: NewID(), Created: now.Add(-2 * time.Minute), Deadline: now.Add(-time.Minute), Owner: "gone",
+			Identity: spec.Identity, Target: spec.Target, Database: spec.Database, DBUser: spec.DBUser, SQL: spec.SQL,
+			Hash: spec.Binding().Hash(), Rule: spec.Rule, Approvers: spec.Approvers, Quorum: 1, Timeout: time.Minute, State: StatePending}
+		if err := store.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Deny(ctx, r.ID, bob, "too late anyway"); !errors.Is(err, ErrNotPending) {
+			t.Errorf("deny after the deadline: %v", err)
+		}
+		got, err := b.Approve(ctx, r.ID, bob, "")
+		if err != nil || got.State != StateApproved || !got.Late || !got.Closed.Equal(r.Deadline) {
+			t.Fatalf("approve after the deadline: %+v, %v", got, err)
+		}
+		out, err := b.Request(ctx, spec, nil)
+		if err != nil || !out.Approved() || out.Grant == nil || out.Grant.RequestID != r.ID {
+			t.Fatalf("retry: %+v, %v", out, err)
+		}
+	})
+
 	t.Run("late window passed", func(t *testing.T) {
 		b, _ := newBroker(t, Config{Timeout: 100 * time.Millisecond, LateWindow: 50 * time.Millisecond})
 		h := hold(t, ctx, b, updateSpec("1"))

@@ -273,7 +273,7 @@ type Conn struct {
 func NewConn(id Identity, p Process, t Target) *Conn {
 	return &Conn{
 		identity: newObject(identityType, types.String(id.Subject), types.String(id.Email),
-			stringListVal(append([]string(nil), id.Groups...)), types.String(id.Provider)),
+			refList(id.Groups), types.String(id.Provider)),
 		process: newObject(processType, types.String(p.Comm), types.String(p.Exe),
 			types.Int(p.PID), types.Int(p.UID)),
 		target: newObject(targetType, types.String(t.Name), str(t.Protocol),

@@ -207,6 +207,19 @@ func stringListVal(s []string) ref.Val {
 	return types.NewStringList(types.DefaultTypeAdapter, s)
 }
 
+// refList converts once to CEL values, so membership tests do not
+// allocate per element.
+func refList(s []string) ref.Val {
+	if len(s) == 0 {
+		return emptyList
+	}
+	vals := make([]ref.Val, len(s))
+	for i, v := range s {
+		vals[i] = types.String(v)
+	}
+	return types.NewRefValList(types.DefaultTypeAdapter, vals)
+}
+
 var emptyList = types.NewStringList(types.DefaultTypeAdapter, nil)
 
 // sqlObject exposes one classified statement; fields are converted when a

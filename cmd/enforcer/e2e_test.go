@@ -65,7 +65,16 @@ type env struct {
 	hits    atomic.Int64 // connections that reached the remote service
 }
 
+// newEnv starts a daemon with the local identity provider and logs root in.
 func newEnv(t testing.TB, mode string) *env {
+	t.Helper()
+	e := newEnvWith(t, mode, "identity: {kind: local}\n")
+	e.login()
+	return e
+}
+
+// newEnvWith starts a daemon whose configuration ends with extraConfig (YAML).
+func newEnvWith(t testing.TB, mode, extraConfig string) *env {
 	t.Helper()
 	// Not t.TempDir: its parent is 0700 and the unprivileged-user test needs the socket path.
 	dir, err := os.MkdirTemp("", "enforcer-e2e-")
@@ -94,7 +103,7 @@ cgroup: enforcer-e2e-%s.slice
 nft_table: enforcer_e2e_%d
 proxy_port: %d
 log_level: debug
-`, e.socket, mode, suffix, suffix, e.port, e.port)
+%s`, e.socket, mode, suffix, suffix, e.port, e.port, extraConfig)
 	e.cfgPath = filepath.Join(e.dir, "enforcer.yaml")
 	os.WriteFile(e.cfgPath, []byte(cfg), 0o644)
 	t.Cleanup(func() {
@@ -112,8 +121,15 @@ log_level: debug
 	return e
 }
 
-// writePolicy writes the test policy, with extra YAML appended to its targets list.
+// writePolicy writes the test policy, with extra YAML appended to its targets list. Local users
+// root and nobody (groups root, nogroup) and the lab IdP's engineering group may use every target.
 func (e *env) writePolicy(extraTargets string) {
+	names := []string{"echo", "llm"}
+	for _, line := range strings.Split(extraTargets, "\n") {
+		if n, ok := strings.CutPrefix(strings.TrimSpace(line), "- name: "); ok {
+			names = append(names, n)
+		}
+	}
 	policy := fmt.Sprintf(`version: 1
 dns:
   resolvers: [%[1]s]
@@ -124,7 +140,10 @@ targets:
   - name: llm
     match: {sni: ["*.llm.test"], ports: [8443]}
     protocol: tls-passthrough
-%[3]s`, e.ns.PeerAddr, e.ns.PeerAddr6, extraTargets)
+%[3]sgrants:
+  - groups: [root, nogroup, engineering]
+    targets: [%[4]s]
+`, e.ns.PeerAddr, e.ns.PeerAddr6, extraTargets, strings.Join(names, ", "))
 	if err := os.WriteFile(filepath.Join(e.dir, "policy.yaml"), []byte(policy), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
@@ -214,6 +233,15 @@ func (e *env) startDaemon() {
 	}
 	b, _ := os.ReadFile(logs.Name())
 	e.t.Fatalf("daemon did not start:\n%s", b)
+}
+
+// login runs `enforcer login` as root.
+func (e *env) login() {
+	e.t.Helper()
+	out, err := exec.Command(enforcerBin, "login", "--socket", e.socket).CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("login: %v: %s", err, out)
+	}
 }
 
 func (e *env) stopDaemon(sig syscall.Signal) {
@@ -329,11 +357,21 @@ func TestRunExitStatusAndChildren(t *testing.T) {
 
 func TestRunAsUnprivilegedUser(t *testing.T) {
 	e := newEnv(t, "bpf")
-	cmd := exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "python3", "-c", tcpProbe, e.ns.PeerAddr.String(), "7000")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent"}
-	out, err := cmd.CombinedOutput()
+	asNobody := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(enforcerBin, args...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		cmd.Dir = "/"
+		cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/nonexistent"}
+		return cmd
+	}
+	out, err := asNobody("run", "--socket", e.socket, "--", "true").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "not logged in: run `enforcer login`") {
+		t.Fatalf("run before login: %v %q", err, out)
+	}
+	if out, err := asNobody("login", "--socket", e.socket).CombinedOutput(); err != nil {
+		t.Fatalf("login as nobody: %v %s", err, out)
+	}
+	out, err = asNobody("run", "--socket", e.socket, "--", "python3", "-c", tcpProbe, e.ns.PeerAddr.String(), "7000").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "echo:ping" {
 		t.Fatalf("nobody via enforcer run: %v %q", err, out)
 	}

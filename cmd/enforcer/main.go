@@ -26,6 +26,10 @@ var commands []*command
 func init() {
 	commands = []*command{
 		{"daemon", "--config FILE", "run the daemon in the foreground (root)", cmdDaemon},
+		{"login", "[--browser]", "log in (OIDC device code, or browser with PKCE); the daemon verifies the token", cmdLogin},
+		{"logout", "[--session ID]", "end your sessions and close their connections", cmdLogout},
+		{"sessions", "[--json]", "list your sessions (root: everyone's) and the cgroups bound to them", cmdSessions},
+		{"bind", "--cgroup PATH --token-file FILE", "enrol an agent runner's cgroup with a workload identity (root)", cmdBind},
 		{"run", "[--] CMD [ARGS...]", "run CMD enforced: all its network access goes through the enforcer", cmdRun},
 		{"status", "[--json]", "show the redirect mode, attached programs, enforced cgroups and connections", cmdStatus},
 		{"policy", "check FILE", "validate a policy file", cmdPolicy},
@@ -82,7 +86,7 @@ func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) 
 func usage(w io.Writer) {
 	fmt.Fprintf(w, "enforcer: access controls around AI agents that reach production.\n\nusage: enforcer COMMAND [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %-26s %s\n", c.name, c.args, c.summary)
+		fmt.Fprintf(w, "  %-10s %-34s %s\n", c.name, c.args, c.summary)
 	}
 	fmt.Fprintf(w, "\nRun `enforcer COMMAND -h` for a command's flags.\n")
 }

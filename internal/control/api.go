@@ -1,6 +1,9 @@
 package control
 
-import "github.com/enforcer-dev/enforcer/internal/redirect"
+import (
+	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/redirect"
+)
 
 // Status is the answer of GET /v1/status.
 type Status struct {
@@ -57,4 +60,29 @@ type Run struct {
 // (POST /v1/runs/{name}/enter), for callers that may not clone into the cgroup themselves.
 type EnterRequest struct {
 	PID int `json:"pid"`
+}
+
+// LoginRequest carries the tokens the CLI obtained (POST /v1/login); the daemon verifies them.
+// With the local provider the body is {} and the caller's Unix identity is used.
+type LoginRequest struct {
+	Tokens *identity.TokenSet `json:"tokens,omitempty"`
+}
+
+// LogoutRequest ends one session, or all of the caller's when Session is empty.
+type LogoutRequest struct {
+	Session string `json:"session,omitempty"`
+}
+
+// Sessions is the answer of GET /v1/sessions.
+type Sessions struct {
+	Provider string             `json:"provider"`
+	Sessions []identity.Session `json:"sessions"`
+	Bindings map[string]string  `json:"bindings"` // cgroup id → session id
+}
+
+// BindRequest enrols an existing cgroup under the enforcement subtree with a workload identity
+// read from a token file (POST /v1/bind, root only).
+type BindRequest struct {
+	Cgroup    string `json:"cgroup"`
+	TokenFile string `json:"token_file"`
 }

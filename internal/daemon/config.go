@@ -10,6 +10,7 @@ import (
 	"github.com/goccy/go-yaml"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/identity"
 )
 
 // Config is the daemon's own configuration file (not the policy).
@@ -24,6 +25,9 @@ type Config struct {
 	NFTTable  string `yaml:"nft_table"`
 	Metrics   string `yaml:"metrics"` // loopback host:port, empty = off
 	LogLevel  string `yaml:"log_level"`
+	// Identity says who may log in and how tokens are verified (default: OIDC, which needs issuer
+	// and client_id; kind: local uses Unix users and groups, for a single workstation or a lab).
+	Identity identity.Config `yaml:"identity"`
 }
 
 // Defaults for a system install.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/metrics"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
@@ -36,7 +37,7 @@ type Daemon struct {
 	proxy   *proxy.Server
 	policy  atomic.Pointer[policy.Policy]
 	polHash [32]byte
-	runsMu  sync.Mutex
+	ids     *identity.Manager
 }
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
@@ -52,6 +53,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := d.loadPolicy(); err != nil {
 		return err
 	}
+	if err := d.startIdentity(); err != nil {
+		return err
+	}
+	defer d.ids.Close()
 	var err error
 	d.subtree, err = redirect.OpenSubtree(cfg.Cgroup)
 	if err != nil {
@@ -76,8 +81,9 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			policy.ProtoTLSPassthrough: relay,
 			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(postgres.Config{})},
 		},
-		Metrics: d.metrics,
-		Log:     log,
+		Authorize: d.authorize,
+		Metrics:   d.metrics,
+		Log:       log,
 	}
 	ctl, err := control.Listen(cfg.Socket)
 	if err != nil {
@@ -103,7 +109,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	go d.watchPolicy(ctx)
 	go d.collectRuns(ctx)
-	log.Info("enforcer running", "mode", d.redir.Mode(), "cgroup", d.subtree.Path, "proxy_port", cfg.ProxyPort,
+	log.Info("enforcer running", "mode", d.redir.Mode(), "identity", d.ids.Provider().Name(), "cgroup", d.subtree.Path, "proxy_port", cfg.ProxyPort,
 		"socket", cfg.Socket, "policy", cfg.Policy)
 
 	select {

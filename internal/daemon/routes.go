@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/identity"
 )
 
 func (d *Daemon) routes() []control.Route {
-	return []control.Route{
+	return append(d.identityRoutes(), []control.Route{
 		{Pattern: "GET /v1/status", Handle: d.handleStatus},
 		{Pattern: "POST /v1/runs", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			var req control.RunRequest
@@ -38,7 +39,7 @@ func (d *Daemon) routes() []control.Route {
 			}
 			return nil, nil
 		}},
-	}
+	}...)
 }
 
 // handleStatus shows everything to root and only the caller's own cgroups and connections to
@@ -53,7 +54,9 @@ func (d *Daemon) handleStatus(ctx context.Context, c control.Caller, r *http.Req
 		Redirect:  rs,
 		Policy:    d.cfg.Policy,
 		ProxyPort: d.cfg.ProxyPort,
+		Identity:  d.ids.Provider().Name(),
 	}
+	bindings := d.ids.Bindings(0)
 	kids, err := d.subtree.Children()
 	if err != nil {
 		return nil, err
@@ -65,7 +68,7 @@ func (d *Daemon) handleStatus(ctx context.Context, c control.Caller, r *http.Req
 			continue
 		}
 		visible[k.ID] = true
-		cg := control.Cgroup{Name: k.Name, ID: k.ID, Path: k.Path, UID: owner, Procs: []control.Proc{}}
+		cg := control.Cgroup{Name: k.Name, ID: k.ID, Path: k.Path, UID: owner, Session: bindings[k.ID], Procs: []control.Proc{}}
 		pids, _ := k.Procs()
 		for _, p := range pids {
 			cg.Procs = append(cg.Procs, control.Proc{PID: p, Comm: comm(p)})
@@ -79,8 +82,20 @@ func (d *Daemon) handleStatus(ctx context.Context, c control.Caller, r *http.Req
 		st.Connections = append(st.Connections, control.Connection{
 			ID: conn.ID, Target: conn.Target.Name, Dst: conn.Origin.Dst.String(), PID: conn.Origin.PID,
 			Comm: conn.Origin.Comm, CgroupID: conn.Origin.CgroupID, Since: conn.Started.UTC().Format(time.RFC3339),
+			Identity: identityLabel(conn.Identity),
 		})
 	}
 	sort.Slice(st.Connections, func(i, j int) bool { return st.Connections[i].ID < st.Connections[j].ID })
 	return st, nil
+}
+
+func identityLabel(v any) string {
+	s, ok := v.(identity.Session)
+	if !ok {
+		return ""
+	}
+	if s.Email != "" {
+		return s.Email
+	}
+	return s.Subject
 }

@@ -41,6 +41,10 @@ func (d *Daemon) createRun(c control.Caller) (*control.Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.bindRun(c, cg); err != nil {
+		cg.Remove()
+		return nil, err
+	}
 	d.log.Info("enforced cgroup created", "cgroup", cg.Path, "id", cg.ID, "uid", c.UID)
 	return &control.Run{Name: cg.Name, Path: cg.Path, ID: cg.ID}, nil
 }
@@ -93,7 +97,15 @@ func (d *Daemon) endRun(c control.Caller, name string) error {
 		// Daemonized children keep running enforced; the collector removes the cgroup later.
 		return nil
 	}
-	return cg.Remove()
+	return d.removeRun(cg)
+}
+
+func (d *Daemon) removeRun(cg *redirect.Cgroup) error {
+	if err := cg.Remove(); err != nil {
+		return err
+	}
+	d.ids.Unbind(0, cg.ID)
+	return nil
 }
 
 // collectRuns removes run cgroups whose processes have all exited.
@@ -112,7 +124,7 @@ func (d *Daemon) collectRuns(ctx context.Context) {
 		}
 		for _, k := range kids {
 			if procs, err := k.Procs(); err == nil && len(procs) == 0 && isOld(k.Path) {
-				k.Remove()
+				d.removeRun(k)
 			}
 		}
 	}

@@ -61,6 +61,9 @@ type NFT struct {
 	owner    *netlink.Conn // netlink socket owning the table (nil: not owned)
 	ownerOK  bool          // the kernel accepts owned, persistent tables
 
+	mon    *nftables.Monitor // owned by the watch goroutine once it runs
+	events chan *nftables.MonitorEvents
+
 	stop chan struct{}
 	done chan struct{}
 }
@@ -149,6 +152,10 @@ func LoadNFT(cfg NFTConfig) (*NFT, error) {
 		cfg.Logger.Info("nftables ruleset already in place", "table", cfg.TableName)
 	}
 	n.mu.Unlock()
+	// Subscribe before returning, then check once more: a change made between the install and
+	// the subscription is not lost.
+	n.startMonitor()
+	n.ensure()
 	go n.watch()
 	return n, nil
 }
@@ -578,56 +585,60 @@ func (n *NFT) ensure() {
 // case announcements are lost (the monitor socket can overflow).
 func (n *NFT) watch() {
 	defer close(n.done)
+	defer n.stopMonitor()
 	tick := time.NewTicker(n.cfg.CheckInterval)
 	defer tick.Stop()
-	var mon *nftables.Monitor
-	var events chan *nftables.MonitorEvents
-	startMonitor := func() {
-		if n.cfg.noMonitor {
-			return
-		}
-		c, err := n.newConn()
-		if err != nil {
-			return
-		}
-		m := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
-		ch, err := c.AddGenerationalMonitor(m)
-		if err != nil {
-			n.cfg.Logger.Warn("nftables monitor unavailable; checking periodically", "err", err)
-			return
-		}
-		mon, events = m, ch
-	}
-	stopMonitor := func() {
-		if mon == nil {
-			return
-		}
-		mon.Close()
-		// The monitor goroutine may be blocked sending; drain until it closes the channel.
-		go func(ch chan *nftables.MonitorEvents) {
-			for range ch {
-			}
-		}(events)
-		mon, events = nil, nil
-	}
-	startMonitor()
-	defer stopMonitor()
 	for {
 		select {
 		case <-n.stop:
 			return
-		case _, ok := <-events:
+		case _, ok := <-n.events:
 			if !ok {
-				mon, events = nil, nil // restarted at the next tick
+				// The monitor died (its socket overflowed): subscribe again at once; changes made
+				// meanwhile are caught by the check that follows.
+				n.stopMonitor()
+				n.startMonitor()
 			}
 			n.ensure()
 		case <-tick.C:
-			if mon == nil {
-				startMonitor()
+			if n.mon == nil {
+				n.startMonitor()
 			}
 			n.ensure()
 		}
 	}
+}
+
+// startMonitor subscribes to nftables change announcements. Only LoadNFT (before watch starts)
+// and watch call it.
+func (n *NFT) startMonitor() {
+	if n.cfg.noMonitor {
+		return
+	}
+	c, err := n.newConn()
+	if err != nil {
+		return
+	}
+	m := nftables.NewMonitor(nftables.WithMonitorEventBuffer(64))
+	ch, err := c.AddGenerationalMonitor(m)
+	if err != nil {
+		n.cfg.Logger.Warn("nftables monitor unavailable; checking periodically", "err", err)
+		return
+	}
+	n.mon, n.events = m, ch
+}
+
+func (n *NFT) stopMonitor() {
+	if n.mon == nil {
+		return
+	}
+	n.mon.Close()
+	// The monitor goroutine may be blocked sending; drain until it closes the channel.
+	go func(ch chan *nftables.MonitorEvents) {
+		for range ch {
+		}
+	}(n.events)
+	n.mon, n.events = nil, nil
 }
 
 // Mode implements Redirector.

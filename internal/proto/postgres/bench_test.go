@@ -58,6 +58,7 @@ func BenchmarkPgbench(b *testing.B) {
 		tps, latMS float64
 		cpu        time.Duration
 		stmts      float64
+		io, cs     int64 // read+write syscalls, context switches of the proxy process
 	}
 	if only := os.Getenv("ENFORCER_BENCH_PATHS"); only != "" {
 		var keep = paths[:0]
@@ -77,10 +78,11 @@ func BenchmarkPgbench(b *testing.B) {
 		for _, mode := range modes {
 			for _, clients := range []int{1, 8} {
 				for _, path := range paths {
-					cpu0 := procCPU(b, path.pid)
+					cpu0, io0, cs0 := procCPU(b, path.pid), procIO(path.pid), procSwitches(path.pid)
 					tps, lat := runPgbench(b, path.dsn, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
 					key := fmt.Sprintf("%s/%d/%s", mode, clients, path.name)
-					results[key] = result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs)}
+					results[key] = result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs),
+						io: procIO(path.pid) - io0, cs: procSwitches(path.pid) - cs0}
 				}
 			}
 		}
@@ -98,17 +100,19 @@ func BenchmarkPgbench(b *testing.B) {
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	fmt.Fprintf(w, "\npgbench -S, %d s per run, scale %d, all on this machine (%d CPUs)\n", secs, scale, runtimeCPUs())
-	fmt.Fprintf(w, "%-9s %3s %-10s %10s %9s %8s %14s\n", "mode", "cl", "path", "TPS", "lat ms", "ratio", "CPU s/1k stmt")
+	fmt.Fprintf(w, "%-9s %3s %-10s %10s %9s %8s %14s %9s %9s\n", "mode", "cl", "path", "TPS", "lat ms", "ratio", "CPU s/1k stmt", "rw/stmt", "csw/stmt")
 	for _, mode := range modes {
 		for _, clients := range []string{"1", "8"} {
 			d := results[mode+"/"+clients+"/direct"]
 			for _, path := range paths {
 				r := results[mode+"/"+clients+"/"+path.name]
-				cpu := "-"
+				cpu, rw, cs := "-", "-", "-"
 				if path.pid != 0 && r.stmts > 0 {
 					cpu = fmt.Sprintf("%.4f", r.cpu.Seconds()/r.stmts*1000)
+					rw = fmt.Sprintf("%.2f", float64(r.io)/r.stmts)
+					cs = fmt.Sprintf("%.2f", float64(r.cs)/r.stmts)
 				}
-				fmt.Fprintf(w, "%-9s %3s %-10s %10.0f %9.3f %8.2f %14s\n", mode, clients, path.name, r.tps, r.latMS, r.tps/d.tps, cpu)
+				fmt.Fprintf(w, "%-9s %3s %-10s %10.0f %9.3f %8.2f %14s %9s %9s\n", mode, clients, path.name, r.tps, r.latMS, r.tps/d.tps, cpu, rw, cs)
 			}
 		}
 	}
@@ -159,6 +163,45 @@ func procCPU(b *testing.B, pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+// procIO returns the read and write syscall counts of a process (/proc/PID/io syscr + syscw).
+func procIO(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	var n int64
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+			x, _ := strconv.ParseInt(v, 10, 64)
+			n += x
+		}
+		if v, ok := strings.CutPrefix(l, "syscw: "); ok {
+			x, _ := strconv.ParseInt(v, 10, 64)
+			n += x
+		}
+	}
+	return n
+}
+
+// procSwitches returns the context switches (voluntary and not) of all threads of a process.
+func procSwitches(pid int) int64 {
+	if pid == 0 {
+		return 0
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var n int64
+	for _, t := range tasks {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(l, "voluntary_ctxt_switches:") || strings.HasPrefix(l, "nonvoluntary_ctxt_switches:") {
+				x, _ := strconv.ParseInt(strings.TrimSpace(l[strings.IndexByte(l, ':')+1:]), 10, 64)
+				n += x
+			}
+		}
+	}
+	return n
 }
 
 // startPgbouncer runs pgbouncer in session mode on a free loopback port in front of the test server.

@@ -331,11 +331,18 @@ var errTerminate = errors.New("client terminated")
 
 // relay runs both directions until one ends, then closes both connections.
 func (c *conn) relay() error {
-	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, c.flushUpstream)
+	var clientIO, upIO io.ReadWriter = c.client, c.upstream
+	if r := newRawIO(c.client); r != nil {
+		clientIO = r
+	}
+	if r := newRawIO(c.upstream); r != nil {
+		upIO = r
+	}
+	c.cr = newMsgReader(clientIO, c.srv.cfg.MaxMessageSize, c.flushUpstream)
 	c.cr.known = frontendTypes
-	c.uw.w = c.upstream
-	c.sr = newMsgReader(c.upstream, maxServerMessage, c.flushClientLocked)
-	c.cw.w = c.client
+	c.uw.w = upIO
+	c.sr = newMsgReader(upIO, maxServerMessage, c.flushClientLocked)
+	c.cw.w = clientIO
 
 	errc := make(chan error, 1)
 	go func() {

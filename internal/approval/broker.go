@@ -402,7 +402,10 @@ func (b *Broker) wake(id string) {
 // made by other daemons.
 func (b *Broker) changed(c Change) {
 	b.wake(c.ID)
-	if !c.Remote {
+	b.mu.Lock()
+	watched := len(b.watchers) > 0
+	b.mu.Unlock()
+	if !c.Remote || !watched {
 		return
 	}
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"time"
 )
@@ -81,36 +82,65 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, fixInvalidUTF8(b)...)
 }
 
-// sealRecord builds the stored line (with trailing newline) of a record whose payload is data
-// (canonical JSON) and returns it with its hash. The members are written in key order, so the line is
+// sealer builds stored lines; it keeps a hasher and scratch space between records (one per writer).
+type sealer struct {
+	h       hash.Hash
+	suffix  []byte
+	prevRaw [sha256.Size]byte
+	sum     [sha256.Size]byte
+}
+
+// seal appends to buf the stored line (with trailing newline) of a record whose payload is data
+// (canonical JSON) and whose session is sessionJSON (a canonical JSON string, or empty for none),
+// and returns it with the record's hash. Members are written in key order, so the line is
 // canonical when data is; the hash covers the same bytes without the hash member.
-func sealRecord(buf []byte, data []byte, prev string, seq uint64, session string, t string, typ Type) (line []byte, hash string) {
+func (s *sealer) seal(buf, data, sessionJSON []byte, prev string, seq uint64, t string, typ Type) ([]byte, string) {
+	if s.h == nil {
+		s.h = sha256.New()
+	}
 	start := len(buf)
 	buf = append(buf, `{"data":`...)
 	buf = append(buf, data...)
 	mid := len(buf)
-	buf = append(buf, `,"prev":"`...)
-	buf = append(buf, prev...)
-	buf = append(buf, `","seq":`...)
-	buf = strconv.AppendUint(buf, seq, 10)
-	if session != "" {
-		buf = append(buf, `,"session":`...)
-		buf = appendString(buf, session)
-	}
-	buf = append(buf, `,"time":"`...)
-	buf = append(buf, t...)
-	buf = append(buf, `","type":`...)
-	buf = appendString(buf, string(typ))
-	buf = append(buf, '}')
 
-	h := chainHash(prev, buf[start:])
-	tail := append([]byte(nil), buf[mid:]...)
-	buf = append(buf[:mid], `,"hash":"`...)
-	buf = append(buf, h...)
+	sfx := append(s.suffix[:0], `,"prev":"`...)
+	sfx = append(sfx, prev...)
+	sfx = append(sfx, `","seq":`...)
+	sfx = strconv.AppendUint(sfx, seq, 10)
+	if len(sessionJSON) > 0 {
+		sfx = append(sfx, `,"session":`...)
+		sfx = append(sfx, sessionJSON...)
+	}
+	sfx = append(sfx, `,"time":"`...)
+	sfx = append(sfx, t...)
+	sfx = append(sfx, `","type":"`...)
+	sfx = append(sfx, typ...) // types are fixed ASCII identifiers
+	sfx = append(sfx, `"}`...)
+	s.suffix = sfx
+
+	hex.Decode(s.prevRaw[:], []byte(prev))
+	s.h.Reset()
+	s.h.Write(s.prevRaw[:])
+	s.h.Write(buf[start:mid])
+	s.h.Write(sfx)
+	s.h.Sum(s.sum[:0])
+
+	buf = append(buf, `,"hash":"`...)
+	hpos := len(buf)
+	buf = hex.AppendEncode(buf, s.sum[:])
+	h := string(buf[hpos:])
 	buf = append(buf, '"')
-	buf = append(buf, tail...)
+	buf = append(buf, sfx...)
 	buf = append(buf, '\n')
 	return buf, h
+}
+
+// sessionJSON is the canonical JSON string of a session id, or nil for none.
+func sessionJSON(session string) []byte {
+	if session == "" {
+		return nil
+	}
+	return appendString(nil, session)
 }
 
 // chainHash is hex(SHA-256(bytes(prev) ‖ canonical)). prev must be 64 hex digits.

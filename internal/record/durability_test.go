@@ -311,3 +311,29 @@ func TestResultRowCap(t *testing.T) {
 		}
 	}
 }
+
+// TestBackpressure: with a tiny queue, many async appenders wait for the writer instead of being
+// refused, and every record arrives.
+func TestBackpressure(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, MaxPending: 4, AsyncWindow: 5 * time.Millisecond})
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				if err := r.Append(Event{Type: TypeStatement, Session: fmt.Sprint(g), Statement: &Statement{Text: "SELECT 1", Verdict: VerdictAllow}}, Async); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	r.Close()
+	rep := mustVerify(t, dir, nil)
+	if rep.Records < 800 {
+		t.Fatalf("%d records", rep.Records)
+	}
+}

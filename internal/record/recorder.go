@@ -48,7 +48,8 @@ type Options struct {
 	Strict       bool          // every Append is write-ahead ("durability: strict")
 	AsyncWindow  time.Duration // longest a queued async record waits to be written, default 2ms
 	SyncInterval time.Duration // longest a written async record stays unsynced, default 100ms
-	MaxPending   int           // records queued before Append refuses, default 65536
+	MaxPending   int           // records queued before Append waits for the writer, default 65536
+	FullWait     time.Duration // longest Append waits for room before refusing (ErrOverloaded), default 5s
 
 	// MaxResultRows caps the rows kept in a result record (RowCount keeps the total and Truncated
 	// is set), default 100; negative keeps none.
@@ -85,6 +86,9 @@ func (o *Options) setDefaults() {
 	if o.MaxPending <= 0 {
 		o.MaxPending = 1 << 16
 	}
+	if o.FullWait <= 0 {
+		o.FullWait = 5 * time.Second
+	}
 	if o.MaxResultRows == 0 {
 		o.MaxResultRows = 100
 	}
@@ -109,7 +113,7 @@ func (o *Options) setDefaults() {
 var (
 	ErrClosed     = errors.New("record: recorder closed")
 	ErrLogFailed  = errors.New("record: session log cannot be written")
-	ErrOverloaded = errors.New("record: too many records pending")
+	ErrOverloaded = errors.New("record: session log writer is behind (too many records pending)")
 )
 
 // ChainBreakError is returned by Open when the saved chain state does not match the log and
@@ -150,7 +154,7 @@ type stats struct {
 // pendingRec is a record waiting for the writer.
 type pendingRec struct {
 	typ     Type
-	session string
+	session []byte // canonical JSON string
 	time    string
 	data    []byte
 	wa      bool
@@ -169,6 +173,7 @@ type Recorder struct {
 	failed  error
 	closed  bool
 	cpReq   []chan cpResult
+	drained chan struct{} // closed when the writer takes the queue, if Appends wait for room
 
 	wake      chan struct{} // write now: a write-ahead record or a checkpoint request is pending
 	asyncWake chan struct{} // async records are pending: write within AsyncWindow
@@ -186,6 +191,7 @@ type Recorder struct {
 	sinceCP uint64
 	lastCP  time.Time
 	dirty   bool
+	sealer  sealer
 	buf     []byte
 }
 
@@ -456,7 +462,7 @@ func (r *Recorder) writeSystem(ev Event) error {
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
-	line, h := sealRecord(r.buf[:0], data, r.head, r.seq+1, ev.Session, r.opts.Now().UTC().Format(TimeFormat), ev.Type)
+	line, h := r.sealer.seal(r.buf[:0], data, sessionJSON(ev.Session), r.head, r.seq+1, r.opts.Now().UTC().Format(TimeFormat), ev.Type)
 	r.buf = line
 	if _, err := r.f.Write(line); err != nil {
 		return fmt.Errorf("record: write %s record: %w", ev.Type, err)
@@ -514,7 +520,7 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		t = r.opts.Now()
 	}
 	p := &pendingRec{
-		typ: ev.Type, session: ev.Session, time: t.UTC().Format(TimeFormat), data: data,
+		typ: ev.Type, session: sessionJSON(ev.Session), time: t.UTC().Format(TimeFormat), data: data,
 		wa: d == WriteAhead || r.opts.Strict,
 	}
 	if p.wa {
@@ -522,13 +528,33 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	}
 	start := time.Now()
 	r.mu.Lock()
+	var full *time.Timer
+	for len(r.pending) >= r.opts.MaxPending && r.failed == nil && !r.closed {
+		// Backpressure: the writer is behind (a slow disk); wait for it to take the queue, but
+		// not forever.
+		if full == nil {
+			full = time.NewTimer(r.opts.FullWait)
+			defer full.Stop()
+		}
+		if r.drained == nil {
+			r.drained = make(chan struct{})
+		}
+		ch := r.drained
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-full.C:
+			r.st.failures.Add(1)
+			r.log.Error("session log writer is behind; refusing a record", "pending", r.opts.MaxPending, "waited", r.opts.FullWait)
+			return ErrOverloaded
+		}
+		r.mu.Lock()
+	}
 	switch {
 	case r.failed != nil:
 		err = r.failed
 	case r.closed:
 		err = ErrClosed
-	case len(r.pending) >= r.opts.MaxPending:
-		err = ErrOverloaded
 	}
 	if err != nil {
 		r.mu.Unlock()
@@ -571,6 +597,10 @@ func (r *Recorder) fail(err error, batch []*pendingRec) {
 	r.pending = nil
 	reqs := r.cpReq
 	r.cpReq = nil
+	if r.drained != nil {
+		close(r.drained)
+		r.drained = nil
+	}
 	r.mu.Unlock()
 	if first {
 		r.log.Error("session log write failed; refusing all statements until restart", "err", err)
@@ -633,6 +663,10 @@ func (r *Recorder) writer() {
 		batch, r.pending = r.pending, batch[:0]
 		reqs := r.cpReq
 		r.cpReq = nil
+		if r.drained != nil {
+			close(r.drained) // wake Appends waiting for room
+			r.drained = nil
+		}
 		r.mu.Unlock()
 
 		if r.isFailed() {
@@ -698,7 +732,7 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 	for _, p := range batch {
 		seq++
 		var h string
-		buf, h = sealRecordAppend(buf, p, head, seq)
+		buf, h = r.sealer.seal(buf, p.data, p.session, head, seq, p.time, p.typ)
 		head = h
 		wa = wa || p.wa
 	}
@@ -743,10 +777,6 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 			}
 		}
 	}
-}
-
-func sealRecordAppend(buf []byte, p *pendingRec, prev string, seq uint64) ([]byte, string) {
-	return sealRecord(buf, p.data, prev, seq, p.session, p.time, p.typ)
 }
 
 // rotate closes the current segment with a checkpoint and starts the next one.

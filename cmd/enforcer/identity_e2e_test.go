@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/identity/devidp"
+)
+
+// TestOIDCSessionsGrantsAndRevocation logs in against a real OIDC provider (devidp over HTTP,
+// signed tokens), then checks grants by group, logout closing a live Postgres session, and expiry
+// of a session whose refresh the IdP refuses.
+func TestOIDCSessionsGrantsAndRevocation(t *testing.T) {
+	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
+		Users: []devidp.User{
+			{Subject: "alice", Email: "alice@example.test", Groups: []string{"engineering"}},
+			{Subject: "bob", Email: "bob@example.test", Groups: []string{"sales"}},
+		},
+		IDTokenLifetime: 6 * time.Second,
+		PollInterval:    time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idp.Close()
+	e := newEnvWith(t, "bpf", fmt.Sprintf("identity: {issuer: %q, client_id: %q}\n", idp.Issuer(), idp.ClientID()))
+	_, _, dsn := e.addPostgres()
+
+	if out, code := e.run("true"); code == 0 || !strings.Contains(out, "not logged in: run `enforcer login`") {
+		t.Fatalf("run before login: %d %q", code, out)
+	}
+
+	loginAs(t, e, idp, "bob")
+	out, code := e.run("psql", dsn, "-XAtc", "select 1")
+	if code == 0 || !strings.Contains(out, `target "prod-db"`) || !strings.Contains(out, "engineering") {
+		t.Fatalf("bob (sales) must be refused with the target and the missing grant: %d %q", code, out)
+	}
+
+	loginAs(t, e, idp, "alice")
+	if out, code := e.run("psql", dsn, "-XAtc", "select current_user"); code != 0 || strings.TrimSpace(out) != "agent_ro" {
+		t.Fatalf("alice: %d %q", code, out)
+	}
+	if st := e.status(); !strings.HasPrefix(st.Identity, "oidc:") {
+		t.Errorf("status identity %q", st.Identity)
+	}
+
+	// Logout closes a live session within seconds; the next connection says why.
+	script := fmt.Sprintf(`psql %q -XAtc "select pg_sleep(30)"; echo "exit=$?"; psql %q -XAtc "select 1"`, dsn, dsn)
+	start := time.Now()
+	done := make(chan string, 1)
+	go func() { o, _ := e.run("sh", "-c", script); done <- o }()
+	time.Sleep(2 * time.Second)
+	if out, err := exec.Command(enforcerBin, "logout", "--socket", e.socket).CombinedOutput(); err != nil {
+		t.Fatalf("logout: %v %s", err, out)
+	}
+	select {
+	case out := <-done:
+		if time.Since(start) > 15*time.Second {
+			t.Errorf("live session outlived logout: %v", time.Since(start))
+		}
+		if strings.Contains(out, "exit=0") || !strings.Contains(out, "session revoked") {
+			t.Errorf("after logout: %q", out)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("pg_sleep was not interrupted by logout")
+	}
+
+	// Expiry: the IdP refuses alice's refresh, so her session ends at token expiry and her live
+	// connection with it.
+	loginAs(t, e, idp, "alice")
+	idp.RevokeUser("alice")
+	start = time.Now()
+	out, _ = e.run("sh", "-c", script)
+	if time.Since(start) > 25*time.Second || strings.Contains(out, "exit=0") || !strings.Contains(out, "session expired") {
+		t.Errorf("after expiry (%v): %q", time.Since(start), out)
+	}
+}
+
+// loginAs runs `enforcer login` (device flow) and approves the printed code as subject.
+func loginAs(t *testing.T, e *env, idp *devidp.Server, subject string) {
+	t.Helper()
+	cmd := exec.Command(enforcerBin, "login", "--socket", e.socket)
+	stderr, _ := cmd.StderrPipe()
+	var stdout strings.Builder
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	codeRe := regexp.MustCompile(`enter the code (\S+)`)
+	sc := bufio.NewScanner(stderr)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if m := codeRe.FindStringSubmatch(sc.Text()); m != nil {
+			if err := idp.ApproveDevice(m[1], subject); err != nil {
+				t.Fatalf("approve: %v", err)
+			}
+			break
+		}
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("login as %s: %v\n%s\n%s", subject, err, strings.Join(lines, "\n"), stdout.String())
+	}
+	if !strings.Contains(stdout.String(), "logged in as "+subject) {
+		t.Fatalf("login output: %q", stdout.String())
+	}
+}

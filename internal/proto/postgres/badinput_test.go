@@ -310,3 +310,40 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestServeContextCancel: cancelling Serve's context (daemon shutdown) ends a live session.
+func TestServeContextCancel(t *testing.T) {
+	leakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := NewServer(Config{})
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- srv.Serve(ctx, c, defaultSession())
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	conn, err := pgconn.Connect(context.Background(), "host="+host+" port="+port+" user=a dbname=postgres sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after its context was cancelled")
+	}
+	if _, err := conn.Exec(context.Background(), "SELECT 1").ReadAll(); err == nil {
+		t.Fatal("session still works after shutdown")
+	}
+}

@@ -383,3 +383,47 @@ func boolStr(b bool) string {
 	}
 	return "false"
 }
+
+// failingHook cannot check results: the data must not pass.
+type failingHook struct{ PassThrough }
+
+func (failingHook) Statement(context.Context, *Statement) Verdict { return Verdict{Observe: true} }
+
+func (failingHook) Result(_ context.Context, r *Result) error {
+	if r.Kind == ResultRow && string(r.Values[0]) == "boom" {
+		return errors.New("masking failed")
+	}
+	return nil
+}
+
+// TestResultHookFailureFailsClosed: when the result hook fails, the row does not reach the client,
+// which gets an ErrorResponse, and the session ends.
+func TestResultHookFailureFailsClosed(t *testing.T) {
+	leakCheck(t)
+	p, c := hookProxy(t, failingHook{})
+	p.mu.Lock()
+	p.record = true
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// A new connection so it is recorded.
+	c.Close(ctx)
+	c, err := pgconn.Connect(ctx, p.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if r, err := c.Exec(ctx, "SELECT 'fine'").ReadAll(); err != nil || string(r[0].Rows[0][0]) != "fine" {
+		t.Fatalf("clean row: %v", err)
+	}
+	_, err = c.Exec(ctx, "SELECT 'boom'").ReadAll()
+	if pgCode(err) != "XX000" {
+		t.Fatalf("got %v, want XX000", err)
+	}
+	p.mu.Lock()
+	leaked := bytes.Contains(p.sent.Bytes(), []byte("boom"))
+	p.mu.Unlock()
+	if leaked {
+		t.Fatal("the row the hook could not check reached the client")
+	}
+}

@@ -387,7 +387,7 @@ func (c *conn) onServerMessage(typ byte, msg []byte) error {
 				c.ops.pop()
 			case opQuery, opFunction:
 				o.rowDesc = append(o.rowDesc[:0], msg...)
-				o.columns = nil
+				o.columns, o.formats = nil, nil
 				if o.observe {
 					if err := c.observeRowDescription(o); err != nil {
 						return err
@@ -489,53 +489,53 @@ func (c *conn) skipExtended(o *op) {
 }
 
 func (c *conn) failResult(err error) error {
+	c.flushClientLocked() // what was checked before goes first, in order
 	c.protocolError("XX000", "enforcer: result check failed; the session is closed: "+err.Error())
 	return fmt.Errorf("result hook: %w", err)
 }
 
-// columnsOf returns the decoded row description for an op's rows and their formats.
+// columnsOf returns the decoded row description for an op's rows and their formats, decoding once
+// per op.
 func (c *conn) columnsOf(o *op) (*pgproto3.RowDescription, []int16) {
-	if o.columns == nil {
-		raw := o.rowDesc
-		var formats []int16
-		if o.portal != nil {
-			raw = o.portal.rowDesc
-			if len(raw) == 0 && o.portal.stmt != nil {
-				raw = o.portal.stmt.rowDesc
-				formats = o.portal.resultFormats
-			}
-		}
-		if len(raw) > headerLength {
-			var rd pgproto3.RowDescription
-			if rd.Decode(raw[headerLength:]) == nil {
-				o.columns = &rd
-				// A statement's description says text for every column; the Bind's result formats
-				// (none = all text, one = all that one) say what the rows hold.
-				if formats != nil {
-					for i := range rd.Fields {
-						switch len(formats) {
-						case 0:
-							rd.Fields[i].Format = 0
-						case 1:
-							rd.Fields[i].Format = formats[0]
-						default:
-							if i < len(formats) {
-								rd.Fields[i].Format = formats[i]
-							}
-						}
-					}
-				}
-			}
+	if o.columns != nil {
+		return o.columns, o.formats
+	}
+	raw := o.rowDesc
+	var bindFormats []int16
+	if o.portal != nil {
+		raw = o.portal.rowDesc
+		if len(raw) == 0 && o.portal.stmt != nil {
+			raw = o.portal.stmt.rowDesc
+			bindFormats = o.portal.resultFormats
 		}
 	}
-	if o.columns == nil {
+	if len(raw) <= headerLength {
 		return nil, nil
 	}
-	formats := make([]int16, len(o.columns.Fields))
-	for i, f := range o.columns.Fields {
-		formats[i] = f.Format
+	var rd pgproto3.RowDescription
+	if rd.Decode(raw[headerLength:]) != nil {
+		return nil, nil
 	}
-	return o.columns, formats
+	if o.portal != nil && len(o.portal.rowDesc) == 0 {
+		// A statement's description says text for every column; the Bind's result formats (none =
+		// all text, one = all that one, else one per column) say what the rows hold.
+		for i := range rd.Fields {
+			switch {
+			case len(bindFormats) == 0:
+				rd.Fields[i].Format = 0
+			case len(bindFormats) == 1:
+				rd.Fields[i].Format = bindFormats[0]
+			case i < len(bindFormats):
+				rd.Fields[i].Format = bindFormats[i]
+			}
+		}
+	}
+	o.columns = &rd
+	o.formats = make([]int16, len(rd.Fields))
+	for i, f := range rd.Fields {
+		o.formats[i] = f.Format
+	}
+	return o.columns, o.formats
 }
 
 func (c *conn) observeRowDescription(o *op) error {

@@ -75,6 +75,12 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	c.ctx, c.stop = context.WithCancel(ctx)
 	c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
 	defer c.stop()
+	// The caller's context ends the session too (daemon shutdown): closing both sockets unblocks
+	// both relay goroutines.
+	context.AfterFunc(c.ctx, func() {
+		client.Close()
+		up.Close()
+	})
 	s.register(c)
 	defer s.unregister(c)
 
@@ -243,6 +249,7 @@ type op struct {
 	observe bool
 	refusal *pgproto3.ErrorResponse
 	columns *pgproto3.RowDescription // decoded lazily for observed rows
+	formats []int16
 	rowDesc []byte                   // a Query's current RowDescription
 }
 

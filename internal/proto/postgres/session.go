@@ -250,7 +250,7 @@ type op struct {
 	refusal *pgproto3.ErrorResponse
 	columns *pgproto3.RowDescription // decoded lazily for observed rows
 	formats []int16
-	rowDesc []byte                   // a Query's current RowDescription
+	rowDesc []byte // a Query's current RowDescription
 }
 
 // opQueue is a FIFO between the two relay goroutines.

@@ -9,10 +9,13 @@ import (
 	"os"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
+
+	"github.com/enforcer-dev/enforcer/internal/policy/rules"
 )
 
 // Protocols a target may speak.
@@ -28,6 +31,59 @@ type File struct {
 	DNS     DNS         `yaml:"dns"`
 	Targets []TargetDef `yaml:"targets"`
 	Grants  []Grant     `yaml:"grants"`
+	// Default decides statements no rule matches: allow_reads (the default), allow or block.
+	Default string    `yaml:"default"`
+	Rules   []RuleDef `yaml:"rules"`
+	// Approvals configures held statements (rules with action: approve).
+	Approvals Approvals `yaml:"approvals"`
+}
+
+// RuleDef is one statement rule: a CEL condition over identity, process, target and sql, and
+// what to do when it holds.
+type RuleDef struct {
+	Name      string   `yaml:"name"`
+	When      string   `yaml:"when"`
+	Action    string   `yaml:"action"` // allow | block | approve
+	Message   string   `yaml:"message"`
+	Approvers []string `yaml:"approvers"` // groups whose members may approve (action: approve)
+	Quorum    int      `yaml:"quorum"`    // approvals needed (default 1)
+}
+
+// Approvals configures how long statements wait for a reviewer.
+type Approvals struct {
+	// Timeout is how long a held statement waits (default 60s); inside a transaction, where the
+	// held statement keeps locks, TransactionTimeout applies (default 20s).
+	Timeout            Duration `yaml:"timeout"`
+	TransactionTimeout Duration `yaml:"transaction_timeout"`
+	// LateWindow is how long after a timeout an approval still lets the same identity run the
+	// same statement once (default 15m).
+	LateWindow Duration  `yaml:"late_window"`
+	Webhooks   []Webhook `yaml:"webhooks"`
+}
+
+// Webhook receives approval events (JSON with a Slack-compatible text field).
+type Webhook struct {
+	Name       string   `yaml:"name"`
+	URL        string   `yaml:"url"`
+	SecretFile string   `yaml:"secret_file"` // HMAC key for the X-Enforcer-Signature header
+	Rules      []string `yaml:"rules"`       // only these rules (default all)
+}
+
+// Duration is a time.Duration written as "60s", "15m".
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(b []byte) error {
+	s := strings.Trim(strings.TrimSpace(string(b)), `"'`)
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("not a duration (like 30s or 5m): %q", s)
+	}
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", s)
+	}
+	*d = Duration(v)
+	return nil
 }
 
 // DNS names the only resolvers enforced processes may query (UDP and TCP port 53).
@@ -76,6 +132,10 @@ type Policy struct {
 	Source    string
 	Resolvers []netip.Addr
 	Targets   []*Target
+	// Rules decides statements; never nil after Parse.
+	Rules     *rules.Engine
+	RuleDefs  map[string]RuleDef
+	Approvals Approvals
 	grants    []Grant
 }
 
@@ -136,15 +196,7 @@ type validator struct {
 }
 
 func (v *validator) fail(field, format string, args ...any) {
-	e := &Error{File: v.name, Field: strings.TrimPrefix(field, "$."), Msg: fmt.Sprintf(format, args...)}
-	if v.ast != nil {
-		if p, err := yaml.PathString(field); err == nil {
-			if n, err := p.FilterFile(v.ast); err == nil && n != nil && n.GetToken() != nil {
-				e.Line = n.GetToken().Position.Line
-			}
-		}
-	}
-	v.errs = append(v.errs, e)
+	v.errs = append(v.errs, &Error{File: v.name, Line: v.line(field), Field: strings.TrimPrefix(field, "$."), Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) compile(f *File) *Policy {
@@ -211,6 +263,7 @@ func (v *validator) compile(f *File) *Policy {
 		}
 		p.Targets = append(p.Targets, t)
 	}
+	v.compileRules(p, f)
 	for i, g := range f.Grants {
 		at := fmt.Sprintf("$.grants[%d]", i)
 		if len(g.Groups) == 0 && len(g.Subjects) == 0 {
@@ -223,6 +276,94 @@ func (v *validator) compile(f *File) *Policy {
 		}
 	}
 	return p
+}
+
+func (v *validator) compileRules(p *Policy, f *File) {
+	def, err := rules.ParseDefault(f.Default)
+	if err != nil {
+		v.fail("$.default", "%v", err)
+	}
+	p.Approvals = f.Approvals
+	if p.Approvals.Timeout == 0 {
+		p.Approvals.Timeout = Duration(60 * time.Second)
+	}
+	if p.Approvals.TransactionTimeout == 0 {
+		p.Approvals.TransactionTimeout = Duration(20 * time.Second)
+	}
+	if p.Approvals.LateWindow == 0 {
+		p.Approvals.LateWindow = Duration(15 * time.Minute)
+	}
+	p.RuleDefs = map[string]RuleDef{}
+	var specs []rules.Rule
+	lines := map[int]int{} // rule line → index
+	for i, r := range f.Rules {
+		at := fmt.Sprintf("$.rules[%d]", i)
+		if r.Name == "" {
+			v.fail(at+".name", "missing")
+		} else if _, dup := p.RuleDefs[r.Name]; dup {
+			v.fail(at+".name", "duplicate rule name %q", r.Name)
+		}
+		if r.Action == "approve" && len(r.Approvers) == 0 {
+			v.fail(at+".approvers", "an approve rule needs approver groups")
+		}
+		if r.Action != "approve" && (len(r.Approvers) > 0 || r.Quorum != 0) {
+			v.fail(at+".approvers", "approvers and quorum only apply to action: approve")
+		}
+		if r.Quorum < 0 {
+			v.fail(at+".quorum", "must be positive")
+		}
+		p.RuleDefs[r.Name] = r
+		line := v.line(at)
+		lines[line] = i
+		specs = append(specs, rules.Rule{Name: r.Name, When: r.When, Action: r.Action, Message: r.Message, Approvers: r.Approvers, Line: line})
+	}
+	for i, w := range f.Approvals.Webhooks {
+		at := fmt.Sprintf("$.approvals.webhooks[%d]", i)
+		if !strings.HasPrefix(w.URL, "https://") && !strings.HasPrefix(w.URL, "http://") {
+			v.fail(at+".url", "want an http(s) URL")
+		}
+		for j, rn := range w.Rules {
+			if _, ok := p.RuleDefs[rn]; !ok {
+				v.fail(fmt.Sprintf("%s.rules[%d]", at, j), "unknown rule %q", rn)
+			}
+		}
+	}
+	eng, err := rules.Compile(specs, def)
+	if err != nil {
+		var ce *rules.CompileError
+		if errors.As(err, &ce) {
+			for _, re := range ce.Errors {
+				field := "$.rules"
+				if i, ok := lines[re.Line]; ok {
+					field = fmt.Sprintf("$.rules[%d].when", i)
+				}
+				e := &Error{File: v.name, Line: re.Line, Field: strings.TrimPrefix(field, "$."), Msg: fmt.Sprintf("rule %q: %s", re.Rule, re.Err)}
+				v.errs = append(v.errs, e)
+			}
+			return
+		}
+		v.fail("$.rules", "%v", err)
+		return
+	}
+	p.Rules = eng
+}
+
+// line returns the line of the node at a YAML path; for a missing field, the line of the
+// nearest enclosing node that exists; 0 if none.
+func (v *validator) line(path string) int {
+	for v.ast != nil && path != "$" && path != "" {
+		if p, err := yaml.PathString(path); err == nil {
+			if n, err := p.FilterFile(v.ast); err == nil && n != nil && n.GetToken() != nil {
+				return n.GetToken().Position.Line
+			}
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i <= 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
 }
 
 func (v *validator) checkUpstream(at, proto string, u *Upstream) {

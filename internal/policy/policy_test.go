@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 const good = `version: 1
@@ -25,6 +26,16 @@ grants:
     targets: [prod-db, internal]
   - subjects: [alice]
     targets: [llm]
+rules:
+  - name: no-ddl
+    when: 'sql.ddl'
+    action: block
+    message: no DDL on production
+  - name: writes-need-review
+    when: 'sql.writes && sql.has_where'
+    action: approve
+    approvers: [dba]
+approvals: {timeout: 30s}
 `
 
 func TestParseAndMatch(t *testing.T) {
@@ -86,6 +97,9 @@ func TestParseAndMatch(t *testing.T) {
 	if ok, msg := p.Granted("prod-db", "eve", []string{"sales"}); ok || !strings.Contains(msg, "prod-db") || !strings.Contains(msg, "engineering") {
 		t.Errorf("sales refused with a message naming target and group, got %v %q", ok, msg)
 	}
+	if p.Rules == nil || p.Rules.Rules() != 2 || time.Duration(p.Approvals.Timeout) != 30*time.Second || p.RuleDefs["writes-need-review"].Approvers[0] != "dba" {
+		t.Errorf("rules not compiled: %+v", p.Approvals)
+	}
 	if ok, _ := p.Granted("llm", "alice", nil); !ok {
 		t.Error("subject grant")
 	}
@@ -107,6 +121,11 @@ func TestParseErrors(t *testing.T) {
 		{"postgres without creds", "version: 1\ntargets:\n  - {name: db, protocol: postgres, match: {addresses: [1.1.1.1]}}\n", []string{"upstream"}},
 		{"verify-full without CA", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [1.1.1.1]}\n    upstream: {user: u, password_file: /p, tls: verify-full}\n", []string{"ca_file"}},
 		{"sni on tcp", "version: 1\ntargets:\n  - {name: x, protocol: tcp, match: {sni: [a.com]}}\n", []string{"only tls-passthrough"}},
+		{"bad CEL", "version: 1\nrules:\n  - name: a\n    when: 'sql.kind == '\n    action: block\n  - name: b\n    when: 'sql.nope'\n    action: block\n", []string{"bad.yaml:3: rules[0].when", `rule "a"`, "bad.yaml:6: rules[1].when", `rule "b"`}},
+		{"unknown action", "version: 1\nrules:\n  - {name: a, when: 'true', action: destroy}\n", []string{"destroy"}},
+		{"approve without approvers", "version: 1\nrules:\n  - {name: a, when: 'sql.writes', action: approve}\n", []string{"bad.yaml:3", "approver groups"}},
+		{"bad default", "version: 1\ndefault: yolo\n", []string{"bad.yaml:2", "yolo"}},
+		{"bad duration", "version: 1\napprovals: {timeout: soon}\n", []string{"duration"}},
 		{"bad resolver", "version: 1\ndns: {resolvers: [dns.google]}\n", []string{"bad.yaml:2", "dns.resolvers[0]"}},
 	}
 	for _, c := range cases {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -60,6 +61,9 @@ type NFT struct {
 	restores uint64
 	owner    *netlink.Conn // netlink socket owning the table (nil: not owned)
 	ownerOK  bool          // the kernel accepts owned, persistent tables
+
+	dirs  sync.Map // cgroup id → directory below the subtree
+	ndirs atomic.Int64
 
 	mon    *nftables.Monitor // owned by the watch goroutine once it runs
 	events chan *nftables.MonitorEvents
@@ -669,7 +673,7 @@ func (n *NFT) Origin(conn *net.TCPConn) (Origin, error) {
 	if ds.CgroupID == 0 {
 		return Origin{}, fmt.Errorf("%w: the kernel did not report the client socket's cgroup (INET_DIAG_CGROUP_ID needs Linux 5.7+)", ErrNoOrigin)
 	}
-	dir := findCgroupDir(n.cfg.Subtree.Path, ds.CgroupID)
+	dir := n.cgroupDir(ds.CgroupID)
 	if dir == "" {
 		return Origin{}, ErrNoOrigin
 	}
@@ -679,6 +683,28 @@ func (n *NFT) Origin(conn *net.TCPConn) (Origin, error) {
 		o.Comm, o.GID = procIdentity(pid)
 	}
 	return o, nil
+}
+
+// cgroupDir finds the directory of cgroup id below the subtree, remembering where it was: a
+// cached path is trusted only while its inode is still that id.
+func (n *NFT) cgroupDir(id uint64) string {
+	if v, ok := n.dirs.Load(id); ok {
+		if got, err := CgroupID(v.(string)); err == nil && got == id {
+			return v.(string)
+		}
+		n.dirs.Delete(id)
+	}
+	dir := findCgroupDir(n.cfg.Subtree.Path, id)
+	if dir != "" {
+		// Ids are never reused, so entries of removed cgroups only go stale: forget them all now
+		// and then rather than tracking removals.
+		if n.ndirs.Add(1) > 4096 {
+			n.dirs.Clear()
+			n.ndirs.Store(1)
+		}
+		n.dirs.Store(id, dir)
+	}
+	return dir
 }
 
 // originalDst reads the destination the client dialled before REDIRECT rewrote it.

@@ -762,6 +762,13 @@ func (n *NFT) Status() (Status, error) {
 		st.Counters["table_owned"] = 1
 	}
 	for _, w := range n.want {
+		for _, r := range w.rules {
+			if r.counter != "" {
+				st.Counters[r.counter] = 0 // reported even while the table is being restored
+			}
+		}
+	}
+	for _, w := range n.want {
 		ap := AttachedProgram{Attach: w.chain.Name, Name: n.cfg.TableName + "/" + w.chain.Name}
 		rules := found[w.chain.Name]
 		ap.Count = len(rules)
@@ -775,13 +782,6 @@ func (n *NFT) Status() (Status, error) {
 			}
 		}
 		st.Programs = append(st.Programs, ap)
-	}
-	for _, w := range n.want {
-		for _, r := range w.rules {
-			if r.counter != "" {
-				st.Counters[r.counter] += 0
-			}
-		}
 	}
 	if checkErr != nil {
 		return st, fmt.Errorf("nftables ruleset not intact (restoring): %w", checkErr)

@@ -368,6 +368,8 @@ func TestNFTRedirectTCP(t *testing.T) {
 		{"double-fork", "grandchild", r.remote, r.ln4},
 		{"loopback is redirected too", "tcp", netip.MustParseAddrPort("127.0.0.1:22"), r.ln4},
 		{"ipv6 loopback is redirected too", "tcp", netip.MustParseAddrPort("[::1]:22"), r.ln6},
+		// NAT to the same address is a no-op (no DNAT bit); the connection still has an origin.
+		{"the proxy port itself", "tcp", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), r.port), r.ln4},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -443,3 +443,36 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+func TestDecideConcurrent(t *testing.T) {
+	e := mustCompile(t, agentRules, DefaultAllowReads)
+	c := sqlclass.New(sqlclass.Options{})
+	carol := NewConn(Identity{Subject: "carol", Groups: []string{"sales"}}, Process{}, Target{Name: "prod-db"})
+	cases := []struct {
+		conn    *Conn
+		sql     string
+		verdict Action
+	}{
+		{alice, "SELECT * FROM orders WHERE id = 1", Allow},
+		{carol, "SELECT * FROM orders WHERE id = 1", Allow}, // default allow_reads
+		{alice, "DELETE FROM orders", Block},
+		{carol, "UPDATE orders SET a = 1 WHERE id = 1", Approve},
+		{alice, "SELECT 1; DROP TABLE orders", Block},
+	}
+	done := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		go func(g int) {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 500; i++ {
+				k := cases[(i+g)%len(cases)]
+				if d := e.Decide(k.conn, c.Classify(k.sql), nil); d.Verdict != k.verdict {
+					t.Errorf("%q: %s, want %s", k.sql, d.Verdict, k.verdict)
+					return
+				}
+			}
+		}(g)
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+}

@@ -70,3 +70,25 @@ func BenchmarkAppend(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkVerify measures Verify over a 20000-record log (records/s).
+//
+//	go test -run '^$' -bench BenchmarkVerify -count=1 ./internal/record/
+func BenchmarkVerify(b *testing.B) {
+	dir := b.TempDir()
+	r := openT(b, Options{Dir: dir, SegmentBytes: 1 << 20})
+	for i := 0; i < 2000; i++ {
+		appendAll(b, r, sessionEvents(fmt.Sprintf("s%d", i)), Async)
+	}
+	r.Close()
+	b.ResetTimer()
+	var n uint64
+	for i := 0; i < b.N; i++ {
+		rep, err := Verify(dir, nil)
+		if err != nil || !rep.OK() {
+			b.Fatal(err, rep.Problem)
+		}
+		n += rep.Records
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "records/s")
+}

@@ -408,3 +408,27 @@ func TestHostKeyChange(t *testing.T) {
 		t.Fatalf("foreign checkpoint: %+v", rep.Problem)
 	}
 }
+
+// FuzzParseFast: the fast path never accepts a line the step-by-step check rejects.
+func FuzzParseFast(f *testing.F) {
+	dir := f.TempDir()
+	r, err := Open(Options{Dir: dir})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, ev := range sessionEvents("s<1>") {
+		r.Append(ev, Async)
+	}
+	r.Close()
+	lines, _, _ := readLines(filepath.Join(dir, segmentName(1)))
+	for _, l := range lines {
+		f.Add(l)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if _, ok := parseFast(b); ok {
+			if _, kind, err := parseSlow(b); err != nil {
+				t.Fatalf("fast path accepted %q, slow path says %s: %v", b, kind, err)
+			}
+		}
+	})
+}

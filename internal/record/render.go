@@ -441,3 +441,18 @@ func RenderVerify(w io.Writer, rep *Report) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// ExportLog streams every record of the log in dir with seq ≥ from, exactly as stored, one per
+// line (`enforcer record export --format jsonl` of a whole log, without loading it into memory).
+func ExportLog(w io.Writer, dir string, from uint64) error {
+	return scan(dir, func(rec Record, line []byte) error {
+		if rec.Seq < from {
+			return nil
+		}
+		if _, err := w.Write(line); err != nil {
+			return err
+		}
+		_, err := w.Write([]byte{'\n'})
+		return err
+	})
+}

@@ -104,6 +104,10 @@ func TestRenderReplayAndExports(t *testing.T) {
 	if !bytes.Equal(out.Bytes(), stored) {
 		t.Fatalf("jsonl export differs from the log")
 	}
+	out.Reset()
+	if err := ExportLog(&out, dir, 1); err != nil || !bytes.Equal(out.Bytes(), stored) {
+		t.Fatalf("ExportLog differs from the log (%v)", err)
+	}
 
 	// asciicast v2: header, then [time, "o", text] with non-decreasing times.
 	out.Reset()

@@ -71,5 +71,6 @@
 // # Files
 //
 // The directory (0700) holds seg-NNNNNNNNNNNN.jsonl segments (0600), chain.state, host.key,
-// host.pub, and seg-*.torn-* evidence files. The daemon uses DefaultDir.
+// host.pub, seg-*.torn-* evidence files, and lock (flock'ed by the one Recorder writing the log;
+// readers and Verify take no lock). The daemon uses DefaultDir.
 package record

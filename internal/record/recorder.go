@@ -192,6 +192,7 @@ type Recorder struct {
 	lastCP  time.Time
 	dirty   bool
 	sealer  sealer
+	lock    *os.File
 	buf     []byte
 }
 
@@ -213,8 +214,13 @@ func Open(opts Options) (*Recorder, error) {
 	if err := os.Chmod(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("record: chmod %s: %w", opts.Dir, err)
 	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	key, err := loadOrCreateKey(opts.KeyFile)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("record: %w", err)
 	}
 	r := &Recorder{
@@ -229,14 +235,32 @@ func Open(opts Options) (*Recorder, error) {
 		head:      zeroHash,
 		lastCP:    opts.Now(),
 	}
+	r.lock = lock
 	if err := r.recover(); err != nil {
 		if r.f != nil {
 			r.f.Close()
 		}
+		lock.Close()
 		return nil, err
 	}
 	go r.writer()
 	return r, nil
+}
+
+// lockDir takes an exclusive lock on dir/lock so two recorders never write one log.
+func lockDir(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("record: lock %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("record: %s is in use by another recorder", dir)
+		}
+		return nil, fmt.Errorf("record: lock %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // recover finds the chain head from the newest segment and the saved state.
@@ -835,6 +859,7 @@ func (r *Recorder) Close() error {
 	if cerr := r.f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("record: close segment: %w", cerr)
 	}
+	r.lock.Close()
 	return err
 }
 

@@ -380,3 +380,14 @@ func TestDurabilityFor(t *testing.T) {
 		}
 	}
 }
+
+func TestOneRecorderPerDir(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir})
+	if _, err := Open(Options{Dir: dir}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second recorder on one dir: %v", err)
+	}
+	r.Close()
+	r = openT(t, Options{Dir: dir})
+	r.Close()
+}

@@ -348,7 +348,9 @@ type StatementDecision struct {
 	// Rule is the winning rule, nil when the default decided.
 	Rule    *Match
 	Matches []Match
-	// Reason explains a default verdict.
+	// Default is set when the default mode decided (no rule matched).
+	Default bool
+	// Reason explains a verdict no rule decided.
 	Reason string
 }
 
@@ -429,6 +431,7 @@ func (e *Engine) decideStatement(a *activation, idx int, st *sqlclass.Statement,
 	if st.Execute == "" {
 		if sd.Rule == nil {
 			sd.Verdict, sd.Reason = e.defaultVerdict(st)
+			sd.Default = true
 		}
 		return sd
 	}
@@ -457,6 +460,7 @@ func (e *Engine) decideStatement(a *activation, idx int, st *sqlclass.Statement,
 		sd.Rule.Prepared = true
 	} else {
 		sd.Verdict, sd.Reason = e.defaultVerdict(body)
+		sd.Default = true
 	}
 	// A rule matching the EXECUTE itself (its arguments, its name) counts
 	// too; it has no default of its own.
@@ -464,7 +468,7 @@ func (e *Engine) decideStatement(a *activation, idx int, st *sqlclass.Statement,
 		sd.Verdict, sd.Rule = execVerdict, execRule
 	}
 	if sd.Rule != nil {
-		sd.Reason = ""
+		sd.Reason, sd.Default = "", false
 	}
 	return sd
 }

@@ -52,19 +52,22 @@ func Explain(d *Decision) string {
 				b.WriteByte('\n')
 			}
 		}
-		if sd.Rule != nil {
+		switch {
+		case sd.Rule != nil:
 			fmt.Fprintf(&b, "  verdict: %s by rule %s\n", sd.Verdict, sd.Rule.Rule)
-		} else if sd.Statement.Execute != "" && sd.Prepared == nil {
-			fmt.Fprintf(&b, "  verdict: %s: %s\n", sd.Verdict, sd.Reason)
-		} else {
+		case sd.Default:
 			fmt.Fprintf(&b, "  verdict: %s by default %s: %s\n", sd.Verdict, d.Default, sd.Reason)
+		default:
+			fmt.Fprintf(&b, "  verdict: %s: %s\n", sd.Verdict, sd.Reason)
 		}
 	}
 	switch {
 	case d.Rule != nil:
 		fmt.Fprintf(&b, "verdict: %s by rule %s", d.Verdict, d.Rule.Rule)
-	default:
+	case d.Statements[d.Statement].Default:
 		fmt.Fprintf(&b, "verdict: %s by default %s", d.Verdict, d.Default)
+	default:
+		fmt.Fprintf(&b, "verdict: %s", d.Verdict)
 	}
 	if n > 1 {
 		fmt.Fprintf(&b, " (statement %d decides; the strictest verdict wins)", d.Statement+1)

@@ -565,8 +565,9 @@ func (w *walker) drop(d *pg.DropStmt) {
 	}
 	if relObjects[d.RemoveType] {
 		for _, o := range d.Objects {
-			if name := qualifiedName(o.GetList().GetItems()); name != "" {
-				w.writes = append(w.writes, name)
+			items := o.GetList().GetItems()
+			if name := qualifiedName(items); name != "" {
+				w.addTable(name, items[len(items)-1].GetString_().GetSval(), true)
 			}
 		}
 	}
@@ -753,10 +754,19 @@ func (w *walker) addRel(r *pg.RangeVar, write bool) {
 			name = r.Catalogname + "." + name
 		}
 	}
+	w.addTable(name, r.Relname, write)
+}
+
+// addTable records a relation as written and, when qualified, by its bare
+// name too: a rule naming "users" must also see "public.users".
+func (w *walker) addTable(name, bare string, write bool) {
+	list := &w.reads
 	if write {
-		w.writes = append(w.writes, name)
-	} else {
-		w.reads = append(w.reads, name)
+		list = &w.writes
+	}
+	*list = append(*list, name)
+	if bare != name {
+		*list = append(*list, bare)
 	}
 }
 

@@ -70,8 +70,8 @@ var corpus = []row{
 	// Plain reads.
 	{sql: "SELECT 1", kind: KindSelect, flags: "r"},
 	{sql: "select * from users", kind: KindSelect, flags: "r", read: []string{"users"}},
-	{sql: "SELECT * FROM public.users WHERE id = 1", kind: KindSelect, flags: "r where", read: []string{"public.users"}},
-	{sql: "SELECT * FROM mydb.public.users", kind: KindSelect, flags: "r", read: []string{"mydb.public.users"}},
+	{sql: "SELECT * FROM public.users WHERE id = 1", kind: KindSelect, flags: "r where", read: []string{"public.users", "users"}},
+	{sql: "SELECT * FROM mydb.public.users", kind: KindSelect, flags: "r", read: []string{"mydb.public.users", "users"}},
 	{sql: `SELECT * FROM "Users"`, kind: KindSelect, flags: "r", read: []string{"Users"}},
 	{sql: "SELECT a.id, b.x FROM a JOIN b ON a.id = b.a_id WHERE b.x > 3", kind: KindSelect, flags: "r where", read: []string{"a", "b"}},
 	{sql: "SELECT * FROM t WHERE id IN (SELECT id FROM u)", kind: KindSelect, flags: "r where", read: []string{"t", "u"}},
@@ -131,7 +131,7 @@ var corpus = []row{
 
 	// Writes.
 	{sql: "INSERT INTO t (a) VALUES (1)", kind: KindInsert, flags: "w", written: []string{"t"}},
-	{sql: "INSERT INTO s.t SELECT * FROM u WHERE x > 1", kind: KindInsert, flags: "r w where", written: []string{"s.t"}, read: []string{"u"}},
+	{sql: "INSERT INTO s.t SELECT * FROM u WHERE x > 1", kind: KindInsert, flags: "r w where", written: []string{"s.t", "t"}, read: []string{"u"}},
 	{sql: "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = excluded.a", kind: KindInsert, flags: "w"},
 	{sql: "INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", kind: KindInsert, flags: "w"},
 	{sql: "INSERT INTO t VALUES (1) RETURNING id", kind: KindInsert, flags: "w"},
@@ -353,7 +353,7 @@ var corpus = []row{
 
 	// DDL.
 	{sql: "DROP TABLE t", kind: KindDrop, flags: "w ddl", written: []string{"t"}},
-	{sql: "DROP TABLE IF EXISTS a.b, c CASCADE", kind: KindDrop, flags: "w ddl", written: []string{"a.b", "c"}},
+	{sql: "DROP TABLE IF EXISTS a.b, c CASCADE", kind: KindDrop, flags: "w ddl", written: []string{"a.b", "b", "c"}},
 	{sql: "DROP SCHEMA s CASCADE", kind: KindDrop, flags: "w ddl"},
 	{sql: "DROP DATABASE prod", kind: KindDrop, flags: "w ddl"},
 	{sql: "DROP INDEX i", kind: KindDrop, flags: "ddl"},

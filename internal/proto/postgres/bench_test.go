@@ -70,7 +70,9 @@ func BenchmarkPgbench(b *testing.B) {
 		paths = keep
 	}
 	modes := []string{"simple", "extended", "prepared"}
-	if m := os.Getenv("ENFORCER_BENCH_MODES"); m != "" {
+	if m := os.Getenv("ENFORCER_BENCH_MODES"); m == "none" {
+		modes = nil
+	} else if m != "" {
 		modes = strings.Split(m, ",")
 	}
 	results := map[string]result{}

@@ -14,13 +14,17 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/enforcer-dev/enforcer/internal/pgtest"
 )
@@ -387,5 +391,64 @@ func TestClientTLS(t *testing.T) {
 		if got != c.want {
 			t.Errorf("sslmode=%s: got %s, want %s: %s", c.sslmode, got, c.want, out)
 		}
+	}
+}
+
+// funcHook refuses FunctionCall messages when refuse is set and counts those it sees.
+type funcHook struct {
+	PassThrough
+	refuse atomic.Bool
+	mu     sync.Mutex
+	calls  int
+}
+
+func (h *funcHook) Statement(_ context.Context, s *Statement) Verdict {
+	if s.Kind != KindFunctionCall {
+		return Verdict{}
+	}
+	h.mu.Lock()
+	h.calls++
+	h.mu.Unlock()
+	if h.refuse.Load() {
+		return Verdict{Action: Refuse, Error: &pgproto3.ErrorResponse{Message: "function calls are not allowed"}}
+	}
+	return Verdict{}
+}
+
+// TestFunctionCall: psql's \lo_import and \lo_export use the FunctionCall message (libpq's PQfn);
+// a large object round-trips through the proxy, and a hook can refuse function calls.
+func TestFunctionCall(t *testing.T) {
+	h := &funcHook{}
+	sess := defaultSession()
+	sess.Hook = h
+	p := startProxy(t, Config{}, sess)
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.bin")
+	data := bytes.Repeat([]byte("large object \x00\x01\xff "), 5000)
+	os.WriteFile(in, data, 0o600)
+	out := filepath.Join(dir, "out.bin")
+	script := tempFile(t, "lo.sql", `\lo_import `+in+`
+SELECT lo_export(:LASTOID, '/dev/null') IS NOT NULL AS server_side;
+\lo_export :LASTOID `+out+`
+\lo_unlink :LASTOID
+`)
+	res, err := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", script, p.dsn("postgres")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("psql: %v\n%s", err, res)
+	}
+	got, _ := os.ReadFile(out)
+	if !bytes.Equal(got, data) {
+		t.Fatalf("large object came back with %d bytes, want %d", len(got), len(data))
+	}
+	h.mu.Lock()
+	calls := h.calls
+	h.mu.Unlock()
+	if calls < 4 {
+		t.Fatalf("hook saw %d function calls", calls)
+	}
+	h.refuse.Store(true)
+	res, err = exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", `\lo_import `+in, p.dsn("postgres")).CombinedOutput()
+	if err == nil || !strings.Contains(string(res), "function calls are not allowed") {
+		t.Fatalf("refused function call: %v\n%s", err, res)
 	}
 }

@@ -70,8 +70,11 @@ func (k Kind) Protocol() string {
 // Statement call; copy what you keep.
 type Statement struct {
 	Kind Kind
-	// ConnID is the Session's ID.
-	ConnID string
+	// ConnID is the Session's ID; Database the upstream database the session uses and ClientUser
+	// the user name the client gave (ignored for authentication; the identity is the daemon's).
+	ConnID     string
+	Database   string
+	ClientUser string
 	// SQL is the statement text (empty for a function call, and for an Execute of a statement the
 	// proxy never saw parsed, see Known).
 	SQL string

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -425,5 +426,45 @@ func TestResultHookFailureFailsClosed(t *testing.T) {
 	p.mu.Unlock()
 	if leaked {
 		t.Fatal("the row the hook could not check reached the client")
+	}
+}
+
+// infoHook records the session facts a statement carries.
+type infoHook struct {
+	PassThrough
+	mu   sync.Mutex
+	last Statement
+}
+
+func (h *infoHook) Statement(_ context.Context, s *Statement) Verdict {
+	h.mu.Lock()
+	h.last = *s
+	h.mu.Unlock()
+	return Verdict{}
+}
+
+func TestStatementFacts(t *testing.T) {
+	h := &infoHook{}
+	_, c := hookProxy(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, "BEGIN").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	r := c.ExecParams(ctx, "SELECT $1::int", [][]byte{[]byte("7")}, nil, []int16{0}, []int16{1}).Read()
+	if r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	h.mu.Lock()
+	s := h.last
+	h.mu.Unlock()
+	want := Statement{Kind: KindExecute, ConnID: "test", Database: "postgres", ClientUser: "agent", SQL: "SELECT $1::int",
+		Known: true, TxStatus: 'T', ParamFormats: []int16{0}, Params: [][]byte{[]byte("7")}, ResultFormats: []int16{1}}
+	s.c = nil
+	if fmt.Sprintf("%+v", s) != fmt.Sprintf("%+v", want) {
+		t.Fatalf("statement\n got %+v\nwant %+v", s, want)
+	}
+	if s.Kind.Protocol() != "extended" {
+		t.Fatalf("protocol %s", s.Kind.Protocol())
 	}
 }

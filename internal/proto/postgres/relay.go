@@ -78,7 +78,7 @@ func (c *conn) clientLoop() error {
 }
 
 func (c *conn) newStatement(k Kind) *Statement {
-	return &Statement{Kind: k, ConnID: c.sess.ID, TxStatus: byte(c.txStatus.Load()), c: c}
+	return &Statement{Kind: k, ConnID: c.sess.ID, Database: c.database, ClientUser: c.clientUser, TxStatus: byte(c.txStatus.Load()), c: c}
 }
 
 // judge calls the hook and normalises its verdict.

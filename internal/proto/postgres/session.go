@@ -57,16 +57,18 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	up.SetDeadline(time.Time{})
 
 	c := &conn{
-		srv:      s,
-		sess:     sess,
-		hook:     sess.Hook,
-		client:   client,
-		upstream: up,
-		upPID:    hc.PID,
-		upKey:    hc.SecretKey,
-		upAddr:   up.RemoteAddr().String(),
-		stmts:    map[string]*stmtInfo{},
-		portals:  map[string]*portalInfo{},
+		srv:        s,
+		sess:       sess,
+		hook:       sess.Hook,
+		client:     client,
+		upstream:   up,
+		upPID:      hc.PID,
+		upKey:      hc.SecretKey,
+		upAddr:     up.RemoteAddr().String(),
+		database:   db,
+		clientUser: sm.Parameters["user"],
+		stmts:      map[string]*stmtInfo{},
+		portals:    map[string]*portalInfo{},
 	}
 	if c.hook == nil {
 		c.hook = PassThrough{}
@@ -303,6 +305,9 @@ type conn struct {
 	upPID    uint32
 	upKey    []byte
 	upAddr   string
+
+	database   string
+	clientUser string
 
 	ctx        context.Context
 	stop       context.CancelFunc

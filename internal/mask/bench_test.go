@@ -99,6 +99,31 @@ func BenchmarkMaskText(b *testing.B) {
 	}
 }
 
+// BenchmarkMaskTextAdversarial: 1 MiB inputs built to make detectors back-track.
+func BenchmarkMaskTextAdversarial(b *testing.B) {
+	p := mustPlan(b, nil, Config{})
+	for name, unit := range map[string]string{
+		"at-signs":    "@",
+		"assignments": "token=",
+		"email-like":  "a.b.c.d.e@",
+		"digits":      "4111 ",
+		"colons":      "1:",
+		"pem-begin":   "-----BEGIN PRIVATE KEY-----",
+		"jwt-like":    "eyJhbGciOiJub25lIn0.",
+		"uri-like":    "x://u:p@",
+	} {
+		in := []byte(strings.Repeat(unit, (1<<20)/len(unit)))
+		b.Run(name, func(b *testing.B) {
+			dst := make([]byte, 0, 4*len(in))
+			loop(b, len(in), func() {
+				if _, _, err := p.MaskText(in, dst[:0]); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
 func BenchmarkBaseline(b *testing.B) {
 	for _, sz := range benchSizes {
 		in := []byte(cleanText(sz.n))

@@ -431,7 +431,9 @@ func (d *detectors) phone(b []byte, i int, cx ctxFlags) (Span, bool) {
 		c := b[j]
 		switch {
 		case isDigit(c):
-			digits++
+			if digits++; digits > 15 {
+				return Span{}, false // too long for a phone number; also bounds the work
+			}
 			j++
 			continue
 		case c == '(' && !paren && j+1 < len(b) && isDigit(b[j+1]):

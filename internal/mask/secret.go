@@ -172,8 +172,16 @@ func uriPassword(b []byte, at int) (int, int, bool) {
 		return 0, 0, false
 	}
 	j := at - 1
+	ats := 0
 	for j >= 0 && at-j <= 256 {
 		c := b[j]
+		if c == '@' {
+			// A password may hold an unencoded '@' or two; more is not a URI (and bounds the
+			// work on input full of '@').
+			if ats++; ats > 2 {
+				return 0, 0, false
+			}
+		}
 		if c == '/' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '"' || c == '\'' || c == '<' || c == '>' || c == '`' || c == '\\' {
 			break
 		}
@@ -284,7 +292,7 @@ func classifyKey(name []byte) keyClass {
 
 // secretValue decides whether v, assigned to a key of class kc, is a secret.
 func secretValue(v []byte, kc keyClass) bool {
-	if len(v) < 4 || len(v) > 4096 {
+	if len(v) < 4 || len(v) > 1024 {
 		return false
 	}
 	switch v[0] {
@@ -380,7 +388,7 @@ func assignedSecret(b []byte, op int) (Span, bool) {
 
 func valueEnd(b []byte, v int, quote byte) int {
 	e := v
-	for e < len(b) && e-v <= 4096 {
+	for e < len(b) && e-v <= 1024 {
 		c := b[e]
 		if quote != 0 {
 			if c == quote || c == '\n' {
@@ -390,6 +398,8 @@ func valueEnd(b []byte, v int, quote byte) int {
 				e += 2
 				continue
 			}
+		} else if c == '=' && e+1 < len(b) && isIdentByte(b[e+1]) {
+			break // a=b=c: the next assignment, not base64 padding
 		} else if c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',' || c == ';' || c == '&' || c == '"' || c == '\'' || c == ')' || c == '}' || c == ']' || c == '<' {
 			break
 		}

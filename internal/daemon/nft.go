@@ -1,14 +1,19 @@
 package daemon
 
 import (
-	"fmt"
-
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/redirect"
 )
 
 func loadNFT(d *Daemon, pol *policy.Policy) (redirect.Redirector, error) {
-	return nil, fmt.Errorf("nftables mode is not built yet")
+	return redirect.LoadNFT(redirect.NFTConfig{
+		Subtree:      d.subtree,
+		ProxyPort:    d.cfg.ProxyPort,
+		DNSResolvers: pol.Resolvers,
+		TableName:    d.cfg.NFTTable,
+		Logger:       d.log,
+	})
 }
 
-func uninstallNFT(table string) error { return nil }
+// uninstallNFT deletes the table; a running daemon owns it and must be stopped first.
+func uninstallNFT(table string) error { return redirect.UninstallNFT(table) }

@@ -378,11 +378,30 @@ func (d *Decision) Matches() []Match {
 	return out
 }
 
+// localPrepared tracks PREPARE and DEALLOCATE within one string, in front
+// of the caller's lookup.
+type localPrepared struct {
+	names map[string]*sqlclass.Statement // nil value: deallocated
+	outer Prepared
+}
+
+func (l *localPrepared) lookup(name string) *sqlclass.Statement {
+	if p, ok := l.names[name]; ok {
+		return p
+	}
+	if l.outer == nil {
+		return nil
+	}
+	return l.outer(name)
+}
+
 // Prepared looks up what was prepared under a name by SQL PREPARE or a
 // protocol-level Parse; nil when the name is unknown.
 type Prepared func(name string) *sqlclass.Statement
 
-// Decide judges each statement of a classified string for a connection. An
+// Decide judges each statement of a classified string for a connection.
+// Names PREPAREd by earlier statements of the same string are known to later
+// EXECUTEs in it; the caller records PREPARE/DEALLOCATE for later strings. An
 // EXECUTE of a prepared name is judged as what was prepared (found through
 // prepared) and as itself, the stricter verdict winning; a name prepared
 // lookup does not know (or a nil prepared) is blocked whatever the rules say.
@@ -396,9 +415,27 @@ func (e *Engine) Decide(c *Conn, res *sqlclass.Result, prepared Prepared) Decisi
 	a := activations.Get().(*activation)
 	a.conn = c
 	a.sql.count = len(res.Statements)
+	lookup := prepared
+	var local *localPrepared
 	for i := range res.Statements {
+		st := &res.Statements[i]
 		sd := &d.Statements[i]
-		*sd = e.decideStatement(a, i, &res.Statements[i], prepared)
+		*sd = e.decideStatement(a, i, st, lookup)
+		if st.Prepare != "" || st.Deallocate != "" || st.DeallocateAll {
+			if local == nil {
+				local = &localPrepared{names: map[string]*sqlclass.Statement{}, outer: prepared}
+				lookup = local.lookup
+			}
+			switch {
+			case st.Prepare != "":
+				local.names[st.Prepare] = st
+			case st.DeallocateAll:
+				clear(local.names)
+				local.outer = nil
+			default:
+				local.names[st.Deallocate] = nil
+			}
+		}
 		if d.Statement < 0 || sd.Verdict.Stricter(d.Verdict) {
 			d.Verdict, d.Rule, d.Statement = sd.Verdict, sd.Rule, i
 			if sd.Rule != nil {

@@ -203,6 +203,26 @@ func TestExecuteJudgedAsPrepared(t *testing.T) {
 			t.Errorf("%q: %s, want %s\n%s", c.sql, d.Verdict, c.verdict, Explain(&d))
 		}
 	}
+	// Names prepared earlier in the same string are known to its EXECUTEs.
+	for _, c := range []struct {
+		sql     string
+		verdict Action
+	}{
+		{"PREPARE x AS SELECT 1; EXECUTE x", Allow},
+		{"PREPARE x AS DELETE FROM orders; EXECUTE x", Block},
+		{"PREPARE look AS DELETE FROM orders; EXECUTE look", Block}, // shadows the caller's look
+		{"DEALLOCATE look; EXECUTE look(1)", Block},
+		{"DEALLOCATE other; EXECUTE look(1)", Allow},
+		{"PREPARE x AS SELECT 1; DEALLOCATE x; EXECUTE x", Block},
+		{"PREPARE x AS SELECT 1; DEALLOCATE ALL; EXECUTE look(1)", Block},
+		{"DISCARD ALL; EXECUTE look(1)", Block},
+	} {
+		// The last statement's verdict: PREPARE and DEALLOCATE have their own.
+		d := e.Decide(alice, sqlclass.Classify(c.sql), lookup)
+		if last := d.Statements[len(d.Statements)-1]; last.Verdict != c.verdict {
+			t.Errorf("%q: %s, want %s\n%s", c.sql, d.Verdict, c.verdict, Explain(&d))
+		}
+	}
 	// An unseen name is refused even when a rule would allow everything,
 	// and so is any EXECUTE when the caller keeps no prepared statements.
 	all := mustCompile(t, []Rule{{Name: "yolo", When: "true", Action: "allow", Line: 1}}, DefaultAllow)
@@ -269,6 +289,7 @@ func TestSQLFields(t *testing.T) {
 		{`sql.side_effects`, "SELECT pg_advisory_lock(1)", true},
 		{`sql.unknown`, "SELEC 1", true},
 		{`"public.users" in sql.tables_read`, "SELECT * FROM public.users", true},
+		{`"users" in sql.tables`, "SELECT * FROM public.users", true},
 		{`"t" in sql.tables_written`, "INSERT INTO t VALUES (1)", true},
 		{`"pg_read_file" in sql.functions`, "SELECT pg_catalog.pg_read_file('x')", true},
 		{`sql.has_where && !sql.where_is_constant`, "DELETE FROM t WHERE id = 1", true},

@@ -220,7 +220,7 @@ func TestExecuteJudgedAsPrepared(t *testing.T) {
 		// The last statement's verdict: PREPARE and DEALLOCATE have their own.
 		d := e.Decide(alice, sqlclass.Classify(c.sql), lookup)
 		if last := d.Statements[len(d.Statements)-1]; last.Verdict != c.verdict {
-			t.Errorf("%q: %s, want %s\n%s", c.sql, d.Verdict, c.verdict, Explain(&d))
+			t.Errorf("%q: %s, want %s\n%s", c.sql, last.Verdict, c.verdict, Explain(&d))
 		}
 	}
 	// An unseen name is refused even when a rule would allow everything,

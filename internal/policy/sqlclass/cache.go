@@ -88,15 +88,17 @@ func (c *Classifier) Classify(sql string) *Result {
 	}
 	s.mu.Unlock()
 
-	res := classify(sql, c.maxLen)
+	// Copy the text first: the caller's string may alias a reused buffer,
+	// and statement texts in the result point into it.
+	key := strings.Clone(sql)
+	res := classify(key, c.maxLen)
 
 	s.mu.Lock()
-	if e, ok := s.m[sql]; ok { // another goroutine won the race
+	if e, ok := s.m[key]; ok { // another goroutine won the race
 		s.mu.Unlock()
 		return e.res
 	}
-	// Copy the key: the caller's string may alias a reused buffer.
-	e := &entry{key: strings.Clone(sql), res: res}
+	e := &entry{key: key, res: res}
 	s.m[e.key] = e
 	s.pushFront(e)
 	s.bytes += len(sql)

@@ -74,12 +74,13 @@ func textLike(oid uint32) bool {
 	return false
 }
 
-// noPII reports whether a type's text form cannot hold what the detectors look for (and cannot
-// be cast into holding it without a column rule): booleans, dates and times, UUIDs, floats, OIDs.
+// noPII reports whether a type's text form cannot hold what the detectors look for: booleans,
+// dates and times, UUIDs, floats, OIDs, and bytea (its text form is hex, where no detector could
+// see anything; a bytea column that matters needs a column rule).
 func noPII(oid uint32) bool {
 	switch oid {
 	case oidBool, oidDate, oidTime, oidTimetz, oidTimestamp, oidTimestamptz, oidInterval, oidUUID,
-		oidFloat4, oidFloat8, oidOID, oidInt2:
+		oidFloat4, oidFloat8, oidOID, oidInt2, oidBytea:
 		return true
 	}
 	return false

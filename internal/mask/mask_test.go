@@ -382,6 +382,14 @@ func TestStats(t *testing.T) {
 	rp := p.ForColumns([]Column{{Table: "t", Name: "secret", TypeOID: oidInt4, Format: 1}, {Table: "t", Name: "secret", TypeOID: oidText}})
 	rp.MaskCell(0, []byte{0, 0, 0, 1}, nil)
 	rp.MaskCell(1, []byte("x"), nil)
+	shared := &Stats{}
+	p2 := mustPlan(t, nil, Config{Stats: shared})
+	p3 := mustPlan(t, nil, Config{Stats: shared})
+	p2.MaskText([]byte("a@b.com"), nil)
+	p3.MaskText([]byte("a@b.com"), nil)
+	if got := shared.Snapshot().Hits["email"]; got != 2 {
+		t.Errorf("shared stats: %d e-mail hits, want 2", got)
+	}
 	s := p.Stats()
 	if s.Hits["email"] != 2 || s.Hits["credit_card"] != 1 || s.Hits["column"] != 2 || s.Nulled != 1 || s.Failures != 0 {
 		t.Errorf("stats %+v", s)
@@ -447,4 +455,37 @@ func cleanText(n int) string {
 		b.WriteString(chunk)
 	}
 	return b.String()[:n]
+}
+
+func TestConfigOptions(t *testing.T) {
+	p := mustPlan(t, nil, Config{ExtraTLDs: []string{".corp"}})
+	for in, want := range map[string]bool{"ops@intranet.corp": true, "ops@intranet.lan": false} {
+		_, changed, err := p.MaskText([]byte(in), nil)
+		if err != nil || changed != want {
+			t.Errorf("%s: changed=%v err=%v, want %v", in, changed, err, want)
+		}
+	}
+	// An empty (non-nil) detector list: column rules only.
+	p = mustPlan(t, []ColumnRule{{Pattern: "t.c", Style: StyleMask}}, Config{Detectors: []DetectorRule{}})
+	if _, changed, _ := p.MaskText([]byte("4111111111111111 a@example.com"), nil); changed {
+		t.Error("detectors ran with an empty detector list")
+	}
+	rp := p.ForColumns([]Column{{Table: "t", Name: "c", TypeOID: oidText}, {Table: "t", Name: "j", TypeOID: oidJSONB, Format: 1}})
+	if out, _, _, _ := rp.MaskCell(0, []byte("ab-12"), nil); string(out) != "**-**" {
+		t.Errorf("mask style column: %q", out)
+	}
+	// Token style on a column: stable, joinable, no key material in the output.
+	key := testKey(t, 7)
+	p = mustPlan(t, []ColumnRule{{Pattern: "*.email", Style: StyleToken}}, Config{Key: key})
+	rp = p.ForColumns([]Column{{Table: "users", Name: "email", TypeOID: oidText}, {Table: "orders", Name: "email", TypeOID: oidText},
+		{Table: "users", Name: "email", TypeOID: oidJSONB, Format: 1}})
+	a, _, _, _ := rp.MaskCell(0, []byte("ada@example.com"), nil)
+	b, _, _, _ := rp.MaskCell(1, []byte("ada@example.com"), nil)
+	if string(a) != string(b) || !bytes.HasPrefix(a, []byte("tok_")) {
+		t.Errorf("tokens differ across tables: %q %q", a, b)
+	}
+	j, _, _, err := rp.MaskCell(2, []byte("\x01\"ada@example.com\""), nil)
+	if err != nil || j[0] != 1 || !json.Valid(j[1:]) {
+		t.Errorf("forced jsonb binary: %q %v", j, err)
+	}
 }

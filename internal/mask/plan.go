@@ -32,6 +32,9 @@ type Config struct {
 	Key *Key
 	// ExtraTLDs are additional top-level domains accepted in e-mail addresses.
 	ExtraTLDs []string
+	// Stats receives the plan's counters; share one across policy reloads to keep metrics
+	// monotonic. Nil: the plan gets its own.
+	Stats *Stats
 	// MaxValueBytes bounds one value (cell, message, COPY line, JSON document); a larger value is
 	// an error, so the caller drops it. Default 64 MiB.
 	MaxValueBytes int
@@ -94,7 +97,10 @@ type Plan struct {
 
 // NewPlan compiles column rules and detector configuration.
 func NewPlan(rules []ColumnRule, cfg Config) (*Plan, error) {
-	p := &Plan{stats: &Stats{}, maxValue: cfg.MaxValueBytes}
+	p := &Plan{stats: cfg.Stats, maxValue: cfg.MaxValueBytes}
+	if p.stats == nil {
+		p.stats = &Stats{}
+	}
 	if p.maxValue <= 0 {
 		p.maxValue = 64 << 20
 	}
@@ -331,10 +337,13 @@ type StatsSnapshot struct {
 }
 
 // Stats returns the plan's counters (shared by every ResultPlan built from it).
-func (p *Plan) Stats() StatsSnapshot {
-	s := StatsSnapshot{Hits: make(map[string]uint64), Nulled: p.stats.nulled.Load(), Failures: p.stats.failures.Load()}
+func (p *Plan) Stats() StatsSnapshot { return p.stats.Snapshot() }
+
+// Snapshot copies the counters.
+func (st *Stats) Snapshot() StatsSnapshot {
+	s := StatsSnapshot{Hits: make(map[string]uint64), Nulled: st.nulled.Load(), Failures: st.failures.Load()}
 	for k := CreditCard; k < numKinds; k++ {
-		s.Hits[k.String()] = p.stats.hits[k].Load()
+		s.Hits[k.String()] = st.hits[k].Load()
 	}
 	return s
 }

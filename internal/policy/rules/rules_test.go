@@ -497,3 +497,20 @@ func TestDecideConcurrent(t *testing.T) {
 		<-done
 	}
 }
+
+func TestSchema(t *testing.T) {
+	s := Schema()
+	for _, want := range []string{"identity.groups: list(string)\n", "process.pid: int\n", "target.database: string\n",
+		"sql.where_is_constant: bool\n", "sql.statement_count: int\n", "http.headers: map(string, string)\n"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("schema lacks %q:\n%s", want, s)
+		}
+	}
+	// Every declared sql field compiles.
+	for _, line := range strings.Split(strings.TrimSpace(s), "\n") {
+		expr := strings.SplitN(line, ":", 2)[0]
+		if _, err := Compile([]Rule{{Name: "f", When: "has(" + expr + ") || true", Action: "allow", Line: 1}}, ""); err != nil {
+			t.Errorf("%s: %v", expr, err)
+		}
+	}
+}

@@ -2,7 +2,9 @@ package rules
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
@@ -323,4 +325,22 @@ func str(s string) ref.Val {
 		return v
 	}
 	return types.String(s)
+}
+
+// Schema describes the request variables rules can read, one field a line
+// ("sql.kind: string"), for documentation and `enforcer policy` help.
+func Schema() string {
+	var b strings.Builder
+	for _, v := range []struct {
+		name   string
+		fields []field
+	}{
+		{"identity", identityFields}, {"process", processFields}, {"target", targetFields},
+		{"sql", sqlFields[:]}, {"http", httpFields},
+	} {
+		for _, f := range v.fields {
+			fmt.Fprintf(&b, "%s.%s: %s\n", v.name, f.name, f.typ)
+		}
+	}
+	return b.String()
 }

@@ -110,6 +110,11 @@ func TestContextRequired(t *testing.T) {
 			t.Errorf("context %v: %q → %v, want one %v", c.cx, c.v, s, c.kind)
 		}
 	}
+	// An authorization column holding "Bearer <token>": the token is masked, the scheme kept.
+	in := []byte("Bearer abc123def456ghi789")
+	if s := d.find(in, ctxSecret, nil); len(s) != 1 || string(in[s[0].Start:s[0].End]) != "abc123def456ghi789" {
+		t.Errorf("bearer in a secret column: %v", s)
+	}
 	// Column context does not make an invalid SSN valid, nor low-entropy values secrets.
 	for _, c := range []struct {
 		cx ctxFlags

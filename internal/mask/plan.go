@@ -308,7 +308,7 @@ func nameContext(name []byte) ctxFlags {
 		switch string(w) {
 		case "ssn", "ssns", "social", "tin", "taxpayer", "itin":
 			cx |= ctxSSN
-		case "phone", "phones", "telephone", "tel", "mobile", "cell", "cellphone", "fax", "msisdn", "whatsapp", "sms":
+		case "phone", "phones", "telephone", "tel", "mobile", "cell", "cellphone", "fax", "msisdn", "whatsapp", "sms", "contact":
 			cx |= ctxPhone
 		case "ip", "ips", "ipv", "ipaddr", "ipaddress", "inet", "cidr":
 			// Narrower than the free-text words: a column named "address" holds street addresses.

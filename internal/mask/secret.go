@@ -427,9 +427,16 @@ func isAuthScheme(w []byte) bool {
 // token (no spaces) that secretValue accepts for the column's key class.
 func wholeSecret(in []byte, kc keyClass) (Span, bool) {
 	v := bytes.TrimSpace(in)
+	s := len(in) - len(bytes.TrimLeft(in, " \t\r\n"))
+	// "Bearer <token>", "Basic <credentials>": the credential is the second word.
+	if sp := bytes.IndexByte(v, ' '); sp > 0 && isAuthScheme(v[:sp]) {
+		rest := v[sp:]
+		trimmed := bytes.TrimLeft(rest, " ")
+		s += sp + len(rest) - len(trimmed)
+		v = trimmed
+	}
 	if len(v) == 0 || bytes.ContainsAny(v, " \t\n") || !secretValue(v, kc) {
 		return Span{}, false
 	}
-	s := len(in) - len(bytes.TrimLeft(in, " \t\r\n"))
 	return Span{s, s + len(v), GenericSecret}, true
 }

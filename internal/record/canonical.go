@@ -223,30 +223,6 @@ func parseLine(line []byte) (Record, string, error) {
 	return parseSlow(line)
 }
 
-// parseFast accepts exactly the lines parseSlow accepts, for the common case of an intact record:
-// it decodes the envelope into a Record, checks that the payload is canonical, re-seals the record
-// from its parts and compares the result with the line byte for byte, which checks the envelope's
-// canonical form and the hash at once. Any difference falls back to parseSlow for a diagnosis.
-func parseFast(line []byte) (Record, bool) {
-	var rec Record
-	if err := json.Unmarshal(line, &rec); err != nil {
-		return rec, false
-	}
-	if len(rec.Data) == 0 || rec.Data[0] != '{' || rec.Seq == 0 || !isTypeName(rec.Type) || !isHash(rec.Prev) || !isHash(rec.Hash) {
-		return rec, false
-	}
-	if _, err := time.Parse(time.RFC3339Nano, rec.Time); err != nil {
-		return rec, false
-	}
-	data, err := canonicalize(rec.Data)
-	if err != nil || !bytes.Equal(data, rec.Data) {
-		return rec, false
-	}
-	var s sealer
-	sealed, _ := s.seal(make([]byte, 0, len(line)+1), data, sessionJSON(rec.Session), rec.Prev, rec.Seq, rec.Time, rec.Type)
-	return rec, bytes.Equal(sealed[:len(sealed)-1], line)
-}
-
 // isTypeName reports whether t is a record type name: lower-case ASCII letters and '_', which the
 // sealer writes without escaping.
 func isTypeName(t Type) bool {

@@ -53,6 +53,9 @@ func TestRecordsAreCanonical(t *testing.T) {
 		if err != nil || !bytes.Equal(c, l) {
 			t.Fatalf("line %d not canonical (%v):\n%s\n%s", i+1, err, l, c)
 		}
+		if _, ok := parseFast(l); !ok {
+			t.Fatalf("line %d not taken by the fast path: %s", i+1, l)
+		}
 	}
 	recs, _ := LoadSession(dir, evs[0].Session)
 	ev, err := recs[1].Event()
@@ -429,6 +432,22 @@ func FuzzParseFast(f *testing.F) {
 			if _, kind, err := parseSlow(b); err != nil {
 				t.Fatalf("fast path accepted %q, slow path says %s: %v", b, kind, err)
 			}
+		}
+	})
+}
+
+// FuzzValidCanonical: the scanner agrees with the definition (decode, re-encode, compare).
+func FuzzValidCanonical(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"b":[true,false,null,"x"]}`, `{"b":1,"a":2}`, `"\u003c\b\f\u0001\u2028"`,
+		`"<"`, `"\u00e9"`, `"é"`, `-0`, `01`, `1.5`, `18446744073709551616`, `-9223372036854775808`, `{"a":1,"a":2}`,
+		`{"\u003c":1,"a":2}`, `{"a":1,"\u003c":2}`, `[1 ,2]`, "\"\x7f\"", "\"\xff\"", `"\ud800"`, `"\uFFFD"`, "\"\ufffd\""} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := canonicalize(b)
+		want := err == nil && bytes.Equal(c, b)
+		if got := validCanonical(b); got != want {
+			t.Fatalf("validCanonical(%q) = %v, canonicalize says %v (%q, %v)", b, got, want, c, err)
 		}
 	})
 }

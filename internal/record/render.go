@@ -39,6 +39,21 @@ func RenderReplay(w io.Writer, recs []Record, opts ReplayOptions) error {
 	return nil
 }
 
+// RenderRecord writes one record of the timeline, for `enforcer replay --follow`, which prints
+// records as FollowSession delivers them.
+func RenderRecord(w io.Writer, rec Record, opts ReplayOptions) error {
+	loc := opts.Location
+	if loc == nil {
+		loc = time.UTC
+	}
+	ev, err := rec.Event()
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, renderEvent(ev, ev.Time, loc))
+	return err
+}
+
 // renderEvent is the text of one event in the timeline; the first line starts with the time.
 func renderEvent(ev Event, start time.Time, loc *time.Location) string {
 	var b strings.Builder

@@ -85,6 +85,15 @@ func TestRenderReplayAndExports(t *testing.T) {
 		}
 	}
 
+	var one bytes.Buffer
+	for _, rec := range recs {
+		if err := RenderRecord(&one, rec, ReplayOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if one.String() != text {
+		t.Fatal("RenderRecord one by one differs from RenderReplay")
+	}
 	out.Reset()
 	if err := RenderReplayJSON(&out, recs); err != nil {
 		t.Fatal(err)

@@ -40,6 +40,8 @@ func (p *Plan) Explain(sample string, col Column) string {
 		return b.String()
 	case cp != nil && cp.act == actForce:
 		fmt.Fprintf(&b, "column rule %s applies style %v to the whole value (no detection)\n", cp.rule.pattern(), cp.rule.style)
+	case cp != nil && cp.act == actPass && cp.rule != nil:
+		fmt.Fprintf(&b, "column rule %s exempts it from detection (style pass)\n", cp.rule.pattern())
 	case cp != nil && cp.act == actPass:
 		b.WriteString("no column rule; this type cannot hold what detectors find → passed unchanged\n")
 	default:

@@ -185,6 +185,9 @@ func literal(in []byte, i int, lit string, rule *columnRule, m *jsonMasker) (int
 // scalar masks one string/number/bool value whose JSON text is in[s:e] and decoded value v.
 func (m *jsonMasker) scalar(s, e int, v []byte, cx ctxFlags, rule *columnRule) error {
 	p := m.p
+	if rule != nil && rule.style == StylePass {
+		return nil // the key is exempt from masking
+	}
 	if rule != nil {
 		p.stats.hits[ColumnKind].Add(1)
 		var tmp [128]byte

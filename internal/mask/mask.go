@@ -177,6 +177,10 @@ func (p *Plan) ForColumns(cols []Column) *ResultPlan {
 		cp.jsonb = binary && c.TypeOID == oidJSONB
 		if r := p.columnStyle(c); r != nil {
 			cp.rule = r
+			if r.style == StylePass {
+				cp.act = actPass
+				continue
+			}
 			cp.act = actForce
 			if binary && !textLike(c.TypeOID) {
 				cp.act = actNull

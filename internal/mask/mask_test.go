@@ -474,6 +474,18 @@ func TestConfigOptions(t *testing.T) {
 	if out, _, _, _ := rp.MaskCell(0, []byte("ab-12"), nil); string(out) != "**-**" {
 		t.Errorf("mask style column: %q", out)
 	}
+	// A pass rule exempts a column (and a JSON key) from detection.
+	p = mustPlan(t, []ColumnRule{{Pattern: "events.hash_id", Style: StylePass}, {Pattern: "hash_id", Style: StylePass}}, Config{})
+	rp = p.ForColumns([]Column{{Table: "events", Name: "hash_id", TypeOID: oidInt8}})
+	if _, changed, _, _ := rp.MaskCell(0, []byte("4111111111111111"), nil); changed {
+		t.Error("pass column was masked")
+	}
+	if out, _, err := p.MaskJSON([]byte(`{"hash_id": 4111111111111111, "pan": 4111111111111111}`), nil); err != nil || string(out) != `{"hash_id": 4111111111111111, "pan": "************1111"}` {
+		t.Errorf("pass key: %s %v", out, err)
+	}
+	if e := p.Explain("1", Column{Table: "events", Name: "hash_id", TypeOID: oidInt8}); !strings.Contains(e, "exempts") {
+		t.Errorf("explain pass: %s", e)
+	}
 	// Token style on a column: stable, joinable, no key material in the output.
 	key := testKey(t, 7)
 	p = mustPlan(t, []ColumnRule{{Pattern: "*.email", Style: StyleToken}}, Config{Key: key})

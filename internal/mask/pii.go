@@ -40,8 +40,8 @@ func numberBoundaryBefore(b []byte, s int) bool {
 // A dash-joined token must be a card as a whole (so UUID-like ids never match in part); in
 // space-separated digit groups any run of whole groups may be the card.
 func card(b []byte, i int) (int, int, bool) {
-	if !numberBoundaryBefore(b, i) {
-		return 0, 0, false
+	if !numberBoundaryBefore(b, i) || (i > 0 && b[i-1] == '-' && (i == 1 || !isAlnum(b[i-2]))) {
+		return 0, 0, false // inside a decimal, or a negative number
 	}
 	type group struct{ s, e int }
 	var groups [10]group
@@ -592,7 +592,7 @@ func ipv6(b []byte, i int) (int, bool) {
 		}
 		break
 	}
-	if (!double && groups != 8) || (double && groups > 7) || j-i < 2 {
+	if (!double && groups != 8) || (double && (groups > 7 || groups == 0)) {
 		return 0, false
 	}
 	if j+1 < len(b) && b[j] == '/' && isDigit(b[j+1]) {
@@ -629,8 +629,8 @@ func phoneWord(w []byte) bool {
 
 func ipWord(w []byte) bool {
 	switch string(w) {
-	case "ip", "ips", "ipv4", "ipv6", "addr", "address", "host", "hostname", "remote", "client", "server",
-		"peer", "src", "dst", "source", "destination", "from", "inet", "cidr":
+	case "ip", "ips", "ipv4", "ipv6", "addr", "address", "host", "hostname", "remote", "client",
+		"peer", "src", "dst", "from", "inet", "cidr":
 		return true
 	}
 	return false

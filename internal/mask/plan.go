@@ -165,7 +165,7 @@ func compileColumnRule(r ColumnRule, format string) (columnRule, error) {
 	if pat == "" {
 		return columnRule{}, errors.New("empty column pattern")
 	}
-	if r.Style < StyleRedact || r.Style > StyleToken {
+	if r.Style < StyleRedact || r.Style > StylePass {
 		return columnRule{}, fmt.Errorf("column %q: missing or invalid style", r.Pattern)
 	}
 	parts := strings.Split(pat, ".")

@@ -245,7 +245,7 @@ func classifyKey(name []byte) keyClass {
 				class = keyPassword
 			} else if hasPrefix(r, "private_key") || hasPrefix(r, "privatekey") {
 				class = keySecret
-			} else if i == 0 && (string(r) == "pass" || string(r) == "pw" || string(r) == "pwd") {
+			} else if i == 0 && (string(r) == "pass" || string(r) == "pwd") {
 				class = keyPassword
 			}
 		case 's':
@@ -352,6 +352,10 @@ func assignedSecret(b []byte, op int) (Span, bool) {
 	}
 	ks := j + 1
 	if ks >= ke || (j >= 0 && isIdentByte(b[j])) {
+		return Span{}, false
+	}
+	// Comparisons are not assignments: a == b, a != b, a <= b, a >= b.
+	if b[op] == '=' && ((op+1 < len(b) && b[op+1] == '=') || (op > 0 && (b[op-1] == '=' || b[op-1] == '!' || b[op-1] == '<' || b[op-1] == '>'))) {
 		return Span{}, false
 	}
 	kc := classifyKey(b[ks:ke])

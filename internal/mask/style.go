@@ -33,9 +33,12 @@ const (
 	// deployment key: equal values give equal tokens, so joins and equality still work, but
 	// without the key a token cannot be brute-forced from the small space of, say, SSNs.
 	StyleToken
+	// StylePass, for column rules only, exempts a column from the detectors: for columns known to
+	// hold look-alikes (random 19-digit ids that happen to pass Luhn, version strings).
+	StylePass
 )
 
-var styleNames = [...]string{styleNone: "none", StyleRedact: "redact", StylePartial: "partial", StyleMask: "mask", StyleToken: "token"}
+var styleNames = [...]string{styleNone: "none", StyleRedact: "redact", StylePartial: "partial", StyleMask: "mask", StyleToken: "token", StylePass: "pass"}
 
 func (s Style) String() string {
 	if int(s) < len(styleNames) {
@@ -45,7 +48,7 @@ func (s Style) String() string {
 }
 
 // ParseStyle reads a style name from a policy file. Accepted: redact, partial (also keep-last-4,
-// keep_last_4, last4), mask, token (also hash, hmac).
+// keep_last_4, last4), mask, token (also hash, hmac), pass (column rules only).
 func ParseStyle(name string) (Style, error) {
 	switch strings.ToLower(strings.TrimSpace(name)) {
 	case "redact", "redacted":
@@ -56,8 +59,10 @@ func ParseStyle(name string) (Style, error) {
 		return StyleMask, nil
 	case "token", "hash", "hmac":
 		return StyleToken, nil
+	case "pass", "clear":
+		return StylePass, nil
 	}
-	return styleNone, fmt.Errorf("unknown masking style %q (known: redact, partial, mask, token)", name)
+	return styleNone, fmt.Errorf("unknown masking style %q (known: redact, partial, mask, token, pass)", name)
 }
 
 // Key is the HMAC key of the token style. It is safe for concurrent use.

@@ -159,13 +159,15 @@ func BenchmarkMaskRow(b *testing.B) {
 		{Table: "customers", Name: "password_hash", TypeOID: oidText},
 	})
 	rows := map[string][][]byte{
+		// pgbench_accounts-like: three integers and a blank-padded char(84).
+		"pgbench": {[]byte("4242"), []byte("1"), []byte("0"), []byte(strings.Repeat(" ", 84)), nil, nil, nil},
 		"clean": {[]byte("1234567"), []byte("Ada Lovelace"), []byte("see account page"), []byte("active"),
 			[]byte("prefers morning deliveries, order ORD-2024-000123"), []byte("2024-01-15 10:30:00+00"), nil},
 		"dense": {[]byte("1234567"), []byte("Ada Lovelace"), []byte("ada@example.com"), []byte("active"),
 			[]byte("card 4111 1111 1111 1111, iban DE89370400440532013000"), []byte("2024-01-15 10:30:00+00"),
 			[]byte("$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW")},
 	}
-	for _, name := range []string{"clean", "dense"} {
+	for _, name := range []string{"pgbench", "clean", "dense"} {
 		row := rows[name]
 		size := 0
 		for _, c := range row {

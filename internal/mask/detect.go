@@ -1,5 +1,7 @@
 package mask
 
+import "encoding/binary"
+
 // ctxFlags say which context-needing detectors a value's surroundings (a column or JSON key name)
 // allow without a context word in the text itself.
 type ctxFlags uint8
@@ -117,6 +119,13 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 		switch class[c] {
 		case clNone:
 			i++
+			// Blank padding (char(n) columns) eight bytes at a time.
+			for i+8 <= n && binary.LittleEndian.Uint64(in[i:]) == 0x2020202020202020 {
+				i += 8
+			}
+			for i < n && class[in[i]] == clNone {
+				i++
+			}
 		case clWord:
 			// Only words starting with a letter some detector keys on are looked at.
 			if t := wordTrigger[c]; t != 0 {

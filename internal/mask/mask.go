@@ -234,6 +234,17 @@ func (rp *ResultPlan) Forced(col int) bool {
 //     that a column rule covers has no safe text rendering.
 //   - err != nil: the cell could not be masked; the caller must not send it (use Fallback).
 func (rp *ResultPlan) MaskCell(col int, in, dst []byte) (out []byte, changed, null bool, err error) {
+	// Fast path without the deferred recover: columns that are never scanned, and text cells too
+	// short to hold any finding (the shortest is an IPv6 "::1").
+	if col >= 0 && col < len(rp.cols) {
+		if cp := &rp.cols[col]; cp.act == actPass || (cp.act == actScan && len(in) < 3 && !cp.array && !cp.jsonb) {
+			return in, false, false, nil
+		}
+	}
+	return rp.maskCell(col, in, dst)
+}
+
+func (rp *ResultPlan) maskCell(col int, in, dst []byte) (out []byte, changed, null bool, err error) {
 	p := rp.p
 	defer p.guard(&err)
 	if col < 0 || col >= len(rp.cols) {

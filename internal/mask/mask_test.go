@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -499,5 +500,43 @@ func TestConfigOptions(t *testing.T) {
 	j, _, _, err := rp.MaskCell(2, []byte("\x01\"ada@example.com\""), nil)
 	if err != nil || j[0] != 1 || !json.Valid(j[1:]) {
 		t.Errorf("forced jsonb binary: %q %v", j, err)
+	}
+}
+
+// TestConcurrentUse: one Plan and ResultPlan shared by many goroutines (run with -race in CI).
+func TestConcurrentUse(t *testing.T) {
+	p := mustPlan(t, []ColumnRule{{Pattern: "*.email", Style: StyleToken}}, Config{Key: testKey(t, 3)})
+	rp := p.ForColumns([]Column{{Table: "u", Name: "email", TypeOID: oidText}, {Table: "u", Name: "note", TypeOID: oidText}})
+	want, _, _, _ := rp.MaskCell(0, []byte("ada@example.com"), nil)
+	done := make(chan string, 8)
+	for g := 0; g < 8; g++ {
+		go func() {
+			var buf []byte
+			for i := 0; i < 200; i++ {
+				out, _, _, err := rp.MaskCell(0, []byte("ada@example.com"), buf[:0])
+				if err != nil || string(out) != string(want) {
+					done <- fmt.Sprintf("token %q err %v", out, err)
+					return
+				}
+				buf = out
+				if out, _, _, _ := rp.MaskCell(1, []byte("card 4111 1111 1111 1111"), nil); string(out) != "card **** **** **** 1111" {
+					done <- fmt.Sprintf("note %q", out)
+					return
+				}
+				if _, _, err := p.MaskCopyLine([]byte("a\\tb\tc@d.com\n"), nil, nil); err != nil {
+					done <- err.Error()
+					return
+				}
+			}
+			done <- ""
+		}()
+	}
+	for g := 0; g < 8; g++ {
+		if msg := <-done; msg != "" {
+			t.Error(msg)
+		}
+	}
+	if got := p.Stats().Hits["credit_card"]; got != 8*200 {
+		t.Errorf("credit_card hits %d, want %d", got, 8*200)
 	}
 }

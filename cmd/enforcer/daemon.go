@@ -8,7 +8,6 @@ import (
 	"os"
 
 	"github.com/enforcer-dev/enforcer/internal/daemon"
-	"github.com/enforcer-dev/enforcer/internal/policy"
 )
 
 func cmdDaemon(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -50,22 +49,5 @@ func cmdUninstall(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	fmt.Println("enforcement removed: programs detached and unpinned, enforced processes killed, cgroups removed")
-	return nil
-}
-
-func cmdPolicy(ctx context.Context, fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	rest := fs.Args()
-	if len(rest) != 2 || rest[0] != "check" {
-		fs.Usage()
-		return exitCode(2)
-	}
-	if _, err := policy.Load(rest[1]); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return exitCode(1)
-	}
-	fmt.Printf("%s: ok\n", rest[1])
 	return nil
 }

@@ -33,6 +33,10 @@ import (
 var enforcerBin string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(pgxAgentEnv) != "" {
+		// argv: binary -test.run=^$ DSN SQL ARGS...
+		os.Exit(pgxAgent(os.Args[2], os.Args[3], os.Args[4:]))
+	}
 	if mode := os.Getenv(benchAgentEnv); mode != "" {
 		os.Exit(benchAgent(mode, os.Args[len(os.Args)-2], os.Args[len(os.Args)-1]))
 	}
@@ -62,7 +66,10 @@ type env struct {
 	daemon  *exec.Cmd
 	logs    *os.File
 	exited  chan struct{}
-	hits    atomic.Int64 // connections that reached the remote service
+	// targetsYAML is appended to the policy's targets, tailYAML to the whole policy.
+	targetsYAML string
+	tailYAML    string
+	hits        atomic.Int64 // connections that reached the remote service
 }
 
 // newEnv starts a daemon with the local identity provider and logs root in.
@@ -93,7 +100,7 @@ func newEnvWith(t testing.TB, mode, extraConfig string) *env {
 	e.port = freePort(t)
 	e.socket = filepath.Join(e.dir, "enforcer.sock")
 	suffix := fmt.Sprintf("%d-%d", os.Getpid(), e.port)
-	e.writePolicy("")
+	e.writePolicy()
 	cfg := fmt.Sprintf(`policy: policy.yaml
 state_dir: state
 socket: %s
@@ -123,7 +130,8 @@ log_level: debug
 
 // writePolicy writes the test policy, with extra YAML appended to its targets list. Local users
 // root and nobody (groups root, nogroup) and the lab IdP's engineering group may use every target.
-func (e *env) writePolicy(extraTargets string) {
+func (e *env) writePolicy() {
+	extraTargets := e.targetsYAML
 	names := []string{"echo", "llm"}
 	for _, line := range strings.Split(extraTargets, "\n") {
 		if n, ok := strings.CutPrefix(strings.TrimSpace(line), "- name: "); ok {
@@ -143,16 +151,16 @@ targets:
 %[3]sgrants:
   - groups: [root, nogroup, engineering]
     targets: [%[4]s]
-`, e.ns.PeerAddr, e.ns.PeerAddr6, extraTargets, strings.Join(names, ", "))
+%[5]s`, e.ns.PeerAddr, e.ns.PeerAddr6, extraTargets, strings.Join(names, ", "), e.tailYAML)
 	if err := os.WriteFile(filepath.Join(e.dir, "policy.yaml"), []byte(policy), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
 }
 
 // setPolicy rewrites the policy and makes the running daemon load it now.
-func (e *env) setPolicy(extraTargets string) {
+func (e *env) setPolicy() {
 	e.t.Helper()
-	e.writePolicy(extraTargets)
+	e.writePolicy()
 	if err := control.NewClient(e.socket).Do(context.Background(), "POST", "/v1/policy/reload", nil, nil); err != nil {
 		e.t.Fatalf("reload: %v", err)
 	}

@@ -84,7 +84,12 @@ func TestOIDCSessionsGrantsAndRevocation(t *testing.T) {
 // loginAs runs `enforcer login` (device flow) and approves the printed code as subject.
 func loginAs(t *testing.T, e *env, idp *devidp.Server, subject string) {
 	t.Helper()
-	cmd := exec.Command(enforcerBin, "login", "--socket", e.socket)
+	loginWith(t, exec.Command(enforcerBin, "login", "--socket", e.socket), idp, subject)
+}
+
+// loginWith runs a prepared `enforcer login` command and approves its device code as subject.
+func loginWith(t *testing.T, cmd *exec.Cmd, idp *devidp.Server, subject string) {
+	t.Helper()
 	stderr, _ := cmd.StderrPipe()
 	var stdout strings.Builder
 	cmd.Stdout = &stdout

@@ -32,7 +32,10 @@ func init() {
 		{"bind", "--cgroup PATH --token-file FILE", "enrol an agent runner's cgroup with a workload identity (root)", cmdBind},
 		{"run", "[--] CMD [ARGS...]", "run CMD enforced: all its network access goes through the enforcer", cmdRun},
 		{"status", "[--json]", "show the redirect mode, attached programs, enforced cgroups and connections", cmdStatus},
-		{"policy", "check FILE", "validate a policy file", cmdPolicy},
+		{"approvals", "[--watch] [--all] [--json]", "list statements waiting for a reviewer", cmdApprovals},
+		{"approve", "ID [--reason TEXT]", "approve a held statement (as yourself; not your own)", cmdApprove},
+		{"deny", "ID --reason TEXT", "deny a held statement; the agent sees the reason", cmdDeny},
+		{"policy", "check FILE | explain ...", "validate a policy file, or show how a statement is judged", cmdPolicy},
 		{"uninstall", "[--config FILE]", "kill enforced processes, detach and unpin everything (root)", cmdUninstall},
 	}
 }

@@ -24,11 +24,14 @@ func (e *env) addPostgres() (*pgtest.Server, string, string) {
 	if err := os.WriteFile(secret, []byte(pw+"\n"), 0o600); err != nil {
 		e.t.Fatal(err)
 	}
-	e.setPolicy(fmt.Sprintf(`  - name: prod-db
+	e.targetsYAML = fmt.Sprintf(`  - name: prod-db
     match: {addresses: ["%s"], ports: [5432]}
     protocol: postgres
     upstream: {user: agent_ro, password_file: %s, tls: verify-full, ca_file: %s}
-`, e.ns.PeerAddr, secret, pg.CAFile))
+`, e.ns.PeerAddr, secret, pg.CAFile)
+	// Tests of the proxy itself run with every statement allowed; policy tests set their rules.
+	e.tailYAML = "default: allow\n"
+	e.setPolicy()
 	return pg, pw, fmt.Sprintf("host=%s port=5432 dbname=postgres user=whoever sslmode=disable", e.ns.PeerAddr)
 }
 

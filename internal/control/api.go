@@ -86,3 +86,8 @@ type BindRequest struct {
 	Cgroup    string `json:"cgroup"`
 	TokenFile string `json:"token_file"`
 }
+
+// DecideRequest carries a reviewer's reason (POST /v1/approvals/{id}/approve|deny).
+type DecideRequest struct {
+	Reason string `json:"reason,omitempty"`
+}

@@ -15,10 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/metrics"
+	"github.com/enforcer-dev/enforcer/internal/pgguard"
 	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/proxy"
 	"github.com/enforcer-dev/enforcer/internal/redirect"
@@ -29,15 +32,17 @@ var Version = "dev"
 
 // Daemon is a running enforcer.
 type Daemon struct {
-	cfg     *Config
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	subtree *redirect.Subtree
-	redir   redirect.Redirector
-	proxy   *proxy.Server
-	policy  atomic.Pointer[policy.Policy]
-	polHash [32]byte
-	ids     *identity.Manager
+	cfg       *Config
+	log       *slog.Logger
+	metrics   *metrics.Metrics
+	subtree   *redirect.Subtree
+	redir     redirect.Redirector
+	proxy     *proxy.Server
+	policy    atomic.Pointer[policy.Policy]
+	polHash   [32]byte
+	ids       *identity.Manager
+	approvals *approval.Broker
+	guards    *pgguard.Shared
 }
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
@@ -57,6 +62,16 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	defer d.ids.Close()
+	if err := d.startApprovals(); err != nil {
+		return err
+	}
+	d.guards = &pgguard.Shared{
+		Policy:     d.policy.Load,
+		Classifier: sqlclass.New(sqlclass.Options{}),
+		Approvals:  d.approvals,
+		Metrics:    d.metrics,
+		Log:        log,
+	}
 	var err error
 	d.subtree, err = redirect.OpenSubtree(cfg.Cgroup)
 	if err != nil {
@@ -79,7 +94,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Handlers: map[string]proxy.Handler{
 			policy.ProtoTCP:            relay,
 			policy.ProtoTLSPassthrough: relay,
-			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(postgres.Config{})},
+			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(postgres.Config{}), hook: d.postgresHook},
 		},
 		Authorize: d.authorize,
 		Metrics:   d.metrics,

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/pgguard"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/proxy"
@@ -56,6 +58,29 @@ func (h *pgHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 		msg, hint = r.Message, r.Hint
 	}
 	postgres.RefuseStartup(c.Client, "28000", msg, hint)
+}
+
+// postgresHook builds the guard of one Postgres connection.
+func (d *Daemon) postgresHook(c *proxy.Conn) postgres.Hook {
+	s, _ := c.Identity.(identity.Session)
+	return d.guards.NewGuard(pgguard.ConnInfo{
+		ID:       strconv.FormatUint(c.ID, 10),
+		Target:   c.Target,
+		Identity: s,
+		Origin:   c.Origin,
+		Cmdline:  cmdline(int(c.Origin.PID)),
+		Database: c.Target.Upstream.Database,
+		DBUser:   c.Target.Upstream.User,
+	})
+}
+
+// cmdline is the process's command line for reviewers; best effort (the process may be gone).
+func cmdline(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
 }
 
 // refusal is an authorisation failure with a hint for the user.

@@ -11,7 +11,8 @@ import (
 )
 
 func (d *Daemon) routes() []control.Route {
-	return append(d.identityRoutes(), []control.Route{
+	routes := append(d.identityRoutes(), d.approvalRoutes()...)
+	return append(routes, []control.Route{
 		{Pattern: "GET /v1/status", Handle: d.handleStatus},
 		{Pattern: "POST /v1/runs", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			var req control.RunRequest

@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/approval"
+	"github.com/enforcer-dev/enforcer/internal/control"
+)
+
+func cmdApprovals(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	asJSON := fs.Bool("json", false, "print JSON")
+	all := fs.Bool("all", false, "include decided, expired and withdrawn requests")
+	watch := fs.Bool("watch", false, "keep listing every 2 seconds")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	path := "/v1/approvals"
+	if *all {
+		path += "?all=1"
+	}
+	for {
+		var reqs []*approval.Request
+		if err := client().Do(ctx, "GET", path, nil, &reqs); err != nil {
+			return err
+		}
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(reqs); err != nil {
+				return err
+			}
+		} else {
+			if *watch {
+				fmt.Print("\033[H\033[2J")
+			}
+			printApprovals(reqs)
+		}
+		if !*watch {
+			return nil
+		}
+		time.Sleep(2 * time.Second)
+	}
+}
+
+func printApprovals(reqs []*approval.Request) {
+	if len(reqs) == 0 {
+		fmt.Println("no pending approval requests")
+		return
+	}
+	for _, r := range reqs {
+		who := r.Identity.Subject
+		if r.Identity.Email != "" {
+			who = r.Identity.Email
+		}
+		fmt.Printf("%s  %s  rule %s  age %s\n", r.ID, strings.ToUpper(string(r.State)), r.Rule, time.Since(r.Created).Round(time.Second))
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintf(w, "  requester:\t%s (groups %s)\n", who, strings.Join(r.Identity.Groups, ","))
+		fmt.Fprintf(w, "  process:\t%s pid %d  %s\n", r.Process.Comm, r.Process.PID, r.Process.Cmdline)
+		fmt.Fprintf(w, "  target:\t%s database %s as %s\n", r.Target, r.Database, r.DBUser)
+		fmt.Fprintf(w, "  approvers:\t%s (quorum %d)\n", strings.Join(r.Approvers, ","), max(r.Quorum, 1))
+		w.Flush()
+		fmt.Printf("  statement:\n")
+		for _, line := range strings.Split(r.SQL, "\n") {
+			fmt.Printf("    %s\n", line)
+		}
+		for i, p := range r.Params {
+			v := p.Value
+			if p.Null {
+				v = "NULL"
+			}
+			fmt.Printf("    $%d = %s\n", i+1, v)
+		}
+		for _, d := range r.Decisions {
+			fmt.Printf("  %s by %s: %s\n", d.Verdict, d.Reviewer.Subject, d.Reason)
+		}
+		if r.State == approval.StatePending {
+			fmt.Printf("  decide: enforcer approve %s   |   enforcer deny %s --reason \"...\"\n", r.ID, r.ID)
+		}
+		fmt.Println()
+	}
+}
+
+func cmdApprove(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	return decide(ctx, fs, args, "approve")
+}
+
+func cmdDeny(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	return decide(ctx, fs, args, "deny")
+}
+
+func decide(ctx context.Context, fs *flag.FlagSet, args []string, verb string) error {
+	reason := fs.String("reason", "", "why (required to deny; shown to the agent)")
+	// Accept the id before or after the flags.
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if id == "" && fs.NArg() > 0 {
+		id = fs.Arg(0)
+	}
+	if id == "" {
+		fs.Usage()
+		return exitCode(2)
+	}
+	var r approval.Request
+	if err := client().Do(ctx, "POST", "/v1/approvals/"+id+"/"+verb, control.DecideRequest{Reason: *reason}, &r); err != nil {
+		return err
+	}
+	fmt.Printf("%s: %s\n", r.ID, r.State)
+	if r.Late && r.State == approval.StateApproved {
+		fmt.Println("the request had expired: the same statement from the same identity will pass once on retry")
+	}
+	return nil
+}

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/policy/rules"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
+)
+
+func cmdPolicy(ctx context.Context, fs *flag.FlagSet, args []string) error {
+	if len(args) == 0 {
+		fs.Usage()
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "check":
+		return policyCheck(fs, args[1:])
+	case "explain":
+		return policyExplain(fs, args[1:])
+	}
+	fs.Usage()
+	return exitCode(2)
+}
+
+func policyCheck(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("usage: enforcer policy check FILE")
+	}
+	if _, err := policy.Load(fs.Arg(0)); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return exitCode(1)
+	}
+	fmt.Printf("%s: ok\n", fs.Arg(0))
+	return nil
+}
+
+func policyExplain(fs *flag.FlagSet, args []string) error {
+	file := fs.String("policy", "/etc/enforcer/policy.yaml", "policy file")
+	target := fs.String("target", "", "target name")
+	sql := fs.String("sql", "", "SQL text to judge")
+	as := fs.String("as", "", "identity as SUBJECT or SUBJECT/GROUP1,GROUP2")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *target == "" || *sql == "" {
+		return errors.New(`usage: enforcer policy explain --target T --sql "..." [--as subject/group1,group2] [--policy FILE]`)
+	}
+	pol, err := policy.Load(*file)
+	if err != nil {
+		return err
+	}
+	var t *policy.Target
+	for _, x := range pol.Targets {
+		if x.Name == *target {
+			t = x
+		}
+	}
+	if t == nil {
+		return fmt.Errorf("no target %q in %s", *target, *file)
+	}
+	subject, groupList, _ := strings.Cut(*as, "/")
+	var groups []string
+	if groupList != "" {
+		groups = strings.Split(groupList, ",")
+	}
+	if *as != "" {
+		if ok, msg := pol.Granted(t.Name, subject, groups); !ok {
+			fmt.Printf("grant: refused: %s\n", msg)
+		} else {
+			fmt.Printf("grant: %s may use %s\n", subject, t.Name)
+		}
+	}
+	conn := rules.NewConn(rules.Identity{Subject: subject, Groups: groups},
+		rules.Process{}, rules.Target{Name: t.Name, Protocol: t.Protocol, Database: t.Upstream.Database, User: t.Upstream.User})
+	res := sqlclass.New(sqlclass.Options{}).Classify(*sql)
+	d := pol.Rules.Decide(conn, res, nil)
+	fmt.Print(rules.Explain(&d))
+	return nil
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/enforcer-dev/enforcer/internal/approval"
+	"github.com/enforcer-dev/enforcer/internal/identity/devidp"
+	"github.com/enforcer-dev/enforcer/internal/pgtest"
+)
+
+const agentRules = `rules:
+  - name: no-destructive-ddl
+    when: 'sql.kind in ["DROP", "TRUNCATE"]'
+    action: block
+    message: destructive DDL is not allowed on production
+  - name: no-unbounded-writes
+    when: 'sql.writes && (!sql.has_where || sql.where_is_constant)'
+    action: block
+    message: writes must name the rows they change
+  - name: writes-need-review
+    when: 'sql.writes && sql.has_where && !sql.where_is_constant'
+    action: approve
+    approvers: [dba]
+approvals: {timeout: 20s, transaction_timeout: 20s}
+`
+
+func seed(t *testing.T, pg *pgtest.Server) {
+	pg.Exec(t, `CREATE TABLE customers (id int PRIMARY KEY, email text, card text);
+INSERT INTO customers SELECT g, 'user'||g||'@example.com', '4111 1111 1111 1111' FROM generate_series(1, 20) g;
+CREATE TABLE orders (id int PRIMARY KEY, customer int, status text);
+INSERT INTO orders SELECT g, g, 'new' FROM generate_series(1, 20) g;
+GRANT SELECT, UPDATE, DELETE, INSERT ON customers, orders TO agent_ro;`)
+}
+
+func scalar(t *testing.T, pg *pgtest.Server, sql string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, pg.DSN(pgtest.SuperUser, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var s string
+	if err := c.QueryRow(ctx, sql).Scan(&s); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return s
+}
+
+// TestPolicyBlocksThroughPsqlAndPgx: blocked statements get 42501 with the rule's name and
+// message and never change the database; reads pass; a refused statement inside a transaction
+// makes COMMIT roll back, as the server would.
+func TestPolicyBlocksThroughPsqlAndPgx(t *testing.T) {
+	e := newEnv(t, "bpf")
+	pg, _, dsn := e.addPostgres()
+	seed(t, pg)
+	e.tailYAML = agentRules
+	e.setPolicy()
+
+	cases := []struct {
+		name, sql string
+		want      []string
+		ok        bool
+	}{
+		{"read", "select count(*) from customers", []string{"20"}, true},
+		{"drop", "DROP TABLE customers", []string{`blocked by rule "no-destructive-ddl"`, "destructive DDL"}, false},
+		{"truncate hidden in comments", "/* hi */ TrUnCaTe -- x\n orders", []string{"no-destructive-ddl"}, false},
+		{"unbounded delete", "DELETE FROM orders", []string{`"no-unbounded-writes"`, "name the rows"}, false},
+		{"constant where", "UPDATE orders SET status = 'x' WHERE 1 = 1", []string{"no-unbounded-writes"}, false},
+		{"delete in a CTE", "WITH d AS (DELETE FROM orders RETURNING *) SELECT count(*) FROM d", []string{"no-unbounded-writes"}, false},
+		{"multi-statement string", "SELECT 1; DROP TABLE orders", []string{"no-destructive-ddl"}, false},
+		{"unparseable", "SELEC * FROM", []string{"blocked"}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, code := e.run("psql", dsn, "-XAtc", c.sql)
+			if (code == 0) != c.ok {
+				t.Fatalf("exit %d: %q", code, out)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output %q lacks %q", out, w)
+				}
+			}
+		})
+	}
+	if n := scalar(t, pg, "select count(*)::text from orders where status = 'new'"); n != "20" {
+		t.Fatalf("orders changed by blocked statements: %s new rows", n)
+	}
+
+	// Transaction agreement: after the refused DROP the transaction is failed on both sides.
+	out, _ := e.run("sh", "-c", fmt.Sprintf(`printf 'BEGIN;\nUPDATE orders SET status = $$t$$ WHERE id = 1 AND false;\nDROP TABLE orders;\nSELECT 1;\nCOMMIT;\n' | psql %q -X`, dsn))
+	if !strings.Contains(out, "current transaction is aborted") || !strings.Contains(out, "ROLLBACK") {
+		t.Errorf("transaction after a refused statement: %q", out)
+	}
+
+	// pgx over the extended protocol: judged at Parse, same SQLSTATE; allowed reads work.
+	if got := e.pgxAgent(dsn, "DELETE FROM orders WHERE $1::int > 0", "1"); !strings.HasPrefix(got, "err 42501") || !strings.Contains(got, "no-unbounded-writes") {
+		t.Errorf("pgx extended delete: %q", got)
+	}
+	if got := e.pgxAgent(dsn, "SELECT count(*) FROM customers WHERE id > $1", "10"); got != "ok 10" {
+		t.Errorf("pgx extended select: %q", got)
+	}
+}
+
+// TestApprovalFlow: a bounded UPDATE is held until a reviewer in group dba approves it, a
+// requester cannot approve their own statement, a denial reaches the agent with its reason.
+func TestApprovalFlow(t *testing.T) {
+	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
+		Users: []devidp.User{
+			{Subject: "alice", Email: "alice@example.test", Groups: []string{"engineering"}},
+			{Subject: "carol", Email: "carol@example.test", Groups: []string{"dba"}},
+		},
+		PollInterval: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idp.Close()
+	e := newEnvWith(t, "bpf", fmt.Sprintf("identity: {issuer: %q, client_id: %q}\n", idp.Issuer(), idp.ClientID()))
+	pg, _, dsn := e.addPostgres()
+	seed(t, pg)
+	e.tailYAML = agentRules
+	e.setPolicy()
+	loginAs(t, e, idp, "alice")
+	reviewer := reviewerCLI(t, e, idp, "carol", 65534)
+
+	// Approve.
+	done := make(chan string, 1)
+	go func() {
+		o, _ := e.run("psql", dsn, "-Xc", "UPDATE orders SET status = 'shipped' WHERE id = 7")
+		done <- o
+	}()
+	id := waitPending(t, e)
+	if out, err := exec.Command(enforcerBin, "approve", id, "--socket", e.socket).CombinedOutput(); err == nil || !strings.Contains(string(out), "own") {
+		t.Errorf("self-approval must be refused: %v %s", err, out)
+	}
+	if out, err := reviewer("approve", id, "--reason", "looks right").CombinedOutput(); err != nil {
+		t.Fatalf("approve: %v %s", err, out)
+	}
+	out := <-done
+	if !strings.Contains(out, "UPDATE 1") || !strings.Contains(out, id) {
+		t.Errorf("approved statement: %q", out)
+	}
+	if s := scalar(t, pg, "select status from orders where id = 7"); s != "shipped" {
+		t.Errorf("approved update not applied: %s", s)
+	}
+
+	// Deny.
+	go func() {
+		o, _ := e.run("psql", dsn, "-Xc", "UPDATE orders SET status = 'lost' WHERE id = 8")
+		done <- o
+	}()
+	id = waitPending(t, e)
+	if out, err := reviewer("deny", id, "--reason", "not during the freeze").CombinedOutput(); err != nil {
+		t.Fatalf("deny: %v %s", err, out)
+	}
+	out = <-done
+	if !strings.Contains(out, "not during the freeze") || strings.Contains(out, "UPDATE 1") {
+		t.Errorf("denied statement: %q", out)
+	}
+	if s := scalar(t, pg, "select status from orders where id = 8"); s != "new" {
+		t.Errorf("denied update applied: %s", s)
+	}
+}
+
+func waitPending(t *testing.T, e *env) string {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		out, err := exec.Command(enforcerBin, "approvals", "--json", "--socket", e.socket).Output()
+		if err == nil {
+			var reqs []*approval.Request
+			json.Unmarshal(out, &reqs)
+			if len(reqs) > 0 {
+				return reqs[0].ID
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no pending approval request appeared")
+	return ""
+}
+
+// reviewerCLI logs a second person in under another uid and returns a runner of CLI commands as
+// that uid.
+func reviewerCLI(t *testing.T, e *env, idp *devidp.Server, subject string, uid uint32) func(args ...string) *exec.Cmd {
+	as := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(enforcerBin, append(args, "--socket", e.socket)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
+		cmd.Dir = "/"
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/nonexistent"}
+		return cmd
+	}
+	loginWith(t, as("login"), idp, subject)
+	return as
+}
+
+// pgxAgentEnv makes the test binary a pgx client: it runs one statement over the extended
+// protocol with text parameters and prints "ok VALUE" or "err SQLSTATE MESSAGE".
+const pgxAgentEnv = "ENFORCER_PGX_AGENT"
+
+func pgxAgent(dsn, sql string, args []string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		fmt.Println("connect", err)
+		return 0
+	}
+	defer c.Close(ctx)
+	var params []any
+	for _, a := range args {
+		params = append(params, a)
+	}
+	rows, err := c.Query(ctx, sql, params...)
+	var out []string
+	if err == nil {
+		for rows.Next() {
+			vals, _ := rows.Values()
+			out = append(out, fmt.Sprint(vals...))
+		}
+		rows.Close()
+		err = rows.Err()
+	}
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe):
+		fmt.Println("err", pe.Code, pe.Message)
+	case err != nil:
+		fmt.Println("err", err)
+	default:
+		fmt.Println("ok", strings.Join(out, ","))
+	}
+	return 0
+}
+
+func (e *env) pgxAgent(dsn, sql string, args ...string) string {
+	e.t.Helper()
+	self, _ := os.Executable()
+	cmd := exec.Command(enforcerBin, append([]string{"run", "--socket", e.socket, "--", self, "-test.run=^$", dsn, sql}, args...)...)
+	cmd.Env = append(os.Environ(), pgxAgentEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		e.t.Fatalf("pgx agent: %v %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}

@@ -1,0 +1,126 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/approval"
+	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/identity"
+)
+
+func (d *Daemon) startApprovals() error {
+	store, err := approval.OpenFileStore(filepath.Join(d.cfg.StateDir, "approvals.journal"), 0)
+	if err != nil {
+		return err
+	}
+	pol := d.policy.Load()
+	var hooks []approval.Webhook
+	for _, w := range pol.Approvals.Webhooks {
+		wh := approval.Webhook{Name: w.Name, URL: w.URL, Rules: w.Rules}
+		if w.SecretFile != "" {
+			b, err := os.ReadFile(w.SecretFile)
+			if err != nil {
+				return fmt.Errorf("webhook %s secret: %w", w.Name, err)
+			}
+			wh.Secret = strings.TrimSpace(string(b))
+		}
+		hooks = append(hooks, wh)
+	}
+	var notifier *approval.Notifier
+	if len(hooks) > 0 {
+		notifier, err = approval.NewNotifier(approval.NotifierConfig{Webhooks: hooks, Logger: d.log})
+		if err != nil {
+			return fmt.Errorf("approval webhooks: %w", err)
+		}
+	}
+	host, _ := os.Hostname()
+	d.approvals = approval.NewBroker(store, approval.Config{
+		Timeout:    time.Duration(pol.Approvals.Timeout),
+		LateWindow: time.Duration(pol.Approvals.LateWindow),
+		Owner:      host,
+		Notifier:   notifier,
+		Logger:     d.log,
+	})
+	return nil
+}
+
+// reviewer is the caller as a reviewer: the person of their own current session.
+func (d *Daemon) reviewer(c control.Caller) (approval.Reviewer, error) {
+	s, err := d.ids.Current(c.UID)
+	if err != nil {
+		return approval.Reviewer{}, control.Errorf(http.StatusUnauthorized, "reviewers decide as themselves: %s", identity.UserMessage(err))
+	}
+	return approval.Reviewer{Subject: s.Subject, Email: s.Email, Groups: s.Groups}, nil
+}
+
+func approvalError(err error) error {
+	switch {
+	case errors.Is(err, approval.ErrNotFound):
+		return control.Errorf(http.StatusNotFound, "%v", err)
+	case errors.Is(err, approval.ErrSelfApproval), errors.Is(err, approval.ErrNotApprover):
+		return control.Errorf(http.StatusForbidden, "%v", err)
+	case errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrNotPending):
+		return control.Errorf(http.StatusConflict, "%v", err)
+	case errors.Is(err, approval.ErrReasonRequired), errors.Is(err, approval.ErrInvalidReviewer):
+		return control.Errorf(http.StatusBadRequest, "%v", err)
+	}
+	return err
+}
+
+func (d *Daemon) approvalRoutes() []control.Route {
+	return []control.Route{
+		{Pattern: "GET /v1/approvals", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			f := approval.Filter{Limit: 200}
+			if r.URL.Query().Get("all") == "" {
+				f.States = []approval.State{approval.StatePending}
+			}
+			reqs, err := d.approvals.List(ctx, f)
+			if err != nil {
+				return nil, err
+			}
+			if reqs == nil {
+				reqs = []*approval.Request{}
+			}
+			return reqs, nil
+		}},
+		{Pattern: "POST /v1/approvals/{id}/approve", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			return d.decide(ctx, c, r, true)
+		}},
+		{Pattern: "POST /v1/approvals/{id}/deny", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			return d.decide(ctx, c, r, false)
+		}},
+	}
+}
+
+func (d *Daemon) decide(ctx context.Context, c control.Caller, r *http.Request, approve bool) (any, error) {
+	var req control.DecideRequest
+	if err := control.Decode(r, &req); err != nil {
+		return nil, err
+	}
+	rev, err := d.reviewer(c)
+	if err != nil {
+		return nil, err
+	}
+	id, err := approval.ParseID(r.PathValue("id"))
+	if err != nil {
+		return nil, control.Errorf(http.StatusBadRequest, "%v", err)
+	}
+	var out *approval.Request
+	if approve {
+		out, err = d.approvals.Approve(ctx, id, rev, req.Reason)
+	} else {
+		out, err = d.approvals.Deny(ctx, id, rev, req.Reason)
+	}
+	if err != nil {
+		return nil, approvalError(err)
+	}
+	d.log.Info("approval decision", "request", id, "reviewer", rev.Subject, "approve", approve, "state", string(out.State))
+	return out, nil
+}

@@ -10,6 +10,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,6 +26,9 @@ import (
 // 1,000 statements of each proxy. Run it with
 //
 //	go test -run '^$' -bench Pgbench -benchtime 1x ./internal/proto/postgres
+//
+// -benchtime Nx runs N interleaved rounds and reports medians (the machine is shared, so one round
+// is noisy).
 //
 // ENFORCER_BENCH_SECONDS sets the length of each run (default 10), ENFORCER_BENCH_SCALE the pgbench
 // scale (default 10, whose pgbench_accounts is the 1M-row large result), ENFORCER_BENCH_MODES a
@@ -75,7 +79,7 @@ func BenchmarkPgbench(b *testing.B) {
 	} else if m != "" {
 		modes = strings.Split(m, ",")
 	}
-	results := map[string]result{}
+	runs := map[string][]result{}
 	for range b.N {
 		for _, mode := range modes {
 			for _, clients := range []int{1, 8} {
@@ -83,8 +87,8 @@ func BenchmarkPgbench(b *testing.B) {
 					cpu0, io0, cs0 := procCPU(b, path.pid), procIO(path.pid), procSwitches(path.pid)
 					tps, lat := runPgbench(b, path.dsn, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
 					key := fmt.Sprintf("%s/%d/%s", mode, clients, path.name)
-					results[key] = result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs),
-						io: procIO(path.pid) - io0, cs: procSwitches(path.pid) - cs0}
+					runs[key] = append(runs[key], result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs),
+						io: procIO(path.pid) - io0, cs: procSwitches(path.pid) - cs0})
 				}
 			}
 		}
@@ -95,13 +99,30 @@ func BenchmarkPgbench(b *testing.B) {
 		for _, path := range paths {
 			cpu0 := procCPU(b, path.pid)
 			tps, lat := runPgbench(b, path.dsn, "-f", script, "-c", "1", "-T", strconv.Itoa(secs))
-			results["large/1/"+path.name] = result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs)}
+			runs["large/1/"+path.name] = append(runs["large/1/"+path.name], result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs)})
 		}
+	}
+	// Medians of TPS and latency over the rounds; CPU, syscalls and switches summed over all of them
+	// and divided by all statements.
+	results := map[string]result{}
+	for k, rs := range runs {
+		var m result
+		tps := make([]float64, len(rs))
+		lat := make([]float64, len(rs))
+		for i, r := range rs {
+			tps[i], lat[i] = r.tps, r.latMS
+			m.cpu += r.cpu
+			m.stmts += r.stmts
+			m.io += r.io
+			m.cs += r.cs
+		}
+		m.tps, m.latMS = median(tps), median(lat)
+		results[k] = m
 	}
 
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
-	fmt.Fprintf(w, "\npgbench -S, %d s per run, scale %d, all on this machine (%d CPUs)\n", secs, scale, runtimeCPUs())
+	fmt.Fprintf(w, "\npgbench -S, %d s per run, median of %d interleaved rounds, scale %d, all on this machine (%d CPUs)\n", secs, b.N, scale, runtimeCPUs())
 	fmt.Fprintf(w, "%-9s %3s %-10s %10s %9s %8s %14s %9s %9s\n", "mode", "cl", "path", "TPS", "lat ms", "ratio", "CPU s/1k stmt", "rw/stmt", "csw/stmt")
 	for _, mode := range modes {
 		for _, clients := range []string{"1", "8"} {
@@ -130,6 +151,18 @@ func BenchmarkPgbench(b *testing.B) {
 		}
 		fmt.Fprintf(w, "%-10s %10.3f %12.0f %8.2f %16s\n", path.name, r.latMS/1000, float64(rows*scale)/(r.latMS/1000), d.latMS/r.latMS, cpu)
 	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 var (

@@ -18,11 +18,12 @@ import (
 // context ends, rewrites "rewrite me" to "SELECT 'rewritten'", masks cells equal to "secret", and
 // records what it saw.
 type testHook struct {
-	mu    sync.Mutex
-	seen  []string // kind:known:sql
-	tags  []string
-	held  chan struct{}
-	masks int
+	mu       sync.Mutex
+	seen     []string // kind:known:sql
+	tags     []string
+	held     chan struct{}
+	released chan struct{} // closed when a held statement's context ends
+	masks    int
 }
 
 func (h *testHook) Statement(ctx context.Context, s *Statement) Verdict {
@@ -44,6 +45,9 @@ func (h *testHook) Statement(ctx context.Context, s *Statement) Verdict {
 			close(h.held)
 		}
 		<-ctx.Done()
+		if h.released != nil {
+			close(h.released)
+		}
 		return Verdict{Action: Refuse, Error: &pgproto3.ErrorResponse{Code: "57014", Message: "canceling statement due to user request"}}
 	case strings.Contains(s.SQL, "rewrite me"):
 		return Verdict{Action: Rewrite, SQL: "SELECT 'rewritten'"}
@@ -300,6 +304,7 @@ func TestHoldNoticeAndCancel(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no notice while held")
 	}
+	time.Sleep(2 * holdWatchAfter) // long enough for the disconnect watch to start
 	if err := c.CancelRequest(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -467,4 +472,34 @@ func TestStatementFacts(t *testing.T) {
 	if s.Kind.Protocol() != "extended" {
 		t.Fatalf("protocol %s", s.Kind.Protocol())
 	}
+}
+
+// TestHoldClientDisconnect: a client that goes away while its statement is held cancels the hook's
+// context, and the session is cleaned up.
+func TestHoldClientDisconnect(t *testing.T) {
+	leakCheck(t)
+	h := &testHook{held: make(chan struct{}), released: make(chan struct{})}
+	sess := defaultSession()
+	sess.Hook = h
+	p := startProxy(t, Config{}, sess)
+	c, fe := rawStartup(t, p.addr, nil)
+	fe.Send(&pgproto3.Query{String: "SELECT 'hold me'"})
+	fe.Flush()
+	<-h.held
+	// Pipelined input while held is not a disconnect.
+	fe.Send(&pgproto3.Query{String: "SELECT 2"})
+	fe.Flush()
+	time.Sleep(3 * holdWatchAfter)
+	select {
+	case <-h.released:
+		t.Fatal("pipelined input taken for a disconnect")
+	default:
+	}
+	c.Close()
+	select {
+	case <-h.released:
+	case <-time.After(5 * time.Second):
+		t.Fatal("hook context not cancelled after the client disconnected")
+	}
+	waitFor(t, func() bool { return p.srv.Sessions() == 0 })
 }

@@ -85,7 +85,9 @@ func (c *conn) newStatement(k Kind) *Statement {
 func (c *conn) judge(st *Statement) Verdict {
 	ctx := c.statementContext()
 	c.judging.Store(true)
+	w := c.watchDuringHook()
 	v := c.hook.Statement(ctx, st)
+	w.stop()
 	c.judging.Store(false)
 	st.c = nil // Notice is only valid during the call
 	if v.Action == Refuse {

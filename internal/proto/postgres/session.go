@@ -319,16 +319,17 @@ type conn struct {
 	judging  atomic.Bool // a hook is deciding on a statement the server has not seen
 
 	// client → server side
-	cr       *msgReader
-	upMu     sync.Mutex
-	uw       msgWriter
-	skipping bool
-	stmtMu   sync.Mutex // stmts is also touched by the server side when a Parse fails
-	stmts    map[string]*stmtInfo
-	portals  map[string]*portalInfo
-	probes   uint64
-	scratch  [][]byte
-	fmts     []int16
+	clientRaw *rawIO // nil unless the client is plain TCP
+	cr        *msgReader
+	upMu      sync.Mutex
+	uw        msgWriter
+	skipping  bool
+	stmtMu    sync.Mutex // stmts is also touched by the server side when a Parse fails
+	stmts     map[string]*stmtInfo
+	portals   map[string]*portalInfo
+	probes    uint64
+	scratch   [][]byte
+	fmts      []int16
 
 	// server → client side
 	sr       *msgReader
@@ -346,6 +347,7 @@ func (c *conn) relay() error {
 	var clientIO, upIO io.ReadWriter = c.client, c.upstream
 	if r := newRawIO(c.client); r != nil {
 		clientIO = r
+		c.clientRaw = r
 	}
 	if r := newRawIO(c.upstream); r != nil {
 		upIO = r

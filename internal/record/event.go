@@ -135,8 +135,12 @@ type SessionEnd struct {
 // SegmentHeader is the first record of each segment; its record's prev anchors the segment to
 // the previous one.
 type SegmentHeader struct {
-	Format  string `json:"format"`
-	Key     string `json:"key"` // hex Ed25519 public key that signs this log's checkpoints
+	Format string `json:"format"`
+	Key    string `json:"key"` // hex Ed25519 public key that signs this log's checkpoints
+	// Log identifies this log: random, chosen when the log is created and repeated in every
+	// header, so records of a host's new log (after a reinstall, say) are never taken for those
+	// of its old one by a fleet sink keyed by (host, log, seq).
+	Log     string `json:"log"`
 	Segment uint64 `json:"segment"`
 }
 

@@ -192,11 +192,13 @@ type Follower struct {
 	next   uint64 // lowest seq still wanted
 	poll   time.Duration
 	queued []followed
+	logID  string // of the last segment header read
 }
 
 type followed struct {
-	rec  Record
-	line []byte
+	rec   Record
+	line  []byte
+	logID string
 }
 
 // NewFollower starts reading the log in dir at record fromSeq (1 for everything).
@@ -256,14 +258,7 @@ func (f *Follower) fill() error {
 	}
 	for len(f.queued) < 4096 {
 		path := filepath.Join(f.dir, segmentName(f.seg))
-		err := scanSegment(path, f.off, func(rec Record, line []byte, end int64) error {
-			f.off = end
-			if rec.Seq >= f.next {
-				f.next = rec.Seq + 1
-				f.queued = append(f.queued, followed{rec, append([]byte(nil), line...)})
-			}
-			return nil
-		})
+		err := scanSegment(path, f.off, f.take)
 		if errors.Is(err, os.ErrNotExist) {
 			// Removed by retention while we were behind: continue with the oldest remaining one.
 			segs, lerr := listSegments(f.dir)
@@ -283,14 +278,7 @@ func (f *Follower) fill() error {
 			return nil // no newer segment yet
 		}
 		// A newer segment exists, so this one is complete: read its rest once more, then move on.
-		if err := scanSegment(path, f.off, func(rec Record, line []byte, end int64) error {
-			f.off = end
-			if rec.Seq >= f.next {
-				f.next = rec.Seq + 1
-				f.queued = append(f.queued, followed{rec, append([]byte(nil), line...)})
-			}
-			return nil
-		}); err != nil {
+		if err := scanSegment(path, f.off, f.take); err != nil {
 			return err
 		}
 		f.seg, f.off = f.seg+1, 0
@@ -298,10 +286,29 @@ func (f *Follower) fill() error {
 	return nil
 }
 
-// Line is a record with its stored line (without newline).
+// take queues a record read from the current segment, noting the log id of segment headers
+// (also of those before the start seq).
+func (f *Follower) take(rec Record, line []byte, end int64) error {
+	f.off = end
+	if rec.Type == TypeSegment {
+		ev, err := rec.Event()
+		if err != nil {
+			return err
+		}
+		f.logID = ev.Segment.Log
+	}
+	if rec.Seq >= f.next {
+		f.next = rec.Seq + 1
+		f.queued = append(f.queued, followed{rec, append([]byte(nil), line...), f.logID})
+	}
+	return nil
+}
+
+// Line is a record with its stored line (without newline) and the id of the log it belongs to.
 type Line struct {
 	Record
-	Raw []byte
+	Raw   []byte
+	LogID string
 }
 
 // ReadAvailable returns up to max records that are already complete in the log, without waiting
@@ -315,7 +322,7 @@ func (f *Follower) ReadAvailable(max int) ([]Line, error) {
 	n := min(max, len(f.queued))
 	out := make([]Line, n)
 	for i := 0; i < n; i++ {
-		out[i] = Line{f.queued[i].rec, f.queued[i].line}
+		out[i] = Line{f.queued[i].rec, f.queued[i].line, f.queued[i].logID}
 	}
 	f.queued = f.queued[n:]
 	return out, nil

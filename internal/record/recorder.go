@@ -2,6 +2,7 @@ package record
 
 import (
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -193,6 +194,7 @@ type Recorder struct {
 	dirty   bool
 	sealer  sealer
 	lock    *os.File
+	logID   string
 	buf     []byte
 }
 
@@ -247,6 +249,13 @@ func Open(opts Options) (*Recorder, error) {
 	return r, nil
 }
 
+// newLogID returns a random log id (128 bits, hex).
+func newLogID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // lockDir takes an exclusive lock on dir/lock so two recorders never write one log.
 func lockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
@@ -287,6 +296,7 @@ func (r *Recorder) recover() error {
 
 	var breakReason string
 	var newKey bool
+
 	var found struct {
 		seq  uint64
 		hash string
@@ -300,6 +310,7 @@ func (r *Recorder) recover() error {
 		if breakReason != "" && !r.opts.AcceptChainBreak {
 			return &ChainBreakError{Dir: dir, Reason: breakReason}
 		}
+		r.logID = newLogID()
 		if err := r.openSegment(r.segNum + 1); err != nil {
 			return err
 		}
@@ -368,11 +379,17 @@ func (r *Recorder) recover() error {
 		}
 		r.seq, r.head, r.segNum = last.Seq, last.Hash, newest.Num
 		if recs[0].Type == TypeSegment {
+			if ev, err := recs[0].Event(); err == nil {
+				r.logID = ev.Segment.Log
+			}
 			if ev, err := recs[0].Event(); err == nil && ev.Segment.Key != r.pub {
 				// Checkpoints in a segment are signed with the key its header declares.
 				r.log.Warn("host key differs from the newest segment's; starting a new segment", "segment", filepath.Base(newest.Path))
 				newKey = true
 			}
+		}
+		if r.logID == "" {
+			r.logID = newLogID()
 		}
 		f, err := os.OpenFile(newest.Path, os.O_RDWR, 0o600)
 		if err != nil {
@@ -471,7 +488,7 @@ func (r *Recorder) openSegment(n uint64) error {
 		r.f.Close()
 	}
 	r.f, r.segNum, r.segSize = f, n, 0
-	if err := r.writeSystem(Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Segment: n}}); err != nil {
+	if err := r.writeSystem(Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Log: r.logID, Segment: n}}); err != nil {
 		return err
 	}
 	if err := syncDir(r.opts.Dir); err != nil {
@@ -832,6 +849,9 @@ func (r *Recorder) Stats() Stats {
 
 // PublicKey returns the hex Ed25519 key that signs this log's checkpoints.
 func (r *Recorder) PublicKey() string { return r.pub }
+
+// LogID returns the id of this log (see SegmentHeader.Log).
+func (r *Recorder) LogID() string { return r.logID }
 
 // Dir returns the log directory.
 func (r *Recorder) Dir() string { return r.opts.Dir }

@@ -2,11 +2,14 @@
 // query many hosts in one place.
 //
 // The sink is a reader of the local log, not a hook on the write path: the recorder never waits for
-// it, and an outage of the database only delays shipping. Rows are keyed by (host, seq) and inserted
-// with ON CONFLICT DO NOTHING, and the sink persists the highest seq the database acknowledged, so
-// after a crash, an outage or a restart it resends at most the last batch and the table ends with
-// exactly one copy of every record. Each row keeps the record's stored line, so rows can be
-// re-verified against the chain (prev, hash) without the host.
+// it, and an outage of the database only delays shipping. Rows are keyed by (host, log, seq), where
+// log is the log's random id from its segment headers (a reinstalled host with the same name starts
+// a new log instead of colliding with its old rows), and inserted with ON CONFLICT DO NOTHING
+// (without a conflict target: naming one would need SELECT on its columns, and the primary key is
+// the table's only unique constraint). The sink persists the highest seq the database
+// acknowledged, so after a crash, an outage or a restart it resends at most the last batch and the
+// table ends with exactly one copy of every record. Each row keeps the record's stored line, so
+// rows can be re-verified against the chain (prev, hash) without the host.
 //
 // # Database setup (run once, as an owner of the schema)
 //
@@ -52,6 +55,7 @@ func SchemaFor(table string) string {
 	t := pgx.Identifier{table}.Sanitize()
 	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
 	host    text        NOT NULL,
+	log     text        NOT NULL, -- the log's id (a reinstalled host starts a new log)
 	seq     bigint      NOT NULL,
 	time    timestamptz NOT NULL,
 	type    text        NOT NULL,
@@ -61,7 +65,7 @@ func SchemaFor(table string) string {
 	hash    text        NOT NULL,
 	line    text        NOT NULL, -- the record exactly as stored on the host, for re-verification
 	shipped timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (host, seq)
+	PRIMARY KEY (host, log, seq)
 );
 CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{table + "_session"}.Sanitize() + ` ON ` + t + ` (session);
 CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{table + "_time"}.Sanitize() + ` ON ` + t + ` (time);
@@ -151,9 +155,9 @@ func New(cfg Config) (*Sink, error) {
 		return nil, err
 	}
 	s.stats.Shipped = shipped
-	s.sql = `INSERT INTO ` + pgx.Identifier{cfg.Table}.Sanitize() + ` (host, seq, time, type, session, data, prev, hash, line)
-SELECT $1, s, t::timestamptz, ty, se, d::jsonb, p, h, l
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[]) AS u(s, t, ty, se, d, p, h, l)
+	s.sql = `INSERT INTO ` + pgx.Identifier{cfg.Table}.Sanitize() + ` (host, log, seq, time, type, session, data, prev, hash, line)
+SELECT $1, lg, s, t::timestamptz, ty, se, d::jsonb, p, h, l
+FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS u(lg, s, t, ty, se, d, p, h, l)
 ON CONFLICT DO NOTHING`
 	return s, nil
 }
@@ -245,10 +249,14 @@ func (s *Sink) ship(ctx context.Context, batch []record.Line) error {
 		s.conn = c
 	}
 	n := len(batch)
+	logs := make([]string, n)
 	seqs := make([]int64, n)
 	times, types, sessions, datas, prevs, hashes, lines := make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
 	for i, l := range batch {
-		seqs[i] = int64(l.Seq)
+		seqs[i], logs[i] = int64(l.Seq), l.LogID
+		if l.LogID == "" {
+			return fmt.Errorf("record %d: no log id (segment header missing)", l.Seq)
+		}
 		times[i], types[i], sessions[i] = l.Time, string(l.Type), l.Session
 		datas[i], prevs[i], hashes[i], lines[i] = string(l.Data), l.Prev, l.Hash, string(l.Raw)
 		if !json.Valid(l.Data) {
@@ -257,7 +265,7 @@ func (s *Sink) ship(ctx context.Context, batch []record.Line) error {
 	}
 	qctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := s.conn.Exec(qctx, s.sql, s.cfg.Host, seqs, times, types, sessions, datas, prevs, hashes, lines); err != nil {
+	if _, err := s.conn.Exec(qctx, s.sql, s.cfg.Host, logs, seqs, times, types, sessions, datas, prevs, hashes, lines); err != nil {
 		return fmt.Errorf("insert seq %d..%d: %w", batch[0].Seq, batch[n-1].Seq, err)
 	}
 	last := batch[n-1].Seq

@@ -266,6 +266,56 @@ func TestSinkOutageExactlyOnce(t *testing.T) {
 	}
 }
 
+// TestSinkNewLogSameHost: a host whose log directory was wiped (a reinstall) starts a new log with
+// seqs from 1 again; its records are added, not dropped as duplicates of the old log's.
+func TestSinkNewLogSameHost(t *testing.T) {
+	srv := pgtest.Start(t)
+	srv.Exec(t, Schema)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	dsn := srv.DSN(pgtest.SuperUser, "postgres")
+	var total uint64
+	for round := 0; round < 2; round++ {
+		dir := t.TempDir()
+		rec, err := record.Open(record.Options{Dir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 50; i++ {
+			if err := rec.Append(statement(i), record.Async); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rec.Close()
+		rep, _ := record.Verify(dir, nil)
+		total += rep.LastSeq
+		s, err := New(Config{Dir: dir, ConnString: dsn, Host: "same-host", Poll: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sctx, scancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.Run(sctx) }()
+		for s.Shipped() < rep.LastSeq && ctx.Err() == nil {
+			time.Sleep(10 * time.Millisecond)
+		}
+		scancel()
+		<-done
+	}
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var rows, logs int64
+	if err := conn.QueryRow(ctx, `SELECT count(*), count(DISTINCT log) FROM enforcer_records WHERE host = 'same-host'`).Scan(&rows, &logs); err != nil {
+		t.Fatal(err)
+	}
+	if uint64(rows) != total || logs != 2 {
+		t.Fatalf("%d rows in %d logs, want %d in 2", rows, logs, total)
+	}
+}
+
 func TestNewRejectsBadConfig(t *testing.T) {
 	dir := t.TempDir()
 	cases := []struct {

@@ -751,7 +751,7 @@ func (r *Recorder) writer() {
 		}
 		if stopping {
 			r.mu.Lock()
-			more := len(r.pending) > 0
+			more := len(r.pending) > 0 || len(r.cpReq) > 0
 			r.mu.Unlock()
 			if !more {
 				if !r.isFailed() {

@@ -23,16 +23,12 @@ func RenderReplay(w io.Writer, recs []Record, opts ReplayOptions) error {
 	if loc == nil {
 		loc = time.UTC
 	}
-	var start time.Time
 	for _, rec := range recs {
 		ev, err := rec.Event()
 		if err != nil {
 			return err
 		}
-		if start.IsZero() {
-			start = ev.Time
-		}
-		if _, err := io.WriteString(w, renderEvent(ev, start, loc)); err != nil {
+		if _, err := io.WriteString(w, renderEvent(ev, loc)); err != nil {
 			return err
 		}
 	}
@@ -50,12 +46,12 @@ func RenderRecord(w io.Writer, rec Record, opts ReplayOptions) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(w, renderEvent(ev, ev.Time, loc))
+	_, err = io.WriteString(w, renderEvent(ev, loc))
 	return err
 }
 
 // renderEvent is the text of one event in the timeline; the first line starts with the time.
-func renderEvent(ev Event, start time.Time, loc *time.Location) string {
+func renderEvent(ev Event, loc *time.Location) string {
 	var b strings.Builder
 	stamp := ev.Time.In(loc).Format("2006-01-02 15:04:05.000")
 	line := func(tag, format string, args ...any) {
@@ -391,7 +387,7 @@ func ExportAsciicast(w io.Writer, recs []Record, opts AsciicastOptions) error {
 		}
 		clock += gap.Seconds()
 		prev = ev.Time
-		text := strings.ReplaceAll(renderEvent(ev, first.Time, time.UTC), "\n", "\r\n")
+		text := strings.ReplaceAll(renderEvent(ev, time.UTC), "\n", "\r\n")
 		ts, _ := strconv.ParseFloat(strconv.FormatFloat(clock, 'f', 6, 64), 64)
 		if err := enc.Encode([]any{ts, "o", text}); err != nil {
 			return err

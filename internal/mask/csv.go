@@ -53,7 +53,7 @@ func (p *Plan) MaskCSV(data, dst []byte, cols *ResultPlan, format CSVFormat) (ou
 	for start <= len(data) {
 		// Parse one field at data[start:].
 		end, quoted := start, false
-		value := data[start:start]
+		var value []byte
 		if start < len(data) && data[start] == f.Quote {
 			quoted = true
 			scratch = scratch[:0]

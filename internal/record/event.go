@@ -90,14 +90,15 @@ type Statement struct {
 // Result is what the client received for the statement before it. Rows are masked and hold at most
 // the recorder's row cap (see CapRows); RowCount is the total the server returned.
 type Result struct {
-	Columns    []string    `json:"columns,omitempty"`
-	CommandTag string      `json:"command_tag,omitempty"`
-	DurationUS int64       `json:"duration_us,omitempty"`
-	Error      string      `json:"error,omitempty"`
-	ErrorCode  string      `json:"error_code,omitempty"` // SQLSTATE
-	RowCount   int64       `json:"row_count"`
-	Rows       [][]*string `json:"rows,omitempty"`
-	Truncated  bool        `json:"truncated,omitempty"`
+	ColumnTypes []uint32    `json:"column_types,omitempty"` // type OIDs from RowDescription, for rendering
+	Columns     []string    `json:"columns,omitempty"`
+	CommandTag  string      `json:"command_tag,omitempty"`
+	DurationUS  int64       `json:"duration_us,omitempty"`
+	Error       string      `json:"error,omitempty"`
+	ErrorCode   string      `json:"error_code,omitempty"` // SQLSTATE
+	RowCount    int64       `json:"row_count"`
+	Rows        [][]*string `json:"rows,omitempty"`
+	Truncated   bool        `json:"truncated,omitempty"`
 }
 
 // Notice is a NoticeResponse (or a message the proxy itself sent the client).

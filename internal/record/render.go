@@ -118,7 +118,7 @@ func renderEvent(ev Event, loc *time.Location) string {
 		}
 		line("RESULT", "%s%s", r.CommandTag, durationSuffix(r.DurationUS))
 		if len(r.Columns) > 0 {
-			b.WriteString(PsqlTable(r.Columns, r.Rows, r.RowCount))
+			b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
 		}
 	case TypeNotice:
 		n := ev.Notice
@@ -203,14 +203,19 @@ func humanBytes(n int64) string {
 	}
 }
 
+// rightAligned holds the type OIDs psql right-aligns (int2, int4, int8, oid, xid, cid, float4,
+// float8, money, numeric, xid8), as in psql's column_type_alignment.
+var rightAligned = map[uint32]bool{20: true, 21: true, 23: true, 26: true, 28: true, 29: true, 700: true, 701: true, 790: true, 1700: true, 5069: true}
+
 // PsqlTable renders columns and rows byte for byte the way psql's aligned format does (checked
-// against psql 15): a centred header, a rule with '+' at the column separators, cells left-aligned
+// against psql 15 in TestPsqlTableMatchesPsql): a centred header, a rule with '+' at the column
+// separators, numeric types (by type OID, as psql decides) right-aligned and the rest left-aligned
 // with no padding after the last column, NULL as empty, and "(N rows)" with the total row count,
-// noting when fewer rows were recorded. Two differences, because a record holds no column types
-// and no terminal: a column is right-aligned when every value in it is a number (psql decides by
-// type), widths count runes (psql counts display cells), and a newline inside a value is shown as
-// \n (psql wraps the row with '+').
-func PsqlTable(columns []string, rows [][]*string, total int64) string {
+// noting when fewer rows were recorded. Without types (len(types) != len(columns)) a column is
+// right-aligned when every value in it is a number. Differences from psql: widths count runes
+// (psql counts terminal cells), and a newline or tab inside a value is shown as \n or \t (psql
+// wraps the row with '+').
+func PsqlTable(columns []string, types []uint32, rows [][]*string, total int64) string {
 	cell := func(v *string) string {
 		if v == nil {
 			return ""
@@ -220,9 +225,14 @@ func PsqlTable(columns []string, rows [][]*string, total int64) string {
 	}
 	widths := make([]int, len(columns))
 	numeric := make([]bool, len(columns))
+	byType := len(types) == len(columns)
 	for i, c := range columns {
 		widths[i] = utf8.RuneCountInString(c)
-		numeric[i] = len(rows) > 0
+		if byType {
+			numeric[i] = rightAligned[types[i]]
+		} else {
+			numeric[i] = len(rows) > 0
+		}
 	}
 	for _, row := range rows {
 		for i := range columns {
@@ -231,7 +241,7 @@ func PsqlTable(columns []string, rows [][]*string, total int64) string {
 			}
 			s := cell(row[i])
 			widths[i] = max(widths[i], utf8.RuneCountInString(s))
-			if row[i] != nil {
+			if row[i] != nil && !byType {
 				if _, err := strconv.ParseFloat(s, 64); err != nil {
 					numeric[i] = false
 				}
@@ -424,7 +434,7 @@ func RenderSessions(w io.Writer, ss []SessionSummary, loc *time.Location) error 
 			rows[i][j] = &vals[j]
 		}
 	}
-	_, err := io.WriteString(w, PsqlTable(cols, rows, int64(len(rows))))
+	_, err := io.WriteString(w, PsqlTable(cols, nil, rows, int64(len(rows))))
 	return err
 }
 

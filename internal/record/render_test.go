@@ -36,7 +36,7 @@ func TestPsqlTable(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := PsqlTable(c.cols, c.rows, c.total); got != c.want {
+			if got := PsqlTable(c.cols, nil, c.rows, c.total); got != c.want {
 				t.Fatalf("got\n%s\nwant\n%s", got, c.want)
 			}
 		})

@@ -213,6 +213,13 @@ func secretPositives(rng *rand.Rand) []positive {
 		add(OpenAIKey, "key: "+v, v)
 		v = "sk-ant-api03-" + randString(rng, alnum+"-_", 93) + "AA"
 		add(AnthropicKey, "ANTHROPIC_API_KEY="+v, v)
+		for _, tk := range []string{
+			"AIza" + randString(rng, alnum+"-_", 35), "npm_" + randString(rng, alnum, 36), "hf_" + randString(rng, alnum, 34),
+			"pypi-AgEIcHlwaS5vcmc" + randString(rng, alnum+"-_", 60), "SG." + randString(rng, alnum, 22) + "." + randString(rng, alnum, 43),
+			"shpat_" + randString(rng, "0123456789abcdef", 32), "dop_v1_" + randString(rng, "0123456789abcdef", 64),
+		} {
+			add(APIToken, "token "+tk+" (prod)", tk)
+		}
 	}
 	jwts := []string{
 		"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
@@ -329,7 +336,8 @@ func negatives(rng *rand.Rand) []string {
 		"DE89370400440532013001", "DE8937040044053201300", "XX89370400440532013000", "US12345678901234",
 		"SKU-DE12-3456", "GB12", "DE89 3704 0044 0532 0130 0012", "AB12 test", "NL91ABNA041716430",
 		// secret look-alikes
-		"AKIAIOSFODNN7EXAMPLE", "AKIA1234", "ghp_short", "sk-learn", "sk_live_abc", "glpat-abc",
+		"AKIAIOSFODNN7EXAMPLE", "AKIA1234", "AIzaShort", "npm_install", "hf_hub_download", "SG.2024",
+		"shpat_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "dop_v1_", "hf_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "ghp_short", "sk-learn", "sk_live_abc", "glpat-abc",
 		"xoxb-123", "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
 		"-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----", "postgres://app@db/prod",
 		"https://example.com/a:b@c", "token_type=bearer", "password_reset_sent_at=2024-01-01",

@@ -61,12 +61,12 @@ var wordByte = func() (t [256]bool) {
 }()
 
 // wordTrigger: first letters of words a detector looks at: secret prefixes (AKIA…, ghp_, glpat-,
-// xox…, sk…, rk…, eyJ) and uppercase (IBAN country codes) for word; hex letters for IPv6.
+// xox…, sk…, rk…, eyJ, npm_, hf_, pypi-, dop_v1_, shp…) and uppercase (IBAN country codes) for word; hex letters for IPv6.
 var wordTrigger = func() (t [256]uint8) {
 	for c := 'A'; c <= 'Z'; c++ {
 		t[c] = trigWord
 	}
-	for _, c := range "egrsx" {
+	for _, c := range "egrsxnhpd" {
 		t[c] = trigWord
 	}
 	for _, c := range "abcdefABCDEF" {
@@ -291,6 +291,11 @@ func (d *detectors) word(in []byte, i int) (Span, bool) {
 			if e, ok := jwtToken(rest); ok {
 				return Span{i, i + e, JWT}, true
 			}
+		}
+	}
+	if d.on.has(APIToken) {
+		if e, ok := prefixedToken(rest); ok {
+			return Span{i, i + e, APIToken}, true
 		}
 	}
 	if isUpper(rest[0]) && d.on.has(IBAN) {

@@ -6,7 +6,8 @@
 //
 //   - validated, on by default: payment cards (digit groups, Luhn, issuer prefix and length),
 //     IBANs (country length, mod-97), e-mail addresses (known public suffix), and secrets: AWS
-//     access key ids, GitHub, GitLab, Slack, Stripe, OpenAI and Anthropic tokens, PEM private
+//     access key ids, GitHub, GitLab, Slack, Stripe, OpenAI and Anthropic tokens, other prefixed
+//     API tokens (Google, npm, Hugging Face, PyPI, SendGrid, Shopify, DigitalOcean), PEM private
 //     keys (also cut short), JWTs (header decoded, must carry "alg"), URI passwords;
 //   - needing context, a column or JSON key name ("ssn", "phone", "client_ip", type inet) or a
 //     context word shortly before the value: US SSNs (Presidio's rejection rules), phone
@@ -20,8 +21,9 @@
 // and joins still work).
 //
 // Use: build a Plan once per policy (NewPlan), a ResultPlan per RowDescription (ForColumns), then
-// call MaskCell per cell; MaskCopyLine, MaskServerMessage, MaskText and MaskJSON cover the other
-// paths. A clean value comes back as the input slice itself, without allocating. Anything that
+// call MaskCell per cell; MaskCopyLine (COPY text format), MaskCSV (COPY csv format),
+// MaskServerMessage (error and notice fields), MaskJSON (HTTP bodies) and MaskText (anything
+// else) cover the other paths. A clean value comes back as the input slice itself, without allocating. Anything that
 // cannot be masked returns an error and must not be sent (ResultPlan.Fallback gives the
 // replacement): masking fails closed. Plan.Stats exposes per-kind hit and failure counters.
 //

@@ -27,6 +27,9 @@ const (
 	PrivateKey
 	JWT
 	URIPassword
+	// APIToken: other well-known prefixed tokens (Google API keys, npm, Hugging Face, PyPI,
+	// SendGrid, Shopify, DigitalOcean).
+	APIToken
 	GenericSecret
 	// ColumnKind marks a value replaced because a column rule covers it.
 	ColumnKind
@@ -53,6 +56,7 @@ var kindNames = [numKinds]string{
 	PrivateKey:    "private_key",
 	JWT:           "jwt",
 	URIPassword:   "uri_password",
+	APIToken:      "api_token",
 	GenericSecret: "generic_secret",
 	ColumnKind:    "column",
 	EchoedValue:   "echoed_value",
@@ -90,7 +94,7 @@ func setOf(ks ...Kind) kindSet {
 
 var (
 	secretKinds = setOf(AWSAccessKey, GitHubToken, GitLabToken, SlackToken, StripeKey, OpenAIKey,
-		AnthropicKey, PrivateKey, JWT, URIPassword, GenericSecret)
+		AnthropicKey, PrivateKey, JWT, URIPassword, APIToken, GenericSecret)
 	allKinds = setOf(CreditCard, IBAN, Email, USSSN, Phone, IPAddress) | secretKinds
 )
 

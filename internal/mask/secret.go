@@ -444,3 +444,40 @@ func wholeSecret(in []byte, kc keyClass) (Span, bool) {
 	}
 	return Span{s, s + len(v), GenericSecret}, true
 }
+
+// prefixedTokens are further well-known token formats (gitleaks rules): a fixed prefix, a body
+// character set and a minimum body length; the body must also look random.
+var prefixedTokens = [...]struct {
+	prefix string
+	set    int
+	min    int
+}{
+	{"AIza", tokenDash, 35},                 // Google API key
+	{"npm_", tokenAlnum, 36},                // npm access token
+	{"hf_", tokenAlnum, 34},                 // Hugging Face
+	{"pypi-AgEIcHlwaS5vcmc", tokenDash, 50}, // PyPI upload token
+	{"SG.", tokenDash, 22},                  // SendGrid (SG.<22>.<43>, the dot is kept below)
+	{"shpat_", tokenAlnum, 32},              // Shopify
+	{"shpss_", tokenAlnum, 32},
+	{"shpca_", tokenAlnum, 32},
+	{"shppa_", tokenAlnum, 32},
+	{"dop_v1_", tokenAlnum, 64}, // DigitalOcean
+	{"doo_v1_", tokenAlnum, 64},
+	{"dor_v1_", tokenAlnum, 64},
+}
+
+func prefixedToken(b []byte) (int, bool) {
+	for _, t := range prefixedTokens {
+		if b[0] != t.prefix[0] || !hasPrefix(b, t.prefix) {
+			continue
+		}
+		e := runOf(b, len(t.prefix), t.set)
+		if t.prefix == "SG." && e < len(b) && b[e] == '.' {
+			e = runOf(b, e+1, tokenDash)
+		}
+		if e-len(t.prefix) >= t.min && endsToken(b, e, tokenDash) && entropy(b[len(t.prefix):e]) >= 3 {
+			return e, true
+		}
+	}
+	return 0, false
+}

@@ -331,7 +331,7 @@ func negatives(rng *rand.Rand) []string {
 		// e-mail look-alikes
 		"user@example.invalid", "a@b.local", "x@host.internal", "foo@bar.zzz", "me@localhost", "@twitterhandle",
 		"user@", "name@domain.test", "version@1.2.3", "user@example.c", "a@co.uk", "x@.com", "x@-a.com",
-		"foo@bar.example", "@@", "a@b",
+		"foo@bar.example", "@@", "a@b", "100%40 done", "a%40b", "x%40host.internal",
 		// IBAN look-alikes
 		"DE89370400440532013001", "DE8937040044053201300", "XX89370400440532013000", "US12345678901234",
 		"SKU-DE12-3456", "GB12", "DE89 3704 0044 0532 0130 0012", "AB12 test", "NL91ABNA041716430",

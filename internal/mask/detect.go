@@ -32,7 +32,8 @@ const (
 	clAt
 	clAssign // '=' or ':'
 	clDash
-	clPlus // '+' or '(' may start a phone number
+	clPlus    // '+' or '(' may start a phone number
+	clPercent // "%40", a URL-encoded '@'
 )
 
 var class = func() (t [256]uint8) {
@@ -49,6 +50,7 @@ var class = func() (t [256]uint8) {
 	t['-'] = clDash
 	t['+'] = clPlus
 	t['('] = clPlus
+	t['%'] = clPercent
 	return t
 }()
 
@@ -197,6 +199,15 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 				if sp, ok := pemBlock(in, i); ok {
 					spans = append(spans, sp)
 					i = sp.End
+					continue
+				}
+			}
+			i++
+		case clPercent:
+			if i+2 < n && in[i+1] == '4' && in[i+2] == '0' && d.on.has(Email) {
+				if s, e, ok := d.emailSep(in, i, 3); ok {
+					spans = append(spans, Span{s, e, Email})
+					i = e
 					continue
 				}
 			}

@@ -286,7 +286,10 @@ func isLocalByte(c byte) bool {
 
 // email matches local@domain around the '@' at b[at]: an RFC 5322 dot-atom local part and a
 // domain of 2+ labels whose top-level domain is a known public suffix.
-func (d *detectors) email(b []byte, at int) (int, int, bool) {
+func (d *detectors) email(b []byte, at int) (int, int, bool) { return d.emailSep(b, at, 1) }
+
+// emailSep is email with an '@' of sepLen bytes at b[at] ("%40" in URLs is 3).
+func (d *detectors) emailSep(b []byte, at, sepLen int) (int, int, bool) {
 	s := at
 	for s > 0 && at-s < 64 && isLocalByte(b[s-1]) {
 		s--
@@ -298,7 +301,7 @@ func (d *detectors) email(b []byte, at int) (int, int, bool) {
 		return 0, 0, false
 	}
 	// Domain labels.
-	j := at + 1
+	j := at + sepLen
 	labels := 0
 	lastLabel, prevLabel := 0, 0
 	for {

@@ -391,3 +391,21 @@ func TestOneRecorderPerDir(t *testing.T) {
 	r = openT(t, Options{Dir: dir})
 	r.Close()
 }
+
+func TestRetentionByAge(t *testing.T) {
+	dir := t.TempDir()
+	// The recorder's clock runs two days ahead of the segments' modification times.
+	r := openT(t, Options{Dir: dir, SegmentBytes: 2048, MaxAge: 24 * time.Hour, Now: func() time.Time { return time.Now().Add(48 * time.Hour) }})
+	for i := 0; i < 10; i++ {
+		appendAll(t, r, sessionEvents(fmt.Sprintf("s%d", i)), WriteAhead)
+	}
+	r.Close()
+	segs, _ := listSegments(dir)
+	if len(segs) > 2 || segs[0].Num == 1 {
+		t.Fatalf("old segments kept: %d segments from %d", len(segs), segs[0].Num)
+	}
+	rep := mustVerify(t, dir, nil)
+	if len(rep.Retentions) == 0 || !strings.Contains(rep.Retentions[0].Reason, "max_age") {
+		t.Fatalf("retentions %+v", rep.Retentions)
+	}
+}

@@ -35,6 +35,12 @@ func TestPsqlTableMatchesPsql(t *testing.T) {
 		`SELECT * FROM (VALUES (1)) v(a) WHERE false`,
 		`SELECT 'a' AS "col with spaces", -42 AS neg, 1e-7::float8 AS tiny`,
 		`SELECT '{1,2}'::int[] AS arr, '{"k": 1}'::jsonb AS js, '2026-11-27'::date AS d`,
+		`SELECT E'line\nbreak\nthree' AS multi, 'x' AS last`,
+		`SELECT 'x' AS first, E'a\nbb' AS multi_last, 5 AS n`,
+		`SELECT 1 AS n, E'two\nlines' AS last UNION ALL SELECT 22, 'one'`,
+		`SELECT E'a\tb\tc' AS tabs, E'cr\rhere' AS cr, E'bell\x07' AS ctl, E'\x7f' AS del`,
+		`SELECT '日本語テキスト' AS cjk, 'e' || U&'\0301' AS combining, '😀' AS emoji`,
+		`SELECT E'ünï\nline\nbreak' AS name`,
 	}
 	for _, q := range queries {
 		cmd := exec.CommandContext(ctx, "psql", "-X", "-h", srv.Addr.Addr().String(), "-p", strconv.Itoa(int(srv.Addr.Port())),

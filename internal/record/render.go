@@ -7,7 +7,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
+	"unicode"
+
+	"golang.org/x/text/width"
 )
 
 // ReplayOptions shape RenderReplay's output.
@@ -210,83 +212,125 @@ var rightAligned = map[uint32]bool{20: true, 21: true, 23: true, 26: true, 28: t
 // PsqlTable renders columns and rows byte for byte the way psql's aligned format does (checked
 // against psql 15 in TestPsqlTableMatchesPsql): a centred header, a rule with '+' at the column
 // separators, numeric types (by type OID, as psql decides) right-aligned and the rest left-aligned
-// with no padding after the last column, NULL as empty, and "(N rows)" with the total row count,
-// noting when fewer rows were recorded. Without types (len(types) != len(columns)) a column is
-// right-aligned when every value in it is a number. Differences from psql: widths count runes
-// (psql counts terminal cells), and a newline or tab inside a value is shown as \n or \t (psql
-// wraps the row with '+').
+// with no padding after the last column, multi-line values over several lines with '+' marks,
+// tabs expanded, control characters escaped, wide characters counted as two cells, NULL as
+// empty, and "(N rows)" with the total row count, noting when fewer rows were recorded. Without
+// types (len(types) != len(columns)) a column is right-aligned when every value in it is a number.
 func PsqlTable(columns []string, types []uint32, rows [][]*string, total int64) string {
-	cell := func(v *string) string {
-		if v == nil {
-			return ""
-		}
-		// One line per cell: psql would wrap with '+'; a visible escape keeps the table aligned.
-		return strings.NewReplacer("\n", `\n`, "\r", `\r`, "\t", `\t`).Replace(*v)
-	}
-	widths := make([]int, len(columns))
-	numeric := make([]bool, len(columns))
-	byType := len(types) == len(columns)
+	ncol := len(columns)
+	widths := make([]int, ncol)
+	numeric := make([]bool, ncol)
+	byType := len(types) == ncol
+	header := make([]psqlCell, ncol)
 	for i, c := range columns {
-		widths[i] = utf8.RuneCountInString(c)
+		header[i] = formatPsqlCell(c)
+		widths[i] = header[i].width()
 		if byType {
 			numeric[i] = rightAligned[types[i]]
 		} else {
 			numeric[i] = len(rows) > 0
 		}
 	}
-	for _, row := range rows {
+	body := make([][]psqlCell, len(rows))
+	for r, row := range rows {
+		body[r] = make([]psqlCell, ncol)
 		for i := range columns {
-			if i >= len(row) {
+			var v *string
+			if i < len(row) {
+				v = row[i]
+			}
+			if v == nil {
+				body[r][i] = psqlCell{lines: []string{""}, widths: []int{0}}
 				continue
 			}
-			s := cell(row[i])
-			widths[i] = max(widths[i], utf8.RuneCountInString(s))
-			if row[i] != nil && !byType {
-				if _, err := strconv.ParseFloat(s, 64); err != nil {
+			body[r][i] = formatPsqlCell(*v)
+			widths[i] = max(widths[i], body[r][i].width())
+			if !byType {
+				if _, err := strconv.ParseFloat(*v, 64); err != nil {
 					numeric[i] = false
 				}
 			}
 		}
 	}
+
 	var b strings.Builder
-	for i, c := range columns {
-		if i > 0 {
-			b.WriteString("|")
+	pad := func(n int) {
+		for ; n > 0; n-- {
+			b.WriteByte(' ')
 		}
-		pad := widths[i] - utf8.RuneCountInString(c)
-		left := pad / 2
-		b.WriteString(" " + strings.Repeat(" ", left) + c + strings.Repeat(" ", pad-left) + " ")
 	}
-	b.WriteString("\n")
+	// Header: every line of every name centred in the full width; '+' marks a name continuing.
+	hlines := 0
+	for _, h := range header {
+		hlines = max(hlines, len(h.lines))
+	}
+	for k := 0; k < hlines; k++ {
+		for i, h := range header {
+			if i > 0 {
+				b.WriteByte('|')
+			}
+			b.WriteByte(' ')
+			if k < len(h.lines) {
+				gap := widths[i] - h.widths[k]
+				pad(gap / 2)
+				b.WriteString(h.lines[k])
+				pad(gap - gap/2)
+			} else {
+				pad(widths[i])
+			}
+			if k < len(h.lines)-1 {
+				b.WriteByte('+')
+			} else {
+				b.WriteByte(' ')
+			}
+		}
+		b.WriteByte('\n')
+	}
 	for i := range columns {
 		if i > 0 {
-			b.WriteString("+")
+			b.WriteByte('+')
 		}
 		b.WriteString(strings.Repeat("-", widths[i]+2))
 	}
-	b.WriteString("\n")
-	for _, row := range rows {
-		for i := range columns {
-			if i == 0 {
-				b.WriteString(" ")
-			} else {
-				b.WriteString(" | ")
-			}
-			s := ""
-			if i < len(row) {
-				s = cell(row[i])
-			}
-			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(s))
-			switch {
-			case numeric[i]:
-				b.WriteString(pad + s)
-			case i == len(columns)-1:
-				b.WriteString(s) // psql pads no text after the last column
-			default:
-				b.WriteString(s + pad)
-			}
+	b.WriteByte('\n')
+	// Rows: a cell with several lines spans several output lines; '+' after a line says the
+	// cell continues. The last column is not padded unless a mark follows it.
+	for _, row := range body {
+		n := 0
+		for _, c := range row {
+			n = max(n, len(c.lines))
 		}
-		b.WriteString("\n")
+		for k := 0; k < n; k++ {
+			for i, c := range row {
+				last := i == ncol-1
+				b.WriteByte(' ')
+				more := k < len(c.lines)-1
+				if k < len(c.lines) {
+					gap := widths[i] - c.widths[k]
+					if numeric[i] {
+						pad(gap)
+						b.WriteString(c.lines[k])
+					} else {
+						b.WriteString(c.lines[k])
+						if !last || more {
+							pad(gap)
+						}
+					}
+				} else if !last {
+					pad(widths[i])
+				}
+				switch {
+				case more:
+					b.WriteByte('+')
+				case !last:
+					b.WriteByte(' ')
+				}
+				if !last {
+					b.WriteByte('|')
+				}
+			}
+			b.WriteByte('\n')
+		}
 	}
 	noun := "rows"
 	if total == 1 {
@@ -298,6 +342,72 @@ func PsqlTable(columns []string, types []uint32, rows [][]*string, total int64) 
 		fmt.Fprintf(&b, "(%d %s)\n", total, noun)
 	}
 	return b.String()
+}
+
+// psqlCell is a value as psql prints it: its lines and their display widths.
+type psqlCell struct {
+	lines  []string
+	widths []int
+}
+
+func (c psqlCell) width() int {
+	w := 0
+	for _, x := range c.widths {
+		w = max(w, x)
+	}
+	return w
+}
+
+// formatPsqlCell formats a value like psql's pg_wcsformat: a newline starts a new line, a tab
+// becomes spaces up to the next multiple of 8, a carriage return shows as \r and other control
+// characters as \xNN; wide (East Asian) characters count two cells and combining marks none.
+func formatPsqlCell(s string) psqlCell {
+	var c psqlCell
+	var line strings.Builder
+	w := 0
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			c.lines = append(c.lines, line.String())
+			c.widths = append(c.widths, w)
+			line.Reset()
+			w = 0
+		case r == '\t':
+			for {
+				line.WriteByte(' ')
+				w++
+				if w%8 == 0 {
+					break
+				}
+			}
+		case r == '\r':
+			line.WriteString(`\r`)
+			w += 2
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&line, `\x%02X`, r)
+			w += 4
+		case 0x80 <= r && r < 0xa0:
+			fmt.Fprintf(&line, `\x%02X`, string(r)[0]) // psql prints the first byte
+			w += 4
+		default:
+			line.WriteRune(r)
+			w += runeWidth(r)
+		}
+	}
+	c.lines = append(c.lines, line.String())
+	c.widths = append(c.widths, w)
+	return c
+}
+
+func runeWidth(r rune) int {
+	if unicode.In(r, unicode.Mn, unicode.Me) || r == 0x200b {
+		return 0
+	}
+	switch width.LookupRune(r).Kind() {
+	case width.EastAsianWide, width.EastAsianFullwidth:
+		return 2
+	}
+	return 1
 }
 
 // ReplayJSON is one event of `enforcer replay --json`: the record's envelope with its payload

@@ -32,7 +32,7 @@ func TestPsqlTable(t *testing.T) {
 		{"no rows", []string{"a", "b"}, nil, 0,
 			" a | b \n---+---\n(0 rows)\n"},
 		{"unicode width", []string{"name"}, [][]*string{{str("ünï")}, {str("line\nbreak")}}, 2,
-			"    name     \n-------------\n ünï\n line\\nbreak\n(2 rows)\n"},
+			" name  \n-------\n ünï\n line +\n break\n(2 rows)\n"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

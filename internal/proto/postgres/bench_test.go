@@ -97,9 +97,10 @@ func BenchmarkPgbench(b *testing.B) {
 	os.WriteFile(script, []byte("SELECT * FROM pgbench_accounts;\n"), 0o644)
 	for range b.N {
 		for _, path := range paths {
-			cpu0 := procCPU(b, path.pid)
+			cpu0, io0, cs0 := procCPU(b, path.pid), procIO(path.pid), procSwitches(path.pid)
 			tps, lat := runPgbench(b, path.dsn, "-f", script, "-c", "1", "-T", strconv.Itoa(secs))
-			runs["large/1/"+path.name] = append(runs["large/1/"+path.name], result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0, stmts: tps * float64(secs)})
+			runs["large/1/"+path.name] = append(runs["large/1/"+path.name], result{tps: tps, latMS: lat, cpu: procCPU(b, path.pid) - cpu0,
+				stmts: tps * float64(secs), io: procIO(path.pid) - io0, cs: procSwitches(path.pid) - cs0})
 		}
 	}
 	// Medians of TPS and latency over the rounds; CPU, syscalls and switches summed over all of them
@@ -141,15 +142,17 @@ func BenchmarkPgbench(b *testing.B) {
 	}
 	const rows = 100000 // pgbench_accounts rows per scale unit
 	fmt.Fprintf(w, "\nlarge result: SELECT * FROM pgbench_accounts (%d rows), 1 client\n", rows*scale)
-	fmt.Fprintf(w, "%-10s %10s %12s %8s %16s\n", "path", "s/fetch", "rows/s", "ratio", "proxy CPU s/fetch")
+	fmt.Fprintf(w, "%-10s %10s %12s %8s %18s %10s %10s\n", "path", "s/fetch", "rows/s", "ratio", "proxy CPU s/fetch", "rw/fetch", "csw/fetch")
 	d := results["large/1/direct"]
 	for _, path := range paths {
 		r := results["large/1/"+path.name]
-		cpu := "-"
+		cpu, rw, cs := "-", "-", "-"
 		if path.pid != 0 && r.stmts > 0 {
 			cpu = fmt.Sprintf("%.3f", r.cpu.Seconds()/r.stmts)
+			rw = fmt.Sprintf("%.0f", float64(r.io)/r.stmts)
+			cs = fmt.Sprintf("%.0f", float64(r.cs)/r.stmts)
 		}
-		fmt.Fprintf(w, "%-10s %10.3f %12.0f %8.2f %16s\n", path.name, r.latMS/1000, float64(rows*scale)/(r.latMS/1000), d.latMS/r.latMS, cpu)
+		fmt.Fprintf(w, "%-10s %10.3f %12.0f %8.2f %18s %10s %10s\n", path.name, r.latMS/1000, float64(rows*scale)/(r.latMS/1000), d.latMS/r.latMS, cpu, rw, cs)
 	}
 }
 

@@ -29,7 +29,9 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/pgtest"
 )
 
-const psqlScript = `DROP TABLE IF EXISTS psql_t;
+// psqlScript exercises psql through the proxy; it includes a 200 kB result row and a 150 kB query,
+// larger than the relay's 64 kB buffers.
+var psqlScript = `DROP TABLE IF EXISTS psql_t;
 CREATE TABLE psql_t (id int PRIMARY KEY, name text NOT NULL, note text, amount numeric(10,2));
 COMMENT ON TABLE psql_t IS 'psql through the proxy';
 COPY psql_t FROM STDIN;
@@ -54,7 +56,8 @@ SET application_name = 'changed';
 SHOW application_name;
 PREPARE q(int) AS SELECT name FROM psql_t WHERE id = $1;
 EXECUTE q(2);
-SELECT repeat('x', 100000) = repeat('x', 100000) AS big;
+SELECT md5(repeat('x', 100000)) AS big, repeat('y', 200000) AS bigger;
+SELECT length('` + strings.Repeat("z", 150000) + `') AS long_query;
 DROP TABLE psql_t;
 `
 

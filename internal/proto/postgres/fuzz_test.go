@@ -44,7 +44,7 @@ func FuzzClientStream(f *testing.F) {
 	f.Add(msgBytes('Q', append([]byte("SELECT 1"), 0)...))
 	f.Add(append(msgBytes('P', append([]byte("s\x00SELECT forbidden\x00"), 0, 0)...), msgBytes('S')...))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		up, err := replayClient(in, fuzzHook{})
+		up, err := replayClient(in, fuzzHook{}, 1<<16)
 		if err == nil {
 			t.Fatal("clientLoop returned nil without Terminate")
 		}
@@ -65,9 +65,9 @@ func FuzzClientStream(f *testing.F) {
 
 // replayClient runs the client side of a session over in, with a sink for a client and a buffer for
 // the server, and returns what would have been sent to the server.
-func replayClient(in []byte, h Hook) ([]byte, error) {
+func replayClient(in []byte, h Hook, maxMessage int) ([]byte, error) {
 	c := &conn{
-		srv:     NewServer(Config{MaxMessageSize: 1 << 16}),
+		srv:     NewServer(Config{MaxMessageSize: maxMessage}),
 		hook:    h,
 		client:  sinkConn{},
 		stmts:   map[string]*stmtInfo{},
@@ -161,7 +161,7 @@ func TestRealTrafficReplay(t *testing.T) {
 		if len(s) == 0 {
 			continue // a connection that ended in startup
 		}
-		up, err := replayClient(s, PassThrough{})
+		up, err := replayClient(s, PassThrough{}, defaultMaxMessage)
 		if err != nil && !errors.Is(err, errTerminate) {
 			t.Fatalf("replay of session %d: %v", n, err)
 		}

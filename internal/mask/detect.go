@@ -82,6 +82,34 @@ const (
 	trigHex
 )
 
+// secondIdx numbers the bytes that may follow a word's first letter in a detector prefix
+// (letters and digits; 0 = none), and wordSecond[first] is the bit set of second bytes worth
+// calling word for: "The" or "select" are rejected with two table lookups.
+var secondIdx = func() (t [256]uint8) {
+	for c := 0; c < 26; c++ {
+		t['A'+c] = uint8(1 + c)
+		t['a'+c] = uint8(27 + c)
+	}
+	for c := 0; c < 10; c++ {
+		t['0'+c] = uint8(53 + c)
+	}
+	return t
+}()
+
+var wordSecond = func() (t [256]uint64) {
+	for _, p := range []string{"AKIA", "ASIA", "ABIA", "ACCA", "A3T", "AIza", "ghp_", "github_pat_", "glpat-",
+		"xox", "sk", "rk", "eyJ", "npm_", "hf_", "pypi-", "SG.", "shp", "dop_", "doo_", "dor_"} {
+		t[p[0]] |= 1 << secondIdx[p[1]]
+	}
+	// IBAN: two uppercase letters.
+	for a := 'A'; a <= 'Z'; a++ {
+		for b := 'A'; b <= 'Z'; b++ {
+			t[a] |= 1 << secondIdx[b]
+		}
+	}
+	return t
+}()
+
 func isDigit(c byte) bool { return c-'0' < 10 }
 func isUpper(c byte) bool { return c-'A' < 26 }
 func isLower(c byte) bool { return c-'a' < 26 }
@@ -131,7 +159,7 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 		case clWord:
 			// Only words starting with a letter some detector keys on are looked at.
 			if t := wordTrigger[c]; t != 0 {
-				if t&trigWord != 0 {
+				if t&trigWord != 0 && i+1 < n && wordSecond[c]&(1<<secondIdx[in[i+1]]) != 0 {
 					if sp, ok := d.word(in, i); ok {
 						spans = append(spans, sp)
 						i = sp.End

@@ -131,7 +131,7 @@ const maxSpans = 16
 
 // find appends the findings in in to spans, sorted by start and without overlaps.
 // On clean input it does not allocate.
-func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
+func (d *detectors) find(in []byte, cx ctxFlags, spans []span) []span {
 	base := len(spans)
 	if cx&(ctxSecret|ctxPassword) != 0 && d.on.has(GenericSecret) {
 		kc := keySecret
@@ -234,7 +234,7 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 		case clPercent:
 			if i+2 < n && in[i+1] == '4' && in[i+2] == '0' && d.on.has(Email) {
 				if s, e, ok := d.emailSep(in, i, 3); ok {
-					spans = append(spans, Span{s, e, Email})
+					spans = append(spans, span{s, e, Email})
 					i = e
 					continue
 				}
@@ -259,7 +259,7 @@ func (d *detectors) find(in []byte, cx ctxFlags, spans []Span) []Span {
 }
 
 // normalize sorts spans by start (insertion sort: there are few and they arrive nearly sorted).
-func normalize(s []Span) {
+func normalize(s []span) {
 	for i := 1; i < len(s); i++ {
 		for j := i; j > 0 && s[j].Start < s[j-1].Start; j-- {
 			s[j], s[j-1] = s[j-1], s[j]
@@ -270,7 +270,7 @@ func normalize(s []Span) {
 // mergeOverlaps joins overlapping sorted spans in place (the earlier kind wins, except that an
 // echoed value always names the union) and returns the
 // new length.
-func mergeOverlaps(s []Span) int {
+func mergeOverlaps(s []span) int {
 	w := 0
 	for r := 1; r < len(s); r++ {
 		if s[r].Start < s[w].End {
@@ -289,27 +289,27 @@ func mergeOverlaps(s []Span) int {
 }
 
 // word dispatches a word start to the prefix-keyed detectors (secrets, IBAN).
-func (d *detectors) word(in []byte, i int) (Span, bool) {
+func (d *detectors) word(in []byte, i int) (span, bool) {
 	if !wordStart(in, i) {
-		return Span{}, false
+		return span{}, false
 	}
 	rest := in[i:]
 	switch rest[0] {
 	case 'A':
 		if d.on.has(AWSAccessKey) {
 			if e, ok := awsKeyID(rest); ok {
-				return Span{i, i + e, AWSAccessKey}, true
+				return span{i, i + e, AWSAccessKey}, true
 			}
 		}
 	case 'g':
 		if d.on.has(GitHubToken) {
 			if e, ok := githubToken(rest); ok {
-				return Span{i, i + e, GitHubToken}, true
+				return span{i, i + e, GitHubToken}, true
 			}
 		}
 		if d.on.has(GitLabToken) && hasPrefix(rest, "glpat-") {
 			if e := runOf(rest, 6, tokenDash); e-6 >= 20 {
-				return Span{i, i + e, GitLabToken}, true
+				return span{i, i + e, GitLabToken}, true
 			}
 		}
 	case 'x':
@@ -317,36 +317,36 @@ func (d *detectors) word(in []byte, i int) (Span, bool) {
 			switch rest[3] {
 			case 'a', 'b', 'p', 'r', 's', 'e':
 				if e := runOf(rest, 5, tokenDash); e-5 >= 10 {
-					return Span{i, i + e, SlackToken}, true
+					return span{i, i + e, SlackToken}, true
 				}
 			}
 		}
 	case 's', 'r':
 		if e, k, ok := skToken(rest); ok && d.on.has(k) {
-			return Span{i, i + e, k}, true
+			return span{i, i + e, k}, true
 		}
 	case 'e':
 		if d.on.has(JWT) && hasPrefix(rest, "eyJ") {
 			if e, ok := jwtToken(rest); ok {
-				return Span{i, i + e, JWT}, true
+				return span{i, i + e, JWT}, true
 			}
 		}
 	}
 	if d.on.has(APIToken) {
 		if e, ok := prefixedToken(rest); ok {
-			return Span{i, i + e, APIToken}, true
+			return span{i, i + e, APIToken}, true
 		}
 	}
 	if isUpper(rest[0]) && d.on.has(IBAN) {
 		if e, ok := iban(rest); ok {
-			return Span{i, i + e, IBAN}, true
+			return span{i, i + e, IBAN}, true
 		}
 	}
-	return Span{}, false
+	return span{}, false
 }
 
 // number dispatches a digit run that starts a word.
-func (d *detectors) number(in []byte, i int, cx ctxFlags) (Span, bool) {
+func (d *detectors) number(in []byte, i int, cx ctxFlags) (span, bool) {
 	// Shape first (length of the first digit run, the byte after it), so each detector only
 	// runs where it could match: most numbers in clean data are short and end in punctuation.
 	j := i
@@ -358,7 +358,7 @@ func (d *detectors) number(in []byte, i int, cx ctxFlags) (Span, bool) {
 	if j < len(in) {
 		next = in[j]
 		if wordByte[next] || next == '_' {
-			return Span{}, false
+			return span{}, false
 		}
 		// A separator not followed by more digits ends the number ("… 772102938.", "4111… exp").
 		if (next == ' ' || next == '-' || next == '.') && (j+1 >= len(in) || !(isDigit(in[j+1]) || (next == ' ' && in[j+1] == '('))) {
@@ -372,61 +372,61 @@ func (d *detectors) number(in []byte, i int, cx ctxFlags) (Span, bool) {
 		if run <= 3 && d.on.has(IPAddress) {
 			if e, ok := ipv4(in, i); ok {
 				if cx&ctxIP != 0 || contextBefore(in, i, ipWords) {
-					return Span{i, e, IPAddress}, true
+					return span{i, e, IPAddress}, true
 				}
-				return Span{}, false
+				return span{}, false
 			}
 		}
 		if d.on.has(Phone) && run >= 2 {
 			return d.phone(in, i, cx)
 		}
-		return Span{}, false
+		return span{}, false
 	case ' ', '-':
 		if run >= 3 && d.on.has(CreditCard) {
 			if s, e, ok := card(in, i); ok {
-				return Span{s, e, CreditCard}, true
+				return span{s, e, CreditCard}, true
 			}
 		}
 		if run == 3 && d.on.has(USSSN) {
 			if e, ok := ssn(in, i); ok && (cx&ctxSSN != 0 || contextBefore(in, i, ssnWords)) {
-				return Span{i, e, USSSN}, true
+				return span{i, e, USSSN}, true
 			}
 		}
 		if d.on.has(Phone) {
 			return d.phone(in, i, cx)
 		}
-		return Span{}, false
+		return span{}, false
 	}
 	// The number ends here (end of input, or other punctuation).
 	if run >= 12 && run <= 19 && d.on.has(CreditCard) {
 		if s, e, ok := card(in, i); ok {
-			return Span{s, e, CreditCard}, true
+			return span{s, e, CreditCard}, true
 		}
 	}
 	if run == 9 && d.on.has(USSSN) {
 		if e, ok := ssn(in, i); ok && (cx&ctxSSN != 0 || contextBefore(in, i, ssnWords)) {
-			return Span{i, e, USSSN}, true
+			return span{i, e, USSSN}, true
 		}
 	}
 	if run >= 7 && run <= 15 && d.on.has(Phone) {
 		return d.phone(in, i, cx)
 	}
-	return Span{}, false
+	return span{}, false
 }
 
 // at handles '@': a URI password (scheme://user:pass@host) or an e-mail address.
-func (d *detectors) at(in []byte, i int) (Span, bool) {
+func (d *detectors) at(in []byte, i int) (span, bool) {
 	if d.on.has(URIPassword) {
 		if s, e, ok := uriPassword(in, i); ok {
-			return Span{s, e, URIPassword}, true
+			return span{s, e, URIPassword}, true
 		}
 	}
 	if d.on.has(Email) {
 		if s, e, ok := d.email(in, i); ok {
-			return Span{s, e, Email}, true
+			return span{s, e, Email}, true
 		}
 	}
-	return Span{}, false
+	return span{}, false
 }
 
 func hasPrefix(b []byte, p string) bool { return len(b) >= len(p) && string(b[:len(p)]) == p }

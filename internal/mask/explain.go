@@ -57,7 +57,7 @@ func (p *Plan) Explain(sample string, col Column) string {
 		if cp != nil {
 			cx = cp.cx
 		}
-		var buf [maxSpans]Span
+		var buf [maxSpans]span
 		for _, s := range p.det.find(in, cx, buf[:0]) {
 			v, err := p.sty.apply(nil, p.styles[s.Kind], s.Kind, in[s.Start:s.End])
 			if err != nil {

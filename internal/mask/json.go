@@ -198,7 +198,7 @@ func (m *jsonMasker) scalar(s, e int, v []byte, cx ctxFlags, rule *columnRule) e
 		m.replace(s, e, out)
 		return nil
 	}
-	var buf [maxSpans]Span
+	var buf [maxSpans]span
 	spans := p.det.find(v, cx, buf[:0])
 	if len(spans) == 0 {
 		return nil

@@ -129,8 +129,8 @@ func parseKinds(names []string) (kindSet, error) {
 	return s, nil
 }
 
-// Span is one finding: in[Start:End] is a value of kind Kind.
-type Span struct {
+// span is one finding: in[Start:End] is a value of kind Kind.
+type span struct {
 	Start, End int
 	Kind       Kind
 }

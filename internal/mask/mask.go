@@ -87,7 +87,7 @@ func noPII(oid uint32) bool {
 }
 
 // maskSpans appends in to dst with each span rewritten in its kind's style.
-func (p *Plan) maskSpans(dst, in []byte, spans []Span) ([]byte, error) {
+func (p *Plan) maskSpans(dst, in []byte, spans []span) ([]byte, error) {
 	last := 0
 	var err error
 	for _, s := range spans {
@@ -105,7 +105,7 @@ func (p *Plan) maskSpans(dst, in []byte, spans []Span) ([]byte, error) {
 // maskDetect runs the detectors over in with context cx. When nothing is found it returns in
 // and false without allocating.
 func (p *Plan) maskDetect(in, dst []byte, cx ctxFlags) ([]byte, bool, error) {
-	var buf [maxSpans]Span
+	var buf [maxSpans]span
 	spans := p.det.find(in, cx, buf[:0])
 	if len(spans) == 0 {
 		return in, false, nil

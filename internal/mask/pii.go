@@ -415,15 +415,15 @@ func ssn(b []byte, i int) (int, bool) {
 // phone matches a phone number starting at b[i] ('+', '(' or a digit) when the column or a
 // context word says phone numbers are expected: 7–15 digits in groups separated by single
 // spaces, dashes, dots or a parenthesised area code.
-func (d *detectors) phone(b []byte, i int, cx ctxFlags) (Span, bool) {
+func (d *detectors) phone(b []byte, i int, cx ctxFlags) (span, bool) {
 	if !numberBoundaryBefore(b, i) {
-		return Span{}, false
+		return span{}, false
 	}
 	if i >= 2 && b[i-1] == '-' && isAlnum(b[i-2]) {
-		return Span{}, false // part of an identifier such as ORD-2024-000123
+		return span{}, false // part of an identifier such as ORD-2024-000123
 	}
 	if looksLikeDate(b[i:]) {
-		return Span{}, false
+		return span{}, false
 	}
 	j := i
 	if b[j] == '+' {
@@ -435,7 +435,7 @@ func (d *detectors) phone(b []byte, i int, cx ctxFlags) (Span, bool) {
 		switch {
 		case isDigit(c):
 			if digits++; digits > 15 {
-				return Span{}, false // too long for a phone number; also bounds the work
+				return span{}, false // too long for a phone number; also bounds the work
 			}
 			j++
 			continue
@@ -456,12 +456,12 @@ func (d *detectors) phone(b []byte, i int, cx ctxFlags) (Span, bool) {
 		break
 	}
 	if digits < 7 || digits > 15 || !numberBoundaryAfter(b, j) || !isDigit(b[j-1]) {
-		return Span{}, false
+		return span{}, false
 	}
 	if cx&ctxPhone == 0 && !contextBefore(b, i, phoneWords) {
-		return Span{}, false
+		return span{}, false
 	}
-	return Span{i, j, Phone}, true
+	return span{i, j, Phone}, true
 }
 
 // looksLikeDate: yyyy-mm-dd, yyyy/mm/dd, yyyy.mm.dd, dd.mm.yyyy and the like.
@@ -529,9 +529,9 @@ func isHex(c byte) bool { return isDigit(c) || (lower(c) >= 'a' && lower(c) <= '
 
 // ipv6At matches an IPv6 address starting at b[i] (a hex digit at a word start, or "::"), when
 // the column or a context word allows IP addresses.
-func (d *detectors) ipv6At(b []byte, i int, cx ctxFlags) (Span, bool) {
+func (d *detectors) ipv6At(b []byte, i int, cx ctxFlags) (span, bool) {
 	if !d.on.has(IPAddress) || (i > 0 && (isAlnum(b[i-1]) || b[i-1] == ':' || b[i-1] == '.')) {
-		return Span{}, false
+		return span{}, false
 	}
 	// Cheap shape check first: 1–4 hex digits then ':' (or "::").
 	k := i
@@ -539,16 +539,16 @@ func (d *detectors) ipv6At(b []byte, i int, cx ctxFlags) (Span, bool) {
 		k++
 	}
 	if k >= len(b) || b[k] != ':' {
-		return Span{}, false
+		return span{}, false
 	}
 	e, ok := ipv6(b, i)
 	if !ok {
-		return Span{}, false
+		return span{}, false
 	}
 	if cx&ctxIP == 0 && !contextBefore(b, i, ipWords) {
-		return Span{}, false
+		return span{}, false
 	}
-	return Span{i, e, IPAddress}, true
+	return span{i, e, IPAddress}, true
 }
 
 // ipv6 parses RFC 4291 text form (groups of 1–4 hex digits, at most one "::", optional trailing

@@ -136,10 +136,10 @@ func jwtToken(b []byte) (int, bool) {
 
 // pemBlock matches -----BEGIN … PRIVATE KEY----- through the matching END line, or through the end
 // of the input when the block was cut short.
-func pemBlock(b []byte, i int) (Span, bool) {
+func pemBlock(b []byte, i int) (span, bool) {
 	rest := b[i:]
 	if !hasPrefix(rest, "-----BEGIN ") {
-		return Span{}, false
+		return span{}, false
 	}
 	j := 11
 	for j < len(rest) && j < 11+100 && (isUpper(rest[j]) || isDigit(rest[j]) || rest[j] == ' ' || rest[j] == '_' || rest[j] == '-') {
@@ -150,19 +150,19 @@ func pemBlock(b []byte, i int) (Span, bool) {
 	}
 	label := rest[11:j]
 	if !hasPrefix(rest[j:], "-----") || !(bytes.HasSuffix(label, []byte("PRIVATE KEY")) || bytes.HasSuffix(label, []byte("PRIVATE KEY BLOCK"))) {
-		return Span{}, false
+		return span{}, false
 	}
 	body := j + 5
 	end := bytes.Index(rest[body:], []byte("-----END "))
 	if end < 0 {
-		return Span{i, len(b), PrivateKey}, true
+		return span{i, len(b), PrivateKey}, true
 	}
 	e := body + end + 9
 	close := bytes.Index(rest[e:], []byte("-----"))
 	if close < 0 {
-		return Span{i, len(b), PrivateKey}, true
+		return span{i, len(b), PrivateKey}, true
 	}
-	return Span{i, i + e + close + 5, PrivateKey}, true
+	return span{i, i + e + close + 5, PrivateKey}, true
 }
 
 // uriPassword finds the password of scheme://user:password@host, for the '@' at b[at].
@@ -337,7 +337,7 @@ func isIdentByte(c byte) bool { return isAlnum(c) || c == '_' || c == '-' || c =
 
 // assignedSecret handles '=' or ':' at b[op]: a key-like identifier before it and a value after.
 // The span covers the value only.
-func assignedSecret(b []byte, op int) (Span, bool) {
+func assignedSecret(b []byte, op int) (span, bool) {
 	// Key: skip a closing quote and spaces before the operator.
 	j := op - 1
 	for j >= 0 && (b[j] == ' ' || b[j] == '\t') && op-j < 8 {
@@ -352,15 +352,15 @@ func assignedSecret(b []byte, op int) (Span, bool) {
 	}
 	ks := j + 1
 	if ks >= ke || (j >= 0 && isIdentByte(b[j])) {
-		return Span{}, false
+		return span{}, false
 	}
 	// Comparisons are not assignments: a == b, a != b, a <= b, a >= b.
 	if b[op] == '=' && ((op+1 < len(b) && b[op+1] == '=') || (op > 0 && (b[op-1] == '=' || b[op-1] == '!' || b[op-1] == '<' || b[op-1] == '>'))) {
-		return Span{}, false
+		return span{}, false
 	}
 	kc := classifyKey(b[ks:ke])
 	if kc == keyNone {
-		return Span{}, false
+		return span{}, false
 	}
 	// Value: after the operator (also := and =>), spaces, an optional quote.
 	v := op + 1
@@ -371,7 +371,7 @@ func assignedSecret(b []byte, op int) (Span, bool) {
 		v++
 	}
 	if v >= len(b) {
-		return Span{}, false
+		return span{}, false
 	}
 	var quote byte
 	if b[v] == '"' || b[v] == '\'' {
@@ -385,9 +385,9 @@ func assignedSecret(b []byte, op int) (Span, bool) {
 		e = valueEnd(b, v, 0)
 	}
 	if !secretValue(b[v:e], kc) {
-		return Span{}, false
+		return span{}, false
 	}
-	return Span{v, e, GenericSecret}, true
+	return span{v, e, GenericSecret}, true
 }
 
 func valueEnd(b []byte, v int, quote byte) int {
@@ -429,7 +429,7 @@ func isAuthScheme(w []byte) bool {
 
 // wholeSecret treats a whole value in a key-named column as one secret when it is a single
 // token (no spaces) that secretValue accepts for the column's key class.
-func wholeSecret(in []byte, kc keyClass) (Span, bool) {
+func wholeSecret(in []byte, kc keyClass) (span, bool) {
 	v := bytes.TrimSpace(in)
 	s := len(in) - len(bytes.TrimLeft(in, " \t\r\n"))
 	// "Bearer <token>", "Basic <credentials>": the credential is the second word.
@@ -440,9 +440,9 @@ func wholeSecret(in []byte, kc keyClass) (Span, bool) {
 		v = trimmed
 	}
 	if len(v) == 0 || bytes.ContainsAny(v, " \t\n") || !secretValue(v, kc) {
-		return Span{}, false
+		return span{}, false
 	}
-	return Span{s, s + len(v), GenericSecret}, true
+	return span{s, s + len(v), GenericSecret}, true
 }
 
 // prefixedTokens are further well-known token formats (gitleaks rules): a fixed prefix, a body

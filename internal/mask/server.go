@@ -20,7 +20,7 @@ func (p *Plan) MaskServerMessage(in, dst []byte) (out []byte, changed bool, err 
 	if len(in) > p.maxValue {
 		return nil, false, ErrTooLarge
 	}
-	var buf [maxSpans]Span
+	var buf [maxSpans]span
 	spans := p.det.find(in, 0, buf[:0])
 	n := len(spans)
 	spans = echoedValues(in, spans)
@@ -39,7 +39,7 @@ func (p *Plan) MaskServerMessage(in, dst []byte) (out []byte, changed bool, err 
 }
 
 // echoedValues appends spans for values quoted by known message templates.
-func echoedValues(in []byte, spans []Span) []Span {
+func echoedValues(in []byte, spans []span) []span {
 	for line := 0; line < len(in); {
 		end := bytes.IndexByte(in[line:], '\n')
 		if end < 0 {
@@ -53,11 +53,11 @@ func echoedValues(in []byte, spans []Span) []Span {
 	return spans
 }
 
-func echoedInLine(in []byte, ls, le int, spans []Span) []Span {
+func echoedInLine(in []byte, ls, le int, spans []span) []span {
 	l := in[ls:le]
 	add := func(s, e int) {
 		if s < e {
-			spans = append(spans, Span{ls + s, ls + e, EchoedValue})
+			spans = append(spans, span{ls + s, ls + e, EchoedValue})
 		}
 	}
 	// `…: "V"` after an input-syntax phrase: V runs to the last quote of the line (values may

@@ -64,6 +64,9 @@ type Lab struct {
 
 	cleanups []cleanup
 	timings  []timing
+	left     leftovers
+	// teardownFailed is set when a cleanup fails.
+	teardownFailed bool
 }
 
 type cleanup struct {
@@ -149,6 +152,13 @@ func (l *Lab) prepare(bin string) error {
 		return errors.New("another lab demo is running on this machine (it holds /run/enforcer-lab-demo.lock)")
 	}
 	l.Defer("", lock.Close) // releases the lock, last of all
+	l.Defer("", func() error {
+		// Everything is gone, unless a cleanup failed: then the next run retries from the record.
+		if !l.teardownFailed {
+			os.Remove(leftoversPath)
+		}
+		return nil
+	})
 	l.dir, err = os.MkdirTemp("", "enforcer-lab-")
 	if err != nil {
 		return err
@@ -179,7 +189,11 @@ func (l *Lab) prepare(bin string) error {
 		return err
 	}
 	l.socket = filepath.Join(l.dir, "enforcer.sock")
-	return nil
+	if err := l.removeLeftovers(); err != nil {
+		return fmt.Errorf("remove what an earlier run left: %w", err)
+	}
+	l.left.Dir = l.dir
+	return l.saveLeftovers()
 }
 
 func (l *Lab) runStep(n int, s step) (err error) {
@@ -215,6 +229,7 @@ func (l *Lab) teardown() error {
 		if err != nil {
 			l.printf("  %s %s: %v\n", l.red("✗"), c.what, err)
 			errs = append(errs, fmt.Errorf("%s: %w", c.what, err))
+			l.teardownFailed = true
 		} else {
 			l.printf("  %s %s\n", l.green("✓"), c.what)
 		}
@@ -262,8 +277,8 @@ func (l *Lab) Must(err error, what string) {
 func (l *Lab) Expect(ok bool, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if !ok {
-		l.printf("  %s %s\n", l.red("✗ expected:"), msg)
 		l.interrupted()
+		l.printf("  %s %s\n", l.red("✗ expected:"), msg)
 		l.Fatalf("expected: %s", msg)
 	}
 	l.printf("  %s %s\n", l.green("✓"), msg)

@@ -93,6 +93,7 @@ func setupProd(l *Lab) {
 	l.Must(err, "create the network namespace")
 	l.Defer("delete network namespace "+ns.Name, ns.Close)
 	l.ns, l.prod = ns, ns.PeerAddr.String()
+	l.note(func(s *leftovers) { s.Netns = ns.Name })
 	l.Say("Network namespace %s plays production at %s (198.18.0.0/15 is reserved for benchmarks:", ns.Name, l.prod)
 	l.Say("nothing in this demo leaves the machine).")
 
@@ -124,6 +125,7 @@ func setupProd(l *Lab) {
 	l.Must(err, "start PostgreSQL")
 	l.Defer("stop PostgreSQL", pg.Stop)
 	l.pg = pg
+	l.note(func(s *leftovers) { s.PGDir = pg.Dir })
 	l.Must(pg.ExecContext(ctx, seedSQL), "seed the database")
 	pw, err := pg.CreateUser(ctx, "agent_rw", false)
 	l.Must(err, "create role agent_rw")
@@ -236,6 +238,7 @@ func startDaemon(l *Lab) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	l.Must(cmd.Start(), "start the daemon")
 	l.daemon, l.daemonDone = cmd, make(chan struct{})
+	l.note(func(s *leftovers) { s.DaemonPID = cmd.Process.Pid })
 	go func() { cmd.Wait(); close(l.daemonDone) }()
 	l.Defer(fmt.Sprintf("stop the daemon (pid %d)", cmd.Process.Pid), func() error {
 		cmd.Process.Signal(syscall.SIGTERM)

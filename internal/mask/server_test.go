@@ -11,6 +11,11 @@ func TestMaskServerMessage(t *testing.T) {
 		{`invalid input value for enum mood: "secret"`, `invalid input value for enum mood: "[REDACTED:echoed_value]"`},
 		{`malformed array literal: "{1,2"`, `malformed array literal: "[REDACTED:echoed_value]"`},
 		{`value "99999999999" is out of range for type integer`, `value "[REDACTED:echoed_value]" is out of range for type integer`},
+		{`date/time field value out of range: "536-22-8726"`, `date/time field value out of range: "[REDACTED:echoed_value]"`},
+		{`invalid value "4111" for "YYYY"`, `invalid value "[REDACTED:echoed_value]" for "YYYY"`},
+		{`invalid type name "$2b$12$x"`, `invalid type name "[REDACTED:echoed_value]"`},
+		{`JSON data, line 1: ...IPz0gi.URN"`, `JSON data, line 1: [REDACTED:echoed_value]`},
+		{"line 1: Start tag expected, '<' not found\n$2b$12$R9h/cIPz0gi\n^", "line 1: Start tag expected, '<' not found\n[REDACTED:echoed_value]\n^"},
 		{`Token "hunter2" is invalid.`, `Token "[REDACTED:echoed_value]" is invalid.`},
 		{`Key (email)=(bob@example.org) already exists.`, `Key (email)=([REDACTED:echoed_value]) already exists.`},
 		{`Key (a, b)=(1, x (y)) is not present in table "t".`, `Key (a, b)=([REDACTED:echoed_value]) is not present in table "t".`},
@@ -36,7 +41,17 @@ func TestMaskServerMessage(t *testing.T) {
 			t.Errorf("clean %q: %v allocs", clean, n)
 		}
 	}
-	if got := p.Stats().Hits["echoed_value"]; got != 11 {
-		t.Errorf("echoed_value hits = %d, want 11", got)
+	if got := p.Stats().Hits["echoed_value"]; got != 16 {
+		t.Errorf("echoed_value hits = %d, want 16", got)
+	}
+	for _, c := range []struct{ in, want string }{
+		{`relation "users" does not exist`, `relation "[REDACTED:echoed_value]" does not exist`},
+		{`schema "ada@example" does not exist`, `schema "[REDACTED:echoed_value]" does not exist`},
+		{`trailing junk after parameter at or near "$2b$12$R9h"`, `trailing junk after parameter at or near [REDACTED:echoed_value]`},
+	} {
+		out, _, err := p.MaskServerMessageStrict([]byte(c.in), nil)
+		if err != nil || string(out) != c.want {
+			t.Errorf("strict %q: %q %v, want %q", c.in, out, err, c.want)
+		}
 	}
 }

@@ -246,6 +246,12 @@ func TestColumnRules(t *testing.T) {
 		{Column{Schema: "billing", Table: "cards", Name: "pan"}, "pan"},
 		{Column{Table: "cards", Name: "pan"}, "pan"}, // schema unknown: masked
 		{Column{Schema: "public", Table: "cards", Name: "pan"}, ""},
+		// Computed columns whose sources the caller resolved from the parse tree.
+		{Column{Name: "upper", Sources: []Source{{Table: "users", Name: "email"}}}, "upper"},
+		{Column{Name: "x", Sources: []Source{{Table: "users", Name: "id"}, {Table: "accounts", Name: "password_hash"}}}, "x"},
+		{Column{Name: "row_to_json", Sources: []Source{{Table: "secrets", Name: "id"}}}, "row_to_json"},
+		{Column{Name: "row_to_json", Sources: []Source{{Table: "orders", Name: "id"}, {Table: "orders", Name: "total"}}}, ""},
+		{Column{Name: "lower", Sources: []Source{{Table: "users", Name: "name"}}}, ""},
 	} {
 		r := p.columnStyle(c.col)
 		switch {

@@ -75,6 +75,16 @@ type Column struct {
 	TypeOID uint32
 	// Format is the wire format code: 0 text, 1 binary.
 	Format int16
+	// Sources are the table columns a computed column derives from, when the caller knows them
+	// from the statement's parse tree (upper(email), password_hash || ''; for a whole-row
+	// reference such as row_to_json(u), every column of the table): a column rule covering any
+	// source covers the column.
+	Sources []Source
+}
+
+// Source names a table column an expression reads.
+type Source struct {
+	Schema, Table, Name string
 }
 
 type columnRule struct {
@@ -252,6 +262,11 @@ func (p *Plan) columnStyle(c Column) *columnRule {
 		r := &p.rules[i]
 		if r.match(c.Schema, c.Table, c.Name) || (c.Field != "" && c.Field != c.Name && r.bare && r.match("", "", c.Field)) {
 			return r
+		}
+		for _, src := range c.Sources {
+			if r.match(src.Schema, src.Table, src.Name) {
+				return r
+			}
 		}
 	}
 	return nil

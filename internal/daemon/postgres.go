@@ -2,8 +2,11 @@ package daemon
 
 import (
 	"context"
+	"net"
+
 	"errors"
 	"fmt"
+	"github.com/jackc/pgx/v5/pgconn"
 	"os"
 	"strconv"
 	"strings"
@@ -71,7 +74,42 @@ func (d *Daemon) postgresHook(c *proxy.Conn) postgres.Hook {
 		Cmdline:  cmdline(int(c.Origin.PID)),
 		Database: c.Target.Upstream.Database,
 		DBUser:   c.Target.Upstream.User,
+		Connect:  upstreamConnector(c),
 	})
+}
+
+// upstreamConnector opens connections to a target with its own credentials (for the masking
+// catalog), never with anything the agent sent.
+func upstreamConnector(c *proxy.Conn) pgguard.Connector {
+	up := c.Target.Upstream
+	addr := proxy.UpstreamAddr(c)
+	return func(ctx context.Context, database string) (*pgconn.PgConn, error) {
+		pw, err := readSecret(up)
+		if err != nil {
+			return nil, err
+		}
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		dsn := fmt.Sprintf("host=%s port=%s user=%s dbname=%s sslmode=%s connect_timeout=10", host, port, quoteDSN(up.User), quoteDSN(database), tlsMode(up.TLS))
+		if up.CAFile != "" {
+			dsn += " sslrootcert=" + quoteDSN(up.CAFile)
+		}
+		cfg, err := pgconn.ParseConfig(dsn)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Password = pw
+		if up.ServerName != "" && cfg.TLSConfig != nil {
+			cfg.TLSConfig.ServerName = up.ServerName
+		}
+		return pgconn.ConnectConfig(ctx, cfg)
+	}
+}
+
+func quoteDSN(v string) string {
+	return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(v) + "'"
 }
 
 // cmdline is the process's command line for reviewers; best effort (the process may be gone).

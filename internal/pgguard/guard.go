@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -32,6 +33,8 @@ type Shared struct {
 	Approvals *approval.Broker
 	Metrics   *metrics.Metrics
 	Log       *slog.Logger
+	// Catalogs resolves result columns to their tables for column masking rules.
+	Catalogs Catalogs
 }
 
 // ConnInfo describes the connection a guard serves.
@@ -43,6 +46,8 @@ type ConnInfo struct {
 	Cmdline  string
 	Database string // upstream database (the client's unless the target overrides it)
 	DBUser   string // upstream user
+	// Connect opens a separate connection with the target's credentials, for catalog lookups.
+	Connect Connector
 }
 
 // Guard is the hook of one connection.
@@ -57,6 +62,9 @@ type Guard struct {
 	prepared map[string]*sqlclass.Statement
 	// parsed are protocol-level statements the guard let through Parse, by name.
 	parsed map[string]*parsedStatement
+	// mask is nil when this identity sees the target's values in clear.
+	mask *masker
+	db   atomic.Value // string
 }
 
 type parsedStatement struct {
@@ -66,18 +74,41 @@ type parsedStatement struct {
 // NewGuard returns the hook for one connection.
 func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	s := ci.Identity
-	return &Guard{
-		sh:   sh,
-		info: ci,
-		conn: rules.NewConn(
-			rules.Identity{Subject: s.Subject, Email: s.Email, Groups: s.Groups, Provider: s.Provider},
-			rules.Process{Comm: ci.Origin.Comm, PID: int64(ci.Origin.PID), UID: int64(ci.Origin.UID)},
-			rules.Target{Name: ci.Target.Name, Protocol: ci.Target.Protocol, Database: ci.Database, User: ci.DBUser},
-		),
+	g := &Guard{
+		sh:       sh,
+		info:     ci,
 		log:      sh.Log.With("conn", ci.ID, "target", ci.Target.Name, "subject", s.Subject),
 		prepared: map[string]*sqlclass.Statement{},
 		parsed:   map[string]*parsedStatement{},
 	}
+	g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(),
+		rules.Target{Name: ci.Target.Name, Protocol: ci.Target.Protocol, Database: ci.Database, User: ci.DBUser})
+	if plan := sh.Policy().MaskFor(ci.Target.Name, s.Groups); plan != nil {
+		g.mask = &masker{plan: plan, g: g}
+	}
+	return g
+}
+
+// database is the upstream database this connection uses, as the proxy reported it with the
+// first statement.
+func (g *Guard) database() string {
+	if db, _ := g.db.Load().(string); db != "" {
+		return db
+	}
+	return g.info.Database
+}
+
+// observe says whether rows and COPY data of allowed statements must reach Result.
+func (g *Guard) observe() bool { return g.mask != nil }
+
+func (g *Guard) ruleIdentity() rules.Identity {
+	s := g.info.Identity
+	return rules.Identity{Subject: s.Subject, Email: s.Email, Groups: s.Groups, Provider: s.Provider}
+}
+
+func (g *Guard) ruleProcess() rules.Process {
+	o := g.info.Origin
+	return rules.Process{Comm: o.Comm, PID: int64(o.PID), UID: int64(o.UID)}
 }
 
 func (g *Guard) lookupPrepared(name string) *sqlclass.Statement {
@@ -88,6 +119,10 @@ func (g *Guard) lookupPrepared(name string) *sqlclass.Statement {
 func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.Verdict {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if s.Database != "" && g.database() != s.Database {
+		g.db.Store(s.Database)
+		g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(), rules.Target{Name: g.info.Target.Name, Protocol: g.info.Target.Protocol, Database: s.Database, User: g.info.DBUser})
+	}
 	pol := g.sh.Policy()
 	switch s.Kind {
 	case postgres.KindQuery:
@@ -118,7 +153,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		if p.decision.Verdict == rules.Approve {
 			return g.enforce(ctx, pol, s, &p.decision, s.Params)
 		}
-		return postgres.Verdict{Observe: true}
+		return postgres.Verdict{Observe: g.observe()}
 	case postgres.KindFunctionCall:
 		return g.refuse("function-call", fmt.Sprintf("enforcer: fast-path function calls (function OID %d) are not allowed: their effects cannot be judged", s.FunctionOID),
 			"", "call the function in a SELECT statement instead")
@@ -157,7 +192,7 @@ func (g *Guard) enforce(ctx context.Context, pol *policy.Policy, s *postgres.Sta
 	g.count(d)
 	switch d.Verdict {
 	case rules.Allow:
-		return postgres.Verdict{Observe: true}
+		return postgres.Verdict{Observe: g.observe()}
 	case rules.Block:
 		rule := "default"
 		if d.Rule != nil {
@@ -221,7 +256,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 	}
 	if out.Approved() {
 		g.log.Info("statement approved", "request", out.ID(), "rule", d.Rule.Rule)
-		return postgres.Verdict{Observe: true}
+		return postgres.Verdict{Observe: g.observe()}
 	}
 	g.log.Info("statement not approved", "request", out.ID(), "state", string(out.State))
 	return postgres.Verdict{Action: postgres.Refuse, Error: &pgproto3.ErrorResponse{
@@ -238,8 +273,11 @@ func (g *Guard) refuse(rule, msg, sql, hint string) postgres.Verdict {
 	return postgres.Verdict{Action: postgres.Refuse, Error: e}
 }
 
-// Result implements postgres.Hook.
+// Result implements postgres.Hook: results are masked before the client sees them.
 func (g *Guard) Result(ctx context.Context, r *postgres.Result) error {
+	if g.mask != nil {
+		return g.mask.result(ctx, r)
+	}
 	return nil
 }
 

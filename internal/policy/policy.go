@@ -15,6 +15,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
 
+	"github.com/enforcer-dev/enforcer/internal/mask"
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
 )
 
@@ -36,6 +37,39 @@ type File struct {
 	Rules   []RuleDef `yaml:"rules"`
 	// Approvals configures held statements (rules with action: approve).
 	Approvals Approvals `yaml:"approvals"`
+	// Masking rewrites sensitive values in results before the agent sees them. Absent, every
+	// detector is on with its default style.
+	Masking *Masking `yaml:"masking"`
+}
+
+// Masking configures detectors, column rules and styles.
+type Masking struct {
+	// Detectors enables detectors by name (credit_card, iban, email, us_ssn, phone, ip_address,
+	// secret, all…) with an optional style; absent = all detectors, default styles.
+	Detectors []DetectorDef `yaml:"detectors"`
+	// Columns force a style on columns by "table.column" globs ("users.email", "*.password_hash").
+	Columns      []ColumnDef `yaml:"columns"`
+	RedactFormat string      `yaml:"redact_format"` // default "[REDACTED:{kind}]"
+	// TokenKeyFile holds the HMAC key of the token style (0600, at least 32 bytes).
+	TokenKeyFile string `yaml:"token_key_file"`
+	// Targets limits masking to these targets (default: every postgres target).
+	Targets []string `yaml:"targets"`
+	// ExemptGroups see values in clear (for example a data-protection team).
+	ExemptGroups []string `yaml:"exempt_groups"`
+	// Disabled turns masking off entirely; it must be said explicitly.
+	Disabled bool `yaml:"disabled"`
+}
+
+// DetectorDef enables detectors with a style.
+type DetectorDef struct {
+	Detectors []string `yaml:"detectors"`
+	Style     string   `yaml:"style"`
+}
+
+// ColumnDef forces a style on matching columns.
+type ColumnDef struct {
+	Match string `yaml:"match"`
+	Style string `yaml:"style"`
 }
 
 // RuleDef is one statement rule: a CEL condition over identity, process, target and sql, and
@@ -136,7 +170,25 @@ type Policy struct {
 	Rules     *rules.Engine
 	RuleDefs  map[string]RuleDef
 	Approvals Approvals
-	grants    []Grant
+	// Mask is the compiled masking plan; nil when masking is disabled.
+	Mask        *mask.Plan
+	maskTargets map[string]bool
+	maskExempt  []string
+	grants      []Grant
+}
+
+// MaskFor returns the masking plan for an identity's connection to a target, or nil when its
+// values pass in clear (masking disabled, target not covered, identity exempt).
+func (p *Policy) MaskFor(target string, groups []string) *mask.Plan {
+	if p.Mask == nil || (len(p.maskTargets) > 0 && !p.maskTargets[target]) {
+		return nil
+	}
+	for _, g := range groups {
+		if contains(p.maskExempt, g) {
+			return nil
+		}
+	}
+	return p.Mask
 }
 
 // Target is a compiled TargetDef.
@@ -264,6 +316,7 @@ func (v *validator) compile(f *File) *Policy {
 		p.Targets = append(p.Targets, t)
 	}
 	v.compileRules(p, f)
+	v.compileMasking(p, f, names)
 	for i, g := range f.Grants {
 		at := fmt.Sprintf("$.grants[%d]", i)
 		if len(g.Groups) == 0 && len(g.Subjects) == 0 {
@@ -346,6 +399,74 @@ func (v *validator) compileRules(p *Policy, f *File) {
 		return
 	}
 	p.Rules = eng
+}
+
+// MaskStats is shared by every compiled plan so masking counters stay monotonic across reloads.
+var MaskStats = &mask.Stats{}
+
+func (v *validator) compileMasking(p *Policy, f *File, targets map[string]bool) {
+	m := f.Masking
+	if m == nil {
+		m = &Masking{}
+	}
+	if m.Disabled {
+		if len(m.Detectors)+len(m.Columns) > 0 {
+			v.fail("$.masking.disabled", "masking is disabled but detectors or columns are configured")
+		}
+		return
+	}
+	cfg := mask.Config{RedactFormat: m.RedactFormat, Stats: MaskStats}
+	for i, d := range m.Detectors {
+		at := fmt.Sprintf("$.masking.detectors[%d]", i)
+		dr := mask.DetectorRule{Detectors: d.Detectors}
+		if d.Style != "" {
+			st, err := mask.ParseStyle(d.Style)
+			if err != nil {
+				v.fail(at+".style", "%v", err)
+			}
+			dr.Style = st
+		}
+		cfg.Detectors = append(cfg.Detectors, dr)
+	}
+	if m.Detectors != nil && len(m.Detectors) == 0 {
+		cfg.Detectors = []mask.DetectorRule{}
+	}
+	var cols []mask.ColumnRule
+	for i, c := range m.Columns {
+		at := fmt.Sprintf("$.masking.columns[%d]", i)
+		st, err := mask.ParseStyle(c.Style)
+		if err != nil {
+			v.fail(at+".style", "%v", err)
+		}
+		if c.Match == "" {
+			v.fail(at+".match", "missing (table.column, globs allowed)")
+		}
+		cols = append(cols, mask.ColumnRule{Pattern: c.Match, Style: st})
+	}
+	if m.TokenKeyFile != "" {
+		k, err := mask.LoadKey(m.TokenKeyFile)
+		if err != nil {
+			v.fail("$.masking.token_key_file", "%v", err)
+		}
+		cfg.Key = k
+	}
+	p.maskTargets = map[string]bool{}
+	for i, t := range m.Targets {
+		if !targets[t] {
+			v.fail(fmt.Sprintf("$.masking.targets[%d]", i), "unknown target %q", t)
+		}
+		p.maskTargets[t] = true
+	}
+	p.maskExempt = m.ExemptGroups
+	if len(v.errs) > 0 {
+		return
+	}
+	plan, err := mask.NewPlan(cols, cfg)
+	if err != nil {
+		v.fail("$.masking", "%v", err)
+		return
+	}
+	p.Mask = plan
 }
 
 // line returns the line of the node at a YAML path; for a missing field, the line of the

@@ -100,6 +100,16 @@ func TestParseAndMatch(t *testing.T) {
 	if p.Rules == nil || p.Rules.Rules() != 2 || time.Duration(p.Approvals.Timeout) != 30*time.Second || p.RuleDefs["writes-need-review"].Approvers[0] != "dba" {
 		t.Errorf("rules not compiled: %+v", p.Approvals)
 	}
+	if p.MaskFor("prod-db", []string{"engineering"}) == nil {
+		t.Error("masking must be on by default")
+	}
+	q, err := Parse("m.yaml", []byte(good+"masking:\n  columns: [{match: users.email, style: redact}]\n  exempt_groups: [dpo]\n  targets: [prod-db]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.MaskFor("prod-db", []string{"dpo"}) != nil || q.MaskFor("internal", nil) != nil || q.MaskFor("prod-db", []string{"engineering"}) == nil {
+		t.Error("MaskFor exemptions/targets wrong")
+	}
 	if ok, _ := p.Granted("llm", "alice", nil); !ok {
 		t.Error("subject grant")
 	}
@@ -126,6 +136,9 @@ func TestParseErrors(t *testing.T) {
 		{"approve without approvers", "version: 1\nrules:\n  - {name: a, when: 'sql.writes', action: approve}\n", []string{"bad.yaml:3", "approver groups"}},
 		{"bad default", "version: 1\ndefault: yolo\n", []string{"bad.yaml:2", "yolo"}},
 		{"bad duration", "version: 1\napprovals: {timeout: soon}\n", []string{"duration"}},
+		{"unknown detector", "version: 1\nmasking:\n  detectors:\n    - {detectors: [credit_kard]}\n", []string{"masking", "credit_kard"}},
+		{"bad masking style", "version: 1\nmasking:\n  columns:\n    - {match: users.email, style: blur}\n", []string{"bad.yaml:4", "blur"}},
+		{"masking unknown target", "version: 1\nmasking: {targets: [nope]}\n", []string{"unknown target"}},
 		{"bad resolver", "version: 1\ndns: {resolvers: [dns.google]}\n", []string{"bad.yaml:2", "dns.resolvers[0]"}},
 	}
 	for _, c := range cases {

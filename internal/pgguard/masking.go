@@ -1,0 +1,174 @@
+package pgguard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/enforcer-dev/enforcer/internal/mask"
+	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
+)
+
+// masker applies a masking plan to the results of one connection. It runs on the proxy's
+// server-side goroutine only.
+type masker struct {
+	plan *mask.Plan
+	g    *Guard
+	// The plan of the last row description seen, reused for its rows.
+	desc *pgproto3.RowDescription
+	rp   *mask.ResultPlan
+	// The plan of the COPY statement whose data is flowing.
+	copy     *copyPlan
+	copyStmt *postgres.Statement
+}
+
+var binaryCopySignature = []byte("PGCOPY\n\xff\r\n\x00")
+
+func (m *masker) result(ctx context.Context, r *postgres.Result) error {
+	switch r.Kind {
+	case postgres.ResultRowDescription:
+		return m.describe(ctx, r.Columns, r.Formats)
+	case postgres.ResultRow:
+		if r.Columns != m.desc || m.rp == nil {
+			if err := m.describe(ctx, r.Columns, r.Formats); err != nil {
+				return err
+			}
+		}
+		for i, v := range r.Values {
+			if v == nil {
+				continue
+			}
+			out, changed, null, err := m.rp.MaskCell(i, v, nil)
+			if err != nil {
+				out, null = m.rp.Fallback(i, nil)
+				changed = true
+			}
+			if null {
+				r.SetValue(i, nil)
+			} else if changed {
+				r.SetValue(i, out)
+			}
+		}
+	case postgres.ResultCopyData:
+		return m.copyData(ctx, r)
+	case postgres.ResultError, postgres.ResultNotice:
+		e := r.Error
+		changed := false
+		for _, f := range []*string{&e.Message, &e.Detail, &e.Hint, &e.Where, &e.InternalQuery} {
+			if *f == "" {
+				continue
+			}
+			out, ch, err := m.plan.MaskText([]byte(*f), nil)
+			if err != nil {
+				*f, ch = string(m.plan.Redacted()), true
+			} else if ch {
+				*f = string(out)
+			}
+			changed = changed || ch
+		}
+		if changed {
+			r.MarkChanged()
+		}
+	case postgres.ResultNotification:
+		out, ch, err := m.plan.MaskText([]byte(r.Notification.Payload), nil)
+		if err != nil {
+			r.Notification.Payload, ch = string(m.plan.Redacted()), true
+		} else if ch {
+			r.Notification.Payload = string(out)
+		}
+		if ch {
+			r.MarkChanged()
+		}
+	}
+	return nil
+}
+
+// describe plans a result set: column rules apply by source table and column, whatever the
+// alias, so sources are resolved through the catalog. If they cannot be resolved the result does
+// not pass (fail closed).
+func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, formats []int16) error {
+	m.desc = desc
+	if desc == nil {
+		// Rows with no description (a portal never described): detectors only, on text.
+		m.rp = m.plan.ForColumns(nil)
+		return nil
+	}
+	tables := make([]uint32, len(desc.Fields))
+	attrs := make([]uint16, len(desc.Fields))
+	for i, f := range desc.Fields {
+		tables[i], attrs[i] = f.TableOID, f.TableAttributeNumber
+	}
+	var srcs []Source
+	if m.g.info.Connect != nil && anyNonZero(tables) {
+		var err error
+		srcs, err = m.g.sh.Catalogs.Resolve(ctx, m.g.info.Target.Name, m.g.database(), m.g.info.Connect, tables, attrs)
+		if err != nil {
+			m.g.log.Error("masking: cannot resolve result columns; result withheld", "err", err)
+			return fmt.Errorf("masking unavailable: %w", err)
+		}
+	}
+	cols := make([]mask.Column, len(desc.Fields))
+	for i, f := range desc.Fields {
+		c := mask.Column{Name: string(f.Name), Field: string(f.Name), TypeOID: f.DataTypeOID, Format: f.Format}
+		if i < len(formats) {
+			c.Format = formats[i]
+		}
+		if srcs != nil && srcs[i].Table != "" {
+			c.Schema, c.Table, c.Name = srcs[i].Schema, srcs[i].Table, srcs[i].Column
+		}
+		cols[i] = c
+	}
+	m.rp = m.plan.ForColumns(cols)
+	return nil
+}
+
+func anyNonZero(v []uint32) bool {
+	for _, x := range v {
+		if x != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+var errBinaryCopy = errors.New("binary COPY output cannot be masked; use COPY in text or CSV format")
+
+func (m *masker) copyData(ctx context.Context, r *postgres.Result) error {
+	if bytes.HasPrefix(r.Data, binaryCopySignature) {
+		return errBinaryCopy
+	}
+	if r.Statement == nil {
+		return errCopyUnreadable
+	}
+	if m.copy == nil || m.copyStmt != r.Statement {
+		cp, err := m.planCopy(ctx, r.Statement.SQL)
+		if err != nil {
+			m.g.log.Error("masking: COPY output withheld", "err", err)
+			return err
+		}
+		m.copy, m.copyStmt = cp, r.Statement
+	}
+	cp := m.copy
+	var out []byte
+	var changed bool
+	var err error
+	switch {
+	case cp.csv && cp.header && !cp.headerSeen:
+		cp.headerSeen = true
+		return nil
+	case cp.csv:
+		out, changed, err = m.plan.MaskCSV(r.Data, nil, cp.rp, cp.csvFormat)
+	default:
+		out, changed, err = m.plan.MaskCopyLine(r.Data, nil, cp.rp)
+	}
+	if err != nil {
+		return fmt.Errorf("masking COPY data: %w", err)
+	}
+	if changed {
+		r.SetData(out)
+	}
+	return nil
+}

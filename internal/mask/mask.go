@@ -264,8 +264,11 @@ func (rp *ResultPlan) maskCell(col int, in, dst []byte) (out []byte, changed, nu
 	}
 	if cp.array {
 		out, changed, err := rp.maskBinaryArray(cp, in, dst)
-		if err != nil || !changed {
-			return in, false, false, err
+		if err != nil {
+			return nil, false, false, err
+		}
+		if !changed {
+			return in, false, false, nil
 		}
 		return out, true, false, nil
 	}
@@ -295,8 +298,11 @@ func (rp *ResultPlan) maskCell(col int, in, dst []byte) (out []byte, changed, nu
 	} else {
 		masked, ch, err = p.maskDetect(body, dst, cp.cx)
 	}
-	if err != nil || !ch {
-		return in, false, false, err
+	if err != nil {
+		return nil, false, false, err
+	}
+	if !ch {
+		return in, false, false, nil
 	}
 	return masked, true, false, nil
 }

@@ -313,6 +313,9 @@ func agentHTTP(l *Lab) {
 	l.Expect(r.Code == 0 && r.Has("admin console"), "reachable directly")
 	r = l.Agent("bash", "-c", fmt.Sprintf("echo hello > /dev/udp/%s/9999", l.prod))
 	l.Expect(r.Code != 0, "UDP other than DNS to the policy's resolvers is refused by the kernel")
+	l.Say("The daemon logs each connection with the process and the person behind it:")
+	r = l.Run(Cmd{Args: []string{"grep", "-E", `msg="?connection`, "daemon.log"}})
+	l.Expect(r.Has("comm=curl", "subject=alice", "target=internal-api", "connection denied"), "the allowed connection names its process and person; the refused one says why")
 }
 
 func agentRead(l *Lab) {

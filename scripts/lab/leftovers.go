@@ -70,11 +70,7 @@ func (l *Lab) removeLeftovers() error {
 		}
 	}
 	if cfg := filepath.Join(left.Dir, "enforcer.yaml"); fileExists(cfg) {
-		out, err := exec.Command(l.bin, "uninstall", "--config", cfg).CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
-		}
-		step("enforcer uninstall --config "+cfg, err)
+		step("enforcer uninstall --config "+cfg, l.uninstall(cfg))
 	}
 	if left.Netns != "" && fileExists(filepath.Join("/run/netns", left.Netns)) {
 		// Deleting the namespace destroys the veth pair with it.
@@ -108,4 +104,16 @@ func stopPID(pid int) error {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// uninstall runs `enforcer uninstall` in its own process group, so that a second Ctrl-C during
+// the teardown cannot stop it half-way.
+func (l *Lab) uninstall(cfg string) error {
+	cmd := exec.Command(l.bin, "uninstall", "--config", cfg)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
 }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"syscall"
 	"time"
 
@@ -213,11 +212,7 @@ identity: {issuer: %q, client_id: %q}
 func startDaemon(l *Lab) {
 	// Registered before the daemon starts, so it runs after the daemon is stopped.
 	l.Defer("enforcer uninstall --config enforcer.yaml (detach and unpin the programs, remove the cgroups)", func() error {
-		out, err := exec.Command(l.bin, "uninstall", "--config", l.cfgPath).CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
-		}
-		return nil
+		return l.uninstall(l.cfgPath)
 	})
 	if _, err := os.Stat("/sys/fs/bpf/enforcer-lab"); err == nil {
 		l.Say("An earlier lab run was killed before it could clean up; removing what it left:")

@@ -35,87 +35,89 @@ func numberBoundaryBefore(b []byte, s int) bool {
 	return true
 }
 
-// card finds a payment card number starting at b[i]: 12–19 digits, optionally in groups of 3+
-// separated by single spaces or dashes, passing Luhn and an issuer prefix/length rule.
-// A dash-joined token must be a card as a whole (so UUID-like ids never match in part); in
-// space-separated digit groups any run of whole groups may be the card.
+// card finds a payment card number starting at b[i]: 12–19 digits, passing Luhn and an issuer
+// prefix/length rule, written either as one run or in the layouts cards are printed in (groups
+// of four with a shorter last group, Amex 4-6-5, Diners 4-6-4) separated by single spaces or
+// dashes. A dash-joined token must be a card as a whole (so UUID-like ids never match in part);
+// space-separated groups may be followed by more numbers ("4111 1111 1111 1111 12 29"), but a
+// card never starts inside a list of numbers ("651 1267 1427 2498 2499 …" in catalog output).
 func card(b []byte, i int) (int, int, bool) {
 	if !numberBoundaryBefore(b, i) || (i > 0 && b[i-1] == '-' && (i == 1 || !isAlnum(b[i-2]))) {
 		return 0, 0, false // inside a decimal, or a negative number
 	}
-	type group struct{ s, e int }
-	var groups [10]group
+	if i >= 2 && (b[i-1] == ' ' || b[i-1] == '-') && isDigit(b[i-2]) {
+		// Preceded by a number ("… 2498 2499", "2024-…"), not by a word ending in a digit.
+		k := i - 2
+		for k > 0 && isDigit(b[k-1]) {
+			k--
+		}
+		if k == 0 || !isAlpha(b[k-1]) && b[k-1] != '_' {
+			return 0, 0, false // continues a list of numbers or a dashed number
+		}
+	}
+	var ends, lens [10]int
 	ng := 0
-	dash := false
+	var sep byte // the separator the first gap uses; groups continue only with the same one
 	j := i
-	for ng < len(groups) {
+	for ng < len(ends) {
 		s := j
 		for j < len(b) && isDigit(b[j]) {
 			j++
 		}
-		groups[ng] = group{s, j}
+		ends[ng], lens[ng] = j, j-s
 		ng++
-		if j+1 < len(b) && (b[j] == ' ' || b[j] == '-') && isDigit(b[j+1]) {
-			if b[j] == '-' {
-				dash = true
-			}
+		if j+1 < len(b) && (b[j] == ' ' || b[j] == '-') && (sep == 0 || b[j] == sep) && isDigit(b[j+1]) {
+			sep = b[j]
 			j++
 			continue
 		}
 		break
 	}
-	if ng == len(groups) {
+	dash := sep == '-'
+	if ng == len(ends) {
 		return 0, 0, false // a long list of numbers, not a card
 	}
-	last := groups[ng-1].e
-	if !numberBoundaryAfter(b, last) {
-		return 0, 0, false
-	}
-	if ng == 1 {
-		if n := last - i; n >= 12 && n <= 19 && cardDigitsValid(b[i:last]) {
+	last := ends[ng-1]
+	if dash || ng == 1 {
+		// The whole token or nothing.
+		if !numberBoundaryAfter(b, last) {
+			return 0, 0, false
+		}
+		if n := countDigits(b[i:last]); n >= 12 && n <= 19 && (ng == 1 || cardLayout(lens[:ng])) && cardDigitsValid(b[i:last]) {
 			return i, last, true
 		}
 		return 0, 0, false
 	}
-	if dash {
-		if groupsOK(b, i, last) && cardDigitsValid(b[i:last]) {
-			return i, last, true
+	// Space-separated: the longest run of leading groups in a card layout.
+	for z := ng; z >= 1; z-- {
+		e := ends[z-1]
+		if z == ng && !numberBoundaryAfter(b, e) {
+			continue
 		}
-		return 0, 0, false
-	}
-	// Space-separated: try runs of whole groups, longest first from each start.
-	for a := 0; a < ng; a++ {
-		for z := ng - 1; z >= a; z-- {
-			s, e := groups[a].s, groups[z].e
-			if digits := countDigits(b[s:e]); digits < 12 || digits > 19 {
-				continue
-			}
-			if (a == z && e-s < 12) || !groupsOK(b, s, e) {
-				continue
-			}
-			if cardDigitsValid(b[s:e]) {
-				return s, e, true
-			}
+		if n := countDigits(b[i:e]); n < 12 || n > 19 || (z > 1 && !cardLayout(lens[:z])) {
+			continue
+		}
+		if cardDigitsValid(b[i:e]) {
+			return i, e, true
 		}
 	}
 	return 0, 0, false
 }
 
-// groupsOK: every digit group between separators has at least 3 digits (cards print in groups
-// of 4, Amex 4-6-5, Diners 4-6-4; lists of small numbers are not cards).
-func groupsOK(b []byte, s, e int) bool {
-	run := 0
-	for _, c := range b[s:e] {
-		if isDigit(c) {
-			run++
-			continue
-		}
-		if run < 3 {
+// cardLayout: the digit-group lengths of a printed card number.
+func cardLayout(g []int) bool {
+	if len(g) < 2 || g[0] != 4 {
+		return false
+	}
+	if len(g) == 3 && g[1] == 6 && (g[2] == 5 || g[2] == 4) {
+		return true // Amex 4-6-5, Diners 4-6-4
+	}
+	for _, n := range g[1 : len(g)-1] {
+		if n != 4 {
 			return false
 		}
-		run = 0
 	}
-	return run >= 3
+	return g[len(g)-1] >= 1 && g[len(g)-1] <= 4
 }
 
 func countDigits(b []byte) int {

@@ -63,7 +63,7 @@ func cmdLogout(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-func cmdSessions(ctx context.Context, fs *flag.FlagSet, args []string) error {
+func cmdLogins(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,9 +73,7 @@ func cmdSessions(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(out)
 	}
 	bound := map[string][]string{}
 	for cg, sid := range out.Bindings {
@@ -111,4 +109,10 @@ func cmdBind(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	fmt.Printf("cgroup %s bound to workload %s until %s\n", *cg, s.Subject, s.Expiry.Local().Format(time.RFC1123))
 	return nil
+}
+
+func writeJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }

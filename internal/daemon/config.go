@@ -28,6 +28,9 @@ type Config struct {
 	// Identity says who may log in and how tokens are verified (default: OIDC, which needs issuer
 	// and client_id; kind: local uses Unix users and groups, for a single workstation or a lab).
 	Identity identity.Config `yaml:"identity"`
+	// AcceptChainBreak starts even when the session log's saved chain state and its files
+	// disagree, recording a chain_break event (`enforcer record verify` reports it forever).
+	AcceptChainBreak bool `yaml:"accept_chain_break"`
 }
 
 // Defaults for a system install.

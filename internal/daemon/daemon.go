@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/proxy"
+	"github.com/enforcer-dev/enforcer/internal/record"
 	"github.com/enforcer-dev/enforcer/internal/redirect"
 )
 
@@ -43,6 +45,7 @@ type Daemon struct {
 	ids       *identity.Manager
 	approvals *approval.Broker
 	guards    *pgguard.Shared
+	records   *record.Recorder
 }
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
@@ -65,14 +68,26 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := d.startApprovals(); err != nil {
 		return err
 	}
+	var err error
+	d.records, err = record.Open(record.Options{
+		Dir:              filepath.Join(cfg.StateDir, "records"),
+		Strict:           d.policy.Load().Recording.Strict(),
+		MaxResultRows:    d.policy.Load().Recording.MaxRows,
+		AcceptChainBreak: cfg.AcceptChainBreak,
+		Logger:           log,
+	})
+	if err != nil {
+		return fmt.Errorf("session log: %w (if the chain break is understood, start once with accept_chain_break: true)", err)
+	}
+	defer d.records.Close()
 	d.guards = &pgguard.Shared{
 		Policy:     d.policy.Load,
 		Classifier: sqlclass.New(sqlclass.Options{}),
 		Approvals:  d.approvals,
 		Metrics:    d.metrics,
 		Log:        log,
+		Recorder:   d.records,
 	}
-	var err error
 	d.subtree, err = redirect.OpenSubtree(cfg.Cgroup)
 	if err != nil {
 		return err
@@ -87,14 +102,14 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	relay := &proxy.Relay{Metrics: d.metrics}
+	relay := &proxy.Relay{Metrics: d.metrics, Observe: d.recordRelay}
 	d.proxy = &proxy.Server{
 		Redirector: d.redir,
 		Policy:     d.policy.Load,
 		Handlers: map[string]proxy.Handler{
 			policy.ProtoTCP:            relay,
 			policy.ProtoTLSPassthrough: relay,
-			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(postgres.Config{}), hook: d.postgresHook},
+			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(postgres.Config{}), guard: d.postgresGuard},
 		},
 		Authorize: d.authorize,
 		Metrics:   d.metrics,

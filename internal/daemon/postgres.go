@@ -23,8 +23,8 @@ import (
 // and relays the session through the hook chain.
 type pgHandler struct {
 	srv *postgres.Server
-	// hook builds the per-connection hook (policy, masking, approval, recording).
-	hook func(c *proxy.Conn) postgres.Hook
+	// guard builds the per-connection hook (policy, masking, approval, recording).
+	guard func(c *proxy.Conn) *pgguard.Guard
 }
 
 func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
@@ -46,10 +46,18 @@ func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 		CAFile:     up.CAFile,
 		ServerName: up.ServerName,
 	}
-	if h.hook != nil {
-		sess.Hook = h.hook(c)
+	if h.guard == nil {
+		return h.srv.Serve(ctx, c.Client, sess)
 	}
-	return h.srv.Serve(ctx, c.Client, sess)
+	g := h.guard(c)
+	sess.Hook = g
+	err = h.srv.Serve(ctx, c.Client, sess)
+	reason := "client closed"
+	if err != nil {
+		reason = err.Error()
+	}
+	g.End(reason, 0, 0)
+	return err
 }
 
 // Refuse tells a Postgres client why its connection is refused, with the command to run.
@@ -63,8 +71,8 @@ func (h *pgHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 	postgres.RefuseStartup(c.Client, "28000", msg, hint)
 }
 
-// postgresHook builds the guard of one Postgres connection.
-func (d *Daemon) postgresHook(c *proxy.Conn) postgres.Hook {
+// postgresGuard builds the guard of one Postgres connection.
+func (d *Daemon) postgresGuard(c *proxy.Conn) *pgguard.Guard {
 	s, _ := c.Identity.(identity.Session)
 	return d.guards.NewGuard(pgguard.ConnInfo{
 		ID:       strconv.FormatUint(c.ID, 10),
@@ -75,6 +83,7 @@ func (d *Daemon) postgresHook(c *proxy.Conn) postgres.Hook {
 		Database: c.Target.Upstream.Database,
 		DBUser:   c.Target.Upstream.User,
 		Connect:  upstreamConnector(c),
+		Upstream: proxy.UpstreamAddr(c),
 	})
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
+	"github.com/enforcer-dev/enforcer/internal/record"
 	"github.com/enforcer-dev/enforcer/internal/redirect"
 )
 
@@ -35,6 +36,8 @@ type Shared struct {
 	Log       *slog.Logger
 	// Catalogs resolves result columns to their tables for column masking rules.
 	Catalogs Catalogs
+	// Recorder, if set, records every session; if it cannot write, statements are refused.
+	Recorder *record.Recorder
 }
 
 // ConnInfo describes the connection a guard serves.
@@ -48,6 +51,8 @@ type ConnInfo struct {
 	DBUser   string // upstream user
 	// Connect opens a separate connection with the target's credentials, for catalog lookups.
 	Connect Connector
+	// Upstream is the server address, for the record.
+	Upstream string
 }
 
 // Guard is the hook of one connection.
@@ -65,6 +70,9 @@ type Guard struct {
 	// mask is nil when this identity sees the target's values in clear.
 	mask *masker
 	db   atomic.Value // string
+	// rec records the session; recErr is set when its start could not be written.
+	rec    *recorder
+	recErr error
 }
 
 type parsedStatement struct {
@@ -83,8 +91,15 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	}
 	g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(),
 		rules.Target{Name: ci.Target.Name, Protocol: ci.Target.Protocol, Database: ci.Database, User: ci.DBUser})
-	if plan := sh.Policy().MaskFor(ci.Target.Name, s.Groups); plan != nil {
+	pol := sh.Policy()
+	if plan := pol.MaskFor(ci.Target.Name, s.Groups); plan != nil {
 		g.mask = &masker{plan: plan, g: g}
+	}
+	if sh.Recorder != nil {
+		if err := g.startRecording(sh.Recorder, pol.Recording.Strict(), pol.Recording.MaxRows); err != nil {
+			g.recErr = err
+			g.log.Error("session log unavailable; refusing statements", "err", err)
+		}
 	}
 	return g
 }
@@ -99,7 +114,7 @@ func (g *Guard) database() string {
 }
 
 // observe says whether rows and COPY data of allowed statements must reach Result.
-func (g *Guard) observe() bool { return g.mask != nil }
+func (g *Guard) observe() bool { return g.mask != nil || g.rec != nil }
 
 func (g *Guard) ruleIdentity() rules.Identity {
 	s := g.info.Identity
@@ -123,12 +138,16 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		g.db.Store(s.Database)
 		g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(), rules.Target{Name: g.info.Target.Name, Protocol: g.info.Target.Protocol, Database: s.Database, User: g.info.DBUser})
 	}
+	if g.recErr != nil {
+		return g.refuse("recording", "enforcer: the session log cannot be written, so no statement may run", "", "an administrator must fix the daemon's record directory; see its log")
+	}
 	pol := g.sh.Policy()
 	switch s.Kind {
 	case postgres.KindQuery:
 		res := g.sh.Classifier.Classify(s.SQL)
 		d := pol.Rules.Decide(g.conn, res, g.lookupPrepared)
-		v := g.enforce(ctx, pol, s, &d, nil)
+		v, approvalID := g.enforce(ctx, pol, s, &d, nil)
+		v = g.recorded(s, &d, v, approvalID, nil)
 		if v.Action == postgres.Allow {
 			g.notePrepares(res)
 		}
@@ -137,28 +156,53 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		res := g.sh.Classifier.Classify(s.SQL)
 		d := pol.Rules.Decide(g.conn, res, g.lookupPrepared)
 		if d.Verdict == rules.Block {
-			return g.enforce(ctx, pol, s, &d, nil)
+			v, _ := g.enforce(ctx, pol, s, &d, nil)
+			return g.recorded(s, &d, v, "", nil)
 		}
 		// Allowed and approve verdicts pass Parse, which runs nothing; an approve is held at
-		// Execute, when the parameter values it is bound to are known.
+		// Execute, when the parameter values it is bound to are known. The Execute is recorded.
 		g.count(&d)
 		g.parsed[s.StatementName] = &parsedStatement{decision: d}
 		return postgres.Verdict{}
 	case postgres.KindExecute:
 		p := g.parsed[s.StatementName]
 		if !s.Known || p == nil {
-			return g.refuse("statement-not-parsed-here", fmt.Sprintf("enforcer: prepared statement %q was not prepared through the enforcer on this connection", s.StatementName),
+			v := g.refuse("statement-not-parsed-here", fmt.Sprintf("enforcer: prepared statement %q was not prepared through the enforcer on this connection", s.StatementName),
 				s.SQL, "prepare statements with the extended protocol (Parse) or PREPARE on the same connection, so the enforcer can judge them")
+			return g.recorded(s, nil, v, "", s.Params)
 		}
+		v, approvalID := postgres.Verdict{Observe: g.observe()}, ""
 		if p.decision.Verdict == rules.Approve {
-			return g.enforce(ctx, pol, s, &p.decision, s.Params)
+			v, approvalID = g.enforce(ctx, pol, s, &p.decision, s.Params)
 		}
-		return postgres.Verdict{Observe: g.observe()}
+		return g.recorded(s, &p.decision, v, approvalID, s.Params)
 	case postgres.KindFunctionCall:
-		return g.refuse("function-call", fmt.Sprintf("enforcer: fast-path function calls (function OID %d) are not allowed: their effects cannot be judged", s.FunctionOID),
+		v := g.refuse("function-call", fmt.Sprintf("enforcer: fast-path function calls (function OID %d) are not allowed: their effects cannot be judged", s.FunctionOID),
 			"", "call the function in a SELECT statement instead")
+		return g.recorded(s, nil, v, "", s.Params)
 	}
 	return g.refuse("unknown-message", "enforcer: unsupported statement message", "", "")
+}
+
+// recorded writes the statement and its verdict to the session log. A statement the log cannot
+// take is refused (fail closed); for state-changing statements the record is durable before the
+// statement is forwarded.
+func (g *Guard) recorded(s *postgres.Statement, d *rules.Decision, v postgres.Verdict, approvalID string, params [][]byte) postgres.Verdict {
+	verdict := record.VerdictAllow
+	switch {
+	case v.Action == postgres.Refuse:
+		verdict = record.VerdictBlock
+	case approvalID != "":
+		verdict = record.VerdictApprove
+	}
+	if err := g.recordStatement(s, d, verdict, approvalID, params); err != nil {
+		g.log.Error("session log write failed; statement refused", "err", err)
+		if v.Action == postgres.Refuse {
+			return v
+		}
+		return g.refuse("recording", "enforcer: the session log cannot be written, so the statement was not run", s.SQL, "an administrator must fix the daemon's record directory; see its log")
+	}
+	return v
 }
 
 // notePrepares tracks SQL-level PREPARE and DEALLOCATE so an EXECUTE is judged as its body.
@@ -187,12 +231,13 @@ func (g *Guard) count(d *rules.Decision) {
 	}
 }
 
-// enforce turns a decision into the proxy's verdict, holding approve verdicts for a reviewer.
-func (g *Guard) enforce(ctx context.Context, pol *policy.Policy, s *postgres.Statement, d *rules.Decision, params [][]byte) postgres.Verdict {
+// enforce turns a decision into the proxy's verdict, holding approve verdicts for a reviewer; it
+// returns the approval request id of a held statement.
+func (g *Guard) enforce(ctx context.Context, pol *policy.Policy, s *postgres.Statement, d *rules.Decision, params [][]byte) (postgres.Verdict, string) {
 	g.count(d)
 	switch d.Verdict {
 	case rules.Allow:
-		return postgres.Verdict{Observe: g.observe()}
+		return postgres.Verdict{Observe: g.observe()}, ""
 	case rules.Block:
 		rule := "default"
 		if d.Rule != nil {
@@ -204,16 +249,16 @@ func (g *Guard) enforce(ctx context.Context, pol *policy.Policy, s *postgres.Sta
 		}
 		g.log.Info("statement blocked", "rule", rule, "sql", oneLine(s.SQL, 200))
 		return g.refuse(rule, fmt.Sprintf("enforcer: blocked by rule %q: %s", rule, msg), s.SQL,
-			"the statement did not reach the database; change it, or ask a policy administrator (`enforcer policy explain` shows why)")
+			"the statement did not reach the database; change it, or ask a policy administrator (`enforcer policy explain` shows why)"), ""
 	case rules.Approve:
 		return g.hold(ctx, pol, s, d, params)
 	}
-	return g.refuse("invalid-verdict", "enforcer: internal error: no verdict", "", "")
+	return g.refuse("invalid-verdict", "enforcer: internal error: no verdict", "", ""), ""
 }
 
-func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statement, d *rules.Decision, params [][]byte) postgres.Verdict {
+func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statement, d *rules.Decision, params [][]byte) (postgres.Verdict, string) {
 	if g.sh.Approvals == nil || d.Rule == nil {
-		return g.refuse("approval-unavailable", "enforcer: this statement needs approval, but no approval service is configured", s.SQL, "")
+		return g.refuse("approval-unavailable", "enforcer: this statement needs approval, but no approval service is configured", s.SQL, ""), ""
 	}
 	def := pol.RuleDefs[d.Rule.Rule]
 	timeout := time.Duration(pol.Approvals.Timeout)
@@ -246,23 +291,53 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		}
 		spec.Params = append(spec.Params, ap)
 	}
+	spec.Display = displayApprovalParams(g.displayParams(s, params))
 	g.log.Info("statement held for approval", "rule", d.Rule.Rule, "sql", oneLine(s.SQL, 200))
 	out, err := g.sh.Approvals.Request(ctx, spec, func(r *approval.Request) error {
+		g.recordApproval(r.ID, record.ApprovalRequested, "", "", r.Approvers)
 		return s.Notice(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000", Message: approval.NoticeText(r)})
 	})
 	if err != nil {
 		g.log.Error("approval failed", "err", err)
-		return g.refuse(d.Rule.Rule, "enforcer: approval could not be requested: "+err.Error(), s.SQL, "")
+		return g.refuse(d.Rule.Rule, "enforcer: approval could not be requested: "+err.Error(), s.SQL, ""), ""
 	}
+	by, reason := "", ""
+	if out.Request != nil {
+		var who []string
+		for _, dec := range out.Request.Decisions {
+			who = append(who, dec.Reviewer.Subject)
+			if dec.Reason != "" {
+				reason = dec.Reason
+			}
+		}
+		by = strings.Join(who, ",")
+		if reason == "" {
+			reason = out.Request.Reason
+		}
+	}
+	if out.Grant != nil {
+		by, reason = "grant", "approved after the request timed out; one-time grant used"
+	}
+	g.recordApproval(out.ID(), approvalState(out), by, reason, nil)
 	if out.Approved() {
 		g.log.Info("statement approved", "request", out.ID(), "rule", d.Rule.Rule)
-		return postgres.Verdict{Observe: g.observe()}
+		return postgres.Verdict{Observe: g.observe()}, out.ID()
 	}
 	g.log.Info("statement not approved", "request", out.ID(), "state", string(out.State))
 	return postgres.Verdict{Action: postgres.Refuse, Error: &pgproto3.ErrorResponse{
 		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42501",
 		Message: "enforcer: " + out.Message(), Hint: out.Hint(),
-	}}
+	}}, out.ID()
+}
+
+func approvalState(o approval.Outcome) string {
+	switch o.State {
+	case approval.StateApproved:
+		return record.ApprovalApproved
+	case approval.StateDenied:
+		return record.ApprovalDenied
+	}
+	return record.ApprovalExpired
 }
 
 func (g *Guard) refuse(rule, msg, sql, hint string) postgres.Verdict {
@@ -273,10 +348,18 @@ func (g *Guard) refuse(rule, msg, sql, hint string) postgres.Verdict {
 	return postgres.Verdict{Action: postgres.Refuse, Error: e}
 }
 
-// Result implements postgres.Hook: results are masked before the client sees them.
+// Result implements postgres.Hook: results are masked before the client sees them, and the
+// masked copy is recorded.
 func (g *Guard) Result(ctx context.Context, r *postgres.Result) error {
 	if g.mask != nil {
-		return g.mask.result(ctx, r)
+		if err := g.mask.result(ctx, r); err != nil {
+			return err
+		}
+	}
+	if g.rec != nil {
+		if err := g.recordResult(r); err != nil {
+			return fmt.Errorf("session log: %w", err)
+		}
 	}
 	return nil
 }

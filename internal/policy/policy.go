@@ -40,7 +40,21 @@ type File struct {
 	// Masking rewrites sensitive values in results before the agent sees them. Absent, every
 	// detector is on with its default style.
 	Masking *Masking `yaml:"masking"`
+	// Recording says how sessions are recorded.
+	Recording Recording `yaml:"recording"`
 }
+
+// Recording configures the session log.
+type Recording struct {
+	// Durability: "default" writes state-changing statements ahead (durable before they are
+	// forwarded) and lets reads join the next group commit; "strict" writes every statement ahead.
+	Durability string `yaml:"durability"`
+	// MaxRows caps the masked rows kept per result (the total is always recorded); default 100.
+	MaxRows int `yaml:"max_rows"`
+}
+
+// Strict reports whether every statement is written ahead.
+func (r Recording) Strict() bool { return r.Durability == "strict" }
 
 // Masking configures detectors, column rules and styles.
 type Masking struct {
@@ -170,6 +184,7 @@ type Policy struct {
 	Rules     *rules.Engine
 	RuleDefs  map[string]RuleDef
 	Approvals Approvals
+	Recording Recording
 	// Mask is the compiled masking plan; nil when masking is disabled.
 	Mask        *mask.Plan
 	maskTargets map[string]bool
@@ -317,6 +332,15 @@ func (v *validator) compile(f *File) *Policy {
 	}
 	v.compileRules(p, f)
 	v.compileMasking(p, f, names)
+	p.Recording = f.Recording
+	switch f.Recording.Durability {
+	case "", "default", "strict":
+	default:
+		v.fail("$.recording.durability", "want default or strict, got %q", f.Recording.Durability)
+	}
+	if p.Recording.MaxRows == 0 {
+		p.Recording.MaxRows = 100
+	}
 	for i, g := range f.Grants {
 		at := fmt.Sprintf("$.grants[%d]", i)
 		if len(g.Groups) == 0 && len(g.Subjects) == 0 {

@@ -15,10 +15,18 @@ import (
 type Relay struct {
 	Metrics     *metrics.Metrics
 	DialTimeout time.Duration
+	// Observe, if set, is told about each relayed connection when it starts; the function it
+	// returns gets the byte counts when it ends (the session recorder).
+	Observe func(c *Conn) func(up, down int64, err error)
 }
 
 // Serve implements Handler.
-func (r *Relay) Serve(ctx context.Context, c *Conn) error {
+func (r *Relay) Serve(ctx context.Context, c *Conn) (err error) {
+	var nUp, nDown int64
+	if r.Observe != nil {
+		done := r.Observe(c)
+		defer func() { done(nUp, nDown, err) }()
+	}
 	timeout := r.DialTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
@@ -44,11 +52,12 @@ func (r *Relay) Serve(ctx context.Context, c *Conn) error {
 		c.Client.CloseWrite()
 		done <- n
 	}()
-	nUp, _ := io.Copy(upTCP, c.Client)
+	nUp, _ = io.Copy(upTCP, c.Client)
+	nUp += int64(len(c.Peeked))
 	upTCP.CloseWrite()
-	nDown := <-done
+	nDown = <-done
 	name := c.Target.Name
-	r.Metrics.Bytes.WithLabelValues(name, "up").Add(float64(nUp + int64(len(c.Peeked))))
+	r.Metrics.Bytes.WithLabelValues(name, "up").Add(float64(nUp))
 	r.Metrics.Bytes.WithLabelValues(name, "down").Add(float64(nDown))
 	return nil
 }

@@ -27,14 +27,15 @@ import (
 //
 //	go test -run '^$' -bench Pgbench -benchtime 1x ./internal/proto/postgres
 //
-// -benchtime Nx runs N interleaved rounds and reports medians (the machine is shared, so one round
-// is noisy).
+// ENFORCER_BENCH_ROUNDS=N runs N interleaved rounds and reports medians (the machine is shared, so
+// one round is noisy); keep -benchtime 1x, the rounds are counted here.
 //
 // ENFORCER_BENCH_SECONDS sets the length of each run (default 10), ENFORCER_BENCH_SCALE the pgbench
 // scale (default 10, whose pgbench_accounts is the 1M-row large result), ENFORCER_BENCH_MODES a
 // comma-separated subset of simple,extended,prepared and ENFORCER_BENCH_PATHS a subset of
 // enforcer,pgbouncer (direct always runs).
 func BenchmarkPgbench(b *testing.B) {
+	ensureDB()
 	secs := envInt("ENFORCER_BENCH_SECONDS", 10)
 	scale := envInt("ENFORCER_BENCH_SCALE", 10)
 	ctx := context.Background()
@@ -80,7 +81,8 @@ func BenchmarkPgbench(b *testing.B) {
 		modes = strings.Split(m, ",")
 	}
 	runs := map[string][]result{}
-	for range b.N {
+	rounds := envInt("ENFORCER_BENCH_ROUNDS", 1)
+	for range rounds {
 		for _, mode := range modes {
 			for _, clients := range []int{1, 8} {
 				for _, path := range paths {
@@ -95,7 +97,7 @@ func BenchmarkPgbench(b *testing.B) {
 	}
 	script := filepath.Join(b.TempDir(), "large.sql")
 	os.WriteFile(script, []byte("SELECT * FROM pgbench_accounts;\n"), 0o644)
-	for range b.N {
+	for range rounds {
 		for _, path := range paths {
 			cpu0, io0, cs0 := procCPU(b, path.pid), procIO(path.pid), procSwitches(path.pid)
 			tps, lat := runPgbench(b, path.dsn, "-f", script, "-c", "1", "-T", strconv.Itoa(secs))
@@ -123,7 +125,7 @@ func BenchmarkPgbench(b *testing.B) {
 
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
-	fmt.Fprintf(w, "\npgbench -S, %d s per run, median of %d interleaved rounds, scale %d, all on this machine (%d CPUs)\n", secs, b.N, scale, runtimeCPUs())
+	fmt.Fprintf(w, "\npgbench -S, %d s per run, median of %d interleaved rounds, scale %d, all on this machine (%d CPUs)\n", secs, rounds, scale, runtimeCPUs())
 	fmt.Fprintf(w, "%-9s %3s %-10s %10s %9s %8s %14s %9s %9s\n", "mode", "cl", "path", "TPS", "lat ms", "ratio", "CPU s/1k stmt", "rw/stmt", "csw/stmt")
 	for _, mode := range modes {
 		for _, clients := range []string{"1", "8"} {

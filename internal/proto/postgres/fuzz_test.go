@@ -105,6 +105,7 @@ func FuzzStartup(f *testing.F) {
 // the pass-through hook: the server must receive exactly the client's bytes. With
 // ENFORCER_CAPTURE_SEEDS=1 it also writes the streams as the fuzz seed corpus under testdata/fuzz.
 func TestRealTrafficReplay(t *testing.T) {
+	ensureDB()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

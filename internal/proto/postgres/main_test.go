@@ -16,21 +16,33 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/pgtest"
 )
 
-// db is the PostgreSQL server every test in the package shares (one start, ~1.5 s).
-var db *pgtest.Server
+// db is the PostgreSQL server every test in the package shares (one start, ~1.5 s). It starts on
+// first use (ensureDB), so fuzz workers, which run TestMain too, do not each start one.
+var (
+	db     *pgtest.Server
+	dbOnce sync.Once
+)
+
+func ensureDB() *pgtest.Server {
+	dbOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		s, err := pgtest.StartServer(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "start PostgreSQL:", err)
+			os.Exit(1)
+		}
+		db = s
+	})
+	return db
+}
 
 func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	s, err := pgtest.StartServer(ctx)
-	cancel()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start PostgreSQL:", err)
-		os.Exit(1)
-	}
-	db = s
 	code := m.Run()
-	if err := s.Stop(); err != nil {
-		fmt.Fprintln(os.Stderr, "stop PostgreSQL:", err)
+	if db != nil {
+		if err := db.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop PostgreSQL:", err)
+		}
 	}
 	os.Exit(code)
 }
@@ -51,6 +63,7 @@ type proxy struct {
 }
 
 func defaultSession() Session {
+	ensureDB()
 	return Session{ID: "test", Upstream: db.Addr.String(), User: pgtest.SuperUser, Password: db.Password}
 }
 
@@ -116,6 +129,7 @@ func (r *recordingConn) Write(b []byte) (int, error) {
 // leakCheck fails the test if goroutines or file descriptors are left over when it ends (after the
 // proxy's own cleanup, which is registered later and so runs first).
 func leakCheck(t *testing.T) {
+	ensureDB() // its process watcher is not a leak
 	g0 := runtime.NumGoroutine()
 	fd0 := countFDs(t)
 	t.Cleanup(func() {

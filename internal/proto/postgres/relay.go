@@ -84,11 +84,9 @@ func (c *conn) newStatement(k Kind) *Statement {
 // judge calls the hook and normalises its verdict.
 func (c *conn) judge(st *Statement) Verdict {
 	ctx := c.statementContext()
-	c.judging.Store(true)
-	w := c.watchDuringHook()
+	c.startJudging()
 	v := c.hook.Statement(ctx, st)
-	w.stop()
-	c.judging.Store(false)
+	c.endJudging()
 	st.c = nil // Notice is only valid during the call
 	if v.Action == Refuse {
 		e := pgproto3.ErrorResponse{}

@@ -104,6 +104,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[uint32]*conn // by proxy-assigned process id
+	watching bool             // the watchdog runs
 }
 
 // NewServer returns a Server with cfg's defaults filled in.
@@ -122,7 +123,9 @@ func NewServer(cfg Config) *Server {
 
 // Serve handles one accepted client connection until it ends, and closes it. A connection that opens
 // with a CancelRequest cancels the session it names (the running statement upstream, and a held
-// hook call) and is closed. Serve returns nil when the client terminates normally.
+// hook call) and is closed. Serve returns nil when the client ends with Terminate; an error that
+// wraps io.EOF when it just closed its socket; other errors say what went wrong. Cancelling ctx ends
+// the session.
 func (s *Server) Serve(ctx context.Context, client net.Conn, sess Session) error {
 	defer client.Close()
 	startup, clientConn, err := s.readStartup(client)
@@ -277,6 +280,10 @@ func (s *Server) register(c *conn) {
 		c.pid = pid
 		copy(c.secret[:], b[4:])
 		s.sessions[pid] = c
+		if !s.watching {
+			s.watching = true
+			go s.watchdog()
+		}
 		return
 	}
 }

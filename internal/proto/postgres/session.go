@@ -316,7 +316,12 @@ type conn struct {
 	stmtCancel context.CancelFunc
 
 	txStatus atomic.Uint32
-	judging  atomic.Bool // a hook is deciding on a statement the server has not seen
+	// judgeStart is when the running hook call started (UnixNano), 0 when none runs: the server
+	// has not seen that statement.
+	judgeStart  atomic.Int64
+	watchMu     sync.Mutex
+	watchActive bool
+	watchDone   chan struct{}
 
 	// client → server side
 	clientRaw *rawIO // nil unless the client is plain TCP
@@ -437,7 +442,7 @@ func (c *conn) cancelRequested() error {
 	c.ctxMu.Lock()
 	c.stmtCancel()
 	c.ctxMu.Unlock()
-	if c.judging.Load() {
+	if c.judgeStart.Load() != 0 {
 		// The statement being cancelled is the held one, which the server has not seen; a cancel
 		// forwarded now could only hit whatever the client sends next.
 		return nil

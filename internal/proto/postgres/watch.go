@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -11,66 +10,85 @@ import (
 // disconnect (a hold). Quick decisions never pay for the watch.
 const holdWatchAfter = 100 * time.Millisecond
 
-// clientWatch notices a client that goes away while a statement is held: the relay's reader is
-// waiting for the hook, not reading the socket, so nothing else would see it.
-type clientWatch struct {
-	c       *conn
-	timer   *time.Timer
-	mu      sync.Mutex
-	stopped bool
-	started bool
-	done    chan struct{}
-}
+// The relay's reader waits for the hook while a statement is held, not reading the client socket,
+// so nothing would notice the client going away. One watchdog goroutine per Server, running only
+// while sessions exist, looks every holdWatchAfter for hook calls older than that and watches those
+// clients. A per-statement timer would cost more than it saves: arming one interrupts the netpoller
+// and adds a thread wake-up to every statement.
 
-// watchDuringHook arms a watch that starts after holdWatchAfter; the caller must call stop when the
-// hook returns. It returns nil when the client socket cannot be watched (TLS or non-TCP clients).
-func (c *conn) watchDuringHook() *clientWatch {
-	if c.clientRaw == nil {
-		return nil
-	}
-	w := &clientWatch{c: c, done: make(chan struct{})}
-	w.timer = time.AfterFunc(holdWatchAfter, w.run)
-	return w
-}
+// startJudging marks the start of a hook call.
+func (c *conn) startJudging() { c.judgeStart.Store(time.Now().UnixNano()) }
 
-func (w *clientWatch) run() {
-	w.mu.Lock()
-	if w.stopped {
-		w.mu.Unlock()
+// endJudging marks its end and stops a watch the watchdog started, before the relay reads again.
+func (c *conn) endJudging() {
+	c.judgeStart.Store(0)
+	c.watchMu.Lock()
+	active, done := c.watchActive, c.watchDone
+	c.watchActive = false
+	c.watchMu.Unlock()
+	if !active {
 		return
 	}
-	w.started = true
-	w.mu.Unlock()
-	defer close(w.done)
-	gone := false
-	// Wait in the netpoller for readiness; poll(2) with POLLRDHUP tells a closed peer apart from
-	// pipelined input, which stays unread for the relay.
-	w.c.clientRaw.rc.Read(func(fd uintptr) bool {
-		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
-		if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
-			gone = true
-			return true
+	c.client.SetReadDeadline(time.Unix(1, 0)) // wakes the watch's wait
+	<-done
+	c.client.SetReadDeadline(time.Time{})
+}
+
+// watchdog runs while the server has sessions.
+func (s *Server) watchdog() {
+	t := time.NewTicker(holdWatchAfter)
+	defer t.Stop()
+	var held []*conn
+	for range t.C {
+		now := time.Now().UnixNano()
+		held = held[:0]
+		s.mu.Lock()
+		if len(s.sessions) == 0 {
+			s.watching = false
+			s.mu.Unlock()
+			return
 		}
-		return false
-	})
-	if gone {
-		w.c.stop() // cancels the hook's context and closes both sockets
+		for _, c := range s.sessions {
+			if st := c.judgeStart.Load(); st != 0 && now-st >= int64(holdWatchAfter) {
+				held = append(held, c)
+			}
+		}
+		s.mu.Unlock()
+		for _, c := range held {
+			c.startWatch()
+		}
 	}
 }
 
-// stop ends the watch and waits until it no longer touches the socket.
-func (w *clientWatch) stop() {
-	if w == nil || w.timer.Stop() {
+// startWatch watches the client of a held statement until it disconnects (which ends the session
+// and so cancels the hook's context) or endJudging stops the watch.
+func (c *conn) startWatch() {
+	if c.clientRaw == nil {
+		return // TLS or non-TCP client: only CancelRequest and shutdown end a hold
+	}
+	c.watchMu.Lock()
+	if c.watchActive || c.judgeStart.Load() == 0 {
+		c.watchMu.Unlock()
 		return
 	}
-	w.mu.Lock()
-	w.stopped = true
-	started := w.started
-	w.mu.Unlock()
-	if !started {
-		return
-	}
-	w.c.client.SetReadDeadline(time.Unix(1, 0)) // wakes the watch's wait
-	<-w.done
-	w.c.client.SetReadDeadline(time.Time{})
+	done := make(chan struct{})
+	c.watchActive, c.watchDone = true, done
+	c.watchMu.Unlock()
+	go func() {
+		defer close(done)
+		gone := false
+		// Wait in the netpoller for readiness; poll(2) with POLLRDHUP tells a closed peer apart
+		// from pipelined input, which stays unread for the relay.
+		c.clientRaw.rc.Read(func(fd uintptr) bool {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
+			if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
+				gone = true
+				return true
+			}
+			return false
+		})
+		if gone {
+			c.stop() // cancels the hook's context and closes both sockets
+		}
+	}()
 }

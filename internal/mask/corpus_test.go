@@ -180,6 +180,10 @@ func emailPositives() []positive {
 			positive{Email, "contact: <" + e + ">.", e},
 			positive{Email, `invalid input syntax for type integer: "` + e + `"`, e},
 			positive{Email, "mailto:" + e + "?subject=hi", e})
+		if at := strings.IndexByte(e, '@'); !strings.ContainsAny(e[:at], "%'") {
+			enc := e[:at] + "%40" + e[at+1:]
+			ps = append(ps, positive{Email, "GET /invite?email=" + enc + "&ref=1", enc})
+		}
 	}
 	return ps
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/enforcer-dev/enforcer/internal/mask"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
@@ -48,11 +49,13 @@ func policyExplain(fs *flag.FlagSet, args []string) error {
 	target := fs.String("target", "", "target name")
 	sql := fs.String("sql", "", "SQL text to judge")
 	as := fs.String("as", "", "identity as SUBJECT or SUBJECT/GROUP1,GROUP2")
+	value := fs.String("value", "", "a sample value: show what masking makes of it")
+	column := fs.String("column", "", "with --value: the column it comes from, as [schema.]table.column or column")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *target == "" || *sql == "" {
-		return errors.New(`usage: enforcer policy explain --target T --sql "..." [--as subject/group1,group2] [--policy FILE]`)
+	if *target == "" || (*sql == "" && *value == "") {
+		return errors.New(`usage: enforcer policy explain --target T (--sql "..." | --value SAMPLE [--column table.col]) [--as subject/group1,group2] [--policy FILE]`)
 	}
 	pol, err := policy.Load(*file)
 	if err != nil {
@@ -79,10 +82,39 @@ func policyExplain(fs *flag.FlagSet, args []string) error {
 			fmt.Printf("grant: %s may use %s\n", subject, t.Name)
 		}
 	}
+	if *value != "" {
+		plan := pol.MaskFor(t.Name, groups)
+		if plan == nil {
+			fmt.Printf("masking: none for %s on %s: the value passes in clear\n", orAnyone(subject), t.Name)
+		} else {
+			col := mask.Column{}
+			parts := strings.Split(*column, ".")
+			switch len(parts) {
+			case 3:
+				col.Schema, col.Table, col.Name = parts[0], parts[1], parts[2]
+			case 2:
+				col.Table, col.Name = parts[0], parts[1]
+			default:
+				col.Name = parts[0]
+			}
+			col.Field = col.Name
+			fmt.Print(plan.Explain(*value, col))
+		}
+		if *sql == "" {
+			return nil
+		}
+	}
 	conn := rules.NewConn(rules.Identity{Subject: subject, Groups: groups},
 		rules.Process{}, rules.Target{Name: t.Name, Protocol: t.Protocol, Database: t.Upstream.Database, User: t.Upstream.User})
 	res := sqlclass.New(sqlclass.Options{}).Classify(*sql)
 	d := pol.Rules.Decide(conn, res, nil)
 	fmt.Print(rules.Explain(&d))
 	return nil
+}
+
+func orAnyone(s string) string {
+	if s == "" {
+		return "anyone"
+	}
+	return s
 }

@@ -61,7 +61,9 @@ func (m *masker) result(ctx context.Context, r *postgres.Result) error {
 			if *f == "" {
 				continue
 			}
-			out, ch, err := m.plan.MaskText([]byte(*f), nil)
+			// Server messages echo values back ("invalid input syntax for type integer: "…""):
+			// MaskServerMessage also redacts the quoted data of such templates.
+			out, ch, err := m.plan.MaskServerMessage([]byte(*f), nil)
 			if err != nil {
 				*f, ch = string(m.plan.Redacted()), true
 			} else if ch {

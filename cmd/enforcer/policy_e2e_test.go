@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -174,6 +175,36 @@ func TestApprovalFlow(t *testing.T) {
 	}
 	if s := scalar(t, pg, "select status from orders where id = 8"); s != "new" {
 		t.Errorf("denied update applied: %s", s)
+	}
+
+	// Ctrl-C while held withdraws the request.
+	out, _ = e.run("sh", "-c", fmt.Sprintf(`psql %q -X -c "UPDATE orders SET status = 'x' WHERE id = 9" & p=$!; sleep 1.5; kill -INT $p; wait $p`, dsn))
+	all, _ := exec.Command(enforcerBin, "approvals", "--all", "--json", "--socket", e.socket).Output()
+	if !strings.Contains(string(all), `"withdrawn"`) {
+		t.Errorf("cancel while pending: %q; requests: %s", out, all)
+	}
+
+	// Approval after the timeout: the identical statement passes once on retry; another literal
+	// does not.
+	e.tailYAML = strings.Replace(agentRules, "timeout: 20s, transaction_timeout: 20s", "timeout: 2s, transaction_timeout: 1s", 1)
+	e.setPolicy()
+	const late = "UPDATE orders SET status = 'late' WHERE id = 10"
+	out, _ = e.run("psql", dsn, "-Xc", late)
+	m := regexp.MustCompile(`apr_[a-z0-9]+`).FindString(out)
+	if m == "" || !strings.Contains(out, "ERROR") {
+		t.Fatalf("timed-out statement: %q", out)
+	}
+	if o, err := reviewer("approve", m, "--reason", "late but fine").CombinedOutput(); err != nil || !strings.Contains(string(o), "pass once on retry") {
+		t.Fatalf("late approve: %v %s", err, o)
+	}
+	if out, _ := e.run("psql", dsn, "-Xc", "UPDATE orders SET status = 'late' WHERE id = 11"); strings.Contains(out, "UPDATE 1") {
+		t.Errorf("a different literal used the grant: %q", out)
+	}
+	if out, _ := e.run("psql", dsn, "-Xc", late); !strings.Contains(out, "UPDATE 1") {
+		t.Errorf("retry after late approval: %q", out)
+	}
+	if out, _ := e.run("psql", dsn, "-Xc", late); strings.Contains(out, "UPDATE 1") {
+		t.Errorf("the grant was used twice: %q", out)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 	"time"
 
@@ -153,44 +154,14 @@ func setupProd(l *Lab) {
 func writeConfig(l *Lab) {
 	l.Say("Working directory %s; every command below runs there, with", l.dir)
 	l.Say("ENFORCER_SOCKET=%s", l.socket)
-	policy := fmt.Sprintf(`version: 1
-dns:
-  resolvers: [%[1]s]
-targets:
-  - name: internal-api
-    match: {addresses: [%[1]s], ports: [%[2]d]}
-    protocol: tcp
-  - name: prod-db
-    match: {addresses: [%[1]s], ports: [%[3]d]}
-    protocol: postgres
-    upstream:
-      database: postgres
-      user: agent_rw
-      password_file: %[4]s
-      tls: verify-full
-      ca_file: %[5]s
-grants:
-  - groups: [engineering]
-    targets: [internal-api, prod-db]
-# Statements no rule matches: reads pass, anything else is blocked.
-default: allow_reads
-rules:
-  - name: no-destructive-ddl
-    when: 'sql.kind in ["DROP", "TRUNCATE"]'
-    action: block
-    message: destructive DDL is not allowed on production
-  - name: no-unbounded-writes
-    when: 'sql.writes && (!sql.has_where || sql.where_is_constant)'
-    action: block
-    message: writes must name the rows they change (a WHERE that depends on the row)
-  - name: writes-need-review
-    when: 'sql.writes'
-    action: approve
-    approvers: [dba]
-    message: writes to production are reviewed by a DBA
-approvals:
-  timeout: 30s
-`, l.prod, apiPort, pgtest.Port, filepath.Join(l.dir, "prod-db.password"), l.pg.CAFile)
+	// The shipped example policy, pointed at this lab's addresses and files.
+	example, err := os.ReadFile("examples/policy.yaml")
+	l.Must(err, "read the example policy")
+	policy := strings.NewReplacer(
+		"198.18.0.2", l.prod,
+		"/etc/enforcer/secrets/prod-db", filepath.Join(l.dir, "prod-db.password"),
+		"/etc/enforcer/prod-db-ca.pem", l.pg.CAFile,
+	).Replace(string(example))
 	l.WriteFile("policy.yaml", policy, 0o644)
 	config := fmt.Sprintf(`policy: policy.yaml
 state_dir: state

@@ -57,6 +57,15 @@ func TestPostgresClientsThroughRedirect(t *testing.T) {
 		t.Fatalf("copy in: %s", out)
 	}
 
+	// pgx: pipelined queries and COPY both ways over the extended protocol.
+	if got := e.pgxAgent(dsn, "@pipeline"); got != "ok 2450" {
+		t.Errorf("pgx pipeline: %q", got)
+	}
+	pg.Exec(t, "CREATE TABLE pgx_copy (n int, s text); GRANT ALL ON pgx_copy TO agent_ro")
+	if got := e.pgxAgent(dsn, "@copy", "pgx_copy"); got != "ok 1000 1000 1000" {
+		t.Errorf("pgx copy: %q", got)
+	}
+
 	// Ctrl-C: psql sends a CancelRequest on a new connection, which is redirected too; the proxy
 	// maps its key to the server's and the sleep ends at once.
 	start := time.Now()

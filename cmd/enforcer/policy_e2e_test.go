@@ -253,6 +253,47 @@ func pgxAgent(dsn, sql string, args []string) int {
 		return 0
 	}
 	defer c.Close(ctx)
+	switch sql {
+	case "@pipeline":
+		// 50 queries sent in one pipeline (pgx batches), results read after all were sent.
+		b := &pgx.Batch{}
+		for i := 0; i < 50; i++ {
+			b.Queue("SELECT $1::int * 2", i)
+		}
+		br := c.SendBatch(ctx, b)
+		sum := 0
+		for i := 0; i < 50; i++ {
+			var v int
+			if err := br.QueryRow().Scan(&v); err != nil {
+				fmt.Println("err", err)
+				return 0
+			}
+			sum += v
+		}
+		if err := br.Close(); err != nil {
+			fmt.Println("err", err)
+			return 0
+		}
+		fmt.Println("ok", sum)
+		return 0
+	case "@copy":
+		// COPY FROM STDIN with pgx's CopyFrom, then COPY TO STDOUT through pgconn.
+		n, err := c.CopyFrom(ctx, pgx.Identifier{args[0]}, []string{"n", "s"}, pgx.CopyFromSlice(1000, func(i int) ([]any, error) {
+			return []any{i, fmt.Sprintf("row %d", i)}, nil
+		}))
+		if err != nil {
+			fmt.Println("err", err)
+			return 0
+		}
+		var buf strings.Builder
+		tag, err := c.PgConn().CopyTo(ctx, &buf, "COPY "+args[0]+" TO STDOUT")
+		if err != nil {
+			fmt.Println("err", err)
+			return 0
+		}
+		fmt.Println("ok", n, tag.RowsAffected(), strings.Count(buf.String(), "\n"))
+		return 0
+	}
 	var params []any
 	for _, a := range args {
 		params = append(params, a)

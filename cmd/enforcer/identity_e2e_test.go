@@ -3,9 +3,12 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,5 +120,56 @@ func loginWith(t *testing.T, cmd *exec.Cmd, idp *devidp.Server, subject string) 
 	}
 	if !strings.Contains(stdout.String(), "logged in as "+subject) {
 		t.Fatalf("login output: %q", stdout.String())
+	}
+}
+
+// TestWorkloadBind: an agent runner's cgroup (a systemd unit in the enforcement slice) is enrolled
+// with a workload token from a file; its processes reach what the workload's groups are granted.
+// Only root may enrol.
+func TestWorkloadBind(t *testing.T) {
+	idp, err := devidp.Start("127.0.0.1:0", devidp.Config{
+		Users: []devidp.User{{Subject: "svc-runner", Email: "runner@example.test", Groups: []string{"engineering"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idp.Close()
+	e := newEnvWith(t, "bpf", fmt.Sprintf("identity: {issuer: %q, client_id: %q}\n", idp.Issuer(), idp.ClientID()))
+	tok, err := idp.MintIDToken(devidp.Mint{Subject: "svc-runner", Extra: map[string]any{"groups": []string{"engineering"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(e.dir, "runner.token")
+	os.WriteFile(tokenFile, []byte(tok), 0o600)
+	unit := filepath.Join(e.status().Redirect.Cgroup, "agent-runner.service")
+	if err := os.Mkdir(unit, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	nobody := exec.Command(enforcerBin, "bind", "--socket", e.socket, "--cgroup", unit, "--token-file", tokenFile)
+	nobody.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	if out, err := nobody.CombinedOutput(); err == nil || !strings.Contains(string(out), "only root") {
+		t.Errorf("bind as nobody: %v %s", err, out)
+	}
+	if out, err := exec.Command(enforcerBin, "bind", "--socket", e.socket, "--cgroup", "/sys/fs/cgroup/unified", "--token-file", tokenFile).CombinedOutput(); err == nil || !strings.Contains(string(out), "not under the enforcement subtree") {
+		t.Errorf("bind outside the subtree: %v %s", err, out)
+	}
+	if out, err := exec.Command(enforcerBin, "bind", "--socket", e.socket, "--cgroup", unit, "--token-file", tokenFile).CombinedOutput(); err != nil || !strings.Contains(string(out), "svc-runner") {
+		t.Fatalf("bind: %v %s", err, out)
+	}
+
+	cg, err := os.Open(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	probe := exec.Command("python3", "-c", tcpProbe, e.ns.PeerAddr.String(), "7000")
+	probe.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	out, err := probe.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "echo:ping" {
+		t.Fatalf("runner process: %v %q", err, out)
+	}
+	if e.hits.Load() != 1 {
+		t.Errorf("remote hits %d", e.hits.Load())
 	}
 }

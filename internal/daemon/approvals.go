@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
@@ -15,32 +14,47 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/identity"
 )
 
-func (d *Daemon) startApprovals() error {
-	store, err := approval.OpenFileStore(filepath.Join(d.cfg.StateDir, "approvals.journal"), 0)
-	if err != nil {
-		return err
+func (d *Daemon) startApprovals(ctx context.Context) error {
+	host, _ := os.Hostname()
+	var store approval.Store
+	if f := d.cfg.Fleet.ApprovalsDSNFile; f != "" {
+		dsn, err := readSecretFile(f)
+		if err != nil {
+			return fmt.Errorf("fleet approvals: %w", err)
+		}
+		pgs, err := approval.OpenPGStore(ctx, approval.PGStoreConfig{DSN: dsn, Owner: host, Logger: d.log})
+		if err != nil {
+			return fmt.Errorf("fleet approvals store: %w", err)
+		}
+		store = pgs
+	} else {
+		fs, err := approval.OpenFileStore(filepath.Join(d.cfg.StateDir, "approvals.journal"), 0)
+		if err != nil {
+			return err
+		}
+		store = fs
 	}
 	pol := d.policy.Load()
 	var hooks []approval.Webhook
 	for _, w := range pol.Approvals.Webhooks {
 		wh := approval.Webhook{Name: w.Name, URL: w.URL, Rules: w.Rules}
 		if w.SecretFile != "" {
-			b, err := os.ReadFile(w.SecretFile)
+			sec, err := readSecretFile(w.SecretFile)
 			if err != nil {
 				return fmt.Errorf("webhook %s secret: %w", w.Name, err)
 			}
-			wh.Secret = strings.TrimSpace(string(b))
+			wh.Secret = sec
 		}
 		hooks = append(hooks, wh)
 	}
 	var notifier *approval.Notifier
 	if len(hooks) > 0 {
+		var err error
 		notifier, err = approval.NewNotifier(approval.NotifierConfig{Webhooks: hooks, Logger: d.log})
 		if err != nil {
 			return fmt.Errorf("approval webhooks: %w", err)
 		}
 	}
-	host, _ := os.Hostname()
 	d.approvals = approval.NewBroker(store, approval.Config{
 		Timeout:    time.Duration(pol.Approvals.Timeout),
 		LateWindow: time.Duration(pol.Approvals.LateWindow),

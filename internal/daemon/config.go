@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/goccy/go-yaml"
 
@@ -31,6 +32,27 @@ type Config struct {
 	// AcceptChainBreak starts even when the session log's saved chain state and its files
 	// disagree, recording a chain_break event (`enforcer record verify` reports it forever).
 	AcceptChainBreak bool `yaml:"accept_chain_break"`
+	// Fleet settings: a PostgreSQL database shared by many hosts.
+	Fleet Fleet `yaml:"fleet"`
+	// Retention of the local session log.
+	Retention Retention `yaml:"retention"`
+}
+
+// Fleet points the daemon at shared PostgreSQL services. DSNs are read from files (0600).
+type Fleet struct {
+	// ApprovalsDSNFile: approval requests live in this database (LISTEN/NOTIFY), so a reviewer
+	// on any host decides for agents on every host.
+	ApprovalsDSNFile string `yaml:"approvals_dsn_file"`
+	// RecordsDSNFile: the session log is shipped to an insert-only table there.
+	RecordsDSNFile string `yaml:"records_dsn_file"`
+	RecordsTable   string `yaml:"records_table"`
+}
+
+// Retention bounds the local session log; whole old segments are removed, the chain stays
+// verifiable from an anchor record. Unshipped records (fleet sink) are never removed.
+type Retention struct {
+	MaxAge   time.Duration `yaml:"max_age"`
+	MaxBytes int64         `yaml:"max_bytes"`
 }
 
 // Defaults for a system install.

@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	defer d.ids.Close()
-	if err := d.startApprovals(); err != nil {
+	if err := d.startApprovals(ctx); err != nil {
 		return err
 	}
 	var err error
@@ -74,12 +74,18 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Strict:           d.policy.Load().Recording.Strict(),
 		MaxResultRows:    d.policy.Load().Recording.MaxRows,
 		AcceptChainBreak: cfg.AcceptChainBreak,
+		MaxAge:           cfg.Retention.MaxAge,
+		MaxBytes:         cfg.Retention.MaxBytes,
+		KeepFrom:         d.keepFrom,
 		Logger:           log,
 	})
 	if err != nil {
 		return fmt.Errorf("session log: %w (if the chain break is understood, start once with accept_chain_break: true)", err)
 	}
 	defer d.records.Close()
+	if err := d.startRecordSink(ctx); err != nil {
+		return err
+	}
 	d.guards = &pgguard.Shared{
 		Policy:     d.policy.Load,
 		Classifier: sqlclass.New(sqlclass.Options{}),

@@ -1,13 +1,69 @@
 package daemon
 
 import (
+	"context"
+	"fmt"
+	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/proxy"
 	"github.com/enforcer-dev/enforcer/internal/record"
+	"github.com/enforcer-dev/enforcer/internal/record/pgsink"
 )
+
+// shipped is the fleet sink's shipped-up-to seq (0 without a sink); retention keeps everything
+// after it.
+var shipped atomic.Pointer[pgsink.Sink]
+
+func (d *Daemon) keepFrom() uint64 {
+	if s := shipped.Load(); s != nil {
+		return s.Shipped() + 1
+	}
+	return 0
+}
+
+// startRecordSink ships the session log to the fleet database, if configured. It never blocks
+// the data path: it reads the log files and resumes from its saved position after an outage.
+func (d *Daemon) startRecordSink(ctx context.Context) error {
+	f := d.cfg.Fleet.RecordsDSNFile
+	if f == "" {
+		return nil
+	}
+	dsn, err := readSecretFile(f)
+	if err != nil {
+		return fmt.Errorf("fleet records: %w", err)
+	}
+	s, err := pgsink.New(pgsink.Config{Dir: d.records.Dir(), ConnString: dsn, Table: d.cfg.Fleet.RecordsTable, Logger: d.log})
+	if err != nil {
+		return fmt.Errorf("fleet records sink: %w", err)
+	}
+	shipped.Store(s)
+	go func() {
+		if err := s.Run(ctx); err != nil && ctx.Err() == nil {
+			d.log.Error("fleet records sink stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// readSecretFile reads a root-owned 0600 file (a DSN with a password, a key).
+func readSecretFile(path string) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return "", fmt.Errorf("%s has mode %o; it must be 0600 (chmod 600 %s)", path, st.Mode().Perm(), path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
 
 // recordRelay records a raw TCP or TLS-passthrough session: who, which process, where, and how
 // many bytes went each way.

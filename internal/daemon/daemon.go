@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := d.startRecordSink(ctx); err != nil {
 		return err
 	}
+	d.registerStats()
 	d.guards = &pgguard.Shared{
 		Policy:     d.policy.Load,
 		Classifier: sqlclass.New(sqlclass.Options{}),

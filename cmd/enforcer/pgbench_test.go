@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/pgtest"
+)
+
+// BenchmarkPostgres compares, in one run on this machine, pgbench and large results through:
+// a direct connection, pgbouncer (session pooling, the reference proxy), and the enforcer (kernel
+// redirect, policy rules, masking and recording all on). Nothing is asserted; it prints tables.
+//
+//	go test -run '^$' -bench Postgres -benchtime 1x -timeout 30m ./cmd/enforcer
+//
+// ENFORCER_BENCH_SECONDS sets the length of each pgbench run (default 10).
+func BenchmarkPostgres(b *testing.B) {
+	secs := envInt("ENFORCER_BENCH_SECONDS", 10)
+	e := newEnvWith(b, "bpf", "identity: {kind: local}\nmetrics: 127.0.0.1:"+strconv.Itoa(int(freePort(b)))+"\n")
+	e.login()
+	pg, pw, dsn := e.addPostgres()
+	b.Logf("initialising pgbench at scale 10 and a dense-PII table")
+	if out, err := exec.Command("pgbench", "-i", "-q", "-s", "10", pg.DSN(pgtest.SuperUser, "postgres")).CombinedOutput(); err != nil {
+		b.Fatalf("pgbench -i: %v %s", err, out)
+	}
+	pg.Exec(b, `GRANT SELECT, UPDATE, INSERT ON ALL TABLES IN SCHEMA public TO agent_ro;
+CREATE TABLE pii AS SELECT g AS id, 'customer'||g||'@example.com' AS email, '4111 1111 1111 1111' AS card,
+  'IBAN GB82 WEST 1234 5698 7654 32 for invoice '||g AS note FROM generate_series(1, 100000) g;
+GRANT SELECT ON pii TO agent_ro;`)
+	pg.Exec(b, "VACUUM ANALYZE")
+	// Every path uses TLS to the server, as the enforcer does (verify-full).
+	direct := pg.DSN("agent_ro", "postgres", "sslmode=verify-full", "sslrootcert="+pg.CAFile)
+	bouncer, bouncerPID := startPgbouncer(b, pg, pw)
+	daemonPID := e.daemon.Process.Pid
+
+	agentPolicy := func(extra string) {
+		e.tailYAML = "default: allow_reads\nrules:\n  - {name: no-ddl, when: 'sql.ddl', action: block}\n  - {name: no-unbounded-writes, when: 'sql.writes && !sql.has_where', action: block}\n" + extra
+		e.setPolicy()
+	}
+	type path struct {
+		name string
+		dsn  string
+		pid  int
+		wrap bool // run the client under `enforcer run`
+	}
+	paths := []path{{"direct", direct, 0, false}, {"pgbouncer", bouncer, bouncerPID, false}, {"enforcer", dsn, daemonPID, true}}
+	pgbench := func(p path, args ...string) (tps, lat float64, cpu time.Duration) {
+		argv := append([]string{"pgbench", "-n"}, append(args, p.dsn)...)
+		if p.wrap {
+			argv = append([]string{enforcerBin, "run", "--socket", e.socket, "--"}, argv...)
+		}
+		before := procCPU(p.pid)
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), "PGPASSWORD="+pw)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
+		return parseFloat(tpsRE, out), parseFloat(latRE, out), procCPU(p.pid) - before
+	}
+
+	if prof := os.Getenv("ENFORCER_BENCH_PROFILE"); prof != "" {
+		// A CPU profile of the daemon while an enforced pgbench -S runs.
+		agentPolicy("")
+		go exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-c", "1", "-T", "8", dsn).Run()
+		time.Sleep(time.Second)
+		cfg, _ := os.ReadFile(e.cfgPath)
+		addr := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)[1]
+		out, err := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=5", addr)).CombinedOutput()
+		b.Logf("profile written to %s: %v %s", prof, err, out)
+		time.Sleep(3 * time.Second)
+	}
+	fmt.Printf("\n### pgbench select-only (-S), %d s per run, scale 10, TLS to the server on every path\n", secs)
+	fmt.Printf("### enforcer: kernel redirect + identity + rules (allow_reads) + masking (all detectors) + recording\n")
+	fmt.Printf("%-10s %-9s %3s %10s %9s %7s %16s\n", "path", "protocol", "cl", "TPS", "lat ms", "ratio", "proxy CPU s/1k tx")
+	agentPolicy("")
+	for _, mode := range []string{"simple", "extended"} {
+		for _, clients := range []int{1, 8} {
+			var base float64
+			for _, p := range paths {
+				tps, lat, cpu := pgbench(p, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
+				if p.name == "direct" {
+					base = tps
+				}
+				cpuPer := "-"
+				if p.pid != 0 {
+					cpuPer = fmt.Sprintf("%.3f", cpu.Seconds()/(tps*float64(secs)/1000))
+				}
+				fmt.Printf("%-10s %-9s %3d %10.0f %9.3f %7.2f %16s\n", p.name, mode, clients, tps, lat, tps/base, cpuPer)
+			}
+		}
+	}
+
+	script := filepath.Join(e.dir, "large.sql")
+	os.WriteFile(script, []byte("SELECT * FROM pgbench_accounts;\n"), 0o644)
+	pii := filepath.Join(e.dir, "pii.sql")
+	os.WriteFile(pii, []byte("SELECT * FROM pii;\n"), 0o644)
+	fmt.Printf("\n### large results, 1 client, %d s each (rows/s from pgbench latency per fetch)\n", secs)
+	fmt.Printf("%-10s %-34s %12s %7s\n", "path", "query", "rows/s", "ratio")
+	for _, q := range []struct {
+		name, file string
+		rows       float64
+	}{{"SELECT * FROM pgbench_accounts (1M)", script, 1e6}, {"SELECT * FROM pii (100k, dense PII)", pii, 1e5}} {
+		var base float64
+		for _, p := range paths {
+			_, lat, _ := pgbench(p, "-f", q.file, "-c", "1", "-T", strconv.Itoa(secs))
+			rps := q.rows / (lat / 1000)
+			if p.name == "direct" {
+				base = rps
+			}
+			fmt.Printf("%-10s %-34s %12.0f %7.2f\n", p.name, q.name, rps, rps/base)
+		}
+	}
+
+	fmt.Printf("\n### tpcb-like (writes), 4 clients, %d s: recording durability default vs strict\n", secs)
+	fmt.Printf("%-26s %10s %9s %7s %11s %10s\n", "path", "TPS", "lat ms", "ratio", "records/s", "fsyncs/s")
+	var base float64
+	for _, cfg := range []struct{ name, extra string }{{"direct", ""}, {"enforcer default", "recording: {durability: default}\n"}, {"enforcer strict", "recording: {durability: strict}\n"}} {
+		p := paths[0]
+		if cfg.name != "direct" {
+			e.tailYAML = "default: allow\n" + cfg.extra
+			e.setPolicy()
+			p = paths[2]
+		}
+		r0, f0 := e.recordStats()
+		tps, lat, _ := pgbench(p, "-c", "4", "-j", "2", "-T", strconv.Itoa(secs))
+		r1, f1 := e.recordStats()
+		if cfg.name == "direct" {
+			base = tps
+			fmt.Printf("%-26s %10.0f %9.3f %7.2f %11s %10s\n", cfg.name, tps, lat, 1.0, "-", "-")
+			continue
+		}
+		fmt.Printf("%-26s %10.0f %9.3f %7.2f %11.0f %10.0f\n", cfg.name, tps, lat, tps/base, (r1-r0)/float64(secs), (f1-f0)/float64(secs))
+	}
+	fmt.Println("\n(strict applies per statement in the guard; the recorder itself stays in default mode)")
+}
+
+var (
+	tpsRE = regexp.MustCompile(`tps = ([0-9.]+)`)
+	latRE = regexp.MustCompile(`latency average = ([0-9.]+) ms`)
+)
+
+func parseFloat(re *regexp.Regexp, out []byte) float64 {
+	m := re.FindSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// procCPU is a process's user+system CPU time so far (0 for pid 0).
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100
+}
+
+// recordStats scrapes the daemon's session-log counters from its metrics endpoint.
+func (e *env) recordStats() (records, fsyncs float64) {
+	cfg, _ := os.ReadFile(e.cfgPath)
+	m := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)
+	if m == nil {
+		return 0, 0
+	}
+	resp, err := http.Get("http://" + string(m[1]) + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "enforcer_record_records_total "); ok {
+			records, _ = strconv.ParseFloat(v, 64)
+		}
+		if v, ok := strings.CutPrefix(line, "enforcer_record_fsyncs_total "); ok {
+			fsyncs, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	return records, fsyncs
+}
+
+// startPgbouncer runs pgbouncer (session pooling) in front of the server as the reference proxy.
+func startPgbouncer(b *testing.B, pg *pgtest.Server, pw string) (string, int) {
+	dir, err := os.MkdirTemp("", "enforcer-pgbouncer-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	pgUser, err := user.Lookup("postgres")
+	if err != nil {
+		b.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(pgUser.Uid)
+	gid, _ := strconv.Atoi(pgUser.Gid)
+	port := freePort(b)
+	ini := fmt.Sprintf(`[databases]
+postgres = host=%s port=%d dbname=postgres
+[pgbouncer]
+server_tls_sslmode = verify-full
+server_tls_ca_file = %s
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir =
+auth_type = plain
+auth_file = %s/users.txt
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = %s/pgbouncer.log
+pidfile = %s/pgbouncer.pid
+`, pg.Addr.Addr(), pg.Addr.Port(), pg.CAFile, port, dir, dir, dir)
+	files := map[string]string{"pgbouncer.ini": ini, "users.txt": fmt.Sprintf("%q %q\n", "agent_ro", pw)}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte(content), 0o600)
+		os.Chown(p, uid, gid)
+	}
+	os.Chown(dir, uid, gid)
+	cmd := exec.Command("pgbouncer", filepath.Join(dir, "pgbouncer.ini"))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; ; i++ {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			c.Close()
+			break
+		}
+		if i > 200 {
+			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
+			b.Fatalf("pgbouncer did not start: %s", log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=agent_ro dbname=postgres sslmode=disable", port), cmd.Process.Pid
+}

@@ -1,0 +1,40 @@
+package daemon
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/enforcer-dev/enforcer/internal/policy"
+)
+
+// registerStats exports the counters the libraries keep themselves: the session log, masking
+// and approvals.
+func (d *Daemon) registerStats() {
+	counter := func(name, help string, f func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(f()) })
+	}
+	d.metrics.Registry.MustRegister(
+		counter("enforcer_record_records_total", "Records written to the session log.", func() uint64 { return d.records.Stats().Records }),
+		counter("enforcer_record_fsyncs_total", "fdatasync calls on the session log.", func() uint64 { return d.records.Stats().Fsyncs }),
+		counter("enforcer_record_failures_total", "Appends refused because the session log could not be written.", func() uint64 { return d.records.Stats().Failures }),
+		counter("enforcer_mask_failures_total", "Values that could not be masked and were withheld.", func() uint64 { return policy.MaskStats.Snapshot().Failures }),
+		counter("enforcer_mask_nulled_total", "Binary cells under a column rule sent as NULL.", func() uint64 { return policy.MaskStats.Snapshot().Nulled }),
+		counter("enforcer_approvals_created_total", "Statements held for approval.", func() uint64 { return d.approvals.Stats().Created }),
+		counter("enforcer_approvals_approved_total", "Held statements approved.", func() uint64 { return d.approvals.Stats().Approved }),
+		counter("enforcer_approvals_denied_total", "Held statements denied.", func() uint64 { return d.approvals.Stats().Denied }),
+		counter("enforcer_approvals_expired_total", "Held statements that timed out.", func() uint64 { return d.approvals.Stats().Expired }),
+	)
+	hits := prometheus.NewDesc("enforcer_mask_hits_total", "Values masked, by detector kind or column rule.", []string{"kind"}, nil)
+	d.metrics.Registry.MustRegister(&funcCollector{desc: hits, collect: func(ch chan<- prometheus.Metric) {
+		for kind, n := range policy.MaskStats.Snapshot().Hits {
+			ch <- prometheus.MustNewConstMetric(hits, prometheus.CounterValue, float64(n), kind)
+		}
+	}})
+}
+
+type funcCollector struct {
+	desc    *prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c *funcCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *funcCollector) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }

@@ -8,3 +8,13 @@ export PATH=$PATH:/usr/local/go/bin
 scripts/deps.sh
 echo "### kernel redirect: connect() latency and relay throughput"
 go test -run '^$' -bench Redirect -benchtime 1x ./cmd/enforcer
+echo
+echo "### Postgres proxy alone (pass-through hook, loopback, no redirect) vs pgbouncer vs direct"
+go test -run '^$' -bench Pgbench -benchtime 1x -timeout 30m ./internal/proto/postgres
+echo
+echo "### Postgres through the enforcer with every feature on, vs pgbouncer vs direct"
+go test -run '^$' -bench Postgres -benchtime 1x -timeout 30m ./cmd/enforcer
+echo
+echo "### classification, rules, masking and recording micro-benchmarks"
+go test -run '^$' -bench . -benchmem -benchtime 300ms ./internal/policy/sqlclass ./internal/policy/rules ./internal/mask
+go test -run '^$' -bench 'BenchmarkAppend' -benchtime 1s ./internal/record

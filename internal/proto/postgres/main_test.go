@@ -69,7 +69,11 @@ func defaultSession() Session {
 
 func startProxy(t testing.TB, cfg Config, sess Session) *proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Plain TCP, as the daemon's listener (DESIGN: Go listens with MPTCP by default, and a plain
+	// TCP client of an MPTCP listener pays for the fallback on every segment).
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

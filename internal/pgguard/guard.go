@@ -248,7 +248,11 @@ func (g *Guard) enforce(ctx context.Context, pol *policy.Policy, s *postgres.Sta
 			msg = "not allowed by policy"
 		}
 		g.log.Info("statement blocked", "rule", rule, "sql", oneLine(s.SQL, 200))
-		return g.refuse(rule, fmt.Sprintf("enforcer: blocked by rule %q: %s", rule, msg), s.SQL,
+		text := fmt.Sprintf("enforcer: blocked by rule %q: %s", rule, msg)
+		if d.Rule == nil {
+			text = fmt.Sprintf("enforcer: blocked by the policy default (%s): %s", d.Default, msg)
+		}
+		return g.refuse(rule, text, s.SQL,
 			"the statement did not reach the database; change it, or ask a policy administrator (`enforcer policy explain` shows why)"), ""
 	case rules.Approve:
 		return g.hold(ctx, pol, s, d, params)

@@ -1,0 +1,100 @@
+package pgguard
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
+	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
+	"github.com/enforcer-dev/enforcer/internal/record"
+)
+
+const testPolicy = `version: 1
+targets:
+  - name: db
+    match: {addresses: [198.18.0.2], ports: [5432]}
+    protocol: postgres
+    upstream: {user: u, password_file: /nonexistent, tls: disable}
+grants:
+  - {groups: [eng], targets: [db]}
+rules:
+  - {name: no-drop, when: 'sql.kind == "DROP"', action: block, message: no drops}
+`
+
+func newGuard(t *testing.T, rec *record.Recorder) *Guard {
+	t.Helper()
+	pol, err := policy.Parse("test.yaml", []byte(testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := &Shared{
+		Policy:     func() *policy.Policy { return pol },
+		Classifier: sqlclass.New(sqlclass.Options{}),
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Recorder:   rec,
+	}
+	return sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+}
+
+func TestStatementVerdicts(t *testing.T) {
+	g := newGuard(t, nil)
+	cases := []struct {
+		name   string
+		st     postgres.Statement
+		refuse bool
+		msg    string
+	}{
+		{"read", postgres.Statement{Kind: postgres.KindQuery, SQL: "select 1"}, false, ""},
+		{"rule block", postgres.Statement{Kind: postgres.KindQuery, SQL: "drop table t"}, true, `blocked by rule "no-drop": no drops`},
+		{"default blocks writes", postgres.Statement{Kind: postgres.KindQuery, SQL: "delete from t where id = 1"}, true, "blocked by the policy default (allow_reads)"},
+		{"parse of a read", postgres.Statement{Kind: postgres.KindParse, SQL: "select $1::int", StatementName: "s1"}, false, ""},
+		{"execute of a parsed read", postgres.Statement{Kind: postgres.KindExecute, SQL: "select $1::int", StatementName: "s1", Known: true, Params: [][]byte{[]byte("1")}}, false, ""},
+		{"execute of an unknown statement", postgres.Statement{Kind: postgres.KindExecute, StatementName: "nope", Known: false}, true, "not prepared through the enforcer"},
+		{"parse of a drop", postgres.Statement{Kind: postgres.KindParse, SQL: "drop table t", StatementName: "s2"}, true, "no-drop"},
+		{"function call", postgres.Statement{Kind: postgres.KindFunctionCall, FunctionOID: 1234}, true, "fast-path function calls"},
+		{"PREPARE is judged by its body", postgres.Statement{Kind: postgres.KindQuery, SQL: "prepare p as delete from t where id = $1"}, true, "policy default"},
+		{"EXECUTE of a name never prepared here", postgres.Statement{Kind: postgres.KindQuery, SQL: "execute q(1)"}, true, "blocked"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			st := c.st
+			v := g.Statement(context.Background(), &st)
+			if (v.Action == postgres.Refuse) != c.refuse {
+				t.Fatalf("action %v, want refuse=%v (%+v)", v.Action, c.refuse, v.Error)
+			}
+			if c.refuse && (v.Error == nil || v.Error.Code != "42501" || !strings.Contains(v.Error.Message, c.msg)) {
+				t.Errorf("error %+v, want 42501 with %q", v.Error, c.msg)
+			}
+		})
+	}
+}
+
+// TestRecordingFailureRefuses: when the session log cannot be written, statements do not run.
+func TestRecordingFailureRefuses(t *testing.T) {
+	rec, err := record.Open(record.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(t, rec)
+	st := postgres.Statement{Kind: postgres.KindQuery, SQL: "select 1"}
+	if v := g.Statement(context.Background(), &st); v.Action != postgres.Allow {
+		t.Fatalf("with a working log: %+v", v.Error)
+	}
+	rec.Close()
+	st = postgres.Statement{Kind: postgres.KindQuery, SQL: "select 2"}
+	v := g.Statement(context.Background(), &st)
+	if v.Action != postgres.Refuse || !strings.Contains(v.Error.Message, "session log") {
+		t.Fatalf("with a closed log: %+v", v)
+	}
+	// A session that cannot even record its start refuses everything.
+	g2 := newGuard(t, rec)
+	st = postgres.Statement{Kind: postgres.KindQuery, SQL: "select 3"}
+	if v := g2.Statement(context.Background(), &st); v.Action != postgres.Refuse {
+		t.Fatalf("unrecorded session ran a statement")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
+	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/identity/devidp"
 	"github.com/enforcer-dev/enforcer/internal/pgtest"
 )
@@ -107,6 +109,27 @@ func TestPolicyBlocksThroughPsqlAndPgx(t *testing.T) {
 	if !strings.Contains(out, "current transaction is aborted") || !strings.Contains(out, "ROLLBACK") {
 		t.Errorf("transaction after a refused statement: %q", out)
 	}
+
+	// pgbench with a custom script: the blocked DELETE fails every transaction, the table stays.
+	script := filepath.Join(e.dir, "bad.sql")
+	os.WriteFile(script, []byte("DELETE FROM orders;\n"), 0o644)
+	out, _ = e.run("pgbench", "-n", "-t", "5", "-f", script, dsn)
+	if !strings.Contains(out, "no-unbounded-writes") {
+		t.Errorf("pgbench with a blocked script: %s", out)
+	}
+	if n := scalar(t, pg, "select count(*)::text from orders"); n != "20" {
+		t.Fatalf("orders deleted through pgbench: %s left", n)
+	}
+
+	// A bad policy reload is refused and the running policy keeps enforcing.
+	os.WriteFile(filepath.Join(e.dir, "policy.yaml"), []byte("version: 1\nrules:\n  - {name: x, when: 'sql.nope', action: block}\n"), 0o644)
+	if err := control.NewClient(e.socket).Do(t.Context(), "POST", "/v1/policy/reload", nil, nil); err == nil || !strings.Contains(err.Error(), "policy.yaml:3") {
+		t.Errorf("bad reload: %v", err)
+	}
+	if out, _ := e.run("psql", dsn, "-XAtc", "DROP TABLE customers"); !strings.Contains(out, "no-destructive-ddl") {
+		t.Errorf("after a bad reload the old policy must still block: %q", out)
+	}
+	e.setPolicy()
 
 	// pgx over the extended protocol: judged at Parse, same SQLSTATE; allowed reads work.
 	if got := e.pgxAgent(dsn, "DELETE FROM orders WHERE $1::int > 0", "1"); !strings.HasPrefix(got, "err 42501") || !strings.Contains(got, "no-unbounded-writes") {

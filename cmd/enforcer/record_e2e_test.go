@@ -69,6 +69,12 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 	if strings.Contains(replay, "user1@example.com") || !strings.Contains(replay, "[REDACTED:email]") || !strings.Contains(replay, "(3 rows)") || !strings.Contains(replay, "root") {
 		t.Errorf("replay of the select:\n%s", replay)
 	}
+	// The replayed result table is what psql showed the agent, line for line (masked).
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if !strings.Contains(replay, line) {
+			t.Errorf("psql line %q missing from the replay:\n%s", line, replay)
+		}
+	}
 	replay, _ = e.cli("replay", dropID)
 	if !strings.Contains(replay, "DROP TABLE customers") || !strings.Contains(replay, "no-destructive-ddl") {
 		t.Errorf("replay of the blocked drop:\n%s", replay)

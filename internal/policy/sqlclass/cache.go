@@ -8,9 +8,11 @@ import (
 
 // Options configure a Classifier. Zero values pick the defaults.
 type Options struct {
-	// MaxEntries bounds the number of cached SQL texts (default 4096).
+	// MaxEntries bounds the number of cached SQL texts (default 4096), and
+	// separately the number of cached shapes.
 	MaxEntries int
-	// MaxBytes bounds the total length of cached SQL texts (default 16 MiB).
+	// MaxBytes bounds the total length of cached SQL texts (default 16 MiB),
+	// and separately the total length of cached shape keys.
 	MaxBytes int
 	// MaxCachedLen is the longest text that is cached (default 64 KiB);
 	// longer texts are classified every time.
@@ -18,18 +20,49 @@ type Options struct {
 	// MaxLen is the longest text classified at all (default DefaultMaxLen);
 	// longer texts are Unknown.
 	MaxLen int
+	// NoShapeCache turns the second cache level off: every text that is
+	// not cached under its exact bytes is parsed.
+	NoShapeCache bool
 }
 
 const shards = 16
 
-// Classifier classifies SQL text and caches results per exact text in a
-// bounded LRU. It is safe for concurrent use; a hit takes one shard lock and
-// does not allocate.
+// Classifier classifies SQL text and caches results in two bounded LRUs.
+// It is safe for concurrent use.
+//
+// The first level is keyed by the exact text; a hit takes one shard lock
+// and does not allocate. The second level is keyed by the text's shape: the
+// text with every literal replaced by a placeholder of its class (shape.go),
+// so that "SELECT abalance FROM pgbench_accounts WHERE aid = 123" and the
+// same with 456 share an entry. A shape entry is only stored when
+//   - the lexer in shape.go was certain about every token of the text, the
+//     text has at least one literal and is shorter than the depth-check
+//     threshold (so the depth guard, which never fires below it, is not
+//     skipped) and not longer than MaxLen;
+//   - the text parsed, into exactly one statement, and nothing about it is
+//     Unknown;
+//   - the classification read no literal's value (constant folding,
+//     set_config arguments, reader settings in SET, EXPLAIN options, COPY);
+//     see shapeInfo.valueDep;
+//   - every literal lies inside the statement's bounds, so the statement's
+//     start and the length of what follows it are the same for every text
+//     of the shape.
+//
+// Two texts of one shape are the same token sequence except for the values
+// of literal tokens of the same class; the parser turns them into the same
+// tree except for constant values (the grammar's few value tests are folded
+// into the classes); and a classification that read no value is a function
+// of that tree without them. A second-level hit is therefore the
+// classification of the text itself: it is returned as a new Result whose
+// Statement.Text and Fingerprint are the text's own (see Result), a hit
+// costs the key (one pass over the text), one shard lock and two
+// allocations, and it does not enter the first level.
 type Classifier struct {
 	maxLen       int
 	maxCachedLen int
 	seed         maphash.Seed
 	shards       [shards]shard
+	shapes       *[shards]shard // nil when NoShapeCache
 }
 
 type shard struct {
@@ -45,6 +78,9 @@ type entry struct {
 	key        string
 	res        *Result
 	prev, next *entry
+	// Shape entries: the statement starts at start and is followed by tail
+	// bytes, in every text of the shape.
+	start, tail int
 }
 
 // New returns a Classifier with the given options.
@@ -64,17 +100,27 @@ func New(o Options) *Classifier {
 	c := &Classifier{maxLen: o.MaxLen, maxCachedLen: o.MaxCachedLen, seed: maphash.MakeSeed()}
 	perEntries := (o.MaxEntries + shards - 1) / shards
 	perBytes := (o.MaxBytes + shards - 1) / shards
-	for i := range c.shards {
-		s := &c.shards[i]
-		s.m = make(map[string]*entry, perEntries)
-		s.head.next, s.head.prev = &s.head, &s.head
-		s.maxLen, s.maxBytes = perEntries, perBytes
+	initShards(&c.shards, perEntries, perBytes)
+	if !o.NoShapeCache {
+		c.shapes = new([shards]shard)
+		initShards(c.shapes, perEntries, perBytes)
 	}
 	return c
 }
 
+func initShards(ss *[shards]shard, perEntries, perBytes int) {
+	for i := range ss {
+		s := &ss[i]
+		s.m = make(map[string]*entry, perEntries)
+		s.head.next, s.head.prev = &s.head, &s.head
+		s.maxLen, s.maxBytes = perEntries, perBytes
+	}
+}
+
 // Classify returns the classification of sql, from the cache when the same
-// text was classified before. The result is shared: do not modify it.
+// text, or a text of the same shape whose classification provably does not
+// depend on literal values, was classified before. The result is shared: do
+// not modify it.
 func (c *Classifier) Classify(sql string) *Result {
 	if len(sql) > c.maxCachedLen {
 		return classify(sql, c.maxLen)
@@ -88,20 +134,82 @@ func (c *Classifier) Classify(sql string) *Result {
 	}
 	s.mu.Unlock()
 
+	var buf [512]byte
+	var key []byte
+	var sp litSpan
+	shaped := false
+	if c.shapes != nil && len(sql) <= c.maxLen && len(sql) < depthCheckLen {
+		key, sp, shaped = shapeKey(buf[:0], sql)
+		shaped = shaped && sp.n > 0
+		if shaped {
+			if res := c.shapeHit(key, sql); res != nil {
+				return res
+			}
+		}
+	}
+
 	// Copy the text first: the caller's string may alias a reused buffer,
 	// and statement texts in the result point into it.
-	key := strings.Clone(sql)
-	res := classify(key, c.maxLen)
-
-	s.mu.Lock()
-	if e, ok := s.m[key]; ok { // another goroutine won the race
-		s.mu.Unlock()
-		return e.res
+	text := strings.Clone(sql)
+	res, info := classifyShape(text, c.maxLen)
+	s.insert(&entry{key: text, res: res})
+	if shaped && shareable(res, info, sp) {
+		h := maphash.Bytes(c.seed, key)
+		c.shapes[h%shards].insert(&entry{key: string(key), res: res, start: info.start, tail: len(text) - info.end})
 	}
-	e := &entry{key: key, res: res}
+	return res
+}
+
+// shareable reports whether res, the classification of a text with
+// literals at sp, holds for every text of the same shape (see Classifier).
+func shareable(res *Result, info shapeInfo, sp litSpan) bool {
+	return len(res.Statements) == 1 && res.ParseError == "" && !res.Unknown() &&
+		!info.valueDep && info.start <= sp.first && sp.last <= info.end
+}
+
+// shapeHit returns the classification of sql from its shape's entry, or
+// nil.
+func (c *Classifier) shapeHit(key []byte, sql string) *Result {
+	s := &c.shapes[maphash.Bytes(c.seed, key)%shards]
+	s.mu.Lock()
+	e, ok := s.m[string(key)]
+	if ok {
+		s.moveFront(e)
+	}
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	end := len(sql) - e.tail
+	if e.start < 0 || e.start > end || end > len(sql) {
+		return nil // cannot happen for a text of this shape
+	}
+	h := &shapeResult{}
+	text := strings.Clone(sql)
+	h.st[0] = e.res.Statements[0]
+	h.st[0].Text = strings.TrimSpace(text[e.start:end])
+	h.res.Statements = h.st[:]
+	h.res.text = text
+	return &h.res
+}
+
+// shapeResult holds a second-level hit in one allocation.
+type shapeResult struct {
+	res Result
+	st  [1]Statement
+}
+
+// insert adds e unless its key is present (another goroutine won the
+// race), and evicts down to the bounds.
+func (s *shard) insert(e *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.m[e.key]; ok {
+		return
+	}
 	s.m[e.key] = e
 	s.pushFront(e)
-	s.bytes += len(sql)
+	s.bytes += len(e.key)
 	for len(s.m) > s.maxLen || s.bytes > s.maxBytes {
 		old := s.head.prev
 		if old == &s.head {
@@ -111,15 +219,25 @@ func (c *Classifier) Classify(sql string) *Result {
 		delete(s.m, old.key)
 		s.bytes -= len(old.key)
 	}
-	s.mu.Unlock()
-	return res
 }
 
 // Len returns the number of cached texts.
 func (c *Classifier) Len() int {
+	return count(&c.shards)
+}
+
+// Shapes returns the number of cached shapes.
+func (c *Classifier) Shapes() int {
+	if c.shapes == nil {
+		return 0
+	}
+	return count(c.shapes)
+}
+
+func count(ss *[shards]shard) int {
 	n := 0
-	for i := range c.shards {
-		s := &c.shards[i]
+	for i := range ss {
+		s := &ss[i]
 		s.mu.Lock()
 		n += len(s.m)
 		s.mu.Unlock()

@@ -20,26 +20,44 @@ func Classify(sql string) *Result {
 }
 
 func classify(sql string, maxLen int) *Result {
+	res, _ := classifyShape(sql, maxLen)
+	return res
+}
+
+// shapeInfo is what classifyShape learned about whether its result may be
+// reused for other texts of the same shape (see shape.go).
+type shapeInfo struct {
+	// valueDep is set when the classification read the value of a literal
+	// (constant folding, set_config and SET arguments, EXPLAIN and COPY
+	// options…): texts that differ only in literals may classify
+	// differently.
+	valueDep bool
+	// start and end delimit the single statement's text (before trimming),
+	// valid when the result has exactly one statement.
+	start, end int
+}
+
+func classifyShape(sql string, maxLen int) (*Result, shapeInfo) {
+	var info shapeInfo
 	if len(sql) > maxLen {
-		return unknownResult(sql, fmt.Sprintf("statement text too long to classify (%d bytes, limit %d)", len(sql), maxLen))
+		return unknownResult(sql, fmt.Sprintf("statement text too long to classify (%d bytes, limit %d)", len(sql), maxLen)), info
 	}
 	if err := checkDepth(sql); err != nil {
-		return unknownResult(sql, err.Error())
+		return unknownResult(sql, err.Error()), info
 	}
 	tree, err := pg.Parse(sql)
 	if err != nil {
-		return unknownResult(sql, err.Error())
+		return unknownResult(sql, err.Error()), info
 	}
-	res := &Result{Statements: make([]Statement, 0, len(tree.Stmts))}
+	res := &Result{Statements: make([]Statement, 0, len(tree.Stmts)), text: sql}
 	for _, raw := range tree.Stmts {
-		st := classifyStmt(raw.Stmt)
-		st.Text = stmtText(sql, raw)
+		st, dep := classifyStmt(raw.Stmt)
+		info.valueDep = info.valueDep || dep
+		info.start, info.end = stmtBounds(sql, raw)
+		st.Text = strings.TrimSpace(sql[info.start:info.end])
 		res.Statements = append(res.Statements, st)
 	}
-	if fp, err := pg.Fingerprint(sql); err == nil {
-		res.Fingerprint = fp
-	}
-	return res
+	return res, info
 }
 
 func unknownResult(sql, msg string) *Result {
@@ -49,21 +67,22 @@ func unknownResult(sql, msg string) *Result {
 			Unknown: true, Executes: true, Text: sql,
 		}},
 		ParseError: msg,
+		text:       sql,
 	}
 }
 
-// stmtText cuts one statement out of the string using the parser's byte
+// stmtBounds finds one statement in the string using the parser's byte
 // offsets (a zero length means "to the end").
-func stmtText(sql string, raw *pg.RawStmt) string {
-	start := int(raw.StmtLocation)
+func stmtBounds(sql string, raw *pg.RawStmt) (start, end int) {
+	start = int(raw.StmtLocation)
 	if start < 0 || start > len(sql) {
-		return strings.TrimSpace(sql)
+		return 0, len(sql)
 	}
-	end := len(sql)
+	end = len(sql)
 	if raw.StmtLen > 0 && start+int(raw.StmtLen) <= len(sql) {
 		end = start + int(raw.StmtLen)
 	}
-	return strings.TrimSpace(sql[start:end])
+	return start, end
 }
 
 // walker collects effects while visiting a statement's tree.
@@ -89,14 +108,19 @@ type walker struct {
 	execute    string
 
 	explainDone bool // plain EXPLAIN filled the statement from its inner one
+
+	// valueDep is set when a literal's value was read (see shapeInfo).
+	valueDep bool
 }
 
-func classifyStmt(n *pg.Node) Statement {
-	st := Statement{Executes: true}
+// classifyStmt classifies one statement; valueDep reports whether the
+// result depends on the value of a literal.
+func classifyStmt(n *pg.Node) (st Statement, valueDep bool) {
+	st = Statement{Executes: true}
 	w := &walker{st: &st, dmlWhere: true}
 	w.top(n)
 	w.finish()
-	return st
+	return st, w.valueDep
 }
 
 // top classifies the statement node itself, then walks it for nested
@@ -111,12 +135,12 @@ func (w *walker) top(n *pg.Node) {
 			st.Kind, st.Object = KindCreate, "TABLE"
 			st.DDL, st.Writes = true, true
 		}
-		st.HasWhere, st.WhereIsConstant = selectWhere(s.SelectStmt)
+		st.HasWhere, st.WhereIsConstant = selectWhere(s.SelectStmt, &w.valueDep)
 		w.walk(n)
 	case *pg.Node_InsertStmt:
 		st.Kind = KindInsert
 		if sel := s.InsertStmt.GetSelectStmt().GetSelectStmt(); sel != nil && len(sel.ValuesLists) == 0 {
-			st.HasWhere, st.WhereIsConstant = selectWhere(sel)
+			st.HasWhere, st.WhereIsConstant = selectWhere(sel, &w.valueDep)
 		}
 		w.walk(n)
 	case *pg.Node_UpdateStmt:
@@ -196,7 +220,7 @@ func (w *walker) top(n *pg.Node) {
 		st.Object = objectName(c.Objtype)
 		st.Writes = c.Into == nil || !c.Into.SkipData
 		if sel := c.GetQuery().GetSelectStmt(); sel != nil {
-			st.HasWhere, st.WhereIsConstant = selectWhere(sel)
+			st.HasWhere, st.WhereIsConstant = selectWhere(sel, &w.valueDep)
 		}
 		w.ddlWalk(n)
 	case *pg.Node_VacuumStmt:
@@ -374,6 +398,9 @@ func objectName(t pg.ObjectType) string {
 func (w *walker) copyStmt(c *pg.CopyStmt) {
 	st := w.st
 	st.Kind = KindCopy
+	// The file name is a string literal, and '' cannot be told from
+	// STDIN/STDOUT in the tree; options are literals too.
+	w.valueDep = true
 	if c.IsProgram || c.Filename != "" {
 		// COPY … PROGRAM runs a shell command on the server; a file name
 		// reads or writes the server's file system.
@@ -384,7 +411,7 @@ func (w *walker) copyStmt(c *pg.CopyStmt) {
 		// COPY (query) TO: the query runs, whatever it is.
 		st.Reads = true
 		if sel := c.Query.GetSelectStmt(); sel != nil {
-			st.HasWhere, st.WhereIsConstant = selectWhere(sel)
+			st.HasWhere, st.WhereIsConstant = selectWhere(sel, &w.valueDep)
 		}
 		w.walk(c.Query)
 	case c.IsFrom:
@@ -408,7 +435,7 @@ func (w *walker) explain(e *pg.ExplainStmt) {
 	for _, o := range e.Options {
 		d := o.GetDefElem()
 		if d != nil && strings.EqualFold(d.Defname, "analyze") {
-			analyze = defElemTrue(d)
+			analyze = defElemTrue(d, &w.valueDep)
 		}
 	}
 	if analyze {
@@ -419,7 +446,8 @@ func (w *walker) explain(e *pg.ExplainStmt) {
 	}
 	// Plain EXPLAIN plans without executing: a read. Function classes are
 	// kept (the planner folds some calls), data effects are not.
-	inner := classifyStmt(e.Query)
+	inner, dep := classifyStmt(e.Query)
+	w.valueDep = w.valueDep || dep
 	*st = Statement{
 		Kind:            KindExplain,
 		Kinds:           append([]string{string(KindExplain)}, inner.Kinds...),
@@ -442,10 +470,13 @@ func (w *walker) explain(e *pg.ExplainStmt) {
 
 // defElemTrue reads a boolean option such as ANALYZE, ANALYZE true,
 // ANALYZE off. Anything unreadable counts as true (the strict reading).
-func defElemTrue(d *pg.DefElem) bool {
+// An argument may be a literal (ANALYZE 'off', ANALYZE 0), so reading one
+// sets *valueDep.
+func defElemTrue(d *pg.DefElem, valueDep *bool) bool {
 	if d.Arg == nil {
 		return true
 	}
+	*valueDep = true
 	switch a := d.Arg.GetNode().(type) {
 	case *pg.Node_Boolean:
 		return a.Boolean.Boolval
@@ -499,11 +530,16 @@ func (w *walker) setStmt(v *pg.VariableSetStmt) {
 	if privilegedSettings[name] {
 		st.Privilege = true
 	}
+	if relevant, _ := readerSettingSafe(name, ""); !relevant {
+		return
+	}
+	// The value of a reader setting decides; it is usually a literal.
+	w.valueDep = true
 	value := ""
 	if len(v.Args) > 0 {
 		value = constString(v.Args[0])
 	}
-	if relevant, safe := readerSettingSafe(name, value); relevant && !safe && v.Kind == pg.VariableSetKind_VAR_SET_VALUE {
+	if _, safe := readerSettingSafe(name, value); !safe && v.Kind == pg.VariableSetKind_VAR_SET_VALUE {
 		// After this, the proxy's parser would read statements differently
 		// from the server (standard_conforming_strings=off, SJIS…).
 		st.Unknown = true
@@ -738,7 +774,7 @@ func (w *walker) modifying(cond *pg.Node) {
 	if cond.GetCurrentOfExpr() != nil {
 		return // WHERE CURRENT OF cursor: one row
 	}
-	if constantCondition(cond) {
+	if constantCondition(cond, &w.valueDep) {
 		w.dmlConst = true
 	}
 }
@@ -791,6 +827,9 @@ func (w *walker) addFunc(f *pg.FuncCall) {
 			w.st.Privilege = true // unknown setting: assume the worst
 			return
 		}
+		// The setting's name is a literal: set_config('role', …) and
+		// set_config('application_name', …) have the same shape.
+		w.valueDep = true
 		name := strings.ToLower(constString(f.Args[0]))
 		if privilegedSettings[name] {
 			w.st.Privilege = true

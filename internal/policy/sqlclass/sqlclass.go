@@ -23,6 +23,12 @@
 //     the caller must check the server's ParameterStatus for both.
 package sqlclass
 
+import (
+	"sync"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
+
 // Kind is the kind of a statement, upper case ("SELECT", "DELETE", …).
 type Kind string
 
@@ -159,17 +165,40 @@ func (s *Statement) inert() bool {
 //
 // Results returned by a Classifier are shared between callers and must not
 // be modified.
+//
+// A Classifier may answer a text from the classification of another text
+// that differs only in literal values (see Classifier). Such a result is a
+// fresh Result whose per-text parts come from the text asked about:
+// Statement.Text and Fingerprint. Every other field (kinds, flags, tables,
+// functions, names, ParseError) is per-shape: it is only shared when it
+// provably does not depend on any literal's value.
 type Result struct {
 	// Statements holds one entry per statement; a string that does not parse
 	// has exactly one Unknown statement. An empty string (or only comments)
 	// has none.
 	Statements []Statement
-	// Fingerprint is pg_query's fingerprint of the whole string (hex), empty
-	// when it does not parse. It identifies similar statements (constants
-	// ignored); never use it to bind an approval to exact text.
-	Fingerprint string
 	// ParseError is the parser's error text, empty when the string parsed.
 	ParseError string
+
+	text   string // the classified string, for Fingerprint
+	fpOnce sync.Once
+	fp     string
+}
+
+// Fingerprint returns pg_query's fingerprint of the whole string (hex),
+// empty when it does not parse. It identifies similar statements (most
+// constants ignored); never use it to bind an approval to exact text. It is
+// computed on first use: it costs a second parse.
+func (r *Result) Fingerprint() string {
+	r.fpOnce.Do(func() {
+		if r.ParseError != "" {
+			return
+		}
+		if fp, err := pg.Fingerprint(r.text); err == nil {
+			r.fp = fp
+		}
+	})
+	return r.fp
 }
 
 // Unknown reports whether any statement is Unknown.

@@ -9,28 +9,30 @@ import (
 )
 
 // selectWhere reports whether a SELECT (every arm of a set operation) has a
-// WHERE, and whether any of them is constant.
-func selectWhere(s *pg.SelectStmt) (has, constant bool) {
+// WHERE, and whether any of them is constant. Functions taking valueDep set
+// it when they read a constant's value: WHERE id = 5 OR 1 = 2 and
+// WHERE id = 5 OR 1 = 1 differ only in literals.
+func selectWhere(s *pg.SelectStmt, valueDep *bool) (has, constant bool) {
 	if s.Op != pg.SetOperation_SETOP_NONE && s.Op != pg.SetOperation_SET_OPERATION_UNDEFINED {
-		lh, lc := selectWhere(s.GetLarg())
-		rh, rc := selectWhere(s.GetRarg())
+		lh, lc := selectWhere(s.GetLarg(), valueDep)
+		rh, rc := selectWhere(s.GetRarg(), valueDep)
 		return lh && rh, lc || rc
 	}
 	if s.WhereClause == nil {
 		return false, false
 	}
-	return true, constantCondition(s.WhereClause)
+	return true, constantCondition(s.WhereClause, valueDep)
 }
 
 // constantCondition reports whether a condition does not depend on the row:
 // it names no column, or it folds to a constant (WHERE id = 1 OR true).
 // A condition that only references columns inside a subquery is treated as
 // row-dependent (correlation is not analysed).
-func constantCondition(n *pg.Node) bool {
+func constantCondition(n *pg.Node, valueDep *bool) bool {
 	if !hasColumnRef(n.ProtoReflect()) {
 		return true
 	}
-	return fold(n) != triUnknown
+	return fold(n, valueDep) != triUnknown
 }
 
 func hasColumnRef(m protoreflect.Message) bool {
@@ -70,23 +72,27 @@ func triOf(b bool) tri {
 	return triFalse
 }
 
-// fold evaluates a boolean condition as far as constants allow.
-func fold(n *pg.Node) tri {
+// fold evaluates a boolean condition as far as constants allow. Whether a
+// constant is TRUE, FALSE or NULL (keywords) or a number or a string (token
+// types) is part of the shape; reading a number's or a string's value sets
+// *valueDep.
+func fold(n *pg.Node, valueDep *bool) tri {
 	switch v := n.GetNode().(type) {
 	case *pg.Node_AConst:
-		return foldConst(v.AConst)
+		return foldConst(v.AConst, valueDep)
 	case *pg.Node_TypeCast:
 		if c := v.TypeCast.Arg.GetAConst(); c != nil {
 			if i, ok := c.Val.(*pg.A_Const_Ival); ok {
+				*valueDep = true
 				return triOf(i.Ival.Ival != 0)
 			}
-			return foldConst(c)
+			return foldConst(c, valueDep)
 		}
-		return fold(v.TypeCast.Arg)
+		return fold(v.TypeCast.Arg, valueDep)
 	case *pg.Node_BoolExpr:
-		return foldBool(v.BoolExpr)
+		return foldBool(v.BoolExpr, valueDep)
 	case *pg.Node_AExpr:
-		return foldExpr(v.AExpr)
+		return foldExpr(v.AExpr, valueDep)
 	case *pg.Node_NullTest:
 		if c := v.NullTest.Arg.GetAConst(); c != nil {
 			isNull := c.Isnull
@@ -96,7 +102,7 @@ func fold(n *pg.Node) tri {
 			return triOf(!isNull)
 		}
 	case *pg.Node_BooleanTest:
-		t := fold(v.BooleanTest.Arg)
+		t := fold(v.BooleanTest.Arg, valueDep)
 		if t == triUnknown {
 			return triUnknown
 		}
@@ -120,11 +126,12 @@ func not(t tri) tri {
 	return triUnknown
 }
 
-func foldConst(c *pg.A_Const) tri {
+func foldConst(c *pg.A_Const, valueDep *bool) tri {
 	switch v := c.Val.(type) {
 	case *pg.A_Const_Boolval:
 		return triOf(v.Boolval.Boolval)
 	case *pg.A_Const_Sval:
+		*valueDep = true
 		if b, ok := parseBool(v.Sval.Sval); ok {
 			return triOf(b)
 		}
@@ -132,16 +139,16 @@ func foldConst(c *pg.A_Const) tri {
 	return triUnknown
 }
 
-func foldBool(b *pg.BoolExpr) tri {
+func foldBool(b *pg.BoolExpr, valueDep *bool) tri {
 	switch b.Boolop {
 	case pg.BoolExprType_NOT_EXPR:
 		if len(b.Args) == 1 {
-			return not(fold(b.Args[0]))
+			return not(fold(b.Args[0], valueDep))
 		}
 	case pg.BoolExprType_AND_EXPR:
 		out := triTrue
 		for _, a := range b.Args {
-			switch fold(a) {
+			switch fold(a, valueDep) {
 			case triFalse:
 				return triFalse
 			case triUnknown:
@@ -152,7 +159,7 @@ func foldBool(b *pg.BoolExpr) tri {
 	case pg.BoolExprType_OR_EXPR:
 		out := triFalse
 		for _, a := range b.Args {
-			switch fold(a) {
+			switch fold(a, valueDep) {
 			case triTrue:
 				return triTrue
 			case triUnknown:
@@ -164,7 +171,7 @@ func foldBool(b *pg.BoolExpr) tri {
 	return triUnknown
 }
 
-func foldExpr(e *pg.A_Expr) tri {
+func foldExpr(e *pg.A_Expr, valueDep *bool) tri {
 	if len(e.Name) == 0 {
 		return triUnknown
 	}
@@ -193,6 +200,7 @@ func foldExpr(e *pg.A_Expr) tri {
 	if lc == nil || rc == nil {
 		return triUnknown
 	}
+	*valueDep = true
 	cmp, ordered, ok := compareConst(lc, rc)
 	if !ok {
 		return triUnknown

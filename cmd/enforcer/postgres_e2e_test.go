@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -54,4 +56,34 @@ func TestPsqlWithoutPassword(t *testing.T) {
 	if code == 0 || !strings.Contains(out, "cannot read the credential") {
 		t.Fatalf("world-readable secret: exit %d, %q", code, out)
 	}
+}
+
+// TestClientTLSOnTheLoopbackHop: with postgres_client_tls configured, a client that insists on
+// TLS (sslmode=require) gets it from the proxy; without it the proxy answers 'N'.
+func TestClientTLSOnTheLoopbackHop(t *testing.T) {
+	dir := t.TempDir()
+	certPEM, keyPEM := selfSignedPEM(t, "enforcer.local")
+	certFile, keyFile := filepath.Join(dir, "proxy.crt"), filepath.Join(dir, "proxy.key")
+	os.WriteFile(certFile, certPEM, 0o644)
+	os.WriteFile(keyFile, keyPEM, 0o600)
+	e := newEnvWith(t, "bpf", fmt.Sprintf("identity: {kind: local}\npostgres_client_tls: {cert_file: %s, key_file: %s}\n", certFile, keyFile))
+	e.login()
+	_, _, dsn := e.addPostgres()
+	tlsDSN := strings.Replace(dsn, "sslmode=disable", "sslmode=require", 1)
+	out, code := e.run("psql", tlsDSN, "-XAtc", "select current_user")
+	if code != 0 || strings.TrimSpace(out) != "agent_ro" {
+		t.Fatalf("psql sslmode=require: %d %q", code, out)
+	}
+}
+
+func selfSignedPEM(t *testing.T, name string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	c := selfSigned(t, name)
+	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]})
+	der, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return certPEM, keyPEM
 }

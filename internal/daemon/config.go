@@ -36,6 +36,15 @@ type Config struct {
 	Fleet Fleet `yaml:"fleet"`
 	// Retention of the local session log.
 	Retention Retention `yaml:"retention"`
+	// PostgresClientTLS, if set, lets Postgres clients negotiate TLS with the proxy (the hop is
+	// loopback, so the default answers SSLRequest with 'N').
+	PostgresClientTLS *ClientTLS `yaml:"postgres_client_tls"`
+}
+
+// ClientTLS is the proxy's own certificate for clients that want TLS on the loopback hop.
+type ClientTLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"` // 0600
 }
 
 // Fleet points the daemon at shared PostgreSQL services. DSNs are read from files (0600).

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,13 +111,24 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return err
 	}
 	relay := &proxy.Relay{Metrics: d.metrics, Observe: d.recordRelay}
+	pgCfg := postgres.Config{}
+	if t := cfg.PostgresClientTLS; t != nil {
+		if _, err := readSecretFile(t.KeyFile); err != nil {
+			return fmt.Errorf("postgres_client_tls key: %w", err)
+		}
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return fmt.Errorf("postgres_client_tls: %w", err)
+		}
+		pgCfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	d.proxy = &proxy.Server{
 		Redirector: d.redir,
 		Policy:     d.policy.Load,
 		Handlers: map[string]proxy.Handler{
 			policy.ProtoTCP:            relay,
 			policy.ProtoTLSPassthrough: relay,
-			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(postgres.Config{}), guard: d.postgresGuard},
+			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(pgCfg), guard: d.postgresGuard},
 		},
 		Authorize: d.authorize,
 		Metrics:   d.metrics,

@@ -59,11 +59,23 @@ type litSpan struct {
 	first, last int // byte offset of the first literal, end of the last one
 }
 
+// literal is one literal token found by shapeLex.
+type literal struct {
+	cls        byte
+	start, end int
+}
+
 // shapeKey appends the shape key of sql to dst. ok is false when the text
 // uses anything the lexer is not certain about.
 func shapeKey(dst []byte, sql string) (key []byte, sp litSpan, ok bool) {
+	return shapeLex(dst, sql, nil)
+}
+
+// shapeLex is shapeKey that also appends every literal to *lits when lits
+// is not nil (for tests).
+func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, ok bool) {
 	n := len(sql)
-	if !utf8.ValidString(sql) {
+	if !utf8.ValidString(sql) || strings.IndexByte(sql, 0) >= 0 {
 		return dst, sp, false
 	}
 	lit := func(cls byte, from, to int) {
@@ -73,6 +85,9 @@ func shapeKey(dst []byte, sql string) (key []byte, sp litSpan, ok bool) {
 		}
 		sp.n++
 		sp.last = to
+		if lits != nil {
+			*lits = append(*lits, literal{cls, from, to})
+		}
 	}
 	i := 0
 	for i < n {

@@ -20,22 +20,22 @@ import (
 // What a literal's value can change in the parse, and how the key keeps it
 // out:
 //   - Token type: decimal integers that fit int32 are ICONST, larger ones
-//     FCONST (pg_strtoint32_safe); E'', '' and $$ are SCONST, B'' BCONST,
-//     X'' XCONST. Each class has its own placeholder.
+//     FCONST (pg_strtoint32_safe); E'…', '…' and $…$ are SCONST, B'…' BCONST,
+//     X'…' XCONST. Each class has its own placeholder.
 //   - Grammar checks on an Iconst's value: FLOAT(p) is float4 for p ≤ 24,
 //     float8 for p ≤ 53 and an error outside 1..53; ALTER … ALTER COLUMN n
 //     SET STATISTICS needs 1 ≤ n ≤ 32767. These are the only value tests on
 //     literals in gram.y (checked against the generated gram.c), so
 //     integers are classed by the ranges 0, 1–24, 25–53, 54–32767, larger.
-//   - Lexer errors inside literals: E'' escapes other than \\ \' \" \b \f
+//   - Lexer errors inside literals: E'…' escapes other than \\ \' \" \b \f
 //     \n \r \t (octal, \x, \u, which can fail or produce bytes that are then
-//     verified), U&'' and UESCAPE, numeric literals with trailing junk, hex,
+//     verified), U&'…' and UESCAPE, numeric literals with trailing junk, hex,
 //     octal, binary or underscore-separated numbers: not normalised.
 //   - A NUL byte would end the text early on the C side: not normalised.
 //     Invalid UTF-8 anywhere: not normalised.
 //   - String continuation ('a'<newline>'b' is one literal): the continuation
 //     of a plain string is lexed as a plain string, which is what the lexer
-//     below does anyway; an E'', B'' or X'' string followed by another quote
+//     below does anyway; an E'…', B'…' or X'…' string followed by another quote
 //     is not normalised.
 const (
 	litMark = 0x00

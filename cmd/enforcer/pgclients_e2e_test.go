@@ -66,10 +66,31 @@ func TestPostgresClientsThroughRedirect(t *testing.T) {
 		t.Errorf("pgx copy: %q", got)
 	}
 
+	// Settings that would make the classifier read SQL differently from the server end the
+	// session: a multibyte client encoding that can hide quotes, standard_conforming_strings off.
+	out, _ := e.run("env", "PGCLIENTENCODING=SJIS", "psql", dsn, "-XAtc", "select 1")
+	if !strings.Contains(out, "client_encoding=SJIS") {
+		t.Errorf("SJIS client: %q", out)
+	}
+	// Such a SET is unclassifiable, so even `default: allow` blocks it; with a rule that allows
+	// everything it reaches the server, whose ParameterStatus then ends the session.
+	out, _ = e.run("psql", dsn, "-Xc", "SET standard_conforming_strings = off")
+	if !strings.Contains(out, "unknown") {
+		t.Errorf("scs off under default allow: %q", out)
+	}
+	e.tailYAML = "default: allow\nrules:\n  - {name: anything-goes, when: 'true', action: allow}\n"
+	e.setPolicy()
+	out, _ = e.run("psql", dsn, "-Xc", "SET standard_conforming_strings = off", "-c", "select 1")
+	if !strings.Contains(out, "changed a setting the enforcer relies on") || strings.Contains(out, "(1 row)") {
+		t.Errorf("scs off allowed by a rule: %q", out)
+	}
+	e.tailYAML = "default: allow\n"
+	e.setPolicy()
+
 	// Ctrl-C: psql sends a CancelRequest on a new connection, which is redirected too; the proxy
 	// maps its key to the server's and the sleep ends at once.
 	start := time.Now()
-	out, _ := e.run("sh", "-c", fmt.Sprintf(`psql %q -X -c "select pg_sleep(30)" & p=$!; sleep 1; kill -INT $p; wait $p`, dsn))
+	out, _ = e.run("sh", "-c", fmt.Sprintf(`psql %q -X -c "select pg_sleep(30)" & p=$!; sleep 1; kill -INT $p; wait $p`, dsn))
 	if time.Since(start) > 10*time.Second || !strings.Contains(out, "canceling statement due to user request") {
 		t.Errorf("cancel took %v: %q", time.Since(start), out)
 	}

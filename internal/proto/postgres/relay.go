@@ -422,6 +422,15 @@ func (c *conn) onServerMessage(typ byte, msg []byte) error {
 		return c.observeNotice(o, msg)
 	case 'A': // NotificationResponse
 		return c.observeNotification(o, msg)
+	case 'S': // ParameterStatus: a setting changed during the session
+		var ps pgproto3.ParameterStatus
+		if err := ps.Decode(msg[5:]); err == nil {
+			if p := lexicalProblem(ps.Name, ps.Value); p != "" {
+				c.flushClientLocked()
+				c.protocolError("0A000", "enforcer: the session changed a setting the enforcer relies on, so it is closed: "+p)
+				return fmt.Errorf("upstream parameter change: %s", p)
+			}
+		}
 	case 'Z': // ReadyForQuery
 		if len(msg) == 6 {
 			c.txStatus.Store(uint32(msg[5]))

@@ -37,9 +37,14 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	}
 	params := map[string]string{}
 	for k, v := range sm.Parameters {
-		if !droppedParams[k] {
-			params[k] = v
+		if droppedParams[k] {
+			continue
 		}
+		if p := lexicalProblem(k, v); p != "" {
+			writeFatal(client, "0A000", "enforcer: "+p, "connect with the default setting")
+			return fmt.Errorf("client startup: %s", p)
+		}
+		params[k] = v
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	hc, err := connectUpstream(cctx, sess, db, params)
@@ -55,6 +60,13 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	}
 	up := hc.Conn
 	up.SetDeadline(time.Time{})
+	for k, v := range hc.ParameterStatuses {
+		if p := lexicalProblem(k, v); p != "" {
+			up.Close()
+			writeFatal(client, "0A000", "enforcer: the server runs with "+p, "the database administrator must change the server's setting")
+			return fmt.Errorf("upstream %s: %s", sess.Upstream, p)
+		}
+	}
 
 	c := &conn{
 		srv:        s,

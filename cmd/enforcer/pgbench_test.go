@@ -45,10 +45,6 @@ GRANT SELECT ON pii TO agent_ro;`)
 	bouncer, bouncerPID := startPgbouncer(b, pg, pw)
 	daemonPID := e.daemon.Process.Pid
 
-	agentPolicy := func(extra string) {
-		e.tailYAML = "default: allow_reads\nrules:\n  - {name: no-ddl, when: 'sql.ddl', action: block}\n  - {name: no-unbounded-writes, when: 'sql.writes && !sql.has_where', action: block}\n" + extra
-		e.setPolicy()
-	}
 	type path struct {
 		name string
 		dsn  string
@@ -72,8 +68,9 @@ GRANT SELECT ON pii TO agent_ro;`)
 	}
 
 	if prof := os.Getenv("ENFORCER_BENCH_PROFILE"); prof != "" {
-		// A CPU profile of the daemon while an enforced pgbench -S runs.
-		agentPolicy("")
+		// A CPU profile of the daemon while an enforced pgbench -S runs, every feature on.
+		e.tailYAML = "default: allow_reads\n"
+		e.setPolicy()
 		go exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-c", "1", "-T", "8", dsn).Run()
 		time.Sleep(time.Second)
 		cfg, _ := os.ReadFile(e.cfgPath)
@@ -82,23 +79,55 @@ GRANT SELECT ON pii TO agent_ro;`)
 		b.Logf("profile written to %s: %v %s", prof, err, out)
 		time.Sleep(3 * time.Second)
 	}
+	// The enforcer's features are added one at a time, each with its own policy.
+	const (
+		passThrough = "default: allow\nmasking: {disabled: true}\nrecording: {disabled: true}\n"
+		withRules   = "default: allow_reads\nrules:\n  - {name: no-ddl, when: 'sql.ddl', action: block}\n  - {name: no-unbounded-writes, when: 'sql.writes && !sql.has_where', action: block}\n"
+		withMasking = withRules + "recording: {disabled: true}\n"
+		everything  = withRules
+	)
+	type variant struct {
+		path
+		policy string
+	}
+	enf := paths[2]
+	variants := []variant{
+		{paths[0], ""}, {paths[1], ""},
+		{path{"enf: relay", enf.dsn, enf.pid, true}, passThrough},
+		{path{"enf: +rules", enf.dsn, enf.pid, true}, withRules + "masking: {disabled: true}\nrecording: {disabled: true}\n"},
+		{path{"enf: +masking", enf.dsn, enf.pid, true}, withMasking},
+		{path{"enf: +recording", enf.dsn, enf.pid, true}, everything},
+	}
+	run := func(v variant, args ...string) (float64, float64, time.Duration) {
+		if v.policy != "" {
+			e.tailYAML = v.policy
+			e.setPolicy()
+		}
+		return pgbench(v.path, args...)
+	}
+
 	fmt.Printf("\n### pgbench select-only (-S), %d s per run, scale 10, TLS to the server on every path\n", secs)
-	fmt.Printf("### enforcer: kernel redirect + identity + rules (allow_reads) + masking (all detectors) + recording\n")
-	fmt.Printf("%-10s %-9s %3s %10s %9s %7s %16s\n", "path", "protocol", "cl", "TPS", "lat ms", "ratio", "proxy CPU s/1k tx")
-	agentPolicy("")
+	fmt.Printf("### enf: kernel redirect + identity + proxy; +rules (allow_reads, 2 rules); +masking (all detectors); +recording (default durability)\n")
+	fmt.Printf("%-16s %-9s %3s %10s %9s %7s %7s %16s\n", "path", "protocol", "cl", "TPS", "lat ms", "ratio", "/relay", "proxy CPU s/1k tx")
 	for _, mode := range []string{"simple", "extended"} {
 		for _, clients := range []int{1, 8} {
-			var base float64
-			for _, p := range paths {
-				tps, lat, cpu := pgbench(p, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
-				if p.name == "direct" {
+			var base, relay float64
+			for _, v := range variants {
+				tps, lat, cpu := run(v, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
+				switch v.name {
+				case "direct":
 					base = tps
+				case "enf: relay":
+					relay = tps
 				}
-				cpuPer := "-"
-				if p.pid != 0 {
+				cpuPer, rel := "-", "-"
+				if v.pid != 0 {
 					cpuPer = fmt.Sprintf("%.3f", cpu.Seconds()/(tps*float64(secs)/1000))
 				}
-				fmt.Printf("%-10s %-9s %3d %10.0f %9.3f %7.2f %16s\n", p.name, mode, clients, tps, lat, tps/base, cpuPer)
+				if relay > 0 {
+					rel = fmt.Sprintf("%.2f", tps/relay)
+				}
+				fmt.Printf("%-16s %-9s %3d %10.0f %9.3f %7.2f %7s %16s\n", v.name, mode, clients, tps, lat, tps/base, rel, cpuPer)
 			}
 		}
 	}
@@ -108,26 +137,26 @@ GRANT SELECT ON pii TO agent_ro;`)
 	pii := filepath.Join(e.dir, "pii.sql")
 	os.WriteFile(pii, []byte("SELECT * FROM pii;\n"), 0o644)
 	fmt.Printf("\n### large results, 1 client, %d s each (rows/s from pgbench latency per fetch)\n", secs)
-	fmt.Printf("%-10s %-34s %12s %7s\n", "path", "query", "rows/s", "ratio")
+	fmt.Printf("%-16s %-36s %12s %7s\n", "path", "query", "rows/s", "ratio")
 	for _, q := range []struct {
 		name, file string
 		rows       float64
 	}{{"SELECT * FROM pgbench_accounts (1M)", script, 1e6}, {"SELECT * FROM pii (100k, dense PII)", pii, 1e5}} {
 		var base float64
-		for _, p := range paths {
-			_, lat, _ := pgbench(p, "-f", q.file, "-c", "1", "-T", strconv.Itoa(secs))
+		for _, v := range variants {
+			_, lat, _ := run(v, "-f", q.file, "-c", "1", "-T", strconv.Itoa(secs))
 			rps := q.rows / (lat / 1000)
-			if p.name == "direct" {
+			if v.name == "direct" {
 				base = rps
 			}
-			fmt.Printf("%-10s %-34s %12.0f %7.2f\n", p.name, q.name, rps, rps/base)
+			fmt.Printf("%-16s %-36s %12.0f %7.2f\n", v.name, q.name, rps, rps/base)
 		}
 	}
 
 	fmt.Printf("\n### tpcb-like (writes), 4 clients, %d s: recording durability default vs strict\n", secs)
 	fmt.Printf("%-26s %10s %9s %7s %11s %10s\n", "path", "TPS", "lat ms", "ratio", "records/s", "fsyncs/s")
 	var base float64
-	for _, cfg := range []struct{ name, extra string }{{"direct", ""}, {"enforcer default", "recording: {durability: default}\n"}, {"enforcer strict", "recording: {durability: strict}\n"}} {
+	for _, cfg := range []struct{ name, extra string }{{"direct", ""}, {"enforcer, no recording", "recording: {disabled: true}\n"}, {"enforcer default", "recording: {durability: default}\n"}, {"enforcer strict", "recording: {durability: strict}\n"}} {
 		p := paths[0]
 		if cfg.name != "direct" {
 			e.tailYAML = "default: allow\n" + cfg.extra

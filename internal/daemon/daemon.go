@@ -211,6 +211,9 @@ func (d *Daemon) loadPolicy() error {
 	}
 	d.policy.Store(p)
 	d.polHash = h
+	if p.Recording.Disabled {
+		d.log.Warn("session recording is disabled by the policy", "policy", d.cfg.Policy)
+	}
 	return nil
 }
 

@@ -68,6 +68,9 @@ func readSecretFile(path string) (string, error) {
 // recordRelay records a raw TCP or TLS-passthrough session: who, which process, where, and how
 // many bytes went each way.
 func (d *Daemon) recordRelay(c *proxy.Conn) func(up, down int64, err error) {
+	if d.policy.Load().Recording.Disabled {
+		return func(int64, int64, error) {}
+	}
 	id := record.NewSessionID(time.Now())
 	s, _ := c.Identity.(identity.Session)
 	o := c.Origin

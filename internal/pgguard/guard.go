@@ -95,7 +95,7 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	if plan := pol.MaskFor(ci.Target.Name, s.Groups); plan != nil {
 		g.mask = &masker{plan: plan, g: g}
 	}
-	if sh.Recorder != nil {
+	if sh.Recorder != nil && !pol.Recording.Disabled {
 		if err := g.startRecording(sh.Recorder, pol.Recording.Strict(), pol.Recording.MaxRows); err != nil {
 			g.recErr = err
 			g.log.Error("session log unavailable; refusing statements", "err", err)

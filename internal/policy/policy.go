@@ -51,6 +51,9 @@ type Recording struct {
 	Durability string `yaml:"durability"`
 	// MaxRows caps the masked rows kept per result (the total is always recorded); default 100.
 	MaxRows int `yaml:"max_rows"`
+	// Disabled stops recording new sessions (for measurements, or data that must not be kept);
+	// it must be said explicitly and the daemon logs it at every load.
+	Disabled bool `yaml:"disabled"`
 }
 
 // Strict reports whether every statement is written ahead.

@@ -92,7 +92,9 @@ type Statement struct {
 	Object string
 	// Wrapper is "", WrapExplain, WrapExplainAnalyze or WrapPrepare.
 	Wrapper string
-	// Text is this statement's text within the classified string.
+	// Text is this statement's text within the classified string: always
+	// the text that was asked about, also when the rest of the
+	// classification came from a text of the same shape (see Result).
 	Text string
 
 	Reads       bool // reads table data or returns rows (SELECT 1 reads)

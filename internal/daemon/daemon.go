@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -244,5 +242,3 @@ func (d *Daemon) watchPolicy(ctx context.Context) {
 
 // Reload re-reads the policy now.
 func (d *Daemon) Reload() error { return d.loadPolicy() }
-
-func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }

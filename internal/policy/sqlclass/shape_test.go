@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -565,4 +566,31 @@ func BenchmarkClassifyPgbenchSimple(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestShapeConcurrent runs shape hits, misses and Fingerprint calls from
+// several goroutines (run with -race).
+func TestShapeConcurrent(t *testing.T) {
+	c := New(Options{MaxEntries: 64})
+	texts := pgbenchSelects(400)
+	var wg sync.WaitGroup
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := g; i < len(texts); i += 3 {
+				sql := texts[i]
+				res := c.Classify(sql)
+				if len(res.Statements) != 1 || res.Statements[0].Text != strings.TrimSuffix(sql, ";") || !res.Statements[0].ReadOnly() {
+					t.Errorf("%q: %+v", sql, res.Statements)
+					return
+				}
+				if i%50 == 0 && res.Fingerprint() == "" {
+					t.Errorf("%q: no fingerprint", sql)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
 }

@@ -48,8 +48,16 @@ func TestOIDCSessionsGrantsAndRevocation(t *testing.T) {
 	if out, code := e.run("psql", dsn, "-XAtc", "select current_user"); code != 0 || strings.TrimSpace(out) != "agent_ro" {
 		t.Fatalf("alice: %d %q", code, out)
 	}
-	if st := e.status(); !strings.HasPrefix(st.Identity, "oidc:") {
+	st := e.status()
+	if !strings.HasPrefix(st.Identity, "oidc:") {
 		t.Errorf("status identity %q", st.Identity)
+	}
+	var sawAlice bool
+	for _, s := range st.Sessions {
+		sawAlice = sawAlice || (s.Subject == "alice" && s.State == "active")
+	}
+	if !sawAlice {
+		t.Errorf("status does not list alice's session: %+v", st.Sessions)
 	}
 
 	// Logout closes a live session within seconds; the next connection says why.

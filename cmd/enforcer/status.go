@@ -55,6 +55,16 @@ func cmdStatus(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	fmt.Fprintf(w, "counters:\t%s\n", strings.Join(cs, " "))
 	w.Flush()
+	fmt.Printf("\nlogin sessions (%d):\n", len(st.Sessions))
+	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	for _, s := range st.Sessions {
+		who := s.Subject
+		if s.Email != "" {
+			who = s.Email
+		}
+		fmt.Fprintf(w, "  %s\t%s\tuid %d\t%s\t%s\tuntil %s\n", s.ID, who, s.UID, strings.Join(s.Groups, ","), s.State, s.Expiry.Local().Format("2006-01-02 15:04"))
+	}
+	w.Flush()
 	fmt.Printf("\nenforced cgroups (%d):\n", len(st.Cgroups))
 	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	for _, c := range st.Cgroups {

@@ -7,13 +7,14 @@ import (
 
 // Status is the answer of GET /v1/status.
 type Status struct {
-	Version     string          `json:"version"`
-	Redirect    redirect.Status `json:"redirect"`
-	Policy      string          `json:"policy"`
-	ProxyPort   uint16          `json:"proxy_port"`
-	Identity    string          `json:"identity,omitempty"`
-	Cgroups     []Cgroup        `json:"cgroups"`
-	Connections []Connection    `json:"connections"`
+	Version     string             `json:"version"`
+	Redirect    redirect.Status    `json:"redirect"`
+	Policy      string             `json:"policy"`
+	ProxyPort   uint16             `json:"proxy_port"`
+	Identity    string             `json:"identity,omitempty"`
+	Sessions    []identity.Session `json:"sessions"`
+	Cgroups     []Cgroup           `json:"cgroups"`
+	Connections []Connection       `json:"connections"`
 }
 
 // Cgroup is one enforced cgroup.

@@ -56,6 +56,7 @@ func (d *Daemon) handleStatus(ctx context.Context, c control.Caller, r *http.Req
 		Policy:    d.cfg.Policy,
 		ProxyPort: d.cfg.ProxyPort,
 		Identity:  d.ids.Provider().Name(),
+		Sessions:  d.ids.Sessions(c.UID),
 	}
 	bindings := d.ids.Bindings(0)
 	kids, err := d.subtree.Children()

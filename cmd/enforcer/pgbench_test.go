@@ -93,7 +93,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 	enf := paths[2]
 	variants := []variant{
 		{paths[0], ""}, {paths[1], ""},
-		{path{"enf: relay", enf.dsn, enf.pid, true}, passThrough},
+		{path{"enf: allow-all", enf.dsn, enf.pid, true}, passThrough},
 		{path{"enf: +rules", enf.dsn, enf.pid, true}, withRules + "masking: {disabled: true}\nrecording: {disabled: true}\n"},
 		{path{"enf: +masking", enf.dsn, enf.pid, true}, withMasking},
 		{path{"enf: +recording", enf.dsn, enf.pid, true}, everything},
@@ -107,8 +107,8 @@ GRANT SELECT ON pii TO agent_ro;`)
 	}
 
 	fmt.Printf("\n### pgbench select-only (-S), %d s per run, scale 10, TLS to the server on every path\n", secs)
-	fmt.Printf("### enf: kernel redirect + identity + proxy; +rules (allow_reads, 2 rules); +masking (all detectors); +recording (default durability)\n")
-	fmt.Printf("%-16s %-9s %3s %10s %9s %7s %7s %16s\n", "path", "protocol", "cl", "TPS", "lat ms", "ratio", "/relay", "proxy CPU s/1k tx")
+	fmt.Printf("### enf: allow-all = kernel redirect + identity + proxy + classification, default allow; +rules (allow_reads, 2 rules); +masking (all detectors); +recording (default durability)\n")
+	fmt.Printf("%-16s %-9s %3s %10s %9s %7s %7s %16s\n", "path", "protocol", "cl", "TPS", "lat ms", "ratio", "/allow", "proxy CPU s/1k tx")
 	for _, mode := range []string{"simple", "extended"} {
 		for _, clients := range []int{1, 8} {
 			var base, relay float64
@@ -117,7 +117,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 				switch v.name {
 				case "direct":
 					base = tps
-				case "enf: relay":
+				case "enf: allow-all":
 					relay = tps
 				}
 				cpuPer, rel := "-", "-"

@@ -174,8 +174,10 @@ func TestCacheHitDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// FuzzClassify checks that no input panics the classifier and that results
-// keep their invariants.
+// FuzzClassify checks that no input panics the classifier, that results
+// keep their invariants, and that the Classifier (shared by all inputs, so
+// that earlier inputs fill both cache levels) answers like an uncached
+// classification.
 func FuzzClassify(f *testing.F) {
 	for _, c := range corpus {
 		f.Add(c.sql)
@@ -183,6 +185,9 @@ func FuzzClassify(f *testing.F) {
 	c := New(Options{MaxLen: 4096, MaxEntries: 256})
 	f.Fuzz(func(t *testing.T, sql string) {
 		res := c.Classify(sql)
+		if msg := sameResult(res, classify(sql, 4096)); msg != "" {
+			t.Fatalf("cached classification differs: %s", msg)
+		}
 		if res.ParseError != "" && (len(res.Statements) != 1 || !res.Statements[0].Unknown) {
 			t.Fatalf("parse error without one unknown statement: %+v", res)
 		}

@@ -68,10 +68,15 @@ GRANT SELECT ON pii TO agent_ro;`)
 	}
 
 	if prof := os.Getenv("ENFORCER_BENCH_PROFILE"); prof != "" {
-		// A CPU profile of the daemon while an enforced pgbench -S runs, every feature on.
+		// A CPU profile of the daemon while an enforced pgbench -S runs, every feature on unless
+		// ENFORCER_BENCH_PROFILE_POLICY says otherwise.
 		e.tailYAML = "default: allow_reads\n"
+		if p := os.Getenv("ENFORCER_BENCH_PROFILE_POLICY"); p != "" {
+			e.tailYAML = strings.ReplaceAll(p, `\n`, "\n") + "\n"
+		}
 		e.setPolicy()
 		go exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-c", "1", "-T", "8", dsn).Run()
+		defer os.Exit(0) // profiling only
 		time.Sleep(time.Second)
 		cfg, _ := os.ReadFile(e.cfgPath)
 		addr := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)[1]

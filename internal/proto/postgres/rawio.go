@@ -93,3 +93,13 @@ func (r *rawIO) Write(b []byte) (int, error) {
 	}
 	return written, nil
 }
+
+// rawTCPConn is a TCP connection whose Read and Write use rawIO; everything else (deadlines,
+// addresses, Close) is the TCPConn's.
+type rawTCPConn struct {
+	*net.TCPConn
+	raw *rawIO
+}
+
+func (c *rawTCPConn) Read(b []byte) (int, error)  { return c.raw.Read(b) }
+func (c *rawTCPConn) Write(b []byte) (int, error) { return c.raw.Write(b) }

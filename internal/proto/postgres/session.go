@@ -147,6 +147,19 @@ func connectUpstream(ctx context.Context, sess Session, db string, params map[st
 	if err != nil {
 		return nil, err
 	}
+	// TLS to the server wraps the socket pgconn dials; giving it a raw-syscall socket keeps TLS
+	// records off the scheduler's syscall path too (as rawIO does for plain sockets).
+	dial := cfg.DialFunc
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if r := newRawIO(c); r != nil {
+			return &rawTCPConn{TCPConn: c.(*net.TCPConn), raw: r}, nil
+		}
+		return c, nil
+	}
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, err

@@ -147,6 +147,7 @@ func TestApprovalFlow(t *testing.T) {
 		Users: []devidp.User{
 			{Subject: "alice", Email: "alice@example.test", Groups: []string{"engineering"}},
 			{Subject: "carol", Email: "carol@example.test", Groups: []string{"dba"}},
+			{Subject: "bob", Email: "bob@example.test", Groups: []string{"engineering"}},
 		},
 		PollInterval: time.Second,
 	})
@@ -161,6 +162,7 @@ func TestApprovalFlow(t *testing.T) {
 	e.setPolicy()
 	loginAs(t, e, idp, "alice")
 	reviewer := reviewerCLI(t, e, idp, "carol", 65534)
+	outsider := reviewerCLI(t, e, idp, "bob", 1000)
 
 	// Approve.
 	done := make(chan string, 1)
@@ -171,6 +173,9 @@ func TestApprovalFlow(t *testing.T) {
 	id := waitPending(t, e)
 	if out, err := exec.Command(enforcerBin, "approve", id, "--socket", e.socket).CombinedOutput(); err == nil || !strings.Contains(string(out), "own") {
 		t.Errorf("self-approval must be refused: %v %s", err, out)
+	}
+	if out, err := outsider("approve", id).CombinedOutput(); err == nil || !strings.Contains(string(out), "dba") {
+		t.Errorf("an approver outside the rule's groups must be refused: %v %s", err, out)
 	}
 	if out, err := reviewer("approve", id, "--reason", "looks right").CombinedOutput(); err != nil {
 		t.Fatalf("approve: %v %s", err, out)

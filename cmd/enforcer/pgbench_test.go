@@ -3,16 +3,13 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -42,7 +39,8 @@ GRANT SELECT ON pii TO agent_ro;`)
 	pg.Exec(b, "VACUUM ANALYZE")
 	// Every path uses TLS to the server, as the enforcer does (verify-full).
 	direct := pg.DSN("agent_ro", "postgres", "sslmode=verify-full", "sslrootcert="+pg.CAFile)
-	bouncer, bouncerPID := startPgbouncer(b, pg, pw)
+	pb := pgtest.StartPgbouncer(b, pg, "postgres", "agent_ro", true)
+	bouncer, bouncerPID := pb.DSN, pb.PID
 	daemonPID := e.daemon.Process.Pid
 
 	type path struct {
@@ -240,61 +238,4 @@ func (e *env) recordStats() (records, fsyncs float64) {
 		}
 	}
 	return records, fsyncs
-}
-
-// startPgbouncer runs pgbouncer (session pooling) in front of the server as the reference proxy.
-func startPgbouncer(b *testing.B, pg *pgtest.Server, pw string) (string, int) {
-	dir, err := os.MkdirTemp("", "enforcer-pgbouncer-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	pgUser, err := user.Lookup("postgres")
-	if err != nil {
-		b.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(pgUser.Uid)
-	gid, _ := strconv.Atoi(pgUser.Gid)
-	port := freePort(b)
-	ini := fmt.Sprintf(`[databases]
-postgres = host=%s port=%d dbname=postgres
-[pgbouncer]
-server_tls_sslmode = verify-full
-server_tls_ca_file = %s
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir =
-auth_type = plain
-auth_file = %s/users.txt
-pool_mode = session
-max_client_conn = 100
-default_pool_size = 20
-logfile = %s/pgbouncer.log
-pidfile = %s/pgbouncer.pid
-`, pg.Addr.Addr(), pg.Addr.Port(), pg.CAFile, port, dir, dir, dir)
-	files := map[string]string{"pgbouncer.ini": ini, "users.txt": fmt.Sprintf("%q %q\n", "agent_ro", pw)}
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		os.WriteFile(p, []byte(content), 0o600)
-		os.Chown(p, uid, gid)
-	}
-	os.Chown(dir, uid, gid)
-	cmd := exec.Command("pgbouncer", filepath.Join(dir, "pgbouncer.ini"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; ; i++ {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			c.Close()
-			break
-		}
-		if i > 200 {
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
-			b.Fatalf("pgbouncer did not start: %s", log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=agent_ro dbname=postgres sslmode=disable", port), cmd.Process.Pid
 }

@@ -4,16 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -250,68 +247,8 @@ func procSwitches(pid int) int64 {
 
 // startPgbouncer runs pgbouncer in session mode on a free loopback port in front of the test server.
 func startPgbouncer(b *testing.B) (dsn string, pid int) {
-	dir, err := os.MkdirTemp("", "enforcer-pgbouncer-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	pgUser, err := user.Lookup("postgres")
-	if err != nil {
-		b.Fatal(err)
-	}
-	uid, _ := strconv.Atoi(pgUser.Uid)
-	gid, _ := strconv.Atoi(pgUser.Gid)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	ini := fmt.Sprintf(`[databases]
-bench = host=%s port=%d dbname=bench user=%s password=%s
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir =
-auth_type = trust
-auth_file = %s/users.txt
-pool_mode = session
-max_client_conn = 100
-default_pool_size = 20
-logfile = %s/pgbouncer.log
-pidfile = %s/pgbouncer.pid
-`, db.Addr.Addr(), db.Addr.Port(), pgtest.SuperUser, db.Password, port, dir, dir, dir)
-	files := map[string]string{"pgbouncer.ini": ini, "users.txt": `"agent" ""` + "\n"}
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-			b.Fatal(err)
-		}
-		os.Chown(p, uid, gid)
-	}
-	os.Chown(dir, uid, gid)
-	cmd := exec.Command("pgbouncer", filepath.Join(dir, "pgbouncer.ini"))
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	})
-	for i := 0; ; i++ {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			break
-		}
-		if i > 200 {
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
-			b.Fatalf("pgbouncer did not start: %s", log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=agent dbname=bench sslmode=disable", port), cmd.Process.Pid
+	pb := pgtest.StartPgbouncer(b, db, "bench", pgtest.SuperUser, false)
+	return pb.DSN, pb.PID
 }
 
 func envInt(name string, def int) int {

@@ -1,7 +1,6 @@
 package redirect
 
 import (
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -164,7 +163,7 @@ func newNFTRig(t testing.TB, checkInterval time.Duration, opts ...func(*NFTConfi
 	r.table = "enftest_" + strings.ReplaceAll(suffix, "-", "_")
 	t.Cleanup(func() { UninstallNFT(r.table) })
 
-	r.ln4, r.ln6, r.port = nftListenPair(t)
+	r.ln4, r.ln6, r.port = listenPair(t)
 	r.ns, err = lab.NewNetns("enf-nft")
 	if err != nil {
 		t.Fatal(err)
@@ -192,28 +191,6 @@ func newNFTRig(t testing.TB, checkInterval time.Duration, opts ...func(*NFTConfi
 }
 
 // nftListenPair is listenPair for benchmarks too: 127.0.0.1 and [::1] on one free port.
-func nftListenPair(t testing.TB) (*net.TCPListener, *net.TCPListener, uint16) {
-	t.Helper()
-	for i := 0; i < 20; i++ {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
-		l4, err := lc.Listen(context.Background(), "tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l4.Addr().(*net.TCPAddr).Port
-		l6, err := lc.Listen(context.Background(), "tcp6", fmt.Sprintf("[::1]:%d", port))
-		if err != nil {
-			l4.Close()
-			continue
-		}
-		t.Cleanup(func() { l4.Close(); l6.Close() })
-		return l4.(*net.TCPListener), l6.(*net.TCPListener), uint16(port)
-	}
-	t.Fatal("no port free on both 127.0.0.1 and ::1")
-	return nil, nil, 0
-}
-
 // inNetns runs f with the calling thread inside the named network namespace.
 func inNetns(t testing.TB, name string, f func() error) {
 	t.Helper()
@@ -318,17 +295,7 @@ func (r *nftRig) agent(scenario, arg string) agentResult {
 	return res
 }
 
-func (r *nftRig) acceptOne(ln *net.TCPListener) (Origin, error) {
-	ln.SetDeadline(time.Now().Add(5 * time.Second))
-	c, err := ln.AcceptTCP()
-	if err != nil {
-		return Origin{}, err
-	}
-	defer c.Close()
-	o, err := r.nft.Origin(c)
-	c.Write([]byte("y"))
-	return o, err
-}
+func (r *nftRig) acceptOne(ln *net.TCPListener) (Origin, error) { return acceptOrigin(r.nft, ln) }
 
 // connect runs the tcp agent against dst and returns the origin the proxy saw.
 func (r *nftRig) connect(scenario string, dst netip.AddrPort, ln *net.TCPListener) (Origin, error) {
@@ -770,7 +737,7 @@ func TestNFTConfigErrors(t *testing.T) {
 func TestNFTReloadWithNewPortReplacesRules(t *testing.T) {
 	r := newNFTRig(t, 0)
 	r.nft.Close()
-	ln4, _, port := nftListenPair(t)
+	ln4, _, port := listenPair(t)
 	n2, err := LoadNFT(NFTConfig{Subtree: r.subtree, ProxyPort: port, DNSResolvers: []netip.Addr{r.ns.PeerAddr}, TableName: r.table})
 	if err != nil {
 		t.Fatal(err)

@@ -200,7 +200,8 @@ func newRig(t *testing.T) *rig {
 	return r
 }
 
-func listenPair(t *testing.T) (*net.TCPListener, *net.TCPListener, uint16) {
+func listenPair(t testing.TB) (*net.TCPListener, *net.TCPListener, uint16) {
+	t.Helper()
 	for i := 0; i < 20; i++ {
 		var lc net.ListenConfig
 		lc.SetMultipathTCP(false)
@@ -289,14 +290,17 @@ func (r *rig) agent(scenario, arg string) agentResult {
 }
 
 // acceptOne accepts on the v4 or v6 listener and returns the origin of the connection.
-func (r *rig) acceptOne(ln *net.TCPListener) (Origin, error) {
+func (r *rig) acceptOne(ln *net.TCPListener) (Origin, error) { return acceptOrigin(r.bpf, ln) }
+
+// acceptOrigin accepts one connection on ln, returns its origin from red, and answers one byte.
+func acceptOrigin(red Redirector, ln *net.TCPListener) (Origin, error) {
 	ln.SetDeadline(time.Now().Add(5 * time.Second))
 	c, err := ln.AcceptTCP()
 	if err != nil {
 		return Origin{}, err
 	}
 	defer c.Close()
-	o, err := r.bpf.Origin(c)
+	o, err := red.Origin(c)
 	c.Write([]byte("y"))
 	return o, err
 }

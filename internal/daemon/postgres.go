@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/pgguard"
@@ -150,8 +149,7 @@ func tlsMode(s string) string {
 	return s
 }
 
-// readSecret reads a target's password. A file must be a regular file owned by root and readable
-// by nobody else (0600 or stricter): a secret others can read is already leaked.
+// readSecret reads a target's password from the daemon's environment or a secret file.
 func readSecret(up policy.Upstream) (string, error) {
 	if up.PasswordEnv != "" {
 		v, ok := os.LookupEnv(up.PasswordEnv)
@@ -160,22 +158,5 @@ func readSecret(up policy.Upstream) (string, error) {
 		}
 		return v, nil
 	}
-	st, err := os.Stat(up.PasswordFile)
-	if err != nil {
-		return "", fmt.Errorf("password file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("password file %s is not a regular file", up.PasswordFile)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("password file %s has mode %o; it must be 0600 (chmod 600 %s)", up.PasswordFile, st.Mode().Perm(), up.PasswordFile)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
-		return "", fmt.Errorf("password file %s must be owned by root", up.PasswordFile)
-	}
-	b, err := os.ReadFile(up.PasswordFile)
-	if err != nil {
-		return "", fmt.Errorf("password file: %w", err)
-	}
-	return strings.TrimRight(string(b), "\r\n"), nil
+	return readSecretFile(up.PasswordFile)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -49,18 +50,26 @@ func (d *Daemon) startRecordSink(ctx context.Context) error {
 	return nil
 }
 
-// readSecretFile reads a root-owned 0600 file (a DSN with a password, a key).
+// readSecretFile reads a secret (password, DSN, key): a regular file owned by root that nobody
+// else can read (0600 or stricter), since a secret others can read is already leaked. Surrounding
+// whitespace is dropped.
 func readSecretFile(path string) (string, error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("secret file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("secret file %s is not a regular file", path)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("%s has mode %o; it must be 0600 (chmod 600 %s)", path, st.Mode().Perm(), path)
+		return "", fmt.Errorf("secret file %s has mode %o; it must be 0600 (chmod 600 %s)", path, st.Mode().Perm(), path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+		return "", fmt.Errorf("secret file %s must be owned by root", path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("secret file: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
 }

@@ -183,6 +183,18 @@ static __always_inline int save_origin(struct bpf_sock_addr *ctx, const __u8 *ad
 	return 1;
 }
 
+// udp_verdict lets UDP through only to port 53 of a resolver the policy names; sock_create already
+// limits datagram sockets to UDP, so everything else reaching here (QUIC, syslog…) is refused.
+static __always_inline int udp_verdict(struct bpf_sock_addr *ctx, const __u8 *addr)
+{
+	if (ctx->protocol == IPPROTO_UDP && bpf_ntohs((__u16)ctx->user_port) == DNS_PORT && is_dns_resolver(addr)) {
+		count(C_DNS_ALLOWED);
+		return 1;
+	}
+	count(C_DENY_UDP);
+	return 0;
+}
+
 SEC("cgroup/connect4")
 int enforcer_connect4(struct bpf_sock_addr *ctx)
 {
@@ -204,13 +216,7 @@ int enforcer_connect4(struct bpf_sock_addr *ctx)
 		count(C_REDIRECTED);
 		return 1;
 	}
-	if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP &&
-	    bpf_ntohs((__u16)ctx->user_port) == DNS_PORT && is_dns_resolver(addr)) {
-		count(C_DNS_ALLOWED);
-		return 1;
-	}
-	count(C_DENY_UDP);
-	return 0;
+	return udp_verdict(ctx, addr);
 }
 
 SEC("cgroup/connect6")
@@ -245,13 +251,7 @@ int enforcer_connect6(struct bpf_sock_addr *ctx)
 		count(C_REDIRECTED);
 		return 1;
 	}
-	if (ctx->type == SOCK_DGRAM && ctx->protocol == IPPROTO_UDP &&
-	    bpf_ntohs((__u16)ctx->user_port) == DNS_PORT && is_dns_resolver(addr)) {
-		count(C_DNS_ALLOWED);
-		return 1;
-	}
-	count(C_DENY_UDP);
-	return 0;
+	return udp_verdict(ctx, addr);
 }
 
 // Unconnected UDP: only DNS to a named resolver leaves; QUIC and everything else is refused.
@@ -263,12 +263,7 @@ int enforcer_sendmsg4(struct bpf_sock_addr *ctx)
 		return 0;
 	__u8 addr[16];
 	set_v4mapped(addr, ctx->user_ip4);
-	if (ctx->protocol == IPPROTO_UDP && bpf_ntohs((__u16)ctx->user_port) == DNS_PORT && is_dns_resolver(addr)) {
-		count(C_DNS_ALLOWED);
-		return 1;
-	}
-	count(C_DENY_UDP);
-	return 0;
+	return udp_verdict(ctx, addr);
 }
 
 SEC("cgroup/sendmsg6")
@@ -280,12 +275,7 @@ int enforcer_sendmsg6(struct bpf_sock_addr *ctx)
 	__u32 ip6[4] = {ctx->user_ip6[0], ctx->user_ip6[1], ctx->user_ip6[2], ctx->user_ip6[3]};
 	__u8 addr[16];
 	set_v6(addr, ip6);
-	if (ctx->protocol == IPPROTO_UDP && bpf_ntohs((__u16)ctx->user_port) == DNS_PORT && is_dns_resolver(addr)) {
-		count(C_DNS_ALLOWED);
-		return 1;
-	}
-	count(C_DENY_UDP);
-	return 0;
+	return udp_verdict(ctx, addr);
 }
 
 // Only plain TCP and UDP over IPv4/IPv6: no raw, ICMP, SCTP, UDP-Lite or MPTCP sockets.

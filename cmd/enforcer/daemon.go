@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/enforcer-dev/enforcer/internal/daemon"
 )
@@ -25,6 +26,15 @@ func cmdDaemon(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 	if *redirectMode != "" {
 		cfg.Redirect = *redirectMode
+	}
+	if os.Getenv("GOMAXPROCS") == "" {
+		procs := 1
+		if cfg.MaxProcs != nil {
+			procs = *cfg.MaxProcs
+		}
+		if procs > 0 {
+			runtime.GOMAXPROCS(procs)
+		}
 	}
 	return daemon.Run(ctx, cfg, newLogger(cfg.LogLevel))
 }

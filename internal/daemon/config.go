@@ -36,6 +36,11 @@ type Config struct {
 	Fleet Fleet `yaml:"fleet"`
 	// Retention of the local session log.
 	Retention Retention `yaml:"retention"`
+	// MaxProcs is how many CPUs run the daemon's Go code at once (GOMAXPROCS). The default, 1,
+	// measured best here: a relay's work is mostly syscalls, and one scheduler thread avoids a
+	// cross-CPU wake-up per message (`make bench`: CPU per statement at or below pgbouncer's,
+	// which is single-threaded too). 0 uses every CPU; $GOMAXPROCS, if set, wins.
+	MaxProcs *int `yaml:"max_procs"`
 	// PostgresClientTLS, if set, lets Postgres clients negotiate TLS with the proxy (the hop is
 	// loopback, so the default answers SSLRequest with 'N').
 	PostgresClientTLS *ClientTLS `yaml:"postgres_client_tls"`

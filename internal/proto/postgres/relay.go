@@ -467,14 +467,7 @@ func (c *conn) onServerError(o *op, msg []byte) error {
 	if o != nil {
 		c.res.Statement = o.st
 	}
-	if err := c.hook.Result(c.ctx, &c.res); err != nil {
-		return c.failResult(err)
-	}
-	if c.res.changed {
-		out, _ := e.Encode(c.cw.buffer())
-		return c.cw.queued(out)
-	}
-	return c.cw.forward(msg)
+	return c.deliverMessage(msg, &e)
 }
 
 // skipExtended drops the failed extended-protocol op and every op after it up to Sync, undoing the
@@ -604,14 +597,7 @@ func (c *conn) observeNotice(o *op, msg []byte) error {
 	if o != nil {
 		c.res.Statement = o.st
 	}
-	if err := c.hook.Result(c.ctx, &c.res); err != nil {
-		return c.failResult(err)
-	}
-	if c.res.changed {
-		out, _ := n.Encode(c.cw.buffer())
-		return c.cw.queued(out)
-	}
-	return c.cw.forward(msg)
+	return c.deliverMessage(msg, &n)
 }
 
 func (c *conn) observeNotification(o *op, msg []byte) error {
@@ -620,11 +606,21 @@ func (c *conn) observeNotification(o *op, msg []byte) error {
 		return fmt.Errorf("upstream sent a malformed NotificationResponse: %w", err)
 	}
 	c.res = Result{Kind: ResultNotification, Notification: &n}
+	return c.deliverMessage(msg, &n)
+}
+
+// deliverMessage shows c.res to the hook and forwards the server's message, re-encoded from m if
+// the hook changed it. For the less frequent messages (errors, notices, notifications); rows and
+// COPY data have their own paths.
+func (c *conn) deliverMessage(msg []byte, m interface{ Encode([]byte) ([]byte, error) }) error {
 	if err := c.hook.Result(c.ctx, &c.res); err != nil {
 		return c.failResult(err)
 	}
 	if c.res.changed {
-		out, _ := n.Encode(c.cw.buffer())
+		out, err := m.Encode(c.cw.buffer())
+		if err != nil {
+			return c.failResult(fmt.Errorf("re-encode a changed message: %w", err))
+		}
 		return c.cw.queued(out)
 	}
 	return c.cw.forward(msg)

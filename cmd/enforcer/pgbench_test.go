@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"fmt"
 	"net/http"
 	"os"
@@ -25,7 +26,8 @@ import (
 // ENFORCER_BENCH_SECONDS sets the length of each pgbench run (default 10).
 func BenchmarkPostgres(b *testing.B) {
 	secs := envInt("ENFORCER_BENCH_SECONDS", 10)
-	e := newEnvWith(b, "bpf", "identity: {kind: local}\nmetrics: 127.0.0.1:"+strconv.Itoa(int(freePort(b)))+"\n")
+	// ENFORCER_BENCH_DAEMON_CONFIG adds lines to the daemon's configuration (max_procs: 2, say).
+	e := newEnvWith(b, "bpf", "identity: {kind: local}\nmetrics: 127.0.0.1:"+strconv.Itoa(int(freePort(b)))+"\n"+os.Getenv("ENFORCER_BENCH_DAEMON_CONFIG"))
 	e.login()
 	pg, pw, dsn := e.addPostgres()
 	b.Logf("initialising pgbench at scale 10 and a dense-PII table")
@@ -73,14 +75,21 @@ GRANT SELECT ON pii TO agent_ro;`)
 			e.tailYAML = strings.ReplaceAll(p, `\n`, "\n") + "\n"
 		}
 		e.setPolicy()
-		go exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-c", "1", "-T", "8", dsn).Run()
-		defer os.Exit(0) // profiling only
+		go exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-M", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"), "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3), dsn).Run()
 		time.Sleep(time.Second)
 		cfg, _ := os.ReadFile(e.cfgPath)
 		addr := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)[1]
-		out, err := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=5", addr)).CombinedOutput()
+		cmd := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+		switch os.Getenv("ENFORCER_BENCH_PROFILER") {
+		case "perf": // kernel included: perf report -i FILE
+			cmd = exec.Command("perf", "record", "-g", "-o", prof, "-p", strconv.Itoa(daemonPID), "--", "sleep", strconv.Itoa(secs))
+		case "strace": // system calls and their counts
+			cmd = exec.Command("timeout", "-s", "INT", strconv.Itoa(secs), "strace", "-c", "-f", "-o", prof, "-p", strconv.Itoa(daemonPID))
+		}
+		out, err := cmd.CombinedOutput()
 		b.Logf("profile written to %s: %v %s", prof, err, out)
-		time.Sleep(3 * time.Second)
+		time.Sleep(4 * time.Second) // let pgbench finish
+		return
 	}
 	// The enforcer's features are added one at a time, each with its own policy.
 	const (
@@ -88,6 +97,9 @@ GRANT SELECT ON pii TO agent_ro;`)
 		withRules   = "default: allow_reads\nrules:\n  - {name: no-ddl, when: 'sql.ddl', action: block}\n  - {name: no-unbounded-writes, when: 'sql.writes && !sql.has_where', action: block}\n"
 		withMasking = withRules + "recording: {disabled: true}\n"
 		everything  = withRules
+		// recordingOnly is the pass-through proxy with recording on (default durability): what
+		// recording alone costs.
+		recordingOnly = "default: allow\nmasking: {disabled: true}\n"
 	)
 	type variant struct {
 		path
@@ -100,6 +112,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 		{path{"enf: +rules", enf.dsn, enf.pid, true}, withRules + "masking: {disabled: true}\nrecording: {disabled: true}\n"},
 		{path{"enf: +masking", enf.dsn, enf.pid, true}, withMasking},
 		{path{"enf: +recording", enf.dsn, enf.pid, true}, everything},
+		{path{"enf: rec only", enf.dsn, enf.pid, true}, recordingOnly},
 	}
 	run := func(v variant, args ...string) (float64, float64, time.Duration) {
 		if v.policy != "" {
@@ -109,8 +122,26 @@ GRANT SELECT ON pii TO agent_ro;`)
 		return pgbench(v.path, args...)
 	}
 
+	if os.Getenv("ENFORCER_BENCH_QUICK") != "" {
+		// A quick A/B for tuning: select-only at 1 and 8 clients (ENFORCER_BENCH_QUICK_MODE, default
+		// simple), pgbouncer, the pass-through proxy and
+		// recording alone, interleaved three times so drift hits every variant alike.
+		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
+		fmt.Printf("%-16s %-9s %3s %10s %16s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx")
+		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
+		for _, clients := range []string{"1", "8"} {
+			for round := 0; round < 3; round++ {
+				for _, v := range quick {
+					tps, _, cpu := run(v, "-S", "-M", mode, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
+					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f\n", v.name, mode, clients, tps, cpu.Seconds()/(tps*float64(secs)/1000))
+				}
+			}
+		}
+		return
+	}
+
 	fmt.Printf("\n### pgbench select-only (-S), %d s per run, scale 10, TLS to the server on every path\n", secs)
-	fmt.Printf("### enf: allow-all = kernel redirect + identity + proxy + classification, default allow; +rules (allow_reads, 2 rules); +masking (all detectors); +recording (default durability)\n")
+	fmt.Printf("### enf: allow-all = kernel redirect + identity + proxy + classification, default allow; +rules (allow_reads, 2 rules); +masking (all detectors); +recording (default durability); rec only = allow-all + recording\n")
 	fmt.Printf("%-16s %-9s %3s %10s %9s %7s %7s %16s\n", "path", "protocol", "cl", "TPS", "lat ms", "ratio", "/allow", "proxy CPU s/1k tx")
 	for _, mode := range []string{"simple", "extended"} {
 		for _, clients := range []int{1, 8} {

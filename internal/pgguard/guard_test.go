@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
@@ -96,5 +98,87 @@ func TestRecordingFailureRefuses(t *testing.T) {
 	st = postgres.Statement{Kind: postgres.KindQuery, SQL: "select 3"}
 	if v := g2.Statement(context.Background(), &st); v.Action != postgres.Refuse {
 		t.Fatalf("unrecorded session ran a statement")
+	}
+}
+
+// TestRecordedResults: rows, NULLs, binary cells, the row cap and changing columns are recorded as
+// the client saw them, although the guard reuses its storage from one result to the next.
+func TestRecordedResults(t *testing.T) {
+	dir := t.TempDir()
+	rec, err := record.Open(record.Options{Dir: dir, MaxResultRows: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(t, rec)
+	ctx := context.Background()
+	var rd *pgproto3.RowDescription // rows carry their description, as the proxy sends them
+	desc := func(names ...string) *postgres.Result {
+		rd = &pgproto3.RowDescription{}
+		for _, n := range names {
+			rd.Fields = append(rd.Fields, pgproto3.FieldDescription{Name: []byte(n), DataTypeOID: 25})
+		}
+		return &postgres.Result{Kind: postgres.ResultRowDescription, Columns: rd}
+	}
+	row := func(formats []int16, vals ...[]byte) *postgres.Result {
+		return &postgres.Result{Kind: postgres.ResultRow, Columns: rd, Formats: formats, Values: vals}
+	}
+	tag := func(s string) *postgres.Result {
+		return &postgres.Result{Kind: postgres.ResultCommandComplete, Tag: []byte(s)}
+	}
+	run := func(sql string, results ...*postgres.Result) {
+		t.Helper()
+		st := postgres.Statement{Kind: postgres.KindQuery, SQL: sql}
+		if v := g.Statement(ctx, &st); v.Action != postgres.Allow {
+			t.Fatalf("%s: %+v", sql, v.Error)
+		}
+		for _, r := range results {
+			// The proxy reuses its message buffers too: scribble over every cell afterwards.
+			if err := g.Result(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range r.Values {
+				for i := range v {
+					v[i] = '#'
+				}
+			}
+		}
+	}
+	run("select a, b from t",
+		desc("a", "b"),
+		row(nil, []byte("x1"), nil),
+		row([]int16{0, 1}, []byte(""), []byte{1, 2, 3}),
+		row(nil, []byte("dropped"), []byte("by cap")),
+		tag("SELECT 3"))
+	run("select c from u", desc("c"), row(nil, []byte("only")), tag("SELECT 1"))
+	run("select 1", tag("SELECT 0"))
+	g.End("client closed", 1, 2)
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := record.LoadSession(dir, g.SessionID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		if r.Type == record.TypeResult {
+			got = append(got, string(r.Data))
+		}
+	}
+	want := []string{
+		`{"column_types":[25,25],"columns":["a","b"],"command_tag":"SELECT 3","duration_us":`,
+		`,"row_count":3,"rows":[["x1",null],["","[binary, 3 bytes]"]],"truncated":true}`,
+		`{"column_types":[25],"columns":["c"],"command_tag":"SELECT 1","duration_us":`,
+		`,"row_count":1,"rows":[["only"]]}`,
+		`{"command_tag":"SELECT 0",`,
+		`"row_count":0}`,
+	}
+	if len(got) != 3 {
+		t.Fatalf("got %d result records, want 3: %q", len(got), got)
+	}
+	for i, g := range got {
+		if !strings.HasPrefix(g, want[2*i]) || !strings.HasSuffix(g, want[2*i+1]) {
+			t.Errorf("result %d:\n got %s\nwant %s…%s", i, g, want[2*i], want[2*i+1])
+		}
 	}
 }

@@ -14,7 +14,8 @@ import (
 )
 
 // recorder writes one connection's session to the log. Statement records are written from the
-// client-side goroutine, results from the server-side one.
+// client-side goroutine, results from the server-side one. Record.Append encodes before it
+// returns, so each side reuses its record structs and their storage from one record to the next.
 type recorder struct {
 	log     *record.Recorder
 	strict  bool
@@ -23,13 +24,68 @@ type recorder struct {
 	started time.Time
 	// stmtStart is when the statement whose results flow was sent (unix ns).
 	stmtStart atomic.Int64
-	// result being collected (server goroutine only)
-	cur *record.Result
+
+	// Client goroutine only.
+	stmt   record.Statement
+	params cells
+
+	// Server goroutine only: the result being collected.
+	cur        record.Result
+	collecting bool
+	colNames   []string // names of the last RowDescription, reused while they repeat
+	lastTag    string
+	rows       cells
 }
 
-func (r *recorder) append(typ record.Type, fill func(*record.Event), d record.Durability) error {
-	ev := record.Event{Type: typ, Session: r.id, Time: time.Now()}
-	fill(&ev)
+// cells builds rows of nullable strings for a record with few allocations: one string per row
+// holding every cell, and string headers and pointers carved from slices reused across records.
+type cells struct {
+	buf  []byte
+	ends []int
+	strs []string
+	ptrs []*string
+}
+
+func (c *cells) reset() { c.strs, c.ptrs = c.strs[:0], c.ptrs[:0] }
+
+// row returns vals as one record row; nil values are NULL. display, if it returns true, gives
+// the text recorded instead of a value (binary cells by size, masked parameters).
+func (c *cells) row(vals [][]byte, display func(i int, v []byte) (string, bool)) []*string {
+	c.buf, c.ends = c.buf[:0], c.ends[:0]
+	for i, v := range vals {
+		if v != nil {
+			if d, ok := display(i, v); ok {
+				c.buf = append(c.buf, d...)
+			} else {
+				c.buf = append(c.buf, v...)
+			}
+		}
+		c.ends = append(c.ends, len(c.buf))
+	}
+	all := string(c.buf)
+	base, start := len(c.strs), 0
+	for _, end := range c.ends {
+		c.strs = append(c.strs, all[start:end])
+		start = end
+	}
+	// Pointers are taken after this row's appends; earlier rows keep pointing into the backing
+	// array they were built in, which stays valid.
+	pbase := len(c.ptrs)
+	for i, v := range vals {
+		var p *string
+		if v != nil {
+			p = &c.strs[base+i]
+		}
+		c.ptrs = append(c.ptrs, p)
+	}
+	return c.ptrs[pbase:len(c.ptrs):len(c.ptrs)]
+}
+
+func (r *recorder) append(ev record.Event, d record.Durability) error {
+	ev.Session = r.id
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
 	if r.strict {
 		d = record.WriteAhead
 	}
@@ -41,16 +97,15 @@ func (g *Guard) startRecording(rec *record.Recorder, strict bool, maxRows int) e
 	r := &recorder{log: rec, strict: strict, maxRows: maxRows, id: record.NewSessionID(time.Now()), started: time.Now()}
 	g.rec = r
 	id, o, t := g.info.Identity, g.info.Origin, g.info.Target
-	return r.append(record.TypeSessionStart, func(ev *record.Event) {
-		ev.Start = &record.SessionStart{
+	return r.append(record.Event{Type: record.TypeSessionStart,
+		Start: &record.SessionStart{
 			CgroupID: o.CgroupID,
 			Identity: record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
 			Origin:   o.Dst.String(),
 			Process:  record.Process{Comm: o.Comm, PID: int(o.PID), UID: int(o.UID), Cmdline: strings.Fields(g.info.Cmdline)},
 			Protocol: "postgres",
 			Target:   record.Target{Name: t.Name, Address: g.info.Upstream, Database: g.info.Database, User: g.info.DBUser},
-		}
-	}, record.Async)
+		}}, record.Async)
 }
 
 // SessionID is the id of this connection's recorded session ("" when recording is off).
@@ -74,15 +129,19 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 		rule = d.Rule.Rule
 	}
 	inert := d != nil && d.Result != nil && allInert(d.Result)
-	st := &record.Statement{
+	st := &r.stmt
+	*st = record.Statement{
 		Text: s.SQL, Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
-		Class: classOf(d), Params: g.displayParams(s, params),
+		Class: classOf(d), Params: g.recordParams(s, params),
 	}
 	if s.Kind == postgres.KindFunctionCall {
 		st.Text = fmt.Sprintf("<function call, oid %d>", s.FunctionOID)
 	}
-	r.stmtStart.Store(time.Now().UnixNano())
-	return r.append(record.TypeStatement, func(ev *record.Event) { ev.Statement = st }, record.DurabilityFor(inert, verdict))
+	now := time.Now()
+	r.stmtStart.Store(now.UnixNano())
+	err := r.append(record.Event{Type: record.TypeStatement, Time: now, Statement: st}, record.DurabilityFor(inert, verdict))
+	*st = record.Statement{}
+	return err
 }
 
 func allInert(res *sqlclass.Result) bool {
@@ -97,28 +156,78 @@ func allInert(res *sqlclass.Result) bool {
 	return true
 }
 
+// classFlags lists the statement classes in the order a record names them.
+func classFlags(st *sqlclass.Statement) [10]bool {
+	return [10]bool{st.Unknown, st.Privilege, st.UnsafeIO, st.DDL, st.Procedural, st.Writes, st.Session, st.Transaction, st.Maintenance, st.Reads}
+}
+
+var classFlagNames = [10]string{"unknown", "privilege", "unsafe_io", "ddl", "procedural", "write", "session", "transaction", "maintenance", "read"}
+
+// classNames caches the class string of each combination of flags, built on first use.
+var classNames [1 << len(classFlagNames)]atomic.Pointer[string]
+
 // classOf names the statement class for the record: the effects of the deciding statement.
 func classOf(d *rules.Decision) string {
 	if d == nil || d.Result == nil || len(d.Result.Statements) == 0 {
 		return ""
 	}
 	i := max(d.Statement, 0)
-	st := &d.Result.Statements[i]
-	var cls []string
-	for _, c := range []struct {
-		on   bool
-		name string
-	}{{st.Unknown, "unknown"}, {st.Privilege, "privilege"}, {st.UnsafeIO, "unsafe_io"}, {st.DDL, "ddl"}, {st.Procedural, "procedural"},
-		{st.Writes, "write"}, {st.Session, "session"}, {st.Transaction, "transaction"}, {st.Maintenance, "maintenance"}, {st.Reads, "read"}} {
-		if c.on {
-			cls = append(cls, c.name)
+	flags := classFlags(&d.Result.Statements[i])
+	key := 0
+	for b, on := range flags {
+		if on {
+			key |= 1 << b
 		}
 	}
-	return strings.Join(cls, ",")
+	if p := classNames[key].Load(); p != nil {
+		return *p
+	}
+	var cls []string
+	for b, on := range flags {
+		if on {
+			cls = append(cls, classFlagNames[b])
+		}
+	}
+	name := strings.Join(cls, ",")
+	classNames[key].Store(&name)
+	return name
 }
 
-// displayParams are the statement's parameters as recorded: masked like results; binary values
-// only by size.
+// recordParams are the statement's parameters as recorded (see displayParams), built in the
+// recorder's reused storage.
+func (g *Guard) recordParams(s *postgres.Statement, params [][]byte) []*string {
+	if params == nil {
+		return nil
+	}
+	c := &g.rec.params
+	c.reset()
+	return c.row(params, func(i int, v []byte) (string, bool) { return g.displayParam(s, i, v) })
+}
+
+// displayParam is how parameter i is shown when it is not recorded as sent: binary values by
+// size, text masked like results.
+func (g *Guard) displayParam(s *postgres.Statement, i int, p []byte) (string, bool) {
+	format := int16(0)
+	if len(s.ParamFormats) == 1 {
+		format = s.ParamFormats[0]
+	} else if i < len(s.ParamFormats) {
+		format = s.ParamFormats[i]
+	}
+	switch {
+	case format == 1:
+		return fmt.Sprintf("[binary, %d bytes]", len(p)), true
+	case g.mask != nil:
+		m, _, err := g.mask.plan.MaskText(p, nil)
+		if err != nil {
+			return string(g.mask.plan.Redacted()), true
+		}
+		return string(m), true
+	}
+	return "", false
+}
+
+// displayParams are the statement's parameters as recorded and shown to reviewers: masked like
+// results; binary values only by size.
 func (g *Guard) displayParams(s *postgres.Statement, params [][]byte) []*string {
 	if params == nil {
 		return nil
@@ -128,23 +237,8 @@ func (g *Guard) displayParams(s *postgres.Statement, params [][]byte) []*string 
 		if p == nil {
 			continue
 		}
-		var v string
-		format := int16(0)
-		if len(s.ParamFormats) == 1 {
-			format = s.ParamFormats[0]
-		} else if i < len(s.ParamFormats) {
-			format = s.ParamFormats[i]
-		}
-		switch {
-		case format == 1:
-			v = fmt.Sprintf("[binary, %d bytes]", len(p))
-		case g.mask != nil:
-			m, _, err := g.mask.plan.MaskText(p, nil)
-			if err != nil {
-				m = g.mask.plan.Redacted()
-			}
-			v = string(m)
-		default:
+		v, ok := g.displayParam(s, i, p)
+		if !ok {
 			v = string(p)
 		}
 		out[i] = &v
@@ -172,9 +266,8 @@ func (g *Guard) recordApproval(id, state, by, reason string, approvers []string)
 	if g.rec == nil {
 		return
 	}
-	err := g.rec.append(record.TypeApproval, func(ev *record.Event) {
-		ev.Approval = &record.Approval{ID: id, State: state, By: by, Reason: reason, Approvers: approvers}
-	}, record.Async)
+	err := g.rec.append(record.Event{Type: record.TypeApproval,
+		Approval: &record.Approval{ID: id, State: state, By: by, Reason: reason, Approvers: approvers}}, record.Async)
 	if err != nil {
 		g.log.Error("recording approval", "err", err)
 	}
@@ -185,63 +278,73 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 	r := g.rec
 	switch res.Kind {
 	case postgres.ResultRowDescription:
-		r.cur = &record.Result{}
+		r.begin()
 		if res.Columns != nil {
-			for _, f := range res.Columns.Fields {
-				r.cur.Columns = append(r.cur.Columns, string(f.Name))
+			for i, f := range res.Columns.Fields {
+				if i == len(r.colNames) {
+					r.colNames = append(r.colNames, string(f.Name))
+				} else if r.colNames[i] != string(f.Name) {
+					r.colNames[i] = string(f.Name)
+				}
 				r.cur.ColumnTypes = append(r.cur.ColumnTypes, f.DataTypeOID)
 			}
+			r.cur.Columns = r.colNames[:len(res.Columns.Fields)]
 		}
 	case postgres.ResultRow:
-		if r.cur == nil {
-			r.cur = &record.Result{}
+		if !r.collecting {
+			r.begin()
 		}
 		r.cur.RowCount++
 		if r.maxRows >= 0 && len(r.cur.Rows) >= r.maxRows {
 			r.cur.Truncated = true
 			return nil
 		}
-		row := make([]*string, len(res.Values))
-		for i, v := range res.Values {
-			if v == nil {
-				continue
-			}
-			s := string(v)
+		r.cur.Rows = append(r.cur.Rows, r.rows.row(res.Values, func(i int, v []byte) (string, bool) {
 			if i < len(res.Formats) && res.Formats[i] == 1 {
-				s = fmt.Sprintf("[binary, %d bytes]", len(v))
+				return fmt.Sprintf("[binary, %d bytes]", len(v)), true
 			}
-			row[i] = &s
-		}
-		r.cur.Rows = append(r.cur.Rows, row)
+			return "", false
+		}))
 	case postgres.ResultCopyData:
-		if r.cur == nil {
-			r.cur = &record.Result{}
+		if !r.collecting {
+			r.begin()
 		}
 		r.cur.RowCount++
 	case postgres.ResultCommandComplete, postgres.ResultError:
-		cur := r.cur
-		if cur == nil {
-			cur = &record.Result{}
+		if !r.collecting {
+			r.begin()
 		}
-		r.cur = nil
+		r.collecting = false
+		cur := &r.cur
 		if res.Kind == postgres.ResultCommandComplete {
-			cur.CommandTag = string(res.Tag)
+			if r.lastTag != string(res.Tag) {
+				r.lastTag = string(res.Tag) // most tags repeat ("SELECT 1")
+			}
+			cur.CommandTag = r.lastTag
 		} else if res.Error != nil {
 			cur.Error, cur.ErrorCode = res.Error.Message, res.Error.Code
 		}
+		now := time.Now()
 		if t := r.stmtStart.Load(); t != 0 {
-			cur.DurationUS = time.Since(time.Unix(0, t)).Microseconds()
+			cur.DurationUS = now.Sub(time.Unix(0, t)).Microseconds()
 		}
-		return r.append(record.TypeResult, func(ev *record.Event) { ev.Result = cur }, record.Async)
+		return r.append(record.Event{Type: record.TypeResult, Time: now, Result: cur}, record.Async)
 	case postgres.ResultNotice:
 		if res.Error == nil {
 			return nil
 		}
-		return r.append(record.TypeNotice, func(ev *record.Event) {
-			ev.Notice = &record.Notice{Code: res.Error.Code, Message: res.Error.Message, Severity: res.Error.Severity}
-		}, record.Async)
+		return r.append(record.Event{Type: record.TypeNotice,
+			Notice: &record.Notice{Code: res.Error.Code, Message: res.Error.Message, Severity: res.Error.Severity}}, record.Async)
 	}
 	return nil
+}
+
+// begin starts collecting a result, reusing the storage of the last one.
+func (r *recorder) begin() {
+	r.cur = record.Result{ColumnTypes: r.cur.ColumnTypes[:0], Rows: r.cur.Rows[:0]}
+	clear(r.cur.Rows[:cap(r.cur.Rows)])
+	r.rows.reset()
+	r.collecting = true
 }
 
 // End records the end of the session.
@@ -250,9 +353,8 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	if r == nil {
 		return
 	}
-	err := r.append(record.TypeSessionEnd, func(ev *record.Event) {
-		ev.End = &record.SessionEnd{DurationUS: time.Since(r.started).Microseconds(), Reason: reason, BytesIn: bytesIn, BytesOut: bytesOut}
-	}, record.Async)
+	err := r.append(record.Event{Type: record.TypeSessionEnd,
+		End: &record.SessionEnd{DurationUS: time.Since(r.started).Microseconds(), Reason: reason, BytesIn: bytesIn, BytesOut: bytesOut}}, record.Async)
 	if err != nil {
 		g.log.Error("recording session end", "err", err)
 	}

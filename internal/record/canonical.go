@@ -51,15 +51,7 @@ func (r *Record) Timestamp() time.Time {
 
 // encodePayload returns the canonical JSON of ev's payload.
 func encodePayload(ev *Event) ([]byte, error) {
-	p, err := ev.payload()
-	if err != nil {
-		return nil, err
-	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s payload: %w", ev.Type, err)
-	}
-	return fixInvalidUTF8(b), nil
+	return appendPayload(nil, ev)
 }
 
 // fixInvalidUTF8 makes Marshal output canonical where it replaced invalid UTF-8: Marshal writes
@@ -76,12 +68,6 @@ func fixInvalidUTF8(b []byte) []byte {
 	return c
 }
 
-// appendString appends the canonical JSON form of s.
-func appendString(dst []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always marshals
-	return append(dst, fixInvalidUTF8(b)...)
-}
-
 // sealer builds stored lines; it keeps a hasher and scratch space between records (one per writer).
 type sealer struct {
 	h       hash.Hash
@@ -94,7 +80,7 @@ type sealer struct {
 // (canonical JSON) and whose session is sessionJSON (a canonical JSON string, or empty for none),
 // and returns it with the record's hash. Members are written in key order, so the line is
 // canonical when data is; the hash covers the same bytes without the hash member.
-func (s *sealer) seal(buf, data, sessionJSON []byte, prev string, seq uint64, t string, typ Type) ([]byte, string) {
+func (s *sealer) seal(buf, data, sessionJSON []byte, prev string, seq uint64, t []byte, typ Type) ([]byte, string) {
 	if s.h == nil {
 		s.h = sha256.New()
 	}
@@ -140,7 +126,7 @@ func sessionJSON(session string) []byte {
 	if session == "" {
 		return nil
 	}
-	return appendString(nil, session)
+	return appendJSONString(nil, session)
 }
 
 // chainHash is hex(SHA-256(bytes(prev) ‖ canonical)). prev must be 64 hex digits.

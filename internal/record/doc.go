@@ -29,15 +29,19 @@
 // stored line must be byte-for-byte the canonical form of its own content (hash included), so any
 // byte change of a line is detected: either the content changed (hash mismatch) or the form did (not
 // canonical). Payload structs declare their fields in key order so encoding/json produces this form
-// directly; TestPayloadFieldsSorted keeps it so.
+// directly; TestPayloadFieldsSorted keeps it so. The payloads written per statement are encoded by
+// hand (encode.go) to the same bytes, which TestAppendPayloadMatchesEncodingJSON and
+// FuzzAppendJSONString check against encoding/json.
 //
 // # Durability
 //
 // Append(ev, WriteAhead) returns after the record is fdatasync'ed: one writer goroutine takes every
 // pending record from all sessions, writes them with one write, fsyncs once and releases all waiters
 // (group commit). Append(ev, Async) returns once the record is queued; the writer writes queued
-// async records within AsyncWindow (at once if a write-ahead record arrives) and syncs them with the
-// next group commit or within SyncInterval. Options.Strict makes every Append write-ahead. When the
+// async records within AsyncWindow (default 10 ms; at once if a write-ahead record arrives) and
+// syncs them with the next group commit or within SyncInterval (default 1 s). So a killed daemon
+// loses at most the last AsyncWindow of reads (written records are in the page cache) and a power
+// loss at most the last SyncInterval of them; never a write-ahead record. Options.Strict makes every Append write-ahead. When the
 // log cannot be written (disk full, I/O error, closed file) the recorder fails for good: the
 // failing Append and every later one return an error wrapping ErrLogFailed, so the caller refuses
 // the statement, and the failure is logged with slog.Error and counted in Stats.Failures.

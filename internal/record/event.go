@@ -208,37 +208,63 @@ type Event struct {
 
 // payload returns the one payload matching ev.Type, or an error naming what is wrong.
 func (ev *Event) payload() (any, error) {
-	var set []string
 	var match any
-	check := func(t Type, isNil bool, v any) {
-		if isNil {
-			return
-		}
-		set = append(set, string(t))
-		if t == ev.Type {
-			match = v
-		}
+	switch ev.Type {
+	case TypeSessionStart:
+		match = ev.Start
+	case TypeStatement:
+		match = ev.Statement
+	case TypeResult:
+		match = ev.Result
+	case TypeNotice:
+		match = ev.Notice
+	case TypeApproval:
+		match = ev.Approval
+	case TypeSessionEnd:
+		match = ev.End
+	case TypeSegment:
+		match = ev.Segment
+	case TypeCheckpoint:
+		match = ev.Checkpoint
+	case TypeRetention:
+		match = ev.Retention
+	case TypeChainBreak:
+		match = ev.ChainBreak
+	case TypeRecovery:
+		match = ev.Recovery
 	}
-	check(TypeSessionStart, ev.Start == nil, ev.Start)
-	check(TypeStatement, ev.Statement == nil, ev.Statement)
-	check(TypeResult, ev.Result == nil, ev.Result)
-	check(TypeNotice, ev.Notice == nil, ev.Notice)
-	check(TypeApproval, ev.Approval == nil, ev.Approval)
-	check(TypeSessionEnd, ev.End == nil, ev.End)
-	check(TypeSegment, ev.Segment == nil, ev.Segment)
-	check(TypeCheckpoint, ev.Checkpoint == nil, ev.Checkpoint)
-	check(TypeRetention, ev.Retention == nil, ev.Retention)
-	check(TypeChainBreak, ev.ChainBreak == nil, ev.ChainBreak)
-	check(TypeRecovery, ev.Recovery == nil, ev.Recovery)
+	set := ev.setPayloads()
+	if len(set) == 1 && set[0] == ev.Type {
+		return match, nil
+	}
 	switch {
 	case len(set) == 0:
 		return nil, fmt.Errorf("event %q has no payload", ev.Type)
 	case len(set) > 1:
 		return nil, fmt.Errorf("event %q has %d payloads %v, want one", ev.Type, len(set), set)
-	case match == nil:
-		return nil, fmt.Errorf("event type %q does not match its payload %s", ev.Type, set[0])
 	}
-	return match, nil
+	return nil, fmt.Errorf("event type %q does not match its payload %s", ev.Type, set[0])
+}
+
+// setPayloads names the payloads that are set, in a fixed-size array so the common case of one
+// does not allocate.
+func (ev *Event) setPayloads() []Type {
+	var buf [11]Type
+	set := buf[:0]
+	for _, p := range [...]struct {
+		t     Type
+		isNil bool
+	}{
+		{TypeSessionStart, ev.Start == nil}, {TypeStatement, ev.Statement == nil}, {TypeResult, ev.Result == nil},
+		{TypeNotice, ev.Notice == nil}, {TypeApproval, ev.Approval == nil}, {TypeSessionEnd, ev.End == nil},
+		{TypeSegment, ev.Segment == nil}, {TypeCheckpoint, ev.Checkpoint == nil}, {TypeRetention, ev.Retention == nil},
+		{TypeChainBreak, ev.ChainBreak == nil}, {TypeRecovery, ev.Recovery == nil},
+	} {
+		if !p.isNil {
+			set = append(set, p.t)
+		}
+	}
+	return set
 }
 
 // decodePayload fills the payload of ev.Type from data.

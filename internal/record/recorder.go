@@ -7,12 +7,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -47,8 +49,8 @@ type Options struct {
 	KeyFile string // Ed25519 checkpoint key, default Dir/host.key (created 0600 on first start)
 
 	Strict       bool          // every Append is write-ahead ("durability: strict")
-	AsyncWindow  time.Duration // longest a queued async record waits to be written, default 2ms
-	SyncInterval time.Duration // longest a written async record stays unsynced, default 100ms
+	AsyncWindow  time.Duration // longest a queued async record waits to be written, default 10ms
+	SyncInterval time.Duration // longest a written async record stays unsynced, default 1s
 	MaxPending   int           // records queued before Append waits for the writer, default 65536
 	FullWait     time.Duration // longest Append waits for room before refusing (ErrOverloaded), default 5s
 
@@ -79,10 +81,10 @@ func (o *Options) setDefaults() {
 		o.KeyFile = filepath.Join(o.Dir, keyFile)
 	}
 	if o.AsyncWindow <= 0 {
-		o.AsyncWindow = 2 * time.Millisecond
+		o.AsyncWindow = 10 * time.Millisecond
 	}
 	if o.SyncInterval <= 0 {
-		o.SyncInterval = 100 * time.Millisecond
+		o.SyncInterval = time.Second
 	}
 	if o.MaxPending <= 0 {
 		o.MaxPending = 1 << 16
@@ -152,14 +154,31 @@ type stats struct {
 	batchSizes                                                                        [len(BatchBounds) + 1]atomic.Uint64
 }
 
-// pendingRec is a record waiting for the writer.
+// pendingRec is a record waiting for the writer. Async records are recycled through pendingPool
+// once written; write-ahead ones are left to the collector, since their Append may still hold them.
 type pendingRec struct {
-	typ     Type
-	session []byte // canonical JSON string
-	time    string
-	data    []byte
-	wa      bool
-	done    chan error // buffered 1; receives once
+	typ        Type
+	buf        []byte // session id as a canonical JSON string (sessionLen bytes), then the payload
+	sessionLen int
+	time       [len(TimeFormat)]byte
+	wa         bool
+	done       chan error // write-ahead only: buffered 1; receives once
+}
+
+func (p *pendingRec) session() []byte { return p.buf[:p.sessionLen] }
+func (p *pendingRec) data() []byte    { return p.buf[p.sessionLen:] }
+
+// maxPooledBuf bounds the buffers kept for reuse, so one huge result does not pin its memory.
+const maxPooledBuf = 64 << 10
+
+var pendingPool = sync.Pool{New: func() any { return new(pendingRec) }}
+
+func recycle(p *pendingRec) {
+	if cap(p.buf) > maxPooledBuf {
+		p.buf = nil
+	}
+	p.buf, p.done = p.buf[:0], nil
+	pendingPool.Put(p)
 }
 
 // Recorder appends records to the log in one directory. It is safe for concurrent use.
@@ -196,6 +215,9 @@ type Recorder struct {
 	lock    *os.File
 	logID   string
 	buf     []byte
+	// slowWrites is set once a raw write to the segment took longer than rawWriteLimit; from
+	// then on writes go through the runtime's syscall path (see writeSegment).
+	slowWrites bool
 }
 
 type cpResult struct {
@@ -503,7 +525,8 @@ func (r *Recorder) writeSystem(ev Event) error {
 	if err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
-	line, h := r.sealer.seal(r.buf[:0], data, sessionJSON(ev.Session), r.head, r.seq+1, r.opts.Now().UTC().Format(TimeFormat), ev.Type)
+	var ts [len(TimeFormat)]byte
+	line, h := r.sealer.seal(r.buf[:0], data, sessionJSON(ev.Session), r.head, r.seq+1, appendTimestamp(ts[:0], r.opts.Now()), ev.Type)
 	r.buf = line
 	if _, err := r.f.Write(line); err != nil {
 		return fmt.Errorf("record: write %s record: %w", ev.Type, err)
@@ -552,18 +575,21 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 			ev.Result = &c
 		}
 	}
-	data, err := encodePayload(&ev)
-	if err != nil {
+	p := pendingPool.Get().(*pendingRec)
+	p.buf = appendJSONString(p.buf[:0], ev.Session)
+	p.sessionLen = len(p.buf)
+	var err error
+	if p.buf, err = appendPayload(p.buf, &ev); err != nil {
+		recycle(p)
 		return fmt.Errorf("record: %w", err)
 	}
 	t := ev.Time
 	if t.IsZero() {
 		t = r.opts.Now()
 	}
-	p := &pendingRec{
-		typ: ev.Type, session: sessionJSON(ev.Session), time: t.UTC().Format(TimeFormat), data: data,
-		wa: d == WriteAhead || r.opts.Strict,
-	}
+	appendTimestamp(p.time[:0], t)
+	p.typ = ev.Type
+	p.wa = d == WriteAhead || r.opts.Strict
 	if p.wa {
 		p.done = make(chan error, 1)
 	}
@@ -773,12 +799,12 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 	for _, p := range batch {
 		seq++
 		var h string
-		buf, h = r.sealer.seal(buf, p.data, p.session, head, seq, p.time, p.typ)
+		buf, h = r.sealer.seal(buf, p.data(), p.session(), head, seq, p.time[:], p.typ)
 		head = h
 		wa = wa || p.wa
 	}
 	r.buf = buf
-	n, err := r.f.Write(buf)
+	n, err := r.writeSegment(buf)
 	if err != nil {
 		if n > 0 {
 			r.segSize += int64(n) // a partial write leaves a torn line; the log is failed from here on
@@ -818,6 +844,56 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 			}
 		}
 	}
+	for i, p := range batch {
+		if !p.wa {
+			recycle(p)
+			batch[i] = nil
+		}
+	}
+}
+
+// rawWriteLimit is the longest a raw segment write may take before writeSegment stops making
+// them; maxRawWrite the largest one it makes (a batch that big is not the read path's).
+const (
+	rawWriteLimit = time.Millisecond
+	maxRawWrite   = 256 << 10
+)
+
+// writeSegment appends b to the segment.
+//
+// Why raw: a write(2) through the runtime's syscall path wakes the sysmon thread whenever the
+// scheduler was idle, and a woken sysmon polls every 20 µs for about a millisecond before it backs
+// off. With the daemon waiting on the network between statements, that happened on nearly every
+// batch of async records and cost more CPU than the recording itself (measured: +15 µs per
+// select-only transaction). A buffered write to the page cache takes microseconds, like the
+// runtime's own short calls, so it is made without the syscall state. If the storage ever makes
+// one take longer than rawWriteLimit (dirty-page throttling, a stalled journal), the scheduler
+// must not be held like that again: later writes take the ordinary path.
+func (r *Recorder) writeSegment(b []byte) (int, error) {
+	if r.slowWrites || len(b) > maxRawWrite {
+		return r.f.Write(b)
+	}
+	fd := r.f.Fd()
+	start := time.Now()
+	done := 0
+	for done < len(b) {
+		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[done])), uintptr(len(b)-done))
+		if errno == unix.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return done, &os.PathError{Op: "write", Path: r.f.Name(), Err: errno}
+		}
+		if n == 0 {
+			return done, &os.PathError{Op: "write", Path: r.f.Name(), Err: io.ErrShortWrite}
+		}
+		done += int(n)
+	}
+	if d := time.Since(start); d > rawWriteLimit {
+		r.slowWrites = true
+		r.log.Warn("a session log write blocked; later writes use the blocking path", "took", d, "bytes", len(b))
+	}
+	return done, nil
 }
 
 // rotate closes the current segment with a checkpoint and starts the next one.

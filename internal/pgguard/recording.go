@@ -3,6 +3,7 @@ package pgguard
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,9 +30,15 @@ type recorder struct {
 	stmt   record.Statement
 	params cells
 
-	// Server goroutine only: the result being collected.
+	// Server goroutine only: the result being collected. A finished result waits in cur
+	// (hasPending) until the client has it (Delivered) or another record of this connection is
+	// written, whichever comes first, so writing it is off the client's round trip and records
+	// keep their order.
 	cur        record.Result
+	curTime    time.Time
 	collecting bool
+	pendingMu  sync.Mutex
+	hasPending atomic.Bool
 	colNames   []string // names of the last RowDescription, reused while they repeat
 	lastTag    string
 	rows       cells
@@ -139,6 +146,10 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	}
 	now := time.Now()
 	r.stmtStart.Store(now.UnixNano())
+	if err := r.flushResult(); err != nil {
+		*st = record.Statement{}
+		return err
+	}
 	err := r.append(record.Event{Type: record.TypeStatement, Time: now, Statement: st}, record.DurabilityFor(inert, verdict))
 	*st = record.Statement{}
 	return err
@@ -266,6 +277,9 @@ func (g *Guard) recordApproval(id, state, by, reason string, approvers []string)
 	if g.rec == nil {
 		return
 	}
+	if err := g.rec.flushResult(); err != nil {
+		g.log.Error("recording result", "err", err)
+	}
 	err := g.rec.append(record.Event{Type: record.TypeApproval,
 		Approval: &record.Approval{ID: id, State: state, By: by, Reason: reason, Approvers: approvers}}, record.Async)
 	if err != nil {
@@ -273,9 +287,39 @@ func (g *Guard) recordApproval(id, state, by, reason string, approvers []string)
 	}
 }
 
+// flushResult writes the finished result waiting in cur, if any. Safe from either goroutine.
+func (r *recorder) flushResult() error {
+	if !r.hasPending.Load() {
+		return nil
+	}
+	r.pendingMu.Lock()
+	defer r.pendingMu.Unlock()
+	if !r.hasPending.Load() {
+		return nil
+	}
+	err := r.append(record.Event{Type: record.TypeResult, Time: r.curTime, Result: &r.cur}, record.Async)
+	// Cleared only now: the server goroutine reuses cur once it sees no pending result.
+	r.hasPending.Store(false)
+	return err
+}
+
+// Delivered implements postgres.Deliverer: the client has every result so far, so the finished
+// one is written now.
+func (g *Guard) Delivered() {
+	if g.rec == nil {
+		return
+	}
+	if err := g.rec.flushResult(); err != nil {
+		g.log.Error("recording result", "err", err)
+	}
+}
+
 // recordResult follows the (already masked) results of the running statement.
 func (g *Guard) recordResult(res *postgres.Result) error {
 	r := g.rec
+	if err := r.flushResult(); err != nil {
+		return err
+	}
 	switch res.Kind {
 	case postgres.ResultRowDescription:
 		r.begin()
@@ -324,11 +368,12 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 		} else if res.Error != nil {
 			cur.Error, cur.ErrorCode = res.Error.Message, res.Error.Code
 		}
-		now := time.Now()
+		r.curTime = time.Now()
 		if t := r.stmtStart.Load(); t != 0 {
-			cur.DurationUS = now.Sub(time.Unix(0, t)).Microseconds()
+			cur.DurationUS = r.curTime.Sub(time.Unix(0, t)).Microseconds()
 		}
-		return r.append(record.Event{Type: record.TypeResult, Time: now, Result: cur}, record.Async)
+		r.hasPending.Store(true)
+		return nil
 	case postgres.ResultNotice:
 		if res.Error == nil {
 			return nil
@@ -352,6 +397,9 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	r := g.rec
 	if r == nil {
 		return
+	}
+	if err := r.flushResult(); err != nil {
+		g.log.Error("recording result", "err", err)
 	}
 	err := r.append(record.Event{Type: record.TypeSessionEnd,
 		End: &record.SessionEnd{DurationUS: time.Since(r.started).Microseconds(), Reason: reason, BytesIn: bytesIn, BytesOut: bytesOut}}, record.Async)

@@ -22,6 +22,14 @@ type Hook interface {
 	Result(ctx context.Context, r *Result) error
 }
 
+// Deliverer is implemented by hooks with work that can wait until the client has what it asked for.
+// The proxy calls Delivered on the server-side goroutine each time it has written everything the
+// server sent so far to the client and is about to wait for more, so work done there (writing the
+// session log, say) is off the client's round trip.
+type Deliverer interface {
+	Delivered()
+}
+
 // Kind says which protocol message carries a statement.
 type Kind uint8
 

@@ -385,7 +385,17 @@ func (c *conn) relay() error {
 	c.cr = newMsgReader(clientIO, c.srv.cfg.MaxMessageSize, c.flushUpstream)
 	c.cr.known = frontendTypes
 	c.uw.w = upIO
-	c.sr = newMsgReader(upIO, maxServerMessage, c.flushClientLocked)
+	flushClient := c.flushClientLocked
+	if d, ok := c.hook.(Deliverer); ok {
+		flushClient = func() error {
+			if err := c.flushClientLocked(); err != nil {
+				return err
+			}
+			d.Delivered()
+			return nil
+		}
+	}
+	c.sr = newMsgReader(upIO, maxServerMessage, flushClient)
 	c.cw.w = clientIO
 
 	errc := make(chan error, 1)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -294,4 +295,34 @@ func appendDigits(dst []byte, v, width int) []byte {
 		v /= 10
 	}
 	return append(dst, b[:width]...)
+}
+
+// stampCache holds the text of one UTC second ("2006-01-02T15:04:05."), which every record
+// stamped within that second shares.
+type stampCache struct {
+	sec  int64
+	text [20]byte
+}
+
+// Unix seconds of the years TimeFormat writes in four digits.
+const (
+	minStampSec = -62135596800 // 0001-01-01T00:00:00Z
+	maxStampSec = 253402300799 // 9999-12-31T23:59:59Z
+)
+
+// appendStamp is appendTimestamp with the date and clock of the second taken from c.
+func appendStamp(c *atomic.Pointer[stampCache], dst []byte, t time.Time) []byte {
+	sec := t.Unix()
+	if sec < minStampSec || sec > maxStampSec {
+		return appendTimestamp(dst, t)
+	}
+	p := c.Load()
+	if p == nil || p.sec != sec {
+		p = &stampCache{sec: sec}
+		appendTimestamp(p.text[:0], t.Truncate(time.Second))
+		c.Store(p)
+	}
+	dst = append(dst, p.text[:]...)
+	dst = appendDigits(dst, t.Nanosecond()/1000, 6)
+	return append(dst, 'Z')
 }

@@ -3,6 +3,7 @@ package record
 import (
 	"bytes"
 	"encoding/json"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -103,6 +104,7 @@ func BenchmarkEncodeResult(b *testing.B) {
 }
 
 func TestAppendTimestamp(t *testing.T) {
+	var shared atomic.Pointer[stampCache] // across seconds
 	for _, tm := range []time.Time{
 		time.Date(2026, 11, 27, 16, 32, 29, 123456789, time.UTC),
 		time.Date(2026, 1, 2, 3, 4, 5, 999, time.FixedZone("x", -7*3600)),
@@ -110,10 +112,23 @@ func TestAppendTimestamp(t *testing.T) {
 		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
 		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
 		time.Unix(0, 0),
+		time.Unix(0, 999_999_999),
+		time.Unix(1, 0),
+		time.Unix(-1, 500),
 		time.Now(),
 	} {
-		if got, want := string(appendTimestamp(nil, tm)), tm.UTC().Format(TimeFormat); got != want {
+		want := tm.UTC().Format(TimeFormat)
+		if got := string(appendTimestamp(nil, tm)); got != want {
 			t.Errorf("%v: got %s, want %s", tm, got, want)
+		}
+		var c atomic.Pointer[stampCache]
+		for i := 0; i < 2; i++ { // a miss, then a hit
+			if got := string(appendStamp(&c, nil, tm)); got != want {
+				t.Errorf("%v (cached, try %d): got %s, want %s", tm, i, got, want)
+			}
+		}
+		if got := string(appendStamp(&shared, nil, tm)); got != want {
+			t.Errorf("%v (shared cache): got %s, want %s", tm, got, want)
 		}
 	}
 }

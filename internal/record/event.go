@@ -209,33 +209,47 @@ type Event struct {
 // payload returns the one payload matching ev.Type, or an error naming what is wrong.
 func (ev *Event) payload() (any, error) {
 	var match any
+	ok := false
 	switch ev.Type {
-	case TypeSessionStart:
-		match = ev.Start
 	case TypeStatement:
-		match = ev.Statement
+		match, ok = ev.Statement, ev.Statement != nil
 	case TypeResult:
-		match = ev.Result
+		match, ok = ev.Result, ev.Result != nil
+	case TypeSessionStart:
+		match, ok = ev.Start, ev.Start != nil
 	case TypeNotice:
-		match = ev.Notice
+		match, ok = ev.Notice, ev.Notice != nil
 	case TypeApproval:
-		match = ev.Approval
+		match, ok = ev.Approval, ev.Approval != nil
 	case TypeSessionEnd:
-		match = ev.End
+		match, ok = ev.End, ev.End != nil
 	case TypeSegment:
-		match = ev.Segment
+		match, ok = ev.Segment, ev.Segment != nil
 	case TypeCheckpoint:
-		match = ev.Checkpoint
+		match, ok = ev.Checkpoint, ev.Checkpoint != nil
 	case TypeRetention:
-		match = ev.Retention
+		match, ok = ev.Retention, ev.Retention != nil
 	case TypeChainBreak:
-		match = ev.ChainBreak
+		match, ok = ev.ChainBreak, ev.ChainBreak != nil
 	case TypeRecovery:
-		match = ev.Recovery
+		match, ok = ev.Recovery, ev.Recovery != nil
 	}
-	set := ev.setPayloads()
-	if len(set) == 1 && set[0] == ev.Type {
+	if ok && ev.payloadCount() == 1 {
 		return match, nil
+	}
+	var set []string
+	for _, p := range []struct {
+		t     Type
+		isSet bool
+	}{
+		{TypeSessionStart, ev.Start != nil}, {TypeStatement, ev.Statement != nil}, {TypeResult, ev.Result != nil},
+		{TypeNotice, ev.Notice != nil}, {TypeApproval, ev.Approval != nil}, {TypeSessionEnd, ev.End != nil},
+		{TypeSegment, ev.Segment != nil}, {TypeCheckpoint, ev.Checkpoint != nil}, {TypeRetention, ev.Retention != nil},
+		{TypeChainBreak, ev.ChainBreak != nil}, {TypeRecovery, ev.Recovery != nil},
+	} {
+		if p.isSet {
+			set = append(set, string(p.t))
+		}
 	}
 	switch {
 	case len(set) == 0:
@@ -246,25 +260,18 @@ func (ev *Event) payload() (any, error) {
 	return nil, fmt.Errorf("event type %q does not match its payload %s", ev.Type, set[0])
 }
 
-// setPayloads names the payloads that are set, in a fixed-size array so the common case of one
-// does not allocate.
-func (ev *Event) setPayloads() []Type {
-	var buf [11]Type
-	set := buf[:0]
-	for _, p := range [...]struct {
-		t     Type
-		isNil bool
-	}{
-		{TypeSessionStart, ev.Start == nil}, {TypeStatement, ev.Statement == nil}, {TypeResult, ev.Result == nil},
-		{TypeNotice, ev.Notice == nil}, {TypeApproval, ev.Approval == nil}, {TypeSessionEnd, ev.End == nil},
-		{TypeSegment, ev.Segment == nil}, {TypeCheckpoint, ev.Checkpoint == nil}, {TypeRetention, ev.Retention == nil},
-		{TypeChainBreak, ev.ChainBreak == nil}, {TypeRecovery, ev.Recovery == nil},
+// payloadCount is the number of payloads set.
+func (ev *Event) payloadCount() int {
+	n := 0
+	for _, set := range [...]bool{
+		ev.Start != nil, ev.Statement != nil, ev.Result != nil, ev.Notice != nil, ev.Approval != nil, ev.End != nil,
+		ev.Segment != nil, ev.Checkpoint != nil, ev.Retention != nil, ev.ChainBreak != nil, ev.Recovery != nil,
 	} {
-		if !p.isNil {
-			set = append(set, p.t)
+		if set {
+			n++
 		}
 	}
-	return set
+	return n
 }
 
 // decodePayload fills the payload of ev.Type from data.

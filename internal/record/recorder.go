@@ -59,7 +59,7 @@ type Options struct {
 	MaxResultRows int
 
 	SegmentBytes       int64         // rotate after a segment reaches this size, default 64 MiB
-	CheckpointEvery    uint64        // records between checkpoints, default 10000
+	CheckpointEvery    uint64        // records between checkpoints, default 100000
 	CheckpointInterval time.Duration // time between checkpoints while records arrive, default 1m
 
 	MaxAge   time.Duration // delete closed segments older than this (0: keep)
@@ -99,7 +99,7 @@ func (o *Options) setDefaults() {
 		o.SegmentBytes = 64 << 20
 	}
 	if o.CheckpointEvery == 0 {
-		o.CheckpointEvery = 10000
+		o.CheckpointEvery = 100000
 	}
 	if o.CheckpointInterval <= 0 {
 		o.CheckpointInterval = time.Minute
@@ -200,7 +200,8 @@ type Recorder struct {
 	stop      chan struct{}
 	stopped   chan struct{}
 
-	st stats
+	st     stats
+	stamps atomic.Pointer[stampCache]
 
 	// Owned by the writer goroutine (and by Open before it starts).
 	f       *os.File
@@ -587,7 +588,7 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	if t.IsZero() {
 		t = r.opts.Now()
 	}
-	appendTimestamp(p.time[:0], t)
+	appendStamp(&r.stamps, p.time[:0], t)
 	p.typ = ev.Type
 	p.wa = d == WriteAhead || r.opts.Strict
 	if p.wa {

@@ -17,4 +17,5 @@ go test -run '^$' -bench Postgres -benchtime 1x -timeout 30m ./cmd/enforcer
 echo
 echo "### classification, rules, masking and recording micro-benchmarks"
 go test -run '^$' -bench . -benchmem -benchtime 300ms ./internal/policy/sqlclass ./internal/policy/rules ./internal/mask
-go test -run '^$' -bench 'BenchmarkAppend' -benchtime 1s ./internal/record
+go test -run '^$' -bench 'Append|Encode' -benchmem -benchtime 1s ./internal/record
+go test -run '^$' -bench Guard -benchmem -cpu 1 ./internal/pgguard

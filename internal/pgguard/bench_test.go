@@ -29,7 +29,7 @@ func BenchmarkGuard(b *testing.B) {
 				}
 				defer rec.Close()
 			}
-			g := newGuard(&testing.T{}, rec)
+			g := newGuard(b, rec)
 			ctx := context.Background()
 			val := [][]byte{[]byte("-2817")}
 			b.ReportAllocs()

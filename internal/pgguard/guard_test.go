@@ -28,7 +28,7 @@ rules:
   - {name: no-drop, when: 'sql.kind == "DROP"', action: block, message: no drops}
 `
 
-func newGuard(t *testing.T, rec *record.Recorder) *Guard {
+func newGuard(t testing.TB, rec *record.Recorder) *Guard {
 	t.Helper()
 	pol, err := policy.Parse("test.yaml", []byte(testPolicy))
 	if err != nil {

@@ -129,13 +129,16 @@ GRANT SELECT ON pii TO agent_ro;`)
 		// simple), pgbouncer, the pass-through proxy and
 		// recording alone, interleaved three times so drift hits every variant alike.
 		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
-		fmt.Printf("%-16s %-9s %3s %10s %16s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx")
+		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
 		for _, clients := range []string{"1", "8"} {
 			for round := 0; round < 3; round++ {
 				for _, v := range quick {
+					r0, f0 := e.recordStats()
 					tps, _, cpu := run(v, "-S", "-M", mode, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
-					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f\n", v.name, mode, clients, tps, cpu.Seconds()/(tps*float64(secs)/1000))
+					r1, f1 := e.recordStats()
+					n := tps * float64(secs)
+					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), (r1-r0)/n, (f1-f0)/n)
 				}
 			}
 		}

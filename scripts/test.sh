@@ -12,3 +12,7 @@ if [ -n "$gofmt_out" ]; then echo "gofmt needed on:"; echo "$gofmt_out"; exit 1;
 go vet ./...
 go build -o bin/enforcer ./cmd/enforcer
 go test -count=1 -timeout 20m "$@" ./...
+# The concurrent core (recorder, guard, wire proxy, approvals) again under the race detector.
+if [ $# -eq 0 ]; then
+  go test -count=1 -race -timeout 10m ./internal/record/... ./internal/pgguard ./internal/proto/postgres ./internal/approval
+fi

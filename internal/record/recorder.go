@@ -630,9 +630,11 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		return err
 	}
 	first := len(r.pending) == 0
+	wa, done := p.wa, p.done
 	r.pending = append(r.pending, p)
 	r.mu.Unlock()
-	if !p.wa {
+	// p belongs to the writer now: an async one may already be written and reused.
+	if !wa {
 		if first {
 			select {
 			case r.asyncWake <- struct{}{}:
@@ -645,7 +647,7 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	case r.wake <- struct{}{}:
 	default:
 	}
-	err = <-p.done
+	err = <-done
 	r.st.waNS.Add(uint64(time.Since(start)))
 	if err != nil {
 		r.st.failures.Add(1)

@@ -2,7 +2,8 @@
 # Installs what building, testing and the lab need on Debian 12 (root). Idempotent.
 set -euo pipefail
 need=()
-for pkg in clang-14 llvm-14 libbpf-dev postgresql pgbouncer nftables iproute2 python3 curl ca-certificates; do
+# gcc and libc6-dev: the race detector (cgo).
+for pkg in clang-14 llvm-14 libbpf-dev gcc libc6-dev postgresql pgbouncer nftables iproute2 python3 curl ca-certificates; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

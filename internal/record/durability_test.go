@@ -337,3 +337,38 @@ func TestBackpressure(t *testing.T) {
 		t.Fatalf("%d records", rep.Records)
 	}
 }
+
+// TestSlowRawWriteFallsBack: once a raw segment write takes longer than rawWriteLimit, later writes
+// take the blocking path, and the log stays whole across the switch. The clock here jumps 5 ms
+// per reading, so the first raw write looks slow.
+func TestSlowRawWriteFallsBack(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(5 * time.Millisecond)
+		return now
+	}
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, Now: clock})
+	ev := Event{Type: TypeStatement, Session: "s1", Statement: &Statement{Text: "select 1", Verdict: VerdictAllow}}
+	for i := 0; i < 3; i++ {
+		if err := r.Append(ev, WriteAhead); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each write-ahead Append returned after the writer's write (its done channel orders them).
+	if !r.slowWrites {
+		t.Fatal("a raw write slower than the limit did not switch to the blocking path")
+	}
+	if err := r.Append(ev, WriteAhead); err != nil {
+		t.Fatalf("append on the blocking path: %v", err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep := mustVerify(t, dir, nil); rep.Records < 5 {
+		t.Fatalf("verified %d records, want the header and 4 statements at least", rep.Records)
+	}
+}

@@ -877,7 +877,7 @@ func (r *Recorder) writeSegment(b []byte) (int, error) {
 		return r.f.Write(b)
 	}
 	fd := r.f.Fd()
-	start := time.Now()
+	start := r.opts.Now()
 	done := 0
 	for done < len(b) {
 		n, _, errno := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[done])), uintptr(len(b)-done))
@@ -892,7 +892,7 @@ func (r *Recorder) writeSegment(b []byte) (int, error) {
 		}
 		done += int(n)
 	}
-	if d := time.Since(start); d > rawWriteLimit {
+	if d := r.opts.Now().Sub(start); d > rawWriteLimit {
 		r.slowWrites = true
 		r.log.Warn("a session log write blocked; later writes use the blocking path", "took", d, "bytes", len(b))
 	}

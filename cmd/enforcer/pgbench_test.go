@@ -131,8 +131,8 @@ GRANT SELECT ON pii TO agent_ro;`)
 		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
 		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
-		for _, clients := range []string{"1", "8"} {
-			for round := 0; round < 3; round++ {
+		for _, clients := range strings.Fields(cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_CLIENTS"), "1 8")) {
+			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 3); round++ {
 				for _, v := range quick {
 					r0, f0 := e.recordStats()
 					tps, _, cpu := run(v, "-S", "-M", mode, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))

@@ -182,3 +182,86 @@ func TestRecordedResults(t *testing.T) {
 		}
 	}
 }
+
+// TestReadsRecordedWithTheirResult: a read waits for its first result and is written with it as
+// one record; anything else that happens first (a second statement, a notice) writes it alone,
+// and the log keeps the order things happened in.
+func TestReadsRecordedWithTheirResult(t *testing.T) {
+	dir := t.TempDir()
+	rec, err := record.Open(record.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(t, rec)
+	ctx := context.Background()
+	stmt := func(sql string) *postgres.Statement {
+		t.Helper()
+		st := &postgres.Statement{Kind: postgres.KindQuery, SQL: sql}
+		if v := g.Statement(ctx, st); v.Action != postgres.Allow {
+			t.Fatalf("%s: %+v", sql, v.Error)
+		}
+		return st
+	}
+	done := func(st *postgres.Statement, tag string) {
+		t.Helper()
+		if err := g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: st, Tag: []byte(tag)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// One read, delivered: one record.
+	s1 := stmt("select 1")
+	done(s1, "SELECT 1")
+	g.Delivered()
+	// Two statements in one message's worth (a multi-statement query): both results follow.
+	s2 := stmt("select 2; select 3")
+	done(s2, "SELECT 2")
+	done(s2, "SELECT 3")
+	g.Delivered()
+	// Pipelined: the second statement arrives before the first one's result.
+	s4 := stmt("select 4")
+	s5 := stmt("select 5")
+	done(s4, "SELECT 4")
+	done(s5, "SELECT 5")
+	// A notice while a read waits.
+	s6 := stmt("select 6")
+	if err := g.Result(ctx, &postgres.Result{Kind: postgres.ResultNotice, Statement: s6, Error: &pgproto3.ErrorResponse{Severity: "NOTICE", Message: "hello"}}); err != nil {
+		t.Fatal(err)
+	}
+	done(s6, "SELECT 6")
+	g.End("done", 0, 0)
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := record.LoadSession(dir, g.SessionID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range recs {
+		ev, err := r.Event()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch ev.Type {
+		case record.TypeStatement:
+			s := "stmt " + ev.Statement.Text
+			if ev.Statement.Result != nil {
+				s += " + " + ev.Statement.Result.CommandTag
+			}
+			got = append(got, s)
+		case record.TypeResult:
+			got = append(got, "result "+ev.Result.CommandTag)
+		case record.TypeNotice:
+			got = append(got, "notice "+ev.Notice.Message)
+		}
+	}
+	want := []string{
+		"stmt select 1 + SELECT 1",
+		"stmt select 2; select 3 + SELECT 2", "result SELECT 3",
+		"stmt select 4", "stmt select 5", "result SELECT 4", "result SELECT 5",
+		"stmt select 6", "notice hello", "result SELECT 6",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}

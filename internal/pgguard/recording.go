@@ -26,22 +26,29 @@ type recorder struct {
 	// stmtStart is when the statement whose results flow was sent (unix ns).
 	stmtStart atomic.Int64
 
-	// Client goroutine only.
+	// Client goroutine only, while no statement is pending.
 	stmt   record.Statement
 	params cells
 
-	// Server goroutine only: the result being collected. A finished result waits in cur
-	// (hasPending) until the client has it (Delivered) or another record of this connection is
-	// written, whichever comes first, so writing it is off the client's round trip and records
-	// keep their order.
+	// Server goroutine only, while no result is pending: the result being collected.
 	cur        record.Result
 	curTime    time.Time
 	collecting bool
-	pendingMu  sync.Mutex
-	hasPending atomic.Bool
-	colNames   []string // names of the last RowDescription, reused while they repeat
-	lastTag    string
-	rows       cells
+
+	// Records that wait, written once the client has the result (Delivered) or before any other
+	// record of this connection, whichever comes first, so they are off the client's round trip
+	// and keep their order: a statement that cannot change state waits for its first result and
+	// is written with it, as one record; a finished result waits for delivery.
+	pendingMu sync.Mutex
+	stmtWaits bool                // stmt holds a statement not written yet
+	stmtOf    *postgres.Statement // the proxy's statement that stmt records
+	stmtTime  time.Time
+	resWaits  bool // cur holds a finished result not written yet
+	hasStmt   atomic.Bool
+	hasResult atomic.Bool
+	colNames  []string // names of the last RowDescription, reused while they repeat
+	lastTag   string
+	rows      cells
 }
 
 // cells builds rows of nullable strings for a record with few allocations: one string per row
@@ -136,6 +143,10 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 		rule = d.Rule.Rule
 	}
 	inert := d != nil && d.Result != nil && allInert(d.Result)
+	// Whatever waits is written first: its storage is reused below, and records keep their order.
+	if err := r.flushAll(); err != nil {
+		return err
+	}
 	st := &r.stmt
 	*st = record.Statement{
 		Text: s.SQL, Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
@@ -146,11 +157,21 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	}
 	now := time.Now()
 	r.stmtStart.Store(now.UnixNano())
-	if err := r.flushResult(); err != nil {
-		*st = record.Statement{}
-		return err
+	durability := record.DurabilityFor(inert, verdict)
+	if durability == record.Async && verdict == record.VerdictAllow && !r.strict {
+		// Held back until its result; but a log that cannot take it now refuses the statement
+		// now, as writing it would.
+		if err := r.log.Check(); err != nil {
+			*st = record.Statement{}
+			return err
+		}
+		r.pendingMu.Lock()
+		r.stmtWaits, r.stmtOf, r.stmtTime = true, s, now
+		r.hasStmt.Store(true)
+		r.pendingMu.Unlock()
+		return nil
 	}
-	err := r.append(record.Event{Type: record.TypeStatement, Time: now, Statement: st}, record.DurabilityFor(inert, verdict))
+	err := r.append(record.Event{Type: record.TypeStatement, Time: now, Statement: st}, durability)
 	*st = record.Statement{}
 	return err
 }
@@ -277,7 +298,7 @@ func (g *Guard) recordApproval(id, state, by, reason string, approvers []string)
 	if g.rec == nil {
 		return
 	}
-	if err := g.rec.flushResult(); err != nil {
+	if err := g.rec.flushAll(); err != nil {
 		g.log.Error("recording result", "err", err)
 	}
 	err := g.rec.append(record.Event{Type: record.TypeApproval,
@@ -287,29 +308,70 @@ func (g *Guard) recordApproval(id, state, by, reason string, approvers []string)
 	}
 }
 
-// flushResult writes the finished result waiting in cur, if any. Safe from either goroutine.
-func (r *recorder) flushResult() error {
-	if !r.hasPending.Load() {
+// flushAll writes whatever waits. Safe from either goroutine.
+func (r *recorder) flushAll() error {
+	if !r.hasStmt.Load() && !r.hasResult.Load() {
 		return nil
 	}
 	r.pendingMu.Lock()
 	defer r.pendingMu.Unlock()
-	if !r.hasPending.Load() {
+	return r.flushLocked()
+}
+
+// flushResult writes a waiting result (with its statement, if that waits too), so cur can be
+// reused. Server goroutine.
+func (r *recorder) flushResult() error {
+	if !r.hasResult.Load() {
 		return nil
 	}
-	err := r.append(record.Event{Type: record.TypeResult, Time: r.curTime, Result: &r.cur}, record.Async)
-	// Cleared only now: the server goroutine reuses cur once it sees no pending result.
-	r.hasPending.Store(false)
+	r.pendingMu.Lock()
+	defer r.pendingMu.Unlock()
+	return r.flushLocked()
+}
+
+func (r *recorder) flushLocked() error {
+	var err error
+	switch {
+	case r.stmtWaits && r.resWaits:
+		r.stmt.Result = &r.cur
+		err = r.append(record.Event{Type: record.TypeStatement, Time: r.stmtTime, Statement: &r.stmt}, record.Async)
+	case r.stmtWaits:
+		err = r.append(record.Event{Type: record.TypeStatement, Time: r.stmtTime, Statement: &r.stmt}, record.Async)
+	case r.resWaits:
+		err = r.append(record.Event{Type: record.TypeResult, Time: r.curTime, Result: &r.cur}, record.Async)
+	}
+	if r.stmtWaits {
+		r.stmt, r.stmtOf = record.Statement{}, nil
+	}
+	// Cleared only now: each side reuses its storage once it sees nothing of its own waiting.
+	r.stmtWaits, r.resWaits = false, false
+	r.hasStmt.Store(false)
+	r.hasResult.Store(false)
 	return err
 }
 
-// Delivered implements postgres.Deliverer: the client has every result so far, so the finished
-// one is written now.
+// resultDone makes the finished result in cur wait: with its statement, if that is the one
+// waiting, else after it.
+func (r *recorder) resultDone(of *postgres.Statement) error {
+	r.pendingMu.Lock()
+	defer r.pendingMu.Unlock()
+	var err error
+	if r.stmtWaits && r.stmtOf != of {
+		// A result of an earlier statement (pipelining): the waiting statement goes first, alone.
+		err = r.flushLocked()
+	}
+	r.resWaits = true
+	r.hasResult.Store(true)
+	return err
+}
+
+// Delivered implements postgres.Deliverer: the client has every result so far, so what waits is
+// written now.
 func (g *Guard) Delivered() {
 	if g.rec == nil {
 		return
 	}
-	if err := g.rec.flushResult(); err != nil {
+	if err := g.rec.flushAll(); err != nil {
 		g.log.Error("recording result", "err", err)
 	}
 }
@@ -372,11 +434,13 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 		if t := r.stmtStart.Load(); t != 0 {
 			cur.DurationUS = r.curTime.Sub(time.Unix(0, t)).Microseconds()
 		}
-		r.hasPending.Store(true)
-		return nil
+		return r.resultDone(res.Statement)
 	case postgres.ResultNotice:
 		if res.Error == nil {
 			return nil
+		}
+		if err := r.flushAll(); err != nil { // a waiting statement goes first
+			return err
 		}
 		return r.append(record.Event{Type: record.TypeNotice,
 			Notice: &record.Notice{Code: res.Error.Code, Message: res.Error.Message, Severity: res.Error.Severity}}, record.Async)
@@ -398,7 +462,7 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	if r == nil {
 		return
 	}
-	if err := r.flushResult(); err != nil {
+	if err := r.flushAll(); err != nil {
 		g.log.Error("recording result", "err", err)
 	}
 	err := r.append(record.Event{Type: record.TypeSessionEnd,

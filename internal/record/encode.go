@@ -129,6 +129,10 @@ func appendStatement(dst []byte, s *Statement) []byte {
 		o.b = appendNullableStrings(o.b, s.Params)
 	}
 	o.strOmit("protocol", s.Protocol)
+	if s.Result != nil {
+		o.key("result")
+		o.b = appendResult(o.b, s.Result)
+	}
 	o.strOmit("rule", s.Rule)
 	o.str("text", s.Text)
 	o.str("verdict", s.Verdict)

@@ -47,6 +47,8 @@ func TestAppendPayloadMatchesEncodingJSON(t *testing.T) {
 			Event{Type: TypeSessionEnd, End: &SessionEnd{}},
 			Event{Type: TypeSessionEnd, End: &SessionEnd{BytesIn: 1 << 62, BytesOut: -1, DurationUS: 5, Reason: s}},
 			Event{Type: TypeStatement, Statement: &Statement{Params: []*string{}, Text: s}},
+			Event{Type: TypeStatement, Statement: &Statement{Class: s, Text: s, Verdict: VerdictAllow, Result: &Result{Columns: []string{s}, CommandTag: s, RowCount: 1, Rows: [][]*string{{sp(s)}}}}},
+			Event{Type: TypeStatement, Statement: &Statement{Text: s, Result: &Result{}}},
 		)
 	}
 	for i, ev := range events {

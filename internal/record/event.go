@@ -77,11 +77,17 @@ const (
 
 // Statement is one statement (or HTTP request) as the policy saw it. Params are already masked by
 // the caller; nil entries are SQL NULL.
+//
+// Result, when set, is the statement's first result, recorded in the same record: a statement
+// that cannot change state needs no record before it runs, so the proxy writes it together with
+// what came back, which halves the records of a read-heavy session. Later results of the same
+// statement (a multi-statement query) follow as result records.
 type Statement struct {
 	ApprovalID string    `json:"approval_id,omitempty"`
 	Class      string    `json:"class,omitempty"` // statement class from the policy engine (read, write, ddl…)
 	Params     []*string `json:"params,omitempty"`
 	Protocol   string    `json:"protocol,omitempty"` // simple, extended, copy, http…
+	Result     *Result   `json:"result,omitempty"`
 	Rule       string    `json:"rule,omitempty"`
 	Text       string    `json:"text"`
 	Verdict    string    `json:"verdict"`

@@ -570,11 +570,12 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		return errors.New("record: event without session id")
 	}
 	if res := ev.Result; res != nil {
-		if rows, cut := CapRows(res.Rows, r.opts.MaxResultRows); cut {
-			c := *res
-			c.Rows, c.Truncated = rows, true
-			ev.Result = &c
-		}
+		ev.Result = r.capResult(res)
+	}
+	if st := ev.Statement; st != nil && st.Result != nil {
+		c := *st
+		c.Result = r.capResult(st.Result)
+		ev.Statement = &c
 	}
 	p := pendingPool.Get().(*pendingRec)
 	p.buf = appendJSONString(p.buf[:0], ev.Session)
@@ -653,6 +654,17 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		r.st.failures.Add(1)
 	}
 	return err
+}
+
+// capResult returns res with at most MaxResultRows rows (a copy if any were dropped).
+func (r *Recorder) capResult(res *Result) *Result {
+	rows, cut := CapRows(res.Rows, r.opts.MaxResultRows)
+	if !cut {
+		return res
+	}
+	c := *res
+	c.Rows, c.Truncated = rows, true
+	return &c
 }
 
 // fail makes the recorder refuse every later Append and reports the failure loudly.
@@ -934,6 +946,21 @@ func (r *Recorder) LogID() string { return r.logID }
 
 // Dir returns the log directory.
 func (r *Recorder) Dir() string { return r.opts.Dir }
+
+// Check returns what an Append made now would fail with: ErrClosed after Close, the failure once
+// the log failed, nil while it takes records. For callers that hold a record back and must not
+// let its statement run if it could never be written.
+func (r *Recorder) Check() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case r.failed != nil:
+		return r.failed
+	case r.closed:
+		return ErrClosed
+	}
+	return nil
+}
 
 // Err returns the error that made the recorder refuse appends, or nil while it is healthy.
 func (r *Recorder) Err() error {

@@ -52,6 +52,18 @@ func RenderRecord(w io.Writer, rec Record, opts ReplayOptions) error {
 	return err
 }
 
+// renderResult writes a result: its tag or error, then its rows as psql shows them.
+func renderResult(r *Result, line func(tag, format string, args ...any), b *strings.Builder) {
+	if r.Error != "" {
+		line("ERROR", "%s%s", r.Error, codeSuffix(r.ErrorCode))
+		return
+	}
+	line("RESULT", "%s%s", r.CommandTag, durationSuffix(r.DurationUS))
+	if len(r.Columns) > 0 {
+		b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
+	}
+}
+
 // renderEvent is the text of one event in the timeline; the first line starts with the time.
 func renderEvent(ev Event, loc *time.Location) string {
 	var b strings.Builder
@@ -112,16 +124,13 @@ func renderEvent(ev Event, loc *time.Location) string {
 			}
 			fmt.Fprintf(&b, "%27s params %s\n", "", strings.Join(ps, " "))
 		}
+		if r := s.Result; r != nil {
+			// Stamped when it completed, as a result record would be.
+			stamp = ev.Time.Add(time.Duration(r.DurationUS) * time.Microsecond).In(loc).Format("2006-01-02 15:04:05.000")
+			renderResult(r, line, &b)
+		}
 	case TypeResult:
-		r := ev.Result
-		if r.Error != "" {
-			line("ERROR", "%s%s", r.Error, codeSuffix(r.ErrorCode))
-			break
-		}
-		line("RESULT", "%s%s", r.CommandTag, durationSuffix(r.DurationUS))
-		if len(r.Columns) > 0 {
-			b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
-		}
+		renderResult(ev.Result, line, &b)
 	case TypeNotice:
 		n := ev.Notice
 		sev := n.Severity

@@ -256,3 +256,45 @@ func TestRenderVerify(t *testing.T) {
 		t.Fatalf("%s", b)
 	}
 }
+
+// TestStatementWithResult: a statement recorded with its result renders as a statement record
+// followed by a result record would (the result stamped when it completed), and the row cap
+// applies to the embedded result.
+func TestStatementWithResult(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, MaxResultRows: 1})
+	at := time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)
+	res := &Result{Columns: []string{"n"}, ColumnTypes: []uint32{23}, CommandTag: "SELECT 2", DurationUS: 1500, RowCount: 2, Rows: [][]*string{{str("1")}, {str("2")}}}
+	st := Statement{Class: "read", Protocol: "simple", Text: "select n from t", Verdict: VerdictAllow}
+	merged := st
+	merged.Result = res
+	appendAll(t, r, []Event{
+		{Type: TypeStatement, Session: "merged", Time: at, Statement: &merged},
+		{Type: TypeStatement, Session: "apart", Time: at, Statement: &st},
+		{Type: TypeResult, Session: "apart", Time: at.Add(1500 * time.Microsecond), Result: res},
+	}, Async)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	render := func(id string) string {
+		recs, err := LoadSession(dir, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		if err := RenderReplay(&b, recs, ReplayOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	got, want := render("merged"), render("apart")
+	if got != want {
+		t.Fatalf("merged record renders\n%s\nseparate records render\n%s", got, want)
+	}
+	if !strings.Contains(got, "(2 rows, 1 recorded)") || !strings.Contains(got, "14:00:00.001") {
+		t.Fatalf("row cap or result time missing:\n%s", got)
+	}
+	if rep := mustVerify(t, dir, nil); !rep.OK() {
+		t.Fatalf("verify: %+v", rep.Problem)
+	}
+}

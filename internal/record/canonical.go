@@ -78,9 +78,10 @@ type sealer struct {
 
 // seal appends to buf the stored line (with trailing newline) of a record whose payload is data
 // (canonical JSON) and whose session is sessionJSON (a canonical JSON string, or empty for none),
-// and returns it with the record's hash. Members are written in key order, so the line is
-// canonical when data is; the hash covers the same bytes without the hash member.
-func (s *sealer) seal(buf, data, sessionJSON []byte, prev string, seq uint64, t []byte, typ Type) ([]byte, string) {
+// and returns it with the record's hash in hex, which aliases the returned buffer. prev is the
+// previous record's hash in hex. Members are written in key order, so the line is canonical when
+// data is; the hash covers the same bytes without the hash member.
+func (s *sealer) seal(buf, data, sessionJSON, prev []byte, seq uint64, t []byte, typ Type) ([]byte, []byte) {
 	if s.h == nil {
 		s.h = sha256.New()
 	}
@@ -104,7 +105,7 @@ func (s *sealer) seal(buf, data, sessionJSON []byte, prev string, seq uint64, t 
 	sfx = append(sfx, `"}`...)
 	s.suffix = sfx
 
-	hex.Decode(s.prevRaw[:], []byte(prev))
+	hex.Decode(s.prevRaw[:], prev)
 	s.h.Reset()
 	s.h.Write(s.prevRaw[:])
 	s.h.Write(buf[start:mid])
@@ -114,11 +115,11 @@ func (s *sealer) seal(buf, data, sessionJSON []byte, prev string, seq uint64, t 
 	buf = append(buf, `,"hash":"`...)
 	hpos := len(buf)
 	buf = hex.AppendEncode(buf, s.sum[:])
-	h := string(buf[hpos:])
+	hend := len(buf)
 	buf = append(buf, '"')
 	buf = append(buf, sfx...)
 	buf = append(buf, '\n')
-	return buf, h
+	return buf, buf[hpos:hend:hend]
 }
 
 // sessionJSON is the canonical JSON string of a session id, or nil for none.

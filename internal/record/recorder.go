@@ -527,13 +527,13 @@ func (r *Recorder) writeSystem(ev Event) error {
 		return fmt.Errorf("record: %w", err)
 	}
 	var ts [len(TimeFormat)]byte
-	line, h := r.sealer.seal(r.buf[:0], data, sessionJSON(ev.Session), r.head, r.seq+1, appendTimestamp(ts[:0], r.opts.Now()), ev.Type)
+	line, h := r.sealer.seal(r.buf[:0], data, sessionJSON(ev.Session), []byte(r.head), r.seq+1, appendTimestamp(ts[:0], r.opts.Now()), ev.Type)
 	r.buf = line
 	if _, err := r.f.Write(line); err != nil {
 		return fmt.Errorf("record: write %s record: %w", ev.Type, err)
 	}
 	r.seq++
-	r.head = h
+	r.head = string(h)
 	r.segSize += int64(len(line))
 	r.dirty = true
 	r.st.records.Add(1)
@@ -809,13 +809,11 @@ func (r *Recorder) writer() {
 func (r *Recorder) writeBatch(batch []*pendingRec) {
 	buf := r.buf[:0]
 	now := len(batch)
-	seq, head := r.seq, r.head
+	seq, head := r.seq, []byte(r.head)
 	wa := false
 	for _, p := range batch {
 		seq++
-		var h string
-		buf, h = r.sealer.seal(buf, p.data(), p.session(), head, seq, p.time[:], p.typ)
-		head = h
+		buf, head = r.sealer.seal(buf, p.data(), p.session(), head, seq, p.time[:], p.typ)
 		wa = wa || p.wa
 	}
 	r.buf = buf
@@ -827,7 +825,7 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 		r.fail(fmt.Errorf("write %d records to %s: %w", len(batch), r.f.Name(), err), batch)
 		return
 	}
-	r.seq, r.head = seq, head
+	r.seq, r.head = seq, string(head)
 	r.segSize += int64(len(buf))
 	r.sinceCP += uint64(now)
 	r.dirty = true

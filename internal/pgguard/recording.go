@@ -14,9 +14,10 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
-// recorder writes one connection's session to the log. Statement records are written from the
-// client-side goroutine, results from the server-side one. Record.Append encodes before it
-// returns, so each side reuses its record structs and their storage from one record to the next.
+// recorder writes one connection's session to the log. Statements are recorded from the
+// client-side goroutine, results from the server-side one, and either side may write what waits
+// (see pendingMu). Record.Append encodes before it returns, so each side reuses its record structs
+// and their storage from one record to the next.
 type recorder struct {
 	log     *record.Recorder
 	strict  bool
@@ -34,6 +35,9 @@ type recorder struct {
 	cur        record.Result
 	curTime    time.Time
 	collecting bool
+	colNames   []string // names of the last RowDescription, reused while they repeat
+	lastTag    string
+	rows       cells
 
 	// Records that wait, written once the client has the result (Delivered) or before any other
 	// record of this connection, whichever comes first, so they are off the client's round trip
@@ -46,9 +50,6 @@ type recorder struct {
 	resWaits  bool // cur holds a finished result not written yet
 	hasStmt   atomic.Bool
 	hasResult atomic.Bool
-	colNames  []string // names of the last RowDescription, reused while they repeat
-	lastTag   string
-	rows      cells
 }
 
 // cells builds rows of nullable strings for a record with few allocations: one string per row
@@ -130,9 +131,9 @@ func (g *Guard) SessionID() string {
 	return g.rec.id
 }
 
-// recordStatement writes the statement with its verdict. Anything that can change state is
-// written ahead: it returns only once the record is durable, and an error means the statement
-// must not be forwarded.
+// recordStatement records the statement with its verdict. Anything that can change state is
+// written ahead: it returns only once the record is durable. An allowed statement that cannot
+// waits for its first result (see pendingMu). An error means the statement must not be forwarded.
 func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdict, approvalID string, params [][]byte) error {
 	r := g.rec
 	if r == nil {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,6 +69,10 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 	}
 	if strings.Contains(replay, "user1@example.com") || !strings.Contains(replay, "[REDACTED:email]") || !strings.Contains(replay, "(3 rows)") || !strings.Contains(replay, "root") {
 		t.Errorf("replay of the select:\n%s", replay)
+	}
+	// The session's end carries the bytes its client socket moved (startup, query, rows).
+	if m := regexp.MustCompile(`END .* ([\d.]+ \w*B) from client, ([\d.]+ \w*B) to client`).FindStringSubmatch(replay); m == nil || m[1] == "0 B" || m[2] == "0 B" {
+		t.Errorf("session end without byte counts:\n%s", replay)
 	}
 	// The replayed result table is what psql showed the agent, line for line (masked).
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {

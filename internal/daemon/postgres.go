@@ -50,12 +50,14 @@ func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 	}
 	g := h.guard(c)
 	sess.Hook = g
+	var counts postgres.ByteCounts
+	sess.Counts = &counts
 	err = h.srv.Serve(ctx, c.Client, sess)
 	reason := "client closed"
 	if err != nil {
 		reason = err.Error()
 	}
-	g.End(reason, 0, 0)
+	g.End(reason, counts.FromClient, counts.ToClient)
 	return err
 }
 

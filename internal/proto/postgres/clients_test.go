@@ -455,3 +455,44 @@ SELECT lo_export(:LASTOID, '/dev/null') IS NOT NULL AS server_side;
 		t.Fatalf("refused function call: %v\n%s", err, res)
 	}
 }
+
+// TestByteCounts: Serve reports what the session moved on the client's socket, from the kernel's
+// counters: at least every byte of the query the client sent and of the rows it received.
+func TestByteCounts(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv := NewServer(Config{})
+	var counts ByteCounts
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		sess := defaultSession()
+		sess.Counts = &counts
+		done <- srv.Serve(context.Background(), c, sess)
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	conn, err := pgconn.Connect(context.Background(), "host="+host+" port="+port+" user=a dbname=postgres sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	query := "SELECT repeat('x', 100000)"
+	if _, err := conn.Exec(context.Background(), query).ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after the client left")
+	}
+	if counts.FromClient < int64(len(query)) || counts.ToClient < 100000 {
+		t.Fatalf("counts %+v, want at least %d from and 100000 to the client", counts, len(query))
+	}
+}

@@ -23,8 +23,13 @@ type rawIO struct {
 // newRawIO returns a rawIO for plain TCP connections, or nil when conn is anything else (TLS, pipes),
 // which then goes through its own Read and Write.
 func newRawIO(conn net.Conn) *rawIO {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
+	var tc *net.TCPConn
+	switch c := conn.(type) {
+	case *net.TCPConn:
+		tc = c
+	case *countedConn:
+		tc = c.TCPConn
+	default:
 		return nil
 	}
 	rc, err := tc.SyscallConn()

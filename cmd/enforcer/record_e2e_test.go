@@ -70,6 +70,10 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 	if strings.Contains(replay, "user1@example.com") || !strings.Contains(replay, "[REDACTED:email]") || !strings.Contains(replay, "(3 rows)") || !strings.Contains(replay, "root") {
 		t.Errorf("replay of the select:\n%s", replay)
 	}
+	// The session's start names the process's executable and cgroup, not only its comm.
+	if !regexp.MustCompile(`exe /\S*psql`).MatchString(replay) || !regexp.MustCompile(`cgroup /\S*enforcer`).MatchString(replay) {
+		t.Errorf("session start without executable or cgroup:\n%s", replay)
+	}
 	// The session's end carries the bytes its client socket moved (startup, query, rows).
 	if m := regexp.MustCompile(`END .* ([\d.]+ \w*B) from client, ([\d.]+ \w*B) to client`).FindStringSubmatch(replay); m == nil || m[1] == "0 B" || m[2] == "0 B" {
 		t.Errorf("session end without byte counts:\n%s", replay)

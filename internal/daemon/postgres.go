@@ -75,12 +75,16 @@ func (h *pgHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 // postgresGuard builds the guard of one Postgres connection.
 func (d *Daemon) postgresGuard(c *proxy.Conn) *pgguard.Guard {
 	s, _ := c.Identity.(identity.Session)
+	p := readProc(int(c.Origin.PID))
 	return d.guards.NewGuard(pgguard.ConnInfo{
 		ID:       strconv.FormatUint(c.ID, 10),
 		Target:   c.Target,
 		Identity: s,
 		Origin:   c.Origin,
-		Cmdline:  cmdline(int(c.Origin.PID)),
+		Cmdline:  strings.Join(p.argv, " "),
+		Argv:     p.argv,
+		Exe:      p.exe,
+		Cgroup:   p.cgroup,
 		Database: c.Target.Upstream.Database,
 		DBUser:   c.Target.Upstream.User,
 		Connect:  upstreamConnector(c),
@@ -123,12 +127,29 @@ func quoteDSN(v string) string {
 }
 
 // cmdline is the process's command line for reviewers; best effort (the process may be gone).
-func cmdline(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil {
-		return ""
+// procInfo is what /proc says about the process that opened a connection, read once per session
+// for its record; fields are empty when the process is already gone.
+type procInfo struct {
+	argv   []string
+	exe    string
+	cgroup string
+}
+
+func readProc(pid int) procInfo {
+	var p procInfo
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && len(b) > 0 {
+		p.argv = strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 	}
-	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+	p.exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if path, ok := strings.CutPrefix(line, "0::"); ok {
+				p.cgroup = path
+				break
+			}
+		}
+	}
+	return p
 }
 
 // refusal is an authorisation failure with a hint for the user.

@@ -83,14 +83,16 @@ func (d *Daemon) recordRelay(c *proxy.Conn) func(up, down int64, err error) {
 	id := record.NewSessionID(time.Now())
 	s, _ := c.Identity.(identity.Session)
 	o := c.Origin
+	p := readProc(int(o.PID))
 	start := time.Now()
 	err := d.records.Append(record.Event{Type: record.TypeSessionStart, Session: id, Time: start, Start: &record.SessionStart{
-		CgroupID: o.CgroupID,
-		Identity: record.Identity{Subject: s.Subject, Email: s.Email, Groups: s.Groups, Provider: s.Provider},
-		Origin:   o.Dst.String(),
-		Process:  record.Process{Comm: o.Comm, PID: int(o.PID), UID: int(o.UID), Cmdline: strings.Fields(cmdline(int(o.PID)))},
-		Protocol: c.Target.Protocol,
-		Target:   record.Target{Name: c.Target.Name, Address: proxy.UpstreamAddr(c)},
+		CgroupID:   o.CgroupID,
+		CgroupPath: p.cgroup,
+		Identity:   record.Identity{Subject: s.Subject, Email: s.Email, Groups: s.Groups, Provider: s.Provider},
+		Origin:     o.Dst.String(),
+		Process:    record.Process{Comm: o.Comm, Exe: p.exe, PID: int(o.PID), UID: int(o.UID), Cmdline: p.argv},
+		Protocol:   c.Target.Protocol,
+		Target:     record.Target{Name: c.Target.Name, Address: proxy.UpstreamAddr(c)},
 	}}, record.Async)
 	if err != nil {
 		// Fail closed: an unrecorded session does not run.

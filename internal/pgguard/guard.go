@@ -46,9 +46,12 @@ type ConnInfo struct {
 	Target   *policy.Target
 	Identity identity.Session
 	Origin   redirect.Origin
-	Cmdline  string
-	Database string // upstream database (the client's unless the target overrides it)
-	DBUser   string // upstream user
+	Cmdline  string   // the process's arguments joined by spaces, for reviewers
+	Argv     []string // the process's arguments as it was started, for the record
+	Exe      string   // the process's executable
+	Cgroup   string   // the process's cgroup (v2 path)
+	Database string   // upstream database (the client's unless the target overrides it)
+	DBUser   string   // upstream user
 	// Connect opens a separate connection with the target's credentials, for catalog lookups.
 	Connect Connector
 	// Upstream is the server address, for the record.

@@ -166,9 +166,9 @@ func TestRecordedResults(t *testing.T) {
 		}
 	}
 	want := []string{
-		`{"column_types":[25,25],"columns":["a","b"],"command_tag":"SELECT 3","duration_us":`,
+		`{"column_types":[25,25],"columns":["a","b"],"command_tag":"SELECT 3",`, // duration_us may be 0, so absent
 		`,"row_count":3,"rows":[["x1",null],["","[binary, 3 bytes]"]],"truncated":true}`,
-		`{"column_types":[25],"columns":["c"],"command_tag":"SELECT 1","duration_us":`,
+		`{"column_types":[25],"columns":["c"],"command_tag":"SELECT 1",`,
 		`,"row_count":1,"rows":[["only"]]}`,
 		`{"command_tag":"SELECT 0",`,
 		`"row_count":0}`,

@@ -114,12 +114,13 @@ func (g *Guard) startRecording(rec *record.Recorder, strict bool, maxRows int) e
 	id, o, t := g.info.Identity, g.info.Origin, g.info.Target
 	return r.append(record.Event{Type: record.TypeSessionStart,
 		Start: &record.SessionStart{
-			CgroupID: o.CgroupID,
-			Identity: record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
-			Origin:   o.Dst.String(),
-			Process:  record.Process{Comm: o.Comm, PID: int(o.PID), UID: int(o.UID), Cmdline: strings.Fields(g.info.Cmdline)},
-			Protocol: "postgres",
-			Target:   record.Target{Name: t.Name, Address: g.info.Upstream, Database: g.info.Database, User: g.info.DBUser},
+			CgroupID:   o.CgroupID,
+			Identity:   record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
+			Origin:     o.Dst.String(),
+			Process:    record.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int(o.PID), UID: int(o.UID), Cmdline: g.info.Argv},
+			CgroupPath: g.info.Cgroup,
+			Protocol:   "postgres",
+			Target:     record.Target{Name: t.Name, Address: g.info.Upstream, Database: g.info.Database, User: g.info.DBUser},
 		}}, record.Async)
 }
 

@@ -383,24 +383,37 @@ func showStatus(l *Lab) {
 	l.Expect(r.Code == 0, "status answers")
 }
 
-// auditSessions lists what the demo recorded, replays the agent's blocked session and verifies
-// the log's hash chain.
+// auditSessions lists what the demo recorded, replays the agent's masked read and its blocked
+// session, and verifies the log's hash chain.
 func auditSessions(l *Lab) {
 	l.Say("Every session was recorded as it happened (masked), in a hash-chained log only root can read.")
 	r := l.Enforcer("sessions", "--config", l.cfgPath)
 	l.Expect(r.Code == 0 && r.Has("prod-db", "alice"), "the agent's sessions are listed with who ran them")
 	js, _ := exec.Command(l.bin, "sessions", "--config", l.cfgPath, "--json").Output()
 	var sessions []struct {
-		ID      string `json:"id"`
-		Blocked int    `json:"blocked"`
+		ID         string `json:"id"`
+		Target     string `json:"target"`
+		Statements int    `json:"statements"`
+		Blocked    int    `json:"blocked"`
+		Held       int    `json:"held"`
 	}
 	json.Unmarshal(js, &sessions)
+	// The agent's second psql session is the read of customers (the first asked for its user).
+	var reads []string
 	id := ""
 	for _, s := range sessions {
-		if s.Blocked > 0 {
-			id = s.ID
-			break
+		if s.Target == "prod-db" && s.Statements > 0 && s.Blocked == 0 && s.Held == 0 {
+			reads = append(reads, s.ID)
 		}
+		if s.Blocked > 0 && id == "" {
+			id = s.ID
+		}
+	}
+	l.Expect(len(reads) >= 2, "the agent's reads were recorded")
+	if len(reads) >= 2 {
+		r = l.Enforcer("replay", reads[1], "--config", l.cfgPath)
+		l.Expect(r.Code == 0 && r.Has("customers", "(5 rows)") && !r.Has("4111 1111 1111 1111") && !r.Has("ada.lovelace@example.com"),
+			"the replay shows the read and its result as the agent saw it: masked")
 	}
 	l.Expect(id != "", "a session with a blocked statement was recorded")
 	r = l.Enforcer("replay", id, "--config", l.cfgPath)

@@ -74,6 +74,10 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 	if !regexp.MustCompile(`exe /\S*psql`).MatchString(replay) || !regexp.MustCompile(`cgroup /\S*enforcer`).MatchString(replay) {
 		t.Errorf("session start without executable or cgroup:\n%s", replay)
 	}
+	// And what the client asked for at startup (psql names itself in application_name).
+	if !strings.Contains(replay, "application_name='psql'") {
+		t.Errorf("session start without the client's parameters:\n%s", replay)
+	}
 	// The session's end carries the bytes its client socket moved (startup, query, rows).
 	if m := regexp.MustCompile(`END .* ([\d.]+ \w*B) from client, ([\d.]+ \w*B) to client`).FindStringSubmatch(replay); m == nil || m[1] == "0 B" || m[2] == "0 B" {
 		t.Errorf("session end without byte counts:\n%s", replay)

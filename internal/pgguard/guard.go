@@ -99,10 +99,7 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 		g.mask = &masker{plan: plan, g: g}
 	}
 	if sh.Recorder != nil && !pol.Recording.Disabled {
-		if err := g.startRecording(sh.Recorder, pol.Recording.Strict(), pol.Recording.MaxRows); err != nil {
-			g.recErr = err
-			g.log.Error("session log unavailable; refusing statements", "err", err)
-		}
+		g.startRecording(sh.Recorder, pol.Recording.Strict(), pol.Recording.MaxRows)
 	}
 	return g
 }
@@ -141,6 +138,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		g.db.Store(s.Database)
 		g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(), rules.Target{Name: g.info.Target.Name, Protocol: g.info.Target.Protocol, Database: s.Database, User: g.info.DBUser})
 	}
+	g.ensureStarted(nil)
 	if g.recErr != nil {
 		return g.refuse("recording", "enforcer: the session log cannot be written, so no statement may run", "", "an administrator must fix the daemon's record directory; see its log")
 	}

@@ -26,6 +26,8 @@ type recorder struct {
 	started time.Time
 	// stmtStart is when the statement whose results flow was sent (unix ns).
 	stmtStart atomic.Int64
+	// startDone is set once the session's start record was attempted (under the guard's mu).
+	startDone bool
 
 	// Client goroutine only, while no statement is pending.
 	stmt   record.Statement
@@ -108,20 +110,42 @@ func (r *recorder) append(ev record.Event, d record.Durability) error {
 }
 
 // start records the session start; a log that cannot be written refuses the session.
-func (g *Guard) startRecording(rec *record.Recorder, strict bool, maxRows int) error {
-	r := &recorder{log: rec, strict: strict, maxRows: maxRows, id: record.NewSessionID(time.Now()), started: time.Now()}
-	g.rec = r
+func (g *Guard) startRecording(rec *record.Recorder, strict bool, maxRows int) {
+	g.rec = &recorder{log: rec, strict: strict, maxRows: maxRows, id: record.NewSessionID(time.Now()), started: time.Now()}
+}
+
+// ClientStarted implements postgres.Starter: the session's start is recorded with the
+// parameters the client sent. A start that cannot be written refuses every statement.
+func (g *Guard) ClientStarted(params map[string]string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ensureStarted(params)
+}
+
+// ensureStarted writes the session's start record once (with no client parameters when the
+// proxy never reported them: a startup that failed, or a caller that is not the proxy).
+func (g *Guard) ensureStarted(params map[string]string) {
+	r := g.rec
+	if r == nil || r.startDone {
+		return
+	}
+	r.startDone = true
 	id, o, t := g.info.Identity, g.info.Origin, g.info.Target
-	return r.append(record.Event{Type: record.TypeSessionStart,
+	err := r.append(record.Event{Type: record.TypeSessionStart, Time: r.started,
 		Start: &record.SessionStart{
-			CgroupID:   o.CgroupID,
-			Identity:   record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
-			Origin:     o.Dst.String(),
-			Process:    record.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int(o.PID), UID: int(o.UID), Cmdline: g.info.Argv},
-			CgroupPath: g.info.Cgroup,
-			Protocol:   "postgres",
-			Target:     record.Target{Name: t.Name, Address: g.info.Upstream, Database: g.info.Database, User: g.info.DBUser},
+			CgroupID:     o.CgroupID,
+			CgroupPath:   g.info.Cgroup,
+			ClientParams: params,
+			Identity:     record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
+			Origin:       o.Dst.String(),
+			Process:      record.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int(o.PID), UID: int(o.UID), Cmdline: g.info.Argv},
+			Protocol:     "postgres",
+			Target:       record.Target{Name: t.Name, Address: g.info.Upstream, Database: g.info.Database, User: g.info.DBUser},
 		}}, record.Async)
+	if err != nil {
+		g.recErr = err
+		g.log.Error("session log unavailable; refusing statements", "err", err)
+	}
 }
 
 // SessionID is the id of this connection's recorded session ("" when recording is off).
@@ -464,6 +488,9 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	if r == nil {
 		return
 	}
+	g.mu.Lock()
+	g.ensureStarted(nil)
+	g.mu.Unlock()
 	if err := r.flushAll(); err != nil {
 		g.log.Error("recording result", "err", err)
 	}

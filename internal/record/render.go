@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -86,6 +88,14 @@ func renderEvent(ev Event, loc *time.Location) string {
 		b.WriteString("\n")
 		if s.CgroupPath != "" || s.Origin != "" {
 			fmt.Fprintf(&b, "%27s cgroup %s origin %s subject %s provider %s\n", "", s.CgroupPath, s.Origin, s.Identity.Subject, s.Identity.Provider)
+		}
+		if len(s.ClientParams) > 0 {
+			keys := slices.Sorted(maps.Keys(s.ClientParams))
+			ps := make([]string, len(keys))
+			for i, k := range keys {
+				ps[i] = k + "=" + quoteParam(s.ClientParams[k])
+			}
+			fmt.Fprintf(&b, "%27s client %s\n", "", strings.Join(ps, " "))
 		}
 	case TypeStatement:
 		s := ev.Statement

@@ -30,6 +30,13 @@ type Deliverer interface {
 	Delivered()
 }
 
+// Starter is implemented by hooks that want the client's startup parameters (user, database,
+// application_name, options…). The proxy calls ClientStarted once, after it accepted the startup
+// message and before it connects upstream.
+type Starter interface {
+	ClientStarted(params map[string]string)
+}
+
 // Kind says which protocol message carries a statement.
 type Kind uint8
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"strconv"
@@ -45,6 +46,9 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 			return fmt.Errorf("client startup: %s", p)
 		}
 		params[k] = v
+	}
+	if st, ok := sess.Hook.(Starter); ok {
+		st.ClientStarted(maps.Clone(sm.Parameters))
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	hc, err := connectUpstream(cctx, sess, db, params)

@@ -46,18 +46,17 @@ func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 		ServerName: up.ServerName,
 	}
 	if h.guard == nil {
-		return h.srv.Serve(ctx, c.Client, sess)
+		return h.srv.Serve(ctx, c.ServeConn(), sess)
 	}
 	g := h.guard(c)
 	sess.Hook = g
-	var counts postgres.ByteCounts
-	sess.Counts = &counts
-	err = h.srv.Serve(ctx, c.Client, sess)
+	err = h.srv.Serve(ctx, c.ServeConn(), sess)
 	reason := "client closed"
 	if err != nil {
 		reason = err.Error()
 	}
-	g.End(reason, counts.FromClient, counts.ToClient)
+	in, out := c.ClientCounts()
+	g.End(reason, in, out)
 	return err
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/metrics"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/redirect"
+	"golang.org/x/sys/unix"
 )
 
 // Conn is one accepted connection from an enforced process.
@@ -31,12 +32,63 @@ type Conn struct {
 	Log      *slog.Logger
 	Started  time.Time
 
-	closeOnce sync.Once
+	closeOnce       sync.Once
+	countsAtClose   atomic.Bool
+	bytesFromClient atomic.Int64
+	bytesToClient   atomic.Int64
 }
 
-// Close closes the client side; handlers notice and tear down their upstream.
+// Close closes the client side; handlers notice and tear down their upstream. The socket's byte
+// counters are read first (see ClientCounts).
 func (c *Conn) Close() {
-	c.closeOnce.Do(func() { c.Client.Close() })
+	c.closeOnce.Do(func() {
+		in, out := socketCounts(c.Client)
+		c.bytesFromClient.Store(in)
+		c.bytesToClient.Store(out)
+		c.countsAtClose.Store(true)
+		c.Client.Close()
+	})
+}
+
+// ClientCounts returns the bytes the client's socket received and sent (retransmissions not
+// counted twice), from the kernel's counters (TCP_INFO): everything the session moved,
+// handshakes and TLS included. Read when the Conn was closed, or now if it is still open.
+func (c *Conn) ClientCounts() (fromClient, toClient int64) {
+	if c.countsAtClose.Load() {
+		return c.bytesFromClient.Load(), c.bytesToClient.Load()
+	}
+	return socketCounts(c.Client)
+}
+
+// ServeConn is Client for a handler to serve: the same socket, whose Close is the Conn's, so the
+// byte counts survive whichever side closes first. Underlying gives the TCP connection itself.
+func (c *Conn) ServeConn() net.Conn { return &servedConn{TCPConn: c.Client, c: c} }
+
+type servedConn struct {
+	*net.TCPConn
+	c *Conn
+}
+
+func (s *servedConn) Close() error {
+	s.c.Close()
+	return nil
+}
+
+// Underlying returns the TCP connection, for handlers that make raw socket calls on it.
+func (s *servedConn) Underlying() *net.TCPConn { return s.TCPConn }
+
+// socketCounts reads a TCP socket's byte counters; zeros if it is closed.
+func socketCounts(tc *net.TCPConn) (in, out int64) {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, 0
+	}
+	rc.Control(func(fd uintptr) {
+		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			in, out = int64(info.Bytes_received), int64(info.Bytes_sent-info.Bytes_retrans)
+		}
+	})
+	return in, out
 }
 
 // Handler serves connections for one protocol.

@@ -27,8 +27,8 @@ func newRawIO(conn net.Conn) *rawIO {
 	switch c := conn.(type) {
 	case *net.TCPConn:
 		tc = c
-	case *countedConn:
-		tc = c.TCPConn
+	case interface{ Underlying() *net.TCPConn }:
+		tc = c.Underlying() // a TCP connection wrapped by its owner (the daemon's proxy.Conn)
 	default:
 		return nil
 	}

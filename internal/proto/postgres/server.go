@@ -42,7 +42,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
-	"golang.org/x/sys/unix"
 )
 
 // TLSMode is how the proxy secures its connection to the upstream server, as libpq's sslmode.
@@ -75,49 +74,6 @@ type Session struct {
 	ServerName string
 	// Hook judges statements and sees results; nil means PassThrough.
 	Hook Hook
-	// Counts, if set, receives the bytes the session moved on the client's socket when Serve
-	// returns (see ByteCounts).
-	Counts *ByteCounts
-}
-
-// ByteCounts are what a session moved on the client's TCP socket, startup and TLS included, from
-// the kernel's own counters (TCP_INFO: bytes received, bytes the client acknowledged). Zero for
-// a client that is not a TCP connection.
-type ByteCounts struct {
-	FromClient int64
-	ToClient   int64
-}
-
-// countedConn reads the socket's counters into counts when it is first closed, whichever of the
-// session's paths closes it.
-type countedConn struct {
-	*net.TCPConn
-	counts *ByteCounts
-	once   sync.Once
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(func() { *c.counts = socketCounts(c.TCPConn) })
-	return c.TCPConn.Close()
-}
-
-// socketCounts reads conn's TCP_INFO byte counters.
-func socketCounts(conn net.Conn) ByteCounts {
-	tc, ok := conn.(*net.TCPConn)
-	if !ok {
-		return ByteCounts{}
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return ByteCounts{}
-	}
-	var bc ByteCounts
-	rc.Control(func(fd uintptr) {
-		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			bc = ByteCounts{FromClient: int64(info.Bytes_received), ToClient: int64(info.Bytes_acked)}
-		}
-	})
-	return bc
 }
 
 // Config configures a Server.
@@ -171,9 +127,6 @@ func NewServer(cfg Config) *Server {
 // wraps io.EOF when it just closed its socket; other errors say what went wrong. Cancelling ctx ends
 // the session.
 func (s *Server) Serve(ctx context.Context, client net.Conn, sess Session) error {
-	if tc, ok := client.(*net.TCPConn); ok && sess.Counts != nil {
-		client = &countedConn{TCPConn: tc, counts: sess.Counts}
-	}
 	defer client.Close()
 	startup, clientConn, err := s.readStartup(client)
 	if err != nil {

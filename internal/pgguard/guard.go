@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -65,7 +66,8 @@ type Guard struct {
 	conn *rules.Conn
 	log  *slog.Logger
 
-	mu sync.Mutex
+	mu       sync.Mutex
+	counters map[rules.Action]prometheus.Counter // statements by verdict, this connection's target
 	// prepared are SQL-level PREPAREs this connection ran, for judging EXECUTE.
 	prepared map[string]*sqlclass.Statement
 	// parsed are protocol-level statements the guard let through Parse, by name.
@@ -226,7 +228,17 @@ func (g *Guard) count(d *rules.Decision) {
 	if m == nil {
 		return
 	}
-	m.Statements.WithLabelValues(g.info.Target.Name, string(d.Verdict)).Inc()
+	// The target is fixed per connection, so each verdict's counter is looked up once: the label
+	// hashing of WithLabelValues was 2 % of the daemon's CPU on a select-only load.
+	c, ok := g.counters[d.Verdict]
+	if !ok {
+		if g.counters == nil {
+			g.counters = map[rules.Action]prometheus.Counter{}
+		}
+		c = m.Statements.WithLabelValues(g.info.Target.Name, string(d.Verdict))
+		g.counters[d.Verdict] = c
+	}
+	c.Inc()
 	for _, match := range d.Matches() {
 		m.RuleDecisions.WithLabelValues(match.Rule, string(match.Action)).Inc()
 	}

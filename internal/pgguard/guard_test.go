@@ -8,8 +8,10 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/metrics"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
@@ -263,5 +265,25 @@ func TestReadsRecordedWithTheirResult(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestStatementsCounted: statements are counted by target and verdict (each verdict's counter is
+// cached per connection, so a second connection must count into the same series).
+func TestStatementsCounted(t *testing.T) {
+	m := metrics.New()
+	for range 2 {
+		g := newGuard(t, nil)
+		g.sh.Metrics = m
+		for _, sql := range []string{"select 1", "select 2", "drop table t"} {
+			st := postgres.Statement{Kind: postgres.KindQuery, SQL: sql}
+			g.Statement(context.Background(), &st)
+		}
+	}
+	for verdict, want := range map[string]float64{"allow": 4, "block": 2} {
+		var got dto.Metric
+		if err := m.Statements.WithLabelValues("db", verdict).Write(&got); err != nil || got.GetCounter().GetValue() != want {
+			t.Errorf("%s: counted %v (%v), want %v", verdict, got.GetCounter().GetValue(), err, want)
+		}
 	}
 }

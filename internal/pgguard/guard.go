@@ -165,7 +165,11 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		// Allowed and approve verdicts pass Parse, which runs nothing; an approve is held at
 		// Execute, when the parameter values it is bound to are known. The Execute is recorded.
 		g.count(&d)
-		g.parsed[s.StatementName] = &parsedStatement{decision: d}
+		if p := g.parsed[s.StatementName]; p != nil {
+			p.decision = d // the unnamed statement is re-parsed for every query: reuse its entry
+		} else {
+			g.parsed[s.StatementName] = &parsedStatement{decision: d}
+		}
 		return postgres.Verdict{}
 	case postgres.KindExecute:
 		p := g.parsed[s.StatementName]

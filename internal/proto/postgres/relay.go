@@ -81,6 +81,15 @@ func (c *conn) newStatement(k Kind) *Statement {
 	return &Statement{Kind: k, ConnID: c.sess.ID, Database: c.database, ClientUser: c.clientUser, TxStatus: byte(c.txStatus.Load()), c: c}
 }
 
+// sqlString returns b as a string, reusing the last one when the client sent the same text again
+// (drivers and pools repeat the same statements; the hook's caches are keyed by the text anyway).
+func (c *conn) sqlString(b []byte) string {
+	if c.lastSQL != string(b) {
+		c.lastSQL = string(b)
+	}
+	return c.lastSQL
+}
+
 // judge calls the hook and normalises its verdict.
 func (c *conn) judge(st *Statement) Verdict {
 	ctx := c.statementContext()
@@ -136,7 +145,7 @@ func (c *conn) onQuery(msg, body []byte) error {
 		return err
 	}
 	st := c.newStatement(KindQuery)
-	st.SQL = string(sql)
+	st.SQL = c.sqlString(sql)
 	v := c.judge(st)
 	switch v.Action {
 	case Refuse:
@@ -167,7 +176,7 @@ func (c *conn) onParse(msg, body []byte) error {
 		return err
 	}
 	st := c.newStatement(KindParse)
-	st.SQL = string(sql)
+	st.SQL = c.sqlString(sql)
 	st.StatementName = string(name)
 	st.ParamOIDs = oids
 	v := c.judge(st)

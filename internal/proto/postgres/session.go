@@ -354,6 +354,7 @@ type conn struct {
 
 	// client → server side
 	clientRaw *rawIO // nil unless the client is plain TCP
+	lastSQL   string // client goroutine only: see sqlString
 	cr        *msgReader
 	upMu      sync.Mutex
 	uw        msgWriter

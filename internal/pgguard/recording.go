@@ -350,9 +350,7 @@ func (r *recorder) flushResult() error {
 	if !r.hasResult.Load() {
 		return nil
 	}
-	r.pendingMu.Lock()
-	defer r.pendingMu.Unlock()
-	return r.flushLocked()
+	return r.flushAll()
 }
 
 func (r *recorder) flushLocked() error {

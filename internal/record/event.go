@@ -240,21 +240,20 @@ func (ev *Event) payload() (any, error) {
 	case TypeRecovery:
 		match, ok = ev.Recovery, ev.Recovery != nil
 	}
-	if ok && ev.payloadCount() == 1 {
+	flags := ev.payloadFlags()
+	n := 0
+	for _, f := range flags {
+		if f.set {
+			n++
+		}
+	}
+	if ok && n == 1 {
 		return match, nil
 	}
-	var set []string
-	for _, p := range []struct {
-		t     Type
-		isSet bool
-	}{
-		{TypeSessionStart, ev.Start != nil}, {TypeStatement, ev.Statement != nil}, {TypeResult, ev.Result != nil},
-		{TypeNotice, ev.Notice != nil}, {TypeApproval, ev.Approval != nil}, {TypeSessionEnd, ev.End != nil},
-		{TypeSegment, ev.Segment != nil}, {TypeCheckpoint, ev.Checkpoint != nil}, {TypeRetention, ev.Retention != nil},
-		{TypeChainBreak, ev.ChainBreak != nil}, {TypeRecovery, ev.Recovery != nil},
-	} {
-		if p.isSet {
-			set = append(set, string(p.t))
+	var set []Type
+	for _, f := range flags {
+		if f.set {
+			set = append(set, f.t)
 		}
 	}
 	switch {
@@ -266,18 +265,19 @@ func (ev *Event) payload() (any, error) {
 	return nil, fmt.Errorf("event type %q does not match its payload %s", ev.Type, set[0])
 }
 
-// payloadCount is the number of payloads set.
-func (ev *Event) payloadCount() int {
-	n := 0
-	for _, set := range [...]bool{
-		ev.Start != nil, ev.Statement != nil, ev.Result != nil, ev.Notice != nil, ev.Approval != nil, ev.End != nil,
-		ev.Segment != nil, ev.Checkpoint != nil, ev.Retention != nil, ev.ChainBreak != nil, ev.Recovery != nil,
-	} {
-		if set {
-			n++
-		}
+type payloadFlag struct {
+	t   Type
+	set bool
+}
+
+// payloadFlags says which payloads are set (an array, so the common path does not allocate).
+func (ev *Event) payloadFlags() [11]payloadFlag {
+	return [...]payloadFlag{
+		{TypeSessionStart, ev.Start != nil}, {TypeStatement, ev.Statement != nil}, {TypeResult, ev.Result != nil},
+		{TypeNotice, ev.Notice != nil}, {TypeApproval, ev.Approval != nil}, {TypeSessionEnd, ev.End != nil},
+		{TypeSegment, ev.Segment != nil}, {TypeCheckpoint, ev.Checkpoint != nil}, {TypeRetention, ev.Retention != nil},
+		{TypeChainBreak, ev.ChainBreak != nil}, {TypeRecovery, ev.Recovery != nil},
 	}
-	return n
 }
 
 // decodePayload fills the payload of ev.Type from data.

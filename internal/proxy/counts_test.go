@@ -1,13 +1,15 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"net"
 	"testing"
 )
 
 // TestClientCounts: a Conn reports the bytes its client socket moved, from the kernel's counters,
-// and keeps them when it is closed, whichever of its closers runs first.
+// and keeps them when it is closed, whichever of its closers runs first; Close ends the context
+// its handler serves it with.
 func TestClientCounts(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -24,6 +26,7 @@ func TestClientCounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &Conn{Client: sc.(*net.TCPConn)}
+	ctx := c.serveContext(context.Background())
 	served := c.ServeConn()
 	if u, ok := served.(interface{ Underlying() *net.TCPConn }); !ok || u.Underlying() != c.Client {
 		t.Fatal("ServeConn does not expose the TCP connection")
@@ -43,8 +46,14 @@ func TestClientCounts(t *testing.T) {
 	if in, out := c.ClientCounts(); in != 1000 || out != 5000 {
 		t.Fatalf("live counts %d/%d, want 1000/5000", in, out)
 	}
+	if ctx.Err() != nil {
+		t.Fatal("the handler's context ended before Close")
+	}
 	served.Close() // the handler's close goes through the Conn
 	c.Close()      // and a second close changes nothing
+	if ctx.Err() == nil {
+		t.Fatal("Close did not end the handler's context (a held statement would outlive it)")
+	}
 	if in, out := c.ClientCounts(); in != 1000 || out != 5000 {
 		t.Fatalf("counts after close %d/%d, want 1000/5000", in, out)
 	}

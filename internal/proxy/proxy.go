@@ -32,22 +32,33 @@ type Conn struct {
 	Log      *slog.Logger
 	Started  time.Time
 
+	cancel          context.CancelFunc // ends the context the handler serves the Conn with
 	closeOnce       sync.Once
 	countsAtClose   atomic.Bool
 	bytesFromClient atomic.Int64
 	bytesToClient   atomic.Int64
 }
 
-// Close closes the client side; handlers notice and tear down their upstream. The socket's byte
-// counters are read first (see ClientCounts).
+// Close closes the client side and ends the context the handler serves it with, so handlers tear
+// down their upstream and whatever waits (a held statement) at once. The socket's byte counters
+// are read first (see ClientCounts).
 func (c *Conn) Close() {
 	c.closeOnce.Do(func() {
+		if c.cancel != nil {
+			c.cancel()
+		}
 		in, out := socketCounts(c.Client)
 		c.bytesFromClient.Store(in)
 		c.bytesToClient.Store(out)
 		c.countsAtClose.Store(true)
 		c.Client.Close()
 	})
+}
+
+// serveContext returns the context c is served with: ctx, ended by c.Close too.
+func (c *Conn) serveContext(ctx context.Context) context.Context {
+	ctx, c.cancel = context.WithCancel(ctx)
+	return ctx
 }
 
 // ClientCounts returns the bytes the client's socket received and sent (retransmissions not
@@ -171,6 +182,7 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 		Started: time.Now(),
 	}
 	c.Log = s.Log.With("conn", c.ID, "dst", origin.Dst.String(), "pid", origin.PID, "comm", origin.Comm, "cgroup", origin.CgroupID)
+	ctx = c.serveContext(ctx)
 	defer c.Close()
 
 	pol := s.Policy()

@@ -133,25 +133,34 @@ func (r *recordingConn) Write(b []byte) (int, error) {
 // leakCheck fails the test if goroutines or file descriptors are left over when it ends (after the
 // proxy's own cleanup, which is registered later and so runs first).
 func leakCheck(t *testing.T) {
-	ensureDB() // its process watcher is not a leak
+	ensureDB()                     // its process watcher is not a leak
+	hangups.once.Do(hangups.start) // nor the hang-up watch, which lives as long as the process
 	g0 := runtime.NumGoroutine()
 	fd0 := countFDs(t)
+	w0 := hangups.watching()
 	t.Cleanup(func() {
 		deadline := time.Now().Add(5 * time.Second)
 		for {
-			g, fd := runtime.NumGoroutine(), countFDs(t)
-			if g <= g0 && fd <= fd0 {
+			g, fd, w := runtime.NumGoroutine(), countFDs(t), hangups.watching()
+			if g <= g0 && fd <= fd0 && w <= w0 {
 				return
 			}
 			if time.Now().After(deadline) {
 				buf := make([]byte, 1<<16)
 				n := runtime.Stack(buf, true)
-				t.Errorf("leak: goroutines %d → %d, fds %d → %d\n%s", g0, g, fd0, fd, buf[:n])
+				t.Errorf("leak: goroutines %d → %d, fds %d → %d, hang-up watches %d → %d\n%s", g0, g, fd0, fd, w0, w, buf[:n])
 				return
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+// watching is how many sockets the hang-up watch has.
+func (h *hangupWatch) watching() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.byID)
 }
 
 func countFDs(t testing.TB) int {

@@ -1,23 +1,59 @@
 package postgres
 
 import (
+	"errors"
+	"fmt"
 	"io"
+	"iter"
 	"net"
+	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // rawIO reads and writes a TCP socket with raw read(2) and write(2) on its non-blocking descriptor,
 // waiting in Go's netpoller only when the socket is not ready.
 //
-// Why: net.Conn's Read and Write enter the scheduler's syscall state, and a loopback write that
-// processes the receiver's softirq inline often outlasts the 20 µs after which sysmon hands the P to
-// another thread. On a 2-core machine that handoff is an extra thread wake-up per message, which
-// made the proxy cost about twice pgbouncer's CPU per statement. A non-blocking socket call never
-// sleeps, so it is safe to run it without the syscall state, as the runtime does for its own
-// short calls.
+// Why raw calls: net.Conn's Read and Write enter the scheduler's syscall state, and a loopback
+// write that processes the receiver's softirq inline often outlasts the 20 µs after which sysmon
+// hands the P to another thread. On a 2-core machine that handoff is an extra thread wake-up per
+// message, which made the proxy cost about twice pgbouncer's CPU per statement. A non-blocking
+// socket call never sleeps, so it is safe to run it without the syscall state, as the runtime does
+// for its own short calls.
+//
+// Why a resident reader: RawConn.Read forgets the descriptor's readiness each time it starts, so
+// each call must try a read(2) first, which on a drained socket fails with EAGAIN: one wasted
+// system call per message received, two per round trip. Reads therefore stay inside one
+// RawConn.Read call, run as a coroutine (iter.Pull2) that hands each read to Read. Within that call
+// readiness is only consumed by waiting, so after a read that did not fill the buffer (the socket
+// was drained; edge-triggered epoll reports whatever arrives later) the reader waits without
+// trying. A hang-up is the exception: a read returns the data before a FIN or a reset and leaves
+// the end for the next read, so a peer that sends and closes at once would go unnoticed; the
+// hang-up watch (hangups) wakes the reader for that read. While suspended, the coroutine holds the
+// descriptor's read lock, and closing a socket waits for that lock: close (Close of rawConn) stops
+// the coroutine first.
 type rawIO struct {
 	rc syscall.RawConn
+	tc *net.TCPConn
+	// watched is set when the hang-up watch has the socket; without it the reader reads until
+	// EAGAIN, as a plain Read would.
+	watched bool
+	id      uint64 // in the hang-up watch
+
+	mu      sync.Mutex // serialises Read and close; the coroutine runs only under it
+	next    func() (int, error, bool)
+	stop    func()
+	buf     []byte // where the coroutine's next read goes
+	closing atomic.Bool
+	// The hang-up watch saw the peer go: the reader reads until EAGAIN from then on, and a past
+	// read deadline may have woken it (woken, cleared when handled).
+	peerGone atomic.Bool
+	woken    atomic.Bool
 }
 
 // newRawIO returns a rawIO for plain TCP connections, or nil when conn is anything else (TLS, pipes),
@@ -36,38 +72,110 @@ func newRawIO(conn net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	return &rawIO{rc: rc}
+	r := &rawIO{rc: rc, tc: tc}
+	r.watched = hangups.add(r)
+	return r
 }
 
 func (r *rawIO) Read(b []byte) (int, error) {
 	if len(b) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			r1, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(r1), e
-			return true
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closing.Load() {
+		return 0, net.ErrClosed
+	}
+	if r.next == nil {
+		r.next, r.stop = iter.Pull2(r.reads)
+	}
+	r.buf = b
+	n, err, ok := r.next()
+	r.buf = nil
+	if !ok || err != nil {
+		// The coroutine has ended (EOF, an error, a deadline); a later Read starts another.
+		r.stop()
+		r.next, r.stop = nil, nil
+		if !ok {
+			err = io.ErrNoProgress
 		}
-	})
-	if err != nil {
-		return 0, err
+		if r.closing.Load() {
+			err = net.ErrClosed
+		}
 	}
-	if errno != 0 {
-		return 0, errno
+	return n, err
+}
+
+// reads is the resident reader: it yields each successful read, and then the error that ends it
+// (io.EOF when the peer closed).
+func (r *rawIO) reads(yield func(int, error) bool) {
+	var errno syscall.Errno
+	stopped := false
+	read := func(fd uintptr) bool {
+		for {
+			b := r.buf
+			n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return false
+			case e != 0:
+				errno = e
+				return true
+			case n == 0:
+				return true
+			}
+			if !yield(int(n), nil) {
+				stopped = true
+				return true
+			}
+			if int(n) < len(b) && r.watched && !r.peerGone.Load() {
+				return false // drained when read: wait for the next arrival
+			}
+		}
 	}
-	if n == 0 {
-		return 0, io.EOF
+	err := r.rc.Read(read)
+	for err != nil && r.woken.Swap(false) && errors.Is(err, os.ErrDeadlineExceeded) && !r.closing.Load() {
+		// Woken by the hang-up watch: read the end.
+		r.tc.SetReadDeadline(time.Time{})
+		err = r.rc.Read(read)
 	}
-	return n, nil
+	switch {
+	case stopped:
+	case err != nil:
+		yield(0, err)
+	case errno != 0:
+		yield(0, errno)
+	default:
+		yield(0, io.EOF)
+	}
+}
+
+// close stops the resident reader so that the socket can be closed. wake must end a wait in the
+// netpoller (a read deadline in the past), since a waiting reader holds the lock close needs.
+// Reads after close fail with net.ErrClosed.
+func (r *rawIO) close(wake func()) {
+	if r.closing.Swap(true) {
+		return
+	}
+	wake()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stop != nil {
+		r.stop()
+		r.next, r.stop = nil, nil
+	}
+	if r.watched {
+		hangups.remove(r)
+	}
+}
+
+// hangUp wakes the reader to read the end of the stream (see hangups).
+func (r *rawIO) hangUp() {
+	r.peerGone.Store(true)
+	r.woken.Store(true)
+	r.tc.SetReadDeadline(longAgo)
 }
 
 func (r *rawIO) Write(b []byte) (int, error) {
@@ -99,12 +207,129 @@ func (r *rawIO) Write(b []byte) (int, error) {
 	return written, nil
 }
 
-// rawTCPConn is a TCP connection whose Read and Write use rawIO; everything else (deadlines,
-// addresses, Close) is the TCPConn's.
-type rawTCPConn struct {
-	*net.TCPConn
+// dup returns a second descriptor of the socket as a File in the netpoller, to wait for its
+// readiness without touching the resident reader's (each descriptor has its own).
+func (r *rawIO) dup() (*os.File, error) {
+	nfd := -1
+	var derr error
+	if err := r.rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return os.NewFile(uintptr(nfd), "client socket"), nil
+}
+
+// rawConn is a connection whose Read and Write use rawIO; everything else (deadlines, addresses)
+// is the underlying connection's, and Close stops the resident reader first.
+type rawConn struct {
+	net.Conn
 	raw *rawIO
 }
 
-func (c *rawTCPConn) Read(b []byte) (int, error)  { return c.raw.Read(b) }
-func (c *rawTCPConn) Write(b []byte) (int, error) { return c.raw.Write(b) }
+// newRawConn wraps a plain TCP connection (see newRawIO); anything else is returned as it is.
+func newRawConn(c net.Conn) net.Conn {
+	if r := newRawIO(c); r != nil {
+		return &rawConn{Conn: c, raw: r}
+	}
+	return c
+}
+
+// longAgo is a deadline that has passed.
+var longAgo = time.Unix(1, 0)
+
+func (c *rawConn) Read(b []byte) (int, error)  { return c.raw.Read(b) }
+func (c *rawConn) Write(b []byte) (int, error) { return c.raw.Write(b) }
+
+func (c *rawConn) Close() error {
+	c.raw.close(func() { c.Conn.SetReadDeadline(longAgo) })
+	return c.Conn.Close()
+}
+
+// hangups watches every resident reader's socket for the peer's hang-up (FIN, reset) in one epoll
+// set of its own, level-triggered and one-shot, which says nothing while data flows. When a
+// hang-up arrives the socket's reader is woken to read the end, which a reader waiting after a
+// draining read would otherwise miss (see rawIO).
+var hangups hangupWatch
+
+type hangupWatch struct {
+	once   sync.Once
+	epfd   int
+	mu     sync.Mutex
+	nextID uint64
+	byID   map[uint64]*rawIO
+}
+
+// add puts r's socket in the watch; false if it cannot (no epoll), and r then reads until EAGAIN.
+func (h *hangupWatch) add(r *rawIO) bool {
+	h.once.Do(h.start)
+	if h.epfd < 0 {
+		return false
+	}
+	h.mu.Lock()
+	h.nextID++
+	r.id = h.nextID
+	h.byID[r.id] = r
+	h.mu.Unlock()
+	var eerr error
+	err := r.rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(r.id), Pad: int32(r.id >> 32)}
+		eerr = unix.EpollCtl(h.epfd, unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err == nil {
+		err = eerr
+	}
+	if err != nil {
+		h.mu.Lock()
+		delete(h.byID, r.id)
+		h.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// remove takes r's socket out of the watch before it is closed. (A socket closed without it
+// leaves the set by itself: epoll forgets a file when its last descriptor closes.)
+func (h *hangupWatch) remove(r *rawIO) {
+	h.mu.Lock()
+	delete(h.byID, r.id)
+	h.mu.Unlock()
+	r.rc.Control(func(fd uintptr) {
+		unix.EpollCtl(h.epfd, unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+func (h *hangupWatch) start() {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		h.epfd = -1
+		return
+	}
+	h.epfd, h.byID = epfd, map[uint64]*rawIO{}
+	go h.run()
+}
+
+// run waits for hang-ups for the life of the process, in a thread of its own (a blocking
+// epoll_wait, woken only when a peer goes away).
+func (h *hangupWatch) run() {
+	events := make([]unix.EpollEvent, 64)
+	for {
+		n, err := unix.EpollWait(h.epfd, events, -1)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			panic(fmt.Sprintf("postgres: hang-up watch: epoll_wait: %v", err)) // only a bug gets here
+		}
+		h.mu.Lock()
+		for _, ev := range events[:n] {
+			if r := h.byID[uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32]; r != nil {
+				r.hangUp()
+			}
+		}
+		h.mu.Unlock()
+	}
+}

@@ -72,6 +72,8 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 		}
 	}
 
+	// Every close goes through the relay's connections (rawConn stops its resident reader first).
+	client = newRawConn(client)
 	c := &conn{
 		srv:        s,
 		sess:       sess,
@@ -95,7 +97,11 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	defer c.stop()
 	// The caller's context ends the session too (daemon shutdown): closing both sockets unblocks
 	// both relay goroutines.
+	// Deadlines first: they wake whatever either relay goroutine waits for on either socket, so
+	// neither close waits on a goroutine that only the other close would wake.
 	context.AfterFunc(c.ctx, func() {
+		client.SetDeadline(longAgo)
+		up.SetDeadline(longAgo)
 		client.Close()
 		up.Close()
 	})
@@ -159,10 +165,7 @@ func connectUpstream(ctx context.Context, sess Session, db string, params map[st
 		if err != nil {
 			return nil, err
 		}
-		if r := newRawIO(c); r != nil {
-			return &rawTCPConn{TCPConn: c.(*net.TCPConn), raw: r}, nil
-		}
-		return c, nil
+		return newRawConn(c), nil
 	}
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -347,10 +350,10 @@ type conn struct {
 	txStatus atomic.Uint32
 	// judgeStart is when the running hook call started (UnixNano), 0 when none runs: the server
 	// has not seen that statement.
-	judgeStart  atomic.Int64
-	watchMu     sync.Mutex
-	watchActive bool
-	watchDone   chan struct{}
+	judgeStart atomic.Int64
+	watchMu    sync.Mutex
+	watchFile  *os.File // the running watch's descriptor, nil when none runs
+	watchDone  chan struct{}
 
 	// client → server side
 	clientRaw *rawIO // nil unless the client is plain TCP
@@ -379,17 +382,12 @@ var errTerminate = errors.New("client terminated")
 
 // relay runs both directions until one ends, then closes both connections.
 func (c *conn) relay() error {
-	var clientIO, upIO io.ReadWriter = c.client, c.upstream
-	if r := newRawIO(c.client); r != nil {
-		clientIO = r
-		c.clientRaw = r
+	if rc, ok := c.client.(*rawConn); ok {
+		c.clientRaw = rc.raw
 	}
-	if r := newRawIO(c.upstream); r != nil {
-		upIO = r
-	}
-	c.cr = newMsgReader(clientIO, c.srv.cfg.MaxMessageSize, c.flushUpstream)
+	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, c.flushUpstream)
 	c.cr.known = frontendTypes
-	c.uw.w = upIO
+	c.uw.w = c.upstream
 	flushClient := c.flushClientLocked
 	if d, ok := c.hook.(Deliverer); ok {
 		flushClient = func() error {
@@ -400,8 +398,8 @@ func (c *conn) relay() error {
 			return nil
 		}
 	}
-	c.sr = newMsgReader(upIO, maxServerMessage, flushClient)
-	c.cw.w = clientIO
+	c.sr = newMsgReader(c.upstream, maxServerMessage, flushClient)
+	c.cw.w = c.client
 
 	errc := make(chan error, 1)
 	go func() {

@@ -23,15 +23,14 @@ func (c *conn) startJudging() { c.judgeStart.Store(time.Now().UnixNano()) }
 func (c *conn) endJudging() {
 	c.judgeStart.Store(0)
 	c.watchMu.Lock()
-	active, done := c.watchActive, c.watchDone
-	c.watchActive = false
+	f, done := c.watchFile, c.watchDone
+	c.watchFile = nil
 	c.watchMu.Unlock()
-	if !active {
+	if f == nil {
 		return
 	}
-	c.client.SetReadDeadline(time.Unix(1, 0)) // wakes the watch's wait
+	f.SetReadDeadline(longAgo) // wakes the watch's wait
 	<-done
-	c.client.SetReadDeadline(time.Time{})
 }
 
 // watchdog runs while the server has sessions.
@@ -61,25 +60,39 @@ func (s *Server) watchdog() {
 }
 
 // startWatch watches the client of a held statement until it disconnects (which ends the session
-// and so cancels the hook's context) or endJudging stops the watch.
+// and so cancels the hook's context) or endJudging stops the watch. It waits on a second descriptor
+// of the client socket: the relay's resident reader owns the first one's readiness (see rawIO).
 func (c *conn) startWatch() {
 	if c.clientRaw == nil {
 		return // TLS or non-TCP client: only CancelRequest and shutdown end a hold
 	}
 	c.watchMu.Lock()
-	if c.watchActive || c.judgeStart.Load() == 0 {
-		c.watchMu.Unlock()
+	defer c.watchMu.Unlock()
+	if c.watchFile != nil || c.judgeStart.Load() == 0 {
+		return
+	}
+	// Without a descriptor (out of them) the hold goes unwatched, as for a TLS client.
+	f, err := c.clientRaw.dup()
+	if err != nil {
+		return
+	}
+	rc, err := f.SyscallConn()
+	if err == nil {
+		err = f.SetReadDeadline(time.Time{}) // fails unless f is in the netpoller
+	}
+	if err != nil {
+		f.Close()
 		return
 	}
 	done := make(chan struct{})
-	c.watchActive, c.watchDone = true, done
-	c.watchMu.Unlock()
+	c.watchFile, c.watchDone = f, done
 	go func() {
 		defer close(done)
+		defer f.Close()
 		gone := false
 		// Wait in the netpoller for readiness; poll(2) with POLLRDHUP tells a closed peer apart
 		// from pipelined input, which stays unread for the relay.
-		c.clientRaw.rc.Read(func(fd uintptr) bool {
+		rc.Read(func(fd uintptr) bool {
 			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLRDHUP}}
 			if n, err := unix.Poll(fds, 0); err == nil && n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR) != 0 {
 				gone = true

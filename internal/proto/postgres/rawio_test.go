@@ -1,0 +1,182 @@
+package postgres
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection: the proxy's end wrapped in rawConn.
+func tcpPair(t *testing.T) (*rawConn, *net.TCPConn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.DialTCP("tcp", nil, ln.Addr().(*net.TCPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, ok := newRawConn(c).(*rawConn)
+	if !ok {
+		t.Fatal("a TCP connection was not wrapped")
+	}
+	if !rc.raw.watched {
+		t.Fatal("the hang-up watch did not take the socket")
+	}
+	t.Cleanup(func() { rc.Close(); peer.Close() })
+	return rc, peer
+}
+
+// readWithin runs Read and fails the test if it has not returned within d.
+func readWithin(t *testing.T, c net.Conn, b []byte, d time.Duration) (int, error) {
+	t.Helper()
+	type res struct {
+		n   int
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		n, err := c.Read(b)
+		ch <- res{n, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.n, r.err
+	case <-time.After(d):
+		t.Fatalf("Read did not return within %v", d)
+		return 0, nil
+	}
+}
+
+// TestResidentReaderSeesHangUps: a peer that writes and closes (or resets) at once, so that one
+// wake-up covers both, still ends the stream: the read after the data reports the end.
+func TestResidentReaderSeesHangUps(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		name := "fin"
+		if reset {
+			name = "reset"
+		}
+		t.Run(name, func(t *testing.T) {
+			c, peer := tcpPair(t)
+			b := make([]byte, 4096)
+			// A first exchange puts the reader in its wait after a draining read.
+			peer.Write([]byte("one"))
+			if n, err := readWithin(t, c, b, 5*time.Second); err != nil || string(b[:n]) != "one" {
+				t.Fatalf("got %q %v", b[:n], err)
+			}
+			peer.Write([]byte("two"))
+			if reset {
+				peer.SetLinger(0)
+			}
+			peer.Close()
+			time.Sleep(50 * time.Millisecond) // both arrive before the reader looks
+			var got []byte
+			var err error
+			for err == nil {
+				var n int
+				n, err = readWithin(t, c, b, 5*time.Second)
+				got = append(got, b[:n]...)
+			}
+			if !reset && (string(got) != "two" || !errors.Is(err, io.EOF)) {
+				t.Fatalf("got %q then %v, want \"two\" then EOF", got, err)
+			}
+			if reset && err == nil {
+				t.Fatal("no error after a reset")
+			}
+		})
+	}
+}
+
+// TestResidentReaderLargeTransfer: reads that fill the buffer are followed by more reads (no wait),
+// and every byte arrives in order.
+func TestResidentReaderLargeTransfer(t *testing.T) {
+	c, peer := tcpPair(t)
+	want := make([]byte, 8<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	go func() {
+		peer.Write(want)
+		peer.CloseWrite()
+	}()
+	got, err := io.ReadAll(io.LimitReader(c, int64(len(want)+1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || string(got) != string(want) {
+		t.Fatalf("got %d bytes, want %d identical", len(got), len(want))
+	}
+}
+
+// TestRawConnCloseDoesNotWait: Close returns while the reader waits for data, and while it is
+// suspended between reads (holding the descriptor), and later Reads report a closed connection.
+func TestRawConnCloseDoesNotWait(t *testing.T) {
+	t.Run("reader waiting", func(t *testing.T) {
+		c, _ := tcpPair(t)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := c.Read(make([]byte, 16))
+			errc <- err
+		}()
+		time.Sleep(50 * time.Millisecond)
+		closeWithin(t, c)
+		select {
+		case err := <-errc:
+			if !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Read still waits after Close")
+		}
+	})
+	t.Run("reader suspended", func(t *testing.T) {
+		c, peer := tcpPair(t)
+		peer.Write([]byte("x"))
+		if _, err := readWithin(t, c, make([]byte, 16), 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		closeWithin(t, c)
+		if _, err := c.Read(make([]byte, 16)); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Read after Close: %v, want net.ErrClosed", err)
+		}
+	})
+}
+
+func closeWithin(t *testing.T, c *rawConn) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		c.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+}
+
+// TestResidentReaderAfterDeadline: a read deadline ends one Read with a timeout, and the next Read
+// (deadline cleared) starts a new reader that gets the data.
+func TestResidentReaderAfterDeadline(t *testing.T) {
+	c, peer := tcpPair(t)
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	b := make([]byte, 16)
+	if _, err := readWithin(t, c, b, 5*time.Second); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("got %v, want a timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	peer.Write([]byte("after"))
+	if n, err := readWithin(t, c, b, 5*time.Second); err != nil || string(b[:n]) != "after" {
+		t.Fatalf("got %q %v", b[:n], err)
+	}
+}

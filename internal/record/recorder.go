@@ -154,32 +154,46 @@ type stats struct {
 	batchSizes                                                                        [len(BatchBounds) + 1]atomic.Uint64
 }
 
-// pendingRec is a record waiting for the writer. Async records are recycled through pendingPool
-// once written; write-ahead ones are left to the collector, since their Append may still hold them.
-type pendingRec struct {
-	typ        Type
-	buf        []byte // session id as a canonical JSON string (sessionLen bytes), then the payload
-	sessionLen int
-	time       [len(TimeFormat)]byte
-	wa         bool
-	done       chan error // write-ahead only: buffered 1; receives once
+// batch holds the records waiting for the writer, encoded back to back in one buffer. Appends
+// copy their record into the current batch under the recorder's lock; the writer swaps it for an
+// empty one and seals what it took. One buffer, filled in order and read in order, keeps the
+// writer's reads sequential and never hands memory back and forth between goroutines (a pooled
+// record per Append came back from the writer cold: half of Append's own time was that miss).
+type batch struct {
+	buf  []byte
+	recs []batchRec
 }
 
-func (p *pendingRec) session() []byte { return p.buf[:p.sessionLen] }
-func (p *pendingRec) data() []byte    { return p.buf[p.sessionLen:] }
+// batchRec is one record of a batch: buf[start:sessionEnd] is its session id as a canonical JSON
+// string (empty for none), buf[sessionEnd:end] its payload.
+type batchRec struct {
+	typ                    Type
+	start, sessionEnd, end int
+	time                   [len(TimeFormat)]byte
+	done                   chan error // write-ahead only: buffered 1; receives once
+}
 
-// maxPooledBuf bounds the buffers kept for reuse, so one huge result does not pin its memory.
-const maxPooledBuf = 64 << 10
+func (b *batch) session(i int) []byte { return b.buf[b.recs[i].start:b.recs[i].sessionEnd] }
+func (b *batch) data(i int) []byte    { return b.buf[b.recs[i].sessionEnd:b.recs[i].end] }
 
-var pendingPool = sync.Pool{New: func() any { return new(pendingRec) }}
-
-func recycle(p *pendingRec) {
-	if cap(p.buf) > maxPooledBuf {
-		p.buf = nil
+// reset empties b for reuse, dropping a buffer a huge record grew.
+func (b *batch) reset() {
+	if cap(b.buf) > maxKeptBatch {
+		b.buf = nil
 	}
-	p.buf, p.done = p.buf[:0], nil
-	pendingPool.Put(p)
+	clear(b.recs) // drop the done channels
+	b.buf, b.recs = b.buf[:0], b.recs[:0]
 }
+
+// maxKeptBatch bounds the batch buffer kept for reuse; maxPooledBuf the encoding buffers.
+const (
+	maxKeptBatch = 8 << 20
+	maxPooledBuf = 64 << 10
+)
+
+// encodePool holds the buffers Append encodes into before it takes the lock; they never leave
+// the appending side, so the one a goroutine gets back is usually still in its cache.
+var encodePool = sync.Pool{New: func() any { return new([]byte) }}
 
 // Recorder appends records to the log in one directory. It is safe for concurrent use.
 type Recorder struct {
@@ -189,9 +203,11 @@ type Recorder struct {
 	pub  string
 
 	mu      sync.Mutex
-	pending []*pendingRec
+	pending batch
 	failed  error
 	closed  bool
+	// refusing is set (under mu) once failed or closed is, for Check's lock-free common case.
+	refusing atomic.Bool
 	cpReq   []chan cpResult
 	drained chan struct{} // closed when the writer takes the queue, if Appends wait for room
 
@@ -573,32 +589,41 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		ev.Result = r.capResult(res)
 	}
 	if st := ev.Statement; st != nil && st.Result != nil {
-		c := *st
-		c.Result = r.capResult(st.Result)
-		ev.Statement = &c
+		if res := r.capResult(st.Result); res != st.Result {
+			c := *st
+			c.Result = res
+			ev.Statement = &c
+		}
 	}
-	p := pendingPool.Get().(*pendingRec)
-	p.buf = appendJSONString(p.buf[:0], ev.Session)
-	p.sessionLen = len(p.buf)
+	bp := encodePool.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= maxPooledBuf {
+			encodePool.Put(bp)
+		}
+	}()
+	enc := appendJSONString((*bp)[:0], ev.Session)
+	sessionLen := len(enc)
 	var err error
-	if p.buf, err = appendPayload(p.buf, &ev); err != nil {
-		recycle(p)
+	enc, err = appendPayload(enc, &ev)
+	*bp = enc
+	if err != nil {
 		return fmt.Errorf("record: %w", err)
 	}
 	t := ev.Time
 	if t.IsZero() {
 		t = r.opts.Now()
 	}
-	appendStamp(&r.stamps, p.time[:0], t)
-	p.typ = ev.Type
-	p.wa = d == WriteAhead || r.opts.Strict
-	if p.wa {
-		p.done = make(chan error, 1)
+	rec := batchRec{typ: ev.Type}
+	appendStamp(&r.stamps, rec.time[:0], t)
+	wa := d == WriteAhead || r.opts.Strict
+	var start time.Time
+	if wa {
+		rec.done = make(chan error, 1)
+		start = time.Now()
 	}
-	start := time.Now()
 	r.mu.Lock()
 	var full *time.Timer
-	for len(r.pending) >= r.opts.MaxPending && r.failed == nil && !r.closed {
+	for len(r.pending.recs) >= r.opts.MaxPending && r.failed == nil && !r.closed {
 		// Backpressure: the writer is behind (a slow disk); wait for it to take the queue, but
 		// not forever.
 		if full == nil {
@@ -630,11 +655,14 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		r.st.failures.Add(1)
 		return err
 	}
-	first := len(r.pending) == 0
-	wa, done := p.wa, p.done
-	r.pending = append(r.pending, p)
+	b := &r.pending
+	first := len(b.recs) == 0
+	rec.start = len(b.buf)
+	rec.sessionEnd = rec.start + sessionLen
+	b.buf = append(b.buf, enc...)
+	rec.end = len(b.buf)
+	b.recs = append(b.recs, rec)
 	r.mu.Unlock()
-	// p belongs to the writer now: an async one may already be written and reused.
 	if !wa {
 		if first {
 			select {
@@ -648,7 +676,7 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	case r.wake <- struct{}{}:
 	default:
 	}
-	err = <-done
+	err = <-rec.done
 	r.st.waNS.Add(uint64(time.Since(start)))
 	if err != nil {
 		r.st.failures.Add(1)
@@ -667,16 +695,18 @@ func (r *Recorder) capResult(res *Result) *Result {
 	return &c
 }
 
-// fail makes the recorder refuse every later Append and reports the failure loudly.
-func (r *Recorder) fail(err error, batch []*pendingRec) {
+// fail makes the recorder refuse every later Append and reports the failure loudly. taken is
+// the batch the writer was writing, if any.
+func (r *Recorder) fail(err error, taken *batch) {
 	r.mu.Lock()
 	first := r.failed == nil
 	if first {
 		r.failed = fmt.Errorf("%w: %v", ErrLogFailed, err)
+		r.refusing.Store(true)
 	}
 	ferr := r.failed
 	rest := r.pending
-	r.pending = nil
+	r.pending = batch{}
 	reqs := r.cpReq
 	r.cpReq = nil
 	if r.drained != nil {
@@ -687,15 +717,16 @@ func (r *Recorder) fail(err error, batch []*pendingRec) {
 	if first {
 		r.log.Error("session log write failed; refusing all statements until restart", "err", err)
 	}
-	for _, p := range batch {
-		if p.done != nil {
-			p.done <- ferr
+	for _, b := range []*batch{taken, &rest} {
+		if b == nil {
+			continue
 		}
-	}
-	for _, p := range rest {
-		if p.done != nil {
-			p.done <- ferr
+		for _, rec := range b.recs {
+			if rec.done != nil {
+				rec.done <- ferr
+			}
 		}
+		b.reset()
 	}
 	for _, c := range reqs {
 		c <- cpResult{err: ferr}
@@ -717,7 +748,7 @@ func (r *Recorder) writer() {
 	defer tick.Stop()
 	window := time.NewTimer(time.Hour)
 	window.Stop()
-	var batch []*pendingRec
+	var taken batch
 	stopping := false
 	for {
 		ticked := false
@@ -742,7 +773,7 @@ func (r *Recorder) writer() {
 			}
 		}
 		r.mu.Lock()
-		batch, r.pending = r.pending, batch[:0]
+		taken, r.pending = r.pending, taken
 		reqs := r.cpReq
 		r.cpReq = nil
 		if r.drained != nil {
@@ -752,19 +783,15 @@ func (r *Recorder) writer() {
 		r.mu.Unlock()
 
 		if r.isFailed() {
-			r.fail(nil, batch)
-			batch = batch[:0]
+			r.fail(nil, &taken)
 			if stopping {
 				return
 			}
 			continue
 		}
-		if len(batch) > 0 {
-			r.writeBatch(batch)
-			for i := range batch {
-				batch[i] = nil
-			}
-			batch = batch[:0]
+		if len(taken.recs) > 0 {
+			r.writeBatch(&taken)
+			taken.reset()
 			if r.isFailed() {
 				continue
 			}
@@ -792,7 +819,7 @@ func (r *Recorder) writer() {
 		}
 		if stopping {
 			r.mu.Lock()
-			more := len(r.pending) > 0 || len(r.cpReq) > 0
+			more := len(r.pending.recs) > 0 || len(r.cpReq) > 0
 			r.mu.Unlock()
 			if !more {
 				if !r.isFailed() {
@@ -806,15 +833,17 @@ func (r *Recorder) writer() {
 	}
 }
 
-func (r *Recorder) writeBatch(batch []*pendingRec) {
+// writeBatch seals and writes b's records (which stay b's for the caller to reset).
+func (r *Recorder) writeBatch(b *batch) {
 	buf := r.buf[:0]
-	now := len(batch)
+	now := len(b.recs)
 	seq, head := r.seq, []byte(r.head)
 	wa := false
-	for _, p := range batch {
+	for i := range b.recs {
+		rec := &b.recs[i]
 		seq++
-		buf, head = r.sealer.seal(buf, p.data(), p.session(), head, seq, p.time[:], p.typ)
-		wa = wa || p.wa
+		buf, head = r.sealer.seal(buf, b.data(i), b.session(i), head, seq, rec.time[:], rec.typ)
+		wa = wa || rec.done != nil
 	}
 	r.buf = buf
 	n, err := r.writeSegment(buf)
@@ -822,7 +851,7 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 		if n > 0 {
 			r.segSize += int64(n) // a partial write leaves a torn line; the log is failed from here on
 		}
-		r.fail(fmt.Errorf("write %d records to %s: %w", len(batch), r.f.Name(), err), batch)
+		r.fail(fmt.Errorf("write %d records to %s: %w", now, r.f.Name(), err), b)
 		return
 	}
 	r.seq, r.head = seq, string(head)
@@ -832,14 +861,14 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 	r.st.records.Add(uint64(now))
 	r.st.batches.Add(1)
 	r.st.bytes.Add(uint64(len(buf)))
-	b := len(BatchBounds)
+	sz := len(BatchBounds)
 	for i, bound := range BatchBounds {
 		if uint64(now) <= bound {
-			b = i
+			sz = i
 			break
 		}
 	}
-	r.st.batchSizes[b].Add(1)
+	r.st.batchSizes[sz].Add(1)
 	for {
 		m := r.st.maxBatch.Load()
 		if uint64(now) <= m || r.st.maxBatch.CompareAndSwap(m, uint64(now)) {
@@ -848,19 +877,13 @@ func (r *Recorder) writeBatch(batch []*pendingRec) {
 	}
 	if wa {
 		if err := r.fdatasync(); err != nil {
-			r.fail(err, batch)
+			r.fail(err, b)
 			return
 		}
-		for _, p := range batch {
-			if p.wa {
-				p.done <- nil
+		for _, rec := range b.recs {
+			if rec.done != nil {
+				rec.done <- nil
 			}
-		}
-	}
-	for i, p := range batch {
-		if !p.wa {
-			recycle(p)
-			batch[i] = nil
 		}
 	}
 }
@@ -949,6 +972,9 @@ func (r *Recorder) Dir() string { return r.opts.Dir }
 // the log failed, nil while it takes records. For callers that hold a record back and must not
 // let its statement run if it could never be written.
 func (r *Recorder) Check() error {
+	if !r.refusing.Load() {
+		return nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
@@ -976,6 +1002,7 @@ func (r *Recorder) Close() error {
 		return ErrClosed
 	}
 	r.closed = true
+	r.refusing.Store(true)
 	r.mu.Unlock()
 	close(r.stop)
 	<-r.stopped

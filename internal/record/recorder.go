@@ -208,8 +208,8 @@ type Recorder struct {
 	closed  bool
 	// refusing is set (under mu) once failed or closed is, for Check's lock-free common case.
 	refusing atomic.Bool
-	cpReq   []chan cpResult
-	drained chan struct{} // closed when the writer takes the queue, if Appends wait for room
+	cpReq    []chan cpResult
+	drained  chan struct{} // closed when the writer takes the queue, if Appends wait for room
 
 	wake      chan struct{} // write now: a write-ahead record or a checkpoint request is pending
 	asyncWake chan struct{} // async records are pending: write within AsyncWindow

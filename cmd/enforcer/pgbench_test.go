@@ -77,7 +77,11 @@ GRANT SELECT ON pii TO agent_ro;`)
 			e.tailYAML = strings.ReplaceAll(p, `\n`, "\n") + "\n"
 		}
 		e.setPolicy()
-		go exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-M", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"), "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3), dsn).Run()
+		pgbenchOut := make(chan []byte, 1)
+		go func() {
+			out, _ := exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-M", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"), "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3), dsn).CombinedOutput()
+			pgbenchOut <- out
+		}()
 		time.Sleep(time.Second)
 		cfg, _ := os.ReadFile(e.cfgPath)
 		addr := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)[1]
@@ -85,12 +89,14 @@ GRANT SELECT ON pii TO agent_ro;`)
 		switch os.Getenv("ENFORCER_BENCH_PROFILER") {
 		case "perf": // kernel included: perf report -i FILE
 			cmd = exec.Command("perf", "record", "-g", "-o", prof, "-p", strconv.Itoa(daemonPID), "--", "sleep", strconv.Itoa(secs))
+		case "perfstat": // CPU time, context switches and migrations
+			cmd = exec.Command("perf", "stat", "-o", prof, "-e", "task-clock,context-switches,cpu-migrations", "-p", strconv.Itoa(daemonPID), "--", "sleep", strconv.Itoa(secs))
 		case "strace": // system calls and their counts
 			cmd = exec.Command("timeout", "-s", "INT", strconv.Itoa(secs), "strace", "-c", "-f", "-o", prof, "-p", strconv.Itoa(daemonPID))
 		}
 		out, err := cmd.CombinedOutput()
 		b.Logf("profile written to %s: %v %s", prof, err, out)
-		time.Sleep(4 * time.Second) // let pgbench finish
+		b.Logf("pgbench: %.0f TPS", parseFloat(tpsRE, <-pgbenchOut))
 		return
 	}
 	// The enforcer's features are added one at a time, each with its own policy.

@@ -72,6 +72,9 @@ type Guard struct {
 	prepared map[string]*sqlclass.Statement
 	// parsed are protocol-level statements the guard let through Parse, by name.
 	parsed map[string]*parsedStatement
+	// preparedGen counts changes to prepared; lastParse is the last Parse's decision.
+	preparedGen uint64
+	lastParse   parseMemo
 	// mask is nil when this identity sees the target's values in clear.
 	mask *masker
 	db   atomic.Value // string
@@ -82,6 +85,29 @@ type Guard struct {
 
 type parsedStatement struct {
 	decision rules.Decision
+}
+
+// parseMemo is a Parse decision with everything it depends on: the text, the policy, the
+// connection's rule inputs and its SQL-level prepared statements.
+type parseMemo struct {
+	sql         string
+	pol         *policy.Policy
+	conn        *rules.Conn
+	preparedGen uint64
+	decision    rules.Decision
+}
+
+// parseDecision classifies and decides the text of a Parse, or returns the last decision when
+// nothing it depends on changed: drivers parse the same unnamed statement again for every query
+// (the proxy hands the same string back, so the comparison is a pointer check).
+func (g *Guard) parseDecision(pol *policy.Policy, sql string) rules.Decision {
+	m := &g.lastParse
+	if m.pol == pol && m.conn == g.conn && m.preparedGen == g.preparedGen && m.sql == sql && m.pol != nil {
+		return m.decision
+	}
+	d := pol.Rules.Decide(g.conn, g.sh.Classifier.Classify(sql), g.lookupPrepared)
+	*m = parseMemo{sql: sql, pol: pol, conn: g.conn, preparedGen: g.preparedGen, decision: d}
+	return d
 }
 
 // NewGuard returns the hook for one connection.
@@ -156,8 +182,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		}
 		return v
 	case postgres.KindParse:
-		res := g.sh.Classifier.Classify(s.SQL)
-		d := pol.Rules.Decide(g.conn, res, g.lookupPrepared)
+		d := g.parseDecision(pol, s.SQL)
 		if d.Verdict == rules.Block {
 			v, _ := g.enforce(ctx, pol, s, &d, nil)
 			return g.recorded(s, &d, v, "", nil)
@@ -223,7 +248,10 @@ func (g *Guard) notePrepares(res *sqlclass.Result) {
 			clear(g.prepared)
 		case st.Deallocate != "":
 			delete(g.prepared, st.Deallocate)
+		default:
+			continue
 		}
+		g.preparedGen++
 	}
 }
 

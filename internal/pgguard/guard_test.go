@@ -287,3 +287,55 @@ func TestStatementsCounted(t *testing.T) {
 		}
 	}
 }
+
+// TestParseDecisionReuse: a Parse of the same text reuses the last decision only while nothing
+// it depends on changed: a policy reload and a PREPARE or DEALLOCATE make the guard decide again.
+func TestParseDecisionReuse(t *testing.T) {
+	// default: allow, so that DEALLOCATE runs
+	pol, err := policy.Parse("test.yaml", []byte("default: allow\n"+testPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noReads, err := policy.Parse("test.yaml", []byte("default: allow\n"+testPolicy+"  - {name: no-reads, when: 'sql.reads', action: block, message: no reads}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	current := pol
+	sh := &Shared{
+		Policy:     func() *policy.Policy { return current },
+		Classifier: sqlclass.New(sqlclass.Options{}),
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+	run := func(kind postgres.Kind, sql string) bool {
+		st := postgres.Statement{Kind: kind, SQL: sql}
+		return g.Statement(context.Background(), &st).Action != postgres.Refuse
+	}
+	steps := []struct {
+		name    string
+		do      func()
+		kind    postgres.Kind
+		sql     string
+		allowed bool
+	}{
+		{"read", nil, postgres.KindParse, "select 1", true},
+		{"same read again", nil, postgres.KindParse, "select 1", true},
+		{"after a reload that blocks reads", func() { current = noReads }, postgres.KindParse, "select 1", false},
+		{"after the reload back", func() { current = pol }, postgres.KindParse, "select 1", true},
+		{"EXECUTE of nothing prepared", nil, postgres.KindParse, "execute p(1)", false},
+		{"EXECUTE once PREPAREd", func() { run(postgres.KindQuery, "prepare p as select $1::int") }, postgres.KindParse, "execute p(1)", true},
+		{"EXECUTE after DEALLOCATE", func() {
+			if !run(postgres.KindQuery, "deallocate p") {
+				t.Fatal("DEALLOCATE refused")
+			}
+		}, postgres.KindParse, "execute p(1)", false},
+	}
+	for _, s := range steps {
+		if s.do != nil {
+			s.do()
+		}
+		if got := run(s.kind, s.sql); got != s.allowed {
+			t.Fatalf("%s: allowed=%v, want %v", s.name, got, s.allowed)
+		}
+	}
+}

@@ -348,12 +348,15 @@ type conn struct {
 	stmtCancel context.CancelFunc
 
 	txStatus atomic.Uint32
-	// judgeStart is when the running hook call started (UnixNano), 0 when none runs: the server
-	// has not seen that statement.
-	judgeStart atomic.Int64
-	watchMu    sync.Mutex
-	watchFile  *os.File // the running watch's descriptor, nil when none runs
-	watchDone  chan struct{}
+	// judging is the number of the running hook call (judgeSeq, client goroutine only), 0 when
+	// none runs: the server has not seen that statement. watchSeen is the watchdog's.
+	judging   atomic.Uint64
+	judgeSeq  uint64
+	watchSeen uint64
+	watched   atomic.Bool // a watch runs (see startWatch)
+	watchMu   sync.Mutex
+	watchFile *os.File // the running watch's descriptor, nil when none runs
+	watchDone chan struct{}
 
 	// client → server side
 	clientRaw *rawIO // nil unless the client is plain TCP
@@ -480,7 +483,7 @@ func (c *conn) cancelRequested() error {
 	c.ctxMu.Lock()
 	c.stmtCancel()
 	c.ctxMu.Unlock()
-	if c.judgeStart.Load() != 0 {
+	if c.judging.Load() != 0 {
 		// The statement being cancelled is the held one, which the server has not seen; a cancel
 		// forwarded now could only hit whatever the client sends next.
 		return nil

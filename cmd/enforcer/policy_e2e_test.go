@@ -234,6 +234,38 @@ func TestApprovalFlow(t *testing.T) {
 	if out, _ := e.run("psql", dsn, "-Xc", late); strings.Contains(out, "UPDATE 1") {
 		t.Errorf("the grant was used twice: %q", out)
 	}
+
+	// Logging out while a statement is held ends the hold and the connection at once, long before
+	// the approval times out, and nothing runs.
+	e.tailYAML = agentRules
+	e.setPolicy()
+	go func() {
+		o, _ := e.run("psql", dsn, "-Xc", "UPDATE orders SET status = 'revoked' WHERE id = 12")
+		done <- o
+	}()
+	id = waitPending(t, e)
+	start := time.Now()
+	if out, err := exec.Command(enforcerBin, "logout", "--socket", e.socket).CombinedOutput(); err != nil {
+		t.Fatalf("logout: %v %s", err, out)
+	}
+	select {
+	case out := <-done:
+		if strings.Contains(out, "UPDATE 1") {
+			t.Errorf("held statement ran after logout: %q", out)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a held statement outlived its session's logout")
+	}
+	// The approval times out after 20 s; anything near that means the hold was not ended.
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("logout and the end of the held statement took %v", d)
+	}
+	if pending, _ := exec.Command(enforcerBin, "approvals", "--json", "--socket", e.socket).Output(); strings.Contains(string(pending), id) {
+		t.Errorf("request %s still pending after logout: %s", id, pending)
+	}
+	if s := scalar(t, pg, "select status from orders where id = 12"); s == "revoked" {
+		t.Error("held update applied after logout")
+	}
 }
 
 func waitPending(t *testing.T, e *env) string {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -260,8 +261,11 @@ func TestApprovalFlow(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("logout and the end of the held statement took %v", d)
 	}
-	if pending, _ := exec.Command(enforcerBin, "approvals", "--json", "--socket", e.socket).Output(); strings.Contains(string(pending), id) {
-		t.Errorf("request %s still pending after logout: %s", id, pending)
+	all, _ = exec.Command(enforcerBin, "approvals", "--all", "--json", "--socket", e.socket).Output()
+	var reqs []*approval.Request
+	json.Unmarshal(all, &reqs)
+	if i := slices.IndexFunc(reqs, func(r *approval.Request) bool { return r.ID == id }); i < 0 || reqs[i].State != approval.StateWithdrawn {
+		t.Errorf("request %s after logout: want withdrawn; requests: %s", id, all)
 	}
 	if s := scalar(t, pg, "select status from orders where id = 12"); s == "revoked" {
 		t.Error("held update applied after logout")

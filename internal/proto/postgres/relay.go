@@ -32,49 +32,52 @@ func (c *conn) clientLoop() error {
 			}
 			return fmt.Errorf("read client: %w", err)
 		}
-		if c.skipping && typ != 'S' && typ != 'X' {
-			// After a refusal in the extended protocol the server would discard everything up to
-			// Sync; so does the proxy, so the hook is not asked about statements that never run.
-			continue
-		}
-		body := msg[headerLength:]
-		switch typ {
-		case 'Q':
-			err = c.onQuery(msg, body)
-		case 'P':
-			err = c.onParse(msg, body)
-		case 'B':
-			err = c.onBind(msg, body)
-		case 'E':
-			err = c.onExecute(msg, body)
-		case 'D':
-			err = c.onDescribe(msg, body)
-		case 'C':
-			err = c.onClose(msg, body)
-		case 'S':
-			c.skipping = false
-			c.ops.push(op{kind: opSync})
-			err = c.uw.forward(msg)
-		case 'H', 'd', 'c', 'f':
-			// Flush, and COPY FROM STDIN data: the server ignores COPY messages outside a COPY,
-			// so they pass as they are.
-			err = c.uw.forward(msg)
-		case 'F':
-			err = c.onFunctionCall(msg, body)
-		case 'X':
-			c.uw.forward(msg)
-			c.flushUpstream()
-			return errTerminate
-		default:
-			return c.protocolError("08P01", fmt.Sprintf("invalid frontend message type %d", typ))
-		}
-		if err != nil {
+		if err := c.onClientMessage(typ, msg); err != nil {
 			if errors.Is(err, errMalformed) {
 				return c.protocolError("08P01", fmt.Sprintf("invalid frontend message %q: malformed", typ))
 			}
 			return err
 		}
 	}
+}
+
+// onClientMessage handles one message from the client.
+func (c *conn) onClientMessage(typ byte, msg []byte) error {
+	if c.skipping && typ != 'S' && typ != 'X' {
+		// After a refusal in the extended protocol the server would discard everything up to
+		// Sync; so does the proxy, so the hook is not asked about statements that never run.
+		return nil
+	}
+	body := msg[headerLength:]
+	switch typ {
+	case 'Q':
+		return c.onQuery(msg, body)
+	case 'P':
+		return c.onParse(msg, body)
+	case 'B':
+		return c.onBind(msg, body)
+	case 'E':
+		return c.onExecute(msg, body)
+	case 'D':
+		return c.onDescribe(msg, body)
+	case 'C':
+		return c.onClose(msg, body)
+	case 'S':
+		c.skipping = false
+		c.ops.push(op{kind: opSync})
+		return c.uw.forward(msg)
+	case 'H', 'd', 'c', 'f':
+		// Flush, and COPY FROM STDIN data: the server ignores COPY messages outside a COPY,
+		// so they pass as they are.
+		return c.uw.forward(msg)
+	case 'F':
+		return c.onFunctionCall(msg, body)
+	case 'X':
+		c.uw.forward(msg)
+		c.flushUpstream()
+		return errTerminate
+	}
+	return c.protocolError("08P01", fmt.Sprintf("invalid frontend message type %d", typ))
 }
 
 func (c *conn) newStatement(k Kind) *Statement {

@@ -72,3 +72,65 @@ func BenchmarkRelayRows(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRelayExtended measures one extended-protocol transaction as pgbench -M extended sends
+// it (Parse, Bind, Describe, Execute, Sync of the unnamed statement) and the server's answer,
+// through the proxy's message handling on both sides, without sockets.
+func BenchmarkRelayExtended(b *testing.B) {
+	var client []byte
+	client, _ = (&pgproto3.Parse{Query: "SELECT abalance FROM pgbench_accounts WHERE aid = $1;"}).Encode(client)
+	client, _ = (&pgproto3.Bind{Parameters: [][]byte{[]byte("48213")}, ResultFormatCodes: []int16{0}}).Encode(client)
+	client, _ = (&pgproto3.Describe{ObjectType: 'P'}).Encode(client)
+	client, _ = (&pgproto3.Execute{}).Encode(client)
+	client, _ = (&pgproto3.Sync{}).Encode(client)
+	var server []byte
+	server, _ = (&pgproto3.ParseComplete{}).Encode(server)
+	server, _ = (&pgproto3.BindComplete{}).Encode(server)
+	server, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(server)
+	server = appendDataRow(server, [][]byte{[]byte("-2817")})
+	server, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(server)
+	server, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(server)
+	for _, tc := range []struct {
+		name string
+		hook Hook
+	}{{"passthrough", PassThrough{}}, {"observe", observeHook{}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			c := &conn{hook: tc.hook, stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}}
+			c.ctx, c.stop = context.WithCancel(context.Background())
+			defer c.stop()
+			c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
+			c.srv = &Server{cfg: Config{MaxMessageSize: 1 << 20}}
+			c.uw.w, c.cw.w = io.Discard, io.Discard
+			cr, sr := bytes.NewReader(client), bytes.NewReader(server)
+			c.cr = newMsgReader(cr, 1<<20, c.flushUpstream)
+			c.cr.known = frontendTypes
+			c.sr = newMsgReader(sr, maxServerMessage, c.flushClientLocked)
+			b.ReportAllocs()
+			for b.Loop() {
+				cr.Reset(client)
+				sr.Reset(server)
+				for range 5 {
+					typ, msg, err := c.cr.next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := c.onClientMessage(typ, msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for {
+					typ, msg, err := c.sr.next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := c.onServerMessage(typ, msg); err != nil {
+						b.Fatal(err)
+					}
+					if typ == 'Z' {
+						break
+					}
+				}
+			}
+		})
+	}
+}

@@ -19,3 +19,4 @@ echo "### classification, rules, masking and recording micro-benchmarks"
 go test -run '^$' -bench . -benchmem -benchtime 300ms ./internal/policy/sqlclass ./internal/policy/rules ./internal/mask
 go test -run '^$' -bench 'Append|Encode' -benchmem -benchtime 1s ./internal/record
 go test -run '^$' -bench Guard -benchmem -cpu 1 ./internal/pgguard
+go test -run '^$' -bench 'Relay(Rows|Extended)' -benchmem ./internal/proto/postgres

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -46,7 +47,13 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755) // the unprivileged-user test executes it too
 	enforcerBin = filepath.Join(dir, "enforcer")
-	if out, err := exec.Command("go", "build", "-o", enforcerBin, ".").CombinedOutput(); err != nil {
+	// ENFORCER_E2E_RACE=1 builds the daemon with the race detector; a race it reports fails the
+	// test whose daemon it was.
+	build := []string{"build", "-o", enforcerBin}
+	if os.Getenv("ENFORCER_E2E_RACE") != "" {
+		build = append(build, "-race")
+	}
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build enforcer: %v\n%s", err, out)
 		os.Exit(1)
 	}
@@ -118,8 +125,11 @@ log_level: debug
 		if out, err := exec.Command(enforcerBin, "uninstall", "--config", e.cfgPath).CombinedOutput(); err != nil {
 			t.Errorf("uninstall: %v: %s", err, out)
 		}
+		b, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log"))
+		if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			t.Error("the daemon reported a data race")
+		}
 		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log"))
 			t.Logf("daemon log:\n%s", b)
 		}
 	})

@@ -40,7 +40,8 @@ type Daemon struct {
 	redir     redirect.Redirector
 	proxy     *proxy.Server
 	policy    atomic.Pointer[policy.Policy]
-	polHash   [32]byte
+	reloadMu  sync.Mutex // serialises policy loads (file watch, SIGHUP, the control API)
+	polHash   [32]byte   // under reloadMu
 	ids       *identity.Manager
 	approvals *approval.Broker
 	guards    *pgguard.Shared
@@ -57,7 +58,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return fmt.Errorf("state dir: %w", err)
 	}
 	os.Chmod(cfg.StateDir, 0o700)
-	if err := d.loadPolicy(); err != nil {
+	if _, err := d.loadPolicy(); err != nil {
 		return err
 	}
 	if err := d.startIdentity(); err != nil {
@@ -186,24 +187,27 @@ func (d *Daemon) loadRedirector() (redirect.Redirector, error) {
 	return nil, fmt.Errorf("unknown redirect mode %q", d.cfg.Redirect)
 }
 
-// loadPolicy reads the policy file; on error the running policy stays.
-func (d *Daemon) loadPolicy() error {
+// loadPolicy reads the policy file and reports whether the policy changed; on error the running
+// policy stays.
+func (d *Daemon) loadPolicy() (changed bool, err error) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
 	data, err := os.ReadFile(d.cfg.Policy)
 	if err != nil {
-		return fmt.Errorf("read policy: %w", err)
+		return false, fmt.Errorf("read policy: %w", err)
 	}
 	h := sha256.Sum256(data)
 	if h == d.polHash && d.policy.Load() != nil {
-		return nil
+		return false, nil
 	}
 	p, err := policy.Parse(d.cfg.Policy, data)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if d.redir != nil {
 		if rs, ok := d.redir.(interface{ SetResolvers([]netip.Addr) error }); ok {
 			if err := rs.SetResolvers(p.Resolvers); err != nil {
-				return fmt.Errorf("apply DNS resolvers: %w", err)
+				return false, fmt.Errorf("apply DNS resolvers: %w", err)
 			}
 		}
 	}
@@ -212,7 +216,7 @@ func (d *Daemon) loadPolicy() error {
 	if p.Recording.Disabled {
 		d.log.Warn("session recording is disabled by the policy", "policy", d.cfg.Policy)
 	}
-	return nil
+	return true, nil
 }
 
 // watchPolicy reloads on SIGHUP and when the file changes.
@@ -229,16 +233,19 @@ func (d *Daemon) watchPolicy(ctx context.Context) {
 		case <-hup:
 		case <-tick.C:
 		}
-		old := d.polHash
-		if err := d.loadPolicy(); err != nil {
+		changed, err := d.loadPolicy()
+		if err != nil {
 			d.log.Error("policy reload failed; keeping the running policy", "err", err)
 			continue
 		}
-		if d.polHash != old {
+		if changed {
 			d.log.Info("policy reloaded", "policy", d.cfg.Policy)
 		}
 	}
 }
 
 // Reload re-reads the policy now.
-func (d *Daemon) Reload() error { return d.loadPolicy() }
+func (d *Daemon) Reload() error {
+	_, err := d.loadPolicy()
+	return err
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -31,7 +32,14 @@ type BPF struct {
 	cfg   BPFConfig
 	objs  enforcerObjects
 	links map[string]link.Link
+	// mu keeps Close from releasing descriptors that Origin, Status or SetResolvers use: at
+	// shutdown, control requests and accepted connections may still be in flight.
+	mu     sync.RWMutex
+	closed bool
 }
+
+// errBPFClosed is returned by a BPF's methods after Close.
+var errBPFClosed = errors.New("redirect: the BPF redirector is closed")
 
 type attachment struct {
 	name string
@@ -161,6 +169,11 @@ func (b *BPF) writeConfig() error {
 
 // SetResolvers replaces the set of DNS servers agents may query.
 func (b *BPF) SetResolvers(addrs []netip.Addr) error {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return errBPFClosed
+	}
 	want := map[enforcerDnsKey]bool{}
 	for _, a := range addrs {
 		want[enforcerDnsKey{Addr: key16(a)}] = true
@@ -205,6 +218,11 @@ func (b *BPF) Mode() string { return "bpf" }
 // Origin implements Redirector: it looks up and deletes the record sockops published for the
 // connection's 4-tuple.
 func (b *BPF) Origin(conn *net.TCPConn) (Origin, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return Origin{}, errBPFClosed
+	}
 	remote := conn.RemoteAddr().(*net.TCPAddr).AddrPort()
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	key := enforcerTuple{
@@ -252,6 +270,11 @@ func decodeOrigin(o *enforcerOrigin) Origin {
 // Status implements Redirector.
 func (b *BPF) Status() (Status, error) {
 	st := Status{Mode: "bpf", Cgroup: b.cfg.Subtree.Path, PinDir: b.cfg.PinDir, Counters: map[string]uint64{}}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		return st, errBPFClosed
+	}
 	cg, err := os.Open(b.cfg.Subtree.Path)
 	if err != nil {
 		return st, fmt.Errorf("open cgroup: %w", err)
@@ -287,6 +310,12 @@ func (b *BPF) Status() (Status, error) {
 
 // Close releases file descriptors. The pins keep every program attached.
 func (b *BPF) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
 	for _, l := range b.links {
 		l.Close()
 	}

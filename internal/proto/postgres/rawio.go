@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"iter"
 	"net"
@@ -40,20 +39,21 @@ import (
 type rawIO struct {
 	rc syscall.RawConn
 	tc *net.TCPConn
-	// watched is set when the hang-up watch has the socket; without it the reader reads until
-	// EAGAIN, as a plain Read would.
-	watched bool
-	id      uint64 // in the hang-up watch
+	// watch has the socket (nil when it could not take it: the reader then reads until EAGAIN,
+	// as a plain Read would); id is the socket's there.
+	watch *hangupWatch
+	id    uint64
 
 	mu      sync.Mutex // serialises Read and close; the coroutine runs only under it
 	next    func() (int, error, bool)
 	stop    func()
 	buf     []byte // where the coroutine's next read goes
 	closing atomic.Bool
-	// The hang-up watch saw the peer go: the reader reads until EAGAIN from then on, and a past
-	// read deadline may have woken it (woken, cleared when handled).
-	peerGone atomic.Bool
-	woken    atomic.Bool
+	// untilEAGAIN is set when the hang-up watch saw the peer go, or gave up: the reader reads
+	// until EAGAIN from then on. A past read deadline may have woken it (woken, cleared when
+	// handled).
+	untilEAGAIN atomic.Bool
+	woken       atomic.Bool
 }
 
 // newRawIO returns a rawIO for plain TCP connections, or nil when conn is anything else (TLS, pipes),
@@ -73,7 +73,9 @@ func newRawIO(conn net.Conn) *rawIO {
 		return nil
 	}
 	r := &rawIO{rc: rc, tc: tc}
-	r.watched = hangups.add(r)
+	if hangups.add(r) {
+		r.watch = &hangups
+	}
 	return r
 }
 
@@ -130,7 +132,7 @@ func (r *rawIO) reads(yield func(int, error) bool) {
 				stopped = true
 				return true
 			}
-			if int(n) < len(b) && r.watched && !r.peerGone.Load() {
+			if int(n) < len(b) && r.watch != nil && !r.untilEAGAIN.Load() {
 				return false // drained when read: wait for the next arrival
 			}
 		}
@@ -166,14 +168,14 @@ func (r *rawIO) close(wake func()) {
 		r.stop()
 		r.next, r.stop = nil, nil
 	}
-	if r.watched {
-		hangups.remove(r)
+	if r.watch != nil {
+		r.watch.remove(r)
 	}
 }
 
 // hangUp wakes the reader to read the end of the stream (see hangups).
 func (r *rawIO) hangUp() {
-	r.peerGone.Store(true)
+	r.untilEAGAIN.Store(true)
 	r.woken.Store(true)
 	r.tc.SetReadDeadline(longAgo)
 }
@@ -259,6 +261,7 @@ type hangupWatch struct {
 	once   sync.Once
 	epfd   int
 	mu     sync.Mutex
+	failed bool // epoll_wait failed: the watch is over
 	nextID uint64
 	byID   map[uint64]*rawIO
 }
@@ -270,6 +273,10 @@ func (h *hangupWatch) add(r *rawIO) bool {
 		return false
 	}
 	h.mu.Lock()
+	if h.failed {
+		h.mu.Unlock()
+		return false
+	}
 	h.nextID++
 	r.id = h.nextID
 	h.byID[r.id] = r
@@ -312,17 +319,31 @@ func (h *hangupWatch) start() {
 	go h.run()
 }
 
+// fail ends the watch: every reader it had reads until EAGAIN from now on, and add refuses.
+func (h *hangupWatch) fail() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failed = true
+	for _, r := range h.byID {
+		r.hangUp()
+	}
+	clear(h.byID)
+}
+
 // run waits for hang-ups for the life of the process, in a thread of its own (a blocking
-// epoll_wait, woken only when a peer goes away).
+// epoll_wait, woken only when a peer goes away). If epoll_wait ever fails (nothing but a closed
+// descriptor can make it), every reader falls back to reading until EAGAIN, and new ones start
+// that way: slower, never wrong.
 func (h *hangupWatch) run() {
 	events := make([]unix.EpollEvent, 64)
 	for {
 		n, err := unix.EpollWait(h.epfd, events, -1)
+		if err == unix.EINTR {
+			continue
+		}
 		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
-			panic(fmt.Sprintf("postgres: hang-up watch: epoll_wait: %v", err)) // only a bug gets here
+			h.fail()
+			return
 		}
 		h.mu.Lock()
 		for _, ev := range events[:n] {

@@ -29,7 +29,7 @@ func tcpPair(t *testing.T) (*rawConn, *net.TCPConn) {
 	if !ok {
 		t.Fatal("a TCP connection was not wrapped")
 	}
-	if !rc.raw.watched {
+	if rc.raw.watch == nil {
 		t.Fatal("the hang-up watch did not take the socket")
 	}
 	t.Cleanup(func() { rc.Close(); peer.Close() })
@@ -178,5 +178,44 @@ func TestResidentReaderAfterDeadline(t *testing.T) {
 	peer.Write([]byte("after"))
 	if n, err := readWithin(t, c, b, 5*time.Second); err != nil || string(b[:n]) != "after" {
 		t.Fatalf("got %q %v", b[:n], err)
+	}
+}
+
+// TestHangupWatchFailure: if the hang-up watch ever stops (epoll_wait failing), its readers fall
+// back to reading until EAGAIN, so a FIN that came with data is still seen, and new sockets are
+// not put in it.
+func TestHangupWatchFailure(t *testing.T) {
+	w := &hangupWatch{}
+	w.once.Do(w.start)
+	if w.epfd < 0 {
+		t.Skip("no epoll")
+	}
+	c, peer := tcpPair(t)
+	hangups.remove(c.raw) // move the socket to the watch under test
+	if !w.add(c.raw) {
+		t.Fatal("add failed")
+	}
+	c.raw.watch = w
+	b := make([]byte, 64)
+	peer.Write([]byte("one"))
+	if n, err := readWithin(t, c, b, 5*time.Second); err != nil || string(b[:n]) != "one" {
+		t.Fatalf("got %q %v", b[:n], err)
+	}
+	w.fail()
+	if w.add(&rawIO{rc: c.raw.rc, tc: c.raw.tc}) {
+		t.Fatal("a failed watch took a socket")
+	}
+	peer.Write([]byte("two"))
+	peer.Close()
+	time.Sleep(50 * time.Millisecond)
+	var got []byte
+	var err error
+	for err == nil {
+		var n int
+		n, err = readWithin(t, c, b, 5*time.Second)
+		got = append(got, b[:n]...)
+	}
+	if string(got) != "two" || !errors.Is(err, io.EOF) {
+		t.Fatalf("got %q then %v, want \"two\" then EOF", got, err)
 	}
 }

@@ -95,10 +95,10 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	c.ctx, c.stop = context.WithCancel(ctx)
 	c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
 	defer c.stop()
-	// The caller's context ends the session too (daemon shutdown): closing both sockets unblocks
-	// both relay goroutines.
-	// Deadlines first: they wake whatever either relay goroutine waits for on either socket, so
-	// neither close waits on a goroutine that only the other close would wake.
+	// The caller's context ends the session too (daemon shutdown, the connection closed): closing
+	// both sockets unblocks both relay goroutines. Deadlines first: they wake whatever either
+	// goroutine waits for on either socket, so neither close waits on a goroutine that only the
+	// other close would wake.
 	context.AfterFunc(c.ctx, func() {
 		client.SetDeadline(longAgo)
 		up.SetDeadline(longAgo)

@@ -339,3 +339,59 @@ func TestParseDecisionReuse(t *testing.T) {
 		}
 	}
 }
+
+// TestMaskingPlanReuse: the plan of a result set is reused only for a description with the same
+// columns; another description, or rows with none, get their own plan.
+func TestMaskingPlanReuse(t *testing.T) {
+	pol, err := policy.Parse("test.yaml", []byte(testPolicy+"masking:\n  columns:\n    - {match: secret, style: redact}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := &Shared{
+		Policy:     func() *policy.Policy { return pol },
+		Classifier: sqlclass.New(sqlclass.Options{}),
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+	if g.mask == nil {
+		t.Fatal("no masking plan for this identity")
+	}
+	column := func(name string) *pgproto3.RowDescription {
+		return &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte(name), DataTypeOID: 25}}}
+	}
+	ctx := context.Background()
+	row := func(rd *pgproto3.RowDescription) string {
+		st := &postgres.Statement{Kind: postgres.KindQuery, SQL: "select x"}
+		if rd != nil {
+			if err := g.Result(ctx, &postgres.Result{Kind: postgres.ResultRowDescription, Statement: st, Columns: rd}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		r := &postgres.Result{Kind: postgres.ResultRow, Statement: st, Columns: rd, Values: [][]byte{[]byte("hunter2")}}
+		if err := g.Result(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		return string(r.Values[0])
+	}
+	steps := []struct {
+		name  string
+		desc  *pgproto3.RowDescription
+		clear bool
+	}{
+		{"ruled column", column("secret"), false},
+		{"other column", column("public"), true},
+		{"ruled column again", column("secret"), false},
+		{"same description, new statement", column("secret"), false},
+		{"rows without a description fail closed", nil, false},
+		{"other column after those", column("public"), true},
+		{"rows without a description again", nil, false},
+		{"the same other column: not the undescribed rows' plan", column("public"), true},
+		{"ruled column at the end", column("secret"), false},
+	}
+	for _, s := range steps {
+		got := row(s.desc)
+		if (got == "hunter2") != s.clear {
+			t.Errorf("%s: got %q, want clear=%v", s.name, got, s.clear)
+		}
+	}
+}

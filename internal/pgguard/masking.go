@@ -3,6 +3,7 @@ package pgguard
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 
@@ -17,9 +18,12 @@ import (
 type masker struct {
 	plan *mask.Plan
 	g    *Guard
-	// The plan of the last row description seen, reused for its rows.
-	desc *pgproto3.RowDescription
-	rp   *mask.ResultPlan
+	// The plan of the last row description seen, reused for its rows, and for the next
+	// description with the same key (the same statement again; see describeKey).
+	desc    *pgproto3.RowDescription
+	rp      *mask.ResultPlan
+	key     []byte
+	scratch []byte
 	// The plan of the COPY statement whose data is flowing.
 	copy     *copyPlan
 	copyStmt *postgres.Statement
@@ -96,6 +100,13 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 	if desc == nil {
 		// Rows with no description (a portal never described): detectors only, on text.
 		m.rp = m.plan.ForColumns(nil)
+		m.key = m.key[:0] // matches no description
+		return nil
+	}
+	m.scratch = describeKey(m.scratch[:0], m.g.database(), desc, formats)
+	if m.rp != nil && bytes.Equal(m.scratch, m.key) {
+		// Everything the plan depends on is in the key; the catalog keeps names for the daemon's
+		// life, so the resolution would come out the same.
 		return nil
 	}
 	tables := make([]uint32, len(desc.Fields))
@@ -124,7 +135,28 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 		cols[i] = c
 	}
 	m.rp = m.plan.ForColumns(cols)
+	m.key, m.scratch = m.scratch, m.key
 	return nil
+}
+
+// describeKey appends what a result plan depends on: the database, and each column's name,
+// source (table OID, attribute number), type and format.
+func describeKey(b []byte, database string, desc *pgproto3.RowDescription, formats []int16) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(database)))
+	b = append(b, database...)
+	for i, f := range desc.Fields {
+		format := f.Format
+		if i < len(formats) {
+			format = formats[i]
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f.Name)))
+		b = append(b, f.Name...)
+		b = binary.BigEndian.AppendUint32(b, f.TableOID)
+		b = binary.BigEndian.AppendUint16(b, f.TableAttributeNumber)
+		b = binary.BigEndian.AppendUint32(b, f.DataTypeOID)
+		b = binary.BigEndian.AppendUint16(b, uint16(format))
+	}
+	return b
 }
 
 func anyNonZero(v []uint32) bool {

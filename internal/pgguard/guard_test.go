@@ -32,17 +32,28 @@ rules:
 
 func newGuard(t testing.TB, rec *record.Recorder) *Guard {
 	t.Helper()
-	pol, err := policy.Parse("test.yaml", []byte(testPolicy))
+	pol := parsePolicy(t, testPolicy)
+	return guardFor(func() *policy.Policy { return pol }, rec)
+}
+
+func parsePolicy(t testing.TB, text string) *policy.Policy {
+	t.Helper()
+	pol, err := policy.Parse("test.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pol
+}
+
+// guardFor returns alice's guard on the policy's first target, with the policy current returns.
+func guardFor(current func() *policy.Policy, rec *record.Recorder) *Guard {
 	sh := &Shared{
-		Policy:     func() *policy.Policy { return pol },
+		Policy:     current,
 		Classifier: sqlclass.New(sqlclass.Options{}),
 		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Recorder:   rec,
 	}
-	return sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+	return sh.NewGuard(ConnInfo{ID: "1", Target: current().Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
 }
 
 func TestStatementVerdicts(t *testing.T) {
@@ -292,21 +303,10 @@ func TestStatementsCounted(t *testing.T) {
 // it depends on changed: a policy reload and a PREPARE or DEALLOCATE make the guard decide again.
 func TestParseDecisionReuse(t *testing.T) {
 	// default: allow, so that DEALLOCATE runs
-	pol, err := policy.Parse("test.yaml", []byte("default: allow\n"+testPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	noReads, err := policy.Parse("test.yaml", []byte("default: allow\n"+testPolicy+"  - {name: no-reads, when: 'sql.reads', action: block, message: no reads}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := parsePolicy(t, "default: allow\n"+testPolicy)
+	noReads := parsePolicy(t, "default: allow\n"+testPolicy+"  - {name: no-reads, when: 'sql.reads', action: block, message: no reads}\n")
 	current := pol
-	sh := &Shared{
-		Policy:     func() *policy.Policy { return current },
-		Classifier: sqlclass.New(sqlclass.Options{}),
-		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+	g := guardFor(func() *policy.Policy { return current }, nil)
 	run := func(kind postgres.Kind, sql string) bool {
 		st := postgres.Statement{Kind: kind, SQL: sql}
 		return g.Statement(context.Background(), &st).Action != postgres.Refuse
@@ -343,16 +343,8 @@ func TestParseDecisionReuse(t *testing.T) {
 // TestMaskingPlanReuse: the plan of a result set is reused only for a description with the same
 // columns; another description, or rows with none, get their own plan.
 func TestMaskingPlanReuse(t *testing.T) {
-	pol, err := policy.Parse("test.yaml", []byte(testPolicy+"masking:\n  columns:\n    - {match: secret, style: redact}\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh := &Shared{
-		Policy:     func() *policy.Policy { return pol },
-		Classifier: sqlclass.New(sqlclass.Options{}),
-		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
-	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: secret, style: redact}\n")
+	g := guardFor(func() *policy.Policy { return pol }, nil)
 	if g.mask == nil {
 		t.Fatal("no masking plan for this identity")
 	}

@@ -57,6 +57,20 @@ func readWithin(t *testing.T, c net.Conn, b []byte, d time.Duration) (int, error
 	}
 }
 
+// readToError reads until an error, each Read within 5 s, and returns what it read and the error.
+func readToError(t *testing.T, c net.Conn) ([]byte, error) {
+	t.Helper()
+	b := make([]byte, 4096)
+	var got []byte
+	for {
+		n, err := readWithin(t, c, b, 5*time.Second)
+		got = append(got, b[:n]...)
+		if err != nil {
+			return got, err
+		}
+	}
+}
+
 // TestResidentReaderSeesHangUps: a peer that writes and closes (or resets) at once, so that one
 // wake-up covers both, still ends the stream: the read after the data reports the end.
 func TestResidentReaderSeesHangUps(t *testing.T) {
@@ -79,13 +93,7 @@ func TestResidentReaderSeesHangUps(t *testing.T) {
 			}
 			peer.Close()
 			time.Sleep(50 * time.Millisecond) // both arrive before the reader looks
-			var got []byte
-			var err error
-			for err == nil {
-				var n int
-				n, err = readWithin(t, c, b, 5*time.Second)
-				got = append(got, b[:n]...)
-			}
+			got, err := readToError(t, c)
 			if !reset && (string(got) != "two" || !errors.Is(err, io.EOF)) {
 				t.Fatalf("got %q then %v, want \"two\" then EOF", got, err)
 			}
@@ -208,13 +216,7 @@ func TestHangupWatchFailure(t *testing.T) {
 	peer.Write([]byte("two"))
 	peer.Close()
 	time.Sleep(50 * time.Millisecond)
-	var got []byte
-	var err error
-	for err == nil {
-		var n int
-		n, err = readWithin(t, c, b, 5*time.Second)
-		got = append(got, b[:n]...)
-	}
+	got, err := readToError(t, c)
 	if string(got) != "two" || !errors.Is(err, io.EOF) {
 		t.Fatalf("got %q then %v, want \"two\" then EOF", got, err)
 	}

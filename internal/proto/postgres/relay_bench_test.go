@@ -25,6 +25,38 @@ func (observeHook) Result(_ context.Context, r *Result) error {
 	return nil
 }
 
+// benchHooks are the hooks the relay benchmarks run with.
+var benchHooks = []struct {
+	name string
+	hook Hook
+}{{"passthrough", PassThrough{}}, {"observe", observeHook{}}}
+
+// newBenchConn is a session's state without sockets; the caller sets the readers and upstream.
+func newBenchConn(hook Hook) *conn {
+	c := &conn{hook: hook, stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}}
+	c.ctx, c.stop = context.WithCancel(context.Background())
+	c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
+	c.srv = &Server{cfg: Config{MaxMessageSize: 1 << 20}}
+	c.cw.w = io.Discard
+	return c
+}
+
+// relayServerUntilReady passes the server's messages through the relay up to ReadyForQuery.
+func relayServerUntilReady(b *testing.B, c *conn) {
+	for {
+		typ, msg, err := c.sr.next()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := c.onServerMessage(typ, msg); err != nil {
+			b.Fatal(err)
+		}
+		if typ == 'Z' {
+			return
+		}
+	}
+}
+
 // BenchmarkRelayRows measures the server-to-client path on a pgbench_accounts-like result (about
 // 115 bytes per DataRow) without sockets: pass-through forwards raw bytes, observe splits every row
 // into cells for the hook. Both must not allocate per row.
@@ -38,15 +70,10 @@ func BenchmarkRelayRows(b *testing.B) {
 	}
 	stream, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 10000")}).Encode(stream)
 	stream, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(stream)
-	for _, tc := range []struct {
-		name string
-		hook Hook
-	}{{"passthrough", PassThrough{}}, {"observe", observeHook{}}} {
+	for _, tc := range benchHooks {
 		b.Run(tc.name, func(b *testing.B) {
-			c := &conn{hook: tc.hook, stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}}
-			c.ctx, c.stop = context.WithCancel(context.Background())
+			c := newBenchConn(tc.hook)
 			defer c.stop()
-			c.cw.w = io.Discard
 			r := bytes.NewReader(stream)
 			c.sr = newMsgReader(r, maxServerMessage, c.flushClientLocked)
 			b.SetBytes(int64(len(stream)))
@@ -55,18 +82,7 @@ func BenchmarkRelayRows(b *testing.B) {
 			for range b.N {
 				r.Reset(stream)
 				c.ops.push(op{kind: opQuery, st: &Statement{Kind: KindQuery}, observe: tc.hook != PassThrough{}})
-				for {
-					typ, msg, err := c.sr.next()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := c.onServerMessage(typ, msg); err != nil {
-						b.Fatal(err)
-					}
-					if typ == 'Z' {
-						break
-					}
-				}
+				relayServerUntilReady(b, c)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows), "ns/row")
 		})
@@ -90,17 +106,11 @@ func BenchmarkRelayExtended(b *testing.B) {
 	server = appendDataRow(server, [][]byte{[]byte("-2817")})
 	server, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(server)
 	server, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(server)
-	for _, tc := range []struct {
-		name string
-		hook Hook
-	}{{"passthrough", PassThrough{}}, {"observe", observeHook{}}} {
+	for _, tc := range benchHooks {
 		b.Run(tc.name, func(b *testing.B) {
-			c := &conn{hook: tc.hook, stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}}
-			c.ctx, c.stop = context.WithCancel(context.Background())
+			c := newBenchConn(tc.hook)
 			defer c.stop()
-			c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
-			c.srv = &Server{cfg: Config{MaxMessageSize: 1 << 20}}
-			c.uw.w, c.cw.w = io.Discard, io.Discard
+			c.uw.w = io.Discard
 			cr, sr := bytes.NewReader(client), bytes.NewReader(server)
 			c.cr = newMsgReader(cr, 1<<20, c.flushUpstream)
 			c.cr.known = frontendTypes
@@ -118,18 +128,7 @@ func BenchmarkRelayExtended(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				for {
-					typ, msg, err := c.sr.next()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := c.onServerMessage(typ, msg); err != nil {
-						b.Fatal(err)
-					}
-					if typ == 'Z' {
-						break
-					}
-				}
+				relayServerUntilReady(b, c)
 			}
 		})
 	}

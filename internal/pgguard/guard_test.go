@@ -36,6 +36,19 @@ func newGuard(t testing.TB, rec *record.Recorder) *Guard {
 	return guardFor(func() *policy.Policy { return pol }, rec)
 }
 
+// closeAndLoad closes the recorder and returns the session's records.
+func closeAndLoad(t *testing.T, rec *record.Recorder, dir, session string) []record.Record {
+	t.Helper()
+	if err := rec.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := record.LoadSession(dir, session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
 func parsePolicy(t testing.TB, text string) *policy.Policy {
 	t.Helper()
 	pol, err := policy.Parse("test.yaml", []byte(text))
@@ -165,13 +178,7 @@ func TestRecordedResults(t *testing.T) {
 	run("select c from u", desc("c"), row(nil, []byte("only")), tag("SELECT 1"))
 	run("select 1", tag("SELECT 0"))
 	g.End("client closed", 1, 2)
-	if err := rec.Close(); err != nil {
-		t.Fatal(err)
-	}
-	recs, err := record.LoadSession(dir, g.SessionID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := closeAndLoad(t, rec, dir, g.SessionID())
 	var got []string
 	for _, r := range recs {
 		if r.Type == record.TypeResult {
@@ -242,13 +249,7 @@ func TestReadsRecordedWithTheirResult(t *testing.T) {
 	}
 	done(s6, "SELECT 6")
 	g.End("done", 0, 0)
-	if err := rec.Close(); err != nil {
-		t.Fatal(err)
-	}
-	recs, err := record.LoadSession(dir, g.SessionID())
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs := closeAndLoad(t, rec, dir, g.SessionID())
 	var got []string
 	for _, r := range recs {
 		ev, err := r.Event()

@@ -81,7 +81,14 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 }
 
 func (c *conn) newStatement(k Kind) *Statement {
-	return &Statement{Kind: k, ConnID: c.sess.ID, Database: c.database, ClientUser: c.clientUser, TxStatus: byte(c.txStatus.Load()), c: c}
+	st := new(Statement)
+	c.initStatement(st, k)
+	return st
+}
+
+// initStatement fills a Statement the caller allocated (inside a stmtInfo or portalInfo).
+func (c *conn) initStatement(st *Statement, k Kind) {
+	*st = Statement{Kind: k, ConnID: c.sess.ID, Database: c.database, ClientUser: c.clientUser, TxStatus: byte(c.txStatus.Load()), c: c}
 }
 
 // sqlString returns b as a string, reusing the last one when the client sent the same text again
@@ -171,14 +178,24 @@ func (c *conn) onParse(msg, body []byte) error {
 	if n*4 > len(cur.b) {
 		return errMalformed
 	}
-	oids := make([]uint32, n)
-	for i := range oids {
-		oids[i] = cur.u32()
+	// The stmtInfo this Parse makes is allocated first: it carries the Statement and the
+	// parameter types. If the Parse is refused or names a statement that exists, it is dropped.
+	info := new(stmtInfo)
+	oids := info.oidBuf[:0:len(info.oidBuf)]
+	if n > len(info.oidBuf) {
+		oids = make([]uint32, 0, n)
+	}
+	for range n {
+		oids = append(oids, cur.u32())
+	}
+	if n == 0 {
+		oids = nil
 	}
 	if err := cur.done(); err != nil {
 		return err
 	}
-	st := c.newStatement(KindParse)
+	st := &info.parse
+	c.initStatement(st, KindParse)
 	st.SQL = c.sqlString(sql)
 	st.StatementName = string(name)
 	st.ParamOIDs = oids
@@ -202,13 +219,14 @@ func (c *conn) onParse(msg, body []byte) error {
 	if v.Action == Rewrite {
 		sqlText = v.SQL
 	}
-	var info *stmtInfo
 	c.stmtMu.Lock()
 	if _, exists := c.stmts[st.StatementName]; !exists || st.StatementName == "" {
 		// A named statement that exists already makes the server fail the Parse (42P05) and
 		// keep the old one; so does the proxy.
-		info = &stmtInfo{sql: sqlText}
+		info.sql = sqlText
 		c.stmts[st.StatementName] = info
+	} else {
+		info = nil
 	}
 	c.stmtMu.Unlock()
 	c.ops.push(op{kind: opParse, name: st.StatementName, stmt: info})
@@ -223,30 +241,38 @@ func (c *conn) onBind(msg, body []byte) error {
 	cur := cursor{b: body}
 	portal := cur.cstring()
 	stmtName := cur.cstring()
-	c.fmts = cur.int16s(c.fmts)
-	paramFormats := c.fmts
+	p := new(portalInfo)
+	p.paramFormats = cur.int16s(p.fmtBuf[:0:len(p.fmtBuf)])
 	c.scratch = cur.values(c.scratch)
 	params := c.scratch
-	var resultFormats []int16
 	if cur.err == nil {
-		resultFormats = cur.int16s(nil)
+		p.resultFormats = cur.int16s(p.resFmtBuf[:0:len(p.resFmtBuf)])
 	}
 	if err := cur.done(); err != nil {
 		return err
 	}
-	// Copy the parameters once, into one allocation: the Execute that uses them may come after
-	// the read buffer has moved on.
+	if len(p.paramFormats) == 0 {
+		p.paramFormats = nil
+	}
+	if len(p.resultFormats) == 0 {
+		p.resultFormats = nil
+	}
+	p.stmtName = string(stmtName)
+	// Copy the parameters once, into the portal's arena or one allocation: the Execute that uses
+	// them may come after the read buffer has moved on.
 	total := 0
-	for _, p := range params {
-		total += len(p)
+	for _, v := range params {
+		total += len(v)
 	}
-	p := &portalInfo{
-		stmtName:      string(stmtName),
-		paramFormats:  append([]int16(nil), paramFormats...),
-		params:        make([][]byte, len(params)),
-		resultFormats: resultFormats,
+	if len(params) <= len(p.paramBuf) {
+		p.params = p.paramBuf[:len(params):len(params)]
+	} else {
+		p.params = make([][]byte, len(params))
 	}
-	arena := make([]byte, 0, total)
+	arena := p.arena[:0:len(p.arena)]
+	if total > len(p.arena) {
+		arena = make([]byte, 0, total)
+	}
 	for i, v := range params {
 		if v == nil {
 			continue
@@ -270,7 +296,14 @@ func (c *conn) onExecute(msg, body []byte) error {
 		return err
 	}
 	p := c.portals[string(portal)]
-	st := c.newStatement(KindExecute)
+	var st *Statement
+	if p != nil && !p.execUsed {
+		p.execUsed = true
+		st = &p.exec
+		c.initStatement(st, KindExecute)
+	} else {
+		st = c.newStatement(KindExecute)
+	}
 	st.PortalName = string(portal)
 	st.MaxRows = maxRows
 	if p != nil {
@@ -394,7 +427,7 @@ func (c *conn) onServerMessage(typ byte, msg []byte) error {
 					o.stmt.rowDesc = append(o.stmt.rowDesc[:0], msg...)
 				}
 				if o.portal != nil {
-					o.portal.rowDesc = append(o.portal.rowDesc[:0], msg...)
+					o.portal.rowDesc = append(o.portal.rowDescBuf[:0:len(o.portal.rowDescBuf)], msg...)
 				}
 				c.ops.pop()
 			case opQuery, opFunction:

@@ -246,6 +246,12 @@ func upstreamTLS(sess Session, host string) (*tls.Config, error) {
 type stmtInfo struct {
 	sql     string
 	rowDesc []byte // raw RowDescription from a Describe of the statement (relay side only)
+
+	// What the Parse that made it needs, carried in the same allocation: its Statement (each
+	// Parse makes a new stmtInfo, so the hook still sees a distinct Statement per Parse) and room
+	// for a few parameter types.
+	parse  Statement
+	oidBuf [4]uint32
 }
 
 // portalInfo is a portal the proxy saw bound.
@@ -256,6 +262,18 @@ type portalInfo struct {
 	params        [][]byte
 	resultFormats []int16
 	rowDesc       []byte // raw RowDescription from a Describe of the portal (relay side only)
+
+	// A Bind of a few short parameters, the portal's first Execute and its description fit in
+	// the portal's own allocation: one per transaction of a driver that binds the unnamed
+	// portal each time, instead of one per slice. execUsed is set once exec went to the hook; a
+	// later Execute of the same portal (after PortalSuspended) gets a Statement of its own.
+	exec       Statement
+	execUsed   bool
+	paramBuf   [4][]byte
+	fmtBuf     [4]int16
+	resFmtBuf  [4]int16
+	arena      [64]byte
+	rowDescBuf [96]byte
 }
 
 type opKind uint8
@@ -370,7 +388,6 @@ type conn struct {
 	portals   map[string]*portalInfo
 	probes    uint64
 	scratch   [][]byte
-	fmts      []int16
 
 	// server → client side
 	sr       *msgReader

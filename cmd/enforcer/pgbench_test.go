@@ -26,6 +26,10 @@ import (
 //
 // ENFORCER_BENCH_SECONDS sets the length of each pgbench run (default 5), ENFORCER_BENCH_ROUNDS
 // how many times each select-only configuration runs (default 3; the median is shown).
+// ENFORCER_BENCH_RATE caps the quick and profile runs at that many transactions per second
+// (pgbench -R): every path then does the same work, so CPU per transaction compares without the
+// feedback of throughput on batching. The quick runs also print the proxy's context switches per
+// transaction, voluntary (it waited) and involuntary (it was preempted).
 func BenchmarkPostgres(b *testing.B) {
 	secs := envInt("ENFORCER_BENCH_SECONDS", 5)
 	// ENFORCER_BENCH_DAEMON_CONFIG adds lines to the daemon's configuration (max_procs: 2, say).
@@ -79,7 +83,11 @@ GRANT SELECT ON pii TO agent_ro;`)
 		e.setPolicy()
 		pgbenchOut := make(chan []byte, 1)
 		go func() {
-			out, _ := exec.Command(enforcerBin, "run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-M", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"), "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3), dsn).CombinedOutput()
+			args := []string{"run", "--socket", e.socket, "--", "pgbench", "-n", "-S", "-M", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"), "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs + 3)}
+			if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
+				args = append(args, "-R", rate)
+			}
+			out, _ := exec.Command(enforcerBin, append(args, dsn)...).CombinedOutput()
 			pgbenchOut <- out
 		}()
 		time.Sleep(time.Second)
@@ -88,7 +96,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 		cmd := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
 		switch os.Getenv("ENFORCER_BENCH_PROFILER") {
 		case "perf": // kernel included: perf report -i FILE
-			cmd = exec.Command("perf", "record", "-g", "-o", prof, "-p", strconv.Itoa(daemonPID), "--", "sleep", strconv.Itoa(secs))
+			cmd = exec.Command("perf", "record", "-g", "-F", cmp.Or(os.Getenv("ENFORCER_BENCH_PERF_FREQ"), "4000"), "-o", prof, "-p", strconv.Itoa(daemonPID), "--", "sleep", strconv.Itoa(secs))
 		case "perfstat": // CPU time, context switches and migrations
 			cmd = exec.Command("perf", "stat", "-o", prof, "-e", "task-clock,context-switches,cpu-migrations", "-p", strconv.Itoa(daemonPID), "--", "sleep", strconv.Itoa(secs))
 		case "strace": // system calls and their counts
@@ -135,16 +143,22 @@ GRANT SELECT ON pii TO agent_ro;`)
 		// simple), pgbouncer, the pass-through proxy and
 		// recording alone, interleaved three times so drift hits every variant alike.
 		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
-		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx")
+		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
 		for _, clients := range strings.Fields(cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_CLIENTS"), "1 8")) {
 			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 3); round++ {
 				for _, v := range quick {
 					r0, f0 := e.recordStats()
-					tps, _, cpu := run(v, "-S", "-M", mode, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
+					vol0, invol0 := procSwitches(v.pid)
+					args := []string{"-S", "-M", mode, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs)}
+					if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
+						args = append(args, "-R", rate)
+					}
+					tps, _, cpu := run(v, args...)
+					vol1, invol1 := procSwitches(v.pid)
 					r1, f1 := e.recordStats()
 					n := tps * float64(secs)
-					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), (r1-r0)/n, (f1-f0)/n)
+					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), (r1-r0)/n, (f1-f0)/n, float64(vol1-vol0)/n, float64(invol1-invol0)/n)
 				}
 			}
 		}
@@ -275,6 +289,31 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * time.Second / 100
+}
+
+// procSwitches sums the voluntary (waits) and involuntary (preemptions) context switches of a
+// process's threads so far.
+func procSwitches(pid int) (voluntary, involuntary int64) {
+	if pid == 0 {
+		return 0, 0
+	}
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(data)) {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				voluntary += n
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				involuntary += n
+			}
+		}
+	}
+	return voluntary, involuntary
 }
 
 // recordStats scrapes the daemon's session-log counters from its metrics endpoint.

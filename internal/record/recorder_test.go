@@ -409,3 +409,31 @@ func TestRetentionByAge(t *testing.T) {
 		t.Fatalf("retentions %+v", rep.Retentions)
 	}
 }
+
+// TestAsyncBytesWakeWriter: queued async records are written as soon as AsyncBytes of them wait,
+// not only when AsyncWindow ends; fewer wait for the window (here an hour: for Close).
+func TestAsyncBytesWakeWriter(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, AsyncWindow: time.Hour, SyncInterval: time.Hour, AsyncBytes: 4096})
+	base := r.Stats().Records // the segment's header
+	ev := Event{Type: TypeStatement, Session: "s-1", Statement: &Statement{Text: strings.Repeat("x", 1000), Verdict: VerdictAllow}}
+	appendAll(t, r, []Event{ev, ev, ev}, Async)
+	if n := r.Stats().Records - base; n != 0 {
+		t.Fatalf("%d records written before AsyncBytes were queued", n)
+	}
+	appendAll(t, r, []Event{ev}, Async) // past 4096 bytes
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Stats().Records-base < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("queued records past AsyncBytes not written: %d of 4", r.Stats().Records-base)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	appendAll(t, r, []Event{ev}, Async)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep := mustVerify(t, dir, nil); rep.Records < 5 {
+		t.Fatalf("verify saw %d records", rep.Records)
+	}
+}

@@ -182,3 +182,106 @@ func TestSuspendedPortal(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// descHook notes, for every row, the column names and formats the hook was given with it.
+type descHook struct {
+	PassThrough
+	mu   sync.Mutex
+	rows []string
+}
+
+func (h *descHook) Statement(context.Context, *Statement) Verdict { return Verdict{Observe: true} }
+
+func (h *descHook) Result(_ context.Context, r *Result) error {
+	if r.Kind != ResultRow {
+		return nil
+	}
+	var b strings.Builder
+	for i, f := range r.Columns.Fields {
+		fmt.Fprintf(&b, "%s/%d/%d ", f.Name, f.DataTypeOID, r.Formats[i])
+	}
+	h.mu.Lock()
+	h.rows = append(h.rows, strings.TrimSpace(b.String()))
+	h.mu.Unlock()
+	return nil
+}
+
+// TestDescriptionReuse: the proxy reuses its decoding of a row description while the next one is
+// the same, and never hands a hook a stale one: other columns, the same columns in other formats,
+// and a description seen before, in both protocols.
+func TestDescriptionReuse(t *testing.T) {
+	h := &descHook{}
+	p, c := hookProxy(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Prepared statements described once (Describe of the statement, which says text for every
+	// column) and then bound and executed without a description, as pgx's cached statements are:
+	// the Bind's formats decide. pgconn always describes the portal, so this client is raw.
+	_, fe := rawStartup(t, p.addr, nil)
+	roundTrip := func(msgs ...pgproto3.FrontendMessage) {
+		t.Helper()
+		for _, m := range msgs {
+			fe.Send(m)
+		}
+		fe.Send(&pgproto3.Sync{})
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e, ok := m.(*pgproto3.ErrorResponse); ok {
+				t.Fatalf("%s %s", e.Code, e.Message)
+			}
+			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+				return
+			}
+		}
+	}
+	for _, name := range []string{"p1", "p2"} {
+		roundTrip(&pgproto3.Parse{Name: name, Query: "SELECT 1 AS a, 'y'::text AS b"}, &pgproto3.Describe{ObjectType: 'S', Name: name})
+	}
+	steps := []struct {
+		simple   string
+		ext      string
+		prepared string
+		formats  []int16
+		want     string
+	}{
+		{simple: "SELECT 1 AS a", want: "a/23/0"},
+		{simple: "SELECT 1 AS a", want: "a/23/0"},
+		{simple: "SELECT 'x'::text AS b", want: "b/25/0"},
+		{ext: "SELECT 1 AS a", formats: []int16{1}, want: "a/23/1"},
+		{ext: "SELECT 1 AS a", formats: []int16{0}, want: "a/23/0"},
+		{ext: "SELECT 1 AS a", formats: nil, want: "a/23/0"},
+		{ext: "SELECT 1 AS a", formats: []int16{1}, want: "a/23/1"},
+		{ext: "SELECT 1 AS a, 'y'::text AS b", formats: []int16{1, 0}, want: "a/23/1 b/25/0"},
+		{ext: "SELECT 1 AS a, 'y'::text AS b", formats: []int16{0, 1}, want: "a/23/0 b/25/1"},
+		{prepared: "p1", formats: []int16{1, 0}, want: "a/23/1 b/25/0"},
+		{prepared: "p1", formats: []int16{1, 0}, want: "a/23/1 b/25/0"},
+		{prepared: "p1", formats: []int16{0, 1}, want: "a/23/0 b/25/1"},
+		{prepared: "p2", formats: []int16{1}, want: "a/23/1 b/25/1"},
+		{prepared: "p2", formats: nil, want: "a/23/0 b/25/0"},
+		{prepared: "p1", formats: []int16{1}, want: "a/23/1 b/25/1"},
+		{simple: "SELECT 1 AS a", want: "a/23/0"},
+	}
+	for i, s := range steps {
+		if s.prepared != "" {
+			roundTrip(&pgproto3.Bind{PreparedStatement: s.prepared, ResultFormatCodes: s.formats}, &pgproto3.Execute{})
+		} else if s.simple != "" {
+			if _, err := c.Exec(ctx, s.simple).ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+		} else if r := c.ExecParams(ctx, s.ext, nil, nil, nil, s.formats).Read(); r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		h.mu.Lock()
+		got := h.rows[len(h.rows)-1]
+		h.mu.Unlock()
+		if got != s.want {
+			t.Fatalf("step %d: hook saw %q, want %q", i, got, s.want)
+		}
+	}
+}

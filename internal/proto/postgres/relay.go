@@ -1,8 +1,10 @@
 package postgres
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -559,11 +561,17 @@ func (c *conn) columnsOf(o *op) (*pgproto3.RowDescription, []int16) {
 	if len(raw) <= headerLength {
 		return nil, nil
 	}
-	var rd pgproto3.RowDescription
+	apply := o.portal != nil && len(o.portal.rowDesc) == 0
+	if c.descColumns != nil && apply == c.descApplied && bytes.Equal(raw, c.descRaw) && slices.Equal(bindFormats, c.descFormats) {
+		o.columns, o.formats = c.descColumns, c.descOut
+		return o.columns, o.formats
+	}
+	raw = bytes.Clone(raw)
+	rd := new(pgproto3.RowDescription)
 	if rd.Decode(raw[headerLength:]) != nil {
 		return nil, nil
 	}
-	if o.portal != nil && len(o.portal.rowDesc) == 0 {
+	if apply {
 		// A statement's description says text for every column; the Bind's result formats (none =
 		// all text, one = all that one, else one per column) say what the rows hold.
 		for i := range rd.Fields {
@@ -577,11 +585,13 @@ func (c *conn) columnsOf(o *op) (*pgproto3.RowDescription, []int16) {
 			}
 		}
 	}
-	o.columns = &rd
+	o.columns = rd
 	o.formats = make([]int16, len(rd.Fields))
 	for i, f := range rd.Fields {
 		o.formats[i] = f.Format
 	}
+	c.descRaw, c.descFormats, c.descApplied = raw, slices.Clone(bindFormats), apply
+	c.descColumns, c.descOut = o.columns, o.formats
 	return o.columns, o.formats
 }
 

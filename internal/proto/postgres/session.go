@@ -396,6 +396,14 @@ type conn struct {
 	ops      opQueue
 	res      Result
 	cells    [][]byte
+	// The last description columnsOf decoded, reused while the next is the same: most result
+	// sets repeat the one before. descRaw is a private copy the decoded names point into; a
+	// different description gets a new one, never overwritten while a hook may hold the old.
+	descRaw     []byte
+	descFormats []int16 // the Bind's result formats applied to it, or nil if none were
+	descApplied bool
+	descColumns *pgproto3.RowDescription
+	descOut     []int16
 }
 
 var errTerminate = errors.New("client terminated")

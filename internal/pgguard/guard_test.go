@@ -2,6 +2,7 @@ package pgguard
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -385,6 +386,31 @@ func TestMaskingPlanReuse(t *testing.T) {
 		got := row(s.desc)
 		if (got == "hunter2") != s.clear {
 			t.Errorf("%s: got %q, want clear=%v", s.name, got, s.clear)
+		}
+	}
+}
+
+// TestCellsKeepEarlierRows: the rows of one record share a buffer that grows as rows are added;
+// a row built earlier keeps its values however many come after it.
+func TestCellsKeepEarlierRows(t *testing.T) {
+	var c cells
+	plain := func(int, []byte) (string, bool) { return "", false }
+	var rows [][]*string
+	var want [][]string
+	for i := range 200 {
+		vals := [][]byte{[]byte(fmt.Sprint(i)), nil, []byte(strings.Repeat("v", i%37)), {}}
+		rows = append(rows, c.row(vals, plain))
+		want = append(want, []string{fmt.Sprint(i), "<null>", strings.Repeat("v", i%37), ""})
+	}
+	for i, row := range rows {
+		for j, p := range row {
+			got := "<null>"
+			if p != nil {
+				got = *p
+			}
+			if got != want[i][j] {
+				t.Fatalf("row %d cell %d: %q, want %q", i, j, got, want[i][j])
+			}
 		}
 	}
 }

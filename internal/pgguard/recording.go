@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
@@ -54,8 +55,10 @@ type recorder struct {
 	hasResult atomic.Bool
 }
 
-// cells builds rows of nullable strings for a record with few allocations: one string per row
-// holding every cell, and string headers and pointers carved from slices reused across records.
+// cells builds rows of nullable strings for a record without allocating once warm: cell text,
+// string headers and pointers are carved from buffers reused from one record to the next.
+// Strings point into buf, which is only appended to until reset; so reset may be called only
+// once the record built from them is written (Record.Append encodes before it returns).
 type cells struct {
 	buf  []byte
 	ends []int
@@ -63,12 +66,13 @@ type cells struct {
 	ptrs []*string
 }
 
-func (c *cells) reset() { c.strs, c.ptrs = c.strs[:0], c.ptrs[:0] }
+func (c *cells) reset() { c.buf, c.strs, c.ptrs = c.buf[:0], c.strs[:0], c.ptrs[:0] }
 
 // row returns vals as one record row; nil values are NULL. display, if it returns true, gives
 // the text recorded instead of a value (binary cells by size, masked parameters).
 func (c *cells) row(vals [][]byte, display func(i int, v []byte) (string, bool)) []*string {
-	c.buf, c.ends = c.buf[:0], c.ends[:0]
+	first := len(c.buf)
+	c.ends = c.ends[:0]
 	for i, v := range vals {
 		if v != nil {
 			if d, ok := display(i, v); ok {
@@ -79,11 +83,13 @@ func (c *cells) row(vals [][]byte, display func(i int, v []byte) (string, bool))
 		}
 		c.ends = append(c.ends, len(c.buf))
 	}
-	all := string(c.buf)
+	// The row's bytes are not written again before reset: if buf grew, earlier rows keep the
+	// array they point into.
+	all := unsafe.String(unsafe.SliceData(c.buf[first:]), len(c.buf)-first)
 	base, start := len(c.strs), 0
 	for _, end := range c.ends {
-		c.strs = append(c.strs, all[start:end])
-		start = end
+		c.strs = append(c.strs, all[start:end-first])
+		start = end - first
 	}
 	// Pointers are taken after this row's appends; earlier rows keep pointing into the backing
 	// array they were built in, which stays valid.

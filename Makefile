@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/enforcer
 PKGS    := ./...
 
-.PHONY: build generate check-generate test lab bench vet staticcheck clean
+.PHONY: build generate check-generate test lab bench pgo vet staticcheck clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/enforcer
@@ -25,6 +25,11 @@ lab: build
 
 bench: build
 	scripts/bench.sh
+
+# Regenerate the committed profile (cmd/enforcer/default.pgo) that go build optimises the daemon
+# with; root, about a minute.
+pgo:
+	scripts/pgo.sh
 
 vet:
 	gofmt -l $$(git ls-files '*.go') | (! grep .)

@@ -54,6 +54,14 @@ type rawIO struct {
 	// handled).
 	untilEAGAIN atomic.Bool
 	woken       atomic.Bool
+
+	// Write's state, for writeFn (bound once: a closure per Write escaped to the heap, one
+	// allocation per message sent).
+	wmu     sync.Mutex
+	wbuf    []byte
+	written int
+	werrno  syscall.Errno
+	writeFn func(fd uintptr) bool
 }
 
 // newRawIO returns a rawIO for plain TCP connections, or nil when conn is anything else (TLS, pipes),
@@ -73,6 +81,7 @@ func newRawIO(conn net.Conn) *rawIO {
 		return nil
 	}
 	r := &rawIO{rc: rc, tc: tc}
+	r.writeFn = r.writeFD
 	if hangups.add(r) {
 		r.watch = &hangups
 	}
@@ -181,25 +190,12 @@ func (r *rawIO) hangUp() {
 }
 
 func (r *rawIO) Write(b []byte) (int, error) {
-	written := 0
-	var errno syscall.Errno
-	err := r.rc.Write(func(fd uintptr) bool {
-		for written < len(b) {
-			r1, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&b[written])), uintptr(len(b)-written))
-			switch e {
-			case 0:
-				written += int(r1)
-				continue
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			errno = e
-			return true
-		}
-		return true
-	})
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.wbuf, r.written, r.werrno = b, 0, 0
+	err := r.rc.Write(r.writeFn)
+	written, errno := r.written, r.werrno
+	r.wbuf = nil // the caller's buffer is not kept
 	if err != nil {
 		return written, err
 	}
@@ -207,6 +203,25 @@ func (r *rawIO) Write(b []byte) (int, error) {
 		return written, errno
 	}
 	return written, nil
+}
+
+// writeFD writes what is left of wbuf to fd; false asks the netpoller to wait for room (EAGAIN).
+func (r *rawIO) writeFD(fd uintptr) bool {
+	for r.written < len(r.wbuf) {
+		r1, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[r.written])), uintptr(len(r.wbuf)-r.written))
+		switch e {
+		case 0:
+			r.written += int(r1)
+			continue
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		r.werrno = e
+		return true
+	}
+	return true
 }
 
 // dup returns a second descriptor of the socket as a File in the netpoller, to wait for its

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -219,5 +220,54 @@ func TestHangupWatchFailure(t *testing.T) {
 	got, err := readToError(t, c)
 	if string(got) != "two" || !errors.Is(err, io.EOF) {
 		t.Fatalf("got %q then %v, want \"two\" then EOF", got, err)
+	}
+}
+
+// TestRawWrite: a write larger than the socket buffer waits for room and arrives whole, writes
+// from two goroutines do not interleave within a call, and a small write allocates nothing.
+func TestRawWrite(t *testing.T) {
+	c, peer := tcpPair(t)
+	big := make([]byte, 8<<20)
+	for i := range big {
+		big[i] = byte(i * 13)
+	}
+	small := []byte("one small message")
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(peer)
+		got <- b
+	}()
+	done := make(chan error, 2)
+	go func() { _, err := c.Write(big); done <- err }()
+	go func() {
+		for range 100 {
+			if _, err := c.Write(small); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := testing.AllocsPerRun(200, func() { c.Write(small) }); n != 0 {
+		t.Fatalf("a write allocates %v times", n)
+	}
+	c.Close()
+	b := <-got
+	if want := len(big) + 301*len(small); len(b) != want { // AllocsPerRun calls once more to warm up
+		t.Fatalf("peer got %d bytes, want %d", len(b), want)
+	}
+	// The big write is one run of bytes; the small ones sit before or after it, whole.
+	i := strings.Index(string(b), string(big[:64]))
+	if i < 0 || string(b[i:i+len(big)]) != string(big) {
+		t.Fatal("the large write did not arrive in one piece")
+	}
+	rest := string(b[:i]) + string(b[i+len(big):])
+	if rest != strings.Repeat(string(small), 301) {
+		t.Fatal("small writes were cut or interleaved")
 	}
 }

@@ -394,7 +394,7 @@ func TestMaskingPlanReuse(t *testing.T) {
 // a row built earlier keeps its values however many come after it.
 func TestCellsKeepEarlierRows(t *testing.T) {
 	var c cells
-	plain := func(int, []byte) (string, bool) { return "", false }
+	plain := func(dst []byte, _ int, _ []byte) ([]byte, bool) { return dst, false }
 	var rows [][]*string
 	var want [][]string
 	for i := range 200 {
@@ -413,4 +413,45 @@ func TestCellsKeepEarlierRows(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRecordedParams: an Execute's parameters are recorded as reviewers see them: text masked
+// like results, binary values by size, NULL as null, clean text as sent.
+func TestRecordedParams(t *testing.T) {
+	dir := t.TempDir()
+	rec, err := record.Open(record.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGuard(t, rec)
+	ctx := context.Background()
+	const sql = "select $1::text, $2::bytea, $3::text, $4::text"
+	parse := postgres.Statement{Kind: postgres.KindParse, SQL: sql, StatementName: "p"}
+	if v := g.Statement(ctx, &parse); v.Action != postgres.Allow {
+		t.Fatalf("parse: %+v", v.Error)
+	}
+	secret := []byte("mail alice@example.com please")
+	exec := postgres.Statement{Kind: postgres.KindExecute, SQL: sql, StatementName: "p", Known: true,
+		ParamFormats: []int16{0, 1, 0, 0}, Params: [][]byte{secret, {1, 2, 3, 4}, nil, []byte("plain")}}
+	if v := g.Statement(ctx, &exec); v.Action != postgres.Allow {
+		t.Fatalf("execute: %+v", v.Error)
+	}
+	if err := g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: &exec, Tag: []byte("SELECT 0")}); err != nil {
+		t.Fatal(err)
+	}
+	g.End("client closed", 1, 2)
+	masked, changed, err := g.mask.plan.MaskText(secret, nil)
+	if err != nil || !changed {
+		t.Fatalf("the test policy does not mask %q: %v", secret, err)
+	}
+	want := `"params":["` + string(masked) + `","[binary, 4 bytes]",null,"plain"]`
+	for _, r := range closeAndLoad(t, rec, dir, g.SessionID()) {
+		if r.Type == record.TypeStatement && strings.Contains(string(r.Data), `"params"`) {
+			if !strings.Contains(string(r.Data), want) {
+				t.Fatalf("recorded %s\nwant it to hold %s", r.Data, want)
+			}
+			return
+		}
+	}
+	t.Fatal("no statement record with parameters")
 }

@@ -2,6 +2,7 @@ package pgguard
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,15 +69,15 @@ type cells struct {
 
 func (c *cells) reset() { c.buf, c.strs, c.ptrs = c.buf[:0], c.strs[:0], c.ptrs[:0] }
 
-// row returns vals as one record row; nil values are NULL. display, if it returns true, gives
-// the text recorded instead of a value (binary cells by size, masked parameters).
-func (c *cells) row(vals [][]byte, display func(i int, v []byte) (string, bool)) []*string {
+// row returns vals as one record row; nil values are NULL. display, if it returns true, has
+// appended to dst the text recorded instead of a value (binary cells by size, masked parameters).
+func (c *cells) row(vals [][]byte, display func(dst []byte, i int, v []byte) ([]byte, bool)) []*string {
 	first := len(c.buf)
 	c.ends = c.ends[:0]
 	for i, v := range vals {
 		if v != nil {
-			if d, ok := display(i, v); ok {
-				c.buf = append(c.buf, d...)
+			if d, ok := display(c.buf, i, v); ok {
+				c.buf = d
 			} else {
 				c.buf = append(c.buf, v...)
 			}
@@ -265,12 +266,12 @@ func (g *Guard) recordParams(s *postgres.Statement, params [][]byte) []*string {
 	}
 	c := &g.rec.params
 	c.reset()
-	return c.row(params, func(i int, v []byte) (string, bool) { return g.displayParam(s, i, v) })
+	return c.row(params, func(dst []byte, i int, v []byte) ([]byte, bool) { return g.appendParam(dst, s, i, v) })
 }
 
-// displayParam is how parameter i is shown when it is not recorded as sent: binary values by
-// size, text masked like results.
-func (g *Guard) displayParam(s *postgres.Statement, i int, p []byte) (string, bool) {
+// appendParam appends to dst how parameter i is shown when it is not recorded as sent (and
+// returns true): binary values by size, text masked like results.
+func (g *Guard) appendParam(dst []byte, s *postgres.Statement, i int, p []byte) ([]byte, bool) {
 	format := int16(0)
 	if len(s.ParamFormats) == 1 {
 		format = s.ParamFormats[0]
@@ -279,15 +280,31 @@ func (g *Guard) displayParam(s *postgres.Statement, i int, p []byte) (string, bo
 	}
 	switch {
 	case format == 1:
-		return fmt.Sprintf("[binary, %d bytes]", len(p)), true
+		return appendBinarySize(dst, len(p)), true
 	case g.mask != nil:
-		m, _, err := g.mask.plan.MaskText(p, nil)
-		if err != nil {
-			return string(g.mask.plan.Redacted()), true
+		out, changed, err := g.mask.plan.MaskText(p, dst)
+		switch {
+		case err != nil:
+			return append(dst, g.mask.plan.Redacted()...), true
+		case !changed:
+			return append(dst, p...), true
 		}
-		return string(m), true
+		return out, true
 	}
-	return "", false
+	return dst, false
+}
+
+// appendBinarySize appends what a record shows for a binary value of n bytes.
+func appendBinarySize(dst []byte, n int) []byte {
+	dst = append(dst, "[binary, "...)
+	dst = strconv.AppendInt(dst, int64(n), 10)
+	return append(dst, " bytes]"...)
+}
+
+// displayParam is appendParam as a string, for reviewers.
+func (g *Guard) displayParam(s *postgres.Statement, i int, p []byte) (string, bool) {
+	b, ok := g.appendParam(nil, s, i, p)
+	return string(b), ok
 }
 
 // displayParams are the statement's parameters as recorded and shown to reviewers: masked like
@@ -435,11 +452,11 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 			r.cur.Truncated = true
 			return nil
 		}
-		r.cur.Rows = append(r.cur.Rows, r.rows.row(res.Values, func(i int, v []byte) (string, bool) {
+		r.cur.Rows = append(r.cur.Rows, r.rows.row(res.Values, func(dst []byte, i int, v []byte) ([]byte, bool) {
 			if i < len(res.Formats) && res.Formats[i] == 1 {
-				return fmt.Sprintf("[binary, %d bytes]", len(v)), true
+				return appendBinarySize(dst, len(v)), true
 			}
-			return "", false
+			return dst, false
 		}))
 	case postgres.ResultCopyData:
 		if !r.collecting {

@@ -37,6 +37,18 @@ func newGuard(t testing.TB, rec *record.Recorder) *Guard {
 	return guardFor(func() *policy.Policy { return pol }, rec)
 }
 
+// loggedGuard returns a guard on the test policy recording into a new log in a temporary
+// directory (opts.Dir is set).
+func loggedGuard(t *testing.T, opts record.Options) (*Guard, *record.Recorder, string) {
+	t.Helper()
+	opts.Dir = t.TempDir()
+	rec, err := record.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newGuard(t, rec), rec, opts.Dir
+}
+
 // closeAndLoad closes the recorder and returns the session's records.
 func closeAndLoad(t *testing.T, rec *record.Recorder, dir, session string) []record.Record {
 	t.Helper()
@@ -131,12 +143,7 @@ func TestRecordingFailureRefuses(t *testing.T) {
 // TestRecordedResults: rows, NULLs, binary cells, the row cap and changing columns are recorded as
 // the client saw them, although the guard reuses its storage from one result to the next.
 func TestRecordedResults(t *testing.T) {
-	dir := t.TempDir()
-	rec, err := record.Open(record.Options{Dir: dir, MaxResultRows: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newGuard(t, rec)
+	g, rec, dir := loggedGuard(t, record.Options{MaxResultRows: 2})
 	ctx := context.Background()
 	var rd *pgproto3.RowDescription // rows carry their description, as the proxy sends them
 	desc := func(names ...string) *postgres.Result {
@@ -208,12 +215,7 @@ func TestRecordedResults(t *testing.T) {
 // one record; anything else that happens first (a second statement, a notice) writes it alone,
 // and the log keeps the order things happened in.
 func TestReadsRecordedWithTheirResult(t *testing.T) {
-	dir := t.TempDir()
-	rec, err := record.Open(record.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newGuard(t, rec)
+	g, rec, dir := loggedGuard(t, record.Options{})
 	ctx := context.Background()
 	stmt := func(sql string) *postgres.Statement {
 		t.Helper()
@@ -418,12 +420,7 @@ func TestCellsKeepEarlierRows(t *testing.T) {
 // TestRecordedParams: an Execute's parameters are recorded as reviewers see them: text masked
 // like results, binary values by size, NULL as null, clean text as sent.
 func TestRecordedParams(t *testing.T) {
-	dir := t.TempDir()
-	rec, err := record.Open(record.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := newGuard(t, rec)
+	g, rec, dir := loggedGuard(t, record.Options{})
 	ctx := context.Background()
 	const sql = "select $1::text, $2::bytea, $3::text, $4::text"
 	parse := postgres.Statement{Kind: postgres.KindParse, SQL: sql, StatementName: "p"}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -32,27 +33,13 @@ const lockPath = "/run/enforcer-lab.lock"
 // NewNetns creates a namespace named prefix-N for the first free N in 1..250, under a host-wide lock
 // so parallel test binaries never pick the same addresses.
 func NewNetns(prefix string) (*Netns, error) {
-	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	unlock, err := lockLab()
 	if err != nil {
-		return nil, fmt.Errorf("open lab lock: %w", err)
+		return nil, err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("lock lab: %w", err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	defer unlock()
 
-	used := map[int]bool{}
-	if out, err := exec.Command("ip", "-o", "link", "show").Output(); err == nil {
-		for _, line := range strings.Split(string(out), "\n") {
-			var idx int
-			if i := strings.Index(line, "enlab"); i >= 0 {
-				if _, err := fmt.Sscanf(line[i:], "enlab%dh", &idx); err == nil {
-					used[idx] = true
-				}
-			}
-		}
-	}
+	used := usedIndexes()
 	for i := 1; i <= 250; i++ {
 		if used[i] {
 			continue
@@ -67,12 +54,58 @@ func NewNetns(prefix string) (*Netns, error) {
 			hostLink:  fmt.Sprintf("enlab%dh", i),
 		}
 		if err := n.create(); err != nil {
-			n.Close()
 			return nil, err
 		}
 		return n, nil
 	}
-	return nil, errors.New("lab: no free namespace index (250 in use); run `ip -o link | grep enlab` and delete stale ones")
+	return nil, errors.New("lab: no free namespace index (250 in use); run `ip -o link | grep enlab` and `ip netns list`, and delete stale ones")
+}
+
+// lockLab takes the host-wide lab lock, held while indexes are chosen and while namespaces are
+// created or deleted, so no process sees an index as free while another is half-way through it.
+func lockLab() (unlock func(), err error) {
+	lock, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lab lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("lock lab: %w", err)
+	}
+	return func() {
+		syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+		lock.Close()
+	}, nil
+}
+
+// usedIndexes reports the indexes held by a host veth end (enlabNh) or by a namespace named
+// anything-N: a namespace can outlive its link (a killed test, another prefix), and its addresses
+// or its name would then collide.
+func usedIndexes() map[int]bool {
+	used := map[int]bool{}
+	if out, err := exec.Command("ip", "-o", "link", "show").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			var idx int
+			if i := strings.Index(line, "enlab"); i >= 0 {
+				if _, err := fmt.Sscanf(line[i:], "enlab%dh", &idx); err == nil {
+					used[idx] = true
+				}
+			}
+		}
+	}
+	if entries, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range entries {
+			name := e.Name()
+			dash := strings.LastIndexByte(name, '-')
+			if dash < 0 {
+				continue
+			}
+			if idx, err := strconv.Atoi(name[dash+1:]); err == nil {
+				used[idx] = true
+			}
+		}
+	}
+	return used
 }
 
 func (n *Netns) create() error {
@@ -90,9 +123,13 @@ func (n *Netns) create() error {
 		{"-n", n.Name, "link", "set", "lo", "up"},
 		{"-n", n.Name, "route", "add", "default", "via", n.HostAddr.String()},
 	}
-	for _, args := range steps {
+	for i, args := range steps {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+			err = fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+			if i > 0 { // the namespace is ours only once "netns add" succeeded
+				err = errors.Join(err, n.remove())
+			}
+			return err
 		}
 	}
 	return nil
@@ -105,6 +142,15 @@ func (n *Netns) Command(ctx context.Context, name string, args ...string) *exec.
 
 // Close deletes the namespace and the host end of the veth pair (which takes the peer with it).
 func (n *Netns) Close() error {
+	unlock, err := lockLab()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return n.remove()
+}
+
+func (n *Netns) remove() error {
 	var errs []error
 	if out, err := exec.Command("ip", "link", "del", n.hostLink).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find") {
 		errs = append(errs, fmt.Errorf("delete %s: %s", n.hostLink, strings.TrimSpace(string(out))))

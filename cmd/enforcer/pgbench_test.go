@@ -151,22 +151,26 @@ GRANT SELECT ON pii TO agent_ro;`)
 		// simple), pgbouncer, the pass-through proxy and
 		// recording alone, interleaved three times so drift hits every variant alike.
 		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
-		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx")
+		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s %10s %6s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx", "host µs/tx", "idle")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
 		for _, clients := range strings.Fields(cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_CLIENTS"), "1 8")) {
 			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 3); round++ {
 				for _, v := range quick {
 					r0, f0 := e.recordStats()
 					vol0, invol0 := procSwitches(v.pid)
+					busy0, idle0 := hostCPU()
 					args := []string{"-S", "-M", mode, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs)}
 					if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
 						args = append(args, "-R", rate)
 					}
 					tps, _, cpu := run(v, args...)
 					vol1, invol1 := procSwitches(v.pid)
+					busy1, idle1 := hostCPU()
 					r1, f1 := e.recordStats()
 					n := tps * float64(secs)
-					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), (r1-r0)/n, (f1-f0)/n, float64(vol1-vol0)/n, float64(invol1-invol0)/n)
+					busy, idle := busy1-busy0, idle1-idle0
+					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f %10.1f %5.1f%%\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), (r1-r0)/n, (f1-f0)/n, float64(vol1-vol0)/n, float64(invol1-invol0)/n,
+						busy.Seconds()*1e6/n, 100*idle.Seconds()/(busy+idle).Seconds())
 				}
 			}
 		}
@@ -322,6 +326,26 @@ func procCPU(pid int) time.Duration {
 
 // procSwitches sums the voluntary (waits) and involuntary (preemptions) context switches of a
 // process's threads so far.
+// hostCPU is the whole machine's busy and idle (including iowait) time from /proc/stat: what
+// every process and kernel thread spent, to set beside the proxy's own CPU. Tick-sampled, so
+// meaningful over seconds, not microseconds.
+func hostCPU() (busy, idle time.Duration) {
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	f := strings.Fields(line) // cpu user nice system idle iowait irq softirq steal ...
+	var ticks [8]int64
+	for i := 1; i < len(f) && i <= len(ticks); i++ {
+		ticks[i-1], _ = strconv.ParseInt(f[i], 10, 64)
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	idle = time.Duration(ticks[3]+ticks[4]) * tick
+	busy = time.Duration(ticks[0]+ticks[1]+ticks[2]+ticks[5]+ticks[6]+ticks[7]) * tick
+	return busy, idle
+}
+
 func procSwitches(pid int) (voluntary, involuntary int64) {
 	if pid == 0 {
 		return 0, 0

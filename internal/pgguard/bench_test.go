@@ -1,7 +1,11 @@
 package pgguard
 
 import (
+	"fmt"
+	"strings"
+
 	"context"
+	"github.com/enforcer-dev/enforcer/internal/policy"
 	"testing"
 
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
@@ -41,6 +45,42 @@ func BenchmarkGuard(b *testing.B) {
 				g.Result(ctx, &postgres.Result{Kind: postgres.ResultRowDescription, Statement: &st, Columns: rd})
 				g.Result(ctx, &postgres.Result{Kind: postgres.ResultRow, Statement: &st, Columns: rd, Formats: []int16{0}, Values: val})
 				g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: &st, Tag: []byte("SELECT 1")})
+			}
+		})
+	}
+}
+
+// BenchmarkStatementPassThrough measures the statement hook under the pass-through policy
+// (default allow, no rules, masking and recording off) for simple-protocol pgbench queries,
+// whose literal changes every time, and for extended-protocol ones, whose text repeats.
+//
+//	go test -run '^$' -bench StatementPassThrough -benchmem ./internal/pgguard
+func BenchmarkStatementPassThrough(b *testing.B) {
+	pol := parsePolicy(b, strings.Replace(testPolicy, "rules:\n  - {name: no-drop, when: 'sql.kind == \"DROP\"', action: block, message: no drops}\n",
+		"default: allow\nmasking: {disabled: true}\nrecording: {disabled: true}\n", 1))
+	g := guardFor(func() *policy.Policy { return pol }, nil)
+	ctx := context.Background()
+	queries := make([]string, 1024)
+	for i := range queries {
+		queries[i] = fmt.Sprintf("SELECT abalance FROM pgbench_accounts WHERE aid = %d;", 1+i*977%100000)
+	}
+	for _, c := range []struct {
+		name string
+		kind postgres.Kind
+		sql  func(i int) string
+	}{
+		{"simple", postgres.KindQuery, func(i int) string { return queries[i%len(queries)] }},
+		{"extended-parse", postgres.KindParse, func(int) string { return "SELECT abalance FROM pgbench_accounts WHERE aid = $1" }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				st := postgres.Statement{Kind: c.kind, SQL: c.sql(i)}
+				i++
+				if v := g.Statement(ctx, &st); v.Action != postgres.Allow {
+					b.Fatal(v.Error)
+				}
 			}
 		})
 	}

@@ -81,6 +81,11 @@ type Guard struct {
 	// rec records the session; recErr is set when its start could not be written.
 	rec    *recorder
 	recErr error
+	// Storage for the classification and decision of the running simple-protocol query.
+	queryClass    sqlclass.Scratch
+	queryDecision rules.Decision
+	// lookup is lookupPrepared bound once (a method value allocates each time it is made).
+	lookup rules.Prepared
 }
 
 type parsedStatement struct {
@@ -105,7 +110,7 @@ func (g *Guard) parseDecision(pol *policy.Policy, sql string) rules.Decision {
 	if m.pol == pol && m.conn == g.conn && m.preparedGen == g.preparedGen && m.sql == sql && m.pol != nil {
 		return m.decision
 	}
-	d := pol.Rules.Decide(g.conn, g.sh.Classifier.Classify(sql), g.lookupPrepared)
+	d := pol.Rules.Decide(g.conn, g.sh.Classifier.Classify(sql), g.lookup)
 	*m = parseMemo{sql: sql, pol: pol, conn: g.conn, preparedGen: g.preparedGen, decision: d}
 	return d
 }
@@ -120,6 +125,7 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 		prepared: map[string]*sqlclass.Statement{},
 		parsed:   map[string]*parsedStatement{},
 	}
+	g.lookup = g.lookupPrepared
 	g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(),
 		rules.Target{Name: ci.Target.Name, Protocol: ci.Target.Protocol, Database: ci.Database, User: ci.DBUser})
 	pol := sh.Policy()
@@ -173,13 +179,18 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 	pol := g.sh.Policy()
 	switch s.Kind {
 	case postgres.KindQuery:
-		res := g.sh.Classifier.Classify(s.SQL)
-		d := pol.Rules.Decide(g.conn, res, g.lookupPrepared)
-		v, approvalID := g.enforce(ctx, pol, s, &d, nil)
-		v = g.recorded(s, &d, v, approvalID, nil)
+		// Every simple-protocol query with new literal values gets a result of its own: it and
+		// the decision are built in the guard's storage, used only under mu and only until this
+		// call returns.
+		res := g.sh.Classifier.ClassifyIn(s.SQL, &g.queryClass)
+		d := &g.queryDecision
+		pol.Rules.DecideInto(d, g.conn, res, g.lookup)
+		v, approvalID := g.enforce(ctx, pol, s, d, nil)
+		v = g.recorded(s, d, v, approvalID, nil)
 		if v.Action == postgres.Allow {
 			g.notePrepares(res)
 		}
+		d.Result = nil
 		return v
 	case postgres.KindParse:
 		d := g.parseDecision(pol, s.SQL)
@@ -243,7 +254,8 @@ func (g *Guard) notePrepares(res *sqlclass.Result) {
 		st := &res.Statements[i]
 		switch {
 		case st.Prepare != "":
-			g.prepared[st.Prepare] = st
+			kept := *st // st may live in storage the next query reuses
+			g.prepared[st.Prepare] = &kept
 		case st.DeallocateAll:
 			clear(g.prepared)
 		case st.Deallocate != "":

@@ -115,6 +115,32 @@ func TestStatementVerdicts(t *testing.T) {
 	}
 }
 
+// TestPreparedSurvivesNextQuery: the classification of a simple-protocol query is built in storage
+// the next query reuses, so a PREPARE must keep a copy of its body. Here the second PREPARE of r has
+// the shape of the first (so it is built in that storage) and the next query, a write of a cached
+// shape, is built in the same place; EXECUTE r must still be judged as the read it prepared.
+func TestPreparedSurvivesNextQuery(t *testing.T) {
+	g := newGuard(t, nil)
+	run := func(sql string) postgres.Verdict {
+		st := postgres.Statement{Kind: postgres.KindQuery, SQL: sql}
+		return g.Statement(context.Background(), &st)
+	}
+	for _, q := range []struct {
+		sql    string
+		refuse bool
+	}{
+		{"DELETE FROM t WHERE id = 1", true}, // caches the DELETE shape
+		{"PREPARE r AS SELECT * FROM t WHERE id = 1", false},
+		{"PREPARE r AS SELECT * FROM t WHERE id = 2", false}, // same shape: built in the storage
+		{"DELETE FROM t WHERE id = 2", true},                 // same shape as the first: reuses it
+		{"EXECUTE r", false},
+	} {
+		if v := run(q.sql); (v.Action == postgres.Refuse) != q.refuse {
+			t.Fatalf("%q: action %v, want refuse=%v (%+v)", q.sql, v.Action, q.refuse, v.Error)
+		}
+	}
+}
+
 // TestRecordingFailureRefuses: when the session log cannot be written, statements do not run.
 func TestRecordingFailureRefuses(t *testing.T) {
 	rec, err := record.Open(record.Options{Dir: t.TempDir()})

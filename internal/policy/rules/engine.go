@@ -406,11 +406,24 @@ type Prepared func(name string) *sqlclass.Statement
 // prepared) and as itself, the stricter verdict winning; a name prepared
 // lookup does not know (or a nil prepared) is blocked whatever the rules say.
 func (e *Engine) Decide(c *Conn, res *sqlclass.Result, prepared Prepared) Decision {
-	d := Decision{Verdict: Allow, Statement: -1, Result: res, Default: e.def,
-		Statements: make([]StatementDecision, len(res.Statements))}
+	var d Decision
+	e.DecideInto(&d, c, res, prepared)
+	return d
+}
+
+// DecideInto is Decide writing the decision to d, reusing the storage of the
+// decision d held before (its per-statement decisions): a caller deciding
+// statement after statement allocates nothing for them once warm.
+func (e *Engine) DecideInto(d *Decision, c *Conn, res *sqlclass.Result, prepared Prepared) {
+	sds := d.Statements[:0]
+	if cap(sds) < len(res.Statements) {
+		sds = make([]StatementDecision, len(res.Statements))
+	}
+	sds = sds[:len(res.Statements)]
+	*d = Decision{Verdict: Allow, Statement: -1, Result: res, Default: e.def, Statements: sds}
 	if len(res.Statements) == 0 {
 		d.Message = "empty query"
-		return d
+		return
 	}
 	a := activations.Get().(*activation)
 	a.conn = c
@@ -447,7 +460,6 @@ func (e *Engine) Decide(c *Conn, res *sqlclass.Result, prepared Prepared) Decisi
 	}
 	a.conn, a.sql.st = nil, nil
 	activations.Put(a)
-	return d
 }
 
 // DecideStatement judges a single statement (an extended-protocol Parse)

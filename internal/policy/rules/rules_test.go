@@ -2,6 +2,7 @@ package rules
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -440,6 +441,40 @@ func TestExplain(t *testing.T) {
 	d = e.Decide(alice, sqlclass.Classify("DELETE FROM"), nil)
 	if out := Explain(&d); !strings.Contains(out, "parse error: syntax error") || !strings.Contains(out, "unknown") {
 		t.Errorf("parse error explanation:\n%s", out)
+	}
+}
+
+// TestDecideInto decides a sequence of strings into one reused Decision and
+// checks each against a fresh Decide: fewer statements after more, none,
+// rule matches after defaults, and (with no rules to evaluate) no
+// allocation once warm.
+func TestDecideInto(t *testing.T) {
+	e := mustCompile(t, agentRules, DefaultAllowReads)
+	var d Decision
+	for _, sql := range []string{
+		"SELECT 1; SELECT 2; DELETE FROM t WHERE id = 1",
+		"SELECT * FROM orders WHERE id = 1",
+		"",
+		"DROP TABLE orders",
+		"PREPARE p AS SELECT 1; EXECUTE p",
+		"SELECT 1",
+	} {
+		res := sqlclass.Classify(sql)
+		e.DecideInto(&d, alice, res, nil)
+		want := e.Decide(alice, res, nil)
+		got := d
+		if len(got.Statements) == 0 && len(want.Statements) == 0 {
+			got.Statements, want.Statements = nil, nil // empty either way
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%q:\n got %+v\nwant %+v", sql, got, want)
+		}
+	}
+	// Rules evaluate in CEL, which allocates; without rules nothing may.
+	plain := mustCompile(t, nil, DefaultAllow)
+	res := sqlclass.Classify("SELECT * FROM orders WHERE id = 1")
+	if n := testing.AllocsPerRun(100, func() { plain.DecideInto(&d, alice, res, nil) }); n != 0 {
+		t.Errorf("DecideInto allocates %.1f times without rules", n)
 	}
 }
 

@@ -122,6 +122,25 @@ func initShards(ss *[shards]shard, perEntries, perBytes int) {
 // depend on literal values, was classified before. The result is shared: do
 // not modify it.
 func (c *Classifier) Classify(sql string) *Result {
+	return c.classify(sql, nil)
+}
+
+// Scratch is storage for one result built for a single text (see
+// ClassifyIn). The zero value is ready to use.
+type Scratch struct {
+	sr shapeResult
+}
+
+// ClassifyIn is Classify, except that a result built for this text alone
+// (an answer from a text of the same shape, which is what every query with
+// new literal values gets) is built in s instead of a new allocation. Such a
+// result is valid until s is used again; one from the cache stays valid. A
+// caller that keeps a statement of the result beyond that must copy it.
+func (c *Classifier) ClassifyIn(sql string, s *Scratch) *Result {
+	return c.classify(sql, s)
+}
+
+func (c *Classifier) classify(sql string, scratch *Scratch) *Result {
 	if len(sql) > c.maxCachedLen {
 		return classify(sql, c.maxLen)
 	}
@@ -142,14 +161,14 @@ func (c *Classifier) Classify(sql string) *Result {
 		key, sp, shaped = shapeKey(buf[:0], sql)
 		shaped = shaped && sp.n > 0
 		if shaped {
-			if res := c.shapeHit(key, sql); res != nil {
+			if res := c.shapeHit(key, sql, scratch); res != nil {
 				return res
 			}
 		}
 	}
 
-	// Copy the text first: the caller's string may alias a reused buffer,
-	// and statement texts in the result point into it.
+	// The text becomes a long-lived cache key: copy it, so the entry does
+	// not keep a larger string the caller's text may be part of.
 	text := strings.Clone(sql)
 	res, info := classifyShape(text, c.maxLen)
 	s.insert(&entry{key: text, res: res})
@@ -169,7 +188,7 @@ func shareable(res *Result, info shapeInfo, sp litSpan) bool {
 
 // shapeHit returns the classification of sql from its shape's entry, or
 // nil.
-func (c *Classifier) shapeHit(key []byte, sql string) *Result {
+func (c *Classifier) shapeHit(key []byte, sql string, scratch *Scratch) *Result {
 	s := &c.shapes[maphash.Bytes(c.seed, key)%shards]
 	s.mu.Lock()
 	e, ok := s.m[string(key)]
@@ -184,12 +203,19 @@ func (c *Classifier) shapeHit(key []byte, sql string) *Result {
 	if e.start < 0 || e.start > end || end > len(sql) {
 		return nil // cannot happen for a text of this shape
 	}
-	h := &shapeResult{}
-	text := strings.Clone(sql)
+	// sql is not copied: a Go string never changes, and this result belongs
+	// to the caller, not to the cache.
+	var h *shapeResult
+	if scratch != nil {
+		h = &scratch.sr
+		*h = shapeResult{}
+	} else {
+		h = &shapeResult{}
+	}
 	h.st[0] = e.res.Statements[0]
-	h.st[0].Text = strings.TrimSpace(text[e.start:end])
+	h.st[0].Text = strings.TrimSpace(sql[e.start:end])
 	h.res.Statements = h.st[:]
-	h.res.text = text
+	h.res.text = sql
 	return &h.res
 }
 

@@ -520,12 +520,58 @@ func TestShapeHitAllocs(t *testing.T) {
 	c.Classify("SELECT abalance FROM pgbench_accounts WHERE aid = 123456;")
 	sql := "SELECT abalance FROM pgbench_accounts WHERE aid = 654321;"
 	n := testing.AllocsPerRun(100, func() { c.Classify(sql) })
-	if n > 2 {
-		t.Fatalf("shape hit allocates %.1f times, want at most 2 (result, text)", n)
+	if n > 1 {
+		t.Fatalf("shape hit allocates %.1f times, want at most 1 (the result)", n)
+	}
+	var sc Scratch
+	if n := testing.AllocsPerRun(100, func() { c.ClassifyIn(sql, &sc) }); n != 0 {
+		t.Fatalf("shape hit into scratch allocates %.1f times", n)
 	}
 	var buf [512]byte
 	if n := testing.AllocsPerRun(100, func() { shapeKey(buf[:0], sql) }); n != 0 {
 		t.Fatalf("shapeKey allocates %.1f times", n)
+	}
+}
+
+// TestClassifyIn checks that shape hits are built in the scratch (and
+// answer for their own text), that the scratch's next use replaces them,
+// and that cached results never live in it.
+func TestClassifyIn(t *testing.T) {
+	c := New(Options{})
+	var sc Scratch
+	inScratch := func(r *Result) bool { return r == &sc.sr.res }
+	first := c.ClassifyIn("SELECT * FROM t WHERE id = 1", &sc)
+	if inScratch(first) {
+		t.Fatal("a classified (cached) result was built in the scratch")
+	}
+	for _, c2 := range []struct {
+		sql, text string
+		writes    bool
+	}{
+		{"SELECT * FROM t WHERE id = 2", "SELECT * FROM t WHERE id = 2", false},
+		{"SELECT * FROM t WHERE id = 7", "SELECT * FROM t WHERE id = 7", false},
+	} {
+		r := c.ClassifyIn(c2.sql, &sc)
+		if !inScratch(r) {
+			t.Fatalf("%q: shape hit not built in the scratch", c2.sql)
+		}
+		if got := r.Statements[0].Text; got != c2.text {
+			t.Errorf("%q: text %q, want %q", c2.sql, got, c2.text)
+		}
+		if r.Statements[0].Writes != c2.writes || !r.Statements[0].Reads {
+			t.Errorf("%q: flags %+v", c2.sql, r.Statements[0])
+		}
+	}
+	c.ClassifyIn("DELETE FROM t WHERE id = 1", &sc)
+	del := c.ClassifyIn("DELETE FROM t WHERE id = 9", &sc)
+	if !inScratch(del) || !del.Statements[0].Writes || del.Statements[0].Text != "DELETE FROM t WHERE id = 9" {
+		t.Fatalf("second shape: %+v", del.Statements[0])
+	}
+	if again := c.ClassifyIn("SELECT * FROM t WHERE id = 1", &sc); again != first {
+		t.Error("the cached result of an exact text changed")
+	}
+	if first.Statements[0].Text != "SELECT * FROM t WHERE id = 1" || first.Statements[0].Writes {
+		t.Errorf("cached result was overwritten: %+v", first.Statements[0])
 	}
 }
 

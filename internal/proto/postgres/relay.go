@@ -433,7 +433,10 @@ func (c *conn) onServerMessage(typ byte, msg []byte) error {
 				}
 				c.ops.pop()
 			case opQuery, opFunction:
-				o.rowDesc = append(o.rowDesc[:0], msg...)
+				// Only the front op's rows follow this description, and the next one arrives after
+				// they end: one buffer per connection serves every Query.
+				c.queryDesc = append(c.queryDesc[:0], msg...)
+				o.rowDesc = c.queryDesc
 				o.columns, o.formats = nil, nil
 				if o.observe {
 					if err := c.observeRowDescription(o); err != nil {

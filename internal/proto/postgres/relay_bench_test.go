@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -127,6 +128,47 @@ func BenchmarkRelayExtended(b *testing.B) {
 					if err := c.onClientMessage(typ, msg); err != nil {
 						b.Fatal(err)
 					}
+				}
+				relayServerUntilReady(b, c)
+			}
+		})
+	}
+}
+
+// BenchmarkRelaySimple measures one simple-protocol transaction as pgbench -S -M simple sends it
+// (a Query whose literal changes every time) and the server's answer, through the proxy's message
+// handling on both sides, without sockets.
+func BenchmarkRelaySimple(b *testing.B) {
+	queries := make([][]byte, 64)
+	for i := range queries {
+		queries[i], _ = (&pgproto3.Query{String: "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(10000+i*7919) + ";"}).Encode(nil)
+	}
+	var server []byte
+	server, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(server)
+	server = appendDataRow(server, [][]byte{[]byte("-2817")})
+	server, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(server)
+	server, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(server)
+	for _, tc := range benchHooks {
+		b.Run(tc.name, func(b *testing.B) {
+			c := newBenchConn(tc.hook)
+			defer c.stop()
+			c.uw.w = io.Discard
+			cr, sr := bytes.NewReader(nil), bytes.NewReader(server)
+			c.cr = newMsgReader(cr, 1<<20, c.flushUpstream)
+			c.cr.known = frontendTypes
+			c.sr = newMsgReader(sr, maxServerMessage, c.flushClientLocked)
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				cr.Reset(queries[i%len(queries)])
+				i++
+				sr.Reset(server)
+				typ, msg, err := c.cr.next()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := c.onClientMessage(typ, msg); err != nil {
+					b.Fatal(err)
 				}
 				relayServerUntilReady(b, c)
 			}

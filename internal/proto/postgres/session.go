@@ -396,6 +396,8 @@ type conn struct {
 	ops      opQueue
 	res      Result
 	cells    [][]byte
+	// queryDesc holds the RowDescription of the Query or FunctionCall whose rows flow.
+	queryDesc []byte
 	// The last description columnsOf decoded, reused while the next is the same: most result
 	// sets repeat the one before. descRaw is a private copy the decoded names point into; a
 	// different description gets a new one, never overwritten while a hook may hold the old.

@@ -129,6 +129,11 @@ func (c *Classifier) Classify(sql string) *Result {
 // ClassifyIn). The zero value is ready to use.
 type Scratch struct {
 	sr shapeResult
+	// shapes is set while the caller's texts are answered from their shape:
+	// the next one is then looked up by shape first. Texts with new literal
+	// values each time (simple-protocol queries) never hit the exact-text
+	// cache; texts that repeat never need lexing.
+	shapes bool
 }
 
 // ClassifyIn is Classify, except that a result built for this text alone
@@ -144,27 +149,50 @@ func (c *Classifier) classify(sql string, scratch *Scratch) *Result {
 	if len(sql) > c.maxCachedLen {
 		return classify(sql, c.maxLen)
 	}
+	var buf [512]byte
+	var key []byte
+	var sp litSpan
+	shaped, keyed := false, false
+	shapeable := c.shapes != nil && len(sql) <= c.maxLen && len(sql) < depthCheckLen
+	// A text with a cached shape has the shape's classification whichever
+	// cache is asked first (that is what caching a shape requires).
+	tryShape := func() *Result {
+		keyed = true
+		key, sp, shaped = shapeKey(buf[:0], sql)
+		shaped = shaped && sp.n > 0
+		if !shaped {
+			return nil
+		}
+		return c.shapeHit(key, sql, scratch)
+	}
+	if shapeable && scratch != nil && scratch.shapes {
+		if res := tryShape(); res != nil {
+			return res
+		}
+	}
+
 	s := &c.shards[maphash.String(c.seed, sql)%shards]
 	s.mu.Lock()
 	if e, ok := s.m[sql]; ok {
 		s.moveFront(e)
 		s.mu.Unlock()
+		if scratch != nil {
+			scratch.shapes = false
+		}
 		return e.res
 	}
 	s.mu.Unlock()
 
-	var buf [512]byte
-	var key []byte
-	var sp litSpan
-	shaped := false
-	if c.shapes != nil && len(sql) <= c.maxLen && len(sql) < depthCheckLen {
-		key, sp, shaped = shapeKey(buf[:0], sql)
-		shaped = shaped && sp.n > 0
-		if shaped {
-			if res := c.shapeHit(key, sql, scratch); res != nil {
-				return res
+	if shapeable && !keyed {
+		if res := tryShape(); res != nil {
+			if scratch != nil {
+				scratch.shapes = true
 			}
+			return res
 		}
+	}
+	if scratch != nil {
+		scratch.shapes = false
 	}
 
 	// The text becomes a long-lived cache key: copy it, so the entry does

@@ -213,7 +213,23 @@ func sameResult(got, want *Result) string {
 func checkAfter(a, b string) string {
 	c := New(Options{})
 	c.Classify(a)
-	return sameResult(c.Classify(b), Classify(b))
+	if msg := sameResult(c.Classify(b), Classify(b)); msg != "" {
+		return msg
+	}
+	// The same through ClassifyIn once it asks shapes first (after a shape hit).
+	c = New(Options{})
+	var sc Scratch
+	c.ClassifyIn("SELECT * FROM t WHERE id = 1", &sc)
+	c.ClassifyIn("SELECT * FROM t WHERE id = 2", &sc)
+	if !sc.shapes {
+		return "scratch not in shape-first mode"
+	}
+	c.ClassifyIn(a, &sc)
+	c.ClassifyIn("SELECT * FROM t WHERE id = 3", &sc)
+	if msg := sameResult(c.ClassifyIn(b, &sc), Classify(b)); msg != "" {
+		return "shape first: " + msg
+	}
+	return ""
 }
 
 // TestShapeNoCrossContamination: pairs of texts of the same shape whose
@@ -567,11 +583,24 @@ func TestClassifyIn(t *testing.T) {
 	if !inScratch(del) || !del.Statements[0].Writes || del.Statements[0].Text != "DELETE FROM t WHERE id = 9" {
 		t.Fatalf("second shape: %+v", del.Statements[0])
 	}
-	if again := c.ClassifyIn("SELECT * FROM t WHERE id = 1", &sc); again != first {
-		t.Error("the cached result of an exact text changed")
+	if again := c.ClassifyIn("SELECT * FROM t WHERE id = 1", &sc); again.Statements[0].Text != "SELECT * FROM t WHERE id = 1" || again.Statements[0].Writes {
+		t.Errorf("classified again: %+v", again.Statements[0])
 	}
 	if first.Statements[0].Text != "SELECT * FROM t WHERE id = 1" || first.Statements[0].Writes {
 		t.Errorf("cached result was overwritten: %+v", first.Statements[0])
+	}
+	// After shape hits the shape is asked first; texts whose classification depends on their
+	// literals have no shape and must still get their own classification, cached or not.
+	for range 2 {
+		set := c.ClassifyIn("SELECT set_config('application_name', 'x', false)", &sc)
+		if !set.Statements[0].Session || inScratch(set) {
+			t.Errorf("set_config: %+v", set.Statements[0])
+		}
+		c.ClassifyIn("SELECT * FROM t WHERE id = 8", &sc) // a shape hit again
+		del := c.ClassifyIn("DELETE FROM t WHERE id = 5 OR 1 = 1", &sc)
+		if !del.Statements[0].WhereIsConstant || inScratch(del) {
+			t.Errorf("folded literal: %+v", del.Statements[0])
+		}
 	}
 }
 

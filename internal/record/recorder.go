@@ -193,15 +193,8 @@ func (b *batch) reset() {
 	b.buf, b.recs = b.buf[:0], b.recs[:0]
 }
 
-// maxKeptBatch bounds the batch buffer kept for reuse; maxPooledBuf the encoding buffers.
-const (
-	maxKeptBatch = 8 << 20
-	maxPooledBuf = 64 << 10
-)
-
-// encodePool holds the buffers Append encodes into before it takes the lock; they never leave
-// the appending side, so the one a goroutine gets back is usually still in its cache.
-var encodePool = sync.Pool{New: func() any { return new([]byte) }}
+// maxKeptBatch bounds the batch buffer kept for reuse.
+const maxKeptBatch = 8 << 20
 
 // Recorder appends records to the log in one directory. It is safe for concurrent use.
 type Recorder struct {
@@ -603,20 +596,7 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 			ev.Statement = &c
 		}
 	}
-	bp := encodePool.Get().(*[]byte)
-	defer func() {
-		if cap(*bp) <= maxPooledBuf {
-			encodePool.Put(bp)
-		}
-	}()
-	enc := appendJSONString((*bp)[:0], ev.Session)
-	sessionLen := len(enc)
 	var err error
-	enc, err = appendPayload(enc, &ev)
-	*bp = enc
-	if err != nil {
-		return fmt.Errorf("record: %w", err)
-	}
 	t := ev.Time
 	if t.IsZero() {
 		t = r.opts.Now()
@@ -663,11 +643,18 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		r.st.failures.Add(1)
 		return err
 	}
+	// Encoded straight into the batch, under the lock: one copy of the record fewer, and the
+	// daemon's sessions share one P by default (max_procs: 1), so nothing waits for it.
 	b := &r.pending
 	first := len(b.recs) == 0
 	rec.start = len(b.buf)
-	rec.sessionEnd = rec.start + sessionLen
-	b.buf = append(b.buf, enc...)
+	b.buf = appendJSONString(b.buf, ev.Session)
+	rec.sessionEnd = len(b.buf)
+	if b.buf, err = appendPayload(b.buf, &ev); err != nil {
+		b.buf = b.buf[:rec.start]
+		r.mu.Unlock()
+		return fmt.Errorf("record: %w", err)
+	}
 	rec.end = len(b.buf)
 	b.recs = append(b.recs, rec)
 	batchFull := len(b.buf) >= r.opts.AsyncBytes && rec.start < r.opts.AsyncBytes

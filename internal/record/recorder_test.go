@@ -256,9 +256,15 @@ func TestTornTailRecovered(t *testing.T) {
 	}
 }
 
+// TestAppendRejectsBadEvents: each bad event is refused, and leaves nothing behind in the batch
+// the good records around it are written in.
 func TestAppendRejectsBadEvents(t *testing.T) {
-	r := openT(t, Options{})
-	defer r.Close()
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, AsyncWindow: time.Hour})
+	good := Event{Type: TypeNotice, Session: "s", Notice: &Notice{Message: "good"}}
+	if err := r.Append(good, Async); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		ev   Event
@@ -273,6 +279,19 @@ func TestAppendRejectsBadEvents(t *testing.T) {
 		if err := r.Append(c.ev, Async); err == nil {
 			t.Errorf("%s: accepted", c.name)
 		}
+	}
+	if err := r.Append(good, Async); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := Verify(dir, nil); err != nil || rep.Problem != nil {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+	recs, err := LoadSession(dir, "s")
+	if err != nil || len(recs) != 2 {
+		t.Fatalf("session s: %d records (%v), want the 2 good ones", len(recs), err)
 	}
 }
 

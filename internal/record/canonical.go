@@ -68,32 +68,35 @@ func fixInvalidUTF8(b []byte) []byte {
 	return c
 }
 
-// sealer completes stored lines; it keeps a hasher and scratch space between records.
+// sealer builds stored lines; it keeps a hasher and scratch space between records (one per writer).
 type sealer struct {
-	h      hash.Hash
-	suffix []byte
-	sum    [sha256.Size]byte
+	h       hash.Hash
+	suffix  []byte
+	prevRaw [sha256.Size]byte
+	sum     [sha256.Size]byte
 }
 
-// lineStart begins a stored line in buf: the payload (canonical JSON) is appended right after it,
-// and sealTail completes the line.
-const lineStart = `{"data":`
-
-// sealTail completes the stored line buf[start:], which holds lineStart and the record's payload:
-// it appends the hash, the members after it in key order and the newline, and returns buf with the
-// offset of the record's hash (hex) in it. prevRaw is the previous record's hash, prev the same
-// in hex. The hash covers prevRaw and the line without its hash member; the sum is left in s.sum.
-func (s *sealer) sealTail(buf []byte, start int, session string, prevRaw *[sha256.Size]byte, prev []byte, seq uint64, t []byte, typ Type) ([]byte, int) {
+// seal appends to buf the stored line (with trailing newline) of a record whose payload is data
+// (canonical JSON) and whose session is sessionJSON (a canonical JSON string, or empty for none),
+// and returns it with the record's hash in hex, which aliases the returned buffer. prev is the
+// previous record's hash in hex. Members are written in key order, so the line is canonical when
+// data is; the hash covers the same bytes without the hash member.
+func (s *sealer) seal(buf, data, sessionJSON, prev []byte, seq uint64, t []byte, typ Type) ([]byte, []byte) {
 	if s.h == nil {
 		s.h = sha256.New()
 	}
+	start := len(buf)
+	buf = append(buf, `{"data":`...)
+	buf = append(buf, data...)
+	mid := len(buf)
+
 	sfx := append(s.suffix[:0], `,"prev":"`...)
 	sfx = append(sfx, prev...)
 	sfx = append(sfx, `","seq":`...)
 	sfx = strconv.AppendUint(sfx, seq, 10)
-	if session != "" {
+	if len(sessionJSON) > 0 {
 		sfx = append(sfx, `,"session":`...)
-		sfx = appendJSONString(sfx, session)
+		sfx = append(sfx, sessionJSON...)
 	}
 	sfx = append(sfx, `,"time":"`...)
 	sfx = append(sfx, t...)
@@ -102,18 +105,29 @@ func (s *sealer) sealTail(buf []byte, start int, session string, prevRaw *[sha25
 	sfx = append(sfx, `"}`...)
 	s.suffix = sfx
 
+	hex.Decode(s.prevRaw[:], prev)
 	s.h.Reset()
-	s.h.Write(prevRaw[:])
-	s.h.Write(buf[start:])
+	s.h.Write(s.prevRaw[:])
+	s.h.Write(buf[start:mid])
 	s.h.Write(sfx)
 	s.h.Sum(s.sum[:0])
 
 	buf = append(buf, `,"hash":"`...)
 	hpos := len(buf)
 	buf = hex.AppendEncode(buf, s.sum[:])
+	hend := len(buf)
 	buf = append(buf, '"')
 	buf = append(buf, sfx...)
-	return append(buf, '\n'), hpos
+	buf = append(buf, '\n')
+	return buf, buf[hpos:hend:hend]
+}
+
+// sessionJSON is the canonical JSON string of a session id, or nil for none.
+func sessionJSON(session string) []byte {
+	if session == "" {
+		return nil
+	}
+	return appendJSONString(nil, session)
 }
 
 // chainHash is hex(SHA-256(bytes(prev) ‖ canonical)). prev must be 64 hex digits.

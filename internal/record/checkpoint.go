@@ -41,15 +41,9 @@ func verifyCheckpoint(c *CheckpointData, pinned ed25519.PublicKey) error {
 // checkpoint signs the current head, appends it as a checkpoint record, syncs and saves the chain
 // state (writer goroutine only).
 func (r *Recorder) checkpoint() (Checkpoint, error) {
-	// The checkpoint names the record sealed just before it, whether written already or waiting
-	// in the batch it is sealed into.
-	var cp CheckpointData
-	err := r.writeSystemFn(func() Event {
-		cp = CheckpointData{Hash: string(r.sealHead[:]), Key: r.pub, Seq: r.sealSeq, Time: r.opts.Now().UTC().Format(TimeFormat)}
-		cp.Sig = hex.EncodeToString(ed25519.Sign(r.key, checkpointMessage(&cp)))
-		return Event{Type: TypeCheckpoint, Checkpoint: &cp}
-	})
-	if err != nil {
+	cp := CheckpointData{Hash: r.head, Key: r.pub, Seq: r.seq, Time: r.opts.Now().UTC().Format(TimeFormat)}
+	cp.Sig = hex.EncodeToString(ed25519.Sign(r.key, checkpointMessage(&cp)))
+	if err := r.writeSystem(Event{Type: TypeCheckpoint, Checkpoint: &cp}); err != nil {
 		return cp, err
 	}
 	if err := r.syncAndSave(); err != nil {

@@ -162,26 +162,27 @@ type stats struct {
 	batchSizes                                                                        [len(BatchBounds) + 1]atomic.Uint64
 }
 
-// batch holds the records waiting for the writer as their stored lines, back to back in one
-// buffer. Appends encode and seal their record into the current batch under the recorder's lock,
-// so the chain is built in append order while each record's bytes are still in the appender's
-// cache; the writer swaps the batch for an empty one and writes what it took. One buffer, filled
-// in order and read in order, never hands memory back and forth between goroutines (a pooled
-// record per Append came back from the writer cold: half of Append's own time was that miss; and
-// sealing in the writer read every record a second time, cold).
+// batch holds the records waiting for the writer, encoded back to back in one buffer. Appends
+// copy their record into the current batch under the recorder's lock; the writer swaps it for an
+// empty one and seals what it took. One buffer, filled in order and read in order, keeps the
+// writer's reads sequential and never hands memory back and forth between goroutines (a pooled
+// record per Append came back from the writer cold: half of Append's own time was that miss).
 type batch struct {
 	buf  []byte
 	recs []batchRec
 }
 
-// batchRec is one record of a batch: buf[start:end] is its line (with the newline), buf[hash:]
-// starts its hash in hex.
+// batchRec is one record of a batch: buf[start:sessionEnd] is its session id as a canonical JSON
+// string (empty for none), buf[sessionEnd:end] its payload.
 type batchRec struct {
-	typ              Type
-	seq              uint64
-	start, end, hash int
-	done             chan error // write-ahead only: buffered 1; receives once
+	typ                    Type
+	start, sessionEnd, end int
+	time                   [len(TimeFormat)]byte
+	done                   chan error // write-ahead only: buffered 1; receives once
 }
+
+func (b *batch) session(i int) []byte { return b.buf[b.recs[i].start:b.recs[i].sessionEnd] }
+func (b *batch) data(i int) []byte    { return b.buf[b.recs[i].sessionEnd:b.recs[i].end] }
 
 // reset empties b for reuse, dropping a buffer a huge record grew.
 func (b *batch) reset() {
@@ -219,15 +220,7 @@ type Recorder struct {
 	st     stats
 	stamps atomic.Pointer[stampCache]
 
-	// The chain as sealed so far (under mu): the last sealed record's seq and hash, in hex and
-	// raw. Records are sealed as they are appended; the writer only writes them.
-	sealSeq  uint64
-	sealHead [2 * sha256.Size]byte
-	sealRaw  [sha256.Size]byte
-	sealer   sealer
-
-	// Owned by the writer goroutine (and by Open before it starts). seq and head are the last
-	// record written to the segment.
+	// Owned by the writer goroutine (and by Open before it starts).
 	f       *os.File
 	segNum  uint64
 	segSize int64
@@ -236,8 +229,10 @@ type Recorder struct {
 	sinceCP uint64
 	lastCP  time.Time
 	dirty   bool
+	sealer  sealer
 	lock    *os.File
 	logID   string
+	buf     []byte
 	// slowWrites is set once a raw write to the segment took longer than rawWriteLimit; from
 	// then on writes go through the runtime's syscall path (see writeSegment).
 	slowWrites bool
@@ -279,9 +274,9 @@ func Open(opts Options) (*Recorder, error) {
 		asyncWake: make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		stopped:   make(chan struct{}),
+		head:      zeroHash,
 		lastCP:    opts.Now(),
 	}
-	r.setHead(0, zeroHash)
 	r.lock = lock
 	if err := r.recover(); err != nil {
 		if r.f != nil {
@@ -350,8 +345,7 @@ func (r *Recorder) recover() error {
 		if st != nil {
 			breakReason = fmt.Sprintf("the log is empty but the saved state head is seq %d", st.Seq)
 			// Continue numbering after the lost chain so the break links to it.
-			r.setHead(st.Seq, st.Hash)
-			r.segNum = st.Segment
+			r.seq, r.head, r.segNum = st.Seq, st.Hash, st.Segment
 		}
 		if breakReason != "" && !r.opts.AcceptChainBreak {
 			return &ChainBreakError{Dir: dir, Reason: breakReason}
@@ -423,8 +417,7 @@ func (r *Recorder) recover() error {
 		if breakReason != "" && !r.opts.AcceptChainBreak {
 			return &ChainBreakError{Dir: dir, Reason: breakReason}
 		}
-		r.setHead(last.Seq, last.Hash)
-		r.segNum = newest.Num
+		r.seq, r.head, r.segNum = last.Seq, last.Hash, newest.Num
 		if recs[0].Type == TypeSegment {
 			if ev, err := recs[0].Event(); err == nil {
 				r.logID = ev.Segment.Log
@@ -524,37 +517,8 @@ func (r *Recorder) cutTorn(seg segmentFile, torn []byte) error {
 	}})
 }
 
-// setHead makes seq and hash (hex) the chain's head, written and sealed (Open only).
-func (r *Recorder) setHead(seq uint64, hash string) {
-	r.seq, r.head = seq, hash
-	r.sealSeq = seq
-	copy(r.sealHead[:], hash)
-	hex.Decode(r.sealRaw[:], []byte(hash)) // validated by the caller: zeroHash or a parsed record's
-}
-
-// openSegment creates segment n and writes its header first, syncs it and the directory, and
-// saves state. Whatever was sealed before the header is written to the old segment, and synced,
-// before the new one exists: readers take a newer segment's existence to mean the older is
-// complete (see Follower).
+// openSegment creates segment n, writes its header, syncs it and the directory, and saves state.
 func (r *Recorder) openSegment(n uint64) error {
-	var ts [len(TimeFormat)]byte
-	hdr := Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Log: r.logID, Segment: n}}
-	r.mu.Lock()
-	old := r.pending
-	r.pending = batch{}
-	err := r.sealLocked(&r.pending, &hdr, appendTimestamp(ts[:0], r.opts.Now()), nil)
-	head := r.pending
-	r.pending = batch{}
-	r.mu.Unlock()
-	if err == nil && r.f != nil && len(old.recs) > 0 {
-		if err = r.writeTaken(&old); err == nil && r.dirty {
-			err = r.fdatasync()
-		}
-	}
-	if err != nil {
-		r.fail(err, &old)
-		return err
-	}
 	path := filepath.Join(r.opts.Dir, segmentName(n))
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	if err != nil {
@@ -564,7 +528,7 @@ func (r *Recorder) openSegment(n uint64) error {
 		r.f.Close()
 	}
 	r.f, r.segNum, r.segSize = f, n, 0
-	if err := r.writeTaken(&head); err != nil {
+	if err := r.writeSystem(Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Log: r.logID, Segment: n}}); err != nil {
 		return err
 	}
 	if err := syncDir(r.opts.Dir); err != nil {
@@ -573,93 +537,24 @@ func (r *Recorder) openSegment(n uint64) error {
 	return r.syncAndSave()
 }
 
-// writeSystem seals one maintenance record after everything appended so far and writes them all
-// now (writer goroutine or Open only).
+// writeSystem writes one maintenance record directly (writer goroutine or Open only).
 func (r *Recorder) writeSystem(ev Event) error {
-	return r.writeSystemFn(func() Event { return ev })
-}
-
-// writeSystemFn is writeSystem of the record build returns; build runs under mu, so it sees the
-// sealed head the record follows.
-func (r *Recorder) writeSystemFn(build func() Event) error {
-	var ts [len(TimeFormat)]byte
-	r.mu.Lock()
-	ev := build()
-	err := r.sealLocked(&r.pending, &ev, appendTimestamp(ts[:0], r.opts.Now()), nil)
-	b := r.pending
-	r.pending = batch{}
-	r.mu.Unlock()
+	data, err := encodePayload(&ev)
 	if err != nil {
-		r.fail(err, &b)
 		return fmt.Errorf("record: %w", err)
 	}
-	if err := r.writeTaken(&b); err != nil {
-		r.fail(err, &b)
+	var ts [len(TimeFormat)]byte
+	line, h := r.sealer.seal(r.buf[:0], data, sessionJSON(ev.Session), []byte(r.head), r.seq+1, appendTimestamp(ts[:0], r.opts.Now()), ev.Type)
+	r.buf = line
+	if _, err := r.f.Write(line); err != nil {
 		return fmt.Errorf("record: write %s record: %w", ev.Type, err)
 	}
-	return nil
-}
-
-// sealLocked encodes ev into b as a stored line, chained after the last sealed record (under mu).
-// On an error b is as it was.
-func (r *Recorder) sealLocked(b *batch, ev *Event, ts []byte, done chan error) error {
-	start := len(b.buf)
-	b.buf = append(b.buf, lineStart...)
-	var err error
-	if b.buf, err = appendPayload(b.buf, ev); err != nil {
-		b.buf = b.buf[:start]
-		return err
-	}
-	seq := r.sealSeq + 1
-	var h int
-	b.buf, h = r.sealer.sealTail(b.buf, start, ev.Session, &r.sealRaw, r.sealHead[:], seq, ts, ev.Type)
-	r.sealSeq, r.sealRaw = seq, r.sealer.sum
-	copy(r.sealHead[:], b.buf[h:])
-	b.recs = append(b.recs, batchRec{typ: ev.Type, seq: seq, start: start, end: len(b.buf), hash: h, done: done})
-	return nil
-}
-
-// writeTaken writes a batch the writer took to the segment, then, if any of its records waits for
-// durability, syncs and releases them. On an error the log must be failed (see fail).
-func (r *Recorder) writeTaken(b *batch) error {
-	if len(b.recs) == 0 {
-		return nil
-	}
-	n, err := r.writeSegment(b.buf)
-	if err != nil {
-		if n > 0 {
-			r.segSize += int64(n) // a partial write leaves a torn line
-		}
-		return fmt.Errorf("write %d records to %s: %w", len(b.recs), r.f.Name(), err)
-	}
-	last := &b.recs[len(b.recs)-1]
-	r.seq, r.head = last.seq, string(b.buf[last.hash:last.hash+2*sha256.Size])
-	r.segSize += int64(len(b.buf))
+	r.seq++
+	r.head = string(h)
+	r.segSize += int64(len(line))
 	r.dirty = true
-	wa := false
-	for i := range b.recs {
-		switch rec := &b.recs[i]; {
-		case rec.typ == TypeCheckpoint:
-			r.sinceCP = 0
-		case isSessionType(rec.typ):
-			r.sinceCP++
-			wa = wa || rec.done != nil
-		}
-	}
-	r.st.records.Add(uint64(len(b.recs)))
-	r.st.bytes.Add(uint64(len(b.buf)))
-	if !wa {
-		return nil
-	}
-	if err := r.fdatasync(); err != nil {
-		return err
-	}
-	for i := range b.recs {
-		if done := b.recs[i].done; done != nil {
-			done <- nil
-			b.recs[i].done = nil // fail must not answer it again
-		}
-	}
+	r.st.records.Add(1)
+	r.st.bytes.Add(uint64(len(line)))
 	return nil
 }
 
@@ -706,13 +601,12 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	if t.IsZero() {
 		t = r.opts.Now()
 	}
-	var stamp [len(TimeFormat)]byte
-	ts := appendStamp(&r.stamps, stamp[:0], t)
+	rec := batchRec{typ: ev.Type}
+	appendStamp(&r.stamps, rec.time[:0], t)
 	wa := d == WriteAhead || r.opts.Strict
 	var start time.Time
-	var done chan error
 	if wa {
-		done = make(chan error, 1)
+		rec.done = make(chan error, 1)
 		start = time.Now()
 	}
 	r.mu.Lock()
@@ -749,16 +643,21 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 		r.st.failures.Add(1)
 		return err
 	}
-	// Encoded and sealed straight into the batch, under the lock: the daemon's sessions share one
-	// P by default (max_procs: 1), so nothing waits for it.
+	// Encoded straight into the batch, under the lock: one copy of the record fewer, and the
+	// daemon's sessions share one P by default (max_procs: 1), so nothing waits for it.
 	b := &r.pending
 	first := len(b.recs) == 0
-	recStart := len(b.buf)
-	if err := r.sealLocked(b, &ev, ts, done); err != nil {
+	rec.start = len(b.buf)
+	b.buf = appendJSONString(b.buf, ev.Session)
+	rec.sessionEnd = len(b.buf)
+	if b.buf, err = appendPayload(b.buf, &ev); err != nil {
+		b.buf = b.buf[:rec.start]
 		r.mu.Unlock()
 		return fmt.Errorf("record: %w", err)
 	}
-	batchFull := len(b.buf) >= r.opts.AsyncBytes && recStart < r.opts.AsyncBytes
+	rec.end = len(b.buf)
+	b.recs = append(b.recs, rec)
+	batchFull := len(b.buf) >= r.opts.AsyncBytes && rec.start < r.opts.AsyncBytes
 	r.mu.Unlock()
 	if !wa {
 		switch {
@@ -779,7 +678,7 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	case r.wake <- struct{}{}:
 	default:
 	}
-	err = <-done
+	err = <-rec.done
 	r.st.waNS.Add(uint64(time.Since(start)))
 	if err != nil {
 		r.st.failures.Add(1)
@@ -936,18 +835,37 @@ func (r *Recorder) writer() {
 	}
 }
 
-// writeBatch writes b's records (which stay b's for the caller to reset), failing the log on
-// an error.
+// writeBatch seals and writes b's records (which stay b's for the caller to reset).
 func (r *Recorder) writeBatch(b *batch) {
-	if err := r.writeTaken(b); err != nil {
-		r.fail(err, b)
+	buf := r.buf[:0]
+	now := len(b.recs)
+	seq, head := r.seq, []byte(r.head)
+	wa := false
+	for i := range b.recs {
+		rec := &b.recs[i]
+		seq++
+		buf, head = r.sealer.seal(buf, b.data(i), b.session(i), head, seq, rec.time[:], rec.typ)
+		wa = wa || rec.done != nil
+	}
+	r.buf = buf
+	n, err := r.writeSegment(buf)
+	if err != nil {
+		if n > 0 {
+			r.segSize += int64(n) // a partial write leaves a torn line; the log is failed from here on
+		}
+		r.fail(fmt.Errorf("write %d records to %s: %w", now, r.f.Name(), err), b)
 		return
 	}
-	now := uint64(len(b.recs))
+	r.seq, r.head = seq, string(head)
+	r.segSize += int64(len(buf))
+	r.sinceCP += uint64(now)
+	r.dirty = true
+	r.st.records.Add(uint64(now))
 	r.st.batches.Add(1)
+	r.st.bytes.Add(uint64(len(buf)))
 	sz := len(BatchBounds)
 	for i, bound := range BatchBounds {
-		if now <= bound {
+		if uint64(now) <= bound {
 			sz = i
 			break
 		}
@@ -955,8 +873,19 @@ func (r *Recorder) writeBatch(b *batch) {
 	r.st.batchSizes[sz].Add(1)
 	for {
 		m := r.st.maxBatch.Load()
-		if now <= m || r.st.maxBatch.CompareAndSwap(m, now) {
+		if uint64(now) <= m || r.st.maxBatch.CompareAndSwap(m, uint64(now)) {
 			break
+		}
+	}
+	if wa {
+		if err := r.fdatasync(); err != nil {
+			r.fail(err, b)
+			return
+		}
+		for _, rec := range b.recs {
+			if rec.done != nil {
+				rec.done <- nil
+			}
 		}
 	}
 }

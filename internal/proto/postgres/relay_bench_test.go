@@ -103,36 +103,7 @@ func BenchmarkRelayExtended(b *testing.B) {
 	var server []byte
 	server, _ = (&pgproto3.ParseComplete{}).Encode(server)
 	server, _ = (&pgproto3.BindComplete{}).Encode(server)
-	server, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(server)
-	server = appendDataRow(server, [][]byte{[]byte("-2817")})
-	server, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(server)
-	server, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(server)
-	for _, tc := range benchHooks {
-		b.Run(tc.name, func(b *testing.B) {
-			c := newBenchConn(tc.hook)
-			defer c.stop()
-			c.uw.w = io.Discard
-			cr, sr := bytes.NewReader(client), bytes.NewReader(server)
-			c.cr = newMsgReader(cr, 1<<20, c.flushUpstream)
-			c.cr.known = frontendTypes
-			c.sr = newMsgReader(sr, maxServerMessage, c.flushClientLocked)
-			b.ReportAllocs()
-			for b.Loop() {
-				cr.Reset(client)
-				sr.Reset(server)
-				for range 5 {
-					typ, msg, err := c.cr.next()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := c.onClientMessage(typ, msg); err != nil {
-						b.Fatal(err)
-					}
-				}
-				relayServerUntilReady(b, c)
-			}
-		})
-	}
+	benchTransactions(b, 5, func(int) []byte { return client }, selectOneAnswer(server))
 }
 
 // BenchmarkRelaySimple measures one simple-protocol transaction as pgbench -S -M simple sends it
@@ -143,11 +114,23 @@ func BenchmarkRelaySimple(b *testing.B) {
 	for i := range queries {
 		queries[i], _ = (&pgproto3.Query{String: "SELECT abalance FROM pgbench_accounts WHERE aid = " + strconv.Itoa(10000+i*7919) + ";"}).Encode(nil)
 	}
-	var server []byte
-	server, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(server)
-	server = appendDataRow(server, [][]byte{[]byte("-2817")})
-	server, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(server)
-	server, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(server)
+	benchTransactions(b, 1, func(i int) []byte { return queries[i%len(queries)] }, selectOneAnswer(nil))
+}
+
+// selectOneAnswer appends to dst the rest of the server's answer to pgbench's select-only query:
+// its description, one row, the completion and ReadyForQuery.
+func selectOneAnswer(dst []byte) []byte {
+	dst, _ = (&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("abalance"), DataTypeOID: 23, DataTypeSize: 4, TypeModifier: -1}}}).Encode(dst)
+	dst = appendDataRow(dst, [][]byte{[]byte("-2817")})
+	dst, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(dst)
+	dst, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(dst)
+	return dst
+}
+
+// benchTransactions runs one transaction per iteration with each bench hook: the client's
+// messages (client(i), the given number of them) through the client side, then server through the
+// server side up to ReadyForQuery.
+func benchTransactions(b *testing.B, messages int, client func(i int) []byte, server []byte) {
 	for _, tc := range benchHooks {
 		b.Run(tc.name, func(b *testing.B) {
 			c := newBenchConn(tc.hook)
@@ -160,15 +143,17 @@ func BenchmarkRelaySimple(b *testing.B) {
 			b.ReportAllocs()
 			i := 0
 			for b.Loop() {
-				cr.Reset(queries[i%len(queries)])
+				cr.Reset(client(i))
 				i++
 				sr.Reset(server)
-				typ, msg, err := c.cr.next()
-				if err != nil {
-					b.Fatal(err)
-				}
-				if err := c.onClientMessage(typ, msg); err != nil {
-					b.Fatal(err)
+				for range messages {
+					typ, msg, err := c.cr.next()
+					if err != nil {
+						b.Fatal(err)
+					}
+					if err := c.onClientMessage(typ, msg); err != nil {
+						b.Fatal(err)
+					}
 				}
 				relayServerUntilReady(b, c)
 			}

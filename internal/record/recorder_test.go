@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 func str(s string) *string { return &s }
@@ -523,5 +524,36 @@ func TestFollowerAcrossRotation(t *testing.T) {
 	}
 	if uint64(len(seen)) != rep.LastSeq {
 		t.Fatalf("follower read %d records, the log has %d", len(seen), rep.LastSeq)
+	}
+}
+
+// TestAppendCopiesValues: Append keeps nothing of the caller's once it returns (the guard reuses
+// its buffers for the next record). Here every string aliases one buffer the caller overwrites
+// right after Append returns, and the slices are changed.
+func TestAppendCopiesValues(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir, AsyncWindow: time.Hour})
+	buf := []byte("SELECT a FROM t WHERE id = $1|42|a|7|SELECT 1|read")
+	view := func(from, to int) string { return unsafe.String(&buf[from], to-from) }
+	param, cell := view(30, 32), view(35, 36)
+	st := &Statement{Text: view(0, 29), Class: view(46, 50), Protocol: "extended", Verdict: VerdictAllow, Params: []*string{&param, nil},
+		Result: &Result{Columns: []string{view(33, 34)}, ColumnTypes: []uint32{23}, CommandTag: view(37, 45), RowCount: 1, Rows: [][]*string{{&cell}}}}
+	if err := r.Append(Event{Type: TypeStatement, Session: "s", Statement: st}, Async); err != nil {
+		t.Fatal(err)
+	}
+	for i := range buf {
+		buf[i] = 'X'
+	}
+	st.Params[1], st.Result.Columns[0], st.Result.ColumnTypes[0] = &param, "Y", 1
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := LoadSession(dir, "s")
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("%d records, %v", len(recs), err)
+	}
+	want := `{"class":"read","params":["42",null],"protocol":"extended","result":{"column_types":[23],"columns":["a"],"command_tag":"SELECT 1","row_count":1,"rows":[["7"]]},"text":"SELECT a FROM t WHERE id = $1","verdict":"allow"}`
+	if got := string(recs[0].Data); got != want {
+		t.Fatalf("recorded\n%s\nwant\n%s", got, want)
 	}
 }

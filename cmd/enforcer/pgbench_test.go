@@ -154,6 +154,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s %10s %6s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx", "host µs/tx", "idle")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
 		for _, clients := range strings.Fields(cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_CLIENTS"), "1 8")) {
+			runs := map[string][]pairedRun{}
 			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 3); round++ {
 				for _, v := range quick {
 					r0, f0 := e.recordStats()
@@ -171,8 +172,10 @@ GRANT SELECT ON pii TO agent_ro;`)
 					busy, idle := busy1-busy0, idle1-idle0
 					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f %10.1f %5.1f%%\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), (r1-r0)/n, (f1-f0)/n, float64(vol1-vol0)/n, float64(invol1-invol0)/n,
 						busy.Seconds()*1e6/n, 100*idle.Seconds()/(busy+idle).Seconds())
+					runs[v.name] = append(runs[v.name], pairedRun{tps, cpu.Seconds() / (n / 1000)})
 				}
 			}
+			printTargets(mode+" "+clients+" cl", runs)
 		}
 		return
 	}
@@ -186,15 +189,21 @@ GRANT SELECT ON pii TO agent_ro;`)
 	type sample struct {
 		tps, lat, cpuPer float64
 	}
+	var targets []func() // printed after the tables
 	for _, mode := range []string{"simple", "extended"} {
 		for _, clients := range []int{1, 8} {
 			samples := make([][]sample, len(variants))
+			runs := map[string][]pairedRun{}
 			for round := 0; round < rounds; round++ {
 				for i, v := range variants {
 					tps, lat, cpu := run(v, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
-					samples[i] = append(samples[i], sample{tps, lat, cpu.Seconds() / (tps * float64(secs) / 1000)})
+					cpuPer := cpu.Seconds() / (tps * float64(secs) / 1000)
+					samples[i] = append(samples[i], sample{tps, lat, cpuPer})
+					runs[v.name] = append(runs[v.name], pairedRun{tps, cpuPer})
 				}
 			}
+			cell := mode + " " + strconv.Itoa(clients) + " cl"
+			targets = append(targets, func() { printTargets(cell, runs) })
 			var base, relay float64
 			for i, v := range variants {
 				ss := samples[i]
@@ -221,6 +230,11 @@ GRANT SELECT ON pii TO agent_ro;`)
 				fmt.Printf("%-16s %-9s %3d %10.0f %9.3f %7.2f %7s %16s\n", v.name, mode, clients, m.tps, m.lat, m.tps/base, rel, cpuPer)
 			}
 		}
+	}
+
+	fmt.Println()
+	for _, printTarget := range targets {
+		printTarget()
 	}
 
 	script := filepath.Join(e.dir, "large.sql")
@@ -344,6 +358,32 @@ func hostCPU() (busy, idle time.Duration) {
 	idle = time.Duration(ticks[3]+ticks[4]) * tick
 	busy = time.Duration(ticks[0]+ticks[1]+ticks[2]+ticks[5]+ticks[6]+ticks[7]) * tick
 	return busy, idle
+}
+
+// pairedRun is one run of one path: TPS and proxy CPU seconds per 1,000 transactions.
+type pairedRun struct{ tps, cpu float64 }
+
+// printTargets prints the issue targets as ratios of runs made in the same round (interleaved, so
+// the box's drift cancels): allow-all against pgbouncer (TPS at least, CPU at most 1.00) and rec
+// only against allow-all (TPS at least 0.95). Each is the median of the per-round ratios with
+// their range.
+func printTargets(cell string, runs map[string][]pairedRun) {
+	ratio := func(num, den string, f func(pairedRun) float64) string {
+		a, b := runs[num], runs[den]
+		if len(a) == 0 || len(a) != len(b) {
+			return "-"
+		}
+		rs := make([]float64, len(a))
+		for i := range a {
+			rs[i] = f(a[i]) / f(b[i])
+		}
+		slices.Sort(rs)
+		return fmt.Sprintf("%.3f (%.3f–%.3f)", rs[len(rs)/2], rs[0], rs[len(rs)-1])
+	}
+	tps := func(r pairedRun) float64 { return r.tps }
+	cpu := func(r pairedRun) float64 { return r.cpu }
+	fmt.Printf("### targets, %s, per-round ratios (median, range): allow-all/pgbouncer TPS %s, CPU %s; rec only/allow-all TPS %s\n",
+		cell, ratio("enf: allow-all", "pgbouncer", tps), ratio("enf: allow-all", "pgbouncer", cpu), ratio("enf: rec only", "enf: allow-all", tps))
 }
 
 func procSwitches(pid int) (voluntary, involuntary int64) {

@@ -189,7 +189,11 @@ GRANT SELECT ON pii TO agent_ro;`)
 	type sample struct {
 		tps, lat, cpuPer float64
 	}
-	var targets []func() // printed after the tables
+	type targetCell struct {
+		name string
+		runs map[string][]pairedRun
+	}
+	var targets []targetCell // printed after the tables
 	for _, mode := range []string{"simple", "extended"} {
 		for _, clients := range []int{1, 8} {
 			samples := make([][]sample, len(variants))
@@ -202,8 +206,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 					runs[v.name] = append(runs[v.name], pairedRun{tps, cpuPer})
 				}
 			}
-			cell := mode + " " + strconv.Itoa(clients) + " cl"
-			targets = append(targets, func() { printTargets(cell, runs) })
+			targets = append(targets, targetCell{mode + " " + strconv.Itoa(clients) + " cl", runs})
 			var base, relay float64
 			for i, v := range variants {
 				ss := samples[i]
@@ -233,8 +236,8 @@ GRANT SELECT ON pii TO agent_ro;`)
 	}
 
 	fmt.Println()
-	for _, printTarget := range targets {
-		printTarget()
+	for _, t := range targets {
+		printTargets(t.name, t.runs)
 	}
 
 	script := filepath.Join(e.dir, "large.sql")

@@ -148,8 +148,8 @@ GRANT SELECT ON pii TO agent_ro;`)
 
 	if os.Getenv("ENFORCER_BENCH_QUICK") != "" {
 		// A quick A/B for tuning: select-only at 1 and 8 clients (ENFORCER_BENCH_QUICK_MODE, default
-		// simple), pgbouncer, the pass-through proxy and
-		// recording alone, interleaved three times so drift hits every variant alike.
+		// simple; "tpcb" runs the write-heavy tpcb-like script instead), pgbouncer, the pass-through
+		// proxy and recording alone, interleaved three times so drift hits every variant alike.
 		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
 		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s %10s %6s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx", "host µs/tx", "idle")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
@@ -160,7 +160,11 @@ GRANT SELECT ON pii TO agent_ro;`)
 					r0, f0 := e.recordStats()
 					vol0, invol0 := procSwitches(v.pid)
 					busy0, idle0 := hostCPU()
-					args := []string{"-S", "-M", mode, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs)}
+					args := []string{"-S", "-M", mode}
+					if mode == "tpcb" { // the built-in tpcb-like script: writes, each one write-ahead when recorded
+						args = []string{"-M", "simple"}
+					}
+					args = append(args, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
 					if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
 						args = append(args, "-R", rate)
 					}

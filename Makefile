@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/enforcer
 PKGS    := ./...
 
-.PHONY: build generate check-generate test lab bench pgo vet staticcheck clean
+.PHONY: build generate check-generate test fuzz lab bench pgo vet staticcheck clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/enforcer
@@ -19,6 +19,10 @@ check-generate: generate
 # Tests need root: real BPF programs in real cgroups, network namespaces, PostgreSQL.
 test:
 	scripts/test.sh
+
+# Every fuzz target for FUZZTIME each (default 30s).
+fuzz:
+	scripts/fuzz.sh
 
 lab: build
 	scripts/lab.sh

@@ -87,7 +87,13 @@ GRANT SELECT ON pii TO agent_ro;`)
 		if os.Getenv("ENFORCER_BENCH_PROFILE_TARGET") == "pgbouncer" {
 			target, targetPID, targetDSN, args = "pgbench", bouncerPID, bouncer, nil
 		}
-		args = append(args, "-n", "-S", "-M", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"), "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3))
+		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple")
+		if mode == "tpcb" { // the write-heavy tpcb-like script, as in quick mode
+			args = append(args, "-n", "-M", "simple")
+		} else {
+			args = append(args, "-n", "-S", "-M", mode)
+		}
+		args = append(args, "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3))
 		if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
 			args = append(args, "-R", rate)
 		}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,25 @@ func FuzzClientStream(f *testing.F) {
 	f.Add(msgBytes('Q', append([]byte("SELECT 1"), 0)...))
 	f.Add(append(msgBytes('P', append([]byte("s\x00SELECT forbidden\x00"), 0, 0)...), msgBytes('S')...))
 	f.Fuzz(func(t *testing.T, in []byte) {
-		up, err := replayClient(in, fuzzHook{}, 1<<16)
+		// Go's fuzzer does not notice an input that never returns (its workers just stop), so the
+		// session runs under a watchdog.
+		type result struct {
+			up  []byte
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			up, err := replayClient(in, fuzzHook{}, 1<<16)
+			done <- result{up, err}
+		}()
+		var res result
+		select {
+		case res = <-done:
+		case <-time.After(5 * time.Second):
+			stacks := make([]byte, 1<<20)
+			t.Fatalf("the client loop hung on %q:\n%s", in, stacks[:runtime.Stack(stacks, true)])
+		}
+		up, err := res.up, res.err
 		if err == nil {
 			t.Fatal("clientLoop returned nil without Terminate")
 		}

@@ -87,12 +87,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 		if os.Getenv("ENFORCER_BENCH_PROFILE_TARGET") == "pgbouncer" {
 			target, targetPID, targetDSN, args = "pgbench", bouncerPID, bouncer, nil
 		}
-		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple")
-		if mode == "tpcb" { // the write-heavy tpcb-like script, as in quick mode
-			args = append(args, "-n", "-M", "simple")
-		} else {
-			args = append(args, "-n", "-S", "-M", mode)
-		}
+		args = append(append(args, "-n"), scriptArgs(cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"))...)
 		args = append(args, "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3))
 		if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
 			args = append(args, "-R", rate)
@@ -166,11 +161,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 					r0, f0 := e.recordStats()
 					vol0, invol0 := procSwitches(v.pid)
 					busy0, idle0 := hostCPU()
-					args := []string{"-S", "-M", mode}
-					if mode == "tpcb" { // the built-in tpcb-like script: writes, each one write-ahead when recorded
-						args = []string{"-M", "simple"}
-					}
-					args = append(args, "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
+					args := append(scriptArgs(mode), "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
 					if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
 						args = append(args, "-R", rate)
 					}
@@ -292,6 +283,16 @@ GRANT SELECT ON pii TO agent_ro;`)
 		fmt.Printf("%-26s %10.0f %9.3f %7.2f %11.0f %10.0f\n", cfg.name, tps, lat, tps/base, (r1-r0)/float64(secs), (f1-f0)/float64(secs))
 	}
 	fmt.Println("\n(strict applies per statement in the guard; the recorder itself stays in default mode)")
+}
+
+// scriptArgs are pgbench's script and protocol arguments for a bench mode: select-only (-S) in the
+// protocol named, or for "tpcb" the built-in tpcb-like script (writes, each one written ahead to
+// the session log when recorded).
+func scriptArgs(mode string) []string {
+	if mode == "tpcb" {
+		return []string{"-M", "simple"}
+	}
+	return []string{"-S", "-M", mode}
 }
 
 var (

@@ -37,7 +37,8 @@
 //
 // Append(ev, WriteAhead) returns after the record is fdatasync'ed: one writer goroutine takes every
 // pending record from all sessions, writes them with one write, fsyncs once and releases all waiters
-// (group commit). Append(ev, Async) returns once the record is queued; the writer writes queued
+// (group commit). The sync goes through io_uring where the kernel allows it (see syncRing), so the
+// writer waits for it without holding the daemon's scheduler thread. Append(ev, Async) returns once the record is queued; the writer writes queued
 // async records within AsyncWindow (default 10 ms; at once if a write-ahead record arrives) and
 // syncs them with the next group commit or within SyncInterval (default 1 s). So a killed daemon
 // loses at most the last AsyncWindow of reads (written records are in the page cache) and a power

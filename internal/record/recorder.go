@@ -79,6 +79,8 @@ type Options struct {
 
 	Logger *slog.Logger
 	Now    func() time.Time
+
+	noRing bool // sync with the system call even where io_uring works (tests)
 }
 
 func (o *Options) setDefaults() {
@@ -149,6 +151,7 @@ type Stats struct {
 	Rotations    uint64
 	Failures     uint64 // Appends refused because the log could not be written
 	WriteAheadNS uint64 // total time write-ahead Appends waited
+	SyncRing     bool   // segment syncs go through io_uring
 	// BatchSizes counts batches by size: BatchSizes[i] counts batches of at most BatchBounds[i]
 	// records (and more than BatchBounds[i-1]); the last bucket counts larger ones.
 	BatchSizes [len(BatchBounds) + 1]uint64
@@ -160,6 +163,7 @@ var BatchBounds = [...]uint64{1, 2, 4, 8, 16, 32, 64, 128, 256}
 type stats struct {
 	records, batches, fsyncs, maxBatch, bytes, checkpoints, rotations, failures, waNS atomic.Uint64
 	batchSizes                                                                        [len(BatchBounds) + 1]atomic.Uint64
+	syncRing                                                                          atomic.Bool
 }
 
 // batch holds the records waiting for the writer, encoded back to back in one buffer. Appends
@@ -237,6 +241,8 @@ type Recorder struct {
 	// slowWrites is set once a raw write to the segment took longer than rawWriteLimit; from
 	// then on writes go through the runtime's syscall path (see writeSegment).
 	slowWrites bool
+	// syncs, if set, makes the segment syncs (see syncRing); nil once a submission failed.
+	syncs *syncRing
 }
 
 type cpResult struct {
@@ -285,6 +291,14 @@ func Open(opts Options) (*Recorder, error) {
 		}
 		lock.Close()
 		return nil, err
+	}
+	if !opts.noRing && !testHookNoRing {
+		if ring, err := newSyncRing(); err != nil {
+			r.log.Info("io_uring unavailable; the session log writer syncs with its own system call", "err", err)
+		} else {
+			r.syncs = ring
+			r.st.syncRing.Store(true)
+		}
 	}
 	go r.writer()
 	return r, nil
@@ -561,6 +575,21 @@ func (r *Recorder) writeSystem(ev Event) error {
 
 func (r *Recorder) fdatasync() error {
 	r.st.fsyncs.Add(1)
+	if r.syncs != nil {
+		err := r.syncs.fdatasync(r.f)
+		if !errors.Is(err, errRingSubmit) {
+			if err != nil {
+				return fmt.Errorf("record: %w", err)
+			}
+			r.dirty = false
+			return nil
+		}
+		// Not submitted, so not run: sync with the system call, from now on.
+		r.log.Warn("io_uring submission failed; the session log writer syncs with its own system call from now on", "err", err)
+		r.syncs.close()
+		r.syncs = nil
+		r.st.syncRing.Store(false)
+	}
 	if err := unix.Fdatasync(int(r.f.Fd())); err != nil {
 		return fmt.Errorf("record: fdatasync %s: %w", r.f.Name(), err)
 	}
@@ -935,6 +964,10 @@ func (r *Recorder) writeSegment(b []byte) (int, error) {
 	return done, nil
 }
 
+// testHookNoRing makes every recorder sync with the system call (set by the tests from
+// ENFORCER_RECORD_SYSCALLS, to run them against that path too).
+var testHookNoRing bool
+
 // rotate closes the current segment with a checkpoint and starts the next one.
 func (r *Recorder) rotate() error {
 	if r.sinceCP > 0 {
@@ -955,6 +988,7 @@ func (r *Recorder) Stats() Stats {
 		Records: r.st.records.Load(), Batches: r.st.batches.Load(), Fsyncs: r.st.fsyncs.Load(),
 		MaxBatch: r.st.maxBatch.Load(), Bytes: r.st.bytes.Load(), Checkpoints: r.st.checkpoints.Load(),
 		Rotations: r.st.rotations.Load(), Failures: r.st.failures.Load(), WriteAheadNS: r.st.waNS.Load(),
+		SyncRing: r.st.syncRing.Load(),
 	}
 	for i := range st.BatchSizes {
 		st.BatchSizes[i] = r.st.batchSizes[i].Load()
@@ -1010,6 +1044,9 @@ func (r *Recorder) Close() error {
 	close(r.stop)
 	<-r.stopped
 	err := r.Err()
+	if r.syncs != nil {
+		r.syncs.close()
+	}
 	if cerr := r.f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("record: close segment: %w", cerr)
 	}

@@ -1,0 +1,168 @@
+package record
+
+import (
+	"errors"
+	"os"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestMain(m *testing.M) {
+	// ENFORCER_RECORD_SYSCALLS=1 runs every test with the writer's own fdatasync (the path taken
+	// where io_uring is disabled); scripts/test.sh runs the package both ways.
+	testHookNoRing = os.Getenv("ENFORCER_RECORD_SYSCALLS") != ""
+	os.Exit(m.Run())
+}
+
+// TestURingABISizes: the structures shared with the kernel have the sizes of
+// include/uapi/linux/io_uring.h.
+func TestURingABISizes(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"io_uring_params", unsafe.Sizeof(uringParams{}), 120},
+		{"io_uring_sqe", unsafe.Sizeof(uringSQE{}), uringSQESize},
+		{"io_uring_cqe", unsafe.Sizeof(uringCQE{}), uringCQESize},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d bytes, want %d", c.name, c.got, c.want)
+		}
+	}
+}
+
+// ringOrSkip opens a recorder and checks that it syncs through io_uring, or skips where the kernel
+// refuses a ring (io_uring_disabled, seccomp), saying why.
+func ringOrSkip(t *testing.T, opts Options) *Recorder {
+	t.Helper()
+	if testHookNoRing {
+		t.Skip("ENFORCER_RECORD_SYSCALLS is set")
+	}
+	if u, err := newSyncRing(); err != nil {
+		t.Skipf("no io_uring here: %v", err)
+	} else {
+		u.close()
+	}
+	r := openT(t, opts)
+	if !r.Stats().SyncRing {
+		t.Fatal("io_uring works here, but the recorder does not sync through it")
+	}
+	return r
+}
+
+// TestSyncRing: with syncs through the ring, write-ahead and async records and rotations all land
+// in order and verify, and the syncs happen.
+func TestSyncRing(t *testing.T) {
+	dir := t.TempDir()
+	r := ringOrSkip(t, Options{Dir: dir, SegmentBytes: 16 << 10})
+	var want []string
+	for i := 0; i < 300; i++ {
+		text := "update t set n = n + 1 where id = " + string(rune('a'+i%26))
+		d := Async
+		if i%3 == 0 {
+			d = WriteAhead
+		}
+		if err := r.Append(Event{Type: TypeStatement, Session: "s1", Statement: &Statement{Text: text, Verdict: VerdictAllow}}, d); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+		want = append(want, text)
+	}
+	st := r.Stats()
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !st.SyncRing || st.Fsyncs < 100 || st.Rotations == 0 {
+		t.Fatalf("stats %+v: want syncs through io_uring, one per write-ahead record at least, and rotations", st)
+	}
+	mustVerify(t, dir, nil)
+	got := statementTexts(t, dir)
+	if len(got) != len(want) {
+		t.Fatalf("%d statements in the log, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("statement %d is %q, want %q", i, got[i], want[i])
+		}
+	}
+}
+
+// TestSyncRingSubmitFailureFallsBack: when the ring stops taking submissions, the writer syncs
+// with the system call from then on, and nothing is lost or refused.
+func TestSyncRingSubmitFailureFallsBack(t *testing.T) {
+	dir := t.TempDir()
+	r := ringOrSkip(t, Options{Dir: dir})
+	ev := Event{Type: TypeStatement, Session: "s1", Statement: &Statement{Text: "delete from t where id = 1", Verdict: VerdictAllow}}
+	if err := r.Append(ev, WriteAhead); err != nil {
+		t.Fatal(err)
+	}
+	// The ring's descriptor now names /dev/null, which io_uring_enter refuses.
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if err := unix.Dup2(int(null.Fd()), r.syncs.fd); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if err := r.Append(ev, WriteAhead); err != nil {
+			t.Fatalf("append after the ring failed: %v", err)
+		}
+	}
+	if r.Stats().SyncRing {
+		t.Fatal("the recorder still reports io_uring after a failed submission")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(statementTexts(t, dir)); n != 6 {
+		t.Fatalf("%d statements in the log, want 6", n)
+	}
+	mustVerify(t, dir, nil)
+}
+
+// statementTexts is the text of every statement record in the log in dir, in order.
+func statementTexts(t *testing.T, dir string) []string {
+	t.Helper()
+	recs, err := LoadAll(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var texts []string
+	for i := range recs {
+		if recs[i].Type != TypeStatement {
+			continue
+		}
+		ev, err := recs[i].Event()
+		if err != nil {
+			t.Fatalf("record %d: %v", recs[i].Seq, err)
+		}
+		texts = append(texts, ev.Statement.Text)
+	}
+	return texts
+}
+
+// TestSyncRingReportsSyncErrors: a sync that fails in the kernel comes back as that error, not as
+// a submission failure (which would let the caller retry it with the system call).
+func TestSyncRingReportsSyncErrors(t *testing.T) {
+	u, err := newSyncRing()
+	if err != nil {
+		t.Skipf("no io_uring here: %v", err)
+	}
+	defer u.close()
+	f, err := os.Create(t.TempDir() + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := u.fdatasync(f); err != nil {
+		t.Fatalf("sync of an open file: %v", err)
+	}
+	// A descriptor no process can have open: the kernel's EBADF must come back as the sync's error.
+	err = u.fdatasync(os.NewFile(1<<30, "none"))
+	if err == nil || errors.Is(err, errRingSubmit) || !errors.Is(err, unix.EBADF) {
+		t.Fatalf("sync of a descriptor that is not open: %v, want EBADF from the kernel", err)
+	}
+	f.Close()
+}

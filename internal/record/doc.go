@@ -36,18 +36,19 @@
 // # Durability
 //
 // Append(ev, WriteAhead) returns after the record is fdatasync'ed: one writer goroutine takes every
-// pending record from all sessions, writes them with one write, fsyncs once and releases all waiters
-// (group commit). The sync goes through io_uring where the kernel allows it (see syncRing), so the
-// writer waits for it without holding the daemon's scheduler thread. Append(ev, Async) returns once the record is queued; the writer writes queued
-// async records within AsyncWindow (default 10 ms; at once if a write-ahead record arrives) and
-// syncs them with the next group commit or within SyncInterval (default 1 s). So a killed daemon
-// loses at most the last AsyncWindow of reads (written records are in the page cache) and a power
-// loss at most the last SyncInterval of them; never a write-ahead record. Options.Strict makes
-// every Append write-ahead. (The Postgres guard holds a read's statement record back until its
-// first result, then appends both as one record; see Statement.Result.) When the
-// log cannot be written (disk full, I/O error, closed file) the recorder fails for good: the
-// failing Append and every later one return an error wrapping ErrLogFailed, so the caller refuses
-// the statement, and the failure is logged with slog.Error and counted in Stats.Failures.
+// pending record from all sessions, writes them with one write, fsyncs once and releases all
+// waiters (group commit). The sync goes through io_uring where the kernel allows it (see syncRing),
+// so the writer waits for it without holding the daemon's scheduler thread. Append(ev, Async)
+// returns once the record is queued; the writer writes queued async records within AsyncWindow
+// (default 10 ms; at once if a write-ahead record arrives) and syncs them with the next group
+// commit or within SyncInterval (default 1 s). So a killed daemon loses at most the last
+// AsyncWindow of reads (written records are in the page cache) and a power loss at most the last
+// SyncInterval of them; never a write-ahead record. Options.Strict makes every Append write-ahead.
+// (The Postgres guard holds a read's statement record back until its first result, then appends
+// both as one record; see Statement.Result.) When the log cannot be written (disk full, I/O error,
+// closed file) the recorder fails for good: the failing Append and every later one return an error
+// wrapping ErrLogFailed, so the caller refuses the statement, and the failure is logged with
+// slog.Error and counted in Stats.Failures.
 //
 // # Chain state and restarts
 //

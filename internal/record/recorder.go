@@ -83,6 +83,10 @@ type Options struct {
 	noRing bool // sync with the system call even where io_uring works (tests)
 }
 
+// testHookNoRing makes every recorder sync with the system call (set by the tests from
+// ENFORCER_RECORD_SYSCALLS, to run them against that path too).
+var testHookNoRing bool
+
 func (o *Options) setDefaults() {
 	if o.KeyFile == "" {
 		o.KeyFile = filepath.Join(o.Dir, keyFile)
@@ -963,10 +967,6 @@ func (r *Recorder) writeSegment(b []byte) (int, error) {
 	}
 	return done, nil
 }
-
-// testHookNoRing makes every recorder sync with the system call (set by the tests from
-// ENFORCER_RECORD_SYSCALLS, to run them against that path too).
-var testHookNoRing bool
 
 // rotate closes the current segment with a checkpoint and starts the next one.
 func (r *Recorder) rotate() error {

@@ -16,12 +16,12 @@ import (
 // while the writer goroutine waits in the netpoller. Made directly, an fdatasync holds the
 // daemon's Go scheduler thread (one P by default) inside the system call for as long as the disk
 // takes; the runtime's monitor then takes the P back for the sessions, and while syncs keep coming
-// it polls every 20 µs to do so: on a write-heavy load (pgbench tpcb-like, 4 clients, ~1,200
+// it polls every 20 µs to do so: on a write-heavy load (pgbench tpcb-like, 4 clients, ~2,800
 // syncs a second) that polling was a fifth of the daemon's CPU, and the syncs themselves 29 %.
 // Writes stay plain write(2) calls: a batch write is short, and handing each one to a kernel
 // worker cost more in wake-ups than it saved (see README).
 //
-// One sync is in flight at a time (sync waits for its completion), so the file sees the same
+// One sync is in flight at a time (fdatasync waits for its completion), so the file sees the same
 // sequence of writes and syncs as without the ring.
 type syncRing struct {
 	mu       sync.Mutex

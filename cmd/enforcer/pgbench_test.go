@@ -201,7 +201,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 			runs := map[string][]pairedRun{}
 			for round := 0; round < rounds; round++ {
 				for i, v := range variants {
-					tps, lat, cpu := run(v, "-S", "-M", mode, "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))
+					tps, lat, cpu := run(v, append(scriptArgs(mode), "-c", strconv.Itoa(clients), "-j", strconv.Itoa(min(clients, 2)), "-T", strconv.Itoa(secs))...)
 					cpuPer := cpu.Seconds() / (tps * float64(secs) / 1000)
 					samples[i] = append(samples[i], sample{tps, lat, cpuPer})
 					runs[v.name] = append(runs[v.name], pairedRun{tps, cpuPer})

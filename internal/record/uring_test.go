@@ -33,18 +33,16 @@ func TestURingABISizes(t *testing.T) {
 	}
 }
 
-// ringOrSkip opens a recorder and checks that it syncs through io_uring, or skips where the kernel
-// refuses a ring (io_uring_disabled, seccomp), saying why.
-func ringOrSkip(t *testing.T, opts Options) *Recorder {
+// ringRecorder opens a recorder that syncs through io_uring, also in the run with
+// ENFORCER_RECORD_SYSCALLS (the tests of this package do not run in parallel). The kernels these
+// tests run on allow io_uring; one that refuses it fails them, saying why.
+func ringRecorder(t *testing.T, opts Options) *Recorder {
 	t.Helper()
-	if testHookNoRing {
-		t.Skip("ENFORCER_RECORD_SYSCALLS is set")
-	}
-	if u, err := newSyncRing(); err != nil {
-		t.Skipf("no io_uring here: %v", err)
-	} else {
-		u.close()
-	}
+	u := newRingT(t)
+	u.close()
+	saved := testHookNoRing
+	testHookNoRing = false
+	t.Cleanup(func() { testHookNoRing = saved })
 	r := openT(t, opts)
 	if !r.Stats().SyncRing {
 		t.Fatal("io_uring works here, but the recorder does not sync through it")
@@ -52,11 +50,20 @@ func ringOrSkip(t *testing.T, opts Options) *Recorder {
 	return r
 }
 
+func newRingT(t *testing.T) *syncRing {
+	t.Helper()
+	u, err := newSyncRing()
+	if err != nil {
+		t.Fatalf("io_uring unavailable: %v (these tests need kernel.io_uring_disabled=0 and no seccomp filter on io_uring)", err)
+	}
+	return u
+}
+
 // TestSyncRing: with syncs through the ring, write-ahead and async records and rotations all land
 // in order and verify, and the syncs happen.
 func TestSyncRing(t *testing.T) {
 	dir := t.TempDir()
-	r := ringOrSkip(t, Options{Dir: dir, SegmentBytes: 16 << 10})
+	r := ringRecorder(t, Options{Dir: dir, SegmentBytes: 16 << 10})
 	var want []string
 	for i := 0; i < 300; i++ {
 		text := "update t set n = n + 1 where id = " + string(rune('a'+i%26))
@@ -92,7 +99,7 @@ func TestSyncRing(t *testing.T) {
 // with the system call from then on, and nothing is lost or refused.
 func TestSyncRingSubmitFailureFallsBack(t *testing.T) {
 	dir := t.TempDir()
-	r := ringOrSkip(t, Options{Dir: dir})
+	r := ringRecorder(t, Options{Dir: dir})
 	ev := Event{Type: TypeStatement, Session: "s1", Statement: &Statement{Text: "delete from t where id = 1", Verdict: VerdictAllow}}
 	if err := r.Append(ev, WriteAhead); err != nil {
 		t.Fatal(err)
@@ -147,10 +154,7 @@ func statementTexts(t *testing.T, dir string) []string {
 // TestSyncRingReportsSyncErrors: a sync that fails in the kernel comes back as that error, not as
 // a submission failure (which would let the caller retry it with the system call).
 func TestSyncRingReportsSyncErrors(t *testing.T) {
-	u, err := newSyncRing()
-	if err != nil {
-		t.Skipf("no io_uring here: %v", err)
-	}
+	u := newRingT(t)
 	defer u.close()
 	f, err := os.Create(t.TempDir() + "/x")
 	if err != nil {

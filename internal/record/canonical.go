@@ -68,7 +68,7 @@ func fixInvalidUTF8(b []byte) []byte {
 	return c
 }
 
-// sealer builds stored lines; it keeps a hasher and scratch space between records.
+// sealer builds stored lines; it keeps a hasher and scratch space between records (one per writer).
 type sealer struct {
 	h       hash.Hash
 	suffix  []byte
@@ -76,28 +76,27 @@ type sealer struct {
 	sum     [sha256.Size]byte
 }
 
-// dataPrefix opens every stored line: the payload follows it.
-const dataPrefix = `{"data":`
-
-// hashHexLen is the length of a record hash in hex.
-const hashHexLen = 2 * sha256.Size
-
-// seal completes the stored line (with trailing newline) whose start, dataPrefix and payload
-// (canonical JSON), is already at buf[start:], for a record of the given session ("" for none),
+// seal appends to buf the stored line (with trailing newline) of a record whose payload is data
+// (canonical JSON) and whose session is sessionJSON (a canonical JSON string, or empty for none),
 // and returns it with the record's hash in hex, which aliases the returned buffer. prev is the
 // previous record's hash in hex. Members are written in key order, so the line is canonical when
-// the payload is; the hash covers the same bytes without the hash member.
-func (s *sealer) seal(buf []byte, start int, session string, prev []byte, seq uint64, t []byte, typ Type) ([]byte, []byte) {
+// data is; the hash covers the same bytes without the hash member.
+func (s *sealer) seal(buf, data, sessionJSON, prev []byte, seq uint64, t []byte, typ Type) ([]byte, []byte) {
 	if s.h == nil {
 		s.h = sha256.New()
 	}
+	start := len(buf)
+	buf = append(buf, `{"data":`...)
+	buf = append(buf, data...)
+	mid := len(buf)
+
 	sfx := append(s.suffix[:0], `,"prev":"`...)
 	sfx = append(sfx, prev...)
 	sfx = append(sfx, `","seq":`...)
 	sfx = strconv.AppendUint(sfx, seq, 10)
-	if session != "" {
+	if len(sessionJSON) > 0 {
 		sfx = append(sfx, `,"session":`...)
-		sfx = appendJSONString(sfx, session)
+		sfx = append(sfx, sessionJSON...)
 	}
 	sfx = append(sfx, `,"time":"`...)
 	sfx = append(sfx, t...)
@@ -109,7 +108,7 @@ func (s *sealer) seal(buf []byte, start int, session string, prev []byte, seq ui
 	hex.Decode(s.prevRaw[:], prev)
 	s.h.Reset()
 	s.h.Write(s.prevRaw[:])
-	s.h.Write(buf[start:])
+	s.h.Write(buf[start:mid])
 	s.h.Write(sfx)
 	s.h.Sum(s.sum[:0])
 
@@ -121,6 +120,14 @@ func (s *sealer) seal(buf []byte, start int, session string, prev []byte, seq ui
 	buf = append(buf, sfx...)
 	buf = append(buf, '\n')
 	return buf, buf[hpos:hend:hend]
+}
+
+// sessionJSON is the canonical JSON string of a session id, or nil for none.
+func sessionJSON(session string) []byte {
+	if session == "" {
+		return nil
+	}
+	return appendJSONString(nil, session)
 }
 
 // chainHash is hex(SHA-256(bytes(prev) ‖ canonical)). prev must be 64 hex digits.

@@ -38,41 +38,21 @@ func verifyCheckpoint(c *CheckpointData, pinned ed25519.PublicKey) error {
 	return nil
 }
 
-// checkpoint signs the chain's head, appends it as a checkpoint record after the pending ones,
-// writes them, syncs and saves the chain state (wmu held).
+// checkpoint signs the current head, appends it as a checkpoint record, syncs and saves the chain
+// state (writer goroutine only).
 func (r *Recorder) checkpoint() (Checkpoint, error) {
-	r.mu.Lock()
-	b := r.takeLocked()
-	cp := r.signHeadLocked()
-	err := r.sealSystemLocked(b, &Event{Type: TypeCheckpoint, Checkpoint: &cp})
-	r.mu.Unlock()
-	if err != nil {
-		r.fail(err, b)
-		return cp, err
-	}
-	if err := r.writeBatch(b); err != nil {
-		return cp, err
-	}
-	return cp, r.checkpointWritten()
-}
-
-// signHeadLocked returns a checkpoint of the chain's head, signed (r.mu held).
-func (r *Recorder) signHeadLocked() Checkpoint {
-	cp := CheckpointData{Hash: string(r.head[:]), Key: r.pub, Seq: r.seq, Time: r.opts.Now().UTC().Format(TimeFormat)}
+	cp := CheckpointData{Hash: r.head, Key: r.pub, Seq: r.seq, Time: r.opts.Now().UTC().Format(TimeFormat)}
 	cp.Sig = hex.EncodeToString(ed25519.Sign(r.key, checkpointMessage(&cp)))
-	return cp
-}
-
-// checkpointWritten makes a written checkpoint record durable and notes it (wmu held).
-func (r *Recorder) checkpointWritten() error {
+	if err := r.writeSystem(Event{Type: TypeCheckpoint, Checkpoint: &cp}); err != nil {
+		return cp, err
+	}
 	if err := r.syncAndSave(); err != nil {
-		r.fail(err, nil)
-		return err
+		return cp, err
 	}
 	r.sinceCP = 0
 	r.lastCP = r.opts.Now()
 	r.st.checkpoints.Add(1)
-	return nil
+	return cp, nil
 }
 
 // Checkpoint makes a checkpoint of the current chain head now and returns it once it is durable.

@@ -47,19 +47,34 @@ func TestMain(m *testing.M) {
 	}
 	os.Chmod(dir, 0o755) // the unprivileged-user test executes it too
 	enforcerBin = filepath.Join(dir, "enforcer")
-	// ENFORCER_E2E_RACE=1 builds the daemon with the race detector; a race it reports fails the
-	// test whose daemon it was.
-	build := []string{"build", "-o", enforcerBin}
-	if os.Getenv("ENFORCER_E2E_RACE") != "" {
-		build = append(build, "-race")
-	}
-	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build enforcer: %v\n%s", err, out)
+	if err := buildEnforcer(enforcerBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// buildEnforcer builds the daemon under test to path. ENFORCER_E2E_RACE=1 builds it with the race
+// detector; a race it reports fails the test whose daemon it was. ENFORCER_BENCH_DAEMON_BIN
+// names a daemon built beforehand, used instead (scripts/bench-ab.sh compares two builds so).
+func buildEnforcer(path string) error {
+	if prebuilt := os.Getenv("ENFORCER_BENCH_DAEMON_BIN"); prebuilt != "" {
+		data, err := os.ReadFile(prebuilt)
+		if err != nil {
+			return fmt.Errorf("ENFORCER_BENCH_DAEMON_BIN: %w", err)
+		}
+		return os.WriteFile(path, data, 0o755)
+	}
+	build := []string{"build", "-o", path}
+	if os.Getenv("ENFORCER_E2E_RACE") != "" {
+		build = append(build, "-race")
+	}
+	if out, err := exec.Command("go", append(build, ".")...).CombinedOutput(); err != nil {
+		return fmt.Errorf("build enforcer: %v\n%s", err, out)
+	}
+	return nil
 }
 
 // env is one daemon with its own cgroup, pins, port and socket, and a "prod" namespace.

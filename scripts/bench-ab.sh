@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# scripts/bench-ab.sh REV_A REV_B [RUNS]: compares two builds of the daemon on the quick pgbench
+# runs (ENFORCER_BENCH_QUICK: pgbouncer, allow-all and rec only, interleaved round by round),
+# alternating whole runs A, B, A, B… REV is a git revision, or "." for the working tree.
+#
+# Why whole runs, alternated: on this 2-core machine two runs of one build differ by more than a
+# recording change moves the ratios. Two 12-round runs of the same daemon gave rec only/allow-all
+# 0.888 and 0.981 at 8 clients, so one run per build cannot tell them apart at a few percent;
+# several alternated runs can. Root, like every benchmark here.
+#
+# ENFORCER_BENCH_QUICK_MODE, ENFORCER_BENCH_QUICK_CLIENTS, ENFORCER_BENCH_ROUNDS (default 6 here)
+# and ENFORCER_BENCH_SECONDS apply as in the quick run. Prints, per run and then per build, the
+# geometric means of the per-round ratios.
+set -euo pipefail
+usage="usage: scripts/bench-ab.sh REV_A REV_B [RUNS]"
+rev_a=${1:?$usage} rev_b=${2:?$usage} runs=${3:-4}
+cd "$(dirname "$0")/.."
+export PATH=$PATH:/usr/local/go/bin
+[ "$(id -u)" = 0 ] || exec sudo -E "$0" "$@"
+export ENFORCER_BENCH_QUICK=1 ENFORCER_BENCH_ROUNDS=${ENFORCER_BENCH_ROUNDS:-6}
+
+work=$(mktemp -d)
+trap 'git worktree remove --force "$work/src" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+build() { # REV OUT
+	if [ "$1" = . ]; then
+		go build -o "$2" ./cmd/enforcer
+		return
+	fi
+	git worktree add --detach "$work/src" "$1" >/dev/null
+	(cd "$work/src" && go build -o "$2" ./cmd/enforcer)
+	git worktree remove --force "$work/src"
+}
+build "$rev_a" "$work/enforcer-A"
+build "$rev_b" "$work/enforcer-B"
+go test -c -o "$work/bench.test" ./cmd/enforcer
+
+# ratios FILE SIDE: one line per client count: side, clients, rounds and the mean logs of the
+# per-round ratios allow-all/pgbouncer TPS, allow-all/pgbouncer CPU, rec only/allow-all TPS.
+ratios() {
+	awk -v side="$2" '
+	/^pgbouncer /      { cl = $3; pt = $4; pc = $5 }
+	/^enf: allow-all / { at = $5; ac = $6 }
+	/^enf: rec only /  { n[cl]++; s1[cl] += log(at / pt); s2[cl] += log(ac / pc); s3[cl] += log($6 / at) }
+	END { for (c in n) printf "%s %s %d %.5f %.5f %.5f\n", side, c, n[c], s1[c] / n[c], s2[c] / n[c], s3[c] / n[c] }' "$1"
+}
+show() { awk '{ printf "%-4s %2s clients, %2d rounds: allow-all/pgbouncer TPS %.3f CPU %.3f · rec only/allow-all TPS %.3f\n", $1, $2, $3, exp($4), exp($5), exp($6) }'; }
+
+cd cmd/enforcer
+for i in $(seq 1 "$runs"); do
+	for side in A B; do
+		out="$work/run-$side-$i.txt"
+		ENFORCER_BENCH_DAEMON_BIN="$work/enforcer-$side" "$work/bench.test" -test.run '^$' -test.bench Postgres -test.benchtime 1x -test.timeout 60m >"$out" 2>&1 ||
+			{ cat "$out"; exit 1; }
+		ratios "$out" "$side" | tee -a "$work/all" | show | sed "s/^/run $i /"
+	done
+done
+echo "### per build, geometric mean over $runs runs (A = $rev_a, B = $rev_b)"
+awk '{ k = $1 " " $2; n[k]++; r[k] += $3; s1[k] += $4; s2[k] += $5; s3[k] += $6 }
+	END { for (k in n) printf "%s %d %.5f %.5f %.5f\n", k, r[k], s1[k] / n[k], s2[k] / n[k], s3[k] / n[k] }' "$work/all" | sort | show

@@ -243,9 +243,11 @@ func TestRecordedResults(t *testing.T) {
 func TestReadsRecordedWithTheirResult(t *testing.T) {
 	g, rec, dir := loggedGuard(t, record.Options{})
 	ctx := context.Background()
+	var ids uint64
 	stmt := func(sql string) *postgres.Statement {
 		t.Helper()
-		st := &postgres.Statement{Kind: postgres.KindQuery, SQL: sql}
+		ids++
+		st := &postgres.Statement{ID: ids, Kind: postgres.KindQuery, SQL: sql}
 		if v := g.Statement(ctx, st); v.Action != postgres.Allow {
 			t.Fatalf("%s: %+v", sql, v.Error)
 		}

@@ -26,7 +26,7 @@ type masker struct {
 	scratch []byte
 	// The plan of the COPY statement whose data is flowing.
 	copy     *copyPlan
-	copyStmt *postgres.Statement
+	copyStmt uint64 // the ID of the statement copy is for
 }
 
 var binaryCopySignature = []byte("PGCOPY\n\xff\r\n\x00")
@@ -177,13 +177,13 @@ func (m *masker) copyData(ctx context.Context, r *postgres.Result) error {
 	if r.Statement == nil {
 		return errCopyUnreadable
 	}
-	if m.copy == nil || m.copyStmt != r.Statement {
+	if m.copy == nil || m.copyStmt != r.Statement.ID {
 		cp, err := m.planCopy(ctx, r.Statement.SQL)
 		if err != nil {
 			m.g.log.Error("masking: COPY output withheld", "err", err)
 			return err
 		}
-		m.copy, m.copyStmt = cp, r.Statement
+		m.copy, m.copyStmt = cp, r.Statement.ID
 	}
 	cp := m.copy
 	var out []byte

@@ -48,8 +48,8 @@ type recorder struct {
 	// and keep their order: a statement that cannot change state waits for its first result and
 	// is written with it, as one record; a finished result waits for delivery.
 	pendingMu sync.Mutex
-	stmtWaits bool                // stmt holds a statement not written yet
-	stmtOf    *postgres.Statement // the proxy's statement that stmt records
+	stmtWaits bool   // stmt holds a statement not written yet
+	stmtOf    uint64 // the ID of the proxy's statement that stmt records
 	stmtTime  time.Time
 	resWaits  bool // cur holds a finished result not written yet
 	hasStmt   atomic.Bool
@@ -199,7 +199,7 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 			return err
 		}
 		r.pendingMu.Lock()
-		r.stmtWaits, r.stmtOf, r.stmtTime = true, s, now
+		r.stmtWaits, r.stmtOf, r.stmtTime = true, s.ID, now
 		r.hasStmt.Store(true)
 		r.pendingMu.Unlock()
 		return nil
@@ -388,7 +388,7 @@ func (r *recorder) flushLocked() error {
 		err = r.append(record.Event{Type: record.TypeResult, Time: r.curTime, Result: &r.cur}, record.Async)
 	}
 	if r.stmtWaits {
-		r.stmt, r.stmtOf = record.Statement{}, nil
+		r.stmt, r.stmtOf = record.Statement{}, 0
 	}
 	// Cleared only now: each side reuses its storage once it sees nothing of its own waiting.
 	r.stmtWaits, r.resWaits = false, false
@@ -403,7 +403,7 @@ func (r *recorder) resultDone(of *postgres.Statement) error {
 	r.pendingMu.Lock()
 	defer r.pendingMu.Unlock()
 	var err error
-	if r.stmtWaits && r.stmtOf != of {
+	if r.stmtWaits && (of == nil || r.stmtOf != of.ID) {
 		// A result of an earlier statement (pipelining): the waiting statement goes first, alone.
 		err = r.flushLocked()
 	}

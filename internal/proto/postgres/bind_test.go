@@ -1,8 +1,10 @@
 package postgres
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -12,14 +14,14 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// bindHook keeps a copy of every Execute it is asked about, with the Statement's address, and
-// checks each result against the Execute it belongs to.
+// bindHook keeps a copy of every Execute it is asked about, with the Statement's ID, and counts
+// each result against the Execute it belongs to.
 type bindHook struct {
 	PassThrough
 	mu       sync.Mutex
-	executes []*Statement
+	executes []uint64
 	seen     []Statement
-	results  map[*Statement]int
+	results  map[uint64]int
 }
 
 func (h *bindHook) Statement(_ context.Context, s *Statement) Verdict {
@@ -29,13 +31,14 @@ func (h *bindHook) Statement(_ context.Context, s *Statement) Verdict {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	c := *s
+	c.ParamFormats, c.ResultFormats = slices.Clone(s.ParamFormats), slices.Clone(s.ResultFormats)
 	c.Params = make([][]byte, len(s.Params))
 	for i, p := range s.Params {
 		if p != nil {
 			c.Params[i] = slices.Clone(p)
 		}
 	}
-	h.executes = append(h.executes, s)
+	h.executes = append(h.executes, s.ID)
 	h.seen = append(h.seen, c)
 	return Verdict{Observe: true}
 }
@@ -43,7 +46,7 @@ func (h *bindHook) Statement(_ context.Context, s *Statement) Verdict {
 func (h *bindHook) Result(_ context.Context, r *Result) error {
 	if r.Kind == ResultRow {
 		h.mu.Lock()
-		h.results[r.Statement]++
+		h.results[r.Statement.ID]++
 		h.mu.Unlock()
 	}
 	return nil
@@ -69,7 +72,7 @@ func TestBindStorage(t *testing.T) {
 		{"all null", []*string{nil, nil, nil, nil, nil, nil}, nil},
 		{"empty strings", []*string{ptr(""), ptr("")}, nil},
 	}
-	h := &bindHook{results: map[*Statement]int{}}
+	h := &bindHook{results: map[uint64]int{}}
 	_, c := hookProxy(t, h)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -128,7 +131,7 @@ func TestBindStorage(t *testing.T) {
 // Execute again) gives the hook a distinct Statement for each Execute, and each step's rows are
 // reported with the Execute that asked for them.
 func TestSuspendedPortal(t *testing.T) {
-	h := &bindHook{results: map[*Statement]int{}}
+	h := &bindHook{results: map[uint64]int{}}
 	p := startProxy(t, Config{}, func() Session { s := defaultSession(); s.Hook = h; return s }())
 	_, fe := rawStartup(t, p.addr, nil)
 	fe.Send(&pgproto3.Parse{Query: "SELECT g FROM generate_series(1, 5) g"})
@@ -172,7 +175,7 @@ func TestSuspendedPortal(t *testing.T) {
 	for i, st := range h.executes {
 		for _, other := range h.executes[:i] {
 			if st == other {
-				t.Fatalf("execute %d reused an earlier Statement", i)
+				t.Fatalf("execute %d has the ID of an earlier one", i)
 			}
 		}
 		if want := []int{2, 2, 1}[i]; h.results[st] != want {
@@ -283,5 +286,175 @@ func TestDescriptionReuse(t *testing.T) {
 		if got != s.want {
 			t.Fatalf("step %d: hook saw %q, want %q", i, got, s.want)
 		}
+	}
+}
+
+// ownerHook checks that every result reaches the hook with the Statement of the Execute it
+// answers: the row's value is quoted in that statement's SQL, and the ID is the one the hook was
+// asked about for that SQL.
+type ownerHook struct {
+	PassThrough
+	mu     sync.Mutex
+	ids    map[string]uint64
+	rows   int
+	errors []string
+	bad    []string
+}
+
+func (h *ownerHook) Statement(_ context.Context, s *Statement) Verdict {
+	if s.Kind == KindExecute {
+		h.mu.Lock()
+		h.ids[s.SQL] = s.ID
+		h.mu.Unlock()
+	}
+	return Verdict{Observe: true}
+}
+
+func (h *ownerHook) Result(_ context.Context, r *Result) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case r.Kind != ResultRow && r.Kind != ResultError:
+	case r.Statement == nil:
+		h.bad = append(h.bad, fmt.Sprintf("a result of kind %d without its statement", r.Kind))
+	case h.ids[r.Statement.SQL] != r.Statement.ID:
+		h.bad = append(h.bad, fmt.Sprintf("%q has ID %d, the hook judged it as %d", r.Statement.SQL, r.Statement.ID, h.ids[r.Statement.SQL]))
+	case r.Kind == ResultError:
+		h.errors = append(h.errors, r.Statement.SQL)
+	case !strings.Contains(r.Statement.SQL, "'"+string(r.Values[0])+"'"):
+		h.bad = append(h.bad, fmt.Sprintf("row %q came with %q", r.Values[0], r.Statement.SQL))
+	default:
+		h.rows++
+	}
+	return nil
+}
+
+// TestReusedPortalsKeepTheirResults: the proxy reuses the memory of a portal, a prepared statement
+// and a Statement once nothing refers to them any more. A long pipeline that parses and binds the
+// unnamed ones over and over, describes them both ways, closes some, and fails in the middle of
+// one batch must still show every result to the hook with the Statement it belongs to.
+func TestReusedPortalsKeepTheirResults(t *testing.T) {
+	h := &ownerHook{ids: map[string]uint64{}}
+	p := startProxy(t, Config{}, func() Session { s := defaultSession(); s.Hook = h; return s }())
+	_, fe := rawStartup(t, p.addr, nil)
+	const statements, batch, failing = 200, 10, 125
+	for i := range statements {
+		sql := fmt.Sprintf("SELECT 'q%d'::text", i)
+		if i == failing {
+			// Fails when it runs, not when it is planned at Bind.
+			sql = fmt.Sprintf("SELECT 'q%d'::text WHERE 1/(random()*0)::int = 1", i)
+		}
+		fe.Send(&pgproto3.Parse{Query: sql})
+		if i%3 == 0 {
+			fe.Send(&pgproto3.Describe{ObjectType: 'S'})
+		}
+		fe.Send(&pgproto3.Bind{})
+		if i%2 == 0 {
+			fe.Send(&pgproto3.Describe{ObjectType: 'P'})
+		}
+		fe.Send(&pgproto3.Execute{})
+		if i%7 == 0 {
+			fe.Send(&pgproto3.Close{ObjectType: 'P'})
+		}
+		if i%batch == batch-1 {
+			fe.Send(&pgproto3.Sync{})
+		}
+	}
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	rows, ready := 0, 0
+	for ready < statements/batch {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m.(type) {
+		case *pgproto3.DataRow:
+			rows++
+		case *pgproto3.ReadyForQuery:
+			ready++
+		}
+	}
+	// The failing statement's batch skips the rest of it, up to its Sync.
+	want := statements - (batch - failing%batch)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if rows != want || h.rows != want {
+		t.Errorf("client got %d rows, the hook saw %d, want %d", rows, h.rows, want)
+	}
+	if len(h.errors) != 1 || !strings.Contains(h.errors[0], "1/(random()*0)") {
+		t.Errorf("errors seen with %q, want the failing statement's", h.errors)
+	}
+	for _, b := range h.bad {
+		t.Error(b)
+	}
+}
+
+// TestPortalReuseWaitsForResults drives one connection's two sides by hand, in an order the
+// network allows: the client replaces the unnamed portal twice while the first Execute's row is
+// still on its way. The first portal's memory must not be reused before that row has reached the
+// hook with the first Execute's Statement.
+func TestPortalReuseWaitsForResults(t *testing.T) {
+	h := &ownerHook{ids: map[string]uint64{}}
+	c := newBenchConn(h)
+	defer c.stop()
+	c.uw.w = io.Discard
+	client := func(msgs ...pgproto3.FrontendMessage) {
+		t.Helper()
+		var b []byte
+		for _, m := range msgs {
+			b, _ = m.Encode(b)
+		}
+		c.cr = newMsgReader(bytes.NewReader(b), 1<<20, c.flushUpstream)
+		c.cr.known = frontendTypes
+		for range msgs {
+			typ, msg, err := c.cr.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.onClientMessage(typ, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	server := func(msgs ...pgproto3.BackendMessage) {
+		t.Helper()
+		var b []byte
+		for _, m := range msgs {
+			b, _ = m.Encode(b)
+		}
+		c.sr = newMsgReader(bytes.NewReader(b), maxServerMessage, c.flushClientLocked)
+		for range msgs {
+			typ, msg, err := c.sr.next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.onServerMessage(typ, msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	query := func(i int) []pgproto3.FrontendMessage {
+		return []pgproto3.FrontendMessage{&pgproto3.Parse{Query: fmt.Sprintf("SELECT 'q%d'", i)}, &pgproto3.Bind{}, &pgproto3.Execute{}}
+	}
+	answer := func(i int) []pgproto3.BackendMessage {
+		return []pgproto3.BackendMessage{&pgproto3.DataRow{Values: [][]byte{fmt.Appendf(nil, "q%d", i)}}, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}}
+	}
+	done := []pgproto3.BackendMessage{&pgproto3.ParseComplete{}, &pgproto3.BindComplete{}}
+	client(query(1)...)
+	server(done...) // the first portal is now held by the table and its Execute only
+	client(query(2)...)
+	client(query(3)...)
+	server(answer(1)...)
+	server(append(done, answer(2)...)...)
+	server(append(done, answer(3)...)...)
+	client(&pgproto3.Sync{})
+	server(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if h.rows != 3 {
+		t.Errorf("the hook saw %d rows, want 3", h.rows)
+	}
+	for _, b := range h.bad {
+		t.Error(b)
 	}
 }

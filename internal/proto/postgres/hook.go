@@ -81,9 +81,13 @@ func (k Kind) Protocol() string {
 	return "unknown"
 }
 
-// Statement is what a hook judges. Byte slices alias the proxy's buffers and are valid only during the
+// Statement is what a hook judges. Its slices alias the proxy's buffers and are valid only during the
 // Statement call; copy what you keep.
 type Statement struct {
+	// ID numbers the connection's statements from 1. The proxy reuses a Statement's memory once
+	// its results have passed, so a hook that remembers a statement between calls keeps its ID,
+	// never the pointer.
+	ID   uint64
 	Kind Kind
 	// ConnID is the Session's ID; Database the upstream database the session uses and ClientUser
 	// the user name the client gave (ignored for authentication; the identity is the daemon's).
@@ -177,7 +181,7 @@ const (
 type Result struct {
 	Kind ResultKind
 	// Statement is the statement the result belongs to (nil for messages outside any, such as a
-	// notification between queries).
+	// notification between queries). Like the rest, it is valid only during the call.
 	Statement *Statement
 	// Columns describes the row (ResultRowDescription, ResultRow); nil when the proxy saw no
 	// description for a row (an Execute of a portal never described, and not observed at Parse).

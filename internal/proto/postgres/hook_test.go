@@ -463,7 +463,8 @@ func TestStatementFacts(t *testing.T) {
 	h.mu.Lock()
 	s := h.last
 	h.mu.Unlock()
-	want := Statement{Kind: KindExecute, ConnID: "test", Database: "postgres", ClientUser: "agent", SQL: "SELECT $1::int",
+	// IDs count the BEGIN, the Parse and this Execute.
+	want := Statement{ID: 3, Kind: KindExecute, ConnID: "test", Database: "postgres", ClientUser: "agent", SQL: "SELECT $1::int",
 		Known: true, TxStatus: 'T', ParamFormats: []int16{0}, Params: [][]byte{[]byte("7")}, ResultFormats: []int16{1}}
 	s.c = nil
 	if fmt.Sprintf("%+v", s) != fmt.Sprintf("%+v", want) {

@@ -82,15 +82,70 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 	return c.protocolError("08P01", fmt.Sprintf("invalid frontend message type %d", typ))
 }
 
+// newStatement returns a Statement of its own, for an op that owns it (op.ownSt).
 func (c *conn) newStatement(k Kind) *Statement {
-	st := new(Statement)
+	st := c.spareStatement.Swap(nil)
+	if st == nil {
+		st = new(Statement)
+	}
 	c.initStatement(st, k)
 	return st
 }
 
-// initStatement fills a Statement the caller allocated (inside a stmtInfo or portalInfo).
+// initStatement fills a Statement from newStatement or inside a stmtInfo or portalInfo.
 func (c *conn) initStatement(st *Statement, k Kind) {
-	*st = Statement{Kind: k, ConnID: c.sess.ID, Database: c.database, ClientUser: c.clientUser, TxStatus: byte(c.txStatus.Load()), c: c}
+	c.stmtSeq++
+	*st = Statement{ID: c.stmtSeq, Kind: k, ConnID: c.sess.ID, Database: c.database, ClientUser: c.clientUser, TxStatus: byte(c.txStatus.Load()), c: c}
+}
+
+// newStmtInfo returns an empty stmtInfo, the spare one if there is one.
+func (c *conn) newStmtInfo() *stmtInfo {
+	if s := c.spareStmt.Swap(nil); s != nil {
+		rowDesc := s.rowDesc[:0]
+		*s = stmtInfo{rowDesc: rowDesc}
+		return s
+	}
+	return new(stmtInfo)
+}
+
+// dropStmt releases one reference to s (nil is none). The last makes it the spare: no queued op,
+// portal or table entry refers to it, and the server side is through with the message that
+// popped its last op, so nothing reads it any more.
+func (c *conn) dropStmt(s *stmtInfo) {
+	if s != nil && s.refs.Add(-1) == 0 {
+		c.spareStmt.Store(s)
+	}
+}
+
+// newPortal returns an empty portalInfo, the spare one if there is one.
+func (c *conn) newPortal() *portalInfo {
+	if p := c.sparePortal.Swap(nil); p != nil {
+		*p = portalInfo{}
+		return p
+	}
+	return new(portalInfo)
+}
+
+// dropPortal releases one reference to p (nil is none), as dropStmt does; the last also releases
+// the portal's reference to its statement.
+func (c *conn) dropPortal(p *portalInfo) {
+	if p != nil && p.refs.Add(-1) == 0 {
+		c.dropStmt(p.stmt)
+		c.sparePortal.Store(p)
+	}
+}
+
+// releaseDone drops the references of the ops popped while the server side handled a message.
+func (c *conn) releaseDone() {
+	for i, r := range c.ops.done {
+		c.dropStmt(r.stmt)
+		c.dropPortal(r.portal)
+		if r.st != nil {
+			c.spareStatement.Store(r.st)
+		}
+		c.ops.done[i] = opRefs{}
+	}
+	c.ops.done = c.ops.done[:0]
 }
 
 // sqlString returns b as a string, reusing the last one when the client sent the same text again
@@ -164,11 +219,11 @@ func (c *conn) onQuery(msg, body []byte) error {
 		return c.refuse(v.Error, true)
 	case Rewrite:
 		st.SQL = v.SQL
-		c.ops.push(op{kind: opQuery, st: st, observe: v.Observe})
+		c.ops.push(op{kind: opQuery, st: st, ownSt: true, observe: v.Observe})
 		out, _ := (&pgproto3.Query{String: v.SQL}).Encode(c.uw.buffer())
 		return c.uw.queued(out)
 	}
-	c.ops.push(op{kind: opQuery, st: st, observe: v.Observe})
+	c.ops.push(op{kind: opQuery, st: st, ownSt: true, observe: v.Observe})
 	return c.uw.forward(msg)
 }
 
@@ -182,7 +237,7 @@ func (c *conn) onParse(msg, body []byte) error {
 	}
 	// The stmtInfo this Parse makes is allocated first: it carries the Statement and the
 	// parameter types. If the Parse is refused or names a statement that exists, it is dropped.
-	info := new(stmtInfo)
+	info := c.newStmtInfo()
 	oids := info.oidBuf[:0:len(info.oidBuf)]
 	if n > len(info.oidBuf) {
 		oids = make([]uint32, 0, n)
@@ -212,6 +267,7 @@ func (c *conn) onParse(msg, body []byte) error {
 				return err
 			}
 			c.stmtMu.Lock()
+			c.dropStmt(c.stmts[""])
 			delete(c.stmts, "")
 			c.stmtMu.Unlock()
 		}
@@ -222,11 +278,13 @@ func (c *conn) onParse(msg, body []byte) error {
 		sqlText = v.SQL
 	}
 	c.stmtMu.Lock()
-	if _, exists := c.stmts[st.StatementName]; !exists || st.StatementName == "" {
+	if old, exists := c.stmts[st.StatementName]; !exists || st.StatementName == "" {
 		// A named statement that exists already makes the server fail the Parse (42P05) and
 		// keep the old one; so does the proxy.
 		info.sql = sqlText
+		info.refs.Add(1)
 		c.stmts[st.StatementName] = info
+		c.dropStmt(old)
 	} else {
 		info = nil
 	}
@@ -243,7 +301,7 @@ func (c *conn) onBind(msg, body []byte) error {
 	cur := cursor{b: body}
 	portal := cur.cstring()
 	stmtName := cur.cstring()
-	p := new(portalInfo)
+	p := c.newPortal()
 	p.paramFormats = cur.int16s(p.fmtBuf[:0:len(p.fmtBuf)])
 	c.scratch = cur.values(c.scratch)
 	params := c.scratch
@@ -283,9 +341,14 @@ func (c *conn) onBind(msg, body []byte) error {
 		p.params[i] = arena[len(arena)-len(v) : len(arena) : len(arena)]
 	}
 	c.stmtMu.Lock()
-	p.stmt = c.stmts[p.stmtName]
+	if p.stmt = c.stmts[p.stmtName]; p.stmt != nil {
+		p.stmt.refs.Add(1)
+	}
 	c.stmtMu.Unlock()
+	p.refs.Add(1)
+	old := c.portals[string(portal)]
 	c.portals[string(portal)] = p
+	c.dropPortal(old)
 	c.ops.push(op{kind: opBind, portal: p})
 	return c.uw.forward(msg)
 }
@@ -299,12 +362,13 @@ func (c *conn) onExecute(msg, body []byte) error {
 	}
 	p := c.portals[string(portal)]
 	var st *Statement
+	ownSt := false
 	if p != nil && !p.execUsed {
 		p.execUsed = true
 		st = &p.exec
 		c.initStatement(st, KindExecute)
 	} else {
-		st = c.newStatement(KindExecute)
+		st, ownSt = c.newStatement(KindExecute), true
 	}
 	st.PortalName = string(portal)
 	st.MaxRows = maxRows
@@ -322,7 +386,7 @@ func (c *conn) onExecute(msg, body []byte) error {
 	if v.Action == Refuse {
 		return c.refuse(v.Error, false)
 	}
-	c.ops.push(op{kind: opExecute, portal: p, st: st, observe: v.Observe})
+	c.ops.push(op{kind: opExecute, portal: p, st: st, ownSt: ownSt, observe: v.Observe})
 	return c.uw.forward(msg)
 }
 
@@ -336,15 +400,18 @@ func (c *conn) onDescribe(msg, body []byte) error {
 	o := op{kind: opDescribe}
 	switch kind {
 	case 'S':
+		// Queued under stmtMu, so the op holds the statement before the server side can drop
+		// the table's reference (skipExtended).
 		c.stmtMu.Lock()
 		o.stmt = c.stmts[string(name)]
+		c.ops.push(o)
 		c.stmtMu.Unlock()
 	case 'P':
 		o.portal = c.portals[string(name)]
+		c.ops.push(o)
 	default:
 		return errMalformed
 	}
-	c.ops.push(o)
 	return c.uw.forward(msg)
 }
 
@@ -358,9 +425,11 @@ func (c *conn) onClose(msg, body []byte) error {
 	switch kind {
 	case 'S':
 		c.stmtMu.Lock()
+		c.dropStmt(c.stmts[string(name)])
 		delete(c.stmts, string(name))
 		c.stmtMu.Unlock()
 	case 'P':
+		c.dropPortal(c.portals[string(name)])
 		delete(c.portals, string(name))
 	default:
 		return errMalformed
@@ -386,7 +455,7 @@ func (c *conn) onFunctionCall(msg, body []byte) error {
 	if v.Action == Refuse {
 		return c.refuse(v.Error, true)
 	}
-	c.ops.push(op{kind: opFunction, st: st, observe: v.Observe})
+	c.ops.push(op{kind: opFunction, st: st, ownSt: true, observe: v.Observe})
 	return c.uw.forward(msg)
 }
 
@@ -410,7 +479,16 @@ func (c *conn) serverLoop() error {
 	}
 }
 
+// onServerMessage handles one server message, then releases what the ops it completed held.
 func (c *conn) onServerMessage(typ byte, msg []byte) error {
+	err := c.handleServerMessage(typ, msg)
+	if len(c.ops.done) > 0 {
+		c.releaseDone()
+	}
+	return err
+}
+
+func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 	o := c.ops.front()
 	switch typ {
 	case 'D': // DataRow
@@ -510,12 +588,11 @@ func (c *conn) onServerError(o *op, msg []byte) error {
 	if err := e.Decode(msg[headerLength:]); err != nil {
 		return fmt.Errorf("upstream sent a malformed ErrorResponse: %w", err)
 	}
-	if o != nil {
-		c.skipExtended(o)
-	}
 	c.res = Result{Kind: ResultError, Error: &e}
 	if o != nil {
+		// Taken before skipExtended pops the op and clears it.
 		c.res.Statement = o.st
+		c.skipExtended(o)
 	}
 	return c.deliverMessage(msg, &e)
 }
@@ -532,6 +609,7 @@ func (c *conn) skipExtended(o *op) {
 			c.stmtMu.Lock()
 			if c.stmts[o.name] == o.stmt {
 				delete(c.stmts, o.name)
+				c.dropStmt(o.stmt)
 			}
 			c.stmtMu.Unlock()
 		}

@@ -242,8 +242,10 @@ func upstreamTLS(sess Session, host string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// stmtInfo is a prepared statement the proxy saw created.
+// stmtInfo is a prepared statement the proxy saw created. Its memory is reused (see
+// conn.dropStmt) once nothing refers to it: not the statement table, a portal or a queued op.
 type stmtInfo struct {
+	refs    atomic.Int32
 	sql     string
 	rowDesc []byte // raw RowDescription from a Describe of the statement (relay side only)
 
@@ -254,8 +256,10 @@ type stmtInfo struct {
 	oidBuf [4]uint32
 }
 
-// portalInfo is a portal the proxy saw bound.
+// portalInfo is a portal the proxy saw bound. Like a stmtInfo, its memory is reused once
+// neither the portal table nor a queued op refers to it (see conn.dropPortal).
 type portalInfo struct {
+	refs          atomic.Int32
 	stmtName      string
 	stmt          *stmtInfo
 	paramFormats  []int16
@@ -298,6 +302,7 @@ type op struct {
 	stmt    *stmtInfo
 	portal  *portalInfo
 	st      *Statement
+	ownSt   bool // st came from newStatement and is reused once the op is done
 	observe bool
 	refusal *pgproto3.ErrorResponse
 	columns *pgproto3.RowDescription // decoded lazily for observed rows
@@ -310,9 +315,26 @@ type opQueue struct {
 	mu   sync.Mutex
 	ops  []op
 	head int
+	// done keeps what popped ops referred to until the server side is through with the message
+	// that popped them (see conn.releaseDone). Server side only.
+	done []opRefs
 }
 
+// opRefs is what an op holds a reference to.
+type opRefs struct {
+	stmt   *stmtInfo
+	portal *portalInfo
+	st     *Statement // only a Statement the op owned (op.ownSt)
+}
+
+// push queues o, which then holds a reference to its prepared statement and portal.
 func (q *opQueue) push(o op) {
+	if o.stmt != nil {
+		o.stmt.refs.Add(1)
+	}
+	if o.portal != nil {
+		o.portal.refs.Add(1)
+	}
 	q.mu.Lock()
 	if q.head > 0 && q.head == len(q.ops) {
 		clear(q.ops)
@@ -337,7 +359,15 @@ func (q *opQueue) front() *op {
 func (q *opQueue) pop() {
 	q.mu.Lock()
 	if q.head < len(q.ops) {
-		q.ops[q.head] = op{}
+		o := &q.ops[q.head]
+		if o.stmt != nil || o.portal != nil || o.ownSt {
+			r := opRefs{stmt: o.stmt, portal: o.portal}
+			if o.ownSt {
+				r.st = o.st
+			}
+			q.done = append(q.done, r)
+		}
+		*o = op{}
 		q.head++
 	}
 	q.mu.Unlock()
@@ -387,6 +417,7 @@ type conn struct {
 	stmts     map[string]*stmtInfo
 	portals   map[string]*portalInfo
 	probes    uint64
+	stmtSeq   uint64 // the last Statement.ID given
 	scratch   [][]byte
 
 	// server → client side
@@ -406,6 +437,13 @@ type conn struct {
 	descApplied bool
 	descColumns *pgproto3.RowDescription
 	descOut     []int16
+
+	// One retired prepared statement, portal and Statement each, for the client side to reuse
+	// (see dropStmt): enough for a client that parses and binds the unnamed ones in every
+	// transaction, which then allocates nothing for them.
+	spareStmt      atomic.Pointer[stmtInfo]
+	sparePortal    atomic.Pointer[portalInfo]
+	spareStatement atomic.Pointer[Statement]
 }
 
 var errTerminate = errors.New("client terminated")

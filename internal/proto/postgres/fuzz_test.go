@@ -86,11 +86,9 @@ func FuzzClientStream(f *testing.F) {
 // the server, and returns what would have been sent to the server.
 func replayClient(in []byte, h Hook, maxMessage int) ([]byte, error) {
 	c := &conn{
-		srv:     NewServer(Config{MaxMessageSize: maxMessage}),
-		hook:    h,
-		client:  sinkConn{},
-		stmts:   map[string]*stmtInfo{},
-		portals: map[string]*portalInfo{},
+		srv:    NewServer(Config{MaxMessageSize: maxMessage}),
+		hook:   h,
+		client: sinkConn{},
 	}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	defer c.stop()

@@ -267,8 +267,7 @@ func (c *conn) onParse(msg, body []byte) error {
 				return err
 			}
 			c.stmtMu.Lock()
-			c.dropStmt(c.stmts[""])
-			delete(c.stmts, "")
+			c.dropStmt(c.stmts.put("", nil))
 			c.stmtMu.Unlock()
 		}
 		return c.refuse(v.Error, false)
@@ -278,13 +277,12 @@ func (c *conn) onParse(msg, body []byte) error {
 		sqlText = v.SQL
 	}
 	c.stmtMu.Lock()
-	if old, exists := c.stmts[st.StatementName]; !exists || st.StatementName == "" {
+	if st.StatementName == "" || c.stmts.get(st.StatementName) == nil {
 		// A named statement that exists already makes the server fail the Parse (42P05) and
 		// keep the old one; so does the proxy.
 		info.sql = sqlText
 		info.refs.Add(1)
-		c.stmts[st.StatementName] = info
-		c.dropStmt(old)
+		c.dropStmt(c.stmts.put(st.StatementName, info))
 	} else {
 		info = nil
 	}
@@ -341,14 +339,12 @@ func (c *conn) onBind(msg, body []byte) error {
 		p.params[i] = arena[len(arena)-len(v) : len(arena) : len(arena)]
 	}
 	c.stmtMu.Lock()
-	if p.stmt = c.stmts[p.stmtName]; p.stmt != nil {
+	if p.stmt = c.stmts.get(p.stmtName); p.stmt != nil {
 		p.stmt.refs.Add(1)
 	}
 	c.stmtMu.Unlock()
 	p.refs.Add(1)
-	old := c.portals[string(portal)]
-	c.portals[string(portal)] = p
-	c.dropPortal(old)
+	c.dropPortal(c.portals.put(string(portal), p))
 	c.ops.push(op{kind: opBind, portal: p})
 	return c.uw.forward(msg)
 }
@@ -360,7 +356,7 @@ func (c *conn) onExecute(msg, body []byte) error {
 	if err := cur.done(); err != nil {
 		return err
 	}
-	p := c.portals[string(portal)]
+	p := c.portals.get(string(portal))
 	var st *Statement
 	ownSt := false
 	if p != nil && !p.execUsed {
@@ -403,11 +399,11 @@ func (c *conn) onDescribe(msg, body []byte) error {
 		// Queued under stmtMu, so the op holds the statement before the server side can drop
 		// the table's reference (skipExtended).
 		c.stmtMu.Lock()
-		o.stmt = c.stmts[string(name)]
+		o.stmt = c.stmts.get(string(name))
 		c.ops.push(o)
 		c.stmtMu.Unlock()
 	case 'P':
-		o.portal = c.portals[string(name)]
+		o.portal = c.portals.get(string(name))
 		c.ops.push(o)
 	default:
 		return errMalformed
@@ -425,12 +421,10 @@ func (c *conn) onClose(msg, body []byte) error {
 	switch kind {
 	case 'S':
 		c.stmtMu.Lock()
-		c.dropStmt(c.stmts[string(name)])
-		delete(c.stmts, string(name))
+		c.dropStmt(c.stmts.put(string(name), nil))
 		c.stmtMu.Unlock()
 	case 'P':
-		c.dropPortal(c.portals[string(name)])
-		delete(c.portals, string(name))
+		c.dropPortal(c.portals.put(string(name), nil))
 	default:
 		return errMalformed
 	}
@@ -607,9 +601,8 @@ func (c *conn) skipExtended(o *op) {
 	for o != nil && o.kind != opSync {
 		if o.kind == opParse && o.stmt != nil {
 			c.stmtMu.Lock()
-			if c.stmts[o.name] == o.stmt {
-				delete(c.stmts, o.name)
-				c.dropStmt(o.stmt)
+			if c.stmts.get(o.name) == o.stmt {
+				c.dropStmt(c.stmts.put(o.name, nil))
 			}
 			c.stmtMu.Unlock()
 		}

@@ -34,7 +34,7 @@ var benchHooks = []struct {
 
 // newBenchConn is a session's state without sockets; the caller sets the readers and upstream.
 func newBenchConn(hook Hook) *conn {
-	c := &conn{hook: hook, stmts: map[string]*stmtInfo{}, portals: map[string]*portalInfo{}}
+	c := &conn{hook: hook}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	c.stmtCtx, c.stmtCancel = context.WithCancel(c.ctx)
 	c.srv = &Server{cfg: Config{MaxMessageSize: 1 << 20}}

@@ -85,8 +85,6 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 		upAddr:     up.RemoteAddr().String(),
 		database:   db,
 		clientUser: sm.Parameters["user"],
-		stmts:      map[string]*stmtInfo{},
-		portals:    map[string]*portalInfo{},
 	}
 	if c.hook == nil {
 		c.hook = PassThrough{}
@@ -240,6 +238,39 @@ func upstreamTLS(sess Session, host string) (*tls.Config, error) {
 		return nil, fmt.Errorf("unknown TLS mode %q", mode)
 	}
 	return cfg, nil
+}
+
+// table holds a connection's prepared statements or portals by name. The unnamed one, which is
+// all most drivers use (a new one each transaction), lives outside the map. The zero table is empty.
+type table[T any] struct {
+	unnamed *T
+	named   map[string]*T
+}
+
+// get returns the entry called name, or nil.
+func (t *table[T]) get(name string) *T {
+	if name == "" {
+		return t.unnamed
+	}
+	return t.named[name]
+}
+
+// put makes v the entry called name (nil removes it) and returns the entry it replaced.
+func (t *table[T]) put(name string, v *T) (old *T) {
+	if name == "" {
+		old, t.unnamed = t.unnamed, v
+		return old
+	}
+	old = t.named[name]
+	switch {
+	case v == nil:
+		delete(t.named, name)
+	case t.named == nil:
+		t.named = map[string]*T{name: v}
+	default:
+		t.named[name] = v
+	}
+	return old
 }
 
 // stmtInfo is a prepared statement the proxy saw created. Its memory is reused (see
@@ -414,8 +445,8 @@ type conn struct {
 	uw        msgWriter
 	skipping  bool
 	stmtMu    sync.Mutex // stmts is also touched by the server side when a Parse fails
-	stmts     map[string]*stmtInfo
-	portals   map[string]*portalInfo
+	stmts     table[stmtInfo]
+	portals   table[portalInfo]
 	probes    uint64
 	stmtSeq   uint64 // the last Statement.ID given
 	scratch   [][]byte

@@ -408,15 +408,7 @@ func TestPortalReuseWaitsForResults(t *testing.T) {
 		}
 		c.cr = newMsgReader(bytes.NewReader(b), 1<<20, c.flushUpstream)
 		c.cr.known = frontendTypes
-		for range msgs {
-			typ, msg, err := c.cr.next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.onClientMessage(typ, msg); err != nil {
-				t.Fatal(err)
-			}
-		}
+		relayMessages(t, c.cr, len(msgs), c.onClientMessage)
 	}
 	server := func(msgs ...pgproto3.BackendMessage) {
 		t.Helper()
@@ -425,15 +417,7 @@ func TestPortalReuseWaitsForResults(t *testing.T) {
 			b, _ = m.Encode(b)
 		}
 		c.sr = newMsgReader(bytes.NewReader(b), maxServerMessage, c.flushClientLocked)
-		for range msgs {
-			typ, msg, err := c.sr.next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := c.onServerMessage(typ, msg); err != nil {
-				t.Fatal(err)
-			}
-		}
+		relayMessages(t, c.sr, len(msgs), c.onServerMessage)
 	}
 	query := func(i int) []pgproto3.FrontendMessage {
 		return []pgproto3.FrontendMessage{&pgproto3.Parse{Query: fmt.Sprintf("SELECT 'q%d'", i)}, &pgproto3.Bind{}, &pgproto3.Execute{}}

@@ -42,6 +42,20 @@ func newBenchConn(hook Hook) *conn {
 	return c
 }
 
+// relayMessages passes n messages from r to handle.
+func relayMessages(tb testing.TB, r *msgReader, n int, handle func(typ byte, msg []byte) error) {
+	tb.Helper()
+	for range n {
+		typ, msg, err := r.next()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := handle(typ, msg); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
 // relayServerUntilReady passes the server's messages through the relay up to ReadyForQuery.
 func relayServerUntilReady(b *testing.B, c *conn) {
 	for {
@@ -146,15 +160,7 @@ func benchTransactions(b *testing.B, messages int, client func(i int) []byte, se
 				cr.Reset(client(i))
 				i++
 				sr.Reset(server)
-				for range messages {
-					typ, msg, err := c.cr.next()
-					if err != nil {
-						b.Fatal(err)
-					}
-					if err := c.onClientMessage(typ, msg); err != nil {
-						b.Fatal(err)
-					}
-				}
+				relayMessages(b, c.cr, messages, c.onClientMessage)
 				relayServerUntilReady(b, c)
 			}
 		})

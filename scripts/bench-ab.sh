@@ -10,7 +10,8 @@
 #
 # ENFORCER_BENCH_QUICK_MODE, ENFORCER_BENCH_QUICK_CLIENTS, ENFORCER_BENCH_ROUNDS (default 6 here)
 # and ENFORCER_BENCH_SECONDS apply as in the quick run. Prints, per run and then per build, the
-# geometric means of the per-round ratios.
+# geometric means of the per-round ratios and of each path's own CPU per transaction.
+# ENFORCER_BENCH_AB_KEEP=DIR keeps every run's rows there (run-A-1.txt…).
 set -euo pipefail
 usage="usage: scripts/bench-ab.sh REV_A REV_B [RUNS]"
 rev_a=${1:?$usage} rev_b=${2:?$usage} runs=${3:-4}
@@ -35,15 +36,18 @@ build "$rev_b" "$work/enforcer-B"
 go test -c -o "$work/bench.test" ./cmd/enforcer
 
 # ratios FILE SIDE: one line per client count: side, clients, rounds and the mean logs of the
-# per-round ratios allow-all/pgbouncer TPS, allow-all/pgbouncer CPU, rec only/allow-all TPS.
+# per-round ratios allow-all/pgbouncer TPS, allow-all/pgbouncer CPU, rec only/allow-all TPS, then
+# of each path's own CPU per 1,000 transactions (pgbouncer, allow-all, rec only). The absolute
+# figures tell a change in the daemon from one in pgbouncer's rounds, which moves the CPU ratio too.
 ratios() {
 	awk -v side="$2" '
 	/^pgbouncer /      { cl = $3; pt = $4; pc = $5 }
 	/^enf: allow-all / { at = $5; ac = $6 }
-	/^enf: rec only /  { n[cl]++; s1[cl] += log(at / pt); s2[cl] += log(ac / pc); s3[cl] += log($6 / at) }
-	END { for (c in n) printf "%s %s %d %.5f %.5f %.5f\n", side, c, n[c], s1[c] / n[c], s2[c] / n[c], s3[c] / n[c] }' "$1"
+	/^enf: rec only /  { n[cl]++; s1[cl] += log(at / pt); s2[cl] += log(ac / pc); s3[cl] += log($6 / at)
+	                     c1[cl] += log(pc); c2[cl] += log(ac); c3[cl] += log($7) }
+	END { for (c in n) printf "%s %s %d %.5f %.5f %.5f %.5f %.5f %.5f\n", side, c, n[c], s1[c] / n[c], s2[c] / n[c], s3[c] / n[c], c1[c] / n[c], c2[c] / n[c], c3[c] / n[c] }' "$1"
 }
-show() { awk '{ printf "%-4s %2s clients, %2d rounds: allow-all/pgbouncer TPS %.3f CPU %.3f · rec only/allow-all TPS %.3f\n", $1, $2, $3, exp($4), exp($5), exp($6) }'; }
+show() { awk '{ printf "%-4s %2s clients, %2d rounds: allow-all/pgbouncer TPS %.3f CPU %.3f · rec only/allow-all TPS %.3f · CPU s/1k tx: pgbouncer %.4f, allow-all %.4f, rec only %.4f\n", $1, $2, $3, exp($4), exp($5), exp($6), exp($7), exp($8), exp($9) }'; }
 
 cd cmd/enforcer
 for i in $(seq 1 "$runs"); do
@@ -51,9 +55,10 @@ for i in $(seq 1 "$runs"); do
 		out="$work/run-$side-$i.txt"
 		ENFORCER_BENCH_DAEMON_BIN="$work/enforcer-$side" "$work/bench.test" -test.run '^$' -test.bench Postgres -test.benchtime 1x -test.timeout 60m >"$out" 2>&1 ||
 			{ cat "$out"; exit 1; }
+		[ -z "${ENFORCER_BENCH_AB_KEEP:-}" ] || cp "$out" "$ENFORCER_BENCH_AB_KEEP/"
 		ratios "$out" "$side" | tee -a "$work/all" | show | sed "s/^/run $i /"
 	done
 done
 echo "### per build, geometric mean over $runs runs (A = $rev_a, B = $rev_b)"
-awk '{ k = $1 " " $2; n[k]++; r[k] += $3; s1[k] += $4; s2[k] += $5; s3[k] += $6 }
-	END { for (k in n) printf "%s %d %.5f %.5f %.5f\n", k, r[k], s1[k] / n[k], s2[k] / n[k], s3[k] / n[k] }' "$work/all" | sort | show
+awk '{ k = $1 " " $2; n[k]++; r[k] += $3; for (i = 4; i <= 9; i++) s[k, i] += $i }
+	END { for (k in n) { printf "%s %d", k, r[k]; for (i = 4; i <= 9; i++) printf " %.5f", s[k, i] / n[k]; print "" } }' "$work/all" | sort | show

@@ -347,3 +347,96 @@ func TestServeContextCancel(t *testing.T) {
 		t.Fatal("session still works after shutdown")
 	}
 }
+
+// fakeUpstream is a PostgreSQL server stand-in on loopback: it accepts any startup without a
+// password and answers each Query with answer(query), raw bytes. A real server cannot be made to
+// send malformed messages; this one stands for a broken or hostile one.
+func fakeUpstream(t *testing.T, answer func(query string) []byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				be := pgproto3.NewBackend(c, c)
+				if _, err := be.ReceiveStartupMessage(); err != nil {
+					return
+				}
+				be.Send(&pgproto3.AuthenticationOk{})
+				be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}})
+				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+				for be.Flush() == nil {
+					m, err := be.Receive()
+					if err != nil {
+						return
+					}
+					if q, ok := m.(*pgproto3.Query); ok {
+						if _, err := c.Write(answer(q.String)); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestBadServerMessages: a malformed message from the upstream server ends that session with
+// SQLSTATE 08P01 for the client, and the proxy keeps serving the next one. (FuzzSession found the
+// first case: an empty CommandComplete crashed the daemon.)
+func TestBadServerMessages(t *testing.T) {
+	leakCheck(t)
+	ready := msgBytes('Z', 'I')
+	good := append(append(msgBytes('T', 0, 0), msgBytes('C', append([]byte("SELECT 0"), 0)...)...), ready...)
+	cases := map[string][]byte{
+		"empty CommandComplete":        msgBytes('C'),
+		"unterminated CommandComplete": msgBytes('C', 'S', 'E', 'L'),
+		"DataRow beyond its message":   append(msgBytes('T', 0, 1, 'x', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 23, 0, 4, 0xff, 0xff, 0xff, 0xff, 0, 0), msgBytes('D', 0, 1, 0, 0, 0, 9, '1')...),
+		"unterminated ErrorResponse":   msgBytes('E', 'S', 'E', 'R'),
+		"unterminated NoticeResponse":  msgBytes('N', 'M', 'h'),
+	}
+	upstream := fakeUpstream(t, func(q string) []byte {
+		if bad, ok := cases[q]; ok {
+			return bad
+		}
+		return good
+	})
+	p := startProxy(t, Config{}, Session{ID: "test", Upstream: upstream, User: "agent", Hook: observeHook{}})
+	for name := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, fe := rawStartup(t, p.addr, nil)
+			fe.Send(&pgproto3.Query{String: name})
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			if code := expectFatal(t, c); code != "08P01" {
+				t.Fatalf("code %s, want 08P01", code)
+			}
+		})
+	}
+	c, fe := rawStartup(t, p.addr, nil)
+	fe.Send(&pgproto3.Query{String: "SELECT 0"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("the proxy no longer serves: %v", err)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	c.Close()
+	waitFor(t, func() bool { return p.srv.Sessions() == 0 })
+}

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,4 +223,228 @@ func (c *capturingConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
 	c.in.Write(b[:n])
 	return n, err
+}
+
+// sessionHook observes everything and remembers the statements it judged, so results can be
+// checked against them.
+type sessionHook struct {
+	fuzzHook
+	judged map[uint64]string // Statement.ID → SQL
+	bad    []string
+}
+
+func (h *sessionHook) Statement(ctx context.Context, s *Statement) Verdict {
+	h.judged[s.ID] = s.SQL
+	return h.fuzzHook.Statement(ctx, s)
+}
+
+func (h *sessionHook) Result(_ context.Context, r *Result) error {
+	if s := r.Statement; s != nil {
+		if sql, ok := h.judged[s.ID]; !ok || sql != s.SQL {
+			h.bad = append(h.bad, fmt.Sprintf("a result of statement %d %q, judged as %q (%v)", s.ID, s.SQL, sql, ok))
+		}
+	}
+	return nil
+}
+
+// FuzzSession drives both sides of one session with arbitrary bytes, interleaved as the two relay
+// goroutines could see them: the input is a series of frames (a byte whose low bit says client
+// or server, two bytes of length, the bytes), each handed to its side whole. The server is
+// trusted less than it seems (a compromised database must not crash the daemon), and the
+// interleaving is what exercises the reference counts that let portals, prepared statements and
+// Statements be reused. After every frame the counts must match the holders exactly, and every
+// result must come with a Statement the hook judged.
+func FuzzSession(f *testing.F) {
+	enc := func(side byte, msgs ...any) []byte {
+		var b []byte
+		for _, m := range msgs {
+			switch m := m.(type) {
+			case pgproto3.FrontendMessage:
+				b, _ = m.Encode(b)
+			case pgproto3.BackendMessage:
+				b, _ = m.Encode(b)
+			}
+		}
+		return append([]byte{side, byte(len(b) >> 8), byte(len(b))}, b...)
+	}
+	row := &pgproto3.DataRow{Values: [][]byte{[]byte("1")}}
+	tag := &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}
+	ready := &pgproto3.ReadyForQuery{TxStatus: 'I'}
+	// pgbench -M extended, answered late: the next transaction is sent before the first's rows.
+	f.Add(slices.Concat(
+		enc(0, &pgproto3.Parse{Query: "SELECT 1"}, &pgproto3.Bind{}, &pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}),
+		enc(0, &pgproto3.Parse{Query: "SELECT 2"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}),
+		enc(1, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23}}}, row, tag, ready),
+		enc(1, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, row, tag, ready)))
+	// Named statement and portal, a suspended portal executed twice, closes, an error.
+	f.Add(slices.Concat(
+		enc(0, &pgproto3.Parse{Name: "s", Query: "SELECT g FROM generate_series(1, 3) g"}, &pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "s"},
+			&pgproto3.Execute{Portal: "p", MaxRows: 1}, &pgproto3.Execute{Portal: "p"}, &pgproto3.Close{ObjectType: 'P', Name: "p"},
+			&pgproto3.Close{ObjectType: 'S', Name: "s"}, &pgproto3.Sync{}),
+		enc(1, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, row, &pgproto3.PortalSuspended{}),
+		enc(1, row, row, tag, &pgproto3.CloseComplete{}, &pgproto3.CloseComplete{}, ready),
+		enc(0, &pgproto3.Query{String: "SELECT 1; SELECT forbidden"}, &pgproto3.Parse{Query: "SELECT 1/0"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}),
+		enc(1, &pgproto3.RowDescription{}, row, tag, ready, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{},
+			&pgproto3.ErrorResponse{Severity: "ERROR", Code: "22012", Message: "division by zero"}, ready)))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		done := make(chan struct{})
+		var h *sessionHook
+		var err error
+		var up, down bytes.Buffer
+		go func() {
+			defer close(done)
+			h, err = replaySession(in, &up, &down)
+		}()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			stacks := make([]byte, 1<<20)
+			t.Fatalf("the session hung on %q:\n%s", in, stacks[:runtime.Stack(stacks, true)])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, b := range h.bad {
+			t.Error(b)
+		}
+		for name, b := range map[string][]byte{"to the server": up.Bytes(), "to the client": down.Bytes()} {
+			if err := wholeMessages(b); err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		}
+	})
+}
+
+// replaySession runs the frames of in (see FuzzSession) through one conn until they end or a
+// side fails, checking the reference counts after each frame. up and down receive what would
+// have gone to the server and to the client. The error is a reference count that is wrong.
+func replaySession(in []byte, up, down io.Writer) (*sessionHook, error) {
+	h := &sessionHook{judged: map[uint64]string{}}
+	c := newBenchConn(h)
+	defer c.stop()
+	c.uw.w, c.cw.w = up, down
+	for len(in) >= 3 {
+		side, n := in[0]&1, int(in[1])<<8|int(in[2])
+		in = in[3:]
+		n = min(n, len(in))
+		frame := in[:n]
+		in = in[n:]
+		var err error
+		if side == 0 {
+			c.cr = newMsgReader(bytes.NewReader(frame), 1<<16, c.flushUpstream)
+			c.cr.known = frontendTypes
+			err = replayMessages(c.cr, c.onClientMessage)
+		} else {
+			c.sr = newMsgReader(bytes.NewReader(frame), maxServerMessage, c.flushClientLocked)
+			err = replayMessages(c.sr, c.onServerMessage)
+		}
+		if err := c.checkRefs(); err != nil {
+			return h, fmt.Errorf("after a %s frame: %w", [2]string{"client", "server"}[side], err)
+		}
+		if err != nil {
+			break // the proxy ends the session here
+		}
+	}
+	return h, nil
+}
+
+// replayMessages hands every message of r to handle; a reader that runs out between messages
+// ends without error.
+func replayMessages(r *msgReader, handle func(typ byte, msg []byte) error) error {
+	for {
+		typ, msg, err := r.next()
+		if errors.Is(err, io.EOF) && r.start == r.end {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := handle(typ, msg); err != nil {
+			return err
+		}
+	}
+}
+
+// checkRefs compares every reference count with the holders the conn has: table entries, portals
+// (of their statement), and queued ops. Spares must be free and held by nothing.
+func (c *conn) checkRefs() error {
+	stmts, portals := map[*stmtInfo]int32{}, map[*portalInfo]int32{}
+	var live []*portalInfo
+	addPortal := func(p *portalInfo) {
+		if _, seen := portals[p]; !seen {
+			live = append(live, p)
+		}
+		portals[p]++
+	}
+	if s := c.stmts.unnamed; s != nil {
+		stmts[s]++
+	}
+	for _, s := range c.stmts.named {
+		stmts[s]++
+	}
+	if p := c.portals.unnamed; p != nil {
+		addPortal(p)
+	}
+	for _, p := range c.portals.named {
+		addPortal(p)
+	}
+	owned := map[*Statement]bool{}
+	for i := c.ops.head; i < len(c.ops.ops); i++ {
+		o := &c.ops.ops[i]
+		if o.stmt != nil {
+			stmts[o.stmt]++
+		}
+		if o.portal != nil {
+			addPortal(o.portal)
+		}
+		if o.ownSt {
+			if owned[o.st] {
+				return fmt.Errorf("two queued ops own Statement %d", o.st.ID)
+			}
+			owned[o.st] = true
+		}
+	}
+	if len(c.ops.done) > 0 {
+		return fmt.Errorf("%d popped ops still hold references", len(c.ops.done))
+	}
+	for _, p := range live {
+		if p.stmt != nil {
+			stmts[p.stmt]++
+		}
+	}
+	for s, n := range stmts {
+		if got := s.refs.Load(); got != n {
+			return fmt.Errorf("prepared statement %q has %d references, %d holders", s.sql, got, n)
+		}
+	}
+	for p, n := range portals {
+		if got := p.refs.Load(); got != n {
+			return fmt.Errorf("portal of %q has %d references, %d holders", p.stmtName, got, n)
+		}
+	}
+	if s := c.spareStmt.Load(); s != nil && (stmts[s] > 0 || s.refs.Load() != 0) {
+		return fmt.Errorf("the spare prepared statement %q is still held (%d references)", s.sql, s.refs.Load())
+	}
+	if p := c.sparePortal.Load(); p != nil && (portals[p] > 0 || p.refs.Load() != 0) {
+		return fmt.Errorf("the spare portal is still held (%d references)", p.refs.Load())
+	}
+	if st := c.spareStatement.Load(); st != nil && owned[st] {
+		return fmt.Errorf("the spare Statement %d is owned by a queued op", st.ID)
+	}
+	return nil
+}
+
+// wholeMessages reports whether b is a sequence of whole messages.
+func wholeMessages(b []byte) error {
+	for len(b) > 0 {
+		if len(b) < 5 {
+			return fmt.Errorf("a truncated header: %x", b)
+		}
+		l := int(uint32(b[1])<<24 | uint32(b[2])<<16 | uint32(b[3])<<8 | uint32(b[4]))
+		if l < 4 || l+1 > len(b) {
+			return fmt.Errorf("a truncated message: type %q length %d, %d bytes left", b[0], l, len(b))
+		}
+		b = b[l+1:]
+	}
+	return nil
 }

@@ -467,6 +467,10 @@ func (c *conn) serverLoop() error {
 			return fmt.Errorf("read upstream: %w", err)
 		}
 		if err := c.onServerMessage(typ, msg); err != nil {
+			if errors.Is(err, errMalformed) {
+				c.flushClientLocked()
+				c.protocolError("08P01", "enforcer: invalid message from the upstream server")
+			}
 			c.flushClientLocked()
 			return err
 		}
@@ -580,7 +584,7 @@ func (c *conn) onServerError(o *op, msg []byte) error {
 	}
 	var e pgproto3.ErrorResponse
 	if err := e.Decode(msg[headerLength:]); err != nil {
-		return fmt.Errorf("upstream sent a malformed ErrorResponse: %w", err)
+		return fmt.Errorf("upstream sent a malformed ErrorResponse: %w: %w", errMalformed, err)
 	}
 	c.res = Result{Kind: ResultError, Error: &e}
 	if o != nil {
@@ -682,7 +686,7 @@ func (c *conn) observeRow(o *op, msg []byte) error {
 	cur := cursor{b: msg[headerLength:]}
 	c.cells = cur.values(c.cells)
 	if err := cur.done(); err != nil {
-		return fmt.Errorf("upstream sent a malformed DataRow: %w", err)
+		return fmt.Errorf("upstream sent a malformed DataRow: %w: %w", errMalformed, err)
 	}
 	cols, formats := c.columnsOf(o)
 	c.res = Result{Kind: ResultRow, Statement: o.st, Columns: cols, Formats: formats, Values: c.cells}
@@ -707,6 +711,9 @@ func (c *conn) observeCopy(o *op, msg []byte) error {
 }
 
 func (c *conn) observeTag(o *op, msg []byte) error {
+	if len(msg) <= headerLength || msg[len(msg)-1] != 0 {
+		return fmt.Errorf("upstream sent a malformed CommandComplete: %w", errMalformed)
+	}
 	c.res = Result{Kind: ResultCommandComplete, Tag: msg[headerLength : len(msg)-1]}
 	if o != nil {
 		c.res.Statement = o.st
@@ -720,7 +727,7 @@ func (c *conn) observeTag(o *op, msg []byte) error {
 func (c *conn) observeNotice(o *op, msg []byte) error {
 	var n pgproto3.NoticeResponse
 	if err := n.Decode(msg[headerLength:]); err != nil {
-		return fmt.Errorf("upstream sent a malformed NoticeResponse: %w", err)
+		return fmt.Errorf("upstream sent a malformed NoticeResponse: %w: %w", errMalformed, err)
 	}
 	c.res = Result{Kind: ResultNotice, Error: (*pgproto3.ErrorResponse)(&n)}
 	if o != nil {
@@ -732,7 +739,7 @@ func (c *conn) observeNotice(o *op, msg []byte) error {
 func (c *conn) observeNotification(o *op, msg []byte) error {
 	var n pgproto3.NotificationResponse
 	if err := n.Decode(msg[headerLength:]); err != nil {
-		return fmt.Errorf("upstream sent a malformed NotificationResponse: %w", err)
+		return fmt.Errorf("upstream sent a malformed NotificationResponse: %w: %w", errMalformed, err)
 	}
 	c.res = Result{Kind: ResultNotification, Notification: &n}
 	return c.deliverMessage(msg, &n)

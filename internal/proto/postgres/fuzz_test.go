@@ -286,6 +286,16 @@ func FuzzSession(f *testing.F) {
 		enc(0, &pgproto3.Query{String: "SELECT 1; SELECT forbidden"}, &pgproto3.Parse{Query: "SELECT 1/0"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}),
 		enc(1, &pgproto3.RowDescription{}, row, tag, ready, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{},
 			&pgproto3.ErrorResponse{Severity: "ERROR", Code: "22012", Message: "division by zero"}, ready)))
+	// COPY out and in, with a notice, a notification and a parameter change between.
+	f.Add(slices.Concat(
+		enc(0, &pgproto3.Query{String: "COPY t TO STDOUT"}),
+		enc(1, &pgproto3.CopyOutResponse{ColumnFormatCodes: []uint16{0}}, &pgproto3.CopyData{Data: []byte("1\ta@example.com\n")}, &pgproto3.CopyDone{},
+			&pgproto3.CommandComplete{CommandTag: []byte("COPY 1")}, ready),
+		enc(0, &pgproto3.Query{String: "COPY t FROM STDIN"}),
+		enc(1, &pgproto3.CopyInResponse{ColumnFormatCodes: []uint16{0}}, &pgproto3.NoticeResponse{Severity: "NOTICE", Code: "00000", Message: "n"},
+			&pgproto3.NotificationResponse{PID: 1, Channel: "c", Payload: "p"}, &pgproto3.ParameterStatus{Name: "TimeZone", Value: "UTC"}),
+		enc(0, &pgproto3.CopyData{Data: []byte("2\tb@example.com\n")}, &pgproto3.CopyDone{}),
+		enc(1, &pgproto3.CommandComplete{CommandTag: []byte("COPY 1")}, ready)))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		done := make(chan struct{})
 		var h *sessionHook

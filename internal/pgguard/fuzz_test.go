@@ -1,0 +1,118 @@
+package pgguard
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
+	"github.com/enforcer-dev/enforcer/internal/record"
+)
+
+// fuzzCard is a card number the masking must never let into the log as it is.
+const fuzzCard = "4111 1111 1111 1111"
+
+var fuzzSQL = []string{
+	"select a, b from t",
+	"select 1; select 2",
+	"update t set a = 1 where b = 2",
+	"drop table t",
+	"begin",
+	"select $1::text",
+	"not sql at all (",
+}
+
+// FuzzGuardRecording drives the guard's hooks in any order the input says: statements of both
+// protocols, results for any statement or none, rows with hostile cells, errors, notices and
+// deliveries, as a confused or hostile pair of peers could make the proxy report them. The log
+// must then verify, hold exactly one statement record per judged statement in the order they
+// were judged, and hold no row cell with the card number unmasked.
+func FuzzGuardRecording(f *testing.F) {
+	f.Add([]byte{0, 0, 2, 1, 3, 0, 4, 1, 6, 0})
+	f.Add([]byte{1, 5, 0, 3, 2, 0, 3, 7, 4, 0, 4, 2, 5, 1, 6, 1, 0, 1})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		g, rec, dir := loggedGuard(t, record.Options{MaxResultRows: 3})
+		ctx := context.Background()
+		var stmts []*postgres.Statement
+		var judged []string
+		var rd *pgproto3.RowDescription
+		pick := func(arg byte) *postgres.Statement {
+			if len(stmts) == 0 || arg%5 == 0 {
+				return nil
+			}
+			return stmts[int(arg)%len(stmts)]
+		}
+		for len(in) >= 2 {
+			op, arg := in[0]%7, in[1]
+			in = in[2:]
+			switch op {
+			case 0, 1:
+				st := &postgres.Statement{ID: uint64(len(stmts) + 1), Kind: postgres.KindQuery, SQL: fuzzSQL[int(arg)%len(fuzzSQL)]}
+				if op == 1 {
+					st.Kind, st.Known = postgres.KindExecute, true
+					st.Params = [][]byte{[]byte(fuzzCard), nil, in[:min(len(in), int(arg%8))]}
+				}
+				g.Statement(ctx, st)
+				stmts = append(stmts, st)
+				judged = append(judged, st.SQL)
+			case 2:
+				rd = &pgproto3.RowDescription{}
+				for i := range int(arg%3) + 1 {
+					rd.Fields = append(rd.Fields, pgproto3.FieldDescription{Name: []byte{'c', '0' + byte(i)}, DataTypeOID: 25})
+				}
+				g.Result(ctx, &postgres.Result{Kind: postgres.ResultRowDescription, Statement: pick(arg), Columns: rd})
+			case 3:
+				vals := [][]byte{[]byte("card " + fuzzCard), nil, in[:min(len(in), int(arg%16))]}
+				if rd != nil {
+					vals = vals[:min(len(vals), len(rd.Fields))]
+				}
+				g.Result(ctx, &postgres.Result{Kind: postgres.ResultRow, Statement: pick(arg), Columns: rd, Formats: []int16{int16(arg & 1)}, Values: vals})
+			case 4:
+				g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: pick(arg), Tag: []byte("SELECT 1")})
+			case 5:
+				g.Result(ctx, &postgres.Result{Kind: postgres.ResultError, Statement: pick(arg),
+					Error: &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42P01", Message: "no " + fuzzCard}})
+			case 6:
+				if arg&1 == 0 {
+					g.Delivered()
+				} else {
+					g.Result(ctx, &postgres.Result{Kind: postgres.ResultNotice, Statement: pick(arg),
+						Error: &pgproto3.ErrorResponse{Severity: "NOTICE", Code: "00000", Message: "hello"}})
+				}
+			}
+		}
+		g.End("fuzz", 0, 0)
+		recs := closeAndLoad(t, rec, dir, g.SessionID())
+		rep, err := record.Verify(dir, nil)
+		if err != nil || !rep.OK() {
+			t.Fatalf("the log does not verify: %v %+v", err, rep.Problem)
+		}
+		var texts []string
+		for _, r := range recs {
+			ev, err := r.Event()
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := ev.Result
+			if ev.Statement != nil {
+				texts = append(texts, ev.Statement.Text)
+				res = ev.Statement.Result
+			}
+			if res == nil {
+				continue
+			}
+			for _, row := range res.Rows {
+				for _, c := range row {
+					if c != nil && strings.Contains(*c, fuzzCard) {
+						t.Fatalf("an unmasked card number in a recorded row: %q", *c)
+					}
+				}
+			}
+		}
+		if strings.Join(texts, "\n") != strings.Join(judged, "\n") {
+			t.Fatalf("statement records:\n%s\nstatements judged:\n%s", strings.Join(texts, "\n"), strings.Join(judged, "\n"))
+		}
+	})
+}

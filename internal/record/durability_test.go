@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -338,37 +340,70 @@ func TestBackpressure(t *testing.T) {
 	}
 }
 
-// TestSlowRawWriteFallsBack: once a raw segment write takes longer than rawWriteLimit, later writes
-// take the blocking path, and the log stays whole across the switch. The clock here jumps 5 ms
-// per reading, so the first raw write looks slow.
+// TestThreadWaits: the real counter is the calling thread's, and a thread that sleeps waits.
+func TestThreadWaits(t *testing.T) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	before, ok := threadWaits()
+	if !ok {
+		t.Fatal("getrusage(RUSAGE_THREAD) failed")
+	}
+	time.Sleep(time.Millisecond) // the locked thread sleeps with its goroutine
+	if after, _ := threadWaits(); after <= before {
+		t.Fatalf("voluntary switches %d before a sleep, %d after", before, after)
+	}
+}
+
+// TestSlowRawWriteFallsBack: once a raw segment write waits in the kernel longer than
+// rawWriteLimit, later writes take the blocking path, and the log stays whole across the switch; a
+// write that only took long because the thread was preempted does not switch. The clock here jumps
+// 5 ms per reading, so every raw write looks slow, and threadWaits is replaced: a test cannot make
+// the page cache wait on demand.
 func TestSlowRawWriteFallsBack(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
-	clock := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		now = now.Add(5 * time.Millisecond)
-		return now
-	}
-	dir := t.TempDir()
-	r := openT(t, Options{Dir: dir, Now: clock})
-	ev := Event{Type: TypeStatement, Session: "s1", Statement: &Statement{Text: "select 1", Verdict: VerdictAllow}}
-	for i := 0; i < 3; i++ {
-		if err := r.Append(ev, WriteAhead); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Each write-ahead Append returned after the writer's write (its done channel orders them).
-	if !r.slowWrites {
-		t.Fatal("a raw write slower than the limit did not switch to the blocking path")
-	}
-	if err := r.Append(ev, WriteAhead); err != nil {
-		t.Fatalf("append on the blocking path: %v", err)
-	}
-	if err := r.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if rep := mustVerify(t, dir, nil); rep.Records < 5 {
-		t.Fatalf("verified %d records, want the header and 4 statements at least", rep.Records)
+	for _, tc := range []struct {
+		name   string
+		waited bool
+	}{{"waited", true}, {"preempted", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+			clock := func() time.Time {
+				mu.Lock()
+				defer mu.Unlock()
+				now = now.Add(5 * time.Millisecond)
+				return now
+			}
+			var waits atomic.Int64
+			saved := threadWaits
+			threadWaits = func() (int64, bool) {
+				if tc.waited {
+					return waits.Add(1), true
+				}
+				return waits.Load(), true
+			}
+			defer func() { threadWaits = saved }()
+			dir := t.TempDir()
+			r := openT(t, Options{Dir: dir, Now: clock})
+			ev := Event{Type: TypeStatement, Session: "s1", Statement: &Statement{Text: "select 1", Verdict: VerdictAllow}}
+			for i := 0; i < 3; i++ {
+				if err := r.Append(ev, WriteAhead); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Each write-ahead Append returned after the writer's write (its done channel orders
+			// them), so slowWrites is settled.
+			if r.slowWrites != tc.waited {
+				t.Fatalf("after slow raw writes that waited=%v, slowWrites=%v", tc.waited, r.slowWrites)
+			}
+			if err := r.Append(ev, WriteAhead); err != nil {
+				t.Fatalf("append after the slow writes: %v", err)
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if rep := mustVerify(t, dir, nil); rep.Records < 5 {
+				t.Fatalf("verified %d records, want the header and 4 statements at least", rep.Records)
+			}
+		})
 	}
 }

@@ -353,41 +353,27 @@ func TestServeContextCancel(t *testing.T) {
 // send malformed messages; this one stands for a broken or hostile one.
 func fakeUpstream(t *testing.T, answer func(query string) []byte) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
+	return serveLoopback(t, func(c net.Conn) {
+		defer c.Close()
+		be := pgproto3.NewBackend(c, c)
+		if _, err := be.ReceiveStartupMessage(); err != nil {
+			return
+		}
+		be.Send(&pgproto3.AuthenticationOk{})
+		be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}})
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		for be.Flush() == nil {
+			m, err := be.Receive()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				be := pgproto3.NewBackend(c, c)
-				if _, err := be.ReceiveStartupMessage(); err != nil {
+			if q, ok := m.(*pgproto3.Query); ok {
+				if _, err := c.Write(answer(q.String)); err != nil {
 					return
 				}
-				be.Send(&pgproto3.AuthenticationOk{})
-				be.Send(&pgproto3.BackendKeyData{ProcessID: 1, SecretKey: []byte{1, 2, 3, 4}})
-				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-				for be.Flush() == nil {
-					m, err := be.Receive()
-					if err != nil {
-						return
-					}
-					if q, ok := m.(*pgproto3.Query); ok {
-						if _, err := c.Write(answer(q.String)); err != nil {
-							return
-						}
-					}
-				}
-			}()
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 // TestBadServerMessages: a malformed message from the upstream server ends that session with

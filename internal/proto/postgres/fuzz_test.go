@@ -124,27 +124,14 @@ func FuzzStartup(f *testing.F) {
 // ENFORCER_CAPTURE_SEEDS=1 it also writes the streams as the fuzz seed corpus under testdata/fuzz.
 func TestRealTrafficReplay(t *testing.T) {
 	ensureDB()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	srv := NewServer(Config{})
 	streams := make(chan []byte, 100)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				rc := &capturingConn{Conn: c}
-				srv.Serve(context.Background(), rc, defaultSession())
-				streams <- rc.in.Bytes()
-			}()
-		}
-	}()
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr := serveLoopback(t, func(c net.Conn) {
+		rc := &capturingConn{Conn: c}
+		srv.Serve(context.Background(), rc, defaultSession())
+		streams <- rc.in.Bytes()
+	})
+	host, port, _ := net.SplitHostPort(addr)
 	dsn := "host=" + host + " port=" + port + " user=agent dbname=postgres sslmode=disable"
 	script := tempFile(t, "s.sql", psqlScript)
 	db.Exec(t, "DROP DATABASE IF EXISTS replay_t")

@@ -112,6 +112,27 @@ func startProxy(t testing.TB, cfg Config, sess Session) *proxy {
 	return p
 }
 
+// serveLoopback listens on a loopback port until the test ends and runs handle in a goroutine of
+// its own for each connection; it returns the address.
+func serveLoopback(t testing.TB, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return ln.Addr().String()
+}
+
 // dsn returns a libpq connection string to the proxy, with no password.
 func (p *proxy) dsn(dbname string, extra ...string) string {
 	host, port, _ := net.SplitHostPort(p.addr)

@@ -69,16 +69,8 @@ func FuzzClientStream(f *testing.F) {
 			t.Fatal("clientLoop returned nil without Terminate")
 		}
 		// Whatever was forwarded must be a sequence of whole messages.
-		b := up
-		for len(b) > 0 {
-			if len(b) < 5 {
-				t.Fatalf("forwarded a truncated header: %x", b)
-			}
-			l := int(uint32(b[1])<<24 | uint32(b[2])<<16 | uint32(b[3])<<8 | uint32(b[4]))
-			if l < 4 || l+1 > len(b) {
-				t.Fatalf("forwarded a truncated message: type %q length %d, %d bytes left", b[0], l, len(b))
-			}
-			b = b[l+1:]
+		if err := wholeMessages(up); err != nil {
+			t.Fatalf("forwarded %v", err)
 		}
 	})
 }

@@ -15,9 +15,12 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -92,6 +95,33 @@ type env struct {
 	targetsYAML string
 	tailYAML    string
 	hits        atomic.Int64 // connections that reached the remote service
+}
+
+// metrics scrapes the daemon's unlabelled metrics (name to value) from the endpoint its
+// configuration names, or returns nil if it has none or it does not answer.
+func (e *env) metrics() map[string]float64 {
+	cfg, _ := os.ReadFile(e.cfgPath)
+	m := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)
+	if m == nil {
+		return nil
+	}
+	resp, err := http.Get("http://" + string(m[1]) + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	vals := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, v, ok := strings.Cut(sc.Text(), " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			vals[name] = f
+		}
+	}
+	return vals
 }
 
 // newEnv starts a daemon with the local identity provider and logs root in.

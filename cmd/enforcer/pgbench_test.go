@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,6 +102,8 @@ GRANT SELECT ON pii TO agent_ro;`)
 		addr := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)[1]
 		cmd := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
 		switch os.Getenv("ENFORCER_BENCH_PROFILER") {
+		case "trace": // Go execution trace: go tool trace -pprof=sched|syscall FILE
+			cmd = exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", addr, secs))
 		case "perf": // kernel included: perf report -i FILE
 			cmd = exec.Command("perf", "record", "-g", "-F", cmp.Or(os.Getenv("ENFORCER_BENCH_PERF_FREQ"), "4000"), "-o", prof, "-p", strconv.Itoa(targetPID), "--", "sleep", strconv.Itoa(secs))
 		case "perfstat": // CPU time, context switches and migrations
@@ -425,25 +425,6 @@ func procSwitches(pid int) (voluntary, involuntary int64) {
 
 // recordStats scrapes the daemon's session-log counters from its metrics endpoint.
 func (e *env) recordStats() (records, fsyncs float64) {
-	cfg, _ := os.ReadFile(e.cfgPath)
-	m := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)
-	if m == nil {
-		return 0, 0
-	}
-	resp, err := http.Get("http://" + string(m[1]) + "/metrics")
-	if err != nil {
-		return 0, 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, "enforcer_record_records_total "); ok {
-			records, _ = strconv.ParseFloat(v, 64)
-		}
-		if v, ok := strings.CutPrefix(line, "enforcer_record_fsyncs_total "); ok {
-			fsyncs, _ = strconv.ParseFloat(v, 64)
-		}
-	}
-	return records, fsyncs
+	m := e.metrics()
+	return m["enforcer_record_records_total"], m["enforcer_record_fsyncs_total"]
 }

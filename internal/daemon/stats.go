@@ -23,6 +23,18 @@ func (d *Daemon) registerStats() {
 		counter("enforcer_approvals_denied_total", "Held statements denied.", func() uint64 { return d.approvals.Stats().Denied }),
 		counter("enforcer_approvals_expired_total", "Held statements that timed out.", func() uint64 { return d.approvals.Stats().Expired }),
 	)
+	gauge := func(name, help string, f func() bool) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			if f() {
+				return 1
+			}
+			return 0
+		})
+	}
+	d.metrics.Registry.MustRegister(
+		gauge("enforcer_record_sync_ring", "1 while the session log's syncs go through io_uring, 0 once the writer makes them itself.", func() bool { return d.records.Stats().SyncRing }),
+		gauge("enforcer_record_blocking_writes", "1 once a session log write waited for the storage and later writes hold a thread each.", func() bool { return d.records.Stats().BlockingWrites }),
+	)
 	hits := prometheus.NewDesc("enforcer_mask_hits_total", "Values masked, by detector kind or column rule.", []string{"kind"}, nil)
 	d.metrics.Registry.MustRegister(&funcCollector{desc: hits, collect: func(ch chan<- prometheus.Metric) {
 		for kind, n := range policy.MaskStats.Snapshot().Hits {

@@ -391,9 +391,9 @@ func TestSlowRawWriteFallsBack(t *testing.T) {
 				}
 			}
 			// Each write-ahead Append returned after the writer's write (its done channel orders
-			// them), so slowWrites is settled.
-			if r.slowWrites != tc.waited {
-				t.Fatalf("after slow raw writes that waited=%v, slowWrites=%v", tc.waited, r.slowWrites)
+			// them), so the switch is settled.
+			if got := r.Stats().BlockingWrites; got != tc.waited {
+				t.Fatalf("after slow raw writes that waited=%v, BlockingWrites=%v", tc.waited, got)
 			}
 			if err := r.Append(ev, WriteAhead); err != nil {
 				t.Fatalf("append after the slow writes: %v", err)

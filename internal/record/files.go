@@ -106,8 +106,12 @@ func readState(dir string) (*chainState, error) {
 }
 
 // writeFileAtomic replaces path with data: write a temporary file, fsync it, rename it over path,
-// fsync the directory, so a crash leaves either the old or the new content.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// fsync the directory, so a crash leaves either the old or the new content. sync makes a file
+// durable; nil is (*os.File).Sync.
+func writeFileAtomic(path string, data []byte, perm os.FileMode, sync func(*os.File) error) error {
+	if sync == nil {
+		sync = (*os.File).Sync
+	}
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
@@ -122,7 +126,7 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Sync(); err != nil {
+	if err := sync(tmp); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -132,22 +136,23 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return syncDir(dir, sync)
 }
 
-func syncDir(dir string) error {
+// syncDir makes dir's entries durable with sync.
+func syncDir(dir string, sync func(*os.File) error) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
+	return sync(d)
 }
 
-func saveState(dir string, st chainState) error {
+func saveState(dir string, st chainState, sync func(*os.File) error) error {
 	st.V = 1
 	b, _ := json.Marshal(st)
-	if err := writeFileAtomic(filepath.Join(dir, stateFile), append(b, '\n'), 0o600); err != nil {
+	if err := writeFileAtomic(filepath.Join(dir, stateFile), append(b, '\n'), 0o600, sync); err != nil {
 		return fmt.Errorf("save chain state: %w", err)
 	}
 	return nil
@@ -183,11 +188,11 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode host key: %w", err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600, nil); err != nil {
 		return nil, fmt.Errorf("write host key: %w", err)
 	}
 	pubPath := filepath.Join(filepath.Dir(path), pubFile)
-	if err := writeFileAtomic(pubPath, []byte(hex.EncodeToString(pub)+"\n"), 0o644); err != nil {
+	if err := writeFileAtomic(pubPath, []byte(hex.EncodeToString(pub)+"\n"), 0o644, nil); err != nil {
 		return nil, fmt.Errorf("write host public key: %w", err)
 	}
 	return priv, nil

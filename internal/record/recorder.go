@@ -155,7 +155,10 @@ type Stats struct {
 	Rotations    uint64
 	Failures     uint64 // Appends refused because the log could not be written
 	WriteAheadNS uint64 // total time write-ahead Appends waited
-	SyncRing     bool   // segment syncs go through io_uring
+	SyncRing     bool   // the writer's syncs go through io_uring
+	// BlockingWrites is set once a segment write waited for the storage: from then on the writer
+	// writes through the runtime's blocking system call path (see writeSegment).
+	BlockingWrites bool
 	// BatchSizes counts batches by size: BatchSizes[i] counts batches of at most BatchBounds[i]
 	// records (and more than BatchBounds[i-1]); the last bucket counts larger ones.
 	BatchSizes [len(BatchBounds) + 1]uint64
@@ -167,7 +170,7 @@ var BatchBounds = [...]uint64{1, 2, 4, 8, 16, 32, 64, 128, 256}
 type stats struct {
 	records, batches, fsyncs, maxBatch, bytes, checkpoints, rotations, failures, waNS atomic.Uint64
 	batchSizes                                                                        [len(BatchBounds) + 1]atomic.Uint64
-	syncRing                                                                          atomic.Bool
+	syncRing, blockingWrites                                                          atomic.Bool
 }
 
 // batch holds the records waiting for the writer, encoded back to back in one buffer. Appends
@@ -242,10 +245,7 @@ type Recorder struct {
 	lock    *os.File
 	logID   string
 	buf     []byte
-	// slowWrites is set once a raw write to the segment waited longer than rawWriteLimit; from
-	// then on writes go through the runtime's syscall path (see writeSegment).
-	slowWrites bool
-	// syncs, if set, makes the segment syncs (see syncRing); nil once a submission failed.
+	// syncs, if set, makes the writer's syncs (see syncRing); nil once a submission failed.
 	syncs *syncRing
 }
 
@@ -520,7 +520,7 @@ func stOr(st *chainState) chainState {
 func (r *Recorder) cutTorn(seg segmentFile, torn []byte) error {
 	sum := sha256.Sum256(torn)
 	evidence := fmt.Sprintf("%s.torn-%d", seg.Path, r.seq)
-	if err := writeFileAtomic(evidence, torn, 0o600); err != nil {
+	if err := writeFileAtomic(evidence, torn, 0o600, nil); err != nil {
 		return fmt.Errorf("record: save torn tail: %w", err)
 	}
 	if err := r.f.Truncate(seg.Size - int64(len(torn))); err != nil {
@@ -550,7 +550,7 @@ func (r *Recorder) openSegment(n uint64) error {
 	if err := r.writeSystem(Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Log: r.logID, Segment: n}}); err != nil {
 		return err
 	}
-	if err := syncDir(r.opts.Dir); err != nil {
+	if err := syncDir(r.opts.Dir, r.fsync); err != nil {
 		return fmt.Errorf("record: sync dir: %w", err)
 	}
 	return r.syncAndSave()
@@ -579,14 +579,21 @@ func (r *Recorder) writeSystem(ev Event) error {
 
 func (r *Recorder) fdatasync() error {
 	r.st.fsyncs.Add(1)
+	if err := r.syncFile(r.f, true); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	r.dirty = false
+	return nil
+}
+
+// syncFile is fdatasync(2) of f if dataOnly, else fsync(2), through the ring while there is one
+// (writer goroutine or Open only): a sync made with the system call holds the daemon's P until
+// the runtime's monitor takes it back, which can be milliseconds, and every session waits.
+func (r *Recorder) syncFile(f *os.File, dataOnly bool) error {
 	if r.syncs != nil {
-		err := r.syncs.fdatasync(r.f)
+		err := r.syncs.sync(f, dataOnly)
 		if !errors.Is(err, errRingSubmit) {
-			if err != nil {
-				return fmt.Errorf("record: %w", err)
-			}
-			r.dirty = false
-			return nil
+			return err
 		}
 		// Not submitted, so not run: sync with the system call, from now on.
 		r.log.Warn("io_uring submission failed; the session log writer syncs with its own system call from now on", "err", err)
@@ -594,12 +601,17 @@ func (r *Recorder) fdatasync() error {
 		r.syncs = nil
 		r.st.syncRing.Store(false)
 	}
-	if err := unix.Fdatasync(int(r.f.Fd())); err != nil {
-		return fmt.Errorf("record: fdatasync %s: %w", r.f.Name(), err)
+	if !dataOnly {
+		return f.Sync()
 	}
-	r.dirty = false
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+	}
 	return nil
 }
+
+// fsync is syncFile's full sync, the shape writeFileAtomic and syncDir take.
+func (r *Recorder) fsync(f *os.File) error { return r.syncFile(f, false) }
 
 // syncAndSave makes the segment durable and then saves the chain head, so the state never names
 // a record that is not on disk.
@@ -607,7 +619,7 @@ func (r *Recorder) syncAndSave() error {
 	if err := r.fdatasync(); err != nil {
 		return err
 	}
-	return saveState(r.opts.Dir, chainState{Hash: r.head, Seq: r.seq, Segment: r.segNum})
+	return saveState(r.opts.Dir, chainState{Hash: r.head, Seq: r.seq, Segment: r.segNum}, r.fsync)
 }
 
 // Append records ev. With WriteAhead (or in strict mode) it returns after the record is fsynced;
@@ -925,7 +937,8 @@ func (r *Recorder) writeBatch(b *batch) {
 }
 
 // rawWriteLimit is the longest a raw segment write may take before writeSegment stops making
-// them; maxRawWrite the largest one it makes (a batch that big is not the read path's).
+// them (Stats.BlockingWrites); maxRawWrite the largest one it makes (a batch that big is not the
+// read path's).
 const (
 	rawWriteLimit = time.Millisecond
 	maxRawWrite   = 256 << 10
@@ -947,7 +960,7 @@ const (
 // which says nothing about the storage (measured: at 8 pgbench clients on 2 cores, nearly every
 // run switched for good on such a write, and recording then cost 1–2 µs more per transaction).
 func (r *Recorder) writeSegment(b []byte) (int, error) {
-	if r.slowWrites || len(b) > maxRawWrite {
+	if r.st.blockingWrites.Load() || len(b) > maxRawWrite {
 		return r.f.Write(b)
 	}
 	fd := r.f.Fd()
@@ -970,7 +983,7 @@ func (r *Recorder) writeSegment(b []byte) (int, error) {
 	if d := r.opts.Now().Sub(start); d > rawWriteLimit {
 		after, ok := threadWaits()
 		if !counted || !ok || after > waits {
-			r.slowWrites = true
+			r.st.blockingWrites.Store(true)
 			r.log.Warn("a session log write waited for the storage; later writes use the blocking path", "took", d, "bytes", len(b))
 		}
 	}
@@ -1006,7 +1019,7 @@ func (r *Recorder) Stats() Stats {
 		Records: r.st.records.Load(), Batches: r.st.batches.Load(), Fsyncs: r.st.fsyncs.Load(),
 		MaxBatch: r.st.maxBatch.Load(), Bytes: r.st.bytes.Load(), Checkpoints: r.st.checkpoints.Load(),
 		Rotations: r.st.rotations.Load(), Failures: r.st.failures.Load(), WriteAheadNS: r.st.waNS.Load(),
-		SyncRing: r.st.syncRing.Load(),
+		SyncRing: r.st.syncRing.Load(), BlockingWrites: r.st.blockingWrites.Load(),
 	}
 	for i := range st.BatchSizes {
 		st.BatchSizes[i] = r.st.batchSizes[i].Load()

@@ -364,7 +364,7 @@ func TestStateBehindAfterRotation(t *testing.T) {
 		{"older state differs", chainState{Hash: hdr.Prev, Seq: older.Seq, Segment: prevSeg.Num}, false},
 	}
 	for _, c := range cases {
-		if err := saveState(dir, c.st); err != nil {
+		if err := saveState(dir, c.st, nil); err != nil {
 			t.Fatal(err)
 		}
 		r, err := Open(Options{Dir: dir})

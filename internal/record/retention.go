@@ -86,5 +86,5 @@ func (r *Recorder) applyRetention() error {
 		}
 	}
 	r.log.Info("retention removed old segments", "from", removed[0].Num, "to", removed[len(removed)-1].Num, "bytes", removedBytes)
-	return syncDir(r.opts.Dir)
+	return syncDir(r.opts.Dir, r.fsync)
 }

@@ -12,8 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// syncRing hands the segment's fdatasync(2) to the kernel's io_uring, whose worker thread runs it
-// while the writer goroutine waits in the netpoller. Made directly, an fdatasync holds the
+// syncRing hands the session log's syncs (the segment's fdatasync(2), and the fsync(2) of the chain
+// state and of the directory at checkpoints and rotations) to the kernel's io_uring, whose worker
+// thread runs them while the writer goroutine waits in the netpoller. Made directly, an fdatasync holds the
 // daemon's Go scheduler thread (one P by default) inside the system call for as long as the disk
 // takes; the runtime's monitor then takes the P back for the sessions, and while syncs keep coming
 // it polls every 20 µs to do so: on a write-heavy load (pgbench tpcb-like, 4 clients, ~2,800
@@ -37,6 +38,7 @@ type syncRing struct {
 	cqes     unsafe.Pointer // [entries]uringCQE
 	done     *os.File       // eventfd the kernel counts completions on, read through the netpoller
 	unusable error          // set once a submission failed; the caller then syncs itself
+	ops      uint64         // operations completed
 }
 
 // The kernel's ABI (include/uapi/linux/io_uring.h).
@@ -152,16 +154,21 @@ func (u *syncRing) close() {
 	unix.Close(u.fd)
 }
 
-// fdatasync is fdatasync(2) of f. An error wrapping errRingSubmit means the sync was not
-// submitted and the ring is not used again; any other error is the sync's own.
-func (u *syncRing) fdatasync(f *os.File) error {
-	res, err := u.do(uringSQE{opcode: uringOpFsync, fd: int32(f.Fd()), opFlags: uringFsyncDatasync})
+// sync is fdatasync(2) of f if dataOnly, else fsync(2). An error wrapping errRingSubmit means the
+// sync was not submitted and the ring is not used again; any other error is the sync's own.
+func (u *syncRing) sync(f *os.File, dataOnly bool) error {
+	e := uringSQE{opcode: uringOpFsync, fd: int32(f.Fd())}
+	op := "fsync"
+	if dataOnly {
+		e.opFlags, op = uringFsyncDatasync, "fdatasync"
+	}
+	res, err := u.do(e)
 	runtime.KeepAlive(f) // its descriptor is in use until the completion
 	switch {
 	case err != nil:
 		return err
 	case res < 0:
-		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: unix.Errno(-res)}
+		return &os.PathError{Op: op, Path: f.Name(), Err: unix.Errno(-res)}
 	}
 	return nil
 }
@@ -201,6 +208,7 @@ func (u *syncRing) do(e uringSQE) (int32, error) {
 		if head != atomic.LoadUint32(u.cqTail) {
 			c := *(*uringCQE)(unsafe.Add(u.cqes, uintptr(head&u.cqMask)*uringCQESize))
 			atomic.StoreUint32(u.cqHead, head+1)
+			u.ops++
 			return c.res, nil
 		}
 		var b [8]byte

@@ -151,6 +151,29 @@ func statementTexts(t *testing.T, dir string) []string {
 	return texts
 }
 
+// TestCheckpointSyncsThroughRing: a checkpoint's syncs, of the segment, of the chain state file
+// and of the directory, all go through the ring, so none of them holds the daemon's P.
+func TestCheckpointSyncsThroughRing(t *testing.T) {
+	r := ringRecorder(t, Options{Dir: t.TempDir()})
+	ev := Event{Type: TypeStatement, Session: "s1", Statement: &Statement{Text: "delete from t where id = 1", Verdict: VerdictAllow}}
+	if err := r.Append(ev, WriteAhead); err != nil {
+		t.Fatal(err)
+	}
+	ringOps := func() uint64 {
+		r.syncs.mu.Lock()
+		defer r.syncs.mu.Unlock()
+		return r.syncs.ops
+	}
+	ops, segmentSyncs := ringOps(), r.Stats().Fsyncs
+	if _, err := r.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	ops, segmentSyncs = ringOps()-ops, r.Stats().Fsyncs-segmentSyncs
+	if segmentSyncs == 0 || ops != segmentSyncs+2 {
+		t.Fatalf("a checkpoint made %d syncs through the ring and %d of the segment; want the segment's, the state file's and the directory's", ops, segmentSyncs)
+	}
+}
+
 // TestSyncRingReportsSyncErrors: a sync that fails in the kernel comes back as that error, not as
 // a submission failure (which would let the caller retry it with the system call).
 func TestSyncRingReportsSyncErrors(t *testing.T) {
@@ -160,11 +183,13 @@ func TestSyncRingReportsSyncErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := u.fdatasync(f); err != nil {
-		t.Fatalf("sync of an open file: %v", err)
+	for _, dataOnly := range []bool{true, false} {
+		if err := u.sync(f, dataOnly); err != nil {
+			t.Fatalf("sync (data only %v) of an open file: %v", dataOnly, err)
+		}
 	}
 	// A descriptor no process can have open: the kernel's EBADF must come back as the sync's error.
-	err = u.fdatasync(os.NewFile(1<<30, "none"))
+	err = u.sync(os.NewFile(1<<30, "none"), true)
 	if err == nil || errors.Is(err, errRingSubmit) || !errors.Is(err, unix.EBADF) {
 		t.Fatalf("sync of a descriptor that is not open: %v, want EBADF from the kernel", err)
 	}

@@ -595,11 +595,7 @@ func (r *Recorder) syncFile(f *os.File, dataOnly bool) error {
 		if !errors.Is(err, errRingSubmit) {
 			return err
 		}
-		// Not submitted, so not run: sync with the system call, from now on.
-		r.log.Warn("io_uring submission failed; the session log writer syncs with its own system call from now on", "err", err)
-		r.syncs.close()
-		r.syncs = nil
-		r.st.syncRing.Store(false)
+		r.dropRing(err)
 	}
 	if !dataOnly {
 		return f.Sync()
@@ -608,6 +604,30 @@ func (r *Recorder) syncFile(f *os.File, dataOnly bool) error {
 		return &os.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
 	}
 	return nil
+}
+
+// dropRing stops using the ring after a submission failed: not submitted, so not run; the writer
+// makes its own system calls from now on.
+func (r *Recorder) dropRing(err error) {
+	r.log.Warn("io_uring submission failed; the session log writer makes its own system calls from now on", "err", err)
+	r.syncs.close()
+	r.syncs = nil
+	r.st.syncRing.Store(false)
+}
+
+// remove deletes a file of the log through the ring while there is one (writer goroutine only):
+// unlinking a closed segment frees its blocks, which can wait for the device (see syncRing).
+func (r *Recorder) remove(path string) error {
+	if r.syncs != nil {
+		err := r.syncs.unlink(path)
+		switch {
+		case errors.Is(err, errRingSubmit):
+			r.dropRing(err)
+		case !errors.Is(err, unix.EINVAL): // EINVAL: a kernel without the operation
+			return err
+		}
+	}
+	return os.Remove(path)
 }
 
 // fsync is syncFile's full sync, the shape writeFileAtomic and syncDir take.

@@ -75,13 +75,13 @@ func (r *Recorder) applyRetention() error {
 		return err
 	}
 	for _, s := range removed {
-		if err := os.Remove(s.Path); err != nil {
+		if err := r.remove(s.Path); err != nil {
 			return fmt.Errorf("record: retention: remove %s: %w", filepath.Base(s.Path), err)
 		}
 		// Evidence of torn writes goes with its segment.
 		if m, _ := filepath.Glob(s.Path + ".torn-*"); len(m) > 0 {
 			for _, p := range m {
-				os.Remove(p)
+				r.remove(p)
 			}
 		}
 	}

@@ -2,7 +2,9 @@ package record
 
 import (
 	"errors"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"testing"
 	"unsafe"
 
@@ -171,6 +173,27 @@ func TestCheckpointSyncsThroughRing(t *testing.T) {
 	ops, segmentSyncs = ringOps()-ops, r.Stats().Fsyncs-segmentSyncs
 	if segmentSyncs == 0 || ops != segmentSyncs+2 {
 		t.Fatalf("a checkpoint made %d syncs through the ring and %d of the segment; want the segment's, the state file's and the directory's", ops, segmentSyncs)
+	}
+}
+
+// TestRingUnlink: a file unlinked through the ring is gone, and unlinking it again gives the
+// kernel's ENOENT (so this kernel knows the operation: retention does not fall back to its own
+// system call here).
+func TestRingUnlink(t *testing.T) {
+	u := newRingT(t)
+	defer u.close()
+	path := filepath.Join(t.TempDir(), "seg-000000000001.jsonl")
+	if err := os.WriteFile(path, []byte("x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.unlink(path); err != nil {
+		t.Fatalf("unlink through the ring: %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after the unlink: %v", err)
+	}
+	if err := u.unlink(path); !errors.Is(err, fs.ErrNotExist) || errors.Is(err, errRingSubmit) {
+		t.Fatalf("unlink of a missing file: %v, want ENOENT from the kernel", err)
 	}
 }
 

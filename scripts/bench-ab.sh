@@ -14,9 +14,19 @@
 # 0.888 and 0.981 at 8 clients, so one run per build cannot tell them apart at a few percent;
 # several alternated runs can. Root, like every benchmark here.
 #
-# ENFORCER_BENCH_QUICK_MODE, ENFORCER_BENCH_QUICK_CLIENTS, ENFORCER_BENCH_ROUNDS (default 6 here)
-# and ENFORCER_BENCH_SECONDS apply as in the quick run. Prints, per run and then per build, the
-# geometric means of the per-round ratios and of each path's own CPU per transaction.
+# Why short rounds, many of them: most of the spread is from one pgbench run to the next, not
+# within a run (one configuration ran at 11k and 15k TPS in consecutive rounds). Per-round rec
+# only/allow-all ratios spread nearly as much in 1- and 2-s rounds as in 5-s ones (a standard
+# deviation of 0.10–0.11 against 0.085), so 2-s rounds buy about twice as many rounds, and a
+# narrower interval, in the same time.
+#
+# ENFORCER_BENCH_QUICK_MODE, ENFORCER_BENCH_QUICK_CLIENTS, ENFORCER_BENCH_ROUNDS (default 16 here)
+# and ENFORCER_BENCH_SECONDS apply as in the quick run. Prints, per run and then
+# per build, the geometric means of the per-round ratios and of each path's own CPU per
+# transaction, and per build the 95 % interval of the ratios, and of B / A, over its runs (not its
+# rounds: runs differ by more than their rounds do, so an interval over the pooled rounds is too
+# narrow; on 2026-11-28 it put allow-all/pgbouncer at B/A 1.039 [1.004, 1.076] where A and B had
+# the same pass-through code).
 # ENFORCER_BENCH_AB_KEEP=DIR keeps every run's rows there (run-A-1.txt…).
 set -euo pipefail
 usage="usage: scripts/bench-ab.sh REV_A REV_B [RUNS]"
@@ -24,7 +34,7 @@ rev_a=${1:?$usage} rev_b=${2:?$usage} runs=${3:-4}
 cd "$(dirname "$0")/.."
 export PATH=$PATH:/usr/local/go/bin
 [ "$(id -u)" = 0 ] || exec sudo -E "$0" "$@"
-export ENFORCER_BENCH_QUICK=1 ENFORCER_BENCH_ROUNDS=${ENFORCER_BENCH_ROUNDS:-6}
+export ENFORCER_BENCH_QUICK=1 ENFORCER_BENCH_ROUNDS=${ENFORCER_BENCH_ROUNDS:-16}
 
 work=$(mktemp -d)
 trap 'git worktree remove --force "$work/src" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
@@ -70,3 +80,20 @@ done
 echo "### per build, geometric mean over $runs runs (A = $rev_a, B = $rev_b)"
 awk '{ k = $1 " " $2; n[k]++; r[k] += $3; for (i = 4; i <= 9; i++) s[k, i] += $i }
 	END { for (k in n) { printf "%s %d", k, r[k]; for (i = 4; i <= 9; i++) printf " %.5f", s[k, i] / n[k]; print "" } }' "$work/all" | sort | show
+echo "### per build, geometric mean over its runs [95 % interval over runs]; B / A is the ratio of the two"
+awk 'function t95(df) { return df >= 120 ? 1.98 : df >= 60 ? 2.00 : df >= 30 ? 2.05 : df >= 20 ? 2.09 : df >= 10 ? 2.23 : df >= 5 ? 2.57 : df >= 2 ? 4.30 : 12.71 } # never below the true quantile
+	{ k = $2; n[$1, k]++; cl[k] = 1; for (i = 4; i <= 6; i++) { s[$1, k, i] += $i; ss[$1, k, i] += $i * $i } }
+	END {
+		split("allow-all/pgbouncer TPS,allow-all/pgbouncer CPU,rec only/allow-all TPS", name, ",")
+		for (k in cl) for (i = 4; i <= 6; i++) {
+			line = sprintf("%2s clients, %-24s", k, name[i - 3])
+			for (side = 1; side <= 2; side++) {
+				x = side == 1 ? "A" : "B"; m[x] = s[x, k, i] / n[x, k]
+				v[x] = n[x, k] > 1 ? (ss[x, k, i] - n[x, k] * m[x] ^ 2) / (n[x, k] - 1) / n[x, k] : 0
+				h = t95(n[x, k] - 1) * sqrt(v[x])
+				line = line sprintf("  %s %.3f [%.3f, %.3f]", x, exp(m[x]), exp(m[x] - h), exp(m[x] + h))
+			}
+			h = t95(n["A", k] + n["B", k] - 2) * sqrt(v["A"] + v["B"])
+			printf "%s  B/A %.3f [%.3f, %.3f]\n", line, exp(m["B"] - m["A"]), exp(m["B"] - m["A"] - h), exp(m["B"] - m["A"] + h)
+		}
+	}' "$work/all" | sort

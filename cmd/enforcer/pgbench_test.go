@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,14 +23,18 @@ import (
 //
 //	go test -run '^$' -bench Postgres -benchtime 1x -timeout 30m ./cmd/enforcer
 //
-// ENFORCER_BENCH_SECONDS sets the length of each pgbench run (default 5), ENFORCER_BENCH_ROUNDS
-// how many times each select-only configuration runs (default 3; the median is shown).
+// ENFORCER_BENCH_SECONDS sets the length of each select-only pgbench run (default 2; the profile,
+// large-result and write runs take at least 5 s), ENFORCER_BENCH_ROUNDS how many times each
+// select-only configuration runs (default 8; the median is shown). Rounds are short and many
+// because most of the spread is from one pgbench run to the next, not within one: per-round ratios
+// spread nearly as much at 1 or 2 s as at 5 s, so the same time buys a narrower interval.
 // ENFORCER_BENCH_RATE caps the quick and profile runs at that many transactions per second
 // (pgbench -R): every path then does the same work, so CPU per transaction compares without the
 // feedback of throughput on batching. The quick runs also print the proxy's context switches per
 // transaction, voluntary (it waited) and involuntary (it was preempted).
 func BenchmarkPostgres(b *testing.B) {
-	secs := envInt("ENFORCER_BENCH_SECONDS", 5)
+	secs := envInt("ENFORCER_BENCH_SECONDS", 2)
+	longSecs := max(secs, 5) // profiles, large results and writes
 	// ENFORCER_BENCH_DAEMON_CONFIG adds lines to the daemon's configuration (max_procs: 2, say).
 	e := newEnvWith(b, "bpf", "identity: {kind: local}\nmetrics: 127.0.0.1:"+strconv.Itoa(int(freePort(b)))+"\n"+os.Getenv("ENFORCER_BENCH_DAEMON_CONFIG"))
 	e.login()
@@ -86,7 +91,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 			target, targetPID, targetDSN, args = "pgbench", bouncerPID, bouncer, nil
 		}
 		args = append(append(args, "-n"), scriptArgs(cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_MODE"), "simple"))...)
-		args = append(args, "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(secs+3))
+		args = append(args, "-c", cmp.Or(os.Getenv("ENFORCER_BENCH_PROFILE_CLIENTS"), "1"), "-j", "2", "-T", strconv.Itoa(longSecs+3))
 		if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
 			args = append(args, "-R", rate)
 		}
@@ -100,16 +105,16 @@ GRANT SELECT ON pii TO agent_ro;`)
 		time.Sleep(time.Second)
 		cfg, _ := os.ReadFile(e.cfgPath)
 		addr := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)[1]
-		cmd := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, secs))
+		cmd := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, longSecs))
 		switch os.Getenv("ENFORCER_BENCH_PROFILER") {
 		case "trace": // Go execution trace: go tool trace -pprof=sched|syscall FILE
-			cmd = exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", addr, secs))
+			cmd = exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/trace?seconds=%d", addr, longSecs))
 		case "perf": // kernel included: perf report -i FILE
-			cmd = exec.Command("perf", "record", "-g", "-F", cmp.Or(os.Getenv("ENFORCER_BENCH_PERF_FREQ"), "4000"), "-o", prof, "-p", strconv.Itoa(targetPID), "--", "sleep", strconv.Itoa(secs))
+			cmd = exec.Command("perf", "record", "-g", "-F", cmp.Or(os.Getenv("ENFORCER_BENCH_PERF_FREQ"), "4000"), "-o", prof, "-p", strconv.Itoa(targetPID), "--", "sleep", strconv.Itoa(longSecs))
 		case "perfstat": // CPU time, context switches and migrations
-			cmd = exec.Command("perf", "stat", "-o", prof, "-e", "task-clock,context-switches,cpu-migrations", "-p", strconv.Itoa(targetPID), "--", "sleep", strconv.Itoa(secs))
+			cmd = exec.Command("perf", "stat", "-o", prof, "-e", "task-clock,context-switches,cpu-migrations", "-p", strconv.Itoa(targetPID), "--", "sleep", strconv.Itoa(longSecs))
 		case "strace": // system calls and their counts
-			cmd = exec.Command("timeout", "-s", "INT", strconv.Itoa(secs), "strace", "-c", "-f", "-o", prof, "-p", strconv.Itoa(targetPID))
+			cmd = exec.Command("timeout", "-s", "INT", strconv.Itoa(longSecs), "strace", "-c", "-f", "-o", prof, "-p", strconv.Itoa(targetPID))
 		}
 		out, err := cmd.CombinedOutput()
 		b.Logf("profile written to %s: %v %s", prof, err, out)
@@ -150,13 +155,13 @@ GRANT SELECT ON pii TO agent_ro;`)
 	if os.Getenv("ENFORCER_BENCH_QUICK") != "" {
 		// A quick A/B for tuning: select-only at 1 and 8 clients (ENFORCER_BENCH_QUICK_MODE, default
 		// simple; "tpcb" runs the write-heavy tpcb-like script instead), pgbouncer, the pass-through
-		// proxy and recording alone, interleaved three times so drift hits every variant alike.
+		// proxy and recording alone, interleaved round by round so drift hits every variant alike.
 		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
 		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s %10s %6s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx", "host µs/tx", "idle")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
 		for _, clients := range strings.Fields(cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_CLIENTS"), "1 8")) {
 			runs := map[string][]pairedRun{}
-			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 3); round++ {
+			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 8); round++ {
 				for _, v := range quick {
 					r0, f0 := e.recordStats()
 					vol0, invol0 := procSwitches(v.pid)
@@ -183,7 +188,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 
 	// Each configuration runs every variant `rounds` times, interleaved so drift on this shared
 	// machine hits all alike; the table shows the median run of each (by TPS).
-	rounds := envInt("ENFORCER_BENCH_ROUNDS", 3)
+	rounds := envInt("ENFORCER_BENCH_ROUNDS", 8)
 	fmt.Printf("\n### pgbench select-only (-S), %d s per run, median of %d interleaved runs, scale 10, TLS to the server on every path\n", secs, rounds)
 	fmt.Printf("### enf: allow-all = kernel redirect + identity + proxy + classification, default allow; +rules (allow_reads, 2 rules); +masking (all detectors); +recording (default durability); rec only = allow-all + recording\n")
 	fmt.Printf("%-16s %-9s %3s %10s %9s %7s %7s %16s\n", "path", "protocol", "cl", "TPS", "lat ms", "ratio", "/allow", "proxy CPU s/1k tx")
@@ -245,7 +250,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 	os.WriteFile(script, []byte("SELECT * FROM pgbench_accounts;\n"), 0o644)
 	pii := filepath.Join(e.dir, "pii.sql")
 	os.WriteFile(pii, []byte("SELECT * FROM pii;\n"), 0o644)
-	fmt.Printf("\n### large results, 1 client, %d s each (rows/s from pgbench latency per fetch)\n", secs)
+	fmt.Printf("\n### large results, 1 client, %d s each (rows/s from pgbench latency per fetch)\n", longSecs)
 	fmt.Printf("%-16s %-36s %12s %7s\n", "path", "query", "rows/s", "ratio")
 	for _, q := range []struct {
 		name, file string
@@ -253,7 +258,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 	}{{"SELECT * FROM pgbench_accounts (1M)", script, 1e6}, {"SELECT * FROM pii (100k, dense PII)", pii, 1e5}} {
 		var base float64
 		for _, v := range variants {
-			_, lat, _ := run(v, "-f", q.file, "-c", "1", "-T", strconv.Itoa(secs))
+			_, lat, _ := run(v, "-f", q.file, "-c", "1", "-T", strconv.Itoa(longSecs))
 			rps := q.rows / (lat / 1000)
 			if v.name == "direct" {
 				base = rps
@@ -262,7 +267,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 		}
 	}
 
-	fmt.Printf("\n### tpcb-like (writes), 4 clients, %d s: recording durability default vs strict\n", secs)
+	fmt.Printf("\n### tpcb-like (writes), 4 clients, %d s: recording durability default vs strict\n", longSecs)
 	fmt.Printf("%-26s %10s %9s %7s %11s %10s\n", "path", "TPS", "lat ms", "ratio", "records/s", "fsyncs/s")
 	var base float64
 	for _, cfg := range []struct{ name, extra string }{{"direct", ""}, {"enforcer, no recording", "recording: {disabled: true}\n"}, {"enforcer default", "recording: {durability: default}\n"}, {"enforcer strict", "recording: {durability: strict}\n"}} {
@@ -273,14 +278,14 @@ GRANT SELECT ON pii TO agent_ro;`)
 			p = paths[2]
 		}
 		r0, f0 := e.recordStats()
-		tps, lat, _ := pgbench(p, "-c", "4", "-j", "2", "-T", strconv.Itoa(secs))
+		tps, lat, _ := pgbench(p, "-c", "4", "-j", "2", "-T", strconv.Itoa(longSecs))
 		r1, f1 := e.recordStats()
 		if cfg.name == "direct" {
 			base = tps
 			fmt.Printf("%-26s %10.0f %9.3f %7.2f %11s %10s\n", cfg.name, tps, lat, 1.0, "-", "-")
 			continue
 		}
-		fmt.Printf("%-26s %10.0f %9.3f %7.2f %11.0f %10.0f\n", cfg.name, tps, lat, tps/base, (r1-r0)/float64(secs), (f1-f0)/float64(secs))
+		fmt.Printf("%-26s %10.0f %9.3f %7.2f %11.0f %10.0f\n", cfg.name, tps, lat, tps/base, (r1-r0)/float64(longSecs), (f1-f0)/float64(longSecs))
 	}
 	fmt.Println("\n(strict applies per statement in the guard; the recorder itself stays in default mode)")
 }
@@ -379,25 +384,64 @@ type pairedRun struct{ tps, cpu float64 }
 
 // printTargets prints the issue targets as ratios of runs made in the same round (interleaved, so
 // the box's drift cancels): allow-all against pgbouncer (TPS at least, CPU at most 1.00) and rec
-// only against allow-all (TPS at least 0.95). Each is the median of the per-round ratios with
-// their range.
+// only against allow-all (TPS at least 0.95). Each is the geometric mean of the per-round ratios
+// with its 95 % confidence interval, which is what a target is judged by (on this box one round's
+// ratio differs from the next by about 10 %, so a single ratio, or the median of a few, says
+// little), and the median, which a round disturbed by something else on the host moves less.
 func printTargets(cell string, runs map[string][]pairedRun) {
 	ratio := func(num, den string, f func(pairedRun) float64) string {
 		a, b := runs[num], runs[den]
 		if len(a) == 0 || len(a) != len(b) {
 			return "-"
 		}
-		rs := make([]float64, len(a))
+		logs := make([]float64, len(a))
 		for i := range a {
-			rs[i] = f(a[i]) / f(b[i])
+			logs[i] = math.Log(f(a[i]) / f(b[i]))
 		}
-		slices.Sort(rs)
-		return fmt.Sprintf("%.3f (%.3f–%.3f)", rs[len(rs)/2], rs[0], rs[len(rs)-1])
+		mean, half := meanInterval(logs)
+		slices.Sort(logs)
+		return fmt.Sprintf("%.3f [%.3f, %.3f] median %.3f", math.Exp(mean), math.Exp(mean-half), math.Exp(mean+half), math.Exp(logs[len(logs)/2]))
 	}
 	tps := func(r pairedRun) float64 { return r.tps }
 	cpu := func(r pairedRun) float64 { return r.cpu }
-	fmt.Printf("### targets, %s, per-round ratios (median, range): allow-all/pgbouncer TPS %s, CPU %s; rec only/allow-all TPS %s\n",
-		cell, ratio("enf: allow-all", "pgbouncer", tps), ratio("enf: allow-all", "pgbouncer", cpu), ratio("enf: rec only", "enf: allow-all", tps))
+	fmt.Printf("### targets, %s, %d rounds, geometric mean of the per-round ratios [95 %% interval] and median: allow-all/pgbouncer TPS %s, CPU %s; rec only/allow-all TPS %s\n",
+		cell, len(runs["pgbouncer"]), ratio("enf: allow-all", "pgbouncer", tps), ratio("enf: allow-all", "pgbouncer", cpu), ratio("enf: rec only", "enf: allow-all", tps))
+}
+
+// meanInterval returns the mean of xs and the half-width of its 95 % confidence interval
+// (Student's t; zero for fewer than two values).
+func meanInterval(xs []float64) (mean, half float64) {
+	n := float64(len(xs))
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= n
+	if len(xs) < 2 {
+		return mean, 0
+	}
+	var ss float64
+	for _, x := range xs {
+		ss += (x - mean) * (x - mean)
+	}
+	return mean, studentT95(len(xs)-1) * math.Sqrt(ss/(n-1)/n)
+}
+
+// studentT95 is the two-sided 95 % quantile of Student's t with df degrees of freedom: exact to 20,
+// then the value at the start of each range, so never below the true one.
+func studentT95(df int) float64 {
+	table := [...]float64{12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+		2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086}
+	switch {
+	case df <= len(table):
+		return table[df-1]
+	case df < 30:
+		return 2.08
+	case df < 60:
+		return 2.05
+	case df < 120:
+		return 2.00
+	}
+	return 1.98
 }
 
 func procSwitches(pid int) (voluntary, involuntary int64) {
@@ -427,4 +471,23 @@ func procSwitches(pid int) (voluntary, involuntary int64) {
 func (e *env) recordStats() (records, fsyncs float64) {
 	m := e.metrics()
 	return m["enforcer_record_records_total"], m["enforcer_record_fsyncs_total"]
+}
+
+func TestMeanInterval(t *testing.T) {
+	for _, c := range []struct {
+		xs         []float64
+		mean, half float64
+	}{
+		{[]float64{1}, 1, 0},
+		{[]float64{2, 2, 2}, 2, 0},
+		// sd √0.5, n 2, t(1) 12.706
+		{[]float64{0.5, 1.5}, 1, 12.706 * math.Sqrt(0.5) / math.Sqrt(2)},
+		// 1..5: mean 3, sd √2.5, t(4) 2.776
+		{[]float64{1, 2, 3, 4, 5}, 3, 2.776 * math.Sqrt(2.5) / math.Sqrt(5)},
+	} {
+		mean, half := meanInterval(c.xs)
+		if math.Abs(mean-c.mean) > 1e-9 || math.Abs(half-c.half) > 1e-9 {
+			t.Errorf("meanInterval(%v) = %v ± %v, want %v ± %v", c.xs, mean, half, c.mean, c.half)
+		}
+	}
 }

@@ -97,15 +97,24 @@ type env struct {
 	hits        atomic.Int64 // connections that reached the remote service
 }
 
+// metricsAddr is the host:port of the daemon's metrics listener, or "" if its configuration
+// names none.
+func (e *env) metricsAddr() string {
+	cfg, _ := os.ReadFile(e.cfgPath)
+	if m := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg); m != nil {
+		return string(m[1])
+	}
+	return ""
+}
+
 // metrics scrapes the daemon's unlabelled metrics (name to value) from the endpoint its
 // configuration names, or returns nil if it has none or it does not answer.
 func (e *env) metrics() map[string]float64 {
-	cfg, _ := os.ReadFile(e.cfgPath)
-	m := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)
-	if m == nil {
+	addr := e.metricsAddr()
+	if addr == "" {
 		return nil
 	}
-	resp, err := http.Get("http://" + string(m[1]) + "/metrics")
+	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return nil
 	}

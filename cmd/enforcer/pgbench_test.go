@@ -103,8 +103,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 			pgbenchOut <- out
 		}()
 		time.Sleep(time.Second)
-		cfg, _ := os.ReadFile(e.cfgPath)
-		addr := regexp.MustCompile(`metrics: (\S+)`).FindSubmatch(cfg)[1]
+		addr := e.metricsAddr()
 		cmd := exec.Command("curl", "-s", "-o", prof, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, longSecs))
 		switch os.Getenv("ENFORCER_BENCH_PROFILER") {
 		case "trace": // Go execution trace: go tool trace -pprof=sched|syscall FILE

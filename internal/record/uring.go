@@ -15,13 +15,13 @@ import (
 // syncRing hands the session log's syncs (the segment's fdatasync(2), and the fsync(2) of the
 // chain state and of the directory at checkpoints and rotations), and retention's unlinks, to the
 // kernel's io_uring, whose worker thread runs them while the writer goroutine waits in the
-// netpoller. (Unlinking a 64 MiB segment took 13 ms on ext4 with online discard.) Made directly, a sync
-// holds the daemon's Go scheduler thread (one P by default) inside the system call for as long as
-// the disk takes; the runtime's monitor then takes the P back for the sessions, and while syncs
-// keep coming it polls every 20 µs to do so: on a write-heavy load (pgbench tpcb-like, 4 clients,
-// ~2,800 syncs a second) that polling was a fifth of the daemon's CPU, and the syncs themselves
-// 29 %. Writes stay plain write(2) calls: a batch write is short, and handing each one to a kernel
-// worker cost more in wake-ups than it saved (see README).
+// netpoller. (Unlinking a 64 MiB segment took 13 ms on ext4 with online discard.) Made directly,
+// a sync holds the daemon's Go scheduler thread (one P by default) inside the system call for as
+// long as the disk takes; the runtime's monitor then takes the P back for the sessions, and while
+// syncs keep coming it polls every 20 µs to do so: on a write-heavy load (pgbench tpcb-like, 4
+// clients, ~2,800 syncs a second) that polling was a fifth of the daemon's CPU, and the syncs
+// themselves 29 %. Writes stay plain write(2) calls: a batch write is short, and handing each one
+// to a kernel worker cost more than it saved, even with the workers at nice 19 (see README).
 //
 // One sync is in flight at a time (sync waits for its completion), so the files see the same
 // sequence of writes and syncs as without the ring.

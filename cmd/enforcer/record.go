@@ -109,7 +109,8 @@ func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string) error {
 
 func cmdRecord(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: enforcer record verify [--checkpoint FILE] | export --format jsonl|asciicast [--session ID] | checkpoint [--out FILE]")
+		fmt.Fprintln(os.Stderr, recordUsage)
+		return exitCode(2)
 	}
 	sub, args := args[0], args[1:]
 	dir, cfg := logFlags(fs)
@@ -199,6 +200,18 @@ func cmdRecord(ctx context.Context, fs *flag.FlagSet, args []string) error {
 			w = f
 		}
 		return record.ExportCheckpoint(w, *cp)
+	case "-h", "-help", "--help", "help":
+		fmt.Println(recordUsage)
+		return nil
 	}
-	return fmt.Errorf("unknown record command %q (verify, export, checkpoint)", sub)
+	fmt.Fprintf(os.Stderr, "enforcer record: unknown command %q\n%s\n", sub, recordUsage)
+	return exitCode(2)
 }
+
+// recordUsage lists the record commands and their flags.
+const recordUsage = `usage: enforcer record verify [--checkpoint FILE] [--json]
+       enforcer record export [--format jsonl|asciicast] [--session ID]
+       enforcer record checkpoint [--out FILE]
+
+Each also takes --dir DIR or --config FILE to find the log. Run ` + "`enforcer record verify -h`" + ` (or export,
+checkpoint) for a command's flags.`

@@ -112,6 +112,9 @@ func decide(ctx context.Context, fs *flag.FlagSet, args []string, verb string) e
 		fs.Usage()
 		return exitCode(2)
 	}
+	if verb == "deny" && strings.TrimSpace(*reason) == "" {
+		return fmt.Errorf("say why with --reason TEXT: the agent is shown it (enforcer deny %s --reason \"...\")", id)
+	}
 	var r approval.Request
 	if err := client().Do(ctx, "POST", "/v1/approvals/"+id+"/"+verb, control.DecideRequest{Reason: *reason}, &r); err != nil {
 		return err

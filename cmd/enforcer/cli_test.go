@@ -8,9 +8,9 @@ import (
 	"testing"
 )
 
-// TestRecordCommandUsage checks that `enforcer record` answers a request for help, a missing
-// command and an unknown one with its usage, and the exit status each deserves.
-func TestRecordCommandUsage(t *testing.T) {
+// TestCommandUsage checks what the CLI says, and the exit status, when it is asked for help or
+// given too little to act on; none of these reaches the daemon.
+func TestCommandUsage(t *testing.T) {
 	tests := []struct {
 		args      []string
 		status    int
@@ -24,6 +24,9 @@ func TestRecordCommandUsage(t *testing.T) {
 		{args: []string{"record", "help"}, status: 0, stdout: "usage: enforcer record verify"},
 		{args: []string{"record", "frobnicate"}, status: 2, stderr: `unknown command "frobnicate"`},
 		{args: []string{"record", "verify", "-h"}, status: 0, stderr: "-checkpoint", notStderr: "unknown"},
+		{args: []string{"deny", "x"}, status: 1, stderr: "--reason TEXT", notStderr: "daemon"},
+		{args: []string{"deny", "x", "--reason", " "}, status: 1, stderr: "--reason TEXT", notStderr: "daemon"},
+		{args: []string{"approve"}, status: 2, stderr: "usage: enforcer approve ID"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -27,6 +27,8 @@ func TestCommandUsage(t *testing.T) {
 		{args: []string{"deny", "x"}, status: 1, stderr: "--reason TEXT", notStderr: "daemon"},
 		{args: []string{"deny", "x", "--reason", " "}, status: 1, stderr: "--reason TEXT", notStderr: "daemon"},
 		{args: []string{"approve"}, status: 2, stderr: "usage: enforcer approve ID"},
+		{args: []string{"policy", "-h"}, status: 0, stdout: "usage: enforcer policy check FILE"},
+		{args: []string{"policy", "lint"}, status: 2, stderr: "usage: enforcer policy check FILE"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

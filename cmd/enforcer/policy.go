@@ -24,6 +24,10 @@ func cmdPolicy(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return policyCheck(fs, args[1:])
 	case "explain":
 		return policyExplain(fs, args[1:])
+	case "-h", "-help", "--help", "help":
+		fs.SetOutput(os.Stdout)
+		fs.Usage()
+		return nil
 	}
 	fs.Usage()
 	return exitCode(2)

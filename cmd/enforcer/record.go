@@ -213,5 +213,5 @@ const recordUsage = `usage: enforcer record verify [--checkpoint FILE] [--json]
        enforcer record export [--format jsonl|asciicast] [--session ID]
        enforcer record checkpoint [--out FILE]
 
-Each also takes --dir DIR or --config FILE to find the log. Run ` + "`enforcer record verify -h`" + ` (or export,
-checkpoint) for a command's flags.`
+Each also takes --dir DIR or --config FILE to find the log. Run
+` + "`enforcer record verify -h`" + ` (or export, checkpoint) for a command's flags.`

@@ -21,7 +21,8 @@ import (
 // syncs keep coming it polls every 20 µs to do so: on a write-heavy load (pgbench tpcb-like, 4
 // clients, ~2,800 syncs a second) that polling was a fifth of the daemon's CPU, and the syncs
 // themselves 29 %. Writes stay plain write(2) calls: a batch write is short, and handing each one
-// to a kernel worker cost more than it saved, even with the workers at nice 19 (see docs/performance-notes.md).
+// to a kernel worker cost more than it saved, even with the workers at nice 19 (see
+// docs/performance-notes.md).
 //
 // One sync is in flight at a time (sync waits for its completion), so the files see the same
 // sequence of writes and syncs as without the ring.

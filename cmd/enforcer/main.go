@@ -50,7 +50,7 @@ func main() {
 	if len(os.Args) >= 2 && os.Args[1] == runStubArg {
 		os.Exit(runStub(os.Args[2:]))
 	}
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+	if len(os.Args) < 2 || isHelp(os.Args[1]) {
 		usage(os.Stdout)
 		return
 	}
@@ -82,6 +82,15 @@ func main() {
 	fmt.Fprintf(os.Stderr, "enforcer: unknown command %q\n\n", name)
 	usage(os.Stderr)
 	os.Exit(2)
+}
+
+// isHelp reports whether a command's argument asks for its usage.
+func isHelp(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--help", "help":
+		return true
+	}
+	return false
 }
 
 // exitCode makes main exit with that status without printing anything.

@@ -24,7 +24,8 @@ func cmdPolicy(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return policyCheck(fs, args[1:])
 	case "explain":
 		return policyExplain(fs, args[1:])
-	case "-h", "-help", "--help", "help":
+	}
+	if isHelp(args[0]) {
 		fs.SetOutput(os.Stdout)
 		fs.Usage()
 		return nil

@@ -200,7 +200,8 @@ func cmdRecord(ctx context.Context, fs *flag.FlagSet, args []string) error {
 			w = f
 		}
 		return record.ExportCheckpoint(w, *cp)
-	case "-h", "-help", "--help", "help":
+	}
+	if isHelp(sub) {
 		fmt.Println(recordUsage)
 		return nil
 	}

@@ -504,3 +504,66 @@ func TestHoldClientDisconnect(t *testing.T) {
 	}
 	waitFor(t, func() bool { return p.srv.Sessions() == 0 })
 }
+
+// orderHook logs the hook calls of a session in the order they come.
+type orderHook struct {
+	PassThrough
+	mu     sync.Mutex
+	events []string
+}
+
+func (h *orderHook) log(e string) {
+	h.mu.Lock()
+	h.events = append(h.events, e)
+	h.mu.Unlock()
+}
+
+func (h *orderHook) Statement(_ context.Context, s *Statement) Verdict {
+	h.log("statement " + s.SQL)
+	return Verdict{}
+}
+
+func (h *orderHook) Result(_ context.Context, r *Result) error {
+	if r.Kind == ResultCommandComplete {
+		h.log("result " + string(r.Tag))
+	}
+	return nil
+}
+
+func (h *orderHook) Delivered() { h.log("delivered") }
+func (h *orderHook) Forwarded() { h.log("forwarded") }
+
+// TestDeliveredAndForwarded: the proxy tells a hook when a statement has been forwarded (before
+// it reads the client's next one) and when a result has been delivered.
+func TestDeliveredAndForwarded(t *testing.T) {
+	h := &orderHook{}
+	_, c := hookProxy(t, h)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, q := range []string{"SELECT 1", "SELECT 2"} {
+		if _, err := c.Exec(ctx, q).ReadAll(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.mu.Lock()
+		events := strings.Join(h.events, "\n")
+		h.mu.Unlock()
+		first := strings.Index(events, "statement SELECT 1\n")
+		second := strings.Index(events, "statement SELECT 2\n")
+		last := strings.LastIndex(events, "result SELECT 1") // both tags are SELECT 1 (one row)
+		if first >= 0 && second > first && last > second {
+			if !strings.Contains(events[first:second], "forwarded") {
+				t.Fatalf("no forward between the statements:\n%s", events)
+			}
+			if strings.Contains(events[last:], "delivered") {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hook calls:\n%s", events)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -484,7 +484,17 @@ func (c *conn) relay() error {
 	if rc, ok := c.client.(*rawConn); ok {
 		c.clientRaw = rc.raw
 	}
-	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, c.flushUpstream)
+	flushUpstream := c.flushUpstream
+	if f, ok := c.hook.(Forwarder); ok {
+		flushUpstream = func() error {
+			if err := c.flushUpstream(); err != nil {
+				return err
+			}
+			f.Forwarded()
+			return nil
+		}
+	}
+	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, flushUpstream)
 	c.cr.known = frontendTypes
 	c.uw.w = c.upstream
 	flushClient := c.flushClientLocked

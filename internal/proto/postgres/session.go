@@ -486,26 +486,14 @@ func (c *conn) relay() error {
 	}
 	flushUpstream := c.flushUpstream
 	if f, ok := c.hook.(Forwarder); ok {
-		flushUpstream = func() error {
-			if err := c.flushUpstream(); err != nil {
-				return err
-			}
-			f.Forwarded()
-			return nil
-		}
+		flushUpstream = thenCall(flushUpstream, f.Forwarded)
 	}
 	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, flushUpstream)
 	c.cr.known = frontendTypes
 	c.uw.w = c.upstream
 	flushClient := c.flushClientLocked
 	if d, ok := c.hook.(Deliverer); ok {
-		flushClient = func() error {
-			if err := c.flushClientLocked(); err != nil {
-				return err
-			}
-			d.Delivered()
-			return nil
-		}
+		flushClient = thenCall(flushClient, d.Delivered)
 	}
 	c.sr = newMsgReader(c.upstream, maxServerMessage, flushClient)
 	c.cw.w = c.client
@@ -538,6 +526,17 @@ func (c *conn) relay() error {
 		return serr
 	}
 	return nil
+}
+
+// thenCall returns flush followed, when it succeeds, by hook.
+func thenCall(flush func() error, hook func()) func() error {
+	return func() error {
+		if err := flush(); err != nil {
+			return err
+		}
+		hook()
+		return nil
+	}
 }
 
 func (c *conn) flushUpstream() error {

@@ -39,11 +39,6 @@ type Shared struct {
 	Catalogs Catalogs
 	// Recorder, if set, records every session; if it cannot write, statements are refused.
 	Recorder *record.Recorder
-
-	// atServer counts the recorded connections with a statement at the server; late holds their
-	// records that wait for the next statement (see recorder.late).
-	atServer atomic.Int64
-	late     lateRecords
 }
 
 // ConnInfo describes the connection a guard serves.

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	dto "github.com/prometheus/client_model/go"
@@ -309,94 +308,6 @@ func TestReadsRecordedWithTheirResult(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-}
-
-// TestLateReads: with no other connection's statement at the server, a delivered read's record
-// waits until the client's next statement is forwarded, or for the sweep when none comes; with
-// another connection at the server it is written at delivery. The log keeps the order anyway.
-func TestLateReads(t *testing.T) {
-	cases := []struct {
-		name     string
-		others   bool   // another connection has a statement at the server
-		next     string // the statement that follows the read ("" for none)
-		forward  bool   // the next statement is forwarded
-		wantLate bool
-		want     []string
-	}{
-		{name: "written after the next forward", next: "select 2", forward: true, wantLate: true,
-			want: []string{"select 1 + SELECT 1", "select 2 + SELECT 2"}},
-		{name: "written by the sweep", wantLate: true, want: []string{"select 1 + SELECT 1"}},
-		{name: "written at delivery while another connection works", others: true, next: "select 2", forward: true,
-			want: []string{"select 1 + SELECT 1", "select 2 + SELECT 2"}},
-		{name: "written before a refused statement", next: "delete from t", wantLate: true,
-			want: []string{"select 1 + SELECT 1", "delete from t"}},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			g, rec, dir := loggedGuard(t, record.Options{AsyncWindow: 20 * time.Millisecond})
-			ctx := context.Background()
-			if c.others {
-				g.sh.atServer.Add(1)
-			}
-			s1 := &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "select 1"}
-			g.Statement(ctx, s1)
-			g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: s1, Tag: []byte("SELECT 1")})
-			g.Delivered()
-			if got := g.rec.hasLate.Load(); got != c.wantLate {
-				t.Fatalf("read waits after delivery: %v, want %v", got, c.wantLate)
-			}
-			if c.next != "" {
-				s2 := &postgres.Statement{ID: 2, Kind: postgres.KindQuery, SQL: c.next}
-				v := g.Statement(ctx, s2)
-				if v.Action == postgres.Allow {
-					if got := g.rec.hasLate.Load(); got != c.wantLate {
-						t.Fatalf("read waits while the next read is judged: %v, want %v", got, c.wantLate)
-					}
-					g.Forwarded()
-					g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: s2, Tag: []byte("SELECT 2")})
-					g.Delivered()
-				}
-				if g.rec.hasLate.Load() && !c.others {
-					// The second read waits in turn; the first must be out.
-					if g.rec.late.stmt.Text != "select 2" {
-						t.Fatalf("late record is %q", g.rec.late.stmt.Text)
-					}
-				}
-			} else {
-				for deadline := time.Now().Add(10 * time.Second); g.rec.hasLate.Load(); {
-					if time.Now().After(deadline) {
-						t.Fatal("the sweep did not write the late record")
-					}
-					time.Sleep(time.Millisecond)
-				}
-				if g.rec.listed.Load() {
-					t.Fatal("the guard is still listed after the sweep")
-				}
-			}
-			g.End("done", 0, 0)
-			if n := g.sh.atServer.Load(); n != 0 && !c.others {
-				t.Fatalf("connections at the server after the end: %d", n)
-			}
-			var got []string
-			for _, r := range closeAndLoad(t, rec, dir, g.SessionID()) {
-				ev, err := r.Event()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if ev.Type != record.TypeStatement {
-					continue
-				}
-				s := ev.Statement.Text
-				if ev.Statement.Result != nil {
-					s += " + " + ev.Statement.Result.CommandTag
-				}
-				got = append(got, s)
-			}
-			if strings.Join(got, "\n") != strings.Join(c.want, "\n") {
-				t.Fatalf("statement records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(c.want, "\n"))
-			}
-		})
 	}
 }
 

@@ -54,30 +54,6 @@ type recorder struct {
 	resWaits  bool // cur holds a finished result not written yet
 	hasStmt   atomic.Bool
 	hasResult atomic.Bool
-
-	// A delivered read with its result may wait longer, in late: until the client's next
-	// statement is at the server (Forwarded), so that writing it overlaps the server's work
-	// rather than the client's turn, or until the guard's Shared sweeps it within the log's async
-	// window. At one busy connection the write was on every round trip. It waits only while no
-	// other connection has a statement at the server (see Shared.atServer): then the daemon's
-	// time is theirs too, and the record's data, touched again after their work, comes back cold.
-	// late is under pendingMu; its storage swaps with stmt's and cur's (see deferLocked).
-	late      lateRecord
-	lateWaits bool
-	hasLate   atomic.Bool
-	listed    atomic.Bool // on Shared's list of late records
-	atServer  atomic.Bool // counted in Shared.atServer
-}
-
-// lateRecord is a read and its result that wait in late, with the storage their strings and
-// slices point into.
-type lateRecord struct {
-	stmt     record.Statement
-	params   cells
-	res      record.Result
-	rows     cells
-	colNames []string
-	time     time.Time
 }
 
 // cells builds rows of nullable strings for a record without allocating once warm: cell text,
@@ -200,19 +176,9 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 		rule = d.Rule.Rule
 	}
 	inert := d != nil && d.Result != nil && allInert(d.Result)
-	durability := record.DurabilityFor(inert, verdict)
-	waits := durability == record.Async && verdict == record.VerdictAllow && !r.strict
 	// Whatever waits is written first: its storage is reused below, and records keep their order.
-	// A late read keeps waiting if this statement waits too (it is written first all the same).
-	flush := r.flushAll
-	if waits {
-		flush = r.flushPending
-	}
-	if err := flush(); err != nil {
+	if err := r.flushAll(); err != nil {
 		return err
-	}
-	if verdict != record.VerdictBlock && r.atServer.CompareAndSwap(false, true) {
-		g.sh.atServer.Add(1)
 	}
 	st := &r.stmt
 	*st = record.Statement{
@@ -224,7 +190,8 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	}
 	now := time.Now()
 	r.stmtStart.Store(now.UnixNano())
-	if waits {
+	durability := record.DurabilityFor(inert, verdict)
+	if durability == record.Async && verdict == record.VerdictAllow && !r.strict {
 		// Held back until its result; but a log that cannot take it now refuses the statement
 		// now, as writing it would.
 		if err := r.log.Check(); err != nil {
@@ -390,19 +357,8 @@ func (g *Guard) recordApproval(id, state, by, reason string, approvers []string)
 	}
 }
 
-// flushAll writes whatever waits, late records included. Safe from any goroutine.
+// flushAll writes whatever waits. Safe from either goroutine.
 func (r *recorder) flushAll() error {
-	if !r.hasStmt.Load() && !r.hasResult.Load() && !r.hasLate.Load() {
-		return nil
-	}
-	r.pendingMu.Lock()
-	defer r.pendingMu.Unlock()
-	return r.flushLocked()
-}
-
-// flushPending writes a waiting statement or result (and anything late before them), so that
-// stmt and cur can be reused. Safe from either goroutine.
-func (r *recorder) flushPending() error {
 	if !r.hasStmt.Load() && !r.hasResult.Load() {
 		return nil
 	}
@@ -417,54 +373,12 @@ func (r *recorder) flushResult() error {
 	if !r.hasResult.Load() {
 		return nil
 	}
-	return r.flushPending()
-}
-
-// flushLate writes the late record, if one waits. Safe from any goroutine.
-func (r *recorder) flushLate() error {
-	if !r.hasLate.Load() {
-		return nil
-	}
-	r.pendingMu.Lock()
-	defer r.pendingMu.Unlock()
-	return r.writeLateLocked()
-}
-
-func (r *recorder) writeLateLocked() error {
-	if !r.lateWaits {
-		return nil
-	}
-	l := &r.late
-	l.stmt.Result = &l.res
-	err := r.append(record.Event{Type: record.TypeStatement, Time: l.time, Statement: &l.stmt}, record.Async)
-	l.stmt = record.Statement{}
-	r.lateWaits = false
-	r.hasLate.Store(false)
-	return err
-}
-
-// deferLocked moves the waiting read and its result to late and their storage in exchange,
-// so the next statement and result can be collected while it waits. Nothing else may wait
-// in late.
-func (r *recorder) deferLocked() {
-	l := &r.late
-	l.stmt, r.stmt = r.stmt, l.stmt
-	l.params, r.params = r.params, l.params
-	l.res, r.cur = r.cur, l.res
-	l.rows, r.rows = r.rows, l.rows
-	l.colNames, r.colNames = r.colNames, l.colNames
-	l.time = r.stmtTime
-	r.stmt, r.stmtOf = record.Statement{}, 0
-	r.stmtWaits, r.resWaits, r.lateWaits = false, false, true
-	r.hasLate.Store(true)
-	r.hasStmt.Store(false)
-	r.hasResult.Store(false)
+	return r.flushAll()
 }
 
 func (r *recorder) flushLocked() error {
-	err := r.writeLateLocked() // it came first
+	var err error
 	switch {
-	case err != nil:
 	case r.stmtWaits && r.resWaits:
 		r.stmt.Result = &r.cur
 		err = r.append(record.Event{Type: record.TypeStatement, Time: r.stmtTime, Statement: &r.stmt}, record.Async)
@@ -499,93 +413,14 @@ func (r *recorder) resultDone(of *postgres.Statement) error {
 }
 
 // Delivered implements postgres.Deliverer: the client has every result so far, so what waits is
-// written now, or a read with its result made late (see recorder.late).
+// written now.
 func (g *Guard) Delivered() {
-	r := g.rec
-	if r == nil {
-		return
-	}
-	g.leftServer()
-	if !r.hasStmt.Load() && !r.hasResult.Load() {
-		return
-	}
-	r.pendingMu.Lock()
-	if r.stmtWaits && r.resWaits && !r.lateWaits && g.sh.atServer.Load() == 0 {
-		r.deferLocked()
-		r.pendingMu.Unlock()
-		g.sh.late.add(g)
-		return
-	}
-	err := r.flushLocked()
-	r.pendingMu.Unlock()
-	if err != nil {
-		g.log.Error("recording result", "err", err)
-	}
-}
-
-// leftServer notes that this connection has no statement at the server.
-func (g *Guard) leftServer() {
-	if g.rec.atServer.CompareAndSwap(true, false) {
-		g.sh.atServer.Add(-1)
-	}
-}
-
-// Forwarded implements postgres.Forwarder: the server has the client's next statement, so a
-// late record is written while the server works.
-func (g *Guard) Forwarded() {
 	if g.rec == nil {
 		return
 	}
-	if err := g.rec.flushLate(); err != nil {
+	if err := g.rec.flushAll(); err != nil {
 		g.log.Error("recording result", "err", err)
 	}
-}
-
-// lateRecords writes late records (see recorder.late) whose connection sends no next statement
-// within the log's async window. One per Shared: its timer runs only while a record may wait.
-type lateRecords struct {
-	mu     sync.Mutex
-	guards []*Guard
-	spare  []*Guard
-	timer  *time.Timer
-}
-
-// add puts g on the list, if it is not there yet, for the next sweep.
-func (l *lateRecords) add(g *Guard) {
-	if !g.rec.listed.CompareAndSwap(false, true) {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.guards = append(l.guards, g)
-	if len(l.guards) > 1 {
-		return
-	}
-	window := g.rec.log.AsyncWindow()
-	if l.timer == nil {
-		l.timer = time.AfterFunc(window, l.sweep)
-	} else {
-		l.timer.Reset(window)
-	}
-}
-
-// sweep writes every listed guard's late record. A guard is taken off the list before its
-// record is written, so one made late meanwhile puts it back on.
-func (l *lateRecords) sweep() {
-	l.mu.Lock()
-	guards := l.guards
-	l.guards, l.spare = l.spare[:0], nil
-	l.mu.Unlock()
-	for i, g := range guards {
-		g.rec.listed.Store(false)
-		if err := g.rec.flushLate(); err != nil {
-			g.log.Error("recording result", "err", err)
-		}
-		guards[i] = nil
-	}
-	l.mu.Lock()
-	l.spare = guards[:0]
-	l.mu.Unlock()
 }
 
 // recordResult follows the (already masked) results of the running statement.
@@ -677,7 +512,6 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	g.mu.Lock()
 	g.ensureStarted(nil)
 	g.mu.Unlock()
-	g.leftServer()
 	if err := r.flushAll(); err != nil {
 		g.log.Error("recording result", "err", err)
 	}

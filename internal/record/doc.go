@@ -45,11 +45,10 @@
 // AsyncWindow of reads (written records are in the page cache) and a power loss at most the last
 // SyncInterval of them; never a write-ahead record. Options.Strict makes every Append write-ahead.
 // (The Postgres guard holds a read's statement record back until its first result, then appends
-// both as one record, see Statement.Result; it may append that record up to AsyncWindow later
-// still, so its reads reach the file within twice AsyncWindow.) When the log cannot be written
-// (disk full, I/O error, closed file) the recorder fails for good: the failing Append and every
-// later one return an error wrapping ErrLogFailed, so the caller refuses the statement, and the
-// failure is logged with slog.Error and counted in Stats.Failures.
+// both as one record; see Statement.Result.) When the log cannot be written (disk full, I/O error,
+// closed file) the recorder fails for good: the failing Append and every later one return an error
+// wrapping ErrLogFailed, so the caller refuses the statement, and the failure is logged with
+// slog.Error and counted in Stats.Failures.
 //
 // # Chain state and restarts
 //

@@ -30,14 +30,6 @@ type Deliverer interface {
 	Delivered()
 }
 
-// Forwarder is implemented by hooks with work that can wait until the server has the client's
-// statement. The proxy calls Forwarded on the client-side goroutine each time it has written
-// everything the client sent so far to the server and is about to wait for more, so work done
-// there overlaps the server's.
-type Forwarder interface {
-	Forwarded()
-}
-
 // Starter is implemented by hooks that want the client's startup parameters (user, database,
 // application_name, options…). The proxy calls ClientStarted once, after it accepted the startup
 // message and before it connects upstream.

@@ -484,16 +484,18 @@ func (c *conn) relay() error {
 	if rc, ok := c.client.(*rawConn); ok {
 		c.clientRaw = rc.raw
 	}
-	flushUpstream := c.flushUpstream
-	if f, ok := c.hook.(Forwarder); ok {
-		flushUpstream = thenCall(flushUpstream, f.Forwarded)
-	}
-	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, flushUpstream)
+	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, c.flushUpstream)
 	c.cr.known = frontendTypes
 	c.uw.w = c.upstream
 	flushClient := c.flushClientLocked
 	if d, ok := c.hook.(Deliverer); ok {
-		flushClient = thenCall(flushClient, d.Delivered)
+		flushClient = func() error {
+			if err := c.flushClientLocked(); err != nil {
+				return err
+			}
+			d.Delivered()
+			return nil
+		}
 	}
 	c.sr = newMsgReader(c.upstream, maxServerMessage, flushClient)
 	c.cw.w = c.client
@@ -526,17 +528,6 @@ func (c *conn) relay() error {
 		return serr
 	}
 	return nil
-}
-
-// thenCall returns flush followed, when it succeeds, by hook.
-func thenCall(flush func() error, hook func()) func() error {
-	return func() error {
-		if err := flush(); err != nil {
-			return err
-		}
-		hook()
-		return nil
-	}
 }
 
 func (c *conn) flushUpstream() error {

@@ -544,24 +544,17 @@ func TestDelivered(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// Both tags are SELECT 1 (one row each).
+	var events string
+	waitFor(t, func() bool {
 		h.mu.Lock()
-		events := strings.Join(h.events, "\n")
+		events = strings.Join(h.events, "\n")
 		h.mu.Unlock()
-		// Both tags are SELECT 1 (one row each).
-		first := strings.Index(events, "result SELECT 1")
 		last := strings.LastIndex(events, "result SELECT 1")
-		second := strings.Index(events, "statement SELECT 2")
-		if first >= 0 && second > first && last > second && strings.Contains(events[last:], "delivered") {
-			if !strings.Contains(events[first:last], "delivered") {
-				t.Fatalf("the first result was never delivered:\n%s", events)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("hook calls:\n%s", events)
-		}
-		time.Sleep(time.Millisecond)
+		return last > strings.Index(events, "statement SELECT 2") && strings.Contains(events[last:], "delivered")
+	})
+	first, last := strings.Index(events, "result SELECT 1"), strings.LastIndex(events, "result SELECT 1")
+	if first < 0 || !strings.Contains(events[first:last], "delivered") {
+		t.Fatalf("the first result was never delivered:\n%s", events)
 	}
 }

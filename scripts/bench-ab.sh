@@ -47,6 +47,7 @@ build() { # REV OUT
 	(cd "$work/src" && go build -o "$2" ./cmd/enforcer)
 	git worktree remove --force "$work/src"
 }
+[ -z "${ENFORCER_BENCH_AB_KEEP:-}" ] || mkdir -p "$ENFORCER_BENCH_AB_KEEP"
 build "$rev_a" "$work/enforcer-A"
 build "$rev_b" "$work/enforcer-B"
 go test -c -o "$work/bench.test" ./cmd/enforcer

@@ -156,13 +156,13 @@ GRANT SELECT ON pii TO agent_ro;`)
 		// simple; "tpcb" runs the write-heavy tpcb-like script instead), pgbouncer, the pass-through
 		// proxy and recording alone, interleaved round by round so drift hits every variant alike.
 		quick := []variant{variants[1], variants[2], variants[len(variants)-1]}
-		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s %10s %6s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx", "host µs/tx", "idle")
+		fmt.Printf("%-16s %-9s %3s %10s %16s %10s %10s %8s %8s %10s %6s %10s\n", "path", "protocol", "cl", "TPS", "proxy CPU s/1k tx", "records/tx", "fsyncs/tx", "vcsw/tx", "ivcsw/tx", "host µs/tx", "idle", "write ns/B")
 		mode := cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_MODE"), "simple")
 		for _, clients := range strings.Fields(cmp.Or(os.Getenv("ENFORCER_BENCH_QUICK_CLIENTS"), "1 8")) {
 			runs := map[string][]pairedRun{}
 			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 8); round++ {
 				for _, v := range quick {
-					r0, f0 := e.recordStats()
+					log0 := e.recordStats()
 					vol0, invol0 := procSwitches(v.pid)
 					busy0, idle0 := hostCPU()
 					args := append(scriptArgs(mode), "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
@@ -172,11 +172,17 @@ GRANT SELECT ON pii TO agent_ro;`)
 					tps, _, cpu := run(v, args...)
 					vol1, invol1 := procSwitches(v.pid)
 					busy1, idle1 := hostCPU()
-					r1, f1 := e.recordStats()
+					lc := e.recordStats().sub(log0)
 					n := tps * float64(secs)
 					busy, idle := busy1-busy0, idle1-idle0
-					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f %10.1f %5.1f%%\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), (r1-r0)/n, (f1-f0)/n, float64(vol1-vol0)/n, float64(invol1-invol0)/n,
-						busy.Seconds()*1e6/n, 100*idle.Seconds()/(busy+idle).Seconds())
+					// The segment writes' cost per byte, where this path recorded (a path without
+					// recording may see the tail of the round before it written).
+					writeCost := "-"
+					if lc.records > n/10 {
+						writeCost = strconv.FormatFloat(lc.writeNSPerByte(), 'f', 2, 64)
+					}
+					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f %10.1f %5.1f%% %10s\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), lc.records/n, lc.fsyncs/n, float64(vol1-vol0)/n, float64(invol1-invol0)/n,
+						busy.Seconds()*1e6/n, 100*idle.Seconds()/(busy+idle).Seconds(), writeCost)
 					runs[v.name] = append(runs[v.name], pairedRun{tps, cpu.Seconds() / (n / 1000)})
 				}
 			}
@@ -276,15 +282,15 @@ GRANT SELECT ON pii TO agent_ro;`)
 			e.setPolicy()
 			p = paths[2]
 		}
-		r0, f0 := e.recordStats()
+		log0 := e.recordStats()
 		tps, lat, _ := pgbench(p, "-c", "4", "-j", "2", "-T", strconv.Itoa(longSecs))
-		r1, f1 := e.recordStats()
+		lc := e.recordStats().sub(log0)
 		if cfg.name == "direct" {
 			base = tps
 			fmt.Printf("%-26s %10.0f %9.3f %7.2f %11s %10s\n", cfg.name, tps, lat, 1.0, "-", "-")
 			continue
 		}
-		fmt.Printf("%-26s %10.0f %9.3f %7.2f %11.0f %10.0f\n", cfg.name, tps, lat, tps/base, (r1-r0)/float64(longSecs), (f1-f0)/float64(longSecs))
+		fmt.Printf("%-26s %10.0f %9.3f %7.2f %11.0f %10.0f\n", cfg.name, tps, lat, tps/base, lc.records/float64(longSecs), lc.fsyncs/float64(longSecs))
 	}
 	fmt.Println("\n(strict applies per statement in the guard; the recorder itself stays in default mode)")
 }
@@ -466,10 +472,25 @@ func procSwitches(pid int) (voluntary, involuntary int64) {
 	return voluntary, involuntary
 }
 
+// logCounters are the daemon's session-log counters.
+type logCounters struct{ records, fsyncs, bytes, writeSecs float64 }
+
+func (c logCounters) sub(o logCounters) logCounters {
+	return logCounters{c.records - o.records, c.fsyncs - o.fsyncs, c.bytes - o.bytes, c.writeSecs - o.writeSecs}
+}
+
+// writeNSPerByte is the segment writes' time per byte (0 with nothing written).
+func (c logCounters) writeNSPerByte() float64 {
+	if c.bytes == 0 {
+		return 0
+	}
+	return c.writeSecs * 1e9 / c.bytes
+}
+
 // recordStats scrapes the daemon's session-log counters from its metrics endpoint.
-func (e *env) recordStats() (records, fsyncs float64) {
+func (e *env) recordStats() logCounters {
 	m := e.metrics()
-	return m["enforcer_record_records_total"], m["enforcer_record_fsyncs_total"]
+	return logCounters{m["enforcer_record_records_total"], m["enforcer_record_fsyncs_total"], m["enforcer_record_bytes_total"], m["enforcer_record_write_seconds_total"]}
 }
 
 func TestMeanInterval(t *testing.T) {

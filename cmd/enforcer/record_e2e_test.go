@@ -100,9 +100,11 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 	// it), and whether a write has waited for the storage (either may be true on a busy disk).
 	m := e.metrics()
 	_, blocking := m["enforcer_record_blocking_writes"]
-	if m["enforcer_record_records_total"] < 5 || m["enforcer_record_sync_ring"] != 1 || !blocking {
-		t.Errorf("session log metrics: records %v, sync_ring %v, blocking_writes present %v",
-			m["enforcer_record_records_total"], m["enforcer_record_sync_ring"], blocking)
+	if m["enforcer_record_records_total"] < 5 || m["enforcer_record_sync_ring"] != 1 || !blocking ||
+		m["enforcer_record_bytes_total"] < 500 || m["enforcer_record_write_seconds_total"] <= 0 {
+		t.Errorf("session log metrics: records %v, sync_ring %v, blocking_writes present %v, bytes %v, write seconds %v",
+			m["enforcer_record_records_total"], m["enforcer_record_sync_ring"], blocking,
+			m["enforcer_record_bytes_total"], m["enforcer_record_write_seconds_total"])
 	}
 
 	// Tamper: change one byte of a recorded statement.

@@ -15,6 +15,9 @@ func (d *Daemon) registerStats() {
 	d.metrics.Registry.MustRegister(
 		counter("enforcer_record_records_total", "Records written to the session log.", func() uint64 { return d.records.Stats().Records }),
 		counter("enforcer_record_fsyncs_total", "fdatasync calls on the session log.", func() uint64 { return d.records.Stats().Fsyncs }),
+		counter("enforcer_record_bytes_total", "Bytes written to the session log's segments.", func() uint64 { return d.records.Stats().Bytes }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "enforcer_record_write_seconds_total", Help: "Time the session log's writer spent writing segments (write(2), page cache included)."},
+			func() float64 { return float64(d.records.Stats().WriteNS) / 1e9 }),
 		counter("enforcer_record_failures_total", "Appends refused because the session log could not be written.", func() uint64 { return d.records.Stats().Failures }),
 		counter("enforcer_mask_failures_total", "Values that could not be masked and were withheld.", func() uint64 { return policy.MaskStats.Snapshot().Failures }),
 		counter("enforcer_mask_nulled_total", "Binary cells under a column rule sent as NULL.", func() uint64 { return policy.MaskStats.Snapshot().Nulled }),

@@ -96,6 +96,9 @@ func TestReleasesWrittenPages(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
+			if st := r.Stats(); st.WriteNS == 0 || st.Bytes < c.write {
+				t.Errorf("stats %+v: want the bytes written and the time writing them counted", st)
+			}
 			if err := r.Close(); err != nil {
 				t.Fatal(err)
 			}

@@ -152,6 +152,7 @@ type Stats struct {
 	Fsyncs       uint64 // fdatasync calls on segments
 	MaxBatch     uint64 // largest batch written
 	Bytes        uint64 // bytes written to segments
+	WriteNS      uint64 // time spent writing them (write(2) of batches)
 	Checkpoints  uint64
 	Rotations    uint64
 	Failures     uint64 // Appends refused because the log could not be written
@@ -169,9 +170,9 @@ type Stats struct {
 var BatchBounds = [...]uint64{1, 2, 4, 8, 16, 32, 64, 128, 256}
 
 type stats struct {
-	records, batches, fsyncs, maxBatch, bytes, checkpoints, rotations, failures, waNS atomic.Uint64
-	batchSizes                                                                        [len(BatchBounds) + 1]atomic.Uint64
-	syncRing, blockingWrites                                                          atomic.Bool
+	records, batches, fsyncs, maxBatch, bytes, writeNS, checkpoints, rotations, failures, waNS atomic.Uint64
+	batchSizes                                                                                 [len(BatchBounds) + 1]atomic.Uint64
+	syncRing, blockingWrites                                                                   atomic.Bool
 }
 
 // batch holds the records waiting for the writer, encoded back to back in one buffer. Appends
@@ -1048,7 +1049,10 @@ const (
 // run switched for good on such a write, and recording then cost 1–2 µs more per transaction).
 func (r *Recorder) writeSegment(b []byte) (int, error) {
 	if r.st.blockingWrites.Load() || len(b) > maxRawWrite {
-		return r.f.Write(b)
+		start := r.opts.Now()
+		n, err := r.f.Write(b)
+		r.st.writeNS.Add(uint64(max(r.opts.Now().Sub(start), 0)))
+		return n, err
 	}
 	fd := r.f.Fd()
 	waits, counted := threadWaits()
@@ -1067,7 +1071,9 @@ func (r *Recorder) writeSegment(b []byte) (int, error) {
 		}
 		done += int(n)
 	}
-	if d := r.opts.Now().Sub(start); d > rawWriteLimit {
+	d := r.opts.Now().Sub(start)
+	r.st.writeNS.Add(uint64(max(d, 0)))
+	if d > rawWriteLimit {
 		after, ok := threadWaits()
 		if !counted || !ok || after > waits {
 			r.st.blockingWrites.Store(true)
@@ -1104,7 +1110,7 @@ func (r *Recorder) rotate() error {
 func (r *Recorder) Stats() Stats {
 	st := Stats{
 		Records: r.st.records.Load(), Batches: r.st.batches.Load(), Fsyncs: r.st.fsyncs.Load(),
-		MaxBatch: r.st.maxBatch.Load(), Bytes: r.st.bytes.Load(), Checkpoints: r.st.checkpoints.Load(),
+		MaxBatch: r.st.maxBatch.Load(), Bytes: r.st.bytes.Load(), WriteNS: r.st.writeNS.Load(), Checkpoints: r.st.checkpoints.Load(),
 		Rotations: r.st.rotations.Load(), Failures: r.st.failures.Load(), WriteAheadNS: r.st.waNS.Load(),
 		SyncRing: r.st.syncRing.Load(), BlockingWrites: r.st.blockingWrites.Load(),
 	}

@@ -66,14 +66,14 @@ GRANT SELECT ON pii TO agent_ro;`)
 		if p.wrap {
 			argv = append([]string{enforcerBin, "run", "--socket", e.socket, "--"}, argv...)
 		}
-		before := procCPU(p.pid)
+		before := readTaskCPU(p.pid)
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+pw)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
-		return parseFloat(tpsRE, out), parseFloat(latRE, out), procCPU(p.pid) - before
+		return parseFloat(tpsRE, out), parseFloat(latRE, out), readTaskCPU(p.pid).since(before)
 	}
 
 	if prof := os.Getenv("ENFORCER_BENCH_PROFILE"); prof != "" {
@@ -326,40 +326,42 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// procCPU is a process's CPU time so far (0 for pid 0): the scheduler's exact run time of each of
-// its threads (/proc/PID/task/TID/schedstat, in ns). The user and system times in /proc/PID/stat
-// are sampled at the tick (250 Hz on this kernel, which has tick-based CPU accounting) and misjudge
-// a process that runs in bursts of microseconds; they are used only where schedstat is missing.
-func procCPU(pid int) time.Duration {
+// taskCPU is the CPU time so far of each thread of a process, by thread id: the scheduler's exact
+// run time (/proc/PID/task/TID/schedstat, in ns). The user and system times in /proc/PID/stat are
+// sampled at the tick (250 Hz on this kernel, which has tick-based CPU accounting) and misjudge a
+// process that runs in bursts of microseconds.
+type taskCPU map[string]time.Duration
+
+// readTaskCPU reads taskCPU for pid (empty for pid 0).
+func readTaskCPU(pid int) taskCPU {
+	c := taskCPU{}
 	if pid == 0 {
-		return 0
+		return c
 	}
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	var total time.Duration
 	for _, t := range tasks {
 		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
-			total = -1
-			break
+			continue // the thread exited since the directory was read
 		}
-		ns, err := strconv.ParseInt(strings.Fields(string(data))[0], 10, 64)
-		if err != nil {
-			total = -1
-			break
+		if f := strings.Fields(string(data)); len(f) > 0 {
+			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				c[t.Name()] = time.Duration(ns)
+			}
 		}
-		total += time.Duration(ns)
 	}
-	if total > 0 {
-		return total
+	return c
+}
+
+// since is the CPU the process's threads used after before was read. A thread gone since then
+// counts for nothing, rather than taking its whole run time off the sum: io_uring's workers exit
+// when idle, and the sum would make the next path's round negative.
+func (c taskCPU) since(before taskCPU) time.Duration {
+	var d time.Duration
+	for id, t := range c {
+		d += t - before[id]
 	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100
+	return d
 }
 
 // procSwitches sums the voluntary (waits) and involuntary (preemptions) context switches of a
@@ -491,6 +493,26 @@ func (c logCounters) writeNSPerByte() float64 {
 func (e *env) recordStats() logCounters {
 	m := e.metrics()
 	return logCounters{m["enforcer_record_records_total"], m["enforcer_record_fsyncs_total"], m["enforcer_record_bytes_total"], m["enforcer_record_write_seconds_total"]}
+}
+
+func TestTaskCPUSince(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		before, after taskCPU
+		want          time.Duration
+	}{
+		{"same threads", taskCPU{"1": 10, "2": 5}, taskCPU{"1": 15, "2": 9}, 9},
+		{"a thread exited", taskCPU{"1": 10, "2": 500}, taskCPU{"1": 15}, 5},
+		{"a thread started", taskCPU{"1": 10}, taskCPU{"1": 15, "3": 7}, 12},
+		{"nothing read", taskCPU{}, taskCPU{}, 0},
+	} {
+		if got := c.after.since(c.before); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	if got := readTaskCPU(os.Getpid()); len(got) == 0 {
+		t.Errorf("no thread of this process has a run time: %v", got)
+	}
 }
 
 func TestMeanInterval(t *testing.T) {

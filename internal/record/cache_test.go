@@ -129,9 +129,9 @@ func TestRingDontNeed(t *testing.T) {
 	if res, pages := residency(t, path); res < pages/2 {
 		t.Fatalf("a file just written has %d of %d pages cached; the test needs them cached", res, pages)
 	}
-	// The whole file by its length, then (read in again) by the length 0, to its end. Parts of
-	// it may not go: the page cache keeps a file in folios of up to megabytes, and a folio goes
-	// only as a whole.
+	// The whole file by its length, then (read in again) by the length 0, to its end. Released
+	// whole because the page cache keeps a file in folios of up to megabytes and drops a folio
+	// only whole: releasing the first half of this file dropped nothing.
 	for _, n := range []uint32{1 << 20, 0} {
 		if _, err := io.Copy(io.Discard, io.NewSectionReader(f, 0, 1<<20)); err != nil {
 			t.Fatal(err)

@@ -247,9 +247,9 @@ type Recorder struct {
 	lock    *os.File
 	logID   string
 	buf     []byte
-	// synced is how much of the segment the last fdatasync made durable; uncached how much of it
-	// was when releaseCache last released it.
-	synced, uncached int64
+	// synced is how much of the segment the last fdatasync made durable; released how much of it
+	// was when releaseCache last dropped it from the page cache.
+	synced, released int64
 	noRelease        bool // a release failed: the pages stay cached (they are only a cost)
 	// syncs, if set, makes the writer's syncs (see syncRing); nil once a submission failed.
 	syncs *syncRing
@@ -551,12 +551,12 @@ func (r *Recorder) openSegment(n uint64) error {
 	}
 	if r.f != nil {
 		if r.synced == r.segSize { // rotate checkpoints first, so always
-			r.release(r.f, 0, 0)
+			r.release(r.f, 0)
 		}
 		r.f.Close()
 	}
 	r.f, r.segNum, r.segSize = f, n, 0
-	r.synced, r.uncached = 0, 0
+	r.synced, r.released = 0, 0
 	if err := r.writeSystem(Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Log: r.logID, Segment: n}}); err != nil {
 		return err
 	}
@@ -615,33 +615,34 @@ const releaseChunk = 1 << 20
 // writes on memory that was just freed.
 func (r *Recorder) releaseCache() {
 	end := r.synced &^ (int64(os.Getpagesize()) - 1) // the page being appended to stays
-	if end-r.uncached < releaseChunk {
+	if end-r.released < releaseChunk {
 		return
 	}
 	n := uint32(end)
 	if end > math.MaxUint32 {
 		n = 0 // to the end: the entry's length has 32 bits
 	}
-	if r.release(r.f, 0, n) {
-		r.uncached = end
+	if r.release(r.f, n) {
+		r.released = end
 	}
 }
 
-// release drops f's pages in [off, off+n) (0: to the end) from the page cache, through the ring
-// while there is one; false if it could not.
-func (r *Recorder) release(f *os.File, off int64, n uint32) bool {
+// release drops f's first n bytes (0: all of it) from the page cache, through the ring while
+// there is one (else with the system call, which holds the P for the drop: some 100 µs a MiB);
+// false if it could not.
+func (r *Recorder) release(f *os.File, n uint32) bool {
 	if r.noRelease {
 		return false
 	}
 	var err error
 	if r.syncs != nil {
-		err = r.syncs.dontNeed(f, off, n)
+		err = r.syncs.dontNeed(f, 0, n)
 		if errors.Is(err, errRingSubmit) {
 			r.dropRing(err)
 		}
 	}
-	if r.syncs == nil || errors.Is(err, unix.EINVAL) || errors.Is(err, errRingSubmit) { // EINVAL: a kernel without the operation
-		err = unix.Fadvise(int(f.Fd()), off, int64(n), unix.FADV_DONTNEED)
+	if r.syncs == nil || errors.Is(err, unix.EINVAL) { // EINVAL: a kernel without the operation
+		err = unix.Fadvise(int(f.Fd()), 0, int64(n), unix.FADV_DONTNEED)
 	}
 	if err != nil {
 		r.noRelease = true

@@ -66,14 +66,14 @@ GRANT SELECT ON pii TO agent_ro;`)
 		if p.wrap {
 			argv = append([]string{enforcerBin, "run", "--socket", e.socket, "--"}, argv...)
 		}
-		before := readTaskCPU(p.pid)
+		before := readThreadStats(p.pid)
 		cmd := exec.Command(argv[0], argv[1:]...)
 		cmd.Env = append(os.Environ(), "PGPASSWORD="+pw)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			b.Fatalf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 		}
-		return parseFloat(tpsRE, out), parseFloat(latRE, out), readTaskCPU(p.pid).since(before)
+		return parseFloat(tpsRE, out), parseFloat(latRE, out), readThreadStats(p.pid).since(before).cpu
 	}
 
 	if prof := os.Getenv("ENFORCER_BENCH_PROFILE"); prof != "" {
@@ -163,14 +163,14 @@ GRANT SELECT ON pii TO agent_ro;`)
 			for round := 0; round < envInt("ENFORCER_BENCH_ROUNDS", 8); round++ {
 				for _, v := range quick {
 					log0 := e.recordStats()
-					vol0, invol0 := procSwitches(v.pid)
+					threads0 := readThreadStats(v.pid)
 					busy0, idle0 := hostCPU()
 					args := append(scriptArgs(mode), "-c", clients, "-j", min(clients, "2"), "-T", strconv.Itoa(secs))
 					if rate := os.Getenv("ENFORCER_BENCH_RATE"); rate != "" {
 						args = append(args, "-R", rate)
 					}
 					tps, _, cpu := run(v, args...)
-					vol1, invol1 := procSwitches(v.pid)
+					sw := readThreadStats(v.pid).since(threads0)
 					busy1, idle1 := hostCPU()
 					lc := e.recordStats().sub(log0)
 					n := tps * float64(secs)
@@ -181,7 +181,7 @@ GRANT SELECT ON pii TO agent_ro;`)
 					if lc.records > n/10 {
 						writeCost = strconv.FormatFloat(lc.writeNSPerByte(), 'f', 2, 64)
 					}
-					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f %10.1f %5.1f%% %10s\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), lc.records/n, lc.fsyncs/n, float64(vol1-vol0)/n, float64(invol1-invol0)/n,
+					fmt.Printf("%-16s %-9s %3s %10.0f %16.4f %10.2f %10.4f %8.2f %8.2f %10.1f %5.1f%% %10s\n", v.name, mode, clients, tps, cpu.Seconds()/(n/1000), lc.records/n, lc.fsyncs/n, float64(sw.voluntary)/n, float64(sw.involuntary)/n,
 						busy.Seconds()*1e6/n, 100*idle.Seconds()/(busy+idle).Seconds(), writeCost)
 					runs[v.name] = append(runs[v.name], pairedRun{tps, cpu.Seconds() / (n / 1000)})
 				}
@@ -326,46 +326,66 @@ func envInt(name string, def int) int {
 	return def
 }
 
-// taskCPU is the CPU time so far of each thread of a process, by thread id: the scheduler's exact
-// run time (/proc/PID/task/TID/schedstat, in ns). The user and system times in /proc/PID/stat are
-// sampled at the tick (250 Hz on this kernel, which has tick-based CPU accounting) and misjudge a
-// process that runs in bursts of microseconds.
-type taskCPU map[string]time.Duration
+// threadStat is what the kernel counts for one thread: the scheduler's exact run time
+// (/proc/PID/task/TID/schedstat, in ns) and its voluntary (waits) and involuntary (preemptions)
+// context switches. The user and system times in /proc/PID/stat are sampled at the tick (250 Hz
+// on this kernel, which has tick-based CPU accounting) and misjudge a process that runs in bursts
+// of microseconds.
+type threadStat struct {
+	cpu                    time.Duration
+	voluntary, involuntary int64
+}
 
-// readTaskCPU reads taskCPU for pid (empty for pid 0).
-func readTaskCPU(pid int) taskCPU {
-	c := taskCPU{}
+// threadStats are a process's threadStat by thread id.
+type threadStats map[string]threadStat
+
+// readThreadStats reads threadStats for pid (empty for pid 0).
+func readThreadStats(pid int) threadStats {
+	ts := threadStats{}
 	if pid == 0 {
-		return c
+		return ts
 	}
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, t := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		sched, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
 		if err != nil {
 			continue // the thread exited since the directory was read
 		}
-		if f := strings.Fields(string(data)); len(f) > 0 {
-			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-				c[t.Name()] = time.Duration(ns)
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		var st threadStat
+		if f := strings.Fields(string(sched)); len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			st.cpu = time.Duration(ns)
+		}
+		for line := range strings.Lines(string(status)) {
+			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+				st.voluntary, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
+				st.involuntary, _ = strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 			}
 		}
+		ts[t.Name()] = st
 	}
-	return c
+	return ts
 }
 
-// since is the CPU the process's threads used after before was read. A thread gone since then
-// counts for nothing, rather than taking its whole run time off the sum: io_uring's workers exit
-// when idle, and the sum would make the next path's round negative.
-func (c taskCPU) since(before taskCPU) time.Duration {
-	var d time.Duration
-	for id, t := range c {
-		d += t - before[id]
+// since is what the process's threads did after before was read. A thread gone since then counts
+// for nothing, rather than taking all it ever did off the sum: io_uring's workers exit when idle,
+// and the sum made the next path's round read negative.
+func (ts threadStats) since(before threadStats) threadStat {
+	var d threadStat
+	for id, t := range ts {
+		b := before[id]
+		d.cpu += t.cpu - b.cpu
+		d.voluntary += t.voluntary - b.voluntary
+		d.involuntary += t.involuntary - b.involuntary
 	}
 	return d
 }
 
-// procSwitches sums the voluntary (waits) and involuntary (preemptions) context switches of a
-// process's threads so far.
 // hostCPU is the whole machine's busy and idle (including iowait) time from /proc/stat: what
 // every process and kernel thread spent, to set beside the proxy's own CPU. Tick-sampled, so
 // meaningful over seconds, not microseconds.
@@ -451,29 +471,6 @@ func studentT95(df int) float64 {
 	return 1.98
 }
 
-func procSwitches(pid int) (voluntary, involuntary int64) {
-	if pid == 0 {
-		return 0, 0
-	}
-	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	for _, t := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		for line := range strings.Lines(string(data)) {
-			if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				voluntary += n
-			} else if v, ok := strings.CutPrefix(line, "nonvoluntary_ctxt_switches:"); ok {
-				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				involuntary += n
-			}
-		}
-	}
-	return voluntary, involuntary
-}
-
 // logCounters are the daemon's session-log counters.
 type logCounters struct{ records, fsyncs, bytes, writeSecs float64 }
 
@@ -495,23 +492,24 @@ func (e *env) recordStats() logCounters {
 	return logCounters{m["enforcer_record_records_total"], m["enforcer_record_fsyncs_total"], m["enforcer_record_bytes_total"], m["enforcer_record_write_seconds_total"]}
 }
 
-func TestTaskCPUSince(t *testing.T) {
+func TestThreadStatsSince(t *testing.T) {
+	st := func(cpu time.Duration, v, i int64) threadStat { return threadStat{cpu, v, i} }
 	for _, c := range []struct {
 		name          string
-		before, after taskCPU
-		want          time.Duration
+		before, after threadStats
+		want          threadStat
 	}{
-		{"same threads", taskCPU{"1": 10, "2": 5}, taskCPU{"1": 15, "2": 9}, 9},
-		{"a thread exited", taskCPU{"1": 10, "2": 500}, taskCPU{"1": 15}, 5},
-		{"a thread started", taskCPU{"1": 10}, taskCPU{"1": 15, "3": 7}, 12},
-		{"nothing read", taskCPU{}, taskCPU{}, 0},
+		{"same threads", threadStats{"1": st(10, 1, 2), "2": st(5, 0, 0)}, threadStats{"1": st(15, 2, 2), "2": st(9, 1, 1)}, st(9, 2, 1)},
+		{"a thread exited", threadStats{"1": st(10, 1, 1), "2": st(500, 50, 50)}, threadStats{"1": st(15, 2, 1)}, st(5, 1, 0)},
+		{"a thread started", threadStats{"1": st(10, 0, 0)}, threadStats{"1": st(15, 0, 0), "3": st(7, 3, 1)}, st(12, 3, 1)},
+		{"nothing read", threadStats{}, threadStats{}, threadStat{}},
 	} {
 		if got := c.after.since(c.before); got != c.want {
-			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+			t.Errorf("%s: %+v, want %+v", c.name, got, c.want)
 		}
 	}
-	if got := readTaskCPU(os.Getpid()); len(got) == 0 {
-		t.Errorf("no thread of this process has a run time: %v", got)
+	if got := readThreadStats(os.Getpid()); len(got) == 0 {
+		t.Errorf("no thread of this process was read: %v", got)
 	}
 }
 

@@ -42,7 +42,7 @@ func TestFleetSharedApprovalsAndRecords(t *testing.T) {
 	}
 	defer idp.Close()
 	cfg := fmt.Sprintf("identity: {issuer: %q, client_id: %q}\nfleet: {approvals_dsn_file: %s, records_dsn_file: %s}\n", idp.Issuer(), idp.ClientID(), approvalsDSN, recordsDSN)
-	a := newEnvWith(t, "bpf", cfg)
+	a := newEnvWith(t, "bpf", cfg+fmt.Sprintf("metrics: 127.0.0.1:%d\n", freePort(t)))
 	b := newEnvWith(t, "bpf", cfg)
 	pg, _, dsn := a.addPostgres()
 	seed(t, pg)
@@ -80,5 +80,11 @@ func TestFleetSharedApprovalsAndRecords(t *testing.T) {
 			t.Fatalf("statement not shipped to the fleet table (count %s)", n)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Host A's metrics say how far its sink got, and that nothing was lost.
+	m := a.metrics()
+	if m["enforcer_fleet_records_shipped_seq"] < 3 || m["enforcer_fleet_records_rows_total"] < 3 || m["enforcer_fleet_records_lost_total"] != 0 {
+		t.Errorf("fleet sink metrics: shipped seq %v, rows %v, lost %v", m["enforcer_fleet_records_shipped_seq"],
+			m["enforcer_fleet_records_rows_total"], m["enforcer_fleet_records_lost_total"])
 	}
 }

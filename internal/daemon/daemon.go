@@ -68,9 +68,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := d.startApprovals(ctx); err != nil {
 		return err
 	}
+	recordDir := filepath.Join(cfg.StateDir, "records")
+	if err := d.newRecordSink(recordDir); err != nil {
+		return err
+	}
 	var err error
 	d.records, err = record.Open(record.Options{
-		Dir:              filepath.Join(cfg.StateDir, "records"),
+		Dir:              recordDir,
 		Strict:           d.policy.Load().Recording.Strict(),
 		MaxResultRows:    d.policy.Load().Recording.MaxRows,
 		AcceptChainBreak: cfg.AcceptChainBreak,
@@ -83,9 +87,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return fmt.Errorf("session log: %w (if the chain break is understood, start once with accept_chain_break: true)", err)
 	}
 	defer d.records.Close()
-	if err := d.startRecordSink(ctx); err != nil {
-		return err
-	}
+	d.runRecordSink(ctx)
 	d.registerStats()
 	d.guards = &pgguard.Shared{
 		Policy:     d.policy.Load,

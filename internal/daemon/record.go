@@ -15,8 +15,8 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/record/pgsink"
 )
 
-// shipped is the fleet sink's shipped-up-to seq (0 without a sink); retention keeps everything
-// after it.
+// shipped is the fleet sink, if one is configured; retention keeps every record it has not
+// shipped.
 var shipped atomic.Pointer[pgsink.Sink]
 
 func (d *Daemon) keepFrom() uint64 {
@@ -26,9 +26,9 @@ func (d *Daemon) keepFrom() uint64 {
 	return 0
 }
 
-// startRecordSink ships the session log to the fleet database, if configured. It never blocks
-// the data path: it reads the log files and resumes from its saved position after an outage.
-func (d *Daemon) startRecordSink(ctx context.Context) error {
+// newRecordSink prepares the fleet sink, if configured. It runs before the recorder opens: the
+// recorder applies retention at Open, and must not delete what the sink has not shipped.
+func (d *Daemon) newRecordSink(dir string) error {
 	f := d.cfg.Fleet.RecordsDSNFile
 	if f == "" {
 		return nil
@@ -37,17 +37,41 @@ func (d *Daemon) startRecordSink(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fleet records: %w", err)
 	}
-	s, err := pgsink.New(pgsink.Config{Dir: d.records.Dir(), ConnString: dsn, Table: d.cfg.Fleet.RecordsTable, Logger: d.log})
+	s, err := pgsink.New(pgsink.Config{Dir: dir, ConnString: dsn, Table: d.cfg.Fleet.RecordsTable, Logger: d.log,
+		Durable: func() uint64 { return d.records.Durable() }})
 	if err != nil {
 		return fmt.Errorf("fleet records sink: %w", err)
 	}
 	shipped.Store(s)
+	return nil
+}
+
+// sinkRetry is how long the fleet sink waits before it reads the log again after it could not.
+const sinkRetry = 5 * time.Second
+
+// runRecordSink ships the session log to the fleet database until ctx is done. It never blocks
+// the data path: it reads the log files and resumes from its saved position after an outage. A
+// log it cannot read (a segment being rotated away, a damaged line) stops it only for a while:
+// while it is stopped, retention keeps everything it has not shipped.
+func (d *Daemon) runRecordSink(ctx context.Context) {
+	s := shipped.Load()
+	if s == nil {
+		return
+	}
 	go func() {
-		if err := s.Run(ctx); err != nil && ctx.Err() == nil {
-			d.log.Error("fleet records sink stopped", "err", err)
+		for {
+			err := s.Run(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			d.log.Error("fleet records sink stopped; retrying", "err", err, "retry_in", sinkRetry)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(sinkRetry):
+			}
 		}
 	}()
-	return nil
 }
 
 // readSecretFile reads a secret (password, DSN, key): a regular file owned by root that nobody

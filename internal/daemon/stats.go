@@ -38,6 +38,17 @@ func (d *Daemon) registerStats() {
 		gauge("enforcer_record_sync_ring", "1 while the session log's syncs go through io_uring, 0 once the writer makes them itself.", func() bool { return d.records.Stats().SyncRing }),
 		gauge("enforcer_record_blocking_writes", "1 once a session log write waited for the storage and later writes hold a thread each.", func() bool { return d.records.Stats().BlockingWrites }),
 	)
+	if s := shipped.Load(); s != nil {
+		d.metrics.Registry.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "enforcer_fleet_records_shipped_seq", Help: "The session log's seq up to which the fleet sink has shipped."},
+				func() float64 { return float64(s.Stats().Shipped) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "enforcer_fleet_records_unshipped", Help: "Durable session log records the fleet sink has not shipped yet."},
+				func() float64 { return float64(d.records.Durable() - min(s.Stats().Shipped, d.records.Durable())) }),
+			counter("enforcer_fleet_records_rows_total", "Rows sent to the fleet database (resent ones included).", func() uint64 { return s.Stats().Rows }),
+			counter("enforcer_fleet_records_failures_total", "Failed attempts to ship records to the fleet database (each retried).", func() uint64 { return s.Stats().Failures }),
+			counter("enforcer_fleet_records_lost_total", "Session log records deleted before the fleet sink shipped them.", func() uint64 { return s.Stats().Lost }),
+		)
+	}
 	hits := prometheus.NewDesc("enforcer_mask_hits_total", "Values masked, by detector kind or column rule.", []string{"kind"}, nil)
 	d.metrics.Registry.MustRegister(&funcCollector{desc: hits, collect: func(ch chan<- prometheus.Metric) {
 		for kind, n := range policy.MaskStats.Snapshot().Hits {

@@ -63,6 +63,43 @@ func listSegments(dir string) ([]segmentFile, error) {
 	return segs, nil
 }
 
+// SegmentStart is where a segment of a log begins.
+type SegmentStart struct {
+	Num   uint64 // the segment's number (seg-NUM.jsonl)
+	Seq   uint64 // the seq of its header, its first record
+	LogID string // the id of the log its header names
+}
+
+// SegmentStarts lists the segments of the log in dir, oldest first, with their headers' seq and
+// log id. A directory that does not exist holds none.
+func SegmentStarts(dir string) ([]SegmentStart, error) {
+	segs, err := listSegments(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]SegmentStart, 0, len(segs))
+	for i, s := range segs {
+		h, err := firstRecord(s.Path)
+		var ev Event
+		if err == nil {
+			if ev, err = h.Event(); err == nil && ev.Segment == nil {
+				err = errors.New("no segment header")
+			}
+		}
+		if err != nil {
+			if i == len(segs)-1 && s.Size < 4096 {
+				break // just created: its header is being written
+			}
+			return nil, fmt.Errorf("segment %s: %w", filepath.Base(s.Path), err)
+		}
+		out = append(out, SegmentStart{Num: s.Num, Seq: h.Seq, LogID: ev.Segment.Log})
+	}
+	return out, nil
+}
+
 // firstRecord reads and checks the first line of a segment (its header).
 func firstRecord(path string) (Record, error) {
 	f, err := os.Open(path)

@@ -233,6 +233,8 @@ type Recorder struct {
 
 	st     stats
 	stamps atomic.Pointer[stampCache]
+	// durable is the highest seq on disk: every record up to it survives a power loss.
+	durable atomic.Uint64
 
 	// Owned by the writer goroutine (and by Open before it starts).
 	f       *os.File
@@ -295,7 +297,12 @@ func Open(opts Options) (*Recorder, error) {
 		lastCP:    opts.Now(),
 	}
 	r.lock = lock
-	if err := r.recover(); err != nil {
+	err = r.recover()
+	if err == nil && r.durable.Load() < r.seq {
+		// Records a crashed daemon left in the page cache: on disk before anyone copies them.
+		err = r.fdatasync()
+	}
+	if err != nil {
 		if r.f != nil {
 			r.f.Close()
 		}
@@ -473,6 +480,13 @@ func (r *Recorder) recover() error {
 		}
 		r.segSize = size
 	}
+	if breakReason != "" && len(segs) > 0 {
+		// What follows the break is a new log: records after the break may reuse seqs that a
+		// copy of the log (the fleet sink's table, keyed by log and seq) already holds with
+		// other contents. It starts in a segment of its own, whose header names the new id.
+		r.logID = newLogID()
+		newKey = true
+	}
 	if newKey {
 		if err := r.openSegment(r.segNum + 1); err != nil {
 			return err
@@ -594,8 +608,14 @@ func (r *Recorder) fdatasync() error {
 	}
 	r.dirty = false
 	r.synced = r.segSize
+	r.durable.Store(r.seq) // earlier segments were synced before the rotation to this one
 	return nil
 }
+
+// Durable returns the highest seq that is on disk. Records after it are written but may not
+// survive a power loss, and their seqs could then be used again by different records; a reader
+// that copies the log elsewhere (the fleet sink) copies only up to here.
+func (r *Recorder) Durable() uint64 { return r.durable.Load() }
 
 // releaseChunk is how much of a segment is made durable before releaseCache drops it from the
 // page cache.

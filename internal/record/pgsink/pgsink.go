@@ -6,10 +6,16 @@
 // log is the log's random id from its segment headers (a reinstalled host with the same name starts
 // a new log instead of colliding with its old rows), and inserted with ON CONFLICT DO NOTHING
 // (without a conflict target: naming one would need SELECT on its columns, and the primary key is
-// the table's only unique constraint). The sink persists the highest seq the database
-// acknowledged, so after a crash, an outage or a restart it resends at most the last batch and the
-// table ends with exactly one copy of every record. Each row keeps the record's stored line, so
-// rows can be re-verified against the chain (prev, hash) without the host.
+// the table's only unique constraint). The sink persists the log id and seq of the last record
+// the database acknowledged, so after a crash, an outage or a restart it resends at most the last
+// batch and the table ends with exactly one copy of every record. It ships only records the
+// recorder has made durable (Config.Durable): a record lost with the page cache in a power cut
+// would otherwise be in the table while its seq is used again on the host. Each row keeps the
+// record's stored line, so rows can be re-verified against the chain (prev, hash) without the
+// host.
+//
+// A log that starts over (its files moved aside, or a chain break accepted: both begin a log
+// with a new id) is shipped from its first record, whatever the saved position says.
 //
 // # Database setup (run once, as an owner of the schema)
 //
@@ -26,6 +32,7 @@
 package pgsink
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +41,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,7 +68,7 @@ func SchemaFor(table string) string {
 	time    timestamptz NOT NULL,
 	type    text        NOT NULL,
 	session text        NOT NULL,
-	data    jsonb       NOT NULL,
+	data    jsonb       NOT NULL, -- the payload, for queries; a NUL character (which jsonb cannot hold) reads U+FFFD
 	prev    text        NOT NULL,
 	hash    text        NOT NULL,
 	line    text        NOT NULL, -- the record exactly as stored on the host, for re-verification
@@ -86,7 +94,10 @@ type Config struct {
 	ConnString string // pgx connection string of the insert-only role
 	Host       string // this host's name in the table, default os.Hostname()
 	Table      string // default DefaultTable
-	StateFile  string // shipped-up-to seq, default Dir/pgsink.state
+	StateFile  string // the position shipped up to, default Dir/pgsink.state
+	// Durable returns the highest seq of the log that is on disk (the recorder's Durable); the
+	// sink ships nothing after it. Nil ships every complete record (a log no one writes to).
+	Durable func() uint64
 
 	BatchSize  int           // records per INSERT, default 500
 	Poll       time.Duration // how often to look for new records when idle, default 200ms
@@ -97,7 +108,9 @@ type Config struct {
 
 // Stats are the sink's counters.
 type Stats struct {
-	Shipped   uint64 // highest seq the database has acknowledged
+	// Shipped is the seq before the next record to ship: every record of the log up to it is in
+	// the database (or, for a log the sink finds started over, was never this log's).
+	Shipped   uint64
 	Rows      uint64 // rows sent (including resent ones the database already had)
 	Batches   uint64
 	Failures  uint64 // failed attempts (each retried)
@@ -112,8 +125,15 @@ type Sink struct {
 
 	mu    sync.Mutex
 	stats Stats
+	pos   position // the last record the database acknowledged
 	conn  *pgx.Conn
 	sql   string
+}
+
+// position names a record of the log: the id of its log and its seq.
+type position struct {
+	log string
+	seq uint64
 }
 
 // New prepares a sink, reading the shipped-up-to seq from its state file.
@@ -150,11 +170,15 @@ func New(cfg Config) (*Sink, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Sink{cfg: cfg, log: cfg.Logger.With("component", "pgsink", "table", cfg.Table)}
-	shipped, err := s.readState()
+	pos, err := s.readState()
 	if err != nil {
 		return nil, err
 	}
-	s.stats.Shipped = shipped
+	s.pos = pos
+	// Known before the recorder opens, whose retention asks Shipped what it may delete.
+	if _, err := s.resume(false); err != nil {
+		return nil, err
+	}
 	s.sql = `INSERT INTO ` + pgx.Identifier{cfg.Table}.Sanitize() + ` (host, log, seq, time, type, session, data, prev, hash, line)
 SELECT $1, lg, s, t::timestamptz, ty, se, d::jsonb, p, h, l
 FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS u(lg, s, t, ty, se, d, p, h, l)
@@ -162,8 +186,8 @@ ON CONFLICT DO NOTHING`
 	return s, nil
 }
 
-// Shipped returns the highest seq the database has acknowledged. Wire Shipped()+1 into the
-// recorder's Options.KeepFrom so retention never deletes what was not shipped.
+// Shipped returns the seq before the next record to ship (see Stats.Shipped). Wire Shipped()+1
+// into the recorder's Options.KeepFrom so retention never deletes what was not shipped.
 func (s *Sink) Shipped() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -181,16 +205,30 @@ func (s *Sink) Stats() Stats {
 // or an error if the log itself cannot be read.
 func (s *Sink) Run(ctx context.Context) error {
 	defer s.closeConn()
-	f, err := record.NewFollower(s.cfg.Dir, s.Shipped()+1)
+	start, err := s.resume(true)
+	if err != nil {
+		return err
+	}
+	f, err := record.NewFollower(s.cfg.Dir, start)
 	if err != nil {
 		return fmt.Errorf("pgsink: %w", err)
 	}
+	var held []record.Line // read, not yet durable or not yet shipped
 	for {
-		batch, err := f.ReadAvailable(s.cfg.BatchSize)
-		if err != nil {
-			return fmt.Errorf("pgsink: read log: %w", err)
+		if len(held) < s.cfg.BatchSize {
+			more, err := f.ReadAvailable(s.cfg.BatchSize - len(held))
+			if err != nil {
+				return fmt.Errorf("pgsink: read log: %w", err)
+			}
+			held = append(held, more...)
 		}
-		if len(batch) == 0 {
+		n := len(held)
+		if s.cfg.Durable != nil {
+			// Seqs rise through the directory: a log that starts over continues the numbering.
+			d := s.cfg.Durable()
+			n = sort.Search(len(held), func(i int) bool { return held[i].Seq > d })
+		}
+		if n == 0 {
 			select {
 			case <-ctx.Done():
 				return ctx.Err()
@@ -198,17 +236,76 @@ func (s *Sink) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		if want := s.Shipped() + 1; batch[0].Seq > want {
-			lost := batch[0].Seq - want
-			s.mu.Lock()
-			s.stats.Lost += lost
-			s.mu.Unlock()
-			s.log.Error("records were removed from the log before they were shipped", "from", want, "to", batch[0].Seq-1)
+		batch := s.checkGaps(held[:n])
+		if len(batch) > 0 {
+			if err := s.shipWithRetry(ctx, batch); err != nil {
+				return err
+			}
 		}
-		if err := s.shipWithRetry(ctx, batch); err != nil {
-			return err
+		held = append(held[:0], held[n:]...)
+	}
+}
+
+// resume returns the seq of the first record to ship, and sets Shipped to the one before it.
+// That is the record after the saved position, unless segments of a later log follow the saved
+// log's last one (or none of its segments are left): then from that log's first record, which
+// it logs if report is set.
+func (s *Sink) resume(report bool) (uint64, error) {
+	segs, err := record.SegmentStarts(s.cfg.Dir)
+	if err != nil {
+		return 0, fmt.Errorf("pgsink: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pos.log == "" && s.pos.seq > 0 {
+		// A state file without a log id: the log the seq is in.
+		for _, g := range segs {
+			if g.Seq <= s.pos.seq {
+				s.pos.log = g.LogID
+			}
 		}
 	}
+	start := s.pos.seq + 1
+	last := -1
+	for i, g := range segs {
+		if g.LogID == s.pos.log {
+			last = i
+		}
+	}
+	switch {
+	case last+1 < len(segs) && segs[last+1].Seq < start:
+		start = segs[last+1].Seq
+		if report {
+			s.log.Warn("the session log started over since the last record shipped; shipping the new log from its start",
+				"shipped_log", s.pos.log, "shipped_seq", s.pos.seq, "new_log", segs[last+1].LogID, "from", start)
+		}
+	case last < 0 && len(segs) == 0 && s.pos.log != "":
+		start = 1 // whatever the next log is, from its start
+	}
+	s.stats.Shipped = start - 1
+	return start, nil
+}
+
+// checkGaps returns the records of batch not yet shipped and counts the ones missing before them:
+// a seq skipped within one log was deleted before it was shipped.
+func (s *Sink) checkGaps(batch []record.Line) []record.Line {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	prev := s.pos
+	out := batch[:0]
+	for _, l := range batch {
+		switch {
+		case l.LogID != prev.log:
+		case l.Seq <= prev.seq:
+			continue // shipped already
+		case l.Seq > prev.seq+1:
+			s.stats.Lost += l.Seq - prev.seq - 1
+			s.log.Error("records were removed from the log before they were shipped", "log", l.LogID, "from", prev.seq+1, "to", l.Seq-1)
+		}
+		prev = position{l.LogID, l.Seq}
+		out = append(out, l)
+	}
+	return out
 }
 
 func (s *Sink) shipWithRetry(ctx context.Context, batch []record.Line) error {
@@ -258,7 +355,7 @@ func (s *Sink) ship(ctx context.Context, batch []record.Line) error {
 			return fmt.Errorf("record %d: no log id (segment header missing)", l.Seq)
 		}
 		times[i], types[i], sessions[i] = l.Time, string(l.Type), l.Session
-		datas[i], prevs[i], hashes[i], lines[i] = string(l.Data), l.Prev, l.Hash, string(l.Raw)
+		datas[i], prevs[i], hashes[i], lines[i] = jsonbText(l.Data), l.Prev, l.Hash, string(l.Raw)
 		if !json.Valid(l.Data) {
 			return fmt.Errorf("record %d has invalid data", l.Seq)
 		}
@@ -268,17 +365,45 @@ func (s *Sink) ship(ctx context.Context, batch []record.Line) error {
 	if _, err := s.conn.Exec(qctx, s.sql, s.cfg.Host, logs, seqs, times, types, sessions, datas, prevs, hashes, lines); err != nil {
 		return fmt.Errorf("insert seq %d..%d: %w", batch[0].Seq, batch[n-1].Seq, err)
 	}
-	last := batch[n-1].Seq
+	last := position{batch[n-1].LogID, batch[n-1].Seq}
 	s.mu.Lock()
-	s.stats.Shipped = last
+	s.pos = last
+	s.stats.Shipped = last.seq
 	s.stats.Rows += uint64(n)
 	s.stats.Batches++
 	s.mu.Unlock()
 	// Losing this write only means resending rows the table already has.
 	if err := writeState(s.cfg.StateFile, last); err != nil {
-		s.log.Error("saving the shipped seq failed", "err", err)
+		s.log.Error("saving the shipped position failed", "err", err)
 	}
 	return nil
+}
+
+// jsonbText is a record's payload as jsonb takes it. The log escapes a NUL character as \u0000,
+// valid JSON that jsonb refuses (22P05): one such value, which any client can put in a
+// parameter, would stop every later record from shipping. In the data column it becomes
+// \ufffd; the line column keeps the record exactly.
+func jsonbText(data []byte) string {
+	if !bytes.Contains(data, []byte(`\u0000`)) {
+		return string(data)
+	}
+	out := make([]byte, 0, len(data))
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if c != '\\' || i+1 == len(data) {
+			out = append(out, c)
+			continue
+		}
+		// An escape: its second byte is never a quote or backslash that ends or starts another.
+		if data[i+1] == 'u' && i+6 <= len(data) && string(data[i+2:i+6]) == "0000" {
+			out = append(out, `\ufffd`...)
+			i += 5
+			continue
+		}
+		out = append(out, c, data[i+1])
+		i++
+	}
+	return string(out)
 }
 
 func (s *Sink) closeConn() {
@@ -290,30 +415,38 @@ func (s *Sink) closeConn() {
 	}
 }
 
-func (s *Sink) readState() (uint64, error) {
+// readState reads the saved position: "LOG SEQ", or an older file's "SEQ" alone.
+func (s *Sink) readState() (position, error) {
 	b, err := os.ReadFile(s.cfg.StateFile)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return position{}, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("pgsink: read state: %w", err)
+		return position{}, fmt.Errorf("pgsink: read state: %w", err)
 	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("pgsink: state file %s is corrupt: %w", s.cfg.StateFile, err)
+	f := strings.Fields(string(b))
+	var p position
+	if len(f) == 2 {
+		p.log, f = f[0], f[1:]
 	}
-	return n, nil
+	if len(f) == 1 {
+		p.seq, err = strconv.ParseUint(f[0], 10, 64)
+	}
+	if len(f) != 1 || err != nil {
+		return position{}, fmt.Errorf("pgsink: state file %s is corrupt (want \"LOG SEQ\"); move it aside to ship the whole log again", s.cfg.StateFile)
+	}
+	return p, nil
 }
 
 // writeState replaces the state file atomically (temp file, fsync, rename, fsync dir).
-func writeState(path string, seq uint64) error {
+func writeState(path string, p position) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, ".pgsink.state.tmp*")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(strconv.FormatUint(seq, 10) + "\n"); err != nil {
+	if _, err := tmp.WriteString(p.log + " " + strconv.FormatUint(p.seq, 10) + "\n"); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -84,12 +84,14 @@ type Guard struct {
 	// Storage for the classification and decision of the running simple-protocol query.
 	queryClass    sqlclass.Scratch
 	queryDecision rules.Decision
+	execDecision  rules.Decision // an Execute's, when its portal runs another text than its name's last Parse
 	// lookup is lookupPrepared bound once (a method value allocates each time it is made).
 	lookup rules.Prepared
 }
 
 type parsedStatement struct {
 	decision rules.Decision
+	sql      string // the text decision is for
 }
 
 // parseMemo is a Parse decision with everything it depends on: the text, the policy, the
@@ -202,23 +204,34 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		// Execute, when the parameter values it is bound to are known. The Execute is recorded.
 		g.count(&d)
 		if p := g.parsed[s.StatementName]; p != nil {
-			p.decision = d // the unnamed statement is re-parsed for every query: reuse its entry
+			p.decision, p.sql = d, s.SQL // the unnamed statement is re-parsed for every query: reuse its entry
 		} else {
-			g.parsed[s.StatementName] = &parsedStatement{decision: d}
+			g.parsed[s.StatementName] = &parsedStatement{decision: d, sql: s.SQL}
 		}
 		return postgres.Verdict{}
 	case postgres.KindExecute:
-		p := g.parsed[s.StatementName]
-		if !s.Known || p == nil {
+		if !s.Known {
 			v := g.refuse("statement-not-parsed-here", fmt.Sprintf("enforcer: prepared statement %q was not prepared through the enforcer on this connection", s.StatementName),
 				s.SQL, "prepare statements with the extended protocol (Parse) or PREPARE on the same connection, so the enforcer can judge them")
 			return g.recorded(s, nil, v, "", s.Params)
 		}
-		v, approvalID := postgres.Verdict{Observe: g.observe()}, ""
-		if p.decision.Verdict == rules.Approve {
-			v, approvalID = g.enforce(ctx, pol, s, &p.decision, s.Params)
+		// s.SQL is what the portal runs: the statement it was bound to, as the server holds it.
+		// The last Parse of the name may be another (the unnamed statement parsed again after the
+		// Bind, or a Parse the server refused because the name existed): then that is judged.
+		d := &g.execDecision
+		if p := g.parsed[s.StatementName]; p != nil && p.sql == s.SQL {
+			d = &p.decision
+		} else {
+			*d = g.parseDecision(pol, s.SQL)
 		}
-		return g.recorded(s, &p.decision, v, approvalID, s.Params)
+		v, approvalID := postgres.Verdict{Observe: g.observe()}, ""
+		switch d.Verdict {
+		case rules.Approve:
+			v, approvalID = g.enforce(ctx, pol, s, d, s.Params)
+		case rules.Block:
+			v, _ = g.enforce(ctx, pol, s, d, nil)
+		}
+		return g.recorded(s, d, v, approvalID, s.Params)
 	case postgres.KindFunctionCall:
 		v := g.refuse("function-call", fmt.Sprintf("enforcer: fast-path function calls (function OID %d) are not allowed: their effects cannot be judged", s.FunctionOID),
 			"", "call the function in a SELECT statement instead")
@@ -254,6 +267,15 @@ func (g *Guard) notePrepares(res *sqlclass.Result) {
 		st := &res.Statements[i]
 		switch {
 		case st.Prepare != "":
+			if _, used := g.prepared[st.Prepare]; used {
+				// The server keeps the statement it has under this name and fails this PREPARE,
+				// unless the earlier PREPARE failed: the guard cannot tell which statement an
+				// EXECUTE of the name runs, so it judges none (nil: an EXECUTE of it is refused)
+				// until the name is deallocated.
+				g.prepared[st.Prepare] = nil
+				g.log.Warn("statement prepared again under a name in use; EXECUTE of it is refused until it is deallocated", "name", st.Prepare)
+				break
+			}
 			kept := *st // st may live in storage the next query reuses
 			g.prepared[st.Prepare] = &kept
 		case st.DeallocateAll:

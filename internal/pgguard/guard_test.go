@@ -131,7 +131,7 @@ func TestPreparedSurvivesNextQuery(t *testing.T) {
 	}{
 		{"DELETE FROM t WHERE id = 1", true}, // caches the DELETE shape
 		{"PREPARE r AS SELECT * FROM t WHERE id = 1", false},
-		{"PREPARE r AS SELECT * FROM t WHERE id = 2", false}, // same shape: built in the storage
+		{"PREPARE q AS SELECT * FROM t WHERE id = 2", false}, // same shape: built in the storage
 		{"DELETE FROM t WHERE id = 2", true},                 // same shape as the first: reuses it
 		{"EXECUTE r", false},
 	} {

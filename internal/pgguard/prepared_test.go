@@ -1,0 +1,232 @@
+package pgguard
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/pgtest"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
+	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
+	"github.com/enforcer-dev/enforcer/internal/record"
+)
+
+// writesNeedReview holds every write for a reviewer. The guards here have no approval service,
+// so a held statement is refused.
+const writesNeedReview = `version: 1
+targets:
+  - name: db
+    match: {addresses: [198.18.0.2], ports: [5432]}
+    protocol: postgres
+    upstream: {user: u, password_file: /nonexistent, tls: disable}
+grants:
+  - {groups: [eng], targets: [db]}
+rules:
+  - {name: writes-need-review, when: 'sql.writes', action: approve, approvers: [dba]}
+`
+
+// guardedProxy is the proxy in front of a real PostgreSQL server (table t, ids 1 to 5), with a
+// recording guard on the given policy for every connection.
+type guardedProxy struct {
+	db   *pgtest.Server
+	addr string
+	dir  string
+	rec  *record.Recorder
+}
+
+func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
+	t.Helper()
+	db := pgtest.Start(t)
+	db.Exec(t, "create table t (id int primary key, secret text)")
+	db.Exec(t, "insert into t select g, 'v'||g from generate_series(1,5) g")
+	dir := t.TempDir()
+	rec, err := record.Open(record.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := parsePolicy(t, policyText)
+	sh := &Shared{
+		Policy:     func() *policy.Policy { return pol },
+		Classifier: sqlclass.New(sqlclass.Options{}),
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Recorder:   rec,
+	}
+	srv := postgres.NewServer(postgres.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+			go func() {
+				srv.Serve(context.Background(), c, postgres.Session{ID: "1", Upstream: db.Addr.String(), User: pgtest.SuperUser, Password: db.Password, Hook: g})
+				g.End("closed", 0, 0)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		rec.Close()
+	})
+	return &guardedProxy{db: db, addr: ln.Addr().String(), dir: dir, rec: rec}
+}
+
+func (p *guardedProxy) connect(t *testing.T) *pgconn.PgConn {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(p.addr)
+	c, err := pgconn.Connect(context.Background(), "host="+host+" port="+port+" user=agent dbname=postgres sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// rowsLeft counts t's rows, directly on the server.
+func (p *guardedProxy) rowsLeft(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	c, err := pgconn.Connect(ctx, p.db.DSN(pgtest.SuperUser, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	res := c.ExecParams(ctx, "select count(*) from t", nil, nil, nil, nil).Read()
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	return string(res.Rows[0][0])
+}
+
+// untilReady returns the errors and command tags of one exchange, up to ReadyForQuery.
+func untilReady(t *testing.T, fe *pgproto3.Frontend) []string {
+	t.Helper()
+	var got []string
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.ErrorResponse:
+			got = append(got, "E:"+m.Code+":"+m.Message)
+		case *pgproto3.CommandComplete:
+			got = append(got, "C:"+string(m.CommandTag))
+		case *pgproto3.ReadyForQuery:
+			return got
+		}
+	}
+}
+
+// TestExecuteJudgesWhatThePortalRuns: a portal runs the statement it was bound to, as the server
+// holds it. Parsing the name again afterwards (the unnamed statement re-parsed before Execute, or
+// a named one the server refuses to replace) must not lend the portal that Parse's verdict: a
+// write that needs review ran without it.
+func TestExecuteJudgesWhatThePortalRuns(t *testing.T) {
+	cases := []struct {
+		name      string
+		exchanges [][]pgproto3.FrontendMessage
+	}{
+		{"unnamed statement parsed again after the bind", [][]pgproto3.FrontendMessage{{
+			&pgproto3.Parse{Query: "delete from t where id = 1"},
+			&pgproto3.Bind{},
+			&pgproto3.Parse{Query: "select 1"},
+			&pgproto3.Execute{},
+			&pgproto3.Sync{},
+		}}},
+		{"named statement the server keeps", [][]pgproto3.FrontendMessage{
+			{&pgproto3.Parse{Name: "s1", Query: "delete from t where id = 2"}, &pgproto3.Sync{}},
+			{&pgproto3.Parse{Name: "s1", Query: "select 1"}, &pgproto3.Sync{}},
+			{&pgproto3.Bind{PreparedStatement: "s1"}, &pgproto3.Execute{}, &pgproto3.Sync{}},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := startGuardedProxy(t, writesNeedReview)
+			conn := p.connect(t)
+			fe := conn.Frontend()
+			var got []string
+			for _, ex := range c.exchanges {
+				for _, m := range ex {
+					fe.Send(m)
+				}
+				if err := fe.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, untilReady(t, fe)...)
+			}
+			conn.Close(context.Background())
+			if n := p.rowsLeft(t); n != "5" {
+				t.Fatalf("a delete that needs review ran: %s rows left; the client saw %v", n, got)
+			}
+			if len(got) == 0 || !strings.Contains(got[len(got)-1], "E:") {
+				t.Errorf("the client was not told the delete was refused: %v", got)
+			}
+			// The refusal is recorded with the text that was refused.
+			time.Sleep(100 * time.Millisecond) // the connection's End
+			p.rec.Close()
+			recs, err := record.LoadAll(p.dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, r := range recs {
+				if ev, err := r.Event(); err == nil && ev.Statement != nil && strings.HasPrefix(ev.Statement.Text, "delete") && ev.Statement.Verdict == record.VerdictBlock {
+					found = true
+				}
+			}
+			if !found {
+				t.Error("no record of the refused delete")
+			}
+		})
+	}
+}
+
+// TestPrepareAgainUnderUsedName: PREPARE of a name in use fails on the server, which keeps the
+// statement it has (or succeeds, if the first PREPARE had failed); either way the guard cannot
+// know what EXECUTE of the name runs, so it refuses it until the name is deallocated.
+func TestPrepareAgainUnderUsedName(t *testing.T) {
+	p := startGuardedProxy(t, strings.Replace(writesNeedReview, "rules:\n  - {name: writes-need-review, when: 'sql.writes', action: approve, approvers: [dba]}\n", "default: allow\n", 1))
+	conn := p.connect(t)
+	defer conn.Close(context.Background())
+	ctx := context.Background()
+	exec := func(sql string) error {
+		_, err := conn.Exec(ctx, sql).ReadAll()
+		return err
+	}
+	if err := exec("PREPARE p AS DELETE FROM t WHERE id = 3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec("PREPARE p AS SELECT 1"); err == nil {
+		t.Fatal("the server replaced a prepared statement")
+	}
+	err := exec("EXECUTE p")
+	if err == nil || !strings.Contains(err.Error(), "not prepared through the proxy") {
+		t.Fatalf("EXECUTE of a name prepared twice: %v", err)
+	}
+	if n := p.rowsLeft(t); n != "5" {
+		t.Fatalf("%s rows left", n)
+	}
+	if err := exec("DEALLOCATE p"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec("PREPARE p AS SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := exec("EXECUTE p"); err != nil {
+		t.Fatalf("EXECUTE after DEALLOCATE and PREPARE: %v", err)
+	}
+}

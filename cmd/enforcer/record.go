@@ -70,7 +70,7 @@ func cmdSessions(ctx context.Context, fs *flag.FlagSet, args []string) error {
 
 func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	dir, cfg := logFlags(fs)
-	asJSON := fs.Bool("json", false, "print the session's records as JSON")
+	asJSON := fs.Bool("json", false, "print the session's records as JSON (with --follow, one record per line as it is written)")
 	follow := fs.Bool("follow", false, "keep printing a live session as it happens")
 	var id string
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
@@ -90,9 +90,15 @@ func cmdReplay(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	if *follow {
-		return record.FollowSession(ctx, d, id, func(r record.Record) error {
+		// A JSON array cannot be written before the session ends, so a followed session is
+		// printed as JSON lines, each one element of what plain --json prints.
+		render := func(r record.Record) error {
 			return record.RenderRecord(os.Stdout, r, record.ReplayOptions{Location: time.Local})
-		})
+		}
+		if *asJSON {
+			render = func(r record.Record) error { return record.RenderRecordJSON(os.Stdout, r) }
+		}
+		return record.FollowSession(ctx, d, id, render)
 	}
 	recs, err := record.LoadSession(d, id)
 	if err != nil {

@@ -329,25 +329,66 @@ func (f *Follower) ReadAvailable(max int) ([]Line, error) {
 }
 
 // FollowSession calls fn for every record of session id, the existing ones first and then new ones
-// as they are written, until the session ends (returns nil) or ctx is done.
+// as they are written, until the session ends (returns nil) or ctx is done. A session with no
+// record in the log when it is called is an error, not one to wait for: session ids reach users
+// only from records already written (`enforcer sessions`, a replay, the fleet sink), so such an
+// id is mistyped, removed by retention or of another log, and waiting would poll forever.
 func FollowSession(ctx context.Context, dir, id string, fn func(Record) error) error {
+	// Where the log ends now: catching up to here decides whether the session exists, even while
+	// a busy log keeps growing.
+	segs, err := listSegments(dir)
+	if err != nil {
+		return fmt.Errorf("follow session %q: %w", id, err)
+	}
+	var endSeg uint64
+	var endOff int64
+	if n := len(segs); n > 0 {
+		endSeg, endOff = segs[n-1].Num, segs[n-1].Size
+	}
 	fl, err := NewFollower(dir, 1)
 	if err != nil {
-		return err
+		return fmt.Errorf("follow session %q: %w", id, err)
+	}
+	found := false
+	// deliver passes on a record of the session and says whether it was the last.
+	deliver := func(rec Record) (bool, error) {
+		if rec.Session != id {
+			return false, nil
+		}
+		found = true
+		if err := fn(rec); err != nil {
+			return false, err
+		}
+		return rec.Type == TypeSessionEnd, nil
+	}
+	for !found {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		lines, err := fl.ReadAvailable(4096)
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if end, err := deliver(l.Record); end || err != nil {
+				return err
+			}
+		}
+		caughtUp := fl.seg > endSeg || fl.seg == endSeg && fl.off >= endOff
+		if len(lines) == 0 || caughtUp {
+			break
+		}
+	}
+	if !found {
+		return fmt.Errorf("no session %q in the log at %s (list sessions with `enforcer sessions`)", id, dir)
 	}
 	for {
 		rec, _, err := fl.Next(ctx)
 		if err != nil {
 			return err
 		}
-		if rec.Session != id {
-			continue
-		}
-		if err := fn(rec); err != nil {
+		if end, err := deliver(rec); end || err != nil {
 			return err
-		}
-		if rec.Type == TypeSessionEnd {
-			return nil
 		}
 	}
 }

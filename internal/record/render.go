@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/text/width"
 )
@@ -67,11 +68,21 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 }
 
 // renderEvent is the text of one event in the timeline; the first line starts with the time.
+//
+// Everything in it but the tables (which PsqlTable escapes as psql does) comes from the agent,
+// the server or the log itself, so it passes through escapeText or escapeLine on its way out: a
+// replay must show an auditor what was sent, not let it move the cursor, rewrite earlier lines or
+// retitle the terminal, nor start a line that reads as an event of its own.
 func renderEvent(ev Event, loc *time.Location) string {
 	var b strings.Builder
 	stamp := ev.Time.In(loc).Format("2006-01-02 15:04:05.000")
 	line := func(tag, format string, args ...any) {
-		fmt.Fprintf(&b, "%s  %-8s %s\n", stamp, tag, fmt.Sprintf(format, args...))
+		fmt.Fprintf(&b, "%s  %-8s %s\n", stamp, escapeLine(tag), escapeText(fmt.Sprintf(format, args...)))
+	}
+	// detail lines belong to the event above them; their values are short, so a newline in one is
+	// shown as \n rather than starting a continuation.
+	detail := func(format string, args ...any) {
+		fmt.Fprintf(&b, "%27s %s\n", "", escapeLine(fmt.Sprintf(format, args...)))
 	}
 	switch ev.Type {
 	case TypeSessionStart:
@@ -81,13 +92,13 @@ func renderEvent(ev Event, loc *time.Location) string {
 			who = s.Identity.Subject
 		}
 		line("START", "session %s: %s (%s) on %s", ev.Session, who, strings.Join(s.Identity.Groups, ","), describeTarget(s))
-		fmt.Fprintf(&b, "%27s process %s pid %d uid %d exe %s", "", s.Process.Comm, s.Process.PID, s.Process.UID, s.Process.Exe)
+		proc := fmt.Sprintf("process %s pid %d uid %d exe %s", s.Process.Comm, s.Process.PID, s.Process.UID, s.Process.Exe)
 		if len(s.Process.Cmdline) > 0 {
-			fmt.Fprintf(&b, " cmdline %q", strings.Join(s.Process.Cmdline, " "))
+			proc += fmt.Sprintf(" cmdline %q", strings.Join(s.Process.Cmdline, " "))
 		}
-		b.WriteString("\n")
+		detail("%s", proc)
 		if s.CgroupPath != "" || s.Origin != "" {
-			fmt.Fprintf(&b, "%27s cgroup %s origin %s subject %s provider %s\n", "", s.CgroupPath, s.Origin, s.Identity.Subject, s.Identity.Provider)
+			detail("cgroup %s origin %s subject %s provider %s", s.CgroupPath, s.Origin, s.Identity.Subject, s.Identity.Provider)
 		}
 		if len(s.ClientParams) > 0 {
 			keys := slices.Sorted(maps.Keys(s.ClientParams))
@@ -95,7 +106,7 @@ func renderEvent(ev Event, loc *time.Location) string {
 			for i, k := range keys {
 				ps[i] = k + "=" + quoteParam(s.ClientParams[k])
 			}
-			fmt.Fprintf(&b, "%27s client %s\n", "", strings.Join(ps, " "))
+			detail("client %s", strings.Join(ps, " "))
 		}
 	case TypeStatement:
 		s := ev.Statement
@@ -122,7 +133,7 @@ func renderEvent(ev Event, loc *time.Location) string {
 		if len(meta) > 0 {
 			m = "[" + strings.Join(meta, ", ") + "] "
 		}
-		line(tag, "%s%s", m, indentContinuation(s.Text))
+		line(tag, "%s%s", m, s.Text)
 		if len(s.Params) > 0 {
 			ps := make([]string, len(s.Params))
 			for i, p := range s.Params {
@@ -132,7 +143,7 @@ func renderEvent(ev Event, loc *time.Location) string {
 					ps[i] = fmt.Sprintf("$%d=%s", i+1, quoteParam(*p))
 				}
 			}
-			fmt.Fprintf(&b, "%27s params %s\n", "", strings.Join(ps, " "))
+			detail("params %s", strings.Join(ps, " "))
 		}
 		if r := s.Result; r != nil {
 			// Stamped when it completed, as a result record would be.
@@ -184,8 +195,68 @@ func describeTarget(s *SessionStart) string {
 	return fmt.Sprintf("%s (%s, %s)", t, s.Protocol, s.Target.Address)
 }
 
-func indentContinuation(s string) string {
-	return strings.ReplaceAll(s, "\n", "\n"+strings.Repeat(" ", 36))
+// continuation starts every further line of a multi-line value in the timeline (a statement
+// written over several lines, say): indented past the time and the tag, so that only events
+// start at the left margin, and marked, so that text such as "\n2026-11-27 14:00:00.000  ALLOW"
+// inside a statement reads as part of it rather than as an event of its own.
+var continuation = strings.Repeat(" ", 34) + "| "
+
+// escapeText makes a value from the agent, the server or the log safe to print in the timeline:
+// newlines continue the value on lines that start with continuation, tabs stay, and everything
+// else a terminal acts on is shown escaped (see escapeControls).
+func escapeText(s string) string {
+	return escapeControls(s, true)
+}
+
+// escapeLine is escapeText for a value that must stay on one line: a newline shows as \n and a
+// tab as \t.
+func escapeLine(s string) string {
+	return escapeControls(s, false)
+}
+
+// escapeControls shows as text every byte of s that a terminal would act on rather than print,
+// as PsqlTable does for table cells: a carriage return as \r, other C0 controls and DEL as \xNN,
+// C1 controls (U+0080–U+009F, which terminals take as CSI, OSC and the like) as \u00NN, and a
+// byte that is not valid UTF-8 as \xNN (a lone 0x9B is CSI to an 8-bit terminal). With
+// multiline, \n continues the value on a new line and \t stays; otherwise they show as \n and \t.
+func escapeControls(s string, multiline bool) string {
+	clean := true
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02X`, s[i])
+		case r == '\n' && multiline:
+			b.WriteString("\n" + continuation)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\t' && multiline:
+			b.WriteByte('\t')
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02X`, r)
+		case 0x80 <= r && r < 0xa0:
+			fmt.Fprintf(&b, `\u%04X`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
 }
 
 func quoteParam(s string) string {
@@ -440,15 +511,65 @@ type ReplayJSON struct {
 	Hash    string          `json:"hash"`
 }
 
+func replayJSON(r Record) ReplayJSON {
+	return ReplayJSON{Seq: r.Seq, Time: r.Time, Type: r.Type, Session: r.Session, Data: r.Data, Hash: r.Hash}
+}
+
 // RenderReplayJSON writes a session's records as a JSON array for `enforcer replay --json`.
 func RenderReplayJSON(w io.Writer, recs []Record) error {
 	out := make([]ReplayJSON, len(recs))
 	for i, r := range recs {
-		out[i] = ReplayJSON{Seq: r.Seq, Time: r.Time, Type: r.Type, Session: r.Session, Data: r.Data, Hash: r.Hash}
+		out[i] = replayJSON(r)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	b, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(escapeJSONControls(append(b, '\n')))
+	return err
+}
+
+// RenderRecordJSON writes one record as a line of JSON (an element of RenderReplayJSON's array),
+// for `enforcer replay --follow --json`, which prints records as FollowSession delivers them.
+func RenderRecordJSON(w io.Writer, rec Record) error {
+	b, err := json.Marshal(replayJSON(rec))
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(escapeJSONControls(append(b, '\n')))
+	return err
+}
+
+// escapeJSONControls escapes in JSON text the characters encoding/json writes raw that a
+// terminal would act on: DEL and the C1 controls (U+0080–U+009F, CSI and OSC among them), and
+// replaces bytes that are not UTF-8 with U+FFFD, as encoding/json does in strings it encodes.
+// `enforcer replay --json` is often read on a terminal, and outside strings none of these can
+// occur in valid JSON, so the escapes change no value.
+func escapeJSONControls(b []byte) []byte {
+	clean := true
+	for _, c := range b {
+		if c >= 0x7f {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return b
+	}
+	out := make([]byte, 0, len(b)+16)
+	for i := 0; i < len(b); {
+		r, size := utf8.DecodeRune(b[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			out = append(out, `\ufffd`...)
+		case r == 0x7f || 0x80 <= r && r < 0xa0:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		default:
+			out = append(out, b[i:i+size]...)
+		}
+		i += size
+	}
+	return out
 }
 
 // ExportJSONL writes records exactly as stored, one per line, so a SIEM (or Verify on a copy of a
@@ -503,7 +624,7 @@ func ExportAsciicast(w io.Writer, recs []Record, opts AsciicastOptions) error {
 	}
 	header := map[string]any{
 		"version": 2, "width": opts.Width, "height": opts.Height, "timestamp": first.Time.Unix(),
-		"title": "enforcer session " + first.Session,
+		"title": "enforcer session " + escapeLine(first.Session),
 		"env":   map[string]string{"TERM": "xterm-256color", "SHELL": "/bin/sh"},
 	}
 	enc := json.NewEncoder(w)
@@ -526,6 +647,8 @@ func ExportAsciicast(w io.Writer, recs []Record, opts AsciicastOptions) error {
 		}
 		clock += gap.Seconds()
 		prev = ev.Time
+		// renderEvent escapes every control character but \n and \t, so a player's terminal gets
+		// nothing from the session it could act on.
 		text := strings.ReplaceAll(renderEvent(ev, time.UTC), "\n", "\r\n")
 		ts, _ := strconv.ParseFloat(strconv.FormatFloat(clock, 'f', 6, 64), 64)
 		if err := enc.Encode([]any{ts, "o", text}); err != nil {
@@ -567,26 +690,31 @@ func RenderSessions(w io.Writer, ss []SessionSummary, loc *time.Location) error 
 	return err
 }
 
-// RenderVerify writes a verification report for `enforcer record verify`.
+// RenderVerify writes a verification report for `enforcer record verify`. Reasons and problems
+// may quote a tampered log, so each line is escaped as the replay's are.
 func RenderVerify(w io.Writer, rep *Report) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "log %s: %d segments, %d records (seq %d..%d), %d signed checkpoints\n", rep.Dir, rep.Segments, rep.Records, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
+	out := func(format string, args ...any) {
+		b.WriteString(escapeLine(fmt.Sprintf(format, args...)))
+		b.WriteByte('\n')
+	}
+	out("log %s: %d segments, %d records (seq %d..%d), %d signed checkpoints", rep.Dir, rep.Segments, rep.Records, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)
 	for _, r := range rep.Retentions {
-		fmt.Fprintf(&b, "retention removed segments %d..%d (%s); chain anchored at seq %d\n", r.RemovedFrom, r.RemovedTo, humanBytes(r.RemovedBytes), r.AnchorSeq)
+		out("retention removed segments %d..%d (%s); chain anchored at seq %d", r.RemovedFrom, r.RemovedTo, humanBytes(r.RemovedBytes), r.AnchorSeq)
 	}
 	for _, br := range rep.Breaks {
-		fmt.Fprintf(&b, "WARNING: chain break accepted at start: %s\n", br.Reason)
+		out("WARNING: chain break accepted at start: %s", br.Reason)
 	}
 	for _, n := range rep.Notes {
-		fmt.Fprintf(&b, "note: %s\n", n)
+		out("note: %s", n)
 	}
 	if c := rep.Checkpoint; c != nil && c.Matched {
-		fmt.Fprintf(&b, "exported checkpoint seq %d matches\n", c.Seq)
+		out("exported checkpoint seq %d matches", c.Seq)
 	}
 	if rep.Problem != nil {
-		fmt.Fprintf(&b, "FAILED: %s\n", rep.Problem.Error())
+		out("FAILED: %s", rep.Problem.Error())
 	} else {
-		fmt.Fprintf(&b, "OK: head seq %d hash %s\n", rep.LastSeq, rep.LastHash)
+		out("OK: head seq %d hash %s", rep.LastSeq, rep.LastHash)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

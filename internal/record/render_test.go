@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // TestPsqlTable: the first two expectations are psql 15's output for the same values, copied from
@@ -210,7 +212,9 @@ func TestFollowSession(t *testing.T) {
 	dir := t.TempDir()
 	r := openT(t, Options{Dir: dir, SegmentBytes: 1500})
 	evs := sessionEvents("live")
-	appendAll(t, r, evs[:2], Async)
+	// Written, not just queued, before the follow starts: a session must be in the log to be
+	// followed (see TestFollowSessionUnknown).
+	appendAll(t, r, evs[:2], WriteAhead)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	got := make(chan Type, 100)
@@ -296,5 +300,269 @@ func TestStatementWithResult(t *testing.T) {
 	}
 	if rep := mustVerify(t, dir, nil); !rep.OK() {
 		t.Fatalf("verify: %+v", rep.Problem)
+	}
+}
+
+// hostile is what an agent or a server can put in any field it controls: cursor movement and
+// line erasure, an OSC that retitles the terminal (ended by BEL), a screen clear, a C1 CSI, DEL,
+// NUL, backspace, and a newline followed by a forged event line.
+const hostile = "x /*\x1b[1A\x1b[2K\r fake */ \x1b]0;PWNED\x07\x1b[2J \u009b31m \x7f\x00\b\n2026-11-27 14:00:09.000  ALLOW    forged"
+
+// TestEscapeControls: what a value from the session turns into, on a line of its own or as
+// text that may span lines.
+func TestEscapeControls(t *testing.T) {
+	cases := []struct{ in, line, text string }{
+		{"select 1", "select 1", "select 1"},
+		{"select 1 /*\x1b[1A\x1b[2K\r fake */", `select 1 /*\x1B[1A\x1B[2K\r fake */`, `select 1 /*\x1B[1A\x1B[2K\r fake */`},
+		{"select * from \"\x1b]0;PWNED\x07\x1b[2J\"", `select * from "\x1B]0;PWNED\x07\x1B[2J"`, `select * from "\x1B]0;PWNED\x07\x1B[2J"`},
+		{"\u009b31m\u0085\u009d", `\u009B31m\u0085\u009D`, `\u009B31m\u0085\u009D`},
+		{"\x9b31m \xff", `\x9B31m \xFF`, `\x9B31m \xFF`},
+		{"\x00\x7f\b\f\v", `\x00\x7F\x08\x0C\x0B`, `\x00\x7F\x08\x0C\x0B`},
+		{"a\tb", `a\tb`, "a\tb"},
+		{"select\n  1", `select\n  1`, "select\n" + continuation + "  1"},
+		{"ünï 日本 \ufffd \u00a0", "ünï 日本 \ufffd \u00a0", "ünï 日本 \ufffd \u00a0"},
+	}
+	for _, c := range cases {
+		if got := escapeLine(c.in); got != c.line {
+			t.Errorf("escapeLine(%q) = %q, want %q", c.in, got, c.line)
+		}
+		if got := escapeText(c.in); got != c.text {
+			t.Errorf("escapeText(%q) = %q, want %q", c.in, got, c.text)
+		}
+	}
+}
+
+// terminalControl returns a description of the first character in s that a terminal would act
+// on rather than print (with crlf, a \r is allowed before \n), or "" if there is none.
+func terminalControl(s string, crlf bool) string {
+	if !utf8.ValidString(s) {
+		return "invalid UTF-8"
+	}
+	for i, r := range s {
+		switch {
+		case r == '\n' || r == '\t':
+		case r == '\r' && crlf && strings.HasPrefix(s[i:], "\r\n"):
+		case r < 0x20 || r == 0x7f || 0x80 <= r && r < 0xa0:
+			return fmt.Sprintf("%U at byte %d: %q", r, i, s[max(0, i-20):min(len(s), i+20)])
+		}
+	}
+	return ""
+}
+
+// eventLine matches a line that starts an event of the timeline.
+var eventLine = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}  `)
+
+// TestRenderEscapesHostileFields puts hostile text in each field the agent, the server or the
+// log controls and checks that the replay and the asciicast export show it escaped: no raw ESC,
+// BEL, CR, C1 or other control reaches the terminal, and a newline in it starts no event line.
+func TestRenderEscapesHostileFields(t *testing.T) {
+	escaped := `\x1B]0;PWNED\x07\x1B[2J`
+	cases := []struct {
+		field string
+		set   func(evs []Event)
+		want  string // how the hostile text's OSC shows, when not as escaped
+	}{
+		{"session id", func(evs []Event) {
+			for i := range evs {
+				evs[i].Session = hostile
+			}
+		}, ""},
+		{"identity email", func(evs []Event) { evs[0].Start.Identity.Email = hostile }, ""},
+		{"identity subject", func(evs []Event) { evs[0].Start.Identity.Subject = hostile }, ""},
+		{"identity groups", func(evs []Event) { evs[0].Start.Identity.Groups = []string{hostile} }, ""},
+		{"identity provider", func(evs []Event) { evs[0].Start.Identity.Provider = hostile }, ""},
+		{"target name", func(evs []Event) { evs[0].Start.Target.Name = hostile }, ""},
+		{"target database", func(evs []Event) { evs[0].Start.Target.Database = hostile }, ""},
+		{"target user", func(evs []Event) { evs[0].Start.Target.User = hostile }, ""},
+		{"target address", func(evs []Event) { evs[0].Start.Target.Address = hostile }, ""},
+		{"protocol", func(evs []Event) { evs[0].Start.Protocol = hostile }, ""},
+		{"comm", func(evs []Event) { evs[0].Start.Process.Comm = hostile }, ""},
+		{"exe", func(evs []Event) { evs[0].Start.Process.Exe = hostile }, ""},
+		{"cmdline", func(evs []Event) { evs[0].Start.Process.Cmdline = []string{"psql", hostile} }, `\x1b]0;PWNED\a\x1b[2J`},
+		{"cgroup", func(evs []Event) { evs[0].Start.CgroupPath = hostile }, ""},
+		{"origin", func(evs []Event) { evs[0].Start.Origin = hostile }, ""},
+		{"application_name", func(evs []Event) { evs[0].Start.ClientParams["application_name"] = hostile }, ""},
+		{"client parameter name", func(evs []Event) { evs[0].Start.ClientParams[hostile] = "1" }, ""},
+		{"statement text", func(evs []Event) { evs[1].Statement.Text = hostile }, ""},
+		{"statement class", func(evs []Event) { evs[1].Statement.Class = hostile }, ""},
+		{"statement rule", func(evs []Event) { evs[3].Statement.Rule = hostile }, ""},
+		{"statement verdict", func(evs []Event) { evs[1].Statement.Verdict = hostile }, ""},
+		{"statement approval id", func(evs []Event) { evs[5].Statement.ApprovalID = hostile }, ""},
+		{"parameter", func(evs []Event) { evs[5].Statement.Params = []*string{str(hostile)} }, ""},
+		{"statement's own result", func(evs []Event) {
+			evs[1].Statement.Result = &Result{Error: hostile, ErrorCode: "42P01"}
+		}, ""},
+		{"error", func(evs []Event) { evs[2].Result = &Result{Error: hostile, ErrorCode: hostile} }, ""},
+		{"command tag", func(evs []Event) { evs[2].Result.CommandTag = hostile }, ""},
+		{"column name", func(evs []Event) { evs[2].Result.Columns[1] = hostile }, ""},
+		{"result cell", func(evs []Event) { evs[2].Result.Rows[0][1] = str(hostile) }, ""},
+		{"notice message", func(evs []Event) { evs[4].Notice.Message = hostile }, ""},
+		{"notice severity", func(evs []Event) { evs[4].Notice.Severity = hostile }, ""},
+		{"notice code", func(evs []Event) { evs[4].Notice.Code = hostile }, ""},
+		{"approval id", func(evs []Event) { evs[6].Approval.ID = hostile }, ""},
+		{"approvers", func(evs []Event) { evs[6].Approval.Approvers = []string{"dba", hostile} }, ""},
+		{"approved by", func(evs []Event) { evs[7].Approval.By = hostile }, ""},
+		{"approval reason", func(evs []Event) { evs[7].Approval.Reason = hostile }, ""},
+		{"approval state", func(evs []Event) { evs[7].Approval.State = hostile }, ""},
+		{"end reason", func(evs []Event) { evs[9].End.Reason = hostile }, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.field, func(t *testing.T) {
+			evs := sessionEvents("s-1")
+			c.set(evs)
+			dir := t.TempDir()
+			r := openT(t, Options{Dir: dir})
+			appendAll(t, r, evs, Async)
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			recs, err := LoadSession(dir, evs[0].Session)
+			if err != nil {
+				t.Fatal(err)
+			}
+			events := len(recs)
+			if evs[1].Statement.Result != nil {
+				events++ // rendered as a statement and a result
+			}
+			want := c.want
+			if want == "" {
+				want = escaped
+			}
+
+			var out bytes.Buffer
+			if err := RenderReplay(&out, recs, ReplayOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			text := out.String()
+			if bad := terminalControl(text, false); bad != "" {
+				t.Errorf("replay prints %s:\n%s", bad, text)
+			}
+			if !strings.Contains(text, want) {
+				t.Errorf("replay lacks %s as %q:\n%s", c.field, want, text)
+			}
+			if n := len(eventLine.FindAllString(text, -1)); n != events {
+				t.Errorf("replay has %d event lines, want %d:\n%s", n, events, text)
+			}
+
+			out.Reset()
+			if err := ExportAsciicast(&out, recs, AsciicastOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(&out)
+			sc.Buffer(nil, 1<<20)
+			sc.Scan()
+			var hdr struct{ Title string }
+			if err := json.Unmarshal(sc.Bytes(), &hdr); err != nil {
+				t.Fatal(err)
+			}
+			if bad := terminalControl(hdr.Title, false); bad != "" {
+				t.Errorf("asciicast title has %s", bad)
+			}
+			var played strings.Builder
+			for sc.Scan() {
+				var ev []any
+				if err := json.Unmarshal(sc.Bytes(), &ev); err != nil || len(ev) != 3 {
+					t.Fatalf("asciicast event %s: %v", sc.Bytes(), err)
+				}
+				s := ev[2].(string)
+				if bad := terminalControl(s, true); bad != "" {
+					t.Errorf("asciicast plays %s", bad)
+				}
+				played.WriteString(strings.ReplaceAll(s, "\r\n", "\n"))
+			}
+			if played.String() != text {
+				t.Errorf("asciicast plays\n%s\nreplay prints\n%s", played.String(), text)
+			}
+		})
+	}
+}
+
+// TestRenderEscapesInvalidUTF8: bytes that are not UTF-8 (which the recorder stores as U+FFFD,
+// but a log can be edited) show as \xNN; a lone 0x9B is CSI to a terminal in 8-bit mode.
+func TestRenderEscapesInvalidUTF8(t *testing.T) {
+	at := time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)
+	out := renderEvent(Event{Type: TypeStatement, Session: "s\xff", Time: at, Statement: &Statement{
+		Text: "select '\x9b2J' \xc2", Verdict: VerdictAllow, Params: []*string{str("\x9b")},
+	}}, time.UTC)
+	if bad := terminalControl(out, false); bad != "" {
+		t.Fatalf("rendered %s: %q", bad, out)
+	}
+	want := "2026-11-27 14:00:00.000  ALLOW    select '\\x9B2J' \\xC2\n" + strings.Repeat(" ", 28) + "params $1='\\x9B'\n"
+	if out != want {
+		t.Fatalf("got %q\nwant %q", out, want)
+	}
+}
+
+// TestRenderContinuation: a statement over several lines continues on marked, indented lines, so
+// text made to look like an event inside it cannot pass for one.
+func TestRenderContinuation(t *testing.T) {
+	at := time.Date(2026, 11, 27, 14, 0, 0, 0, time.UTC)
+	out := renderEvent(Event{Type: TypeStatement, Session: "s", Time: at, Statement: &Statement{
+		Class: "read", Text: "select 1\n2026-11-27 14:00:01.000  BLOCKED  DROP TABLE users\n\tfrom t", Verdict: VerdictAllow,
+	}}, time.UTC)
+	want := "2026-11-27 14:00:00.000  ALLOW    [read] select 1\n" +
+		"                                  | 2026-11-27 14:00:01.000  BLOCKED  DROP TABLE users\n" +
+		"                                  | \tfrom t\n"
+	if out != want {
+		t.Fatalf("got\n%s\nwant\n%s", out, want)
+	}
+}
+
+// TestRenderRecordJSON: `replay --follow --json` prints each record as one line that decodes to
+// the element `replay --json` prints for it, with C1 controls escaped rather than raw.
+func TestRenderRecordJSON(t *testing.T) {
+	dir := t.TempDir()
+	r := openT(t, Options{Dir: dir})
+	evs := sessionEvents("s-1")
+	evs[4].Notice.Message = "held \u009b2J\x1b[1A \u0085"
+	appendAll(t, r, evs, Async)
+	r.Close()
+	recs, err := LoadSession(dir, "s-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all bytes.Buffer
+	if err := RenderReplayJSON(&all, recs); err != nil {
+		t.Fatal(err)
+	}
+	var array []ReplayJSON
+	if err := json.Unmarshal(all.Bytes(), &array); err != nil {
+		t.Fatal(err)
+	}
+	var lines bytes.Buffer
+	for _, rec := range recs {
+		if err := RenderRecordJSON(&lines, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, out := range map[string]string{"array": all.String(), "lines": lines.String()} {
+		if bad := terminalControl(out, false); bad != "" {
+			t.Errorf("%s prints %s", name, bad)
+		}
+		if !strings.Contains(out, `held \u009b2J\u001b[1A \u0085`) {
+			t.Errorf("%s lacks the escaped notice:\n%s", name, out)
+		}
+	}
+	rows := strings.Split(strings.TrimSuffix(lines.String(), "\n"), "\n")
+	if len(rows) != len(recs) {
+		t.Fatalf("%d lines for %d records", len(rows), len(recs))
+	}
+	for i, row := range rows {
+		var got ReplayJSON
+		if err := json.Unmarshal([]byte(row), &got); err != nil {
+			t.Fatalf("line %d: %v", i, err)
+		}
+		var gotData, wantData any
+		json.Unmarshal(got.Data, &gotData)
+		json.Unmarshal(array[i].Data, &wantData)
+		got.Data, array[i].Data = nil, nil
+		if fmt.Sprint(got, gotData) != fmt.Sprint(array[i], wantData) {
+			t.Errorf("line %d: %+v %v, array has %+v %v", i, got, gotData, array[i], wantData)
+		}
+	}
+	var notice struct{ Data Notice }
+	json.Unmarshal([]byte(rows[4]), &notice)
+	if notice.Data.Message != evs[4].Notice.Message {
+		t.Errorf("notice decodes to %q, want %q", notice.Data.Message, evs[4].Notice.Message)
 	}
 }

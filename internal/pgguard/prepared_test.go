@@ -37,10 +37,12 @@ rules:
 // guardedProxy is the proxy in front of a real PostgreSQL server (table t, ids 1 to 5), with a
 // recording guard on the given policy for every connection.
 type guardedProxy struct {
-	db   *pgtest.Server
-	addr string
-	dir  string
-	rec  *record.Recorder
+	db     *pgtest.Server
+	addr   string
+	dir    string
+	rec    *record.Recorder
+	guards chan *Guard // each connection's guard, when it starts
+	ended  chan *Guard // each connection's guard, once End returned
 }
 
 func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
@@ -65,6 +67,7 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p := &guardedProxy{db: db, addr: ln.Addr().String(), dir: dir, rec: rec, guards: make(chan *Guard, 4), ended: make(chan *Guard, 4)}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -72,9 +75,17 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 				return
 			}
 			g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+			select {
+			case p.guards <- g:
+			default: // nobody waits for it
+			}
 			go func() {
 				srv.Serve(context.Background(), c, postgres.Session{ID: "1", Upstream: db.Addr.String(), User: pgtest.SuperUser, Password: db.Password, Hook: g})
 				g.End("closed", 0, 0)
+				select {
+				case p.ended <- g:
+				default:
+				}
 			}()
 		}
 	}()
@@ -82,13 +93,17 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 		ln.Close()
 		rec.Close()
 	})
-	return &guardedProxy{db: db, addr: ln.Addr().String(), dir: dir, rec: rec}
+	return p
+}
+
+func (p *guardedProxy) dsn() string {
+	host, port, _ := net.SplitHostPort(p.addr)
+	return "host=" + host + " port=" + port + " user=agent dbname=postgres sslmode=disable"
 }
 
 func (p *guardedProxy) connect(t *testing.T) *pgconn.PgConn {
 	t.Helper()
-	host, port, _ := net.SplitHostPort(p.addr)
-	c, err := pgconn.Connect(context.Background(), "host="+host+" port="+port+" user=agent dbname=postgres sslmode=disable")
+	c, err := pgconn.Connect(context.Background(), p.dsn())
 	if err != nil {
 		t.Fatal(err)
 	}

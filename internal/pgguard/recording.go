@@ -9,6 +9,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/jackc/pgx/v5/pgproto3"
+
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
@@ -26,8 +28,6 @@ type recorder struct {
 	maxRows int
 	id      string
 	started time.Time
-	// stmtStart is when the statement whose results flow was sent (unix ns).
-	stmtStart atomic.Int64
 	// startDone is set once the session's start record was attempted (under the guard's mu).
 	startDone bool
 
@@ -35,10 +35,13 @@ type recorder struct {
 	stmt   record.Statement
 	params cells
 
-	// Server goroutine only, while no result is pending: the result being collected.
+	// Server goroutine only, while no result is pending: the result being collected, and the
+	// statement it belongs to (curOf, when curHasOf).
 	cur        record.Result
 	curTime    time.Time
 	collecting bool
+	curOf      uint64
+	curHasOf   bool
 	colNames   []string // names of the last RowDescription, reused while they repeat
 	lastTag    string
 	rows       cells
@@ -46,14 +49,71 @@ type recorder struct {
 	// Records that wait, written once the client has the result (Delivered) or before any other
 	// record of this connection, whichever comes first, so they are off the client's round trip
 	// and keep their order: a statement that cannot change state waits for its first result and
-	// is written with it, as one record; a finished result waits for delivery.
+	// is written with it, as one record; a finished result waits for delivery. A statement and a
+	// result are written as one record only when the result is the statement's own (resOf).
 	pendingMu sync.Mutex
 	stmtWaits bool   // stmt holds a statement not written yet
 	stmtOf    uint64 // the ID of the proxy's statement that stmt records
 	stmtTime  time.Time
-	resWaits  bool // cur holds a finished result not written yet
+	resWaits  bool   // cur holds a finished result not written yet
+	resOf     uint64 // the ID of the statement cur is a result of, when resHasOf
+	resHasOf  bool
 	hasStmt   atomic.Bool
 	hasResult atomic.Bool
+	// starts are the statements sent whose results may still come, oldest first, for measuring
+	// each result from its own statement's start.
+	starts starts
+}
+
+// maxAwaited bounds the statements starts remembers: how deep a client may pipeline before the
+// results of its oldest statements are recorded without a duration.
+const maxAwaited = 64
+
+// starts is a ring of the forwarded statements whose results may still come, in the order they
+// were sent (the proxy numbers statements in that order, and results come in that order too).
+type starts struct {
+	ring       [maxAwaited]stmtStart
+	head, size int
+}
+
+type stmtStart struct {
+	id uint64
+	at time.Time
+}
+
+// push remembers when statement id was sent. Statements not numbered in order (a caller that is
+// not the proxy) keep only the latest; a full ring forgets its oldest.
+func (q *starts) push(id uint64, at time.Time) {
+	if q.size > 0 && id <= q.ring[(q.head+q.size-1)%maxAwaited].id {
+		q.size = 0
+	}
+	if q.size == maxAwaited {
+		q.head = (q.head + 1) % maxAwaited
+		q.size--
+	}
+	q.ring[(q.head+q.size)%maxAwaited] = stmtStart{id: id, at: at}
+	q.size++
+}
+
+// of returns when statement id was sent, forgetting the statements before it: their results are
+// over once a later statement's come.
+func (q *starts) of(id uint64) (time.Time, bool) {
+	for q.size > 0 && q.ring[q.head].id < id {
+		q.head = (q.head + 1) % maxAwaited
+		q.size--
+	}
+	if q.size > 0 && q.ring[q.head].id == id {
+		return q.ring[q.head].at, true
+	}
+	return time.Time{}, false
+}
+
+// idOf is the proxy's identity of the statement a result belongs to (false for none).
+func idOf(s *postgres.Statement) (uint64, bool) {
+	if s == nil {
+		return 0, false
+	}
+	return s.ID, true
 }
 
 // cells builds rows of nullable strings for a record without allocating once warm: cell text,
@@ -189,7 +249,6 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 		st.Text = fmt.Sprintf("<function call, oid %d>", s.FunctionOID)
 	}
 	now := time.Now()
-	r.stmtStart.Store(now.UnixNano())
 	durability := record.DurabilityFor(inert, verdict)
 	if durability == record.Async && verdict == record.VerdictAllow && !r.strict {
 		// Held back until its result; but a log that cannot take it now refuses the statement
@@ -199,10 +258,23 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 			return err
 		}
 		r.pendingMu.Lock()
+		defer r.pendingMu.Unlock()
+		// A result that finished since flushAll is an earlier statement's: it goes first, alone.
+		if r.resWaits {
+			if err := r.flushLocked(); err != nil {
+				*st = record.Statement{}
+				return err
+			}
+		}
+		r.starts.push(s.ID, now)
 		r.stmtWaits, r.stmtOf, r.stmtTime = true, s.ID, now
 		r.hasStmt.Store(true)
-		r.pendingMu.Unlock()
 		return nil
+	}
+	if verdict != record.VerdictBlock { // a refused statement has no results from the server
+		r.pendingMu.Lock()
+		r.starts.push(s.ID, now)
+		r.pendingMu.Unlock()
 	}
 	err := r.append(record.Event{Type: record.TypeStatement, Time: now, Statement: st}, durability)
 	*st = record.Statement{}
@@ -379,13 +451,25 @@ func (r *recorder) flushResult() error {
 func (r *recorder) flushLocked() error {
 	var err error
 	switch {
-	case r.stmtWaits && r.resWaits:
+	case r.stmtWaits && r.resWaits && r.resHasOf && r.resOf == r.stmtOf:
 		r.stmt.Result = &r.cur
-		err = r.append(record.Event{Type: record.TypeStatement, Time: r.stmtTime, Statement: &r.stmt}, record.Async)
+		err = r.writeStmt()
+	case r.stmtWaits && r.resWaits:
+		// Not each other's (neither side lets this happen: each writes the other's first); both
+		// are written, in the order they happened.
+		var err2 error
+		if r.curTime.Before(r.stmtTime) {
+			err, err2 = r.writeResult(), r.writeStmt()
+		} else {
+			err, err2 = r.writeStmt(), r.writeResult()
+		}
+		if err == nil {
+			err = err2
+		}
 	case r.stmtWaits:
-		err = r.append(record.Event{Type: record.TypeStatement, Time: r.stmtTime, Statement: &r.stmt}, record.Async)
+		err = r.writeStmt()
 	case r.resWaits:
-		err = r.append(record.Event{Type: record.TypeResult, Time: r.curTime, Result: &r.cur}, record.Async)
+		err = r.writeResult()
 	}
 	if r.stmtWaits {
 		r.stmt, r.stmtOf = record.Statement{}, 0
@@ -397,17 +481,32 @@ func (r *recorder) flushLocked() error {
 	return err
 }
 
-// resultDone makes the finished result in cur wait: with its statement, if that is the one
-// waiting, else after it.
-func (r *recorder) resultDone(of *postgres.Statement) error {
+func (r *recorder) writeStmt() error {
+	return r.append(record.Event{Type: record.TypeStatement, Time: r.stmtTime, Statement: &r.stmt}, record.Async)
+}
+
+func (r *recorder) writeResult() error {
+	return r.append(record.Event{Type: record.TypeResult, Time: r.curTime, Result: &r.cur}, record.Async)
+}
+
+// resultDone makes the finished result in cur, of the statement id (if known), wait: with its
+// statement, if that is the one waiting, else after it. Its duration is measured from when its
+// own statement was sent.
+func (r *recorder) resultDone(id uint64, known bool, now time.Time) error {
 	r.pendingMu.Lock()
 	defer r.pendingMu.Unlock()
 	var err error
-	if r.stmtWaits && (of == nil || r.stmtOf != of.ID) {
+	if r.stmtWaits && (!known || r.stmtOf != id) {
 		// A result of an earlier statement (pipelining): the waiting statement goes first, alone.
 		err = r.flushLocked()
 	}
-	r.resWaits = true
+	r.curTime = now
+	if known {
+		if at, ok := r.starts.of(id); ok {
+			r.cur.DurationUS = now.Sub(at).Microseconds()
+		}
+	}
+	r.resWaits, r.resOf, r.resHasOf = true, id, known
 	r.hasResult.Store(true)
 	return err
 }
@@ -431,21 +530,15 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 	}
 	switch res.Kind {
 	case postgres.ResultRowDescription:
-		r.begin()
-		if res.Columns != nil {
-			for i, f := range res.Columns.Fields {
-				if i == len(r.colNames) {
-					r.colNames = append(r.colNames, string(f.Name))
-				} else if r.colNames[i] != string(f.Name) {
-					r.colNames[i] = string(f.Name)
-				}
-				r.cur.ColumnTypes = append(r.cur.ColumnTypes, f.DataTypeOID)
-			}
-			r.cur.Columns = r.colNames[:len(res.Columns.Fields)]
-		}
+		r.begin(res.Statement)
+		r.setColumns(res.Columns)
 	case postgres.ResultRow:
 		if !r.collecting {
-			r.begin()
+			r.begin(res.Statement)
+		}
+		if r.cur.Columns == nil {
+			// No description came through here (an Execute's came with Describe): the row's.
+			r.setColumns(res.Columns)
 		}
 		r.cur.RowCount++
 		if r.maxRows >= 0 && len(r.cur.Rows) >= r.maxRows {
@@ -460,12 +553,12 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 		}))
 	case postgres.ResultCopyData:
 		if !r.collecting {
-			r.begin()
+			r.begin(res.Statement)
 		}
 		r.cur.RowCount++
 	case postgres.ResultCommandComplete, postgres.ResultError:
 		if !r.collecting {
-			r.begin()
+			r.begin(res.Statement)
 		}
 		r.collecting = false
 		cur := &r.cur
@@ -477,11 +570,8 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 		} else if res.Error != nil {
 			cur.Error, cur.ErrorCode = res.Error.Message, res.Error.Code
 		}
-		r.curTime = time.Now()
-		if t := r.stmtStart.Load(); t != 0 {
-			cur.DurationUS = r.curTime.Sub(time.Unix(0, t)).Microseconds()
-		}
-		return r.resultDone(res.Statement)
+		id, known := idOf(res.Statement)
+		return r.resultDone(id, known, time.Now())
 	case postgres.ResultNotice:
 		if res.Error == nil {
 			return nil
@@ -495,13 +585,33 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 	return nil
 }
 
-// begin starts collecting a result, reusing the storage of the last one.
-func (r *recorder) begin() {
+// begin starts collecting a result of statement of, reusing the storage of the last one.
+func (r *recorder) begin(of *postgres.Statement) {
 	r.cur = record.Result{ColumnTypes: r.cur.ColumnTypes[:0], Rows: r.cur.Rows[:0]}
 	clear(r.cur.Rows[:cap(r.cur.Rows)])
 	r.rows.reset()
 	r.collecting = true
+	r.curOf, r.curHasOf = idOf(of)
 }
+
+// setColumns records the columns of the result being collected from its row description.
+func (r *recorder) setColumns(rd *pgproto3.RowDescription) {
+	if rd == nil {
+		return
+	}
+	for i, f := range rd.Fields {
+		if i == len(r.colNames) {
+			r.colNames = append(r.colNames, string(f.Name))
+		} else if r.colNames[i] != string(f.Name) {
+			r.colNames[i] = string(f.Name)
+		}
+		r.cur.ColumnTypes = append(r.cur.ColumnTypes, f.DataTypeOID)
+	}
+	r.cur.Columns = r.colNames[:len(rd.Fields):len(rd.Fields)]
+}
+
+// errCutShort is the error recorded for a result the connection ended in the middle of.
+const errCutShort = "connection closed before the result completed"
 
 // End records the end of the session.
 func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
@@ -512,6 +622,17 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	g.mu.Lock()
 	g.ensureStarted(nil)
 	g.mu.Unlock()
+	// The proxy calls End once both of its goroutines are done, so the server side's result
+	// is ours: one still being collected had rows the client may have seen, so it is written
+	// with what came so far, marked as cut short.
+	if r.collecting {
+		r.collecting = false
+		r.cur.Truncated = true
+		r.cur.Error = errCutShort
+		if err := r.resultDone(r.curOf, r.curHasOf, time.Now()); err != nil {
+			g.log.Error("recording result", "err", err)
+		}
+	}
 	if err := r.flushAll(); err != nil {
 		g.log.Error("recording result", "err", err)
 	}

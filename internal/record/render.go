@@ -59,6 +59,10 @@ func RenderRecord(w io.Writer, rec Record, opts ReplayOptions) error {
 func renderResult(r *Result, line func(tag, format string, args ...any), b *strings.Builder) {
 	if r.Error != "" {
 		line("ERROR", "%s%s", r.Error, codeSuffix(r.ErrorCode))
+		// Rows that reached the client before the error (or before it went away) are what it saw.
+		if len(r.Columns) > 0 && len(r.Rows) > 0 {
+			b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
+		}
 		return
 	}
 	line("RESULT", "%s%s", r.CommandTag, durationSuffix(r.DurationUS))

@@ -566,3 +566,19 @@ func TestRenderRecordJSON(t *testing.T) {
 		t.Errorf("notice decodes to %q, want %q", notice.Data.Message, evs[4].Notice.Message)
 	}
 }
+
+// TestRenderCutShortResult: rows the client received before an error, or before the connection
+// went away, are shown under the error.
+func TestRenderCutShortResult(t *testing.T) {
+	ev := Event{Type: TypeResult, Session: "s", Time: time.Unix(0, 0), Result: &Result{
+		Columns: []string{"secret"}, ColumnTypes: []uint32{25}, Rows: [][]*string{{str("row0")}, {str("row1")}},
+		RowCount: 2, Truncated: true, Error: "connection closed before the result completed"}}
+	out := renderEvent(ev, time.UTC)
+	if !strings.Contains(out, "ERROR") || !strings.Contains(out, "row1") {
+		t.Fatalf("cut-short result rendered as:\n%s", out)
+	}
+	ev.Result = &Result{Error: "division by zero", ErrorCode: "22012"}
+	if out := renderEvent(ev, time.UTC); strings.Count(out, "\n") != 1 {
+		t.Fatalf("an error without rows rendered as:\n%s", out)
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // Checkpoint is a signed statement that the log's record Seq has Hash, made by the host key Key.
@@ -108,28 +110,76 @@ func ReadCheckpoint(path string) (*Checkpoint, error) {
 }
 
 // LatestCheckpoint returns the newest checkpoint record in the log in dir (for exporting without
-// the daemon), or an error if there is none.
+// the daemon), or an error if there is none. The checkpoint must be signed by the key its
+// segment's header declares (as Verify checks), which must be this host's (host.pub, where the
+// key is kept in dir as by default), and follow
+// the record it names; a line it cannot read on the way is an error, not skipped: an export
+// vouches for the log up to that point, so `enforcer record verify` should look first.
 func LatestCheckpoint(dir string) (*Checkpoint, error) {
 	segs, err := listSegments(dir)
 	if err != nil {
 		return nil, err
 	}
 	for i := len(segs) - 1; i >= 0; i-- {
-		lines, _, err := readLines(segs[i].Path)
+		name := filepath.Base(segs[i].Path)
+		lines, _, err := readLines(segs[i].Path) // a torn last line is an interrupted write
 		if err != nil {
 			return nil, err
 		}
 		for j := len(lines) - 1; j >= 0; j-- {
 			rec, _, err := parseLine(lines[j])
-			if err != nil || rec.Type != TypeCheckpoint {
+			if err != nil {
+				return nil, fmt.Errorf("%s line %d is unreadable (%v): run `enforcer record verify`", name, j+1, err)
+			}
+			if rec.Type != TypeCheckpoint {
 				continue
 			}
 			ev, err := rec.Event()
 			if err != nil {
-				continue
+				return nil, fmt.Errorf("%s line %d: %w", name, j+1, err)
 			}
-			return ev.Checkpoint, nil
+			cp := ev.Checkpoint
+			if err := latestCheckpointValid(cp, lines, j); err != nil {
+				return nil, fmt.Errorf("%s line %d (seq %d): %w: run `enforcer record verify`", name, j+1, rec.Seq, err)
+			}
+			if pub, err := os.ReadFile(filepath.Join(dir, pubFile)); err == nil && strings.TrimSpace(string(pub)) != cp.Key {
+				return nil, fmt.Errorf("%s line %d (seq %d): checkpoint signed by key %s, but this host's key (%s) is %s: the log was replaced, or the host key changed since (export after the next checkpoint)", name, j+1, rec.Seq, short(cp.Key), pubFile, short(strings.TrimSpace(string(pub))))
+			} else if err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, err
+			}
+			return cp, nil
 		}
 	}
 	return nil, fmt.Errorf("no checkpoint in %s", dir)
+}
+
+// latestCheckpointValid checks the checkpoint cp on line j of a segment's lines: signed by the
+// key of the segment's header and covering the record before it.
+func latestCheckpointValid(cp *CheckpointData, lines [][]byte, j int) error {
+	if j == 0 {
+		return errors.New("checkpoint where the segment header belongs")
+	}
+	h, _, err := parseLine(lines[0])
+	if err != nil {
+		return fmt.Errorf("segment header unreadable: %v", err)
+	}
+	hev, err := h.Event()
+	if err != nil || hev.Segment == nil {
+		return errors.New("segment does not start with its header")
+	}
+	key, err := hex.DecodeString(hev.Segment.Key)
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return errors.New("segment header declares no Ed25519 key")
+	}
+	if err := verifyCheckpoint(cp, ed25519.PublicKey(key)); err != nil {
+		return err
+	}
+	prev, _, err := parseLine(lines[j-1])
+	if err != nil {
+		return fmt.Errorf("the record before it is unreadable: %v", err)
+	}
+	if prev.Seq != cp.Seq || prev.Hash != cp.Hash {
+		return fmt.Errorf("checkpoint covers seq %d but follows seq %d", cp.Seq, prev.Seq)
+	}
+	return nil
 }

@@ -314,6 +314,13 @@ const (
 	maxStampSec = 253402300799 // 9999-12-31T23:59:59Z
 )
 
+// Unix seconds of the first and last second TimeFormat can write (years 0000 to 9999); Append
+// refuses event times outside them.
+const (
+	minRecordSec = -62167219200 // 0000-01-01T00:00:00Z
+	maxRecordSec = maxStampSec
+)
+
 // appendStamp is appendTimestamp with the date and clock of the second taken from c.
 func appendStamp(c *atomic.Pointer[stampCache], dst []byte, t time.Time) []byte {
 	sec := t.Unix()

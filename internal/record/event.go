@@ -104,7 +104,9 @@ type Result struct {
 	ErrorCode   string      `json:"error_code,omitempty"` // SQLSTATE
 	RowCount    int64       `json:"row_count"`
 	Rows        [][]*string `json:"rows,omitempty"`
-	Truncated   bool        `json:"truncated,omitempty"`
+	// Truncated says the record holds less than the client received: rows were dropped (the row
+	// cap) or a value was cut (the value cap, see Options.MaxValueBytes).
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Notice is a NoticeResponse (or a message the proxy itself sent the client).

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 const (
@@ -196,9 +197,10 @@ func saveState(dir string, st chainState, sync func(*os.File) error) error {
 }
 
 // loadOrCreateKey returns the host's checkpoint signing key from path, creating it (0600, with a
-// hex public key beside it in host.pub) on first start.
+// hex public key beside it in host.pub) on first start. An existing key must be the daemon's
+// own: one that others can read lets any local user sign checkpoints for a log they rewrote.
 func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := readKeyFile(path)
 	if err == nil {
 		blk, _ := pem.Decode(b)
 		if blk == nil || blk.Type != "PRIVATE KEY" {
@@ -233,6 +235,30 @@ func loadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("write host public key: %w", err)
 	}
 	return priv, nil
+}
+
+// readKeyFile reads the host key at path after checking, on the open file, that it is owned
+// by the daemon's uid and that no one else may read or write it.
+func readKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("host key %s is not a regular file", path)
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return nil, fmt.Errorf("host key %s is owned by uid %d, not by the daemon's uid %d: whoever owns it can forge checkpoints; if it is this host's key, run `chown %d %s && chmod 600 %s`", path, st.Uid, os.Getuid(), os.Getuid(), path, path)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("host key %s has mode %04o: other users can read or replace it and forge checkpoints; run `chmod 600 %s` (and, if others may have read it, move it aside so a new key is made)", path, perm, path)
+	}
+	return io.ReadAll(f)
 }
 
 // readLines returns the complete lines of a segment (without newlines) and any torn bytes after the

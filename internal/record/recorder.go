@@ -12,9 +12,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -64,12 +66,27 @@ type Options struct {
 	// is set), default 100; negative keeps none.
 	MaxResultRows int
 
+	// MaxValueBytes caps each value the agent or the server controls in a record: a parameter, a
+	// result cell or column name, a command tag, an error or notice message, a client parameter
+	// or an argument of the session's process; default 64 KiB. MaxTextBytes caps a statement's
+	// text, default 1 MiB. MaxPending counts records, not bytes: without a cap, one hostile
+	// 700 MB cell would be encoded whole into the batch (under the lock every session appends
+	// through) and copied again to be sealed. A longer value is recorded as its first bytes, cut
+	// at a UTF-8 boundary, and a marker with its length and SHA-256 ("…[cut: 734003200 bytes,
+	// sha256 <hex>]"), so an auditor can still match it against a copy; a result with a cut value
+	// is marked Truncated.
+	MaxValueBytes int
+	MaxTextBytes  int
+
 	SegmentBytes       int64         // rotate after a segment reaches this size, default 64 MiB
 	CheckpointEvery    uint64        // records between checkpoints, default 100000
 	CheckpointInterval time.Duration // time between checkpoints while records arrive, default 1m
 
-	MaxAge   time.Duration // delete closed segments older than this (0: keep)
-	MaxBytes int64         // delete oldest closed segments while the log is larger (0: no limit)
+	// MaxAge deletes segments older than this (0: keep). It is applied at every rotation and,
+	// because a quiet host may take months to fill a segment, once a minute between them; the
+	// open segment is closed for it once its newest session record is older (see ageRetention).
+	MaxAge   time.Duration
+	MaxBytes int64 // delete oldest closed segments while the log is larger (0: no limit)
 	// KeepFrom, if set, returns the lowest seq that must not be deleted by retention yet (for
 	// example the fleet sink's shipped-up-to seq + 1).
 	KeepFrom func() uint64
@@ -109,6 +126,12 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxResultRows == 0 {
 		o.MaxResultRows = 100
+	}
+	if o.MaxValueBytes <= 0 {
+		o.MaxValueBytes = 64 << 10
+	}
+	if o.MaxTextBytes <= 0 {
+		o.MaxTextBytes = 1 << 20
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = 64 << 20
@@ -249,6 +272,10 @@ type Recorder struct {
 	lock    *os.File
 	logID   string
 	buf     []byte
+	// segSession says the open segment holds session records (not only the log's own).
+	segSession bool
+	// lastRetention is when retention was last applied.
+	lastRetention time.Time
 	// synced is how much of the segment the last fdatasync made durable; released how much of it
 	// was when releaseCache last dropped it from the page cache.
 	synced, released int64
@@ -415,6 +442,7 @@ func (r *Recorder) recover() error {
 				}
 			}
 			recs = append(recs, rec)
+			r.segSession = r.segSession || isSessionType(rec.Type)
 		}
 		if recs[0].Type != TypeSegment && problem == "" {
 			problem = fmt.Sprintf("%s does not start with a segment header", filepath.Base(newest.Path))
@@ -569,7 +597,7 @@ func (r *Recorder) openSegment(n uint64) error {
 		}
 		r.f.Close()
 	}
-	r.f, r.segNum, r.segSize = f, n, 0
+	r.f, r.segNum, r.segSize, r.segSession = f, n, 0, false
 	r.synced, r.released = 0, 0
 	if err := r.writeSystem(Event{Type: TypeSegment, Segment: &SegmentHeader{Format: formatName, Key: r.pub, Log: r.logID, Segment: n}}); err != nil {
 		return err
@@ -738,21 +766,17 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	if ev.Session == "" {
 		return errors.New("record: event without session id")
 	}
-	if res := ev.Result; res != nil {
-		ev.Result = r.capResult(res)
-	}
-	if st := ev.Statement; st != nil && st.Result != nil {
-		if res := r.capResult(st.Result); res != st.Result {
-			c := *st
-			c.Result = res
-			ev.Statement = &c
-		}
-	}
 	var err error
 	t := ev.Time
 	if t.IsZero() {
 		t = r.opts.Now()
 	}
+	if sec := t.Unix(); sec < minRecordSec || sec > maxRecordSec {
+		// TimeFormat holds a four-digit year: any other would be written without its Z (a
+		// record no reader parses, which Open then refuses to continue from).
+		return fmt.Errorf("record: %s event time %s is outside the years 0-9999 a record can hold", ev.Type, t.UTC().Format(time.RFC3339))
+	}
+	r.capValues(&ev)
 	rec := batchRec{typ: ev.Type}
 	appendStamp(&r.stamps, rec.time[:0], t)
 	wa := d == WriteAhead || r.opts.Strict
@@ -838,16 +862,198 @@ func (r *Recorder) Append(ev Event, d Durability) error {
 	return err
 }
 
-// capResult returns res with at most MaxResultRows rows (a copy if any were dropped).
+// capValues applies the row cap and the value caps (MaxValueBytes, MaxTextBytes) to ev's
+// payload. A payload with nothing to cut is kept as it is, without a copy; one with something
+// to cut is copied as far as needed: the caller's values are never changed.
+func (r *Recorder) capValues(ev *Event) {
+	if res := ev.Result; res != nil {
+		ev.Result = r.capResult(res)
+	}
+	if st := ev.Statement; st != nil {
+		ev.Statement = r.capStatement(st)
+	}
+	if n := ev.Notice; n != nil {
+		ev.Notice = r.capNotice(n)
+	}
+	if a := ev.Approval; a != nil && len(a.Reason) > r.opts.MaxValueBytes {
+		c := *a
+		c.Reason = cutValue(c.Reason, r.opts.MaxValueBytes)
+		ev.Approval = &c
+	}
+	if st := ev.Start; st != nil {
+		ev.Start = r.capStart(st)
+	}
+}
+
+// capStatement returns st with its text, parameters and result capped (a copy if any were cut).
+func (r *Recorder) capStatement(st *Statement) *Statement {
+	limit := r.opts.MaxValueBytes
+	res := st.Result
+	if res != nil {
+		res = r.capResult(res)
+	}
+	text := len(st.Text) > r.opts.MaxTextBytes
+	params := nullableOver(st.Params, limit)
+	if res == st.Result && !text && !params {
+		return st
+	}
+	c := *st
+	c.Result = res
+	if text {
+		c.Text = cutValue(c.Text, r.opts.MaxTextBytes)
+	}
+	if params {
+		c.Params = cutNullable(c.Params, limit)
+	}
+	return &c
+}
+
+// capResult returns res with at most MaxResultRows rows and its values capped (a copy if any
+// rows were dropped or values cut).
 func (r *Recorder) capResult(res *Result) *Result {
+	limit := r.opts.MaxValueBytes
 	rows, cut := CapRows(res.Rows, r.opts.MaxResultRows)
-	if !cut {
+	cells := false
+	for _, row := range rows {
+		if nullableOver(row, limit) {
+			cells = true
+			break
+		}
+	}
+	other := len(res.Error) > limit || len(res.CommandTag) > limit || len(res.ErrorCode) > limit || stringsOver(res.Columns, limit)
+	if !cut && !cells && !other {
 		return res
 	}
 	c := *res
 	c.Rows, c.Truncated = rows, true
+	if cells {
+		c.Rows = make([][]*string, len(rows))
+		for i, row := range rows {
+			if nullableOver(row, limit) {
+				row = cutNullable(row, limit)
+			}
+			c.Rows[i] = row
+		}
+	}
+	if other {
+		c.Error = cutValue(c.Error, limit)
+		c.CommandTag = cutValue(c.CommandTag, limit)
+		c.ErrorCode = cutValue(c.ErrorCode, limit)
+		if stringsOver(c.Columns, limit) {
+			c.Columns = cutStrings(c.Columns, limit)
+		}
+	}
 	return &c
 }
+
+// capNotice returns n with its fields capped (a copy if any were cut).
+func (r *Recorder) capNotice(n *Notice) *Notice {
+	limit := r.opts.MaxValueBytes
+	if len(n.Message) <= limit && len(n.Code) <= limit && len(n.Severity) <= limit {
+		return n
+	}
+	c := *n
+	c.Message, c.Code, c.Severity = cutValue(c.Message, limit), cutValue(c.Code, limit), cutValue(c.Severity, limit)
+	return &c
+}
+
+// capStart returns st with the values the client chose (its startup parameters and its
+// process's arguments) capped (a copy if any were cut).
+func (r *Recorder) capStart(st *SessionStart) *SessionStart {
+	limit := r.opts.MaxValueBytes
+	params := false
+	for k, v := range st.ClientParams {
+		if len(k) > limit || len(v) > limit {
+			params = true
+			break
+		}
+	}
+	args := stringsOver(st.Process.Cmdline, limit)
+	if !params && !args {
+		return st
+	}
+	c := *st
+	if params {
+		c.ClientParams = make(map[string]string, len(st.ClientParams))
+		for k, v := range st.ClientParams {
+			c.ClientParams[cutValue(k, limit)] = cutValue(v, limit) // the marker's hash keeps cut keys apart
+		}
+	}
+	if args {
+		c.Process.Cmdline = cutStrings(c.Process.Cmdline, limit)
+	}
+	return &c
+}
+
+// nullableOver reports whether a value of vs is longer than limit.
+func nullableOver(vs []*string, limit int) bool {
+	for _, v := range vs {
+		if v != nil && len(*v) > limit {
+			return true
+		}
+	}
+	return false
+}
+
+func stringsOver(vs []string, limit int) bool {
+	for _, v := range vs {
+		if len(v) > limit {
+			return true
+		}
+	}
+	return false
+}
+
+// cutNullable returns a copy of vs with each value longer than limit cut.
+func cutNullable(vs []*string, limit int) []*string {
+	c := make([]*string, len(vs))
+	for i, v := range vs {
+		if v != nil && len(*v) > limit {
+			s := cutValue(*v, limit)
+			v = &s
+		}
+		c[i] = v
+	}
+	return c
+}
+
+// cutStrings returns a copy of vs with each value longer than limit cut.
+func cutStrings(vs []string, limit int) []string {
+	c := make([]string, len(vs))
+	for i, v := range vs {
+		c[i] = cutValue(v, limit)
+	}
+	return c
+}
+
+// cutValue returns s if it is at most limit bytes long, else its first limit bytes or fewer (not
+// splitting a UTF-8 sequence) followed by a marker with s's length and SHA-256:
+// "…[cut: 734003200 bytes, sha256 <hex>]".
+func cutValue(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	n := limit
+	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
+		n--
+	}
+	if !utf8.RuneStart(s[n]) {
+		n = limit // not UTF-8 here anyway: its bytes are recorded as U+FFFD
+	}
+	// Hashed in place: a copy of a value this long is what the cap is for.
+	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s)))
+	b := make([]byte, 0, n+len(cutMarker)+100)
+	b = append(b, s[:n]...)
+	b = append(b, cutMarker...)
+	b = strconv.AppendInt(b, int64(len(s)), 10)
+	b = append(b, " bytes, sha256 "...)
+	b = hex.AppendEncode(b, sum[:])
+	b = append(b, ']')
+	return string(b)
+}
+
+// cutMarker begins the marker cutValue puts after the kept bytes of a cut value.
+const cutMarker = "…[cut: "
 
 // fail makes the recorder refuse every later Append and reports the failure loudly. taken is
 // the batch the writer was writing, if any.
@@ -884,6 +1090,13 @@ func (r *Recorder) fail(err error, taken *batch) {
 	}
 	for _, c := range reqs {
 		c <- cpResult{err: ferr}
+	}
+}
+
+// answerCheckpoints answers the checkpoint requests reqs with err.
+func answerCheckpoints(reqs []chan cpResult, err error) {
+	for _, c := range reqs {
+		c <- cpResult{err: err}
 	}
 }
 
@@ -938,6 +1151,7 @@ func (r *Recorder) writer() {
 
 		if r.isFailed() {
 			r.fail(nil, &taken)
+			answerCheckpoints(reqs, r.Err())
 			if stopping {
 				return
 			}
@@ -947,6 +1161,9 @@ func (r *Recorder) writer() {
 			r.writeBatch(&taken)
 			taken.reset()
 			if r.isFailed() {
+				// The checkpoint requests taken with the batch are no longer in r.cpReq, where
+				// fail answers them: answer them here, or their callers wait forever.
+				answerCheckpoints(reqs, r.Err())
 				continue
 			}
 		}
@@ -968,6 +1185,11 @@ func (r *Recorder) writer() {
 		}
 		if !r.isFailed() && r.segSize >= r.opts.SegmentBytes {
 			if err := r.rotate(); err != nil {
+				r.fail(err, nil)
+			}
+		}
+		if !r.isFailed() && ticked && r.opts.MaxAge > 0 && r.opts.Now().Sub(r.lastRetention) >= retentionEvery {
+			if err := r.ageRetention(); err != nil {
 				r.fail(err, nil)
 			}
 		}
@@ -1013,6 +1235,7 @@ func (r *Recorder) writeBatch(b *batch) {
 	}
 	r.seq, r.head = seq, string(head)
 	r.segSize += int64(len(buf))
+	r.segSession = true
 	r.sinceCP += uint64(now)
 	r.dirty = true
 	r.st.records.Add(uint64(now))

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // applyRetention deletes whole closed segments, oldest first, while they are older than MaxAge or the
@@ -16,6 +17,7 @@ func (r *Recorder) applyRetention() error {
 	if r.opts.MaxAge <= 0 && r.opts.MaxBytes <= 0 {
 		return nil
 	}
+	r.lastRetention = r.opts.Now()
 	segs, err := listSegments(r.opts.Dir)
 	if err != nil {
 		return fmt.Errorf("record: retention: %w", err)
@@ -87,4 +89,33 @@ func (r *Recorder) applyRetention() error {
 	}
 	r.log.Info("retention removed old segments", "from", removed[0].Num, "to", removed[len(removed)-1].Num, "bytes", removedBytes)
 	return syncDir(r.opts.Dir, r.fsync)
+}
+
+// retentionEvery is how often the writer applies MaxAge between rotations.
+const retentionEvery = time.Minute
+
+// ageRetention applies MaxAge between rotations (writer goroutine only, from its SyncInterval
+// tick at most every retentionEvery): segments rotate by size, and a quiet host may take months
+// to fill one, while closed segments (masked results among them) must not outlive MaxAge.
+//
+// The open segment is closed (rotated) first when it holds session records and its last write
+// is older than MaxAge, so its records can go too: a data-retention limit holds for the records
+// of a quiet host as well. This does not churn: the new segment holds only the log's own
+// records (header, retention), and it is rotated again only after session records arrive in it
+// and then age past MaxAge, so a quiet host gains one segment per quiet spell, not one per check.
+// KeepFrom still holds: applyRetention keeps every segment the fleet sink has not shipped, the
+// rotated one included (which then waits for the next check after the sink caught up).
+func (r *Recorder) ageRetention() error {
+	now := r.opts.Now()
+	r.lastRetention = now
+	if r.segSession {
+		info, err := r.f.Stat()
+		if err != nil {
+			return fmt.Errorf("record: retention: %w", err)
+		}
+		if now.Sub(info.ModTime()) > r.opts.MaxAge {
+			return r.rotate() // which applies retention
+		}
+	}
+	return r.applyRetention()
 }

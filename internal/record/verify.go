@@ -270,7 +270,17 @@ func (v *verifier) checkExported(seg string, line int, rec Record) {
 // finish checks what can only be known after reading everything: the start anchor and the exported
 // checkpoint.
 func (v *verifier) finish() {
-	if v.rep.Problem != nil || !v.started {
+	if v.rep.Problem != nil {
+		return
+	}
+	if !v.started {
+		// Nothing but an incomplete line is left. With a checkpoint that is a removed log, not
+		// an interrupted first write: however little remains, a log that no longer reaches the
+		// checkpoint's seq fails.
+		if v.cp != nil {
+			v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
+			v.fail(v.lastSeg, 0, 0, KindTruncated, fmt.Sprintf("the log holds no complete record but the exported checkpoint covers seq %d: the log was removed", v.cp.Seq))
+		}
 		return
 	}
 	f := v.first

@@ -683,6 +683,22 @@ func (w *walker) visit(m protoreflect.Message) {
 		return
 	case *pg.FuncCall:
 		w.addFunc(x)
+	case *pg.A_Expr:
+		switch x.Kind {
+		case pg.A_Expr_Kind_AEXPR_BETWEEN, pg.A_Expr_Kind_AEXPR_NOT_BETWEEN,
+			pg.A_Expr_Kind_AEXPR_BETWEEN_SYM, pg.A_Expr_Kind_AEXPR_NOT_BETWEEN_SYM:
+			// Named by keyword; PostgreSQL compares with >= and <=.
+		default:
+			w.funcClass |= classifyOperator(x.Name)
+		}
+	case *pg.SubLink:
+		w.funcClass |= classifyOperator(x.OperName)
+	case *pg.SortBy:
+		w.funcClass |= classifyOperator(x.UseOp)
+	case *pg.RangeTableSample:
+		if !builtinSampleMethod(x.Method) {
+			w.funcClass |= fnProcedural
+		}
 	case *pg.InsertStmt:
 		w.addKind(KindInsert)
 		w.dml = true
@@ -807,19 +823,30 @@ func (w *walker) addTable(name, bare string, write bool) {
 }
 
 func (w *walker) addFunc(f *pg.FuncCall) {
-	if len(f.Funcname) == 0 {
+	n := len(f.Funcname)
+	if n == 0 {
+		w.funcClass |= fnProcedural // cannot happen: a call names a function
 		return
 	}
 	full := qualifiedName(f.Funcname)
-	bare := f.Funcname[len(f.Funcname)-1].GetString_().GetSval()
+	bare := f.Funcname[n-1].GetString_().GetSval()
 	if bare == "" {
+		w.funcClass |= fnProcedural
 		return
 	}
 	if full != bare && full != "" {
 		w.funcs = append(w.funcs, full)
 	}
 	w.funcs = append(w.funcs, bare)
-	c := classifyFunc(bare)
+	schema := ""
+	if n > 1 {
+		// db.schema.f() names the schema second to last.
+		schema = f.Funcname[n-2].GetString_().GetSval()
+		if schema == "" {
+			schema = "?" // not a String node: never a known schema
+		}
+	}
+	c := classifyCall(schema, bare)
 	w.funcClass |= c
 	if c&fnSession != 0 {
 		// set_config(name, value, is_local): SET by another name.

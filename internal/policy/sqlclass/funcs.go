@@ -1,6 +1,10 @@
 package sqlclass
 
-import "strings"
+import (
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+)
 
 // funcClass is what calling a built-in function does.
 type funcClass uint8
@@ -8,13 +12,16 @@ type funcClass uint8
 const (
 	fnUnsafeIO funcClass = 1 << iota
 	fnSideEffect
-	fnProcedural // runs SQL text given as an argument
+	fnProcedural // runs SQL text given as an argument, or code whose effects are not known
 	fnSession    // set_config; refined by its first argument
 )
 
-// builtinFuncs maps bare, lower-cased function names to their class. The
-// schema is ignored on purpose: a same-named function in another schema is
-// treated like the built-in, which errs on the strict side.
+// builtinFuncs maps bare, lower-cased names of built-in functions with
+// effects to their class. The schema is ignored on purpose: a same-named
+// function in another schema is treated like the built-in (and, being
+// outside pg_catalog, also as code with unknown effects), which errs on the
+// strict side. Functions without effects are in pureFuncNames; every other
+// name is code with unknown effects (see classifyCall).
 var builtinFuncs = map[string]funcClass{
 	// Server files and directories (pg_read_server_files and friends).
 	"pg_read_file":            fnUnsafeIO,
@@ -43,9 +50,6 @@ var builtinFuncs = map[string]funcClass{
 	"query_to_xml_and_xmlschema":             fnProcedural,
 	"ts_stat":                                fnProcedural,
 	"ts_rewrite":                             fnProcedural,
-	"database_to_xml":                        0, // reads everything; listed in Functions
-	"xpath":                                  0,
-	"pg_get_viewdef":                         0,
 	"set_config":                             fnSession,
 	"pg_reload_conf":                         fnSideEffect,
 	"pg_rotate_logfile":                      fnSideEffect,
@@ -98,18 +102,168 @@ var builtinFuncs = map[string]funcClass{
 	"pg_stat_reset_slru":                     fnSideEffect,
 	"pg_stat_reset_replication_slot":         fnSideEffect,
 	"pg_stat_statements_reset":               fnSideEffect,
+	"pg_stat_reset_subscription_stats":       fnSideEffect,
+	"pg_stat_reset_backend_stats":            fnSideEffect,
+	"pg_stat_force_next_flush":               fnSideEffect,
+	"pg_read_file_old":                       fnUnsafeIO,
+	"pg_rotate_logfile_old":                  fnSideEffect,
+	"pg_export_snapshot":                     fnSideEffect,
+	"pg_extension_config_dump":               fnSideEffect,
+	"pg_nextoid":                             fnSideEffect,
+	"pg_stop_making_pinned_objects":          fnSideEffect,
+	"pg_log_standby_snapshot":                fnSideEffect,
+	"pg_sync_replication_slots":              fnSideEffect,
+	"pg_logical_slot_get_binary_changes":     fnSideEffect,
+	"pg_replication_origin_advance":          fnSideEffect,
+	"pg_replication_origin_create":           fnSideEffect,
+	"pg_replication_origin_drop":             fnSideEffect,
+	"pg_replication_origin_progress":         fnSideEffect, // can flush to disk
+	"pg_replication_origin_session_progress": fnSideEffect,
+	"pg_replication_origin_session_reset":    fnSideEffect,
+	"pg_replication_origin_session_setup":    fnSideEffect,
+	"pg_replication_origin_xact_reset":       fnSideEffect,
+	"pg_replication_origin_xact_setup":       fnSideEffect,
+	"pg_set_relation_stats":                  fnSideEffect,
+	"pg_clear_relation_stats":                fnSideEffect,
+	"pg_restore_relation_stats":              fnSideEffect,
+	"pg_set_attribute_stats":                 fnSideEffect,
+	"pg_clear_attribute_stats":               fnSideEffect,
+	"pg_restore_attribute_stats":             fnSideEffect,
+	"brin_summarize_range":                   fnSideEffect,
+	"brin_summarize_new_values":              fnSideEffect,
+	"brin_desummarize_range":                 fnSideEffect,
+	"gin_clean_pending_list":                 fnSideEffect,
+	"setseed":                                fnSideEffect, // the session's random() sequence
+	// STABLE, but they assign the transaction an id when it has none.
+	"txid_current":       fnSideEffect,
+	"pg_current_xact_id": fnSideEffect,
+	// Large objects: descriptors are session state; reads are listed too.
+	"loread":     fnSideEffect,
+	"lo_get":     fnSideEffect,
+	"lo_close":   fnSideEffect,
+	"lo_lseek":   fnSideEffect,
+	"lo_lseek64": fnSideEffect,
+	"lo_tell":    fnSideEffect,
+	"lo_tell64":  fnSideEffect,
 }
 
-// classifyFunc returns the class of a function by its bare name.
-func classifyFunc(bare string) funcClass {
-	name := strings.ToLower(bare)
+// effectClass returns the class of a built-in with effects by its
+// lower-cased bare name, 0 for other names.
+func effectClass(name string) funcClass {
 	if c, ok := builtinFuncs[name]; ok {
 		return c
 	}
-	if strings.HasPrefix(name, "dblink") {
+	switch {
+	case strings.HasPrefix(name, "dblink"):
 		return fnUnsafeIO | fnSideEffect
+	case strings.HasPrefix(name, "lo_"), strings.HasPrefix(name, "binary_upgrade_"):
+		return fnSideEffect
 	}
 	return 0
+}
+
+// pureFuncs is pureFuncNames as a set.
+var pureFuncs = func() map[string]bool {
+	names := strings.Fields(pureFuncNames)
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}()
+
+// infoSchemaFuncs are the (pure) functions of schema information_schema,
+// called by drivers' metadata queries (pgjdbc's getPrimaryKeys…); they are
+// only recognised when qualified.
+var infoSchemaFuncs = map[string]bool{
+	"_pg_char_max_length": true, "_pg_char_octet_length": true, "_pg_datetime_precision": true,
+	"_pg_expandarray": true, "_pg_index_position": true, "_pg_interval_type": true,
+	"_pg_numeric_precision": true, "_pg_numeric_precision_radix": true, "_pg_numeric_scale": true,
+	"_pg_truetypid": true, "_pg_truetypmod": true,
+}
+
+// classifyCall returns the class of a call to the function schema.bare
+// (schema is empty for an unqualified name; names are as the parser
+// returns them: lower-cased unless quoted).
+//
+// A function is only free of effects when it is known to be: a built-in of
+// pureFuncNames called unqualified or as pg_catalog.name, or a function of
+// information_schema. Anything else (user-defined functions, extension
+// functions, unknown names, names qualified with another schema, quoted
+// names in upper case, which are never built-ins) may run any SQL and is
+// fnProcedural, on top of the effects of a built-in of the same name.
+//
+// Unqualified names are assumed to resolve to pg_catalog, which is the
+// case unless search_path names pg_catalog after another schema, or a
+// user-defined overload takes argument types of its own (lower(mytype)):
+// text classification cannot see either.
+func classifyCall(schema, bare string) funcClass {
+	lower := strings.ToLower(bare)
+	c := effectClass(lower)
+	switch {
+	case lower != bare:
+	case schema == "" || schema == "pg_catalog":
+		if c != 0 || pureFuncs[bare] {
+			return c
+		}
+	case schema == "information_schema":
+		if infoSchemaFuncs[bare] {
+			return c
+		}
+	}
+	return c | fnProcedural
+}
+
+// builtinOperators are the operator names of pg_catalog (PostgreSQL 15 to
+// 17). An operator runs a function; one with any other name, or qualified
+// with a schema other than pg_catalog (OPERATOR(s.+)), is user-defined and
+// may run any SQL. A user-defined operator with a built-in name on types of
+// its own cannot be told from the built-in.
+var builtinOperators = func() map[string]bool {
+	names := strings.Fields(`!! !~ !~* !~~ !~~* # ## #- #> #>> % & && &< &<| &> * *< *<= *<> *= *> *>=
+		+ - -> ->> -|- / < <-> << <<= <<| <= <> != <@ <^ = > >= >> >>= >^ ? ?# ?& ?- ?-| ?| ?||
+		@ @-@ @> @? @@ @@@ ^ ^@ | |&> |/ |>> || ||/ ~ ~* ~<=~ ~<~ ~= ~>=~ ~>~ ~~ ~~*`)
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
+	}
+	return m
+}()
+
+// classifyOperator returns the class of an operator name (a list of String
+// nodes, optionally schema-qualified): 0 for a built-in operator name,
+// fnProcedural for any other.
+func classifyOperator(names []*pg.Node) funcClass {
+	if len(names) == 0 {
+		return 0
+	}
+	op := names[len(names)-1].GetString_().GetSval()
+	if len(names) > 1 && names[len(names)-2].GetString_().GetSval() != "pg_catalog" {
+		return fnProcedural
+	}
+	if !builtinOperators[op] {
+		return fnProcedural
+	}
+	return 0
+}
+
+// builtinSampleMethod reports whether a TABLESAMPLE method is one of
+// pg_catalog's; others (tsm_system_rows…) run an extension's code.
+func builtinSampleMethod(names []*pg.Node) bool {
+	switch len(names) {
+	case 1:
+	case 2:
+		if names[0].GetString_().GetSval() != "pg_catalog" {
+			return false
+		}
+	default:
+		return false
+	}
+	switch names[len(names)-1].GetString_().GetSval() {
+	case "system", "bernoulli":
+		return true
+	}
+	return false
 }
 
 // unsafeExtensions are extensions whose installation opens I/O outside the

@@ -8,10 +8,21 @@
 // expected to refuse it.
 //
 // Known blind spots, by design of text classification:
-//   - User-defined functions (and operators, triggers, rules, views with
-//     INSTEAD rules) can do anything; they are listed in Functions but their
-//     effects are not known. Only built-in functions with known effects set
-//     flags.
+//   - A function call is only taken to be free of effects when it names a
+//     built-in known to be (funcs_pure.go), unqualified or qualified with
+//     pg_catalog. Every other call (user-defined and extension functions,
+//     unknown names, other schemas, quoted upper-case names) and every
+//     operator that is not a built-in name (<=>, OPERATOR(s.+)) or
+//     TABLESAMPLE method that is not built in is code with unknown
+//     effects: the statement is Procedural, wherever the call is (select
+//     list, WHERE, FROM, ORDER BY, VALUES, CTEs, DEFAULT…). Built-ins with
+//     known effects set their own flags (nextval: SideEffects).
+//   - Code reached without a call in the text is not seen: triggers, rules,
+//     views, column defaults of INSERT, casts and domain checks, functional
+//     notation (t.f for f(t)), a user-defined overload of a built-in name on
+//     types of its own (lower(mytype), = on mytype), and search_path
+//     putting another schema before pg_catalog. The statements that create
+//     such code are DDL, and Procedural where they name code.
 //   - DO blocks, CALL and dynamic-SQL functions (query_to_xml, ts_stat…) are
 //     marked Procedural: their contents are not inspected.
 //   - The write target of INSERT/UPDATE/DELETE/MERGE is reported as named.
@@ -102,7 +113,7 @@ type Statement struct {
 	DDL         bool // CREATE, ALTER, DROP, TRUNCATE, COMMENT, …
 	Privilege   bool // GRANT, REVOKE, roles, owners, policies, SET ROLE, SET SESSION AUTHORIZATION, set_config('role')
 	UnsafeIO    bool // COPY PROGRAM / server files, file and large-object functions, dblink, foreign servers
-	Procedural  bool // DO, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER, dynamic-SQL functions, LOAD
+	Procedural  bool // DO, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER, dynamic-SQL functions, LOAD, calls of functions/operators not known to be free of effects
 	Session     bool // SET, RESET, DISCARD, DEALLOCATE, LISTEN, set_config
 	Transaction bool // BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION
 	Maintenance bool // VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, REFRESH MATERIALIZED VIEW
@@ -154,6 +165,12 @@ func (s *Statement) ReadOnly() bool {
 
 // Inert reports whether the statement changes nothing by itself: read-only
 // statements and plain transaction control (BEGIN, COMMIT, SAVEPOINT…).
+// COMMIT is inert because it only makes durable what earlier statements of
+// the transaction did, and each of those that could change anything was
+// not inert itself (deferred triggers and ON COMMIT actions it runs were
+// set up by such statements). COMMIT PREPARED and PREPARE TRANSACTION are
+// Writes: the first finishes a transaction that may be another session's,
+// the second leaves one (and its locks) behind the session.
 func (s *Statement) Inert() bool {
 	return (s.Reads || s.Transaction) && s.inert()
 }

@@ -63,11 +63,14 @@ func (m *msgReader) next() (byte, []byte, error) {
 				m.start += l + 1
 				return msg[0], msg, nil
 			}
-			if l+1 > len(m.buf) {
-				if err := m.flush(); err != nil {
+			if need := l + 1; need > len(m.buf)-m.start && len(m.buf)-m.end < readBufSize/4 {
+				// The buffer grows as the message's bytes arrive, doubling, not to the length
+				// its header claims: a peer could otherwise make the proxy allocate up to max
+				// bytes with five, and hold them while it sends nothing more.
+				if err := m.flush(); err != nil { // forwarded spans alias the old buffer
 					return 0, nil, err
 				}
-				nb := make([]byte, l+1+readBufSize)
+				nb := make([]byte, min(need+readBufSize, 2*len(m.buf)))
 				m.end = copy(nb, m.buf[m.start:m.end])
 				m.start = 0
 				m.buf = nb

@@ -22,17 +22,8 @@ import (
 
 // writesNeedReview holds every write for a reviewer. The guards here have no approval service,
 // so a held statement is refused.
-const writesNeedReview = `version: 1
-targets:
-  - name: db
-    match: {addresses: [198.18.0.2], ports: [5432]}
-    protocol: postgres
-    upstream: {user: u, password_file: /nonexistent, tls: disable}
-grants:
-  - {groups: [eng], targets: [db]}
-rules:
-  - {name: writes-need-review, when: 'sql.writes', action: approve, approvers: [dba]}
-`
+var writesNeedReview = strings.Replace(testPolicy, "rules:\n  - {name: no-drop, when: 'sql.kind == \"DROP\"', action: block, message: no drops}\n",
+	"rules:\n  - {name: writes-need-review, when: 'sql.writes', action: approve, approvers: [dba]}\n", 1)
 
 // guardedProxy is the proxy in front of a real PostgreSQL server (table t, ids 1 to 5), with a
 // recording guard on the given policy for every connection.
@@ -214,7 +205,7 @@ func TestExecuteJudgesWhatThePortalRuns(t *testing.T) {
 // statement it has (or succeeds, if the first PREPARE had failed); either way the guard cannot
 // know what EXECUTE of the name runs, so it refuses it until the name is deallocated.
 func TestPrepareAgainUnderUsedName(t *testing.T) {
-	p := startGuardedProxy(t, strings.Replace(writesNeedReview, "rules:\n  - {name: writes-need-review, when: 'sql.writes', action: approve, approvers: [dba]}\n", "default: allow\n", 1))
+	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
 	conn := p.connect(t)
 	defer conn.Close(context.Background())
 	ctx := context.Background()

@@ -64,6 +64,19 @@ func appendRecords(t *testing.T, rec *record.Recorder, n int) {
 	}
 }
 
+// writeLog opens the log with opts, appends n records, closes it, and returns the last seq (the
+// recorder's own records at close included) and the log's id.
+func writeLog(t *testing.T, opts record.Options, n int) (uint64, string) {
+	t.Helper()
+	rec, err := record.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendRecords(t, rec, n)
+	rec.Close()
+	return rec.Durable(), rec.LogID()
+}
+
 type logSeq struct {
 	log string
 	seq uint64
@@ -242,13 +255,7 @@ func TestSinkRetentionAtOpenKeepsUnshipped(t *testing.T) {
 func TestSinkNewLog(t *testing.T) {
 	srv, dsn := sinkDB(t)
 	dir := t.TempDir()
-	rec, err := record.Open(record.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendRecords(t, rec, 100)
-	rec.Close()
-	last := rec.Durable()
+	last, _ := writeLog(t, record.Options{Dir: dir}, 100)
 	cfg := Config{Dir: dir, ConnString: dsn, Host: "h", Poll: 10 * time.Millisecond}
 	shipUntil(t, newSink(t, cfg), last, 10*time.Second)
 
@@ -259,13 +266,7 @@ func TestSinkNewLog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rec, err = record.Open(record.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendRecords(t, rec, 40)
-	rec.Close()
-	last = rec.Durable()
+	last, _ = writeLog(t, record.Options{Dir: dir}, 40)
 	s := newSink(t, cfg)
 	if s.Shipped() != 0 {
 		t.Errorf("Shipped() = %d for a log nothing of which was shipped, want 0 (retention would delete it)", s.Shipped())
@@ -287,14 +288,7 @@ func TestSinkChainBreak(t *testing.T) {
 		t.Run(fmt.Sprintf("state=%v", keepState), func(t *testing.T) {
 			srv, dsn := sinkDB(t)
 			dir := t.TempDir()
-			rec, err := record.Open(record.Options{Dir: dir})
-			if err != nil {
-				t.Fatal(err)
-			}
-			appendRecords(t, rec, 100)
-			oldLog := rec.LogID()
-			rec.Close()
-			last := rec.Durable()
+			last, oldLog := writeLog(t, record.Options{Dir: dir}, 100)
 			cfg := Config{Dir: dir, ConnString: dsn, Host: "h", Poll: 10 * time.Millisecond}
 			shipUntil(t, newSink(t, cfg), last, 10*time.Second)
 
@@ -310,16 +304,10 @@ func TestSinkChainBreak(t *testing.T) {
 			if !keepState {
 				os.Remove(filepath.Join(dir, "pgsink.state"))
 			}
-			rec, err = record.Open(record.Options{Dir: dir, AcceptChainBreak: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rec.LogID() == oldLog {
+			last, newLog := writeLog(t, record.Options{Dir: dir, AcceptChainBreak: true}, 80)
+			if newLog == oldLog {
 				t.Fatal("the log goes on under its old id after a chain break")
 			}
-			appendRecords(t, rec, 80)
-			rec.Close()
-			last = rec.Durable()
 			st := shipUntil(t, newSink(t, cfg), last, 10*time.Second)
 			local := localLines(t, dir)
 			if m := missing(local, tableLines(t, srv, "h")); len(m) > 0 {
@@ -343,13 +331,7 @@ func TestSinkChainBreak(t *testing.T) {
 func TestSinkShipsOnlyDurable(t *testing.T) {
 	srv, dsn := sinkDB(t)
 	dir := t.TempDir()
-	rec, err := record.Open(record.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendRecords(t, rec, 20)
-	rec.Close()
-	last := rec.Durable()
+	last, _ := writeLog(t, record.Options{Dir: dir}, 20)
 	var durable atomic.Uint64
 	durable.Store(last - 10)
 	s := newSink(t, Config{Dir: dir, ConnString: dsn, Host: "h", Poll: 10 * time.Millisecond, Durable: durable.Load})

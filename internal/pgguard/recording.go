@@ -275,6 +275,7 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 		r.pendingMu.Lock()
 		r.starts.push(s.ID, now)
 		r.pendingMu.Unlock()
+		st.ID = s.ID // its results are records of their own
 	}
 	err := r.append(record.Event{Type: record.TypeStatement, Time: now, Statement: st}, durability)
 	*st = record.Statement{}
@@ -481,11 +482,18 @@ func (r *recorder) flushLocked() error {
 	return err
 }
 
+// writeStmt writes the waiting statement alone: its results will be records of their own, which
+// name it.
 func (r *recorder) writeStmt() error {
+	r.stmt.ID = r.stmtOf
 	return r.append(record.Event{Type: record.TypeStatement, Time: r.stmtTime, Statement: &r.stmt}, record.Async)
 }
 
+// writeResult writes the finished result alone, naming its statement.
 func (r *recorder) writeResult() error {
+	if r.resHasOf {
+		r.cur.StatementID = r.resOf
+	}
 	return r.append(record.Event{Type: record.TypeResult, Time: r.curTime, Result: &r.cur}, record.Async)
 }
 

@@ -75,6 +75,7 @@ func TestPipelinedResultsKeepTheirStatements(t *testing.T) {
 	<-done
 	g.End("done", 0, 0)
 	recorded := map[string]bool{} // statements recorded so far
+	byID := map[uint64]string{}   // the texts of statements recorded apart from their results
 	results, bad := 0, 0
 	for _, ev := range eventsOf(t, closeAndLoad(t, rec, dir, g.SessionID())) {
 		var res *record.Result
@@ -83,6 +84,9 @@ func TestPipelinedResultsKeepTheirStatements(t *testing.T) {
 		case ev.Statement != nil:
 			recorded[ev.Statement.Text] = true
 			res, of = ev.Statement.Result, ev.Statement.Text
+			if id := ev.Statement.ID; id != 0 {
+				byID[id] = ev.Statement.Text
+			}
 		case ev.Result != nil:
 			res = ev.Result
 		default:
@@ -94,6 +98,12 @@ func TestPipelinedResultsKeepTheirStatements(t *testing.T) {
 		results++
 		own := "select " + strings.TrimPrefix(res.CommandTag, "SELECT ")
 		switch {
+		case ev.Result != nil && byID[res.StatementID] != own:
+			// A result recorded apart names its statement, for replays.
+			if bad < 5 {
+				t.Errorf("result %q names statement #%d (%q)", res.CommandTag, res.StatementID, byID[res.StatementID])
+			}
+			bad++
 		case of != "" && of != own:
 			if bad < 5 {
 				t.Errorf("statement %q recorded with result %q", of, res.CommandTag)

@@ -83,6 +83,13 @@ func (o *object) intOmit(k string, v int64) {
 	}
 }
 
+func (o *object) uintOmit(k string, v uint64) {
+	if v != 0 {
+		o.key(k)
+		o.b = strconv.AppendUint(o.b, v, 10)
+	}
+}
+
 func (o *object) strings(k string, vs []string) {
 	if len(vs) == 0 {
 		return
@@ -124,6 +131,7 @@ func appendStatement(dst []byte, s *Statement) []byte {
 	o := beginObject(dst)
 	o.strOmit("approval_id", s.ApprovalID)
 	o.strOmit("class", s.Class)
+	o.uintOmit("id", s.ID)
 	if len(s.Params) > 0 {
 		o.key("params")
 		o.b = appendNullableStrings(o.b, s.Params)
@@ -169,6 +177,7 @@ func appendResult(dst []byte, r *Result) []byte {
 		}
 		o.b = append(o.b, ']')
 	}
+	o.uintOmit("statement_id", r.StatementID)
 	if r.Truncated {
 		o.key("truncated")
 		o.b = append(o.b, "true"...)

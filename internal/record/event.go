@@ -83,14 +83,17 @@ const (
 // what came back, which halves the records of a read-heavy session. Later results of the same
 // statement (a multi-statement query) follow as result records.
 type Statement struct {
-	ApprovalID string    `json:"approval_id,omitempty"`
-	Class      string    `json:"class,omitempty"` // statement class from the policy engine (read, write, ddl…)
-	Params     []*string `json:"params,omitempty"`
-	Protocol   string    `json:"protocol,omitempty"` // simple, extended, copy, http…
-	Result     *Result   `json:"result,omitempty"`
-	Rule       string    `json:"rule,omitempty"`
-	Text       string    `json:"text"`
-	Verdict    string    `json:"verdict"`
+	ApprovalID string `json:"approval_id,omitempty"`
+	Class      string `json:"class,omitempty"` // statement class from the policy engine (read, write, ddl…)
+	// ID numbers the statement within its session when its results are recorded apart from it
+	// (written ahead, or pipelined behind another): their Result.StatementID names it.
+	ID       uint64    `json:"id,omitempty"`
+	Params   []*string `json:"params,omitempty"`
+	Protocol string    `json:"protocol,omitempty"` // simple, extended, copy, http…
+	Result   *Result   `json:"result,omitempty"`
+	Rule     string    `json:"rule,omitempty"`
+	Text     string    `json:"text"`
+	Verdict  string    `json:"verdict"`
 }
 
 // Result is what the client received for the statement before it. Rows are masked and hold at most
@@ -104,6 +107,7 @@ type Result struct {
 	ErrorCode   string      `json:"error_code,omitempty"` // SQLSTATE
 	RowCount    int64       `json:"row_count"`
 	Rows        [][]*string `json:"rows,omitempty"`
+	StatementID uint64      `json:"statement_id,omitempty"` // the Statement.ID it answers, when recorded apart from it
 	// Truncated says the record holds less than the client received: rows were dropped (the row
 	// cap) or a value was cut (the value cap, see Options.MaxValueBytes).
 	Truncated bool `json:"truncated,omitempty"`

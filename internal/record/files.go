@@ -55,6 +55,9 @@ func listSegments(dir string) ([]segmentFile, error) {
 			continue
 		}
 		info, err := e.Info()
+		if errors.Is(err, os.ErrNotExist) {
+			continue // removed by retention since the directory was read
+		}
 		if err != nil {
 			return nil, fmt.Errorf("stat segment %s: %w", name, err)
 		}

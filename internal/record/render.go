@@ -57,15 +57,21 @@ func RenderRecord(w io.Writer, rec Record, opts ReplayOptions) error {
 
 // renderResult writes a result: its tag or error, then its rows as psql shows them.
 func renderResult(r *Result, line func(tag, format string, args ...any), b *strings.Builder) {
+	// A result recorded apart from its statement names it: with pipelining, other statements'
+	// records can come between the two.
+	of := ""
+	if r.StatementID != 0 {
+		of = fmt.Sprintf("(of #%d) ", r.StatementID)
+	}
 	if r.Error != "" {
-		line("ERROR", "%s%s", r.Error, codeSuffix(r.ErrorCode))
+		line("ERROR", "%s%s%s", of, r.Error, codeSuffix(r.ErrorCode))
 		// Rows that reached the client before the error (or before it went away) are what it saw.
 		if len(r.Columns) > 0 && len(r.Rows) > 0 {
 			b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
 		}
 		return
 	}
-	line("RESULT", "%s%s", r.CommandTag, durationSuffix(r.DurationUS))
+	line("RESULT", "%s%s%s", of, r.CommandTag, durationSuffix(r.DurationUS))
 	if len(r.Columns) > 0 {
 		b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
 	}
@@ -132,6 +138,9 @@ func renderEvent(ev Event, loc *time.Location) string {
 		}
 		if s.ApprovalID != "" {
 			meta = append(meta, "approval "+s.ApprovalID)
+		}
+		if s.ID != 0 {
+			meta = append(meta, fmt.Sprintf("#%d", s.ID))
 		}
 		m := ""
 		if len(meta) > 0 {

@@ -582,3 +582,15 @@ func TestRenderCutShortResult(t *testing.T) {
 		t.Fatalf("an error without rows rendered as:\n%s", out)
 	}
 }
+
+// TestRenderNamesStatementOfResult: a statement recorded apart from its results shows its number,
+// and each of its results names it, since other records can come between them.
+func TestRenderNamesStatementOfResult(t *testing.T) {
+	st := renderEvent(Event{Type: TypeStatement, Session: "s", Time: time.Unix(0, 0),
+		Statement: &Statement{ID: 7, Class: "write", Text: "update t set v = 1", Verdict: VerdictAllow}}, time.UTC)
+	res := renderEvent(Event{Type: TypeResult, Session: "s", Time: time.Unix(0, 0),
+		Result: &Result{StatementID: 7, CommandTag: "UPDATE 1", RowCount: 1}}, time.UTC)
+	if !strings.Contains(st, "[write, #7] update t") || !strings.Contains(res, "RESULT   (of #7) UPDATE 1") {
+		t.Fatalf("statement:\n%sresult:\n%s", st, res)
+	}
+}

@@ -168,13 +168,13 @@ func TestMaxAgeWithoutRotation(t *testing.T) {
 	deadline := time.Now().Add(3 * time.Second)
 	var segs []segmentFile
 	for time.Now().Before(deadline) {
-		if segs, _ = listSegments(dir); segs[0].Num > before[len(before)-1].Num {
+		if segs, _ = listSegments(dir); len(segs) > 0 && segs[0].Num > before[len(before)-1].Num {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if segs[0].Num <= before[len(before)-1].Num {
-		t.Fatalf("segments %d..%d, 48h old with MaxAge 1h, still on disk (now %d..%d)", before[0].Num, before[len(before)-1].Num, segs[0].Num, segs[len(segs)-1].Num)
+	if len(segs) == 0 || segs[0].Num <= before[len(before)-1].Num {
+		t.Fatalf("segments %d..%d, 48h old with MaxAge 1h, still on disk (now %v)", before[0].Num, before[len(before)-1].Num, segs)
 	}
 	rot := r.Stats().Rotations
 	clock.advance(2 * retentionEvery)

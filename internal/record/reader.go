@@ -207,17 +207,13 @@ func NewFollower(dir string, fromSeq uint64) (*Follower, error) {
 		fromSeq = 1
 	}
 	f := &Follower{dir: dir, next: fromSeq, poll: 100 * time.Millisecond}
-	segs, err := listSegments(dir)
+	segs, err := SegmentStarts(dir)
 	if err != nil {
 		return nil, err
 	}
 	// Start in the last segment whose header seq is at most fromSeq.
 	for _, s := range segs {
-		h, err := firstRecord(s.Path)
-		if err != nil {
-			return nil, err
-		}
-		if h.Seq > fromSeq && f.seg != 0 {
+		if s.Seq > fromSeq && f.seg != 0 {
 			break
 		}
 		f.seg = s.Num

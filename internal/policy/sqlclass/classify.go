@@ -676,8 +676,18 @@ func (w *walker) walk(n *pg.Node) {
 	w.visit(n.ProtoReflect())
 }
 
+// nodeKind is the oneof that makes up all of pg.Node.
+var nodeKind = (&pg.Node{}).ProtoReflect().Descriptor().Oneofs().ByName("node")
+
 func (w *walker) visit(m protoreflect.Message) {
 	switch x := m.Interface().(type) {
+	case *pg.Node:
+		// Most messages in a tree are Nodes; going straight to the one
+		// field set saves looking at some 250.
+		if fd := m.WhichOneof(nodeKind); fd != nil {
+			w.visit(m.Get(fd).Message())
+		}
+		return
 	case *pg.RangeVar:
 		w.addRel(x, w.relWrite)
 		return
@@ -752,23 +762,36 @@ func (w *walker) visit(m protoreflect.Message) {
 	w.visitFields(m, "")
 }
 
+// visitFields walks m's set message fields in declaration order, which
+// follows the statement's text (FROM before WHERE). m.Range would not do:
+// protobuf-go shuffles its order by a hash of the binary, so table lists came
+// out in a different order from one build to the next.
 func (w *walker) visitFields(m protoreflect.Message, skip protoreflect.Name) {
-	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if fd.Kind() != protoreflect.MessageKind || fd.Name() == skip {
-			return true
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if o := fd.ContainingOneof(); o != nil && !o.IsSynthetic() {
+			// Ask which field of the oneof is set, once, where its
+			// first field stands.
+			if o.Fields().Get(0) != fd {
+				continue
+			}
+			if fd = m.WhichOneof(o); fd == nil {
+				continue
+			}
+		}
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() || fd.Name() == skip || !m.Has(fd) {
+			continue
 		}
 		if fd.IsList() {
-			l := v.List()
+			l := m.Get(fd).List()
 			for i := 0; i < l.Len(); i++ {
 				w.visit(l.Get(i).Message())
 			}
-			return true
+			continue
 		}
-		if !fd.IsMap() {
-			w.visit(v.Message())
-		}
-		return true
-	})
+		w.visit(m.Get(fd).Message())
+	}
 }
 
 func (w *walker) addKind(k Kind) {

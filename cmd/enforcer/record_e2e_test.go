@@ -35,8 +35,9 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 	if strings.Contains(out, "user1@example.com") {
 		t.Fatalf("unmasked at the client: %s", out)
 	}
-	e.run("psql", dsn, "-X", "-c", "DROP TABLE customers")
-	e.run("curl", "-s", "--max-time", "3", fmt.Sprintf("http://%s:7000/", e.ns.PeerAddr))
+	// Secrets in a statement's text and in a process's arguments are recorded masked.
+	e.run("psql", dsn, "-X", "-c", "DROP TABLE customers -- card 4111 1111 1111 1111")
+	e.run("curl", "-s", "--max-time", "3", fmt.Sprintf("http://agent:S3cretPass@%s:7000/", e.ns.PeerAddr))
 
 	var sessions []record.SessionSummary
 	var js string
@@ -90,7 +91,7 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 		}
 	}
 	replay, _ = e.cli("replay", dropID)
-	if !strings.Contains(replay, "DROP TABLE customers") || !strings.Contains(replay, "no-destructive-ddl") {
+	if !strings.Contains(replay, "DROP TABLE customers -- card **** **** **** 1111") || !strings.Contains(replay, "no-destructive-ddl") {
 		t.Errorf("replay of the blocked drop:\n%s", replay)
 	}
 	if out, err := e.cli("record", "verify"); err != nil {
@@ -111,6 +112,12 @@ func TestRecordingReplayAndVerify(t *testing.T) {
 	segs, _ := filepath.Glob(filepath.Join(e.dir, "state", "records", "*.jsonl"))
 	if len(segs) == 0 {
 		t.Fatal("no segment files")
+	}
+	for _, seg := range segs {
+		b, _ := os.ReadFile(seg)
+		if strings.Contains(string(b), "4111 1111 1111 1111") || strings.Contains(string(b), "S3cretPass") {
+			t.Errorf("%s holds a secret in clear", seg)
+		}
 	}
 	b, _ := os.ReadFile(segs[len(segs)-1])
 	i := strings.Index(string(b), "DROP TABLE customers")

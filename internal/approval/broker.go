@@ -87,7 +87,9 @@ type Spec struct {
 	Target   string
 	Database string
 	DBUser   string
-	SQL      string
+	SQL      string // as the client sent it: goes into the binding hash
+	// DisplaySQL is SQL masked for reviewers (a card number in a literal); "" shows SQL.
+	DisplaySQL string
 	// Params are the raw bind parameters: they go into the binding hash and are never stored.
 	Params []Param
 	// Display are the same parameters masked for reviewers; nil shows only their sizes.
@@ -187,11 +189,15 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 			display[i] = DisplayParam{TypeOID: p.TypeOID, Null: p.Null, Value: fmt.Sprintf("[%d bytes]", len(p.Value))}
 		}
 	}
+	shown := spec.SQL
+	if spec.DisplaySQL != "" {
+		shown = spec.DisplaySQL
+	}
 	r := &Request{
 		ID: NewID(), Created: now, Deadline: now.Add(timeout), Owner: b.cfg.Owner,
 		Identity: spec.Identity, Process: spec.Process,
 		Target: spec.Target, Database: spec.Database, DBUser: spec.DBUser,
-		SQL: spec.SQL, Params: display, Hash: hash,
+		SQL: shown, Params: display, Hash: hash,
 		Rule: spec.Rule, Approvers: spec.Approvers, Quorum: max(spec.Quorum, 1), Timeout: timeout,
 		State: StatePending,
 	}

@@ -422,6 +422,28 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("display sql", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		spec := updateSpec("1")
+		spec.SQL = "UPDATE accounts SET card = '4111 1111 1111 1111' WHERE id = 1"
+		spec.DisplaySQL = "UPDATE accounts SET card = '**** **** **** 1111' WHERE id = 1"
+		h := hold(t, ctx, b, spec)
+		if h.req.SQL != spec.DisplaySQL || strings.Contains(NoticeText(h.req), "4111 1111") {
+			t.Errorf("reviewers see %q", h.req.SQL)
+		}
+		bound := spec
+		bound.DisplaySQL = ""
+		if h.req.Hash != bound.Binding().Hash() {
+			t.Error("the binding does not cover the SQL as sent")
+		}
+		if _, err := b.Approve(ctx, h.id, bob, ""); err != nil {
+			t.Fatal(err)
+		}
+		if out := h.wait(t); !out.Approved() {
+			t.Fatalf("outcome %+v", out)
+		}
+	})
+
 	t.Run("bad specs", func(t *testing.T) {
 		b, _ := newBroker(t, Config{})
 		tests := map[string]func(*Spec){

@@ -3,6 +3,8 @@ package mask
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"unsafe"
 )
 
 // ErrTooLarge is returned for a value larger than Config.MaxValueBytes.
@@ -137,6 +139,38 @@ func (p *Plan) MaskText(in, dst []byte) (out []byte, changed bool, err error) {
 		return nil, false, ErrTooLarge
 	}
 	return p.maskDetect(in, dst, 0)
+}
+
+// MaskString is MaskText for a string kept in a record or shown to people: statement text,
+// a process's arguments. It returns s itself when nothing is found (no copy) and the redaction
+// marker when masking fails. A nil plan masks nothing.
+func (p *Plan) MaskString(s string) string {
+	if p == nil || s == "" {
+		return s
+	}
+	out, changed, err := p.MaskText(unsafe.Slice(unsafe.StringData(s), len(s)), nil)
+	switch {
+	case err != nil:
+		return string(p.Redacted())
+	case !changed:
+		return s
+	}
+	return string(out)
+}
+
+// MaskStrings is MaskString of each of ss, returning ss itself when none changes.
+func (p *Plan) MaskStrings(ss []string) []string {
+	for i, s := range ss {
+		if m := p.MaskString(s); m != s {
+			out := slices.Clone(ss)
+			out[i] = m
+			for j := i + 1; j < len(ss); j++ {
+				out[j] = p.MaskString(ss[j])
+			}
+			return out
+		}
+	}
+	return ss
 }
 
 // action is what a ResultPlan does with one column.

@@ -546,3 +546,43 @@ func TestConcurrentUse(t *testing.T) {
 		t.Errorf("credit_card hits %d, want %d", got, 8*200)
 	}
 }
+
+func TestMaskString(t *testing.T) {
+	p := mustPlan(t, nil, Config{MaxValueBytes: 64})
+	for _, c := range []struct {
+		name, in, want string
+		same           bool // the input itself comes back, not a copy
+	}{
+		{"clean", "SELECT abalance FROM pgbench_accounts WHERE aid = 336510", "SELECT abalance FROM pgbench_accounts WHERE aid = 336510", true},
+		{"literal", "INSERT INTO t VALUES ('4111 1111 1111 1111')", "INSERT INTO t VALUES ('**** **** **** 1111')", false},
+		{"comment", "SELECT 1 /* a@example.com */", "SELECT 1 /* [REDACTED:email] */", false},
+		{"uri password", "psql postgres://app:S3cretPass@db/prod", "psql postgres://app:[REDACTED:uri_password]@db/prod", false},
+		{"too large", strings.Repeat("x", 65), "[REDACTED:unmaskable]", false},
+		{"empty", "", "", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := p.MaskString(c.in)
+			if got != c.want {
+				t.Fatalf("MaskString(%q) = %q, want %q", c.in, got, c.want)
+			}
+			if c.same && c.in != "" && unsafe.StringData(got) != unsafe.StringData(c.in) {
+				t.Error("a clean string was copied")
+			}
+		})
+	}
+	var none *Plan
+	if got := none.MaskString("4111 1111 1111 1111"); got != "4111 1111 1111 1111" {
+		t.Errorf("a nil plan masked: %q", got)
+	}
+}
+
+func BenchmarkMaskStringClean(b *testing.B) {
+	p := mustPlan(b, nil, Config{})
+	const sql = "SELECT abalance FROM pgbench_accounts WHERE aid = 336510;"
+	b.ReportAllocs()
+	for b.Loop() {
+		if p.MaskString(sql) != sql {
+			b.Fatal("masked")
+		}
+	}
+}

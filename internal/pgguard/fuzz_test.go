@@ -11,8 +11,12 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
-// fuzzCard is a card number the masking must never let into the log as it is.
-const fuzzCard = "4111 1111 1111 1111"
+// fuzzCard is a card number the masking must never let into the log as it is, and
+// fuzzCardMasked how the test policy shows it.
+const (
+	fuzzCard       = "4111 1111 1111 1111"
+	fuzzCardMasked = "**** **** **** 1111"
+)
 
 var fuzzSQL = []string{
 	"select a, b from t",
@@ -22,16 +26,20 @@ var fuzzSQL = []string{
 	"begin",
 	"select $1::text",
 	"not sql at all (",
+	"insert into t values ('" + fuzzCard + "')",
+	"select 1 /* " + fuzzCard + " */",
 }
 
 // FuzzGuardRecording drives the guard's hooks in any order the input says: statements of both
 // protocols, results for any statement or none, rows with hostile cells, errors, notices and
 // deliveries, as a confused or hostile pair of peers could make the proxy report them. The log
 // must then verify, hold exactly one statement record per judged statement in the order they
-// were judged, and hold no row cell with the card number unmasked.
+// were judged, and hold the card number nowhere unmasked: not in a row, a parameter, an error
+// or a statement's text.
 func FuzzGuardRecording(f *testing.F) {
 	f.Add([]byte{0, 0, 2, 1, 3, 0, 4, 1, 6, 0})
 	f.Add([]byte{1, 5, 0, 3, 2, 0, 3, 7, 4, 0, 4, 2, 5, 1, 6, 1, 0, 1})
+	f.Add([]byte{0, 7, 0, 8, 4, 1, 6, 0}) // card numbers in statement text
 	f.Fuzz(func(t *testing.T, in []byte) {
 		g, rec, dir := loggedGuard(t, record.Options{MaxResultRows: 3})
 		ctx := context.Background()
@@ -56,7 +64,7 @@ func FuzzGuardRecording(f *testing.F) {
 				}
 				g.Statement(ctx, st)
 				stmts = append(stmts, st)
-				judged = append(judged, st.SQL)
+				judged = append(judged, strings.ReplaceAll(st.SQL, fuzzCard, fuzzCardMasked))
 			case 2:
 				rd = &pgproto3.RowDescription{}
 				for i := range int(arg%3) + 1 {
@@ -91,6 +99,9 @@ func FuzzGuardRecording(f *testing.F) {
 		}
 		var texts []string
 		for _, r := range recs {
+			if strings.Contains(string(r.Data), fuzzCard) {
+				t.Fatalf("an unmasked card number in a record: %s", r.Data)
+			}
 			ev, err := r.Event()
 			if err != nil {
 				t.Fatal(err)

@@ -133,6 +133,9 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	pol := sh.Policy()
 	if plan := pol.MaskFor(ci.Target.Name, s.Groups); plan != nil {
 		g.mask = &masker{plan: plan, g: g}
+		// Arguments carry secrets too (psql postgres://app:secret@…, curl -H "Authorization: …").
+		g.info.Cmdline = plan.MaskString(ci.Cmdline)
+		g.info.Argv = plan.MaskStrings(ci.Argv)
 	}
 	if sh.Recorder != nil && !pol.Recording.Disabled {
 		g.startRecording(sh.Recorder, pol.Recording.Strict(), pol.Recording.MaxRows)
@@ -338,7 +341,7 @@ func (g *Guard) enforce(ctx context.Context, pol *policy.Policy, s *postgres.Sta
 		if msg == "" {
 			msg = "not allowed by policy"
 		}
-		g.log.Info("statement blocked", "rule", rule, "sql", oneLine(s.SQL, 200))
+		g.log.Info("statement blocked", "rule", rule, "sql", oneLine(g.shown(s.SQL), 200))
 		text := fmt.Sprintf("enforcer: blocked by rule %q: %s", rule, msg)
 		if d.Rule == nil {
 			text = fmt.Sprintf("enforcer: blocked by the policy default (%s): %s", d.Default, msg)
@@ -363,16 +366,17 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 	}
 	id := g.info.Identity
 	spec := approval.Spec{
-		Identity:  approval.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, SessionID: id.ID, UID: id.UID},
-		Process:   approval.Process{Comm: g.info.Origin.Comm, PID: int(g.info.Origin.PID), Cmdline: g.info.Cmdline},
-		Target:    g.info.Target.Name,
-		Database:  g.info.Database,
-		DBUser:    g.info.DBUser,
-		SQL:       s.SQL,
-		Rule:      d.Rule.Rule,
-		Approvers: def.Approvers,
-		Quorum:    def.Quorum,
-		Timeout:   timeout,
+		Identity:   approval.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, SessionID: id.ID, UID: id.UID},
+		Process:    approval.Process{Comm: g.info.Origin.Comm, PID: int(g.info.Origin.PID), Cmdline: g.info.Cmdline},
+		Target:     g.info.Target.Name,
+		Database:   g.info.Database,
+		DBUser:     g.info.DBUser,
+		SQL:        s.SQL,
+		DisplaySQL: g.shown(s.SQL),
+		Rule:       d.Rule.Rule,
+		Approvers:  def.Approvers,
+		Quorum:     def.Quorum,
+		Timeout:    timeout,
 	}
 	for i, p := range params {
 		ap := approval.Param{Value: p, Null: p == nil}
@@ -387,7 +391,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		spec.Params = append(spec.Params, ap)
 	}
 	spec.Display = displayApprovalParams(g.displayParams(s, params))
-	g.log.Info("statement held for approval", "rule", d.Rule.Rule, "sql", oneLine(s.SQL, 200))
+	g.log.Info("statement held for approval", "rule", d.Rule.Rule, "sql", oneLine(g.shown(s.SQL), 200))
 	out, err := g.sh.Approvals.Request(ctx, spec, func(r *approval.Request) error {
 		g.recordApproval(r.ID, record.ApprovalRequested, "", "", r.Approvers)
 		return s.Notice(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000", Message: approval.NoticeText(r)})

@@ -73,13 +73,16 @@ func parsePolicy(t testing.TB, text string) *policy.Policy {
 
 // guardFor returns alice's guard on the policy's first target, with the policy current returns.
 func guardFor(current func() *policy.Policy, rec *record.Recorder) *Guard {
-	sh := &Shared{
+	return testShared(current, rec).NewGuard(ConnInfo{ID: "1", Target: current().Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+}
+
+func testShared(current func() *policy.Policy, rec *record.Recorder) *Shared {
+	return &Shared{
 		Policy:     current,
 		Classifier: sqlclass.New(sqlclass.Options{}),
 		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Recorder:   rec,
 	}
-	return sh.NewGuard(ConnInfo{ID: "1", Target: current().Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
 }
 
 func TestStatementVerdicts(t *testing.T) {

@@ -242,7 +242,7 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	}
 	st := &r.stmt
 	*st = record.Statement{
-		Text: s.SQL, Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
+		Text: g.shown(s.SQL), Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
 		Class: classOf(d), Params: g.recordParams(s, params),
 	}
 	if s.Kind == postgres.KindFunctionCall {

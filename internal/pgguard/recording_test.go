@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
@@ -379,5 +381,54 @@ func TestResultCutShortWithPostgres(t *testing.T) {
 	if res.RowCount < int64(seen) || len(res.Rows) == 0 || *res.Rows[0][1] != "row1" || !res.Truncated || res.Error != errCutShort {
 		t.Errorf("client saw %d rows; recorded %d (%d kept, first %v), truncated %v, error %q",
 			seen, res.RowCount, len(res.Rows), res.Rows[:min(1, len(res.Rows))], res.Truncated, res.Error)
+	}
+}
+
+// TestRecordMasksTextAndArguments: what the detectors find in a statement's text (a literal, a
+// comment) and in the process's arguments is recorded masked, as the results of the same
+// identity are; the statement text still reaches the server as sent. An identity exempt from
+// masking is recorded in clear.
+func TestRecordMasksTextAndArguments(t *testing.T) {
+	const (
+		uri    = "postgres://app:S3cretPass@db/prod"
+		insert = "insert into t values ('" + fuzzCard + "') -- a@example.com"
+	)
+	for _, c := range []struct {
+		name   string
+		policy string
+		masked bool
+	}{
+		{"masked", testPolicy, true},
+		{"exempt", testPolicy + "masking: {exempt_groups: [eng]}\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			rec, err := record.Open(record.Options{Dir: dir})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pol := parsePolicy(t, c.policy)
+			g := testShared(func() *policy.Policy { return pol }, rec).NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}},
+				Argv: []string{"psql", uri}, Cmdline: "psql " + uri})
+			st := &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: insert}
+			g.Statement(context.Background(), st)
+			if st.SQL != insert {
+				t.Fatalf("the statement was changed: %q", st.SQL)
+			}
+			g.End("done", 0, 0)
+			evs := eventsOf(t, closeAndLoad(t, rec, dir, g.SessionID()))
+			start, stmt := evs[0].Start, evs[1].Statement
+			if start == nil || stmt == nil {
+				t.Fatalf("records %+v", evs)
+			}
+			clear := strings.Contains(stmt.Text, fuzzCard) || strings.Contains(stmt.Text, "a@example.com") ||
+				strings.Contains(strings.Join(start.Process.Cmdline, " "), "S3cretPass") || strings.Contains(g.info.Cmdline, "S3cretPass")
+			if clear == c.masked {
+				t.Errorf("masked %v: text %q, cmdline %q, reviewers' cmdline %q", c.masked, stmt.Text, start.Process.Cmdline, g.info.Cmdline)
+			}
+			if c.masked && !strings.Contains(stmt.Text, fuzzCardMasked) {
+				t.Errorf("text %q", stmt.Text)
+			}
+		})
 	}
 }

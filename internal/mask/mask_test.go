@@ -252,6 +252,12 @@ func TestColumnRules(t *testing.T) {
 		{Column{Name: "row_to_json", Sources: []Source{{Table: "secrets", Name: "id"}}}, "row_to_json"},
 		{Column{Name: "row_to_json", Sources: []Source{{Table: "orders", Name: "id"}, {Table: "orders", Name: "total"}}}, ""},
 		{Column{Name: "lower", Sources: []Source{{Table: "users", Name: "name"}}}, ""},
+		// Whole rows: c::text or row_to_json(c).
+		{Column{Name: "c", TypeOID: 25, Sources: []Source{{Table: "users"}}}, "c"},
+		{Column{Name: "c", TypeOID: oidJSON, Sources: []Source{{Table: "users"}}}, "c"},
+		{Column{Name: "c", TypeOID: oidJSON, Sources: []Source{{Schema: "public", Table: "cards"}}}, "c"}, // *.password_hash
+		{Column{Name: "c", TypeOID: oidJSONB, Sources: []Source{{Table: "orders"}}}, "c"},                 // *.password_hash may be among its keys
+		{Column{Name: "c", TypeOID: 25, Sources: []Source{{Table: "orders"}}}, "c"},
 	} {
 		r := p.columnStyle(c.col)
 		switch {
@@ -259,6 +265,27 @@ func TestColumnRules(t *testing.T) {
 			t.Errorf("%+v matched rule %s", c.col, r.pattern())
 		case c.want != "" && r == nil:
 			t.Errorf("%+v matched no rule", c.col)
+		}
+	}
+}
+
+// TestWholeRowRules: a whole row is covered by the rules naming its table, and by column-only
+// rules unless it is JSON, whose keys those rules apply to; a column of unknown origin by any.
+func TestWholeRowRules(t *testing.T) {
+	p := mustPlan(t, []ColumnRule{{Pattern: "users.email", Style: StyleRedact}, {Pattern: "ssn", Style: StyleRedact}}, Config{})
+	for _, c := range []struct {
+		col  Column
+		want bool
+	}{
+		{Column{Name: "u", TypeOID: 25, Sources: []Source{{Table: "users"}}}, true},
+		{Column{Name: "u", TypeOID: oidJSON, Sources: []Source{{Schema: "public", Table: "users"}}}, true},
+		{Column{Name: "o", TypeOID: oidJSONB, Sources: []Source{{Table: "orders"}}}, false},
+		{Column{Name: "o", TypeOID: 25, Sources: []Source{{Table: "orders"}}}, true}, // it may have an ssn column
+		{Column{Name: "x", TypeOID: 23, AnySource: true}, true},
+		{Column{Name: "x", TypeOID: 23}, false},
+	} {
+		if got := p.columnStyle(c.col) != nil; got != c.want {
+			t.Errorf("%+v: covered %v, want %v", c.col, got, c.want)
 		}
 	}
 }

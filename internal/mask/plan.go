@@ -76,13 +76,16 @@ type Column struct {
 	// Format is the wire format code: 0 text, 1 binary.
 	Format int16
 	// Sources are the table columns a computed column derives from, when the caller knows them
-	// from the statement's parse tree (upper(email), password_hash || ''; for a whole-row
-	// reference such as row_to_json(u), every column of the table): a column rule covering any
-	// source covers the column.
+	// from the statement's parse tree (upper(email), password_hash || '', row_to_json(u)): a
+	// column rule covering any source covers the column.
 	Sources []Source
+	// AnySource says the column is computed from something the caller cannot tell (a FETCH
+	// from a cursor it did not see declared): every column rule covers it, the first applies.
+	AnySource bool
 }
 
-// Source names a table column an expression reads.
+// Source names a table column an expression reads; an empty Name is the whole row, which
+// holds every column of the table.
 type Source struct {
 	Schema, Table, Name string
 }
@@ -222,6 +225,17 @@ func (r *columnRule) match(schema, table, name string) bool {
 	return glob(r.column, name)
 }
 
+// coversRow reports whether r covers a column of the whole row src: a rule naming its table
+// does, and so does a column-only rule, whose column the row may have (the table's columns are
+// not known here), unless the row is JSON: its keys name the columns, and MaskJSON applies
+// column-only rules to them.
+func (r *columnRule) coversRow(src Source, json bool) bool {
+	if r.bare {
+		return !json
+	}
+	return src.Table != "" && glob(r.table, src.Table) && (r.schema == "" || src.Schema == "" || glob(r.schema, src.Schema))
+}
+
 // glob matches a lower-case pattern with '*' and '?' against s case-insensitively.
 func glob(pat, s string) bool {
 	px, sx := 0, 0
@@ -256,15 +270,25 @@ func glob(pat, s string) bool {
 	return true
 }
 
+// HasColumnRules reports whether the plan has column rules: only then do a computed column's
+// sources matter.
+func (p *Plan) HasColumnRules() bool { return len(p.rules) > 0 }
+
 // columnStyle returns the first column rule covering the column.
 func (p *Plan) columnStyle(c Column) *columnRule {
+	if c.AnySource && len(p.rules) > 0 {
+		return &p.rules[0]
+	}
 	for i := range p.rules {
 		r := &p.rules[i]
 		if r.match(c.Schema, c.Table, c.Name) || (c.Field != "" && c.Field != c.Name && r.bare && r.match("", "", c.Field)) {
 			return r
 		}
 		for _, src := range c.Sources {
-			if r.match(src.Schema, src.Table, src.Name) {
+			if src.Name == "" && r.coversRow(src, c.TypeOID == oidJSON || c.TypeOID == oidJSONB) {
+				return r
+			}
+			if src.Name != "" && r.match(src.Schema, src.Table, src.Name) {
 				return r
 			}
 		}

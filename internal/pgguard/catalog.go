@@ -57,7 +57,7 @@ func (cs *Catalogs) get(key string) *catalog {
 }
 
 // Resolve returns the source of each (table OID, attribute number) pair; pairs with table OID 0
-// (computed columns) get a zero Source. Unknown tables are fetched in one query.
+// (computed columns) get a zero Source, attribute number 0 (a whole row) one without a column. Unknown tables are fetched in one query.
 func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connect Connector, tables []uint32, attrs []uint16) ([]Source, error) {
 	c := cs.get(target + "\x00" + database)
 	c.mu.Lock()
@@ -110,6 +110,7 @@ func (c *catalog) fetch(ctx context.Context, database string, connect Connector,
 				continue
 			}
 			c.columns[attrKey{uint32(oid), uint16(attnum)}] = Source{Schema: string(v[1]), Table: string(v[2]), Column: string(v[4])}
+			c.columns[attrKey{uint32(oid), 0}] = Source{Schema: string(v[1]), Table: string(v[2])} // the whole row
 		}
 		if _, err := rr.Close(); err != nil {
 			c.conn.Close(context.Background())

@@ -92,7 +92,13 @@ func (m *masker) planCopy(ctx context.Context, sql string) (*copyPlan, error) {
 		return nil, fmt.Errorf("describe COPY output: %w", err)
 	}
 	formats := make([]int16, len(fields))
-	if err := m.describe(ctx, &pgproto3.RowDescription{Fields: fields}, formats); err != nil {
+	org := &origin{sql: describe}
+	if res := m.g.sh.Classifier.Classify(describe); len(res.Statements) == 1 && !res.Statements[0].Unknown {
+		org.outs = append(org.outs, res.Statements[0].Outputs)
+	} else {
+		org.unknown = true
+	}
+	if err := m.describe(ctx, &pgproto3.RowDescription{Fields: fields}, formats, nil, org); err != nil {
 		return nil, err
 	}
 	cp.rp = m.rp

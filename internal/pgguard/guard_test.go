@@ -387,8 +387,13 @@ func TestMaskingPlanReuse(t *testing.T) {
 		return &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte(name), DataTypeOID: 25}}}
 	}
 	ctx := context.Background()
+	var id uint64
 	row := func(rd *pgproto3.RowDescription) string {
-		st := &postgres.Statement{Kind: postgres.KindQuery, SQL: "select x"}
+		id++
+		st := &postgres.Statement{ID: id, Kind: postgres.KindQuery, SQL: "select x"}
+		if v := g.Statement(ctx, st); v.Action != postgres.Allow {
+			t.Fatalf("statement refused: %+v", v.Error)
+		}
 		if rd != nil {
 			if err := g.Result(ctx, &postgres.Result{Kind: postgres.ResultRowDescription, Statement: st, Columns: rd}); err != nil {
 				t.Fatal(err)
@@ -482,4 +487,41 @@ func TestRecordedParams(t *testing.T) {
 		}
 	}
 	t.Fatal("no statement record with parameters")
+}
+
+// TestComputedColumnOrigins: a computed column is masked by the rules covering the columns the
+// statement computes it from, and by every rule when its statement was never seen judged.
+func TestComputedColumnOrigins(t *testing.T) {
+	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	g := guardFor(func() *policy.Policy { return pol }, nil)
+	ctx := context.Background()
+	computed := &pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 25}}}
+	for i, c := range []struct {
+		sql    string
+		judged bool
+		clear  bool
+	}{
+		{"select upper(name) from t", true, true},
+		{"select upper(secret) from t", true, false},
+		{"select s.secret || '' from t as s", true, false},
+		{"select upper(name) from t", false, false},
+		{"select x from (select secret as x from t) q", true, false},
+	} {
+		st := &postgres.Statement{ID: uint64(i + 1), Kind: postgres.KindQuery, SQL: c.sql}
+		if c.judged {
+			if v := g.Statement(ctx, st); v.Action != postgres.Allow {
+				t.Fatalf("%s: refused", c.sql)
+			}
+		}
+		r := &postgres.Result{Kind: postgres.ResultRow, Statement: st, Columns: computed, Values: [][]byte{[]byte("hunter2")}}
+		if err := g.Result(ctx, &postgres.Result{Kind: postgres.ResultRowDescription, Statement: st, Columns: computed}); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Result(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(r.Values[0]); (got == "hunter2") != c.clear {
+			t.Errorf("%s (judged %v): got %q, want clear=%v", c.sql, c.judged, got, c.clear)
+		}
+	}
 }

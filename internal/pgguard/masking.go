@@ -6,10 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/enforcer-dev/enforcer/internal/mask"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 )
 
@@ -24,10 +26,17 @@ func (g *Guard) shown(text string) string {
 }
 
 // masker applies a masking plan to the results of one connection. It runs on the proxy's
-// server-side goroutine only.
+// server-side goroutine, but for noteOrigins, which the client side calls.
 type masker struct {
 	plan *mask.Plan
 	g    *Guard
+	// origins are noted by the client side (noteOrigins), read here; cursors and noteScratch
+	// are the client side's.
+	origins     origins
+	cursors     map[string]*sqlclass.Outputs
+	noteScratch []*sqlclass.Outputs
+	origin      origin // the origin of the result being described
+	sources     []mask.Source
 	// The plan of the last row description seen, reused for its rows, and for the next
 	// description with the same key (the same statement again; see describeKey).
 	desc    *pgproto3.RowDescription
@@ -44,10 +53,10 @@ var binaryCopySignature = []byte("PGCOPY\n\xff\r\n\x00")
 func (m *masker) result(ctx context.Context, r *postgres.Result) error {
 	switch r.Kind {
 	case postgres.ResultRowDescription:
-		return m.describe(ctx, r.Columns, r.Formats)
+		return m.describe(ctx, r.Columns, r.Formats, r.Statement, nil)
 	case postgres.ResultRow:
 		if r.Columns != m.desc || m.rp == nil {
-			if err := m.describe(ctx, r.Columns, r.Formats); err != nil {
+			if err := m.describe(ctx, r.Columns, r.Formats, r.Statement, nil); err != nil {
 				return err
 			}
 		}
@@ -103,9 +112,10 @@ func (m *masker) result(ctx context.Context, r *postgres.Result) error {
 }
 
 // describe plans a result set: column rules apply by source table and column, whatever the
-// alias, so sources are resolved through the catalog. If they cannot be resolved the result does
-// not pass (fail closed).
-func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, formats []int16) error {
+// alias, so sources are resolved through the catalog, and a computed column's from the origin
+// of the statement stmt (see noteOrigins), or org when the caller knows it. If they cannot be
+// resolved the result does not pass (fail closed).
+func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, formats []int16, stmt *postgres.Statement, org *origin) error {
 	m.desc = desc
 	if desc == nil {
 		// Rows with no description (a portal never described): detectors only, on text.
@@ -114,6 +124,18 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 		return nil
 	}
 	m.scratch = describeKey(m.scratch[:0], m.g.database(), desc, formats)
+	computed := m.plan.HasColumnRules() && anyComputed(desc)
+	if computed {
+		if org == nil {
+			org = m.originOf(stmt)
+		}
+		// The same columns from another statement may come from other table columns.
+		m.scratch = append(m.scratch, byte(len(org.outs)))
+		if org.unknown {
+			m.scratch = append(m.scratch, 0xff)
+		}
+		m.scratch = append(m.scratch, org.sql...)
+	}
 	if m.rp != nil && bytes.Equal(m.scratch, m.key) {
 		// Everything the plan depends on is in the key; the catalog keeps names for the daemon's
 		// life, so the resolution would come out the same.
@@ -139,8 +161,16 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 		if i < len(formats) {
 			c.Format = formats[i]
 		}
-		if srcs != nil && srcs[i].Table != "" {
+		switch {
+		case srcs != nil && srcs[i].Table != "" && srcs[i].Column == "":
+			// A whole row (SELECT c FROM customers c): every column of its table.
+			c.Schema, c.Table = srcs[i].Schema, srcs[i].Table
+			c.Sources = []mask.Source{{Schema: c.Schema, Table: c.Table}}
+		case srcs != nil && srcs[i].Table != "":
 			c.Schema, c.Table, c.Name = srcs[i].Schema, srcs[i].Table, srcs[i].Column
+		case computed && f.TableOID == 0:
+			m.sources, c.AnySource = org.sources(i, len(desc.Fields), m.sources[:0])
+			c.Sources = slices.Clone(m.sources)
 		}
 		cols[i] = c
 	}
@@ -167,6 +197,26 @@ func describeKey(b []byte, database string, desc *pgproto3.RowDescription, forma
 		b = binary.BigEndian.AppendUint16(b, uint16(format))
 	}
 	return b
+}
+
+// anyComputed reports whether a result has a column that is not a table's column as it is.
+func anyComputed(desc *pgproto3.RowDescription) bool {
+	for _, f := range desc.Fields {
+		if f.TableOID == 0 || f.TableAttributeNumber == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// originOf fills m.origin with the origin of stmt's result (unknown without a statement).
+func (m *masker) originOf(stmt *postgres.Statement) *origin {
+	if stmt == nil {
+		m.origin = origin{outs: m.origin.outs[:0], unknown: true}
+	} else {
+		m.origins.get(stmt.ID, &m.origin)
+	}
+	return &m.origin
 }
 
 func anyNonZero(v []uint32) bool {

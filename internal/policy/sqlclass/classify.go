@@ -52,6 +52,7 @@ func classifyShape(sql string, maxLen int) (*Result, shapeInfo) {
 	res := &Result{Statements: make([]Statement, 0, len(tree.Stmts)), text: sql}
 	for _, raw := range tree.Stmts {
 		st, dep := classifyStmt(raw.Stmt)
+		st.Outputs = outputsOf(raw.Stmt)
 		info.valueDep = info.valueDep || dep
 		info.start, info.end = stmtBounds(sql, raw)
 		st.Text = strings.TrimSpace(sql[info.start:info.end])
@@ -188,14 +189,17 @@ func (w *walker) top(n *pg.Node) {
 		w.walk(n)
 	case *pg.Node_DeclareCursorStmt:
 		st.Kind, st.Reads = "DECLARE", true
+		st.Cursor = s.DeclareCursorStmt.Portalname
 		w.walk(n)
 	case *pg.Node_FetchStmt:
 		st.Kind, st.Reads = "FETCH", true
+		st.Cursor = s.FetchStmt.Portalname
 		if s.FetchStmt.Ismove {
 			st.Kind = "MOVE"
 		}
 	case *pg.Node_ClosePortalStmt:
 		st.Kind, st.Reads = "CLOSE", true
+		st.Cursor = s.ClosePortalStmt.Portalname // "" for CLOSE ALL
 	case *pg.Node_ListenStmt:
 		st.Kind, st.Session = "LISTEN", true
 	case *pg.Node_UnlistenStmt:

@@ -145,6 +145,13 @@ type Statement struct {
 	// WHERE id = 5 OR true, WHERE id = id).
 	WhereIsConstant bool
 
+	// Cursor is the cursor DECLARE defines, FETCH and MOVE read (rows of the DECLARE's query)
+	// or CLOSE closes ("" for CLOSE ALL).
+	Cursor string
+	// Outputs are the table columns the statement's result columns may be computed from (nil
+	// when it returns no rows of its own), for masking by column.
+	Outputs *Outputs
+
 	// Prepare is the name defined by PREPARE name AS … (Kind is the body's).
 	Prepare string
 	// Execute is the name of a prepared statement this statement runs

@@ -1,0 +1,127 @@
+package pgguard
+
+import (
+	"sync"
+
+	"github.com/enforcer-dev/enforcer/internal/mask"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
+)
+
+// Column rules follow a computed result column (upper(email), phone || '', row_to_json(c))
+// to the table columns it is computed from. PostgreSQL names a result column's table and
+// column only for a plain column reference; for the rest the statement's parse tree says
+// which columns they may come from (sqlclass.Outputs). The client side, which judges each
+// statement, notes that per statement id; the server side, which masks its rows, reads it.
+
+// origin is where the result columns of one statement may come from.
+type origin struct {
+	id uint64
+	// sql is what the sources depend on (the statement's text), for the result plan cache.
+	sql  string
+	outs []*sqlclass.Outputs // one per statement in the text; nil for one without rows of its own
+	// unknown: the statement runs something the guard cannot see into (a FETCH from a cursor
+	// not declared here, text it could not parse), so every column rule covers its computed
+	// columns.
+	unknown bool
+}
+
+// origins keeps the origins of a connection's last statements.
+type origins struct {
+	mu   sync.Mutex
+	ring [64]origin // more than a client pipelines
+	next int
+}
+
+func (o *origins) put(id uint64, sql string, unknown bool, outs ...*sqlclass.Outputs) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	slot := &o.ring[o.next]
+	o.next = (o.next + 1) % len(o.ring)
+	*slot = origin{id: id, sql: sql, outs: append(slot.outs[:0], outs...), unknown: unknown}
+}
+
+// get copies the origin of statement id into dst; a statement not found is unknown.
+func (o *origins) get(id uint64, dst *origin) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for i := range o.ring {
+		if s := &o.ring[i]; s.id == id && id != 0 {
+			*dst = origin{id: id, sql: s.sql, outs: append(dst.outs[:0], s.outs...), unknown: s.unknown}
+			return
+		}
+	}
+	*dst = origin{id: id, outs: dst.outs[:0], unknown: true}
+}
+
+// noteOrigins notes where the result columns of statement id, classified as res, come from.
+// It runs on the client side, under g.mu, once the statement is allowed; it follows EXECUTE to
+// what was prepared and FETCH to what was declared.
+func (g *Guard) noteOrigins(id uint64, sql string, res *sqlclass.Result) {
+	m := g.mask
+	if m == nil || !m.plan.HasColumnRules() || res == nil {
+		return
+	}
+	unknown := false
+	outs := m.noteScratch[:0]
+	for i := range res.Statements {
+		st := &res.Statements[i]
+		switch {
+		case st.Unknown:
+			unknown = true
+		case st.Kind == sqlclass.KindExecute && st.Execute != "":
+			p := g.prepared[st.Execute]
+			if p == nil {
+				unknown = true
+				continue
+			}
+			outs = append(outs, p.Outputs)
+		case st.Kind == "FETCH":
+			o, ok := m.cursors[st.Cursor]
+			if !ok {
+				unknown = true // a cursor opened by a function, or before the guard saw the session
+				continue
+			}
+			outs = append(outs, o)
+		case st.Kind == "DECLARE":
+			if m.cursors == nil {
+				m.cursors = map[string]*sqlclass.Outputs{}
+			}
+			m.cursors[st.Cursor] = st.Outputs // a DECLARE of a name in use fails; no harm done
+		case st.Kind == "CLOSE" && st.Cursor != "":
+			delete(m.cursors, st.Cursor)
+		case st.Kind == "CLOSE", st.Kind == sqlclass.KindCommit, st.Kind == sqlclass.KindRollback,
+			st.Kind == "PREPARE TRANSACTION", st.Kind == sqlclass.KindDiscard:
+			// Cursors end with their transaction (WITH HOLD ones are then unknown: covered by
+			// every rule); a cursor of the same name opened later by a function is not ours.
+			clear(m.cursors)
+		default:
+			outs = append(outs, st.Outputs)
+		}
+	}
+	m.noteScratch = outs
+	m.origins.put(id, sql, unknown, outs...)
+}
+
+// sources returns the table columns result column i of n may come from, or any=true when
+// they cannot be told.
+func (o *origin) sources(i, n int, dst []mask.Source) (srcs []mask.Source, any bool) {
+	if o.unknown {
+		return dst, true
+	}
+	if len(o.outs) == 1 && o.outs[0] != nil && len(o.outs[0].ByPosition) == n {
+		return appendSources(dst, o.outs[0].ByPosition[i]), false
+	}
+	for _, out := range o.outs {
+		if out != nil {
+			dst = appendSources(dst, out.All)
+		}
+	}
+	return dst, false
+}
+
+func appendSources(dst []mask.Source, cs []sqlclass.ColumnSource) []mask.Source {
+	for _, c := range cs {
+		dst = append(dst, mask.Source{Schema: c.Schema, Table: c.Table, Name: c.Column})
+	}
+	return dst
+}

@@ -1,0 +1,254 @@
+package sqlclass
+
+import (
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// ColumnSource is a table column a statement's result may show.
+type ColumnSource struct {
+	Schema, Table string // the relation as the statement names it
+	// Column is the column's name, or "" for the whole row (row_to_json(c), c::text).
+	Column string
+}
+
+// Outputs says which table columns a statement's result columns may be computed from.
+// PostgreSQL names the source table and column of a result column only when it is a plain
+// column reference (RowDescription's table OID and attribute number); for a computed one,
+// upper(email), phone || '-' or a subquery's expression, it says nothing, and masking by
+// column needs these instead.
+//
+// A reference whose table is not certain (an unqualified column in a join, a qualifier
+// naming a subquery) is listed once per relation the statement names: masking may then cover
+// more than it must, never less.
+type Outputs struct {
+	// ByPosition[i] are the sources of result column i, when the target list maps one to one
+	// onto the result: a single SELECT (or RETURNING) without *, set operations or nested
+	// queries. Otherwise nil.
+	ByPosition [][]ColumnSource
+	// All are the sources of every target list in the statement, at any depth.
+	All []ColumnSource
+}
+
+// relation is a table a statement names, and the alias it is known by there.
+type relation struct {
+	schema, name, alias string
+}
+
+// outputWalker collects column references in target lists, and the statement's relations.
+type outputWalker struct {
+	rels    []relation
+	refs    [][]string // fields of each column reference in a target list; "*" for A_Star
+	nested  bool       // a query inside the statement (subquery, CTE, set operation, VALUES)
+	selects int
+}
+
+// outputsOf computes the Outputs of one statement. Statements that return no rows of their
+// own (DDL, SET, …) have none.
+func outputsOf(n *pg.Node) *Outputs {
+	var top []*pg.Node // the target list that makes the result's columns
+	switch s := n.GetNode().(type) {
+	case *pg.Node_SelectStmt:
+		top = s.SelectStmt.TargetList
+	case *pg.Node_InsertStmt:
+		top = s.InsertStmt.ReturningList
+	case *pg.Node_UpdateStmt:
+		top = s.UpdateStmt.ReturningList
+	case *pg.Node_DeleteStmt:
+		top = s.DeleteStmt.ReturningList
+	case *pg.Node_MergeStmt:
+		top = s.MergeStmt.ReturningList
+	case *pg.Node_DeclareCursorStmt:
+		return outputsOf(s.DeclareCursorStmt.Query) // what FETCH returns
+	case *pg.Node_PrepareStmt:
+		return outputsOf(s.PrepareStmt.Query) // what EXECUTE returns
+	case *pg.Node_CallStmt:
+		// A procedure's OUT parameters: every reference in its arguments counts.
+	default:
+		// No rows, or none whose values the statement's text shows the origin of: EXPLAIN's
+		// plan, EXECUTE (the caller knows what was prepared), COPY (masked by its own plan).
+		return nil
+	}
+	if top == nil && n.GetSelectStmt() == nil && n.GetCallStmt() == nil {
+		return nil // INSERT, UPDATE, DELETE or MERGE without RETURNING: no rows
+	}
+	w := &outputWalker{}
+	w.visit(n.ProtoReflect(), false)
+	out := &Outputs{}
+	for _, ref := range w.refs {
+		out.All = w.appendSources(out.All, ref)
+	}
+	out.All = dedupSources(out.All)
+	if top != nil && !w.nested && w.selects <= 1 {
+		out.ByPosition = make([][]ColumnSource, len(top))
+		for i, t := range top {
+			tw := &outputWalker{}
+			tw.visit(t.ProtoReflect(), true)
+			if isStar(t.GetResTarget().GetVal()) {
+				out.ByPosition = nil // one entry, many columns
+				break
+			}
+			var srcs []ColumnSource
+			for _, ref := range tw.refs {
+				srcs = w.appendSources(srcs, ref)
+			}
+			out.ByPosition[i] = dedupSources(srcs)
+		}
+	}
+	return out
+}
+
+func (w *outputWalker) visit(m protoreflect.Message, inTarget bool) {
+	switch x := m.Interface().(type) {
+	case *pg.Node:
+		if fd := m.WhichOneof(nodeKind); fd != nil {
+			w.visit(m.Get(fd).Message(), inTarget)
+		}
+		return
+	case *pg.RangeVar:
+		alias := ""
+		if x.Alias != nil {
+			alias = x.Alias.Aliasname
+		}
+		w.rels = append(w.rels, relation{schema: x.Schemaname, name: x.Relname, alias: alias})
+		return
+	case *pg.ResTarget:
+		if inTarget && isStar(x.Val) {
+			// SELECT *, RETURNING t.*: plain columns, each with its origin in the result.
+			return
+		}
+	case *pg.ColumnRef:
+		if inTarget {
+			ref := make([]string, 0, len(x.Fields))
+			for _, f := range x.Fields {
+				switch {
+				case f.GetString_() != nil:
+					ref = append(ref, f.GetString_().Sval)
+				case f.GetAStar() != nil:
+					ref = append(ref, "*")
+				}
+			}
+			if len(ref) > 0 {
+				w.refs = append(w.refs, ref)
+			}
+		}
+		return
+	case *pg.SelectStmt:
+		w.selects++
+		if w.selects > 1 || x.Op != pg.SetOperation_SETOP_NONE || len(x.ValuesLists) > 0 || x.WithClause != nil {
+			w.nested = true
+		}
+		w.visitExcept(m, false, "target_list", "values_lists")
+		for _, t := range x.TargetList {
+			w.visit(t.ProtoReflect(), true)
+		}
+		for _, v := range x.ValuesLists {
+			w.visit(v.ProtoReflect(), true)
+		}
+		return
+	case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt, *pg.MergeStmt:
+		w.visitExcept(m, false, "returning_list", "")
+		fd := m.Descriptor().Fields().ByName("returning_list")
+		l := m.Get(fd).List()
+		for i := 0; i < l.Len(); i++ {
+			w.visit(l.Get(i).Message(), true)
+		}
+		return
+	case *pg.RangeSubselect, *pg.SubLink, *pg.CommonTableExpr, *pg.RangeFunction:
+		w.nested = true
+	}
+	w.visitExcept(m, inTarget, "", "")
+}
+
+// visitExcept visits m's message fields but the two named.
+func (w *outputWalker) visitExcept(m protoreflect.Message, inTarget bool, skip1, skip2 protoreflect.Name) {
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() || fd.Name() == skip1 || fd.Name() == skip2 || !m.Has(fd) {
+			continue
+		}
+		if fd.IsList() {
+			l := m.Get(fd).List()
+			for j := 0; j < l.Len(); j++ {
+				w.visit(l.Get(j).Message(), inTarget)
+			}
+			continue
+		}
+		w.visit(m.Get(fd).Message(), inTarget)
+	}
+}
+
+// isStar reports whether a target is * or t.*.
+func isStar(n *pg.Node) bool {
+	f := n.GetColumnRef().GetFields()
+	return len(f) > 0 && f[len(f)-1].GetAStar() != nil
+}
+
+// appendSources appends the sources a column reference (its name fields) may read.
+func (w *outputWalker) appendSources(dst []ColumnSource, ref []string) []ColumnSource {
+	col := ref[len(ref)-1]
+	if col == "*" {
+		col = "" // t.*, or * inside an expression: whole rows
+	}
+	qual := ref[:len(ref)-1]
+	matched := false
+	for _, r := range w.rels {
+		if !r.named(qual) {
+			continue
+		}
+		matched = true
+		dst = append(dst, ColumnSource{Schema: r.schema, Table: r.name, Column: col})
+	}
+	if len(ref) == 1 && col != "" {
+		// A lone name may also be a table or alias used as a whole row: row_to_json(c).
+		for _, r := range w.rels {
+			if r.named([]string{col}) {
+				dst = append(dst, ColumnSource{Schema: r.schema, Table: r.name})
+			}
+		}
+	}
+	if !matched {
+		// No relation by that name (a subquery's or function's alias) or none at all: the
+		// column of any relation the statement names, and of none in particular.
+		for _, r := range w.rels {
+			dst = append(dst, ColumnSource{Schema: r.schema, Table: r.name, Column: col})
+		}
+		dst = append(dst, ColumnSource{Column: col})
+	}
+	return dst
+}
+
+// named reports whether a column reference's qualifier (none, alias or table, schema.table,
+// db.schema.table) can mean r. An unqualified reference can mean any relation.
+func (r relation) named(qual []string) bool {
+	switch len(qual) {
+	case 0:
+		return true
+	case 1:
+		if r.alias != "" {
+			return qual[0] == r.alias
+		}
+		return qual[0] == r.name
+	default:
+		n := len(qual)
+		return r.alias == "" && qual[n-1] == r.name && (r.schema == "" || qual[n-2] == r.schema)
+	}
+}
+
+func dedupSources(s []ColumnSource) []ColumnSource {
+	out := s[:0]
+outer:
+	for _, c := range s {
+		for _, o := range out {
+			if o == c {
+				continue outer
+			}
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}

@@ -71,10 +71,10 @@ GRANT SELECT ON customers, customer_contacts TO agent_ro;`)
 }
 
 // TestColumnRulesFollowComputedColumns: a column rule holds when the column is computed from
-// the ruled one: an expression, a subquery or CTE, a whole row, a cursor, a prepared statement,
-// COPY of a query, the extended protocol. The phone numbers here have no context word a
-// detector could go by, so only the rule can mask them. Columns computed from other columns
-// stay in clear.
+// the ruled one: an expression, a subquery or CTE, a whole row, a view (on a view), a cursor, a
+// prepared statement, COPY of a query, the extended protocol. The phone numbers here have no
+// context word a detector could go by, so only the rule can mask them. Columns computed from
+// other columns stay in clear.
 func TestColumnRulesFollowComputedColumns(t *testing.T) {
 	e := newEnv(t, "bpf")
 	pg, _, dsn := e.addPostgres()
@@ -82,7 +82,11 @@ func TestColumnRulesFollowComputedColumns(t *testing.T) {
 INSERT INTO customers VALUES (1, 'Ada', '4155550100'), (2, 'Bob', '4155550101');
 GRANT SELECT ON customers TO agent_ro;
 CREATE FUNCTION open_tel(refcursor) RETURNS refcursor LANGUAGE plpgsql AS $$
-BEGIN OPEN $1 FOR SELECT tel || '' FROM customers; RETURN $1; END $$;`)
+BEGIN OPEN $1 FOR SELECT tel || '' FROM customers; RETURN $1; END $$;
+CREATE VIEW contacts AS SELECT name, tel AS num FROM customers;
+CREATE VIEW contacts2 AS SELECT upper(name) AS n, num AS p FROM contacts;
+CREATE MATERIALIZED VIEW tels AS SELECT tel AS digits FROM customers;
+GRANT SELECT ON contacts, contacts2, tels TO agent_ro;`)
 	e.tailYAML = "default: allow\nmasking:\n  columns:\n    - {match: customers.tel, style: redact}\n"
 	e.setPolicy()
 
@@ -102,6 +106,11 @@ BEGIN OPEN $1 FOR SELECT tel || '' FROM customers; RETURN $1; END $$;`)
 		`begin; declare k cursor for select tel || '' from customers; fetch all k; commit`,
 		`prepare p as select lower(tel) from customers; execute p`,
 		`copy (select tel || '' from customers) to stdout`,
+		// Views, views on views, a materialized view.
+		`select num from contacts`,
+		`select * from contacts2`,
+		`select c from contacts c`,
+		`select * from tels`,
 		// A cursor a function opened: its origin is unknown, so every rule covers it.
 		`begin; select open_tel('kk'); fetch all kk; commit`,
 	} {
@@ -117,11 +126,16 @@ BEGIN OPEN $1 FOR SELECT tel || '' FROM customers; RETURN $1; END $$;`)
 		t.Errorf("pgx: %s", got)
 	}
 	// Columns computed from unruled columns are not masked.
-	for _, q := range []string{`select count(*), max(id) + 1000 from customers`, `select upper(name) from customers where tel <> ''`,
-		`begin; declare k cursor for select upper(name) from customers; fetch all k; commit`} {
-		out, _ := e.run("psql", dsn, "-XAt", "-c", q)
-		if strings.Contains(out, "REDACTED") || !(strings.Contains(out, "2|1002") || strings.Contains(out, "ADA")) {
-			t.Errorf("%s: %q", q, out)
+	for _, c := range []struct{ q, want string }{
+		{`select count(*), max(id) + 1000 from customers`, "2|1002"},
+		{`select upper(name) from customers where tel <> ''`, "ADA"},
+		{`begin; declare k cursor for select upper(name) from customers; fetch all k; commit`, "ADA"},
+		{`select name from contacts`, "Ada"},
+		{`select n from contacts2`, "ADA"},
+	} {
+		out, _ := e.run("psql", dsn, "-XAt", "-c", c.q)
+		if strings.Contains(out, "REDACTED") || !strings.Contains(out, c.want) {
+			t.Errorf("%s: %q", c.q, out)
 		}
 	}
 	if got := e.pgxAgent(dsn, "SELECT count(*) FROM customers WHERE id > $1", "0"); !strings.Contains(got, "2") || strings.Contains(got, "REDACTED") {

@@ -3,8 +3,8 @@ package pgguard
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -33,13 +33,31 @@ type attrKey struct {
 // Source is a column's origin: schema, table and attribute name.
 type Source struct {
 	Schema, Table, Column string
+	// From are, for a view's column, the table columns it is computed from, followed through
+	// the views it reads; FromUnknown is set when that cannot be told (a definition that does
+	// not parse, views nested too deep). A table's columns have neither.
+	From        []Source
+	FromUnknown bool
 }
+
+// relation is a table or view the catalog has looked up.
+type relation struct {
+	schema, name string
+	view         bool     // a view or materialized view
+	def          string   // its definition
+	cols         []string // column names by attribute number - 1
+	uses         []uint32 // relations a view's definition reads
+}
+
+// maxViewDepth bounds how deep views on views are followed.
+const maxViewDepth = 16
 
 type catalog struct {
 	mu      sync.Mutex
 	conn    *pgconn.PgConn
 	tables  map[uint32]bool // OIDs looked up (found or not)
 	columns map[attrKey]Source
+	rels    map[uint32]*relation
 }
 
 func (cs *Catalogs) get(key string) *catalog {
@@ -50,24 +68,23 @@ func (cs *Catalogs) get(key string) *catalog {
 	}
 	c := cs.byDB[key]
 	if c == nil {
-		c = &catalog{tables: map[uint32]bool{}, columns: map[attrKey]Source{}}
+		c = &catalog{tables: map[uint32]bool{}, columns: map[attrKey]Source{}, rels: map[uint32]*relation{}}
 		cs.byDB[key] = c
 	}
 	return c
 }
 
 // Resolve returns the source of each (table OID, attribute number) pair; pairs with table OID 0
-// (computed columns) get a zero Source, attribute number 0 (a whole row) one without a column. Unknown tables are fetched in one query.
+// (computed columns) get a zero Source, attribute number 0 (a whole row) one without a column.
+// Unknown tables are fetched in one query, and the views they are, with what those read.
 func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connect Connector, tables []uint32, attrs []uint16) ([]Source, error) {
 	c := cs.get(target + "\x00" + database)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var missing []string
-	seen := map[uint32]bool{}
+	var missing []uint32
 	for _, t := range tables {
-		if t != 0 && !c.tables[t] && !seen[t] {
-			seen[t] = true
-			missing = append(missing, strconv.FormatUint(uint64(t), 10))
+		if t != 0 && !c.tables[t] && !slices.Contains(missing, t) {
+			missing = append(missing, t)
 		}
 	}
 	if len(missing) > 0 {
@@ -84,49 +101,136 @@ func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connec
 	return out, nil
 }
 
-const catalogQuery = `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname
+const catalogQuery = `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, c.relkind IN ('v', 'm'),
+  CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 THEN pg_catalog.pg_get_viewdef(c.oid) END
 FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0
 WHERE c.oid = ANY($1::oid[])`
 
-func (c *catalog) fetch(ctx context.Context, database string, connect Connector, oids []string) error {
+// usesQuery lists the relations each view's definition reads (its rewrite rule's dependencies).
+const usesQuery = `SELECT DISTINCT r.ev_class, d.refobjid
+FROM pg_catalog.pg_rewrite r
+JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
+WHERE r.ev_class = ANY($1::oid[]) AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class`
+
+// fetch looks up the relations oids, then the relations the views among them read, and so on,
+// and works out where each view column comes from.
+func (c *catalog) fetch(ctx context.Context, database string, connect Connector, oids []uint32) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for attempt := 0; attempt < 2; attempt++ {
+	var views []uint32
+	for depth := 0; len(oids) > 0 && depth <= maxViewDepth; depth++ {
+		rows, err := c.query(ctx, database, connect, catalogQuery, oids)
+		if err != nil {
+			return fmt.Errorf("catalog query: %w", err)
+		}
+		var found []uint32
+		for _, v := range rows {
+			oid, err1 := strconv.ParseUint(v[0], 10, 32)
+			attnum, err2 := strconv.ParseUint(v[3], 10, 16)
+			if err1 != nil || err2 != nil || attnum == 0 {
+				continue
+			}
+			rel := c.rels[uint32(oid)]
+			if rel == nil {
+				rel = &relation{schema: v[1], name: v[2], view: v[5] == "t"}
+				c.rels[uint32(oid)] = rel
+				found = append(found, uint32(oid))
+			}
+			if v[6] != "" {
+				rel.def = v[6]
+			}
+			if int(attnum) > len(rel.cols) {
+				rel.cols = append(rel.cols, make([]string, int(attnum)-len(rel.cols))...)
+			}
+			rel.cols[attnum-1] = v[4]
+			c.columns[attrKey{uint32(oid), uint16(attnum)}] = Source{Schema: v[1], Table: v[2], Column: v[4]}
+			c.columns[attrKey{uint32(oid), 0}] = Source{Schema: v[1], Table: v[2]} // the whole row
+		}
+		for _, o := range oids {
+			c.tables[o] = true
+		}
+		var fresh []uint32
+		for _, o := range found {
+			if c.rels[o].view {
+				fresh = append(fresh, o)
+			}
+		}
+		views = append(views, fresh...)
+		oids = nil
+		if len(fresh) == 0 {
+			break
+		}
+		rows, err = c.query(ctx, database, connect, usesQuery, fresh)
+		if err != nil {
+			return fmt.Errorf("catalog query of view dependencies: %w", err)
+		}
+		for _, v := range rows {
+			view, err1 := strconv.ParseUint(v[0], 10, 32)
+			used, err2 := strconv.ParseUint(v[1], 10, 32)
+			if err1 != nil || err2 != nil || c.rels[uint32(view)] == nil {
+				continue
+			}
+			rel := c.rels[uint32(view)]
+			rel.uses = append(rel.uses, uint32(used))
+			if !c.tables[uint32(used)] && !slices.Contains(oids, uint32(used)) {
+				oids = append(oids, uint32(used))
+			}
+		}
+	}
+	for _, v := range views {
+		rel := c.rels[v]
+		for attnum := range len(rel.cols) + 1 {
+			k := attrKey{v, uint16(attnum)}
+			src := c.columns[k]
+			src.From, src.FromUnknown = c.derive(v, attnum, 0)
+			c.columns[k] = src
+		}
+	}
+	return nil
+}
+
+// query runs a catalog query with an OID array parameter and returns its rows as strings
+// (NULL as ""), reconnecting once if the connection was lost.
+func (c *catalog) query(ctx context.Context, database string, connect Connector, sql string, oids []uint32) ([][]string, error) {
+	arg := make([]byte, 0, 1+len(oids)*11)
+	arg = append(arg, '{')
+	for i, o := range oids {
+		if i > 0 {
+			arg = append(arg, ',')
+		}
+		arg = strconv.AppendUint(arg, uint64(o), 10)
+	}
+	arg = append(arg, '}')
+	for attempt := 0; ; attempt++ {
 		if c.conn == nil || c.conn.IsClosed() {
 			conn, err := connect(ctx, database)
 			if err != nil {
-				return fmt.Errorf("catalog connection: %w", err)
+				return nil, fmt.Errorf("catalog connection: %w", err)
 			}
 			c.conn = conn
 		}
-		rr := c.conn.ExecParams(ctx, catalogQuery, [][]byte{[]byte("{" + strings.Join(oids, ",") + "}")}, nil, nil, nil)
+		var rows [][]string
+		rr := c.conn.ExecParams(ctx, sql, [][]byte{arg}, nil, nil, nil)
 		for rr.NextRow() {
-			v := rr.Values()
-			oid, err1 := strconv.ParseUint(string(v[0]), 10, 32)
-			attnum, err2 := strconv.ParseUint(string(v[3]), 10, 16)
-			if err1 != nil || err2 != nil {
-				continue
+			vals := rr.Values()
+			row := make([]string, len(vals))
+			for i, v := range vals {
+				row[i] = string(v)
 			}
-			c.columns[attrKey{uint32(oid), uint16(attnum)}] = Source{Schema: string(v[1]), Table: string(v[2]), Column: string(v[4])}
-			c.columns[attrKey{uint32(oid), 0}] = Source{Schema: string(v[1]), Table: string(v[2])} // the whole row
+			rows = append(rows, row)
 		}
-		if _, err := rr.Close(); err != nil {
-			c.conn.Close(context.Background())
-			c.conn = nil
-			if attempt == 0 {
-				continue
-			}
-			return fmt.Errorf("catalog query: %w", err)
+		_, err := rr.Close()
+		if err == nil {
+			return rows, nil
 		}
-		for _, o := range oids {
-			oid, _ := strconv.ParseUint(o, 10, 32)
-			c.tables[uint32(oid)] = true
+		c.conn.Close(context.Background())
+		c.conn = nil
+		if attempt > 0 {
+			return nil, err
 		}
-		return nil
 	}
-	return nil
 }
 
 // Describe returns the columns a query would produce, prepared (not run) on the catalog

@@ -162,12 +162,19 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 			c.Format = formats[i]
 		}
 		switch {
-		case srcs != nil && srcs[i].Table != "" && srcs[i].Column == "":
-			// A whole row (SELECT c FROM customers c): every column of its table.
-			c.Schema, c.Table = srcs[i].Schema, srcs[i].Table
-			c.Sources = []mask.Source{{Schema: c.Schema, Table: c.Table}}
 		case srcs != nil && srcs[i].Table != "":
-			c.Schema, c.Table, c.Name = srcs[i].Schema, srcs[i].Table, srcs[i].Column
+			src := &srcs[i]
+			c.Schema, c.Table, c.Name = src.Schema, src.Table, src.Column
+			if src.Column == "" {
+				// A whole row (SELECT c FROM customers c): every column of its table.
+				c.Name = string(f.Name)
+				c.Sources = []mask.Source{{Schema: c.Schema, Table: c.Table}}
+			}
+			// A view's column: the table columns it shows.
+			for _, from := range src.From {
+				c.Sources = append(c.Sources, mask.Source{Schema: from.Schema, Table: from.Table, Name: from.Column})
+			}
+			c.AnySource = src.FromUnknown
 		case computed && f.TableOID == 0:
 			m.sources, c.AnySource = org.sources(i, len(desc.Fields), m.sources[:0])
 			c.Sources = slices.Clone(m.sources)

@@ -1,0 +1,53 @@
+package pgguard
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestDeriveViewColumns follows view columns through their definitions to table columns (the
+// catalog is filled by hand here; TestColumnRulesFollowComputedColumns does it with PostgreSQL).
+func TestDeriveViewColumns(t *testing.T) {
+	c := &catalog{rels: map[uint32]*relation{
+		1: {schema: "public", name: "customers", cols: []string{"id", "name", "tel"}},
+		2: {schema: "public", name: "contacts", view: true, cols: []string{"name", "num"}, uses: []uint32{1},
+			def: "SELECT customers.name, customers.tel AS num FROM customers;"},
+		3: {schema: "public", name: "contacts2", view: true, cols: []string{"n", "p"}, uses: []uint32{2},
+			def: "SELECT upper(contacts.name) AS n, (contacts.num || '-'::text) AS p FROM contacts;"},
+		4: {schema: "public", name: "broken", view: true, cols: []string{"x"}, def: "SELECT FROM WHERE"},
+		5: {schema: "public", name: "unioned", view: true, cols: []string{"v"}, uses: []uint32{1},
+			def: "SELECT customers.name AS v FROM customers UNION SELECT customers.tel FROM customers;"},
+	}}
+	// A chain of views deeper than maxViewDepth.
+	for i := uint32(100); i < 100+maxViewDepth+2; i++ {
+		c.rels[i] = &relation{name: fmt.Sprintf("v%d", i), view: true, cols: []string{"tel"}, uses: []uint32{i + 1},
+			def: fmt.Sprintf("SELECT v%d.tel FROM v%d;", i+1, i+1)}
+	}
+	c.rels[100+maxViewDepth+2] = &relation{name: fmt.Sprintf("v%d", 100+maxViewDepth+2), cols: []string{"tel"}}
+	for _, tc := range []struct {
+		oid     uint32
+		attnum  int
+		want    string
+		unknown bool
+	}{
+		{1, 3, "public.customers.tel", false},
+		{2, 1, "public.customers.name", false},
+		{2, 2, "public.customers.tel", false},
+		{2, 0, "public.customers.name public.customers.tel", false},
+		{3, 1, "public.customers.name", false},
+		{3, 2, "public.customers.tel", false},
+		{4, 1, "", true},
+		{5, 1, "public.customers.name public.customers.tel", false},
+		{100, 1, "", true},
+	} {
+		from, unknown := c.derive(tc.oid, tc.attnum, 0)
+		var got []string
+		for _, f := range from {
+			got = append(got, f.Schema+"."+f.Table+"."+f.Column)
+		}
+		if strings.Join(got, " ") != tc.want || unknown != tc.unknown {
+			t.Errorf("%s column %d: %q unknown %v, want %q unknown %v", c.rels[tc.oid].name, tc.attnum, got, unknown, tc.want, tc.unknown)
+		}
+	}
+}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMaskingEveryResultPath: with the default detectors and one column rule, nothing sensitive
@@ -140,6 +143,30 @@ GRANT SELECT ON contacts, contacts2, tels TO agent_ro;`)
 	}
 	if got := e.pgxAgent(dsn, "SELECT count(*) FROM customers WHERE id > $1", "0"); !strings.Contains(got, "2") || strings.Contains(got, "REDACTED") {
 		t.Errorf("pgx count: %s", got)
+	}
+	// The values a statement writes to or compares with the ruled column are recorded masked
+	// by the rule: literals in the text and parameters.
+	e.run("psql", dsn, "-X", "-c", "update customers set name = name where tel = '4155550100' or tel in ('4155550101')")
+	e.pgxAgent(dsn, "SELECT name FROM customers WHERE tel = $1", "4155550101")
+	var logged string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		segs, _ := filepath.Glob(filepath.Join(e.dir, "state", "records", "*.jsonl"))
+		logged = ""
+		for _, seg := range segs {
+			b, _ := os.ReadFile(seg)
+			for _, line := range strings.Split(string(b), "\n") {
+				// Statements, not process arguments (the pgx agent's hold the value it sends).
+				if strings.Contains(line, `"type":"statement"`) {
+					logged += line + "\n"
+				}
+			}
+		}
+		if strings.Contains(logged, "update customers") && strings.Contains(logged, "WHERE tel = $1") {
+			break
+		}
+	}
+	if strings.Contains(logged, secret) || !strings.Contains(logged, `where tel = '[REDACTED:column]' or tel in ('[REDACTED:column]')`) {
+		t.Errorf("the session log holds the ruled values in clear, or not masked by the rule:\n%s", logged)
 	}
 	if direct := scalar(t, pg, "select tel || '' from customers where id = 1"); direct != "4155550100" {
 		t.Fatalf("seed: %q", direct)

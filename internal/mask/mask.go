@@ -158,6 +158,31 @@ func (p *Plan) MaskString(s string) string {
 	return string(out)
 }
 
+// MaskValueOf masks v, a value a statement writes to or compares with the table columns srcs
+// (a parameter, a literal): by the first column rule covering one of them, as in a result, or
+// else by the detectors, as MaskText.
+func (p *Plan) MaskValueOf(v, dst []byte, srcs []Source) (out []byte, changed bool, err error) {
+	defer p.guard(&err)
+	if r := p.columnStyle(Column{Sources: srcs}); r != nil && len(srcs) > 0 {
+		if r.style == StylePass {
+			return v, false, nil
+		}
+		p.stats.hits[ColumnKind].Add(1)
+		out, err = p.applyRule(r, dst, v)
+		return out, err == nil, err
+	}
+	return p.MaskText(v, dst)
+}
+
+// RuleCovers reports whether a column rule that masks covers one of the table columns srcs.
+func (p *Plan) RuleCovers(srcs []Source) bool {
+	if len(srcs) == 0 {
+		return false
+	}
+	r := p.columnStyle(Column{Sources: srcs})
+	return r != nil && r.style != StylePass
+}
+
 // MaskStrings is MaskString of each of ss, returning ss itself when none changes.
 func (p *Plan) MaskStrings(ss []string) []string {
 	for i, s := range ss {

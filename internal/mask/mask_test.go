@@ -613,3 +613,24 @@ func BenchmarkMaskStringClean(b *testing.B) {
 		}
 	}
 }
+
+func TestMaskValueOf(t *testing.T) {
+	p := mustPlan(t, []ColumnRule{{Pattern: "customers.tel", Style: StyleRedact}, {Pattern: "notes", Style: StylePass}}, Config{})
+	for _, c := range []struct {
+		v    string
+		srcs []Source
+		want string
+	}{
+		{"4155550100", []Source{{Table: "customers", Name: "tel"}}, "[REDACTED:column]"},
+		{"4155550100", []Source{{Table: "customers", Name: "name"}}, "4155550100"},
+		{"4155550100", []Source{{Table: "customers"}}, "[REDACTED:column]"}, // a whole row
+		{"a@example.com", []Source{{Table: "customers", Name: "name"}}, "[REDACTED:email]"},
+		{"a@example.com", []Source{{Table: "t", Name: "notes"}}, "a@example.com"},
+		{"a@example.com", nil, "[REDACTED:email]"},
+	} {
+		out, _, err := p.MaskValueOf([]byte(c.v), nil, c.srcs)
+		if err != nil || string(out) != c.want {
+			t.Errorf("%q %+v: %q %v, want %q", c.v, c.srcs, out, err, c.want)
+		}
+	}
+}

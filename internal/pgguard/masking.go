@@ -15,16 +15,6 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 )
 
-// shown is text as the session log, reviewers and the daemon's log show it: masked like the
-// results this identity sees, so a card number in a literal or a token in a comment is not kept
-// in clear where the result that held it would not be. The server always gets what was sent.
-func (g *Guard) shown(text string) string {
-	if g.mask == nil {
-		return text
-	}
-	return g.mask.plan.MaskString(text)
-}
-
 // masker applies a masking plan to the results of one connection. It runs on the proxy's
 // server-side goroutine, but for noteOrigins, which the client side calls.
 type masker struct {

@@ -240,10 +240,14 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	if err := r.flushAll(); err != nil {
 		return err
 	}
+	var res *sqlclass.Result
+	if d != nil {
+		res = d.Result
+	}
 	st := &r.stmt
 	*st = record.Statement{
-		Text: g.shown(s.SQL), Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
-		Class: classOf(d), Params: g.recordParams(s, params),
+		Text: g.shownSQL(s.SQL, res), Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
+		Class: classOf(d), Params: g.recordParams(s, res, params),
 	}
 	if s.Kind == postgres.KindFunctionCall {
 		st.Text = fmt.Sprintf("<function call, oid %d>", s.FunctionOID)
@@ -333,18 +337,19 @@ func classOf(d *rules.Decision) string {
 
 // recordParams are the statement's parameters as recorded (see displayParams), built in the
 // recorder's reused storage.
-func (g *Guard) recordParams(s *postgres.Statement, params [][]byte) []*string {
+func (g *Guard) recordParams(s *postgres.Statement, res *sqlclass.Result, params [][]byte) []*string {
 	if params == nil {
 		return nil
 	}
 	c := &g.rec.params
 	c.reset()
-	return c.row(params, func(dst []byte, i int, v []byte) ([]byte, bool) { return g.appendParam(dst, s, i, v) })
+	return c.row(params, func(dst []byte, i int, v []byte) ([]byte, bool) { return g.appendParam(dst, s, res, i, v) })
 }
 
 // appendParam appends to dst how parameter i is shown when it is not recorded as sent (and
-// returns true): binary values by size, text masked like results.
-func (g *Guard) appendParam(dst []byte, s *postgres.Statement, i int, p []byte) ([]byte, bool) {
+// returns true): binary values by size, text masked like results: by the rule of a column the
+// statement (classified as res) writes it to or compares it with, else by the detectors.
+func (g *Guard) appendParam(dst []byte, s *postgres.Statement, res *sqlclass.Result, i int, p []byte) ([]byte, bool) {
 	format := int16(0)
 	if len(s.ParamFormats) == 1 {
 		format = s.ParamFormats[0]
@@ -355,7 +360,7 @@ func (g *Guard) appendParam(dst []byte, s *postgres.Statement, i int, p []byte) 
 	case format == 1:
 		return appendBinarySize(dst, len(p)), true
 	case g.mask != nil:
-		out, changed, err := g.mask.plan.MaskText(p, dst)
+		out, changed, err := g.mask.plan.MaskValueOf(p, dst, g.paramColumns(res, i+1))
 		switch {
 		case err != nil:
 			return append(dst, g.mask.plan.Redacted()...), true
@@ -375,14 +380,14 @@ func appendBinarySize(dst []byte, n int) []byte {
 }
 
 // displayParam is appendParam as a string, for reviewers.
-func (g *Guard) displayParam(s *postgres.Statement, i int, p []byte) (string, bool) {
-	b, ok := g.appendParam(nil, s, i, p)
+func (g *Guard) displayParam(s *postgres.Statement, res *sqlclass.Result, i int, p []byte) (string, bool) {
+	b, ok := g.appendParam(nil, s, res, i, p)
 	return string(b), ok
 }
 
 // displayParams are the statement's parameters as recorded and shown to reviewers: masked like
 // results; binary values only by size.
-func (g *Guard) displayParams(s *postgres.Statement, params [][]byte) []*string {
+func (g *Guard) displayParams(s *postgres.Statement, res *sqlclass.Result, params [][]byte) []*string {
 	if params == nil {
 		return nil
 	}
@@ -391,7 +396,7 @@ func (g *Guard) displayParams(s *postgres.Statement, params [][]byte) []*string 
 		if p == nil {
 			continue
 		}
-		v, ok := g.displayParam(s, i, p)
+		v, ok := g.displayParam(s, res, i, p)
 		if !ok {
 			v = string(p)
 		}

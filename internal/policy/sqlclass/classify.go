@@ -50,9 +50,11 @@ func classifyShape(sql string, maxLen int) (*Result, shapeInfo) {
 		return unknownResult(sql, err.Error()), info
 	}
 	res := &Result{Statements: make([]Statement, 0, len(tree.Stmts)), text: sql}
+	var lits []literal
+	_, _, litOK := shapeLex(nil, sql, &lits)
 	for _, raw := range tree.Stmts {
 		st, dep := classifyStmt(raw.Stmt)
-		st.Outputs = outputsOf(raw.Stmt)
+		st.Outputs, st.Values = columnsOf(raw.Stmt, sql, lits, litOK)
 		info.valueDep = info.valueDep || dep
 		info.start, info.end = stmtBounds(sql, raw)
 		st.Text = strings.TrimSpace(sql[info.start:info.end])
@@ -680,18 +682,8 @@ func (w *walker) walk(n *pg.Node) {
 	w.visit(n.ProtoReflect())
 }
 
-// nodeKind is the oneof that makes up all of pg.Node.
-var nodeKind = (&pg.Node{}).ProtoReflect().Descriptor().Oneofs().ByName("node")
-
 func (w *walker) visit(m protoreflect.Message) {
 	switch x := m.Interface().(type) {
-	case *pg.Node:
-		// Most messages in a tree are Nodes; going straight to the one
-		// field set saves looking at some 250.
-		if fd := m.WhichOneof(nodeKind); fd != nil {
-			w.visit(m.Get(fd).Message())
-		}
-		return
 	case *pg.RangeVar:
 		w.addRel(x, w.relWrite)
 		return
@@ -766,36 +758,9 @@ func (w *walker) visit(m protoreflect.Message) {
 	w.visitFields(m, "")
 }
 
-// visitFields walks m's set message fields in declaration order, which
-// follows the statement's text (FROM before WHERE). m.Range would not do:
-// protobuf-go shuffles its order by a hash of the binary, so table lists came
-// out in a different order from one build to the next.
+// visitFields walks m's message fields (see eachChild) but skip.
 func (w *walker) visitFields(m protoreflect.Message, skip protoreflect.Name) {
-	fields := m.Descriptor().Fields()
-	for i := 0; i < fields.Len(); i++ {
-		fd := fields.Get(i)
-		if o := fd.ContainingOneof(); o != nil && !o.IsSynthetic() {
-			// Ask which field of the oneof is set, once, where its
-			// first field stands.
-			if o.Fields().Get(0) != fd {
-				continue
-			}
-			if fd = m.WhichOneof(o); fd == nil {
-				continue
-			}
-		}
-		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() || fd.Name() == skip || !m.Has(fd) {
-			continue
-		}
-		if fd.IsList() {
-			l := m.Get(fd).List()
-			for i := 0; i < l.Len(); i++ {
-				w.visit(l.Get(i).Message())
-			}
-			continue
-		}
-		w.visit(m.Get(fd).Message())
-	}
+	eachChild(m, w, skip)
 }
 
 func (w *walker) addKind(k Kind) {

@@ -1,6 +1,8 @@
 package sqlclass
 
 import (
+	"slices"
+
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -41,11 +43,24 @@ type outputWalker struct {
 	refs    [][]string // fields of each column reference in a target list; "*" for A_Star
 	nested  bool       // a query inside the statement (subquery, CTE, set operation, VALUES)
 	selects int
+	in      bool // inside a target list
+	// values, when set, looks at every node for the statement's values (see valueWalker).
+	values *valueWalker
 }
 
-// outputsOf computes the Outputs of one statement. Statements that return no rows of their
-// own (DDL, SET, …) have none.
-func outputsOf(n *pg.Node) *Outputs {
+// columnsOf computes the Outputs and Values of one statement of sql (whose literal tokens are
+// lits, if litOK), from one walk for the statement's relations and the column references of
+// its target lists.
+func columnsOf(n *pg.Node, sql string, lits []literal, litOK bool) (*Outputs, []ValueColumn) {
+	v := &valueWalker{sql: sql, lits: lits, litOK: litOK}
+	w := &outputWalker{values: v}
+	w.visit(n.ProtoReflect())
+	return w.outputs(n), v.valuesOf(w)
+}
+
+// outputs computes the Outputs of statement n, walked by w. Statements that return no rows of
+// their own (DDL, SET, …) have none.
+func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 	var top []*pg.Node // the target list that makes the result's columns
 	switch s := n.GetNode().(type) {
 	case *pg.Node_SelectStmt:
@@ -59,9 +74,9 @@ func outputsOf(n *pg.Node) *Outputs {
 	case *pg.Node_MergeStmt:
 		top = s.MergeStmt.ReturningList
 	case *pg.Node_DeclareCursorStmt:
-		return outputsOf(s.DeclareCursorStmt.Query) // what FETCH returns
+		return w.outputs(s.DeclareCursorStmt.Query) // what FETCH returns
 	case *pg.Node_PrepareStmt:
-		return outputsOf(s.PrepareStmt.Query) // what EXECUTE returns
+		return w.outputs(s.PrepareStmt.Query) // what EXECUTE returns
 	case *pg.Node_CallStmt:
 		// A procedure's OUT parameters: every reference in its arguments counts.
 	default:
@@ -72,8 +87,6 @@ func outputsOf(n *pg.Node) *Outputs {
 	if top == nil && n.GetSelectStmt() == nil && n.GetCallStmt() == nil {
 		return nil // INSERT, UPDATE, DELETE or MERGE without RETURNING: no rows
 	}
-	w := &outputWalker{}
-	w.visit(n.ProtoReflect(), false)
 	out := &Outputs{}
 	for _, ref := range w.refs {
 		out.All = w.appendSources(out.All, ref)
@@ -82,8 +95,8 @@ func outputsOf(n *pg.Node) *Outputs {
 	if top != nil && !w.nested && w.selects <= 1 {
 		out.ByPosition = make([][]ColumnSource, len(top))
 		for i, t := range top {
-			tw := &outputWalker{}
-			tw.visit(t.ProtoReflect(), true)
+			tw := &outputWalker{in: true}
+			tw.visit(t.ProtoReflect())
 			if isStar(t.GetResTarget().GetVal()) {
 				out.ByPosition = nil // one entry, many columns
 				break
@@ -98,13 +111,12 @@ func outputsOf(n *pg.Node) *Outputs {
 	return out
 }
 
-func (w *outputWalker) visit(m protoreflect.Message, inTarget bool) {
-	switch x := m.Interface().(type) {
-	case *pg.Node:
-		if fd := m.WhichOneof(nodeKind); fd != nil {
-			w.visit(m.Get(fd).Message(), inTarget)
-		}
-		return
+func (w *outputWalker) visit(m protoreflect.Message) {
+	x := m.Interface()
+	if w.values != nil && w.values.note(x) {
+		defer w.values.leave(x)
+	}
+	switch x := x.(type) {
 	case *pg.RangeVar:
 		alias := ""
 		if x.Alias != nil {
@@ -113,22 +125,13 @@ func (w *outputWalker) visit(m protoreflect.Message, inTarget bool) {
 		w.rels = append(w.rels, relation{schema: x.Schemaname, name: x.Relname, alias: alias})
 		return
 	case *pg.ResTarget:
-		if inTarget && isStar(x.Val) {
+		if w.in && isStar(x.Val) {
 			// SELECT *, RETURNING t.*: plain columns, each with its origin in the result.
 			return
 		}
 	case *pg.ColumnRef:
-		if inTarget {
-			ref := make([]string, 0, len(x.Fields))
-			for _, f := range x.Fields {
-				switch {
-				case f.GetString_() != nil:
-					ref = append(ref, f.GetString_().Sval)
-				case f.GetAStar() != nil:
-					ref = append(ref, "*")
-				}
-			}
-			if len(ref) > 0 {
+		if w.in {
+			if ref := refFields(x); len(ref) > 0 {
 				w.refs = append(w.refs, ref)
 			}
 		}
@@ -138,45 +141,93 @@ func (w *outputWalker) visit(m protoreflect.Message, inTarget bool) {
 		if w.selects > 1 || x.Op != pg.SetOperation_SETOP_NONE || len(x.ValuesLists) > 0 || x.WithClause != nil {
 			w.nested = true
 		}
-		w.visitExcept(m, false, "target_list", "values_lists")
+		saved := w.in
+		w.in = false
+		eachChild(m, w, "target_list", "values_lists")
+		w.in = true
 		for _, t := range x.TargetList {
-			w.visit(t.ProtoReflect(), true)
+			w.visit(t.ProtoReflect())
 		}
 		for _, v := range x.ValuesLists {
-			w.visit(v.ProtoReflect(), true)
+			w.visit(v.ProtoReflect())
 		}
+		w.in = saved
 		return
 	case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt, *pg.MergeStmt:
-		w.visitExcept(m, false, "returning_list", "")
+		saved := w.in
+		w.in = false
+		eachChild(m, w, "returning_list")
+		w.in = true
 		fd := m.Descriptor().Fields().ByName("returning_list")
 		l := m.Get(fd).List()
 		for i := 0; i < l.Len(); i++ {
-			w.visit(l.Get(i).Message(), true)
+			w.visit(l.Get(i).Message())
 		}
+		w.in = saved
 		return
 	case *pg.RangeSubselect, *pg.SubLink, *pg.CommonTableExpr, *pg.RangeFunction:
 		w.nested = true
 	}
-	w.visitExcept(m, inTarget, "", "")
+	eachChild(m, w)
 }
 
-// visitExcept visits m's message fields but the two named.
-func (w *outputWalker) visitExcept(m protoreflect.Message, inTarget bool, skip1, skip2 protoreflect.Name) {
+// eachChild calls fn with each message m holds, list elements in order, fields in declaration
+// order (which follows the statement's text: FROM before WHERE). m.Range would not do: protobuf-go
+// shuffles its order by a hash of the binary, so table lists came out in another order from one
+// build to the next. Fields named in skip are left out.
+func eachChild(m protoreflect.Message, v visitor, skip ...protoreflect.Name) {
+	if _, ok := m.Interface().(*pg.Node); ok {
+		// Most messages of a tree are Nodes, a oneof of some 250 fields: go to the one set.
+		if fd := m.WhichOneof(nodeKind); fd != nil {
+			v.visit(m.Get(fd).Message())
+		}
+		return
+	}
 	fields := m.Descriptor().Fields()
 	for i := 0; i < fields.Len(); i++ {
 		fd := fields.Get(i)
-		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() || fd.Name() == skip1 || fd.Name() == skip2 || !m.Has(fd) {
+		if o := fd.ContainingOneof(); o != nil && !o.IsSynthetic() {
+			// Which field of a oneof is set, asked once, where its first field stands.
+			if o.Fields().Get(0) != fd {
+				continue
+			}
+			if fd = m.WhichOneof(o); fd == nil {
+				continue
+			}
+		}
+		if fd.Kind() != protoreflect.MessageKind || fd.IsMap() || !m.Has(fd) || slices.Contains(skip, fd.Name()) {
 			continue
 		}
 		if fd.IsList() {
 			l := m.Get(fd).List()
 			for j := 0; j < l.Len(); j++ {
-				w.visit(l.Get(j).Message(), inTarget)
+				v.visit(l.Get(j).Message())
 			}
 			continue
 		}
-		w.visit(m.Get(fd).Message(), inTarget)
+		v.visit(m.Get(fd).Message())
 	}
+}
+
+// visitor is a walk over a parse tree (an interface, not a func: a method value passed down
+// every level would be allocated at each).
+type visitor interface{ visit(protoreflect.Message) }
+
+// nodeKind is the oneof that makes up all of pg.Node.
+var nodeKind = (&pg.Node{}).ProtoReflect().Descriptor().Oneofs().ByName("node")
+
+// refFields returns the names of a column reference, "*" for a star: [c tel], [c *].
+func refFields(x *pg.ColumnRef) []string {
+	ref := make([]string, 0, len(x.Fields))
+	for _, f := range x.Fields {
+		switch {
+		case f.GetString_() != nil:
+			ref = append(ref, f.GetString_().Sval)
+		case f.GetAStar() != nil:
+			ref = append(ref, "*")
+		}
+	}
+	return ref
 }
 
 // isStar reports whether a target is * or t.*.

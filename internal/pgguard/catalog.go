@@ -10,6 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 )
 
 // Catalogs resolves the table OID and attribute number of result columns to names, so column
@@ -47,6 +49,8 @@ type relation struct {
 	def          string   // its definition
 	cols         []string // column names by attribute number - 1
 	uses         []uint32 // relations a view's definition reads
+	parsed       bool     // outs is set (see outputs)
+	outs         *sqlclass.Outputs
 }
 
 // maxViewDepth bounds how deep views on views are followed.

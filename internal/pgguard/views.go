@@ -29,11 +29,10 @@ func (c *catalog) derive(oid uint32, attnum, depth int) (from []Source, unknown 
 		}
 		return from, unknown
 	}
-	res := sqlclass.Classify(rel.def)
-	if len(res.Statements) != 1 || res.Statements[0].Outputs == nil {
+	outs := rel.outputs()
+	if outs == nil {
 		return nil, true
 	}
-	outs := res.Statements[0].Outputs
 	refs := outs.All
 	if len(outs.ByPosition) == len(rel.cols) {
 		refs = outs.ByPosition[attnum-1]
@@ -77,4 +76,16 @@ func attnumOf(rel *relation, column string) int {
 		}
 	}
 	return 0
+}
+
+// outputs returns what the view's definition says of its columns (nil if it does not parse),
+// parsed once.
+func (rel *relation) outputs() *sqlclass.Outputs {
+	if !rel.parsed {
+		rel.parsed = true
+		if res := sqlclass.Classify(rel.def); len(res.Statements) == 1 {
+			rel.outs = res.Statements[0].Outputs
+		}
+	}
+	return rel.outs
 }

@@ -903,7 +903,7 @@ func (w *walker) finish() {
 	}
 	st.Functions = dedup(w.funcs, nil)
 	st.TablesWritten = dedup(w.writes, nil)
-	st.TablesRead = dedup(w.reads, w.ctes)
+	st.TablesRead = dedup(w.reads, func(n string) bool { return w.ctes[n] })
 	if len(st.TablesRead) > 0 {
 		st.Reads = true
 	}
@@ -912,27 +912,24 @@ func (w *walker) finish() {
 	}
 }
 
-// dedup returns names in first-seen order without repeats or names in skip
-// (unqualified CTE references).
-func dedup(names []string, skip map[string]bool) []string {
-	if len(names) == 0 {
-		return nil
-	}
-	out := make([]string, 0, len(names))
+// dedup returns s in first-seen order without repeats or what skip says to leave out (for
+// tables, unqualified CTE references), in a slice of its own; nil if that leaves nothing.
+func dedup[T comparable](s []T, skip func(T) bool) []T {
+	var out []T
 outer:
-	for _, n := range names {
-		if skip[n] {
+	for _, v := range s {
+		if skip != nil && skip(v) {
 			continue
 		}
 		for _, o := range out {
-			if o == n {
+			if o == v {
 				continue outer
 			}
 		}
-		out = append(out, n)
-	}
-	if len(out) == 0 {
-		return nil
+		if out == nil {
+			out = make([]T, 0, len(s))
+		}
+		out = append(out, v)
 	}
 	return out
 }

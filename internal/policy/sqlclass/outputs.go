@@ -91,7 +91,7 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 	for _, ref := range w.refs {
 		out.All = w.appendSources(out.All, ref)
 	}
-	out.All = dedupSources(out.All)
+	out.All = dedup(out.All, nil)
 	if top != nil && !w.nested && w.selects <= 1 {
 		out.ByPosition = make([][]ColumnSource, len(top))
 		for i, t := range top {
@@ -105,7 +105,7 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 			for _, ref := range tw.refs {
 				srcs = w.appendSources(srcs, ref)
 			}
-			out.ByPosition[i] = dedupSources(srcs)
+			out.ByPosition[i] = dedup(srcs, nil)
 		}
 	}
 	return out
@@ -285,21 +285,4 @@ func (r relation) named(qual []string) bool {
 		n := len(qual)
 		return r.alias == "" && qual[n-1] == r.name && (r.schema == "" || qual[n-2] == r.schema)
 	}
-}
-
-func dedupSources(s []ColumnSource) []ColumnSource {
-	out := s[:0]
-outer:
-	for _, c := range s {
-		for _, o := range out {
-			if o == c {
-				continue outer
-			}
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
 }

@@ -82,7 +82,7 @@ func (v *valueWalker) valuesOf(rels *outputWalker) []ValueColumn {
 		for _, r := range p.refs {
 			cols = rels.appendSources(cols, r)
 		}
-		out[i].Columns = dedupSources(cols)
+		out[i].Columns = dedup(cols, nil)
 		last = p
 	}
 	return out

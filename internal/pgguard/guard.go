@@ -286,8 +286,18 @@ func (g *Guard) notePrepares(res *sqlclass.Result) {
 			}
 			kept := *st // st may live in storage the next query reuses
 			g.prepared[st.Prepare] = &kept
+		case st.DeallocateAll && i > 0:
+			// After the first statement of a query, one that fails stops the rest: this one
+			// may not have run, so no name is known to be free, nor known to be what it was.
+			for name := range g.prepared {
+				g.prepared[name] = nil
+			}
 		case st.DeallocateAll:
 			clear(g.prepared)
+		case st.Deallocate != "" && i > 0:
+			if _, used := g.prepared[st.Deallocate]; used {
+				g.prepared[st.Deallocate] = nil
+			}
 		case st.Deallocate != "":
 			delete(g.prepared, st.Deallocate)
 		default:

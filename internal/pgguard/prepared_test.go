@@ -236,3 +236,39 @@ func TestPrepareAgainUnderUsedName(t *testing.T) {
 		t.Fatalf("EXECUTE after DEALLOCATE and PREPARE: %v", err)
 	}
 }
+
+// TestDeallocateThatDidNotRun: a DEALLOCATE after a failing statement of the same query never
+// runs, so the server keeps the statement; an EXECUTE of the name must not be judged as a
+// statement prepared under it later (which the server refuses as a duplicate).
+func TestDeallocateThatDidNotRun(t *testing.T) {
+	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
+	conn := p.connect(t)
+	defer conn.Close(context.Background())
+	ctx := context.Background()
+	exec := func(sql string) error {
+		_, err := conn.Exec(ctx, sql).ReadAll()
+		return err
+	}
+	for _, q := range []string{"PREPARE q AS DELETE FROM t WHERE id = 3", "PREPARE r AS DELETE FROM t WHERE id = 4"} {
+		if err := exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := exec("SELECT 1/0; DEALLOCATE q"); err == nil {
+		t.Fatal("division by zero succeeded")
+	}
+	if err := exec("SELECT 1/0; DEALLOCATE ALL"); err == nil {
+		t.Fatal("division by zero succeeded")
+	}
+	for _, name := range []string{"q", "r"} {
+		if err := exec("PREPARE " + name + " AS SELECT 1"); err == nil {
+			t.Fatalf("the server replaced prepared statement %s", name)
+		}
+		if err := exec("EXECUTE " + name); err == nil || !strings.Contains(err.Error(), "not prepared through the proxy") {
+			t.Fatalf("EXECUTE %s after a DEALLOCATE that did not run: %v", name, err)
+		}
+	}
+	if n := p.rowsLeft(t); n != "5" {
+		t.Fatalf("%s rows left", n)
+	}
+}

@@ -88,6 +88,8 @@ type Column struct {
 // holds every column of the table.
 type Source struct {
 	Schema, Table, Name string
+	// Any stands for a column that cannot be told: every column rule covers it.
+	Any bool
 }
 
 type columnRule struct {
@@ -285,6 +287,9 @@ func (p *Plan) columnStyle(c Column) *columnRule {
 			return r
 		}
 		for _, src := range c.Sources {
+			if src.Any {
+				return r
+			}
 			if src.Name == "" && r.coversRow(src, c.TypeOID == oidJSON || c.TypeOID == oidJSONB) {
 				return r
 			}

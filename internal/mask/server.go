@@ -25,7 +25,8 @@ func (p *Plan) MaskServerMessage(in, dst []byte) (out []byte, changed bool, err 
 }
 
 // MaskServerMessageStrict is MaskServerMessage that also redacts every double-quoted string
-// (identifiers included) and everything after "at or near".
+// (identifiers included), every number, a key's values in a detail and everything after
+// "at or near".
 func (p *Plan) MaskServerMessageStrict(in, dst []byte) (out []byte, changed bool, err error) {
 	return p.maskServer(in, dst, true)
 }
@@ -131,6 +132,25 @@ func echoedInLine(in []byte, ls, le int, spans []span, strict bool) []span {
 		}
 		if i := bytes.Index(l, []byte("at or near ")); i >= 0 {
 			add(i+11, len(l))
+		}
+		// Numbers, which messages print bare (requested character too large for encoding:
+		// 415555010; date field value out of range: 4155-13-01), and key values in details
+		// (Key (tel)=(…) already exists).
+		for i := 0; i < len(l); {
+			if !isDigit(l[i]) {
+				i++
+				continue
+			}
+			s := i
+			for i < len(l) && isDigit(l[i]) {
+				i++
+			}
+			add(s, i)
+		}
+		if i := bytes.Index(l, []byte(")=(")); i >= 0 {
+			if e := bytes.LastIndexByte(l, ')'); e > i+3 {
+				add(i+3, e)
+			}
 		}
 	}
 	if i := bytes.Index(l, []byte(`invalid value "`)); i >= 0 {

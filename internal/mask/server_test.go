@@ -48,6 +48,9 @@ func TestMaskServerMessage(t *testing.T) {
 		{`relation "users" does not exist`, `relation "[REDACTED:echoed_value]" does not exist`},
 		{`schema "ada@example" does not exist`, `schema "[REDACTED:echoed_value]" does not exist`},
 		{`trailing junk after parameter at or near "$2b$12$R9h"`, `trailing junk after parameter at or near [REDACTED:echoed_value]`},
+		{`requested character too large for encoding: 415555010`, `requested character too large for encoding: [REDACTED:echoed_value]`},
+		{`date field value out of range: 4155-13-01`, `date field value out of range: [REDACTED:echoed_value]-[REDACTED:echoed_value]-[REDACTED:echoed_value]`},
+		{`Key (name)=(Ada Lovelace) already exists.`, `Key (name)=([REDACTED:echoed_value]) already exists.`},
 	} {
 		out, _, err := p.MaskServerMessageStrict([]byte(c.in), nil)
 		if err != nil || string(out) != c.want {

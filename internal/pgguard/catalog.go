@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -62,6 +63,7 @@ type catalog struct {
 	tables  map[uint32]bool // OIDs looked up (found or not)
 	columns map[attrKey]Source
 	rels    map[uint32]*relation
+	views   map[string][]uint32 // views by name, for names looked up (nil: none by that name)
 }
 
 func (cs *Catalogs) get(key string) *catalog {
@@ -72,7 +74,7 @@ func (cs *Catalogs) get(key string) *catalog {
 	}
 	c := cs.byDB[key]
 	if c == nil {
-		c = &catalog{tables: map[uint32]bool{}, columns: map[attrKey]Source{}, rels: map[uint32]*relation{}}
+		c = &catalog{tables: map[uint32]bool{}, columns: map[attrKey]Source{}, rels: map[uint32]*relation{}, views: map[string][]uint32{}}
 		cs.byDB[key] = c
 	}
 	return c
@@ -206,7 +208,11 @@ func (c *catalog) query(ctx context.Context, database string, connect Connector,
 		}
 		arg = strconv.AppendUint(arg, uint64(o), 10)
 	}
-	arg = append(arg, '}')
+	return c.queryArg(ctx, database, connect, sql, append(arg, '}'))
+}
+
+// queryArg is query with its one parameter as text.
+func (c *catalog) queryArg(ctx context.Context, database string, connect Connector, sql string, arg []byte) ([][]string, error) {
 	for attempt := 0; ; attempt++ {
 		if c.conn == nil || c.conn.IsClosed() {
 			conn, err := connect(ctx, database)
@@ -235,6 +241,77 @@ func (c *catalog) query(ctx context.Context, database string, connect Connector,
 			return nil, err
 		}
 	}
+}
+
+// viewsQuery finds views and materialized views by name, in any schema.
+const viewsQuery = `SELECT c.relname, c.oid FROM pg_catalog.pg_class c
+WHERE c.relname = ANY($1::text[]) AND c.relkind IN ('v', 'm')`
+
+// ViewColumns returns the table columns that sources naming a view's or materialized view's
+// column show (an unqualified name may be a view in any schema), and unknown when that cannot
+// be told: upper(num) FROM contacts reports its source as contacts.num, a view of
+// customers.tel. Sources naming no view add nothing.
+func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, connect Connector, srcs []Source) (from []Source, unknown bool, err error) {
+	c := cs.get(target + "\x00" + database)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var names []string
+	for _, s := range srcs {
+		if _, looked := c.views[s.Table]; !looked && s.Table != "" && !slices.Contains(names, s.Table) {
+			names = append(names, s.Table)
+		}
+	}
+	if len(names) > 0 {
+		arg := []byte{'{'}
+		for i, n := range names {
+			if i > 0 {
+				arg = append(arg, ',')
+			}
+			arg = append(arg, '"')
+			arg = append(arg, strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(n)...)
+			arg = append(arg, '"')
+		}
+		rows, err := c.queryArg(ctx, database, connect, viewsQuery, append(arg, '}'))
+		if err != nil {
+			return nil, false, fmt.Errorf("catalog query of views: %w", err)
+		}
+		var missing []uint32
+		for _, n := range names {
+			c.views[n] = nil
+		}
+		for _, v := range rows {
+			oid, err := strconv.ParseUint(v[1], 10, 32)
+			if err != nil {
+				continue
+			}
+			c.views[v[0]] = append(c.views[v[0]], uint32(oid))
+			if !c.tables[uint32(oid)] {
+				missing = append(missing, uint32(oid))
+			}
+		}
+		if len(missing) > 0 {
+			if err := c.fetch(ctx, database, connect, missing); err != nil {
+				return nil, false, err
+			}
+		}
+	}
+	for _, s := range srcs {
+		for _, oid := range c.views[s.Table] {
+			rel := c.rels[oid]
+			if rel == nil || (s.Schema != "" && s.Schema != rel.schema) {
+				continue
+			}
+			attnum := 0
+			if s.Column != "" {
+				if attnum = attnumOf(rel, s.Column); attnum == 0 {
+					continue
+				}
+			}
+			col := c.columns[attrKey{oid, uint16(attnum)}]
+			from, unknown = append(from, col.From...), unknown || col.FromUnknown
+		}
+	}
+	return from, unknown, nil
 }
 
 // Describe returns the columns a query would produce, prepared (not run) on the catalog

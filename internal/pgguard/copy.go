@@ -92,7 +92,7 @@ func (m *masker) planCopy(ctx context.Context, sql string) (*copyPlan, error) {
 		return nil, fmt.Errorf("describe COPY output: %w", err)
 	}
 	formats := make([]int16, len(fields))
-	org := &origin{sql: describe}
+	org := &origin{}
 	if res := m.g.sh.Classifier.Classify(describe); len(res.Statements) == 1 && !res.Statements[0].Unknown {
 		org.outs = append(org.outs, res.Statements[0].Outputs)
 	} else {

@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -26,7 +25,6 @@ type masker struct {
 	cursors     map[string]*sqlclass.Outputs
 	noteScratch []*sqlclass.Outputs
 	origin      origin // the origin of the result being described
-	sources     []mask.Source
 	// The plan of the last row description seen, reused for its rows, and for the next
 	// description with the same key (the same statement again; see describeKey).
 	desc    *pgproto3.RowDescription
@@ -70,13 +68,21 @@ func (m *masker) result(ctx context.Context, r *postgres.Result) error {
 	case postgres.ResultError, postgres.ResultNotice:
 		e := r.Error
 		changed := false
+		// A statement that names a ruled column can make the server quote its values
+		// (relation "4155550100" does not exist, after tel::regclass): mask strictly.
+		mask := m.plan.MaskServerMessage
+		if m.plan.HasColumnRules() {
+			if org := m.originOf(r.Statement); org.ruled || org.unknown {
+				mask = m.plan.MaskServerMessageStrict
+			}
+		}
 		for _, f := range []*string{&e.Message, &e.Detail, &e.Hint, &e.Where, &e.InternalQuery} {
 			if *f == "" {
 				continue
 			}
 			// Server messages echo values back ("invalid input syntax for type integer: "…""):
 			// MaskServerMessage also redacts the quoted data of such templates.
-			out, ch, err := m.plan.MaskServerMessage([]byte(*f), nil)
+			out, ch, err := mask([]byte(*f), nil)
 			if err != nil {
 				*f, ch = string(m.plan.Redacted()), true
 			} else if ch {
@@ -114,17 +120,23 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 		return nil
 	}
 	m.scratch = describeKey(m.scratch[:0], m.g.database(), desc, formats)
-	computed := m.plan.HasColumnRules() && anyComputed(desc)
-	if computed {
+	// A computed column's sources are part of the key: the same columns from another
+	// statement (or from the same FETCH of a cursor declared again) may come from other
+	// table columns.
+	var computed [][]mask.Source // by column; nil where the column is a table's
+	var anyOrigin []bool
+	if m.plan.HasColumnRules() && anyComputed(desc) {
 		if org == nil {
 			org = m.originOf(stmt)
 		}
-		// The same columns from another statement may come from other table columns.
-		m.scratch = append(m.scratch, byte(len(org.outs)))
-		if org.unknown {
-			m.scratch = append(m.scratch, 0xff)
+		computed, anyOrigin = make([][]mask.Source, len(desc.Fields)), make([]bool, len(desc.Fields))
+		for i, f := range desc.Fields {
+			if f.TableOID != 0 {
+				continue
+			}
+			computed[i], anyOrigin[i] = org.sources(i, len(desc.Fields), []mask.Source{})
+			m.scratch = appendSourcesKey(m.scratch, computed[i], anyOrigin[i])
 		}
-		m.scratch = append(m.scratch, org.sql...)
 	}
 	if m.rp != nil && bytes.Equal(m.scratch, m.key) {
 		// Everything the plan depends on is in the key; the catalog keeps names for the daemon's
@@ -165,9 +177,17 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 				c.Sources = append(c.Sources, mask.Source{Schema: from.Schema, Table: from.Table, Name: from.Column})
 			}
 			c.AnySource = src.FromUnknown
-		case computed && f.TableOID == 0:
-			m.sources, c.AnySource = org.sources(i, len(desc.Fields), m.sources[:0])
-			c.Sources = slices.Clone(m.sources)
+		case computed != nil && f.TableOID == 0:
+			c.Sources, c.AnySource = computed[i], anyOrigin[i]
+			if err := m.viewColumns(ctx, &c); err != nil {
+				m.g.log.Error("masking: cannot resolve the views of a result; result withheld", "err", err)
+				return fmt.Errorf("masking unavailable: %w", err)
+			}
+		}
+		if readsStatistics(&c) {
+			// pg_stats shows sampled values of every column (most_common_vals,
+			// histogram_bounds): every rule covers them.
+			c.AnySource = true
 		}
 		cols[i] = c
 	}
@@ -194,6 +214,65 @@ func describeKey(b []byte, database string, desc *pgproto3.RowDescription, forma
 		b = binary.BigEndian.AppendUint16(b, uint16(format))
 	}
 	return b
+}
+
+// viewColumns adds to a computed column's sources the table columns that those naming a view's
+// column show.
+func (m *masker) viewColumns(ctx context.Context, c *mask.Column) error {
+	if m.g.info.Connect == nil || len(c.Sources) == 0 {
+		return nil
+	}
+	srcs := make([]Source, 0, len(c.Sources))
+	for _, s := range c.Sources {
+		if !s.Any {
+			srcs = append(srcs, Source{Schema: s.Schema, Table: s.Table, Column: s.Name})
+		}
+	}
+	from, unknown, err := m.g.sh.Catalogs.ViewColumns(ctx, m.g.info.Target.Name, m.g.database(), m.g.info.Connect, srcs)
+	if err != nil {
+		return err
+	}
+	for _, f := range from {
+		c.Sources = append(c.Sources, mask.Source{Schema: f.Schema, Table: f.Table, Name: f.Column})
+	}
+	c.AnySource = c.AnySource || unknown
+	return nil
+}
+
+// appendSourcesKey appends a computed column's sources to a plan cache key.
+func appendSourcesKey(b []byte, srcs []mask.Source, any bool) []byte {
+	b = append(b, 0xfe)
+	if any {
+		b = append(b, 0xff)
+	}
+	for _, s := range srcs {
+		for _, part := range []string{s.Schema, s.Table, s.Name} {
+			b = binary.BigEndian.AppendUint32(b, uint32(len(part)))
+			b = append(b, part...)
+		}
+		if s.Any {
+			b = append(b, 0xff)
+		}
+	}
+	return b
+}
+
+// statistics are the catalog relations that show samples of column values.
+var statistics = map[string]bool{"pg_stats": true, "pg_stats_ext": true, "pg_stats_ext_exprs": true,
+	"pg_statistic": true, "pg_statistic_ext_data": true}
+
+// readsStatistics reports whether column c is, or is computed from, a catalog relation that
+// shows samples of column values.
+func readsStatistics(c *mask.Column) bool {
+	if c.Table != "" && statistics[c.Table] && (c.Schema == "" || c.Schema == "pg_catalog") {
+		return true
+	}
+	for _, s := range c.Sources {
+		if statistics[s.Table] && (s.Schema == "" || s.Schema == "pg_catalog") {
+			return true
+		}
+	}
+	return false
 }
 
 // anyComputed reports whether a result has a column that is not a table's column as it is.

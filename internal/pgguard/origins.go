@@ -15,15 +15,19 @@ import (
 
 // origin is where the result columns of one statement may come from.
 type origin struct {
-	id uint64
-	// sql is what the sources depend on (the statement's text), for the result plan cache.
-	sql  string
+	id   uint64
 	outs []*sqlclass.Outputs // one per statement in the text; nil for one without rows of its own
 	// unknown: the statement runs something the guard cannot see into (a FETCH from a cursor
 	// not declared here, text it could not parse), so every column rule covers its computed
 	// columns.
 	unknown bool
+	// ruled: the statement names a column under a rule, so its errors and notices may quote
+	// that column's values.
+	ruled bool
 }
+
+// unknownCursor marks a cursor name whose query cannot be told.
+var unknownCursor = &sqlclass.Outputs{Opaque: true}
 
 // origins keeps the origins of a connection's last statements.
 type origins struct {
@@ -32,12 +36,12 @@ type origins struct {
 	next int
 }
 
-func (o *origins) put(id uint64, sql string, unknown bool, outs ...*sqlclass.Outputs) {
+func (o *origins) put(id uint64, unknown, ruled bool, outs ...*sqlclass.Outputs) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	slot := &o.ring[o.next]
 	o.next = (o.next + 1) % len(o.ring)
-	*slot = origin{id: id, sql: sql, outs: append(slot.outs[:0], outs...), unknown: unknown}
+	*slot = origin{id: id, outs: append(slot.outs[:0], outs...), unknown: unknown, ruled: ruled}
 }
 
 // get copies the origin of statement id into dst; a statement not found is unknown.
@@ -46,7 +50,7 @@ func (o *origins) get(id uint64, dst *origin) {
 	defer o.mu.Unlock()
 	for i := range o.ring {
 		if s := &o.ring[i]; s.id == id && id != 0 {
-			*dst = origin{id: id, sql: s.sql, outs: append(dst.outs[:0], s.outs...), unknown: s.unknown}
+			*dst = origin{id: id, outs: append(dst.outs[:0], s.outs...), unknown: s.unknown, ruled: s.ruled}
 			return
 		}
 	}
@@ -56,7 +60,7 @@ func (o *origins) get(id uint64, dst *origin) {
 // noteOrigins notes where the result columns of statement id, classified as res, come from.
 // It runs on the client side, under g.mu, once the statement is allowed; it follows EXECUTE to
 // what was prepared and FETCH to what was declared.
-func (g *Guard) noteOrigins(id uint64, sql string, res *sqlclass.Result) {
+func (g *Guard) noteOrigins(id uint64, res *sqlclass.Result) {
 	m := g.mask
 	if m == nil || !m.plan.HasColumnRules() || res == nil {
 		return
@@ -77,7 +81,7 @@ func (g *Guard) noteOrigins(id uint64, sql string, res *sqlclass.Result) {
 			outs = append(outs, p.Outputs)
 		case st.Kind == "FETCH":
 			o, ok := m.cursors[st.Cursor]
-			if !ok {
+			if !ok || o == unknownCursor {
 				unknown = true // a cursor opened by a function, or before the guard saw the session
 				continue
 			}
@@ -86,7 +90,14 @@ func (g *Guard) noteOrigins(id uint64, sql string, res *sqlclass.Result) {
 			if m.cursors == nil {
 				m.cursors = map[string]*sqlclass.Outputs{}
 			}
-			m.cursors[st.Cursor] = st.Outputs // a DECLARE of a name in use fails; no harm done
+			if _, used := m.cursors[st.Cursor]; used {
+				// The server refuses a second cursor of the name and keeps the first, unless
+				// that one has been closed in a way the guard did not see: which one a FETCH
+				// reads cannot be told.
+				m.cursors[st.Cursor] = unknownCursor
+				continue
+			}
+			m.cursors[st.Cursor] = st.Outputs
 		case st.Kind == "CLOSE" && st.Cursor != "":
 			delete(m.cursors, st.Cursor)
 		case st.Kind == "CLOSE", st.Kind == sqlclass.KindCommit, st.Kind == sqlclass.KindRollback,
@@ -95,11 +106,18 @@ func (g *Guard) noteOrigins(id uint64, sql string, res *sqlclass.Result) {
 			// every rule); a cursor of the same name opened later by a function is not ours.
 			clear(m.cursors)
 		default:
+			if st.Outputs != nil && st.Outputs.Opaque {
+				unknown = true
+			}
 			outs = append(outs, st.Outputs)
+		}
+		if st.Procedural {
+			// A DO block or a function may close a cursor and open another under its name.
+			clear(m.cursors)
 		}
 	}
 	m.noteScratch = outs
-	m.origins.put(id, sql, unknown, outs...)
+	m.origins.put(id, unknown, g.ruledColumns(res) != nil, outs...)
 }
 
 // sources returns the table columns result column i of n may come from, or any=true when

@@ -347,8 +347,8 @@ func (g *Guard) recordParams(s *postgres.Statement, res *sqlclass.Result, params
 }
 
 // appendParam appends to dst how parameter i is shown when it is not recorded as sent (and
-// returns true): binary values by size, text masked like results: by the rule of a column the
-// statement (classified as res) writes it to or compares it with, else by the detectors.
+// returns true): binary values by size, text masked like results: by a column rule when the
+// statement (classified as res) names a ruled column, else by the detectors.
 func (g *Guard) appendParam(dst []byte, s *postgres.Statement, res *sqlclass.Result, i int, p []byte) ([]byte, bool) {
 	format := int16(0)
 	if len(s.ParamFormats) == 1 {
@@ -360,7 +360,7 @@ func (g *Guard) appendParam(dst []byte, s *postgres.Statement, res *sqlclass.Res
 	case format == 1:
 		return appendBinarySize(dst, len(p)), true
 	case g.mask != nil:
-		out, changed, err := g.mask.plan.MaskValueOf(p, dst, g.paramColumns(res, i+1))
+		out, changed, err := g.mask.plan.MaskValueOf(p, dst, g.ruledColumns(res))
 		switch {
 		case err != nil:
 			return append(dst, g.mask.plan.Redacted()...), true

@@ -8,9 +8,9 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 )
 
-// TestShownSQL: literals going to a ruled column are shown masked by the rule wherever the
-// statement is shown; a literal the lexer cannot place hides the whole text; the rest is left
-// to the detectors.
+// TestShownSQL: a statement naming a ruled column (or one the guard cannot parse) is shown with
+// every literal masked by the rule; a text the lexer cannot split is hidden whole; other
+// statements are left to the detectors.
 func TestShownSQL(t *testing.T) {
 	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
 	g := guardFor(func() *policy.Policy { return pol }, nil)
@@ -19,12 +19,15 @@ func TestShownSQL(t *testing.T) {
 		t.Fatal("PREPARE refused")
 	}
 	for _, c := range []struct{ sql, want string }{
-		{"select * from t where secret = 'hunter2' and id = 7", "select * from t where secret = '[REDACTED:column]' and id = 7"},
-		{"select * from t where secret in ('a''b', 'c') and name = 'x'", "select * from t where secret in ('[REDACTED:column]', '[REDACTED:column]') and name = 'x'"},
-		{"select 1; select * from u join t on u.id = t.id where t.secret = 42", "select 1; select * from u join t on u.id = t.id where t.secret = '[REDACTED:column]'"},
-		{"execute p('hunter2', 5)", "execute p('[REDACTED:column]', 5)"},
+		{"select * from t where secret = 'hunter2' and id = 7", "select * from t where secret = '[REDACTED:column]' and id = '[REDACTED:column]'"},
+		{"select * from t where secret in ('a''b', 'c')", "select * from t where secret in ('[REDACTED:column]', '[REDACTED:column]')"},
+		{"insert into t(secret) select x from (values ('hunter2')) v(x)", "insert into t(secret) select x from (values ('[REDACTED:column]')) v(x)"},
+		{"select * from t where secret = ''\n'hunter2'", "select * from t where secret = '[REDACTED:column]'\n'[REDACTED:column]'"},
+		{"execute p('hunter2', 5)", "execute p('[REDACTED:column]', '[REDACTED:column]')"},
+		{"prepare q as insert into t(secret) values ($1); execute q('hunter2')", "prepare q as insert into t(secret) values ($1); execute q('[REDACTED:column]')"},
+		{"update t set secret = 'hunter2' wher id = 1", "update t set secret = '[REDACTED:column]' wher id = '[REDACTED:column]'"},
 		{"select * from t where secret = E'\\101'", "[REDACTED:unmaskable]"},
-		{"select * from t where name = 'a@example.com'", "select * from t where name = '[REDACTED:email]'"},
+		{"select * from u where name = 'a@example.com' and n = 3", "select * from u where name = '[REDACTED:email]' and n = 3"},
 	} {
 		res := g.sh.Classifier.Classify(c.sql)
 		if got := g.shownSQL(c.sql, res); got != c.want {

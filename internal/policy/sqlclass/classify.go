@@ -2,6 +2,7 @@ package sqlclass
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -50,11 +51,9 @@ func classifyShape(sql string, maxLen int) (*Result, shapeInfo) {
 		return unknownResult(sql, err.Error()), info
 	}
 	res := &Result{Statements: make([]Statement, 0, len(tree.Stmts)), text: sql}
-	var lits []literal
-	_, _, litOK := shapeLex(nil, sql, &lits)
 	for _, raw := range tree.Stmts {
 		st, dep := classifyStmt(raw.Stmt)
-		st.Outputs, st.Values = columnsOf(raw.Stmt, sql, lits, litOK)
+		st.Outputs, st.Names = columnsOf(raw.Stmt)
 		info.valueDep = info.valueDep || dep
 		info.start, info.end = stmtBounds(sql, raw)
 		st.Text = strings.TrimSpace(sql[info.start:info.end])
@@ -916,20 +915,29 @@ func (w *walker) finish() {
 // tables, unqualified CTE references), in a slice of its own; nil if that leaves nothing.
 func dedup[T comparable](s []T, skip func(T) bool) []T {
 	var out []T
-outer:
+	var seen map[T]bool // past a few, a linear search per item would make this quadratic
 	for _, v := range s {
 		if skip != nil && skip(v) {
 			continue
 		}
-		for _, o := range out {
-			if o == v {
-				continue outer
+		if seen != nil {
+			if seen[v] {
+				continue
 			}
+			seen[v] = true
+		} else if slices.Contains(out, v) {
+			continue
 		}
 		if out == nil {
 			out = make([]T, 0, len(s))
 		}
 		out = append(out, v)
+		if len(out) == 16 && seen == nil {
+			seen = make(map[T]bool, len(s))
+			for _, o := range out {
+				seen[o] = true
+			}
+		}
 	}
 	return out
 }

@@ -30,11 +30,15 @@ type Outputs struct {
 	ByPosition [][]ColumnSource
 	// All are the sources of every target list in the statement, at any depth.
 	All []ColumnSource
+	// Opaque is set when a function reads rows the statement does not name (table_to_xml,
+	// cursor_to_xml): its result columns may show any table's.
+	Opaque bool
 }
 
 // relation is a table a statement names, and the alias it is known by there.
 type relation struct {
 	schema, name, alias string
+	renamed             bool // the alias renames columns: t AS c(i, n, x)
 }
 
 // outputWalker collects column references in target lists, and the statement's relations.
@@ -44,18 +48,42 @@ type outputWalker struct {
 	nested  bool       // a query inside the statement (subquery, CTE, set operation, VALUES)
 	selects int
 	in      bool // inside a target list
-	// values, when set, looks at every node for the statement's values (see valueWalker).
-	values *valueWalker
+	// joinRenamed: a join's alias renames its columns; opaque: a function reads rows the
+	// statement does not name (see opaqueFuncs).
+	joinRenamed, opaque bool
+	// sources counts what appendSources has produced; past maxSources it produces nothing
+	// more and the statement's outputs are opaque (a statement naming a thousand tables and
+	// comparing a column four thousand times would otherwise pair every reference with every
+	// table).
+	sources int
+	// all are the fields of every column reference, in a target list or not.
+	all [][]string
 }
 
-// columnsOf computes the Outputs and Values of one statement of sql (whose literal tokens are
-// lits, if litOK), from one walk for the statement's relations and the column references of
-// its target lists.
-func columnsOf(n *pg.Node, sql string, lits []literal, litOK bool) (*Outputs, []ValueColumn) {
-	v := &valueWalker{sql: sql, lits: lits, litOK: litOK}
-	w := &outputWalker{values: v}
+// columnsOf computes the Outputs and Names of one statement, from one walk for its relations
+// and column references.
+func columnsOf(n *pg.Node) (*Outputs, Names) {
+	w := &outputWalker{}
 	w.visit(n.ProtoReflect())
-	return w.outputs(n), v.valuesOf(w)
+	outs := w.outputs(n)
+	var names Names
+	for _, ref := range w.all {
+		names.Columns = w.appendSources(names.Columns, ref)
+	}
+	names.Columns = dedup(names.Columns, nil)
+	names.Any = w.opaque
+	return outs, names
+}
+
+// Names are the table columns a statement names anywhere (a target list, WHERE, SET, an
+// INSERT's column list), resolved as Outputs are. Where the statement is shown (the session
+// log, reviewers), a statement naming a column under a masking rule has its values masked.
+type Names struct {
+	Columns []ColumnSource
+	// Any is set when they could not all be worked out (a statement too large to pair every
+	// reference with every table, a function reading a table by name): the statement may
+	// name any column.
+	Any bool
 }
 
 // outputs computes the Outputs of statement n, walked by w. Statements that return no rows of
@@ -87,7 +115,7 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 	if top == nil && n.GetSelectStmt() == nil && n.GetCallStmt() == nil {
 		return nil // INSERT, UPDATE, DELETE or MERGE without RETURNING: no rows
 	}
-	out := &Outputs{}
+	out := &Outputs{Opaque: w.opaque}
 	for _, ref := range w.refs {
 		out.All = w.appendSources(out.All, ref)
 	}
@@ -112,26 +140,35 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 }
 
 func (w *outputWalker) visit(m protoreflect.Message) {
-	x := m.Interface()
-	if w.values != nil && w.values.note(x) {
-		defer w.values.leave(x)
-	}
-	switch x := x.(type) {
+	switch x := m.Interface().(type) {
 	case *pg.RangeVar:
-		alias := ""
+		r := relation{schema: x.Schemaname, name: x.Relname}
 		if x.Alias != nil {
-			alias = x.Alias.Aliasname
+			r.alias, r.renamed = x.Alias.Aliasname, len(x.Alias.Colnames) > 0
 		}
-		w.rels = append(w.rels, relation{schema: x.Schemaname, name: x.Relname, alias: alias})
+		w.rels = append(w.rels, r)
 		return
+	case *pg.JoinExpr:
+		if x.Alias != nil && len(x.Alias.Colnames) > 0 {
+			w.joinRenamed = true // (a JOIN b) AS j(x, y): j.x may be any column of either
+		}
+	case *pg.FuncCall:
+		if opaqueFuncs[lastName(x.Funcname)] {
+			w.opaque = true
+		}
 	case *pg.ResTarget:
+		if x.Name != "" {
+			// A column INSERT or UPDATE names as its target (or an alias: more names do no harm).
+			w.all = append(w.all, []string{x.Name})
+		}
 		if w.in && isStar(x.Val) {
 			// SELECT *, RETURNING t.*: plain columns, each with its origin in the result.
 			return
 		}
 	case *pg.ColumnRef:
-		if w.in {
-			if ref := refFields(x); len(ref) > 0 {
+		if ref := refFields(x); len(ref) > 0 {
+			w.all = append(w.all, ref)
+			if w.in {
 				w.refs = append(w.refs, ref)
 			}
 		}
@@ -155,7 +192,11 @@ func (w *outputWalker) visit(m protoreflect.Message) {
 		return
 	case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt, *pg.MergeStmt:
 		saved := w.in
-		w.in = false
+		// RETURNING of an INSERT, UPDATE or MERGE shows values the statement wrote: what
+		// its VALUES, SELECT and SET lists read counts, and where is not told by position.
+		_, deletes := x.(*pg.DeleteStmt)
+		w.in = !deletes
+		w.nested = w.nested || !deletes
 		eachChild(m, w, "returning_list")
 		w.in = true
 		fd := m.Descriptor().Fields().ByName("returning_list")
@@ -165,10 +206,36 @@ func (w *outputWalker) visit(m protoreflect.Message) {
 		}
 		w.in = saved
 		return
-	case *pg.RangeSubselect, *pg.SubLink, *pg.CommonTableExpr, *pg.RangeFunction:
+	case *pg.RangeSubselect, *pg.SubLink, *pg.CommonTableExpr:
 		w.nested = true
+	case *pg.RangeFunction, *pg.RangeTableFunc, *pg.JsonTable:
+		// FROM upper(tel) x, unnest(array[tel]), XMLTABLE(… PASSING tel …): their
+		// arguments are output.
+		w.nested = true
+		saved := w.in
+		w.in = true
+		eachChild(m, w)
+		w.in = saved
+		return
 	}
 	eachChild(m, w)
+}
+
+// opaqueFuncs read rows the statement does not name: a table, schema or database by name, or
+// a cursor; what they return has no origin the parse tree can tell.
+var opaqueFuncs = map[string]bool{
+	"table_to_xml": true, "table_to_xml_and_xmlschema": true,
+	"schema_to_xml": true, "schema_to_xml_and_xmlschema": true,
+	"database_to_xml": true, "database_to_xml_and_xmlschema": true,
+	"cursor_to_xml": true,
+}
+
+// lastName returns the last part of a qualified name.
+func lastName(name []*pg.Node) string {
+	if len(name) == 0 {
+		return ""
+	}
+	return name[len(name)-1].GetString_().GetSval()
 }
 
 // eachChild calls fn with each message m holds, list elements in order, fields in declaration
@@ -236,8 +303,15 @@ func isStar(n *pg.Node) bool {
 	return len(f) > 0 && f[len(f)-1].GetAStar() != nil
 }
 
+// maxSources bounds the column sources worked out for one statement.
+const maxSources = 1 << 14
+
 // appendSources appends the sources a column reference (its name fields) may read.
 func (w *outputWalker) appendSources(dst []ColumnSource, ref []string) []ColumnSource {
+	if w.sources += len(w.rels) + 1; w.sources > maxSources {
+		w.opaque = true
+		return dst
+	}
 	col := ref[len(ref)-1]
 	if col == "*" {
 		col = "" // t.*, or * inside an expression: whole rows
@@ -250,6 +324,15 @@ func (w *outputWalker) appendSources(dst []ColumnSource, ref []string) []ColumnS
 		}
 		matched = true
 		dst = append(dst, ColumnSource{Schema: r.schema, Table: r.name, Column: col})
+		if r.renamed && col != "" {
+			// c(i, n, x).x is the table's third column, whatever it is called.
+			dst = append(dst, ColumnSource{Schema: r.schema, Table: r.name})
+		}
+	}
+	if w.joinRenamed && col != "" {
+		for _, r := range w.rels {
+			dst = append(dst, ColumnSource{Schema: r.schema, Table: r.name})
+		}
 	}
 	if len(ref) == 1 && col != "" {
 		// A lone name may also be a table or alias used as a whole row: row_to_json(c).

@@ -53,7 +53,14 @@ func TestOutputs(t *testing.T) {
 		{"select upper(phone) from customers union select name from staff",
 			nil, "customers.phone staff.phone customers.name staff.name"},
 		{"update customers set name = 'x' where id = 1 returning phone || ''",
-			[]string{"customers.phone"}, "customers.phone"},
+			nil, "customers.id customers.phone"}, // RETURNING shows what SET wrote
+		{"insert into notes select id, tel from customers returning x || ''",
+			nil, "notes.id customers.id notes.tel customers.tel notes.x customers.x"},
+		// Function arguments in FROM are output.
+		{"select x from customers, upper(tel) x", nil, "customers.tel customers.x"},
+		// An alias that renames columns: c(i, n, x).x is some column of customers.
+		{"select upper(x) from customers c(i, n, x)", []string{"customers.x customers.*"}, "customers.x customers.*"},
+		{"select j.x || '' from (a cross join b) as j(i, x)", []string{"a.* b.* a.x b.x .x"}, "a.* b.* a.x b.x .x"},
 		{"delete from customers returning *", nil, ""},
 		{"delete from customers returning upper(phone)", []string{"customers.phone"}, "customers.phone"},
 		{"declare k cursor for select phone || '' from customers",
@@ -92,5 +99,36 @@ func TestOutputs(t *testing.T) {
 				t.Errorf("by position: %q, want %q", pos, c.byPosition)
 			}
 		})
+	}
+}
+
+// TestOpaqueOutputs: a function that reads a table or cursor by name has outputs of unknown
+// origin (every rule covers them).
+func TestOpaqueOutputs(t *testing.T) {
+	for _, sql := range []string{
+		"select table_to_xml('customers', false, false, '')",
+		"select x from cursor_to_xml('k', 10, false, false, '') x",
+		"select upper(name) from customers",
+	} {
+		o := Classify(sql).Statements[0].Outputs
+		if want := !strings.Contains(sql, "upper"); o == nil || o.Opaque != want {
+			t.Errorf("%s: outputs %+v, want opaque %v", sql, o, want)
+		}
+	}
+}
+
+// TestSourcesBounded: a statement naming a thousand tables and comparing a column four
+// thousand times would pair every reference with every table (four million sources); past
+// maxSources it may name any column instead.
+func TestSourcesBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("select 1 from t")
+	for i := range 1000 {
+		fmt.Fprintf(&b, ", t%d", i)
+	}
+	b.WriteString(" where coalesce(" + strings.Repeat("secret = 'a', ", 4000) + "true)")
+	n := Classify(b.String()).Statements[0].Names
+	if !n.Any || len(n.Columns) > maxSources {
+		t.Errorf("%d columns named, any %v", len(n.Columns), n.Any)
 	}
 }

@@ -151,9 +151,9 @@ type Statement struct {
 	// Outputs are the table columns the statement's result columns may be computed from (nil
 	// when it returns no rows of its own), for masking by column.
 	Outputs *Outputs
-	// Values tie the statement's parameters and literals to the columns they are stored in
-	// or compared with, for masking them where the statement is shown.
-	Values []ValueColumn
+	// Names are the table columns the statement names anywhere, for masking its values
+	// where it is shown.
+	Names Names
 
 	// Prepare is the name defined by PREPARE name AS … (Kind is the body's).
 	Prepare string

@@ -506,6 +506,12 @@ func TestComputedColumnOrigins(t *testing.T) {
 		{"select s.secret || '' from t as s", true, false},
 		{"select upper(name) from t", false, false},
 		{"select x from (select secret as x from t) q", true, false},
+		{"declare k cursor for select upper(name) from t", true, true},
+		{"fetch all k", true, true},
+		// Declared again: the server keeps the first, unless it was closed unseen.
+		{"declare k cursor for select upper(secret) from t", true, true},
+		{"fetch all k", true, false},
+		{"select x from table_to_xml('t', false, false, '') x", true, false},
 	} {
 		st := &postgres.Statement{ID: uint64(i + 1), Kind: postgres.KindQuery, SQL: c.sql}
 		if c.judged {

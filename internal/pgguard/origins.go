@@ -26,7 +26,7 @@ type origin struct {
 	ruled bool
 }
 
-// unknownCursor marks a cursor name whose query cannot be told.
+// unknownCursor marks a cursor name whose query cannot be told (any opaque Outputs do).
 var unknownCursor = &sqlclass.Outputs{Opaque: true}
 
 // origins keeps the origins of a connection's last statements.
@@ -74,14 +74,14 @@ func (g *Guard) noteOrigins(id uint64, res *sqlclass.Result) {
 			unknown = true
 		case st.Kind == sqlclass.KindExecute && st.Execute != "":
 			p := g.prepared[st.Execute]
-			if p == nil {
+			if p == nil || (p.Outputs != nil && p.Outputs.Opaque) {
 				unknown = true
 				continue
 			}
 			outs = append(outs, p.Outputs)
 		case st.Kind == "FETCH":
 			o, ok := m.cursors[st.Cursor]
-			if !ok || o == unknownCursor {
+			if !ok || (o != nil && o.Opaque) {
 				unknown = true // a cursor opened by a function, or before the guard saw the session
 				continue
 			}

@@ -1,75 +1,13 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// pgxSeqAgentEnv makes the test binary a pgx client that runs each argument as one statement,
-// in order, on one connection (extended protocol, pgx's default statement cache), and prints
-// each result.
-const pgxSeqAgentEnv = "ENFORCER_TEST_PGX_SEQ"
-
-func init() {
-	if os.Getenv(pgxSeqAgentEnv) == "" {
-		return
-	}
-	// argv: binary -test.run=^$ DSN SQL...
-	os.Exit(pgxSeqAgent(os.Args[2], os.Args[3:]))
-}
-
-func pgxSeqAgent(dsn string, stmts []string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		fmt.Println("connect", err)
-		return 0
-	}
-	defer c.Close(ctx)
-	for _, sql := range stmts {
-		rows, err := c.Query(ctx, sql)
-		var out []string
-		if err == nil {
-			for rows.Next() {
-				vals, _ := rows.Values()
-				out = append(out, fmt.Sprint(vals...))
-			}
-			rows.Close()
-			err = rows.Err()
-		}
-		var pe *pgconn.PgError
-		switch {
-		case errors.As(err, &pe):
-			fmt.Printf("%s => err %s %s %s\n", sql, pe.Code, pe.Message, pe.Detail)
-		case err != nil:
-			fmt.Printf("%s => err %v\n", sql, err)
-		default:
-			fmt.Printf("%s => ok %s\n", sql, strings.Join(out, ","))
-		}
-	}
-	return 0
-}
-
+// pgxSeq runs stmts in order on one pgx connection (extended protocol) through the enforcer.
 func (e *env) pgxSeq(dsn string, stmts ...string) string {
-	e.t.Helper()
-	self, _ := os.Executable()
-	cmd := exec.Command(enforcerBin, append([]string{"run", "--socket", e.socket, "--", self, "-test.run=^$", dsn}, stmts...)...)
-	cmd.Env = append(os.Environ(), pgxSeqAgentEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		e.t.Fatalf("pgx seq agent: %v %s", err, out)
-	}
-	return string(out)
+	return e.pgxAgent(dsn, "@seq", stmts...)
 }
 
 // telLeaked reports whether out shows a ruled tel value (4155550100, 4155550101) in clear or

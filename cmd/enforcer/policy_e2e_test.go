@@ -305,7 +305,9 @@ func reviewerCLI(t *testing.T, e *env, idp *devidp.Server, subject string, uid u
 }
 
 // pgxAgentEnv makes the test binary a pgx client: it runs one statement over the extended
-// protocol with text parameters and prints "ok VALUE" or "err SQLSTATE MESSAGE".
+// protocol with text parameters and prints "ok VALUE" or "err SQLSTATE MESSAGE". With SQL
+// "@seq" it runs each argument as a statement, in order, on the one connection, and prints
+// "STATEMENT => " before each result.
 const pgxAgentEnv = "ENFORCER_PGX_AGENT"
 
 func pgxAgent(dsn, sql string, args []string) int {
@@ -358,11 +360,23 @@ func pgxAgent(dsn, sql string, args []string) int {
 		fmt.Println("ok", n, tag.RowsAffected(), strings.Count(buf.String(), "\n"))
 		return 0
 	}
+	if sql == "@seq" {
+		for _, s := range args {
+			fmt.Print(s, " => ")
+			printResult(c.Query(ctx, s))
+		}
+		return 0
+	}
 	var params []any
 	for _, a := range args {
 		params = append(params, a)
 	}
-	rows, err := c.Query(ctx, sql, params...)
+	printResult(c.Query(ctx, sql, params...))
+	return 0
+}
+
+// printResult prints a query's rows as "ok V1,V2" or its error as "err SQLSTATE MESSAGE".
+func printResult(rows pgx.Rows, err error) {
 	var out []string
 	if err == nil {
 		for rows.Next() {
@@ -375,13 +389,12 @@ func pgxAgent(dsn, sql string, args []string) int {
 	var pe *pgconn.PgError
 	switch {
 	case errors.As(err, &pe):
-		fmt.Println("err", pe.Code, pe.Message)
+		fmt.Println("err", pe.Code, pe.Message, pe.Detail)
 	case err != nil:
 		fmt.Println("err", err)
 	default:
 		fmt.Println("ok", strings.Join(out, ","))
 	}
-	return 0
 }
 
 func (e *env) pgxAgent(dsn, sql string, args ...string) string {

@@ -101,6 +101,18 @@ func (p *guardedProxy) connect(t *testing.T) *pgconn.PgConn {
 	return c
 }
 
+// allowAllSession starts a guarded proxy with writes allowed and returns it with a function
+// that runs a simple query on one connection through it.
+func allowAllSession(t *testing.T) (*guardedProxy, func(sql string) error) {
+	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
+	conn := p.connect(t)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return p, func(sql string) error {
+		_, err := conn.Exec(context.Background(), sql).ReadAll()
+		return err
+	}
+}
+
 // rowsLeft counts t's rows, directly on the server.
 func (p *guardedProxy) rowsLeft(t *testing.T) string {
 	t.Helper()
@@ -205,14 +217,7 @@ func TestExecuteJudgesWhatThePortalRuns(t *testing.T) {
 // statement it has (or succeeds, if the first PREPARE had failed); either way the guard cannot
 // know what EXECUTE of the name runs, so it refuses it until the name is deallocated.
 func TestPrepareAgainUnderUsedName(t *testing.T) {
-	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
-	conn := p.connect(t)
-	defer conn.Close(context.Background())
-	ctx := context.Background()
-	exec := func(sql string) error {
-		_, err := conn.Exec(ctx, sql).ReadAll()
-		return err
-	}
+	p, exec := allowAllSession(t)
 	if err := exec("PREPARE p AS DELETE FROM t WHERE id = 3"); err != nil {
 		t.Fatal(err)
 	}
@@ -241,14 +246,7 @@ func TestPrepareAgainUnderUsedName(t *testing.T) {
 // runs, so the server keeps the statement; an EXECUTE of the name must not be judged as a
 // statement prepared under it later (which the server refuses as a duplicate).
 func TestDeallocateThatDidNotRun(t *testing.T) {
-	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
-	conn := p.connect(t)
-	defer conn.Close(context.Background())
-	ctx := context.Background()
-	exec := func(sql string) error {
-		_, err := conn.Exec(ctx, sql).ReadAll()
-		return err
-	}
+	p, exec := allowAllSession(t)
 	for _, q := range []string{"PREPARE q AS DELETE FROM t WHERE id = 3", "PREPARE r AS DELETE FROM t WHERE id = 4"} {
 		if err := exec(q); err != nil {
 			t.Fatal(err)

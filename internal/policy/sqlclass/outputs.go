@@ -115,7 +115,7 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 	if top == nil && n.GetSelectStmt() == nil && n.GetCallStmt() == nil {
 		return nil // INSERT, UPDATE, DELETE or MERGE without RETURNING: no rows
 	}
-	out := &Outputs{Opaque: w.opaque}
+	out := &Outputs{}
 	for _, ref := range w.refs {
 		out.All = w.appendSources(out.All, ref)
 	}
@@ -136,6 +136,7 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 			out.ByPosition[i] = dedup(srcs, nil)
 		}
 	}
+	out.Opaque = w.opaque // a function reading by name, or past maxSources
 	return out
 }
 

@@ -131,4 +131,14 @@ func TestSourcesBounded(t *testing.T) {
 	if !n.Any || len(n.Columns) > maxSources {
 		t.Errorf("%d columns named, any %v", len(n.Columns), n.Any)
 	}
+	// The same bound holds for outputs: a target list of 4,000 references to a column of any
+	// of 1,000 tables.
+	b.Reset()
+	b.WriteString("select " + strings.Repeat("upper(secret), ", 4000) + "1 from t")
+	for i := range 1000 {
+		fmt.Fprintf(&b, ", t%d", i)
+	}
+	if o := Classify(b.String()).Statements[0].Outputs; !o.Opaque || len(o.All) > maxSources {
+		t.Errorf("%d sources in all, opaque %v", len(o.All), o.Opaque)
+	}
 }

@@ -50,8 +50,10 @@ type relation struct {
 	def          string   // its definition
 	cols         []string // column names by attribute number - 1
 	uses         []uint32 // relations a view's definition reads
-	parsed       bool     // outs is set (see outputs)
+	ancestors    []Source // tables a table inherits from, at any depth (Schema and Table)
+	parsed       bool     // outs and calls are set (see outputs)
 	outs         *sqlclass.Outputs
+	calls        bool // the definition calls functions not known to be free of effects
 }
 
 // maxViewDepth bounds how deep views on views are followed.
@@ -64,6 +66,31 @@ type catalog struct {
 	columns map[attrKey]Source
 	rels    map[uint32]*relation
 	views   map[string][]uint32 // views by name, for names looked up (nil: none by that name)
+	// viewsAt is when views were last looked up, and the views among rels fetched: both are
+	// forgotten after viewTTL (see expire).
+	viewsAt time.Time
+}
+
+// viewTTL is how long the catalog keeps views: a view created or redefined after the
+// catalog looked is followed within this long. Tables are kept for the daemon's life.
+const viewTTL = 10 * time.Second
+
+// expire forgets the views, and the names looked up as views, once viewTTL has passed.
+func (c *catalog) expire() {
+	if time.Since(c.viewsAt) < viewTTL {
+		return
+	}
+	c.viewsAt = time.Now()
+	clear(c.views)
+	for oid, rel := range c.rels {
+		if rel.view || len(rel.ancestors) > 0 {
+			delete(c.rels, oid)
+			delete(c.tables, oid)
+			for a := range len(rel.cols) + 1 {
+				delete(c.columns, attrKey{oid, uint16(a)})
+			}
+		}
+	}
 }
 
 func (cs *Catalogs) get(key string) *catalog {
@@ -87,6 +114,7 @@ func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connec
 	c := cs.get(target + "\x00" + database)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.expire()
 	var missing []uint32
 	for _, t := range tables {
 		if t != 0 && !c.tables[t] && !slices.Contains(missing, t) {
@@ -120,8 +148,18 @@ FROM pg_catalog.pg_rewrite r
 JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_rewrite'::pg_catalog.regclass AND d.objid = r.oid
 WHERE r.ev_class = ANY($1::oid[]) AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass AND d.refobjid <> r.ev_class`
 
+// ancestorsQuery lists the tables each of a set of tables inherits from (partitions' parents
+// included), at any depth.
+const ancestorsQuery = `WITH RECURSIVE a(child, parent) AS (
+  SELECT inhrelid, inhparent FROM pg_catalog.pg_inherits WHERE inhrelid = ANY($1::oid[])
+  UNION SELECT a.child, i.inhparent FROM a JOIN pg_catalog.pg_inherits i ON i.inhrelid = a.parent)
+SELECT a.child, n.nspname, c.relname FROM a
+JOIN pg_catalog.pg_class c ON c.oid = a.parent
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace`
+
 // fetch looks up the relations oids, then the relations the views among them read, and so on,
-// and works out where each view column comes from.
+// and works out where each view column comes from, and what each table inherits from: a rule
+// on customers covers a partition or a child table of it.
 func (c *catalog) fetch(ctx context.Context, database string, connect Connector, oids []uint32) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -156,6 +194,27 @@ func (c *catalog) fetch(ctx context.Context, database string, connect Connector,
 		}
 		for _, o := range oids {
 			c.tables[o] = true
+		}
+		if len(found) > 0 {
+			rows, err := c.query(ctx, database, connect, ancestorsQuery, found)
+			if err != nil {
+				return fmt.Errorf("catalog query of inheritance: %w", err)
+			}
+			for _, v := range rows {
+				child, err := strconv.ParseUint(v[0], 10, 32)
+				if rel := c.rels[uint32(child)]; err == nil && rel != nil {
+					rel.ancestors = append(rel.ancestors, Source{Schema: v[1], Table: v[2]})
+				}
+			}
+			for _, o := range found {
+				rel := c.rels[o]
+				for attnum := 0; attnum <= len(rel.cols) && len(rel.ancestors) > 0 && !rel.view; attnum++ {
+					k := attrKey{o, uint16(attnum)}
+					src := c.columns[k]
+					src.From, _ = c.derive(o, attnum, 0)
+					c.columns[k] = src
+				}
+			}
 		}
 		var fresh []uint32
 		for _, o := range found {
@@ -243,9 +302,10 @@ func (c *catalog) queryArg(ctx context.Context, database string, connect Connect
 	}
 }
 
-// viewsQuery finds views and materialized views by name, in any schema.
+// viewsQuery finds views, materialized views and tables that inherit, by name, in any schema.
 const viewsQuery = `SELECT c.relname, c.oid FROM pg_catalog.pg_class c
-WHERE c.relname = ANY($1::text[]) AND c.relkind IN ('v', 'm')`
+WHERE c.relname = ANY($1::text[]) AND (c.relkind IN ('v', 'm')
+  OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid))`
 
 // ViewColumns returns the table columns that sources naming a view's or materialized view's
 // column show (an unqualified name may be a view in any schema), and unknown when that cannot
@@ -255,6 +315,7 @@ func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, co
 	c := cs.get(target + "\x00" + database)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.expire()
 	var names []string
 	for _, s := range srcs {
 		if _, looked := c.views[s.Table]; !looked && s.Table != "" && !slices.Contains(names, s.Table) {

@@ -194,7 +194,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		v = g.recorded(s, d, v, approvalID, nil)
 		if v.Action == postgres.Allow {
 			g.notePrepares(res)
-			g.noteOrigins(s.ID, res)
+			g.noteOrigins(s.ID, res, true)
 		}
 		d.Result = nil
 		return v
@@ -207,7 +207,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		// Allowed and approve verdicts pass Parse, which runs nothing; an approve is held at
 		// Execute, when the parameter values it is bound to are known. The Execute is recorded.
 		g.count(&d)
-		g.noteOrigins(s.ID, d.Result) // for the row description a Describe gets
+		g.noteOrigins(s.ID, d.Result, false) // for the row description a Describe gets
 		if p := g.parsed[s.StatementName]; p != nil {
 			p.decision, p.sql = d, s.SQL // the unnamed statement is re-parsed for every query: reuse its entry
 		} else {
@@ -237,7 +237,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 			v, _ = g.enforce(ctx, pol, s, d, nil)
 		}
 		if v.Action == postgres.Allow {
-			g.noteOrigins(s.ID, d.Result)
+			g.noteOrigins(s.ID, d.Result, true)
 		}
 		return g.recorded(s, d, v, approvalID, s.Params)
 	case postgres.KindFunctionCall:

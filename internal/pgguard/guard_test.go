@@ -512,6 +512,20 @@ func TestComputedColumnOrigins(t *testing.T) {
 		{"declare k cursor for select upper(secret) from t", true, true},
 		{"fetch all k", true, false},
 		{"select x from table_to_xml('t', false, false, '') x", true, false},
+		// Closed for certain, then declared again: known.
+		{"close k", true, true},
+		{"declare k cursor with hold for select upper(secret) from t", true, true},
+		{"fetch all k", true, false},
+		// A WITH HOLD cursor outlives COMMIT: the DECLARE after it may be refused.
+		{"commit", true, true},
+		{"declare k cursor with hold for select upper(name) from t", true, true},
+		{"fetch all k", true, false},
+		// A CLOSE after a query's first statement may not run.
+		{"close k", true, true},
+		{"declare j cursor with hold for select upper(secret) from t", true, true},
+		{"select 1/0; close j", true, true},
+		{"declare j cursor with hold for select upper(name) from t", true, true},
+		{"fetch all j", true, false},
 	} {
 		st := &postgres.Statement{ID: uint64(i + 1), Kind: postgres.KindQuery, SQL: c.sql}
 		if c.judged {

@@ -59,8 +59,13 @@ func (o *origins) get(id uint64, dst *origin) {
 
 // noteOrigins notes where the result columns of statement id, classified as res, come from.
 // It runs on the client side, under g.mu, once the statement is allowed; it follows EXECUTE to
-// what was prepared and FETCH to what was declared.
-func (g *Guard) noteOrigins(id uint64, res *sqlclass.Result) {
+// what was prepared and FETCH to what was declared. runs is false for a Parse, which runs
+// nothing: the cursors are then left as they are.
+//
+// The cursors are only ever forgotten when that is certain: a statement after the first of a
+// query may not run (an error stops the rest), and a WITH HOLD cursor outlives its
+// transaction. A name whose cursor cannot be told is kept as unknownCursor.
+func (g *Guard) noteOrigins(id uint64, res *sqlclass.Result, runs bool) {
 	m := g.mask
 	if m == nil || !m.plan.HasColumnRules() || res == nil {
 		return
@@ -86,6 +91,8 @@ func (g *Guard) noteOrigins(id uint64, res *sqlclass.Result) {
 				continue
 			}
 			outs = append(outs, o)
+		case !runs:
+			outs = append(outs, st.Outputs)
 		case st.Kind == "DECLARE":
 			if m.cursors == nil {
 				m.cursors = map[string]*sqlclass.Outputs{}
@@ -98,22 +105,32 @@ func (g *Guard) noteOrigins(id uint64, res *sqlclass.Result) {
 				continue
 			}
 			m.cursors[st.Cursor] = st.Outputs
-		case st.Kind == "CLOSE" && st.Cursor != "":
+		case st.Kind == "CLOSE" && st.Cursor != "" && i == 0:
 			delete(m.cursors, st.Cursor)
-		case st.Kind == "CLOSE", st.Kind == sqlclass.KindCommit, st.Kind == sqlclass.KindRollback,
-			st.Kind == "PREPARE TRANSACTION", st.Kind == sqlclass.KindDiscard:
-			// Cursors end with their transaction (WITH HOLD ones are then unknown: covered by
-			// every rule); a cursor of the same name opened later by a function is not ours.
-			clear(m.cursors)
+		case st.Kind == "CLOSE" && st.Cursor != "":
+			if _, ok := m.cursors[st.Cursor]; ok {
+				m.cursors[st.Cursor] = unknownCursor
+			}
+		case (st.Kind == "CLOSE" || st.Kind == sqlclass.KindDiscard) && i == 0:
+			clear(m.cursors) // CLOSE ALL, DISCARD ALL
+		case st.Kind == "CLOSE", st.Kind == sqlclass.KindDiscard, st.Kind == sqlclass.KindCommit,
+			st.Kind == sqlclass.KindRollback, st.Kind == "PREPARE TRANSACTION":
+			// Cursors that end here may not have (WITH HOLD ones outlive a COMMIT), and the
+			// server refuses a DECLARE of a name still open.
+			for name := range m.cursors {
+				m.cursors[name] = unknownCursor
+			}
 		default:
 			if st.Outputs != nil && st.Outputs.Opaque {
 				unknown = true
 			}
 			outs = append(outs, st.Outputs)
 		}
-		if st.Procedural {
+		if st.Procedural && runs {
 			// A DO block or a function may close a cursor and open another under its name.
-			clear(m.cursors)
+			for name := range m.cursors {
+				m.cursors[name] = unknownCursor
+			}
 		}
 	}
 	m.noteScratch = outs

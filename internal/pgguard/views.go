@@ -16,10 +16,16 @@ func (c *catalog) derive(oid uint32, attnum, depth int) (from []Source, unknown 
 	switch {
 	case rel == nil || attnum > len(rel.cols):
 		return nil, true
-	case !rel.view && attnum == 0:
-		return []Source{{Schema: rel.schema, Table: rel.name}}, false
 	case !rel.view:
-		return []Source{{Schema: rel.schema, Table: rel.name, Column: rel.cols[attnum-1]}}, false
+		col := ""
+		if attnum > 0 {
+			col = rel.cols[attnum-1]
+		}
+		from = []Source{{Schema: rel.schema, Table: rel.name, Column: col}}
+		for _, a := range rel.ancestors {
+			from = append(from, Source{Schema: a.Schema, Table: a.Table, Column: col})
+		}
+		return from, false
 	case depth >= maxViewDepth:
 		return nil, true
 	case attnum == 0:
@@ -30,7 +36,9 @@ func (c *catalog) derive(oid uint32, attnum, depth int) (from []Source, unknown 
 		return from, unknown
 	}
 	outs := rel.outputs()
-	if outs == nil {
+	if outs == nil || outs.Opaque || rel.calls {
+		// A definition that does not parse, reads a table by name (table_to_xml) or calls
+		// code (a function may read any table).
 		return nil, true
 	}
 	refs := outs.All
@@ -84,7 +92,8 @@ func (rel *relation) outputs() *sqlclass.Outputs {
 	if !rel.parsed {
 		rel.parsed = true
 		if res := sqlclass.Classify(rel.def); len(res.Statements) == 1 {
-			rel.outs = res.Statements[0].Outputs
+			st := &res.Statements[0]
+			rel.outs, rel.calls = st.Outputs, st.Procedural || st.Unknown
 		}
 	}
 	return rel.outs

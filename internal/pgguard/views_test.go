@@ -18,6 +18,10 @@ func TestDeriveViewColumns(t *testing.T) {
 		4: {schema: "public", name: "broken", view: true, cols: []string{"x"}, def: "SELECT FROM WHERE"},
 		5: {schema: "public", name: "unioned", view: true, cols: []string{"v"}, uses: []uint32{1},
 			def: "SELECT customers.name AS v FROM customers UNION SELECT customers.tel FROM customers;"},
+		6: {schema: "public", name: "calls", view: true, cols: []string{"card"}, uses: []uint32{1},
+			def: "SELECT tel_of(customers.id) AS card FROM customers;"},
+		7: {schema: "public", name: "xml", view: true, cols: []string{"doc"},
+			def: "SELECT table_to_xml('customers'::regclass, false, false, ''::text) AS doc;"},
 	}}
 	// A chain of views deeper than maxViewDepth.
 	for i := uint32(100); i < 100+maxViewDepth+2; i++ {
@@ -39,6 +43,8 @@ func TestDeriveViewColumns(t *testing.T) {
 		{3, 2, "public.customers.tel", false},
 		{4, 1, "", true},
 		{5, 1, "public.customers.name public.customers.tel", false},
+		{6, 1, "", true}, // a function may read anything
+		{7, 1, "", true}, // a table read by name
 		{100, 1, "", true},
 	} {
 		from, unknown := c.derive(tc.oid, tc.attnum, 0)

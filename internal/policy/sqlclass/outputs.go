@@ -298,10 +298,13 @@ func refFields(x *pg.ColumnRef) []string {
 	return ref
 }
 
-// isStar reports whether a target is * or t.*.
+// isStar reports whether a target expands to columns: *, t.* or (expr).*.
 func isStar(n *pg.Node) bool {
-	f := n.GetColumnRef().GetFields()
-	return len(f) > 0 && f[len(f)-1].GetAStar() != nil
+	if f := n.GetColumnRef().GetFields(); len(f) > 0 {
+		return f[len(f)-1].GetAStar() != nil
+	}
+	ind := n.GetAIndirection().GetIndirection()
+	return len(ind) > 0 && ind[len(ind)-1].GetAStar() != nil
 }
 
 // maxSources bounds the column sources worked out for one statement.

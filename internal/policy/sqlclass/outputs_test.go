@@ -43,6 +43,7 @@ func TestOutputs(t *testing.T) {
 		{"select public.customers.phone || '' from public.customers",
 			[]string{"public.customers.phone"}, "public.customers.phone"},
 		{"select count(*) from customers", []string{""}, ""},
+		{"select (row()).*, upper(tel) as u, (row(1, 2)).* from customers", nil, "customers.tel"}, // (expr).* expands
 		{"select 1", []string{""}, ""},
 		{"select lower(x) from (select phone || '' as x from customers) s",
 			nil, "customers.phone customers.x"},

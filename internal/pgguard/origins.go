@@ -21,9 +21,6 @@ type origin struct {
 	// not declared here, text it could not parse), so every column rule covers its computed
 	// columns.
 	unknown bool
-	// ruled: the statement names a column under a rule, so its errors and notices may quote
-	// that column's values.
-	ruled bool
 }
 
 // unknownCursor marks a cursor name whose query cannot be told (any opaque Outputs do).
@@ -36,12 +33,12 @@ type origins struct {
 	next int
 }
 
-func (o *origins) put(id uint64, unknown, ruled bool, outs ...*sqlclass.Outputs) {
+func (o *origins) put(id uint64, unknown bool, outs ...*sqlclass.Outputs) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	slot := &o.ring[o.next]
 	o.next = (o.next + 1) % len(o.ring)
-	*slot = origin{id: id, outs: append(slot.outs[:0], outs...), unknown: unknown, ruled: ruled}
+	*slot = origin{id: id, outs: append(slot.outs[:0], outs...), unknown: unknown}
 }
 
 // get copies the origin of statement id into dst; a statement not found is unknown.
@@ -50,7 +47,7 @@ func (o *origins) get(id uint64, dst *origin) {
 	defer o.mu.Unlock()
 	for i := range o.ring {
 		if s := &o.ring[i]; s.id == id && id != 0 {
-			*dst = origin{id: id, outs: append(dst.outs[:0], s.outs...), unknown: s.unknown, ruled: s.ruled}
+			*dst = origin{id: id, outs: append(dst.outs[:0], s.outs...), unknown: s.unknown}
 			return
 		}
 	}
@@ -134,7 +131,7 @@ func (g *Guard) noteOrigins(id uint64, res *sqlclass.Result, runs bool) {
 		}
 	}
 	m.noteScratch = outs
-	m.origins.put(id, unknown, g.ruledColumns(res) != nil, outs...)
+	m.origins.put(id, unknown, outs...)
 }
 
 // sources returns the table columns result column i of n may come from, or any=true when

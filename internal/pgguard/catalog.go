@@ -107,14 +107,20 @@ func (cs *Catalogs) get(key string) *catalog {
 	return c
 }
 
+// open returns the catalog of a target's database, locked, with expired views forgotten.
+func (cs *Catalogs) open(target, database string) *catalog {
+	c := cs.get(target + "\x00" + database)
+	c.mu.Lock()
+	c.expire()
+	return c
+}
+
 // Resolve returns the source of each (table OID, attribute number) pair; pairs with table OID 0
 // (computed columns) get a zero Source, attribute number 0 (a whole row) one without a column.
 // Unknown tables are fetched in one query, and the views they are, with what those read.
 func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connect Connector, tables []uint32, attrs []uint16) ([]Source, error) {
-	c := cs.get(target + "\x00" + database)
-	c.mu.Lock()
+	c := cs.open(target, database)
 	defer c.mu.Unlock()
-	c.expire()
 	var missing []uint32
 	for _, t := range tables {
 		if t != 0 && !c.tables[t] && !slices.Contains(missing, t) {
@@ -307,15 +313,13 @@ const viewsQuery = `SELECT c.relname, c.oid FROM pg_catalog.pg_class c
 WHERE c.relname = ANY($1::text[]) AND (c.relkind IN ('v', 'm')
   OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid))`
 
-// ViewColumns returns the table columns that sources naming a view's or materialized view's
-// column show (an unqualified name may be a view in any schema), and unknown when that cannot
-// be told: upper(num) FROM contacts reports its source as contacts.num, a view of
-// customers.tel. Sources naming no view add nothing.
+// ViewColumns returns the table columns that sources naming a column of a view, materialized
+// view or child table show (an unqualified name may be one in any schema), and unknown when
+// that cannot be told: upper(num) FROM contacts reports its source as contacts.num, a view of
+// customers.tel. Sources naming none of those add nothing.
 func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, connect Connector, srcs []Source) (from []Source, unknown bool, err error) {
-	c := cs.get(target + "\x00" + database)
-	c.mu.Lock()
+	c := cs.open(target, database)
 	defer c.mu.Unlock()
-	c.expire()
 	var names []string
 	for _, s := range srcs {
 		if _, looked := c.views[s.Table]; !looked && s.Table != "" && !slices.Contains(names, s.Table) {

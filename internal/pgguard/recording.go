@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
+	"github.com/enforcer-dev/enforcer/internal/mask"
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
@@ -244,10 +245,11 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	if d != nil {
 		res = d.Result
 	}
+	ruled := g.ruledColumns(res)
 	st := &r.stmt
 	*st = record.Statement{
-		Text: g.shownSQL(s.SQL, res), Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
-		Class: classOf(d), Params: g.recordParams(s, res, params),
+		Text: g.shownSQL(s.SQL, ruled), Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
+		Class: classOf(d), Params: g.recordParams(s, ruled, params),
 	}
 	if s.Kind == postgres.KindFunctionCall {
 		st.Text = fmt.Sprintf("<function call, oid %d>", s.FunctionOID)
@@ -337,19 +339,19 @@ func classOf(d *rules.Decision) string {
 
 // recordParams are the statement's parameters as recorded (see displayParams), built in the
 // recorder's reused storage.
-func (g *Guard) recordParams(s *postgres.Statement, res *sqlclass.Result, params [][]byte) []*string {
+func (g *Guard) recordParams(s *postgres.Statement, ruled []mask.Source, params [][]byte) []*string {
 	if params == nil {
 		return nil
 	}
 	c := &g.rec.params
 	c.reset()
-	return c.row(params, func(dst []byte, i int, v []byte) ([]byte, bool) { return g.appendParam(dst, s, res, i, v) })
+	return c.row(params, func(dst []byte, i int, v []byte) ([]byte, bool) { return g.appendParam(dst, s, ruled, i, v) })
 }
 
 // appendParam appends to dst how parameter i is shown when it is not recorded as sent (and
 // returns true): binary values by size, text masked like results: by a column rule when the
-// statement (classified as res) names a ruled column, else by the detectors.
-func (g *Guard) appendParam(dst []byte, s *postgres.Statement, res *sqlclass.Result, i int, p []byte) ([]byte, bool) {
+// statement names ruled columns (ruledColumns), else by the detectors.
+func (g *Guard) appendParam(dst []byte, s *postgres.Statement, ruled []mask.Source, i int, p []byte) ([]byte, bool) {
 	format := int16(0)
 	if len(s.ParamFormats) == 1 {
 		format = s.ParamFormats[0]
@@ -360,7 +362,7 @@ func (g *Guard) appendParam(dst []byte, s *postgres.Statement, res *sqlclass.Res
 	case format == 1:
 		return appendBinarySize(dst, len(p)), true
 	case g.mask != nil:
-		out, changed, err := g.mask.plan.MaskValueOf(p, dst, g.ruledColumns(res))
+		out, changed, err := g.mask.plan.MaskValueOf(p, dst, ruled)
 		switch {
 		case err != nil:
 			return append(dst, g.mask.plan.Redacted()...), true
@@ -380,14 +382,14 @@ func appendBinarySize(dst []byte, n int) []byte {
 }
 
 // displayParam is appendParam as a string, for reviewers.
-func (g *Guard) displayParam(s *postgres.Statement, res *sqlclass.Result, i int, p []byte) (string, bool) {
-	b, ok := g.appendParam(nil, s, res, i, p)
+func (g *Guard) displayParam(s *postgres.Statement, ruled []mask.Source, i int, p []byte) (string, bool) {
+	b, ok := g.appendParam(nil, s, ruled, i, p)
 	return string(b), ok
 }
 
 // displayParams are the statement's parameters as recorded and shown to reviewers: masked like
 // results; binary values only by size.
-func (g *Guard) displayParams(s *postgres.Statement, res *sqlclass.Result, params [][]byte) []*string {
+func (g *Guard) displayParams(s *postgres.Statement, ruled []mask.Source, params [][]byte) []*string {
 	if params == nil {
 		return nil
 	}
@@ -396,7 +398,7 @@ func (g *Guard) displayParams(s *postgres.Statement, res *sqlclass.Result, param
 		if p == nil {
 			continue
 		}
-		v, ok := g.displayParam(s, res, i, p)
+		v, ok := g.displayParam(s, ruled, i, p)
 		if !ok {
 			v = string(p)
 		}

@@ -14,14 +14,14 @@ import (
 // statement the guard cannot parse may name any column. Values of other statements get the
 // detectors.
 
-// shownSQL is sql (classified as res, which may be nil) as the session log, reviewers and the
-// daemon's log show it; the server always gets it as sent.
-func (g *Guard) shownSQL(sql string, res *sqlclass.Result) string {
+// shownSQL is sql as the session log, reviewers and the daemon's log show it, given the ruled
+// columns it names (ruledColumns); the server always gets it as sent.
+func (g *Guard) shownSQL(sql string, ruled []mask.Source) string {
 	if g.mask == nil {
 		return sql
 	}
-	if cols := g.ruledColumns(res); cols != nil {
-		sql = g.maskLiterals(sql, cols)
+	if ruled != nil {
+		sql = g.maskLiterals(sql, ruled)
 	}
 	return g.mask.plan.MaskString(sql)
 }

@@ -31,6 +31,9 @@ rules:
   - {name: no-drop, when: 'sql.kind == "DROP"', action: block, message: no drops}
 `
 
+// allowAllPolicy is testPolicy with writes allowed.
+const allowAllPolicy = "default: allow\n" + testPolicy
+
 func newGuard(t testing.TB, rec *record.Recorder) *Guard {
 	t.Helper()
 	pol := parsePolicy(t, testPolicy)
@@ -338,7 +341,7 @@ func TestStatementsCounted(t *testing.T) {
 // it depends on changed: a policy reload and a PREPARE or DEALLOCATE make the guard decide again.
 func TestParseDecisionReuse(t *testing.T) {
 	// default: allow, so that DEALLOCATE runs
-	pol := parsePolicy(t, "default: allow\n"+testPolicy)
+	pol := parsePolicy(t, allowAllPolicy)
 	noReads := parsePolicy(t, "default: allow\n"+testPolicy+"  - {name: no-reads, when: 'sql.reads', action: block, message: no reads}\n")
 	current := pol
 	g := guardFor(func() *policy.Policy { return current }, nil)

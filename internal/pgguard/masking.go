@@ -178,9 +178,7 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 				c.Sources = []mask.Source{{Schema: c.Schema, Table: c.Table}}
 			}
 			// A view's column: the table columns it shows.
-			for _, from := range src.From {
-				c.Sources = append(c.Sources, mask.Source{Schema: from.Schema, Table: from.Table, Name: from.Column})
-			}
+			c.Sources = appendFrom(c.Sources, src.From)
 			c.AnySource = src.FromUnknown
 		case computed != nil && f.TableOID == 0:
 			c.Sources, c.AnySource = computed[i], anyOrigin[i]
@@ -237,11 +235,17 @@ func (m *masker) viewColumns(ctx context.Context, c *mask.Column) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range from {
-		c.Sources = append(c.Sources, mask.Source{Schema: f.Schema, Table: f.Table, Name: f.Column})
-	}
+	c.Sources = appendFrom(c.Sources, from)
 	c.AnySource = c.AnySource || unknown
 	return nil
+}
+
+// appendFrom appends the catalog's sources as masking sources.
+func appendFrom(dst []mask.Source, from []Source) []mask.Source {
+	for _, f := range from {
+		dst = append(dst, mask.Source{Schema: f.Schema, Table: f.Table, Name: f.Column})
+	}
+	return dst
 }
 
 // appendSourcesKey appends a computed column's sources to a plan cache key.

@@ -104,7 +104,7 @@ func (p *guardedProxy) connect(t *testing.T) *pgconn.PgConn {
 // allowAllSession starts a guarded proxy with writes allowed and returns it with a function
 // that runs a simple query on one connection through it.
 func allowAllSession(t *testing.T) (*guardedProxy, func(sql string) error) {
-	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
+	p := startGuardedProxy(t, allowAllPolicy)
 	conn := p.connect(t)
 	t.Cleanup(func() { conn.Close(context.Background()) })
 	return p, func(sql string) error {

@@ -300,7 +300,7 @@ func (p *guardedProxy) session(t *testing.T) []record.Record {
 // description comes with Describe; results recorded through it name their columns and replay
 // shows their table.
 func TestExtendedResultColumnsWithPostgres(t *testing.T) {
-	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
+	p := startGuardedProxy(t, allowAllPolicy)
 	ctx := context.Background()
 	// pgx prepares (Parse, Describe statement) and then binds and executes.
 	c, err := pgx.Connect(ctx, p.dsn())
@@ -343,7 +343,7 @@ func TestExtendedResultColumnsWithPostgres(t *testing.T) {
 // TestResultCutShortWithPostgres: a client reads part of a large result and disconnects; the
 // rows it saw are in the record, marked as cut short.
 func TestResultCutShortWithPostgres(t *testing.T) {
-	p := startGuardedProxy(t, strings.Replace(testPolicy, "rules:\n", "default: allow\nrules:\n", 1))
+	p := startGuardedProxy(t, allowAllPolicy)
 	ctx := context.Background()
 	c, err := pgconn.Connect(ctx, p.dsn())
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 
 // ruledPolicy: writes allowed, customers.tel under a redact column rule. The ruled value used
 // below, 'hunter2', is one no detector recognises.
-const ruledPolicy = testPolicy + "default: allow\nmasking:\n  columns:\n    - {match: customers.tel, style: redact}\n"
+const ruledPolicy = allowAllPolicy + "masking:\n  columns:\n    - {match: customers.tel, style: redact}\n"
 
 const ruledValue = "hunter2"
 

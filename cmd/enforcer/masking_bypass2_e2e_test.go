@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +12,9 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// pgconnScriptEnv makes the test binary a low-level client (pgconn) that runs a script of
-// protocol steps on one connection, so a probe can choose simple queries, extended-protocol
-// queries, Parse without Execute, or a pipelined batch. Each argument after the DSN is a step:
+// pgconnScript runs, for the pgx agent's "@script" mode, a script of protocol steps on its
+// connection, so a probe can choose simple queries, extended-protocol queries, Parse without
+// Execute, or a pipelined batch. Each step is one of:
 //
 //	Q:sql         simple query (every result of a multi-statement text)
 //	X:sql         extended query (unnamed Parse, Bind, Describe, Execute, Sync)
@@ -24,15 +22,6 @@ import (
 //	E:name        Bind and Execute of a prepared statement
 //	B:sql\x1esql… pgx batch: all statements pipelined before any result is read
 //	L:n:sql       extended query of sql with PAD replaced by n spaces (texts too long for argv)
-const pgconnScriptEnv = "ENFORCER_TEST_PGCONN_SCRIPT"
-
-func init() {
-	if os.Getenv(pgconnScriptEnv) == "" {
-		return
-	}
-	// argv: binary -test.run=^$ DSN STEP...
-	os.Exit(pgconnScript(os.Args[2], os.Args[3:]))
-}
 
 func pgconnErr(err error) string {
 	var pe *pgconn.PgError
@@ -58,15 +47,7 @@ func pgconnRows(rows [][][]byte) string {
 	return strings.Join(out, ",")
 }
 
-func pgconnScript(dsn string, steps []string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		fmt.Println("connect", err)
-		return 0
-	}
-	defer c.Close(ctx)
+func pgconnScript(ctx context.Context, c *pgx.Conn, steps []string) {
 	pc := c.PgConn()
 	for _, step := range steps {
 		kind, arg, _ := strings.Cut(step, ":")
@@ -148,19 +129,11 @@ func pgconnScript(dsn string, steps []string) int {
 			fmt.Println("bad step", step)
 		}
 	}
-	return 0
 }
 
+// pgconnScript runs steps (see pgconnScript) on one connection through the enforcer.
 func (e *env) pgconnScript(dsn string, steps ...string) string {
-	e.t.Helper()
-	self, _ := os.Executable()
-	cmd := exec.Command(enforcerBin, append([]string{"run", "--socket", e.socket, "--", self, "-test.run=^$", dsn}, steps...)...)
-	cmd.Env = append(os.Environ(), pgconnScriptEnv+"=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		e.t.Fatalf("review2 script agent: %v %s", err, out)
-	}
-	return string(out)
+	return e.pgxAgent(dsn, "@script", steps...)
 }
 
 // TestColumnRulesUnderAllowReads holds a second review's probes (2026-12-06) of column rules

@@ -360,6 +360,10 @@ func pgxAgent(dsn, sql string, args []string) int {
 		fmt.Println("ok", n, tag.RowsAffected(), strings.Count(buf.String(), "\n"))
 		return 0
 	}
+	if sql == "@script" {
+		pgconnScript(ctx, c, args)
+		return 0
+	}
 	if sql == "@seq" {
 		for _, s := range args {
 			fmt.Print(s, " => ")

@@ -108,21 +108,8 @@ func pgconnScript(ctx context.Context, c *pgx.Conn, steps []string) {
 			}
 			br := c.SendBatch(ctx, b)
 			for i, s := range stmts {
-				rows, err := br.Query()
-				var out []string
-				if err == nil {
-					for rows.Next() {
-						vals, _ := rows.Values()
-						out = append(out, fmt.Sprint(vals...))
-					}
-					rows.Close()
-					err = rows.Err()
-				}
-				if err != nil {
-					fmt.Printf("B[%d] %.80s => %s\n", i, s, pgconnErr(err))
-				} else {
-					fmt.Printf("B[%d] %.80s => ok %s\n", i, s, strings.Join(out, ","))
-				}
+				fmt.Printf("B[%d] %.80s => ", i, s)
+				printResult(br.Query())
 			}
 			br.Close()
 		default:

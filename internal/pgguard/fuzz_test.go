@@ -78,7 +78,11 @@ func FuzzGuardRecording(f *testing.F) {
 				}
 				g.Result(ctx, &postgres.Result{Kind: postgres.ResultRow, Statement: pick(arg), Columns: rd, Formats: []int16{int16(arg & 1)}, Values: vals})
 			case 4:
-				g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: pick(arg), Tag: []byte("SELECT 1")})
+				if arg&2 == 0 {
+					g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: pick(arg), Tag: []byte("SELECT 1")})
+				} else {
+					g.Result(ctx, &postgres.Result{Kind: postgres.ResultPortalSuspended, Statement: pick(arg)})
+				}
 			case 5:
 				g.Result(ctx, &postgres.Result{Kind: postgres.ResultError, Statement: pick(arg),
 					Error: &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42P01", Message: "no " + fuzzCard}})

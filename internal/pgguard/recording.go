@@ -571,19 +571,24 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 			r.begin(res.Statement)
 		}
 		r.cur.RowCount++
-	case postgres.ResultCommandComplete, postgres.ResultError:
+	case postgres.ResultCommandComplete, postgres.ResultError, postgres.ResultPortalSuspended:
 		if !r.collecting {
 			r.begin(res.Statement)
 		}
 		r.collecting = false
 		cur := &r.cur
-		if res.Kind == postgres.ResultCommandComplete {
+		switch res.Kind {
+		case postgres.ResultCommandComplete:
 			if r.lastTag != string(res.Tag) {
 				r.lastTag = string(res.Tag) // most tags repeat ("SELECT 1")
 			}
 			cur.CommandTag = r.lastTag
-		} else if res.Error != nil {
-			cur.Error, cur.ErrorCode = res.Error.Message, res.Error.Code
+		case postgres.ResultPortalSuspended:
+			cur.Suspended = true
+		default:
+			if res.Error != nil {
+				cur.Error, cur.ErrorCode = res.Error.Message, res.Error.Code
+			}
 		}
 		id, known := idOf(res.Statement)
 		return r.resultDone(id, known, time.Now())

@@ -384,6 +384,81 @@ func TestResultCutShortWithPostgres(t *testing.T) {
 	}
 }
 
+// TestSuspendedPortalWithPostgres: a driver that fetches a portal a few rows at a time (JDBC's
+// fetch size: Execute with a row limit, PortalSuspended, Execute again) gets one record per
+// Execute, each with the rows that Execute returned, the suspended ones marked so.
+func TestSuspendedPortalWithPostgres(t *testing.T) {
+	p := startGuardedProxy(t, allowAllPolicy)
+	ctx := context.Background()
+	c, err := pgconn.Connect(ctx, p.dsn())
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-p.guards
+	fe := c.Frontend()
+	fe.Send(&pgproto3.Parse{Query: "select id, secret from t order by id"})
+	fe.Send(&pgproto3.Bind{DestinationPortal: "p"})
+	fe.Send(&pgproto3.Describe{ObjectType: 'P', Name: "p"})
+	fe.Send(&pgproto3.Execute{Portal: "p", MaxRows: 2})
+	fe.Send(&pgproto3.Execute{Portal: "p", MaxRows: 2})
+	fe.Send(&pgproto3.Execute{Portal: "p"})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var seen []string // what the client got, in order: row values and ends
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			seen = append(seen, string(m.Values[1]))
+		case *pgproto3.PortalSuspended:
+			seen = append(seen, "suspended")
+		case *pgproto3.CommandComplete:
+			seen = append(seen, string(m.CommandTag))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("server error: %s", m.Message)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if got, want := strings.Join(seen, " "), "v1 v2 suspended v3 v4 suspended v5 SELECT 1"; got != want {
+		t.Fatalf("client got %q, want %q", got, want)
+	}
+	c.Close(ctx)
+	recs := p.session(t)
+	var got []string
+	for _, ev := range eventsOf(t, recs) {
+		res := ev.Result
+		if ev.Statement != nil && ev.Statement.Result != nil {
+			res = ev.Statement.Result
+		}
+		if res == nil {
+			continue
+		}
+		var vals []string
+		for _, row := range res.Rows {
+			vals = append(vals, *row[1])
+		}
+		got = append(got, fmt.Sprintf("%s rows=%d suspended=%v tag=%q", strings.Join(vals, ","), res.RowCount, res.Suspended, res.CommandTag))
+	}
+	want := []string{
+		`v1,v2 rows=2 suspended=true tag=""`,
+		`v3,v4 rows=2 suspended=true tag=""`,
+		`v5 rows=1 suspended=false tag="SELECT 1"`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("results recorded:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if out := replayText(t, recs); strings.Count(out, "portal suspended") != 2 {
+		t.Errorf("replay does not show the two suspended Executes:\n%s", out)
+	}
+}
+
 // TestRecordMasksTextAndArguments: what the detectors find in a statement's text (a literal, a
 // comment) and in the process's arguments is recorded masked, as the results of the same
 // identity are; the statement text still reaches the server as sent. An identity exempt from

@@ -90,6 +90,14 @@ func (o *object) uintOmit(k string, v uint64) {
 	}
 }
 
+// trueOmit writes a bool member if it is true (omitempty).
+func (o *object) trueOmit(k string, v bool) {
+	if v {
+		o.key(k)
+		o.b = append(o.b, "true"...)
+	}
+}
+
 func (o *object) strings(k string, vs []string) {
 	if len(vs) == 0 {
 		return
@@ -178,10 +186,8 @@ func appendResult(dst []byte, r *Result) []byte {
 		o.b = append(o.b, ']')
 	}
 	o.uintOmit("statement_id", r.StatementID)
-	if r.Truncated {
-		o.key("truncated")
-		o.b = append(o.b, "true"...)
-	}
+	o.trueOmit("suspended", r.Suspended)
+	o.trueOmit("truncated", r.Truncated)
 	return o.end()
 }
 

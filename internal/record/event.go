@@ -108,6 +108,9 @@ type Result struct {
 	RowCount    int64       `json:"row_count"`
 	Rows        [][]*string `json:"rows,omitempty"`
 	StatementID uint64      `json:"statement_id,omitempty"` // the Statement.ID it answers, when recorded apart from it
+	// Suspended says the Execute stopped at its row limit: the portal's further rows are the
+	// results of later statements (Executes of the same portal).
+	Suspended bool `json:"suspended,omitempty"`
 	// Truncated says the record holds less than the client received: rows were dropped (the row
 	// cap) or a value was cut (the value cap, see Options.MaxValueBytes).
 	Truncated bool `json:"truncated,omitempty"`

@@ -71,7 +71,12 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 		}
 		return
 	}
-	line("RESULT", "%s%s%s", of, r.CommandTag, durationSuffix(r.DurationUS))
+	tag := r.CommandTag
+	if r.Suspended {
+		// The client asked for at most this many rows; the portal has more.
+		tag = "portal suspended: more rows follow"
+	}
+	line("RESULT", "%s%s%s", of, tag, durationSuffix(r.DurationUS))
 	if len(r.Columns) > 0 {
 		b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
 	}

@@ -173,6 +173,9 @@ const (
 	ResultNotice
 	ResultNotification
 	ResultCopyData
+	// ResultPortalSuspended ends an Execute that reached its row limit: the portal has more rows,
+	// for a later Execute (a Statement of its own).
+	ResultPortalSuspended
 )
 
 // Result is one message from the server, shown to the hook. Slices alias the proxy's read buffer and

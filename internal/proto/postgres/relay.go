@@ -534,8 +534,13 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 			}
 		}
 	case 'C', 'I', 's': // CommandComplete, EmptyQueryResponse, PortalSuspended
-		if typ == 'C' {
+		switch typ {
+		case 'C':
 			if err := c.observeTag(o, msg); err != nil {
+				return err
+			}
+		case 's':
+			if err := c.observeEnd(o, Result{Kind: ResultPortalSuspended}); err != nil {
 				return err
 			}
 		}
@@ -714,10 +719,16 @@ func (c *conn) observeTag(o *op, msg []byte) error {
 	if len(msg) <= headerLength || msg[len(msg)-1] != 0 {
 		return fmt.Errorf("upstream sent a malformed CommandComplete: %w", errMalformed)
 	}
-	c.res = Result{Kind: ResultCommandComplete, Tag: msg[headerLength : len(msg)-1]}
+	return c.observeEnd(o, Result{Kind: ResultCommandComplete, Tag: msg[headerLength : len(msg)-1]})
+}
+
+// observeEnd shows the hook the end of o's rows: a CommandComplete, or a PortalSuspended when an
+// Execute stopped at its row limit.
+func (c *conn) observeEnd(o *op, res Result) error {
 	if o != nil {
-		c.res.Statement = o.st
+		res.Statement = o.st
 	}
+	c.res = res
 	if err := c.hook.Result(c.ctx, &c.res); err != nil {
 		return c.failResult(err)
 	}

@@ -133,7 +133,11 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	pol := sh.Policy()
 	if plan := pol.MaskFor(ci.Target.Name, s.Groups); plan != nil {
 		g.mask = &masker{plan: plan, g: g}
-		// Arguments carry secrets too (psql postgres://app:secret@…, curl -H "Authorization: …").
+		// Arguments carry secrets too (psql postgres://app:secret@…, curl -H "Authorization: …"),
+		// and statements (psql -c "…").
+		if argv := g.sqlInArgs(ci.Argv); argv != nil {
+			ci.Argv, ci.Cmdline = argv, strings.Join(argv, " ")
+		}
 		g.info.Cmdline = plan.MaskString(ci.Cmdline)
 		g.info.Argv = plan.MaskStrings(ci.Argv)
 	}

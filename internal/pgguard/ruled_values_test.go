@@ -82,7 +82,6 @@ func ruledQueries(sql ...string) []ruledStmt {
 
 // TestRuledValuesNotRecordedInClear: each statement writes 'hunter2' to, or compares it with,
 // customers.tel (probes from a review, 2026-12-06); the session log must not hold it in clear.
-// A DO block's body is not parsed, so its values get the detectors only (see README).
 func TestRuledValuesNotRecordedInClear(t *testing.T) {
 	deep := "update customers set tel = 'hunter2' where id = " + strings.Repeat("(", 5000) + "1" + strings.Repeat(")", 5000)
 	for _, c := range []struct {
@@ -120,6 +119,14 @@ func TestRuledValuesNotRecordedInClear(t *testing.T) {
 		{"too deep to classify", ruledQueries(deep)},
 		{"syntax error", ruledQueries("update customers set tel = 'hunter2' wher id = 1")},
 		{"too long to classify", ruledQueries("update customers set tel = 'hunter2' where id = 1 /*" + strings.Repeat("x", 1<<20) + "*/")},
+		// Code the guard does not parse: a DO block, a function's body, a function it does not
+		// know, SQL text given to a function.
+		{"do block", ruledQueries("do $$ begin update customers set tel = 'hunter2' where id = 1; end $$")},
+		{"do block quoted", ruledQueries("do 'begin update customers set tel = ''hunter2''; end'")},
+		{"function body", ruledQueries("create function f() returns void language sql as 'update customers set tel = ''hunter2'''")},
+		{"sql-standard function body", ruledQueries("create procedure p() begin atomic update customers set tel = 'hunter2'; end")},
+		{"unknown function", ruledQueries("select set_tel(1, 'hunter2')")},
+		{"query_to_xml", ruledQueries("select query_to_xml('select 1 from customers where tel = ''hunter2''', true, false, '')")},
 		// Parameters of the extended protocol, through the same walker.
 		{"param insert select from values", []ruledStmt{{sql: "insert into customers(tel) select x from (values ($1::text)) v(x)", params: []string{"hunter2"}}}},
 		{"param scalar subquery", []ruledStmt{{sql: "update customers set tel = (select $1::text) where id = 1", params: []string{"hunter2"}}}},

@@ -2,8 +2,11 @@ package pgguard
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 )
@@ -28,10 +31,44 @@ func TestShownSQL(t *testing.T) {
 		{"update t set secret = 'hunter2' wher id = 1", "update t set secret = '[REDACTED:column]' wher id = '[REDACTED:column]'"},
 		{"select * from t where secret = E'\\101'", "[REDACTED:unmaskable]"},
 		{"select * from u where name = 'a@example.com' and n = 3", "select * from u where name = '[REDACTED:email]' and n = 3"},
+		// Code the guard does not parse may name any column; a body stays readable, its values
+		// masked.
+		{"do $$ begin update t set secret = 'hunter2' where id = 1; end $$",
+			"do $$ begin update t set secret = '[REDACTED:column]' where id = '[REDACTED:column]'; end $$"},
+		{"DO LANGUAGE plpgsql 'begin raise notice ''%'', ''hunter2''; end'",
+			"DO LANGUAGE plpgsql 'begin raise notice ''[REDACTED:column]'', ''[REDACTED:column]''; end'"},
+		{"create function f() returns void language sql as $f$ update t set secret = 'hunter2' $f$",
+			"create function f() returns void language sql as $f$ update t set secret = '[REDACTED:column]' $f$"},
+		{"do $$ begin execute 'update t set secret = ''hunter2'''; end $$", "do $$ begin execute '[REDACTED:column]'; end $$"},
+		{"do /* x */ $$ select 'hunter2' $$", "do /* x */ '[REDACTED:column]'"},
+		{"do $a$ do $b$ do $c$ do $d$ do $e$ select 'hunter2' $e$ $d$ $c$ $b$ $a$", // deeper than maxBodyDepth
+			"do $a$ do $b$ do $c$ do $d$ do '[REDACTED:column]' $d$ $c$ $b$ $a$"},
+		{"select some_function('hunter2')", "select some_function('[REDACTED:column]')"},
 	} {
 		res := g.sh.Classifier.Classify(c.sql)
 		if got := g.shownSQL(c.sql, g.ruledColumns(res)); got != c.want {
 			t.Errorf("%s\n got %s\nwant %s", c.sql, got, c.want)
+		}
+	}
+}
+
+// TestStatementsInArguments: a statement in the process's arguments (psql -c) that names a ruled
+// column is shown with its values masked, as its text would be; other arguments get the
+// detectors.
+func TestStatementsInArguments(t *testing.T) {
+	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	argv := []string{"psql", "-c", "update t set secret = 'hunter2' where id = 1", "--command=select * from t where secret = 'x1'",
+		"-v", "ON_ERROR_STOP=1", "-c", "select 'kept'", "postgres://app:S3cretPass@db/prod"}
+	g := testShared(func() *policy.Policy { return pol }, nil).NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0],
+		Identity: identity.Session{Subject: "alice"}, Argv: argv, Cmdline: strings.Join(argv, " ")})
+	want := []string{"psql", "-c", "update t set secret = '[REDACTED:column]' where id = '[REDACTED:column]'",
+		"--command=select * from t where secret = '[REDACTED:column]'", "-v", "ON_ERROR_STOP=1", "-c", "select 'kept'"}
+	if got := g.info.Argv; !slices.Equal(got[:len(want)], want) || strings.Contains(got[len(want)], "S3cretPass") {
+		t.Errorf("arguments shown as\n%q\nwant\n%q and the password masked", got, want)
+	}
+	for _, clear := range []string{"hunter2", "x1", "S3cretPass"} {
+		if strings.Contains(g.info.Cmdline, clear) {
+			t.Errorf("reviewers' command line %q shows %s", g.info.Cmdline, clear)
 		}
 	}
 }

@@ -153,6 +153,15 @@ CREATE VIEW customer_cards AS SELECT id, tel_of(id) AS card FROM customers;
 GRANT SELECT ON customer_cards TO agent_ro;
 CREATE VIEW later_cv AS SELECT name AS x FROM customers;
 GRANT SELECT ON later_cv TO agent_ro;
+-- Tables an administrator alters later (group 7).
+CREATE SCHEMA late;
+CREATE SCHEMA late2;
+GRANT USAGE ON SCHEMA late, late2 TO agent_ro;
+CREATE TABLE late.customers (id int, name text);
+CREATE TABLE late2.customers (id int, info text);
+INSERT INTO late.customers VALUES (1, 'Ada');
+INSERT INTO late2.customers VALUES (1, 'n/a');
+GRANT SELECT ON late.customers, late2.customers TO agent_ro;
 ANALYZE customers;`)
 	e.tailYAML = "default: allow_reads\nmasking:\n  columns:\n    - {match: customers.tel, style: redact}\n"
 	e.setPolicy()
@@ -271,16 +280,24 @@ ANALYZE customers;`)
 	}
 	script("pipelined batch past the origins ring", "B:"+strings.Join(batch, "\x1e"))
 
-	// 7. The catalog keeps views for pgguard's viewTTL (10 s): a view an administrator
-	// redefines, or creates under a name looked up before (here as a CTE), is followed once it
-	// has passed.
+	// 7. The catalog keeps what it looked up for pgguard's catalogTTL (10 s): a view an
+	// administrator redefines, or creates under a name looked up before (here as a CTE), and a
+	// column renamed to a ruled name are followed once it has passed. A column added to a table
+	// looked up before is looked up at once.
 	psql("view before redefinition", `select x from later_cv`, `with later_v as (select 'a'::text as num) select upper(num) from later_v`)
+	psql("tables before they are altered", `select name as a from late.customers`, `select info as b from late2.customers`)
 	pg.Exec(t, `CREATE OR REPLACE VIEW later_cv AS SELECT tel AS x FROM customers;
 CREATE VIEW later_v AS SELECT tel AS num FROM customers;
-GRANT SELECT ON later_v TO agent_ro;`)
+GRANT SELECT ON later_v TO agent_ro;
+ALTER TABLE late.customers ADD COLUMN tel text;
+UPDATE late.customers SET tel = '4155550100';
+ALTER TABLE late2.customers RENAME COLUMN info TO tel;
+UPDATE late2.customers SET tel = '4155550100';`)
+	psql("column added after its table was looked up", `select tel as x from late.customers`)
 	time.Sleep(11 * time.Second)
 	psql("view redefined by an administrator", `select x from later_cv`)
 	psql("view created after its name was looked up", `select upper(num) from later_v`)
+	psql("column renamed to a ruled name", `select tel as x from late2.customers`)
 
 	if direct := scalar(t, pg, "select tel || '' from customers where id = 1"); direct != "4155550100" {
 		t.Fatalf("seed: %q", direct)

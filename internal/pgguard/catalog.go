@@ -18,8 +18,8 @@ import (
 // Catalogs resolves the table OID and attribute number of result columns to names, so column
 // masking rules hold whatever alias a query gives a column. One catalog per target and database
 // (OIDs are per database), filled on first sight of a table over the target's own credentials and
-// kept for the daemon's life: a renamed column keeps its old name until restart, which only
-// matters for rules written against the new name.
+// kept for catalogTTL: a table altered or a view redefined since is followed within that. A
+// column added since is looked up at once.
 type Catalogs struct {
 	mu   sync.Mutex
 	byDB map[string]*catalog
@@ -66,31 +66,37 @@ type catalog struct {
 	columns map[attrKey]Source
 	rels    map[uint32]*relation
 	views   map[string][]uint32 // views by name, for names looked up (nil: none by that name)
-	// viewsAt is when views were last looked up, and the views among rels fetched: both are
-	// forgotten after viewTTL (see expire).
-	viewsAt time.Time
+	// filledAt is when the catalog was last emptied: what it holds is forgotten after
+	// catalogTTL (see expire).
+	filledAt time.Time
 }
 
-// viewTTL is how long the catalog keeps views: a view created or redefined after the
-// catalog looked is followed within this long. Tables are kept for the daemon's life.
-const viewTTL = 10 * time.Second
+// catalogTTL is how long the catalog keeps what it looked up: a column renamed, a view created
+// or redefined, a table attached to an inheritance tree after the catalog looked is followed
+// within this long.
+const catalogTTL = 10 * time.Second
 
-// expire forgets the views, and the names looked up as views, once viewTTL has passed.
+// expire forgets everything once catalogTTL has passed.
 func (c *catalog) expire() {
-	if time.Since(c.viewsAt) < viewTTL {
+	if time.Since(c.filledAt) < catalogTTL {
 		return
 	}
-	c.viewsAt = time.Now()
+	c.filledAt = time.Now()
 	clear(c.views)
-	for oid, rel := range c.rels {
-		if rel.view || len(rel.ancestors) > 0 {
-			delete(c.rels, oid)
-			delete(c.tables, oid)
-			for a := range len(rel.cols) + 1 {
-				delete(c.columns, attrKey{oid, uint16(a)})
-			}
+	clear(c.rels)
+	clear(c.tables)
+	clear(c.columns)
+}
+
+// forget drops what the catalog holds of relation oid, to look it up again.
+func (c *catalog) forget(oid uint32) {
+	if rel := c.rels[oid]; rel != nil {
+		for a := range len(rel.cols) + 1 {
+			delete(c.columns, attrKey{oid, uint16(a)})
 		}
 	}
+	delete(c.rels, oid)
+	delete(c.tables, oid)
 }
 
 func (cs *Catalogs) get(key string) *catalog {
@@ -107,7 +113,7 @@ func (cs *Catalogs) get(key string) *catalog {
 	return c
 }
 
-// open returns the catalog of a target's database, locked, with expired views forgotten.
+// open returns the catalog of a target's database, locked, emptied if it expired.
 func (cs *Catalogs) open(target, database string) *catalog {
 	c := cs.get(target + "\x00" + database)
 	c.mu.Lock()
@@ -116,14 +122,25 @@ func (cs *Catalogs) open(target, database string) *catalog {
 }
 
 // Resolve returns the source of each (table OID, attribute number) pair; pairs with table OID 0
-// (computed columns) get a zero Source, attribute number 0 (a whole row) one without a column.
-// Unknown tables are fetched in one query, and the views they are, with what those read.
+// (computed columns) and system columns get a zero Source, attribute number 0 (a whole row) one
+// without a column. Unknown tables are fetched in one query, and the views they are, with what
+// those read; so are known tables with a column the catalog has not seen (added since). A
+// column the catalog cannot find even then (added in a transaction not committed yet) has
+// FromUnknown set: every rule covers it.
 func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connect Connector, tables []uint32, attrs []uint16) ([]Source, error) {
 	c := cs.open(target, database)
 	defer c.mu.Unlock()
 	var missing []uint32
-	for _, t := range tables {
-		if t != 0 && !c.tables[t] && !slices.Contains(missing, t) {
+	for i, t := range tables {
+		if t == 0 || slices.Contains(missing, t) {
+			continue
+		}
+		if c.tables[t] && userColumn(attrs[i]) {
+			if _, ok := c.columns[attrKey{t, attrs[i]}]; !ok {
+				c.forget(t)
+			}
+		}
+		if !c.tables[t] {
 			missing = append(missing, t)
 		}
 	}
@@ -135,11 +152,17 @@ func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connec
 	out := make([]Source, len(tables))
 	for i, t := range tables {
 		if t != 0 {
-			out[i] = c.columns[attrKey{t, attrs[i]}]
+			var ok bool
+			out[i], ok = c.columns[attrKey{t, attrs[i]}]
+			out[i].FromUnknown = out[i].FromUnknown || (!ok && userColumn(attrs[i]))
 		}
 	}
 	return out, nil
 }
+
+// userColumn reports whether attribute number attr (as RowDescription carries it, unsigned) is
+// a table's own column: system columns (ctid, xmin…) are negative.
+func userColumn(attr uint16) bool { return int16(attr) > 0 }
 
 const catalogQuery = `SELECT c.oid, n.nspname, c.relname, a.attnum, a.attname, c.relkind IN ('v', 'm'),
   CASE WHEN c.relkind IN ('v', 'm') AND a.attnum = 1 THEN pg_catalog.pg_get_viewdef(c.oid) END

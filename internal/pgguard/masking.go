@@ -115,15 +115,16 @@ func (m *masker) result(ctx context.Context, r *postgres.Result) error {
 func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, formats []int16, stmt *postgres.Statement, org *origin) error {
 	m.desc = desc
 	if desc == nil {
-		// Rows with no description (a portal never described): detectors only, on text.
+		// Rows with no description (a portal never described): no column is planned, so every
+		// cell is withheld (MaskCell fails, Fallback is NULL).
 		m.rp = m.plan.ForColumns(nil)
 		m.key = m.key[:0] // matches no description
 		return nil
 	}
 	m.scratch = describeKey(m.scratch[:0], m.g.database(), desc, formats)
 	if m.plan.HasColumnRules() {
-		// What the catalog says of views is kept for viewTTL; so are plans that used it.
-		m.scratch = binary.BigEndian.AppendUint64(m.scratch, uint64(time.Now().UnixNano()/int64(viewTTL)))
+		// What the catalog says is kept for catalogTTL; so are plans that used it.
+		m.scratch = binary.BigEndian.AppendUint64(m.scratch, uint64(time.Now().UnixNano()/int64(catalogTTL)))
 	}
 	// A computed column's sources are part of the key: the same columns from another
 	// statement (or from the same FETCH of a cursor declared again) may come from other
@@ -180,6 +181,8 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 			// A view's column: the table columns it shows.
 			c.Sources = appendFrom(c.Sources, src.From)
 			c.AnySource = src.FromUnknown
+		case srcs != nil && srcs[i].FromUnknown:
+			c.AnySource = true // a column the catalog cannot find
 		case computed != nil && f.TableOID == 0:
 			c.Sources, c.AnySource = computed[i], anyOrigin[i]
 			if err := m.viewColumns(ctx, &c); err != nil {

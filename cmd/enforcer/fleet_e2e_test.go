@@ -11,7 +11,6 @@ import (
 
 	"github.com/enforcer-dev/enforcer/internal/identity/devidp"
 	"github.com/enforcer-dev/enforcer/internal/pgtest"
-	"github.com/enforcer-dev/enforcer/internal/record/pgsink"
 )
 
 // TestFleetSharedApprovalsAndRecords runs two daemons (two "hosts") against one fleet
@@ -23,7 +22,12 @@ func TestFleetSharedApprovalsAndRecords(t *testing.T) {
 	if _, err := fleet.CreateUser(ctx, "records_sink", false); err != nil {
 		t.Fatal(err)
 	}
-	fleet.Exec(t, pgsink.SchemaFor(pgsink.DefaultTable)+pgsink.GrantsFor(pgsink.DefaultTable, "records_sink"))
+	// The table in a schema of its own, set up as the README says: with the SQL the CLI prints.
+	setup, err := exec.Command(enforcerBin, "record", "sink-sql", "--table", "audit.records", "--role", "records_sink").Output()
+	if err != nil {
+		t.Fatalf("record sink-sql: %v", err)
+	}
+	fleet.Exec(t, "CREATE SCHEMA audit;\n"+string(setup))
 	dir := t.TempDir()
 	approvalsDSN := filepath.Join(dir, "approvals.dsn")
 	recordsDSN := filepath.Join(dir, "records.dsn")
@@ -41,7 +45,7 @@ func TestFleetSharedApprovalsAndRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idp.Close()
-	cfg := fmt.Sprintf("identity: {issuer: %q, client_id: %q}\nfleet: {approvals_dsn_file: %s, records_dsn_file: %s}\n", idp.Issuer(), idp.ClientID(), approvalsDSN, recordsDSN)
+	cfg := fmt.Sprintf("identity: {issuer: %q, client_id: %q}\nfleet: {approvals_dsn_file: %s, records_dsn_file: %s, records_table: audit.records}\n", idp.Issuer(), idp.ClientID(), approvalsDSN, recordsDSN)
 	a := newEnvWith(t, "bpf", cfg+fmt.Sprintf("metrics: 127.0.0.1:%d\n", freePort(t)))
 	b := newEnvWith(t, "bpf", cfg)
 	pg, _, dsn := a.addPostgres()
@@ -72,7 +76,7 @@ func TestFleetSharedApprovalsAndRecords(t *testing.T) {
 	// The update's statement reaches the fleet table (shipped asynchronously).
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		n := scalar(t, fleet, `select count(*)::text from enforcer_records where type = 'statement' and data->>'text' like '%''fleet''%'`)
+		n := scalar(t, fleet, `select count(*)::text from audit.records where type = 'statement' and data->>'text' like '%''fleet''%'`)
 		if n == "1" {
 			break
 		}

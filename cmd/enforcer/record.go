@@ -9,8 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/enforcer-dev/enforcer/internal/daemon"
 	"github.com/enforcer-dev/enforcer/internal/record"
+	"github.com/enforcer-dev/enforcer/internal/record/pgsink"
 )
 
 // recordDir finds the session log: --dir, else state_dir/records of the daemon configuration.
@@ -183,6 +186,20 @@ func cmdRecord(ctx context.Context, fs *flag.FlagSet, args []string) error {
 			return record.ExportAsciicast(os.Stdout, recs, record.AsciicastOptions{})
 		}
 		return fmt.Errorf("unknown format %q (jsonl or asciicast)", *format)
+	case "sink-sql":
+		table := fs.String("table", pgsink.DefaultTable, "the table (NAME or SCHEMA.NAME), as fleet.records_table names it")
+		role := fs.String("role", "enforcer_sink", "the role the hosts log in as (fleet.records_dsn_file)")
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return fmt.Errorf("sink-sql takes no arguments, only --table and --role; got %q", fs.Args())
+		}
+		fmt.Printf("-- The fleet's session-log table, and grants that let %s insert rows and do nothing\n"+
+			"-- else. Run once as the owner of the table's schema, after creating the role:\n"+
+			"--   CREATE ROLE %s LOGIN PASSWORD '…';\n%s%s",
+			*role, pgx.Identifier{*role}.Sanitize(), pgsink.SchemaFor(*table), pgsink.GrantsFor(*table, *role))
+		return nil
 	case "checkpoint":
 		out := fs.String("out", "", "write the latest signed checkpoint here (default stdout)")
 		if err := fs.Parse(args); err != nil {
@@ -219,6 +236,8 @@ func cmdRecord(ctx context.Context, fs *flag.FlagSet, args []string) error {
 const recordUsage = `usage: enforcer record verify [--checkpoint FILE] [--json]
        enforcer record export [--format jsonl|asciicast] [--session ID]
        enforcer record checkpoint [--out FILE]
+       enforcer record sink-sql [--table NAME] [--role NAME]
 
-Each also takes --dir DIR or --config FILE to find the log. Run
-` + "`enforcer record verify -h`" + ` (or export, checkpoint) for a command's flags.`
+Each but sink-sql (the fleet sink's table and grants, to run in its database) also takes
+--dir DIR or --config FILE to find the log. Run ` + "`enforcer record verify -h`" + ` (or export,
+checkpoint, sink-sql) for a command's flags.`

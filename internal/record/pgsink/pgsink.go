@@ -19,11 +19,11 @@
 //
 // # Database setup (run once, as an owner of the schema)
 //
-// Schema creates the table; Grants, with the role name substituted, makes an insert-only role: it can
-// add rows but neither change nor delete them, nor read other hosts' rows.
+// SchemaFor creates the table; GrantsFor makes an insert-only role: it can add rows but neither
+// change nor delete them, nor read other hosts' rows. `enforcer record sink-sql` prints both.
 //
 //	CREATE ROLE enforcer_sink LOGIN PASSWORD '…';
-//	-- Schema, then:
+//	-- SchemaFor, then GrantsFor:
 //	GRANT USAGE ON SCHEMA public TO enforcer_sink;
 //	GRANT INSERT ON enforcer_records TO enforcer_sink;
 //
@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
@@ -58,9 +59,19 @@ const DefaultTable = "enforcer_records"
 // Schema is the DDL of the table (for DefaultTable; use SchemaFor for another name).
 var Schema = SchemaFor(DefaultTable)
 
-// SchemaFor returns the DDL of a records table named table.
+// tableIdent splits a table name, NAME or SCHEMA.NAME, into its identifier, its schema ("" when
+// not named) and its own name.
+func tableIdent(table string) (ident pgx.Identifier, schema, name string) {
+	if schema, name, ok := strings.Cut(table, "."); ok {
+		return pgx.Identifier{schema, name}, schema, name
+	}
+	return pgx.Identifier{table}, "", table
+}
+
+// SchemaFor returns the DDL of a records table named table (NAME or SCHEMA.NAME).
 func SchemaFor(table string) string {
-	t := pgx.Identifier{table}.Sanitize()
+	ident, _, name := tableIdent(table)
+	t := ident.Sanitize()
 	return `CREATE TABLE IF NOT EXISTS ` + t + ` (
 	host    text        NOT NULL,
 	log     text        NOT NULL, -- the log's id (a reinstalled host starts a new log)
@@ -75,17 +86,22 @@ func SchemaFor(table string) string {
 	shipped timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (host, log, seq)
 );
-CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{table + "_session"}.Sanitize() + ` ON ` + t + ` (session);
-CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{table + "_time"}.Sanitize() + ` ON ` + t + ` (time);
+CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{name + "_session"}.Sanitize() + ` ON ` + t + ` (session);
+CREATE INDEX IF NOT EXISTS ` + pgx.Identifier{name + "_time"}.Sanitize() + ` ON ` + t + ` (time);
 `
 }
 
-// GrantsFor returns the statements that let role insert into table and nothing else.
+// GrantsFor returns the statements that let role insert into table (NAME, in schema public, or
+// SCHEMA.NAME) and nothing else.
 func GrantsFor(table, role string) string {
+	ident, schema, _ := tableIdent(table)
+	if schema == "" {
+		schema = "public"
+	}
 	r := pgx.Identifier{role}.Sanitize()
-	return "REVOKE ALL ON " + pgx.Identifier{table}.Sanitize() + " FROM " + r + ";\n" +
-		"GRANT USAGE ON SCHEMA public TO " + r + ";\n" +
-		"GRANT INSERT ON " + pgx.Identifier{table}.Sanitize() + " TO " + r + ";\n"
+	return "REVOKE ALL ON " + ident.Sanitize() + " FROM " + r + ";\n" +
+		"GRANT USAGE ON SCHEMA " + pgx.Identifier{schema}.Sanitize() + " TO " + r + ";\n" +
+		"GRANT INSERT ON " + ident.Sanitize() + " TO " + r + ";\n"
 }
 
 // Config configures a Sink. Dir and ConnString are required.
@@ -93,7 +109,7 @@ type Config struct {
 	Dir        string // the record log directory
 	ConnString string // pgx connection string of the insert-only role
 	Host       string // this host's name in the table, default os.Hostname()
-	Table      string // default DefaultTable
+	Table      string // NAME or SCHEMA.NAME, default DefaultTable
 	StateFile  string // the position shipped up to, default Dir/pgsink.state
 	// Durable returns the highest seq of the log that is on disk (the recorder's Durable); the
 	// sink ships nothing after it. Nil ships every complete record (a log no one writes to).
@@ -179,7 +195,8 @@ func New(cfg Config) (*Sink, error) {
 	if _, err := s.resume(false); err != nil {
 		return nil, err
 	}
-	s.sql = `INSERT INTO ` + pgx.Identifier{cfg.Table}.Sanitize() + ` (host, log, seq, time, type, session, data, prev, hash, line)
+	ident, _, _ := tableIdent(cfg.Table)
+	s.sql = `INSERT INTO ` + ident.Sanitize() + ` (host, log, seq, time, type, session, data, prev, hash, line)
 SELECT $1, lg, s, t::timestamptz, ty, se, d::jsonb, p, h, l
 FROM unnest($2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) AS u(lg, s, t, ty, se, d, p, h, l)
 ON CONFLICT DO NOTHING`
@@ -324,7 +341,12 @@ func (s *Sink) shipWithRetry(ctx context.Context, batch []record.Line) error {
 		s.mu.Unlock()
 		s.closeConn()
 		wait := backoff/2 + rand.N(backoff/2+1)
-		s.log.Warn("shipping records failed; retrying", "from", batch[0].Seq, "to", batch[len(batch)-1].Seq, "retry_in", wait, "err", err)
+		attrs := []any{"from", batch[0].Seq, "to", batch[len(batch)-1].Seq, "retry_in", wait, "err", err}
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42501" || pgErr.Code == "3F000") {
+			// A table, schema or grant missing: the database was not set up for the sink.
+			attrs = append(attrs, "hint", "create the table and the role's grants with `enforcer record sink-sql --table "+s.cfg.Table+" --role ROLE`, run as the schema's owner")
+		}
+		s.log.Warn("shipping records failed; retrying", attrs...)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -3,14 +3,18 @@ package pgsink
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/enforcer-dev/enforcer/internal/pgtest"
 	"github.com/enforcer-dev/enforcer/internal/record"
@@ -357,5 +361,56 @@ func TestSinkShipsOnlyDurable(t *testing.T) {
 	<-done
 	if m := missing(localLines(t, dir), tableLines(t, srv, "h")); len(m) > 0 {
 		t.Fatalf("%d records not in the table", len(m))
+	}
+}
+
+// TestSinkTableInSchema: a table named SCHEMA.NAME is created, granted and shipped to as such,
+// and the role can still only insert; a sink whose table is missing says how to create it.
+func TestSinkTableInSchema(t *testing.T) {
+	srv := pgtest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := srv.CreateUser(ctx, "fleet_sink", false); err != nil {
+		t.Fatal(err)
+	}
+	srv.Exec(t, "CREATE SCHEMA audit;\n"+SchemaFor("audit.records")+GrantsFor("audit.records", "fleet_sink"))
+	dsn := srv.DSN("fleet_sink", "postgres")
+	dir := t.TempDir()
+	last, _ := writeLog(t, record.Options{Dir: dir}, 10)
+
+	var logs bytes.Buffer
+	missingTable := newSink(t, Config{Dir: dir, ConnString: dsn, Host: "h", Table: "audit.nosuch", StateFile: filepath.Join(t.TempDir(), "state"),
+		Poll: 10 * time.Millisecond, MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if st := shipUntil(t, missingTable, last, 300*time.Millisecond); st.Shipped != 0 || st.Failures == 0 {
+		t.Fatalf("shipped to a missing table: %+v", st)
+	}
+	if !strings.Contains(logs.String(), "enforcer record sink-sql --table audit.nosuch") {
+		t.Errorf("the failure does not say how to create the table:\n%s", logs.String())
+	}
+
+	s := newSink(t, Config{Dir: dir, ConnString: dsn, Host: "h", Table: "audit.records", Poll: 10 * time.Millisecond})
+	if st := shipUntil(t, s, last, 10*time.Second); st.Shipped < last || st.Failures > 0 {
+		t.Fatalf("shipped up to %d of %d, %d failures: %s", st.Shipped, last, st.Failures, st.LastError)
+	}
+	conn, err := pgx.Connect(ctx, srv.DSN(pgtest.SuperUser, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var rows int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM audit.records WHERE host = 'h'").Scan(&rows); err != nil || uint64(rows) != last {
+		t.Fatalf("audit.records holds %d rows (%v), want %d", rows, err, last)
+	}
+	sc, err := pgconn.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close(context.Background())
+	for _, q := range []string{`SELECT count(*) FROM audit.records`, `DELETE FROM audit.records`} {
+		_, err := sc.Exec(ctx, q).ReadAll()
+		var pe *pgconn.PgError
+		if !errors.As(err, &pe) || pe.Code != "42501" {
+			t.Errorf("%s as the sink role: %v, want permission denied", q, err)
+		}
 	}
 }

@@ -2,11 +2,15 @@ package pgguard
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/enforcer-dev/enforcer/internal/mask"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
@@ -128,6 +132,26 @@ func FuzzGuardRecording(f *testing.F) {
 		}
 		if strings.Join(texts, "\n") != strings.Join(judged, "\n") {
 			t.Fatalf("statement records:\n%s\nstatements judged:\n%s", strings.Join(texts, "\n"), strings.Join(judged, "\n"))
+		}
+	})
+}
+
+// FuzzMaskLiterals: showing any text as a statement under a column rule (bodies followed, quotes
+// undone and redone) never panics, and never shows the value of a string literal 'hunter2' of a
+// text without code (a body is shown, with its own literals masked).
+func FuzzMaskLiterals(f *testing.F) {
+	for _, s := range []string{"do $$ select 'a' $$", "do 'select ''a'''", "create function f() as $f$ do $g$ x $g$ $f$",
+		"do language x 'y'", "select 1 as $$$$", "as ''", "x -- as\n'hunter2'", "do $a$ do $b$ do 'q' $b$ $a$"} {
+		f.Add(s)
+	}
+	pol := parsePolicy(f, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	g := guardFor(func() *policy.Policy { return pol }, nil)
+	f.Fuzz(func(t *testing.T, sql string) {
+		shown := g.maskLiterals(sql, []mask.Source{{Any: true}}, 0)
+		lits, _ := sqlclass.Literals(sql)
+		code := slices.ContainsFunc(lits, func(l sqlclass.Literal) bool { return l.Code })
+		if !code && strings.Contains(sql, "'hunter2'") && strings.Contains(shown, "hunter2") {
+			t.Errorf("%q shown as %q", sql, shown)
 		}
 	})
 }

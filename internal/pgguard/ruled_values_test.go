@@ -126,6 +126,8 @@ func TestRuledValuesNotRecordedInClear(t *testing.T) {
 		{"function body", ruledQueries("create function f() returns void language sql as 'update customers set tel = ''hunter2'''")},
 		{"sql-standard function body", ruledQueries("create procedure p() begin atomic update customers set tel = 'hunter2'; end")},
 		{"unknown function", ruledQueries("select set_tel(1, 'hunter2')")},
+		{"value after a comment ending in AS", ruledQueries("update customers set tel = -- as\n'hunter2' where id = 1")},
+		{"do block in another language", ruledQueries("do language plpython3u $$ plpy.execute(\"update customers set tel = 'hunter2'\") $$")},
 		{"query_to_xml", ruledQueries("select query_to_xml('select 1 from customers where tel = ''hunter2''', true, false, '')")},
 		// Parameters of the extended protocol, through the same walker.
 		{"param insert select from values", []ruledStmt{{sql: "insert into customers(tel) select x from (values ($1::text)) v(x)", params: []string{"hunter2"}}}},

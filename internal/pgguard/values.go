@@ -77,25 +77,25 @@ func appendNames(dst []mask.Source, st *sqlclass.Statement) []mask.Source {
 const maxBodyDepth = 4
 
 // maskLiterals replaces every literal of sql with its value masked as a value of cols (quoted).
-// The body of a DO block or a function is code, not a value: its own literals are masked, so that
-// a reader still sees what it does. A text the lexer cannot split into tokens is replaced whole by
-// the redaction marker.
+// The body of a DO block or a function in SQL or PL/pgSQL is code, not a value: its own literals
+// are masked, so that a reader still sees what it does (a body in another language is masked
+// whole). A text the lexer cannot split into tokens is replaced whole by the redaction marker.
 func (g *Guard) maskLiterals(sql string, cols []mask.Source, depth int) string {
 	plan := g.mask.plan
-	spans, ok := sqlclass.LiteralSpans(sql)
+	lits, ok := sqlclass.Literals(sql)
 	if !ok {
 		return string(plan.Redacted())
 	}
-	if len(spans) == 0 {
+	if len(lits) == 0 {
 		return sql
 	}
 	var b strings.Builder
 	last := 0
-	for _, sp := range spans {
-		b.WriteString(sql[last:sp[0]])
-		last = sp[1]
-		tok := sql[sp[0]:sp[1]]
-		if depth < maxBodyDepth && opensBody(sql[:sp[0]]) {
+	for _, l := range lits {
+		b.WriteString(sql[last:l.Start])
+		last = l.End
+		tok := sql[l.Start:l.End]
+		if depth < maxBodyDepth && l.Code {
 			if open, body, ok := splitBody(tok); ok {
 				b.WriteString(open)
 				inner := g.maskLiterals(body, cols, depth+1)
@@ -122,33 +122,6 @@ func (g *Guard) maskLiterals(sql string, cols []mask.Source, depth int) string {
 	return b.String()
 }
 
-// opensBody reports whether a literal that follows before is a block of code: DO's (also after
-// DO LANGUAGE name) or a function's, after AS. Anything between (a comment) makes it a value,
-// masked whole.
-func opensBody(before string) bool {
-	w1, before := lastWord(before)
-	if strings.EqualFold(w1, "do") || strings.EqualFold(w1, "as") {
-		return true
-	}
-	w2, before := lastWord(before)
-	w3, _ := lastWord(before)
-	return w1 != "" && strings.EqualFold(w2, "language") && strings.EqualFold(w3, "do")
-}
-
-// lastWord returns the identifier that s ends with (after trailing spaces), and s before it.
-func lastWord(s string) (word, before string) {
-	s = strings.TrimRight(s, " \t\r\n\f\v")
-	i := len(s)
-	for i > 0 {
-		c := s[i-1]
-		if c != '_' && (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
-			break
-		}
-		i--
-	}
-	return s[i:], s[:i]
-}
-
 // splitBody splits a string literal into its quote (' or a dollar quote such as $fn$) and its
 // content, unescaped; ok is false for other literals (numbers, E'…' and U&'…' strings).
 func splitBody(tok string) (quote, body string, ok bool) {
@@ -169,35 +142,54 @@ func splitBody(tok string) (quote, body string, ok bool) {
 	return "", "", false
 }
 
-// sqlInArgs returns argv with each argument that is a statement naming a ruled column (psql -c
-// "…", --command=…) masked as shownSQL masks its text; nil when none is. An argument
-// that does not parse is not taken for SQL: the detectors are all it gets.
+// sqlInArgs returns argv with each argument that may be a statement naming a ruled column
+// masked as shownSQL masks a statement's text; nil when none is. Arguments taken for SQL: a
+// command (after -c or --command, or attached: -c…, --command=…), and any argument, or option
+// value after =, with a quoted string in it. A command that does not parse is masked as a
+// statement that does not parse is; one the lexer cannot split is hidden whole. A command given
+// to a shell (sh -c "psql -c …") is a shell command, not SQL: it gets the detectors only.
 func (g *Guard) sqlInArgs(argv []string) []string {
 	if g.mask == nil || !g.mask.plan.HasColumnRules() {
 		return nil
 	}
 	var out []string
 	for i, a := range argv {
-		prefix, sql := "", a
-		if strings.HasPrefix(a, "-") {
+		prefix := ""
+		command := i > 0 && (argv[i-1] == "-c" || argv[i-1] == "--command")
+		switch {
+		case strings.HasPrefix(a, "--command="):
+			prefix, command = "--command=", true
+		case strings.HasPrefix(a, "-c") && len(a) > 2:
+			prefix, command = "-c", true
+		case strings.HasPrefix(a, "-"):
 			eq := strings.IndexByte(a, '=')
 			if eq < 0 {
 				continue
 			}
-			prefix, sql = a[:eq+1], a[eq+1:]
+			prefix = a[:eq+1]
 		}
-		res := g.sh.Classifier.Classify(sql)
-		if res == nil || slices.ContainsFunc(res.Statements, func(st sqlclass.Statement) bool { return st.Unknown }) {
+		sql := a[len(prefix):]
+		lits, ok := sqlclass.Literals(sql)
+		var shown string
+		switch {
+		case !ok && command:
+			shown = string(g.mask.plan.Redacted())
+		case !ok, !command && !slices.ContainsFunc(lits, func(l sqlclass.Literal) bool { return !isNumber(sql[l.Start]) }):
 			continue
-		}
-		ruled := g.ruledColumns(res)
-		if ruled == nil {
-			continue
+		default:
+			ruled := g.ruledColumns(g.sh.Classifier.Classify(sql))
+			if ruled == nil {
+				continue
+			}
+			shown = g.maskLiterals(sql, ruled, 0)
 		}
 		if out == nil {
 			out = slices.Clone(argv)
 		}
-		out[i] = prefix + g.maskLiterals(sql, ruled, 0)
+		out[i] = prefix + shown
 	}
 	return out
 }
+
+// isNumber reports whether a literal token starting with c is a number.
+func isNumber(c byte) bool { return c == '.' || c >= '0' && c <= '9' }

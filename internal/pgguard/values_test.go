@@ -40,7 +40,16 @@ func TestShownSQL(t *testing.T) {
 		{"create function f() returns void language sql as $f$ update t set secret = 'hunter2' $f$",
 			"create function f() returns void language sql as $f$ update t set secret = '[REDACTED:column]' $f$"},
 		{"do $$ begin execute 'update t set secret = ''hunter2'''; end $$", "do $$ begin execute '[REDACTED:column]'; end $$"},
-		{"do /* x */ $$ select 'hunter2' $$", "do /* x */ '[REDACTED:column]'"},
+		{"do /* x */ $$ select 'hunter2' $$", "do /* x */ $$ select '[REDACTED:column]' $$"},
+		// A body in another language is masked whole: its strings are not SQL literals.
+		{"do language plpython3u $$ plpy.execute(\"update t set secret = 'hunter2'\") $$", "do language plpython3u '[REDACTED:column]'"},
+		{"create function f() returns text language plperl as $$ return \"hunter2\"; $$",
+			"create function f() returns text language plperl as '[REDACTED:column]'"},
+		// Values after words that only look like DO or AS (probes of a review, 2026-12-06).
+		{"select * from t where secret = -- as\n'hunter2'", "select * from t where secret = -- as\n'[REDACTED:column]'"},
+		{"update t set secret = -- do\n'hunter2' where id = 1", "update t set secret = -- do\n'[REDACTED:column]' where id = '[REDACTED:column]'"},
+		{"select * from t where secret = x$as 'hunter2'", "select * from t where secret = x$as '[REDACTED:column]'"},
+		{"select * from t where secret = éas 'hunter2'", "select * from t where secret = éas '[REDACTED:column]'"},
 		{"do $a$ do $b$ do $c$ do $d$ do $e$ select 'hunter2' $e$ $d$ $c$ $b$ $a$", // deeper than maxBodyDepth
 			"do $a$ do $b$ do $c$ do $d$ do '[REDACTED:column]' $d$ $c$ $b$ $a$"},
 		{"select some_function('hunter2')", "select some_function('[REDACTED:column]')"},
@@ -58,15 +67,18 @@ func TestShownSQL(t *testing.T) {
 func TestStatementsInArguments(t *testing.T) {
 	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
 	argv := []string{"psql", "-c", "update t set secret = 'hunter2' where id = 1", "--command=select * from t where secret = 'x1'",
-		"-v", "ON_ERROR_STOP=1", "-c", "select 'kept'", "postgres://app:S3cretPass@db/prod"}
+		"-v", "ON_ERROR_STOP=1", "-c", "select 'kept'", "-cupdate t set secret = 'x2'", "-c", "update t set secret = 'x3' wher id = 1",
+		"-c", "update t set secret = 'x4'; set client_encoding = 'SJIS'", "-p", "5432", "postgres://app:S3cretPass@db/prod"}
 	g := testShared(func() *policy.Policy { return pol }, nil).NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0],
 		Identity: identity.Session{Subject: "alice"}, Argv: argv, Cmdline: strings.Join(argv, " ")})
 	want := []string{"psql", "-c", "update t set secret = '[REDACTED:column]' where id = '[REDACTED:column]'",
-		"--command=select * from t where secret = '[REDACTED:column]'", "-v", "ON_ERROR_STOP=1", "-c", "select 'kept'"}
+		"--command=select * from t where secret = '[REDACTED:column]'", "-v", "ON_ERROR_STOP=1", "-c", "select 'kept'",
+		"-cupdate t set secret = '[REDACTED:column]'", "-c", "update t set secret = '[REDACTED:column]' wher id = '[REDACTED:column]'",
+		"-c", "update t set secret = '[REDACTED:column]'; set client_encoding = '[REDACTED:column]'", "-p", "5432"}
 	if got := g.info.Argv; !slices.Equal(got[:len(want)], want) || strings.Contains(got[len(want)], "S3cretPass") {
 		t.Errorf("arguments shown as\n%q\nwant\n%q and the password masked", got, want)
 	}
-	for _, clear := range []string{"hunter2", "x1", "S3cretPass"} {
+	for _, clear := range []string{"hunter2", "x1", "x2", "x3", "x4", "S3cretPass"} {
 		if strings.Contains(g.info.Cmdline, clear) {
 			t.Errorf("reviewers' command line %q shows %s", g.info.Cmdline, clear)
 		}

@@ -1,15 +1,25 @@
 package sqlclass
 
-// LiteralSpans returns where the literal tokens of sql are, as [start, end) byte offsets in
-// order; ok is false when the text uses a form the lexer is not certain of.
-func LiteralSpans(sql string) (spans [][2]int, ok bool) {
-	var lits []literal
-	if _, _, ok = shapeLex(nil, sql, &lits); !ok {
+// Literal is where a literal token of a statement's text is, as [Start, End) byte offsets.
+type Literal struct {
+	Start, End int
+	// Code says the literal is SQL or PL/pgSQL code, not a value: the body of a DO block or a
+	// function (it follows DO, DO LANGUAGE name, or AS after the word FUNCTION or PROCEDURE),
+	// in a text whose every LANGUAGE clause names sql or plpgsql.
+	Code bool
+}
+
+// Literals returns the literal tokens of sql in order; ok is false when the text uses a form
+// the lexer is not certain of.
+func Literals(sql string) (lits []Literal, ok bool) {
+	var found []literal
+	var notes lexNotes
+	if _, _, ok = shapeLex(nil, sql, &found, &notes); !ok {
 		return nil, false
 	}
-	spans = make([][2]int, len(lits))
-	for i, l := range lits {
-		spans[i] = [2]int{l.start, l.end}
+	lits = make([]Literal, len(found))
+	for i, l := range found {
+		lits[i] = Literal{Start: l.start, End: l.end, Code: l.body && !notes.otherLanguage}
 	}
-	return spans, true
+	return lits, true
 }

@@ -28,17 +28,44 @@ func TestNames(t *testing.T) {
 	}
 }
 
-func TestLiteralSpans(t *testing.T) {
-	sql := "select * from t where a = 'x''y' and b = 42 and c = $$z$$"
-	spans, ok := LiteralSpans(sql)
-	var got []string
-	for _, s := range spans {
-		got = append(got, sql[s[0]:s[1]])
+func TestLiterals(t *testing.T) {
+	for _, c := range []struct {
+		sql, want string // want: the literals, code ones marked with a *
+	}{
+		{"select * from t where a = 'x''y' and b = 42 and c = $$z$$", "'x''y'|42|$$z$$"},
+		{"do $$ begin end $$", "*$$ begin end $$"},
+		{"DO LANGUAGE plpgsql 'x'", "*'x'"},
+		{"do language PLPGSQL $b$x$b$; select 'v'", "*$b$x$b$|'v'"},
+		{"create function f() returns int language sql as 'select 1'", "*'select 1'"},
+		{"create function f() returns int as $$select 1$$ language sql", "*$$select 1$$"},
+		// Another language's body is not SQL; nor is one whose language is named by a string.
+		{"do $$x$$ language plpython3u", "$$x$$"},
+		{"do language plperl 'x'", "'x'"},
+		{"create function f() returns int language 'sql' as 'select 1'", "'sql'|'select 1'"},
+		// A value after a word that only looks like DO or AS.
+		{"select 1 = -- as\n'v'", "1|'v'"},
+		{"select x$as 'v'", "'v'"},
+		{"select éas 'v'", "'v'"},
+		{"select a as \"as\", 'v'", "'v'"},
+		{"select 1 as x, 'v'", "1|'v'"},
+		{"select x As'v'", "'v'"},
+		{"copy t from stdin with null as 'v'", "'v'"},
+		{"create procedure p() language plpgsql as $$begin end$$", "*$$begin end$$"},
+	} {
+		lits, ok := Literals(c.sql)
+		var got []string
+		for _, l := range lits {
+			mark := ""
+			if l.Code {
+				mark = "*"
+			}
+			got = append(got, mark+c.sql[l.Start:l.End])
+		}
+		if !ok || strings.Join(got, "|") != c.want {
+			t.Errorf("%s: got %q (ok %v), want %s", c.sql, got, ok, c.want)
+		}
 	}
-	if !ok || strings.Join(got, "|") != "'x''y'|42|$$z$$" {
-		t.Errorf("%q %v", got, ok)
-	}
-	if _, ok := LiteralSpans("select E'\\101'"); ok {
+	if _, ok := Literals("select E'\\101'"); ok {
 		t.Error("an escape the lexer does not normalise was accepted")
 	}
 }

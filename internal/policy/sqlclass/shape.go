@@ -63,20 +63,47 @@ type litSpan struct {
 type literal struct {
 	cls        byte
 	start, end int
+	// body: the literal follows DO or DO LANGUAGE name, or AS after the word FUNCTION or
+	// PROCEDURE: where a DO block's or a function's body goes (see Literals).
+	body bool
 }
 
 // shapeKey appends the shape key of sql to dst. ok is false when the text
 // uses anything the lexer is not certain about.
 func shapeKey(dst []byte, sql string) (key []byte, sp litSpan, ok bool) {
-	return shapeLex(dst, sql, nil)
+	return shapeLex(dst, sql, nil, nil)
+}
+
+// lexNotes is what shapeLex notes of a text besides its literals.
+type lexNotes struct {
+	otherLanguage bool // a LANGUAGE clause names something other than sql or plpgsql
 }
 
 // shapeLex is shapeKey that also appends every literal to *lits when lits
-// is not nil (for tests).
-func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, ok bool) {
+// is not nil, and then fills *notes.
+func shapeLex(dst []byte, sql string, lits *[]literal, notes *lexNotes) (key []byte, sp litSpan, ok bool) {
 	n := len(sql)
 	if !utf8.ValidString(sql) || strings.IndexByte(sql, 0) >= 0 {
 		return dst, sp, false
+	}
+	// With lits, the words (identifiers, keywords) just before the current token, most recent
+	// first (any other token clears them), tell a body's literal from a value's; a LANGUAGE
+	// clause naming anything but sql or plpgsql (or naming it with a string) is noted in
+	// notes.otherLanguage.
+	var words [3]string
+	function := false // the word FUNCTION or PROCEDURE came before
+	endWords := func() {
+		if strings.EqualFold(words[0], "language") {
+			notes.otherLanguage = true
+		}
+		words = [3]string{}
+	}
+	word := func(w string) {
+		if strings.EqualFold(words[0], "language") && !strings.EqualFold(w, "sql") && !strings.EqualFold(w, "plpgsql") {
+			notes.otherLanguage = true
+		}
+		function = function || strings.EqualFold(w, "function") || strings.EqualFold(w, "procedure")
+		words = [3]string{w, words[0], words[1]}
 	}
 	lit := func(cls byte, from, to int) {
 		dst = append(dst, litMark, cls)
@@ -86,7 +113,10 @@ func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, 
 		sp.n++
 		sp.last = to
 		if lits != nil {
-			*lits = append(*lits, literal{cls, from, to})
+			body := strings.EqualFold(words[0], "do") || strings.EqualFold(words[0], "as") && function ||
+				strings.EqualFold(words[1], "language") && strings.EqualFold(words[2], "do")
+			*lits = append(*lits, literal{cls, from, to, body})
+			endWords()
 		}
 	}
 	i := 0
@@ -112,6 +142,9 @@ func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, 
 				return dst, sp, false
 			}
 			dst = append(dst, sql[i:j]...)
+			if lits != nil {
+				word(sql[i:j])
+			}
 			i = j
 		case c == '$':
 			j, cls, ok := scanDollar(sql, i)
@@ -120,6 +153,9 @@ func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, 
 			}
 			if cls == 0 { // parameter
 				dst = append(dst, sql[i:j]...)
+				if lits != nil {
+					endWords()
+				}
 			} else {
 				lit(cls, i, j)
 			}
@@ -140,6 +176,9 @@ func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, 
 			i = j
 		case c == '.' && next == '.': // DOT_DOT
 			dst = append(dst, ".."...)
+			if lits != nil {
+				endWords()
+			}
 			i += 2
 		case isDigit(c) || (c == '.' && isDigit(next)):
 			j, cls, ok := scanNumber(sql, i)
@@ -179,9 +218,15 @@ func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, 
 				j++
 			}
 			dst = append(dst, sql[i:j]...)
+			if lits != nil {
+				word(sql[i:j])
+			}
 			i = j
 		default:
 			dst = append(dst, c)
+			if lits != nil && !isSpace(c) {
+				endWords()
+			}
 			i++
 		}
 	}
@@ -189,6 +234,11 @@ func shapeLex(dst []byte, sql string, lits *[]literal) (key []byte, sp litSpan, 
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// isSpace: scan.l space [ \t\n\r\f\v].
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'
+}
 
 // isIdentStart: scan.l ident_start [A-Za-z\200-\377_].
 func isIdentStart(c byte) bool {

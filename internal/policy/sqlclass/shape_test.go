@@ -105,7 +105,7 @@ func TestShapeKey(t *testing.T) {
 // they agree or the text is not normalised or not scannable.
 func checkLexAgainstScanner(sql string) string {
 	var lits []literal
-	_, _, ok := shapeLex(nil, sql, &lits)
+	_, _, ok := shapeLex(nil, sql, &lits, new(lexNotes))
 	if !ok {
 		return ""
 	}
@@ -402,7 +402,7 @@ func TestShapeNotStored(t *testing.T) {
 // class, picking values with r; ok is false when sql is not normalised.
 func mutate(sql string, r *rand.Rand, strs []string) (string, bool) {
 	var lits []literal
-	if _, _, ok := shapeLex(nil, sql, &lits); !ok || len(lits) == 0 {
+	if _, _, ok := shapeLex(nil, sql, &lits, new(lexNotes)); !ok || len(lits) == 0 {
 		return "", false
 	}
 	pick := func(vs ...string) string { return vs[r.IntN(len(vs))] }

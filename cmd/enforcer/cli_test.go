@@ -26,6 +26,8 @@ func TestCommandUsage(t *testing.T) {
 		{args: []string{"record", "verify", "-h"}, status: 0, stderr: "-checkpoint", notStderr: "unknown"},
 		{args: []string{"record", "sink-sql", "--table", "audit.recs", "--role", "r1"}, status: 0, stdout: `GRANT INSERT ON "audit"."recs" TO "r1"`},
 		{args: []string{"record", "sink-sql", "audit.recs"}, status: 1, stderr: "only --table and --role"},
+		{args: []string{"record", "sink-sql", "--role", "x\nDROP TABLE t; --"}, status: 1, stderr: "without control characters"},
+		{args: []string{"record", "sink-sql", "--table", "a.b.c"}, status: 1, stderr: "NAME or SCHEMA.NAME"},
 		{args: []string{"deny", "x"}, status: 1, stderr: "--reason TEXT", notStderr: "daemon"},
 		{args: []string{"deny", "x", "--reason", " "}, status: 1, stderr: "--reason TEXT", notStderr: "daemon"},
 		{args: []string{"approve"}, status: 2, stderr: "usage: enforcer approve ID"},

@@ -195,6 +195,12 @@ func cmdRecord(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		if fs.NArg() > 0 {
 			return fmt.Errorf("sink-sql takes no arguments, only --table and --role; got %q", fs.Args())
 		}
+		if err := pgsink.CheckName(*table, true); err != nil {
+			return fmt.Errorf("--table %w", err)
+		}
+		if err := pgsink.CheckName(*role, false); err != nil {
+			return fmt.Errorf("--role %w", err)
+		}
 		fmt.Printf("-- The fleet's session-log table, and grants that let %s insert rows and do nothing\n"+
 			"-- else. Run once as the owner of the table's schema, after creating the role:\n"+
 			"--   CREATE ROLE %s LOGIN PASSWORD '…';\n%s%s",

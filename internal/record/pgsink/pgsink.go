@@ -59,6 +59,24 @@ const DefaultTable = "enforcer_records"
 // Schema is the DDL of the table (for DefaultTable; use SchemaFor for another name).
 var Schema = SchemaFor(DefaultTable)
 
+// CheckName reports whether name can name a table (NAME or SCHEMA.NAME, unquoted) or a role
+// (withSchema false): each part non-empty, at most 63 bytes, without control characters.
+func CheckName(name string, withSchema bool) error {
+	parts := []string{name}
+	if withSchema {
+		parts = strings.Split(name, ".")
+	}
+	if len(parts) > 2 {
+		return fmt.Errorf("%q: name a table as NAME or SCHEMA.NAME", name)
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 63 || strings.ContainsFunc(p, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return fmt.Errorf("%q: each part of a name must be 1 to 63 bytes without control characters", name)
+		}
+	}
+	return nil
+}
+
 // tableIdent splits a table name, NAME or SCHEMA.NAME, into its identifier, its schema ("" when
 // not named) and its own name.
 func tableIdent(table string) (ident pgx.Identifier, schema, name string) {
@@ -166,6 +184,9 @@ func New(cfg Config) (*Sink, error) {
 	}
 	if cfg.Table == "" {
 		cfg.Table = DefaultTable
+	}
+	if err := CheckName(cfg.Table, true); err != nil {
+		return nil, fmt.Errorf("pgsink: table %w", err)
 	}
 	if cfg.StateFile == "" {
 		cfg.StateFile = filepath.Join(cfg.Dir, "pgsink.state")

@@ -325,6 +325,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}{
 		{"no dir", Config{ConnString: "host=x"}, ""},
 		{"no conn", Config{Dir: dir}, ""},
+		{"table with three parts", Config{Dir: dir, ConnString: "host=x", Table: "a.b.c"}, ""},
+		{"table with an empty schema", Config{Dir: dir, ConnString: "host=x", Table: ".t"}, ""},
 		{"corrupt state", Config{Dir: dir, ConnString: "host=x"}, "twelve\n"},
 	}
 	for _, c := range cases {

@@ -15,8 +15,8 @@ type Hook interface {
 	// s.Notice to tell the client at once why it waits.
 	Statement(ctx context.Context, s *Statement) Verdict
 	// Result sees one result message. Rows (RowDescription, DataRow) and COPY data reach it only for
-	// statements whose Verdict set Observe; command completions, errors, notices and notifications
-	// always do, because masking must see every text the server sends. The hook may rewrite the
+	// statements whose Verdict set Observe; command completions, suspended portals, errors, notices
+	// and notifications always do, because masking must see every text the server sends. The hook may rewrite the
 	// message through r's setters. A non-nil error ends the session: the client gets an ErrorResponse
 	// and the data does not pass (fail closed).
 	Result(ctx context.Context, r *Result) error

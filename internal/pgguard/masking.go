@@ -145,8 +145,8 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 		}
 	}
 	if m.rp != nil && bytes.Equal(m.scratch, m.key) {
-		// Everything the plan depends on is in the key, the catalog's time window included, so
-		// the resolution would come out the same.
+		// Everything the plan depends on is in the key (under column rules, the catalog's time
+		// window too), so the resolution would come out the same.
 		return nil
 	}
 	tables := make([]uint32, len(desc.Fields))

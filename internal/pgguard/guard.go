@@ -92,6 +92,10 @@ type Guard struct {
 type parsedStatement struct {
 	decision rules.Decision
 	sql      string // the text decision is for
+	// deallocated: an SQL DEALLOCATE (or DISCARD ALL) may have dropped the statement since its
+	// Parse. Parse'd and PREPAREd statements share one namespace at the server, so the name may
+	// now be a PREPARE's, which the proxy's record of the Parse does not show.
+	deallocated bool
 }
 
 // parseMemo is a Parse decision with everything it depends on: the text, the policy, the
@@ -203,6 +207,13 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		d.Result = nil
 		return v
 	case postgres.KindParse:
+		if _, sql := g.prepared[s.StatementName]; sql && s.StatementName != "" {
+			// The server refuses it (42P05), and a Bind of the name would then bind the PREPAREd
+			// statement, not this text.
+			v := g.refuse("statement-name-in-use", fmt.Sprintf("enforcer: prepared statement %q exists: it was made with PREPARE on this connection", s.StatementName),
+				s.SQL, "use another name, or DEALLOCATE it first")
+			return g.recorded(s, nil, v, "", nil)
+		}
 		d := g.parseDecision(pol, s.SQL)
 		if d.Verdict == rules.Block {
 			v, _ := g.enforce(ctx, pol, s, &d, nil)
@@ -213,7 +224,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		g.count(&d)
 		g.noteOrigins(s.ID, d.Result, false) // for the row description a Describe gets
 		if p := g.parsed[s.StatementName]; p != nil {
-			p.decision, p.sql = d, s.SQL // the unnamed statement is re-parsed for every query: reuse its entry
+			p.decision, p.sql, p.deallocated = d, s.SQL, false // the unnamed statement is re-parsed for every query: reuse its entry
 		} else {
 			g.parsed[s.StatementName] = &parsedStatement{decision: d, sql: s.SQL}
 		}
@@ -222,6 +233,11 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		if !s.Known {
 			v := g.refuse("statement-not-parsed-here", fmt.Sprintf("enforcer: prepared statement %q was not prepared through the enforcer on this connection", s.StatementName),
 				s.SQL, "prepare statements with the extended protocol (Parse) or PREPARE on the same connection, so the enforcer can judge them")
+			return g.recorded(s, nil, v, "", s.Params)
+		}
+		if p := g.parsed[s.StatementName]; p != nil && p.deallocated {
+			v := g.refuse("statement-deallocated", fmt.Sprintf("enforcer: prepared statement %q was deallocated with SQL since it was parsed, so what it runs now is not known", s.StatementName),
+				s.SQL, "parse the statement again")
 			return g.recorded(s, nil, v, "", s.Params)
 		}
 		// s.SQL is what the portal runs: the statement it was bound to, as the server holds it.
@@ -273,12 +289,31 @@ func (g *Guard) recorded(s *postgres.Statement, d *rules.Decision, v postgres.Ve
 	return v
 }
 
-// notePrepares tracks SQL-level PREPARE and DEALLOCATE so an EXECUTE is judged as its body.
+// notePrepares tracks SQL-level PREPARE and DEALLOCATE so an EXECUTE is judged as its body. The
+// server keeps them in one namespace with the extended protocol's named statements: a PREPARE
+// of a Parse'd name fails there, and a DEALLOCATE drops a Parse'd statement too.
 func (g *Guard) notePrepares(res *sqlclass.Result) {
 	for i := range res.Statements {
 		st := &res.Statements[i]
 		switch {
+		case st.DeallocateAll:
+			for name, p := range g.parsed {
+				p.deallocated = p.deallocated || name != ""
+			}
+		case st.Deallocate != "":
+			if p := g.parsed[st.Deallocate]; p != nil {
+				p.deallocated = true
+			}
+		}
+		switch {
 		case st.Prepare != "":
+			if p := g.parsed[st.Prepare]; p != nil && !p.deallocated {
+				// The server fails this PREPARE and keeps the Parse'd statement, unless it was
+				// closed since: an EXECUTE of the name could run either.
+				g.prepared[st.Prepare] = nil
+				g.log.Warn("statement prepared under a name a Parse used; EXECUTE of it is refused until it is deallocated", "name", st.Prepare)
+				break
+			}
 			if _, used := g.prepared[st.Prepare]; used {
 				// The server keeps the statement it has under this name and fails this PREPARE,
 				// unless the earlier PREPARE failed: the guard cannot tell which statement an

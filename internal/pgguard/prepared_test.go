@@ -270,3 +270,48 @@ func TestDeallocateThatDidNotRun(t *testing.T) {
 		t.Fatalf("%s rows left", n)
 	}
 }
+
+// TestParseAndPrepareShareANamespace: the server keeps Parse'd and PREPAREd statements under one
+// namespace (a PREPARE of a Parse'd name fails, a DEALLOCATE drops a Parse'd statement), so a
+// name the two used in turn may run a statement the guard did not judge (an update judged, held
+// or masked as a select): the guard refuses such a name until it is known again (probes of a
+// review, 2026-12-06).
+func TestParseAndPrepareShareANamespace(t *testing.T) {
+	pol := parsePolicy(t, allowAllPolicy)
+	parse := func(sql string) *postgres.Statement {
+		return &postgres.Statement{Kind: postgres.KindParse, SQL: sql, StatementName: "p"}
+	}
+	query := func(sql string) *postgres.Statement { return &postgres.Statement{Kind: postgres.KindQuery, SQL: sql} }
+	// execParsed is an Execute of a portal bound to "p", as the relay reports it: the text of
+	// p's last Parse.
+	execParsed := &postgres.Statement{Kind: postgres.KindExecute, SQL: "select $1::text", StatementName: "p", Known: true, Params: [][]byte{[]byte("x")}}
+	for _, c := range []struct {
+		name  string
+		steps []*postgres.Statement
+		last  postgres.Action
+	}{
+		{"PREPARE of a Parse'd name, then EXECUTE", []*postgres.Statement{parse("update t set a = $1"), query("prepare p as select $1::text"), query("execute p('x')")}, postgres.Refuse},
+		{"DEALLOCATE of a Parse'd name, PREPARE, then Execute", []*postgres.Statement{parse("select $1::text"), query("deallocate p"), query("prepare p as update t set a = $1"), execParsed}, postgres.Refuse},
+		{"DISCARD ALL, PREPARE, then Execute", []*postgres.Statement{parse("select $1::text"), query("discard all"), query("prepare p as update t set a = $1"), execParsed}, postgres.Refuse},
+		{"Parse of a PREPAREd name", []*postgres.Statement{query("prepare p as update t set a = $1"), parse("select $1::text")}, postgres.Refuse},
+		// Controls: what is known stays allowed.
+		{"Parse, DEALLOCATE, Parse again, Execute", []*postgres.Statement{parse("select $1::text"), query("deallocate p"), parse("select $1::text"), execParsed}, postgres.Allow},
+		{"Parse, Execute", []*postgres.Statement{parse("select $1::text"), execParsed}, postgres.Allow},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := guardFor(func() *policy.Policy { return pol }, nil)
+			var v postgres.Verdict
+			for i, s := range c.steps {
+				st := *s
+				st.ID = uint64(i + 1)
+				v = g.Statement(context.Background(), &st)
+				if i < len(c.steps)-1 && v.Action != postgres.Allow {
+					t.Fatalf("step %d (%s) refused: %s", i, st.SQL, v.Error.Message)
+				}
+			}
+			if v.Action != c.last {
+				t.Errorf("last step: action %v, want %v (%+v)", v.Action, c.last, v.Error)
+			}
+		})
+	}
+}

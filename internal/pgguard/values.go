@@ -144,24 +144,18 @@ func splitBody(tok string) (quote, body string, ok bool) {
 
 // sqlInArgs returns argv with each argument that may be a statement naming a ruled column
 // masked as shownSQL masks a statement's text; nil when none is. Arguments taken for SQL: a
-// command (after -c or --command, or attached: -c…, --command=…), and any argument, or option
-// value after =, with a quoted string in it. A command that does not parse is masked as a
-// statement that does not parse is; one the lexer cannot split is hidden whole. A command given
-// to a shell (sh -c "psql -c …") is a shell command, not SQL: it gets the detectors only.
+// command (see commandArg), and any argument, or option value after =, with a quoted string in
+// it. A command that does not parse is masked as a statement that does not parse is; one the
+// lexer cannot split is hidden whole. A command given to a shell (sh -c "psql -c …") is a shell
+// command, not SQL: it gets the detectors only.
 func (g *Guard) sqlInArgs(argv []string) []string {
 	if g.mask == nil || !g.mask.plan.HasColumnRules() {
 		return nil
 	}
 	var out []string
 	for i, a := range argv {
-		prefix := ""
-		command := i > 0 && (argv[i-1] == "-c" || argv[i-1] == "--command")
-		switch {
-		case strings.HasPrefix(a, "--command="):
-			prefix, command = "--command=", true
-		case strings.HasPrefix(a, "-c") && len(a) > 2:
-			prefix, command = "-c", true
-		case strings.HasPrefix(a, "-"):
+		prefix, command := commandArg(argv, i)
+		if !command && strings.HasPrefix(a, "-") {
 			eq := strings.IndexByte(a, '=')
 			if eq < 0 {
 				continue
@@ -189,6 +183,52 @@ func (g *Guard) sqlInArgs(argv []string) []string {
 		out[i] = prefix + shown
 	}
 	return out
+}
+
+// commandArg reports whether argv[i] is a command as psql takes one, and the option before it
+// in the same argument: after -c or --command, or a getopt abbreviation of it (--comm), or a
+// bundle of flags ending in c (-Atc); or attached to such an option (-cSQL, -XcSQL, --co=SQL).
+func commandArg(argv []string, i int) (prefix string, ok bool) {
+	if i > 0 {
+		if rest, ok := shortCommand(argv[i-1]); ok && rest == "" {
+			return "", true
+		}
+		if longCommand(argv[i-1]) {
+			return "", true
+		}
+	}
+	a := argv[i]
+	if rest, ok := shortCommand(a); ok && rest != "" {
+		return a[:len(a)-len(rest)], true
+	}
+	if eq := strings.IndexByte(a, '='); eq > 0 && longCommand(a[:eq]) {
+		return a[:eq+1], true
+	}
+	return "", false
+}
+
+// shortCommand reports whether a is a bundle of psql's short flags whose last option is -c,
+// and what follows the c.
+func shortCommand(a string) (rest string, ok bool) {
+	if len(a) < 2 || a[0] != '-' || a[1] == '-' {
+		return "", false
+	}
+	for j := 1; j < len(a); j++ {
+		switch c := a[j]; {
+		case c == 'c':
+			return a[j+1:], true
+		case strings.IndexByte("dfFhLopPRTUv", c) >= 0: // an option taking a value: the rest is it
+			return "", false
+		case !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '?'):
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// longCommand reports whether a is --command or an abbreviation getopt takes for it.
+func longCommand(a string) bool {
+	return len(a) >= len("--co") && strings.HasPrefix("--command", a)
 }
 
 // isNumber reports whether a literal token starting with c is a number.

@@ -3,9 +3,9 @@ package sqlclass
 // Literal is where a literal token of a statement's text is, as [Start, End) byte offsets.
 type Literal struct {
 	Start, End int
-	// Code says the literal is SQL or PL/pgSQL code, not a value: the body of a DO block or a
-	// function (it follows DO, DO LANGUAGE name, or AS after the word FUNCTION or PROCEDURE),
-	// in a text whose every LANGUAGE clause names sql or plpgsql.
+	// Code says the literal is SQL or PL/pgSQL code, not a value: the body of a DO block (after
+	// DO or DO LANGUAGE name) or of a function (after AS in CREATE … FUNCTION or PROCEDURE), in
+	// a text whose every LANGUAGE clause names sql or plpgsql.
 	Code bool
 }
 

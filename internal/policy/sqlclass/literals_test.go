@@ -13,6 +13,12 @@ func TestNames(t *testing.T) {
 		{"select * from t where starts_with(tel, 'x')", "t.tel"},
 		{"select 1 where true", ""},
 		{"select table_to_xml('customers', false, false, '')", "any"},
+		// Whole rows and columns no reference names (probes of a review, 2026-12-06).
+		{"insert into customers values (1, 'x')", "customers."},
+		{"insert into s.customers select 1, 'x'", "customers."},
+		{"select * from json_populate_record(null::customers, '{}')", "customers."},
+		{"select * from a join b using (tel)", "a.tel b.tel"},
+		{"select * from a natural join b", "any"},
 	} {
 		n := Classify(c.sql).Statements[0].Names
 		var got []string
@@ -49,6 +55,14 @@ func TestLiterals(t *testing.T) {
 		{"select a as \"as\", 'v'", "'v'"},
 		{"select 1 as x, 'v'", "1|'v'"},
 		{"select x As'v'", "'v'"},
+		{"update t set a = x.do 'v'", "'v'"},
+		{"select * from t where a = x . do $$v$$", "$$v$$"},
+		{"select * from t where a = \"x\"./**/do 'v'", "'v'"},
+		{"select function from t where a = x.as 'v'", "'v'"},
+		{"create function f() returns int language sql as 'select x.do ''v'''; select 1 as 'v'", "*'select x.do ''v'''|1|'v'"},
+		{"select function from t where a = aſ 'v'", "'v'"},
+		{"update t set a = do 'v'", "'v'"},
+		{"select 1; do 'x'", "1|*'x'"},
 		{"copy t from stdin with null as 'v'", "'v'"},
 		{"create procedure p() language plpgsql as $$begin end$$", "*$$begin end$$"},
 	} {

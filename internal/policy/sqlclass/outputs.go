@@ -58,6 +58,11 @@ type outputWalker struct {
 	sources int
 	// all are the fields of every column reference, in a target list or not.
 	all [][]string
+	// rows are whole rows the statement names without a column reference: an INSERT's target
+	// without a column list, a type name (null::customers is a row of customers). namesAny: a
+	// NATURAL join compares columns no reference names.
+	rows     []ColumnSource
+	namesAny bool
 }
 
 // columnsOf computes the Outputs and Names of one statement, from one walk for its relations
@@ -70,8 +75,8 @@ func columnsOf(n *pg.Node) (*Outputs, Names) {
 	for _, ref := range w.all {
 		names.Columns = w.appendSources(names.Columns, ref)
 	}
-	names.Columns = dedup(names.Columns, nil)
-	names.Any = w.opaque
+	names.Columns = dedup(append(names.Columns, w.rows...), nil)
+	names.Any = w.opaque || w.namesAny
 	return outs, names
 }
 
@@ -153,6 +158,20 @@ func (w *outputWalker) visit(m protoreflect.Message) {
 		if x.Alias != nil && len(x.Alias.Colnames) > 0 {
 			w.joinRenamed = true // (a JOIN b) AS j(x, y): j.x may be any column of either
 		}
+		w.namesAny = w.namesAny || x.IsNatural
+		for _, u := range x.UsingClause {
+			w.all = append(w.all, []string{u.GetString_().GetSval()}) // JOIN … USING (tel) compares tel
+		}
+	case *pg.TypeName:
+		// Any type may be a table's row type: customers in json_populate_record(null::customers, …).
+		if n := len(x.Names); n > 0 {
+			src := ColumnSource{Table: x.Names[n-1].GetString_().GetSval()}
+			if n > 1 {
+				src.Schema = x.Names[n-2].GetString_().GetSval()
+			}
+			w.rows = append(w.rows, src)
+		}
+		return
 	case *pg.FuncCall:
 		if opaqueFuncs[lastName(x.Funcname)] {
 			w.opaque = true
@@ -192,6 +211,10 @@ func (w *outputWalker) visit(m protoreflect.Message) {
 		w.in = saved
 		return
 	case *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt, *pg.MergeStmt:
+		if ins, ok := x.(*pg.InsertStmt); ok && len(ins.Cols) == 0 && ins.Relation != nil {
+			// INSERT INTO t VALUES (…) writes every column of t.
+			w.rows = append(w.rows, ColumnSource{Schema: ins.Relation.Schemaname, Table: ins.Relation.Relname})
+		}
 		saved := w.in
 		// RETURNING of an INSERT, UPDATE or MERGE shows values the statement wrote: what
 		// its VALUES, SELECT and SET lists read counts, and where is not told by position.

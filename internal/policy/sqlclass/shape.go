@@ -63,8 +63,7 @@ type litSpan struct {
 type literal struct {
 	cls        byte
 	start, end int
-	// body: the literal follows DO or DO LANGUAGE name, or AS after the word FUNCTION or
-	// PROCEDURE: where a DO block's or a function's body goes (see Literals).
+	// body: the literal is where a DO block's or a function's body goes (see bodies).
 	body bool
 }
 
@@ -86,25 +85,7 @@ func shapeLex(dst []byte, sql string, lits *[]literal, notes *lexNotes) (key []b
 	if !utf8.ValidString(sql) || strings.IndexByte(sql, 0) >= 0 {
 		return dst, sp, false
 	}
-	// With lits, the words (identifiers, keywords) just before the current token, most recent
-	// first (any other token clears them), tell a body's literal from a value's; a LANGUAGE
-	// clause naming anything but sql or plpgsql (or naming it with a string) is noted in
-	// notes.otherLanguage.
-	var words [3]string
-	function := false // the word FUNCTION or PROCEDURE came before
-	endWords := func() {
-		if strings.EqualFold(words[0], "language") {
-			notes.otherLanguage = true
-		}
-		words = [3]string{}
-	}
-	word := func(w string) {
-		if strings.EqualFold(words[0], "language") && !strings.EqualFold(w, "sql") && !strings.EqualFold(w, "plpgsql") {
-			notes.otherLanguage = true
-		}
-		function = function || strings.EqualFold(w, "function") || strings.EqualFold(w, "procedure")
-		words = [3]string{w, words[0], words[1]}
-	}
+	var b bodies // with lits only
 	lit := func(cls byte, from, to int) {
 		dst = append(dst, litMark, cls)
 		if sp.n == 0 {
@@ -113,12 +94,10 @@ func shapeLex(dst []byte, sql string, lits *[]literal, notes *lexNotes) (key []b
 		sp.n++
 		sp.last = to
 		if lits != nil {
-			body := strings.EqualFold(words[0], "do") || strings.EqualFold(words[0], "as") && function ||
-				strings.EqualFold(words[1], "language") && strings.EqualFold(words[2], "do")
-			*lits = append(*lits, literal{cls, from, to, body})
-			endWords()
+			*lits = append(*lits, literal{cls, from, to, b.literal()})
 		}
 	}
+
 	i := 0
 	for i < n {
 		c := sql[i]
@@ -143,7 +122,7 @@ func shapeLex(dst []byte, sql string, lits *[]literal, notes *lexNotes) (key []b
 			}
 			dst = append(dst, sql[i:j]...)
 			if lits != nil {
-				word(sql[i:j])
+				b.word(sql[i:j])
 			}
 			i = j
 		case c == '$':
@@ -154,7 +133,7 @@ func shapeLex(dst []byte, sql string, lits *[]literal, notes *lexNotes) (key []b
 			if cls == 0 { // parameter
 				dst = append(dst, sql[i:j]...)
 				if lits != nil {
-					endWords()
+					b.other(c)
 				}
 			} else {
 				lit(cls, i, j)
@@ -177,7 +156,7 @@ func shapeLex(dst []byte, sql string, lits *[]literal, notes *lexNotes) (key []b
 		case c == '.' && next == '.': // DOT_DOT
 			dst = append(dst, ".."...)
 			if lits != nil {
-				endWords()
+				b.other(0)
 			}
 			i += 2
 		case isDigit(c) || (c == '.' && isDigit(next)):
@@ -219,18 +198,89 @@ func shapeLex(dst []byte, sql string, lits *[]literal, notes *lexNotes) (key []b
 			}
 			dst = append(dst, sql[i:j]...)
 			if lits != nil {
-				word(sql[i:j])
+				b.word(sql[i:j])
 			}
 			i = j
 		default:
 			dst = append(dst, c)
 			if lits != nil && !isSpace(c) {
-				endWords()
+				b.other(c)
 			}
 			i++
 		}
 	}
+	if lits != nil {
+		notes.otherLanguage = b.otherLanguage
+	}
 	return dst, sp, true
+}
+
+// bodies tells, token by token, which literals of a text are the bodies of DO blocks and
+// functions: a literal after DO or DO LANGUAGE name in a DO statement, or after AS in a CREATE …
+// FUNCTION or PROCEDURE statement. Keywords compare in ASCII only, as the server's do.
+type bodies struct {
+	words         [3]string // the words just before the current token, most recent first; any other token clears them
+	lead          string    // the first word of the current statement
+	started       bool      // the current statement has a first word
+	function      bool      // the current statement is CREATE … FUNCTION or PROCEDURE
+	afterDot      bool      // the last token was '.': the next word is part of a name, not a keyword
+	otherLanguage bool      // a LANGUAGE clause names something other than sql or plpgsql, or names it with a string
+}
+
+func (b *bodies) word(w string) {
+	if b.afterDot {
+		w, b.afterDot = "", false // x.do is a name
+	}
+	if asciiFold(b.words[0], "language") && !asciiFold(w, "sql") && !asciiFold(w, "plpgsql") {
+		b.otherLanguage = true
+	}
+	if !b.started {
+		b.started, b.lead = true, w
+	}
+	if asciiFold(b.lead, "create") && (asciiFold(w, "function") || asciiFold(w, "procedure")) {
+		b.function = true
+	}
+	b.words = [3]string{w, b.words[0], b.words[1]}
+}
+
+// other notes any other token, c its first byte (0 for a literal).
+func (b *bodies) other(c byte) {
+	if asciiFold(b.words[0], "language") {
+		b.otherLanguage = true
+	}
+	b.words = [3]string{}
+	b.afterDot = c == '.'
+	if c == ';' {
+		b.lead, b.started, b.function = "", false, false
+	}
+}
+
+// literal notes a literal token and reports whether it is a body.
+func (b *bodies) literal() bool {
+	body := asciiFold(b.lead, "do") && (asciiFold(b.words[0], "do") || asciiFold(b.words[1], "language") && asciiFold(b.words[2], "do")) ||
+		b.function && asciiFold(b.words[0], "as")
+	b.other(0)
+	return body
+}
+
+// asciiFold reports whether a and b are equal but for the case of ASCII letters.
+func asciiFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }

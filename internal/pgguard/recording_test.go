@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -344,11 +343,7 @@ func TestExtendedResultColumnsWithPostgres(t *testing.T) {
 // rows it saw are in the record, marked as cut short.
 func TestResultCutShortWithPostgres(t *testing.T) {
 	p := startGuardedProxy(t, allowAllPolicy)
-	ctx := context.Background()
-	c, err := pgconn.Connect(ctx, p.dsn())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.connect(t)
 	<-p.guards
 	fe := c.Frontend()
 	fe.Send(&pgproto3.Query{String: "select g, 'row'||g as secret from generate_series(1,2000000) g"})
@@ -390,10 +385,7 @@ func TestResultCutShortWithPostgres(t *testing.T) {
 func TestSuspendedPortalWithPostgres(t *testing.T) {
 	p := startGuardedProxy(t, allowAllPolicy)
 	ctx := context.Background()
-	c, err := pgconn.Connect(ctx, p.dsn())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := p.connect(t)
 	<-p.guards
 	fe := c.Frontend()
 	fe.Send(&pgproto3.Parse{Query: "select id, secret from t order by id"})

@@ -235,7 +235,8 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 				s.SQL, "prepare statements with the extended protocol (Parse) or PREPARE on the same connection, so the enforcer can judge them")
 			return g.recorded(s, nil, v, "", s.Params)
 		}
-		if p := g.parsed[s.StatementName]; p != nil && p.deallocated {
+		p := g.parsed[s.StatementName]
+		if p != nil && p.deallocated {
 			v := g.refuse("statement-deallocated", fmt.Sprintf("enforcer: prepared statement %q was deallocated with SQL since it was parsed, so what it runs now is not known", s.StatementName),
 				s.SQL, "parse the statement again")
 			return g.recorded(s, nil, v, "", s.Params)
@@ -244,7 +245,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		// The last Parse of the name may be another (the unnamed statement parsed again after the
 		// Bind, or a Parse the server refused because the name existed): then that is judged.
 		d := &g.execDecision
-		if p := g.parsed[s.StatementName]; p != nil && p.sql == s.SQL {
+		if p != nil && p.sql == s.SQL {
 			d = &p.decision
 		} else {
 			*d = g.parseDecision(pol, s.SQL)

@@ -95,20 +95,19 @@ func (g *Guard) maskLiterals(sql string, cols []mask.Source, depth int) string {
 		b.WriteString(sql[last:l.Start])
 		last = l.End
 		tok := sql[l.Start:l.End]
-		if depth < maxBodyDepth && l.Code {
-			if open, body, ok := splitBody(tok); ok {
-				b.WriteString(open)
-				inner := g.maskLiterals(body, cols, depth+1)
-				if open == "'" {
-					inner = strings.ReplaceAll(inner, "'", "''")
-				}
-				b.WriteString(inner)
-				b.WriteString(open)
-				continue
+		open, body, quoted := splitBody(tok)
+		if quoted && l.Code && depth < maxBodyDepth {
+			b.WriteString(open)
+			inner := g.maskLiterals(body, cols, depth+1)
+			if open == "'" {
+				inner = strings.ReplaceAll(inner, "'", "''")
 			}
+			b.WriteString(inner)
+			b.WriteString(open)
+			continue
 		}
-		if len(tok) >= 2 && tok[0] == '\'' && tok[len(tok)-1] == '\'' {
-			tok = strings.ReplaceAll(tok[1:len(tok)-1], "''", "'")
+		if quoted {
+			tok = body
 		}
 		out, _, err := plan.MaskValueOf([]byte(tok), nil, cols)
 		if err != nil {
@@ -123,7 +122,8 @@ func (g *Guard) maskLiterals(sql string, cols []mask.Source, depth int) string {
 }
 
 // splitBody splits a string literal into its quote (' or a dollar quote such as $fn$) and its
-// content, unescaped; ok is false for other literals (numbers, E'…' and U&'…' strings).
+// content, unescaped: a value, or a body; ok is false for other literals (numbers, E'…' and
+// U&'…' strings).
 func splitBody(tok string) (quote, body string, ok bool) {
 	switch {
 	case len(tok) >= 2 && tok[0] == '\'' && tok[len(tok)-1] == '\'':

@@ -93,9 +93,10 @@ type parsedStatement struct {
 	decision rules.Decision
 	sql      string // the text decision is for
 	// deallocated: an SQL DEALLOCATE (or DISCARD ALL) may have dropped the statement since its
-	// Parse. Parse'd and PREPAREd statements share one namespace at the server, so the name may
-	// now be a PREPARE's, which the proxy's record of the Parse does not show.
-	deallocated bool
+	// Parse (surely, if gone). Parse'd and PREPAREd statements share one namespace at the
+	// server, so the name may now be a PREPARE's, which the proxy's record of the Parse does not
+	// show.
+	deallocated, gone bool
 }
 
 // parseMemo is a Parse decision with everything it depends on: the text, the policy, the
@@ -201,7 +202,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		v, approvalID := g.enforce(ctx, pol, s, d, nil)
 		v = g.recorded(s, d, v, approvalID, nil)
 		if v.Action == postgres.Allow {
-			g.notePrepares(res)
+			g.notePrepares(res, s.TxStatus == 'E')
 			g.noteOrigins(s.ID, res, true)
 		}
 		d.Result = nil
@@ -224,7 +225,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		g.count(&d)
 		g.noteOrigins(s.ID, d.Result, false) // for the row description a Describe gets
 		if p := g.parsed[s.StatementName]; p != nil {
-			p.decision, p.sql, p.deallocated = d, s.SQL, false // the unnamed statement is re-parsed for every query: reuse its entry
+			p.decision, p.sql, p.deallocated, p.gone = d, s.SQL, false, false // the unnamed statement is re-parsed for every query: reuse its entry
 		} else {
 			g.parsed[s.StatementName] = &parsedStatement{decision: d, sql: s.SQL}
 		}
@@ -245,9 +246,17 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		// The last Parse of the name may be another (the unnamed statement parsed again after the
 		// Bind, or a Parse the server refused because the name existed): then that is judged.
 		d := &g.execDecision
-		if p != nil && p.sql == s.SQL {
+		switch {
+		case p != nil && p.sql == s.SQL:
 			d = &p.decision
-		} else {
+		case p != nil && s.StatementName != "":
+			// The proxy and the guard disagree on what the name holds: a Parse the server
+			// refused (the name existed), or accepted where the proxy expected a refusal (an
+			// SQL DEALLOCATE had dropped the name).
+			v := g.refuse("statement-unknown", fmt.Sprintf("enforcer: prepared statement %q was parsed again since the portal was bound, and what it runs is not known", s.StatementName),
+				s.SQL, "bind and execute the statement again")
+			return g.recorded(s, nil, v, "", s.Params)
+		default:
 			*d = g.parseDecision(pol, s.SQL)
 		}
 		v, approvalID := postgres.Verdict{Observe: g.observe()}, ""
@@ -292,25 +301,29 @@ func (g *Guard) recorded(s *postgres.Statement, d *rules.Decision, v postgres.Ve
 
 // notePrepares tracks SQL-level PREPARE and DEALLOCATE so an EXECUTE is judged as its body. The
 // server keeps them in one namespace with the extended protocol's named statements: a PREPARE
-// of a Parse'd name fails there, and a DEALLOCATE drops a Parse'd statement too.
-func (g *Guard) notePrepares(res *sqlclass.Result) {
+// of a Parse'd name fails there, and a DEALLOCATE drops a Parse'd statement too. A statement
+// after a query's first, or any in a failed transaction (aborted), may not run.
+func (g *Guard) notePrepares(res *sqlclass.Result, aborted bool) {
 	for i := range res.Statements {
 		st := &res.Statements[i]
+		certain := i == 0 && !aborted
 		switch {
 		case st.DeallocateAll:
 			for name, p := range g.parsed {
-				p.deallocated = p.deallocated || name != ""
+				if name != "" {
+					p.deallocated, p.gone = true, p.gone || certain
+				}
 			}
 		case st.Deallocate != "":
 			if p := g.parsed[st.Deallocate]; p != nil {
-				p.deallocated = true
+				p.deallocated, p.gone = true, p.gone || certain
 			}
 		}
 		switch {
 		case st.Prepare != "":
-			if p := g.parsed[st.Prepare]; p != nil && !p.deallocated {
+			if p := g.parsed[st.Prepare]; p != nil && !p.gone {
 				// The server fails this PREPARE and keeps the Parse'd statement, unless it was
-				// closed since: an EXECUTE of the name could run either.
+				// closed or deallocated since: an EXECUTE of the name could run either.
 				g.prepared[st.Prepare] = nil
 				g.log.Warn("statement prepared under a name a Parse used; EXECUTE of it is refused until it is deallocated", "name", st.Prepare)
 				break
@@ -326,7 +339,7 @@ func (g *Guard) notePrepares(res *sqlclass.Result) {
 			}
 			kept := *st // st may live in storage the next query reuses
 			g.prepared[st.Prepare] = &kept
-		case st.DeallocateAll && i > 0:
+		case st.DeallocateAll && !certain:
 			// After the first statement of a query, one that fails stops the rest: this one
 			// may not have run, so no name is known to be free, nor known to be what it was.
 			for name := range g.prepared {
@@ -334,7 +347,7 @@ func (g *Guard) notePrepares(res *sqlclass.Result) {
 			}
 		case st.DeallocateAll:
 			clear(g.prepared)
-		case st.Deallocate != "" && i > 0:
+		case st.Deallocate != "" && !certain:
 			if _, used := g.prepared[st.Deallocate]; used {
 				g.prepared[st.Deallocate] = nil
 			}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -116,13 +117,19 @@ func allowAllSession(t *testing.T) (*guardedProxy, func(sql string) error) {
 // rowsLeft counts t's rows, directly on the server.
 func (p *guardedProxy) rowsLeft(t *testing.T) string {
 	t.Helper()
+	return p.direct(t, "select count(*) from t")
+}
+
+// direct returns the first value sql returns, run directly on the server.
+func (p *guardedProxy) direct(t *testing.T, sql string) string {
+	t.Helper()
 	ctx := context.Background()
 	c, err := pgconn.Connect(ctx, p.db.DSN(pgtest.SuperUser, "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close(ctx)
-	res := c.ExecParams(ctx, "select count(*) from t", nil, nil, nil, nil).Read()
+	res := c.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}
@@ -282,6 +289,7 @@ func TestParseAndPrepareShareANamespace(t *testing.T) {
 		return &postgres.Statement{Kind: postgres.KindParse, SQL: sql, StatementName: "p"}
 	}
 	query := func(sql string) *postgres.Statement { return &postgres.Statement{Kind: postgres.KindQuery, SQL: sql} }
+	aborted := func(s *postgres.Statement) *postgres.Statement { s.TxStatus = 'E'; return s }
 	// execParsed is an Execute of a portal bound to "p", as the relay reports it: the text of
 	// p's last Parse.
 	execParsed := &postgres.Statement{Kind: postgres.KindExecute, SQL: "select $1::text", StatementName: "p", Known: true, Params: [][]byte{[]byte("x")}}
@@ -294,6 +302,13 @@ func TestParseAndPrepareShareANamespace(t *testing.T) {
 		{"DEALLOCATE of a Parse'd name, PREPARE, then Execute", []*postgres.Statement{parse("select $1::text"), query("deallocate p"), query("prepare p as update t set a = $1"), execParsed}, postgres.Refuse},
 		{"DISCARD ALL, PREPARE, then Execute", []*postgres.Statement{parse("select $1::text"), query("discard all"), query("prepare p as update t set a = $1"), execParsed}, postgres.Refuse},
 		{"Parse of a PREPAREd name", []*postgres.Statement{query("prepare p as update t set a = $1"), parse("select $1::text")}, postgres.Refuse},
+		// A DEALLOCATE that may not have run (after a failing statement, in a failed
+		// transaction) leaves the Parse'd statement: a PREPARE of its name fails.
+		{"DEALLOCATE after a statement that fails, PREPARE, EXECUTE", []*postgres.Statement{parse("update t set a = $1"), query("select 1/0; deallocate p; prepare p as select $1::text"), query("execute p('x')")}, postgres.Refuse},
+		{"DEALLOCATE in a failed transaction, PREPARE, EXECUTE", []*postgres.Statement{parse("update t set a = $1"), aborted(query("deallocate p")), query("prepare p as select $1::text"), query("execute p('x')")}, postgres.Refuse},
+		// Parsing a deallocated name again: the proxy expects the server to refuse it and keeps
+		// the old text, but the server takes the new one.
+		{"DEALLOCATE, Parse again, Execute", []*postgres.Statement{parse("select $1::text"), query("deallocate p"), parse("update t set a = $1"), execParsed}, postgres.Refuse},
 		// Controls: what is known stays allowed.
 		{"Parse, DEALLOCATE, Parse again, Execute", []*postgres.Statement{parse("select $1::text"), query("deallocate p"), parse("select $1::text"), execParsed}, postgres.Allow},
 		{"Parse, Execute", []*postgres.Statement{parse("select $1::text"), execParsed}, postgres.Allow},
@@ -313,5 +328,97 @@ func TestParseAndPrepareShareANamespace(t *testing.T) {
 				t.Errorf("last step: action %v, want %v (%+v)", v.Action, c.last, v.Error)
 			}
 		})
+	}
+}
+
+// TestPortalsTheServerMayNotHold: the proxy judges an Execute by what its portal was bound to.
+// A Bind that failed leaves the server with the portal the name had before (kept by a savepoint
+// rolled back to), and a portal whose transaction ended may since be a cursor an SQL DECLARE
+// opened under its name: an Execute of either is refused, with a real server (probes of a review,
+// 2026-12-06). Writes need a review here, and with no reviewer a held statement is refused.
+func TestPortalsTheServerMayNotHold(t *testing.T) {
+	p := startGuardedProxy(t, writesNeedReview)
+	c := p.connect(t)
+	<-p.guards
+	defer c.Close(context.Background())
+	fe := c.Frontend()
+	// exchange sends msgs (a Sync after extended-protocol ones) and returns the SQLSTATEs of the
+	// errors that came back.
+	exchange := func(msgs ...pgproto3.FrontendMessage) []string {
+		t.Helper()
+		for _, m := range msgs {
+			fe.Send(m)
+		}
+		if _, query := msgs[0].(*pgproto3.Query); !query {
+			fe.Send(&pgproto3.Sync{})
+		}
+		if err := fe.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var codes []string
+		for _, r := range untilReady(t, fe) {
+			if code, ok := strings.CutPrefix(r, "E:"); ok {
+				codes = append(codes, code[:5])
+			}
+		}
+		return codes
+	}
+	query := func(sql string) []string { return exchange(&pgproto3.Query{String: sql}) }
+	// A Bind that failed: x stays bound to the update at the server.
+	query("begin")
+	if codes := exchange(&pgproto3.Parse{Name: "w", Query: "update t set secret = 'pwned' where id = 1"}, &pgproto3.Bind{DestinationPortal: "x", PreparedStatement: "w"}); len(codes) > 0 {
+		t.Fatalf("Parse and Bind of the update: %v", codes)
+	}
+	query("savepoint s")
+	if codes := exchange(&pgproto3.Parse{Name: "r", Query: "select 1"}, &pgproto3.Bind{DestinationPortal: "x", PreparedStatement: "r"}); !slices.Equal(codes, []string{"42P03"}) {
+		t.Fatalf("second Bind of x: %v, want the server's 42P03", codes)
+	}
+	query("rollback to savepoint s")
+	if codes := exchange(&pgproto3.Execute{Portal: "x"}); !slices.Equal(codes, []string{"34000"}) {
+		t.Errorf("Execute of a portal whose last Bind failed: %v, want the enforcer's 34000", codes)
+	}
+	query("rollback")
+	if got := p.direct(t, "select secret from t where id = 1"); got != "v1" {
+		t.Fatalf("the update ran: secret is %q", got)
+	}
+
+	// A portal whose transaction ended; a cursor declared under its name.
+	query("begin")
+	if codes := exchange(&pgproto3.Bind{DestinationPortal: "y", PreparedStatement: "r"}); len(codes) > 0 {
+		t.Fatalf("Bind of y: %v", codes)
+	}
+	query("commit")
+	query("begin")
+	if codes := query("declare y cursor for select upper(secret) from t"); len(codes) > 0 {
+		t.Fatalf("DECLARE y: %v", codes)
+	}
+	if codes := exchange(&pgproto3.Execute{Portal: "y"}); !slices.Equal(codes, []string{"34000"}) {
+		t.Errorf("Execute of a portal whose transaction ended: %v, want the enforcer's 34000", codes)
+	}
+	query("rollback")
+	// Control: a portal bound and executed in one transaction, across Syncs, runs.
+	query("begin")
+	exchange(&pgproto3.Bind{DestinationPortal: "z", PreparedStatement: "r"})
+	if codes := exchange(&pgproto3.Execute{Portal: "z"}); len(codes) > 0 {
+		t.Errorf("Execute of a portal bound earlier in its transaction: %v", codes)
+	}
+	query("commit")
+
+	// Names the server would cut to 63 bytes (after converting them from the client's
+	// encoding), where two names the proxy tells apart become one.
+	long := strings.Repeat("n", 63)
+	for _, msgs := range [][]pgproto3.FrontendMessage{
+		{&pgproto3.Parse{Name: long + "a", Query: "select 1"}},
+		{&pgproto3.Close{ObjectType: 'S', Name: long + "c"}},
+		{&pgproto3.Bind{DestinationPortal: "é", PreparedStatement: "r"}},
+		{&pgproto3.Describe{ObjectType: 'S', Name: long + "d"}},
+		{&pgproto3.Execute{Portal: long + "e"}},
+	} {
+		if codes := exchange(msgs...); !slices.Equal(codes, []string{"42602"}) {
+			t.Errorf("%T with a name the server would cut: %v, want the enforcer's 42602", msgs[0], codes)
+		}
+	}
+	if codes := exchange(&pgproto3.Parse{Name: long, Query: "select 1"}); len(codes) > 0 {
+		t.Errorf("a 63-byte name: %v", codes)
 	}
 }

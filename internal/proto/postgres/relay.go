@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -66,6 +67,7 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 		return c.onClose(msg, body)
 	case 'S':
 		c.skipping = false
+		c.syncs++
 		c.ops.push(op{kind: opSync})
 		return c.uw.forward(msg)
 	case 'H', 'd', 'c', 'f':
@@ -251,6 +253,9 @@ func (c *conn) onParse(msg, body []byte) error {
 	if err := cur.done(); err != nil {
 		return err
 	}
+	if e := badName(name); e != nil {
+		return c.refuse(e, false)
+	}
 	st := &info.parse
 	c.initStatement(st, KindParse)
 	st.SQL = c.sqlString(sql)
@@ -309,6 +314,9 @@ func (c *conn) onBind(msg, body []byte) error {
 	if err := cur.done(); err != nil {
 		return err
 	}
+	if e := cmp.Or(badName(portal), badName(stmtName)); e != nil {
+		return c.refuse(e, false)
+	}
 	if len(p.paramFormats) == 0 {
 		p.paramFormats = nil
 	}
@@ -344,6 +352,7 @@ func (c *conn) onBind(msg, body []byte) error {
 	}
 	c.stmtMu.Unlock()
 	p.refs.Add(1)
+	p.bindSyncs = c.syncs
 	c.dropPortal(c.portals.put(string(portal), p))
 	c.ops.push(op{kind: opBind, portal: p})
 	return c.uw.forward(msg)
@@ -356,7 +365,15 @@ func (c *conn) onExecute(msg, body []byte) error {
 	if err := cur.done(); err != nil {
 		return err
 	}
+	if e := badName(portal); e != nil {
+		return c.refuse(e, false)
+	}
 	p := c.portals.get(string(portal))
+	if p != nil && c.portalUncertain(p) {
+		return c.refuse(&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "34000",
+			Message: fmt.Sprintf("enforcer: portal %q may no longer be the one bound through the enforcer: its Bind failed, or its transaction ended", portal),
+			Hint:    "bind the portal again before executing it"}, false)
+	}
 	var st *Statement
 	ownSt := false
 	if p != nil && !p.execUsed {
@@ -386,12 +403,42 @@ func (c *conn) onExecute(msg, body []byte) error {
 	return c.uw.forward(msg)
 }
 
+// badName refuses a statement or portal name the server would not keep as it is: it cuts names
+// to 63 bytes after converting them to its encoding, so two names the proxy tells apart could
+// be one there.
+func badName(name []byte) *pgproto3.ErrorResponse {
+	if len(name) < 64 && !slices.ContainsFunc(name, func(b byte) bool { return b >= 0x80 }) {
+		return nil
+	}
+	return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42602",
+		Message: fmt.Sprintf("enforcer: statement and portal names must be ASCII and shorter than 64 bytes; %q is not", name),
+		Hint:    "use shorter ASCII names for prepared statements and portals"}
+}
+
+// portalUncertain reports whether the server may hold something other than p under p's name,
+// or nothing: a Bind that failed (after an error, in a transaction a savepoint then saved, the
+// server kept the portal the name had before); a Bind sent before a Sync whose outcome the
+// server side has not seen yet; a portal whose transaction ended (the name may since be a
+// cursor an SQL DECLARE opened).
+func (c *conn) portalUncertain(p *portalInfo) bool {
+	switch {
+	case p.failed.Load():
+		return true
+	case !p.bound.Load():
+		return p.bindSyncs != c.syncs
+	}
+	return c.idleEnds.Load() != p.boundEnds.Load()
+}
+
 func (c *conn) onDescribe(msg, body []byte) error {
 	cur := cursor{b: body}
 	kind := cur.byte1()
 	name := cur.cstring()
 	if err := cur.done(); err != nil {
 		return err
+	}
+	if e := badName(name); e != nil {
+		return c.refuse(e, false)
 	}
 	o := op{kind: opDescribe}
 	switch kind {
@@ -417,6 +464,9 @@ func (c *conn) onClose(msg, body []byte) error {
 	name := cur.cstring()
 	if err := cur.done(); err != nil {
 		return err
+	}
+	if e := badName(name); e != nil {
+		return c.refuse(e, false)
 	}
 	switch kind {
 	case 'S':
@@ -526,6 +576,10 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 			c.ops.pop()
 		}
 	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
+		if o != nil && o.kind == opBind && typ == '2' && o.portal != nil {
+			o.portal.boundEnds.Store(c.idleEnds.Load())
+			o.portal.bound.Store(true)
+		}
 		if o != nil {
 			swallow := o.swallow
 			c.ops.pop()
@@ -565,6 +619,9 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 	case 'Z': // ReadyForQuery
 		if len(msg) == 6 {
 			c.txStatus.Store(uint32(msg[5]))
+			if msg[5] == 'I' {
+				c.idleEnds.Add(1)
+			}
 		}
 		for o != nil {
 			k := o.kind
@@ -608,6 +665,9 @@ func (c *conn) skipExtended(o *op) {
 		return
 	}
 	for o != nil && o.kind != opSync {
+		if o.kind == opBind && o.portal != nil {
+			o.portal.failed.Store(true) // the server kept what the name had before, if anything
+		}
 		if o.kind == opParse && o.stmt != nil {
 			c.stmtMu.Lock()
 			if c.stmts.get(o.name) == o.stmt {

@@ -302,13 +302,19 @@ type portalInfo struct {
 	// the portal's own allocation: one per transaction of a driver that binds the unnamed
 	// portal each time, instead of one per slice. execUsed is set once exec went to the hook; a
 	// later Execute of the same portal (after PortalSuspended) gets a Statement of its own.
-	exec       Statement
-	execUsed   bool
-	paramBuf   [4][]byte
-	fmtBuf     [4]int16
-	resFmtBuf  [4]int16
-	arena      [64]byte
-	rowDescBuf [96]byte
+	exec     Statement
+	execUsed bool
+	// What the proxy knows of the portal at the server (see conn.portalUncertain): its Bind
+	// failed or was skipped (failed), completed (bound) while idleEnds was boundEnds; bindSyncs
+	// is conn.syncs when the Bind was sent.
+	failed, bound atomic.Bool
+	boundEnds     atomic.Uint64
+	bindSyncs     uint64
+	paramBuf      [4][]byte
+	fmtBuf        [4]int16
+	resFmtBuf     [4]int16
+	arena         [64]byte
+	rowDescBuf    [96]byte
 }
 
 type opKind uint8
@@ -427,6 +433,11 @@ type conn struct {
 	stmtCancel context.CancelFunc
 
 	txStatus atomic.Uint32
+	// idleEnds counts ReadyForQuery messages that found no transaction open (server goroutine):
+	// every portal bound before one is gone at the server. syncs counts the Syncs the client
+	// sent (client goroutine).
+	idleEnds atomic.Uint64
+	syncs    uint64
 	// judging is the number of the running hook call (judgeSeq, client goroutine only), 0 when
 	// none runs: the server has not seen that statement. watchSeen is the watchdog's.
 	judging   atomic.Uint64

@@ -197,6 +197,11 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		// the decision are built in the guard's storage, used only under mu and only until this
 		// call returns.
 		res := g.sh.Classifier.ClassifyIn(s.SQL, &g.queryClass)
+		if name := fetchedPortal(s, res); name != "" {
+			v := g.refuse("fetch-of-protocol-portal", fmt.Sprintf("enforcer: %q is a portal bound with the extended protocol; it runs the statement it was bound to, which FETCH and MOVE would not be judged as", name),
+				s.SQL, "read the portal with Execute")
+			return g.recorded(s, nil, v, "", nil)
+		}
 		d := &g.queryDecision
 		pol.Rules.DecideInto(d, g.conn, res, g.lookup)
 		v, approvalID := g.enforce(ctx, pol, s, d, nil)
@@ -276,6 +281,19 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		return g.recorded(s, nil, v, "", s.Params)
 	}
 	return g.refuse("unknown-message", "enforcer: unsupported statement message", "", "")
+}
+
+// fetchedPortal returns the name of a portal bound with the extended protocol that a FETCH or
+// MOVE of res reads, or "". At the server a cursor and a portal are one thing: a FETCH runs a
+// protocol portal's statement (an UPDATE … RETURNING, say), though the guard judges it as a read.
+func fetchedPortal(s *postgres.Statement, res *sqlclass.Result) string {
+	for i := range res.Statements {
+		st := &res.Statements[i]
+		if (st.Kind == "FETCH" || st.Kind == "MOVE") && st.Cursor != "" && s.HasPortal(st.Cursor) {
+			return st.Cursor
+		}
+	}
+	return ""
 }
 
 // recorded writes the statement and its verdict to the session log. A statement the log cannot

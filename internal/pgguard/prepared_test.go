@@ -334,7 +334,8 @@ func TestParseAndPrepareShareANamespace(t *testing.T) {
 // TestPortalsTheServerMayNotHold: the proxy judges an Execute by what its portal was bound to.
 // A Bind that failed leaves the server with the portal the name had before (kept by a savepoint
 // rolled back to), and a portal whose transaction ended may since be a cursor an SQL DECLARE
-// opened under its name: an Execute of either is refused, with a real server (probes of a review,
+// opened under its name: an Execute of either is refused. A portal is a cursor at the server,
+// which an SQL FETCH or MOVE runs: refused too. With a real server (probes of a review,
 // 2026-12-06). Writes need a review here, and with no reviewer a held statement is refused.
 func TestPortalsTheServerMayNotHold(t *testing.T) {
 	p := startGuardedProxy(t, writesNeedReview)
@@ -396,6 +397,20 @@ func TestPortalsTheServerMayNotHold(t *testing.T) {
 		t.Errorf("Execute of a portal whose transaction ended: %v, want the enforcer's 34000", codes)
 	}
 	query("rollback")
+	// A portal is a cursor at the server: an SQL FETCH or MOVE of it runs its statement.
+	query("begin")
+	if codes := exchange(&pgproto3.Parse{Name: "u", Query: "update t set secret = 'pwned' where id = 1 returning id"}, &pgproto3.Bind{DestinationPortal: "f", PreparedStatement: "u"}); len(codes) > 0 {
+		t.Fatalf("Parse and Bind of the update: %v", codes)
+	}
+	for _, sql := range []string{"fetch all from f", "move all in f"} {
+		if codes := query(sql); !slices.Equal(codes, []string{"42501"}) {
+			t.Errorf("%s of a protocol portal: %v, want the enforcer's 42501", sql, codes)
+		}
+	}
+	query("rollback")
+	if got := p.direct(t, "select secret from t where id = 1"); got != "v1" {
+		t.Fatalf("the update ran: secret is %q", got)
+	}
 	// Control: a portal bound and executed in one transaction, across Syncs, runs.
 	query("begin")
 	exchange(&pgproto3.Bind{DestinationPortal: "z", PreparedStatement: "r"})

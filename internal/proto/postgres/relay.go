@@ -403,6 +403,13 @@ func (c *conn) onExecute(msg, body []byte) error {
 	return c.uw.forward(msg)
 }
 
+// HasPortal reports whether the client bound a portal named name with the extended protocol,
+// which the server may still hold: an SQL FETCH or MOVE of that name would run it. Valid only
+// during the hook's Statement call.
+func (s *Statement) HasPortal(name string) bool {
+	return s.c != nil && s.c.portals.get(name) != nil
+}
+
 // badName refuses a statement or portal name the server would not keep as it is: it cuts names
 // to 63 bytes after converting them to its encoding, so two names the proxy tells apart could
 // be one there.

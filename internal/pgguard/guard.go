@@ -197,9 +197,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		// the decision are built in the guard's storage, used only under mu and only until this
 		// call returns.
 		res := g.sh.Classifier.ClassifyIn(s.SQL, &g.queryClass)
-		if name := fetchedPortal(s, res); name != "" {
-			v := g.refuse("fetch-of-protocol-portal", fmt.Sprintf("enforcer: %q is a portal bound with the extended protocol; it runs the statement it was bound to, which FETCH and MOVE would not be judged as", name),
-				s.SQL, "read the portal with Execute")
+		if v, refused := g.cursorOfPortal(s, res); refused {
 			return g.recorded(s, nil, v, "", nil)
 		}
 		d := &g.queryDecision
@@ -245,6 +243,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		if p != nil && p.deallocated {
 			v := g.refuse("statement-deallocated", fmt.Sprintf("enforcer: prepared statement %q was deallocated with SQL since it was parsed, so what it runs now is not known", s.StatementName),
 				s.SQL, "parse the statement again")
+			v.Error.Code = "26000" // invalid_sql_statement_name: drivers prepare it again
 			return g.recorded(s, nil, v, "", s.Params)
 		}
 		// s.SQL is what the portal runs: the statement it was bound to, as the server holds it.
@@ -260,9 +259,13 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 			// SQL DEALLOCATE had dropped the name).
 			v := g.refuse("statement-unknown", fmt.Sprintf("enforcer: prepared statement %q was parsed again since the portal was bound, and what it runs is not known", s.StatementName),
 				s.SQL, "bind and execute the statement again")
+			v.Error.Code = "26000"
 			return g.recorded(s, nil, v, "", s.Params)
 		default:
 			*d = g.parseDecision(pol, s.SQL)
+		}
+		if v, refused := g.cursorOfPortal(s, d.Result); refused {
+			return g.recorded(s, d, v, "", s.Params)
 		}
 		v, approvalID := postgres.Verdict{Observe: g.observe()}, ""
 		switch d.Verdict {
@@ -283,17 +286,25 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 	return g.refuse("unknown-message", "enforcer: unsupported statement message", "", "")
 }
 
-// fetchedPortal returns the name of a portal bound with the extended protocol that a FETCH or
-// MOVE of res reads, or "". At the server a cursor and a portal are one thing: a FETCH runs a
-// protocol portal's statement (an UPDATE … RETURNING, say), though the guard judges it as a read.
-func fetchedPortal(s *postgres.Statement, res *sqlclass.Result) string {
+// cursorOfPortal refuses SQL cursor statements of res that name a portal the client bound with
+// the extended protocol. At the server a cursor and a portal are one thing: a FETCH or MOVE runs
+// the portal's statement (an UPDATE … RETURNING, say), judged as a read; a DECLARE, once the
+// portal is gone, puts under its name a query an Execute of the portal would run unjudged.
+func (g *Guard) cursorOfPortal(s *postgres.Statement, res *sqlclass.Result) (postgres.Verdict, bool) {
+	if res == nil {
+		return postgres.Verdict{}, false
+	}
 	for i := range res.Statements {
 		st := &res.Statements[i]
-		if (st.Kind == "FETCH" || st.Kind == "MOVE") && st.Cursor != "" && s.HasPortal(st.Cursor) {
-			return st.Cursor
+		switch st.Kind {
+		case "FETCH", "MOVE", "DECLARE":
+			if st.Cursor != "" && s.HasPortal(st.Cursor) {
+				return g.refuse("cursor-of-protocol-portal", fmt.Sprintf("enforcer: %q is a portal bound with the extended protocol; %s cannot use its name", st.Cursor, st.Kind),
+					s.SQL, "read a protocol portal with Execute, and give SQL cursors other names"), true
+			}
 		}
 	}
-	return ""
+	return postgres.Verdict{}, false
 }
 
 // recorded writes the statement and its verdict to the session log. A statement the log cannot

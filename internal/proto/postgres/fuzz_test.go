@@ -379,7 +379,7 @@ func (c *conn) checkRefs() error {
 	}
 	owned := map[*Statement]bool{}
 	for i := c.ops.head; i < len(c.ops.ops); i++ {
-		o := &c.ops.ops[i]
+		o := c.ops.ops[i]
 		if o.stmt != nil {
 			stmts[o.stmt]++
 		}

@@ -52,6 +52,9 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 		return nil
 	}
 	body := msg[headerLength:]
+	if typ == 'Q' || typ == 'P' || typ == 'F' {
+		c.statements++
+	}
 	switch typ {
 	case 'Q':
 		return c.onQuery(msg, body)
@@ -281,18 +284,18 @@ func (c *conn) onParse(msg, body []byte) error {
 	if v.Action == Rewrite {
 		sqlText = v.SQL
 	}
+	info.sql = sqlText
 	c.stmtMu.Lock()
-	if st.StatementName == "" || c.stmts.get(st.StatementName) == nil {
-		// A named statement that exists already makes the server fail the Parse (42P05) and
-		// keep the old one; so does the proxy.
-		info.sql = sqlText
+	replaces := st.StatementName != "" && c.stmts.get(st.StatementName) != nil
+	if !replaces {
 		info.refs.Add(1)
 		c.dropStmt(c.stmts.put(st.StatementName, info))
-	} else {
-		info = nil
 	}
 	c.stmtMu.Unlock()
-	c.ops.push(op{kind: opParse, name: st.StatementName, stmt: info})
+	// A named statement that exists already makes the server fail the Parse (42P05) and keep the
+	// old one, unless an SQL DEALLOCATE dropped it: the new one replaces it in the proxy's table
+	// only at its ParseComplete.
+	c.ops.push(op{kind: opParse, name: st.StatementName, stmt: info, replaces: replaces})
 	if v.Action == Rewrite {
 		out, _ := (&pgproto3.Parse{Name: st.StatementName, Query: v.SQL, ParameterOIDs: oids}).Encode(c.uw.buffer())
 		return c.uw.queued(out)
@@ -352,7 +355,7 @@ func (c *conn) onBind(msg, body []byte) error {
 	}
 	c.stmtMu.Unlock()
 	p.refs.Add(1)
-	p.bindSyncs = c.syncs
+	p.bindSyncs, p.bindStatements = c.syncs, c.statements
 	c.dropPortal(c.portals.put(string(portal), p))
 	c.ops.push(op{kind: opBind, portal: p})
 	return c.uw.forward(msg)
@@ -424,15 +427,16 @@ func badName(name []byte) *pgproto3.ErrorResponse {
 
 // portalUncertain reports whether the server may hold something other than p under p's name,
 // or nothing: a Bind that failed (after an error, in a transaction a savepoint then saved, the
-// server kept the portal the name had before); a Bind sent before a Sync whose outcome the
-// server side has not seen yet; a portal whose transaction ended (the name may since be a
-// cursor an SQL DECLARE opened).
+// server kept the portal the name had before); a Bind whose outcome the server side has not seen
+// yet, with a Sync (which ends the skipping after an error) and SQL sent since, which could
+// have saved the transaction (ROLLBACK TO SAVEPOINT); a
+// portal whose transaction ended (the name may since be a cursor an SQL DECLARE opened).
 func (c *conn) portalUncertain(p *portalInfo) bool {
 	switch {
 	case p.failed.Load():
 		return true
 	case !p.bound.Load():
-		return p.bindSyncs != c.syncs
+		return p.bindSyncs != c.syncs && p.bindStatements != c.statements
 	}
 	return c.idleEnds.Load() != p.boundEnds.Load()
 }
@@ -453,7 +457,7 @@ func (c *conn) onDescribe(msg, body []byte) error {
 		// Queued under stmtMu, so the op holds the statement before the server side can drop
 		// the table's reference (skipExtended).
 		c.stmtMu.Lock()
-		o.stmt = c.stmts.get(string(name))
+		o.stmt, o.name = c.stmts.get(string(name)), string(name)
 		c.ops.push(o)
 		c.stmtMu.Unlock()
 	case 'P':
@@ -558,8 +562,15 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 		if o != nil {
 			switch o.kind {
 			case opDescribe:
-				if o.stmt != nil {
-					o.stmt.rowDesc = append(o.stmt.rowDesc[:0], msg...)
+				if st := o.stmt; st != nil {
+					if o.name != "" {
+						// A Parse that replaced the statement (after an SQL DEALLOCATE) has
+						// completed since the Describe was queued: this describes the new one.
+						c.stmtMu.Lock()
+						st = cmp.Or(c.stmts.get(o.name), st)
+						c.stmtMu.Unlock()
+					}
+					st.rowDesc = append(st.rowDesc[:0], msg...)
 				}
 				if o.portal != nil {
 					o.portal.rowDesc = append(o.portal.rowDescBuf[:0:len(o.portal.rowDescBuf)], msg...)
@@ -583,6 +594,12 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 			c.ops.pop()
 		}
 	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
+		if o != nil && o.kind == opParse && typ == '1' && o.replaces && o.stmt != nil {
+			c.stmtMu.Lock()
+			o.stmt.refs.Add(1)
+			c.dropStmt(c.stmts.put(o.name, o.stmt))
+			c.stmtMu.Unlock()
+		}
 		if o != nil && o.kind == opBind && typ == '2' && o.portal != nil {
 			o.portal.boundEnds.Store(c.idleEnds.Load())
 			o.portal.bound.Store(true)

@@ -305,16 +305,16 @@ type portalInfo struct {
 	exec     Statement
 	execUsed bool
 	// What the proxy knows of the portal at the server (see conn.portalUncertain): its Bind
-	// failed or was skipped (failed), completed (bound) while idleEnds was boundEnds; bindSyncs
-	// is conn.syncs when the Bind was sent.
-	failed, bound atomic.Bool
-	boundEnds     atomic.Uint64
-	bindSyncs     uint64
-	paramBuf      [4][]byte
-	fmtBuf        [4]int16
-	resFmtBuf     [4]int16
-	arena         [64]byte
-	rowDescBuf    [96]byte
+	// failed or was skipped (failed), completed (bound) while idleEnds was boundEnds;
+	// bindSyncs and bindStatements are conn.syncs and conn.statements when the Bind was sent.
+	failed, bound             atomic.Bool
+	boundEnds                 atomic.Uint64
+	bindSyncs, bindStatements uint64
+	paramBuf                  [4][]byte
+	fmtBuf                    [4]int16
+	resFmtBuf                 [4]int16
+	arena                     [64]byte
+	rowDescBuf                [96]byte
 }
 
 type opKind uint8
@@ -335,23 +335,29 @@ const (
 type op struct {
 	kind    opKind
 	swallow bool // response not shown to the client (proxy-generated message)
-	name    string
-	stmt    *stmtInfo
-	portal  *portalInfo
-	st      *Statement
-	ownSt   bool // st came from newStatement and is reused once the op is done
-	observe bool
-	refusal *pgproto3.ErrorResponse
-	columns *pgproto3.RowDescription // decoded lazily for observed rows
-	formats []int16
-	rowDesc []byte // a Query's current RowDescription
+	// replaces: a Parse of a name the proxy holds a statement for, which takes its place only
+	// if the server completes it.
+	replaces bool
+	name     string
+	stmt     *stmtInfo
+	portal   *portalInfo
+	st       *Statement
+	ownSt    bool // st came from newStatement and is reused once the op is done
+	observe  bool
+	refusal  *pgproto3.ErrorResponse
+	columns  *pgproto3.RowDescription // decoded lazily for observed rows
+	formats  []int16
+	rowDesc  []byte // a Query's current RowDescription
 }
 
-// opQueue is a FIFO between the two relay goroutines.
+// opQueue is a FIFO between the two relay goroutines. It holds pointers: the server side
+// writes to the op at the front while the client side pushes, and a slice of ops would move it
+// when it grows. Popped ops are reused.
 type opQueue struct {
 	mu   sync.Mutex
-	ops  []op
+	ops  []*op
 	head int
+	free []*op
 	// done keeps what popped ops referred to until the server side is through with the message
 	// that popped them (see conn.releaseDone). Server side only.
 	done []opRefs
@@ -373,30 +379,40 @@ func (q *opQueue) push(o op) {
 		o.portal.refs.Add(1)
 	}
 	q.mu.Lock()
-	if q.head > 0 && q.head == len(q.ops) {
-		clear(q.ops)
-		q.ops = q.ops[:0]
+	if q.head > 0 && (q.head == len(q.ops) || q.head >= 64 && 2*q.head >= len(q.ops)) {
+		// Empty, or half of it popped (a client that always has an op in flight): move the
+		// rest down, so the queue does not grow without end.
+		n := copy(q.ops, q.ops[q.head:])
+		clear(q.ops[n:])
+		q.ops = q.ops[:n]
 		q.head = 0
 	}
-	q.ops = append(q.ops, o)
+	var p *op
+	if n := len(q.free); n > 0 {
+		p, q.free = q.free[n-1], q.free[:n-1]
+	} else {
+		p = new(op)
+	}
+	*p = o
+	q.ops = append(q.ops, p)
 	q.mu.Unlock()
 }
 
 // front returns the oldest op, or nil. Only the server-side reader calls front and pop, so the
-// pointer stays valid until it pops.
+// op is its own until it pops it.
 func (q *opQueue) front() *op {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.head == len(q.ops) {
 		return nil
 	}
-	return &q.ops[q.head]
+	return q.ops[q.head]
 }
 
 func (q *opQueue) pop() {
 	q.mu.Lock()
 	if q.head < len(q.ops) {
-		o := &q.ops[q.head]
+		o := q.ops[q.head]
 		if o.stmt != nil || o.portal != nil || o.ownSt {
 			r := opRefs{stmt: o.stmt, portal: o.portal}
 			if o.ownSt {
@@ -405,7 +421,9 @@ func (q *opQueue) pop() {
 			q.done = append(q.done, r)
 		}
 		*o = op{}
+		q.ops[q.head] = nil
 		q.head++
+		q.free = append(q.free, o)
 	}
 	q.mu.Unlock()
 }
@@ -434,10 +452,10 @@ type conn struct {
 
 	txStatus atomic.Uint32
 	// idleEnds counts ReadyForQuery messages that found no transaction open (server goroutine):
-	// every portal bound before one is gone at the server. syncs counts the Syncs the client
-	// sent (client goroutine).
-	idleEnds atomic.Uint64
-	syncs    uint64
+	// every portal bound before one is gone at the server. syncs and statements count the Sync,
+	// and the Query, Parse and FunctionCall messages the client sent (client goroutine).
+	idleEnds          atomic.Uint64
+	syncs, statements uint64
 	// judging is the number of the running hook call (judgeSeq, client goroutine only), 0 when
 	// none runs: the server has not seen that statement. watchSeen is the watchdog's.
 	judging   atomic.Uint64

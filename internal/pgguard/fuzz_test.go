@@ -137,8 +137,8 @@ func FuzzGuardRecording(f *testing.F) {
 }
 
 // FuzzMaskLiterals: showing any text as a statement under a column rule (bodies followed, quotes
-// undone and redone) never panics, and never shows the value of a string literal 'hunter2' of a
-// text without code (a body is shown, with its own literals masked).
+// undone and redone) never panics, and in a text without code (a body is shown, with its own
+// literals masked) never shows hunter2 from inside a literal.
 func FuzzMaskLiterals(f *testing.F) {
 	for _, s := range []string{"do $$ select 'a' $$", "do 'select ''a'''", "create function f() as $f$ do $g$ x $g$ $f$",
 		"do language x 'y'", "select 1 as $$$$", "as ''", "x -- as\n'hunter2'", "do $a$ do $b$ do 'q' $b$ $a$"} {
@@ -148,9 +148,20 @@ func FuzzMaskLiterals(f *testing.F) {
 	g := guardFor(func() *policy.Policy { return pol }, nil)
 	f.Fuzz(func(t *testing.T, sql string) {
 		shown := g.maskLiterals(sql, []mask.Source{{Any: true}}, 0)
-		lits, _ := sqlclass.Literals(sql)
-		code := slices.ContainsFunc(lits, func(l sqlclass.Literal) bool { return l.Code })
-		if !code && strings.Contains(sql, "'hunter2'") && strings.Contains(shown, "hunter2") {
+		lits, ok := sqlclass.Literals(sql)
+		if !ok || slices.ContainsFunc(lits, func(l sqlclass.Literal) bool { return l.Code }) {
+			return
+		}
+		// Outside literals (comments, identifiers) the text is shown as it is; in them, never.
+		var outside strings.Builder
+		last := 0
+		for _, l := range lits {
+			outside.WriteString(sql[last:l.Start])
+			outside.WriteByte(' ')
+			last = l.End
+		}
+		outside.WriteString(sql[last:])
+		if strings.Count(shown, "hunter2") > strings.Count(outside.String(), "hunter2") {
 			t.Errorf("%q shown as %q", sql, shown)
 		}
 	})

@@ -18,8 +18,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
-
-	"github.com/enforcer-dev/enforcer/internal/pgtest"
 )
 
 // transcript sends msgs in one flush and returns what came back up to the n-th ReadyForQuery,
@@ -65,15 +63,9 @@ func transcript(t *testing.T, fe *pgproto3.Frontend, n int, msgs ...pgproto3.Fro
 // differ.
 func diffWithDirect(t *testing.T, p *guardedProxy, flow func(t *testing.T, fe *pgproto3.Frontend) []string) {
 	t.Helper()
-	ctx := context.Background()
-	direct, err := pgconn.Connect(ctx, p.db.DSN(pgtest.SuperUser, "postgres"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close(ctx)
-	want := flow(t, direct.Frontend())
+	want := flow(t, p.connectDirect(t).Frontend())
 	c := p.connect(t)
-	defer c.Close(ctx)
+	defer c.Close(context.Background())
 	got := flow(t, c.Frontend())
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("through the proxy:\n  %v\ndirectly:\n  %v", got, want)

@@ -120,16 +120,22 @@ func (p *guardedProxy) rowsLeft(t *testing.T) string {
 	return p.direct(t, "select count(*) from t")
 }
 
-// direct returns the first value sql returns, run directly on the server.
-func (p *guardedProxy) direct(t *testing.T, sql string) string {
+// connectDirect opens a connection straight to the server, as its superuser, closed when the
+// test ends.
+func (p *guardedProxy) connectDirect(t *testing.T) *pgconn.PgConn {
 	t.Helper()
-	ctx := context.Background()
-	c, err := pgconn.Connect(ctx, p.db.DSN(pgtest.SuperUser, "postgres"))
+	c, err := pgconn.Connect(context.Background(), p.db.DSN(pgtest.SuperUser, "postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close(ctx)
-	res := c.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// direct returns the first value sql returns, run directly on the server.
+func (p *guardedProxy) direct(t *testing.T, sql string) string {
+	t.Helper()
+	res := p.connectDirect(t).ExecParams(context.Background(), sql, nil, nil, nil, nil).Read()
 	if res.Err != nil {
 		t.Fatal(res.Err)
 	}

@@ -68,23 +68,19 @@ func pgconnScript(ctx context.Context, c *pgx.Conn, steps []string) {
 			if err != nil {
 				fmt.Printf("Q %s => %s\n", short, pgconnErr(err))
 			}
-		case "L":
-			n, sql, _ := strings.Cut(arg, ":")
-			var k int
-			fmt.Sscan(n, &k)
-			sql = strings.Replace(sql, "PAD", strings.Repeat(" ", k), 1)
+		case "L", "X": // L:N:sql has PAD replaced by N spaces
+			sql := arg
+			if kind == "L" {
+				n, rest, _ := strings.Cut(arg, ":")
+				var k int
+				fmt.Sscan(n, &k)
+				sql = strings.Replace(rest, "PAD", strings.Repeat(" ", k), 1)
+			}
 			r := pc.ExecParams(ctx, sql, nil, nil, nil, nil).Read()
 			if r.Err != nil {
-				fmt.Printf("L %s => %s\n", short, pgconnErr(r.Err))
+				fmt.Printf("%s %s => %s\n", kind, short, pgconnErr(r.Err))
 			} else {
-				fmt.Printf("L %s => ok %s\n", short, pgconnRows(r.Rows))
-			}
-		case "X":
-			r := pc.ExecParams(ctx, arg, nil, nil, nil, nil).Read()
-			if r.Err != nil {
-				fmt.Printf("X %s => %s\n", short, pgconnErr(r.Err))
-			} else {
-				fmt.Printf("X %s => ok %s\n", short, pgconnRows(r.Rows))
+				fmt.Printf("%s %s => ok %s\n", kind, short, pgconnRows(r.Rows))
 			}
 		case "P":
 			name, sql, _ := strings.Cut(arg, ":")

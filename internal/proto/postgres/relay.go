@@ -426,11 +426,12 @@ func badName(name []byte) *pgproto3.ErrorResponse {
 }
 
 // portalUncertain reports whether the server may hold something other than p under p's name,
-// or nothing: a Bind that failed (after an error, in a transaction a savepoint then saved, the
-// server kept the portal the name had before); a Bind whose outcome the server side has not seen
-// yet, with a Sync (which ends the skipping after an error) and SQL sent since, which could
-// have saved the transaction (ROLLBACK TO SAVEPOINT); a
-// portal whose transaction ended (the name may since be a cursor an SQL DECLARE opened).
+// or nothing:
+//   - a Bind that failed (after an error, in a transaction a savepoint then saved, the server
+//     kept the portal the name had before);
+//   - a Bind whose outcome the server side has not seen yet, with a Sync (which ends the
+//     skipping after an error) and SQL (ROLLBACK TO SAVEPOINT, say) sent since;
+//   - a portal whose transaction ended (the name may since be a cursor an SQL DECLARE opened).
 func (c *conn) portalUncertain(p *portalInfo) bool {
 	switch {
 	case p.failed.Load():

@@ -66,7 +66,10 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 			if err != nil {
 				return
 			}
-			g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+			g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}},
+				Connect: func(ctx context.Context, database string) (*pgconn.PgConn, error) {
+					return pgconn.Connect(ctx, db.DSN(pgtest.SuperUser, database))
+				}})
 			select {
 			case p.guards <- g:
 			default: // nobody waits for it

@@ -422,8 +422,11 @@ func TestPortalReuseWaitsForResults(t *testing.T) {
 	query := func(i int) []pgproto3.FrontendMessage {
 		return []pgproto3.FrontendMessage{&pgproto3.Parse{Query: fmt.Sprintf("SELECT 'q%d'", i)}, &pgproto3.Bind{}, &pgproto3.Execute{}}
 	}
+	// The client described nothing, so the proxy asked for the portal's description before each
+	// Execute (and keeps it from the client).
 	answer := func(i int) []pgproto3.BackendMessage {
-		return []pgproto3.BackendMessage{&pgproto3.DataRow{Values: [][]byte{fmt.Appendf(nil, "q%d", i)}}, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}}
+		return []pgproto3.BackendMessage{&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("?column?"), DataTypeOID: 25, DataTypeSize: -1}}},
+			&pgproto3.DataRow{Values: [][]byte{fmt.Appendf(nil, "q%d", i)}}, &pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}}
 	}
 	done := []pgproto3.BackendMessage{&pgproto3.ParseComplete{}, &pgproto3.BindComplete{}}
 	client(query(1)...)

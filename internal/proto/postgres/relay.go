@@ -402,8 +402,23 @@ func (c *conn) onExecute(msg, body []byte) error {
 	if v.Action == Refuse {
 		return c.refuse(v.Error, false)
 	}
+	if v.Observe && p != nil && !p.describeSent && (p.stmt == nil || !p.stmt.describeSent) {
+		if err := c.describePortal(p, portal); err != nil {
+			return err
+		}
+	}
 	c.ops.push(op{kind: opExecute, portal: p, st: st, ownSt: ownSt, observe: v.Observe})
 	return c.uw.forward(msg)
+}
+
+// describePortal asks the server to describe a portal whose rows the hook is to see when the
+// client described neither it nor its statement: without a description, the hook could not
+// tell one column from another (a masking rule would withhold every cell). The answer goes to
+// the portal, not to the client.
+func (c *conn) describePortal(p *portalInfo, name []byte) error {
+	p.describeSent = true
+	c.ops.push(op{kind: opDescribe, portal: p, swallow: true})
+	return c.uw.queued(appendDescribePortal(c.uw.buffer(), name))
 }
 
 // HasPortal reports whether the client bound a portal named name with the extended protocol,
@@ -459,10 +474,15 @@ func (c *conn) onDescribe(msg, body []byte) error {
 		// the table's reference (skipExtended).
 		c.stmtMu.Lock()
 		o.stmt, o.name = c.stmts.get(string(name)), string(name)
+		if o.stmt != nil {
+			o.stmt.describeSent = true
+		}
 		c.ops.push(o)
 		c.stmtMu.Unlock()
 	case 'P':
-		o.portal = c.portals.get(string(name))
+		if o.portal = c.portals.get(string(name)); o.portal != nil {
+			o.portal.describeSent = true
+		}
 		c.ops.push(o)
 	default:
 		return errMalformed
@@ -576,7 +596,11 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 				if o.portal != nil {
 					o.portal.rowDesc = append(o.portal.rowDescBuf[:0:len(o.portal.rowDescBuf)], msg...)
 				}
+				swallow := o.swallow
 				c.ops.pop()
+				if swallow {
+					return nil
+				}
 			case opQuery, opFunction:
 				// Only the front op's rows follow this description, and the next one arrives after
 				// they end: one buffer per connection serves every Query.
@@ -592,7 +616,11 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 		}
 	case 'n': // NoData
 		if o != nil && o.kind == opDescribe {
+			swallow := o.swallow
 			c.ops.pop()
+			if swallow {
+				return nil
+			}
 		}
 	case '1', '2', '3': // ParseComplete, BindComplete, CloseComplete
 		if o != nil && o.kind == opParse && typ == '1' && o.replaces && o.stmt != nil {

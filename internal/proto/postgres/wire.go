@@ -320,6 +320,16 @@ func appendCopyData(dst, data []byte) []byte {
 	return append(dst, data...)
 }
 
+// appendDescribePortal encodes Describe('P', portal).
+func appendDescribePortal(dst, portal []byte) []byte {
+	start := len(dst)
+	dst = append(dst, 'D', 0, 0, 0, 0, 'P')
+	dst = append(dst, portal...)
+	dst = append(dst, 0)
+	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
+	return dst
+}
+
 // appendExecute encodes Execute(portal, 0).
 func appendExecute(dst []byte, portal string) []byte {
 	start := len(dst)

@@ -76,6 +76,9 @@ type catalog struct {
 // within this long.
 const catalogTTL = 10 * time.Second
 
+// catalogTimeout bounds one lookup; a statement or result waiting for it fails after this long.
+const catalogTimeout = 10 * time.Second
+
 // expire forgets everything once catalogTTL has passed.
 func (c *catalog) expire() {
 	if time.Since(c.filledAt) < catalogTTL {
@@ -190,7 +193,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace`
 // and works out where each view column comes from, and what each table inherits from: a rule
 // on customers covers a partition or a child table of it.
 func (c *catalog) fetch(ctx context.Context, database string, connect Connector, oids []uint32) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 	defer cancel()
 	var views []uint32
 	for depth := 0; len(oids) > 0 && depth <= maxViewDepth; depth++ {
@@ -408,7 +411,7 @@ func (cs *Catalogs) Describe(ctx context.Context, target, database string, conne
 	c := cs.get(target + "\x00" + database)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
 		if c.conn == nil || c.conn.IsClosed() {

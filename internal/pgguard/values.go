@@ -1,6 +1,8 @@
 package pgguard
 
 import (
+	"context"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -56,10 +58,44 @@ func (g *Guard) ruledColumns(res *sqlclass.Result) []mask.Source {
 			prepared[st.Prepare] = st
 		}
 	}
-	if !g.mask.plan.RuleCovers(cols) {
-		return nil
+	if g.mask.plan.RuleCovers(cols) {
+		return cols
 	}
-	return cols
+	if cols = g.viewSources(cols); g.mask.plan.RuleCovers(cols) {
+		return cols
+	}
+	return nil
+}
+
+// viewSources adds to cols the table columns that those naming a column of a view (or of a
+// table that inherits) show, from the catalog: UPDATE contacts SET num = … writes
+// customers.tel when contacts is a view of customers. If the catalog cannot tell, any column
+// may be named. Before the connection names its database (the process's arguments, when the
+// target does not fix the database), there is no catalog to ask.
+func (g *Guard) viewSources(cols []mask.Source) []mask.Source {
+	if g.info.Connect == nil || g.database() == "" {
+		return cols
+	}
+	var srcs []Source
+	for _, c := range cols {
+		if !c.Any && c.Table != "" {
+			srcs = append(srcs, Source{Schema: c.Schema, Table: c.Table, Column: c.Name})
+		}
+	}
+	if len(srcs) == 0 {
+		return cols
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), catalogTimeout)
+	defer cancel()
+	from, unknown, err := g.sh.Catalogs.ViewColumns(ctx, g.info.Target.Name, g.database(), g.info.Connect, srcs)
+	if err != nil {
+		g.log.Warn("catalog lookup of views failed; masking every value of the statement", "err", err)
+		unknown = true
+	}
+	if unknown {
+		cols = append(cols, mask.Source{Any: true})
+	}
+	return appendFrom(cols, from)
 }
 
 // appendNames appends the columns st names; any column for a statement the guard could not
@@ -153,8 +189,18 @@ func (g *Guard) sqlInArgs(argv []string) []string {
 		return nil
 	}
 	var out []string
+	prog := programOf(argv)
 	for i, a := range argv {
-		prefix, command := commandArg(argv, i)
+		if prefix, value, ok := variableArg(prog, argv, i); ok {
+			if shown := g.shownVariable(value); shown != value {
+				if out == nil {
+					out = slices.Clone(argv)
+				}
+				out[i] = prefix + shown
+			}
+			continue
+		}
+		prefix, command := commandArg(prog, argv, i)
 		if !command && strings.HasPrefix(a, "-") {
 			eq := strings.IndexByte(a, '=')
 			if eq < 0 {
@@ -185,10 +231,103 @@ func (g *Guard) sqlInArgs(argv []string) []string {
 	return out
 }
 
-// commandArg reports whether argv[i] is a command as psql takes one, and the option before it
-// in the same argument: after -c or --command, or a getopt abbreviation of it (--comm), or a
-// bundle of flags ending in c (-Atc); or attached to such an option (-cSQL, -XcSQL, --co=SQL).
-func commandArg(argv []string, i int) (prefix string, ok bool) {
+// programOf is the program argv runs, for the clients whose options sqlInArgs knows: "psql",
+// "pgbench" or "".
+func programOf(argv []string) string {
+	if len(argv) == 0 {
+		return ""
+	}
+	base := filepath.Base(argv[0])
+	for _, p := range []string{"psql", "pgbench"} {
+		if strings.HasPrefix(base, p) {
+			return p
+		}
+	}
+	return ""
+}
+
+// variableArg reports whether argv[i] sets a client variable whose value statements may
+// interpolate (psql -v NAME=VALUE, --set, --variable; pgbench -D NAME=VALUE, --define), and
+// splits it before the value.
+func variableArg(prog string, argv []string, i int) (prefix, value string, ok bool) {
+	var short byte
+	var long []string // the option and every abbreviation getopt takes for it
+	switch prog {
+	case "psql":
+		short, long = 'v', []string{"--se", "--set", "--va", "--var", "--vari", "--varia", "--variab", "--variabl", "--variable"}
+	case "pgbench":
+		short, long = 'D', []string{"--def", "--defi", "--defin", "--define"}
+	default:
+		return "", "", false
+	}
+	a := argv[i]
+	separate := false
+	if i > 0 {
+		opt, rest, ok := shortOption(argv[i-1], prog)
+		separate = slices.Contains(long, argv[i-1]) || ok && opt == short && rest == ""
+	}
+	var setting string
+	if separate {
+		setting = a
+	} else if eq := strings.IndexByte(a, '='); eq > 0 && slices.Contains(long, a[:eq]) {
+		setting = a[eq+1:]
+	} else if opt, rest, ok := shortOption(a, prog); ok && opt == short && rest != "" {
+		setting = rest
+	} else {
+		return "", "", false
+	}
+	name, value, ok := strings.Cut(setting, "=")
+	if !ok || prog == "psql" && psqlSetting(name, value) {
+		return "", "", false
+	}
+	return a[:len(a)-len(value)], value, true
+}
+
+// psqlSetting reports whether NAME=VALUE sets one of psql's own settings to a word or a small
+// number (-v ON_ERROR_STOP=1): shown as it is.
+func psqlSetting(name, value string) bool {
+	switch name {
+	case "AUTOCOMMIT", "COMP_KEYWORD_CASE", "ECHO", "ECHO_HIDDEN", "FETCH_COUNT", "HIDE_TABLEAM",
+		"HIDE_TOAST_COMPRESSION", "HISTCONTROL", "IGNOREEOF", "ON_ERROR_ROLLBACK", "ON_ERROR_STOP", "QUIET",
+		"SHOW_ALL_RESULTS", "SHOW_CONTEXT", "SINGLELINE", "SINGLESTEP", "VERBOSITY":
+	default:
+		return false
+	}
+	letters, digits := 0, 0
+	for _, c := range []byte(value) {
+		switch {
+		case 'a' <= c|0x20 && c|0x20 <= 'z' || c == '_':
+			letters++
+		case '0' <= c && c <= '9':
+			digits++
+		default:
+			return false
+		}
+	}
+	return letters == len(value) || digits == len(value) && digits <= 6
+}
+
+// shownVariable is a client variable's value as the session log shows it under column rules:
+// any statement may interpolate it, into any column, so every rule's masking applies.
+func (g *Guard) shownVariable(value string) string {
+	if value == "" {
+		return value
+	}
+	out, _, err := g.mask.plan.MaskValueOf([]byte(value), nil, []mask.Source{{Any: true}})
+	if err != nil {
+		return string(g.mask.plan.Redacted())
+	}
+	return string(out)
+}
+
+// commandArg reports whether argv[i] is a command as psql takes one (in any program but
+// pgbench), and the option before it in the same argument: after -c or --command, or a getopt
+// abbreviation of it (--comm), or a bundle of flags ending in c (-Atc); or attached to such an
+// option (-cSQL, -XcSQL, --co=SQL).
+func commandArg(prog string, argv []string, i int) (prefix string, ok bool) {
+	if prog == "pgbench" { // its -c is the number of clients
+		return "", false
+	}
 	if i > 0 {
 		if rest, ok := shortCommand(argv[i-1]); ok && rest == "" {
 			return "", true
@@ -210,20 +349,29 @@ func commandArg(argv []string, i int) (prefix string, ok bool) {
 // shortCommand reports whether a is a bundle of psql's short flags whose last option is -c,
 // and what follows the c.
 func shortCommand(a string) (rest string, ok bool) {
+	opt, rest, ok := shortOption(a, "psql")
+	return rest, ok && opt == 'c'
+}
+
+// valueOptions are the short options of each client that take a value.
+var valueOptions = map[string]string{"psql": "cdfFhLopPRTUv", "pgbench": "bcDfFhIjLMpPRsStTU"}
+
+// shortOption returns the option of the bundle of prog's short options a (-Atc…) that takes a
+// value, and what follows it in a: the value, or "" when the value is the next argument. ok is
+// false when a is not such a bundle.
+func shortOption(a, prog string) (opt byte, rest string, ok bool) {
 	if len(a) < 2 || a[0] != '-' || a[1] == '-' {
-		return "", false
+		return 0, "", false
 	}
 	for j := 1; j < len(a); j++ {
 		switch c := a[j]; {
-		case c == 'c':
-			return a[j+1:], true
-		case strings.IndexByte("dfFhLopPRTUv", c) >= 0: // an option taking a value: the rest is it
-			return "", false
+		case strings.IndexByte(valueOptions[prog], c) >= 0:
+			return c, a[j+1:], true
 		case !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '?'):
-			return "", false
+			return 0, "", false
 		}
 	}
-	return "", false
+	return 0, "", false
 }
 
 // longCommand reports whether a is --command or an abbreviation getopt takes for it.

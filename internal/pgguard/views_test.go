@@ -1,6 +1,7 @@
 package pgguard
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -54,6 +55,54 @@ func TestDeriveViewColumns(t *testing.T) {
 		}
 		if strings.Join(got, " ") != tc.want || unknown != tc.unknown {
 			t.Errorf("%s column %d: %q unknown %v, want %q unknown %v", c.rels[tc.oid].name, tc.attnum, got, unknown, tc.want, tc.unknown)
+		}
+	}
+}
+
+// TestStatementsThroughViewsShownMasked: a statement that names a ruled column only through a
+// view, or through a table that inherits the ruled one, is shown with its values masked, like
+// one that names the column itself; the catalog tells which columns views show.
+func TestStatementsThroughViewsShownMasked(t *testing.T) {
+	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p.db.Exec(t, `create view contacts as select id, secret as num, 'x'::text as other from t;
+create view contacts2 as select num from contacts;
+create table t_child (extra text) inherits (t);
+create table plain (id int, note text)`)
+	c := p.connect(t)
+	<-p.guards
+	ctx := context.Background()
+	stmts := []string{
+		"update contacts set num = 'hunter2' where id = 0",
+		"select id from contacts where num = 'hunter2'",
+		"select * from contacts2 where num like 'hunter2%'",
+		"insert into contacts values (100, 'hunter2')",
+		"select id from t_child where secret = 'hunter2'",
+		// Not ruled: shown as sent.
+		"select id from contacts where other = 'kept'",
+		"select id from plain where note = 'kept'",
+	}
+	for _, sql := range stmts {
+		if _, err := c.Exec(ctx, sql).ReadAll(); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	c.Close(ctx)
+	var shown []string
+	for _, ev := range eventsOf(t, p.session(t)) {
+		if ev.Statement != nil {
+			shown = append(shown, ev.Statement.Text)
+		}
+	}
+	if len(shown) != len(stmts) {
+		t.Fatalf("recorded %d statements, want %d: %q", len(shown), len(stmts), shown)
+	}
+	for i, sql := range stmts {
+		ruled := !strings.Contains(sql, "kept")
+		if leaked := strings.Contains(shown[i], "hunter2"); leaked {
+			t.Errorf("%s: recorded in clear: %q", sql, shown[i])
+		}
+		if !ruled && shown[i] != sql {
+			t.Errorf("%s: recorded as %q, want it as sent", sql, shown[i])
 		}
 	}
 }

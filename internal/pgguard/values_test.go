@@ -84,3 +84,47 @@ func TestStatementsInArguments(t *testing.T) {
 		}
 	}
 }
+
+// TestVariablesInArguments: under column rules, the values of psql's and pgbench's variables are
+// masked in the recorded arguments (a statement may interpolate them into any column: psql -v
+// tel=… -c "update t set secret = :'tel'"), except psql's own settings set to a word or a small
+// number.
+func TestVariablesInArguments(t *testing.T) {
+	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	const m = "[REDACTED:column]"
+	for _, c := range []struct {
+		argv, want []string
+	}{
+		// The command's :'tel' is a quoted string to the lexer: masked too.
+		{[]string{"psql", "-v", "tel=hunter2", "-c", "update t set secret = :'tel'"}, []string{"psql", "-v", "tel=" + m, "-c", "update t set secret = :'" + m + "'"}},
+		{[]string{"psql", "-vtel=hunter2"}, []string{"psql", "-vtel=" + m}},
+		{[]string{"psql", "-Xqvtel=hunter2"}, []string{"psql", "-Xqvtel=" + m}},
+		{[]string{"psql", "-Xv", "tel=hunter2"}, []string{"psql", "-Xv", "tel=" + m}},
+		{[]string{"psql", "--set", "tel=hunter2"}, []string{"psql", "--set", "tel=" + m}},
+		{[]string{"psql", "--set=tel=hunter2"}, []string{"psql", "--set=tel=" + m}},
+		{[]string{"psql", "--var=tel=hunter2"}, []string{"psql", "--var=tel=" + m}},
+		{[]string{"/usr/lib/postgresql/16/bin/psql", "--variable", "tel=a=b"}, []string{"/usr/lib/postgresql/16/bin/psql", "--variable", "tel=" + m}},
+		{[]string{"pgbench", "-D", "tel=hunter2", "-f", "x.sql"}, []string{"pgbench", "-D", "tel=" + m, "-f", "x.sql"}},
+		{[]string{"pgbench", "-Dtel=hunter2", "--define=x=hunter2"}, []string{"pgbench", "-Dtel=" + m, "--define=x=" + m}},
+		// pgbench's -c is its number of clients, not a command.
+		{[]string{"pgbench", "-c", "8", "-j2", "-c4"}, nil},
+		// Left as they are: psql's settings, a v that is the value of another option (-dv: database v), other
+		// programs' -v, a -v without a NAME=.
+		{[]string{"psql", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"}, nil},
+		{[]string{"psql", "-dv", "x=y"}, nil},
+		{[]string{"python3", "-v", "tel=hunter2"}, nil},
+		{[]string{"psql", "-v", "ECHO"}, nil},
+		// A setting with a value no setting has is masked.
+		{[]string{"psql", "-v", "ON_ERROR_STOP=4155550100", "-v", "ECHO=a b"}, []string{"psql", "-v", "ON_ERROR_STOP=" + m, "-v", "ECHO=" + m}},
+	} {
+		g := testShared(func() *policy.Policy { return pol }, nil).NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0],
+			Identity: identity.Session{Subject: "alice"}, Argv: c.argv, Cmdline: strings.Join(c.argv, " ")})
+		want := c.want
+		if want == nil {
+			want = c.argv
+		}
+		if got := g.info.Argv; !slices.Equal(got, want) {
+			t.Errorf("%q shown as\n%q, want\n%q", c.argv, got, want)
+		}
+	}
+}

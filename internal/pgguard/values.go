@@ -158,12 +158,16 @@ func (g *Guard) maskLiterals(sql string, cols []mask.Source, depth int) string {
 }
 
 // splitBody splits a string literal into its quote (' or a dollar quote such as $fn$) and its
-// content, unescaped: a value, or a body; ok is false for other literals (numbers, E'…' and
-// U&'…' strings).
+// content, unescaped: a value, or a body; ok is false for other literals (numbers, U&'…'
+// strings). An E'…' string's quote is ': its content written back in a standard string means
+// the same.
 func splitBody(tok string) (quote, body string, ok bool) {
 	switch {
 	case len(tok) >= 2 && tok[0] == '\'' && tok[len(tok)-1] == '\'':
 		return "'", strings.ReplaceAll(tok[1:len(tok)-1], "''", "'"), true
+	case len(tok) >= 3 && (tok[0] == 'E' || tok[0] == 'e') && tok[1] == '\'' && tok[len(tok)-1] == '\'':
+		body, ok := unescapeE(tok[2 : len(tok)-1])
+		return "'", body, ok
 	case len(tok) >= 2 && tok[0] == '$':
 		end := strings.IndexByte(tok[1:], '$')
 		if end < 0 {
@@ -176,6 +180,41 @@ func splitBody(tok string) (quote, body string, ok bool) {
 		return quote, tok[len(quote) : len(tok)-len(quote)], true
 	}
 	return "", "", false
+}
+
+// unescapeE returns the content of an E'…' string with the escapes the lexer accepts (see
+// sqlclass's shapeLex: \\ \' \" \b \f \n \r \t, and '') replaced; ok is false for any other.
+func unescapeE(s string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\'' && i+1 < len(s) && s[i+1] == '\'':
+			i++
+		case c == '\\' && i+1 < len(s):
+			i++
+			switch s[i] {
+			case '\\', '\'', '"':
+				c = s[i]
+			case 'b':
+				c = '\b'
+			case 'f':
+				c = '\f'
+			case 'n':
+				c = '\n'
+			case 'r':
+				c = '\r'
+			case 't':
+				c = '\t'
+			default:
+				return "", false
+			}
+		case c == '\\', c == '\'':
+			return "", false
+		}
+		b.WriteByte(c)
+	}
+	return b.String(), true
 }
 
 // sqlInArgs returns argv with each argument that may be a statement naming a ruled column

@@ -30,6 +30,8 @@ func TestShownSQL(t *testing.T) {
 		{"prepare q as insert into t(secret) values ($1); execute q('hunter2')", "prepare q as insert into t(secret) values ($1); execute q('[REDACTED:column]')"},
 		{"update t set secret = 'hunter2' wher id = 1", "update t set secret = '[REDACTED:column]' wher id = '[REDACTED:column]'"},
 		{"select * from t where secret = E'\\101'", "[REDACTED:unmaskable]"},
+		// An E'…' string's value is masked, not its quotes and escapes.
+		{"select * from t where secret = E'hun\\'ter\\n2' or secret = e'x''y'", "select * from t where secret = '[REDACTED:column]' or secret = '[REDACTED:column]'"},
 		{"select * from u where name = 'a@example.com' and n = 3", "select * from u where name = '[REDACTED:email]' and n = 3"},
 		// Code the guard does not parse may name any column; a body stays readable, its values
 		// masked.
@@ -58,6 +60,25 @@ func TestShownSQL(t *testing.T) {
 		if got := g.shownSQL(c.sql, g.ruledColumns(res)); got != c.want {
 			t.Errorf("%s\n got %s\nwant %s", c.sql, got, c.want)
 		}
+	}
+}
+
+// TestEscapedStringsUnderPartialMasking: the partial style keeps a value's last characters; of
+// an E'…' string, those of the value, not of its escapes and quote; and a standard string with
+// the same value is shown the same.
+func TestEscapedStringsUnderPartialMasking(t *testing.T) {
+	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: partial}\n")
+	g := guardFor(func() *policy.Policy { return pol }, nil)
+	var shown []string
+	for _, sql := range []string{
+		"update t set secret = E'4155550\\'123'",
+		"update t set secret = '4155550''123'",
+		"update t set secret = E'4155550\\n123\\\\'",
+	} {
+		shown = append(shown, g.shownSQL(sql, g.ruledColumns(g.sh.Classifier.Classify(sql))))
+	}
+	if shown[0] != shown[1] || strings.Contains(shown[0], "E'") || !strings.HasSuffix(shown[2], "23\\'") {
+		t.Errorf("shown as %q", shown)
 	}
 }
 

@@ -446,3 +446,27 @@ func TestPortalsTheServerMayNotHold(t *testing.T) {
 		t.Errorf("a 63-byte name: %v", codes)
 	}
 }
+
+// TestProxyProbeNamesRefused (from a review, 2026-12-06): a refusal makes the proxy send an
+// Execute of a portal named "\x01enforcer refused N" that the server must fail. A client that
+// bound a portal of that name first (N counts refusals) had the server run it under the
+// proxy's probe, whose rows are not observed: t.secret reached it in clear. Names with control
+// characters are refused.
+func TestProxyProbeNamesRefused(t *testing.T) {
+	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	c := p.connect(t)
+	defer c.Close(context.Background())
+	fe := c.Frontend()
+	got := transcript(t, fe, 1, &pgproto3.Query{String: "begin"})
+	got = append(got, transcript(t, fe, 1,
+		&pgproto3.Parse{Name: "s", Query: "select secret from t order by id"},
+		&pgproto3.Bind{DestinationPortal: "\x01enforcer refused 1", PreparedStatement: "s"},
+		&pgproto3.Parse{Query: "drop table t"}, // refused by the no-drop rule
+		&pgproto3.Sync{})...)
+	got = append(got, transcript(t, fe, 1, &pgproto3.Query{String: "rollback"})...)
+	if j := strings.Join(got, " "); secretInClear.MatchString(j) {
+		t.Errorf("t.secret in clear: %v", got)
+	} else {
+		t.Logf("client saw %v", got)
+	}
+}

@@ -402,8 +402,8 @@ func (c *conn) onExecute(msg, body []byte) error {
 	if v.Action == Refuse {
 		return c.refuse(v.Error, false)
 	}
-	if v.Observe && p != nil && !p.describeSent && (p.stmt == nil || !p.stmt.describeSent) {
-		if err := c.describePortal(p, portal); err != nil {
+	if v.Observe && p != nil && !p.described.Load() && (p.stmt == nil || !p.stmt.described.Load()) {
+		if err := c.describePortal(p, portal, st); err != nil {
 			return err
 		}
 	}
@@ -414,10 +414,11 @@ func (c *conn) onExecute(msg, body []byte) error {
 // describePortal asks the server to describe a portal whose rows the hook is to see when the
 // client described neither it nor its statement: without a description, the hook could not
 // tell one column from another (a masking rule would withhold every cell). The answer goes to
-// the portal, not to the client.
-func (c *conn) describePortal(p *portalInfo, name []byte) error {
-	p.describeSent = true
-	c.ops.push(op{kind: opDescribe, portal: p, swallow: true})
+// the portal, not to the client; an error, to the Execute's statement st, which the server then
+// skips.
+func (c *conn) describePortal(p *portalInfo, name []byte, st *Statement) error {
+	p.described.Store(true)
+	c.ops.push(op{kind: opDescribe, portal: p, st: st, swallow: true})
 	return c.uw.queued(appendDescribePortal(c.uw.buffer(), name))
 }
 
@@ -432,12 +433,14 @@ func (s *Statement) HasPortal(name string) bool {
 // to 63 bytes after converting them to its encoding, so two names the proxy tells apart could
 // be one there.
 func badName(name []byte) *pgproto3.ErrorResponse {
-	if len(name) < 64 && !slices.ContainsFunc(name, func(b byte) bool { return b >= 0x80 }) {
+	// Control characters are refused too: the proxy's own names start with one (see refuse), so
+	// a client cannot bind or prepare under them.
+	if len(name) < 64 && !slices.ContainsFunc(name, func(b byte) bool { return b >= 0x80 || b < 0x20 || b == 0x7f }) {
 		return nil
 	}
 	return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42602",
-		Message: fmt.Sprintf("enforcer: statement and portal names must be ASCII and shorter than 64 bytes; %q is not", name),
-		Hint:    "use shorter ASCII names for prepared statements and portals"}
+		Message: fmt.Sprintf("enforcer: statement and portal names must be printable ASCII and shorter than 64 bytes; %q is not", name),
+		Hint:    "use shorter names of printable ASCII characters for prepared statements and portals"}
 }
 
 // portalUncertain reports whether the server may hold something other than p under p's name,
@@ -475,13 +478,13 @@ func (c *conn) onDescribe(msg, body []byte) error {
 		c.stmtMu.Lock()
 		o.stmt, o.name = c.stmts.get(string(name)), string(name)
 		if o.stmt != nil {
-			o.stmt.describeSent = true
+			o.stmt.described.Store(true)
 		}
 		c.ops.push(o)
 		c.stmtMu.Unlock()
 	case 'P':
 		if o.portal = c.portals.get(string(name)); o.portal != nil {
-			o.portal.describeSent = true
+			o.portal.described.Store(true)
 		}
 		c.ops.push(o)
 	default:
@@ -720,6 +723,15 @@ func (c *conn) skipExtended(o *op) {
 	for o != nil && o.kind != opSync {
 		if o.kind == opBind && o.portal != nil {
 			o.portal.failed.Store(true) // the server kept what the name had before, if anything
+		}
+		if o.kind == opDescribe {
+			// Skipped: what it was to describe may still be executed without a description.
+			if o.stmt != nil {
+				o.stmt.described.Store(false)
+			}
+			if o.portal != nil {
+				o.portal.described.Store(false)
+			}
 		}
 		if o.kind == opParse && o.stmt != nil {
 			c.stmtMu.Lock()

@@ -279,8 +279,8 @@ type stmtInfo struct {
 	refs    atomic.Int32
 	sql     string
 	rowDesc []byte // raw RowDescription from a Describe of the statement (relay side only)
-	// describeSent: the client asked the server to describe it (client side only).
-	describeSent bool
+	// described: a Describe of it was sent, and not skipped after an error (so far).
+	described atomic.Bool
 
 	// What the Parse that made it needs, carried in the same allocation: its Statement (each
 	// Parse makes a new stmtInfo, so the hook still sees a distinct Statement per Parse) and room
@@ -299,9 +299,9 @@ type portalInfo struct {
 	params        [][]byte
 	resultFormats []int16
 	rowDesc       []byte // raw RowDescription from a Describe of the portal (relay side only)
-	// describeSent: a Describe of the portal, the client's or the proxy's, was sent (client
-	// side only).
-	describeSent bool
+	// described: a Describe of the portal, the client's or the proxy's, was sent, and not
+	// skipped after an error (so far).
+	described atomic.Bool
 
 	// A Bind of a few short parameters, the portal's first Execute and its description fit in
 	// the portal's own allocation: one per transaction of a driver that binds the unnamed

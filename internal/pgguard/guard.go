@@ -140,7 +140,7 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 		g.mask = &masker{plan: plan, g: g}
 		// Arguments carry secrets too (psql postgres://app:secret@…, curl -H "Authorization: …"),
 		// and statements (psql -c "…").
-		if argv := g.sqlInArgs(ci.Argv); argv != nil {
+		if argv := g.sqlInArgs(ci.Exe, ci.Argv); argv != nil {
 			ci.Argv, ci.Cmdline = argv, strings.Join(argv, " ")
 		}
 		g.info.Cmdline = plan.MaskString(ci.Cmdline)

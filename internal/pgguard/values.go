@@ -223,12 +223,12 @@ func unescapeE(s string) (string, bool) {
 // it. A command that does not parse is masked as a statement that does not parse is; one the
 // lexer cannot split is hidden whole. A command given to a shell (sh -c "psql -c …") is a shell
 // command, not SQL: it gets the detectors only.
-func (g *Guard) sqlInArgs(argv []string) []string {
+func (g *Guard) sqlInArgs(exe string, argv []string) []string {
 	if g.mask == nil || !g.mask.plan.HasColumnRules() {
 		return nil
 	}
 	var out []string
-	prog := programOf(argv)
+	prog := programOf(exe, argv)
 	for i, a := range argv {
 		if prefix, value, ok := variableArg(prog, argv, i); ok {
 			if shown := g.shownVariable(value); shown != value {
@@ -248,6 +248,15 @@ func (g *Guard) sqlInArgs(argv []string) []string {
 			prefix = a[:eq+1]
 		}
 		sql := a[len(prefix):]
+		if command && strings.HasPrefix(strings.TrimLeft(sql, " \t\n\r\f\v"), "\\") {
+			if shown := g.shownMetaCommand(sql); shown != sql {
+				if out == nil {
+					out = slices.Clone(argv)
+				}
+				out[i] = prefix + shown
+			}
+			continue
+		}
 		lits, ok := sqlclass.Literals(sql)
 		var shown string
 		switch {
@@ -270,16 +279,19 @@ func (g *Guard) sqlInArgs(argv []string) []string {
 	return out
 }
 
-// programOf is the program argv runs, for the clients whose options sqlInArgs knows: "psql",
+// programOf is the program a process runs, by its executable or its argv[0] (either may be
+// renamed: a wrapper, exec -a), for the clients whose options sqlInArgs knows: "psql",
 // "pgbench" or "".
-func programOf(argv []string) string {
-	if len(argv) == 0 {
-		return ""
+func programOf(exe string, argv []string) string {
+	names := []string{filepath.Base(exe)}
+	if len(argv) > 0 {
+		names = append(names, filepath.Base(argv[0]))
 	}
-	base := filepath.Base(argv[0])
 	for _, p := range []string{"psql", "pgbench"} {
-		if strings.HasPrefix(base, p) {
-			return p
+		for _, n := range names {
+			if strings.HasPrefix(n, p) {
+				return p
+			}
 		}
 	}
 	return ""
@@ -322,8 +334,37 @@ func variableArg(prog string, argv []string, i int) (prefix, value string, ok bo
 	return a[:len(a)-len(value)], value, true
 }
 
-// psqlSetting reports whether NAME=VALUE sets one of psql's own settings to a word or a small
-// number (-v ON_ERROR_STOP=1): shown as it is.
+// shownMetaCommand is a psql backslash command given with -c as the session log shows it under
+// column rules: its arguments may set a variable a script then interpolates (\set tel …) or name
+// a file or a query, so all but the command's name (and \set's variable) are masked by every
+// column rule.
+func (g *Guard) shownMetaCommand(cmd string) string {
+	const space = " \t\n\r\f\v"
+	lead := len(cmd) - len(strings.TrimLeft(cmd, space))
+	end := lead + 1 // the backslash; then the name's letters
+	for end < len(cmd) && ('a' <= cmd[end]|0x20 && cmd[end]|0x20 <= 'z') {
+		end++
+	}
+	rest := strings.TrimLeft(cmd[end:], space)
+	if strings.EqualFold(cmd[lead:end], "\\set") {
+		// The variable's name, if it is a plain one: \set tel …
+		v := 0
+		for v < len(rest) && (rest[v] == '_' || 'a' <= rest[v]|0x20 && rest[v]|0x20 <= 'z' || '0' <= rest[v] && rest[v] <= '9') {
+			v++
+		}
+		if v == len(rest) || v > 0 && strings.IndexByte(space, rest[v]) >= 0 {
+			rest = strings.TrimLeft(rest[v:], space)
+		}
+	}
+	if rest == "" {
+		return cmd
+	}
+	return cmd[:len(cmd)-len(rest)] + g.shownVariable(rest)
+}
+
+// psqlSetting reports whether NAME=VALUE sets one of psql's own settings to a word or a digit
+// (-v ON_ERROR_STOP=1): shown as it is. A longer number is masked: FETCH_COUNT and IGNOREEOF
+// take any, which a script can interpolate like any variable's value.
 func psqlSetting(name, value string) bool {
 	switch name {
 	case "AUTOCOMMIT", "COMP_KEYWORD_CASE", "ECHO", "ECHO_HIDDEN", "FETCH_COUNT", "HIDE_TABLEAM",
@@ -343,7 +384,7 @@ func psqlSetting(name, value string) bool {
 			return false
 		}
 	}
-	return letters == len(value) || digits == len(value) && digits <= 6
+	return letters == len(value) || digits == len(value) && digits == 1
 }
 
 // shownVariable is a client variable's value as the session log shows it under column rules:
@@ -393,7 +434,7 @@ func shortCommand(a string) (rest string, ok bool) {
 }
 
 // valueOptions are the short options of each client that take a value.
-var valueOptions = map[string]string{"psql": "cdfFhLopPRTUv", "pgbench": "bcDfFhIjLMpPRsStTU"}
+var valueOptions = map[string]string{"psql": "cdfFhLopPRTUv", "pgbench": "bcDfFhIjLMpPRstTU"}
 
 // shortOption returns the option of the bundle of prog's short options a (-Atc…) that takes a
 // value, and what follows it in a: the value, or "" when the value is the next argument. ok is

@@ -107,45 +107,64 @@ func TestStatementsInArguments(t *testing.T) {
 }
 
 // TestVariablesInArguments: under column rules, the values of psql's and pgbench's variables are
-// masked in the recorded arguments (a statement may interpolate them into any column: psql -v
-// tel=… -c "update t set secret = :'tel'"), except psql's own settings set to a word or a small
-// number.
+// masked in the recorded arguments (a script may interpolate them into any column: psql -v
+// tel=… -f update.sql with update t set secret = :'tel' in it), and so are the arguments of a
+// psql backslash command given with -c (\set tel …), except psql's own settings set to a word or
+// a digit. The program is told by its executable or its argv[0].
 func TestVariablesInArguments(t *testing.T) {
 	pol := parsePolicy(t, testPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
 	const m = "[REDACTED:column]"
 	for _, c := range []struct {
+		exe        string
 		argv, want []string
 	}{
-		// The command's :'tel' is a quoted string to the lexer: masked too.
-		{[]string{"psql", "-v", "tel=hunter2", "-c", "update t set secret = :'tel'"}, []string{"psql", "-v", "tel=" + m, "-c", "update t set secret = :'" + m + "'"}},
-		{[]string{"psql", "-vtel=hunter2"}, []string{"psql", "-vtel=" + m}},
-		{[]string{"psql", "-Xqvtel=hunter2"}, []string{"psql", "-Xqvtel=" + m}},
-		{[]string{"psql", "-Xv", "tel=hunter2"}, []string{"psql", "-Xv", "tel=" + m}},
-		{[]string{"psql", "--set", "tel=hunter2"}, []string{"psql", "--set", "tel=" + m}},
-		{[]string{"psql", "--set=tel=hunter2"}, []string{"psql", "--set=tel=" + m}},
-		{[]string{"psql", "--var=tel=hunter2"}, []string{"psql", "--var=tel=" + m}},
-		{[]string{"/usr/lib/postgresql/16/bin/psql", "--variable", "tel=a=b"}, []string{"/usr/lib/postgresql/16/bin/psql", "--variable", "tel=" + m}},
-		{[]string{"pgbench", "-D", "tel=hunter2", "-f", "x.sql"}, []string{"pgbench", "-D", "tel=" + m, "-f", "x.sql"}},
-		{[]string{"pgbench", "-Dtel=hunter2", "--define=x=hunter2"}, []string{"pgbench", "-Dtel=" + m, "--define=x=" + m}},
+		{"", []string{"psql", "-v", "tel=hunter2", "-f", "update.sql"}, []string{"psql", "-v", "tel=" + m, "-f", "update.sql"}},
+		{"", []string{"psql", "-vtel=hunter2"}, []string{"psql", "-vtel=" + m}},
+		{"", []string{"psql", "-Xqvtel=hunter2"}, []string{"psql", "-Xqvtel=" + m}},
+		{"", []string{"psql", "-Xv", "tel=hunter2"}, []string{"psql", "-Xv", "tel=" + m}},
+		{"", []string{"psql", "-qXAtv", "tel=hunter2"}, []string{"psql", "-qXAtv", "tel=" + m}},
+		{"", []string{"psql", "--set", "tel=hunter2"}, []string{"psql", "--set", "tel=" + m}},
+		{"", []string{"psql", "--set=tel=hunter2"}, []string{"psql", "--set=tel=" + m}},
+		{"", []string{"psql", "--se=tel=hunter2"}, []string{"psql", "--se=tel=" + m}},
+		{"", []string{"psql", "--var=tel=hunter2"}, []string{"psql", "--var=tel=" + m}},
+		{"", []string{"psql", "--va", "tel=hunter2"}, []string{"psql", "--va", "tel=" + m}},
+		{"", []string{"/usr/lib/postgresql/16/bin/psql", "--variable", "tel=a=b"}, []string{"/usr/lib/postgresql/16/bin/psql", "--variable", "tel=" + m}},
+		{"", []string{"pgbench", "-D", "tel=hunter2", "-f", "x.sql"}, []string{"pgbench", "-D", "tel=" + m, "-f", "x.sql"}},
+		{"", []string{"pgbench", "-Dtel=hunter2", "--define=x=hunter2"}, []string{"pgbench", "-Dtel=" + m, "--define=x=" + m}},
+		{"", []string{"pgbench", "--def", "tel=hunter2", "-nD", "x=hunter2"}, []string{"pgbench", "--def", "tel=" + m, "-nD", "x=" + m}},
+		// pgbench's -S takes no value: the D after it is -D.
+		{"", []string{"pgbench", "-SDtel=hunter2", "-SD", "x=hunter2"}, []string{"pgbench", "-SDtel=" + m, "-SD", "x=" + m}},
+		// A backslash command given with -c: its arguments, after \set's variable.
+		{"", []string{"psql", "-c", `\set tel hunter2`, "-f", "update.sql"}, []string{"psql", "-c", `\set tel ` + m, "-f", "update.sql"}},
+		{"", []string{"psql", `--command=\set	tel  'hunter2'`}, []string{"psql", `--command=\set	tel  ` + m}},
+		{"", []string{"psql", "-c", ` \copy t from 'hunter2.csv'`}, []string{"psql", "-c", ` \copy ` + m}},
+		{"", []string{"psql", "-c", `\set'hunter2'`}, []string{"psql", "-c", `\set` + m}},
+		{"", []string{"psql", "-c", `\conninfo`}, nil},
+		// A renamed psql (exec -a) is told by its executable.
+		{"/usr/lib/postgresql/16/bin/psql", []string{"pg", "-v", "tel=hunter2"}, []string{"pg", "-v", "tel=" + m}},
 		// pgbench's -c is its number of clients, not a command.
-		{[]string{"pgbench", "-c", "8", "-j2", "-c4"}, nil},
-		// Left as they are: psql's settings, a v that is the value of another option (-dv: database v), other
-		// programs' -v, a -v without a NAME=.
-		{[]string{"psql", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose"}, nil},
-		{[]string{"psql", "-dv", "x=y"}, nil},
-		{[]string{"python3", "-v", "tel=hunter2"}, nil},
-		{[]string{"psql", "-v", "ECHO"}, nil},
-		// A setting with a value no setting has is masked.
-		{[]string{"psql", "-v", "ON_ERROR_STOP=4155550100", "-v", "ECHO=a b"}, []string{"psql", "-v", "ON_ERROR_STOP=" + m, "-v", "ECHO=" + m}},
+		{"", []string{"pgbench", "-c", "8", "-j2", "-c4", "-T", "60", "-M", "prepared"}, nil},
+		// Left as they are: psql's settings, a v that is the value of another option (-dv:
+		// database v), other programs' -v, a -v without a NAME=.
+		{"", []string{"psql", "-v", "ON_ERROR_STOP=1", "-v", "VERBOSITY=verbose", "-v", "ON_ERROR_STOP=on", "-P", "pager=off"}, nil},
+		{"", []string{"psql", "-dv", "x=y"}, nil},
+		{"/usr/bin/python3", []string{"python3", "-v", "tel=hunter2"}, nil},
+		{"", []string{"psql", "-v", "ECHO"}, nil},
+		// A setting with a value no setting has, or a number a script could use, is masked.
+		{"", []string{"psql", "-v", "ON_ERROR_STOP=4155550100", "-v", "ECHO=a b", "-v", "FETCH_COUNT=424242"},
+			[]string{"psql", "-v", "ON_ERROR_STOP=" + m, "-v", "ECHO=" + m, "-v", "FETCH_COUNT=" + m}},
 	} {
 		g := testShared(func() *policy.Policy { return pol }, nil).NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0],
-			Identity: identity.Session{Subject: "alice"}, Argv: c.argv, Cmdline: strings.Join(c.argv, " ")})
+			Identity: identity.Session{Subject: "alice"}, Exe: c.exe, Argv: c.argv, Cmdline: strings.Join(c.argv, " ")})
 		want := c.want
 		if want == nil {
 			want = c.argv
 		}
 		if got := g.info.Argv; !slices.Equal(got, want) {
 			t.Errorf("%q shown as\n%q, want\n%q", c.argv, got, want)
+		}
+		if c.want != nil && (strings.Contains(g.info.Cmdline, "hunter2") || strings.Contains(g.info.Cmdline, "424242")) {
+			t.Errorf("%q: reviewers' command line %q", c.argv, g.info.Cmdline)
 		}
 	}
 }

@@ -41,6 +41,8 @@ type Source struct {
 	// not parse, views nested too deep). A table's columns have neither.
 	From        []Source
 	FromUnknown bool
+	// View: the column is a view's (or a materialized view's).
+	View bool
 }
 
 // relation is a table or view the catalog has looked up.
@@ -69,7 +71,14 @@ type catalog struct {
 	// filledAt is when the catalog was last emptied: what it holds is forgotten after
 	// catalogTTL (see expire).
 	filledAt time.Time
+	// After a lookup fails, lookups fail at once with downErr until downUntil, rather than each
+	// waiting up to catalogTimeout under mu.
+	downUntil time.Time
+	downErr   error
 }
+
+// catalogRetry is how long lookups fail at once after one failed.
+const catalogRetry = 2 * time.Second
 
 // catalogTTL is how long the catalog keeps what it looked up: a column renamed, a view created
 // or redefined, a table attached to an inheritance tree after the catalog looked is followed
@@ -84,11 +93,25 @@ func (c *catalog) expire() {
 	if time.Since(c.filledAt) < catalogTTL {
 		return
 	}
+	c.reset()
+}
+
+// reset forgets everything.
+func (c *catalog) reset() {
 	c.filledAt = time.Now()
 	clear(c.views)
 	clear(c.rels)
 	clear(c.tables)
 	clear(c.columns)
+}
+
+// Forget makes the catalog of a target's database look everything up again: the guard calls it
+// once a connection's schema changes are committed.
+func (cs *Catalogs) Forget(target, database string) {
+	c := cs.get(target + "\x00" + database)
+	c.mu.Lock()
+	c.reset()
+	c.mu.Unlock()
 }
 
 // forget drops what the catalog holds of relation oid, to look it up again.
@@ -149,6 +172,7 @@ func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connec
 	}
 	if len(missing) > 0 {
 		if err := c.fetch(ctx, database, connect, missing); err != nil {
+			c.reset() // a lookup that failed half way leaves relations without their sources
 			return nil, err
 		}
 	}
@@ -221,8 +245,8 @@ func (c *catalog) fetch(ctx context.Context, database string, connect Connector,
 				rel.cols = append(rel.cols, make([]string, int(attnum)-len(rel.cols))...)
 			}
 			rel.cols[attnum-1] = v[4]
-			c.columns[attrKey{uint32(oid), uint16(attnum)}] = Source{Schema: v[1], Table: v[2], Column: v[4]}
-			c.columns[attrKey{uint32(oid), 0}] = Source{Schema: v[1], Table: v[2]} // the whole row
+			c.columns[attrKey{uint32(oid), uint16(attnum)}] = Source{Schema: v[1], Table: v[2], Column: v[4], View: rel.view}
+			c.columns[attrKey{uint32(oid), 0}] = Source{Schema: v[1], Table: v[2], View: rel.view} // the whole row
 		}
 		for _, o := range oids {
 			c.tables[o] = true
@@ -304,6 +328,17 @@ func (c *catalog) query(ctx context.Context, database string, connect Connector,
 
 // queryArg is query with its one parameter as text.
 func (c *catalog) queryArg(ctx context.Context, database string, connect Connector, sql string, arg []byte) ([][]string, error) {
+	if time.Now().Before(c.downUntil) {
+		return nil, c.downErr
+	}
+	rows, err := c.queryArgOnce(ctx, database, connect, sql, arg)
+	if err != nil {
+		c.downUntil, c.downErr = time.Now().Add(catalogRetry), fmt.Errorf("%w (lookups fail for %v after a failure)", err, catalogRetry)
+	}
+	return rows, err
+}
+
+func (c *catalog) queryArgOnce(ctx context.Context, database string, connect Connector, sql string, arg []byte) ([][]string, error) {
 	for attempt := 0; ; attempt++ {
 		if c.conn == nil || c.conn.IsClosed() {
 			conn, err := connect(ctx, database)
@@ -364,6 +399,7 @@ func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, co
 		}
 		rows, err := c.queryArg(ctx, database, connect, viewsQuery, append(arg, '}'))
 		if err != nil {
+			c.reset()
 			return nil, false, fmt.Errorf("catalog query of views: %w", err)
 		}
 		var missing []uint32
@@ -382,6 +418,7 @@ func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, co
 		}
 		if len(missing) > 0 {
 			if err := c.fetch(ctx, database, connect, missing); err != nil {
+				c.reset()
 				return nil, false, err
 			}
 		}
@@ -389,7 +426,7 @@ func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, co
 	for _, s := range srcs {
 		for _, oid := range c.views[s.Table] {
 			rel := c.rels[oid]
-			if rel == nil || (s.Schema != "" && s.Schema != rel.schema) {
+			if rel == nil || !sameSchema(s.Schema, rel.schema) {
 				continue
 			}
 			attnum := 0
@@ -403,6 +440,12 @@ func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, co
 		}
 	}
 	return from, unknown, nil
+}
+
+// sameSchema reports whether a schema as a statement names it (empty: any) may be the catalog's
+// schema: pg_temp names the session's own temporary schema, pg_temp_N in the catalog.
+func sameSchema(named, schema string) bool {
+	return named == "" || named == schema || named == "pg_temp" && strings.HasPrefix(schema, "pg_temp_")
 }
 
 // Describe returns the columns a query would produce, prepared (not run) on the catalog

@@ -77,7 +77,12 @@ type Guard struct {
 	lastParse   parseMemo
 	// mask is nil when this identity sees the target's values in clear.
 	mask *masker
-	db   atomic.Value // string
+	// schemaChanged is set, under column rules, once the connection ran a statement that may
+	// change the schema (DDL, code, a statement the guard cannot parse), until a later statement
+	// finds it settled (see noteSchemaChange): meanwhile the catalog, which looks on a
+	// connection of its own, may not see what changed.
+	schemaChanged atomic.Bool
+	db            atomic.Value // string
 	// rec records the session; recErr is set when its start could not be written.
 	rec    *recorder
 	recErr error
@@ -190,6 +195,10 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 	if g.recErr != nil {
 		return g.refuse("recording", "enforcer: the session log cannot be written, so no statement may run", "", "an administrator must fix the daemon's record directory; see its log")
 	}
+	if g.schemaChanged.Load() && s.Settled() {
+		g.sh.Catalogs.Forget(g.info.Target.Name, g.database())
+		g.schemaChanged.Store(false)
+	}
 	pol := g.sh.Policy()
 	switch s.Kind {
 	case postgres.KindQuery:
@@ -203,6 +212,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		d := &g.queryDecision
 		pol.Rules.DecideInto(d, g.conn, res, g.lookup)
 		v, approvalID := g.enforce(ctx, pol, s, d, nil)
+		g.noteSchemaChange(v, res)
 		v = g.recorded(s, d, v, approvalID, nil)
 		if v.Action == postgres.Allow {
 			g.notePrepares(res, s.TxStatus == 'E')
@@ -277,6 +287,7 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		if v.Action == postgres.Allow {
 			g.noteOrigins(s.ID, d.Result, true)
 		}
+		g.noteSchemaChange(v, d.Result)
 		return g.recorded(s, d, v, approvalID, s.Params)
 	case postgres.KindFunctionCall:
 		v := g.refuse("function-call", fmt.Sprintf("enforcer: fast-path function calls (function OID %d) are not allowed: their effects cannot be judged", s.FunctionOID),
@@ -284,6 +295,26 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		return g.recorded(s, nil, v, "", s.Params)
 	}
 	return g.refuse("unknown-message", "enforcer: unsupported statement message", "", "")
+}
+
+// noteSchemaChange notes, under column rules, that a statement allowed to run may change the
+// schema: until the connection is settled, the names of its statements are not looked up in
+// the catalog but may be any column, and view and computed columns of its results may come from
+// any column (see viewSources, masker.describe). So a view created or replaced in a
+// transaction cannot show a ruled column under a name the catalog thinks harmless.
+func (g *Guard) noteSchemaChange(v postgres.Verdict, res *sqlclass.Result) {
+	if v.Action != postgres.Allow || g.mask == nil || !g.mask.plan.HasColumnRules() || res == nil {
+		return
+	}
+	for i := range res.Statements {
+		if st := &res.Statements[i]; st.DDL || st.Procedural || st.Unknown {
+			g.schemaChanged.Store(true)
+			return
+		}
+	}
+	if len(res.Statements) == 0 {
+		g.schemaChanged.Store(true) // nothing parsed
+	}
 }
 
 // cursorOfPortal refuses SQL cursor statements of res that name a portal the client bound with

@@ -122,9 +122,15 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 		return nil
 	}
 	m.scratch = describeKey(m.scratch[:0], m.g.database(), desc, formats)
+	// The connection may have changed the schema where the catalog cannot see it yet (see
+	// noteSchemaChange): a view's and a computed column's sources are then not known.
+	stale := false
 	if m.plan.HasColumnRules() {
 		// What the catalog says is kept for catalogTTL; so are plans that used it.
 		m.scratch = binary.BigEndian.AppendUint64(m.scratch, uint64(time.Now().UnixNano()/int64(catalogTTL)))
+		if stale = m.g.schemaChanged.Load(); stale {
+			m.scratch = append(m.scratch, 0xfd)
+		}
 	}
 	// A computed column's sources are part of the key: the same columns from another
 	// statement (or from the same FETCH of a cursor declared again) may come from other
@@ -180,9 +186,11 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 			}
 			// A view's column: the table columns it shows.
 			c.Sources = appendFrom(c.Sources, src.From)
-			c.AnySource = src.FromUnknown
+			c.AnySource = src.FromUnknown || stale && (src.View || len(src.From) > 0)
 		case srcs != nil && srcs[i].FromUnknown:
 			c.AnySource = true // a column the catalog cannot find
+		case computed != nil && f.TableOID == 0 && stale:
+			c.AnySource = true
 		case computed != nil && f.TableOID == 0:
 			c.Sources, c.AnySource = computed[i], anyOrigin[i]
 			if err := m.viewColumns(ctx, &c); err != nil {

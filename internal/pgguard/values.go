@@ -70,10 +70,10 @@ func (g *Guard) ruledColumns(res *sqlclass.Result) []mask.Source {
 // viewSources adds to cols the table columns that those naming a column of a view (or of a
 // table that inherits) show, from the catalog: UPDATE contacts SET num = … writes
 // customers.tel when contacts is a view of customers. If the catalog cannot tell, any column
-// may be named. Before the connection names its database (the process's arguments, when the
-// target does not fix the database), there is no catalog to ask.
+// may be named, and so when there is no catalog to ask yet or the connection changed the
+// schema (see noteSchemaChange).
 func (g *Guard) viewSources(cols []mask.Source) []mask.Source {
-	if g.info.Connect == nil || g.database() == "" {
+	if g.info.Connect == nil {
 		return cols
 	}
 	var srcs []Source
@@ -84,6 +84,11 @@ func (g *Guard) viewSources(cols []mask.Source) []mask.Source {
 	}
 	if len(srcs) == 0 {
 		return cols
+	}
+	if g.database() == "" || g.schemaChanged.Load() {
+		// No catalog to ask yet (the process's arguments, before the connection names its
+		// database), or one that may not see the connection's own schema changes.
+		return append(cols, mask.Source{Any: true})
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), catalogTimeout)
 	defer cancel()
@@ -183,7 +188,8 @@ func splitBody(tok string) (quote, body string, ok bool) {
 }
 
 // unescapeE returns the content of an E'…' string with the escapes the lexer accepts (see
-// sqlclass's shapeLex: \\ \' \" \b \f \n \r \t, and '') replaced; ok is false for any other.
+// sqlclass's shapeLex: \\ \' \" \b \f \n \r \t, and a doubled quote) replaced; ok is false for
+// any other.
 func unescapeE(s string) (string, bool) {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {

@@ -120,6 +120,16 @@ type Statement struct {
 	c *conn
 }
 
+// Settled reports whether the server has answered everything the client sent before this
+// statement and was then outside a transaction block: what earlier statements did is
+// committed (or undone).
+func (s *Statement) Settled() bool {
+	if s.c == nil {
+		return s.TxStatus == 'I'
+	}
+	return s.c.ops.front() == nil && s.c.txStatus.Load() == 'I'
+}
+
 // Notice sends a NoticeResponse to the client now, ahead of any result, and pushes to the server what
 // the client sent before this statement, so a held statement does not delay earlier ones. It may be
 // called from any goroutine while Statement runs.

@@ -2,11 +2,13 @@ package pgguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -75,6 +77,9 @@ type catalog struct {
 	// waiting up to catalogTimeout under mu.
 	downUntil time.Time
 	downErr   error
+	// gen counts resets: a plan built from what the catalog said is kept only while gen is
+	// the same (see masker.describe).
+	gen atomic.Uint64
 }
 
 // catalogRetry is how long lookups fail at once after one failed.
@@ -98,11 +103,17 @@ func (c *catalog) expire() {
 
 // reset forgets everything.
 func (c *catalog) reset() {
+	c.gen.Add(1)
 	c.filledAt = time.Now()
 	clear(c.views)
 	clear(c.rels)
 	clear(c.tables)
 	clear(c.columns)
+}
+
+// Generation counts the times the catalog of a target's database forgot what it held.
+func (cs *Catalogs) Generation(target, database string) uint64 {
+	return cs.get(target + "\x00" + database).gen.Load()
 }
 
 // Forget makes the catalog of a target's database look everything up again: the guard calls it
@@ -153,7 +164,10 @@ func (cs *Catalogs) open(target, database string) *catalog {
 // those read; so are known tables with a column the catalog has not seen (added since). A
 // column the catalog cannot find even then (added in a transaction not committed yet) has
 // FromUnknown set: every rule covers it.
+// Relations a session holds locked (a view it is replacing) cannot be looked up: their columns
+// have FromUnknown set, after catalogLockTimeout.
 func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connect Connector, tables []uint32, attrs []uint16) ([]Source, error) {
+	ctx = context.WithoutCancel(ctx) // one client hanging up must not fail a lookup others wait for
 	c := cs.open(target, database)
 	defer c.mu.Unlock()
 	var missing []uint32
@@ -173,7 +187,9 @@ func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connec
 	if len(missing) > 0 {
 		if err := c.fetch(ctx, database, connect, missing); err != nil {
 			c.reset() // a lookup that failed half way leaves relations without their sources
-			return nil, err
+			if !lockTimedOut(err) {
+				return nil, err
+			}
 		}
 	}
 	out := make([]Source, len(tables))
@@ -332,20 +348,45 @@ func (c *catalog) queryArg(ctx context.Context, database string, connect Connect
 		return nil, c.downErr
 	}
 	rows, err := c.queryArgOnce(ctx, database, connect, sql, arg)
-	if err != nil {
+	if err != nil && !lockTimedOut(err) {
+		// Not for a lock the catalog waited for too long: that is one relation's, held by a
+		// session, not the catalog's failure.
 		c.downUntil, c.downErr = time.Now().Add(catalogRetry), fmt.Errorf("%w (lookups fail for %v after a failure)", err, catalogRetry)
 	}
 	return rows, err
 }
 
+// catalogLockTimeout bounds how long a lookup waits for a lock a session holds on a relation
+// (pg_get_viewdef locks the view): it holds the catalog, which every connection shares.
+const catalogLockTimeout = "200ms"
+
+// lockTimedOut reports whether err is a lookup's wait for a lock ending (lock_not_available).
+func lockTimedOut(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// connect opens the catalog's connection if it has none.
+func (c *catalog) connect(ctx context.Context, database string, connect Connector) error {
+	if c.conn != nil && !c.conn.IsClosed() {
+		return nil
+	}
+	conn, err := connect(ctx, database)
+	if err != nil {
+		return fmt.Errorf("catalog connection: %w", err)
+	}
+	if _, err := conn.Exec(ctx, "SET lock_timeout = '"+catalogLockTimeout+"'").ReadAll(); err != nil {
+		conn.Close(context.Background())
+		return fmt.Errorf("catalog connection: %w", err)
+	}
+	c.conn = conn
+	return nil
+}
+
 func (c *catalog) queryArgOnce(ctx context.Context, database string, connect Connector, sql string, arg []byte) ([][]string, error) {
 	for attempt := 0; ; attempt++ {
-		if c.conn == nil || c.conn.IsClosed() {
-			conn, err := connect(ctx, database)
-			if err != nil {
-				return nil, fmt.Errorf("catalog connection: %w", err)
-			}
-			c.conn = conn
+		if err := c.connect(ctx, database, connect); err != nil {
+			return nil, err
 		}
 		var rows [][]string
 		rr := c.conn.ExecParams(ctx, sql, [][]byte{arg}, nil, nil, nil)
@@ -358,8 +399,8 @@ func (c *catalog) queryArgOnce(ctx context.Context, database string, connect Con
 			rows = append(rows, row)
 		}
 		_, err := rr.Close()
-		if err == nil {
-			return rows, nil
+		if err == nil || lockTimedOut(err) {
+			return rows, err // a lock waited for: the connection is fine, and trying again waits again
 		}
 		c.conn.Close(context.Background())
 		c.conn = nil
@@ -379,6 +420,7 @@ WHERE c.relname = ANY($1::text[]) AND (c.relkind IN ('v', 'm')
 // that cannot be told: upper(num) FROM contacts reports its source as contacts.num, a view of
 // customers.tel. Sources naming none of those add nothing.
 func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, connect Connector, srcs []Source) (from []Source, unknown bool, err error) {
+	ctx = context.WithoutCancel(ctx)
 	c := cs.open(target, database)
 	defer c.mu.Unlock()
 	var names []string
@@ -400,6 +442,9 @@ func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, co
 		rows, err := c.queryArg(ctx, database, connect, viewsQuery, append(arg, '}'))
 		if err != nil {
 			c.reset()
+			if lockTimedOut(err) {
+				return nil, true, nil
+			}
 			return nil, false, fmt.Errorf("catalog query of views: %w", err)
 		}
 		var missing []uint32
@@ -419,6 +464,9 @@ func (cs *Catalogs) ViewColumns(ctx context.Context, target, database string, co
 		if len(missing) > 0 {
 			if err := c.fetch(ctx, database, connect, missing); err != nil {
 				c.reset()
+				if lockTimedOut(err) {
+					return nil, true, nil
+				}
 				return nil, false, err
 			}
 		}
@@ -457,12 +505,8 @@ func (cs *Catalogs) Describe(ctx context.Context, target, database string, conne
 	ctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 	defer cancel()
 	for attempt := 0; ; attempt++ {
-		if c.conn == nil || c.conn.IsClosed() {
-			conn, err := connect(ctx, database)
-			if err != nil {
-				return nil, fmt.Errorf("catalog connection: %w", err)
-			}
-			c.conn = conn
+		if err := c.connect(ctx, database, connect); err != nil {
+			return nil, err
 		}
 		sd, err := c.conn.Prepare(ctx, "", sql, nil)
 		if err == nil {

@@ -212,8 +212,9 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		d := &g.queryDecision
 		pol.Rules.DecideInto(d, g.conn, res, g.lookup)
 		v, approvalID := g.enforce(ctx, pol, s, d, nil)
-		g.noteSchemaChange(v, res)
+		g.noteSchemaChange(v, res, false)
 		v = g.recorded(s, d, v, approvalID, nil)
+		g.noteSchemaChange(v, res, true)
 		if v.Action == postgres.Allow {
 			g.notePrepares(res, s.TxStatus == 'E')
 			g.noteOrigins(s.ID, res, true)
@@ -287,8 +288,10 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		if v.Action == postgres.Allow {
 			g.noteOrigins(s.ID, d.Result, true)
 		}
-		g.noteSchemaChange(v, d.Result)
-		return g.recorded(s, d, v, approvalID, s.Params)
+		g.noteSchemaChange(v, d.Result, false)
+		v = g.recorded(s, d, v, approvalID, s.Params)
+		g.noteSchemaChange(v, d.Result, true)
+		return v
 	case postgres.KindFunctionCall:
 		v := g.refuse("function-call", fmt.Sprintf("enforcer: fast-path function calls (function OID %d) are not allowed: their effects cannot be judged", s.FunctionOID),
 			"", "call the function in a SELECT statement instead")
@@ -298,16 +301,35 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 }
 
 // noteSchemaChange notes, under column rules, that a statement allowed to run may change the
-// schema: until the connection is settled, the names of its statements are not looked up in
+// schema (see mayChangeSchema; an SQL EXECUTE, by what it runs): until the connection is settled, the names of its statements are not looked up in
 // the catalog but may be any column, and view and computed columns of its results may come from
 // any column (see viewSources, masker.describe). So a view created or replaced in a
 // transaction cannot show a ruled column under a name the catalog thinks harmless.
-func (g *Guard) noteSchemaChange(v postgres.Verdict, res *sqlclass.Result) {
+//
+// Writes (whose triggers and rules may run anything) count only with writes set: the guard asks
+// again once the statement is recorded, so that a write's own values are shown as its names
+// say.
+func (g *Guard) noteSchemaChange(v postgres.Verdict, res *sqlclass.Result, writes bool) {
 	if v.Action != postgres.Allow || g.mask == nil || !g.mask.plan.HasColumnRules() || res == nil {
 		return
 	}
+	prepared := map[string]*sqlclass.Statement{} // by PREPAREs earlier in the same query
 	for i := range res.Statements {
-		if st := &res.Statements[i]; st.DDL || st.Procedural || st.Unknown {
+		st := &res.Statements[i]
+		if st.Prepare != "" {
+			prepared[st.Prepare] = st
+		}
+		if st.Kind == sqlclass.KindExecute && st.Execute != "" {
+			p, ok := prepared[st.Execute]
+			if !ok {
+				p = g.prepared[st.Execute]
+			}
+			if p == nil || mayChangeSchema(p, writes) {
+				g.schemaChanged.Store(true)
+				return
+			}
+		}
+		if st.Unknown || st.Executes && mayChangeSchema(st, writes) {
 			g.schemaChanged.Store(true)
 			return
 		}
@@ -315,6 +337,13 @@ func (g *Guard) noteSchemaChange(v postgres.Verdict, res *sqlclass.Result) {
 	if len(res.Statements) == 0 {
 		g.schemaChanged.Store(true) // nothing parsed
 	}
+}
+
+// mayChangeSchema reports whether st may change what the catalog holds, itself or through code
+// it runs: DDL, code, a call of a function not known to be free of effects, and, if writes is
+// set, a write (a trigger or a rule may run anything).
+func mayChangeSchema(st *sqlclass.Statement, writes bool) bool {
+	return st.DDL || st.Procedural || st.Unknown || writes && st.Writes
 }
 
 // cursorOfPortal refuses SQL cursor statements of res that name a portal the client bound with

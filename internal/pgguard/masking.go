@@ -108,6 +108,10 @@ func (m *masker) result(ctx context.Context, r *postgres.Result) error {
 	return nil
 }
 
+// errCatalog is what the client learns when masking cannot run for want of the catalog; the
+// daemon's log has the cause (which may name the upstream's address and user).
+var errCatalog = errors.New("masking unavailable: the catalog lookup failed")
+
 // describe plans a result set: column rules apply by source table and column, whatever the
 // alias, so sources are resolved through the catalog, and a computed column's from the origin
 // of the statement stmt (see noteOrigins), or org when the caller knows it. If they cannot be
@@ -128,6 +132,9 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 	if m.plan.HasColumnRules() {
 		// What the catalog says is kept for catalogTTL; so are plans that used it.
 		m.scratch = binary.BigEndian.AppendUint64(m.scratch, uint64(time.Now().UnixNano()/int64(catalogTTL)))
+		// A view replaced keeps its OID and columns: its rows' description is the same, but
+		// once the catalog forgot what it held, the plan must be made again.
+		m.scratch = binary.BigEndian.AppendUint64(m.scratch, m.g.sh.Catalogs.Generation(m.g.info.Target.Name, m.g.database()))
 		if stale = m.g.schemaChanged.Load(); stale {
 			m.scratch = append(m.scratch, 0xfd)
 		}
@@ -166,7 +173,7 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 		srcs, err = m.g.sh.Catalogs.Resolve(ctx, m.g.info.Target.Name, m.g.database(), m.g.info.Connect, tables, attrs)
 		if err != nil {
 			m.g.log.Error("masking: cannot resolve result columns; result withheld", "err", err)
-			return fmt.Errorf("masking unavailable: %w", err)
+			return errCatalog
 		}
 	}
 	cols := make([]mask.Column, len(desc.Fields))
@@ -189,13 +196,15 @@ func (m *masker) describe(ctx context.Context, desc *pgproto3.RowDescription, fo
 			c.AnySource = src.FromUnknown || stale && (src.View || len(src.From) > 0)
 		case srcs != nil && srcs[i].FromUnknown:
 			c.AnySource = true // a column the catalog cannot find
-		case computed != nil && f.TableOID == 0 && stale:
+		case computed != nil && f.TableOID == 0 && stale && len(computed[i]) > 0:
+			// Computed from relations the catalog may see as they were (count(*) and 1+1 are
+			// from none).
 			c.AnySource = true
 		case computed != nil && f.TableOID == 0:
 			c.Sources, c.AnySource = computed[i], anyOrigin[i]
 			if err := m.viewColumns(ctx, &c); err != nil {
 				m.g.log.Error("masking: cannot resolve the views of a result; result withheld", "err", err)
-				return fmt.Errorf("masking unavailable: %w", err)
+				return errCatalog
 			}
 		}
 		if readsStatistics(&c) {

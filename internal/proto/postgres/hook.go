@@ -120,14 +120,14 @@ type Statement struct {
 	c *conn
 }
 
-// Settled reports whether the server has answered everything the client sent before this
-// statement and was then outside a transaction block: what earlier statements did is
-// committed (or undone).
+// Settled reports whether the client synced everything it sent before this statement, the
+// server answered it all and was then outside a transaction block: what earlier statements did
+// is committed (or undone). Client side only (the hook's Statement call).
 func (s *Statement) Settled() bool {
 	if s.c == nil {
 		return s.TxStatus == 'I'
 	}
-	return s.c.ops.front() == nil && s.c.txStatus.Load() == 'I'
+	return !s.c.unsynced && s.c.ops.front() == nil && s.c.txStatus.Load() == 'I'
 }
 
 // Notice sends a NoticeResponse to the client now, ahead of any result, and pushes to the server what

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -55,20 +56,22 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 	if typ == 'Q' || typ == 'P' || typ == 'F' {
 		c.statements++
 	}
+	var err error
 	switch typ {
 	case 'Q':
 		return c.onQuery(msg, body)
 	case 'P':
-		return c.onParse(msg, body)
+		err = c.onParse(msg, body)
 	case 'B':
-		return c.onBind(msg, body)
+		err = c.onBind(msg, body)
 	case 'E':
-		return c.onExecute(msg, body)
+		err = c.onExecute(msg, body)
 	case 'D':
-		return c.onDescribe(msg, body)
+		err = c.onDescribe(msg, body)
 	case 'C':
-		return c.onClose(msg, body)
+		err = c.onClose(msg, body)
 	case 'S':
+		c.unsynced = false
 		c.skipping = false
 		c.syncs++
 		c.ops.push(op{kind: opSync})
@@ -83,8 +86,12 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 		c.uw.forward(msg)
 		c.flushUpstream()
 		return errTerminate
+	default:
+		return c.protocolError("08P01", fmt.Sprintf("invalid frontend message type %d", typ))
 	}
-	return c.protocolError("08P01", fmt.Sprintf("invalid frontend message type %d", typ))
+	// An extended-protocol message: until a Sync, what it does is not committed (see Settled).
+	c.unsynced = true
+	return err
 }
 
 // newStatement returns a Statement of its own, for an op that owns it (op.ownSt).
@@ -402,7 +409,10 @@ func (c *conn) onExecute(msg, body []byte) error {
 	if v.Action == Refuse {
 		return c.refuse(v.Error, false)
 	}
-	if v.Observe && p != nil && !p.described.Load() && (p.stmt == nil || !p.stmt.described.Load()) {
+	// Described: answered, or asked in this batch (a Describe the server skips after an error
+	// skips this Execute too).
+	described := func(batch uint64, answered *atomic.Bool) bool { return batch == c.syncs+1 || answered.Load() }
+	if v.Observe && p != nil && !described(p.describeBatch, &p.described) && (p.stmt == nil || !described(p.stmt.describeBatch, &p.stmt.described)) {
 		if err := c.describePortal(p, portal, st); err != nil {
 			return err
 		}
@@ -417,7 +427,7 @@ func (c *conn) onExecute(msg, body []byte) error {
 // the portal, not to the client; an error, to the Execute's statement st, which the server then
 // skips.
 func (c *conn) describePortal(p *portalInfo, name []byte, st *Statement) error {
-	p.described.Store(true)
+	p.describeBatch = c.syncs + 1
 	c.ops.push(op{kind: opDescribe, portal: p, st: st, swallow: true})
 	return c.uw.queued(appendDescribePortal(c.uw.buffer(), name))
 }
@@ -478,13 +488,13 @@ func (c *conn) onDescribe(msg, body []byte) error {
 		c.stmtMu.Lock()
 		o.stmt, o.name = c.stmts.get(string(name)), string(name)
 		if o.stmt != nil {
-			o.stmt.described.Store(true)
+			o.stmt.describeBatch = c.syncs + 1
 		}
 		c.ops.push(o)
 		c.stmtMu.Unlock()
 	case 'P':
 		if o.portal = c.portals.get(string(name)); o.portal != nil {
-			o.portal.described.Store(true)
+			o.portal.describeBatch = c.syncs + 1
 		}
 		c.ops.push(o)
 	default:
@@ -595,9 +605,11 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 						c.stmtMu.Unlock()
 					}
 					st.rowDesc = append(st.rowDesc[:0], msg...)
+					st.described.Store(true)
 				}
 				if o.portal != nil {
 					o.portal.rowDesc = append(o.portal.rowDescBuf[:0:len(o.portal.rowDescBuf)], msg...)
+					o.portal.described.Store(true)
 				}
 				swallow := o.swallow
 				c.ops.pop()
@@ -619,6 +631,12 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 		}
 	case 'n': // NoData
 		if o != nil && o.kind == opDescribe {
+			if o.stmt != nil {
+				o.stmt.described.Store(true)
+			}
+			if o.portal != nil {
+				o.portal.described.Store(true)
+			}
 			swallow := o.swallow
 			c.ops.pop()
 			if swallow {
@@ -723,15 +741,6 @@ func (c *conn) skipExtended(o *op) {
 	for o != nil && o.kind != opSync {
 		if o.kind == opBind && o.portal != nil {
 			o.portal.failed.Store(true) // the server kept what the name had before, if anything
-		}
-		if o.kind == opDescribe {
-			// Skipped: what it was to describe may still be executed without a description.
-			if o.stmt != nil {
-				o.stmt.described.Store(false)
-			}
-			if o.portal != nil {
-				o.portal.described.Store(false)
-			}
 		}
 		if o.kind == opParse && o.stmt != nil {
 			c.stmtMu.Lock()

@@ -279,8 +279,10 @@ type stmtInfo struct {
 	refs    atomic.Int32
 	sql     string
 	rowDesc []byte // raw RowDescription from a Describe of the statement (relay side only)
-	// described: a Describe of it was sent, and not skipped after an error (so far).
-	described atomic.Bool
+	// describeBatch is conn.syncs+1 when the client last sent a Describe of it (client side);
+	// described is set once a Describe of it was answered (server side).
+	describeBatch uint64
+	described     atomic.Bool
 
 	// What the Parse that made it needs, carried in the same allocation: its Statement (each
 	// Parse makes a new stmtInfo, so the hook still sees a distinct Statement per Parse) and room
@@ -299,9 +301,10 @@ type portalInfo struct {
 	params        [][]byte
 	resultFormats []int16
 	rowDesc       []byte // raw RowDescription from a Describe of the portal (relay side only)
-	// described: a Describe of the portal, the client's or the proxy's, was sent, and not
-	// skipped after an error (so far).
-	described atomic.Bool
+	// describeBatch and described: as stmtInfo's, for Describes of the portal, the client's
+	// or the proxy's.
+	describeBatch uint64
+	described     atomic.Bool
 
 	// A Bind of a few short parameters, the portal's first Execute and its description fit in
 	// the portal's own allocation: one per transaction of a driver that binds the unnamed
@@ -478,6 +481,7 @@ type conn struct {
 	upMu      sync.Mutex
 	uw        msgWriter
 	skipping  bool
+	unsynced  bool       // an extended-protocol message was sent since the last Sync
 	stmtMu    sync.Mutex // stmts is also touched by the server side when a Parse fails
 	stmts     table[stmtInfo]
 	portals   table[portalInfo]

@@ -37,7 +37,7 @@ func (c *failingConn) Write(b []byte) (int, error) {
 // guardWithFailingCatalog is a guard with a rule on t.secret whose catalog connector fails the given
 // queries; connects counts the connections it opened.
 func guardWithFailingCatalog(t *testing.T, db *pgtest.Server, fail map[int32]bool, connects *atomic.Int32) *Guard {
-	pol := parsePolicy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	pol := parsePolicy(t, secretRule)
 	var n atomic.Int32
 	connect := func(ctx context.Context, database string) (*pgconn.PgConn, error) {
 		connects.Add(1)
@@ -104,7 +104,7 @@ func TestCatalogDownFailsFast(t *testing.T) {
 func TestArgumentsBeforeTheDatabaseIsKnown(t *testing.T) {
 	db := pgtest.Start(t)
 	db.Exec(t, "create table t (id int, secret text); create view contacts as select id, secret as num from t")
-	pol := parsePolicy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	pol := parsePolicy(t, secretRule)
 	argv := []string{"psql", "-d", "postgres", "-c", "update contacts set num = 'hunter2' where id = 0"}
 	for _, database := range []string{"postgres", ""} {
 		g := testShared(func() *policy.Policy { return pol }, nil).NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0],
@@ -123,7 +123,7 @@ func TestArgumentsBeforeTheDatabaseIsKnown(t *testing.T) {
 func BenchmarkRuledColumns(b *testing.B) {
 	db := pgtest.Start(b)
 	db.Exec(b, "create table t (id int, secret text); create table plain (id int, note text)")
-	pol := parsePolicy(b, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	pol := parsePolicy(b, secretRule)
 	sql := "select note from plain where id = 1"
 	for _, withCatalog := range []bool{false, true} {
 		ci := ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}, Database: "postgres"}

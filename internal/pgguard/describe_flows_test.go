@@ -11,23 +11,11 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// fullTranscript sends msgs in one flush and returns every message up to the n-th ReadyForQuery:
-// its type, and a DataRow's or CopyData's values, an error's code.
+// fullTranscript is exchange showing every message: its type, and a DataRow's or CopyData's
+// values (NULL as NULL), an error's code.
 func fullTranscript(t *testing.T, fe *pgproto3.Frontend, n int, msgs ...pgproto3.FrontendMessage) []string {
 	t.Helper()
-	for _, m := range msgs {
-		fe.Send(m)
-	}
-	if err := fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for n > 0 {
-		m, err := fe.Receive()
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := strings.TrimPrefix(fmt.Sprintf("%T", m), "*pgproto3.")
+	return exchange(t, fe, n, func(m pgproto3.BackendMessage) string {
 		switch m := m.(type) {
 		case *pgproto3.DataRow:
 			var vs []string
@@ -38,20 +26,18 @@ func fullTranscript(t *testing.T, fe *pgproto3.Frontend, n int, msgs ...pgproto3
 					vs = append(vs, strings.Trim(fmt.Sprintf("%q", v), `"`))
 				}
 			}
-			s = "D(" + strings.Join(vs, ",") + ")"
+			return "D(" + strings.Join(vs, ",") + ")"
 		case *pgproto3.CopyData:
-			s = "d(" + strings.TrimSpace(string(m.Data)) + ")"
+			return "d(" + strings.TrimSpace(string(m.Data)) + ")"
 		case *pgproto3.ErrorResponse:
-			s = "E(" + m.Code + ")"
+			return "E(" + m.Code + ")"
 		case *pgproto3.CommandComplete:
-			s = "C(" + string(m.CommandTag) + ")"
+			return "C(" + string(m.CommandTag) + ")"
 		case *pgproto3.ReadyForQuery:
-			s = "Z(" + string(m.TxStatus) + ")"
-			n--
+			return "Z(" + string(m.TxStatus) + ")"
 		}
-		got = append(got, s)
-	}
-	return got
+		return strings.TrimPrefix(fmt.Sprintf("%T", m), "*pgproto3.")
+	}, msgs...)
 }
 
 var secretInClear = regexp.MustCompile(`\bv[1-5]\b`) // t.secret's values
@@ -83,7 +69,7 @@ func extendedStep(msgs ...pgproto3.FrontendMessage) flowStep { return flowStep{1
 // executed in parts, through the proxy (t.secret redacted) and directly: the client must get
 // the same messages, and no value of t.secret.
 func TestDescribeFlows(t *testing.T) {
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	sel := "select id, secret from t where id < 3 order by id"
 	flows := []struct {
 		name    string
@@ -180,57 +166,36 @@ func TestDescribeFlows(t *testing.T) {
 // by one while answers flow back, Bind failures every 7th round. Run with -race. Each row must
 // show its id and have its secret redacted.
 func TestInjectedDescribeUnderPipelining(t *testing.T) {
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	c := p.connect(t)
 	defer c.Close(context.Background())
 	fe := c.Frontend()
-	const rounds = 2000
-	sendErr := make(chan error, 1)
-	go func() {
-		for i := range rounds {
-			sql := "select id, secret from t where id = $1::int"
-			if i%7 == 0 {
-				sql = "select id, secret from t where id = 1/($1::int - 2)" // fails at Bind
-			}
-			msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{Parameters: [][]byte{[]byte("2")}}, &pgproto3.Execute{}}
-			if i%3 == 0 {
-				msgs = append(msgs, &pgproto3.Bind{DestinationPortal: "C_1", Parameters: [][]byte{[]byte("3")}, ResultFormatCodes: []int16{1, 0}},
-					&pgproto3.Execute{Portal: "C_1", MaxRows: 1}, &pgproto3.Execute{Portal: "C_1"})
-			}
-			for _, m := range append(msgs, &pgproto3.Sync{}) {
-				fe.Send(m)
-				if err := fe.Flush(); err != nil {
-					sendErr <- err
-					return
-				}
-			}
+	bad := pipelineRounds(t, fe, 2000, func(i int) []pgproto3.FrontendMessage {
+		sql := "select id, secret from t where id = $1::int"
+		if i%7 == 0 {
+			sql = "select id, secret from t where id = 1/($1::int - 2)" // fails at Bind
 		}
-		sendErr <- nil
-	}()
-	var bad []string
-	for n := 0; n < rounds; {
-		m, err := fe.Receive()
-		if err != nil {
-			t.Fatal(err)
+		msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{Parameters: [][]byte{[]byte("2")}}, &pgproto3.Execute{}}
+		if i%3 == 0 {
+			msgs = append(msgs, &pgproto3.Bind{DestinationPortal: "C_1", Parameters: [][]byte{[]byte("3")}, ResultFormatCodes: []int16{1, 0}},
+				&pgproto3.Execute{Portal: "C_1", MaxRows: 1}, &pgproto3.Execute{Portal: "C_1"})
 		}
+		return msgs
+	}, func(m pgproto3.BackendMessage) string {
 		switch m := m.(type) {
 		case *pgproto3.ErrorResponse:
 			if m.Code != "22012" {
-				bad = append(bad, m.Code+" "+m.Message)
+				return m.Code + " " + m.Message
 			}
 		case *pgproto3.RowDescription, *pgproto3.NoData:
-			bad = append(bad, fmt.Sprintf("%T reached the client", m))
+			return fmt.Sprintf("%T reached the client", m)
 		case *pgproto3.DataRow:
 			if len(m.Values) != 2 || string(m.Values[1]) != "[REDACTED:column]" || (string(m.Values[0]) != "2" && string(m.Values[0]) != "\x00\x00\x00\x03") {
-				bad = append(bad, fmt.Sprintf("row %q", m.Values))
+				return fmt.Sprintf("row %q", m.Values)
 			}
-		case *pgproto3.ReadyForQuery:
-			n++
 		}
-	}
-	if err := <-sendErr; err != nil {
-		t.Fatal(err)
-	}
+		return ""
+	})
 	if len(bad) > 0 {
 		t.Errorf("%d unexpected messages, first: %v", len(bad), bad[0])
 	}
@@ -239,7 +204,7 @@ func TestInjectedDescribeUnderPipelining(t *testing.T) {
 // TestInjectedDescribeBeforeFlush: Bind, Execute, Flush, and the client waits for the rows before it
 // sends Sync (pgx pipelines, asyncpg): the proxy's Describe must go out with the Execute.
 func TestInjectedDescribeBeforeFlush(t *testing.T) {
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	c := p.connect(t)
 	defer c.Close(context.Background())
 	fe := c.Frontend()
@@ -278,7 +243,7 @@ func TestInjectedDescribeBeforeFlush(t *testing.T) {
 // TestInjectedDescribeErrorRecorded: when the proxy's Describe fails where the Execute would
 // have (aborted transaction), the error is recorded as the Execute's result.
 func TestInjectedDescribeErrorRecorded(t *testing.T) {
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	c := p.connect(t)
 	<-p.guards
 	fe := c.Frontend()

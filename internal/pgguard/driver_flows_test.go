@@ -20,9 +20,9 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// transcript sends msgs in one flush and returns what came back up to the n-th ReadyForQuery,
-// in a form comparable between the proxy and the server (error codes, not messages).
-func transcript(t *testing.T, fe *pgproto3.Frontend, n int, msgs ...pgproto3.FrontendMessage) []string {
+// exchange sends msgs in one flush and returns what came back up to the n-th ReadyForQuery,
+// each message as show puts it ("" leaves it out).
+func exchange(t *testing.T, fe *pgproto3.Frontend, n int, show func(pgproto3.BackendMessage) string, msgs ...pgproto3.FrontendMessage) []string {
 	t.Helper()
 	for _, m := range msgs {
 		fe.Send(m)
@@ -36,27 +36,41 @@ func transcript(t *testing.T, fe *pgproto3.Frontend, n int, msgs ...pgproto3.Fro
 		if err != nil {
 			t.Fatal(err)
 		}
+		if s := show(m); s != "" {
+			got = append(got, s)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			n--
+		}
+	}
+	return got
+}
+
+// transcript is exchange in a form comparable between the proxy and the server (error codes,
+// not messages; only the messages a flow's outcome depends on).
+func transcript(t *testing.T, fe *pgproto3.Frontend, n int, msgs ...pgproto3.FrontendMessage) []string {
+	t.Helper()
+	return exchange(t, fe, n, func(m pgproto3.BackendMessage) string {
 		switch m := m.(type) {
 		case *pgproto3.ErrorResponse:
-			got = append(got, "E:"+m.Code)
+			return "E:" + m.Code
 		case *pgproto3.CommandComplete:
-			got = append(got, "C:"+string(m.CommandTag))
+			return "C:" + string(m.CommandTag)
 		case *pgproto3.DataRow:
 			var vs []string
 			for _, v := range m.Values {
 				vs = append(vs, string(v))
 			}
-			got = append(got, "D:"+strings.Join(vs, ","))
+			return "D:" + strings.Join(vs, ",")
 		case *pgproto3.PortalSuspended:
-			got = append(got, "s")
+			return "s"
 		case *pgproto3.BindComplete:
-			got = append(got, "2")
+			return "2"
 		case *pgproto3.ReadyForQuery:
-			got = append(got, "Z:"+string(m.TxStatus))
-			n--
+			return "Z:" + string(m.TxStatus)
 		}
-	}
-	return got
+		return ""
+	}, msgs...)
 }
 
 // diffWithDirect runs flow on a direct connection and on one through the proxy and reports where they
@@ -357,21 +371,38 @@ func TestOpQueueUnderPipelining(t *testing.T) {
 	c := p.connect(t)
 	defer c.Close(context.Background())
 	fe := c.Frontend()
-	const rounds = 3000
+	bad := pipelineRounds(t, fe, 3000, func(i int) []pgproto3.FrontendMessage {
+		sql := "select $1::int"
+		if i%7 == 0 {
+			sql = "select 1/($1::int - 7)" // fails at Bind
+		}
+		msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{Parameters: [][]byte{[]byte("7")}},
+			&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}}
+		if i%3 == 0 {
+			// a named portal too, bound and executed before the Sync
+			msgs = append(msgs, &pgproto3.Bind{DestinationPortal: "C_1", Parameters: [][]byte{[]byte("8")}}, &pgproto3.Describe{ObjectType: 'P', Name: "C_1"}, &pgproto3.Execute{Portal: "C_1"})
+		}
+		return msgs
+	}, func(m pgproto3.BackendMessage) string {
+		if e, ok := m.(*pgproto3.ErrorResponse); ok && e.Code != "22012" {
+			return e.Code + " " + e.Message
+		}
+		return ""
+	})
+	if len(bad) > 0 {
+		t.Errorf("%d unexpected messages, first: %v", len(bad), bad[0])
+	}
+}
+
+// pipelineRounds sends rounds of messages (round i's, then a Sync), each message flushed on its
+// own, while it reads the answers; check says what is wrong with a message ("": nothing). It
+// returns what check found.
+func pipelineRounds(t *testing.T, fe *pgproto3.Frontend, rounds int, round func(i int) []pgproto3.FrontendMessage, check func(pgproto3.BackendMessage) string) []string {
+	t.Helper()
 	sendErr := make(chan error, 1)
 	go func() {
 		for i := range rounds {
-			sql := "select $1::int"
-			if i%7 == 0 {
-				sql = "select 1/($1::int - 7)" // fails at Bind
-			}
-			msgs := []pgproto3.FrontendMessage{&pgproto3.Parse{Query: sql}, &pgproto3.Bind{Parameters: [][]byte{[]byte("7")}},
-				&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}}
-			if i%3 == 0 {
-				// a named portal too, bound and executed before the Sync
-				msgs = append(msgs, &pgproto3.Bind{DestinationPortal: "C_1", Parameters: [][]byte{[]byte("8")}}, &pgproto3.Describe{ObjectType: 'P', Name: "C_1"}, &pgproto3.Execute{Portal: "C_1"})
-			}
-			for _, m := range append(msgs, &pgproto3.Sync{}) {
+			for _, m := range append(round(i), &pgproto3.Sync{}) {
 				fe.Send(m)
 				if err := fe.Flush(); err != nil {
 					sendErr <- err
@@ -381,27 +412,23 @@ func TestOpQueueUnderPipelining(t *testing.T) {
 		}
 		sendErr <- nil
 	}()
-	var errs []string
+	var bad []string
 	for n := 0; n < rounds; {
 		m, err := fe.Receive()
 		if err != nil {
 			t.Fatal(err)
 		}
-		switch m := m.(type) {
-		case *pgproto3.ErrorResponse:
-			if m.Code != "22012" {
-				errs = append(errs, m.Code+" "+m.Message)
-			}
-		case *pgproto3.ReadyForQuery:
+		if b := check(m); b != "" {
+			bad = append(bad, b)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
 			n++
 		}
 	}
 	if err := <-sendErr; err != nil {
 		t.Fatal(err)
 	}
-	if len(errs) > 0 {
-		t.Errorf("%d unexpected errors, first: %v", len(errs), errs[0])
-	}
+	return bad
 }
 
 // TestPgbenchThroughTheGuard: libpq through pgbench, -M extended (PQexecParams) and -M prepared

@@ -34,6 +34,9 @@ rules:
 // allowAllPolicy is testPolicy with writes allowed.
 const allowAllPolicy = "default: allow\n" + testPolicy
 
+// secretRule is allowAllPolicy with t.secret (startGuardedProxy's table) under a column rule.
+const secretRule = allowAllPolicy + "masking:\n  columns:\n    - {match: t.secret, style: redact}\n"
+
 func newGuard(t testing.TB, rec *record.Recorder) *Guard {
 	t.Helper()
 	pol := parsePolicy(t, testPolicy)

@@ -453,7 +453,7 @@ func TestPortalsTheServerMayNotHold(t *testing.T) {
 // proxy's probe, whose rows are not observed: t.secret reached it in clear. Names with control
 // characters are refused.
 func TestProxyProbeNamesRefused(t *testing.T) {
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	c := p.connect(t)
 	defer c.Close(context.Background())
 	fe := c.Frontend()

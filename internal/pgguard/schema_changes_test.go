@@ -10,10 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// Probes of a second review (2026-12-07) of the session's schema-change mark, the catalog's
+// Probes of a second review (2026-12-06) of the session's schema-change mark, the catalog's
 // Forget and back-off.
-
-const secretRule = allowAllPolicy + "masking:\n  columns:\n    - {match: t.secret, style: redact}\n"
 
 // readAll runs sql on c (simple protocol) and returns the last column of every row, joined by
 // commas, or the error text.
@@ -214,7 +212,7 @@ func TestLockedViewDoesNotStallOthers(t *testing.T) {
 	got := readAll(t, b, "select note from plain where id = 1")
 	d := time.Since(start)
 	t.Logf("session A: %q", <-done)
-	if d > 2*time.Second || got != "n1" {
+	if d > 5*time.Second || got != "n1" {
 		t.Errorf("another session's unrelated read: %v, %q", d.Round(time.Millisecond), got)
 	}
 }

@@ -63,7 +63,7 @@ func TestDeriveViewColumns(t *testing.T) {
 // view, or through a table that inherits the ruled one, is shown with its values masked, like
 // one that names the column itself; the catalog tells which columns views show.
 func TestStatementsThroughViewsShownMasked(t *testing.T) {
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	p.db.Exec(t, `create view contacts as select id, secret as num, 'x'::text as other from t;
 create view contacts2 as select num from contacts;
 create table t_child (extra text) inherits (t);
@@ -112,7 +112,7 @@ create table plain (id int, note text)`)
 // texts the session log shows.
 func recordedTexts(t *testing.T, setup string, stmts ...string) []string {
 	t.Helper()
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	if setup != "" {
 		p.db.Exec(t, setup)
 	}
@@ -213,7 +213,7 @@ create table t_part_1 partition of t_part for values from (0) to (100)`,
 // client's transaction to show a ruled column under a harmless column's name: its rows are
 // masked (the catalog's connection still sees the old definition).
 func TestViewReplacedInTransactionMasksResults(t *testing.T) {
-	p := startGuardedProxy(t, allowAllPolicy+"masking:\n  columns:\n    - {match: t.secret, style: redact}\n")
+	p := startGuardedProxy(t, secretRule)
 	p.db.Exec(t, "create view v_swap as select id, 'x'::text as num from t")
 	c := p.connect(t)
 	defer c.Close(context.Background())

@@ -164,8 +164,10 @@ func (cs *Catalogs) open(target, database string) *catalog {
 // those read; so are known tables with a column the catalog has not seen (added since). A
 // column the catalog cannot find even then (added in a transaction not committed yet) has
 // FromUnknown set: every rule covers it.
-// Relations a session holds locked (a view it is replacing) cannot be looked up: their columns
-// have FromUnknown set, after catalogLockTimeout.
+//
+// Relations a session holds locked (a view it is replacing) cannot be looked up: after
+// catalogLockTimeout, the catalog is emptied and the columns it no longer holds have
+// FromUnknown set.
 func (cs *Catalogs) Resolve(ctx context.Context, target, database string, connect Connector, tables []uint32, attrs []uint16) ([]Source, error) {
 	ctx = context.WithoutCancel(ctx) // one client hanging up must not fail a lookup others wait for
 	c := cs.open(target, database)

@@ -78,9 +78,9 @@ type Guard struct {
 	// mask is nil when this identity sees the target's values in clear.
 	mask *masker
 	// schemaChanged is set, under column rules, once the connection ran a statement that may
-	// change the schema (DDL, code, a statement the guard cannot parse), until a later statement
-	// finds it settled (see noteSchemaChange): meanwhile the catalog, which looks on a
-	// connection of its own, may not see what changed.
+	// change the schema (see mayChangeSchema), until a later statement finds it settled (see
+	// noteSchemaChange): meanwhile the catalog, which looks on a connection of its own, may not
+	// see what changed.
 	schemaChanged atomic.Bool
 	db            atomic.Value // string
 	// rec records the session; recErr is set when its start could not be written.
@@ -301,10 +301,11 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 }
 
 // noteSchemaChange notes, under column rules, that a statement allowed to run may change the
-// schema (see mayChangeSchema; an SQL EXECUTE, by what it runs): until the connection is settled, the names of its statements are not looked up in
-// the catalog but may be any column, and view and computed columns of its results may come from
-// any column (see viewSources, masker.describe). So a view created or replaced in a
-// transaction cannot show a ruled column under a name the catalog thinks harmless.
+// schema (see mayChangeSchema; an SQL EXECUTE, by what it runs). Until the connection is
+// settled, the names of its statements are not looked up in the catalog but may be any column,
+// and view columns and values computed from relations in its results may come from any column
+// (see viewSources, masker.describe). So a view created or replaced in a transaction cannot
+// show a ruled column under a name the catalog thinks harmless.
 //
 // Writes (whose triggers and rules may run anything) count only with writes set: the guard asks
 // again once the statement is recorded, so that a write's own values are shown as its names

@@ -137,28 +137,8 @@ func TestNotSettledBeforeSync(t *testing.T) {
 		t.Fatalf("DDL did not mark the session")
 	}
 	start := time.Now()
-	for _, m := range []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "select num from v_fl where id = 1"}, &pgproto3.Bind{},
-		&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}} {
-		fe.Send(m)
-	}
-	fe.Flush()
-	var got []string
-	for {
-		m, err := fe.Receive()
-		if err != nil {
-			got = append(got, "receive: "+err.Error())
-			break
-		}
-		switch m := m.(type) {
-		case *pgproto3.DataRow:
-			got = append(got, "D("+string(m.Values[0])+")")
-		case *pgproto3.ErrorResponse:
-			got = append(got, "E("+m.Code+": "+m.Message+")")
-		}
-		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-			break
-		}
-	}
+	got := fullTranscript(t, fe, 1, &pgproto3.Parse{Query: "select num from v_fl where id = 1"}, &pgproto3.Bind{},
+		&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{})
 	t.Logf("read in the open implicit transaction after %v: %q; session still marked: %v", time.Since(start).Round(time.Millisecond), got, g.schemaChanged.Load())
 	if strings.Contains(strings.Join(got, " "), "D(v1)") {
 		t.Errorf("ruled value in clear: %v", got)

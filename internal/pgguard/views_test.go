@@ -217,20 +217,13 @@ func TestViewReplacedInTransactionMasksResults(t *testing.T) {
 	p.db.Exec(t, "create view v_swap as select id, 'x'::text as num from t")
 	c := p.connect(t)
 	defer c.Close(context.Background())
-	ctx := context.Background()
 	read := func(sql string) string {
 		t.Helper()
-		res, err := c.Exec(ctx, sql).ReadAll()
-		if err != nil {
-			t.Fatalf("%s: %v", sql, err)
+		got := readAll(t, c, sql)
+		if strings.HasPrefix(got, "ERROR: ") {
+			t.Fatalf("%s: %s", sql, got)
 		}
-		var vals []string
-		for _, r := range res {
-			for _, row := range r.Rows {
-				vals = append(vals, string(row[len(row)-1]))
-			}
-		}
-		return strings.Join(vals, ",")
+		return got
 	}
 	if got := read("select num from v_swap where id = 1"); got != "x" {
 		t.Fatalf("before: %q", got)

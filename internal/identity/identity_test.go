@@ -1034,3 +1034,51 @@ func TestConfidentialClient(t *testing.T) {
 		t.Fatal("device login with a wrong client secret succeeded")
 	}
 }
+
+// TestLoginRevivesOnlyTheSamePerson: a later login of the uid takes over the cgroups of its
+// ended sessions only when it is the same subject. Must hold: an agent started as bob, which
+// can log bob out itself, must not run as alice (other groups, other grants) once the same Unix
+// user logs in as alice.
+func TestLoginRevivesOnlyTheSamePerson(t *testing.T) {
+	tests := []struct {
+		name, next  string
+		wantRevived bool
+	}{
+		{"same subject", "bob", true},
+		{"another subject", "alice", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			idp := startIdP(t, nil)
+			m := newManager(t, newProvider(t, idp, nil), nil)
+			ctx := context.Background()
+			loginAsSubject := func(subject string, groups ...string) Session {
+				tok := mint(t, idp, devidp.Mint{Subject: subject, Extra: map[string]any{"groups": groups}})
+				s, err := m.Login(ctx, 1000, TokenSet{IDToken: tok})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			bob := loginAsSubject("bob", "sales")
+			const agent = 77
+			if err := m.Bind(1000, agent, bob.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := m.LogoutUID(1000, 1000); err != nil {
+				t.Fatal(err)
+			}
+			next := loginAsSubject(tt.next, "engineering", "dba")
+			s, err := m.Lookup(agent)
+			if tt.wantRevived {
+				if err != nil || s.ID != next.ID {
+					t.Fatalf("bob's cgroup after bob's new login: %+v, %v", s, err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrSessionRevoked) {
+				t.Fatalf("bob's cgroup after %s's login: %+v, %v; want bob's revoked session", tt.next, s, err)
+			}
+		})
+	}
+}

@@ -393,9 +393,13 @@ func (m *Manager) start(uid uint32, c Claims, refreshToken string, workload bool
 	defer m.mu.Unlock()
 	m.sessions[r.Session.ID] = r
 	if !workload {
+		// Only the same person's agents come back: a cgroup started under another subject (or
+		// another provider's) stays bound to its ended session, else an agent could log its
+		// person out and inherit the next login's grants.
 		for cg, sid := range m.bindings {
 			old := m.sessions[sid]
-			if old != nil && !old.Session.Workload && old.Session.UID == uid && old.Session.State != StateActive {
+			if old != nil && !old.Session.Workload && old.Session.UID == uid && old.Session.State != StateActive &&
+				old.Session.Subject == r.Session.Subject && old.Session.Provider == r.Session.Provider {
 				m.bindings[cg] = r.Session.ID
 			}
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
 func cmdApprovals(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -54,31 +55,34 @@ func printApprovals(reqs []*approval.Request) {
 		fmt.Println("no pending approval requests")
 		return
 	}
+	// Everything but the ids, states and numbers comes from the agent, the identity provider or
+	// a reviewer: escaped, so that none of it can rewrite what the reviewer reads.
+	esc := record.EscapeLine
 	for _, r := range reqs {
 		who := r.Identity.Subject
 		if r.Identity.Email != "" {
 			who = r.Identity.Email
 		}
-		fmt.Printf("%s  %s  rule %s  age %s\n", r.ID, strings.ToUpper(string(r.State)), r.Rule, time.Since(r.Created).Round(time.Second))
+		fmt.Printf("%s  %s  rule %s  age %s\n", r.ID, strings.ToUpper(string(r.State)), esc(r.Rule), time.Since(r.Created).Round(time.Second))
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintf(w, "  requester:\t%s (groups %s)\n", who, strings.Join(r.Identity.Groups, ","))
-		fmt.Fprintf(w, "  process:\t%s pid %d  %s\n", r.Process.Comm, r.Process.PID, r.Process.Cmdline)
-		fmt.Fprintf(w, "  target:\t%s database %s as %s\n", r.Target, r.Database, r.DBUser)
-		fmt.Fprintf(w, "  approvers:\t%s (quorum %d)\n", strings.Join(r.Approvers, ","), max(r.Quorum, 1))
+		fmt.Fprintf(w, "  requester:\t%s (groups %s)\n", esc(who), esc(strings.Join(r.Identity.Groups, ",")))
+		fmt.Fprintf(w, "  process:\t%s pid %d  %s\n", esc(r.Process.Comm), r.Process.PID, esc(r.Process.Cmdline))
+		fmt.Fprintf(w, "  target:\t%s database %s as %s\n", esc(r.Target), esc(r.Database), esc(r.DBUser))
+		fmt.Fprintf(w, "  approvers:\t%s (quorum %d)\n", esc(strings.Join(r.Approvers, ",")), max(r.Quorum, 1))
 		w.Flush()
 		fmt.Printf("  statement:\n")
 		for _, line := range strings.Split(r.SQL, "\n") {
-			fmt.Printf("    %s\n", line)
+			fmt.Printf("    %s\n", esc(line))
 		}
 		for i, p := range r.Params {
 			v := p.Value
 			if p.Null {
 				v = "NULL"
 			}
-			fmt.Printf("    $%d = %s\n", i+1, v)
+			fmt.Printf("    $%d = %s\n", i+1, esc(v))
 		}
 		for _, d := range r.Decisions {
-			fmt.Printf("  %s by %s: %s\n", d.Verdict, d.Reviewer.Subject, d.Reason)
+			fmt.Printf("  %s by %s: %s\n", d.Verdict, esc(d.Reviewer.Subject), esc(d.Reason))
 		}
 		if r.State == approval.StatePending {
 			fmt.Printf("  decide: enforcer approve %s   |   enforcer deny %s --reason \"...\"\n", r.ID, r.ID)

@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
 func cmdStatus(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -62,7 +63,7 @@ func cmdStatus(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		if s.Email != "" {
 			who = s.Email
 		}
-		fmt.Fprintf(w, "  %s\t%s\tuid %d\t%s\t%s\tuntil %s\n", s.ID, who, s.UID, strings.Join(s.Groups, ","), s.State, s.Expiry.Local().Format("2006-01-02 15:04"))
+		fmt.Fprintf(w, "  %s\t%s\tuid %d\t%s\t%s\tuntil %s\n", s.ID, record.EscapeLine(who), s.UID, record.EscapeLine(strings.Join(s.Groups, ",")), s.State, s.Expiry.Local().Format("2006-01-02 15:04"))
 	}
 	w.Flush()
 	fmt.Printf("\nenforced cgroups (%d):\n", len(st.Cgroups))
@@ -70,7 +71,7 @@ func cmdStatus(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	for _, c := range st.Cgroups {
 		var ps []string
 		for _, p := range c.Procs {
-			ps = append(ps, fmt.Sprintf("%d/%s", p.PID, p.Comm))
+			ps = append(ps, fmt.Sprintf("%d/%s", p.PID, record.EscapeLine(p.Comm)))
 		}
 		fmt.Fprintf(w, "  %s\tuid %d\t%s\t%s\n", c.Name, c.UID, c.Session, strings.Join(ps, " "))
 	}
@@ -78,7 +79,7 @@ func cmdStatus(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	fmt.Printf("\nconnections (%d):\n", len(st.Connections))
 	w = tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	for _, c := range st.Connections {
-		fmt.Fprintf(w, "  #%d\t%s\t%s\tpid %d (%s)\t%s\tsince %s\n", c.ID, c.Target, c.Dst, c.PID, c.Comm, c.Identity, c.Since)
+		fmt.Fprintf(w, "  #%d\t%s\t%s\tpid %d (%s)\t%s\tsince %s\n", c.ID, c.Target, c.Dst, c.PID, record.EscapeLine(c.Comm), record.EscapeLine(c.Identity), c.Since)
 	}
 	return w.Flush()
 }

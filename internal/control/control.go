@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,6 +27,10 @@ type Caller struct {
 	PID int32
 	UID uint32
 	GID uint32
+	// Cgroup is the caller's cgroup v2 path as its /proc/PID/cgroup gives it ("/a/b"), read when
+	// it connected; "" when that could not be read for the process that connected (it exited,
+	// say), which callers must treat as the most confined place it could be.
+	Cgroup string
 }
 
 // IsRoot reports whether the caller runs as uid 0.
@@ -121,13 +126,18 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 				return ctx
 			}
 			var cred *unix.Ucred
+			pidfd := -1
 			raw.Control(func(fd uintptr) {
 				cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+				if err == nil {
+					pidfd, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+				}
 			})
 			if err != nil || cred == nil {
 				return ctx
 			}
-			return context.WithValue(ctx, callerKey{}, Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid})
+			c := Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Cgroup: peerCgroup(cred.Pid, pidfd)}
+			return context.WithValue(ctx, callerKey{}, c)
 		},
 	}
 	go func() {
@@ -138,6 +148,36 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 		return err
 	}
 	return nil
+}
+
+// peerCgroup reads the cgroup of the process pid, which connected. The pidfd the kernel took at
+// connect time (kernels 6.5 and later) tells whether pid still names that process after the
+// read; without one, a process that exited and whose pid was reused before the read could be
+// taken for another, which the socket's short accept-to-read window makes unlikely but not
+// impossible.
+func peerCgroup(pid int32, pidfd int) string {
+	if pidfd >= 0 {
+		defer unix.Close(pidfd)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return ""
+	}
+	if pidfd >= 0 && unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil {
+		return ""
+	}
+	return unifiedCgroup(string(b))
+}
+
+// unifiedCgroup returns the cgroup v2 path in the text of a /proc/PID/cgroup file (its "0::"
+// line), or "" when there is none.
+func unifiedCgroup(procCgroup string) string {
+	for line := range strings.SplitSeq(procCgroup, "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok && strings.HasPrefix(p, "/") {
+			return p
+		}
+	}
+	return ""
 }
 
 // Decode reads a JSON request body into v, refusing unknown fields.

@@ -54,6 +54,10 @@ func TestServeAuthorisesByPeerAndReportsErrors(t *testing.T) {
 	if int(who.PID) != os.Getpid() || int(who.UID) != os.Getuid() {
 		t.Errorf("caller %+v, want pid %d uid %d", who, os.Getpid(), os.Getuid())
 	}
+	own, _ := os.ReadFile("/proc/self/cgroup")
+	if want := unifiedCgroup(string(own)); who.Cgroup == "" || who.Cgroup != want {
+		t.Errorf("caller's cgroup %q, want %q", who.Cgroup, want)
+	}
 	cases := []struct {
 		name   string
 		path   string
@@ -106,5 +110,22 @@ func TestSocketPathPrecedence(t *testing.T) {
 	t.Setenv("ENFORCER_SOCKET", "")
 	if got := SocketPath(""); got != DefaultSocket {
 		t.Errorf("default: %s", got)
+	}
+}
+
+// TestUnifiedCgroup: the caller's cgroup comes from the "0::" line of /proc/PID/cgroup, whatever
+// v1 hierarchies a hybrid host lists beside it.
+func TestUnifiedCgroup(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"0::/enforcer.slice/run-1000-ab\n", "/enforcer.slice/run-1000-ab"},
+		{"12:cpu,cpuacct:/user.slice\n1:name=systemd:/user.slice\n0::/user.slice/x.scope\n", "/user.slice/x.scope"},
+		{"12:cpu,cpuacct:/user.slice\n", ""},
+		{"0::relative\n", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := unifiedCgroup(tt.in); got != tt.want {
+			t.Errorf("unifiedCgroup(%q) = %q, want %q", tt.in, got, tt.want)
+		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 func (d *Daemon) startApprovals(ctx context.Context) error {
 	host, _ := os.Hostname()
+	d.host = host
 	var store approval.Store
 	if f := d.cfg.Fleet.ApprovalsDSNFile; f != "" {
 		dsn, err := readSecretFile(f)
@@ -90,20 +91,7 @@ func approvalError(err error) error {
 
 func (d *Daemon) approvalRoutes() []control.Route {
 	return []control.Route{
-		{Pattern: "GET /v1/approvals", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
-			f := approval.Filter{Limit: 200}
-			if r.URL.Query().Get("all") == "" {
-				f.States = []approval.State{approval.StatePending}
-			}
-			reqs, err := d.approvals.List(ctx, f)
-			if err != nil {
-				return nil, err
-			}
-			if reqs == nil {
-				reqs = []*approval.Request{}
-			}
-			return reqs, nil
-		}},
+		{Pattern: "GET /v1/approvals", Handle: d.listApprovals},
 		{Pattern: "POST /v1/approvals/{id}/approve", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			return d.decide(ctx, c, r, true)
 		}},
@@ -113,10 +101,43 @@ func (d *Daemon) approvalRoutes() []control.Route {
 	}
 }
 
+// listApprovals lists the requests the caller may read (see mayRead).
+func (d *Daemon) listApprovals(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+	var confinedTo string
+	var rev *approval.Reviewer
+	if d.confined(c) {
+		sid, err := d.callerSession(c)
+		if err != nil {
+			return nil, err
+		}
+		confinedTo = sid
+	} else if s, err := d.reviewer(c); err == nil {
+		rev = &s
+	}
+	f := approval.Filter{Limit: 200}
+	if r.URL.Query().Get("all") == "" {
+		f.States = []approval.State{approval.StatePending}
+	}
+	reqs, err := d.approvals.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := []*approval.Request{}
+	for _, req := range reqs {
+		if d.mayRead(c, confinedTo, rev, req) {
+			out = append(out, req)
+		}
+	}
+	return out, nil
+}
+
 func (d *Daemon) decide(ctx context.Context, c control.Caller, r *http.Request, approve bool) (any, error) {
 	var req control.DecideRequest
 	if err := control.Decode(r, &req); err != nil {
 		return nil, err
+	}
+	if d.confined(c) {
+		return nil, refuseConfined(c, "decide approvals")
 	}
 	rev, err := d.reviewer(c)
 	if err != nil {

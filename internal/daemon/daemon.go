@@ -44,6 +44,7 @@ type Daemon struct {
 	polHash   [32]byte   // under reloadMu
 	ids       *identity.Manager
 	approvals *approval.Broker
+	host      string // names this daemon's requests in the approvals store (Request.Owner)
 	guards    *pgguard.Shared
 	records   *record.Recorder
 }

@@ -55,8 +55,16 @@ func (d *Daemon) authorize(ctx context.Context, c *proxy.Conn) (any, error) {
 	return s, nil
 }
 
-// bindRun ties a fresh run cgroup to the caller's current session.
+// bindRun ties a fresh run cgroup to the caller's current session; a run started from inside an
+// enforced cgroup gets that cgroup's session, not whichever its Unix user logged in to last.
 func (d *Daemon) bindRun(c control.Caller, cg *redirect.Cgroup) error {
+	if d.confined(c) {
+		sid, err := d.callerSession(c)
+		if err != nil {
+			return err
+		}
+		return identityError(d.ids.Bind(0, cg.ID, sid))
+	}
 	s, err := d.ids.Current(c.UID)
 	if err != nil {
 		return control.Errorf(http.StatusUnauthorized, "%s", identity.UserMessage(err))
@@ -88,6 +96,9 @@ func (d *Daemon) identityRoutes() []control.Route {
 			return d.ids.Provider().LoginConfig(), nil
 		}},
 		{Pattern: "POST /v1/login", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			if d.confined(c) {
+				return nil, refuseConfined(c, "log in")
+			}
 			var req control.LoginRequest
 			if err := control.Decode(r, &req); err != nil {
 				return nil, err
@@ -109,6 +120,9 @@ func (d *Daemon) identityRoutes() []control.Route {
 			return s, nil
 		}},
 		{Pattern: "POST /v1/logout", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			if d.confined(c) {
+				return nil, refuseConfined(c, "log out")
+			}
 			var req control.LogoutRequest
 			if err := control.Decode(r, &req); err != nil {
 				return nil, err
@@ -130,6 +144,9 @@ func (d *Daemon) identityRoutes() []control.Route {
 			return out, nil
 		}},
 		{Pattern: "POST /v1/bind", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			if d.confined(c) {
+				return nil, refuseConfined(c, "bind cgroups to sessions")
+			}
 			var req control.BindRequest
 			if err := control.Decode(r, &req); err != nil {
 				return nil, err

@@ -32,6 +32,9 @@ func (d *Daemon) routes() []control.Route {
 			return nil, d.endRun(c, r.PathValue("name"))
 		}},
 		{Pattern: "POST /v1/policy/reload", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			if d.confined(c) {
+				return nil, refuseConfined(c, "reload the policy")
+			}
 			if !c.IsRoot() {
 				return nil, control.Errorf(http.StatusForbidden, "only root may reload the policy")
 			}

@@ -62,9 +62,21 @@ func (d *Daemon) findRun(c control.Caller, name string) (*redirect.Cgroup, error
 		return nil, err
 	}
 	for _, k := range kids {
-		if k.Name == name {
-			return k, nil
+		if k.Name != name {
+			continue
 		}
+		if d.confined(c) {
+			// An enforced process reaches only runs of its own session: entering another would
+			// give its children that run's person.
+			sid, err := d.callerSession(c)
+			if err != nil {
+				return nil, err
+			}
+			if d.ids.Bindings(0)[k.ID] != sid {
+				return nil, control.Errorf(http.StatusForbidden, "run %s belongs to another session than this enforced process's", name)
+			}
+		}
+		return k, nil
 	}
 	return nil, control.Errorf(http.StatusNotFound, "no run %s", name)
 }

@@ -157,13 +157,23 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	return g
 }
 
-// database is the upstream database this connection uses, as the proxy reported it with the
-// first statement.
+// database is the upstream database this connection uses, as the proxy reported it at the
+// start or with the first statement.
 func (g *Guard) database() string {
 	if db, _ := g.db.Load().(string); db != "" {
 		return db
 	}
 	return g.info.Database
+}
+
+// setDatabase makes db (when known) the database this connection's rules, approvals and
+// record name. Under g.mu.
+func (g *Guard) setDatabase(db string) {
+	if db == "" || g.database() == db {
+		return
+	}
+	g.db.Store(db)
+	g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(), rules.Target{Name: g.info.Target.Name, Protocol: g.info.Target.Protocol, Database: db, User: g.info.DBUser})
 }
 
 // observe says whether rows and COPY data of allowed statements must reach Result.
@@ -187,10 +197,7 @@ func (g *Guard) lookupPrepared(name string) *sqlclass.Statement {
 func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.Verdict {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if s.Database != "" && g.database() != s.Database {
-		g.db.Store(s.Database)
-		g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(), rules.Target{Name: g.info.Target.Name, Protocol: g.info.Target.Protocol, Database: s.Database, User: g.info.DBUser})
-	}
+	g.setDatabase(s.Database)
 	g.ensureStarted(nil)
 	if g.recErr != nil {
 		return g.refuse("recording", "enforcer: the session log cannot be written, so no statement may run", "", "an administrator must fix the daemon's record directory; see its log")
@@ -528,7 +535,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		Identity:   approval.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, SessionID: id.ID, UID: id.UID},
 		Process:    approval.Process{Comm: g.info.Origin.Comm, PID: int(g.info.Origin.PID), Cmdline: g.info.Cmdline},
 		Target:     g.info.Target.Name,
-		Database:   g.info.Database,
+		Database:   g.database(),
 		DBUser:     g.info.DBUser,
 		SQL:        s.SQL,
 		DisplaySQL: g.shownSQL(s.SQL, ruled),

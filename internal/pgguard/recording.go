@@ -183,10 +183,12 @@ func (g *Guard) startRecording(rec *record.Recorder, strict bool, maxRows int) {
 }
 
 // ClientStarted implements postgres.Starter: the session's start is recorded with the
-// parameters the client sent. A start that cannot be written refuses every statement.
-func (g *Guard) ClientStarted(params map[string]string) {
+// parameters the client sent and the database it uses. A start that cannot be written refuses
+// every statement.
+func (g *Guard) ClientStarted(database string, params map[string]string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.setDatabase(database)
 	g.ensureStarted(params)
 }
 
@@ -208,7 +210,7 @@ func (g *Guard) ensureStarted(params map[string]string) {
 			Origin:       o.Dst.String(),
 			Process:      record.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int(o.PID), UID: int(o.UID), Cmdline: g.info.Argv},
 			Protocol:     "postgres",
-			Target:       record.Target{Name: t.Name, Address: g.info.Upstream, Database: g.info.Database, User: g.info.DBUser},
+			Target:       record.Target{Name: t.Name, Address: g.info.Upstream, Database: g.database(), User: g.info.DBUser},
 		}}, record.Async)
 	if err != nil {
 		g.recErr = err

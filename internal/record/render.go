@@ -85,19 +85,19 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 // renderEvent is the text of one event in the timeline; the first line starts with the time.
 //
 // Everything in it but the tables (which PsqlTable escapes as psql does) comes from the agent,
-// the server or the log itself, so it passes through escapeText or escapeLine on its way out: a
+// the server or the log itself, so it passes through escapeText or EscapeLine on its way out: a
 // replay must show an auditor what was sent, not let it move the cursor, rewrite earlier lines or
 // retitle the terminal, nor start a line that reads as an event of its own.
 func renderEvent(ev Event, loc *time.Location) string {
 	var b strings.Builder
 	stamp := ev.Time.In(loc).Format("2006-01-02 15:04:05.000")
 	line := func(tag, format string, args ...any) {
-		fmt.Fprintf(&b, "%s  %-8s %s\n", stamp, escapeLine(tag), escapeText(fmt.Sprintf(format, args...)))
+		fmt.Fprintf(&b, "%s  %-8s %s\n", stamp, EscapeLine(tag), escapeText(fmt.Sprintf(format, args...)))
 	}
 	// detail lines belong to the event above them; their values are short, so a newline in one is
 	// shown as \n rather than starting a continuation.
 	detail := func(format string, args ...any) {
-		fmt.Fprintf(&b, "%27s %s\n", "", escapeLine(fmt.Sprintf(format, args...)))
+		fmt.Fprintf(&b, "%27s %s\n", "", EscapeLine(fmt.Sprintf(format, args...)))
 	}
 	switch ev.Type {
 	case TypeSessionStart:
@@ -226,9 +226,10 @@ func escapeText(s string) string {
 	return escapeControls(s, true)
 }
 
-// escapeLine is escapeText for a value that must stay on one line: a newline shows as \n and a
-// tab as \t.
-func escapeLine(s string) string {
+// EscapeLine is escapeText for a value that must stay on one line: a newline shows as \n and a
+// tab as \t. Every command that prints what an agent or a server sent uses it (the approvals
+// and status listings too), so that no such text can move the cursor or rewrite the screen.
+func EscapeLine(s string) string {
 	return escapeControls(s, false)
 }
 
@@ -642,7 +643,7 @@ func ExportAsciicast(w io.Writer, recs []Record, opts AsciicastOptions) error {
 	}
 	header := map[string]any{
 		"version": 2, "width": opts.Width, "height": opts.Height, "timestamp": first.Time.Unix(),
-		"title": "enforcer session " + escapeLine(first.Session),
+		"title": "enforcer session " + EscapeLine(first.Session),
 		"env":   map[string]string{"TERM": "xterm-256color", "SHELL": "/bin/sh"},
 	}
 	enc := json.NewEncoder(w)
@@ -713,7 +714,7 @@ func RenderSessions(w io.Writer, ss []SessionSummary, loc *time.Location) error 
 func RenderVerify(w io.Writer, rep *Report) error {
 	var b strings.Builder
 	out := func(format string, args ...any) {
-		b.WriteString(escapeLine(fmt.Sprintf(format, args...)))
+		b.WriteString(EscapeLine(fmt.Sprintf(format, args...)))
 		b.WriteByte('\n')
 	}
 	out("log %s: %d segments, %d records (seq %d..%d), %d signed checkpoints", rep.Dir, rep.Segments, rep.Records, rep.FirstSeq, rep.LastSeq, rep.Checkpoints)

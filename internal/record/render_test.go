@@ -323,8 +323,8 @@ func TestEscapeControls(t *testing.T) {
 		{"ünï 日本 \ufffd \u00a0", "ünï 日本 \ufffd \u00a0", "ünï 日本 \ufffd \u00a0"},
 	}
 	for _, c := range cases {
-		if got := escapeLine(c.in); got != c.line {
-			t.Errorf("escapeLine(%q) = %q, want %q", c.in, got, c.line)
+		if got := EscapeLine(c.in); got != c.line {
+			t.Errorf("EscapeLine(%q) = %q, want %q", c.in, got, c.line)
 		}
 		if got := escapeText(c.in); got != c.text {
 			t.Errorf("escapeText(%q) = %q, want %q", c.in, got, c.text)

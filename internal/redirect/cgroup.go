@@ -34,17 +34,24 @@ func Cgroup2Mount() (string, error) {
 // once at its root; each `enforcer run` gets a child.
 type Subtree struct {
 	Path string
+	// rel is Path below the cgroup2 mount, as /proc/PID/cgroup names it.
+	rel string
 }
 
 // OpenSubtree creates (if needed) the enforcement subtree at path, which is absolute or relative to
 // the cgroup2 mount. The directory is root-owned and not delegated: agents cannot leave it.
 func OpenSubtree(path string) (*Subtree, error) {
+	mnt, err := Cgroup2Mount()
+	if err != nil {
+		return nil, err
+	}
 	if !filepath.IsAbs(path) {
-		mnt, err := Cgroup2Mount()
-		if err != nil {
-			return nil, err
-		}
 		path = filepath.Join(mnt, path)
+	}
+	path = filepath.Clean(path)
+	rel, ok := strings.CutPrefix(path, filepath.Clean(mnt)+"/")
+	if !ok {
+		return nil, fmt.Errorf("enforcement cgroup %s is not under the cgroup2 mount %s: name it relative to that mount", path, mnt)
 	}
 	if err := os.Mkdir(path, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("create enforcement cgroup %s: %w", path, err)
@@ -59,7 +66,27 @@ func OpenSubtree(path string) (*Subtree, error) {
 	if err := os.Chown(path, 0, 0); err != nil {
 		return nil, fmt.Errorf("chown %s: %w", path, err)
 	}
-	return &Subtree{Path: path}, nil
+	return &Subtree{Path: path, rel: "/" + rel}, nil
+}
+
+// Dir returns the directory of cgroup (a path as /proc/PID/cgroup gives it) when the subtree
+// holds it.
+func (s *Subtree) Dir(cgroup string) (string, bool) {
+	if cgroup == "" || !s.Holds(cgroup) {
+		return "", false
+	}
+	return filepath.Join(s.Path, strings.TrimPrefix(filepath.Clean(cgroup), s.rel)), true
+}
+
+// Holds reports whether cgroup, a cgroup v2 path as /proc/PID/cgroup gives it, is the subtree or
+// under it: whether a process there is enforced. An empty path (not known) is held: whoever
+// asks must take the unknown for the confined.
+func (s *Subtree) Holds(cgroup string) bool {
+	if cgroup == "" {
+		return true
+	}
+	cgroup = filepath.Clean(cgroup)
+	return cgroup == s.rel || strings.HasPrefix(cgroup, s.rel+"/")
 }
 
 // ID returns the subtree root's cgroup id.

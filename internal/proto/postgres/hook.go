@@ -31,10 +31,11 @@ type Deliverer interface {
 }
 
 // Starter is implemented by hooks that want the client's startup parameters (user, database,
-// application_name, options…). The proxy calls ClientStarted once, after it accepted the startup
-// message and before it connects upstream.
+// application_name, options…) and the database the proxy logs in to upstream (the target's, else
+// the one the client asked for). The proxy calls ClientStarted once, after it accepted the
+// startup message and before it connects upstream.
 type Starter interface {
-	ClientStarted(params map[string]string)
+	ClientStarted(database string, params map[string]string)
 }
 
 // Kind says which protocol message carries a statement.

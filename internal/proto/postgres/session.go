@@ -48,7 +48,7 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 		params[k] = v
 	}
 	if st, ok := sess.Hook.(Starter); ok {
-		st.ClientStarted(maps.Clone(sm.Parameters))
+		st.ClientStarted(db, maps.Clone(sm.Parameters))
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
 	hc, err := connectUpstream(cctx, sess, db, params)

@@ -43,6 +43,7 @@ func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 		Password:   pw,
 		TLS:        postgres.TLSMode(tlsMode(up.TLS)),
 		CAFile:     up.CAFile,
+		Auth:       up.Auth,
 		ServerName: up.ServerName,
 	}
 	if h.guard == nil {
@@ -114,6 +115,7 @@ func upstreamConnector(c *proxy.Conn) pgguard.Connector {
 			return nil, err
 		}
 		cfg.Password = pw
+		cfg.RequireAuth, cfg.ChannelBinding = postgres.UpstreamAuth(postgres.TLSMode(tlsMode(up.TLS)), up.Auth)
 		if up.ServerName != "" && cfg.TLSConfig != nil {
 			cfg.TLSConfig.ServerName = up.ServerName
 		}

@@ -470,3 +470,29 @@ func TestProxyProbeNamesRefused(t *testing.T) {
 		t.Logf("client saw %v", got)
 	}
 }
+
+// TestDeclaredCursorCannotStandInForARefusal (from a review, 2026-12-07): the proxy's stand-in
+// for a refused statement was an Execute of a portal named "\x01enforcer refused N", and SQL
+// DECLARE accepts that name: the refusal then ran the client's cursor, its rows unobserved
+// (t.secret in clear), and no error failed the transaction. Must hold for any name the client
+// declares: the refusal fails the transaction and nothing the cursor holds is shown.
+func TestDeclaredCursorCannotStandInForARefusal(t *testing.T) {
+	p := startGuardedProxy(t, secretRule)
+	for _, name := range []string{"\x01enforcer refused 1", "\x01enforcer refused", "enforcer refused"} {
+		t.Run(strings.TrimPrefix(name, "\x01"), func(t *testing.T) {
+			c := p.connect(t)
+			defer c.Close(context.Background())
+			fe := c.Frontend()
+			got := transcript(t, fe, 1, &pgproto3.Query{String: "begin"})
+			got = append(got, transcript(t, fe, 1, &pgproto3.Query{String: `declare "` + name + `" cursor for select secret from t order by id`})...)
+			refused := transcript(t, fe, 1, &pgproto3.Query{String: "drop table t"}) // refused by the no-drop rule
+			got = append(got, refused...)
+			if j := strings.Join(got, " "); secretInClear.MatchString(j) {
+				t.Errorf("t.secret in clear: %v", got)
+			}
+			if j := strings.Join(refused, " "); j != "E:42501 Z:E" {
+				t.Errorf("the refused statement: %v, want its error and a failed transaction", refused)
+			}
+		})
+	}
+}

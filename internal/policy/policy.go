@@ -169,6 +169,10 @@ type Upstream struct {
 	TLS          string `yaml:"tls"` // disable | require | verify-ca | verify-full
 	CAFile       string `yaml:"ca_file"`
 	ServerName   string `yaml:"server_name"`
+	// Auth lists the methods the server may ask the proxy to log in with: scram-sha-256 (the
+	// default and only one when empty), md5, password. Each extra one lets whoever answers at
+	// the upstream's address collect a hash to relay, or the password itself.
+	Auth []string `yaml:"auth"`
 }
 
 // Grant gives groups or individual subjects access to targets.
@@ -327,7 +331,7 @@ func (v *validator) compile(f *File) *Policy {
 		}
 		if td.Upstream != nil {
 			t.Upstream = *td.Upstream
-			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream)
+			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream, agentPicksHost(t.prefixes))
 		} else if td.Protocol == ProtoPostgres {
 			v.fail(at+".upstream", "postgres targets need upstream credentials (user and password_file or password_env)")
 		}
@@ -514,7 +518,18 @@ func (v *validator) line(path string) int {
 	return 0
 }
 
-func (v *validator) checkUpstream(at, proto string, u *Upstream) {
+// agentPicksHost says whether a match lets the agent choose among hosts: a network wider than one
+// address. Without an upstream address the proxy then logs in wherever the agent connected.
+func agentPicksHost(prefixes []netip.Prefix) bool {
+	for _, p := range prefixes {
+		if p.Bits() < p.Addr().BitLen() {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost bool) {
 	if u.Address != "" {
 		if _, err := netip.ParseAddrPort(u.Address); err != nil && !strings.Contains(u.Address, ":") {
 			v.fail(at+".address", "want host:port, got %q", u.Address)
@@ -539,6 +554,27 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream) {
 	}
 	if (u.TLS == "verify-ca" || u.TLS == "verify-full") && u.CAFile == "" {
 		v.fail(at+".ca_file", "required with tls: %s", u.TLS)
+	}
+	weak := false
+	for i, m := range u.Auth {
+		switch m {
+		case "scram-sha-256":
+		case "md5", "password":
+			weak = true
+		default:
+			v.fail(fmt.Sprintf("%s.auth[%d]", at, i), "unknown method %q (scram-sha-256, md5, password)", m)
+		}
+	}
+	if agentPicksHost && u.Address == "" {
+		// Any host of the network could be the agent's own, relaying the proxy's login to the real
+		// server (SCRAM without TLS, or MD5) or asking for the password in clear. TLS with SCRAM
+		// binds the login to the channel; verify-ca and verify-full also check who answers.
+		if u.TLS == "disable" {
+			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy logs in to; set upstream.address, or tls: require or stronger")
+		}
+		if weak {
+			v.fail(at+".auth", "the target matches a network, so the agent picks the host the proxy logs in to; allow only scram-sha-256, or set upstream.address")
+		}
 	}
 }
 

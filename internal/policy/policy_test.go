@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/policy/rules"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 )
 
 const good = `version: 1
@@ -130,6 +133,11 @@ func TestParseErrors(t *testing.T) {
 		{"unknown grant target", "version: 1\ngrants:\n  - groups: [a]\n    targets: [nope]\n", []string{"bad.yaml:4", `unknown target "nope"`}},
 		{"postgres without creds", "version: 1\ntargets:\n  - {name: db, protocol: postgres, match: {addresses: [1.1.1.1]}}\n", []string{"upstream"}},
 		{"verify-full without CA", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [1.1.1.1]}\n    upstream: {user: u, password_file: /p, tls: verify-full}\n", []string{"ca_file"}},
+		// Must hold: where the agent picks the host the proxy logs in to (a network, no upstream
+		// address), no login that a host of its own could relay or read.
+		{"network without tls", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: disable}\n", []string{"bad.yaml:6: targets[0].upstream.tls", "upstream.address"}},
+		{"network with md5", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: require, auth: [scram-sha-256, md5]}\n", []string{"targets[0].upstream.auth", "only scram-sha-256"}},
+		{"unknown auth", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.1]}\n    upstream: {user: u, password_file: /p, auth: [kerberos]}\n", []string{"auth[0]", "kerberos"}},
 		{"sni on tcp", "version: 1\ntargets:\n  - {name: x, protocol: tcp, match: {sni: [a.com]}}\n", []string{"only tls-passthrough"}},
 		{"bad CEL", "version: 1\nrules:\n  - name: a\n    when: 'sql.kind == '\n    action: block\n  - name: b\n    when: 'sql.nope'\n    action: block\n", []string{"bad.yaml:3: rules[0].when", `rule "a"`, "bad.yaml:6: rules[1].when", `rule "b"`}},
 		{"unknown action", "version: 1\nrules:\n  - {name: a, when: 'true', action: destroy}\n", []string{"destroy"}},
@@ -153,5 +161,63 @@ func TestParseErrors(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestShippedPolicySQL: how examples/policy.yaml judges statements on the database target. Each
+// row must hold: the shipped policy is what most installations start from.
+func TestShippedPolicySQL(t *testing.T) {
+	p, err := Load("../../examples/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := rules.NewConn(rules.Identity{Subject: "agent", Groups: []string{"engineering"}},
+		rules.Process{Comm: "agent"}, rules.Target{Name: "prod-db", Protocol: ProtoPostgres, User: "agent_rw"})
+	for _, c := range []struct {
+		sql     string
+		verdict rules.Action
+		rule    string // "" = the default decides
+	}{
+		// Reads and harmless settings pass.
+		{"SELECT * FROM customers WHERE id = 1", rules.Allow, ""},
+		{"SELECT name, setting FROM pg_settings", rules.Allow, ""},
+		{"SHOW search_path", rules.Allow, "harmless-session-settings"},
+		{"SET statement_timeout = '5s'", rules.Allow, "harmless-session-settings"},
+		{"SET application_name = 'search_path'", rules.Allow, "harmless-session-settings"}, // the name decides, not the text
+		{"BEGIN", rules.Allow, ""},
+		// search_path stays as the DBA set it, in every spelling.
+		{"SET search_path = evil, pg_catalog", rules.Block, "no-search-path-changes"},
+		{"SET SCHEMA 'evil'", rules.Block, "no-search-path-changes"},
+		{`SET U&"\0073earch_path" = evil, pg_catalog`, rules.Block, "no-search-path-changes"},
+		{"SET LOCAL search_path = evil", rules.Block, "no-search-path-changes"},
+		{"RESET search_path", rules.Block, "no-search-path-changes"},
+		{"SELECT set_config('search_path', 'evil', false)", rules.Block, "no-search-path-changes"},
+		// Row locks are not reads.
+		{"SELECT id FROM customers FOR UPDATE", rules.Block, "no-row-locks"},
+		{"SELECT id FROM customers WHERE id = 1 FOR KEY SHARE", rules.Block, "no-row-locks"},
+		{"WITH l AS (SELECT id FROM customers FOR NO KEY UPDATE) SELECT * FROM l", rules.Block, "no-row-locks"},
+		{"DECLARE c CURSOR FOR SELECT id FROM customers FOR SHARE", rules.Block, "no-row-locks"},
+		{"LOCK TABLE customers", rules.Block, "no-row-locks"},
+		// A write to pg_settings is set_config: privilege (and unknown), never a reviewed write.
+		{"UPDATE pg_settings SET setting = 'app_owner' WHERE name = 'role'", rules.Block, "no-privilege-changes"},
+		{"UPDATE pg_catalog.pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", rules.Block, "no-privilege-changes"},
+		// Privilege.
+		{"ALTER ROLE agent_rw RENAME TO x", rules.Block, "no-privilege-changes"},
+		{"ALTER DATABASE prod SET role = 'app_owner'", rules.Block, "no-privilege-changes"},
+		{"CREATE SCHEMA s AUTHORIZATION app_owner", rules.Block, "no-privilege-changes"},
+		{"ALTER VIEW v SET (security_invoker = false)", rules.Block, "no-privilege-changes"},
+		{"SET ROLE app_owner", rules.Block, "no-privilege-changes"},
+		// Writes are reviewed.
+		{"UPDATE customers SET name = 'x' WHERE id = 1", rules.Approve, "writes-need-review"},
+		{"UPDATE customers SET name = 'x'", rules.Block, "no-unbounded-writes"},
+	} {
+		d := p.Rules.Decide(conn, sqlclass.Classify(c.sql), nil)
+		got := ""
+		if d.Rule != nil {
+			got = d.Rule.Rule
+		}
+		if d.Verdict != c.verdict || (c.rule != "" && got != c.rule) {
+			t.Errorf("%s: %s by %q, want %s by %q\n%s", c.sql, d.Verdict, got, c.verdict, c.rule, rules.Explain(&d))
+		}
 	}
 }

@@ -147,6 +147,12 @@ func TestBadStartup(t *testing.T) {
 		{"protocol 2", []byte{0, 0, 0, 8, 0, 2, 0, 0}, "0A000"},
 		{"unterminated parameters", []byte{0, 0, 0, 12, 0, 3, 0, 0, 'u', 's', 'e', 'r'}, "08P01"},
 		{"replication", startupBytes(map[string]string{"user": "a", "replication": "database"}), "42501"},
+		// Must hold: a startup parameter is a server setting no statement shows the policy; role=
+		// was a SET ROLE the policy never saw, search_path= changed what names resolve to.
+		{"role", startupBytes(map[string]string{"user": "a", "role": "app_owner"}), "42501"},
+		{"search_path", startupBytes(map[string]string{"user": "a", "search_path": "evil, pg_catalog"}), "42501"},
+		{"preload", startupBytes(map[string]string{"user": "a", "session_preload_libraries": "x"}), "42501"},
+		{"protocol extension", startupBytes(map[string]string{"user": "a", "_pq_.x": "1"}), "42501"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,6 +168,26 @@ func TestBadStartup(t *testing.T) {
 			}
 		})
 	}
+	t.Run("settings drivers send", func(t *testing.T) {
+		// What JDBC, npgsql and libpq send at startup is passed.
+		c, fe := rawStartup(t, p.addr, map[string]string{"user": "a", "database": "postgres", "application_name": "jdbc",
+			"client_encoding": "UTF8", "DateStyle": "ISO", "TimeZone": "UTC", "extra_float_digits": "2", "options": "-c role=x"})
+		defer c.Close()
+		fe.Send(&pgproto3.Query{String: "SHOW DateStyle"})
+		fe.Flush()
+		for {
+			m, err := fe.Receive()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, ok := m.(*pgproto3.DataRow); ok && !strings.HasPrefix(string(r.Values[0]), "ISO") {
+				t.Errorf("DateStyle %q", r.Values[0])
+			}
+			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+				break
+			}
+		}
+	})
 	t.Run("gss then ssl then startup", func(t *testing.T) {
 		c, err := net.Dial("tcp", p.addr)
 		if err != nil {

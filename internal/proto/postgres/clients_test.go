@@ -289,10 +289,18 @@ func TestUpstreamAuthAndTLS(t *testing.T) {
 		wantErr string
 	}{
 		{"scram plain", func(s *Session) {}, ""},
-		{"md5", func(s *Session) { s.User, s.Password = pgtest.MD5User, db.PasswordOf(pgtest.MD5User) }, ""},
-		{"cleartext over tls", func(s *Session) {
-			s.User, s.Password, s.TLS = pgtest.CleartextUser, db.PasswordOf(pgtest.CleartextUser), TLSRequire
+		{"md5 allowed", func(s *Session) {
+			s.User, s.Password, s.Auth = pgtest.MD5User, db.PasswordOf(pgtest.MD5User), []string{AuthSCRAM, AuthMD5}
 		}, ""},
+		{"cleartext over tls allowed", func(s *Session) {
+			s.User, s.Password, s.TLS, s.Auth = pgtest.CleartextUser, db.PasswordOf(pgtest.CleartextUser), TLSRequire, []string{AuthPassword}
+		}, ""},
+		// Must hold: a server that asks for a weaker method than the target allows gets no answer
+		// (it could be anyone at the agent's destination, collecting the password or a hash).
+		{"md5 by default", func(s *Session) { s.User, s.Password = pgtest.MD5User, db.PasswordOf(pgtest.MD5User) }, "08006"},
+		{"cleartext by default", func(s *Session) {
+			s.User, s.Password, s.TLS = pgtest.CleartextUser, db.PasswordOf(pgtest.CleartextUser), TLSRequire
+		}, "08006"},
 		{"require", func(s *Session) { s.TLS = TLSRequire }, ""},
 		{"verify-ca", func(s *Session) { s.TLS, s.CAFile = TLSVerifyCA, db.CAFile }, ""},
 		{"verify-full", func(s *Session) { s.TLS, s.CAFile = TLSVerifyFull, db.CAFile }, ""},

@@ -203,11 +203,13 @@ func (c *conn) judge(st *Statement) Verdict {
 }
 
 // refuse sends the server a message that fails where the refused one would have, so the server's
-// transaction state follows; the server's error is swapped for the hook's on the way back.
+// transaction state follows; the server's error is swapped for the hook's on the way back. The
+// stand-in is a Parse of text that is not SQL: it fails whatever the client has created (an
+// Execute of a portal the proxy took to be missing once ran a cursor the client had DECLAREd
+// under that name), and a named Parse that fails leaves the client's statements as they were.
 func (c *conn) refuse(e *pgproto3.ErrorResponse, withSync bool) error {
-	c.probes++
 	c.ops.push(op{kind: opProbe, refusal: e})
-	out := appendExecute(c.uw.buffer(), "\x01enforcer refused "+strconv.FormatUint(c.probes, 10))
+	out := appendParse(c.uw.buffer(), probeName, probeSQL)
 	if withSync {
 		c.ops.push(op{kind: opSync})
 		out = append(out, 'S', 0, 0, 0, 4)
@@ -583,6 +585,11 @@ func (c *conn) onServerMessage(typ byte, msg []byte) error {
 
 func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 	o := c.ops.front()
+	if o != nil && o.kind == opProbe && typ != 'E' && typ != 'N' && typ != 'A' && typ != 'S' {
+		// The stand-in of a refused message can only fail; anything else means the server is not
+		// where the proxy thinks, and nothing it sends can be trusted to be observed.
+		return fmt.Errorf("upstream answered a refusal's stand-in with %q: %w", typ, errMalformed)
+	}
 	switch typ {
 	case 'D': // DataRow
 		if o != nil && o.observe {

@@ -55,6 +55,13 @@ const (
 	TLSVerifyFull TLSMode = "verify-full"
 )
 
+// Authentication methods an upstream may ask for, as libpq's require_auth names them.
+const (
+	AuthSCRAM    = "scram-sha-256"
+	AuthMD5      = "md5"
+	AuthPassword = "password"
+)
+
 // Session configures one client connection.
 type Session struct {
 	// ID names the connection in hooks and errors.
@@ -72,6 +79,9 @@ type Session struct {
 	TLS        TLSMode
 	CAFile     string
 	ServerName string
+	// Auth lists the authentication methods the upstream may ask for (AuthSCRAM, AuthMD5,
+	// AuthPassword); empty means SCRAM only.
+	Auth []string
 	// Hook judges statements and sees results; nil means PassThrough.
 	Hook Hook
 }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,9 +21,20 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// Startup parameters a client may not pass through: the proxy sets user and database itself, a
-// replication connection would bypass statement checks, and options could set any server setting.
+// Startup parameters the proxy does not pass on: it sets user and database itself, a replication
+// connection is refused, and options (which could set any server setting) is dropped, as it
+// always was, since libpq sends PGOPTIONS there unasked.
 var droppedParams = map[string]bool{"user": true, "database": true, "replication": true, "options": true}
+
+// passedParams are the startup parameters the server gets: how values are shown to the client.
+// Any other is a server setting no statement shows the policy (role=, search_path=,
+// session_preload_libraries=, a protocol extension's _pq_.*), so a startup naming one is refused.
+// Names are case-insensitive, as the server's are.
+var passedParams = map[string]bool{
+	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
+	"intervalstyle": true, "extra_float_digits": true, "bytea_output": true,
+	"standard_conforming_strings": true, // on only: see lexicalProblem
+}
 
 func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3.StartupMessage, sess Session) error {
 	if r := sm.Parameters["replication"]; r != "" && r != "false" && r != "off" && r != "0" && r != "no" {
@@ -40,6 +52,11 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	for k, v := range sm.Parameters {
 		if droppedParams[k] {
 			continue
+		}
+		if !passedParams[strings.ToLower(k)] {
+			writeFatal(client, "42501", fmt.Sprintf("enforcer: the startup parameter %q is not passed to the server", k),
+				"remove it from the connection settings; set what the policy allows with SET after connecting, where the enforcer judges it")
+			return fmt.Errorf("client startup: parameter %q refused", k)
 		}
 		if p := lexicalProblem(k, v); p != "" {
 			writeFatal(client, "0A000", "enforcer: "+p, "connect with the default setting")
@@ -150,6 +167,7 @@ func connectUpstream(ctx context.Context, sess Session, db string, params map[st
 	cfg.KerberosSrvName = ""
 	cfg.KerberosSpn = ""
 	cfg.RuntimeParams = params
+	cfg.RequireAuth, cfg.ChannelBinding = UpstreamAuth(sess.TLS, sess.Auth)
 	cfg.ConnectTimeout = 0
 	cfg.TLSConfig, err = upstreamTLS(sess, host)
 	if err != nil {
@@ -179,6 +197,23 @@ func connectUpstream(ctx context.Context, sess Session, db string, params map[st
 		return nil, err
 	}
 	return hc, nil
+}
+
+// UpstreamAuth is what pgconn may answer of an upstream's authentication requests, as its
+// RequireAuth and ChannelBinding: SCRAM only unless the target allows more methods, so that a
+// server at the upstream's address cannot ask for the password in clear or an MD5 hash to
+// relay; and under TLS without a certificate check (require), SCRAM with channel binding only,
+// so that no one between can relay the exchange to the real server. A server that asks for
+// nothing (trust) is answered: it learns nothing.
+func UpstreamAuth(mode TLSMode, methods []string) (requireAuth, channelBinding string) {
+	if len(methods) == 0 {
+		methods = []string{AuthSCRAM}
+	}
+	channelBinding = "prefer"
+	if mode == TLSRequire && len(methods) == 1 && methods[0] == AuthSCRAM {
+		channelBinding = "require"
+	}
+	return strings.Join(methods, ",") + ",none", channelBinding
 }
 
 func upstreamTLS(sess Session, host string) (*tls.Config, error) {
@@ -485,7 +520,6 @@ type conn struct {
 	stmtMu    sync.Mutex // stmts is also touched by the server side when a Parse fails
 	stmts     table[stmtInfo]
 	portals   table[portalInfo]
-	probes    uint64
 	stmtSeq   uint64 // the last Statement.ID given
 	scratch   [][]byte
 

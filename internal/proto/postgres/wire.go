@@ -330,12 +330,23 @@ func appendDescribePortal(dst, portal []byte) []byte {
 	return dst
 }
 
-// appendExecute encodes Execute(portal, 0).
-func appendExecute(dst []byte, portal string) []byte {
+// probeName and probeSQL make the Parse that stands in for a refused message: text the server's
+// grammar rejects before it looks at the name, so whatever a client created under that name
+// (with SQL PREPARE: a Parse of it is refused) stays as it was.
+const (
+	probeName = "\x01enforcer refused"
+	probeSQL  = "enforcer refused"
+)
+
+// appendParse appends a Parse of sql as statement name, with no parameter types.
+func appendParse(dst []byte, name, sql string) []byte {
 	start := len(dst)
-	dst = append(dst, 'E', 0, 0, 0, 0)
-	dst = append(dst, portal...)
-	dst = append(dst, 0, 0, 0, 0, 0)
+	dst = append(dst, 'P', 0, 0, 0, 0)
+	dst = append(dst, name...)
+	dst = append(dst, 0)
+	dst = append(dst, sql...)
+	dst = append(dst, 0, 0, 0)
 	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
 	return dst
 }
+

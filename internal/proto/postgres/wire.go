@@ -349,4 +349,3 @@ func appendParse(dst []byte, name, sql string) []byte {
 	binary.BigEndian.PutUint32(dst[start+1:], uint32(len(dst)-start-1))
 	return dst
 }
-

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,6 +80,9 @@ func buildEnforcer(path string) error {
 	}
 	return nil
 }
+
+// llmName is the name the test policy's SNI target (*.llm.test) serves, at the lab's PeerAddr.
+const llmName = "api.llm.test"
 
 // env is one daemon with its own cgroup, pins, port and socket, and a "prod" namespace.
 type env struct {
@@ -158,6 +162,13 @@ func newEnvWith(t testing.TB, mode, extraConfig string) *env {
 	}
 	e.ns = ns
 	t.Cleanup(func() { ns.Close() })
+	// The policy's resolver: the daemon looks up the names of targets matched by SNI alone there.
+	dns, err := ns.ListenPacket("udp", net.JoinHostPort(ns.PeerAddr.String(), "53"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dns.Close() })
+	go lab.ServeDNS(dns, map[string][]netip.Addr{llmName: {ns.PeerAddr, ns.PeerAddr6}})
 	e.port = freePort(t)
 	e.socket = filepath.Join(e.dir, "enforcer.sock")
 	suffix := fmt.Sprintf("%d-%d", os.Getpid(), e.port)
@@ -505,6 +516,7 @@ except Exception as e:
 	cases := []struct{ sni, want string }{
 		{"api.llm.test", "tls:hi"},
 		{"evil.example", "ConnectionResetError"},
+		{"nx.llm.test", "ConnectionResetError"}, // matches the pattern, but the resolver does not know it
 	}
 	for _, c := range cases {
 		out, _ := e.run("python3", "-c", tlsProbe, e.ns.PeerAddr.String(), c.sni)

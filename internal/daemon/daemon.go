@@ -132,9 +132,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			policy.ProtoTLSPassthrough: relay,
 			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(pgCfg), guard: d.postgresGuard},
 		},
-		Authorize: d.authorize,
-		Metrics:   d.metrics,
-		Log:       log,
+		Authorize:  d.authorize,
+		LookupName: (&names{servers: func() []netip.Addr { return d.policy.Load().Resolvers }}).lookup,
+		Metrics:    d.metrics,
+		Log:        log,
 	}
 	ctl, err := control.Listen(cfg.Socket)
 	if err != nil {

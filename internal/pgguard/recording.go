@@ -303,11 +303,11 @@ func allInert(res *sqlclass.Result) bool {
 }
 
 // classFlags lists the statement classes in the order a record names them.
-func classFlags(st *sqlclass.Statement) [10]bool {
-	return [10]bool{st.Unknown, st.Privilege, st.UnsafeIO, st.DDL, st.Procedural, st.Writes, st.Session, st.Transaction, st.Maintenance, st.Reads}
+func classFlags(st *sqlclass.Statement) [12]bool {
+	return [12]bool{st.Unknown, st.Privilege, st.UnsafeIO, st.DDL, st.Procedural, st.Writes, st.Session, st.Transaction, st.Maintenance, st.Reads, st.Locks, st.SearchPath}
 }
 
-var classFlagNames = [10]string{"unknown", "privilege", "unsafe_io", "ddl", "procedural", "write", "session", "transaction", "maintenance", "read"}
+var classFlagNames = [12]string{"unknown", "privilege", "unsafe_io", "ddl", "procedural", "write", "session", "transaction", "maintenance", "read", "locks", "search_path"}
 
 // classNames caches the class string of each combination of flags, built on first use.
 var classNames [1 << len(classFlagNames)]atomic.Pointer[string]

@@ -329,6 +329,9 @@ func (v *validator) compile(f *File) *Policy {
 		if len(t.sni) > 0 && td.Protocol != ProtoTLSPassthrough {
 			v.fail(at+".match.sni", "only tls-passthrough targets match on SNI")
 		}
+		if len(t.sni) > 0 && len(t.ports) == 0 {
+			v.fail(at+".match.ports", "needed with sni (443, say): a name alone would open every port of its hosts")
+		}
 		if td.Upstream != nil {
 			t.Upstream = *td.Upstream
 			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream, agentPicksHost(t.prefixes))
@@ -602,39 +605,57 @@ func validSNIPattern(s string) bool {
 	return true
 }
 
-// TargetFor returns the target whose address and port match dst, or nil. For tls-passthrough
-// targets matched only by SNI, use TargetForSNI after reading the ClientHello.
+// TargetFor returns the target whose address and port match dst, or nil. Targets with SNI
+// patterns are matched by TargetForSNI after reading the ClientHello, addresses or not: a target
+// that names both must see both.
 func (p *Policy) TargetFor(dst netip.AddrPort) *Target {
-	a := dst.Addr().Unmap()
 	for _, t := range p.Targets {
-		if len(t.ports) > 0 && !t.ports[dst.Port()] {
-			continue
-		}
-		for _, pfx := range t.prefixes {
-			if pfx.Contains(a) {
-				return t
-			}
+		if len(t.sni) == 0 && t.matchesAddr(dst) {
+			return t
 		}
 	}
 	return nil
 }
 
-// NeedsSNI reports whether some tls-passthrough target matches by SNI on this port, so the proxy
-// should read a ClientHello before deciding.
-func (p *Policy) NeedsSNI(port uint16) bool {
-	for _, t := range p.Targets {
-		if len(t.sni) > 0 && (len(t.ports) == 0 || t.ports[port]) {
+// matchesAddr says whether dst is on one of t's ports (any, if it names none) and, when t names
+// addresses, within one of them.
+func (t *Target) matchesAddr(dst netip.AddrPort) bool {
+	if len(t.ports) > 0 && !t.ports[dst.Port()] {
+		return false
+	}
+	if len(t.prefixes) == 0 {
+		return true
+	}
+	a := dst.Addr().Unmap()
+	for _, pfx := range t.prefixes {
+		if pfx.Contains(a) {
 			return true
 		}
 	}
 	return false
 }
 
-// TargetForSNI returns the tls-passthrough target whose SNI patterns match name on this port.
-func (p *Policy) TargetForSNI(name string, port uint16) *Target {
+// ByNameOnly says whether t matches by SNI alone: where its traffic goes is then the name's
+// addresses, not wherever the agent connected.
+func (t *Target) ByNameOnly() bool { return len(t.sni) > 0 && len(t.prefixes) == 0 }
+
+// NeedsSNI reports whether some tls-passthrough target matches by SNI at dst, so the proxy
+// should read a ClientHello before deciding.
+func (p *Policy) NeedsSNI(dst netip.AddrPort) bool {
+	for _, t := range p.Targets {
+		if len(t.sni) > 0 && t.matchesAddr(dst) {
+			return true
+		}
+	}
+	return false
+}
+
+// TargetForSNI returns the tls-passthrough target whose SNI patterns match name and whose
+// addresses (if it names any) and ports match dst.
+func (p *Policy) TargetForSNI(name string, dst netip.AddrPort) *Target {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	for _, t := range p.Targets {
-		if len(t.ports) > 0 && !t.ports[port] {
+		if !t.matchesAddr(dst) {
 			continue
 		}
 		for _, pat := range t.sni {

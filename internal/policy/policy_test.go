@@ -24,6 +24,9 @@ targets:
   - name: llm
     match: {sni: ["*.openai.com", "api.anthropic.com"], ports: [443]}
     protocol: tls-passthrough
+  - name: cdn
+    match: {addresses: [203.0.113.7], sni: [api.cdn.test], ports: [9443]}
+    protocol: tls-passthrough
 grants:
   - groups: [engineering]
     targets: [prod-db, internal]
@@ -57,6 +60,7 @@ func TestParseAndMatch(t *testing.T) {
 		{"[2001:2:0:1::2]:7000", "internal"},
 		{"198.18.1.2:22", ""},
 		{"10.0.0.1:5432", ""},
+		{"203.0.113.7:9443", ""}, // must hold: a target naming SNI too is matched only with a ClientHello
 	}
 	for _, c := range cases {
 		got := p.TargetFor(netip.MustParseAddrPort(c.dst))
@@ -69,30 +73,41 @@ func TestParseAndMatch(t *testing.T) {
 		}
 	}
 	sni := []struct {
-		name string
-		port uint16
-		want string
+		name, dst string
+		want      string
 	}{
-		{"api.openai.com", 443, "llm"},
-		{"API.OpenAI.com.", 443, "llm"},
-		{"a.b.openai.com", 443, ""},
-		{"openai.com", 443, ""},
-		{"api.anthropic.com", 443, "llm"},
-		{"api.openai.com", 8443, ""},
-		{"evil.com", 443, ""},
+		{"api.openai.com", "192.0.2.1:443", "llm"},
+		{"API.OpenAI.com.", "192.0.2.1:443", "llm"},
+		{"a.b.openai.com", "192.0.2.1:443", ""},
+		{"openai.com", "192.0.2.1:443", ""},
+		{"api.anthropic.com", "192.0.2.1:443", "llm"},
+		{"api.openai.com", "192.0.2.1:8443", ""},
+		{"evil.com", "192.0.2.1:443", ""},
+		// Must hold: a target that names addresses and SNI needs both.
+		{"api.cdn.test", "203.0.113.7:9443", "cdn"},
+		{"evil.example", "203.0.113.7:9443", ""},
+		{"api.cdn.test", "203.0.113.8:9443", ""},
 	}
 	for _, c := range sni {
-		got := p.TargetForSNI(c.name, c.port)
+		got := p.TargetForSNI(c.name, netip.MustParseAddrPort(c.dst))
 		name := ""
 		if got != nil {
 			name = got.Name
 		}
 		if name != c.want {
-			t.Errorf("TargetForSNI(%s, %d) = %q, want %q", c.name, c.port, name, c.want)
+			t.Errorf("TargetForSNI(%s, %s) = %q, want %q", c.name, c.dst, name, c.want)
 		}
 	}
-	if !p.NeedsSNI(443) || p.NeedsSNI(5432) {
-		t.Error("NeedsSNI wrong")
+	needs := map[string]bool{"192.0.2.1:443": true, "198.18.1.2:5432": false, "203.0.113.7:9443": true, "203.0.113.8:9443": false}
+	for dst, want := range needs {
+		if got := p.NeedsSNI(netip.MustParseAddrPort(dst)); got != want {
+			t.Errorf("NeedsSNI(%s) = %v, want %v", dst, got, want)
+		}
+	}
+	for _, tgt := range p.Targets {
+		if want := tgt.Name == "llm"; tgt.ByNameOnly() != want {
+			t.Errorf("%s: ByNameOnly = %v", tgt.Name, !want)
+		}
 	}
 	if ok, _ := p.Granted("prod-db", "bob", []string{"engineering"}); !ok {
 		t.Error("engineering should reach prod-db")
@@ -138,6 +153,7 @@ func TestParseErrors(t *testing.T) {
 		{"network without tls", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: disable}\n", []string{"bad.yaml:6: targets[0].upstream.tls", "upstream.address"}},
 		{"network with md5", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: require, auth: [scram-sha-256, md5]}\n", []string{"targets[0].upstream.auth", "only scram-sha-256"}},
 		{"unknown auth", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.1]}\n    upstream: {user: u, password_file: /p, auth: [kerberos]}\n", []string{"auth[0]", "kerberos"}},
+		{"sni without ports", "version: 1\ntargets:\n  - {name: x, protocol: tls-passthrough, match: {sni: [a.com]}}\n", []string{"match.ports", "every port"}},
 		{"sni on tcp", "version: 1\ntargets:\n  - {name: x, protocol: tcp, match: {sni: [a.com]}}\n", []string{"only tls-passthrough"}},
 		{"bad CEL", "version: 1\nrules:\n  - name: a\n    when: 'sql.kind == '\n    action: block\n  - name: b\n    when: 'sql.nope'\n    action: block\n", []string{"bad.yaml:3: rules[0].when", `rule "a"`, "bad.yaml:6: rules[1].when", `rule "b"`}},
 		{"unknown action", "version: 1\nrules:\n  - {name: a, when: 'true', action: destroy}\n", []string{"destroy"}},
@@ -176,7 +192,7 @@ func TestShippedPolicySQL(t *testing.T) {
 	for _, c := range []struct {
 		sql     string
 		verdict rules.Action
-		rule    string // "" = the default decides
+		rule    string // a rule that must match ("": not checked)
 	}{
 		// Reads and harmless settings pass.
 		{"SELECT * FROM customers WHERE id = 1", rules.Allow, ""},
@@ -212,12 +228,12 @@ func TestShippedPolicySQL(t *testing.T) {
 		{"UPDATE customers SET name = 'x'", rules.Block, "no-unbounded-writes"},
 	} {
 		d := p.Rules.Decide(conn, sqlclass.Classify(c.sql), nil)
-		got := ""
-		if d.Rule != nil {
-			got = d.Rule.Rule
+		matched := c.rule == ""
+		for _, m := range d.Matches() {
+			matched = matched || m.Rule == c.rule
 		}
-		if d.Verdict != c.verdict || (c.rule != "" && got != c.rule) {
-			t.Errorf("%s: %s by %q, want %s by %q\n%s", c.sql, d.Verdict, got, c.verdict, c.rule, rules.Explain(&d))
+		if d.Verdict != c.verdict || !matched {
+			t.Errorf("%s: %s, want %s with rule %q matching\n%s", c.sql, d.Verdict, c.verdict, c.rule, rules.Explain(&d))
 		}
 	}
 }

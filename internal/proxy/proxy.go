@@ -32,6 +32,10 @@ type Conn struct {
 	Log      *slog.Logger
 	Started  time.Time
 
+	// named is where a target matched by SNI alone goes: an address of that name, not the
+	// agent's destination (see UpstreamAddr).
+	named netip.AddrPort
+
 	cancel          context.CancelFunc // ends the context the handler serves the Conn with
 	closeOnce       sync.Once
 	countsAtClose   atomic.Bool
@@ -125,6 +129,9 @@ type Server struct {
 	Log       *slog.Logger
 	// SNITimeout bounds how long a client may take to send its TLS ClientHello.
 	SNITimeout time.Duration
+	// LookupName resolves a name a ClientHello gave, for targets matched by SNI alone; nil
+	// refuses such connections.
+	LookupName func(ctx context.Context, name string) ([]netip.Addr, error)
 
 	nextID atomic.Uint64
 	mu     sync.Mutex
@@ -227,7 +234,7 @@ func (s *Server) pickTarget(pol *policy.Policy, c *Conn) (*policy.Target, error)
 	if t := pol.TargetFor(c.Origin.Dst); t != nil {
 		return t, nil
 	}
-	if !pol.NeedsSNI(c.Origin.Dst.Port()) {
+	if !pol.NeedsSNI(c.Origin.Dst) {
 		return nil, fmt.Errorf("no target matches %s", c.Origin.Dst)
 	}
 	timeout := s.SNITimeout
@@ -241,10 +248,51 @@ func (s *Server) pickTarget(pol *policy.Policy, c *Conn) (*policy.Target, error)
 		return nil, fmt.Errorf("read TLS ClientHello: %w", err)
 	}
 	c.Peeked = peeked
-	if t := pol.TargetForSNI(sni, c.Origin.Dst.Port()); t != nil {
-		return t, nil
+	t := pol.TargetForSNI(sni, c.Origin.Dst)
+	if t == nil {
+		return nil, fmt.Errorf("no target matches SNI %q on %s", sni, c.Origin.Dst)
 	}
-	return nil, fmt.Errorf("no target matches SNI %q on %s", sni, c.Origin.Dst)
+	if t.ByNameOnly() && t.Upstream.Address == "" {
+		if c.named, err = s.addressOf(sni, c.Origin.Dst); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// addressOf is where a connection that named host in its ClientHello goes: the agent's
+// destination if it is one of host's addresses, else host's first one of the same family (the
+// agent may have resolved it a while ago). A name (any ClientHello can carry one) must not let
+// the agent pick the host, least of all one on this machine, which the daemon reaches unenforced:
+// loopback, link-local, unspecified and multicast addresses are never used.
+func (s *Server) addressOf(host string, dst netip.AddrPort) (netip.AddrPort, error) {
+	if s.LookupName == nil {
+		return netip.AddrPort{}, fmt.Errorf("SNI %q: no resolver to look it up", host)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := s.LookupName(ctx, host)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("SNI %q: %w", host, err)
+	}
+	want := dst.Addr().Unmap()
+	var first netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsInterfaceLocalMulticast() {
+			continue
+		}
+		if a == want {
+			return netip.AddrPortFrom(a, dst.Port()), nil
+		}
+		if !first.IsValid() && a.Is4() == want.Is4() {
+			first = a
+		}
+	}
+	if !first.IsValid() {
+		return netip.AddrPort{}, fmt.Errorf("SNI %q: no usable address of its own among %v", host, addrs)
+	}
+	return netip.AddrPortFrom(first, dst.Port()), nil
 }
 
 func (s *Server) deny(c *Conn, target string, reason error) {
@@ -294,11 +342,14 @@ func (s *Server) Active() []*Conn {
 	return out
 }
 
-// UpstreamAddr is where a target's traffic goes: the configured upstream or the original
-// destination.
+// UpstreamAddr is where a target's traffic goes: the configured upstream, an address of the
+// name the ClientHello gave for a target matched by SNI alone, or the original destination.
 func UpstreamAddr(c *Conn) string {
 	if c.Target != nil && c.Target.Upstream.Address != "" {
 		return c.Target.Upstream.Address
+	}
+	if c.named.IsValid() {
+		return c.named.String()
 	}
 	return netip.AddrPortFrom(c.Origin.Dst.Addr(), c.Origin.Dst.Port()).String()
 }

@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
+	"errors"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -73,3 +76,49 @@ func FuzzReadClientHello(f *testing.F) {
 
 // bytesConn is a net.Conn that reads a fixed input, then EOF.
 type bytesConn struct{ recordingConn }
+
+// TestAddressOfName: a target matched by SNI alone goes to the name's addresses. Must hold: the
+// agent's destination is used only when it is one of them, and no loopback, link-local,
+// unspecified or multicast address is ever used (the daemon would reach this host's own
+// services unenforced). The lookups here are a table, not a resolver: the daemon's resolver
+// is exercised end to end in cmd/enforcer (TestSNIDoesNotChooseTheHost).
+func TestAddressOfName(t *testing.T) {
+	zone := map[string][]netip.Addr{
+		"api.example":   {netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("203.0.113.6"), netip.MustParseAddr("2001:db8::5")},
+		"local.example": {netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1"), netip.MustParseAddr("169.254.169.254"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("224.0.0.1")},
+		"v6.example":    {netip.MustParseAddr("2001:db8::7")},
+	}
+	s := &Server{LookupName: func(_ context.Context, name string) ([]netip.Addr, error) {
+		if a, ok := zone[name]; ok {
+			return a, nil
+		}
+		return nil, errors.New("no such host")
+	}}
+	tests := []struct {
+		name, dst, want string // want "" is an error
+	}{
+		{"api.example", "203.0.113.6:443", "203.0.113.6:443"},
+		{"api.example", "198.51.100.1:443", "203.0.113.5:443"},
+		{"api.example", "[::ffff:203.0.113.6]:443", "203.0.113.6:443"},
+		{"api.example", "[2001:db8::99]:443", "[2001:db8::5]:443"},
+		{"api.example", "127.0.0.1:443", "203.0.113.5:443"},
+		{"local.example", "127.0.0.1:443", ""},
+		{"v6.example", "198.51.100.1:443", ""},
+		{"nx.example", "203.0.113.5:443", ""},
+	}
+	for _, tt := range tests {
+		got, err := s.addressOf(tt.name, netip.MustParseAddrPort(tt.dst))
+		if tt.want == "" {
+			if err == nil {
+				t.Errorf("addressOf(%s, %s) = %v, want an error", tt.name, tt.dst, got)
+			}
+			continue
+		}
+		if err != nil || got.String() != tt.want {
+			t.Errorf("addressOf(%s, %s) = %v, %v; want %s", tt.name, tt.dst, got, err, tt.want)
+		}
+	}
+	if _, err := (&Server{}).addressOf("api.example", netip.MustParseAddrPort("203.0.113.5:443")); err == nil {
+		t.Error("no resolver: want an error")
+	}
+}

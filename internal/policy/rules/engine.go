@@ -594,6 +594,8 @@ func effects(st *sqlclass.Statement) string {
 	add(st.Transaction, "transaction")
 	add(st.Maintenance, "maintenance")
 	add(st.SideEffects, "side_effects")
+	add(st.Locks, "locks")
+	add(st.SearchPath, "search_path")
 	if st.Execute != "" {
 		out = append(out, "executes prepared "+st.Execute)
 	}

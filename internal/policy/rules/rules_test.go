@@ -119,6 +119,14 @@ func TestDefaults(t *testing.T) {
 		{DefaultAllowReads, "DELETE FROM t WHERE id = 1", Block},
 		{DefaultAllowReads, "SELECT nextval('s')", Block},
 		{DefaultAllowReads, "SET search_path = x", Block},
+		// Must hold: row locks are not reads.
+		{DefaultAllowReads, "SELECT * FROM t FOR UPDATE", Block},
+		{DefaultAllowReads, "SELECT * FROM t WHERE id = 1 FOR KEY SHARE", Block},
+		{DefaultAllowReads, "SELECT * FROM pg_settings", Allow},
+		{DefaultAllowReads, "UPDATE pg_settings SET setting = 'x' WHERE name = 'role'", Block},
+		// Must hold: default allow still refuses a write to pg_settings (unknown: it may turn
+		// standard_conforming_strings off, after which the proxy reads text unlike the server).
+		{DefaultAllow, "UPDATE pg_settings SET setting = 'off' WHERE name = 'standard_conforming_strings'", Block},
 		{DefaultAllowReads, "CREATE TABLE x (a int)", Block},
 		{DefaultAllowReads, "VACUUM", Block},
 		{DefaultAllowReads, "SELEC 1", Block},
@@ -288,6 +296,15 @@ func TestSQLFields(t *testing.T) {
 		{`sql.transaction`, "BEGIN", true},
 		{`sql.maintenance`, "VACUUM", true},
 		{`sql.side_effects`, "SELECT pg_advisory_lock(1)", true},
+		{`sql.locks`, "SELECT * FROM t WHERE id = 1 FOR UPDATE", true},
+		{`sql.locks`, "LOCK TABLE t", true},
+		{`sql.locks`, "SELECT * FROM t WHERE id = 1", false},
+		{`sql.search_path`, "SET SCHEMA 'evil'", true},
+		{`sql.search_path`, `SET U&"\0073earch_path" = evil`, true},
+		{`sql.search_path`, "SELECT set_config('search_path', 'evil', false)", true},
+		{`sql.search_path`, "UPDATE pg_settings SET setting = 'evil' WHERE name = 'search_path'", true},
+		{`sql.search_path`, "SHOW search_path", false},
+		{`sql.search_path`, "SET application_name = 'search_path'", false},
 		{`sql.unknown`, "SELEC 1", true},
 		{`"public.users" in sql.tables_read`, "SELECT * FROM public.users", true},
 		{`"users" in sql.tables`, "SELECT * FROM public.users", true},
@@ -536,7 +553,7 @@ func TestDecideConcurrent(t *testing.T) {
 func TestSchema(t *testing.T) {
 	s := Schema()
 	for _, want := range []string{"identity.groups: list(string)\n", "process.pid: int\n", "target.database: string\n",
-		"sql.where_is_constant: bool\n", "sql.statement_count: int\n", "http.headers: map(string, string)\n"} {
+		"sql.where_is_constant: bool\n", "sql.statement_count: int\n", "sql.locks: bool\n", "sql.search_path: bool\n", "http.headers: map(string, string)\n"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("schema lacks %q:\n%s", want, s)
 		}

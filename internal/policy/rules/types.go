@@ -66,6 +66,8 @@ const (
 	fTransaction
 	fMaintenance
 	fSideEffects
+	fLocks
+	fSearchPath
 	fUnknown
 	fExecutes
 	fReadOnly
@@ -90,6 +92,7 @@ var sqlFields = [nSQLFields]field{
 	fUnsafeIO: {"unsafe_io", types.BoolType}, fProcedural: {"procedural", types.BoolType},
 	fSession: {"session", types.BoolType}, fTransaction: {"transaction", types.BoolType},
 	fMaintenance: {"maintenance", types.BoolType}, fSideEffects: {"side_effects", types.BoolType},
+	fLocks: {"locks", types.BoolType}, fSearchPath: {"search_path", types.BoolType},
 	fUnknown: {"unknown", types.BoolType}, fExecutes: {"executes", types.BoolType},
 	fReadOnly: {"read_only", types.BoolType},
 	fTables:   {"tables", stringList}, fTablesRead: {"tables_read", stringList},
@@ -277,6 +280,10 @@ func (o *sqlObject) get(f sqlField) ref.Val {
 		return types.Bool(s.Maintenance)
 	case fSideEffects:
 		return types.Bool(s.SideEffects)
+	case fLocks:
+		return types.Bool(s.Locks)
+	case fSearchPath:
+		return types.Bool(s.SearchPath)
 	case fUnknown:
 		return types.Bool(s.Unknown)
 	case fExecutes:

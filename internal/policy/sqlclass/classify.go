@@ -108,6 +108,7 @@ type walker struct {
 	dmlConst   bool // some UPDATE/DELETE/MERGE condition is constant
 	selectInto bool
 	execute    string
+	locks      bool // a locking clause (FOR UPDATE/SHARE…) was seen
 
 	explainDone bool // plain EXPLAIN filled the statement from its inner one
 
@@ -174,8 +175,8 @@ func (w *walker) top(n *pg.Node) {
 		st.Object = strings.TrimPrefix(s.DiscardStmt.Target.String(), "DISCARD_")
 		if s.DiscardStmt.Target == pg.DiscardMode_DISCARD_ALL {
 			// DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT and
-			// RESET ALL, and drops every prepared statement.
-			st.DeallocateAll, st.Privilege = true, true
+			// RESET ALL (search_path too), and drops every prepared statement.
+			st.DeallocateAll, st.Privilege, st.SearchPath = true, true, true
 		}
 	case *pg.Node_VariableSetStmt:
 		w.setStmt(s.VariableSetStmt)
@@ -212,7 +213,7 @@ func (w *walker) top(n *pg.Node) {
 	case *pg.Node_ConstraintsSetStmt:
 		st.Kind, st.Transaction = KindSet, true
 	case *pg.Node_LockStmt:
-		st.Kind = KindLock
+		st.Kind, st.Locks = KindLock, true
 		w.ddlWalk(n)
 	case *pg.Node_TruncateStmt:
 		st.Kind, st.DDL, st.Writes = KindTruncate, true, true
@@ -266,6 +267,14 @@ func (w *walker) top(n *pg.Node) {
 				pg.AlterTableType_AT_DisableRowSecurity, pg.AlterTableType_AT_ForceRowSecurity,
 				pg.AlterTableType_AT_NoForceRowSecurity:
 				st.Privilege = true
+			case pg.AlterTableType_AT_SetRelOptions, pg.AlterTableType_AT_ResetRelOptions,
+				pg.AlterTableType_AT_ReplaceRelOptions:
+				// ALTER VIEW (or ALTER TABLE on a view) SET/RESET (security_invoker,
+				// security_barrier, check_option): whose privileges the view's reads
+				// run with, and what leaks to functions or may be written through it.
+				if hasViewSecurityOption(c.GetAlterTableCmd().GetDef().GetList().GetItems()) {
+					st.Privilege = true
+				}
 			}
 		}
 		w.ddlWalk(n)
@@ -389,7 +398,95 @@ func (w *walker) generic(n *pg.Node) {
 	}
 	st.Kind, st.Object, st.DDL = g.kind, g.object, true
 	st.Privilege, st.UnsafeIO, st.Procedural, st.Writes = g.privilege, g.unsafeIO, g.procedural, g.data
+	w.refineGeneric(n)
 	w.ddlWalk(n)
+}
+
+// refineGeneric sets what a statement of genericStmts does beyond its entry.
+func (w *walker) refineGeneric(n *pg.Node) {
+	st := w.st
+	switch s := n.GetNode().(type) {
+	case *pg.Node_AlterDatabaseSetStmt:
+		// Applied at every later login of every role to the database (SET role = …,
+		// search_path ahead of pg_catalog for the application's sessions): like ALTER ROLE … SET.
+		st.Privilege = true
+		st.SearchPath = changesSearchPath(s.AlterDatabaseSetStmt.Setstmt)
+	case *pg.Node_AlterRoleSetStmt:
+		// ALTER ROLE r [IN DATABASE d] SET …: privilege by its table entry.
+		st.SearchPath = changesSearchPath(s.AlterRoleSetStmt.Setstmt)
+	case *pg.Node_RenameStmt:
+		switch s.RenameStmt.RenameType {
+		case pg.ObjectType_OBJECT_ROLE, pg.ObjectType_OBJECT_POLICY:
+			// ALTER ROLE/USER/GROUP … RENAME TO (what grants, logins and the proxy's
+			// upstream user name), ALTER POLICY … RENAME TO.
+			st.Privilege = true
+		}
+	case *pg.Node_CreateSchemaStmt:
+		c := s.CreateSchemaStmt
+		switch c.Authrole.GetRoletype() {
+		case pg.RoleSpecType_ROLE_SPEC_TYPE_UNDEFINED, pg.RoleSpecType_ROLESPEC_CURRENT_USER, pg.RoleSpecType_ROLESPEC_CURRENT_ROLE:
+			// No AUTHORIZATION, or the owner it has anyway.
+		default:
+			// CREATE SCHEMA … AUTHORIZATION r: an object owned by another role, whose
+			// functions and tables there may then be run and read as r.
+			st.Privilege = true
+		}
+		// Its elements (CREATE TABLE/VIEW/INDEX/SEQUENCE/TRIGGER, GRANT) run as statements
+		// of their own.
+		for _, e := range c.SchemaElts {
+			inner, dep := classifyStmt(e)
+			w.valueDep = w.valueDep || dep
+			st.Writes = st.Writes || inner.Writes
+			st.Privilege = st.Privilege || inner.Privilege
+			st.UnsafeIO = st.UnsafeIO || inner.UnsafeIO
+			st.Procedural = st.Procedural || inner.Procedural
+			st.Session = st.Session || inner.Session
+			st.SideEffects = st.SideEffects || inner.SideEffects
+			st.Locks = st.Locks || inner.Locks
+			st.SearchPath = st.SearchPath || inner.SearchPath
+			st.Unknown = st.Unknown || inner.Unknown
+		}
+	case *pg.Node_ViewStmt:
+		// CREATE OR REPLACE VIEW … WITH (security_invoker = …) changes an existing view's
+		// options as ALTER VIEW … SET does.
+		if s.ViewStmt.Replace && hasViewSecurityOption(s.ViewStmt.Options) {
+			st.Privilege = true
+		}
+	}
+}
+
+// viewSecurityOptions are the reloptions of a view that decide whose privileges its reads run
+// with, whether its conditions are applied before functions of the query see the rows, and
+// what may be written through it.
+var viewSecurityOptions = map[string]bool{
+	"security_invoker": true, "security_barrier": true, "check_option": true,
+}
+
+// hasViewSecurityOption reports whether a list of DefElem options names one of
+// viewSecurityOptions (namespaced options, which views do not have, are included).
+func hasViewSecurityOption(opts []*pg.Node) bool {
+	for _, o := range opts {
+		if d := o.GetDefElem(); d != nil && viewSecurityOptions[strings.ToLower(d.Defname)] {
+			return true
+		}
+	}
+	return false
+}
+
+// changesSearchPath reports whether a SET/RESET (of ALTER ROLE/DATABASE … SET, or a statement of
+// its own) changes search_path: by name (SET SCHEMA is SET search_path to the parser) or
+// RESET ALL.
+func changesSearchPath(v *pg.VariableSetStmt) bool {
+	if v == nil {
+		return false
+	}
+	switch v.Kind {
+	case pg.VariableSetKind_VAR_RESET_ALL:
+		return true
+	case pg.VariableSetKind_VAR_SET_MULTI:
+		return false
+	}
+	return strings.EqualFold(v.Name, "search_path")
 }
 
 func objectName(t pg.ObjectType) string {
@@ -520,6 +617,7 @@ func (w *walker) setStmt(v *pg.VariableSetStmt) {
 	st := w.st
 	name := strings.ToLower(v.Name)
 	st.Kind, st.Session = KindSet, true
+	st.SearchPath = changesSearchPath(v)
 	switch v.Kind {
 	case pg.VariableSetKind_VAR_RESET:
 		st.Kind = KindReset
@@ -708,28 +806,35 @@ func (w *walker) visit(m protoreflect.Message) {
 		w.addKind(KindInsert)
 		w.dml = true
 		w.addRel(x.Relation, true)
+		w.settingsTarget(x.Relation)
 		w.visitFields(m, "relation")
 		return
 	case *pg.UpdateStmt:
 		w.addKind(KindUpdate)
 		w.modifying(x.WhereClause)
 		w.addRel(x.Relation, true)
+		w.settingsTarget(x.Relation)
 		w.visitFields(m, "relation")
 		return
 	case *pg.DeleteStmt:
 		w.addKind(KindDelete)
 		w.modifying(x.WhereClause)
 		w.addRel(x.Relation, true)
+		w.settingsTarget(x.Relation)
 		w.visitFields(m, "relation")
 		return
 	case *pg.MergeStmt:
 		w.addKind(KindMerge)
 		w.modifying(x.JoinCondition)
 		w.addRel(x.Relation, true)
+		w.settingsTarget(x.Relation)
 		w.visitFields(m, "relation")
 		return
 	case *pg.SelectStmt:
 		w.addKind(KindSelect)
+		if len(x.LockingClause) > 0 {
+			w.locks = true
+		}
 		saved := w.relWrite
 		w.relWrite = false
 		if x.IntoClause != nil {
@@ -842,7 +947,7 @@ func (w *walker) addFunc(f *pg.FuncCall) {
 	if c&fnSession != 0 {
 		// set_config(name, value, is_local): SET by another name.
 		if len(f.Args) == 0 || !isConst(f.Args[0]) {
-			w.st.Privilege = true // unknown setting: assume the worst
+			w.unknownSetting()
 			return
 		}
 		// The setting's name is a literal: set_config('role', …) and
@@ -851,6 +956,9 @@ func (w *walker) addFunc(f *pg.FuncCall) {
 		name := strings.ToLower(constString(f.Args[0]))
 		if privilegedSettings[name] {
 			w.st.Privilege = true
+		}
+		if name == "search_path" {
+			w.st.SearchPath = true
 		}
 		if relevant, _ := readerSettingSafe(name, ""); relevant {
 			safe := false
@@ -861,6 +969,26 @@ func (w *walker) addFunc(f *pg.FuncCall) {
 				w.st.Unknown = true
 			}
 		}
+	}
+}
+
+// unknownSetting records a change of a setting whose name is not known (set_config with a
+// computed name, a write to pg_settings): it may be role or session_authorization (Privilege),
+// search_path, or a setting that changes how later statements are read
+// (standard_conforming_strings, client_encoding: Unknown). Assume the worst of each.
+func (w *walker) unknownSetting() {
+	w.funcClass |= fnSession
+	w.st.Privilege, w.st.SearchPath, w.st.Unknown = true, true, true
+}
+
+// settingsTarget: pg_settings has a rule that turns UPDATE into set_config(name, setting)
+// (INSERT and DELETE fail, unless a rule of the session's own is added). The setting's name is
+// in the WHERE clause, not read here. Unqualified, pg_settings is pg_catalog's (pg_catalog is
+// searched first unless search_path names it later, which is itself a SearchPath change); a
+// view of another name over pg_settings is not seen.
+func (w *walker) settingsTarget(r *pg.RangeVar) {
+	if r != nil && r.Relname == "pg_settings" && (r.Schemaname == "" || r.Schemaname == "pg_catalog") {
+		w.unknownSetting()
 	}
 }
 
@@ -896,6 +1024,9 @@ func (w *walker) finish() {
 	}
 	if w.funcClass&fnSession != 0 {
 		st.Session = true
+	}
+	if w.locks {
+		st.Locks = true
 	}
 	if w.execute != "" {
 		st.Execute = w.execute

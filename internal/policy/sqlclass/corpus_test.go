@@ -25,6 +25,8 @@ func flagsOf(st *Statement) string {
 	add(st.Transaction, "tx")
 	add(st.Maintenance, "maint")
 	add(st.SideEffects, "se")
+	add(st.Locks, "lock")
+	add(st.SearchPath, "sp")
 	add(st.Unknown, "unk")
 	add(!st.Executes, "noexec")
 	add(st.HasWhere, "where")
@@ -33,7 +35,7 @@ func flagsOf(st *Statement) string {
 }
 
 func canon(flags string) string {
-	order := []string{"r", "w", "ddl", "priv", "io", "proc", "sess", "tx", "maint", "se", "unk", "noexec", "where", "const"}
+	order := []string{"r", "w", "ddl", "priv", "io", "proc", "sess", "tx", "maint", "se", "lock", "sp", "unk", "noexec", "where", "const"}
 	have := strings.Fields(flags)
 	var out []string
 	for _, o := range order {
@@ -77,7 +79,9 @@ var corpus = []row{
 	{sql: "SELECT * FROM t WHERE id IN (SELECT id FROM u)", kind: KindSelect, flags: "r where", read: []string{"t", "u"}},
 	{sql: "SELECT count(*) FROM orders GROUP BY status HAVING count(*) > 1", kind: KindSelect, flags: "r", funcs: []string{"count"}},
 	{sql: "SELECT * FROM t ORDER BY id LIMIT 10 OFFSET 5", kind: KindSelect, flags: "r"},
-	{sql: "SELECT * FROM t FOR UPDATE", kind: KindSelect, flags: "r"},
+	// Must hold: a locking clause is not a read (PostgreSQL refuses it in a read-only
+	// transaction; the row locks block the application's writes).
+	{sql: "SELECT * FROM t FOR UPDATE", kind: KindSelect, flags: "r lock"},
 	{sql: "VALUES (1), (2)", kind: KindSelect, flags: "r"},
 	{sql: "TABLE users", kind: KindSelect, flags: "r", read: []string{"users"}},
 	{sql: "SELECT 1 UNION SELECT 2", kind: KindSelect, flags: "r"},
@@ -256,7 +260,7 @@ var corpus = []row{
 	{sql: "CREATE ROLE evil SUPERUSER LOGIN", kind: KindCreate, flags: "ddl priv"},
 	{sql: "CREATE USER u PASSWORD 'x'", kind: KindCreate, flags: "ddl priv"},
 	{sql: "ALTER ROLE agent SUPERUSER", kind: KindAlter, flags: "ddl priv"},
-	{sql: "ALTER USER agent SET search_path = evil", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER USER agent SET search_path = evil", kind: KindAlter, flags: "ddl priv sp"},
 	{sql: "DROP ROLE bob", kind: KindDrop, flags: "ddl priv"},
 	{sql: "ALTER TABLE t OWNER TO agent", kind: KindAlter, flags: "ddl priv"},
 	{sql: "ALTER TABLE t DISABLE ROW LEVEL SECURITY", kind: KindAlter, flags: "ddl priv"},
@@ -273,21 +277,23 @@ var corpus = []row{
 	{sql: "RESET ROLE", kind: KindReset, flags: "priv sess"},
 	{sql: "SET SESSION AUTHORIZATION postgres", kind: KindSet, flags: "priv sess"},
 	{sql: "SET SESSION AUTHORIZATION DEFAULT", kind: KindSet, flags: "priv sess"},
-	{sql: "RESET ALL", kind: KindReset, flags: "priv sess"},
-	{sql: "DISCARD ALL", kind: KindDiscard, flags: "priv sess"},
+	{sql: "RESET ALL", kind: KindReset, flags: "priv sess sp"}, // resets search_path too
+	{sql: "DISCARD ALL", kind: KindDiscard, flags: "priv sess sp"},
 	{sql: "SELECT set_config('role', 'postgres', false)", kind: KindSelect, flags: "r priv sess"},
 	{sql: "SELECT pg_catalog.set_config('ROLE', 'postgres', false)", kind: KindSelect, flags: "r priv sess"},
 	{sql: "SELECT set_config('session_authorization', 'postgres', false)", kind: KindSelect, flags: "r priv sess"},
-	{sql: "SELECT set_config(lower('ROLE'), 'postgres', false)", kind: KindSelect, flags: "r priv sess"},
-	{sql: "SELECT set_config('search_path', 'evil', false)", kind: KindSelect, flags: "r sess"},
+	// Must hold: a computed setting name may be role (priv), search_path (sp) or
+	// standard_conforming_strings/client_encoding (unk: later statements read differently).
+	{sql: "SELECT set_config(lower('ROLE'), 'postgres', false)", kind: KindSelect, flags: "r priv sess sp unk"},
+	{sql: "SELECT set_config('search_path', 'evil', false)", kind: KindSelect, flags: "r sess sp"},
 	{sql: "SELECT set_config('standard_conforming_strings', 'off', false)", kind: KindSelect, flags: "r sess unk"},
 
 	// Session.
-	{sql: "SET search_path = evil, public", kind: KindSet, flags: "sess"},
-	{sql: "SET search_path TO DEFAULT", kind: KindSet, flags: "sess"},
+	{sql: "SET search_path = evil, public", kind: KindSet, flags: "sess sp"},
+	{sql: "SET search_path TO DEFAULT", kind: KindSet, flags: "sess sp"},
 	{sql: "SET statement_timeout = '5s'", kind: KindSet, flags: "sess"},
 	{sql: "SET application_name = 'x'", kind: KindSet, flags: "sess"},
-	{sql: "RESET search_path", kind: KindReset, flags: "sess"},
+	{sql: "RESET search_path", kind: KindReset, flags: "sess sp"},
 	{sql: "SET standard_conforming_strings = off", kind: KindSet, flags: "sess unk"},
 	{sql: "SET standard_conforming_strings = on", kind: KindSet, flags: "sess"},
 	{sql: "SET client_encoding = 'SJIS'", kind: KindSet, flags: "sess unk"},
@@ -327,7 +333,7 @@ var corpus = []row{
 	{sql: `SELECT "pg_read_file"('x')`, kind: KindSelect, flags: "r io"},
 	{sql: `SELECT U&"pg\005fread\005ffile"('x')`, kind: KindSelect, flags: "r io", funcs: []string{"pg_read_file"}},
 	{sql: `SELECT "public"."pg_read_file"('x')`, kind: KindSelect, flags: "r io proc", funcs: []string{"public.pg_read_file", "pg_read_file"}},
-	{sql: "SELECT * FROM t WHERE id = 1 FOR UPDATE SKIP LOCKED", kind: KindSelect, flags: "r where"},
+	{sql: "SELECT * FROM t WHERE id = 1 FOR UPDATE SKIP LOCKED", kind: KindSelect, flags: "r lock where"},
 	{sql: "SELECT * FROM ROWS FROM (pg_ls_dir('/'), generate_series(1, 3))", kind: KindSelect, flags: "r io"},
 	{sql: "SELECT * FROM t, LATERAL pg_read_file(t.path) f", kind: KindSelect, flags: "r io"},
 	{sql: "SELECT length(pg_read_file('x')) FROM t WHERE id = 1", kind: KindSelect, flags: "r io where"},
@@ -472,12 +478,110 @@ var corpus = []row{
 	{sql: "ALTER TABLE t RENAME TO u", kind: KindAlter, flags: "ddl"},
 	{sql: "ALTER TABLE t SET SCHEMA s", kind: KindAlter, flags: "ddl"},
 	{sql: "ALTER SEQUENCE s RESTART", kind: KindAlter, flags: "ddl"},
-	{sql: "ALTER DATABASE d SET search_path = x", kind: KindAlter, flags: "ddl"},
+	{sql: "ALTER DATABASE d SET search_path = x", kind: KindAlter, flags: "ddl priv sp"}, // every later session of every role
 	{sql: "COMMENT ON TABLE t IS 'x'", kind: "COMMENT", flags: "ddl"},
 	{sql: "CREATE TYPE mood AS ENUM ('a', 'b')", kind: KindCreate, flags: "ddl"},
 	{sql: "CREATE RULE r AS ON DELETE TO t DO INSTEAD NOTHING", kind: KindCreate, flags: "ddl proc"},
 	{sql: "CREATE DATABASE d", kind: KindCreate, flags: "ddl"},
-	{sql: "LOCK TABLE t IN ACCESS EXCLUSIVE MODE", kind: KindLock, flags: "", written: []string{"t"}},
+	{sql: "LOCK TABLE t IN ACCESS EXCLUSIVE MODE", kind: KindLock, flags: "lock", written: []string{"t"}},
+
+	// Review 19a (2027): statements that change who the session is, what a role may do, or
+	// search_path, and statements PostgreSQL does not count as read-only.
+
+	// Must hold: a write to pg_settings is set_config through the view's rule (UPDATE), with the
+	// setting's name in the WHERE clause: judged as set_config of an unknown name (it may be role,
+	// search_path, standard_conforming_strings). Any spelling of pg_catalog's view, in a CTE too.
+	{sql: "UPDATE pg_settings SET setting = 'app_owner' WHERE name = 'role'", kind: KindUpdate, flags: "w priv sess sp unk where", written: []string{"pg_settings"}},
+	{sql: "update pg_settings set setting = 'off' where name = 'standard_conforming_strings'", kind: KindUpdate, flags: "w priv sess sp unk where"},
+	{sql: `UPDATE "pg_catalog"."pg_settings" SET setting = 'x' WHERE name = 'search_path'`, kind: KindUpdate, flags: "w priv sess sp unk where"},
+	{sql: "UPDATE PG_CATALOG.PG_SETTINGS SET setting = 'x' WHERE name = 'role'", kind: KindUpdate, flags: "w priv sess sp unk where"},
+	{sql: "UPDATE mydb.pg_catalog.pg_settings SET setting = 'x' WHERE name = 'role'", kind: KindUpdate, flags: "w priv sess sp unk where"},
+	{sql: `UPDATE U&"pg_setting\0073" SET setting = 'x' WHERE name = 'role'`, kind: KindUpdate, flags: "w priv sess sp unk where"},
+	{sql: "UPDATE pg_settings SET setting = 'x'", kind: KindUpdate, flags: "w priv sess sp unk"},
+	{sql: "INSERT INTO pg_settings (name, setting) VALUES ('role', 'x')", kind: KindInsert, flags: "w priv sess sp unk"},
+	{sql: "DELETE FROM pg_catalog.pg_settings WHERE name = 'role'", kind: KindDelete, flags: "w priv sess sp unk where"},
+	{sql: "MERGE INTO pg_settings s USING (SELECT 'role' AS n) v ON s.name = v.n WHEN MATCHED THEN UPDATE SET setting = 'x'", kind: KindMerge, flags: "w priv sess sp unk where"},
+	{sql: "WITH u AS (UPDATE pg_settings SET setting = 'x' WHERE name = 'role' RETURNING 1) SELECT * FROM u", kind: KindSelect, flags: "r w priv sess sp unk where"},
+	{sql: "PREPARE p AS UPDATE pg_settings SET setting = $1 WHERE name = $2", kind: KindUpdate, flags: "w priv sess sp unk noexec where", prep: "p"},
+	// Must hold (near misses): reading pg_settings is a read; another schema's or a quoted
+	// upper-case pg_settings is an ordinary table; pg_settings read by a write is not its target.
+	{sql: "SELECT name, setting FROM pg_settings WHERE name = 'role'", kind: KindSelect, flags: "r where"},
+	{sql: "SELECT * FROM pg_catalog.pg_settings", kind: KindSelect, flags: "r"},
+	{sql: "UPDATE app.pg_settings SET setting = 'x' WHERE name = 'role'", kind: KindUpdate, flags: "w where"},
+	{sql: `UPDATE "PG_SETTINGS" SET setting = 'x' WHERE name = 'role'`, kind: KindUpdate, flags: "w where"},
+	{sql: "UPDATE t SET a = s.setting FROM pg_settings s WHERE s.name = t.n", kind: KindUpdate, flags: "r w where"},
+
+	// Must hold: a locking clause anywhere locks rows (FOR UPDATE, FOR NO KEY UPDATE, FOR SHARE,
+	// FOR KEY SHARE; in a CTE, a subquery, a cursor's query, EXPLAIN ANALYZE) and is not read-only.
+	{sql: "SELECT * FROM t FOR NO KEY UPDATE", kind: KindSelect, flags: "r lock"},
+	{sql: "SELECT * FROM t FOR SHARE", kind: KindSelect, flags: "r lock"},
+	{sql: "SELECT * FROM t FOR KEY SHARE", kind: KindSelect, flags: "r lock"},
+	{sql: "SELECT * FROM t FOR UPDATE OF t NOWAIT", kind: KindSelect, flags: "r lock"},
+	{sql: "DECLARE c CURSOR FOR SELECT * FROM t FOR UPDATE", kind: "DECLARE", flags: "r lock"},
+	{sql: "WITH l AS (SELECT * FROM t FOR UPDATE) SELECT * FROM l", kind: KindSelect, flags: "r lock"},
+	{sql: "SELECT * FROM (SELECT * FROM t FOR SHARE) s", kind: KindSelect, flags: "r lock"},
+	{sql: "SELECT * FROM u WHERE id IN (SELECT id FROM t FOR KEY SHARE)", kind: KindSelect, flags: "r lock where"},
+	{sql: "EXPLAIN ANALYZE SELECT * FROM t FOR UPDATE", kind: KindSelect, flags: "r lock"},
+	{sql: "COPY (SELECT * FROM t FOR UPDATE) TO STDOUT", kind: KindCopy, flags: "r lock"},
+	// Must hold (near misses): plain EXPLAIN plans without locking rows; no locking clause, no lock.
+	{sql: "EXPLAIN SELECT * FROM t FOR UPDATE", kind: KindExplain, flags: "r noexec"},
+	{sql: "SELECT * FROM t WHERE note = 'FOR UPDATE'", kind: KindSelect, flags: "r where"},
+	{sql: "DECLARE c CURSOR FOR SELECT * FROM t", kind: "DECLARE", flags: "r"},
+
+	// Must hold: every spelling of a search_path change is sp (and still sess): the parser
+	// turns SET SCHEMA and a quoted or U&-escaped name into search_path.
+	{sql: "SET SCHEMA 'evil'", kind: KindSet, flags: "sess sp"},
+	{sql: `SET U&"\0073earch_path" = evil, pg_catalog`, kind: KindSet, flags: "sess sp"},
+	{sql: `SET "search_path" = evil`, kind: KindSet, flags: "sess sp"},
+	{sql: `SET "SEARCH_PATH" = evil`, kind: KindSet, flags: "sess sp"}, // setting names ignore case
+	{sql: "SET LOCAL search_path = evil", kind: KindSet, flags: "sess sp"},
+	{sql: "SET SESSION search_path TO evil", kind: KindSet, flags: "sess sp"},
+	{sql: "SET search_path FROM CURRENT", kind: KindSet, flags: "sess sp"},
+	{sql: "SELECT set_config('SEARCH_PATH', 'evil', true)", kind: KindSelect, flags: "r sess sp"},
+	{sql: "SELECT pg_catalog.set_config('search_path', 'evil', false)", kind: KindSelect, flags: "r sess sp"},
+	{sql: "SELECT set_config('search' || '_path', 'evil', false)", kind: KindSelect, flags: "r priv sess sp unk"},
+	{sql: "ALTER ROLE r IN DATABASE d SET search_path = evil", kind: KindAlter, flags: "ddl priv sp"},
+	{sql: "ALTER DATABASE d RESET ALL", kind: KindAlter, flags: "ddl priv sp"},
+	// Must hold (near misses): the text naming search_path is not a change of it.
+	{sql: "SET application_name = 'search_path'", kind: KindSet, flags: "sess"},
+	{sql: "SELECT current_setting('search_path')", kind: KindSelect, flags: "r"},
+	{sql: "SELECT set_config('application_name', 'search_path', false)", kind: KindSelect, flags: "r sess"},
+	{sql: "RESET statement_timeout", kind: KindReset, flags: "sess"},
+	{sql: "SET TRANSACTION READ ONLY", kind: KindSet, flags: "tx"},
+
+	// Must hold: renaming a role; settings applied at every later login (ALTER DATABASE … SET,
+	// ALTER ROLE … [IN DATABASE …] SET); a schema owned by another role; a view's security
+	// options (whose privileges its reads use, what leaks past its conditions, what it lets
+	// be written): privilege.
+	{sql: "ALTER ROLE agent_rw RENAME TO x", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER USER agent_rw RENAME TO x", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER GROUP g RENAME TO x", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER POLICY p ON t RENAME TO q", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER DATABASE prod SET role = 'app_owner'", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER DATABASE prod SET statement_timeout = 0", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER DATABASE prod RESET role", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER ROLE r SET role = 'app_owner'", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER ROLE r IN DATABASE prod SET role = 'app_owner'", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER ROLE ALL SET role = 'app_owner'", kind: KindAlter, flags: "ddl priv"},
+	{sql: "CREATE SCHEMA s AUTHORIZATION app_owner", kind: KindCreate, flags: "ddl priv"},
+	{sql: "CREATE SCHEMA AUTHORIZATION app_owner", kind: KindCreate, flags: "ddl priv"},
+	{sql: "CREATE SCHEMA IF NOT EXISTS s AUTHORIZATION SESSION_USER", kind: KindCreate, flags: "ddl priv"},
+	{sql: "CREATE SCHEMA s CREATE TABLE x (a int) GRANT SELECT ON x TO PUBLIC", kind: KindCreate, flags: "ddl priv"},
+	{sql: "CREATE SCHEMA s CREATE TRIGGER tr BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()", kind: KindCreate, flags: "ddl proc"},
+	{sql: "ALTER VIEW v SET (security_invoker = false)", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER VIEW v SET (security_barrier)", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER VIEW v SET (check_option = local)", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER VIEW v RESET (security_barrier)", kind: KindAlter, flags: "ddl priv"},
+	{sql: "ALTER TABLE v SET (security_invoker = off)", kind: KindAlter, flags: "ddl priv"}, // ALTER TABLE works on views
+	{sql: "CREATE OR REPLACE VIEW v WITH (security_barrier = false) AS SELECT 1", kind: KindCreate, flags: "ddl priv"},
+	// Must hold (near misses): renaming or creating what is the agent's own stays DDL.
+	{sql: "ALTER TABLE t RENAME TO u", kind: KindAlter, flags: "ddl"},
+	{sql: "ALTER VIEW v RENAME TO w", kind: KindAlter, flags: "ddl"},
+	{sql: "CREATE SCHEMA s2", kind: KindCreate, flags: "ddl"},
+	{sql: "CREATE SCHEMA s3 AUTHORIZATION CURRENT_USER", kind: KindCreate, flags: "ddl"},
+	{sql: "ALTER TABLE t SET (fillfactor = 50)", kind: KindAlter, flags: "ddl"},
+	{sql: "ALTER VIEW v SET (autovacuum_enabled = false)", kind: KindAlter, flags: "ddl"},
+	{sql: "CREATE VIEW v2 WITH (security_barrier = true) AS SELECT 1", kind: KindCreate, flags: "ddl"},
 
 	// Maintenance.
 	{sql: "VACUUM", kind: KindVacuum, flags: "maint"},

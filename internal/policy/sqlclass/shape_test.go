@@ -245,6 +245,7 @@ func TestShapeNoCrossContamination(t *testing.T) {
 		{"EXPLAIN DELETE FROM t WHERE id = 1 OR 1 = 2", "EXPLAIN DELETE FROM t WHERE id = 1 OR 1 = 1"},
 		{"SELECT set_config('application_name', 'x', false)", "SELECT set_config('role', 'x', false)"},
 		{"SELECT set_config('search_path', 'x', false)", "SELECT set_config('session_authorization', 'x', false)"},
+		{"SELECT set_config('application_name', 'x', false)", "SELECT set_config('search_path', 'x', false)"}, // SearchPath alone
 		{"SELECT set_config('standard_conforming_strings', 'on', false)", "SELECT set_config('standard_conforming_strings', 'off', false)"},
 		{"SELECT pg_catalog.set_config('client_encoding', 'UTF8', true)", "SELECT pg_catalog.set_config('client_encoding', 'SJIS', true)"},
 		{"SET standard_conforming_strings = 'on'", "SET standard_conforming_strings = 'off'"},

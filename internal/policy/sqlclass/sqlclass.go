@@ -22,13 +22,16 @@
 //     notation (t.f for f(t)), a user-defined overload of a built-in name on
 //     types of its own (lower(mytype), = on mytype), and search_path
 //     putting another schema before pg_catalog. The statements that create
-//     such code are DDL, and Procedural where they name code.
+//     such code are DDL, and Procedural where they name code; statements
+//     that change search_path are SearchPath.
 //   - DO blocks, CALL and dynamic-SQL functions (query_to_xml, ts_stat…) are
 //     marked Procedural: their contents are not inspected.
 //   - The write target of INSERT/UPDATE/DELETE/MERGE is reported as named.
 //     A view is always treated as written when it is the target (an updatable
 //     view writes its base table; an INSTEAD rule or trigger may write
 //     elsewhere); which tables are finally written is not knowable from text.
+//     pg_catalog's pg_settings, whose rule runs set_config, is recognised by
+//     name; a view of another name over it is not.
 //   - Parsing assumes standard_conforming_strings=on and a UTF-8 client
 //     encoding, as pg_query does. Statements that change either are Unknown;
 //     the caller must check the server's ParameterStatus for both.
@@ -111,17 +114,30 @@ type Statement struct {
 	Reads       bool // reads table data or returns rows (SELECT 1 reads)
 	Writes      bool // changes data: DML anywhere, SELECT INTO, COPY FROM, TRUNCATE, DROP of data, side-effect functions
 	DDL         bool // CREATE, ALTER, DROP, TRUNCATE, COMMENT, …
-	Privilege   bool // GRANT, REVOKE, roles, owners, policies, SET ROLE, SET SESSION AUTHORIZATION, set_config('role')
+	Privilege   bool // GRANT, REVOKE, roles, owners, policies, SET ROLE, SET SESSION AUTHORIZATION, set_config('role') or of a computed name, writes to pg_settings, ALTER ROLE/DATABASE … SET, CREATE SCHEMA … AUTHORIZATION, view security options
 	UnsafeIO    bool // COPY PROGRAM / server files, file and large-object functions, dblink, foreign servers
 	Procedural  bool // DO, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER, dynamic-SQL functions, LOAD, calls of functions/operators not known to be free of effects
-	Session     bool // SET, RESET, DISCARD, DEALLOCATE, LISTEN, set_config
+	Session     bool // SET, RESET, DISCARD, DEALLOCATE, LISTEN, set_config, writes to pg_settings (set_config through the view's rule)
 	Transaction bool // BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION
 	Maintenance bool // VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, REFRESH MATERIALIZED VIEW
 	SideEffects bool // calls a built-in with side effects (nextval, pg_terminate_backend, pg_advisory_lock, …)
+	// Locks is set when the statement takes locks a read does not: a locking clause anywhere in it
+	// (SELECT … FOR UPDATE / FOR NO KEY UPDATE / FOR SHARE / FOR KEY SHARE, also in a CTE, a
+	// subquery or a DECLARE'd cursor's query) or LOCK TABLE. PostgreSQL refuses row locks in a
+	// read-only transaction: they write the rows' xmax, and the locks block the application's
+	// writes for as long as the transaction stays open.
+	Locks bool
+	// SearchPath is set when the statement may change search_path, which decides what unqualified
+	// names (built-in functions and operators included) resolve to: SET/RESET of search_path in
+	// any spelling (SET SCHEMA, SET LOCAL, a quoted or U&-escaped name), RESET ALL, DISCARD ALL,
+	// set_config whose setting name is 'search_path' or not a literal, a write to pg_settings, and
+	// ALTER ROLE/DATABASE … SET/RESET search_path (or RESET ALL) for later sessions.
+	SearchPath bool
 	// Unknown is set when the statement cannot be judged: parse error,
 	// input too long, an unrecognised statement type, or a setting that
 	// would make later statements unreadable (standard_conforming_strings,
-	// client_encoding). EXECUTE of a prepared name is not Unknown; see Execute.
+	// client_encoding, or a setting whose name is not known: set_config with
+	// a computed name, a write to pg_settings). EXECUTE of a prepared name is not Unknown; see Execute.
 	Unknown bool
 	// Executes is false when the (inner) statement is not run now: plain
 	// EXPLAIN, PREPARE.
@@ -187,7 +203,7 @@ func (s *Statement) Inert() bool {
 
 func (s *Statement) inert() bool {
 	return !s.Writes && !s.DDL && !s.Privilege && !s.UnsafeIO && !s.Procedural &&
-		!s.Session && !s.Maintenance && !s.SideEffects && !s.Unknown && s.Execute == ""
+		!s.Session && !s.Maintenance && !s.SideEffects && !s.Locks && !s.SearchPath && !s.Unknown && s.Execute == ""
 }
 
 // Result is the classification of one SQL string.

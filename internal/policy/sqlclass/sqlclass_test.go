@@ -71,6 +71,22 @@ func TestReadOnlyAndInert(t *testing.T) {
 		{"WITH d AS (DELETE FROM t RETURNING 1) SELECT * FROM d", false, false},
 		{"DELETE FROM", false, false},
 		{"PREPARE TRANSACTION 'x'", false, false},
+		// Must hold: row locks are not reads (PostgreSQL refuses them in a read-only
+		// transaction), wherever the locking clause is; plain EXPLAIN of one locks nothing.
+		{"SELECT * FROM t FOR UPDATE", false, false},
+		{"SELECT * FROM t FOR NO KEY UPDATE", false, false},
+		{"SELECT * FROM t FOR SHARE", false, false},
+		{"SELECT * FROM t FOR KEY SHARE", false, false},
+		{"WITH l AS (SELECT * FROM t FOR UPDATE) SELECT * FROM l", false, false},
+		{"DECLARE c CURSOR FOR SELECT * FROM t FOR UPDATE", false, false},
+		{"EXPLAIN SELECT * FROM t FOR UPDATE", true, true},
+		{"LOCK TABLE t", false, false},
+		// Must hold: a write to pg_settings is set_config; reading it is a read.
+		{"UPDATE pg_settings SET setting = 'app_owner' WHERE name = 'role'", false, false},
+		{"SELECT * FROM pg_settings", true, true},
+		// Must hold: search_path changes in any spelling are not inert.
+		{"SET SCHEMA 'evil'", false, false},
+		{"SELECT set_config('search_path', 'evil', false)", false, false},
 	} {
 		st := &Classify(c.sql).Statements[0]
 		if st.ReadOnly() != c.readOnly || st.Inert() != c.inert {

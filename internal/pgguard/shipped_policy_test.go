@@ -1,0 +1,268 @@
+package pgguard
+
+// Tests of the shipped policy (examples/policy.yaml) through a proxy that logs in upstream as a
+// plain role with a password, as a production target would (from a review, 2026-12-07).
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/pgtest"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
+	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
+	"github.com/enforcer-dev/enforcer/internal/record"
+)
+
+// shippedPolicyText is examples/policy.yaml as shipped, with TLS to the upstream off (the test server has
+// none) and the target's address left as it is (the proxy is given the upstream directly).
+func shippedPolicyText(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../../examples/policy.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "tls: verify-full", "tls: disable", 1)
+	s = regexp.MustCompile(`(?m)^\s*ca_file:.*\n`).ReplaceAllString(s, "")
+	return s
+}
+
+// plainRoleProxy is the proxy with a guard in front of a real server, logging in upstream as agent_rw, a
+// plain role with a password (as a production target would), never the superuser.
+type plainRoleProxy struct {
+	db   *pgtest.Server
+	addr string
+}
+
+func startPlainRoleProxy(t *testing.T, policyText, target string, setup string) *plainRoleProxy {
+	t.Helper()
+	db := pgtest.Start(t)
+	pw, err := db.CreateUser(context.Background(), "agent_rw", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Exec(t, `create table customers (id int primary key, name text, phone text);
+insert into customers values (1, 'Ada', '4155550100'), (2, 'Bob', '4155550101');
+grant select, insert, update, delete on customers to agent_rw;
+create table t (id int primary key, secret text);
+insert into t select g, 'v'||g from generate_series(1,5) g;
+grant select, insert, update, delete on t to agent_rw;`)
+	if setup != "" {
+		db.Exec(t, setup)
+	}
+	rec, err := record.Open(record.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := parsePolicy(t, policyText)
+	var tgt *policy.Target
+	for _, x := range pol.Targets {
+		if x.Name == target {
+			tgt = x
+		}
+	}
+	if tgt == nil {
+		t.Fatalf("no target %q", target)
+	}
+	sh := &Shared{
+		Policy:     func() *policy.Policy { return pol },
+		Classifier: sqlclass.New(sqlclass.Options{}),
+		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Recorder:   rec,
+	}
+	srv := postgres.NewServer(postgres.Config{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &plainRoleProxy{db: db, addr: ln.Addr().String()}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			g := sh.NewGuard(ConnInfo{ID: "1", Target: tgt, Identity: identity.Session{Subject: "mallory", Groups: []string{"engineering"}},
+				DBUser: "agent_rw",
+				Connect: func(ctx context.Context, database string) (*pgconn.PgConn, error) {
+					return pgconn.Connect(ctx, db.DSN("agent_rw", database))
+				}})
+			go func() {
+				srv.Serve(context.Background(), c, postgres.Session{ID: "1", Upstream: db.Addr.String(), User: "agent_rw", Password: pw, Hook: g})
+				g.End("closed", 0, 0)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		rec.Close()
+	})
+	return p
+}
+
+// connect opens a client connection through the proxy with the given startup parameters.
+func (p *plainRoleProxy) connect(t *testing.T, params map[string]string) *pgconn.PgConn {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(p.addr)
+	cfg, err := pgconn.ParseConfig("host=" + host + " port=" + port + " user=agent dbname=postgres sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range params {
+		cfg.RuntimeParams[k] = v
+	}
+	c, err := pgconn.ConnectConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+// direct runs sql on the server as its superuser and returns the first value (or "" if none).
+func (p *plainRoleProxy) direct(t *testing.T, sql string) (string, error) {
+	t.Helper()
+	c, err := pgconn.Connect(context.Background(), p.db.DSN(pgtest.SuperUser, "postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	rs, err := c.Exec(context.Background(), sql).ReadAll()
+	if err != nil {
+		return "", err
+	}
+	for i := len(rs) - 1; i >= 0; i-- {
+		if len(rs[i].Rows) > 0 {
+			return string(rs[i].Rows[0][0]), nil
+		}
+	}
+	return "", nil
+}
+
+func firstValue(c *pgconn.PgConn, sql string) (string, error) {
+	rs, err := c.Exec(context.Background(), sql).ReadAll()
+	if err != nil {
+		return "", err
+	}
+	for i := len(rs) - 1; i >= 0; i-- {
+		if len(rs[i].Rows) > 0 {
+			return string(rs[i].Rows[0][0]), nil
+		}
+	}
+	return "", nil
+}
+
+// TestPgSettingsWriteCannotSmuggle: UPDATE pg_settings is set_config (a rule on the view). It was
+// classified as an ordinary write, so a policy that allows or approves writes let it SET ROLE or
+// turn standard_conforming_strings off; the proxy's backstop, the ParameterStatus it watches,
+// comes after the server has read what the client pipelined behind, so a statement the proxy
+// read as one string literal ran as code. Must hold: such a write is unknown (and privilege),
+// refused under a policy that allows writes, and the pipelined DROP never runs.
+func TestPgSettingsWriteCannotSmuggle(t *testing.T) {
+	for _, sql := range []string{
+		`update pg_settings set setting = 'off' where name = 'standard_conforming_strings'`,
+		`update pg_settings set setting = 'app_owner' where name = 'role'`,
+	} {
+		res := sqlclass.Classify(sql)
+		st := res.Statements[0]
+		if !st.Unknown && !st.Privilege {
+			t.Errorf("%s: classified %s writes=%v session=%v privilege=%v unknown=%v", sql, st.Kind, st.Writes, st.Session, st.Privilege, st.Unknown)
+		}
+	}
+
+	// Writes allowed, DROP blocked (the test policy of this package).
+	p := startPlainRoleProxy(t, strings.Replace(allowAllPolicy, "user: u,", "user: agent_rw,", 1), "db", "alter table t owner to agent_rw")
+	c := p.connect(t, nil)
+	// DROP is refused as it should be.
+	if _, err := firstValue(c, "drop table t"); err == nil {
+		t.Fatal("drop table was not blocked")
+	}
+	smuggled := `select '\', ';drop table t;--'` // one SELECT of two literals, with standard_conforming_strings on
+	if r := sqlclass.Classify(smuggled); r.Statements[0].Kind != sqlclass.KindSelect || len(r.Statements) != 1 {
+		t.Fatalf("classifier reads the smuggled text differently: %+v", r.Statements)
+	}
+	fe := pgproto3.NewFrontend(c.Conn(), c.Conn())
+	fe.Send(&pgproto3.Query{String: `update pg_settings set setting = 'off' where name = 'standard_conforming_strings'`})
+	fe.Send(&pgproto3.Query{String: smuggled})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	c.Conn().SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			break
+		}
+		t.Logf("%T %+v", m, m)
+	}
+	time.Sleep(500 * time.Millisecond)
+	exists, err := p.direct(t, "select count(*) from pg_class where relname = 't'")
+	if err != nil || exists != "1" {
+		t.Errorf("table t was dropped through the proxy, whose policy blocks DROP (pg_class count %q, %v)", exists, err)
+	}
+}
+
+// TestRowLocksRefusedUnderShippedPolicy: SELECT … FOR UPDATE passed as a read, yet it locks the
+// rows (PostgreSQL refuses it in a read-only transaction), so an agent could hold production's
+// rows for as long as it kept its transaction open. Must hold: the shipped policy refuses it.
+func TestRowLocksRefusedUnderShippedPolicy(t *testing.T) {
+	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db", "")
+	c := p.connect(t, nil)
+	for _, sql := range []string{"set idle_in_transaction_session_timeout = 0", "set statement_timeout = 0", "begin"} {
+		if _, err := firstValue(c, sql); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	_, err := firstValue(c, "select id from customers for update")
+	if err == nil {
+		_, werr := p.direct(t, "set lock_timeout = '1s'; update customers set name = 'Ada L' where id = 1")
+		t.Errorf("SELECT … FOR UPDATE passed as a read under the shipped policy; the application's update then fails: %v", werr)
+	}
+}
+
+// TestShippedPolicyRefusesEscapes: must hold: the shipped policy refuses every way a review tried
+// to change the role, read server files, run code or write unreviewed; t keeps its rows.
+func TestShippedPolicyRefusesEscapes(t *testing.T) {
+	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db", "")
+	c := p.connect(t, nil)
+	for _, sql := range []string{
+		`alter user current_user password 'x'`, `alter role agent_rw with password 'x'`,
+		`set session authorization default`, `set role none`, `reset all`, `discard all`, `reset role`,
+		`select set_config('role', 'none', false)`, `select pg_catalog.set_config('ro'||'le', 'none', false)`,
+		`select pg_read_file('/etc/passwd')`, `select lo_import('/etc/passwd')`,
+		`copy (select 1) to program 'id'`, `copy t from '/etc/passwd'`, `select dblink_connect('x')`,
+		`explain analyze delete from t where id = 1`, `explain (analyze 'on') delete from t where id = 1`,
+		`with d as (delete from t where id = 1 returning *) select * from d`,
+		`do $$ begin delete from t; end $$`, `call p()`, `prepare p as delete from t where id = 1`,
+		`set standard_conforming_strings = off`, `set client_encoding = 'SJIS'`, `select nextval('s')`,
+		`create rule r as on insert to t do also delete from t`, `create temp table x (a int)`,
+		`select * from t; delete from t where id = 1`, `listen x`, `load 'plpgsql'`,
+		`select upper('x') from t where id = 1 for update`, `lock table t`,
+		`set search_path = public, pg_catalog`, `set schema 'public'`, `set U&"\0073earch_path" = public`,
+		`update pg_settings set setting = 'off' where name = 'standard_conforming_strings'`,
+	} {
+		if _, err := firstValue(c, sql); err == nil {
+			t.Errorf("%s: allowed", sql)
+		}
+		firstValue(c, "rollback")
+	}
+	if left, _ := p.direct(t, "select count(*) from t"); left != "5" {
+		t.Errorf("t has %s rows", left)
+	}
+	// Startup: options= and replication= do not reach the server.
+	c2 := p.connect(t, map[string]string{"options": "-c role=pg_monitor -c search_path=evil"})
+	if sp, _ := firstValue(c2, "show search_path"); strings.Contains(sp, "evil") {
+		t.Errorf("options= reached the server")
+	}
+}

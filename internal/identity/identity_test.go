@@ -823,6 +823,22 @@ func TestStateFile(t *testing.T) {
 		}
 	}
 
+	m2.Close()
+
+	// Must hold: after a reboot (another boot id) the sessions come back but not the bindings:
+	// cgroup ids start over at boot, so id 77 would now name some other cgroup.
+	m3, err := NewManager(ManagerConfig{StateDir: filepath.Join(dir, "identity"), Provider: p, BootID: "another-boot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m3.Close()
+	if got, err := m3.Lookup(77); !errors.Is(err, ErrNotLoggedIn) {
+		t.Fatalf("after a reboot cgroup 77 → %+v, %v; want no binding", got, err)
+	}
+	if _, err := m3.Get(1000, s.ID); err != nil {
+		t.Fatalf("the session itself after a reboot: %v", err)
+	}
+
 	// A corrupt state file is an error, not an empty store.
 	bad := t.TempDir()
 	os.MkdirAll(filepath.Join(bad, "identity"), 0o700)

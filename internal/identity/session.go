@@ -119,6 +119,10 @@ type ManagerConfig struct {
 	// daemon must Unbind cgroups it removes.
 	Retain time.Duration
 	Logger *slog.Logger
+	// BootID names this boot of the kernel (default: /proc/sys/kernel/random/boot_id). Cgroup ids
+	// start over at each boot, so bindings saved in another boot are dropped: they would name
+	// whatever cgroups get those ids now.
+	BootID string
 }
 
 // record is a session with what only the daemon keeps.
@@ -155,6 +159,7 @@ type workload struct {
 type stateFile struct {
 	Version   int               `json:"version"`
 	Sessions  []*record         `json:"sessions"`
+	BootID    string            `json:"boot_id"`  // the boot the cgroup ids below belong to
 	Bindings  map[string]string `json:"bindings"` // cgroup id (decimal) → session id
 	Workloads []*workload       `json:"workloads"`
 }
@@ -197,6 +202,13 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.BootID == "" {
+		b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		if err != nil {
+			return nil, fmt.Errorf("identity: boot id: %w", err)
+		}
+		cfg.BootID = strings.TrimSpace(string(b))
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("identity: state dir: %w", err)
@@ -255,6 +267,12 @@ func (m *Manager) load() error {
 		r.nextRefresh = m.refreshAt(r)
 		m.sessions[r.Session.ID] = r
 	}
+	if st.BootID != m.cfg.BootID {
+		if len(st.Bindings)+len(st.Workloads) > 0 {
+			m.log.Info("identity: cgroup bindings saved in another boot dropped (cgroup ids start over at boot)", "bindings", len(st.Bindings), "workloads", len(st.Workloads))
+		}
+		return nil
+	}
 	for k, v := range st.Bindings {
 		id, err := strconv.ParseUint(k, 10, 64)
 		if err != nil {
@@ -273,7 +291,7 @@ func (m *Manager) load() error {
 // saveLocked writes the state atomically: temp file (0600), fsync, rename,
 // fsync of the directory. Called with m.mu held for writing.
 func (m *Manager) saveLocked() error {
-	st := stateFile{Version: 1, Bindings: map[string]string{}}
+	st := stateFile{Version: 1, BootID: m.cfg.BootID, Bindings: map[string]string{}}
 	for _, r := range m.sessions {
 		st.Sessions = append(st.Sessions, r)
 	}

@@ -531,14 +531,15 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 	}
 	id := g.info.Identity
 	ruled := g.ruledColumns(d.Result)
+	sql := s.SQL + g.preparedTexts(d.Result)
 	spec := approval.Spec{
 		Identity:   approval.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, SessionID: id.ID, UID: id.UID},
 		Process:    approval.Process{Comm: g.info.Origin.Comm, PID: int(g.info.Origin.PID), Cmdline: g.info.Cmdline},
 		Target:     g.info.Target.Name,
 		Database:   g.database(),
 		DBUser:     g.info.DBUser,
-		SQL:        s.SQL,
-		DisplaySQL: g.shownSQL(s.SQL, ruled),
+		SQL:        sql,
+		DisplaySQL: g.shownSQL(sql, ruled),
 		Rule:       d.Rule.Rule,
 		Approvers:  def.Approvers,
 		Quorum:     def.Quorum,
@@ -593,6 +594,31 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42501",
 		Message: "enforcer: " + out.Message(), Hint: out.Hint(),
 	}}, out.ID()
+}
+
+// preparedTexts is what the SQL EXECUTEs of res run that the statement's own text does not show
+// (statements PREPAREd earlier in the session), one line each, for reviewers and for the
+// approval's binding: approving "EXECUTE p(1)" approves what p is now, and a late grant does
+// not pass p prepared anew as something else.
+func (g *Guard) preparedTexts(res *sqlclass.Result) string {
+	if res == nil {
+		return ""
+	}
+	var b strings.Builder
+	here := map[string]bool{}
+	for i := range res.Statements {
+		st := &res.Statements[i]
+		if st.Prepare != "" {
+			here[st.Prepare] = true
+		}
+		if st.Kind != sqlclass.KindExecute || st.Execute == "" || here[st.Execute] {
+			continue
+		}
+		if p := g.prepared[st.Execute]; p != nil {
+			fmt.Fprintf(&b, "\n-- %s was prepared as:\n%s", st.Execute, p.Text)
+		}
+	}
+	return b.String()
 }
 
 func approvalState(o approval.Outcome) string {

@@ -51,3 +51,57 @@ func TestRuledValueShownToReviewers(t *testing.T) {
 		}
 	}
 }
+
+// TestExecuteShowsWhatWasPrepared (from a review, 2026-12-07): an approval of "EXECUTE p(1)"
+// showed reviewers only that text, and its binding covered only that text, so a late grant let
+// p prepared anew as another write through. Must hold: the request carries what p was prepared
+// as, for reviewers and for the binding.
+func TestExecuteShowsWhatWasPrepared(t *testing.T) {
+	pol := parsePolicy(t, strings.Replace(testPolicy, "rules:\n", "rules:\n  - {name: review-writes, when: 'sql.writes', action: approve, approvers: [ops]}\n", 1)+"default: allow\n")
+	var mu sync.Mutex
+	var shown []*approval.Request
+	var broker *approval.Broker
+	broker = approval.NewBroker(approval.NewMemoryStore(), approval.Config{Timeout: 2 * time.Second, LateWindow: -1,
+		OnEvent: func(e approval.Event) {
+			if e.Type != approval.EventCreated || e.Request == nil {
+				return
+			}
+			mu.Lock()
+			shown = append(shown, e.Request)
+			mu.Unlock()
+			// Each statement is approved, so that p exists for the EXECUTEs.
+			go broker.Approve(context.Background(), e.Request.ID, approval.Reviewer{Subject: "bob", Groups: []string{"ops"}}, "")
+		}})
+	sh := testShared(func() *policy.Policy { return pol }, nil)
+	sh.Approvals = broker
+	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+	run := func(sql string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if v := g.Statement(ctx, &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: sql, TxStatus: 'I'}); v.Action == postgres.Refuse {
+			t.Fatalf("%s: refused: %s", sql, v.Error.Message)
+		}
+	}
+	run("prepare p(int) as update customers set tel = 'x' where id = $1")
+	run("execute p(1)")
+	run("deallocate p")
+	run("prepare p(int) as delete from customers where id = $1")
+	run("execute p(1)")
+	mu.Lock()
+	defer mu.Unlock()
+	var execs []*approval.Request
+	for _, r := range shown {
+		if strings.HasPrefix(r.SQL, "execute p(1)") {
+			execs = append(execs, r)
+		}
+	}
+	if len(execs) != 2 {
+		t.Fatalf("%d approval requests for execute p(1), want 2", len(execs))
+	}
+	if !strings.Contains(execs[0].SQL, "update customers") || !strings.Contains(execs[1].SQL, "delete from customers") {
+		t.Errorf("reviewers see %q and %q: not what p was prepared as", execs[0].SQL, execs[1].SQL)
+	}
+	if execs[0].Hash == execs[1].Hash {
+		t.Error("one binding for two different statements prepared as p")
+	}
+}

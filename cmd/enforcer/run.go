@@ -9,15 +9,27 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
+	"golang.org/x/sys/unix"
 )
 
 // runStubArg is the hidden first argument of the launcher stub: a child that waits until the
-// daemon has moved it into the enforced cgroup, checks that it is there, then execs the command.
+// daemon has moved it into the enforced cgroup, checks that it is there, confines itself (see
+// confineStub), then execs the command.
 const runStubArg = "__run-stub"
+
+// rootAckEnv silences the warning `enforcer run` prints when started as root (for automation
+// that knows; the tests set it).
+const rootAckEnv = "ENFORCER_RUN_AS_ROOT_OK"
+
+// rootWarning is printed to stderr when `enforcer run` starts a command as root.
+const rootWarning = "enforcer: warning: the command runs as root and is NOT contained against root-level escapes " +
+	"(it can leave its cgroup, detach or replace the kernel programs); run `enforcer run` as an ordinary user"
 
 func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
@@ -31,6 +43,16 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return err
+	}
+	if os.Geteuid() == 0 && os.Getenv(rootAckEnv) == "" {
+		fmt.Fprintln(os.Stderr, rootWarning)
+	}
+	// This process stays outside the enforced cgroup, with the caller's uid: were it dumpable, the
+	// command could ptrace it (or use process_vm_writev, /proc/PID/mem, pidfd_getfd), make it open
+	// a socket no enforcer program governs and take that socket. Not dumpable, only a process
+	// with CAP_SYS_PTRACE may do any of that, whatever LSMs the kernel runs.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		return fmt.Errorf("make the launcher non-dumpable: %w", err)
 	}
 	cl := client()
 	var run control.Run
@@ -111,13 +133,17 @@ func startInCgroup(ctx context.Context, cl *control.Client, run *control.Run, pa
 	return cmd, nil
 }
 
-// runStub is the launcher child: wait for the go-ahead on fd 3, verify the cgroup, exec.
+// runStub is the launcher child: wait for the go-ahead on fd 3, verify the cgroup, confine
+// itself, exec.
 func runStub(args []string) int {
 	if len(args) < 3 {
 		fmt.Fprintln(os.Stderr, "enforcer: bad launcher arguments")
 		return 127
 	}
 	cgPath, path, argv := args[0], args[1], args[2:]
+	// no_new_privs, the Landlock domain and the seccomp filter are per thread until exec: keep
+	// this goroutine on the thread that execs.
+	runtime.LockOSThread()
 	go3 := os.NewFile(3, "go")
 	buf := make([]byte, 1)
 	if n, _ := go3.Read(buf); n != 1 {
@@ -127,6 +153,10 @@ func runStub(args []string) int {
 	go3.Close()
 	if !inCgroup(cgPath) {
 		fmt.Fprintln(os.Stderr, "enforcer: launcher is not in its enforced cgroup; not starting the command")
+		return 126
+	}
+	if err := confineStub(); err != nil {
+		fmt.Fprintf(os.Stderr, "enforcer: %v; not starting the command\n", err)
 		return 126
 	}
 	err := syscall.Exec(path, argv, os.Environ())
@@ -148,4 +178,161 @@ func inCgroup(cgPath string) bool {
 		}
 	}
 	return false
+}
+
+// confineStub applies to this thread, and so to the command it execs and all its descendants,
+// what the cgroup programs cannot see:
+//
+//   - no_new_privs: setuid binaries (sudo, su) and file capabilities (ping, dumpcap) give the
+//     command no privileges it does not have.
+//   - a Landlock domain (where the landlock LSM runs, ABI 2+): Landlock lets a process in a
+//     domain ptrace only processes of its own domain or nested ones, so the command cannot
+//     ptrace, read or write the memory of, or take descriptors from (pidfd_getfd) any process
+//     outside this run, its uid's shell and IDE included. The domain restricts nothing else: it
+//     handles only LANDLOCK_ACCESS_FS_REFER (which any domain denies by default) and grants it
+//     beneath /.
+//   - a seccomp filter: socket(2) and socketpair(2) only for AF_UNIX, AF_INET, AF_INET6 and
+//     AF_NETLINK (EPERM otherwise: the cgroup programs see inet sockets only, and AF_VSOCK
+//     reaches the hypervisor's host); io_uring_setup(2) fails with ENOSYS, since seccomp cannot
+//     see io_uring's IORING_OP_SOCKET (programs fall back to plain system calls).
+func confineStub() error {
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("set no_new_privs: %w", err)
+	}
+	if err := landlockScopePtrace(); err != nil {
+		return err
+	}
+	prog := socketFamilyFilter()
+	if len(prog) == 0 {
+		return nil // an architecture the filter does not know
+	}
+	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+		return fmt.Errorf("install seccomp filter: %w", errno)
+	}
+	runtime.KeepAlive(prog)
+	return nil
+}
+
+// landlockScopePtrace puts this thread in a Landlock domain that restricts nothing but ptrace
+// (see confineStub). Kernels without Landlock, or with ABI 1 (where any domain also forbids
+// renaming files across directories), are left alone.
+func landlockScopePtrace() error {
+	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
+	if errno != 0 || abi < 2 {
+		return nil
+	}
+	attr := unix.LandlockRulesetAttr{Handled_access_fs: unix.LANDLOCK_ACCESS_FS_REFER}
+	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
+	if errno != 0 {
+		return fmt.Errorf("landlock ruleset: %w", errno)
+	}
+	defer unix.Close(int(fd))
+	root, err := unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("landlock: open /: %w", err)
+	}
+	defer unix.Close(root)
+	rule := unix.LandlockPathBeneathAttr{Allowed_access: unix.LANDLOCK_ACCESS_FS_REFER, Parent_fd: int32(root)}
+	if _, _, errno := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&rule)), 0, 0, 0); errno != 0 {
+		return fmt.Errorf("landlock rule: %w", errno)
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); errno != 0 {
+		return fmt.Errorf("landlock restrict: %w", errno)
+	}
+	return nil
+}
+
+// seccompArch is what the filter needs to know of an architecture: its audit number and system
+// call numbers, natively and for the 32-bit ABI the kernel also runs.
+type seccompArch struct {
+	audit                            uint32
+	x32Bit                           uint32 // system call numbers with this bit set are another ABI (x32)
+	socket, socketpair, ioURingSetup uint32
+	compat                           uint32 // audit number of the 32-bit ABI
+	compatSocket, compatSocketpair   uint32
+	compatSocketcall                 uint32 // 0: none
+	compatIOURingSetup               uint32
+}
+
+var seccompArches = map[string]seccompArch{
+	"amd64": {audit: unix.AUDIT_ARCH_X86_64, x32Bit: 0x40000000, socket: 41, socketpair: 53, ioURingSetup: 425,
+		compat: unix.AUDIT_ARCH_I386, compatSocket: 359, compatSocketpair: 360, compatSocketcall: 102, compatIOURingSetup: 425},
+	"arm64": {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, socketpair: 199, ioURingSetup: 425,
+		compat: unix.AUDIT_ARCH_ARM, compatSocket: 281, compatSocketpair: 288, compatIOURingSetup: 425},
+}
+
+// socketFamilyFilter returns the seccomp program confineStub installs, or nil on an architecture
+// it does not know. socketcall(2) of the 32-bit x86 ABI passes its arguments in memory, where
+// seccomp cannot look: it is refused (32-bit programs that use it cannot open sockets).
+func socketFamilyFilter() []unix.SockFilter {
+	a, ok := seccompArches[runtime.GOARCH]
+	if !ok {
+		return nil
+	}
+	const (
+		ldW  = unix.BPF_LD | unix.BPF_W | unix.BPF_ABS
+		jeq  = unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K
+		jset = unix.BPF_JMP | unix.BPF_JSET | unix.BPF_K
+		ret  = unix.BPF_RET | unix.BPF_K
+	)
+	type insn struct {
+		code     uint16
+		k        uint32
+		jt, jf   string // labels; "" is the next instruction
+		label    string // names this instruction
+		onlyWhen bool   // false: left out
+	}
+	in := func(code uint16, k uint32, jt, jf string) insn {
+		return insn{code: code, k: k, jt: jt, jf: jf, onlyWhen: true}
+	}
+	at := func(label string, i insn) insn { i.label = label; return i }
+	when := func(cond bool, i insn) insn { i.onlyWhen = i.onlyWhen && cond; return i }
+	// struct seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low word on little-endian).
+	prog := []insn{
+		in(ldW, 4, "", ""),
+		in(jeq, a.audit, "", "compat"),
+		in(ldW, 0, "", ""),
+		when(a.x32Bit != 0, in(jset, a.x32Bit, "enosys", "")),
+		in(jeq, a.socket, "family", ""),
+		in(jeq, a.socketpair, "family", ""),
+		in(jeq, a.ioURingSetup, "enosys", ""),
+		in(ret, unix.SECCOMP_RET_ALLOW, "", ""),
+		at("compat", in(jeq, a.compat, "", "allow")),
+		in(ldW, 0, "", ""),
+		in(jeq, a.compatSocket, "family", ""),
+		in(jeq, a.compatSocketpair, "family", ""),
+		when(a.compatSocketcall != 0, in(jeq, a.compatSocketcall, "eperm", "")),
+		in(jeq, a.compatIOURingSetup, "enosys", ""),
+		in(ret, unix.SECCOMP_RET_ALLOW, "", ""),
+		at("family", in(ldW, 16, "", "")),
+		in(jeq, unix.AF_UNIX, "allow", ""),
+		in(jeq, unix.AF_INET, "allow", ""),
+		in(jeq, unix.AF_INET6, "allow", ""),
+		in(jeq, unix.AF_NETLINK, "allow", ""),
+		at("eperm", in(ret, unix.SECCOMP_RET_ERRNO|uint32(unix.EPERM), "", "")),
+		at("allow", in(ret, unix.SECCOMP_RET_ALLOW, "", "")),
+		at("enosys", in(ret, unix.SECCOMP_RET_ERRNO|uint32(unix.ENOSYS), "", "")),
+	}
+	var kept []insn
+	pos := map[string]int{}
+	for _, i := range prog {
+		if i.onlyWhen {
+			if i.label != "" {
+				pos[i.label] = len(kept)
+			}
+			kept = append(kept, i)
+		}
+	}
+	out := make([]unix.SockFilter, len(kept))
+	for n, i := range kept {
+		jump := func(l string) uint8 {
+			if l == "" {
+				return 0
+			}
+			return uint8(pos[l] - n - 1)
+		}
+		out[n] = unix.SockFilter{Code: i.code, K: i.k, Jt: jump(i.jt), Jf: jump(i.jf)}
+	}
+	return out
 }

@@ -85,6 +85,10 @@ type failure struct{ msg string }
 // reviewerUID is the second person's Unix account (nobody): approvals need someone else.
 const reviewerUID = 65534
 
+// agentUID is alice's Unix account, which her agent runs as: an ordinary user, since root cannot
+// be contained. No account needs to exist for it.
+const agentUID = 4242
+
 func main() { os.Exit(run()) }
 
 func run() int {
@@ -432,9 +436,14 @@ func (l *Lab) Enforcer(args ...string) Result {
 	return l.Run(Cmd{Args: append([]string{l.bin}, args...)})
 }
 
-// Agent runs an agent command under `enforcer run`, as root.
+// Agent runs an agent command under `enforcer run`, as alice's Unix account.
 func (l *Lab) Agent(args ...string) Result {
-	return l.Enforcer(append([]string{"run", "--"}, args...)...)
+	return l.Run(l.aliceCmd(append([]string{"run", "--"}, args...)...))
+}
+
+// aliceCmd is the enforcer CLI run as alice's Unix account.
+func (l *Lab) aliceCmd(args ...string) Cmd {
+	return Cmd{Args: append([]string{l.bin}, args...), Prompt: "alice$", UID: agentUID}
 }
 
 // Reviewer runs the enforcer CLI as the second person's Unix account.

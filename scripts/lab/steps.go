@@ -260,9 +260,9 @@ func (l *Lab) login(c Cmd, subject string) Result {
 func loginAlice(l *Lab) {
 	l.Say("Alice (engineering) logs in. The CLI asks the daemon how (issuer, client id) and runs the")
 	l.Say("OAuth device flow; the daemon verifies the ID token and binds the session to her Unix user.")
-	r := l.login(Cmd{Args: []string{l.bin, "login"}}, "alice")
+	r := l.login(l.aliceCmd("login"), "alice")
 	l.Expect(r.Code == 0 && r.Has("logged in as alice@example.com", "engineering"), "alice is logged in, with her groups from the IdP")
-	r = l.Enforcer("logins")
+	r = l.Run(l.aliceCmd("logins"))
 	l.Expect(r.Code == 0 && r.Has("alice", "active"), "her session is listed")
 }
 
@@ -351,14 +351,16 @@ func agentApproval(l *Lab) {
 
 	l.Say("The agent sends a bounded UPDATE: rule writes-need-review holds it until a DBA decides.")
 	update := "UPDATE orders SET status = 'refunded' WHERE id = 7"
-	job := l.Start(Cmd{Args: []string{l.bin, "run", "--", "psql", l.agentDSN, "-c", update}, Timeout: 45 * time.Second})
+	c := l.aliceCmd("run", "--", "psql", l.agentDSN, "-c", update)
+	c.Timeout = 45 * time.Second
+	job := l.Start(c)
 	id := l.pendingApproval()
 	l.Say("psql is waiting; so far it printed:")
 	job.Flush()
 	r = l.Enforcer("approvals")
 	l.Expect(r.Code == 0 && r.Has(id, update, "alice"), "the request shows who asks, from which process, and the exact statement")
 	l.Say("Alice cannot approve her own request:")
-	r = l.Enforcer("approve", id)
+	r = l.Run(l.aliceCmd("approve", id))
 	l.Expect(r.Code != 0 && r.Has("own request"), "self-approval is refused")
 	r = l.Reviewer("approve", id, "--reason", "refund ticket SUP-4411")
 	l.Expect(r.Code == 0 && r.Has("approved"), "carol approves")
@@ -369,7 +371,9 @@ func agentApproval(l *Lab) {
 	l.Say("A second write, which carol denies with a reason the agent gets to read:")
 	deny := "UPDATE orders SET amount = 0 WHERE id = 12"
 	amount := l.Query("select amount::text from orders where id = 12")
-	job = l.Start(Cmd{Args: []string{l.bin, "run", "--", "psql", l.agentDSN, "-c", deny}, Timeout: 45 * time.Second})
+	c = l.aliceCmd("run", "--", "psql", l.agentDSN, "-c", deny)
+	c.Timeout = 45 * time.Second
+	job = l.Start(c)
 	id = l.pendingApproval()
 	r = l.Reviewer("deny", id, "--reason", "zeroing an order needs a finance ticket")
 	l.Expect(r.Code == 0 && r.Has("denied"), "carol denies")

@@ -185,87 +185,105 @@ func inCgroup(cgPath string) bool {
 //
 //   - no_new_privs: setuid binaries (sudo, su) and file capabilities (ping, dumpcap) give the
 //     command no privileges it does not have.
-//   - a Landlock domain (where the landlock LSM runs, ABI 2+): Landlock lets a process in a
-//     domain ptrace only processes of its own domain or nested ones, so the command cannot
-//     ptrace, read or write the memory of, or take descriptors from (pidfd_getfd) any process
-//     outside this run, its uid's shell and IDE included. The domain restricts nothing else: it
-//     handles only LANDLOCK_ACCESS_FS_REFER (which any domain denies by default) and grants it
-//     beneath /.
-//   - a seccomp filter: socket(2) and socketpair(2) only for AF_UNIX, AF_INET, AF_INET6 and
-//     AF_NETLINK (EPERM otherwise: the cgroup programs see inet sockets only, and AF_VSOCK
-//     reaches the hypervisor's host); io_uring_setup(2) fails with ENOSYS, since seccomp cannot
-//     see io_uring's IORING_OP_SOCKET (programs fall back to plain system calls).
+//   - a Landlock domain (see landlockScope): no ptrace, memory access or descriptor taking
+//     toward processes outside the run, nor (Landlock ABI 6+) connections to their abstract
+//     unix sockets or signals to them.
+//   - a seccomp filter (see stubFilter): socket(2) and socketpair(2) only for AF_UNIX, AF_INET,
+//     AF_INET6 and AF_NETLINK (the cgroup programs see inet sockets only, and AF_VSOCK reaches
+//     the hypervisor's host); no io_uring (seccomp cannot see its IORING_OP_SOCKET; programs
+//     fall back to plain system calls); no TIOCSTI or TIOCLINUX, which would type a command
+//     into the caller's terminal for its shell to run, outside the run, once the command ends.
+//
+// What the kernel lacks is said on stderr; the command still runs, enforced by the cgroup
+// programs.
 func confineStub() error {
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("set no_new_privs: %w", err)
 	}
-	if err := landlockScopePtrace(); err != nil {
+	if warning, err := landlockScope(); err != nil {
 		return err
+	} else if warning != "" {
+		fmt.Fprintln(os.Stderr, "enforcer: warning: "+warning)
 	}
-	prog := socketFamilyFilter()
+	prog := stubFilter()
 	if len(prog) == 0 {
-		return nil // an architecture the filter does not know
+		fmt.Fprintf(os.Stderr, "enforcer: warning: no seccomp filter for %s: the command may open sockets of any family and use io_uring\n", runtime.GOARCH)
+		return nil
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
 		return fmt.Errorf("install seccomp filter: %w", errno)
 	}
 	runtime.KeepAlive(prog)
 	return nil
 }
 
-// landlockScopePtrace puts this thread in a Landlock domain that restricts nothing but ptrace
-// (see confineStub). Kernels without Landlock, or with ABI 1 (where any domain also forbids
-// renaming files across directories), are left alone.
-func landlockScopePtrace() error {
+// landlockScope puts this thread in a Landlock domain. Any domain keeps its processes from
+// ptrace, process_vm_*, /proc/PID/mem and pidfd_getfd toward processes outside it. From ABI 6
+// the domain scopes abstract unix sockets and signals too, and handles no file access, so
+// nothing else changes (mounts in the command's own namespaces keep working). ABI 2 to 5 need a
+// file access to handle: LANDLOCK_ACCESS_FS_REFER, granted beneath / (a domain that does not
+// handle it would forbid renaming files across directories); such a domain also forbids
+// mount(2), so rootless containers and bubblewrap fail there. Without Landlock (or with ABI 1)
+// the warning says what the command can reach.
+func landlockScope() (warning string, err error) {
 	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
 	if errno != 0 || abi < 2 {
-		return nil
+		return "Landlock is not available: the command can ptrace other processes of your uid outside the run", nil
 	}
-	attr := unix.LandlockRulesetAttr{Handled_access_fs: unix.LANDLOCK_ACCESS_FS_REFER}
+	var attr unix.LandlockRulesetAttr
+	if abi >= 6 {
+		attr.Scoped = unix.LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | unix.LANDLOCK_SCOPE_SIGNAL
+	} else {
+		attr.Handled_access_fs = unix.LANDLOCK_ACCESS_FS_REFER
+	}
 	fd, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr), 0)
 	if errno != 0 {
-		return fmt.Errorf("landlock ruleset: %w", errno)
+		return "", fmt.Errorf("landlock ruleset: %w", errno)
 	}
 	defer unix.Close(int(fd))
-	root, err := unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("landlock: open /: %w", err)
-	}
-	defer unix.Close(root)
-	rule := unix.LandlockPathBeneathAttr{Allowed_access: unix.LANDLOCK_ACCESS_FS_REFER, Parent_fd: int32(root)}
-	if _, _, errno := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&rule)), 0, 0, 0); errno != 0 {
-		return fmt.Errorf("landlock rule: %w", errno)
+	if abi < 6 {
+		root, err := unix.Open("/", unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", fmt.Errorf("landlock: open /: %w", err)
+		}
+		defer unix.Close(root)
+		rule := unix.LandlockPathBeneathAttr{Allowed_access: unix.LANDLOCK_ACCESS_FS_REFER, Parent_fd: int32(root)}
+		if _, _, errno := unix.Syscall6(unix.SYS_LANDLOCK_ADD_RULE, fd, unix.LANDLOCK_RULE_PATH_BENEATH, uintptr(unsafe.Pointer(&rule)), 0, 0, 0); errno != 0 {
+			return "", fmt.Errorf("landlock rule: %w", errno)
+		}
+		warning = fmt.Sprintf("Landlock ABI %d: the command can still connect to abstract unix sockets and signal processes of your uid outside the run, and cannot mount", abi)
 	}
 	if _, _, errno := unix.Syscall(unix.SYS_LANDLOCK_RESTRICT_SELF, fd, 0, 0); errno != 0 {
-		return fmt.Errorf("landlock restrict: %w", errno)
+		return "", fmt.Errorf("landlock restrict: %w", errno)
 	}
-	return nil
+	return warning, nil
 }
 
 // seccompArch is what the filter needs to know of an architecture: its audit number and system
 // call numbers, natively and for the 32-bit ABI the kernel also runs.
 type seccompArch struct {
-	audit                            uint32
-	x32Bit                           uint32 // system call numbers with this bit set are another ABI (x32)
-	socket, socketpair, ioURingSetup uint32
-	compat                           uint32 // audit number of the 32-bit ABI
-	compatSocket, compatSocketpair   uint32
-	compatSocketcall                 uint32 // 0: none
-	compatIOURingSetup               uint32
+	audit                                   uint32
+	x32Bit                                  uint32 // system call numbers with this bit set are another ABI (x32)
+	socket, socketpair, ioURingSetup, ioctl uint32
+	compat                                  uint32 // audit number of the 32-bit ABI
+	compatSocket, compatSocketpair          uint32
+	compatSocketcall                        uint32 // 0: none
+	compatIOURingSetup, compatIoctl         uint32
 }
 
 var seccompArches = map[string]seccompArch{
-	"amd64": {audit: unix.AUDIT_ARCH_X86_64, x32Bit: 0x40000000, socket: 41, socketpair: 53, ioURingSetup: 425,
-		compat: unix.AUDIT_ARCH_I386, compatSocket: 359, compatSocketpair: 360, compatSocketcall: 102, compatIOURingSetup: 425},
-	"arm64": {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, socketpair: 199, ioURingSetup: 425,
-		compat: unix.AUDIT_ARCH_ARM, compatSocket: 281, compatSocketpair: 288, compatIOURingSetup: 425},
+	"amd64": {audit: unix.AUDIT_ARCH_X86_64, x32Bit: 0x40000000, socket: 41, socketpair: 53, ioURingSetup: 425, ioctl: 16,
+		compat: unix.AUDIT_ARCH_I386, compatSocket: 359, compatSocketpair: 360, compatSocketcall: 102, compatIOURingSetup: 425, compatIoctl: 54},
+	"arm64": {audit: unix.AUDIT_ARCH_AARCH64, socket: 198, socketpair: 199, ioURingSetup: 425, ioctl: 29,
+		compat: unix.AUDIT_ARCH_ARM, compatSocket: 281, compatSocketpair: 288, compatIOURingSetup: 425, compatIoctl: 54},
 }
 
-// socketFamilyFilter returns the seccomp program confineStub installs, or nil on an architecture
-// it does not know. socketcall(2) of the 32-bit x86 ABI passes its arguments in memory, where
-// seccomp cannot look: it is refused (32-bit programs that use it cannot open sockets).
-func socketFamilyFilter() []unix.SockFilter {
+// stubFilter returns the seccomp program confineStub installs, or nil on an architecture it does
+// not know. socketcall(2) of the 32-bit x86 ABI passes its arguments in memory, where seccomp
+// cannot look: it is refused (32-bit programs that use it cannot open sockets). Family and
+// ioctl request are compared on their low 32 bits, all the kernel reads of them.
+func stubFilter() []unix.SockFilter {
 	a, ok := seccompArches[runtime.GOARCH]
 	if !ok {
 		return nil
@@ -288,7 +306,8 @@ func socketFamilyFilter() []unix.SockFilter {
 	}
 	at := func(label string, i insn) insn { i.label = label; return i }
 	when := func(cond bool, i insn) insn { i.onlyWhen = i.onlyWhen && cond; return i }
-	// struct seccomp_data: nr at 0, arch at 4, args[0] at 16 (its low word on little-endian).
+	// struct seccomp_data: nr at 0, arch at 4, args[0] at 16 and args[1] at 24 (their low words on
+	// little-endian).
 	prog := []insn{
 		in(ldW, 4, "", ""),
 		in(jeq, a.audit, "", "compat"),
@@ -297,6 +316,7 @@ func socketFamilyFilter() []unix.SockFilter {
 		in(jeq, a.socket, "family", ""),
 		in(jeq, a.socketpair, "family", ""),
 		in(jeq, a.ioURingSetup, "enosys", ""),
+		in(jeq, a.ioctl, "ioctl", ""),
 		in(ret, unix.SECCOMP_RET_ALLOW, "", ""),
 		at("compat", in(jeq, a.compat, "", "allow")),
 		in(ldW, 0, "", ""),
@@ -304,7 +324,11 @@ func socketFamilyFilter() []unix.SockFilter {
 		in(jeq, a.compatSocketpair, "family", ""),
 		when(a.compatSocketcall != 0, in(jeq, a.compatSocketcall, "eperm", "")),
 		in(jeq, a.compatIOURingSetup, "enosys", ""),
+		in(jeq, a.compatIoctl, "ioctl", ""),
 		in(ret, unix.SECCOMP_RET_ALLOW, "", ""),
+		at("ioctl", in(ldW, 24, "", "")), // args[1], the request
+		in(jeq, unix.TIOCSTI, "eperm", ""),
+		in(jeq, unix.TIOCLINUX, "eperm", "allow"),
 		at("family", in(ldW, 16, "", "")),
 		in(jeq, unix.AF_UNIX, "allow", ""),
 		in(jeq, unix.AF_INET, "allow", ""),

@@ -568,7 +568,7 @@ func TestRunAsRootWarns(t *testing.T) {
 // enforced cgroup: the families it lets socket(2) and socketpair(2) create, and io_uring
 // refused.
 func TestRunSeccompFilter(t *testing.T) {
-	if prog := socketFamilyFilter(); len(prog) == 0 {
+	if prog := stubFilter(); len(prog) == 0 {
 		t.Skipf("no seccomp filter for %s", runtime.GOARCH)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -589,9 +589,9 @@ func seccompChild() int {
 		fmt.Println(err)
 		return 1
 	}
-	prog := socketFamilyFilter()
+	prog := stubFilter()
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
+	if _, _, errno := unix.Syscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
 		fmt.Println("seccomp:", errno)
 		return 1
 	}
@@ -623,6 +623,23 @@ func seccompChild() int {
 	if _, _, errno := unix.RawSyscall6(unix.SYS_SOCKETPAIR, unix.AF_VSOCK, unix.SOCK_STREAM, 0, uintptr(unsafe.Pointer(&pair)), 0, 0); errno != unix.EPERM {
 		fmt.Printf("socketpair vsock: %v, want EPERM\n", errno)
 		failed = 1
+	}
+	// Must hold: no typing into the caller's terminal (its shell would run the line, outside the
+	// run); other ioctls pass (ENOTTY on a pipe).
+	for _, c := range []struct {
+		name string
+		req  uintptr
+		want syscall.Errno
+	}{{"TIOCSTI", unix.TIOCSTI, unix.EPERM}, {"TIOCLINUX", unix.TIOCLINUX, unix.EPERM}, {"TIOCGWINSZ", unix.TIOCGWINSZ, unix.ENOTTY}} {
+		r, w, _ := os.Pipe()
+		var b [8]byte
+		_, _, errno := unix.RawSyscall(unix.SYS_IOCTL, r.Fd(), c.req, uintptr(unsafe.Pointer(&b[0])))
+		r.Close()
+		w.Close()
+		if errno != c.want {
+			fmt.Printf("ioctl %s: %v, want %v\n", c.name, errno, c.want)
+			failed = 1
+		}
 	}
 	if _, err := newSandboxRing(0); !errors.Is(err, unix.ENOSYS) {
 		fmt.Printf("io_uring_setup: %v, want ENOSYS\n", err)

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -27,15 +29,20 @@ type namedAddrs struct {
 	expires time.Time
 }
 
+// lookup resolves host exactly: rooted, so that the resolver's search list (resolv.conf's search
+// and ndots) never turns a name the policy matched into one of another zone.
 func (n *names) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	fqdn := strings.ToLower(strings.TrimSuffix(host, ".")) + "."
+	servers := n.servers()
+	key := fmt.Sprint(servers, " ", fqdn) // answers of other servers (before a reload) are not reused
 	now := time.Now()
 	n.mu.Lock()
-	if c, ok := n.cache[host]; ok && now.Before(c.expires) {
+	if c, ok := n.cache[key]; ok && now.Before(c.expires) {
 		n.mu.Unlock()
 		return c.addrs, nil
 	}
 	n.mu.Unlock()
-	addrs, err := n.resolver().LookupNetIP(ctx, "ip", host)
+	addrs, err := resolverOf(servers).LookupNetIP(ctx, "ip", fqdn)
 	if err != nil {
 		return nil, err
 	}
@@ -44,12 +51,11 @@ func (n *names) lookup(ctx context.Context, host string) ([]netip.Addr, error) {
 	if n.cache == nil || len(n.cache) >= 4096 {
 		n.cache = map[string]namedAddrs{} // many distinct names: start over rather than grow
 	}
-	n.cache[host] = namedAddrs{addrs: addrs, expires: now.Add(nameTTL)}
+	n.cache[key] = namedAddrs{addrs: addrs, expires: now.Add(nameTTL)}
 	return addrs, nil
 }
 
-func (n *names) resolver() *net.Resolver {
-	servers := n.servers()
+func resolverOf(servers []netip.Addr) *net.Resolver {
 	if len(servers) == 0 {
 		return net.DefaultResolver
 	}

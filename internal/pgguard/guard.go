@@ -611,7 +611,7 @@ func (g *Guard) preparedTexts(res *sqlclass.Result) string {
 		if st.Prepare != "" {
 			here[st.Prepare] = true
 		}
-		if st.Kind != sqlclass.KindExecute || st.Execute == "" || here[st.Execute] {
+		if st.Execute == "" || here[st.Execute] { // EXECUTE, and CREATE TABLE … AS EXECUTE
 			continue
 		}
 		if p := g.prepared[st.Execute]; p != nil {

@@ -266,3 +266,23 @@ func TestShippedPolicyRefusesEscapes(t *testing.T) {
 		t.Errorf("options= reached the server")
 	}
 }
+
+// TestCreateTableAsExecuteKeepsItsDefault (from a review, 2026-12-07): a statement that runs a
+// prepared name got only the prepared body's default verdict, right for EXECUTE but not for
+// CREATE TABLE … AS EXECUTE, which the shipped policy (allow_reads) then let create tables as
+// the SELECT it named. Must hold: it is refused as CREATE TABLE … AS SELECT is.
+func TestCreateTableAsExecuteKeepsItsDefault(t *testing.T) {
+	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db", "grant create on schema public to agent_rw")
+	c := p.connect(t, nil)
+	if _, err := firstValue(c, "create table loot0 as select id, phone from customers with no data"); err == nil {
+		t.Fatal("CREATE TABLE AS SELECT passed: the baseline is wrong")
+	}
+	if _, err := firstValue(c, "prepare p as select id, phone from customers"); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	_, err := firstValue(c, "create table loot as execute p with no data")
+	exists, _ := p.direct(t, "select count(*) from pg_class where relname = 'loot'")
+	if err == nil || exists != "0" {
+		t.Errorf("CREATE TABLE AS EXECUTE ... WITH NO DATA passed the shipped policy (err %v; table exists: %s)", err, exists)
+	}
+}

@@ -512,12 +512,20 @@ func (e *Engine) decideStatement(a *activation, idx int, st *sqlclass.Statement,
 		sd.Default = true
 	}
 	// A rule matching the EXECUTE itself (its arguments, its name) counts
-	// too; it has no default of its own.
+	// too.
 	if execRule != nil && execVerdict.Stricter(sd.Verdict) {
 		sd.Verdict, sd.Rule = execVerdict, execRule
 	}
 	if sd.Rule != nil {
 		sd.Reason, sd.Default = "", false
+	}
+	// A statement that only runs the name (EXECUTE) has no default of its own. One that does more
+	// with it (CREATE TABLE … AS EXECUTE creates a table) keeps its own when no rule judged it:
+	// a rule allowing what the name runs (a read) does not allow the table.
+	if st.Kind != sqlclass.KindExecute && execRule == nil {
+		if v, reason := e.defaultVerdict(st); v.Stricter(sd.Verdict) {
+			sd.Verdict, sd.Rule, sd.Reason, sd.Default = v, nil, reason, true
+		}
 	}
 	return sd
 }

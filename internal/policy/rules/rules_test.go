@@ -206,6 +206,9 @@ func TestExecuteJudgedAsPrepared(t *testing.T) {
 		{"EXECUTE look(1)", Allow},
 		{"EXECUTE look(pg_read_file('/etc/passwd'))", Block}, // the arguments count too
 		{"EXECUTE never_seen", Block},
+		// Must hold: a statement that does more than run the name keeps its own default
+		// (allow_reads refuses creating a table), whatever the name runs.
+		{"CREATE TABLE loot AS EXECUTE look(1) WITH NO DATA", Block},
 	} {
 		d := e.Decide(alice, sqlclass.Classify(c.sql), lookup)
 		if d.Verdict != c.verdict {

@@ -572,8 +572,13 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 		// Any host of the network could be the agent's own, relaying the proxy's login to the real
 		// server (SCRAM without TLS, or MD5) or asking for the password in clear. TLS with SCRAM
 		// binds the login to the channel; verify-ca and verify-full also check who answers.
-		if u.TLS == "disable" {
-			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy logs in to; set upstream.address, or tls: require or stronger")
+		switch {
+		case u.TLS == "disable":
+			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy logs in to; set upstream.address, or tls: require (SCRAM with channel binding) or verify-full with server_name")
+		case u.TLS == "verify-ca", u.TLS == "verify-full" && u.ServerName == "":
+			// Any host of the network holding a certificate of the CA (for its own address, with
+			// verify-full) would pass, and could relay a SCRAM login without channel binding.
+			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy logs in to; a certificate check of that host proves nothing: use tls: require (SCRAM with channel binding), verify-full with server_name, or set upstream.address")
 		}
 		if weak {
 			v.fail(at+".auth", "the target matches a network, so the agent picks the host the proxy logs in to; allow only scram-sha-256, or set upstream.address")

@@ -151,6 +151,8 @@ func TestParseErrors(t *testing.T) {
 		// Must hold: where the agent picks the host the proxy logs in to (a network, no upstream
 		// address), no login that a host of its own could relay or read.
 		{"network without tls", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: disable}\n", []string{"bad.yaml:6: targets[0].upstream.tls", "upstream.address"}},
+		{"network with verify-ca", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: verify-ca, ca_file: /ca}\n", []string{"targets[0].upstream.tls", "server_name"}},
+		{"network with verify-full and no name", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: verify-full, ca_file: /ca}\n", []string{"targets[0].upstream.tls", "server_name"}},
 		{"network with md5", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: require, auth: [scram-sha-256, md5]}\n", []string{"targets[0].upstream.auth", "only scram-sha-256"}},
 		{"unknown auth", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.1]}\n    upstream: {user: u, password_file: /p, auth: [kerberos]}\n", []string{"auth[0]", "kerberos"}},
 		{"sni without ports", "version: 1\ntargets:\n  - {name: x, protocol: tls-passthrough, match: {sni: [a.com]}}\n", []string{"match.ports", "every port"}},

@@ -219,10 +219,8 @@ func TestPgSettingsWriteCannotSmuggle(t *testing.T) {
 func TestRowLocksRefusedUnderShippedPolicy(t *testing.T) {
 	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db", "")
 	c := p.connect(t, nil)
-	for _, sql := range []string{"set idle_in_transaction_session_timeout = 0", "set statement_timeout = 0", "begin"} {
-		if _, err := firstValue(c, sql); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
+	if _, err := firstValue(c, "begin"); err != nil {
+		t.Fatal(err)
 	}
 	_, err := firstValue(c, "select id from customers for update")
 	if err == nil {
@@ -285,4 +283,35 @@ func TestCreateTableAsExecuteKeepsItsDefault(t *testing.T) {
 	if err == nil || exists != "0" {
 		t.Errorf("CREATE TABLE AS EXECUTE ... WITH NO DATA passed the shipped policy (err %v; table exists: %s)", err, exists)
 	}
+}
+
+// TestAgentCannotLiftDBALimits (from a review, 2026-12-07): the shipped policy allowed any SET
+// that was not privilege, unknown or search_path, so the agent lifted the limits a DBA set on its
+// role: it held a transaction open past the role's idle timeout, its lock blocking the
+// application's ALTER TABLE, or sorted with terabytes of work_mem. Must hold: the settings stay,
+// and an ALTER TABLE 3 s after the agent's read succeeds.
+func TestAgentCannotLiftDBALimits(t *testing.T) {
+	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db",
+		"alter role agent_rw set idle_in_transaction_session_timeout = '1s'; alter role agent_rw set statement_timeout = '5s'; alter role agent_rw set work_mem = '4MB'")
+	c := p.connect(t, nil)
+	for _, sql := range []string{"set idle_in_transaction_session_timeout = 0", "set statement_timeout = 0", "set work_mem = '2000GB'", "set lock_timeout = 0"} {
+		if _, err := firstValue(c, sql); err == nil {
+			t.Errorf("%s: allowed under the shipped policy", sql)
+		}
+	}
+	if v, _ := firstValue(c, "show work_mem"); v != "4MB" {
+		t.Errorf("the agent raised work_mem from the DBA's 4MB to %s", v)
+	}
+	if _, err := firstValue(c, "begin"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := firstValue(c, "select count(*) from customers"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second)
+	_, err := p.direct(t, "set lock_timeout = '1s'; alter table customers add column note text")
+	if err != nil {
+		t.Errorf("the application's ALTER TABLE is blocked by the agent's idle transaction past the role's 1 s idle timeout: %v", err)
+	}
+	c.Exec(context.Background(), "rollback").ReadAll()
 }

@@ -200,8 +200,18 @@ func TestShippedPolicySQL(t *testing.T) {
 		{"SELECT * FROM customers WHERE id = 1", rules.Allow, ""},
 		{"SELECT name, setting FROM pg_settings", rules.Allow, ""},
 		{"SHOW search_path", rules.Allow, "harmless-session-settings"},
-		{"SET statement_timeout = '5s'", rules.Allow, "harmless-session-settings"},
 		{"SET application_name = 'search_path'", rules.Allow, "harmless-session-settings"}, // the name decides, not the text
+		{"SET TIME ZONE 'UTC'", rules.Allow, "harmless-session-settings"},
+		{"SET extra_float_digits = 3", rules.Allow, "harmless-session-settings"},
+		// Must hold: the limits a DBA sets on the agent's role stay (an agent that lifted them
+		// held transactions open past the role's idle timeout, or sorted with terabytes of
+		// work_mem on production).
+		{"SET statement_timeout = 0", rules.Block, ""},
+		{"SET idle_in_transaction_session_timeout = 0", rules.Block, ""},
+		{"SET lock_timeout = 0", rules.Block, ""},
+		{"SET work_mem = '2000GB'", rules.Block, ""},
+		{"SET default_transaction_read_only = off", rules.Block, ""},
+		{"RESET statement_timeout", rules.Block, ""},
 		{"BEGIN", rules.Allow, ""},
 		// search_path stays as the DBA set it, in every spelling.
 		{"SET search_path = evil, pg_catalog", rules.Block, "no-search-path-changes"},

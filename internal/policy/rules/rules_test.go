@@ -317,6 +317,9 @@ func TestSQLFields(t *testing.T) {
 		{`sql.where_is_constant`, "DELETE FROM t WHERE 'a' = 'a'", true},
 		{`sql.prepare == "p"`, "PREPARE p AS SELECT 1", true},
 		{`sql.execute == "p"`, "EXECUTE p", true},
+		{`sql.setting == "timezone"`, "SET TIME ZONE 'UTC'", true},
+		{`sql.setting == "work_mem"`, "SHOW work_mem", true},
+		{`sql.setting == ""`, "SELECT 1", true},
 		{`sql.statement_count == 2`, "SELECT 1; SELECT 2", true},
 		{`sql.kind == "SELECT"`, "DELETE FROM t", false},
 	} {

@@ -80,6 +80,7 @@ const (
 	fStatementCount
 	fPrepare
 	fExecute
+	fSetting
 	nSQLFields
 )
 
@@ -100,6 +101,7 @@ var sqlFields = [nSQLFields]field{
 	fHasWhere: {"has_where", types.BoolType}, fWhereIsConstant: {"where_is_constant", types.BoolType},
 	fStatementCount: {"statement_count", types.IntType},
 	fPrepare:        {"prepare", types.StringType}, fExecute: {"execute", types.StringType},
+	fSetting: {"setting", types.StringType},
 }
 
 // structType is a declared object type and how to read its fields.
@@ -256,6 +258,8 @@ func (o *sqlObject) get(f sqlField) ref.Val {
 		return stringListVal(s.Kinds)
 	case fObject:
 		return str(s.Object)
+	case fSetting:
+		return str(s.Setting)
 	case fWrapper:
 		return str(s.Wrapper)
 	case fText:

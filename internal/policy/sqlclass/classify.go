@@ -181,7 +181,7 @@ func (w *walker) top(n *pg.Node) {
 	case *pg.Node_VariableSetStmt:
 		w.setStmt(s.VariableSetStmt)
 	case *pg.Node_VariableShowStmt:
-		st.Kind, st.Reads = KindShow, true
+		st.Kind, st.Reads, st.Setting = KindShow, true, strings.ToLower(s.VariableShowStmt.Name)
 	case *pg.Node_TransactionStmt:
 		w.transaction(s.TransactionStmt)
 	case *pg.Node_DoStmt:
@@ -616,14 +616,14 @@ func parseBool(s string) (v, ok bool) {
 func (w *walker) setStmt(v *pg.VariableSetStmt) {
 	st := w.st
 	name := strings.ToLower(v.Name)
-	st.Kind, st.Session = KindSet, true
+	st.Kind, st.Session, st.Setting = KindSet, true, name
 	st.SearchPath = changesSearchPath(v)
 	switch v.Kind {
 	case pg.VariableSetKind_VAR_RESET:
 		st.Kind = KindReset
 	case pg.VariableSetKind_VAR_RESET_ALL:
 		// RESET ALL returns role to the session user.
-		st.Kind, st.Privilege = KindReset, true
+		st.Kind, st.Privilege, st.Setting = KindReset, true, "all"
 		return
 	case pg.VariableSetKind_VAR_SET_MULTI:
 		// SET TRANSACTION …, SET SESSION CHARACTERISTICS AS TRANSACTION …

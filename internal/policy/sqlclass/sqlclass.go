@@ -101,6 +101,9 @@ type Statement struct {
 	// data-modifying CTE adds DELETE, COPY (DELETE …) adds DELETE, plain
 	// EXPLAIN DELETE is ["EXPLAIN", "DELETE"].
 	Kinds []string
+	// Setting is the configuration parameter a SET, RESET or SHOW names, lower case ("timezone"
+	// for SET TIME ZONE, "transaction" for SET TRANSACTION, "all" for RESET ALL and SHOW ALL).
+	Setting string
 	// Object is the object type of DDL and privilege statements ("TABLE",
 	// "INDEX", "FUNCTION", "ROLE", …), empty otherwise.
 	Object string

@@ -315,3 +315,33 @@ func TestAgentCannotLiftDBALimits(t *testing.T) {
 	}
 	c.Exec(context.Background(), "rollback").ReadAll()
 }
+
+// TestAgentCannotLiftReadOnlyDefault (from a review, 2026-12-07): a read-only default the DBA set
+// on the agent's role was lifted by transaction modes the classifier took for plain transaction
+// control (BEGIN READ WRITE, START TRANSACTION … READ WRITE, SET TRANSACTION READ WRITE). Must
+// hold: inside any transaction the agent opens, transaction_read_only stays on (or the
+// statement is refused).
+func TestAgentCannotLiftReadOnlyDefault(t *testing.T) {
+	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db", "alter role agent_rw set default_transaction_read_only = on")
+	c := p.connect(t, nil)
+	if v, _ := firstValue(c, "show transaction_read_only"); v != "on" {
+		t.Fatalf("baseline: transaction_read_only = %q", v)
+	}
+	for _, open := range []string{"begin read write", "start transaction read write", "begin isolation level read committed, read write"} {
+		_, err := firstValue(c, open)
+		if err == nil {
+			if v, _ := firstValue(c, "show transaction_read_only"); v != "on" {
+				t.Errorf("%q passed the shipped policy and lifted the role's default_transaction_read_only (transaction_read_only = %s)", open, v)
+			}
+		}
+		firstValue(c, "rollback")
+	}
+	if _, err := firstValue(c, "begin"); err == nil {
+		if _, err := firstValue(c, "set transaction read write"); err == nil {
+			if v, _ := firstValue(c, "show transaction_read_only"); v != "on" {
+				t.Errorf("SET TRANSACTION READ WRITE passed the shipped policy and lifted the role's default_transaction_read_only (transaction_read_only = %s)", v)
+			}
+		}
+		firstValue(c, "rollback")
+	}
+}

@@ -3,6 +3,7 @@
 package policy
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -558,6 +559,7 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 	if (u.TLS == "verify-ca" || u.TLS == "verify-full") && u.CAFile == "" {
 		v.fail(at+".ca_file", "required with tls: %s", u.TLS)
 	}
+	tlsMode := cmp.Or(u.TLS, "verify-full") // the daemon's default (with the system's roots)
 	weak := false
 	for i, m := range u.Auth {
 		switch m {
@@ -575,7 +577,7 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 		switch {
 		case u.TLS == "disable":
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy logs in to; set upstream.address, or tls: require (SCRAM with channel binding) or verify-full with server_name")
-		case u.TLS == "verify-ca", u.TLS == "verify-full" && u.ServerName == "":
+		case tlsMode == "verify-ca", tlsMode == "verify-full" && u.ServerName == "":
 			// Any host of the network holding a certificate of the CA (for its own address, with
 			// verify-full) would pass, and could relay a SCRAM login without channel binding.
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy logs in to; a certificate check of that host proves nothing: use tls: require (SCRAM with channel binding), verify-full with server_name, or set upstream.address")

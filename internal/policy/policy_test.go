@@ -153,6 +153,7 @@ func TestParseErrors(t *testing.T) {
 		{"network without tls", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: disable}\n", []string{"bad.yaml:6: targets[0].upstream.tls", "upstream.address"}},
 		{"network with verify-ca", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: verify-ca, ca_file: /ca}\n", []string{"targets[0].upstream.tls", "server_name"}},
 		{"network with verify-full and no name", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: verify-full, ca_file: /ca}\n", []string{"targets[0].upstream.tls", "server_name"}},
+		{"network with tls left out", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, ca_file: /ca}\n", []string{"targets[0].upstream.tls", "server_name"}}, // must hold: the default is verify-full
 		{"network with md5", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: require, auth: [scram-sha-256, md5]}\n", []string{"targets[0].upstream.auth", "only scram-sha-256"}},
 		{"unknown auth", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.1]}\n    upstream: {user: u, password_file: /p, auth: [kerberos]}\n", []string{"auth[0]", "kerberos"}},
 		{"sni without ports", "version: 1\ntargets:\n  - {name: x, protocol: tls-passthrough, match: {sni: [a.com]}}\n", []string{"match.ports", "every port"}},
@@ -212,6 +213,15 @@ func TestShippedPolicySQL(t *testing.T) {
 		{"SET work_mem = '2000GB'", rules.Block, ""},
 		{"SET default_transaction_read_only = off", rules.Block, ""},
 		{"RESET statement_timeout", rules.Block, ""},
+		// Isolation levels pass (pgjdbc's setTransactionIsolation); READ WRITE lifts a read-only
+		// default, so it is privilege and refused, in every spelling.
+		{"SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", rules.Allow, "harmless-session-settings"},
+		{"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ", rules.Allow, "harmless-session-settings"},
+		{"BEGIN ISOLATION LEVEL SERIALIZABLE", rules.Allow, ""},
+		{"BEGIN READ WRITE", rules.Block, ""},
+		{"START TRANSACTION ISOLATION LEVEL READ COMMITTED, READ WRITE", rules.Block, ""},
+		{"SET TRANSACTION READ WRITE", rules.Block, ""},
+		{"SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", rules.Block, ""},
 		{"BEGIN", rules.Allow, ""},
 		// search_path stays as the DBA set it, in every spelling.
 		{"SET search_path = evil, pg_catalog", rules.Block, "no-search-path-changes"},

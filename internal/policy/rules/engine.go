@@ -523,7 +523,11 @@ func (e *Engine) decideStatement(a *activation, idx int, st *sqlclass.Statement,
 	// with it (CREATE TABLE … AS EXECUTE creates a table) keeps its own when no rule judged it:
 	// a rule allowing what the name runs (a read) does not allow the table.
 	if st.Kind != sqlclass.KindExecute && execRule == nil {
-		if v, reason := e.defaultVerdict(st); v.Stricter(sd.Verdict) {
+		// Judged without the name, which the body's verdict covers: EXPLAIN EXECUTE of a read
+		// only plans it.
+		own := *st
+		own.Execute = ""
+		if v, reason := e.defaultVerdict(&own); v.Stricter(sd.Verdict) {
 			sd.Verdict, sd.Rule, sd.Reason, sd.Default = v, nil, reason, true
 		}
 	}

@@ -209,6 +209,10 @@ func TestExecuteJudgedAsPrepared(t *testing.T) {
 		// Must hold: a statement that does more than run the name keeps its own default
 		// (allow_reads refuses creating a table), whatever the name runs.
 		{"CREATE TABLE loot AS EXECUTE look(1) WITH NO DATA", Block},
+		{"EXPLAIN ANALYZE CREATE TABLE loot AS EXECUTE look(1)", Approve}, // it writes: writes-need-review
+		// ...and plain EXPLAIN of a prepared read only plans it.
+		{"EXPLAIN EXECUTE look(1)", Allow},
+		{"EXPLAIN (COSTS OFF) EXECUTE look(1)", Allow},
 	} {
 		d := e.Decide(alice, sqlclass.Classify(c.sql), lookup)
 		if d.Verdict != c.verdict {

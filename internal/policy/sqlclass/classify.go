@@ -628,6 +628,7 @@ func (w *walker) setStmt(v *pg.VariableSetStmt) {
 	case pg.VariableSetKind_VAR_SET_MULTI:
 		// SET TRANSACTION …, SET SESSION CHARACTERISTICS AS TRANSACTION …
 		st.Session, st.Transaction = name != "transaction", true
+		st.Privilege = asksReadWrite(v.Args)
 		return
 	}
 	if privilegedSettings[name] {
@@ -649,12 +650,24 @@ func (w *walker) setStmt(v *pg.VariableSetStmt) {
 	}
 }
 
+// asksReadWrite reports whether transaction modes (BEGIN …, SET TRANSACTION …) ask for READ
+// WRITE, which lifts a read-only default the DBA set on the role: a privilege change.
+func asksReadWrite(modes []*pg.Node) bool {
+	for _, m := range modes {
+		if d := m.GetDefElem(); d != nil && d.Defname == "transaction_read_only" && constString(d.Arg) == "0" {
+			return true
+		}
+	}
+	return false
+}
+
 func (w *walker) transaction(t *pg.TransactionStmt) {
 	st := w.st
 	st.Transaction = true
 	switch t.Kind {
 	case pg.TransactionStmtKind_TRANS_STMT_BEGIN, pg.TransactionStmtKind_TRANS_STMT_START:
 		st.Kind = KindBegin
+		st.Privilege = asksReadWrite(t.Options)
 	case pg.TransactionStmtKind_TRANS_STMT_COMMIT:
 		st.Kind = KindCommit
 	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK, pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:

@@ -317,7 +317,15 @@ var corpus = []row{
 	{sql: "PREPARE TRANSACTION 'x'", kind: "PREPARE TRANSACTION", flags: "w tx"},
 	{sql: "COMMIT PREPARED 'x'", kind: "COMMIT PREPARED", flags: "w tx"},
 	{sql: "SET TRANSACTION ISOLATION LEVEL READ COMMITTED", kind: KindSet, flags: "tx"},
-	{sql: "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", kind: KindSet, flags: "sess tx"},
+	// Must hold: READ WRITE lifts a read-only default the DBA set on the role (privilege);
+	// isolation levels and READ ONLY do not.
+	{sql: "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", kind: KindSet, flags: "priv sess tx"},
+	{sql: "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE", kind: KindSet, flags: "sess tx"},
+	{sql: "SET TRANSACTION READ WRITE", kind: KindSet, flags: "priv tx"},
+	{sql: "SET TRANSACTION READ ONLY", kind: KindSet, flags: "tx"},
+	{sql: "BEGIN READ WRITE", kind: KindBegin, flags: "priv tx"},
+	{sql: "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE", kind: KindBegin, flags: "priv tx"},
+	{sql: "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY", kind: KindBegin, flags: "tx"},
 	{sql: "SET CONSTRAINTS ALL DEFERRED", kind: KindSet, flags: "tx"},
 
 	// Unsafe I/O functions and foreign servers.

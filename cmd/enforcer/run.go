@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -10,8 +11,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
@@ -78,6 +81,7 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		}
 	}()
 	err = cmd.Wait()
+	releaseTerminal(run.Path)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -86,6 +90,67 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return exitCode(ee.ExitCode())
 	}
 	return err
+}
+
+// releaseTerminal kills the processes of the run (in cgroupDir) that are still attached to the
+// caller's terminal once the command has exited: left running, one could make itself the
+// terminal's foreground and read what the developer types next at the shell's prompt. Daemons
+// that detached from the terminal keep running, enforced. (A process of the same uid can still
+// open the terminal's device by its path: agents belong under a user of their own.)
+func releaseTerminal(cgroupDir string) {
+	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err != nil {
+		return // stdin is no terminal
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(0, &st); err != nil {
+		return
+	}
+	ttyPath, _ := os.Readlink("/proc/self/fd/0")
+	major, minor := unix.Major(st.Rdev), unix.Minor(st.Rdev)
+	ttyNr := fmt.Sprint(minor&0xff | major<<8 | (minor&^0xff)<<12) // as /proc/PID/stat encodes it
+	for range 50 {                                                 // a process may fork while it is being killed
+		b, err := os.ReadFile(cgroupDir + "/cgroup.procs")
+		if err != nil {
+			return
+		}
+		killed := false
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err == nil && attachedTo(pid, ttyNr, ttyPath) {
+				unix.Kill(pid, unix.SIGKILL)
+				killed = true
+			}
+		}
+		if !killed {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// attachedTo reports whether process pid has the terminal (tty_nr as /proc/PID/stat gives it, and
+// its device path) as its controlling terminal or holds a descriptor of it.
+func attachedTo(pid int, ttyNr, ttyPath string) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
+		// After the command's name: state, ppid, pgrp, session, tty_nr.
+		if f := strings.Fields(string(stat[i+1:])); len(f) > 4 && f[4] == ttyNr {
+			return true
+		}
+	}
+	if ttyPath == "" {
+		return false
+	}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, fd := range fds {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); l == ttyPath {
+			return true
+		}
+	}
+	return false
 }
 
 // startInCgroup starts the command so that its first instruction already runs enforced. Root

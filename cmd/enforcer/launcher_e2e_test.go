@@ -132,45 +132,7 @@ func TestRunAgentCannotTypeIntoTheTerminal(t *testing.T) {
 	escape := filepath.Join(e.dir, "escape.sh")
 	os.WriteFile(escape, []byte(fmt.Sprintf(`python3 -c "import socket; s=socket.create_connection(('%s', 7001), 3); s.sendall(b'x\n'); print('REPLY', s.recv(100))"`+"\n", e.ns.PeerAddr)), 0o755)
 	// The developer's interactive shell on a terminal.
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slavePath := fmt.Sprintf("/dev/pts/%d", n)
-	os.Chown(slavePath, 65534, 65534)
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shell := outsideAsNobody("sh", "-i")
-	shell.Stdin, shell.Stdout, shell.Stderr = slave, slave, slave
-	shell.SysProcAttr.Setsid, shell.SysProcAttr.Setctty, shell.SysProcAttr.Ctty = true, true, 0
-	if err := shell.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	t.Cleanup(func() { shell.Process.Kill(); shell.Wait() })
-	var screen strings.Builder
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			if n > 0 {
-				screen.Write(buf[:n])
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	master, shown := nobodysTerminal(t)
 	inject := fmt.Sprintf(`import fcntl, termios
 for ch in "sh %s\n": fcntl.ioctl(0, termios.TIOCSTI, ch.encode())
 print("injected")`, escape)
@@ -181,7 +143,7 @@ print("injected")`, escape)
 	for time.Now().Before(deadline) && tcp.Load() == 0 {
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Logf("terminal:\n%s", screen.String())
+	t.Logf("terminal:\n%s", shown())
 	if n := tcp.Load(); n != 0 {
 		t.Errorf("an agent under `enforcer run` pushed a command into its terminal (TIOCSTI) that the developer's shell ran outside enforcement and reached port 7001: %d connection(s)", n)
 	}

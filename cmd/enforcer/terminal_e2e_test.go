@@ -50,49 +50,7 @@ print("AGENT_DONE", flush=True)
 	pyFile := filepath.Join(e.dir, "takeover.py")
 	os.WriteFile(pyFile, []byte(agent), 0o644)
 
-	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer master.Close()
-	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slavePath := fmt.Sprintf("/dev/pts/%d", n)
-	os.Chown(slavePath, 65534, 65534)
-	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	shell := outsideAsNobody("sh", "-i")
-	shell.Stdin, shell.Stdout, shell.Stderr = slave, slave, slave
-	shell.SysProcAttr.Setsid, shell.SysProcAttr.Setctty, shell.SysProcAttr.Ctty = true, true, 0
-	if err := shell.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	t.Cleanup(func() { shell.Process.Kill(); shell.Wait() })
-	var mu sync.Mutex
-	var screen strings.Builder
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, err := master.Read(buf)
-			if n > 0 {
-				mu.Lock()
-				screen.Write(buf[:n])
-				mu.Unlock()
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	shown := func() string { mu.Lock(); defer mu.Unlock(); return screen.String() }
+	master, shown := nobodysTerminal(t)
 	time.Sleep(500 * time.Millisecond)
 	fmt.Fprintf(master, "%s run --socket %s -- python3 %s; echo RUN_RETURNED\n", enforcerBin, e.socket, pyFile)
 	deadline := time.Now().Add(20 * time.Second)
@@ -134,4 +92,53 @@ except OSError as e: print("killpg", e.errno)
 	if strings.Contains(out, "DELIVERED") {
 		t.Errorf("the command signalled its launcher: %s", out)
 	}
+}
+
+// nobodysTerminal starts an interactive shell as nobody on a new terminal (the developer's, outside
+// any run) and returns the terminal's master side and what it has shown so far.
+func nobodysTerminal(t *testing.T) (master *os.File, shown func() string) {
+	t.Helper()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { master.Close() })
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slavePath := fmt.Sprintf("/dev/pts/%d", n)
+	os.Chown(slavePath, 65534, 65534)
+	slave, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell := outsideAsNobody("sh", "-i")
+	shell.Stdin, shell.Stdout, shell.Stderr = slave, slave, slave
+	shell.SysProcAttr.Setsid, shell.SysProcAttr.Setctty, shell.SysProcAttr.Ctty = true, true, 0
+	if err := shell.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	t.Cleanup(func() { shell.Process.Kill(); shell.Wait() })
+	var mu sync.Mutex
+	var screen strings.Builder
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := master.Read(buf)
+			if n > 0 {
+				mu.Lock()
+				screen.Write(buf[:n])
+				mu.Unlock()
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return master, func() string { mu.Lock(); defer mu.Unlock(); return screen.String() }
 }

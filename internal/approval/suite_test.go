@@ -485,11 +485,20 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		if l, _ := b.List(ctx, Filter{Subject: "alice", Limit: 1}); len(l) != 1 || l[0].ID != h1.id {
 			t.Errorf("limit: %v", l)
 		}
+		// Each hold's notice may come after the decisions (it is sent from the waiting side):
+		// watch until every event is in, or give up after a while.
 		seen := map[EventType]int{}
-		for ev := range events {
-			seen[ev.Type]++
-			if seen[EventDecided] == 2 {
-				break
+		timeout := time.After(5 * time.Second)
+	watch:
+		for seen[EventDecided] < 2 || seen[EventNoticeSent] < 2 || seen[EventCreated] < 2 {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					break watch
+				}
+				seen[ev.Type]++
+			case <-timeout:
+				break watch
 			}
 		}
 		stop()

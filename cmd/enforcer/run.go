@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -231,18 +230,12 @@ func runStub(args []string) int {
 
 // inCgroup reports whether this process's cgroup v2 path is the directory cgPath.
 func inCgroup(cgPath string) bool {
-	f, err := os.Open("/proc/self/cgroup")
+	b, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return false
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rel, ok := strings.CutPrefix(s.Text(), "0::"); ok {
-			return strings.HasSuffix(cgPath, rel) && rel != "/"
-		}
-	}
-	return false
+	rel := control.UnifiedCgroup(string(b))
+	return rel != "" && rel != "/" && strings.HasSuffix(cgPath, rel)
 }
 
 // confineStub applies to this thread, and so to the command it execs and all its descendants,

@@ -7,12 +7,10 @@ package main
 // the probes that already held then.
 
 import (
-	"bufio"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -206,29 +204,13 @@ func sandboxListen(t *testing.T, e *env) (tcp, udp *atomic.Int64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	tcp = countingListener(t, ln)
 	pc, err := e.ns.ListenPacket("udp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { pc.Close() })
-	tcp, udp = new(atomic.Int64), new(atomic.Int64)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			tcp.Add(1)
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				if _, err := bufio.NewReader(c).ReadString('\n'); err == nil {
-					io.WriteString(c, "reached\n")
-				}
-			}()
-		}
-	}()
+	udp = new(atomic.Int64)
 	go func() {
 		buf := make([]byte, 2000)
 		for {

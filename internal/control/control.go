@@ -166,12 +166,12 @@ func peerCgroup(pid int32, pidfd int) string {
 	if pidfd >= 0 && unix.PidfdSendSignal(pidfd, 0, nil, 0) != nil {
 		return ""
 	}
-	return unifiedCgroup(string(b))
+	return UnifiedCgroup(string(b))
 }
 
-// unifiedCgroup returns the cgroup v2 path in the text of a /proc/PID/cgroup file (its "0::"
+// UnifiedCgroup returns the cgroup v2 path in the text of a /proc/PID/cgroup file (its "0::"
 // line), or "" when there is none.
-func unifiedCgroup(procCgroup string) string {
+func UnifiedCgroup(procCgroup string) string {
 	for line := range strings.SplitSeq(procCgroup, "\n") {
 		if p, ok := strings.CutPrefix(line, "0::"); ok && strings.HasPrefix(p, "/") {
 			return p

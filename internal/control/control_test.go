@@ -55,7 +55,7 @@ func TestServeAuthorisesByPeerAndReportsErrors(t *testing.T) {
 		t.Errorf("caller %+v, want pid %d uid %d", who, os.Getpid(), os.Getuid())
 	}
 	own, _ := os.ReadFile("/proc/self/cgroup")
-	if want := unifiedCgroup(string(own)); who.Cgroup == "" || who.Cgroup != want {
+	if want := UnifiedCgroup(string(own)); who.Cgroup == "" || who.Cgroup != want {
 		t.Errorf("caller's cgroup %q, want %q", who.Cgroup, want)
 	}
 	cases := []struct {
@@ -124,8 +124,8 @@ func TestUnifiedCgroup(t *testing.T) {
 		{"", ""},
 	}
 	for _, tt := range tests {
-		if got := unifiedCgroup(tt.in); got != tt.want {
-			t.Errorf("unifiedCgroup(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := UnifiedCgroup(tt.in); got != tt.want {
+			t.Errorf("UnifiedCgroup(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/pgguard"
 	"github.com/enforcer-dev/enforcer/internal/policy"
@@ -143,12 +144,7 @@ func readProc(pid int) procInfo {
 	}
 	p.exe, _ = os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if path, ok := strings.CutPrefix(line, "0::"); ok {
-				p.cgroup = path
-				break
-			}
-		}
+		p.cgroup = control.UnifiedCgroup(string(b))
 	}
 	return p
 }

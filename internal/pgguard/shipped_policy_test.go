@@ -138,18 +138,11 @@ func (p *plainRoleProxy) direct(t *testing.T, sql string) (string, error) {
 		t.Fatal(err)
 	}
 	defer c.Close(context.Background())
-	rs, err := c.Exec(context.Background(), sql).ReadAll()
-	if err != nil {
-		return "", err
-	}
-	for i := len(rs) - 1; i >= 0; i-- {
-		if len(rs[i].Rows) > 0 {
-			return string(rs[i].Rows[0][0]), nil
-		}
-	}
-	return "", nil
+	return firstValue(c, sql)
 }
 
+// firstValue runs sql (any number of statements) and returns the first value of the last result
+// with rows, or "" if none has any.
 func firstValue(c *pgconn.PgConn, sql string) (string, error) {
 	rs, err := c.Exec(context.Background(), sql).ReadAll()
 	if err != nil {

@@ -634,11 +634,16 @@ func (w *walker) setStmt(v *pg.VariableSetStmt) {
 	if privilegedSettings[name] {
 		st.Privilege = true
 	}
+	if v.Kind == pg.VariableSetKind_VAR_SET_VALUE {
+		// Rules may read the value (sql.setting_value), so no other text of this shape may
+		// share the classification.
+		w.valueDep = true
+		st.SettingValue = settingValue(v.Args)
+	}
 	if relevant, _ := readerSettingSafe(name, ""); !relevant {
 		return
 	}
 	// The value of a reader setting decides; it is usually a literal.
-	w.valueDep = true
 	value := ""
 	if len(v.Args) > 0 {
 		value = constString(v.Args[0])
@@ -648,6 +653,22 @@ func (w *walker) setStmt(v *pg.VariableSetStmt) {
 		// from the server (standard_conforming_strings=off, SJIS…).
 		st.Unknown = true
 	}
+}
+
+// settingValue is the value SET gives a setting: its constants joined as the server joins a
+// list ("" if any is not a constant).
+func settingValue(args []*pg.Node) string {
+	var b strings.Builder
+	for i, a := range args {
+		if !isConst(a) {
+			return ""
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(constString(a))
+	}
+	return b.String()
 }
 
 // asksReadWrite reports whether transaction modes (BEGIN …, SET TRANSACTION …) ask for READ

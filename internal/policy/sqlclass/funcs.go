@@ -1,6 +1,9 @@
 package sqlclass
 
 import (
+	"math"
+	"slices"
+	"strconv"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -294,4 +297,75 @@ func readerSettingSafe(name, value string) (relevant, safe bool) {
 		return true, v == "utf8" || v == "unicode" || v == "sqlascii"
 	}
 	return false, true
+}
+
+// millisecondSettings are the settings measured in time whose unit is the millisecond: a number
+// without a unit is milliseconds.
+var millisecondSettings = map[string]bool{
+	"statement_timeout": true, "lock_timeout": true, "idle_in_transaction_session_timeout": true,
+	"idle_session_timeout": true, "transaction_timeout": true, "deadlock_timeout": true,
+}
+
+// cSpace is what C's isspace, and so the server, skips around a value and its unit.
+const cSpace = " \t\n\v\f\r"
+
+// timeUnits are the units the server accepts after a time value whose base unit is the
+// millisecond, largest first, with their size in milliseconds (case matters), as in its
+// conversion table: a fractional value is rounded to a whole number of the next smaller unit.
+var timeUnits = []timeUnit{{"d", 86_400_000}, {"h", 3_600_000}, {"min", 60_000}, {"s", 1000}, {"ms", 1}, {"us", 0.001}}
+
+type timeUnit struct {
+	name string
+	ms   float64
+}
+
+// SettingMillis returns the value st, a SET of a setting measured in milliseconds
+// (statement_timeout, lock_timeout, idle_in_transaction_session_timeout, idle_session_timeout,
+// transaction_timeout, deadlock_timeout), gives it, in milliseconds as the server rounds it; 0
+// turns a timeout off. ok is false for any other statement, and for a value this reading is not
+// sure to share with the server: those are refused by a rule that tests the value, never
+// misread. Accepted: a decimal number with an optional fraction, then optionally a unit (us, ms,
+// s, min, h, d), with spaces around either. Refused: signs, exponents, hexadecimal and
+// leading-zero (octal) integers, which the server reads with strtol/strtod.
+func (st *Statement) SettingMillis() (ms int64, ok bool) {
+	if st.Kind != KindSet || !millisecondSettings[st.Setting] || st.SettingValue == "" {
+		return 0, false
+	}
+	s := strings.Trim(st.SettingValue, cSpace)
+	i := 0
+	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+		i++
+	}
+	intPart := s[:i]
+	if intPart == "" || len(intPart) > 1 && intPart[0] == '0' {
+		return 0, false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+	}
+	num, err := strconv.ParseFloat(s[:i], 64)
+	if err != nil {
+		return 0, false
+	}
+	v := num
+	if unit := strings.TrimLeft(s[i:], cSpace); unit != "" {
+		u := slices.IndexFunc(timeUnits, func(t timeUnit) bool { return t.name == unit })
+		if u < 0 {
+			return 0, false
+		}
+		v = num * timeUnits[u].ms
+		if u+1 < len(timeUnits) {
+			// "0.0001h" is 0 (off), not 360 ms.
+			next := timeUnits[u+1].ms
+			v = math.RoundToEven(v/next) * next
+		}
+	}
+	v = math.RoundToEven(v)
+	if v > math.MaxInt32 {
+		return 0, false
+	}
+	return int64(v), true
 }

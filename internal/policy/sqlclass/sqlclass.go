@@ -104,6 +104,12 @@ type Statement struct {
 	// Setting is the configuration parameter a SET, RESET or SHOW names, lower case ("timezone"
 	// for SET TIME ZONE, "transaction" for SET TRANSACTION, "all" for RESET ALL and SHOW ALL).
 	Setting string
+	// SettingValue is the value a SET gives Setting, as the server reads it: its constants
+	// joined by ", " (SET datestyle = ISO, MDY gives "iso, mdy": keywords and unquoted names
+	// are lower case, quoted strings are as written). It is "" for RESET, SET … TO DEFAULT,
+	// SET … FROM CURRENT, SET TRANSACTION and a value that is not a constant. See
+	// SettingMillis for timeouts.
+	SettingValue string
 	// Object is the object type of DDL and privilege statements ("TABLE",
 	// "INDEX", "FUNCTION", "ROLE", …), empty otherwise.
 	Object string

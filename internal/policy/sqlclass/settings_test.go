@@ -55,7 +55,7 @@ func TestSettingMillis(t *testing.T) {
 		{"SET statement_timeout = '1h'", 3_600_000, true},
 		{"SET statement_timeout = '1d'", 86_400_000, true},
 		{"SET statement_timeout = '1500us'", 2, true},
-		{"SET statement_timeout = '2500us'", 2, true}, // rint: half to even
+		{"SET statement_timeout = '2500us'", 2, true},         // rint: half to even
 		{"SET statement_timeout = '1.0001min'", 60_000, true}, // to a whole second first
 		{"SET statement_timeout = '0.0001h'", 0, true},        // to a whole minute: off
 		{"SET statement_timeout = '1.'", 1, true},

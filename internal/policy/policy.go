@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -256,6 +257,7 @@ func Parse(name string, data []byte) (*Policy, error) {
 	}
 	astFile, _ := parser.ParseBytes(data, 0)
 	v := validator{name: name, ast: astFile}
+	v.oneDocument()
 	p := v.compile(&f)
 	if len(v.errs) > 0 {
 		return nil, errors.Join(v.errs...)
@@ -268,6 +270,29 @@ type validator struct {
 	name string
 	ast  *ast.File
 	errs []error
+}
+
+// oneDocument refuses a file of several YAML documents: the decoder reads the first and drops
+// the rest without a word, so rules or targets after a stray "---" would not apply while
+// `enforcer policy check` said the file is fine.
+func (v *validator) oneDocument() {
+	if v.ast == nil {
+		return
+	}
+	n := 0
+	for _, doc := range v.ast.Docs {
+		if doc == nil || doc.Body == nil {
+			continue
+		}
+		if n++; n > 1 {
+			line := 0
+			if tk := doc.Body.GetToken(); tk != nil {
+				line = tk.Position.Line
+			}
+			v.errs = append(v.errs, &Error{File: v.name, Line: line, Field: "---", Msg: "a second YAML document; a policy is one document (everything after the first would be ignored)"})
+			return
+		}
+	}
 }
 
 func (v *validator) fail(field, format string, args ...any) {
@@ -319,10 +344,13 @@ func (v *validator) compile(f *File) *Policy {
 			t.ports[port] = true
 		}
 		for j, s := range td.Match.SNI {
-			if !validSNIPattern(s) {
+			// Names are compared lower case and without a root dot (TargetForSNI), patterns too:
+			// "api.example.com." would otherwise match nothing.
+			pat := strings.TrimSuffix(strings.ToLower(s), ".")
+			if !validSNIPattern(pat) {
 				v.fail(fmt.Sprintf("%s.match.sni[%d]", at, j), "bad host name pattern %q (use a name or *.domain)", s)
 			}
-			t.sni = append(t.sni, strings.ToLower(s))
+			t.sni = append(t.sni, pat)
 		}
 		if len(t.prefixes) == 0 && len(t.sni) == 0 {
 			v.fail(at+".match", "needs addresses or sni")
@@ -341,6 +369,7 @@ func (v *validator) compile(f *File) *Policy {
 		}
 		p.Targets = append(p.Targets, t)
 	}
+	v.checkShadowing(p.Targets)
 	v.compileRules(p, f)
 	v.compileMasking(p, f, names)
 	p.Recording = f.Recording
@@ -352,11 +381,18 @@ func (v *validator) compile(f *File) *Policy {
 	if p.Recording.MaxRows == 0 {
 		p.Recording.MaxRows = 100
 	}
+	if p.Recording.MaxRows < 0 {
+		// The guard would collect every row of a result in memory (it reads a negative cap as
+		// none), and the recorder would then keep none of them.
+		v.fail("$.recording.max_rows", "must be positive (rows kept per result; default 100)")
+	}
 	for i, g := range f.Grants {
 		at := fmt.Sprintf("$.grants[%d]", i)
 		if len(g.Groups) == 0 && len(g.Subjects) == 0 {
 			v.fail(at, "needs groups or subjects")
 		}
+		v.noEmptyNames(at+".groups", g.Groups)
+		v.noEmptyNames(at+".subjects", g.Subjects)
 		for j, tn := range g.Targets {
 			if !names[tn] {
 				v.fail(fmt.Sprintf("%s.targets[%d]", at, j), "unknown target %q", tn)
@@ -397,6 +433,7 @@ func (v *validator) compileRules(p *Policy, f *File) {
 		if r.Action != "approve" && (len(r.Approvers) > 0 || r.Quorum != 0) {
 			v.fail(at+".approvers", "approvers and quorum only apply to action: approve")
 		}
+		v.noEmptyNames(at+".approvers", r.Approvers)
 		if r.Quorum < 0 {
 			v.fail(at+".quorum", "must be positive")
 		}
@@ -492,6 +529,7 @@ func (v *validator) compileMasking(p *Policy, f *File, targets map[string]bool) 
 		}
 		p.maskTargets[t] = true
 	}
+	v.noEmptyNames("$.masking.exempt_groups", m.ExemptGroups)
 	p.maskExempt = m.ExemptGroups
 	if len(v.errs) > 0 {
 		return
@@ -520,6 +558,112 @@ func (v *validator) line(path string) int {
 		path = path[:i]
 	}
 	return 0
+}
+
+// noEmptyNames refuses empty group and subject names (a YAML null in a list reads as ""): a
+// token whose subject is missing, or whose groups claim is an empty string, would carry it.
+func (v *validator) noEmptyNames(at string, names []string) {
+	for i, n := range names {
+		if strings.TrimSpace(n) == "" {
+			v.fail(fmt.Sprintf("%s[%d]", at, i), "empty name")
+		}
+	}
+}
+
+// checkShadowing refuses targets that an earlier or address-only target would take connections
+// from. The proxy takes the first address target (in file order) that matches a destination, and
+// address targets before any target that needs a ClientHello; so a narrower target listed after a
+// broader one (a postgres target inside a network a tcp target relays) would never see its
+// connections, which would reach the service without its statement rules, masking or grants.
+// A broader target after a narrower one (a catch-all last) is what the order is for.
+func (v *validator) checkShadowing(targets []*Target) {
+	for j, tj := range targets {
+		if len(tj.prefixes) == 0 {
+			continue // SNI alone: address targets on its ports are other hosts' (checked there)
+		}
+		for i, ti := range targets {
+			if i == j || len(ti.sni) > 0 || (i > j && len(tj.sni) == 0) {
+				continue
+			}
+			if where, ok := shadows(ti, tj); ok {
+				v.fail(fmt.Sprintf("$.targets[%d].match", j), "target %q (targets[%d]) takes connections to %s first, so this target would never see them; list the narrower target first, or make them disjoint", ti.Name, i, where)
+				break
+			}
+		}
+	}
+}
+
+// shadows says whether connections that target b names would go to a instead, given that a is
+// consulted first: somewhere they overlap, a's network is wider than b's, or is as wide and b's
+// ports are not a strict superset of a's (b is then no catch-all behind a). It names such a place.
+func shadows(a, b *Target) (string, bool) {
+	if !portsOverlap(a.ports, b.ports) {
+		return "", false
+	}
+	for _, pa := range a.prefixes {
+		for _, pb := range b.prefixes {
+			if !pa.Overlaps(pb) {
+				continue
+			}
+			narrower := pb
+			if pa.Bits() > pb.Bits() {
+				narrower = pa
+			}
+			where := narrower.String() + portsText(a.ports, b.ports)
+			sameNet := pa.Bits() == pb.Bits()
+			if len(b.sni) > 0 || pa.Bits() < pb.Bits() || sameNet && (!portsWithin(a.ports, b.ports) || portsWithin(b.ports, a.ports)) {
+				return where, true
+			}
+		}
+	}
+	return "", false
+}
+
+// portsOverlap says whether two port sets share a port (an empty set is every port).
+func portsOverlap(a, b map[uint16]bool) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	for p := range a {
+		if b[p] {
+			return true
+		}
+	}
+	return false
+}
+
+// portsWithin says whether every port of a is one of b's (an empty set is every port).
+func portsWithin(a, b map[uint16]bool) bool {
+	if len(b) == 0 {
+		return true
+	}
+	if len(a) == 0 {
+		return false
+	}
+	for p := range a {
+		if !b[p] {
+			return false
+		}
+	}
+	return true
+}
+
+// portsText names the ports two targets share, for messages.
+func portsText(a, b map[uint16]bool) string {
+	var ps []int
+	switch {
+	case len(a) == 0 && len(b) == 0:
+		return " (any port)"
+	case len(a) == 0:
+		a = b
+	}
+	for p := range a {
+		if len(b) == 0 || b[p] {
+			ps = append(ps, int(p))
+		}
+	}
+	slices.Sort(ps)
+	return fmt.Sprintf(" port %v", ps)
 }
 
 // agentPicksHost says whether a match lets the agent choose among hosts: a network wider than one
@@ -594,7 +738,15 @@ func parsePrefix(s string) (netip.Prefix, error) {
 		if err != nil {
 			return netip.Prefix{}, fmt.Errorf("not an address or CIDR: %q", s)
 		}
-		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked(), nil
+		if p.Addr().Is4In6() {
+			// Destinations are matched unmapped, so a v4-mapped network is the IPv4 network it
+			// maps; its length counts the 96 bits of the mapping prefix.
+			if p.Bits() < 96 {
+				return netip.Prefix{}, fmt.Errorf("%q: a v4-mapped network needs /96 or longer (or write the IPv4 network)", s)
+			}
+			return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked(), nil
+		}
+		return p.Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {

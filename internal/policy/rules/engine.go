@@ -18,6 +18,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	celast "cel.dev/cel-go/common/ast"
+	"cel.dev/cel-go/common/operators"
 	"cel.dev/cel-go/common/types"
 	"cel.dev/cel-go/common/types/ref"
 	"cel.dev/cel-go/ext"
@@ -211,6 +212,10 @@ func Compile(rules []Rule, def Default) (*Engine, error) {
 			fail("condition constructs an object; rules may only read the request")
 			continue
 		}
+		if msg := neverEqual(ast); msg != "" {
+			fail("%s", msg)
+			continue
+		}
 		prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize))
 		if err != nil {
 			fail("condition: %v", err)
@@ -222,6 +227,77 @@ func Compile(rules []Rule, def Default) (*Engine, error) {
 		return nil, &CompileError{Errors: errs}
 	}
 	return eng, nil
+}
+
+// spelling says how the values of the sql fields with a fixed spelling are written: statement
+// kinds, objects and wrappers upper case ("DROP", "TABLE"), setting names lower case
+// ("datestyle", whatever the statement's spelling).
+var spelling = map[string]func(string) string{
+	"kind": strings.ToUpper, "kinds": strings.ToUpper, "object": strings.ToUpper,
+	"wrapper": strings.ToUpper, "setting": strings.ToLower,
+}
+
+// neverEqual finds a comparison of such a field with a literal spelt otherwise (sql.kind ==
+// "drop", sql.setting in ["DateStyle"], "truncate" in sql.kinds): it can never hold, so a block
+// rule written that way would silently block nothing. It returns what to fix, or "".
+func neverEqual(checked *cel.Ast) string {
+	calls := celast.MatchDescendants(celast.NavigateAST(checked.NativeRep()), celast.KindMatcher(celast.CallKind))
+	for _, c := range calls {
+		call := c.AsCall()
+		args := call.Args()
+		if len(args) != 2 {
+			continue
+		}
+		switch call.FunctionName() {
+		case operators.Equals, operators.NotEquals, operators.In:
+		default:
+			continue
+		}
+		// Either side may be the field: sql.kind == "X", "X" == sql.kind, sql.kind in ["X"],
+		// "X" in sql.kinds.
+		for _, p := range [][2]celast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
+			name := sqlFieldName(p[0])
+			norm := spelling[name]
+			if norm == nil {
+				continue
+			}
+			for _, lit := range stringLiterals(p[1]) {
+				if norm(lit) != lit {
+					return fmt.Sprintf("sql.%s is never %q: its values are spelt %q", name, lit, norm(lit))
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// sqlFieldName returns the field name of an expression sql.FIELD, or "".
+func sqlFieldName(e celast.Expr) string {
+	if e.Kind() != celast.SelectKind {
+		return ""
+	}
+	sel := e.AsSelect()
+	if op := sel.Operand(); op.Kind() != celast.IdentKind || op.AsIdent() != "sql" {
+		return ""
+	}
+	return sel.FieldName()
+}
+
+// stringLiterals returns the string constants of a literal or a list literal.
+func stringLiterals(e celast.Expr) []string {
+	switch e.Kind() {
+	case celast.LiteralKind:
+		if s, ok := e.AsLiteral().(types.String); ok {
+			return []string{string(s)}
+		}
+	case celast.ListKind:
+		var out []string
+		for _, el := range e.AsList().Elements() {
+			out = append(out, stringLiterals(el)...)
+		}
+		return out
+	}
+	return nil
 }
 
 // Default returns the engine's default mode.

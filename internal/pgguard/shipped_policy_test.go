@@ -338,3 +338,26 @@ func TestAgentCannotLiftReadOnlyDefault(t *testing.T) {
 		firstValue(c, "rollback")
 	}
 }
+
+// TestFrameworkConnectionSetupPasses: what ActiveRecord's PostgreSQL adapter sends on every new
+// connection passes the shipped policy, so a Rails console or script the agent runs can connect.
+// Must hold: each statement runs at the server (its value is then in effect).
+func TestFrameworkConnectionSetupPasses(t *testing.T) {
+	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db", "")
+	c := p.connect(t, nil)
+	for _, sql := range []string{
+		"SET client_min_messages TO 'warning'",
+		"SET standard_conforming_strings = on",
+		"SET intervalstyle = iso_8601",
+		"SET SESSION timezone TO 'UTC'",
+	} {
+		if _, err := firstValue(c, sql); err != nil {
+			t.Errorf("%s: %v", sql, err)
+		}
+	}
+	for setting, want := range map[string]string{"client_min_messages": "warning", "IntervalStyle": "iso_8601", "TimeZone": "UTC", "standard_conforming_strings": "on"} {
+		if v, err := firstValue(c, "show "+setting); v != want {
+			t.Errorf("%s is %q (%v), want %q", setting, v, err, want)
+		}
+	}
+}

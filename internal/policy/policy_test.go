@@ -204,6 +204,12 @@ func TestShippedPolicySQL(t *testing.T) {
 		{"SET application_name = 'search_path'", rules.Allow, "harmless-session-settings"}, // the name decides, not the text
 		{"SET TIME ZONE 'UTC'", rules.Allow, "harmless-session-settings"},
 		{"SET extra_float_digits = 3", rules.Allow, "harmless-session-settings"},
+		// Rails sets standard_conforming_strings on at every connection; off would make the
+		// proxy's parser read later statements unlike the server, and RESET may return to off.
+		{"SET standard_conforming_strings = on", rules.Allow, "harmless-session-settings"},
+		{"SET standard_conforming_strings = off", rules.Block, ""},
+		{"RESET standard_conforming_strings", rules.Block, ""},
+		{"SET statement_timeout = '5s'", rules.Block, ""}, // may lift the role's: see the comment
 		// Must hold: the limits a DBA sets on the agent's role stay (an agent that lifted them
 		// held transactions open past the role's idle timeout, or sorted with terabytes of
 		// work_mem on production).

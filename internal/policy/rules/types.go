@@ -81,6 +81,8 @@ const (
 	fPrepare
 	fExecute
 	fSetting
+	fSettingValue
+	fSettingMS
 	nSQLFields
 )
 
@@ -101,7 +103,8 @@ var sqlFields = [nSQLFields]field{
 	fHasWhere: {"has_where", types.BoolType}, fWhereIsConstant: {"where_is_constant", types.BoolType},
 	fStatementCount: {"statement_count", types.IntType},
 	fPrepare:        {"prepare", types.StringType}, fExecute: {"execute", types.StringType},
-	fSetting: {"setting", types.StringType},
+	fSetting: {"setting", types.StringType}, fSettingValue: {"setting_value", types.StringType},
+	fSettingMS: {"setting_ms", types.IntType},
 }
 
 // structType is a declared object type and how to read its fields.
@@ -260,6 +263,13 @@ func (o *sqlObject) get(f sqlField) ref.Val {
 		return str(s.Object)
 	case fSetting:
 		return str(s.Setting)
+	case fSettingValue:
+		return types.String(s.SettingValue)
+	case fSettingMS:
+		if ms, ok := s.SettingMillis(); ok {
+			return types.Int(ms)
+		}
+		return types.Int(-1)
 	case fWrapper:
 		return str(s.Wrapper)
 	case fText:

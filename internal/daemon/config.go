@@ -4,8 +4,10 @@ package daemon
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/goccy/go-yaml"
@@ -124,4 +126,23 @@ func (c *Config) setDefaults() {
 	if c.ProxyPort == 0 {
 		c.ProxyPort = DefaultProxyPort
 	}
+}
+
+// reservedPorts are the daemon's listening ports besides the proxy's, which enforced processes
+// may not bind: an agent holding the metrics port while the daemon is down or restarting would
+// serve the scraper its own numbers (no failures, no lost records) and keep the daemon from
+// serving the real ones.
+func (c *Config) reservedPorts() []uint16 {
+	if c.Metrics == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(c.Metrics)
+	if err != nil {
+		return nil // the metrics listener refuses it and says why
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || n == 0 {
+		return nil
+	}
+	return []uint16{uint16(n)}
 }

@@ -5,11 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -183,7 +185,7 @@ func (d *Daemon) loadRedirector() (redirect.Redirector, error) {
 	case "bpf":
 		return redirect.LoadBPF(redirect.BPFConfig{
 			Subtree: d.subtree, PinDir: d.cfg.PinDir, ProxyPort: d.cfg.ProxyPort,
-			DNSResolvers: pol.Resolvers, Logger: d.log,
+			ReservedPorts: d.cfg.reservedPorts(), DNSResolvers: pol.Resolvers, Logger: d.log,
 		})
 	case "nftables":
 		return loadNFT(d, pol)
@@ -196,9 +198,9 @@ func (d *Daemon) loadRedirector() (redirect.Redirector, error) {
 func (d *Daemon) loadPolicy() (changed bool, err error) {
 	d.reloadMu.Lock()
 	defer d.reloadMu.Unlock()
-	data, err := os.ReadFile(d.cfg.Policy)
+	data, err := readPolicyFile(d.cfg.Policy)
 	if err != nil {
-		return false, fmt.Errorf("read policy: %w", err)
+		return false, err
 	}
 	h := sha256.Sum256(data)
 	if h == d.polHash && d.policy.Load() != nil {
@@ -215,12 +217,80 @@ func (d *Daemon) loadPolicy() (changed bool, err error) {
 			}
 		}
 	}
-	d.policy.Store(p)
+	old := d.policy.Swap(p)
 	d.polHash = h
+	if n := d.endRevoked(old, p); n > 0 {
+		d.log.Info("policy reload ended connections it no longer allows", "closed_connections", n)
+	}
 	if p.Recording.Disabled {
 		d.log.Warn("session recording is disabled by the policy", "policy", d.cfg.Policy)
 	}
 	return true, nil
+}
+
+// endRevoked closes the live connections that policy p no longer allows as old did (see
+// revokedBy). Grants and masking are decided when a connection opens, so without this an agent
+// that keeps a connection open keeps the access a reload took away.
+func (d *Daemon) endRevoked(old, p *policy.Policy) int {
+	if d.proxy == nil || old == nil {
+		return 0
+	}
+	return d.proxy.CloseWhere(func(c *proxy.Conn) bool { return revokedBy(old, p, c) })
+}
+
+// revokedBy says whether p takes away what old gave connection c: its target is gone, has
+// another protocol or no longer matches where c goes; the person's grant is gone; or c is a
+// Postgres session p masks otherwise than old did (a session's masking plan is taken when it
+// opens, so a column rule added for what the agent reads would not reach it). A session p
+// leaves in clear stays as it is, masked more than it need be.
+func revokedBy(old, p *policy.Policy, c *proxy.Conn) bool {
+	s, _ := c.Identity.(identity.Session)
+	i := slices.IndexFunc(p.Targets, func(t *policy.Target) bool { return t.Name == c.Target.Name })
+	if i < 0 || p.Targets[i].Protocol != c.Target.Protocol {
+		return true
+	}
+	t := p.Targets[i]
+	// A connection matched by address (no ClientHello read) must still match this target.
+	if c.Peeked == nil {
+		if nt := p.TargetFor(c.Origin.Dst); nt == nil || nt.Name != t.Name {
+			return true
+		}
+	}
+	if ok, _ := p.Granted(t.Name, s.Subject, s.Groups); !ok {
+		return true
+	}
+	return t.Protocol == policy.ProtoPostgres && p.MaskFor(t.Name, s.Groups) != nil &&
+		(old.MaskFor(t.Name, s.Groups) == nil || !p.SameMasking(old))
+}
+
+// readPolicyFile reads the policy, which must be owned by root and writable by nobody else (as
+// sshd's StrictModes asks of authorized_keys): whoever may write it decides who reaches what,
+// and the daemon re-reads it every two seconds. The checks are made on the descriptor read, so
+// the file cannot be swapped between them.
+func readPolicyFile(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO there must not hang the daemon
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("policy %s is not a regular file", path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+		return nil, fmt.Errorf("policy %s is owned by uid %d; only root may change what the enforcer allows (chown root %s)", path, sys.Uid, path)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("policy %s has mode %o: others may change what the enforcer allows (chmod go-w %s)", path, st.Mode().Perm(), path)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read policy: %w", err)
+	}
+	return data, nil
 }
 
 // watchPolicy reloads on SIGHUP and when the file changes.

@@ -7,11 +7,12 @@ import (
 
 func loadNFT(d *Daemon, pol *policy.Policy) (redirect.Redirector, error) {
 	return redirect.LoadNFT(redirect.NFTConfig{
-		Subtree:      d.subtree,
-		ProxyPort:    d.cfg.ProxyPort,
-		DNSResolvers: pol.Resolvers,
-		TableName:    d.cfg.NFTTable,
-		Logger:       d.log,
+		Subtree:       d.subtree,
+		ProxyPort:     d.cfg.ProxyPort,
+		ReservedPorts: d.cfg.reservedPorts(),
+		DNSResolvers:  pol.Resolvers,
+		TableName:     d.cfg.NFTTable,
+		Logger:        d.log,
 	})
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -75,10 +76,16 @@ func (d *Daemon) runRecordSink(ctx context.Context) {
 }
 
 // readSecretFile reads a secret (password, DSN, key): a regular file owned by root that nobody
-// else can read (0600 or stricter), since a secret others can read is already leaked. Surrounding
-// whitespace is dropped.
+// else can read (0600 or stricter), since a secret others can read is already leaked. The checks
+// are made on the descriptor read, so the path cannot be swapped between them and the read.
+// Surrounding whitespace is dropped.
 func readSecretFile(path string) (string, error) {
-	st, err := os.Stat(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO there must not hang the daemon
+	if err != nil {
+		return "", fmt.Errorf("secret file: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("secret file: %w", err)
 	}
@@ -91,7 +98,7 @@ func readSecretFile(path string) (string, error) {
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
 		return "", fmt.Errorf("secret file %s must be owned by root", path)
 	}
-	b, err := os.ReadFile(path)
+	b, err := io.ReadAll(f)
 	if err != nil {
 		return "", fmt.Errorf("secret file: %w", err)
 	}

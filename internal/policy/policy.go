@@ -4,6 +4,8 @@ package policy
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -198,8 +200,14 @@ type Policy struct {
 	Mask        *mask.Plan
 	maskTargets map[string]bool
 	maskExempt  []string
-	grants      []Grant
+	// maskDigest identifies the masking section as written (see SameMasking).
+	maskDigest [sha256.Size]byte
+	grants     []Grant
 }
+
+// SameMasking reports whether p's masking section is q's: sessions whose masking plan was taken
+// from q mask as p would. The token key is named by its file, not read.
+func (p *Policy) SameMasking(q *Policy) bool { return p.maskDigest == q.maskDigest }
 
 // MaskFor returns the masking plan for an identity's connection to a target, or nil when its
 // values pass in clear (masking disabled, target not covered, identity exempt).
@@ -480,6 +488,9 @@ func (v *validator) compileMasking(p *Policy, f *File, targets map[string]bool) 
 	m := f.Masking
 	if m == nil {
 		m = &Masking{}
+	}
+	if b, err := json.Marshal(m); err == nil {
+		p.maskDigest = sha256.Sum256(b)
 	}
 	if m.Disabled {
 		if len(m.Detectors)+len(m.Columns) > 0 {
@@ -786,12 +797,36 @@ func (t *Target) matchesAddr(dst netip.AddrPort) bool {
 		return true
 	}
 	a := dst.Addr().Unmap()
+	host := hostOnly(a)
 	for _, pfx := range t.prefixes {
-		if pfx.Contains(a) {
+		if pfx.Contains(a) && (!host.IsValid() || host.Bits() <= pfx.Bits() && host.Contains(pfx.Addr())) {
 			return true
 		}
 	}
 	return false
+}
+
+// hostOnlyRanges are destinations that do not leave the host or its link: loopback, "this
+// network" (a connect to 0.0.0.0 reaches loopback), link-local (a cloud's metadata service at
+// 169.254.169.254 hands out the machine's credentials) and multicast.
+var hostOnlyRanges = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("224.0.0.0/4"),
+	netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("::/128"),
+	netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("ff00::/8"),
+}
+
+// hostOnly returns the host-only range a is in, if any. Such a destination matches only a
+// target network inside that range, one the policy names on purpose: never 0.0.0.0/0 or ::/0,
+// which would hand the agent the host's own services (the daemon's metrics and profiler, the
+// developer's databases and debuggers) through a proxy that dials them as root.
+func hostOnly(a netip.Addr) netip.Prefix {
+	for _, r := range hostOnlyRanges {
+		if r.Contains(a) {
+			return r
+		}
+	}
+	return netip.Prefix{}
 }
 
 // ByNameOnly says whether t matches by SNI alone: where its traffic goes is then the name's

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -113,9 +114,16 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 			writeJSON(w, http.StatusOK, out)
 		})
 	}
+	limit := newPeerLimit(MaxConnsPerUser)
 	srv := &http.Server{
-		Handler:           mux,
+		Handler: mux,
+		// No request is a long poll: a peer that sends a request slowly, or holds a connection
+		// idle, only holds a slot.
 		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       requestTimeout,
+		WriteTimeout:      requestTimeout,
+		IdleTimeout:       2 * requestTimeout,
+		ConnState:         limit.state,
 		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
 			uc, ok := conn.(*net.UnixConn)
 			if !ok {
@@ -136,6 +144,14 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 			if err != nil || cred == nil {
 				return ctx
 			}
+			if !limit.admit(conn, cred.Uid) {
+				if pidfd >= 0 {
+					unix.Close(pidfd)
+				}
+				log.Warn("control socket: too many connections from one user; refusing more", "uid", cred.Uid, "limit", MaxConnsPerUser)
+				conn.Close()
+				return ctx
+			}
 			c := Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Cgroup: peerCgroup(cred.Pid, pidfd)}
 			return context.WithValue(ctx, callerKey{}, c)
 		},
@@ -148,6 +164,59 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 		return err
 	}
 	return nil
+}
+
+// requestTimeout bounds how long one request may take to arrive and its answer to leave.
+var requestTimeout = 30 * time.Second
+
+// MaxConnsPerUser bounds the connections one user other than root may hold open on the control
+// socket (mode 0666): without it, any local user, enforced agents included, could take every file
+// descriptor the daemon has and leave the proxy, the session log and everyone's CLI without.
+const MaxConnsPerUser = 32
+
+// peerLimit counts open connections per uid.
+type peerLimit struct {
+	max   int
+	mu    sync.Mutex
+	byUID map[uint32]int
+	conns map[net.Conn]uint32
+}
+
+func newPeerLimit(max int) *peerLimit {
+	return &peerLimit{max: max, byUID: map[uint32]int{}, conns: map[net.Conn]uint32{}}
+}
+
+// admit counts conn for uid, or refuses it when uid holds the most it may (root is not counted:
+// it owns the daemon anyway).
+func (l *peerLimit) admit(conn net.Conn, uid uint32) bool {
+	if uid == 0 {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.byUID[uid] >= l.max {
+		return false
+	}
+	l.byUID[uid]++
+	l.conns[conn] = uid
+	return true
+}
+
+// state forgets a connection once it is closed.
+func (l *peerLimit) state(conn net.Conn, st http.ConnState) {
+	if st != http.StateClosed && st != http.StateHijacked {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	uid, ok := l.conns[conn]
+	if !ok {
+		return
+	}
+	delete(l.conns, conn)
+	if l.byUID[uid]--; l.byUID[uid] == 0 {
+		delete(l.byUID, uid)
+	}
 }
 
 // peerCgroup reads the cgroup of the process pid, which connected. The pidfd the kernel took at

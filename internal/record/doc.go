@@ -73,8 +73,11 @@
 // to a file kept off the host, against which Verify detects removal of the log's tail, which a hash
 // chain alone cannot. Retention (MaxAge, MaxBytes, bounded by KeepFrom) deletes whole closed
 // segments, oldest first, after durably writing a retention record that names the removed range and
-// the hash the first kept segment's header links to. Verify checks every record and reports the
-// first bad one with its segment, line, seq and kind.
+// the hash the first kept segment's header links to, and signing a checkpoint right after it (as
+// after a chain_break record): against an exported checkpoint whose record is gone, Verify accepts
+// the retention or chain_break record that accounts for it only with a checkpoint signed by that
+// key after it, since anyone who can delete segments can append an unsigned one. Verify checks
+// every record and reports the first bad one with its segment, line, seq and kind.
 //
 // # Files
 //

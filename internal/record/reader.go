@@ -192,8 +192,15 @@ type Follower struct {
 	next   uint64 // lowest seq still wanted
 	poll   time.Duration
 	queued []followed
-	logID  string // of the last segment header read
+	// queuedBytes is the size of the lines in queued: fill stops reading ahead at followBytes,
+	// or a reader behind on a log of large records (6 MiB of escapes for one statement's text)
+	// would hold thousands of them in memory, inside the daemon.
+	queuedBytes int
+	logID       string // of the last segment header read
 }
+
+// followBytes is how many bytes of lines a Follower reads ahead (at least one segment's rest).
+const followBytes = 32 << 20
 
 type followed struct {
 	rec   Record
@@ -227,6 +234,7 @@ func (f *Follower) Next(ctx context.Context) (Record, []byte, error) {
 		if len(f.queued) > 0 {
 			q := f.queued[0]
 			f.queued = f.queued[1:]
+			f.queuedBytes -= len(q.line)
 			return q.rec, q.line, nil
 		}
 		if err := f.fill(); err != nil {
@@ -252,7 +260,7 @@ func (f *Follower) fill() error {
 		}
 		f.seg = segs[0].Num
 	}
-	for len(f.queued) < 4096 {
+	for len(f.queued) < 4096 && f.queuedBytes < followBytes {
 		path := filepath.Join(f.dir, segmentName(f.seg))
 		err := scanSegment(path, f.off, f.take)
 		if errors.Is(err, os.ErrNotExist) {
@@ -296,6 +304,7 @@ func (f *Follower) take(rec Record, line []byte, end int64) error {
 	if rec.Seq >= f.next {
 		f.next = rec.Seq + 1
 		f.queued = append(f.queued, followed{rec, append([]byte(nil), line...), f.logID})
+		f.queuedBytes += len(line)
 	}
 	return nil
 }
@@ -319,6 +328,7 @@ func (f *Follower) ReadAvailable(max int) ([]Line, error) {
 	out := make([]Line, n)
 	for i := 0; i < n; i++ {
 		out[i] = Line{f.queued[i].rec, f.queued[i].line, f.queued[i].logID}
+		f.queuedBytes -= len(f.queued[i].line)
 	}
 	f.queued = f.queued[n:]
 	return out, nil

@@ -77,6 +77,13 @@ type Options struct {
 	// is marked Truncated.
 	MaxValueBytes int
 	MaxTextBytes  int
+	// MaxValuesBytes caps the values of one record together, default 4 MiB: a result keeps its
+	// rows (each value already capped) while their values fit, and a statement's parameters
+	// past it are recorded as their cut markers. Per-value and row caps alone allow 100 rows
+	// of 1,664 columns of 64 KiB (10 GB) in one record, which the recorder would encode in
+	// memory and the fleet table cannot hold (jsonb stops at 256 MB, a message at 1 GB), so
+	// the sink would stop there for good.
+	MaxValuesBytes int
 
 	SegmentBytes       int64         // rotate after a segment reaches this size, default 64 MiB
 	CheckpointEvery    uint64        // records between checkpoints, default 100000
@@ -132,6 +139,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxTextBytes <= 0 {
 		o.MaxTextBytes = 1 << 20
+	}
+	if o.MaxValuesBytes <= 0 {
+		o.MaxValuesBytes = 4 << 20
 	}
 	if o.SegmentBytes <= 0 {
 		o.SegmentBytes = 64 << 20
@@ -528,7 +538,9 @@ func (r *Recorder) recover() error {
 		}}); err != nil {
 			return err
 		}
-		if err := r.syncAndSave(); err != nil {
+		// Signed at once, as retention's record is: Verify takes it as the reason for
+		// missing records only with a signed checkpoint after it.
+		if _, err := r.checkpoint(); err != nil {
 			return err
 		}
 	}
@@ -893,7 +905,7 @@ func (r *Recorder) capStatement(st *Statement) *Statement {
 		res = r.capResult(res)
 	}
 	text := len(st.Text) > r.opts.MaxTextBytes
-	params := nullableOver(st.Params, limit)
+	params := nullableOver(st.Params, limit) || valuesOver(st.Params, limit, r.opts.MaxValuesBytes)
 	if res == st.Result && !text && !params {
 		return st
 	}
@@ -904,8 +916,36 @@ func (r *Recorder) capStatement(st *Statement) *Statement {
 	}
 	if params {
 		c.Params = cutNullable(c.Params, limit)
+		// Past MaxValuesBytes, a parameter longer than its marker is kept as the marker alone.
+		used := 0
+		for i, v := range c.Params {
+			if v == nil {
+				continue
+			}
+			if used += len(*v); used > r.opts.MaxValuesBytes && len(*v) > paramKeep {
+				m := cutValue(*v, 0)
+				c.Params[i] = &m
+			}
+		}
 	}
 	return &c
+}
+
+// paramKeep is the length up to which a parameter past MaxValuesBytes is kept whole: about what
+// its cut marker would take.
+const paramKeep = 128
+
+// valuesOver reports whether the values of vs, each capped at limit, take more than budget bytes.
+func valuesOver(vs []*string, limit, budget int) bool {
+	n := 0
+	for _, v := range vs {
+		if v != nil {
+			if n += min(len(*v), limit); n > budget {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // capResult returns res with at most MaxResultRows rows and its values capped (a copy if any
@@ -913,6 +953,19 @@ func (r *Recorder) capStatement(st *Statement) *Statement {
 func (r *Recorder) capResult(res *Result) *Result {
 	limit := r.opts.MaxValueBytes
 	rows, cut := CapRows(res.Rows, r.opts.MaxResultRows)
+	// Whole rows while their values (each capped at limit) fit in MaxValuesBytes.
+	used := 0
+	for i, row := range rows {
+		for _, v := range row {
+			if v != nil {
+				used += min(len(*v), limit)
+			}
+		}
+		if used > r.opts.MaxValuesBytes {
+			rows, cut = rows[:i], true
+			break
+		}
+	}
 	cells := false
 	for _, row := range rows {
 		if nullableOver(row, limit) {

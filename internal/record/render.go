@@ -238,6 +238,9 @@ func EscapeLine(s string) string {
 // C1 controls (U+0080–U+009F, which terminals take as CSI, OSC and the like) as \u00NN, and a
 // byte that is not valid UTF-8 as \xNN (a lone 0x9B is CSI to an 8-bit terminal). With
 // multiline, \n continues the value on a new line and \t stays; otherwise they show as \n and \t.
+// Bidirectional controls (U+202A–U+202E, U+2066–U+2069, the LRM, RLM and ALM marks) show as
+// \uNNNN too: a terminal that reorders text by them would show a statement other than the one
+// the agent ran ("Trojan Source": DROP TABLE hidden behind a comment that reads as the code).
 func escapeControls(s string, multiline bool) string {
 	clean := true
 	for i := 0; i < len(s); i++ {
@@ -268,7 +271,7 @@ func escapeControls(s string, multiline bool) string {
 			b.WriteString(`\r`)
 		case r < 0x20 || r == 0x7f:
 			fmt.Fprintf(&b, `\x%02X`, r)
-		case 0x80 <= r && r < 0xa0:
+		case 0x80 <= r && r < 0xa0, isBidiControl(r):
 			fmt.Fprintf(&b, `\u%04X`, r)
 		default:
 			b.WriteString(s[i : i+size])
@@ -276,6 +279,12 @@ func escapeControls(s string, multiline bool) string {
 		i += size
 	}
 	return b.String()
+}
+
+// isBidiControl reports whether r is one of Unicode's explicit bidirectional formatting
+// characters (UAX #9): embeddings, overrides, isolates and the implicit direction marks.
+func isBidiControl(r rune) bool {
+	return 0x202a <= r && r <= 0x202e || 0x2066 <= r && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 func quoteParam(s string) string {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // Problem is the first thing Verify found wrong.
@@ -113,8 +114,13 @@ type verifier struct {
 	firstSeg  string
 	prev      Record
 	anchors   []RetentionData
+	anchorAt  []uint64 // the seq of each anchors record
+	breakAt   []uint64 // the seq of each rep.Breaks record
 	cpMatched bool
 	lastSeg   string
+	// cpCovered is the highest seq a checkpoint record in the log signed with the exported
+	// checkpoint's key vouches for.
+	cpCovered uint64
 }
 
 func (v *verifier) fail(seg string, line int, seq uint64, kind, detail string) {
@@ -239,11 +245,16 @@ func (v *verifier) check(seg string, line int, segNum uint64, rec Record) bool {
 			return false
 		}
 		v.rep.Checkpoints++
+		if v.cp != nil && c.Key == v.cp.Key {
+			v.cpCovered = c.Seq
+		}
 	case TypeRetention:
 		v.anchors = append(v.anchors, *ev.Retention)
+		v.anchorAt = append(v.anchorAt, rec.Seq)
 		v.rep.Retentions = append(v.rep.Retentions, *ev.Retention)
 	case TypeChainBreak:
 		v.rep.Breaks = append(v.rep.Breaks, *ev.ChainBreak)
+		v.breakAt = append(v.breakAt, rec.Seq)
 		v.rep.Epochs++
 	}
 	if v.cp != nil && rec.Seq == v.cp.Seq {
@@ -285,36 +296,48 @@ func (v *verifier) finish() {
 	}
 	f := v.first
 	if f.Seq != 1 || f.Prev != zeroHash {
-		ok := false
-		for _, a := range v.anchors {
+		// The seqs of the records that account for the start: retention that removed the
+		// records before it, or a chain break that says they were lost.
+		var by []uint64
+		for i, a := range v.anchors {
 			if a.AnchorSeq+1 == f.Seq && a.AnchorHash == f.Prev {
-				ok = true
-				break
+				by = append(by, v.anchorAt[i])
 			}
 		}
-		if !ok {
+		if len(by) == 0 {
 			num := uint64(0)
 			if ev, err := f.Event(); err == nil && ev.Segment != nil {
 				num = ev.Segment.Segment
 			}
-			for _, a := range v.anchors {
+			for i, a := range v.anchors {
 				if a.RemovedFrom <= num && num <= a.RemovedTo {
-					ok = true // a deletion the log announced was interrupted; the rest is intact
-					v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s was declared removed by retention but is still present", v.firstSeg))
-					break
+					// A deletion the log announced was interrupted; the rest is intact.
+					by = append(by, v.anchorAt[i])
 				}
 			}
+			if len(by) > 0 {
+				v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s was declared removed by retention but is still present", v.firstSeg))
+			}
 		}
-		if !ok {
-			for _, b := range v.rep.Breaks {
+		if len(by) == 0 {
+			for i, b := range v.rep.Breaks {
 				if b.StateSeq+1 == f.Seq && b.StateHash == f.Prev {
-					ok = true // the log was lost before this epoch; the break record says so
-					break
+					by = append(by, v.breakAt[i]) // the log was lost before this epoch; the break record says so
 				}
 			}
 		}
-		if !ok {
+		if len(by) == 0 {
 			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("the log starts at seq %d with prev %s, but no retention record accounts for the records before it", f.Seq, short(f.Prev)))
+			return
+		}
+		// The exported checkpoint's record is among those gone. A retention or chain_break
+		// record is as easy to append as to remove segments, so it counts only once a checkpoint
+		// signed with the exported checkpoint's key vouches for it (the recorder signs one right
+		// after writing either); otherwise whoever can write the files could delete the
+		// checkpointed records and say retention did.
+		if v.cp != nil && v.cp.Seq < f.Seq && slices.Min(by) > v.cpCovered {
+			v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
+			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("the exported checkpoint's record (seq %d) is gone, and the record that accounts for it (seq %d) is covered by no checkpoint signed with the exported checkpoint's key %s", v.cp.Seq, slices.Min(by), short(v.cp.Key)))
 			return
 		}
 	}

@@ -133,7 +133,13 @@ type Config struct {
 	// sink ships nothing after it. Nil ships every complete record (a log no one writes to).
 	Durable func() uint64
 
-	BatchSize  int           // records per INSERT, default 500
+	BatchSize int // records per INSERT, default 500
+	// BatchBytes bounds an INSERT by size as well, default 32 MiB: each record travels twice
+	// (its payload and its line), a statement's text alone may take 6 MiB of escapes in the
+	// log, and PostgreSQL (and pgx) refuse a message over 1 GB, so a backlog of large records
+	// counted only in records would make a batch that fails, and is retried, forever. A
+	// record larger than BatchBytes is shipped alone.
+	BatchBytes int
 	Poll       time.Duration // how often to look for new records when idle, default 200ms
 	MinBackoff time.Duration // first retry delay after a failure, default 100ms
 	MaxBackoff time.Duration // longest retry delay, default 5s
@@ -194,6 +200,9 @@ func New(cfg Config) (*Sink, error) {
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
 	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 32 << 20
+	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 200 * time.Millisecond
 	}
@@ -253,7 +262,7 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 	var held []record.Line // read, not yet durable or not yet shipped
 	for {
-		if len(held) < s.cfg.BatchSize {
+		if len(held) < s.cfg.BatchSize && batchBytes(held) < s.cfg.BatchBytes {
 			more, err := f.ReadAvailable(s.cfg.BatchSize - len(held))
 			if err != nil {
 				return fmt.Errorf("pgsink: read log: %w", err)
@@ -266,6 +275,7 @@ func (s *Sink) Run(ctx context.Context) error {
 			d := s.cfg.Durable()
 			n = sort.Search(len(held), func(i int) bool { return held[i].Seq > d })
 		}
+		n = s.batchLen(held[:n])
 		if n == 0 {
 			select {
 			case <-ctx.Done():
@@ -282,6 +292,29 @@ func (s *Sink) Run(ctx context.Context) error {
 		}
 		held = append(held[:0], held[n:]...)
 	}
+}
+
+// batchBytes is what the records of held weigh in an INSERT: each travels as its payload and
+// its line.
+func batchBytes(held []record.Line) int {
+	size := 0
+	for _, l := range held {
+		size += 2 * len(l.Raw)
+	}
+	return size
+}
+
+// batchLen is how many records of held the next INSERT takes: at most BatchBytes of them, but
+// at least one (a record larger than that goes alone).
+func (s *Sink) batchLen(held []record.Line) int {
+	size := 0
+	for i, l := range held {
+		size += 2 * len(l.Raw)
+		if i > 0 && size > s.cfg.BatchBytes {
+			return i
+		}
+	}
+	return len(held)
 }
 
 // resume returns the seq of the first record to ship, and sets Shipped to the one before it.

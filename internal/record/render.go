@@ -739,6 +739,9 @@ func RenderVerify(w io.Writer, rep *Report) error {
 	if c := rep.Checkpoint; c != nil && c.Matched {
 		out("exported checkpoint seq %d matches", c.Seq)
 	}
+	if rep.Problem == nil && rep.LastSeq > rep.SignedThrough {
+		out("note: the last %d records (after seq %d) are held by the hash chain alone, not yet by a signed checkpoint: compare them with a copy made off the host (the fleet sink) before trusting them", rep.LastSeq-rep.SignedThrough, rep.SignedThrough)
+	}
 	if rep.Problem != nil {
 		out("FAILED: %s", rep.Problem.Error())
 	} else {

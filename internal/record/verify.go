@@ -41,6 +41,11 @@ type Report struct {
 	LastSeq     uint64            `json:"last_seq"`
 	LastHash    string            `json:"last_hash"`
 	Checkpoints int               `json:"checkpoints"` // signed checkpoint records verified in the log
+	// SignedThrough is the seq of the log's last signed checkpoint (with the exported
+	// checkpoint's key, when one is given), which covers every record before it: the records
+	// after it are held by the hash chain alone, which whoever can write the files can
+	// recompute. The recorder signs one a minute while records come, and when it closes.
+	SignedThrough uint64 `json:"signed_through"`
 	Epochs      int               `json:"epochs"`      // 1 + accepted chain breaks
 	Breaks      []ChainBreakData  `json:"breaks,omitempty"`
 	Retentions  []RetentionData   `json:"retentions,omitempty"`
@@ -118,9 +123,6 @@ type verifier struct {
 	breakAt   []uint64 // the seq of each rep.Breaks record
 	cpMatched bool
 	lastSeg   string
-	// cpCovered is the highest seq a checkpoint record in the log signed with the exported
-	// checkpoint's key vouches for.
-	cpCovered uint64
 }
 
 func (v *verifier) fail(seg string, line int, seq uint64, kind, detail string) {
@@ -225,6 +227,13 @@ func (v *verifier) check(seg string, line int, segNum uint64, rec Record) bool {
 			v.fail(seg, line, rec.Seq, KindBadSegment, fmt.Sprintf("header names segment %d", ev.Segment.Segment))
 			return false
 		}
+		if v.cpMatched && ev.Segment.Key != v.cp.Key {
+			// After the exported checkpoint the log is the host's only if the host's key signs
+			// it: a header naming another key is how a rewritten tail would carry checkpoints
+			// of its own.
+			v.fail(seg, line, rec.Seq, KindBadSignature, fmt.Sprintf("after the exported checkpoint, the header declares key %s, not the checkpoint's %s: the log was rewritten after it, or the host key was replaced (then export a checkpoint made with the new key)", short(ev.Segment.Key), short(v.cp.Key)))
+			return false
+		}
 		if v.curKey != "" && ev.Segment.Key != v.curKey {
 			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s: the checkpoint signing key changed from %s to %s", seg, short(v.curKey), short(ev.Segment.Key)))
 		}
@@ -245,8 +254,8 @@ func (v *verifier) check(seg string, line int, segNum uint64, rec Record) bool {
 			return false
 		}
 		v.rep.Checkpoints++
-		if v.cp != nil && c.Key == v.cp.Key {
-			v.cpCovered = c.Seq
+		if v.cp == nil || c.Key == v.cp.Key {
+			v.rep.SignedThrough = rec.Seq // the record it covers, and itself
 		}
 	case TypeRetention:
 		v.anchors = append(v.anchors, *ev.Retention)
@@ -335,7 +344,7 @@ func (v *verifier) finish() {
 		// signed with the exported checkpoint's key vouches for it (the recorder signs one right
 		// after writing either); otherwise whoever can write the files could delete the
 		// checkpointed records and say retention did.
-		if v.cp != nil && v.cp.Seq < f.Seq && slices.Min(by) > v.cpCovered {
+		if v.cp != nil && v.cp.Seq < f.Seq && slices.Min(by) > v.rep.SignedThrough {
 			v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
 			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("the exported checkpoint's record (seq %d) is gone, and the record that accounts for it (seq %d) is covered by no checkpoint signed with the exported checkpoint's key %s", v.cp.Seq, slices.Min(by), short(v.cp.Key)))
 			return

@@ -34,24 +34,24 @@ func (p *Problem) Error() string {
 // Report is the outcome of Verify. The log is intact when Problem is nil; Breaks lists chain breaks
 // that were accepted at start (--accept-chain-break) and Notes other facts an auditor should see.
 type Report struct {
-	Dir         string            `json:"dir"`
-	Segments    int               `json:"segments"`
-	Records     uint64            `json:"records"`
-	FirstSeq    uint64            `json:"first_seq"`
-	LastSeq     uint64            `json:"last_seq"`
-	LastHash    string            `json:"last_hash"`
-	Checkpoints int               `json:"checkpoints"` // signed checkpoint records verified in the log
+	Dir         string `json:"dir"`
+	Segments    int    `json:"segments"`
+	Records     uint64 `json:"records"`
+	FirstSeq    uint64 `json:"first_seq"`
+	LastSeq     uint64 `json:"last_seq"`
+	LastHash    string `json:"last_hash"`
+	Checkpoints int    `json:"checkpoints"` // signed checkpoint records verified in the log
 	// SignedThrough is the seq of the log's last signed checkpoint (with the exported
 	// checkpoint's key, when one is given), which covers every record before it: the records
 	// after it are held by the hash chain alone, which whoever can write the files can
 	// recompute. The recorder signs one a minute while records come, and when it closes.
-	SignedThrough uint64 `json:"signed_through"`
-	Epochs      int               `json:"epochs"`      // 1 + accepted chain breaks
-	Breaks      []ChainBreakData  `json:"breaks,omitempty"`
-	Retentions  []RetentionData   `json:"retentions,omitempty"`
-	Checkpoint  *CheckpointResult `json:"checkpoint,omitempty"`
-	Notes       []string          `json:"notes,omitempty"`
-	Problem     *Problem          `json:"problem,omitempty"`
+	SignedThrough uint64            `json:"signed_through"`
+	Epochs        int               `json:"epochs"` // 1 + accepted chain breaks
+	Breaks        []ChainBreakData  `json:"breaks,omitempty"`
+	Retentions    []RetentionData   `json:"retentions,omitempty"`
+	Checkpoint    *CheckpointResult `json:"checkpoint,omitempty"`
+	Notes         []string          `json:"notes,omitempty"`
+	Problem       *Problem          `json:"problem,omitempty"`
 }
 
 // CheckpointResult says how the log compared with an exported checkpoint.

@@ -379,6 +379,13 @@ func TestStateBehindAfterRotation(t *testing.T) {
 			r.Close()
 		}
 	}
+	// The state last saved names a hash the log does not have at its seq: verify says so too.
+	if rep, err := Verify(dir, nil); err != nil || rep.Problem == nil || rep.Problem.Kind != KindHashMismatch || !strings.Contains(rep.Problem.Detail, stateFile) {
+		t.Errorf("verify with a state the log disagrees with: %v %+v", err, rep.Problem)
+	}
+	if err := saveState(dir, cases[0].st, nil); err != nil {
+		t.Fatal(err)
+	}
 	mustVerify(t, dir, nil)
 }
 

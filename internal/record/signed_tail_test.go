@@ -11,7 +11,8 @@ import (
 // TestUnsignedTailReported: verify says how many records only the hash chain holds (after the
 // last signed checkpoint), which whoever can write the files can recompute without the host key:
 // none for a log the recorder closed, and every record after the last checkpoint once the closing
-// checkpoints are cut off and the chain ends where they were.
+// checkpoints are cut off and the chain ends where they were. Cut under the saved head
+// (chain.state), the same log fails as truncated.
 func TestUnsignedTailReported(t *testing.T) {
 	dir := t.TempDir()
 	r := openT(t, Options{Dir: dir})
@@ -44,6 +45,14 @@ func TestUnsignedTailReported(t *testing.T) {
 		keep--
 	}
 	if err := os.WriteFile(last, bytes.Join(lines[:keep], nil), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The saved head still names the cut checkpoint: a tail cut off is caught without an
+	// exported checkpoint. A copy of the log without its state is judged by the chain alone.
+	if rep, err := Verify(dir, nil); err != nil || rep.Problem == nil || rep.Problem.Kind != KindTruncated {
+		t.Fatalf("tail cut under the saved head: %v %+v", err, rep.Problem)
+	}
+	if err := os.Remove(filepath.Join(dir, stateFile)); err != nil {
 		t.Fatal(err)
 	}
 	rep = mustVerify(t, dir, nil)

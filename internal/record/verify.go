@@ -79,6 +79,12 @@ func Verify(dir string, cp *Checkpoint) (*Report, error) {
 			return rep, nil
 		}
 	}
+	// The saved head is read before the segments, so that a recorder writing meanwhile only
+	// adds records after it.
+	state, err := readState(dir)
+	if err != nil {
+		rep.Notes = append(rep.Notes, err.Error())
+	}
 	segs, err := listSegments(dir)
 	if err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
@@ -90,7 +96,7 @@ func Verify(dir string, cp *Checkpoint) (*Report, error) {
 		}
 		return rep, nil
 	}
-	v := verifier{rep: rep, cp: cp, keys: map[string]bool{}}
+	v := verifier{rep: rep, cp: cp, state: state, keys: map[string]bool{}}
 	for i, s := range segs {
 		if i > 0 && s.Num != segs[i-1].Num+1 {
 			rep.Problem = &Problem{Segment: segmentName(segs[i-1].Num + 1), Kind: KindBadSegment,
@@ -110,6 +116,7 @@ func Verify(dir string, cp *Checkpoint) (*Report, error) {
 
 type verifier struct {
 	rep    *Report
+	state  *chainState // the head the recorder saved (chain.state), if the directory has one
 	curKey string          // signing key declared by the current segment's header
 	keys   map[string]bool // every key the log's headers declared
 	cp     *Checkpoint
@@ -178,6 +185,9 @@ func (v *verifier) segment(s segmentFile, newest bool) error {
 			return nil
 		}
 		if !v.check(name, n, s.Num, rec) {
+			return nil
+		}
+		if v.checkState(name, n, rec); v.rep.Problem != nil {
 			return nil
 		}
 		v.prev = rec
@@ -272,6 +282,14 @@ func (v *verifier) check(seg string, line int, segNum uint64, rec Record) bool {
 	return v.rep.Problem == nil
 }
 
+// checkState compares record rec with the head the recorder saved, which it wrote only once the
+// record was durable.
+func (v *verifier) checkState(seg string, line int, rec Record) {
+	if v.state != nil && rec.Seq == v.state.Seq && rec.Hash != v.state.Hash {
+		v.fail(seg, line, rec.Seq, KindHashMismatch, fmt.Sprintf("record has hash %s but the log's saved head (%s) says %s (the log was rewritten)", short(rec.Hash), stateFile, short(v.state.Hash)))
+	}
+}
+
 func (v *verifier) checkExported(seg string, line int, rec Record) {
 	v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
 	if !v.keys[v.cp.Key] {
@@ -362,6 +380,11 @@ func (v *verifier) finish() {
 		case v.cp.Seq < v.rep.FirstSeq:
 			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("the exported checkpoint (seq %d) predates the oldest retained record (seq %d)", v.cp.Seq, v.rep.FirstSeq))
 		}
+	}
+	if v.rep.Problem == nil && v.state != nil && v.state.Seq > v.rep.LastSeq {
+		// Not proof against whoever also rewrites the state file, but a tail cut off alone is
+		// caught without an exported checkpoint.
+		v.fail(v.lastSeg, 0, v.rep.LastSeq, KindTruncated, fmt.Sprintf("the log ends at seq %d but its saved head (%s) is seq %d: records were removed from the tail", v.rep.LastSeq, stateFile, v.state.Seq))
 	}
 }
 

@@ -116,7 +116,7 @@ func Verify(dir string, cp *Checkpoint) (*Report, error) {
 
 type verifier struct {
 	rep    *Report
-	state  *chainState // the head the recorder saved (chain.state), if the directory has one
+	state  *chainState     // the head the recorder saved (chain.state), if the directory has one
 	curKey string          // signing key declared by the current segment's header
 	keys   map[string]bool // every key the log's headers declared
 	cp     *Checkpoint

@@ -168,8 +168,17 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		return Outcome{State: StateFailed}, err
 	}
 	now := time.Now()
+	timeout := b.cfg.Timeout
+	if spec.Timeout > 0 && spec.Timeout < timeout {
+		timeout = spec.Timeout
+	}
+	// No store call outlives the request's timeout: a store that stops answering (a fleet
+	// database behind a partition) would otherwise hold the statement, and the re-reads below,
+	// for as long as TCP takes to give up.
+	sctx, cancel := context.WithDeadline(ctx, now.Add(timeout))
+	defer cancel()
 	hash := spec.Binding().Hash()
-	if g, err := b.store.ConsumeGrant(ctx, hash, now); err != nil {
+	if g, err := b.store.ConsumeGrant(sctx, hash, now); err != nil {
 		b.stats.storeErrors.Add(1)
 		return Outcome{State: StateFailed}, fmt.Errorf("look up approval grant: %w", err)
 	} else if g != nil {
@@ -178,10 +187,6 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		return Outcome{State: StateApproved, Grant: g}, nil
 	}
 
-	timeout := b.cfg.Timeout
-	if spec.Timeout > 0 && spec.Timeout < timeout {
-		timeout = spec.Timeout
-	}
 	display := spec.Display
 	if display == nil {
 		display = make([]DisplayParam, len(spec.Params))
@@ -213,7 +218,7 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		b.mu.Unlock()
 	}()
 
-	if err := b.store.Create(ctx, r); err != nil {
+	if err := b.store.Create(sctx, r); err != nil {
 		b.stats.storeErrors.Add(1)
 		return Outcome{State: StateFailed}, fmt.Errorf("store approval request: %w", err)
 	}
@@ -241,10 +246,14 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		case <-wake:
 		case <-poll.C:
 		}
-		cur, err := b.store.Get(context.WithoutCancel(ctx), r.ID)
+		// A read cut short by the client's cancel or the deadline is harmless: the select above
+		// then ends the request through Finish, which reports a decision that came first.
+		cur, err := b.store.Get(sctx, r.ID)
 		if err != nil {
-			b.stats.storeErrors.Add(1)
-			b.log.Warn("approval: re-read request", "id", r.ID, "err", err)
+			if sctx.Err() == nil {
+				b.stats.storeErrors.Add(1)
+				b.log.Warn("approval: re-read request", "id", r.ID, "err", err)
+			}
 			continue
 		}
 		if cur.State != StatePending {

@@ -29,6 +29,8 @@ type FileStore struct {
 	mu       sync.Mutex
 	closed   bool
 	journal  *os.File // append-only handle; nil for a memory store
+	size     int64    // journal bytes acknowledged: where a failed append is cut back to
+	broken   error    // set when a failed append could not be cut back; later changes fail
 	lines    int      // lines in the journal since the last compaction
 	compact  int      // least number of lines before a compaction (compactAfter)
 	requests map[string]*Request
@@ -216,7 +218,7 @@ func (s *FileStore) compactLocked(now time.Time) error {
 	if s.journal != nil {
 		s.journal.Close()
 	}
-	s.journal, s.lines = j, 0
+	s.journal, s.lines, s.size, s.broken = j, 0, int64(buf.Len()), nil
 	return nil
 }
 
@@ -229,6 +231,9 @@ func (s *FileStore) appendLocked(now time.Time, lines ...fileLine) error {
 	if s.journal == nil {
 		return nil
 	}
+	if s.broken != nil {
+		return s.broken
+	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	for _, l := range lines {
@@ -237,17 +242,31 @@ func (s *FileStore) appendLocked(now time.Time, lines ...fileLine) error {
 		}
 	}
 	if _, err := s.journal.Write(buf.Bytes()); err != nil {
-		return fmt.Errorf("append to approval store: %w", err)
+		return s.cutBackLocked(fmt.Errorf("append to approval store: %w", err))
 	}
 	if err := s.journal.Sync(); err != nil {
-		return fmt.Errorf("sync approval store: %w", err)
+		return s.cutBackLocked(fmt.Errorf("sync approval store: %w", err))
 	}
+	s.size += int64(buf.Len())
 	s.lines += len(lines)
 	if s.lines > s.compact && s.lines > 2*(len(s.requests)+len(s.grants)) {
 		// The change is already durable; a failed compaction only leaves a longer journal.
 		s.compactLocked(now)
 	}
 	return nil
+}
+
+// cutBackLocked undoes a failed append: a write cut short (disk full) leaves part of a line, and
+// the next append would follow it mid-line, making the journal unreadable at the next start; a
+// failed sync leaves a change the caller rolls back in memory. The journal is truncated to what was
+// acknowledged. If even that fails, the store refuses every later change (fail closed) rather than
+// write after the fragment.
+func (s *FileStore) cutBackLocked(err error) error {
+	if terr := s.journal.Truncate(s.size); terr != nil {
+		s.broken = fmt.Errorf("approval store %s is unusable until the daemon restarts: a failed append could not be undone: %w", s.path, terr)
+		return fmt.Errorf("%w (%v)", err, s.broken)
+	}
+	return err
 }
 
 func (s *FileStore) notify(c Change) {

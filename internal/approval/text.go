@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // NoticeText is the message for the client's NoticeResponse: the request id, the rule and who may
@@ -61,7 +62,7 @@ func Summary(ev Event) string {
 	r := ev.Request
 	if r == nil {
 		if ev.Grant != nil {
-			return fmt.Sprintf("grant for %s used by %s", ev.Grant.RequestID, ev.Grant.Subject)
+			return fmt.Sprintf("grant for %s used by %s", ev.Grant.RequestID, slackInline(ev.Grant.Subject))
 		}
 		return string(ev.Type)
 	}
@@ -69,15 +70,16 @@ func Summary(ev Event) string {
 	if r.Identity.Email != "" {
 		who = r.Identity.Email
 	}
+	who = slackInline(who)
 	switch ev.Type {
 	case EventCreated:
 		proc := ""
 		if r.Process.Comm != "" {
-			proc = fmt.Sprintf(" via %s (pid %d)", r.Process.Comm, r.Process.PID)
+			proc = fmt.Sprintf(" via %s (pid %d)", slackInline(r.Process.Comm), r.Process.PID)
 		}
 		return fmt.Sprintf("*Approval needed* `%s`: %s%s wants to run on %s/%s as %s:\n```%s```\nrule %s, %s from %s; `enforcer approve %s` or `enforcer deny %s --reason …`",
-			r.ID, who, proc, r.Target, r.Database, r.DBUser, strings.ReplaceAll(r.SQL, "```", "` ` `"),
-			r.Rule, approvalsWord(r.Quorum), strings.Join(r.Approvers, " or "), r.ID, r.ID)
+			r.ID, who, proc, slackInline(r.Target), slackInline(r.Database), slackInline(r.DBUser), slackCode(r.SQL),
+			slackInline(r.Rule), approvalsWord(r.Quorum), slackInline(strings.Join(r.Approvers, " or ")), r.ID, r.ID)
 	case EventDecided:
 		if ev.Decision == nil {
 			return fmt.Sprintf("`%s` is now %s", r.ID, r.State)
@@ -87,9 +89,9 @@ func Summary(ev Event) string {
 		if d.Verdict == Deny {
 			verb = "denied"
 		}
-		s := fmt.Sprintf("`%s` %s by %s (%d/%d approvals, now %s)", r.ID, verb, d.Reviewer.Subject, r.Approvals(), r.Quorum, r.State)
+		s := fmt.Sprintf("`%s` %s by %s (%d/%d approvals, now %s)", r.ID, verb, slackInline(d.Reviewer.Subject), r.Approvals(), r.Quorum, r.State)
 		if d.Reason != "" {
-			s += ": " + d.Reason
+			s += ": " + slackInline(d.Reason)
 		}
 		return s
 	case EventGranted:
@@ -98,4 +100,41 @@ func Summary(ev Event) string {
 		return fmt.Sprintf("`%s` from %s expired after %s without a decision", r.ID, who, r.Timeout.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("`%s` %s", r.ID, ev.Type)
+}
+
+// slackEscaper escapes the three characters Slack reads as markup (mentions such as <!channel>,
+// links with a text of their choosing); Slack shows the escaped forms as the characters themselves.
+var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
+
+// slackInline is text from the agent, the identity provider or a reviewer for a line of the
+// summary: no Slack markup, and no line breaks or other control characters that could fake
+// further lines of the message.
+func slackInline(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, slackEscaper.Replace(s))
+}
+
+// slackCode is the statement for the inside of a ``` code block. The agent chooses every byte of
+// it (a comment holds anything), so no run of backticks may remain that could close the block
+// early or merge with its fences: a space follows every backtick that another one follows, and
+// one pads a backtick at either end.
+func slackCode(s string) string {
+	var b strings.Builder
+	if strings.HasPrefix(s, "`") {
+		b.WriteByte(' ')
+	}
+	for i := 0; i < len(s); i++ {
+		b.WriteByte(s[i])
+		if s[i] == '`' && i+1 < len(s) && s[i+1] == '`' {
+			b.WriteByte(' ')
+		}
+	}
+	if strings.HasSuffix(s, "`") {
+		b.WriteByte(' ')
+	}
+	return slackEscaper.Replace(b.String())
 }

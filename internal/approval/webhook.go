@@ -117,9 +117,16 @@ func NewNotifier(cfg NotifierConfig) (*Notifier, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{}
+	// Deliveries go only to the URL the operator wrote: a redirect (from the endpoint or from
+	// whoever answers for its name) would post held statements and identities to a host, or over a
+	// scheme, nobody chose. A 3xx is then a permanent failure.
+	client := &http.Client{}
+	if cfg.Client != nil {
+		c := *cfg.Client
+		client = &c
 	}
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	cfg.Client = client
 	n := &Notifier{cfg: cfg, log: cfg.Logger}
 	if n.log == nil {
 		n.log = slog.Default()

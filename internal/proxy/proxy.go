@@ -136,6 +136,9 @@ type Server struct {
 	nextID atomic.Uint64
 	mu     sync.Mutex
 	active map[uint64]*Conn
+	// sweeps counts CloseWhere calls: a connection authorised while one ran (a logout, a
+	// reload) was not yet active for it to close.
+	sweeps uint64
 }
 
 // Listen opens the proxy's listeners on 127.0.0.1 and [::1] at port: plain TCP, no MPTCP (Go's
@@ -192,6 +195,9 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 	ctx = c.serveContext(ctx)
 	defer c.Close()
 
+	s.mu.Lock()
+	sweeps := s.sweeps
+	s.mu.Unlock()
 	pol := s.Policy()
 	target, err := s.pickTarget(pol, c)
 	if err != nil {
@@ -219,8 +225,13 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 	s.Metrics.Connections.WithLabelValues(target.Name, "allowed").Inc()
 	s.Metrics.Active.WithLabelValues(target.Name).Inc()
 	defer s.Metrics.Active.WithLabelValues(target.Name).Dec()
-	s.track(c, true)
-	defer s.track(c, false)
+	if !s.track(c, sweeps, pol) {
+		// A logout, an expiry or a reload came between the policy read and now; what it
+		// revoked may include this connection, which it could not see. Connect again.
+		c.Log.Info("connection closed: a session or the policy changed while it was authorised")
+		return
+	}
+	defer s.untrack(c)
 	c.Log.Info("connection", "target", target.Name, "protocol", target.Protocol)
 	if err := h.Serve(ctx, c); err != nil && !isClosed(err) {
 		c.Log.Warn("connection ended with error", "target", target.Name, "err", err)
@@ -301,23 +312,33 @@ func (s *Server) deny(c *Conn, target string, reason error) {
 	c.Client.SetLinger(0)
 }
 
-func (s *Server) track(c *Conn, add bool) {
+// track makes c active, unless a CloseWhere ran since sweeps was read or the policy is no longer
+// pol: c was authorised against a state that may have changed, and the change could not close it.
+func (s *Server) track(c *Conn, sweeps uint64, pol *policy.Policy) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.sweeps != sweeps || s.Policy() != pol {
+		return false
+	}
 	if s.active == nil {
 		s.active = map[uint64]*Conn{}
 	}
-	if add {
-		s.active[c.ID] = c
-	} else {
-		delete(s.active, c.ID)
-	}
+	s.active[c.ID] = c
+	return true
+}
+
+func (s *Server) untrack(c *Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.active, c.ID)
 }
 
 // CloseWhere closes every active connection for which match returns true (for example all the
-// connections of a session that expired) and returns how many it closed.
+// connections of a session that expired) and returns how many it closed. A connection being
+// authorised meanwhile is closed too, when it would become active (see track).
 func (s *Server) CloseWhere(match func(*Conn) bool) int {
 	s.mu.Lock()
+	s.sweeps++
 	var victims []*Conn
 	for _, c := range s.active {
 		if match(c) {

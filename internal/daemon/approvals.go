@@ -114,21 +114,34 @@ func (d *Daemon) listApprovals(ctx context.Context, c control.Caller, r *http.Re
 	} else if s, err := d.reviewer(c); err == nil {
 		rev = &s
 	}
-	f := approval.Filter{Limit: 200}
+	var f approval.Filter
 	if r.URL.Query().Get("all") == "" {
 		f.States = []approval.State{approval.StatePending}
 	}
+	// Every request is read, and only then cut to what the caller may read and to the newest
+	// maxListed of those: stores list oldest first, so a limit in the store hid new requests
+	// behind old ones (on a fleet, behind requests others may not read, or that hosts gone for
+	// good left pending).
 	reqs, err := d.approvals.List(ctx, f)
 	if err != nil {
 		return nil, err
 	}
+	return newestVisible(reqs, func(req *approval.Request) bool { return d.mayRead(c, confinedTo, rev, req) }), nil
+}
+
+// maxListed is how many requests a listing shows at most: the newest.
+const maxListed = 200
+
+// newestVisible returns the newest maxListed of reqs (listed oldest first) that visible accepts,
+// oldest first.
+func newestVisible(reqs []*approval.Request, visible func(*approval.Request) bool) []*approval.Request {
 	out := []*approval.Request{}
 	for _, req := range reqs {
-		if d.mayRead(c, confinedTo, rev, req) {
+		if visible(req) {
 			out = append(out, req)
 		}
 	}
-	return out, nil
+	return out[max(len(out)-maxListed, 0):]
 }
 
 func (d *Daemon) decide(ctx context.Context, c control.Caller, r *http.Request, approve bool) (any, error) {

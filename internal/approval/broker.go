@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,19 +47,44 @@ type Broker struct {
 	log   *slog.Logger
 	stats counters
 
+	// settings are the policy's part of cfg, replaced by Reconfigure when the policy is reloaded.
+	settings atomic.Pointer[Settings]
+
 	mu       sync.Mutex
 	waiters  map[string]chan struct{}
 	watchers map[chan Event]struct{}
 }
 
+// Settings are what the policy decides of a Broker, and a reload may change: Config's Timeout,
+// LateWindow (with their defaults) and Notifier.
+type Settings struct {
+	Timeout    time.Duration
+	LateWindow time.Duration
+	Notifier   *Notifier
+}
+
+func (s *Settings) setDefaults() {
+	if s.Timeout <= 0 {
+		s.Timeout = DefaultTimeout
+	}
+	if s.LateWindow == 0 {
+		s.LateWindow = DefaultLateWindow
+	}
+}
+
+// Reconfigure applies a reloaded policy's settings to the requests and decisions that follow (a
+// statement already waiting keeps its deadline), and returns the notifier they replace, which
+// the caller closes.
+func (b *Broker) Reconfigure(s Settings) *Notifier {
+	s.setDefaults()
+	if old := b.settings.Swap(&s); old != nil {
+		return old.Notifier
+	}
+	return nil
+}
+
 // NewBroker returns a Broker over store. The Broker registers itself for the store's changes.
 func NewBroker(store Store, cfg Config) *Broker {
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultTimeout
-	}
-	if cfg.LateWindow == 0 {
-		cfg.LateWindow = DefaultLateWindow
-	}
 	if cfg.GrantTTL <= 0 {
 		cfg.GrantTTL = DefaultGrantTTL
 	}
@@ -75,6 +101,7 @@ func NewBroker(store Store, cfg Config) *Broker {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	b.Reconfigure(Settings{Timeout: cfg.Timeout, LateWindow: cfg.LateWindow, Notifier: cfg.Notifier})
 	store.OnChange(b.changed)
 	return b
 }
@@ -168,7 +195,7 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		return Outcome{State: StateFailed}, err
 	}
 	now := time.Now()
-	timeout := b.cfg.Timeout
+	timeout := b.settings.Load().Timeout
 	if spec.Timeout > 0 && spec.Timeout < timeout {
 		timeout = spec.Timeout
 	}
@@ -322,7 +349,7 @@ func (b *Broker) decide(ctx context.Context, id string, d Decision) (*Request, e
 		return nil, err
 	}
 	d.Time = time.Now()
-	late := b.cfg.LateWindow
+	late := b.settings.Load().LateWindow
 	if late < 0 {
 		late = 0
 	}
@@ -383,8 +410,8 @@ func (b *Broker) emit(ev Event) {
 	if b.cfg.OnEvent != nil {
 		b.cfg.OnEvent(ev)
 	}
-	if b.cfg.Notifier != nil {
-		b.cfg.Notifier.Notify(ev)
+	if n := b.settings.Load().Notifier; n != nil {
+		n.Notify(ev)
 	}
 	b.broadcast(ev)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/policy"
 )
 
 func (d *Daemon) startApprovals(ctx context.Context) error {
@@ -35,35 +36,44 @@ func (d *Daemon) startApprovals(ctx context.Context) error {
 		}
 		store = fs
 	}
-	pol := d.policy.Load()
+	set, err := d.approvalSettings(d.policy.Load().Approvals)
+	if err != nil {
+		return err
+	}
+	d.approvals = approval.NewBroker(store, approval.Config{
+		Timeout:    set.Timeout,
+		LateWindow: set.LateWindow,
+		Owner:      host,
+		Notifier:   set.Notifier,
+		Logger:     d.log,
+	})
+	return nil
+}
+
+// approvalSettings builds what the broker takes from the policy: its timeouts and a notifier for
+// its webhooks (reading their secrets), or an error that names what cannot be read.
+func (d *Daemon) approvalSettings(a policy.Approvals) (approval.Settings, error) {
+	set := approval.Settings{Timeout: time.Duration(a.Timeout), LateWindow: time.Duration(a.LateWindow)}
 	var hooks []approval.Webhook
-	for _, w := range pol.Approvals.Webhooks {
+	for _, w := range a.Webhooks {
 		wh := approval.Webhook{Name: w.Name, URL: w.URL, Rules: w.Rules}
 		if w.SecretFile != "" {
 			sec, err := readSecretFile(w.SecretFile)
 			if err != nil {
-				return fmt.Errorf("webhook %s secret: %w", w.Name, err)
+				return set, fmt.Errorf("webhook %s secret: %w", w.Name, err)
 			}
 			wh.Secret = sec
 		}
 		hooks = append(hooks, wh)
 	}
-	var notifier *approval.Notifier
 	if len(hooks) > 0 {
-		var err error
-		notifier, err = approval.NewNotifier(approval.NotifierConfig{Webhooks: hooks, Logger: d.log})
+		n, err := approval.NewNotifier(approval.NotifierConfig{Webhooks: hooks, Logger: d.log})
 		if err != nil {
-			return fmt.Errorf("approval webhooks: %w", err)
+			return set, fmt.Errorf("approval webhooks: %w", err)
 		}
+		set.Notifier = n
 	}
-	d.approvals = approval.NewBroker(store, approval.Config{
-		Timeout:    time.Duration(pol.Approvals.Timeout),
-		LateWindow: time.Duration(pol.Approvals.LateWindow),
-		Owner:      host,
-		Notifier:   notifier,
-		Logger:     d.log,
-	})
-	return nil
+	return set, nil
 }
 
 // reviewer is the caller as a reviewer: the person of their own current session.

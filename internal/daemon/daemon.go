@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -210,15 +211,33 @@ func (d *Daemon) loadPolicy() (changed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// Approvals take their timeouts and webhooks from the policy too; a webhook whose secret
+	// cannot be read refuses the reload as a bad file does.
+	var approvals *approval.Settings
+	if cur := d.policy.Load(); d.approvals != nil && cur != nil && !reflect.DeepEqual(cur.Approvals, p.Approvals) {
+		set, err := d.approvalSettings(p.Approvals)
+		if err != nil {
+			return false, err
+		}
+		approvals = &set
+	}
 	if d.redir != nil {
 		if rs, ok := d.redir.(interface{ SetResolvers([]netip.Addr) error }); ok {
 			if err := rs.SetResolvers(p.Resolvers); err != nil {
+				if approvals != nil && approvals.Notifier != nil {
+					approvals.Notifier.Close()
+				}
 				return false, fmt.Errorf("apply DNS resolvers: %w", err)
 			}
 		}
 	}
 	old := d.policy.Swap(p)
 	d.polHash = h
+	if approvals != nil {
+		if n := d.approvals.Reconfigure(*approvals); n != nil {
+			go n.Close() // its workers stop; what it still queued is dropped, as at shutdown
+		}
+	}
 	if n := d.endRevoked(old, p); n > 0 {
 		d.log.Info("policy reload ended connections it no longer allows", "closed_connections", n)
 	}

@@ -136,9 +136,11 @@ type Server struct {
 	nextID atomic.Uint64
 	mu     sync.Mutex
 	active map[uint64]*Conn
-	// sweeps counts CloseWhere calls: a connection authorised while one ran (a logout, a
-	// reload) was not yet active for it to close.
+	// sweeps counts CloseWhere calls, and swept holds the matches of the latest: a connection
+	// authorised while one ran (a logout, an expiry, a reload) was not yet active for it to
+	// close, so track asks the matches it missed.
 	sweeps uint64
+	swept  [8]func(*Conn) bool
 }
 
 // Listen opens the proxy's listeners on 127.0.0.1 and [::1] at port: plain TCP, no MPTCP (Go's
@@ -312,13 +314,19 @@ func (s *Server) deny(c *Conn, target string, reason error) {
 	c.Client.SetLinger(0)
 }
 
-// track makes c active, unless a CloseWhere ran since sweeps was read or the policy is no longer
-// pol: c was authorised against a state that may have changed, and the change could not close it.
+// track makes c active, unless a CloseWhere that ran since sweeps was read would have closed it
+// (or so many ran that their matches are gone), or the policy is no longer pol: c was authorised
+// against a state that changed, and the change could not close it.
 func (s *Server) track(c *Conn, sweeps uint64, pol *policy.Policy) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sweeps != sweeps || s.Policy() != pol {
+	if s.Policy() != pol || s.sweeps-sweeps > uint64(len(s.swept)) {
 		return false
+	}
+	for i := sweeps; i < s.sweeps; i++ {
+		if s.swept[i%uint64(len(s.swept))](c) {
+			return false
+		}
 	}
 	if s.active == nil {
 		s.active = map[uint64]*Conn{}
@@ -338,6 +346,7 @@ func (s *Server) untrack(c *Conn) {
 // authorised meanwhile is closed too, when it would become active (see track).
 func (s *Server) CloseWhere(match func(*Conn) bool) int {
 	s.mu.Lock()
+	s.swept[s.sweeps%uint64(len(s.swept))] = match
 	s.sweeps++
 	var victims []*Conn
 	for _, c := range s.active {

@@ -36,8 +36,8 @@ func (h *countingHandler) Serve(ctx context.Context, c *Conn) error {
 
 // TestConnectionAuthorisedDuringASweepIsClosed: a logout, an expiry or a reload that closes
 // connections (CloseWhere) while another is between its policy read and becoming active cannot
-// see it; that connection is closed instead of served with what was revoked. Must hold: only
-// a connection authorised with nothing changing meanwhile is served.
+// see it; that connection is closed instead of served with what was revoked, if the sweep would
+// have closed it. Must hold: a connection is served only if no sweep it missed matches it.
 func TestConnectionAuthorisedDuringASweepIsClosed(t *testing.T) {
 	pol, err := policy.Parse("p.yaml", []byte(`version: 1
 targets:
@@ -78,7 +78,13 @@ targets:
 		served bool
 	}{
 		{"nothing changes", func(*Server) {}, true},
-		{"a session's connections are closed meanwhile", func(s *Server) { s.CloseWhere(func(*Conn) bool { return false }) }, false},
+		{"its session's connections are closed meanwhile", func(s *Server) { s.CloseWhere(func(c *Conn) bool { return c.Identity == "alice" }) }, false},
+		{"another session's connections are closed meanwhile", func(s *Server) { s.CloseWhere(func(c *Conn) bool { return c.Identity == "bob" }) }, true},
+		{"more sweeps than are remembered", func(s *Server) {
+			for range 9 {
+				s.CloseWhere(func(c *Conn) bool { return false })
+			}
+		}, false},
 		{"the policy is reloaded meanwhile", func(*Server) {
 			p2, _ := policy.Parse("p.yaml", []byte("version: 1\ntargets:\n  - name: local\n    match: {addresses: [\"127.0.0.1\"], ports: [5999]}\n    protocol: tcp\n"))
 			current.Store(p2)

@@ -19,7 +19,7 @@ func TestReconfigureAppliesReloadedSettings(t *testing.T) {
 		Notifier: newNotifier(t, NotifierConfig{Webhooks: []Webhook{{Name: "old", URL: oldSrv.URL}}})})
 
 	h := hold(t, ctx, b, updateSpec("1"))
-	<-oldGot // created
+	<-oldGot  // created
 	h.wait(t) // expired, within the hour's late window
 	replaced := b.Reconfigure(Settings{Timeout: time.Minute, LateWindow: -1,
 		Notifier: newNotifier(t, NotifierConfig{Webhooks: []Webhook{{Name: "new", URL: newSrv.URL}}})})

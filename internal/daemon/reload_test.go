@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -53,34 +54,9 @@ grants:
 		revoked  bool
 	}{
 		{"nothing changed", base + "masking: {disabled: true}\n", base + "masking: {disabled: true}\n", db, false},
-		{"grant taken away", base + "masking: {disabled: true}\n",
-			`version: 1
-targets:
-  - name: db
-    match: {addresses: ["198.18.1.2"], ports: [5432]}
-    protocol: postgres
-    upstream: {user: agent, password_file: /dev/null}
-  - name: api
-    match: {addresses: ["198.18.1.3"], ports: [80]}
-    protocol: tcp
-grants:
-  - {groups: [eng], targets: [db]}
-masking: {disabled: true}
-`, api, true},
-		{"grant of another target taken away", base + "masking: {disabled: true}\n", base[:len(base)-len("  - {groups: [eng], targets: [db, api]}\n")] + "  - {groups: [eng], targets: [db]}\nmasking: {disabled: true}\n", db, false},
-		{"target moved elsewhere", base, `version: 1
-targets:
-  - name: db
-    match: {addresses: ["198.18.1.9"], ports: [5432]}
-    protocol: postgres
-    upstream: {user: agent, password_file: /dev/null}
-  - name: api
-    match: {addresses: ["198.18.1.3"], ports: [80]}
-    protocol: tcp
-grants:
-  - {groups: [eng], targets: [db, api]}
-masking: {disabled: true}
-`, db, true},
+		{"grant taken away", base + "masking: {disabled: true}\n", strings.Replace(base, "targets: [db, api]}", "targets: [db]}", 1) + "masking: {disabled: true}\n", api, true},
+		{"grant of another target taken away", base + "masking: {disabled: true}\n", strings.Replace(base, "targets: [db, api]}", "targets: [db]}", 1) + "masking: {disabled: true}\n", db, false},
+		{"target moved elsewhere", base, strings.Replace(base, "198.18.1.2", "198.18.1.9", 1) + "masking: {disabled: true}\n", db, true},
 		{"masking turned on", base + "masking: {disabled: true}\n", base, db, true},
 		{"a column rule added", base, base + "masking: {columns: [{match: \"customers.email\", style: redact}]}\n", db, true},
 		{"masking turned on, relay", base + "masking: {disabled: true}\n", base, api, false},

@@ -33,6 +33,10 @@ func TestCommandUsage(t *testing.T) {
 		{args: []string{"approve"}, status: 2, stderr: "usage: enforcer approve ID"},
 		{args: []string{"policy", "-h"}, status: 0, stdout: "usage: enforcer policy check FILE"},
 		{args: []string{"policy", "lint"}, status: 2, stderr: "usage: enforcer policy check FILE"},
+		// explain judges with what the daemon's rules would see, and says what it assumed.
+		{args: []string{"policy", "explain", "--policy", "../../examples/policy.yaml", "--target", "prod-db", "--as", "alice/engineering", "--email", "alice@example.com",
+			"--comm", "psql", "--uid", "4242", "--database", "app", "--sql", "DELETE FROM orders"}, status: 0,
+			stdout: `email "alice@example.com"; process comm "psql" exe "" uid 4242; target prod-db database "app"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

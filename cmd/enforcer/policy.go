@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -56,11 +57,16 @@ func policyExplain(fs *flag.FlagSet, args []string) error {
 	as := fs.String("as", "", "identity as SUBJECT or SUBJECT/GROUP1,GROUP2")
 	value := fs.String("value", "", "a sample value: show what masking makes of it")
 	column := fs.String("column", "", "with --value: the column it comes from, as [schema.]table.column or column")
+	database := fs.String("database", "", "the database the client asks for (default: the target's upstream database)")
+	email := fs.String("email", "", "the identity's email")
+	comm := fs.String("comm", "", "the process's name (process.comm)")
+	exe := fs.String("exe", "", "the process's executable (process.exe)")
+	uid := fs.Int64("uid", -1, "the process's uid (process.uid)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *target == "" || (*sql == "" && *value == "") {
-		return errors.New(`usage: enforcer policy explain --target T (--sql "..." | --value SAMPLE [--column table.col]) [--as subject/group1,group2] [--policy FILE]`)
+		return errors.New(`usage: enforcer policy explain --target T (--sql "..." | --value SAMPLE [--column table.col]) [--as subject/group1,group2] [--email E] [--database D] [--comm C] [--exe PATH] [--uid N] [--policy FILE]`)
 	}
 	pol, err := policy.Load(*file)
 	if err != nil {
@@ -109,8 +115,16 @@ func policyExplain(fs *flag.FlagSet, args []string) error {
 			return nil
 		}
 	}
-	conn := rules.NewConn(rules.Identity{Subject: subject, Groups: groups},
-		rules.Process{}, rules.Target{Name: t.Name, Protocol: t.Protocol, Database: t.Upstream.Database, User: t.Upstream.User})
+	// The daemon's rules see the database the proxy logs in to: the target's, else the one the
+	// client asked for. Rules on fields given no value here see them empty (uid -1).
+	db := cmp.Or(t.Upstream.Database, *database)
+	if t.Upstream.Database != "" && *database != "" && *database != t.Upstream.Database {
+		fmt.Printf("note: %s always logs in to database %s; --database %s is not what rules see\n", t.Name, t.Upstream.Database, *database)
+	}
+	fmt.Printf("judged as: subject %q groups %q email %q; process comm %q exe %q uid %d; target %s database %q user %q\n",
+		subject, groups, *email, *comm, *exe, *uid, t.Name, db, t.Upstream.User)
+	conn := rules.NewConn(rules.Identity{Subject: subject, Email: *email, Groups: groups},
+		rules.Process{Comm: *comm, Exe: *exe, UID: *uid}, rules.Target{Name: t.Name, Protocol: t.Protocol, Database: db, User: t.Upstream.User})
 	res := sqlclass.New(sqlclass.Options{}).Classify(*sql)
 	d := pol.Rules.Decide(conn, res, nil)
 	fmt.Print(rules.Explain(&d))

@@ -20,7 +20,7 @@ func cmdDaemon(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the daemon needs root (it loads BPF programs and manages cgroups)")
 	}
-	cfg, err := daemon.LoadConfig(*cfgPath)
+	cfg, err := daemon.LoadDaemonConfig(*cfgPath)
 	if err != nil {
 		return err
 	}

@@ -4,10 +4,12 @@ package daemon
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/goccy/go-yaml"
@@ -82,10 +84,18 @@ const (
 )
 
 // LoadConfig reads a daemon configuration file; missing fields take the defaults.
-func LoadConfig(path string) (*Config, error) {
+func LoadConfig(path string) (*Config, error) { return loadConfig(path, os.ReadFile) }
+
+// LoadDaemonConfig is LoadConfig for the daemon itself: the file names the policy, the state and
+// the identity provider, so it must be root's and writable by no one else (readRootOwned).
+func LoadDaemonConfig(path string) (*Config, error) {
+	return loadConfig(path, func(p string) ([]byte, error) { return readRootOwned(p, "configuration") })
+}
+
+func loadConfig(path string, read func(string) ([]byte, error)) (*Config, error) {
 	c := &Config{}
 	if path != "" {
-		data, err := os.ReadFile(path)
+		data, err := read(path)
 		if err != nil {
 			return nil, fmt.Errorf("read config: %w", err)
 		}
@@ -145,4 +155,35 @@ func (c *Config) reservedPorts() []uint16 {
 		return nil
 	}
 	return []uint16{uint16(n)}
+}
+
+// readRootOwned reads a file that decides what the enforcer allows (its configuration, its
+// policy): a regular file owned by root that no group or other user can write, as sshd's
+// StrictModes asks of authorized_keys, since whoever may write it decides who reaches what. The
+// checks are made on the descriptor read, so the file cannot be swapped between them and the
+// read; and a FIFO put there does not hang the daemon.
+func readRootOwned(path, what string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s %s is not a regular file", what, path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+		return nil, fmt.Errorf("%s %s is owned by uid %d; only root may change what the enforcer allows (chown root %s)", what, path, sys.Uid, path)
+	}
+	if st.Mode().Perm()&0o022 != 0 {
+		return nil, fmt.Errorf("%s %s has mode %o: others may change what the enforcer allows (chmod go-w %s)", what, path, st.Mode().Perm(), path)
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	return data, nil
 }

@@ -204,16 +204,20 @@ func (s *FileStore) compactLocked(now time.Time) error {
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("compact approval store: %w", err)
 	}
+	// The append handle is opened before the rename: opened after it, a failure (no descriptor
+	// left) would leave later changes appended to the replaced journal's unlinked file,
+	// acknowledged and gone at the next start.
+	j, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open approval store: %w", err)
+	}
 	if err := os.Rename(tmp, s.path); err != nil {
+		j.Close()
 		return fmt.Errorf("compact approval store: %w", err)
 	}
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
-	}
-	j, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("open approval store: %w", err)
 	}
 	if s.journal != nil {
 		s.journal.Close()
@@ -223,7 +227,8 @@ func (s *FileStore) compactLocked(now time.Time) error {
 }
 
 // appendLocked writes lines to the journal in one write and syncs it before the change is
-// acknowledged. If the write fails the caller rolls back its in-memory change.
+// acknowledged. If the write fails the caller rolls back its in-memory change; if it succeeds the
+// caller applies the change and then calls appliedLocked.
 func (s *FileStore) appendLocked(now time.Time, lines ...fileLine) error {
 	if s.closed {
 		return ErrClosed
@@ -249,11 +254,18 @@ func (s *FileStore) appendLocked(now time.Time, lines ...fileLine) error {
 	}
 	s.size += int64(buf.Len())
 	s.lines += len(lines)
-	if s.lines > s.compact && s.lines > 2*(len(s.requests)+len(s.grants)) {
+	return nil
+}
+
+// appliedLocked is called once a change that appendLocked stored is applied in memory: it
+// compacts the journal when it has grown well past the live state. Not before: a compaction
+// rewrites the journal from memory, and one made between the append and the change it stored
+// would drop that change at the next start (a consumed grant usable again, a decision gone).
+func (s *FileStore) appliedLocked(now time.Time) {
+	if s.journal != nil && s.lines > s.compact && s.lines >= 2*(len(s.requests)+len(s.grants)) {
 		// The change is already durable; a failed compaction only leaves a longer journal.
 		s.compactLocked(now)
 	}
-	return nil
 }
 
 // cutBackLocked undoes a failed append: a write cut short (disk full) leaves part of a line, and
@@ -293,9 +305,11 @@ func (s *FileStore) Create(_ context.Context, r *Request) error {
 		return fmt.Errorf("create approval request %s: id already exists", r.ID)
 	}
 	c := r.Clone()
-	err := s.appendLocked(time.Now(), fileLine{Request: c})
+	now := time.Now()
+	err := s.appendLocked(now, fileLine{Request: c})
 	if err == nil {
 		s.requests[r.ID] = c
+		s.appliedLocked(now)
 	}
 	s.mu.Unlock()
 	if err != nil {
@@ -362,6 +376,7 @@ func (s *FileStore) Decide(_ context.Context, id string, d Decision, w Windows) 
 		c := *g
 		gc = &c
 	}
+	s.appliedLocked(d.Time)
 	out := next.Clone()
 	s.mu.Unlock()
 	s.notify(Change{ID: id, Event: EventDecided})
@@ -386,6 +401,7 @@ func (s *FileStore) Finish(_ context.Context, id string, st State, reason string
 		return nil, false, err
 	}
 	s.requests[id] = next
+	s.appliedLocked(now)
 	out := next.Clone()
 	s.mu.Unlock()
 	s.notify(Change{ID: id, Event: eventFor(st)})
@@ -411,6 +427,7 @@ func (s *FileStore) ConsumeGrant(_ context.Context, hash string, now time.Time) 
 		return nil, err
 	}
 	s.grants[used.RequestID] = &used
+	s.appliedLocked(now)
 	c := used
 	return &c, nil
 }

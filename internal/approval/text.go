@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
 // NoticeText is the message for the client's NoticeResponse: the request id, the rule and who may
@@ -110,12 +111,39 @@ var slackEscaper = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;")
 // summary: no Slack markup, and no line breaks or other control characters that could fake
 // further lines of the message.
 func slackInline(s string) string {
-	return strings.Map(func(r rune) rune {
+	return escapeBidi(strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
 		}
 		return r
-	}, slackEscaper.Replace(s))
+	}, slackEscaper.Replace(s)))
+}
+
+// escapeBidi shows Unicode's explicit bidirectional controls (embeddings, overrides, isolates
+// and the direction marks) as \uNNNN, as replays do: Slack lays text out by them, so a comment
+// holding them would show reviewers a statement other than the one they approve ("Trojan
+// Source").
+func escapeBidi(s string) string {
+	if !strings.ContainsFunc(s, isBidiControl) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if isBidiControl(r) {
+			fmt.Fprintf(&b, `\u%04X`, r)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// isBidiControl reports whether r is one of Unicode's explicit bidirectional formatting
+// characters (UAX #9).
+func isBidiControl(r rune) bool {
+	return 0x202a <= r && r <= 0x202e || 0x2066 <= r && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // slackCode is the statement for the inside of a ``` code block. The agent chooses every byte of
@@ -136,5 +164,5 @@ func slackCode(s string) string {
 	if strings.HasSuffix(s, "`") {
 		b.WriteByte(' ')
 	}
-	return slackEscaper.Replace(b.String())
+	return escapeBidi(slackEscaper.Replace(b.String()))
 }

@@ -72,6 +72,24 @@ func (r *Report) OK() bool { return r.Problem == nil }
 // with cp.Hash, which detects removal of the tail; without one, a shorter log cannot be told from
 // an older one and Verify does not claim otherwise. An error means the log could not be read.
 func Verify(dir string, cp *Checkpoint) (*Report, error) {
+	for attempt := 1; ; attempt++ {
+		rep, err := verifyOnce(dir, cp)
+		// Retention removes the oldest segments while the daemon runs: one listed and gone
+		// before it was opened was removed meanwhile, and a fresh read of the log (its
+		// retention record written before the removal) judges what is left.
+		if err == nil || !errors.Is(err, errSegmentGone) || attempt == verifyAttempts {
+			return rep, err
+		}
+	}
+}
+
+// verifyAttempts is how many times Verify reads the log when segments go while it reads.
+const verifyAttempts = 10
+
+// errSegmentGone marks a listed segment that was removed before Verify opened it.
+var errSegmentGone = errors.New("segment removed while the log was read")
+
+func verifyOnce(dir string, cp *Checkpoint) (*Report, error) {
 	rep := &Report{Dir: dir, Epochs: 1}
 	if cp != nil {
 		if err := verifyCheckpoint(cp, nil); err != nil {
@@ -142,6 +160,9 @@ func (v *verifier) segment(s segmentFile, newest bool) error {
 	name := filepath.Base(s.Path)
 	v.lastSeg = name
 	f, err := os.Open(s.Path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("verify: %w: %w", errSegmentGone, err)
+	}
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
@@ -150,7 +171,12 @@ func (v *verifier) segment(s segmentFile, newest bool) error {
 	for n := 1; ; n++ {
 		line, torn, err := lr.next()
 		if err == io.EOF {
-			if n == 1 {
+			switch {
+			case n == 1 && newest:
+				// The recorder creates a segment before it writes the header: a log read then,
+				// or left so by a crash (Open removes the file), is not a damaged one.
+				v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("%s is empty (a segment being created, not part of the chain)", name))
+			case n == 1:
 				v.fail(name, 0, 0, KindBadSegment, "segment is empty")
 			}
 			return nil
@@ -357,14 +383,20 @@ func (v *verifier) finish() {
 			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("the log starts at seq %d with prev %s, but no retention record accounts for the records before it", f.Seq, short(f.Prev)))
 			return
 		}
-		// The exported checkpoint's record is among those gone. A retention or chain_break
-		// record is as easy to append as to remove segments, so it counts only once a checkpoint
-		// signed with the exported checkpoint's key vouches for it (the recorder signs one right
-		// after writing either); otherwise whoever can write the files could delete the
-		// checkpointed records and say retention did.
-		if v.cp != nil && v.cp.Seq < f.Seq && slices.Min(by) > v.rep.SignedThrough {
-			v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
-			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("the exported checkpoint's record (seq %d) is gone, and the record that accounts for it (seq %d) is covered by no checkpoint signed with the exported checkpoint's key %s", v.cp.Seq, slices.Min(by), short(v.cp.Key)))
+		// Records the exported checkpoint vouches for are gone: its own, or (its record still
+		// here) older ones, to which its hash commits as well. A retention or chain_break record
+		// is as easy to append as to remove segments, so it counts only once a checkpoint signed
+		// with the exported checkpoint's key vouches for it (the recorder signs one right after
+		// writing either); otherwise whoever can write the files could delete checkpointed
+		// records and say retention did.
+		if v.cp != nil && slices.Min(by) > v.rep.SignedThrough {
+			gone := fmt.Sprintf("the exported checkpoint's record (seq %d) is gone", v.cp.Seq)
+			if v.cp.Seq >= f.Seq {
+				gone = fmt.Sprintf("the records before seq %d, which the exported checkpoint (seq %d) covers, are gone", f.Seq, v.cp.Seq)
+			} else {
+				v.rep.Checkpoint = &CheckpointResult{Seq: v.cp.Seq, Hash: v.cp.Hash}
+			}
+			v.fail(v.firstSeg, 1, f.Seq, KindMissingAnchor, fmt.Sprintf("%s, and the record that accounts for them (seq %d) is covered by no checkpoint signed with the exported checkpoint's key %s", gone, slices.Min(by), short(v.cp.Key)))
 			return
 		}
 	}

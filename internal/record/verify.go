@@ -73,14 +73,23 @@ func (r *Report) OK() bool { return r.Problem == nil }
 // an older one and Verify does not claim otherwise. An error means the log could not be read.
 func Verify(dir string, cp *Checkpoint) (*Report, error) {
 	for attempt := 1; ; attempt++ {
-		rep, err := verifyOnce(dir, cp)
-		// Retention removes the oldest segments while the daemon runs: one listed and gone
-		// before it was opened was removed meanwhile, and a fresh read of the log (its
-		// retention record written before the removal) judges what is left.
-		if err == nil || !errors.Is(err, errSegmentGone) || attempt == verifyAttempts {
+		rep, segs, err := verifyOnce(dir, cp)
+		// Retention removes the oldest segments, and rotation adds segments, while the daemon
+		// runs: a listed segment gone before it was opened was removed meanwhile, and a listing
+		// taken while files came and went may hold the removal and not the newer segment whose
+		// retention record accounts for it. A fresh read of the log judges what is left; a log
+		// nobody changes reads the same every time.
+		changed := errors.Is(err, errSegmentGone) || err == nil && rep.Problem != nil && !sameSegments(dir, segs)
+		if !changed || attempt == verifyAttempts {
 			return rep, err
 		}
 	}
+}
+
+// sameSegments says whether dir still holds exactly the segments segs.
+func sameSegments(dir string, segs []segmentFile) bool {
+	now, err := listSegments(dir)
+	return err == nil && slices.EqualFunc(now, segs, func(a, b segmentFile) bool { return a.Num == b.Num })
 }
 
 // verifyAttempts is how many times Verify reads the log when segments go while it reads.
@@ -89,12 +98,12 @@ const verifyAttempts = 10
 // errSegmentGone marks a listed segment that was removed before Verify opened it.
 var errSegmentGone = errors.New("segment removed while the log was read")
 
-func verifyOnce(dir string, cp *Checkpoint) (*Report, error) {
+func verifyOnce(dir string, cp *Checkpoint) (*Report, []segmentFile, error) {
 	rep := &Report{Dir: dir, Epochs: 1}
 	if cp != nil {
 		if err := verifyCheckpoint(cp, nil); err != nil {
 			rep.Problem = &Problem{Kind: KindBadSignature, Detail: "exported checkpoint: " + err.Error()}
-			return rep, nil
+			return rep, nil, nil
 		}
 	}
 	// The saved head is read before the segments, so that a recorder writing meanwhile only
@@ -105,31 +114,31 @@ func verifyOnce(dir string, cp *Checkpoint) (*Report, error) {
 	}
 	segs, err := listSegments(dir)
 	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+		return nil, nil, fmt.Errorf("verify: %w", err)
 	}
 	rep.Segments = len(segs)
 	if len(segs) == 0 {
 		if cp != nil {
 			rep.Problem = &Problem{Kind: KindTruncated, Seq: cp.Seq, Detail: fmt.Sprintf("the log is empty but the checkpoint covers seq %d", cp.Seq)}
 		}
-		return rep, nil
+		return rep, segs, nil
 	}
 	v := verifier{rep: rep, cp: cp, state: state, keys: map[string]bool{}}
 	for i, s := range segs {
 		if i > 0 && s.Num != segs[i-1].Num+1 {
 			rep.Problem = &Problem{Segment: segmentName(segs[i-1].Num + 1), Kind: KindBadSegment,
 				Detail: fmt.Sprintf("segment missing between %s and %s", filepath.Base(segs[i-1].Path), filepath.Base(s.Path))}
-			return rep, nil
+			return rep, segs, nil
 		}
 		if err := v.segment(s, i == len(segs)-1); err != nil {
-			return nil, err
+			return nil, segs, err
 		}
 		if rep.Problem != nil {
-			return rep, nil
+			return rep, segs, nil
 		}
 	}
 	v.finish()
-	return rep, nil
+	return rep, segs, nil
 }
 
 type verifier struct {

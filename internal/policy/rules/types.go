@@ -269,6 +269,13 @@ func (o *sqlObject) get(f sqlField) ref.Val {
 		if ms, ok := s.SettingMillis(); ok {
 			return types.Int(ms)
 		}
+		if s.SetsMillis() {
+			// A timeout the server reads otherwise ('1e9', '010'): -1 would pass a block rule
+			// on large values (sql.setting_ms > 5000) and an allow rule bounding them
+			// (sql.setting_ms <= 5000). An error fails closed: the block rule applies, the
+			// allow rule does not. The value stays out of the message: it is the agent's text.
+			return types.NewErr("sql.setting_ms: the value given to %s is not read as the server reads it", s.Setting)
+		}
 		return types.Int(-1)
 	case fWrapper:
 		return str(s.Wrapper)

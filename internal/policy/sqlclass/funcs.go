@@ -306,6 +306,12 @@ var millisecondSettings = map[string]bool{
 	"idle_session_timeout": true, "transaction_timeout": true, "deadlock_timeout": true,
 }
 
+// SetsMillis reports whether st is a SET giving a value to a setting measured in milliseconds
+// (the ones SettingMillis reads), whether or not SettingMillis can read that value.
+func (st *Statement) SetsMillis() bool {
+	return st.Kind == KindSet && millisecondSettings[st.Setting] && st.SettingValue != ""
+}
+
 // cSpace is what C's isspace, and so the server, skips around a value and its unit.
 const cSpace = " \t\n\v\f\r"
 
@@ -328,7 +334,7 @@ type timeUnit struct {
 // s, min, h, d), with spaces around either. Refused: signs, exponents, hexadecimal and
 // leading-zero (octal) integers, which the server reads with strtol/strtod.
 func (st *Statement) SettingMillis() (ms int64, ok bool) {
-	if st.Kind != KindSet || !millisecondSettings[st.Setting] || st.SettingValue == "" {
+	if !st.SetsMillis() {
 		return 0, false
 	}
 	s := strings.Trim(st.SettingValue, cSpace)
@@ -348,6 +354,11 @@ func (st *Statement) SettingMillis() (ms int64, ok bool) {
 	}
 	num, err := strconv.ParseFloat(s[:i], 64)
 	if err != nil {
+		return 0, false
+	}
+	if num < 0x1p-1022 && strings.ContainsAny(s[:i], "123456789") {
+		// A value too small for a normal double ("0.000…1", 330 zeros): strtod reports
+		// underflow (ERANGE) and the server refuses it; ParseFloat reads it as 0, off.
 		return 0, false
 	}
 	v := num

@@ -342,7 +342,11 @@ func (s *FileStore) List(_ context.Context, f Filter) ([]*Request, error) {
 	s.mu.Unlock()
 	slices.SortFunc(out, func(a, b *Request) int { return cmp.Or(a.Created.Compare(b.Created), cmp.Compare(a.ID, b.ID)) })
 	if f.Limit > 0 && len(out) > f.Limit {
-		out = out[:f.Limit]
+		if f.Newest {
+			out = out[len(out)-f.Limit:]
+		} else {
+			out = out[:f.Limit]
+		}
 	}
 	return out, nil
 }

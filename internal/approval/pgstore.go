@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -364,14 +365,21 @@ func (s *PGStore) List(ctx context.Context, f Filter) ([]*Request, error) {
 	if f.Limit > 0 {
 		limit = &f.Limit
 	}
+	order := "created_at, id"
+	if f.Newest {
+		order = "created_at DESC, id DESC"
+	}
 	rows, _ := c.Query(ctx, `SELECT body FROM enforcer_approval_requests
 		WHERE (coalesce(cardinality($1::text[]), 0) = 0 OR state = ANY($1))
 		AND ($2 = '' OR subject = $2)
 		AND ($3::timestamptz IS NULL OR created_at >= $3)
-		ORDER BY created_at, id LIMIT $4`, states, f.Subject, since, limit)
+		ORDER BY `+order+` LIMIT $4`, states, f.Subject, since, limit)
 	out, err := pgx.CollectRows(rows, scanRequest)
 	if err != nil {
 		return nil, fmt.Errorf("list requests: %w", err)
+	}
+	if f.Newest {
+		slices.Reverse(out)
 	}
 	return out, nil
 }

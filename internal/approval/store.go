@@ -27,6 +27,9 @@ type Filter struct {
 	Subject string // requester subject
 	Since   time.Time
 	Limit   int
+	// Newest keeps, with Limit, the newest Limit requests instead of the oldest (listed oldest
+	// first either way).
+	Newest bool
 }
 
 func (f Filter) match(r *Request) bool {

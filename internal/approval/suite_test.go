@@ -485,6 +485,9 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		if l, _ := b.List(ctx, Filter{Subject: "alice", Limit: 1}); len(l) != 1 || l[0].ID != h1.id {
 			t.Errorf("limit: %v", l)
 		}
+		if l, _ := b.List(ctx, Filter{Subject: "alice", Limit: 1, Newest: true}); len(l) != 1 || l[0].ID != h2.id {
+			t.Errorf("limit, newest: %v", l)
+		}
 		// Each hold's notice may come after the decisions (it is sent from the waiting side):
 		// watch until every event is in, or give up after a while.
 		seen := map[EventType]int{}

@@ -87,6 +87,14 @@ func Listen(path string) (net.Listener, error) {
 
 // Serve serves routes on ln until ctx ends.
 func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger) error {
+	return ServeConfined(ctx, ln, routes, log, nil)
+}
+
+// ServeConfined is Serve for a daemon that tells enforced callers apart (confined says which):
+// their connections count apart from the rest of their user's, so an agent that runs as the
+// developer and holds every connection it may cannot lock the developer out of `enforcer logout`
+// or of deciding approvals.
+func ServeConfined(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger, confined func(Caller) bool) error {
 	mux := http.NewServeMux()
 	for _, rt := range routes {
 		rt := rt
@@ -144,15 +152,13 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 			if err != nil || cred == nil {
 				return ctx
 			}
-			if !limit.admit(conn, cred.Uid) {
-				if pidfd >= 0 {
-					unix.Close(pidfd)
-				}
-				log.Warn("control socket: too many connections from one user; refusing more", "uid", cred.Uid, "limit", MaxConnsPerUser)
+			c := Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Cgroup: peerCgroup(cred.Pid, pidfd)}
+			key := peerKey{uid: c.UID, confined: confined != nil && confined(c)}
+			if !limit.admit(conn, key) {
+				log.Warn("control socket: too many connections from one user; refusing more", "uid", c.UID, "confined", key.confined, "limit", MaxConnsPerUser)
 				conn.Close()
 				return ctx
 			}
-			c := Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Cgroup: peerCgroup(cred.Pid, pidfd)}
 			return context.WithValue(ctx, callerKey{}, c)
 		},
 	}
@@ -170,35 +176,42 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 var requestTimeout = 30 * time.Second
 
 // MaxConnsPerUser bounds the connections one user other than root may hold open on the control
-// socket (mode 0666): without it, any local user, enforced agents included, could take every file
-// descriptor the daemon has and leave the proxy, the session log and everyone's CLI without.
+// socket (mode 0666), and as many again from its enforced processes: without it, any local user,
+// enforced agents included, could take every file descriptor the daemon has and leave the proxy,
+// the session log and everyone's CLI without.
 const MaxConnsPerUser = 32
 
-// peerLimit counts open connections per uid.
+// peerKey is what the limit counts by: a user, its enforced processes apart from its others.
+type peerKey struct {
+	uid      uint32
+	confined bool
+}
+
+// peerLimit counts open connections per peerKey.
 type peerLimit struct {
 	max   int
 	mu    sync.Mutex
-	byUID map[uint32]int
-	conns map[net.Conn]uint32
+	byKey map[peerKey]int
+	conns map[net.Conn]peerKey
 }
 
 func newPeerLimit(max int) *peerLimit {
-	return &peerLimit{max: max, byUID: map[uint32]int{}, conns: map[net.Conn]uint32{}}
+	return &peerLimit{max: max, byKey: map[peerKey]int{}, conns: map[net.Conn]peerKey{}}
 }
 
-// admit counts conn for uid, or refuses it when uid holds the most it may (root is not counted:
+// admit counts conn for key, or refuses it when key holds the most it may (root is not counted:
 // it owns the daemon anyway).
-func (l *peerLimit) admit(conn net.Conn, uid uint32) bool {
-	if uid == 0 {
+func (l *peerLimit) admit(conn net.Conn, key peerKey) bool {
+	if key.uid == 0 {
 		return true
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.byUID[uid] >= l.max {
+	if l.byKey[key] >= l.max {
 		return false
 	}
-	l.byUID[uid]++
-	l.conns[conn] = uid
+	l.byKey[key]++
+	l.conns[conn] = key
 	return true
 }
 
@@ -209,13 +222,13 @@ func (l *peerLimit) state(conn net.Conn, st http.ConnState) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	uid, ok := l.conns[conn]
+	key, ok := l.conns[conn]
 	if !ok {
 		return
 	}
 	delete(l.conns, conn)
-	if l.byUID[uid]--; l.byUID[uid] == 0 {
-		delete(l.byUID, uid)
+	if l.byKey[key]--; l.byKey[key] == 0 {
+		delete(l.byKey, key)
 	}
 }
 

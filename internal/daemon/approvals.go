@@ -124,14 +124,15 @@ func (d *Daemon) listApprovals(ctx context.Context, c control.Caller, r *http.Re
 	} else if s, err := d.reviewer(c); err == nil {
 		rev = &s
 	}
-	var f approval.Filter
+	// The newest maxScanned requests are read, and only then cut to what the caller may read
+	// and to the newest maxListed of those: a limit of maxListed in the store hid the caller's
+	// requests behind others' (on a fleet, behind requests others may not read, or that hosts
+	// gone for good left pending), and no limit let anyone make the daemon read a fleet's whole
+	// history.
+	f := approval.Filter{Limit: maxScanned, Newest: true}
 	if r.URL.Query().Get("all") == "" {
 		f.States = []approval.State{approval.StatePending}
 	}
-	// Every request is read, and only then cut to what the caller may read and to the newest
-	// maxListed of those: stores list oldest first, so a limit in the store hid new requests
-	// behind old ones (on a fleet, behind requests others may not read, or that hosts gone for
-	// good left pending).
 	reqs, err := d.approvals.List(ctx, f)
 	if err != nil {
 		return nil, err
@@ -139,8 +140,12 @@ func (d *Daemon) listApprovals(ctx context.Context, c control.Caller, r *http.Re
 	return newestVisible(reqs, func(req *approval.Request) bool { return d.mayRead(c, confinedTo, rev, req) }), nil
 }
 
-// maxListed is how many requests a listing shows at most: the newest.
-const maxListed = 200
+// maxListed is how many requests a listing shows at most, the newest of the newest maxScanned
+// the store holds.
+const (
+	maxListed  = 200
+	maxScanned = 5000
+)
 
 // newestVisible returns the newest maxListed of reqs (listed oldest first) that visible accepts,
 // oldest first.

@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			errc <- d.proxy.Serve(ctx, ln)
 		}()
 	}
-	go func() { errc <- control.Serve(ctx, ctl, d.routes(), log) }()
+	go func() { errc <- control.ServeConfined(ctx, ctl, d.routes(), log, d.confined) }()
 	if cfg.Metrics != "" {
 		go func() {
 			if err := d.metrics.Serve(ctx, cfg.Metrics); err != nil {
@@ -258,7 +258,8 @@ func (d *Daemon) endRevoked(old, p *policy.Policy) int {
 }
 
 // revokedBy says whether p takes away what old gave connection c: its target is gone, has
-// another protocol or no longer matches where c goes; the person's grant is gone; or c is a
+// another protocol, no longer matches where c goes (or the name c's ClientHello gave) or reaches
+// its upstream otherwise; the person's grant is gone; or c is a
 // Postgres session p masks otherwise than old did (a session's masking plan is taken when it
 // opens, so a column rule added for what the agent reads would not reach it). A session p
 // leaves in clear stays as it is, masked more than it need be.
@@ -269,11 +270,20 @@ func revokedBy(old, p *policy.Policy, c *proxy.Conn) bool {
 		return true
 	}
 	t := p.Targets[i]
-	// A connection matched by address (no ClientHello read) must still match this target.
-	if c.Peeked == nil {
-		if nt := p.TargetFor(c.Origin.Dst); nt == nil || nt.Name != t.Name {
-			return true
-		}
+	// The connection must still go to this target as the proxy would pick it now: by address,
+	// or by the name its ClientHello gave (a name or port taken off the target, or an address
+	// target that now comes first, ends it).
+	nt := p.TargetFor(c.Origin.Dst)
+	if c.SNI != "" && nt == nil {
+		nt = p.TargetForSNI(c.SNI, c.Origin.Dst)
+	}
+	if nt == nil || nt.Name != t.Name {
+		return true
+	}
+	// The upstream was logged in to (or dialled) as the old target said: another user,
+	// credential, address or TLS setting takes that login away.
+	if !reflect.DeepEqual(t.Upstream, c.Target.Upstream) {
+		return true
 	}
 	if ok, _ := p.Granted(t.Name, s.Subject, s.Groups); !ok {
 		return true

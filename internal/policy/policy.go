@@ -596,7 +596,7 @@ func (v *validator) checkShadowing(targets []*Target) {
 			if i == j || len(ti.sni) > 0 || (i > j && len(tj.sni) == 0) {
 				continue
 			}
-			if where, ok := shadows(ti, tj); ok {
+			if where, ok := shadows(ti, tj, i > j); ok {
 				v.fail(fmt.Sprintf("$.targets[%d].match", j), "target %q (targets[%d]) takes connections to %s first, so this target would never see them; list the narrower target first, or make them disjoint", ti.Name, i, where)
 				break
 			}
@@ -606,8 +606,10 @@ func (v *validator) checkShadowing(targets []*Target) {
 
 // shadows says whether connections that target b names would go to a instead, given that a is
 // consulted first: somewhere they overlap, a's network is wider than b's, or is as wide and b's
-// ports are not a strict superset of a's (b is then no catch-all behind a). It names such a place.
-func shadows(a, b *Target) (string, bool) {
+// ports are not a strict superset of a's (b is then no catch-all behind a), or a is listed after
+// b (an address target before a target that reads SNI: the file's order does not say so). It
+// names such a place. A narrower a listed before b is the order asked for, SNI or not.
+func shadows(a, b *Target, listedAfter bool) (string, bool) {
 	if !portsOverlap(a.ports, b.ports) {
 		return "", false
 	}
@@ -622,7 +624,7 @@ func shadows(a, b *Target) (string, bool) {
 			}
 			where := narrower.String() + portsText(a.ports, b.ports)
 			sameNet := pa.Bits() == pb.Bits()
-			if len(b.sni) > 0 || pa.Bits() < pb.Bits() || sameNet && (!portsWithin(a.ports, b.ports) || portsWithin(b.ports, a.ports)) {
+			if listedAfter || pa.Bits() < pb.Bits() || sameNet && (!portsWithin(a.ports, b.ports) || portsWithin(b.ports, a.ports)) {
 				return where, true
 			}
 		}
@@ -827,6 +829,20 @@ func hostOnly(a netip.Addr) netip.Prefix {
 		}
 	}
 	return netip.Prefix{}
+}
+
+// NamesOwnAddress says whether t names a, an address of this host, on purpose: as a network of
+// one address, or within a host-only range (see hostOnly, which matchesAddr already applied).
+// A wider network (0.0.0.0/0, the LAN the host is on) that only happens to hold the host's own
+// address does not: the proxy would reach the host's services through it.
+func (t *Target) NamesOwnAddress(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, pfx := range t.prefixes {
+		if pfx.Contains(a) && (pfx.IsSingleIP() || hostOnly(a).IsValid()) {
+			return true
+		}
+	}
+	return false
 }
 
 // ByNameOnly says whether t matches by SNI alone: where its traffic goes is then the name's

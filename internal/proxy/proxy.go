@@ -29,8 +29,11 @@ type Conn struct {
 	Target   *policy.Target
 	Identity any    // what Authorize returned (an identity session), nil before authorisation
 	Peeked   []byte // bytes already read from Client (a TLS ClientHello) to send upstream first
-	Log      *slog.Logger
-	Started  time.Time
+	// SNI is the name the ClientHello gave, for a target matched by it ("" for one matched by
+	// address alone): a reload matches the connection again by it.
+	SNI     string
+	Log     *slog.Logger
+	Started time.Time
 
 	// named is where a target matched by SNI alone goes: an address of that name, not the
 	// agent's destination (see UpstreamAddr).
@@ -133,6 +136,9 @@ type Server struct {
 	// refuses such connections.
 	LookupName func(ctx context.Context, name string) ([]netip.Addr, error)
 
+	// own are this host's addresses (see checkOwnAddress).
+	own ownAddrs
+
 	nextID atomic.Uint64
 	mu     sync.Mutex
 	active map[uint64]*Conn
@@ -206,6 +212,10 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 		s.deny(c, "", err)
 		return
 	}
+	if err := s.checkOwnAddress(c, target); err != nil {
+		s.deny(c, target.Name, err)
+		return
+	}
 	c.Target = target
 	h := s.Handlers[target.Protocol]
 	if h == nil {
@@ -260,7 +270,7 @@ func (s *Server) pickTarget(pol *policy.Policy, c *Conn) (*policy.Target, error)
 	if err != nil {
 		return nil, fmt.Errorf("read TLS ClientHello: %w", err)
 	}
-	c.Peeked = peeked
+	c.Peeked, c.SNI = peeked, sni
 	t := pol.TargetForSNI(sni, c.Origin.Dst)
 	if t == nil {
 		return nil, fmt.Errorf("no target matches SNI %q on %s", sni, c.Origin.Dst)
@@ -306,6 +316,57 @@ func (s *Server) addressOf(host string, dst netip.AddrPort) (netip.AddrPort, err
 		return netip.AddrPort{}, fmt.Errorf("SNI %q: no usable address of its own among %v", host, addrs)
 	}
 	return netip.AddrPortFrom(first, dst.Port()), nil
+}
+
+// checkOwnAddress refuses a destination that is one of this host's own addresses (its LAN or
+// bridge address, not only loopback) unless target t names it (policy.Target.NamesOwnAddress):
+// the proxy dials it as root outside the cgroup, so a broad target (0.0.0.0/0 on 443, the LAN's
+// network) would hand the agent whatever listens on the host's wildcard address (the daemon's
+// metrics, the developer's databases and dev servers). The policy cannot tell such addresses
+// from others; the proxy reads them.
+func (s *Server) checkOwnAddress(c *Conn, t *policy.Target) error {
+	if t.Upstream.Address != "" {
+		return nil // the policy chose where it goes
+	}
+	a := c.Origin.Dst.Addr().Unmap()
+	if c.named.IsValid() {
+		a = c.named.Addr() // a name's answer may be this host too (a name the agent's DNS serves)
+	}
+	own, err := s.own.has(a)
+	if err != nil {
+		return fmt.Errorf("cannot tell whether %s is this host's own address: %w", a, err)
+	}
+	if own && !t.NamesOwnAddress(a) {
+		return fmt.Errorf("%s is an address of this host, which target %q does not name", a, t.Name)
+	}
+	return nil
+}
+
+// ownAddrs caches this host's addresses, read again at most once a second (an address added
+// since is refused at most that much later; only root adds addresses).
+type ownAddrs struct {
+	mu    sync.Mutex
+	read  time.Time
+	addrs map[netip.Addr]bool
+}
+
+func (o *ownAddrs) has(a netip.Addr) (bool, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.addrs == nil || time.Since(o.read) > time.Second {
+		ifas, err := net.InterfaceAddrs()
+		if err != nil {
+			return false, fmt.Errorf("list interface addresses: %w", err)
+		}
+		addrs := map[netip.Addr]bool{}
+		for _, ifa := range ifas {
+			if pfx, err := netip.ParsePrefix(ifa.String()); err == nil {
+				addrs[pfx.Addr().Unmap().WithZone("")] = true
+			}
+		}
+		o.addrs, o.read = addrs, time.Now()
+	}
+	return o.addrs[a.WithZone("")], nil
 }
 
 func (s *Server) deny(c *Conn, target string, reason error) {

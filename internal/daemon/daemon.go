@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -292,35 +291,9 @@ func revokedBy(old, p *policy.Policy, c *proxy.Conn) bool {
 		(old.MaskFor(t.Name, s.Groups) == nil || !p.SameMasking(old))
 }
 
-// readPolicyFile reads the policy, which must be owned by root and writable by nobody else (as
-// sshd's StrictModes asks of authorized_keys): whoever may write it decides who reaches what,
-// and the daemon re-reads it every two seconds. The checks are made on the descriptor read, so
-// the file cannot be swapped between them.
-func readPolicyFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO there must not hang the daemon
-	if err != nil {
-		return nil, fmt.Errorf("read policy: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("read policy: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("policy %s is not a regular file", path)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
-		return nil, fmt.Errorf("policy %s is owned by uid %d; only root may change what the enforcer allows (chown root %s)", path, sys.Uid, path)
-	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("policy %s has mode %o: others may change what the enforcer allows (chmod go-w %s)", path, st.Mode().Perm(), path)
-	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("read policy: %w", err)
-	}
-	return data, nil
-}
+// readPolicyFile reads the policy: a root's file no one else may write (readRootOwned), re-read
+// every two seconds.
+func readPolicyFile(path string) ([]byte, error) { return readRootOwned(path, "policy") }
 
 // watchPolicy reloads on SIGHUP and when the file changes.
 func (d *Daemon) watchPolicy(ctx context.Context) {

@@ -19,8 +19,19 @@ func TestReconfigureAppliesReloadedSettings(t *testing.T) {
 		Notifier: newNotifier(t, NotifierConfig{Webhooks: []Webhook{{Name: "old", URL: oldSrv.URL}}})})
 
 	h := hold(t, ctx, b, updateSpec("1"))
-	<-oldGot  // created
 	h.wait(t) // expired, within the hour's late window
+	// The old endpoint gets what was emitted before the reload (created, expired), delivered
+	// asynchronously: take both first, so that whatever it gets later came after the reload.
+	for _, want := range []EventType{EventCreated, EventExpired} {
+		select {
+		case c := <-oldGot:
+			if c.payload.Event != want {
+				t.Fatalf("old endpoint got %q, want %q", c.payload.Event, want)
+			}
+		case <-time.After(deadline):
+			t.Fatalf("old endpoint: no %q", want)
+		}
+	}
 	replaced := b.Reconfigure(Settings{Timeout: time.Minute, LateWindow: -1,
 		Notifier: newNotifier(t, NotifierConfig{Webhooks: []Webhook{{Name: "new", URL: newSrv.URL}}})})
 	if replaced == nil {

@@ -40,26 +40,27 @@ func serveForTest(t *testing.T) string {
 	return sock
 }
 
-// connHolder opens argv[2] connections to the socket argv[1], then reports how many the server
-// left open after a moment (a refused one reads EOF at once).
+// connHolder opens argv[2] connections to the socket argv[1] (argv[3], if any, only marks the
+// process), sends a request on each once all are open, and prints how many the server answered:
+// it closes a refused one as it accepts it. It then holds them until its stdin closes.
 const connHolder = `
-import socket, sys, time
+import socket, sys
 conns = []
 for _ in range(int(sys.argv[2])):
     s = socket.socket(socket.AF_UNIX)
     s.connect(sys.argv[1])
     conns.append(s)
-time.sleep(0.5)
-open_ = 0
+answered = 0
 for s in conns:
-    s.setblocking(False)
     try:
-        if s.recv(1) == b'':
-            continue
-    except BlockingIOError:
+        s.settimeout(20)
+        s.sendall(b'POST /v1/echo HTTP/1.1\r\nHost: enforcer\r\nContent-Length: 2\r\n\r\n{}')
+        if s.recv(4096):
+            answered += 1
+    except OSError:
         pass
-    open_ += 1
-print(open_)
+print(answered, flush=True)
+sys.stdin.read()
 `
 
 // TestControlSocketConnectionsPerUserBounded: a local user (an agent) cannot hold more than
@@ -74,7 +75,7 @@ func TestControlSocketConnectionsPerUserBounded(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 	if n, _ := strconv.Atoi(strings.TrimSpace(string(out))); n != MaxConnsPerUser {
-		t.Errorf("nobody kept %s connections open, want %d", strings.TrimSpace(string(out)), MaxConnsPerUser)
+		t.Errorf("nobody was served on %s connections at once, want %d", strings.TrimSpace(string(out)), MaxConnsPerUser)
 	}
 	var held []net.Conn
 	for range MaxConnsPerUser + 5 {

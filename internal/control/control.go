@@ -95,6 +95,11 @@ func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 // developer and holds every connection it may cannot lock the developer out of `enforcer logout`
 // or of deciding approvals.
 func ServeConfined(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger, confined func(Caller) bool) error {
+	return serve(ctx, ln, routes, log, confined, requestTimeout)
+}
+
+// serve is ServeConfined with the time one request may take to arrive and its answer to leave.
+func serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger, confined func(Caller) bool, timeout time.Duration) error {
 	mux := http.NewServeMux()
 	for _, rt := range routes {
 		rt := rt
@@ -128,9 +133,9 @@ func ServeConfined(ctx context.Context, ln net.Listener, routes []Route, log *sl
 		// No request is a long poll: a peer that sends a request slowly, or holds a connection
 		// idle, only holds a slot.
 		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       requestTimeout,
-		WriteTimeout:      requestTimeout,
-		IdleTimeout:       2 * requestTimeout,
+		ReadTimeout:       timeout,
+		WriteTimeout:      timeout,
+		IdleTimeout:       2 * timeout,
 		ConnState:         limit.state,
 		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
 			uc, ok := conn.(*net.UnixConn)
@@ -173,7 +178,7 @@ func ServeConfined(ctx context.Context, ln net.Listener, routes []Route, log *sl
 }
 
 // requestTimeout bounds how long one request may take to arrive and its answer to leave.
-var requestTimeout = 30 * time.Second
+const requestTimeout = 30 * time.Second
 
 // MaxConnsPerUser bounds the connections one user other than root may hold open on the control
 // socket (mode 0666), and as many again from its enforced processes: without it, any local user,

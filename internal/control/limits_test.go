@@ -17,7 +17,7 @@ import (
 )
 
 // serveForTest serves a route that answers at once on a socket others may reach.
-func serveForTest(t *testing.T) string {
+func serveForTest(t *testing.T, timeout time.Duration) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "control-limits-")
 	if err != nil {
@@ -36,7 +36,7 @@ func serveForTest(t *testing.T) string {
 		var in map[string]string
 		return in, Decode(r, &in)
 	}}}
-	go Serve(ctx, ln, routes, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	go serve(ctx, ln, routes, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, timeout)
 	return sock
 }
 
@@ -67,7 +67,7 @@ sys.stdin.read()
 // MaxConnsPerUser connections to the daemon's socket, so it cannot take the file descriptors the
 // proxy and the session log need; root is not bounded, and others are still served.
 func TestControlSocketConnectionsPerUserBounded(t *testing.T) {
-	sock := serveForTest(t)
+	sock := serveForTest(t, requestTimeout)
 	cmd := exec.Command("/usr/bin/python3", "-c", connHolder, sock, strconv.Itoa(MaxConnsPerUser+20))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -98,9 +98,7 @@ func TestControlSocketConnectionsPerUserBounded(t *testing.T) {
 // TestControlSocketBodyMustArrive: a request whose body never comes does not hold its connection
 // (and goroutine) for ever.
 func TestControlSocketBodyMustArrive(t *testing.T) {
-	defer func(d time.Duration) { requestTimeout = d }(requestTimeout)
-	requestTimeout = 500 * time.Millisecond
-	sock := serveForTest(t)
+	sock := serveForTest(t, 500*time.Millisecond)
 	c, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)

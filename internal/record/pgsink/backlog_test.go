@@ -32,7 +32,7 @@ func TestSinkShipsBacklogOfLargeRecords(t *testing.T) {
 		t.Fatalf("verify: %v %v", err, rep.Problem)
 	}
 	s := newSink(t, Config{Dir: dir, ConnString: dsn, Host: "big", Poll: 10 * time.Millisecond, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
-	st := shipUntil(t, s, rep.LastSeq, 60*time.Second)
+	st := shipUntil(t, s, rep.LastSeq, 4*time.Minute) // stuck forever without the byte bound; about 20 s, 60 under -race
 	if st.Shipped < rep.LastSeq {
 		t.Fatalf("sink stuck at %d of %d: %+v", st.Shipped, rep.LastSeq, st)
 	}

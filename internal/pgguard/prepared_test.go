@@ -1,12 +1,14 @@
 package pgguard
 
 import (
+	"bytes"
 	"context"
-	"io"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +37,27 @@ type guardedProxy struct {
 	rec    *record.Recorder
 	guards chan *Guard // each connection's guard, when it starts
 	ended  chan *Guard // each connection's guard, once End returned
+	// log holds what the guard and the wire proxy said (why a session was closed), shown when
+	// the test fails.
+	log lockedBuffer
+}
+
+// lockedBuffer is a bytes.Buffer for several goroutines.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
@@ -48,10 +71,11 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 		t.Fatal(err)
 	}
 	pol := parsePolicy(t, policyText)
+	p := &guardedProxy{db: db, dir: dir, rec: rec, guards: make(chan *Guard, 4), ended: make(chan *Guard, 4)}
 	sh := &Shared{
 		Policy:     func() *policy.Policy { return pol },
 		Classifier: sqlclass.New(sqlclass.Options{}),
-		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Log:        slog.New(slog.NewTextHandler(&p.log, nil)),
 		Recorder:   rec,
 	}
 	srv := postgres.NewServer(postgres.Config{})
@@ -59,7 +83,12 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &guardedProxy{db: db, addr: ln.Addr().String(), dir: dir, rec: rec, guards: make(chan *Guard, 4), ended: make(chan *Guard, 4)}
+	p.addr = ln.Addr().String()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the proxy's log:\n%s", p.log.String())
+		}
+	})
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -75,7 +104,9 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 			default: // nobody waits for it
 			}
 			go func() {
-				srv.Serve(context.Background(), c, postgres.Session{ID: "1", Upstream: db.Addr.String(), User: pgtest.SuperUser, Password: db.Password, Hook: g})
+				if err := srv.Serve(context.Background(), c, postgres.Session{ID: "1", Upstream: db.Addr.String(), User: pgtest.SuperUser, Password: db.Password, Hook: g}); err != nil {
+					fmt.Fprintf(&p.log, "session ended: %v\n", err)
+				}
 				g.End("closed", 0, 0)
 				select {
 				case p.ended <- g:

@@ -2,13 +2,8 @@ package control
 
 import (
 	"bufio"
-	"context"
-	"io"
-	"log/slog"
-	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,30 +32,13 @@ print(data.split(b' ')[1].decode() if data else 'closed')
 // its uid may have does not keep a process of the same uid outside enforcement (the developer's
 // `enforcer logout`, an approval) from being served; its own further connections are refused.
 func TestControlSocketAgentCannotLockItsUserOut(t *testing.T) {
-	dir, err := os.MkdirTemp("", "control-limits-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	sock := filepath.Join(dir, "ctl.sock")
-	ln, err := Listen(sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	routes := []Route{{Pattern: "POST /v1/echo", Handle: func(ctx context.Context, c Caller, r *http.Request) (any, error) {
-		var in map[string]string
-		return in, Decode(r, &in)
-	}}}
 	// The daemon says which callers run under enforcement by their cgroup; here the agent's
 	// processes carry a marker in their command line instead.
 	confined := func(c Caller) bool {
 		b, _ := os.ReadFile("/proc/" + strconv.Itoa(int(c.PID)) + "/cmdline")
 		return strings.Contains(string(b), "enforced-agent-marker")
 	}
-	go ServeConfined(ctx, ln, routes, slog.New(slog.NewTextHandler(io.Discard, nil)), confined)
+	sock := serveForTest(t, requestTimeout, confined)
 
 	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	agent := exec.Command("/usr/bin/python3", "-c", connHolder, sock, strconv.Itoa(MaxConnsPerUser+10), "enforced-agent-marker")

@@ -16,8 +16,9 @@ import (
 	"time"
 )
 
-// serveForTest serves a route that answers at once on a socket others may reach.
-func serveForTest(t *testing.T, timeout time.Duration) string {
+// serveForTest serves a route that answers at once on a socket others may reach; confined, if
+// not nil, tells enforced callers apart.
+func serveForTest(t *testing.T, timeout time.Duration, confined func(Caller) bool) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "control-limits-")
 	if err != nil {
@@ -36,7 +37,7 @@ func serveForTest(t *testing.T, timeout time.Duration) string {
 		var in map[string]string
 		return in, Decode(r, &in)
 	}}}
-	go serve(ctx, ln, routes, slog.New(slog.NewTextHandler(io.Discard, nil)), nil, timeout)
+	go serve(ctx, ln, routes, slog.New(slog.NewTextHandler(io.Discard, nil)), confined, timeout)
 	return sock
 }
 
@@ -67,7 +68,7 @@ sys.stdin.read()
 // MaxConnsPerUser connections to the daemon's socket, so it cannot take the file descriptors the
 // proxy and the session log need; root is not bounded, and others are still served.
 func TestControlSocketConnectionsPerUserBounded(t *testing.T) {
-	sock := serveForTest(t, requestTimeout)
+	sock := serveForTest(t, requestTimeout, nil)
 	cmd := exec.Command("/usr/bin/python3", "-c", connHolder, sock, strconv.Itoa(MaxConnsPerUser+20))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	out, err := cmd.CombinedOutput()
@@ -98,7 +99,7 @@ func TestControlSocketConnectionsPerUserBounded(t *testing.T) {
 // TestControlSocketBodyMustArrive: a request whose body never comes does not hold its connection
 // (and goroutine) for ever.
 func TestControlSocketBodyMustArrive(t *testing.T) {
-	sock := serveForTest(t, 500*time.Millisecond)
+	sock := serveForTest(t, 500*time.Millisecond, nil)
 	c, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)

@@ -65,17 +65,10 @@ targets:
 				Metrics:    metrics.New(),
 				Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 			}
-			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			go s.Serve(ctx, ln)
+			addr := serveTest(t, s)
 			var got []byte
 			// A refused connection is reset (no linger): it may fail already here.
-			if conn, err := net.Dial("tcp", ln.Addr().String()); err == nil {
+			if conn, err := net.Dial("tcp", addr); err == nil {
 				defer conn.Close()
 				conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 				got, _ = io.ReadAll(conn)
@@ -115,15 +108,8 @@ targets:
 		Metrics:    metrics.New(),
 		Log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Serve(ctx, ln)
-	conn, err := net.Dial("tcp", ln.Addr().String())
+	addr := serveTest(t, s)
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}

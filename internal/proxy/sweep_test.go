@@ -34,6 +34,22 @@ func (h *countingHandler) Serve(ctx context.Context, c *Conn) error {
 	return nil
 }
 
+// serveTest serves s on a loopback port until the test ends, and returns its address.
+func serveTest(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+	})
+	go s.Serve(ctx, ln)
+	return ln.Addr().String()
+}
+
 // TestConnectionAuthorisedDuringASweepIsClosed: a logout, an expiry or a reload that closes
 // connections (CloseWhere) while another is between its policy read and becoming active cannot
 // see it; that connection is closed instead of served with what was revoked, if the sweep would
@@ -63,14 +79,7 @@ targets:
 		(*during.Load())(s)
 		return "alice", nil
 	}
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.Serve(ctx, ln)
-	defer ln.Close()
+	addr := serveTest(t, s)
 
 	for _, c := range []struct {
 		name   string
@@ -93,7 +102,7 @@ targets:
 		t.Run(c.name, func(t *testing.T) {
 			during.Store(&c.during)
 			before := h.served.Load()
-			conn, err := net.Dial("tcp", ln.Addr().String())
+			conn, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -116,6 +116,34 @@ func verifyOnce(dir string, cp *Checkpoint) (*Report, []segmentFile, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("verify: %w", err)
 	}
+	// Every segment is opened before any is read: retention removes the oldest while the daemon
+	// runs, and an open segment stays readable. Those gone already can only be the oldest; the
+	// retention record that removed them is in a newer one (a listing too old to hold it makes a
+	// problem, and Verify reads the log again).
+	files := make([]*os.File, 0, len(segs))
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for i, sg := range segs {
+		f, err := os.Open(sg.Path)
+		switch {
+		case errors.Is(err, os.ErrNotExist) && len(files) == 0:
+			continue
+		case errors.Is(err, os.ErrNotExist):
+			return nil, segs, fmt.Errorf("verify: %w: %w", errSegmentGone, err)
+		case err != nil:
+			return nil, segs, fmt.Errorf("verify: %w", err)
+		}
+		if len(files) == 0 {
+			segs = segs[i:]
+		}
+		files = append(files, f)
+	}
+	if len(files) == 0 && len(segs) > 0 {
+		return nil, segs, fmt.Errorf("verify: %w: every listed segment", errSegmentGone)
+	}
 	rep.Segments = len(segs)
 	if len(segs) == 0 {
 		if cp != nil {
@@ -130,7 +158,7 @@ func verifyOnce(dir string, cp *Checkpoint) (*Report, []segmentFile, error) {
 				Detail: fmt.Sprintf("segment missing between %s and %s", filepath.Base(segs[i-1].Path), filepath.Base(s.Path))}
 			return rep, segs, nil
 		}
-		if err := v.segment(s, i == len(segs)-1); err != nil {
+		if err := v.segment(s, files[i], i == len(segs)-1); err != nil {
 			return nil, segs, err
 		}
 		if rep.Problem != nil {
@@ -165,17 +193,9 @@ func (v *verifier) fail(seg string, line int, seq uint64, kind, detail string) {
 	}
 }
 
-func (v *verifier) segment(s segmentFile, newest bool) error {
+func (v *verifier) segment(s segmentFile, f *os.File, newest bool) error {
 	name := filepath.Base(s.Path)
 	v.lastSeg = name
-	f, err := os.Open(s.Path)
-	if errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("verify: %w: %w", errSegmentGone, err)
-	}
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
-	defer f.Close()
 	lr := lineReader{br: bufio.NewReaderSize(f, 1<<16)}
 	for n := 1; ; n++ {
 		line, torn, err := lr.next()

@@ -1,7 +1,6 @@
 package record
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -40,15 +39,7 @@ func TestForgedRetentionDoesNotHideRecordsBeforeCheckpoint(t *testing.T) {
 	if h.Seq >= cp.Seq {
 		t.Fatalf("segment %d starts at seq %d, not before the checkpoint's %d", k+1, h.Seq, cp.Seq)
 	}
-	l.names, l.lines = l.names[k:], l.lines[k:]
-	last := len(l.lines) - 1
-	tail, _, _ := parseLine(l.lines[last][len(l.lines[last])-1])
-	data := fmt.Sprintf(`{"anchor_hash":"%s","anchor_seq":%d,"first_segment":%d,"reason":"max_age 720h0m0s","removed_bytes":6000,"removed_from":1,"removed_to":%d}`, h.Prev, h.Seq-1, k+1, k)
-	var s sealer
-	line, _ := s.seal(nil, []byte(data), nil, []byte(tail.Hash), tail.Seq+1, []byte(tail.Time), TypeRetention)
-	l.lines[last] = append(l.lines[last], bytes.TrimSuffix(line, []byte("\n")))
-	forged := t.TempDir()
-	l.write(t, forged)
+	forged := forgeRetention(t, l, k)
 	rep, err := Verify(forged, &cp)
 	if err != nil {
 		t.Fatal(err)
@@ -59,16 +50,7 @@ func TestForgedRetentionDoesNotHideRecordsBeforeCheckpoint(t *testing.T) {
 
 	// The real thing: retention by age removes the same segments.
 	now = now.Add(48 * time.Hour)
-	segs, _ := filepath.Glob(filepath.Join(dir, "seg-*.jsonl"))
-	for i, p := range segs {
-		ts := now
-		if i < k {
-			ts = now.Add(-72 * time.Hour)
-		}
-		os.Chtimes(p, ts, ts)
-	}
-	r = openT(t, Options{Dir: dir, SegmentBytes: 3000, Now: clock, MaxAge: 24 * time.Hour})
-	r.Close()
+	ageOut(t, dir, k, now, clock)
 	rep = mustVerify(t, dir, &cp)
 	if rep.FirstSeq != h.Seq || len(rep.Retentions) == 0 || rep.Checkpoint == nil || !rep.Checkpoint.Matched {
 		t.Fatalf("after real retention: first seq %d (want %d), retentions %v, checkpoint %+v", rep.FirstSeq, h.Seq, rep.Retentions, rep.Checkpoint)

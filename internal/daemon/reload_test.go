@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -26,27 +27,8 @@ targets:
 grants:
   - {groups: [eng], targets: [db, api]}
 `
-	parse := func(t *testing.T, text string) *policy.Policy {
-		t.Helper()
-		p, err := policy.Parse("p.yaml", []byte(text))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	old := parse(t, base+"masking: {disabled: true}\n")
-	conn := func(p *policy.Policy, target, dst string) *proxy.Conn {
-		i := 0
-		for i < len(p.Targets) && p.Targets[i].Name != target {
-			i++
-		}
-		return &proxy.Conn{
-			Target:   p.Targets[i],
-			Origin:   redirect.Origin{Dst: netip.MustParseAddrPort(dst)},
-			Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}},
-		}
-	}
-	db, api := conn(old, "db", "198.18.1.2:5432"), conn(old, "api", "198.18.1.3:80")
+	old := parsePolicy(t, base+"masking: {disabled: true}\n")
+	db, api := aliceConn(old, "db", "198.18.1.2:5432", ""), aliceConn(old, "api", "198.18.1.3:80", "")
 	for _, c := range []struct {
 		name     string
 		old, new string
@@ -65,9 +47,85 @@ grants:
 		{"same masking, rules changed", base, base + "rules: [{name: r, when: 'sql.writes', action: block}]\n", db, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := revokedBy(parse(t, c.old), parse(t, c.new), c.conn); got != c.revoked {
+			if got := revokedBy(parsePolicy(t, c.old), parsePolicy(t, c.new), c.conn); got != c.revoked {
 				t.Errorf("revoked %v, want %v", got, c.revoked)
 			}
 		})
 	}
+}
+
+// TestReloadEndsConnectionsWhoseMatchOrUpstreamItChanged: a reload ends a connection matched by
+// its ClientHello whose name, port or precedence the new policy no longer gives that target, and
+// a connection whose target now logs in or relays otherwise (another upstream user or address);
+// it leaves alone those it changes nothing for.
+func TestReloadEndsConnectionsWhoseMatchOrUpstreamItChanged(t *testing.T) {
+	const base = `version: 1
+targets:
+  - name: db
+    match: {addresses: ["198.18.1.2"], ports: [5432]}
+    protocol: postgres
+    upstream: {user: agent_rw, password_file: /dev/null}
+  - name: llm
+    match: {sni: ["*.openai.com", "*.anthropic.com"], ports: [443, 8443]}
+    protocol: tls-passthrough
+grants:
+  - {groups: [eng], targets: [db, llm]}
+masking: {disabled: true}
+`
+	const other = `  - name: other
+    match: {addresses: ["198.18.0.0/15"], ports: [443]}
+    protocol: tcp
+`
+	baseWithOther := strings.Replace(base, "grants:", other+"grants:\n  - {groups: [eng], targets: [other]}", 1)
+	old := parsePolicy(t, base)
+	anthropic := aliceConn(old, "llm", "198.18.5.5:443", "api.anthropic.com")
+	alt := aliceConn(old, "llm", "198.18.5.5:8443", "api.openai.com")
+	db := aliceConn(old, "db", "198.18.1.2:5432", "")
+	for _, c := range []struct {
+		name    string
+		new     string
+		conn    *proxy.Conn
+		revoked bool
+	}{
+		{"nothing changed, by name", base, anthropic, false},
+		{"nothing changed, db", base, db, false},
+		{"name taken off the target", strings.Replace(base, `, "*.anthropic.com"`, "", 1), anthropic, true},
+		{"another name taken off", strings.Replace(base, `"*.openai.com", `, "", 1), anthropic, false},
+		{"port taken off the target", strings.Replace(base, "443, 8443", "443", 1), alt, true},
+		{"an address target now takes it first", baseWithOther, anthropic, true},
+		{"upstream user changed", strings.Replace(base, "agent_rw", "agent_ro", 1), db, true},
+		{"upstream address set", strings.Replace(base, "user: agent_rw", "address: \"198.18.1.7:5432\", user: agent_rw", 1), db, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := revokedBy(old, parsePolicy(t, c.new), c.conn); got != c.revoked {
+				t.Errorf("revoked %v, want %v", got, c.revoked)
+			}
+		})
+	}
+}
+
+// parsePolicy parses a policy text for a test.
+func parsePolicy(t *testing.T, text string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse("p.yaml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// aliceConn is a live connection of alice (group eng) to target of p at dst, matched by its
+// ClientHello's name sni if that is not "".
+func aliceConn(p *policy.Policy, target, dst, sni string) *proxy.Conn {
+	i := slices.IndexFunc(p.Targets, func(t *policy.Target) bool { return t.Name == target })
+	c := &proxy.Conn{
+		Target:   p.Targets[i],
+		Origin:   redirect.Origin{Dst: netip.MustParseAddrPort(dst)},
+		Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}},
+		SNI:      sni,
+	}
+	if sni != "" {
+		c.Peeked = []byte{0x16}
+	}
+	return c
 }

@@ -263,26 +263,35 @@ func freePort(t testing.TB) uint16 {
 // and counts every connection that arrives.
 func (e *env) serveEcho() {
 	for _, a := range []string{e.ns.PeerAddr.String(), e.ns.PeerAddr6.String()} {
-		ln, err := e.ns.Listen("tcp", net.JoinHostPort(a, "7000"))
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		e.t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				e.hits.Add(1)
-				go func() {
-					defer c.Close()
-					line, _ := bufio.NewReader(c).ReadString('\n')
-					io.WriteString(c, "echo:"+line)
-				}()
-			}
-		}()
+		e.serveTCP(net.JoinHostPort(a, "7000"), func(c net.Conn) {
+			e.hits.Add(1)
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			io.WriteString(c, "echo:"+line)
+		})
 	}
+}
+
+// serveTCP listens on addr in the lab namespace until the test ends, and serves each connection
+// with serve in a goroutine of its own, closing it after.
+func (e *env) serveTCP(addr string, serve func(net.Conn)) {
+	e.t.Helper()
+	ln, err := e.ns.Listen("tcp", addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
 }
 
 func (e *env) startDaemon() {

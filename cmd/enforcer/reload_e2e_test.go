@@ -20,30 +20,16 @@ import (
 // connection with prefix + line, for as long as the connection stays open.
 func (e *env) serveLines(port int, prefix string) {
 	e.t.Helper()
-	ln, err := e.ns.Listen("tcp", net.JoinHostPort(e.ns.PeerAddr.String(), fmt.Sprint(port)))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { ln.Close() })
-	go func() {
+	e.serveTCP(net.JoinHostPort(e.ns.PeerAddr.String(), fmt.Sprint(port)), func(c net.Conn) {
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					io.WriteString(c, prefix+line)
-				}
-			}()
+			io.WriteString(c, prefix+line)
 		}
-	}()
+	})
 }
 
 // waitFile waits for path to hold a line, and returns what it holds.

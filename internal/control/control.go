@@ -85,20 +85,15 @@ func Listen(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve serves routes on ln until ctx ends.
-func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger) error {
-	return ServeConfined(ctx, ln, routes, log, nil)
-}
-
-// ServeConfined is Serve for a daemon that tells enforced callers apart (confined says which):
+// Serve serves routes on ln until ctx ends. confined, if not nil, tells enforced callers apart:
 // their connections count apart from the rest of their user's, so an agent that runs as the
 // developer and holds every connection it may cannot lock the developer out of `enforcer logout`
 // or of deciding approvals.
-func ServeConfined(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger, confined func(Caller) bool) error {
+func Serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger, confined func(Caller) bool) error {
 	return serve(ctx, ln, routes, log, confined, requestTimeout)
 }
 
-// serve is ServeConfined with the time one request may take to arrive and its answer to leave.
+// serve is Serve with the time one request may take to arrive and its answer to leave.
 func serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logger, confined func(Caller) bool, timeout time.Duration) error {
 	mux := http.NewServeMux()
 	for _, rt := range routes {

@@ -44,7 +44,7 @@ func TestServeAuthorisesByPeerAndReportsErrors(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go Serve(ctx, ln, routes, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1})))
+	go Serve(ctx, ln, routes, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1})), nil)
 	c := NewClient(sock)
 
 	var who Caller

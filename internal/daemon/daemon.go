@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			errc <- d.proxy.Serve(ctx, ln)
 		}()
 	}
-	go func() { errc <- control.ServeConfined(ctx, ctl, d.routes(), log, d.confined) }()
+	go func() { errc <- control.Serve(ctx, ctl, d.routes(), log, d.confined) }()
 	if cfg.Metrics != "" {
 		go func() {
 			if err := d.metrics.Serve(ctx, cfg.Metrics); err != nil {

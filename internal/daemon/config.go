@@ -159,10 +159,16 @@ func (c *Config) reservedPorts() []uint16 {
 
 // readRootOwned reads a file that decides what the enforcer allows (its configuration, its
 // policy): a regular file owned by root that no group or other user can write, as sshd's
-// StrictModes asks of authorized_keys, since whoever may write it decides who reaches what. The
-// checks are made on the descriptor read, so the file cannot be swapped between them and the
-// read; and a FIFO put there does not hang the daemon.
+// StrictModes asks of authorized_keys, since whoever may write it decides who reaches what.
 func readRootOwned(path, what string) ([]byte, error) {
+	return readRootFile(path, what, 0o022, "others may change what the enforcer allows (chmod go-w "+path+")")
+}
+
+// readRootFile reads a regular file owned by root whose mode has none of the bits in forbidden
+// (else the error says why, and what to run). The checks are made on the descriptor read, so the
+// file cannot be swapped between them and the read; and a FIFO put there does not hang the
+// daemon.
+func readRootFile(path, what string, forbidden os.FileMode, why string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", what, err)
@@ -176,10 +182,10 @@ func readRootOwned(path, what string) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s is not a regular file", what, path)
 	}
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
-		return nil, fmt.Errorf("%s %s is owned by uid %d; only root may change what the enforcer allows (chown root %s)", what, path, sys.Uid, path)
+		return nil, fmt.Errorf("%s %s is owned by uid %d; it must be root's (chown root %s)", what, path, sys.Uid, path)
 	}
-	if st.Mode().Perm()&0o022 != 0 {
-		return nil, fmt.Errorf("%s %s has mode %o: others may change what the enforcer allows (chmod go-w %s)", what, path, st.Mode().Perm(), path)
+	if st.Mode().Perm()&forbidden != 0 {
+		return nil, fmt.Errorf("%s %s has mode %o: %s", what, path, st.Mode().Perm(), why)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {

@@ -3,11 +3,8 @@ package daemon
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -80,27 +77,9 @@ func (d *Daemon) runRecordSink(ctx context.Context) {
 // are made on the descriptor read, so the path cannot be swapped between them and the read.
 // Surrounding whitespace is dropped.
 func readSecretFile(path string) (string, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO there must not hang the daemon
+	b, err := readRootFile(path, "secret file", 0o077, "it must be 0600 (chmod 600 "+path+")")
 	if err != nil {
-		return "", fmt.Errorf("secret file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", fmt.Errorf("secret file: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("secret file %s is not a regular file", path)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return "", fmt.Errorf("secret file %s has mode %o; it must be 0600 (chmod 600 %s)", path, st.Mode().Perm(), path)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
-		return "", fmt.Errorf("secret file %s must be owned by root", path)
-	}
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return "", fmt.Errorf("secret file: %w", err)
+		return "", err
 	}
 	return strings.TrimSpace(string(b)), nil
 }

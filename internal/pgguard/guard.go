@@ -186,7 +186,7 @@ func (g *Guard) ruleIdentity() rules.Identity {
 
 func (g *Guard) ruleProcess() rules.Process {
 	o := g.info.Origin
-	return rules.Process{Comm: o.Comm, PID: int64(o.PID), UID: int64(o.UID)}
+	return rules.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int64(o.PID), UID: int64(o.UID)}
 }
 
 func (g *Guard) lookupPrepared(name string) *sqlclass.Statement {

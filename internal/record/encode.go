@@ -157,6 +157,7 @@ func appendStatement(dst []byte, s *Statement) []byte {
 
 func appendResult(dst []byte, r *Result) []byte {
 	o := beginObject(dst)
+	o.intOmit("bytes", r.Bytes)
 	if len(r.ColumnTypes) > 0 {
 		o.key("column_types")
 		o.b = append(o.b, '[')
@@ -170,6 +171,7 @@ func appendResult(dst []byte, r *Result) []byte {
 	}
 	o.strings("columns", r.Columns)
 	o.strOmit("command_tag", r.CommandTag)
+	o.strOmit("content_type", r.ContentType)
 	o.intOmit("duration_us", r.DurationUS)
 	o.strOmit("error", r.Error)
 	o.strOmit("error_code", r.ErrorCode)

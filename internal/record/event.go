@@ -99,9 +99,13 @@ type Statement struct {
 // Result is what the client received for the statement before it. Rows are masked and hold at most
 // the recorder's row cap (see CapRows); RowCount is the total the server returned.
 type Result struct {
+	// Bytes is the size of an HTTP response's body as the client received it (Rows holds its
+	// start, masked, as one row of one column "body").
+	Bytes       int64       `json:"bytes,omitempty"`
 	ColumnTypes []uint32    `json:"column_types,omitempty"` // type OIDs from RowDescription, for rendering
 	Columns     []string    `json:"columns,omitempty"`
-	CommandTag  string      `json:"command_tag,omitempty"`
+	CommandTag  string      `json:"command_tag,omitempty"`  // for HTTP, the status: "200 OK"
+	ContentType string      `json:"content_type,omitempty"` // of an HTTP response
 	DurationUS  int64       `json:"duration_us,omitempty"`
 	Error       string      `json:"error,omitempty"`
 	ErrorCode   string      `json:"error_code,omitempty"` // SQLSTATE

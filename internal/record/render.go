@@ -71,6 +71,10 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 		}
 		return
 	}
+	if r.ContentType != "" || r.Bytes != 0 {
+		renderHTTPResponse(r, of, line)
+		return
+	}
 	tag := r.CommandTag
 	if r.Suspended {
 		// The client asked for at most this many rows; the portal has more.
@@ -80,6 +84,25 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 	if len(r.Columns) > 0 {
 		b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
 	}
+}
+
+// renderHTTPResponse writes an HTTP response: its status, type and size, then its body as the
+// agent received it (masked), on continuation lines.
+func renderHTTPResponse(r *Result, of string, line func(tag, format string, args ...any)) {
+	what := r.CommandTag
+	if r.ContentType != "" {
+		what += ", " + r.ContentType
+	}
+	what += ", " + humanBytes(r.Bytes)
+	if len(r.Rows) > 0 && len(r.Rows[0]) > 0 && r.Rows[0][0] != nil {
+		body := *r.Rows[0][0]
+		if r.Truncated {
+			body += fmt.Sprintf("\n[… the record keeps the first %s]", humanBytes(int64(len(*r.Rows[0][0]))))
+		}
+		line("RESPONSE", "%s%s%s\n%s", of, what, durationSuffix(r.DurationUS), body)
+		return
+	}
+	line("RESPONSE", "%s%s%s", of, what, durationSuffix(r.DurationUS))
 }
 
 // renderEvent is the text of one event in the timeline; the first line starts with the time.
@@ -152,7 +175,9 @@ func renderEvent(ev Event, loc *time.Location) string {
 			m = "[" + strings.Join(meta, ", ") + "] "
 		}
 		line(tag, "%s%s", m, s.Text)
-		if len(s.Params) > 0 {
+		if s.Protocol == "http" && len(s.Params) == 1 && s.Params[0] != nil {
+			line("BODY", "%s", *s.Params[0])
+		} else if len(s.Params) > 0 {
 			ps := make([]string, len(s.Params))
 			for i, p := range s.Params {
 				if p == nil {

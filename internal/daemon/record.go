@@ -101,7 +101,7 @@ func (d *Daemon) recordRelay(c *proxy.Conn) func(up, down int64, err error) {
 		CgroupPath: p.cgroup,
 		Identity:   record.Identity{Subject: s.Subject, Email: s.Email, Groups: s.Groups, Provider: s.Provider},
 		Origin:     o.Dst.String(),
-		Process:    record.Process{Comm: o.Comm, Exe: p.exe, PID: int(o.PID), UID: int(o.UID), Cmdline: pol.MaskFor(c.Target.Name, s.Groups).MaskStrings(p.argv)},
+		Process:    record.Process{Comm: o.Comm, Exe: p.exe, PID: int(o.PID), UID: int(o.UID), Cmdline: pol.MaskForProcess(c.Target.Name, s.Groups).MaskStrings(p.argv)},
 		Protocol:   c.Target.Protocol,
 		Target:     record.Target{Name: c.Target.Name, Address: proxy.UpstreamAddr(c)},
 	}}, record.Async)

@@ -28,6 +28,9 @@ const (
 	ProtoTCP            = "tcp"
 	ProtoTLSPassthrough = "tls-passthrough"
 	ProtoPostgres       = "postgres"
+	// ProtoHTTP is HTTP/1.1 in plain text from the agent: each request is judged by the rules,
+	// forwarded with the target's credential, its response masked, and recorded.
+	ProtoHTTP = "http"
 )
 
 // File is the policy file as written.
@@ -36,7 +39,8 @@ type File struct {
 	DNS     DNS         `yaml:"dns"`
 	Targets []TargetDef `yaml:"targets"`
 	Grants  []Grant     `yaml:"grants"`
-	// Default decides statements no rule matches: allow_reads (the default), allow or block.
+	// Default decides statements and HTTP requests no rule matches: allow_reads (the default:
+	// statements that only read, and GET, HEAD and OPTIONS requests), allow or block.
 	Default string    `yaml:"default"`
 	Rules   []RuleDef `yaml:"rules"`
 	// Approvals configures held statements (rules with action: approve).
@@ -73,7 +77,8 @@ type Masking struct {
 	RedactFormat string      `yaml:"redact_format"` // default "[REDACTED:{kind}]"
 	// TokenKeyFile holds the HMAC key of the token style (0600, at least 32 bytes).
 	TokenKeyFile string `yaml:"token_key_file"`
-	// Targets limits masking to these targets (default: every postgres target).
+	// Targets limits masking to these targets (default: every postgres and http target; a tcp
+	// or tls-passthrough target carries nothing the enforcer can mask, and is refused here).
 	Targets []string `yaml:"targets"`
 	// ExemptGroups see values in clear (for example a data-protection team).
 	ExemptGroups []string `yaml:"exempt_groups"`
@@ -93,8 +98,9 @@ type ColumnDef struct {
 	Style string `yaml:"style"`
 }
 
-// RuleDef is one statement rule: a CEL condition over identity, process, target and sql, and
-// what to do when it holds.
+// RuleDef is one rule: a CEL condition over identity, process, target and sql (then it judges
+// statements) or http (then it judges HTTP requests), and what to do when it holds. A condition
+// that reads neither judges both.
 type RuleDef struct {
 	Name      string   `yaml:"name"`
 	When      string   `yaml:"when"`
@@ -165,18 +171,69 @@ type Match struct {
 // Upstream says how the proxy reaches and authenticates to the real service. The agent never sees
 // any of it.
 type Upstream struct {
-	Address      string `yaml:"address"` // host:port; empty = the original destination
-	Database     string `yaml:"database"`
-	User         string `yaml:"user"`
+	Address  string `yaml:"address"`  // host:port; empty = the original destination
+	Database string `yaml:"database"` // postgres only
+	// User is the role the proxy logs in as (postgres), or with a secret the user of HTTP Basic
+	// authentication (http: user:secret).
+	User string `yaml:"user"`
+	// PasswordFile and PasswordEnv hold the secret: the password (postgres), or the credential
+	// an http target injects (optional there: without one, requests go as the agent sent them).
 	PasswordFile string `yaml:"password_file"`
 	PasswordEnv  string `yaml:"password_env"`
-	TLS          string `yaml:"tls"` // disable | require | verify-ca | verify-full
-	CAFile       string `yaml:"ca_file"`
-	ServerName   string `yaml:"server_name"`
+	// TLS is disable | require | verify-ca | verify-full (postgres; default verify-full), or
+	// disable | verify-ca | verify-full (http; default HTTPTLS).
+	TLS string `yaml:"tls"`
+	// CAFile holds the roots the server's certificate must chain to; an http target without one
+	// checks verify-full against the system's roots.
+	CAFile     string `yaml:"ca_file"`
+	ServerName string `yaml:"server_name"`
 	// Auth lists the methods the server may ask the proxy to log in with: scram-sha-256 (the
 	// default and only one when empty), md5, password. Each extra one lets whoever answers at
-	// the upstream's address collect a hash to relay, or the password itself.
+	// the upstream's address collect a hash to relay, or the password itself. Postgres only.
 	Auth []string `yaml:"auth"`
+	// Header names the header that carries an http target's secret verbatim (X-Api-Key: SECRET).
+	// Without it (and without User) the secret goes as Authorization: Bearer SECRET. Http only.
+	Header string `yaml:"header"`
+	// Host is the Host header sent upstream in place of the agent's (an http target behind a
+	// virtual host). Http only.
+	Host string `yaml:"host"`
+}
+
+// Credential kinds of an http target (HTTPCredentialKind).
+const (
+	HTTPCredentialBearer = "bearer" // Authorization: Bearer SECRET
+	HTTPCredentialBasic  = "basic"  // Authorization: Basic base64(user:SECRET)
+	HTTPCredentialHeader = "header" // HEADER: SECRET
+)
+
+// hasSecret says whether the upstream names a secret to inject.
+func (u Upstream) hasSecret() bool { return u.PasswordFile != "" || u.PasswordEnv != "" }
+
+// HTTPTLS is the TLS mode of an http target's upstream: tls if written; else verify-full when it
+// injects a secret (a credential never travels in clear unless tls: disable is written), and
+// disable when it does not (the agent's own plain request, to its own destination).
+func (u Upstream) HTTPTLS() string {
+	switch {
+	case u.TLS != "":
+		return u.TLS
+	case u.hasSecret():
+		return "verify-full"
+	}
+	return "disable"
+}
+
+// HTTPCredentialKind says how an http target's secret is sent: HTTPCredentialBasic with a user,
+// HTTPCredentialHeader with a header, else HTTPCredentialBearer; "" when it has no secret.
+func (u Upstream) HTTPCredentialKind() string {
+	switch {
+	case !u.hasSecret():
+		return ""
+	case u.User != "":
+		return HTTPCredentialBasic
+	case u.Header != "":
+		return HTTPCredentialHeader
+	}
+	return HTTPCredentialBearer
 }
 
 // Grant gives groups or individual subjects access to targets.
@@ -197,8 +254,11 @@ type Policy struct {
 	Approvals Approvals
 	Recording Recording
 	// Mask is the compiled masking plan; nil when masking is disabled.
-	Mask        *mask.Plan
+	Mask *mask.Plan
+	// maskTargets are the targets whose traffic is masked; maskSkips the postgres and http
+	// targets masking.targets leaves out.
 	maskTargets map[string]bool
+	maskSkips   map[string]bool
 	maskExempt  []string
 	// maskDigest identifies the masking section as written (see SameMasking).
 	maskDigest [sha256.Size]byte
@@ -210,9 +270,22 @@ type Policy struct {
 func (p *Policy) SameMasking(q *Policy) bool { return p.maskDigest == q.maskDigest }
 
 // MaskFor returns the masking plan for an identity's connection to a target, or nil when its
-// values pass in clear (masking disabled, target not covered, identity exempt).
+// values pass in clear (masking disabled, target not covered, identity exempt). Only postgres and
+// http targets are covered: masking.targets, or all of them when it names none.
 func (p *Policy) MaskFor(target string, groups []string) *mask.Plan {
-	if p.Mask == nil || (len(p.maskTargets) > 0 && !p.maskTargets[target]) {
+	if !p.maskTargets[target] {
+		return nil
+	}
+	return p.MaskForProcess(target, groups)
+}
+
+// MaskForProcess returns the plan for what the session log keeps of the agent's process on a
+// connection to target (its command line): MaskFor's, and on a tcp or tls-passthrough target,
+// whose traffic cannot be masked, the policy's plan all the same: a password in `psql
+// postgres://…` or a token in `curl -H …` is no less a secret there. Nil when masking is
+// disabled, the identity exempt, or target a postgres or http target masking does not cover.
+func (p *Policy) MaskForProcess(target string, groups []string) *mask.Plan {
+	if p.Mask == nil || p.maskSkips[target] {
 		return nil
 	}
 	for _, g := range groups {
@@ -331,11 +404,11 @@ func (v *validator) compile(f *File) *Policy {
 		}
 		names[td.Name] = true
 		switch td.Protocol {
-		case ProtoTCP, ProtoPostgres, ProtoTLSPassthrough:
+		case ProtoTCP, ProtoPostgres, ProtoTLSPassthrough, ProtoHTTP:
 		case "":
-			v.fail(at+".protocol", "missing (one of tcp, tls-passthrough, postgres)")
+			v.fail(at+".protocol", "missing (one of tcp, tls-passthrough, postgres, http)")
 		default:
-			v.fail(at+".protocol", "unknown protocol %q (one of tcp, tls-passthrough, postgres)", td.Protocol)
+			v.fail(at+".protocol", "unknown protocol %q (one of tcp, tls-passthrough, postgres, http)", td.Protocol)
 		}
 		for j, a := range td.Match.Addresses {
 			pfx, err := parsePrefix(a)
@@ -379,7 +452,7 @@ func (v *validator) compile(f *File) *Policy {
 	}
 	v.checkShadowing(p.Targets)
 	v.compileRules(p, f)
-	v.compileMasking(p, f, names)
+	v.compileMasking(p, f)
 	p.Recording = f.Recording
 	switch f.Recording.Durability {
 	case "", "default", "strict":
@@ -484,7 +557,10 @@ func (v *validator) compileRules(p *Policy, f *File) {
 // MaskStats is shared by every compiled plan so masking counters stay monotonic across reloads.
 var MaskStats = &mask.Stats{}
 
-func (v *validator) compileMasking(p *Policy, f *File, targets map[string]bool) {
+// masksTraffic says whether the enforcer reads a protocol's results, and so can mask them.
+func masksTraffic(protocol string) bool { return protocol == ProtoPostgres || protocol == ProtoHTTP }
+
+func (v *validator) compileMasking(p *Policy, f *File) {
 	m := f.Masking
 	if m == nil {
 		m = &Masking{}
@@ -533,12 +609,29 @@ func (v *validator) compileMasking(p *Policy, f *File, targets map[string]bool) 
 		}
 		cfg.Key = k
 	}
-	p.maskTargets = map[string]bool{}
+	protocols := map[string]string{}
+	for _, t := range p.Targets {
+		protocols[t.Name] = t.Protocol
+	}
+	named := map[string]bool{}
 	for i, t := range m.Targets {
-		if !targets[t] {
+		switch proto, ok := protocols[t]; {
+		case !ok:
 			v.fail(fmt.Sprintf("$.masking.targets[%d]", i), "unknown target %q", t)
+		case !masksTraffic(proto):
+			v.fail(fmt.Sprintf("$.masking.targets[%d]", i), "target %q is %s: the enforcer relays its bytes and can mask nothing there (only postgres and http targets are masked)", t, proto)
 		}
-		p.maskTargets[t] = true
+		named[t] = true
+	}
+	p.maskTargets, p.maskSkips = map[string]bool{}, map[string]bool{}
+	for name, proto := range protocols {
+		switch {
+		case !masksTraffic(proto):
+		case len(m.Targets) == 0 || named[name]:
+			p.maskTargets[name] = true
+		default:
+			p.maskSkips[name] = true
+		}
 	}
 	v.noEmptyNames("$.masking.exempt_groups", m.ExemptGroups)
 	p.maskExempt = m.ExemptGroups
@@ -696,7 +789,20 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 			v.fail(at+".address", "want host:port, got %q", u.Address)
 		}
 	}
-	if proto != ProtoPostgres {
+	if proto != ProtoHTTP {
+		if u.Header != "" {
+			v.fail(at+".header", "only http targets inject a credential in a header")
+		}
+		if u.Host != "" {
+			v.fail(at+".host", "only http targets send a Host header")
+		}
+	}
+	switch proto {
+	case ProtoHTTP:
+		v.checkHTTPUpstream(at, u, agentPicksHost)
+		return
+	case ProtoPostgres:
+	default:
 		return
 	}
 	if u.User == "" {
@@ -743,6 +849,161 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 			v.fail(at+".auth", "the target matches a network, so the agent picks the host the proxy logs in to; allow only scram-sha-256, or set upstream.address")
 		}
 	}
+}
+
+// checkHTTPUpstream checks an http target's upstream. Its secret is optional (without one the
+// agent's requests go as sent, to where it sent them); with one it travels only as the file says:
+// verified TLS unless tls: disable is written, in one header, to a host the agent cannot pick.
+func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost bool) {
+	secret := u.hasSecret()
+	if u.Database != "" {
+		v.fail(at+".database", "only postgres targets have a database")
+	}
+	if len(u.Auth) > 0 {
+		v.fail(at+".auth", "only postgres targets choose login methods; an http target's secret goes as HTTP Basic (with user), in header, or as a bearer token")
+	}
+	if u.PasswordFile != "" && u.PasswordEnv != "" {
+		v.fail(at, "password_file and password_env are both set: name one secret")
+	}
+	if u.PasswordFile != "" && !path.IsAbs(u.PasswordFile) {
+		v.fail(at+".password_file", "must be an absolute path")
+	}
+	switch u.TLS {
+	case "", "disable", "verify-ca", "verify-full":
+	case "require":
+		v.fail(at+".tls", "require is not offered for http targets: it encrypts without checking who answers, so the credential and the agent's requests would go to whoever does; use verify-full (or verify-ca with ca_file), or disable")
+	default:
+		v.fail(at+".tls", "unknown mode %q (disable, verify-ca, verify-full)", u.TLS)
+	}
+	mode := u.HTTPTLS()
+	if u.TLS == "verify-ca" && u.CAFile == "" {
+		// The system's roots would accept any public certificate, for any name.
+		v.fail(at+".ca_file", "required with tls: verify-ca (it checks the chain, not the name)")
+	}
+	if mode == "disable" {
+		off := "tls: disable"
+		if u.TLS == "" {
+			off = "no tls written and no secret to protect"
+		}
+		for _, f := range [...]struct{ name, val string }{{"ca_file", u.CAFile}, {"server_name", u.ServerName}} {
+			if f.val != "" {
+				v.fail(at+"."+f.name, "set, but TLS to the server is off (%s); write tls: verify-full to check the server with it", off)
+			}
+		}
+	}
+	switch {
+	case u.User != "" && !secret:
+		v.fail(at+".user", "a user without a secret: HTTP Basic needs password_file or password_env")
+	case strings.ContainsRune(u.User, ':'):
+		v.fail(at+".user", "an HTTP Basic user name cannot hold ':' (it separates user and secret)")
+	case hasControl(u.User):
+		v.fail(at+".user", "holds a control character")
+	}
+	if u.Header != "" {
+		switch {
+		case !secret:
+			v.fail(at+".header", "a header without a secret: name password_file or password_env, the value it carries")
+		case u.User != "":
+			v.fail(at+".header", "header and user together: the secret goes in that header or as HTTP Basic with user, not both")
+		case !validHeaderName(u.Header):
+			v.fail(at+".header", "%q is not a header name (a token of letters, digits and !#$%%&'*+-.^_`|~)", u.Header)
+		case proxyOwnedHeaders[strings.ToLower(u.Header)]:
+			v.fail(at+".header", "%s is a hop-by-hop or framing header, which the proxy sets itself; name the header the service reads the credential from (X-Api-Key, Authorization…)", u.Header)
+		}
+	}
+	if u.Host != "" && !validHostHeader(u.Host) {
+		v.fail(at+".host", "%q is not a Host header (a name or address, with an optional :port)", u.Host)
+	}
+	if secret && agentPicksHost && u.Address == "" {
+		// Any host of the network could be the agent's own, and would collect the credential.
+		switch {
+		case mode == "disable":
+			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; set upstream.address, or tls: verify-full with server_name")
+		case mode == "verify-ca", mode == "verify-full" && u.ServerName == "":
+			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; a certificate check of that host proves nothing: use verify-full with server_name, or set upstream.address")
+		}
+	}
+}
+
+// proxyOwnedHeaders are the header fields, lower case, that say how a message is framed or
+// routed, or apply to one hop: the proxy writes them itself, and a credential written there would
+// be dropped, or would change what the server reads of the request.
+var proxyOwnedHeaders = map[string]bool{
+	"host": true, "content-length": true, "transfer-encoding": true, "connection": true,
+	"keep-alive": true, "proxy-connection": true, "proxy-authenticate": true,
+	"proxy-authorization": true, "te": true, "trailer": true, "upgrade": true, "expect": true,
+	"http2-settings": true,
+}
+
+// validHeaderName says whether s is a field name: an HTTP token (RFC 9110).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHostHeader says whether s is a Host header: a name of letters, digits, '-', '.', '_' and
+// '~', an IPv4 address or a bracketed IPv6 one, with an optional :port.
+func validHostHeader(s string) bool {
+	host, port, hasPort := s, "", false
+	if rest, ok := strings.CutPrefix(s, "["); ok {
+		addr, after, ok := strings.Cut(rest, "]")
+		if a, err := netip.ParseAddr(addr); !ok || err != nil || !a.Is6() || a.Zone() != "" {
+			return false
+		}
+		if after == "" {
+			return true
+		}
+		port, hasPort = strings.CutPrefix(after, ":")
+		return hasPort && validPort(port)
+	}
+	if i := strings.LastIndexByte(s, ':'); i >= 0 {
+		host, port = s[:i], s[i+1:]
+		if !validPort(port) {
+			return false
+		}
+	}
+	if host == "" {
+		return false
+	}
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-' || c == '.' || c == '_' || c == '~':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func validPort(s string) bool {
+	if s == "" || len(s) > 5 {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+		n = n*10 + int(s[i]-'0')
+	}
+	return n >= 1 && n <= 65535
+}
+
+func hasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

@@ -1,11 +1,13 @@
 // Package rules evaluates policy rules, written as CEL expressions
 // (cel.dev/cel-go), against a request: who (identity), which process, which
-// target, and what statement (a sqlclass classification).
+// target, and what statement (a sqlclass classification) or HTTP request.
 //
-// Every rule that matches a statement is collected; the strictest action
-// wins (block > approve > allow). When no rule matches, a configurable
-// default decides. A string with several statements is judged statement by
-// statement and the strictest verdict wins for the whole string.
+// A rule judges what it reads: one that reads sql judges statements only, one
+// that reads http HTTP requests only, one that reads neither (identity,
+// process, target) both. Every applicable rule that matches is collected; the
+// strictest action wins (block > approve > allow). When no rule matches, a
+// configurable default decides. A string with several statements is judged
+// statement by statement and the strictest verdict wins for the whole string.
 //
 // Rules are compiled and type-checked once (Compile); evaluation reuses the
 // compiled programs and converts per-connection values once (NewConn).
@@ -13,6 +15,8 @@ package rules
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -60,14 +64,15 @@ func ParseAction(s string) (Action, error) {
 	return "", fmt.Errorf("unknown action %q (want allow, approve or block)", s)
 }
 
-// Default decides statements that no rule matches.
+// Default decides statements and HTTP requests that no rule matches.
 type Default string
 
 // Default modes.
 const (
 	// DefaultAllowReads allows statements that change nothing (reads, and
-	// plain transaction control such as BEGIN/COMMIT) and blocks the rest.
-	// It is the shipped default for agents.
+	// plain transaction control such as BEGIN/COMMIT) and GET, HEAD and
+	// OPTIONS requests, and blocks the rest. It is the shipped default for
+	// agents.
 	DefaultAllowReads Default = "allow_reads"
 	DefaultAllow      Default = "allow"
 	DefaultBlock      Default = "block"
@@ -128,13 +133,44 @@ func (e *CompileError) Error() string {
 type compiled struct {
 	Rule
 	action Action
+	scope  Scope
 	prg    cel.Program
+}
+
+// Scope says which requests a rule judges, from the request variables its
+// condition reads.
+type Scope uint8
+
+// Scopes.
+const (
+	// ScopeBoth: the rule reads neither sql nor http (only identity, process
+	// or target), so it judges statements and HTTP requests.
+	ScopeBoth Scope = iota + 1
+	// ScopeSQL: the rule reads sql and judges statements only.
+	ScopeSQL
+	// ScopeHTTP: the rule reads http and judges HTTP requests only.
+	ScopeHTTP
+)
+
+func (s Scope) String() string {
+	switch s {
+	case ScopeBoth:
+		return "statements and HTTP requests"
+	case ScopeSQL:
+		return "statements"
+	case ScopeHTTP:
+		return "HTTP requests"
+	}
+	return "nothing"
 }
 
 // Engine holds compiled rules. It is immutable and safe for concurrent use.
 type Engine struct {
-	rules []compiled
-	def   Default
+	rules []compiled // in file order
+	// forStatements and forHTTP are the rules each kind of request is judged
+	// by, in file order, so that neither path tests scopes rule by rule.
+	forStatements, forHTTP []compiled
+	def                    Default
 }
 
 var (
@@ -216,71 +252,160 @@ func Compile(rules []Rule, def Default) (*Engine, error) {
 			fail("%s", msg)
 			continue
 		}
+		scope, msg := scopeOf(ast)
+		if msg != "" {
+			fail("%s", msg)
+			continue
+		}
 		prg, err := e.Program(ast, cel.EvalOptions(cel.OptOptimize))
 		if err != nil {
 			fail("condition: %v", err)
 			continue
 		}
-		eng.rules = append(eng.rules, compiled{Rule: r, action: act, prg: prg})
+		eng.rules = append(eng.rules, compiled{Rule: r, action: act, scope: scope, prg: prg})
 	}
 	if len(errs) > 0 {
 		return nil, &CompileError{Errors: errs}
 	}
+	for _, r := range eng.rules {
+		if r.scope != ScopeHTTP {
+			eng.forStatements = append(eng.forStatements, r)
+		}
+		if r.scope != ScopeSQL {
+			eng.forHTTP = append(eng.forHTTP, r)
+		}
+	}
 	return eng, nil
 }
 
-// spelling says how the values of the sql fields with a fixed spelling are written: statement
+// scopeOf finds which of the variables sql and http a checked condition reads, and so which
+// requests its rule judges; or says why it cannot judge any. A rule reading both could never
+// hold as written (no request is a statement and an HTTP request), and a comprehension variable
+// named sql or http would read as the request variable here while hiding it in the condition.
+func scopeOf(checked *cel.Ast) (Scope, string) {
+	var readsSQL, readsHTTP bool
+	nodes := celast.MatchDescendants(celast.NavigateAST(checked.NativeRep()), func(e celast.NavigableExpr) bool {
+		return e.Kind() == celast.IdentKind || e.Kind() == celast.ComprehensionKind
+	})
+	for _, n := range nodes {
+		if n.Kind() == celast.ComprehensionKind {
+			c := n.AsComprehension()
+			for _, v := range []string{c.IterVar(), c.IterVar2()} {
+				if v == "sql" || v == "http" {
+					return 0, fmt.Sprintf("the comprehension variable %q hides the request variable %s; rename it", v, v)
+				}
+			}
+			continue
+		}
+		// ".sql" names the variable from the root.
+		name, _, _ := strings.Cut(strings.TrimPrefix(n.AsIdent(), "."), ".")
+		switch name {
+		case "sql":
+			readsSQL = true
+		case "http":
+			readsHTTP = true
+		}
+	}
+	switch {
+	case readsSQL && readsHTTP:
+		return 0, "a rule reads sql or http, not both: split it (a request is a statement or an HTTP request, never both)"
+	case readsSQL:
+		return ScopeSQL, ""
+	case readsHTTP:
+		return ScopeHTTP, ""
+	}
+	return ScopeBoth, ""
+}
+
+// spelling says how the values of the request fields with a fixed spelling are written: statement
 // kinds, objects and wrappers upper case ("DROP", "TABLE"), setting names lower case
-// ("datestyle", whatever the statement's spelling).
+// ("datestyle", whatever the statement's spelling); HTTP methods upper case (DecideHTTP refuses
+// a method with lower-case letters), hosts and header names lower case (DecideHTTP lowers them).
 var spelling = map[string]func(string) string{
-	"kind": strings.ToUpper, "kinds": strings.ToUpper, "object": strings.ToUpper,
-	"wrapper": strings.ToUpper, "setting": strings.ToLower,
+	"sql.kind": strings.ToUpper, "sql.kinds": strings.ToUpper, "sql.object": strings.ToUpper,
+	"sql.wrapper": strings.ToUpper, "sql.setting": strings.ToLower,
+	"http.method": strings.ToUpper, "http.host": strings.ToLower, "http.headers": strings.ToLower,
 }
 
 // neverEqual finds a comparison of such a field with a literal spelt otherwise (sql.kind ==
-// "drop", sql.setting in ["DateStyle"], "truncate" in sql.kinds): it can never hold, so a block
-// rule written that way would silently block nothing. It returns what to fix, or "".
+// "drop", sql.setting in ["DateStyle"], "truncate" in sql.kinds, http.method == "get",
+// http.headers["Content-Type"]): it can never hold, so a block rule written that way would
+// silently block nothing. It returns what to fix, or "".
 func neverEqual(checked *cel.Ast) string {
-	calls := celast.MatchDescendants(celast.NavigateAST(checked.NativeRep()), celast.KindMatcher(celast.CallKind))
-	for _, c := range calls {
-		call := c.AsCall()
+	nodes := celast.MatchDescendants(celast.NavigateAST(checked.NativeRep()), func(e celast.NavigableExpr) bool {
+		return e.Kind() == celast.CallKind || e.Kind() == celast.SelectKind
+	})
+	for _, n := range nodes {
+		if n.Kind() == celast.SelectKind {
+			// http.headers.X, has(http.headers.X): a map key read as a field.
+			sel := n.AsSelect()
+			if key := sel.FieldName(); fieldName(sel.Operand()) == "http.headers" && strings.ToLower(key) != key {
+				return headerKeyMessage(key)
+			}
+			continue
+		}
+		call := n.AsCall()
 		args := call.Args()
 		if len(args) != 2 {
 			continue
 		}
 		switch call.FunctionName() {
 		case operators.Equals, operators.NotEquals, operators.In:
+		case operators.Index:
+			// http.headers["Content-Type"]
+			if fieldName(args[0]) != "http.headers" {
+				continue
+			}
+			for _, key := range stringLiterals(args[1]) {
+				if strings.ToLower(key) != key {
+					return headerKeyMessage(key)
+				}
+			}
+			continue
 		default:
 			continue
 		}
 		// Either side may be the field: sql.kind == "X", "X" == sql.kind, sql.kind in ["X"],
-		// "X" in sql.kinds.
+		// "X" in sql.kinds, "X" in http.headers.
 		for _, p := range [][2]celast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
-			name := sqlFieldName(p[0])
+			name := fieldName(p[0])
 			norm := spelling[name]
 			if norm == nil {
 				continue
 			}
 			for _, lit := range stringLiterals(p[1]) {
-				if norm(lit) != lit {
-					return fmt.Sprintf("sql.%s is never %q: its values are spelt %q", name, lit, norm(lit))
+				if norm(lit) == lit {
+					continue
 				}
+				if name == "http.headers" {
+					return headerKeyMessage(lit)
+				}
+				return fmt.Sprintf("%s is never %q: its values are spelt %q", name, lit, norm(lit))
 			}
 		}
 	}
 	return ""
 }
 
-// sqlFieldName returns the field name of an expression sql.FIELD, or "".
-func sqlFieldName(e celast.Expr) string {
+func headerKeyMessage(key string) string {
+	return fmt.Sprintf("http.headers has no key %q: header names are lower case (%q)", key, strings.ToLower(key))
+}
+
+// fieldName returns "sql.FIELD" or "http.FIELD" for an expression reading that field, or "".
+func fieldName(e celast.Expr) string {
 	if e.Kind() != celast.SelectKind {
 		return ""
 	}
 	sel := e.AsSelect()
-	if op := sel.Operand(); op.Kind() != celast.IdentKind || op.AsIdent() != "sql" {
+	op := sel.Operand()
+	if op.Kind() != celast.IdentKind {
 		return ""
 	}
-	return sel.FieldName()
+	switch v := strings.TrimPrefix(op.AsIdent(), "."); v {
+	case "sql", "http":
+		return v + "." + sel.FieldName()
+	}
+	return ""
 }
 
 // stringLiterals returns the string constants of a literal or a list literal.
@@ -306,6 +431,25 @@ func (e *Engine) Default() Default { return e.def }
 // Rules returns the number of compiled rules.
 func (e *Engine) Rules() int { return len(e.rules) }
 
+// RuleNames returns the rules' names in file order.
+func (e *Engine) RuleNames() []string {
+	names := make([]string, len(e.rules))
+	for i := range e.rules {
+		names[i] = e.rules[i].Name
+	}
+	return names
+}
+
+// Scope returns which requests the named rule judges; false when the engine has no such rule.
+func (e *Engine) Scope(rule string) (Scope, bool) {
+	for i := range e.rules {
+		if e.rules[i].Name == rule {
+			return e.rules[i].scope, true
+		}
+	}
+	return 0, false
+}
+
 // Identity is who is behind a connection.
 type Identity struct {
 	Subject  string
@@ -330,19 +474,29 @@ type Target struct {
 	User     string
 }
 
-// HTTP is the request part for HTTP targets. Header names are lower case;
-// repeated headers are joined with ", ".
+// HTTP is one request to an HTTP target, as rules read it (http.*).
 type HTTP struct {
-	Method  string
-	Path    string
-	Host    string
+	// Method is the method as the client sent it. Methods are case-sensitive and rules compare
+	// them upper case ("DELETE"), so DecideHTTP refuses one with lower-case letters: a server that
+	// upper-cases methods would run "delete" as what a rule on "DELETE" never saw.
+	Method string
+	// Path is the request target's path, percent-decoded (Go's url.URL.Path): "/v1/refunds".
+	// DecideHTTP refuses a path a server could route otherwise than the rules read it (see
+	// ambiguousRequest).
+	Path string
+	// Host is the Host header the client sent; DecideHTTP lowers its case, as names compare.
+	Host string
+	// Query is the raw query string, without "?", as sent (not decoded): "a=1&b=%20".
+	Query string
+	// Headers holds the header fields by lower-case name (DecideHTTP lowers any other); a field
+	// sent more than once is its values joined with ", ".
 	Headers map[string]string
 }
 
 // Conn holds the per-connection part of a request, converted to CEL values
 // once. It is immutable and may be shared.
 type Conn struct {
-	identity, process, target, http ref.Val
+	identity, process, target ref.Val
 }
 
 // NewConn converts the per-connection part of requests.
@@ -354,26 +508,11 @@ func NewConn(id Identity, p Process, t Target) *Conn {
 			types.Int(p.PID), types.Int(p.UID)),
 		target: newObject(targetType, types.String(t.Name), str(t.Protocol),
 			types.String(t.Database), types.String(t.User)),
-		http: emptyHTTP,
 	}
 }
 
-// WithHTTP returns a copy of c carrying an HTTP request.
-func (c *Conn) WithHTTP(h HTTP) *Conn {
-	hdr := make(map[string]string, len(h.Headers))
-	for k, v := range h.Headers {
-		hdr[strings.ToLower(k)] = v
-	}
-	n := *c
-	n.http = newObject(httpType, types.String(h.Method), types.String(h.Path), types.String(h.Host),
-		types.NewStringStringMap(types.DefaultTypeAdapter, hdr))
-	return &n
-}
-
-var emptyHTTP = newObject(httpType, types.String(""), types.String(""), types.String(""),
-	types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{}))
-
-// activation resolves the request variables without allocating.
+// activation resolves the variables of a statement without allocating. It has no http: no rule
+// that reads it judges statements, and a read would fail (closed).
 type activation struct {
 	conn *Conn
 	sql  sqlObject
@@ -389,24 +528,45 @@ func (a *activation) ResolveName(name string) (any, bool) {
 		return a.conn.process, true
 	case "target":
 		return a.conn.target, true
-	case "http":
-		return a.conn.http, true
 	}
 	return nil, false
 }
 
 func (a *activation) Parent() interpreter.Activation { return nil }
 
+// httpActivation resolves the variables of an HTTP request; it has no sql, as activation has
+// no http.
+type httpActivation struct {
+	conn *Conn
+	req  ref.Val
+}
+
+func (a *httpActivation) ResolveName(name string) (any, bool) {
+	switch name {
+	case "http":
+		return a.req, true
+	case "identity":
+		return a.conn.identity, true
+	case "process":
+		return a.conn.process, true
+	case "target":
+		return a.conn.target, true
+	}
+	return nil, false
+}
+
+func (a *httpActivation) Parent() interpreter.Activation { return nil }
+
 var activations = sync.Pool{New: func() any { return new(activation) }}
 
-// Match is a rule that matched a statement.
+// Match is a rule that matched a statement or an HTTP request.
 type Match struct {
 	Rule      string
 	Action    Action
 	Message   string
 	Approvers []string
 	Line      int
-	Statement int    // index in the classified string
+	Statement int    // index in the classified string (0 for an HTTP request)
 	Err       string // evaluation error: the rule counts as matched unless it allows
 	// Prepared is set when the rule matched the prepared statement an
 	// EXECUTE runs, rather than the EXECUTE itself.
@@ -610,14 +770,20 @@ func (e *Engine) decideStatement(a *activation, idx int, st *sqlclass.Statement,
 	return sd
 }
 
-// evalRules runs every rule on st and returns the strictest match.
+// evalRules runs every rule that judges statements on st and returns the strictest match.
 func (e *Engine) evalRules(a *activation, idx int, st *sqlclass.Statement, matches []Match) (Action, *Match, []Match) {
 	a.sql.st = st
+	return evalEach(e.forStatements, a, idx, matches)
+}
+
+// evalEach runs rules on the request act resolves and returns the strictest match, appending
+// every match to matches.
+func evalEach(rules []compiled, act interpreter.Activation, idx int, matches []Match) (Action, *Match, []Match) {
 	verdict := Allow
 	best := -1
-	for i := range e.rules {
-		r := &e.rules[i]
-		out, _, err := r.prg.Eval(a)
+	for i := range rules {
+		r := &rules[i]
+		out, _, err := r.prg.Eval(act)
 		var errText string
 		if err != nil {
 			errText = err.Error()
@@ -691,4 +857,168 @@ func effects(st *sqlclass.Statement) string {
 		return "no effects"
 	}
 	return strings.Join(out, ", ")
+}
+
+// HTTPDecision is the verdict for one HTTP request.
+type HTTPDecision struct {
+	// Request is the request as judged: host and header names lower case.
+	Request HTTP
+	Action  Action
+	// Rule is the rule that decided; nil when the default decided or the request was refused
+	// before any rule (Reason says why).
+	Rule    *Match
+	Matches []Match
+	// Default is set when the default mode (Mode) decided: no rule matched.
+	Default bool
+	Mode    Default
+	// Reason explains a verdict no rule decided.
+	Reason string
+}
+
+// DecideHTTP judges one HTTP request for a connection, as Decide judges a statement: every rule
+// that judges HTTP requests (it reads http, or neither http nor sql) is evaluated, the strictest
+// match wins, a rule that fails to evaluate counts as matched unless it allows, and with no
+// match the default decides (allow_reads allows GET, HEAD and OPTIONS). A request whose method
+// or path a server could read otherwise than the rules do is blocked whatever they say.
+func (e *Engine) DecideHTTP(c *Conn, req HTTP) HTTPDecision {
+	req.Host = strings.ToLower(req.Host)
+	req.Headers = lowerHeaderNames(req.Headers)
+	d := HTTPDecision{Request: req, Mode: e.def}
+	if why := ambiguousRequest(req.Method, req.Path); why != "" {
+		d.Action, d.Reason = Block, why
+		return d
+	}
+	a := &httpActivation{conn: c, req: newObject(httpType, str(req.Method), str(req.Path),
+		types.String(req.Host), types.String(req.Query), types.NewStringStringMap(types.DefaultTypeAdapter, req.Headers))}
+	d.Action, d.Rule, d.Matches = evalEach(e.forHTTP, a, 0, nil)
+	if d.Rule == nil {
+		d.Action, d.Reason = e.defaultHTTPVerdict(req.Method)
+		d.Default = true
+	}
+	return d
+}
+
+// lowerHeaderNames returns h with its names lower case, h itself when they are already (the
+// handler's usual case). Names that differ only in case become one, their values joined in
+// the order of the names' sorting, as a repeated field's are.
+func lowerHeaderNames(h map[string]string) map[string]string {
+	if h == nil {
+		return map[string]string{}
+	}
+	lower := true
+	for k := range h {
+		if strings.ToLower(k) != k {
+			lower = false
+			break
+		}
+	}
+	if lower {
+		return h
+	}
+	out := make(map[string]string, len(h))
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		lk := strings.ToLower(k)
+		if prev, ok := out[lk]; ok {
+			out[lk] = prev + ", " + h[k]
+		} else {
+			out[lk] = h[k]
+		}
+	}
+	return out
+}
+
+// ambiguousRequest says why a request must be refused before any rule reads it, or "": its
+// method or path is one servers may read otherwise than the rules do. Some upper-case methods;
+// some resolve dot segments ("/api/../admin"), merge empty segments ("//admin"), read a
+// backslash as "/", decode "%2f" into a separator, or drop ";params" ("/admin;x", "..;/").
+// A rule on http.path ("/admin" blocked) would miss each of those.
+func ambiguousRequest(method, path string) string {
+	if method == "" {
+		return "the request has no method"
+	}
+	for i := 0; i < len(method); i++ {
+		switch c := method[i]; {
+		case 'a' <= c && c <= 'z':
+			return fmt.Sprintf("method %q has lower-case letters: servers that upper-case methods would run it as %q, which rules compare as written; send it upper case", clip(method), clip(strings.ToUpper(method)))
+		case !isTokenChar(c):
+			return fmt.Sprintf("method %q is not an HTTP method (a token)", clip(method))
+		}
+	}
+	if path == "*" && method == "OPTIONS" {
+		return ""
+	}
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Sprintf("path %q does not start with /: only origin-form requests are forwarded", clip(path))
+	}
+	for i := 0; i < len(path); i++ {
+		c := path[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return "the path holds a control character"
+		case c == '\\':
+			return fmt.Sprintf("path %q holds a backslash, which some servers read as /", clip(path))
+		case c == '%' && i+2 < len(path):
+			// A path given undecoded: an encoded separator, dot or control byte is read as one by
+			// some servers and as data by others.
+			if b, ok := unhex(path[i+1], path[i+2]); ok && (b == '/' || b == '\\' || b == '.' || b < 0x20 || b == 0x7f) {
+				return fmt.Sprintf("path %q encodes a separator, dot or control byte (%s), which servers decode differently", clip(path), path[i:i+3])
+			}
+		}
+	}
+	segs := strings.Split(path[1:], "/")
+	for i, seg := range segs {
+		name, _, _ := strings.Cut(seg, ";")
+		switch {
+		case name == "." || name == "..":
+			return fmt.Sprintf("path %q has a dot segment (%q), which servers resolve before routing", clip(path), seg)
+		case seg == "" && i < len(segs)-1:
+			return fmt.Sprintf("path %q has an empty segment (//), which some servers merge", clip(path))
+		}
+	}
+	return ""
+}
+
+// isTokenChar says whether c may be part of an HTTP token (RFC 9110 tchar).
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func unhex(a, b byte) (byte, bool) {
+	hi, ok1 := hexVal(a)
+	lo, ok2 := hexVal(b)
+	return hi<<4 | lo, ok1 && ok2
+}
+
+func hexVal(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// clip shortens the agent's text in a message to what tells it apart.
+func clip(s string) string { return oneLine(s, 120) }
+
+// defaultHTTPVerdict decides a request no rule matched.
+func (e *Engine) defaultHTTPVerdict(method string) (Action, string) {
+	switch e.def {
+	case DefaultAllow:
+		return Allow, "no rule matched; default allow"
+	case DefaultBlock:
+		return Block, "no rule allows this request (default: block)"
+	}
+	switch method {
+	case "GET", "HEAD", "OPTIONS":
+		return Allow, "no rule matched; default allow_reads allows GET, HEAD and OPTIONS requests"
+	}
+	return Block, fmt.Sprintf("no rule allows this %s request and default allow_reads allows only GET, HEAD and OPTIONS; a rule with action: allow can allow it", clip(method))
 }

@@ -2,6 +2,8 @@ package rules
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -28,30 +30,7 @@ func Explain(d *Decision) string {
 			fmt.Fprintf(&b, "  prepared %q is:\n", sd.Statement.Execute)
 			writeClass(&b, "    ", sd.Prepared)
 		}
-		if len(sd.Matches) == 0 {
-			b.WriteString("  rules matched: none\n")
-		} else {
-			b.WriteString("  rules matched:\n")
-			for _, m := range sd.Matches {
-				fmt.Fprintf(&b, "    %-7s %s", m.Action, m.Rule)
-				if m.Prepared {
-					fmt.Fprintf(&b, " (on prepared %q)", sd.Statement.Execute)
-				}
-				if m.Line > 0 {
-					fmt.Fprintf(&b, " (line %d)", m.Line)
-				}
-				if m.Message != "" {
-					fmt.Fprintf(&b, ": %s", m.Message)
-				}
-				if len(m.Approvers) > 0 {
-					fmt.Fprintf(&b, " [approvers: %s]", strings.Join(m.Approvers, ", "))
-				}
-				if m.Err != "" {
-					fmt.Fprintf(&b, " [evaluation error, applied strictly: %s]", m.Err)
-				}
-				b.WriteByte('\n')
-			}
-		}
+		writeMatches(&b, sd.Matches, sd.Statement.Execute)
 		switch {
 		case sd.Rule != nil:
 			fmt.Fprintf(&b, "  verdict: %s by rule %s\n", sd.Verdict, sd.Rule.Rule)
@@ -77,6 +56,70 @@ func Explain(d *Decision) string {
 		fmt.Fprintf(&b, "message: %s\n", d.Message)
 	}
 	return b.String()
+}
+
+// ExplainHTTP renders an HTTP decision for people: the request as judged, every rule that
+// matched, and the verdict (enforcer policy explain).
+func ExplainHTTP(d *HTTPDecision) string {
+	var b strings.Builder
+	r := &d.Request
+	target := r.Path
+	if r.Query != "" {
+		target += "?" + r.Query
+	}
+	fmt.Fprintf(&b, "request: %s %s\n", oneLine(r.Method, 40), oneLine(target, 200))
+	fmt.Fprintf(&b, "  host: %q\n", r.Host)
+	for _, k := range slices.Sorted(maps.Keys(r.Headers)) {
+		fmt.Fprintf(&b, "  header %s: %s\n", oneLine(k, 80), oneLine(r.Headers[k], 200))
+	}
+	switch {
+	case d.Rule == nil && !d.Default:
+		// Refused before any rule was evaluated.
+		b.WriteString("  rules evaluated: none\n")
+	default:
+		writeMatches(&b, d.Matches, "")
+	}
+	switch {
+	case d.Rule != nil:
+		fmt.Fprintf(&b, "verdict: %s by rule %s\n", d.Action, d.Rule.Rule)
+		if d.Rule.Message != "" {
+			fmt.Fprintf(&b, "message: %s\n", d.Rule.Message)
+		}
+	case d.Default:
+		fmt.Fprintf(&b, "verdict: %s by default %s: %s\n", d.Action, d.Mode, d.Reason)
+	default:
+		fmt.Fprintf(&b, "verdict: %s: %s\n", d.Action, d.Reason)
+	}
+	return b.String()
+}
+
+// writeMatches lists the rules that matched; execute names the prepared statement an
+// EXECUTE ran, for matches on it.
+func writeMatches(b *strings.Builder, matches []Match, execute string) {
+	if len(matches) == 0 {
+		b.WriteString("  rules matched: none\n")
+		return
+	}
+	b.WriteString("  rules matched:\n")
+	for _, m := range matches {
+		fmt.Fprintf(b, "    %-7s %s", m.Action, m.Rule)
+		if m.Prepared {
+			fmt.Fprintf(b, " (on prepared %q)", execute)
+		}
+		if m.Line > 0 {
+			fmt.Fprintf(b, " (line %d)", m.Line)
+		}
+		if m.Message != "" {
+			fmt.Fprintf(b, ": %s", m.Message)
+		}
+		if len(m.Approvers) > 0 {
+			fmt.Fprintf(b, " [approvers: %s]", strings.Join(m.Approvers, ", "))
+		}
+		if m.Err != "" {
+			fmt.Fprintf(b, " [evaluation error, applied strictly: %s]", m.Err)
+		}
+		b.WriteByte('\n')
+	}
 }
 
 func writeClass(b *strings.Builder, indent string, st *sqlclass.Statement) {

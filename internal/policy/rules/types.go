@@ -43,7 +43,7 @@ var (
 	}
 	httpFields = []field{
 		{"method", types.StringType}, {"path", types.StringType}, {"host", types.StringType},
-		{"headers", types.NewMapType(types.StringType, types.StringType)},
+		{"query", types.StringType}, {"headers", types.NewMapType(types.StringType, types.StringType)},
 	}
 )
 
@@ -342,7 +342,8 @@ var interned = func() map[string]ref.Val {
 		"CALL", "EXECUTE", "DEALLOCATE", "DISCARD", "EXPLAIN", "BEGIN", "COMMIT", "ROLLBACK",
 		"SAVEPOINT", "RELEASE", "VACUUM", "ANALYZE", "LOCK", "UNKNOWN", "DECLARE", "FETCH",
 		"CLOSE", "LISTEN", "NOTIFY", "TABLE", "INDEX", "VIEW", "FUNCTION", "ROLE", "SCHEMA",
-		"EXPLAIN ANALYZE", "PREPARE", "postgres", "http"} {
+		"EXPLAIN ANALYZE", "PREPARE", "postgres", "http", "GET", "HEAD", "POST", "PUT", "PATCH",
+		"OPTIONS", "/"} {
 		m[k] = types.String(k)
 	}
 	return m

@@ -19,11 +19,13 @@ import (
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/control"
+	"github.com/enforcer-dev/enforcer/internal/httpguard"
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/metrics"
 	"github.com/enforcer-dev/enforcer/internal/pgguard"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
+	httpproto "github.com/enforcer-dev/enforcer/internal/proto/http"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/proxy"
 	"github.com/enforcer-dev/enforcer/internal/record"
@@ -48,7 +50,9 @@ type Daemon struct {
 	approvals *approval.Broker
 	host      string // names this daemon's requests in the approvals store (Request.Owner)
 	guards    *pgguard.Shared
-	records   *record.Recorder
+	// httpGuards is what the guards of HTTP connections share.
+	httpGuards *httpguard.Shared
+	records    *record.Recorder
 }
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
@@ -100,6 +104,13 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Log:        log,
 		Recorder:   d.records,
 	}
+	d.httpGuards = &httpguard.Shared{
+		Policy:    d.policy.Load,
+		Approvals: d.approvals,
+		Metrics:   d.metrics,
+		Log:       log,
+		Recorder:  d.records,
+	}
 	d.subtree, err = redirect.OpenSubtree(cfg.Cgroup)
 	if err != nil {
 		return err
@@ -133,6 +144,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			policy.ProtoTCP:            relay,
 			policy.ProtoTLSPassthrough: relay,
 			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(pgCfg), guard: d.postgresGuard},
+			policy.ProtoHTTP:           &httpHandler{srv: &httpproto.Server{}, guard: d.httpGuard},
 		},
 		Authorize:  d.authorize,
 		LookupName: (&names{servers: func() []netip.Addr { return d.policy.Load().Resolvers }}).lookup,
@@ -287,7 +299,9 @@ func revokedBy(old, p *policy.Policy, c *proxy.Conn) bool {
 	if ok, _ := p.Granted(t.Name, s.Subject, s.Groups); !ok {
 		return true
 	}
-	return t.Protocol == policy.ProtoPostgres && p.MaskFor(t.Name, s.Groups) != nil &&
+	// Masking is chosen when a postgres or http connection starts.
+	masks := t.Protocol == policy.ProtoPostgres || t.Protocol == policy.ProtoHTTP
+	return masks && p.MaskFor(t.Name, s.Groups) != nil &&
 		(old.MaskFor(t.Name, s.Groups) == nil || !p.SameMasking(old))
 }
 

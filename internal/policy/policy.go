@@ -21,6 +21,7 @@ import (
 
 	"github.com/enforcer-dev/enforcer/internal/mask"
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
+	httpproto "github.com/enforcer-dev/enforcer/internal/proto/http"
 )
 
 // Protocols a target may speak.
@@ -907,8 +908,8 @@ func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost boo
 			v.fail(at+".header", "header and user together: the secret goes in that header or as HTTP Basic with user, not both")
 		case !validHeaderName(u.Header):
 			v.fail(at+".header", "%q is not a header name (a token of letters, digits and !#$%%&'*+-.^_`|~)", u.Header)
-		case proxyOwnedHeaders[strings.ToLower(u.Header)]:
-			v.fail(at+".header", "%s is a hop-by-hop or framing header, which the proxy sets itself; name the header the service reads the credential from (X-Api-Key, Authorization…)", u.Header)
+		case httpproto.ReservedCredentialHeader(u.Header):
+			v.fail(at+".header", "the proxy sets or removes %s itself (hop-by-hop, framing, encoding, range or client-address headers); name the header the service reads the credential from (X-Api-Key, Authorization…)", u.Header)
 		}
 	}
 	if u.Host != "" && !validHostHeader(u.Host) {
@@ -923,16 +924,6 @@ func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost boo
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; a certificate check of that host proves nothing: use verify-full with server_name, or set upstream.address")
 		}
 	}
-}
-
-// proxyOwnedHeaders are the header fields, lower case, that say how a message is framed or
-// routed, or apply to one hop: the proxy writes them itself, and a credential written there would
-// be dropped, or would change what the server reads of the request.
-var proxyOwnedHeaders = map[string]bool{
-	"host": true, "content-length": true, "transfer-encoding": true, "connection": true,
-	"keep-alive": true, "proxy-connection": true, "proxy-authenticate": true,
-	"proxy-authorization": true, "te": true, "trailer": true, "upgrade": true, "expect": true,
-	"http2-settings": true,
 }
 
 // validHeaderName says whether s is a field name: an HTTP token (RFC 9110).

@@ -63,16 +63,16 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 	if r.StatementID != 0 {
 		of = fmt.Sprintf("(of #%d) ", r.StatementID)
 	}
+	if r.ContentType != "" || r.Bytes != 0 {
+		renderHTTPResponse(r, of, line)
+		return
+	}
 	if r.Error != "" {
 		line("ERROR", "%s%s%s", of, r.Error, codeSuffix(r.ErrorCode))
 		// Rows that reached the client before the error (or before it went away) are what it saw.
 		if len(r.Columns) > 0 && len(r.Rows) > 0 {
 			b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
 		}
-		return
-	}
-	if r.ContentType != "" || r.Bytes != 0 {
-		renderHTTPResponse(r, of, line)
 		return
 	}
 	tag := r.CommandTag
@@ -86,9 +86,12 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 	}
 }
 
-// renderHTTPResponse writes an HTTP response: its status, type and size, then its body as the
-// agent received it (masked), on continuation lines.
+// renderHTTPResponse writes an HTTP response: why it failed or was refused, if it was, its
+// status, type and size, then its body as the agent received it (masked), on continuation lines.
 func renderHTTPResponse(r *Result, of string, line func(tag, format string, args ...any)) {
+	if r.Error != "" {
+		line("ERROR", "%s%s", of, r.Error)
+	}
 	what := r.CommandTag
 	if r.ContentType != "" {
 		what += ", " + r.ContentType

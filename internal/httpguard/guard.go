@@ -1,0 +1,550 @@
+// Package httpguard is the policy side of HTTP targets: it judges each request an agent sends
+// with the policy's rules, holds requests a rule sends for approval until a reviewer decides that
+// exact request, chooses how responses are masked, and records every request and what the agent
+// received. It is to internal/proto/http what internal/pgguard is to internal/proto/postgres.
+package httpguard
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/enforcer-dev/enforcer/internal/approval"
+	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/mask"
+	"github.com/enforcer-dev/enforcer/internal/metrics"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	"github.com/enforcer-dev/enforcer/internal/policy/rules"
+	httpproto "github.com/enforcer-dev/enforcer/internal/proto/http"
+	"github.com/enforcer-dev/enforcer/internal/record"
+	"github.com/enforcer-dev/enforcer/internal/redirect"
+)
+
+// Shared is what every HTTP connection's guard uses.
+type Shared struct {
+	Policy func() *policy.Policy
+	// Approvals holds requests whose verdict is approve; nil refuses them (fail closed).
+	Approvals *approval.Broker
+	Metrics   *metrics.Metrics
+	Log       *slog.Logger
+	// Recorder, if set, records every session; if it cannot write, requests are refused.
+	Recorder *record.Recorder
+}
+
+// ConnInfo describes the connection a guard serves.
+type ConnInfo struct {
+	ID       string
+	Target   *policy.Target
+	Identity identity.Session
+	Origin   redirect.Origin
+	Argv     []string // the process's arguments, for the record and reviewers
+	Exe      string
+	Cgroup   string
+	Upstream string // the server's address, for the record
+	// User is the upstream account the credential logs in as (HTTP Basic), for the approval's
+	// binding and the record; "" when the credential names none.
+	User string
+}
+
+// Guard is the hook of one HTTP connection. The proxy calls it for one request at a time.
+type Guard struct {
+	sh   *Shared
+	info ConnInfo
+	conn *rules.Conn
+	log  *slog.Logger
+	// plan masks responses, recorded requests and what reviewers see; nil when this identity's
+	// values pass in clear. Fixed for the connection: a reload that changes masking ends it.
+	plan *mask.Plan
+
+	mu sync.Mutex
+	// cur is the request Request last judged, until Exchanged reports it.
+	cur *pending
+	// rec is nil when recording is off.
+	rec     *recording
+	recErr  error // the log could not take the session's start: every request is refused
+	started time.Time
+}
+
+// pending is what Exchanged needs of a judged request.
+type pending struct {
+	req        *httpproto.Request
+	verdict    string
+	rule       string
+	approvalID string
+	// statementID is set when the request was written ahead: its result is recorded apart.
+	statementID uint64
+}
+
+type recording struct {
+	log    *record.Recorder
+	strict bool
+	id     string
+	nextID uint64
+}
+
+// NewGuard returns the hook for one connection and records the session's start.
+func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
+	s := ci.Identity
+	g := &Guard{
+		sh:      sh,
+		info:    ci,
+		log:     sh.Log.With("conn", ci.ID, "target", ci.Target.Name, "subject", s.Subject),
+		started: time.Now(),
+	}
+	g.conn = rules.NewConn(
+		rules.Identity{Subject: s.Subject, Email: s.Email, Groups: s.Groups, Provider: s.Provider},
+		rules.Process{Comm: ci.Origin.Comm, Exe: ci.Exe, PID: int64(ci.Origin.PID), UID: int64(ci.Origin.UID)},
+		rules.Target{Name: ci.Target.Name, Protocol: ci.Target.Protocol, User: ci.User})
+	pol := sh.Policy()
+	g.plan = pol.MaskFor(ci.Target.Name, s.Groups)
+	if g.plan != nil {
+		// Arguments carry secrets too (curl -H "Authorization: …", URLs with passwords).
+		g.info.Argv = g.plan.MaskStrings(ci.Argv)
+	}
+	if sh.Recorder != nil && !pol.Recording.Disabled {
+		g.rec = &recording{log: sh.Recorder, strict: pol.Recording.Strict(), id: record.NewSessionID(g.started)}
+		g.recordStart()
+	}
+	return g
+}
+
+// SessionID is the id of this connection's recorded session ("" when recording is off).
+func (g *Guard) SessionID() string {
+	if g.rec == nil {
+		return ""
+	}
+	return g.rec.id
+}
+
+func (g *Guard) recordStart() {
+	id, o, t := g.info.Identity, g.info.Origin, g.info.Target
+	err := g.append(record.Event{Type: record.TypeSessionStart, Time: g.started,
+		Start: &record.SessionStart{
+			CgroupID:   o.CgroupID,
+			CgroupPath: g.info.Cgroup,
+			Identity:   record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
+			Origin:     o.Dst.String(),
+			Process:    record.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int(o.PID), UID: int(o.UID), Cmdline: g.info.Argv},
+			Protocol:   policy.ProtoHTTP,
+			Target:     record.Target{Name: t.Name, Address: g.info.Upstream, User: g.info.User},
+		}}, record.Async)
+	if err != nil {
+		g.recErr = err
+		g.log.Error("session log unavailable; refusing requests", "err", err)
+	}
+}
+
+func (g *Guard) append(ev record.Event, d record.Durability) error {
+	ev.Session = g.rec.id
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	if g.rec.strict {
+		d = record.WriteAhead
+	}
+	return g.rec.log.Append(ev, d)
+}
+
+// safeMethod reports whether a request with method m cannot change state on a server that follows
+// HTTP's semantics (RFC 9110 9.2.1): such requests join the log's group commit without waiting
+// for it, like SQL reads; every other request is durably recorded before it is forwarded.
+func safeMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions:
+		return true
+	}
+	return false
+}
+
+// Request implements httpproto.Hook.
+func (g *Guard) Request(ctx context.Context, r *httpproto.Request) httpproto.Verdict {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.cur = &pending{req: r}
+	if g.recErr != nil {
+		g.cur.verdict = record.VerdictBlock
+		return unavailable(g.recErr)
+	}
+	pol := g.sh.Policy()
+	d := pol.Rules.DecideHTTP(g.conn, ruleRequest(r))
+	g.count(d)
+	rule := ""
+	if d.Rule != nil {
+		rule = d.Rule.Rule
+	}
+	g.cur.rule = rule
+	switch d.Action {
+	case rules.Allow:
+		g.cur.verdict = record.VerdictAllow
+		if err := g.writeAhead(r, false); err != nil {
+			return unavailable(err)
+		}
+		return httpproto.Verdict{Allow: true}
+	case rules.Approve:
+		g.cur.verdict = record.VerdictApprove
+		return g.hold(ctx, pol, r, d)
+	default:
+		g.cur.verdict = record.VerdictBlock
+		msg := "enforcer: request blocked"
+		if rule != "" {
+			msg += " by rule " + rule
+		}
+		if d.Rule != nil && d.Rule.Message != "" {
+			msg += ": " + d.Rule.Message
+		} else if d.Reason != "" {
+			msg += ": " + d.Reason
+		}
+		g.log.Info("request blocked", "rule", rule, "method", r.Method, "path", g.shown(r.Path))
+		return httpproto.Verdict{Status: http.StatusForbidden, Message: msg, Header: ruleHeader(rule)}
+	}
+}
+
+// unavailable is the refusal of a request the log could not take.
+func unavailable(err error) httpproto.Verdict {
+	return httpproto.Verdict{Status: http.StatusServiceUnavailable,
+		Message: "enforcer: the session log cannot be written, so nothing is forwarded: " + err.Error(),
+		Hint:    "an administrator must look at the enforcer daemon's log"}
+}
+
+func ruleHeader(rule string) http.Header {
+	if rule == "" {
+		return nil
+	}
+	return http.Header{"X-Enforcer-Rule": {rule}}
+}
+
+// ruleRequest is r as the rules see it: header names lower case, repeated headers joined.
+func ruleRequest(r *httpproto.Request) rules.HTTP {
+	h := make(map[string]string, len(r.Header))
+	for k, vs := range r.Header {
+		h[strings.ToLower(k)] = strings.Join(vs, ", ")
+	}
+	return rules.HTTP{Method: r.Method, Path: r.Path, Query: r.RawQuery, Host: r.Host, Headers: h}
+}
+
+func (g *Guard) count(d rules.HTTPDecision) {
+	m := g.sh.Metrics
+	if m == nil {
+		return
+	}
+	m.Statements.WithLabelValues(g.info.Target.Name, string(d.Action)).Inc()
+	for _, match := range d.Matches {
+		m.RuleDecisions.WithLabelValues(match.Rule, string(match.Action)).Inc()
+	}
+}
+
+// writeAhead records a request that can change state before it is forwarded, and an approved
+// one (every request in strict mode): its record must be durable first. Other requests are
+// recorded with their response.
+func (g *Guard) writeAhead(r *httpproto.Request, approved bool) error {
+	if g.rec == nil || (safeMethod(r.Method) && !approved && !g.rec.strict) {
+		return nil
+	}
+	g.rec.nextID++
+	st := g.statement(r)
+	st.ID = g.rec.nextID
+	if err := g.append(record.Event{Type: record.TypeStatement, Statement: st}, record.WriteAhead); err != nil {
+		g.log.Error("session log: request not recorded, refusing it", "err", err)
+		return err
+	}
+	g.cur.statementID = st.ID
+	return nil
+}
+
+// statement is the record of the current request, as the policy judged it.
+func (g *Guard) statement(r *httpproto.Request) *record.Statement {
+	st := &record.Statement{
+		Protocol:   policy.ProtoHTTP,
+		Text:       g.recordedText(r),
+		Verdict:    g.cur.verdict,
+		Rule:       g.cur.rule,
+		ApprovalID: g.cur.approvalID,
+		Class:      "read",
+	}
+	if !safeMethod(r.Method) {
+		st.Class = "write"
+	}
+	if len(r.Body) > 0 {
+		b := g.shownBody(r.Header.Get("Content-Type"), r.Body)
+		st.Params = []*string{&b}
+	}
+	return st
+}
+
+// requestLine is the request as a reviewer and the approval binding see it.
+func requestLine(r *httpproto.Request) string {
+	s := r.Method + " " + r.Path
+	if r.RawQuery != "" {
+		s += "?" + r.RawQuery
+	}
+	return s
+}
+
+// hiddenHeaders are request headers whose values are credentials of the agent's own: recorded
+// by name only.
+var hiddenHeaders = map[string]bool{"Authorization": true, "Proxy-Authorization": true, "Cookie": true}
+
+// recordedText is the request line and its headers, masked, as the record keeps them.
+func (g *Guard) recordedText(r *httpproto.Request) string {
+	var b strings.Builder
+	b.WriteString(g.shown(requestLine(r)))
+	if r.Host != "" {
+		b.WriteString("\nHost: ")
+		b.WriteString(g.shown(r.Host))
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Header)) {
+		for _, v := range r.Header[k] {
+			b.WriteString("\n")
+			b.WriteString(k)
+			b.WriteString(": ")
+			if hiddenHeaders[k] {
+				b.WriteString("[REDACTED]")
+			} else {
+				b.WriteString(g.shown(v))
+			}
+		}
+	}
+	return b.String()
+}
+
+// shown is s with sensitive values masked when this connection masks.
+func (g *Guard) shown(s string) string {
+	if g.plan == nil {
+		return s
+	}
+	return g.plan.MaskString(s)
+}
+
+// shownBody is a request body as the record and reviewers see it: masked as JSON when it is JSON,
+// as text otherwise; a body that cannot be masked is shown by its size only.
+func (g *Guard) shownBody(contentType string, body []byte) string {
+	if g.plan == nil {
+		return string(body)
+	}
+	if isJSON(contentType) {
+		if out, _, err := g.plan.MaskJSON(body, nil); err == nil {
+			return string(out)
+		}
+	}
+	if out, _, err := g.plan.MaskText(body, nil); err == nil {
+		return string(out)
+	}
+	return fmt.Sprintf("[%d bytes, not shown: they could not be masked]", len(body))
+}
+
+func isJSON(contentType string) bool {
+	ct, _, _ := strings.Cut(strings.ToLower(contentType), ";")
+	ct = strings.TrimSpace(ct)
+	return ct == "application/json" || strings.HasSuffix(ct, "+json")
+}
+
+// hold waits for reviewers to approve exactly this request: its method, path, query, content type
+// and body, for this identity on this target.
+func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Request, d rules.HTTPDecision) httpproto.Verdict {
+	if g.sh.Approvals == nil || d.Rule == nil {
+		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: this request needs approval, but no approval service is configured"}
+	}
+	def := pol.RuleDefs[d.Rule.Rule]
+	id := g.info.Identity
+	text := requestLine(r)
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		// The same bytes under another content type are another request to the server.
+		text += "\nContent-Type: " + ct
+	}
+	spec := approval.Spec{
+		Identity:   approval.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, SessionID: id.ID, UID: id.UID},
+		Process:    approval.Process{Comm: g.info.Origin.Comm, PID: int(g.info.Origin.PID), Cmdline: strings.Join(g.info.Argv, " ")},
+		Target:     g.info.Target.Name,
+		DBUser:     g.info.User,
+		SQL:        "HTTP " + text,
+		DisplaySQL: "HTTP " + g.shown(text),
+		Rule:       d.Rule.Rule,
+		Approvers:  def.Approvers,
+		Quorum:     def.Quorum,
+		Timeout:    time.Duration(pol.Approvals.Timeout),
+	}
+	if r.Host != "" && g.info.Target.Upstream.Host == "" {
+		// The client's Host is forwarded: it picks the virtual host the request reaches.
+		spec.SQL += "\nHost: " + r.Host
+		spec.DisplaySQL += "\nHost: " + g.shown(r.Host)
+	}
+	if len(r.Body) > 0 {
+		spec.Params = []approval.Param{{Value: r.Body}}
+		spec.Display = []approval.DisplayParam{{Value: clip(g.shownBody(r.Header.Get("Content-Type"), r.Body), 4096)}}
+	}
+	g.log.Info("request held for approval", "rule", d.Rule.Rule, "request", oneLine(g.shown(requestLine(r)), 200))
+	out, err := g.sh.Approvals.Request(ctx, spec, func(req *approval.Request) error {
+		g.recordApproval(req.ID, record.ApprovalRequested, "", "", req.Approvers)
+		return nil
+	})
+	if err != nil {
+		g.log.Error("approval failed", "err", err)
+		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: approval could not be requested: " + err.Error(), Header: ruleHeader(d.Rule.Rule)}
+	}
+	g.cur.approvalID = out.ID()
+	by, reason := "", ""
+	if out.Request != nil {
+		var who []string
+		for _, dec := range out.Request.Decisions {
+			who = append(who, dec.Reviewer.Subject)
+			if dec.Reason != "" {
+				reason = dec.Reason
+			}
+		}
+		by = strings.Join(who, ",")
+		if reason == "" {
+			reason = out.Request.Reason
+		}
+	}
+	if out.Grant != nil {
+		by, reason = "grant", "approved after the request timed out; one-time grant used"
+	}
+	g.recordApproval(out.ID(), approvalState(out), by, reason, nil)
+	hdr := ruleHeader(d.Rule.Rule)
+	if hdr == nil {
+		hdr = http.Header{}
+	}
+	hdr.Set("X-Enforcer-Approval", out.ID())
+	if !out.Approved() {
+		g.log.Info("request not approved", "request", out.ID(), "state", string(out.State))
+		msg := strings.Replace(out.Message(), "statement denied", "request denied", 1)
+		hint := strings.Replace(out.Hint(), "identical statement", "identical request", 1)
+		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: " + msg, Hint: hint, Header: hdr}
+	}
+	g.log.Info("request approved", "request", out.ID(), "rule", d.Rule.Rule)
+	if err := g.writeAhead(r, true); err != nil {
+		return unavailable(err)
+	}
+	return httpproto.Verdict{Allow: true}
+}
+
+func approvalState(o approval.Outcome) string {
+	switch o.State {
+	case approval.StateApproved:
+		return record.ApprovalApproved
+	case approval.StateDenied:
+		return record.ApprovalDenied
+	}
+	return record.ApprovalExpired
+}
+
+func (g *Guard) recordApproval(id, state, by, reason string, approvers []string) {
+	if g.rec == nil {
+		return
+	}
+	err := g.append(record.Event{Type: record.TypeApproval,
+		Approval: &record.Approval{ID: id, State: state, By: by, Reason: reason, Approvers: approvers}}, record.Async)
+	if err != nil {
+		g.log.Error("recording approval", "err", err)
+	}
+}
+
+// Masker implements httpproto.Hook.
+func (g *Guard) Masker(r *httpproto.Request) httpproto.Masker {
+	if g.plan == nil {
+		return nil
+	}
+	return g.plan
+}
+
+// Exchanged implements httpproto.Hook: it records the request (unless it was written ahead) with
+// what the client received.
+func (g *Guard) Exchanged(e *httpproto.Exchange) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	cur := g.cur
+	g.cur = nil
+	if cur == nil || cur.req != e.Request || !e.Judged {
+		// Refused by the proxy before the policy saw it (a malformed or oversized request).
+		cur = &pending{req: e.Request, verdict: record.VerdictBlock}
+		if g.sh.Metrics != nil {
+			g.sh.Metrics.Statements.WithLabelValues(g.info.Target.Name, "invalid").Inc()
+		}
+	}
+	if g.rec == nil || g.recErr != nil {
+		return
+	}
+	res := g.result(e)
+	if cur.statementID != 0 {
+		res.StatementID = cur.statementID
+		if err := g.append(record.Event{Type: record.TypeResult, Result: res}, record.Async); err != nil {
+			g.log.Error("recording response", "err", err)
+		}
+		return
+	}
+	g.cur = cur
+	st := g.statement(e.Request)
+	g.cur = nil
+	st.Result = res
+	if err := g.append(record.Event{Type: record.TypeStatement, Time: e.Request.Started, Statement: st}, record.Async); err != nil {
+		g.log.Error("recording request", "err", err)
+	}
+}
+
+// result is the record of what the client received.
+func (g *Guard) result(e *httpproto.Exchange) *record.Result {
+	res := &record.Result{
+		DurationUS:  e.Duration.Microseconds(),
+		ContentType: e.ContentType,
+		Bytes:       e.BodyBytes,
+		Truncated:   e.Truncated,
+	}
+	if e.Status != 0 {
+		res.CommandTag = strconv.Itoa(e.Status) + " " + http.StatusText(e.Status)
+	}
+	switch {
+	case e.Err != nil:
+		res.Error = e.Err.Error()
+	case !e.Verdict.Allow && e.Verdict.Message != "":
+		res.Error = e.Verdict.Message
+	}
+	if len(e.Body) > 0 {
+		// The body as the client received it: masked already when this connection masks.
+		b := string(e.Body)
+		res.Columns = []string{"body"}
+		res.Rows = [][]*string{{&b}}
+		res.RowCount = 1
+	}
+	return res
+}
+
+// End records the session's end.
+func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
+	if g.rec == nil || g.recErr != nil {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	err := g.append(record.Event{Type: record.TypeSessionEnd,
+		End: &record.SessionEnd{DurationUS: time.Since(g.started).Microseconds(), Reason: reason, BytesIn: bytesIn, BytesOut: bytesOut}}, record.Async)
+	if err != nil {
+		g.log.Error("recording session end", "err", err)
+	}
+}
+
+// clip cuts s to about n bytes, at a character boundary, saying how long it was.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + fmt.Sprintf("… [%d bytes in all]", len(s))
+}
+
+func oneLine(s string, max int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return s
+}

@@ -1,0 +1,505 @@
+package http
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	nethttp "net/http"
+	"net/http/httputil"
+	"net/textproto"
+	"strconv"
+	"strings"
+)
+
+// tlsHandshakeByte opens a TLS record carrying a ClientHello: a client speaking HTTPS to a
+// plain-HTTP target.
+const tlsHandshakeByte = 0x16
+
+// refusal is a response the proxy makes itself: a request it will not forward, and why.
+type refusal struct {
+	status int
+	msg    string
+	hint   string
+}
+
+func (r *refusal) Error() string { return fmt.Sprintf("%d %s", r.status, r.msg) }
+
+func refuse(status int, hint, format string, args ...any) *refusal {
+	return &refusal{status: status, msg: fmt.Sprintf(format, args...), hint: hint}
+}
+
+const (
+	hintTarget  = `send an origin-form target: the path as the service names it, starting with "/", with no "." or ".." segments, "//", ";" or backslashes, and no encoded "/", "\", "." or "%"`
+	hintSyntax  = "send a well-formed HTTP/1.1 request"
+	hintTunnel  = "the enforcer inspects every request, so it forwards plain HTTP/1.1 requests only"
+	hintFraming = "send the body with one Content-Length, or chunked"
+)
+
+// requestHead is a request line and its header fields as the client sent them.
+type requestHead struct {
+	method string
+	target string
+	minor  int // HTTP/1.minor
+	header nethttp.Header
+}
+
+// errHeadTooLarge is a head over the size limit (answered with 431).
+var errHeadTooLarge = errors.New("request head too large")
+
+// readHead reads one request head of at most max bytes (leading empty lines included). Syntax
+// errors are *refusal; errHeadTooLarge, and read errors of the connection, are returned as such.
+func readHead(br *bufio.Reader, max int) (*requestHead, error) {
+	budget := max
+	var line []byte
+	var err error
+	// RFC 9112 §2.2: a server should ignore empty lines before a request line.
+	for len(line) == 0 {
+		if line, err = readLine(br, &budget); err != nil {
+			return nil, err
+		}
+	}
+	h, err := parseRequestLine(string(line))
+	if err != nil {
+		return nil, err
+	}
+	h.header = nethttp.Header{}
+	if err := readFields(br, &budget, h.header); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// readFields reads header (or trailer) fields up to the empty line that ends them.
+func readFields(br *bufio.Reader, budget *int, into nethttp.Header) error {
+	for {
+		line, err := readLine(br, budget)
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return refuse(nethttp.StatusBadRequest, hintSyntax, "folded header lines (obs-fold) are not accepted")
+		}
+		name, value, ok := bytes.Cut(line, []byte{':'})
+		if !ok {
+			return refuse(nethttp.StatusBadRequest, hintSyntax, "header line without a colon")
+		}
+		if !validFieldName(string(name)) {
+			return refuse(nethttp.StatusBadRequest, hintSyntax, "invalid header name %s", quote(string(name)))
+		}
+		value = bytes.Trim(value, " \t")
+		if !validFieldValue(string(value)) {
+			return refuse(nethttp.StatusBadRequest, hintSyntax, "header %s holds a control character", textproto.CanonicalMIMEHeaderKey(string(name)))
+		}
+		key := textproto.CanonicalMIMEHeaderKey(string(name))
+		into[key] = append(into[key], string(value))
+	}
+}
+
+// readLine reads one line ending in LF or CRLF, without its ending, charging it to budget. A
+// bare CR anywhere is refused: servers disagree on whether it ends a line.
+func readLine(br *bufio.Reader, budget *int) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(frag) > *budget {
+			return nil, errHeadTooLarge
+		}
+		*budget -= len(frag)
+		line = append(line, frag...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err != nil {
+			if err == io.EOF && len(line) > 0 {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		break
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	if bytes.IndexByte(line, '\r') >= 0 {
+		return nil, refuse(nethttp.StatusBadRequest, hintSyntax, "bare CR in the request head")
+	}
+	return line, nil
+}
+
+// parseRequestLine reads "METHOD SP target SP HTTP/1.x", one space each, nothing else.
+func parseRequestLine(line string) (*requestHead, error) {
+	method, rest, ok1 := strings.Cut(line, " ")
+	target, version, ok2 := strings.Cut(rest, " ")
+	if !ok1 || !ok2 || strings.IndexByte(version, ' ') >= 0 {
+		return nil, refuse(nethttp.StatusBadRequest, hintSyntax, "malformed request line")
+	}
+	if !validToken(method) {
+		return nil, refuse(nethttp.StatusBadRequest, hintSyntax, "invalid method %s", quote(method))
+	}
+	h := &requestHead{method: method, target: target}
+	switch version {
+	case "HTTP/1.1":
+		h.minor = 1
+	case "HTTP/1.0":
+		h.minor = 0
+	case "HTTP/2.0":
+		if method == "PRI" && target == "*" {
+			return h, refuse(nethttp.StatusHTTPVersionNotSupported, hintTunnel, "HTTP/2 (prior knowledge) is not supported")
+		}
+		return h, refuse(nethttp.StatusHTTPVersionNotSupported, hintTunnel, "only HTTP/1.0 and HTTP/1.1 are supported")
+	default:
+		if strings.HasPrefix(version, "HTTP/") {
+			return h, refuse(nethttp.StatusHTTPVersionNotSupported, hintTunnel, "only HTTP/1.0 and HTTP/1.1 are supported")
+		}
+		return h, refuse(nethttp.StatusBadRequest, hintSyntax, "malformed request line")
+	}
+	return h, nil
+}
+
+// bodyFraming says how a request body is delimited.
+type bodyFraming struct {
+	length  int64 // with chunked false: the Content-Length (0: no body)
+	chunked bool
+}
+
+// checkHead refuses what cannot be forwarded as judged, and fills r from h. Order matters for
+// the status: what the proxy will never do (tunnels, upgrades) before how it was asked.
+func checkHead(h *requestHead, r *Request) (bodyFraming, *refusal) {
+	r.Method = h.method
+	r.Header = endToEndHeader(h.header)
+	path, query, _ := strings.Cut(h.target, "?")
+	r.Path, r.RawQuery = path, query
+	hosts := h.header["Host"]
+	if len(hosts) > 0 {
+		r.Host = hosts[0]
+	}
+
+	switch {
+	case strings.EqualFold(h.method, nethttp.MethodConnect):
+		return bodyFraming{}, refuse(nethttp.StatusMethodNotAllowed, hintTunnel, "CONNECT is not allowed: a tunnel cannot be inspected")
+	case strings.EqualFold(h.method, nethttp.MethodTrace), strings.EqualFold(h.method, "TRACK"):
+		return bodyFraming{}, refuse(nethttp.StatusMethodNotAllowed, "use another method", "%s is not allowed: it echoes the request, credentials included", strings.ToUpper(h.method))
+	}
+	if _, ok := h.header["Upgrade"]; ok {
+		return bodyFraming{}, refuse(nethttp.StatusNotImplemented, hintTunnel, "protocol upgrades (WebSocket, h2c) are not supported: the enforcer cannot inspect them")
+	}
+	p, q, err := checkTarget(h.target)
+	if err != nil {
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintTarget, "request target refused: %v", err)
+	}
+	r.Path, r.RawQuery = p, q
+
+	switch {
+	case len(hosts) > 1:
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintSyntax, "more than one Host header")
+	case len(hosts) == 0 && h.minor >= 1:
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintSyntax, "missing Host header")
+	case len(hosts) == 1 && !validHost(hosts[0]):
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintSyntax, "invalid Host header %s", quote(hosts[0]))
+	}
+
+	return checkFraming(h)
+}
+
+// checkFraming reads the body's length from the head, refusing any framing two parsers could
+// read differently (request smuggling).
+func checkFraming(h *requestHead) (bodyFraming, *refusal) {
+	te, hasTE := h.header["Transfer-Encoding"]
+	cl, hasCL := h.header["Content-Length"]
+	if hasTE {
+		switch {
+		case hasCL:
+			return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintFraming, "both Content-Length and Transfer-Encoding")
+		case h.minor == 0:
+			return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintFraming, "Transfer-Encoding in an HTTP/1.0 request")
+		case len(te) != 1 || !strings.EqualFold(te[0], "chunked"):
+			return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintFraming, "Transfer-Encoding %s is not supported, only chunked", quote(strings.Join(te, ", ")))
+		}
+		return bodyFraming{chunked: true}, nil
+	}
+	if !hasCL {
+		return bodyFraming{}, nil
+	}
+	if len(cl) != 1 {
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintFraming, "more than one Content-Length")
+	}
+	n, err := parseContentLength(cl[0])
+	if err != nil {
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintFraming, "invalid Content-Length %s", quote(cl[0]))
+	}
+	return bodyFraming{length: n}, nil
+}
+
+// parseContentLength accepts digits only: no sign, no spaces, no list.
+func parseContentLength(s string) (int64, error) {
+	if s == "" {
+		return 0, errors.New("empty")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, errors.New("not a number")
+		}
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
+
+// addressHeaders claim who the client is; the upstream must not believe the agent about that.
+var addressHeaders = map[string]bool{
+	"Forwarded":           true,
+	"X-Real-Ip":           true,
+	"X-Client-Ip":         true,
+	"X-Cluster-Client-Ip": true,
+	"X-Originating-Ip":    true,
+	"X-Remote-Ip":         true,
+	"X-Remote-Addr":       true,
+	"True-Client-Ip":      true,
+	"Cf-Connecting-Ip":    true,
+	"Fastly-Client-Ip":    true,
+	"Client-Ip":           true,
+}
+
+// hopByHop are the fields that concern one connection only (RFC 9110 §7.6.1), plus those the
+// proxy handles itself (Host, Content-Length, Expect).
+var hopByHop = map[string]bool{
+	"Connection":        true,
+	"Keep-Alive":        true,
+	"Te":                true,
+	"Trailer":           true,
+	"Transfer-Encoding": true,
+	"Upgrade":           true,
+	"Host":              true,
+	"Content-Length":    true,
+	"Expect":            true,
+}
+
+// isHopByHop says whether a field (canonical name) is never passed from one side to the other:
+// hop-by-hop, the proxy's own (Proxy-*), or named by the message's Connection field.
+func isHopByHop(key string, connection map[string]bool) bool {
+	return hopByHop[key] || strings.HasPrefix(key, "Proxy-") || connection[key]
+}
+
+// connectionTokens returns the field names a Connection header lists (canonical).
+func connectionTokens(h nethttp.Header) map[string]bool {
+	var names map[string]bool
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.TrimSpace(tok); tok != "" {
+				if names == nil {
+					names = map[string]bool{}
+				}
+				names[textproto.CanonicalMIMEHeaderKey(tok)] = true
+			}
+		}
+	}
+	return names
+}
+
+// endToEndHeader is a copy of the client's fields without the hop-by-hop ones and those that
+// claim client addresses.
+func endToEndHeader(h nethttp.Header) nethttp.Header {
+	conn := connectionTokens(h)
+	out := make(nethttp.Header, len(h))
+	for k, vv := range h {
+		if isHopByHop(k, conn) || addressHeaders[k] || strings.HasPrefix(k, "X-Forwarded-") {
+			continue
+		}
+		out[k] = append([]string(nil), vv...)
+	}
+	return out
+}
+
+// stripCredentialFields removes what a credential replaces: the client's own field of that
+// name and its Authorization (Proxy-Authorization, hop-by-hop, is gone already).
+func stripCredentialFields(h nethttp.Header, cr *Credential) {
+	if cr != nil {
+		h.Del("Authorization")
+		h.Del(cr.Header)
+	}
+}
+
+// quote is %q of a value the client sent, cut short: messages name it, but do not carry
+// whatever the client sent into logs and records whole.
+func quote(s string) string {
+	const max = 64
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	return strconv.Quote(s)
+}
+
+// wantsClose says whether the client asked for the connection to end after this response.
+func wantsClose(h *requestHead) bool {
+	conn := connectionTokens(h.header)
+	if h.minor == 0 {
+		return !conn["Keep-Alive"]
+	}
+	return conn["Close"]
+}
+
+// expectation reads the Expect field: continue says the client waits for 100 Continue; a
+// refusal is an expectation the proxy cannot meet (417).
+func expectation(h *requestHead) (cont bool, ref *refusal) {
+	vv, ok := h.header["Expect"]
+	if !ok {
+		return false, nil
+	}
+	if len(vv) != 1 || !strings.EqualFold(vv[0], "100-continue") {
+		return false, refuse(nethttp.StatusExpectationFailed, "send no Expect header, or Expect: 100-continue", "unsupported expectation %s", quote(strings.Join(vv, ", ")))
+	}
+	return h.minor >= 1, nil
+}
+
+// errBodyTooLarge is a request body over MaxRequestBody.
+var errBodyTooLarge = errors.New("request body too large")
+
+// readBody reads a request body of the given framing, at most max bytes, and a chunked body's
+// trailer section (discarded: trailers are not forwarded), bounded by maxTrailer.
+func readBody(br *bufio.Reader, f bodyFraming, max int64, maxTrailer int) ([]byte, error) {
+	if !f.chunked {
+		if f.length == 0 {
+			return nil, nil
+		}
+		if f.length > max {
+			return nil, errBodyTooLarge
+		}
+		var buf bytes.Buffer
+		buf.Grow(int(min(f.length, 64<<10)))
+		if _, err := io.CopyN(&buf, br, f.length); err != nil {
+			return nil, eofIsUnexpected(err)
+		}
+		return buf.Bytes(), nil
+	}
+	var buf bytes.Buffer
+	n, err := io.Copy(&buf, io.LimitReader(httputil.NewChunkedReader(br), max+1))
+	if err != nil {
+		if isConnError(err) {
+			return nil, eofIsUnexpected(err)
+		}
+		return nil, refuse(nethttp.StatusBadRequest, hintFraming, "malformed chunked body: %v", err)
+	}
+	if n > max {
+		return nil, errBodyTooLarge
+	}
+	budget := maxTrailer
+	if err := readFields(br, &budget, nethttp.Header{}); err != nil {
+		if err == errHeadTooLarge {
+			return nil, refuse(nethttp.StatusRequestHeaderFieldsTooLarge, hintSyntax, "request trailer larger than %d bytes", maxTrailer)
+		}
+		return nil, err
+	}
+	if buf.Len() == 0 {
+		return nil, nil
+	}
+	return buf.Bytes(), nil
+}
+
+func eofIsUnexpected(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// validToken reports whether s is an RFC 9110 token (methods, field names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
+
+func validFieldName(s string) bool { return validToken(s) }
+
+// validFieldValue refuses control characters other than HTAB (NUL, CR, LF, DEL…).
+func validFieldValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 0x20 && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost accepts a Host field of a name (letters, digits, '-', '.', '_', '~'), an IPv4
+// address or a bracketed IPv6 literal, with an optional numeric port: nothing a server could
+// split differently (userinfo, paths, percent-encoding, spaces, commas).
+func validHost(h string) bool {
+	if h == "" || len(h) > 262 {
+		return false
+	}
+	host, port := h, ""
+	if h[0] == '[' {
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return false
+		}
+		host, port = h[1:end], h[end+1:]
+		if host == "" {
+			return false
+		}
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if !(c == ':' || c == '.' || '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+		if port != "" && port[0] != ':' {
+			return false
+		}
+	} else {
+		if i := strings.IndexByte(h, ':'); i >= 0 {
+			host, port = h[:i], h[i:]
+		}
+		if host == "" {
+			return false
+		}
+		for i := 0; i < len(host); i++ {
+			c := host[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~') {
+				return false
+			}
+		}
+	}
+	if port == "" {
+		return true
+	}
+	digits := port[1:]
+	if digits == "" || len(digits) > 5 {
+		return false
+	}
+	for i := 0; i < len(digits); i++ {
+		if digits[i] < '0' || digits[i] > '9' {
+			return false
+		}
+	}
+	n, _ := strconv.Atoi(digits)
+	return n <= 65535
+}
+
+// ReservedCredentialHeader says whether a credential may not use the header name: the proxy
+// sets or removes that header itself, so the credential would be lost or would break the
+// request's framing. The policy refuses such names when it loads.
+func ReservedCredentialHeader(name string) bool {
+	key := textproto.CanonicalMIMEHeaderKey(name)
+	return isHopByHop(key, nil) || key == "Accept-Encoding" || key == "Range" || key == "If-Range" ||
+		addressHeaders[key] || strings.HasPrefix(key, "X-Forwarded-")
+}

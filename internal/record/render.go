@@ -98,7 +98,8 @@ func renderHTTPResponse(r *Result, of string, line func(tag, format string, args
 	}
 	what += ", " + humanBytes(r.Bytes)
 	if len(r.Rows) > 0 && len(r.Rows[0]) > 0 && r.Rows[0][0] != nil {
-		body := *r.Rows[0][0]
+		// A body's last newline would show as an empty continuation line.
+		body := strings.TrimSuffix(*r.Rows[0][0], "\n")
 		if r.Truncated {
 			body += fmt.Sprintf("\n[… the record keeps the first %s]", humanBytes(int64(len(*r.Rows[0][0]))))
 		}

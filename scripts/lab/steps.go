@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -98,22 +100,22 @@ func setupProd(l *Lab) {
 	l.Say("Network namespace %s plays production at %s (198.18.0.0/15 is reserved for benchmarks:", ns.Name, l.prod)
 	l.Say("nothing in this demo leaves the machine).")
 
+	token := randomToken()
+	l.WriteFile("internal-api.token", token+"\n", 0o600)
 	services := []struct {
-		port int
-		body string
-		what string
+		port    int
+		handler http.Handler
+		what    string
 	}{
-		{apiPort, `{"service": "internal-api", "status": "ok", "open_incidents": 2}`, "the internal API (the policy allows it)"},
-		{adminPort, "admin console: feature flags, user impersonation, billing overrides", "an admin console (the policy does not name it)"},
+		{apiPort, internalAPI(token), "the internal API, with a bearer token in internal-api.token (0600, root)"},
+		{adminPort, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprintln(w, "admin console: feature flags, user impersonation, billing overrides")
+		}), "an admin console (the policy does not name it)"},
 	}
 	for _, s := range services {
 		ln, err := ns.Listen("tcp", net.JoinHostPort(l.prod, fmt.Sprint(s.port)))
 		l.Must(err, "listen in the namespace")
-		body := s.body + "\n"
-		srv := &http.Server{
-			Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, body) }),
-			ReadHeaderTimeout: 5 * time.Second,
-		}
+		srv := &http.Server{Handler: s.handler, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		l.Defer(fmt.Sprintf("stop the HTTP service on port %d", s.port), func() error { srv.Close(); return nil })
 		l.Say("  http://%s:%d/  %s", l.prod, s.port, s.what)
@@ -160,6 +162,7 @@ func writeConfig(l *Lab) {
 	policy := strings.NewReplacer(
 		"198.18.0.2", l.prod,
 		"/etc/enforcer/secrets/prod-db", filepath.Join(l.dir, "prod-db.password"),
+		"/etc/enforcer/secrets/internal-api", filepath.Join(l.dir, "internal-api.token"),
 		"/etc/enforcer/prod-db-ca.pem", l.pg.CAFile,
 	).Replace(string(example))
 	l.WriteFile("policy.yaml", policy, 0o644)
@@ -272,7 +275,16 @@ func agentHTTP(l *Lab) {
 	api := fmt.Sprintf("http://%s:%d/", l.prod, apiPort)
 	admin := fmt.Sprintf("http://%s:%d/", l.prod, adminPort)
 	r := l.Agent("curl", "-sS", "--max-time", "5", api)
-	l.Expect(r.Code == 0 && r.Has(`"internal-api"`), "internal-api answered through the proxy")
+	l.Expect(r.Code == 0 && r.Has(`"internal-api"`), "internal-api answered through the proxy, which added the API's token")
+	l.Say("The API's answers reach the agent masked, as database results do:")
+	r = l.Agent("curl", "-sS", "--max-time", "5", api+"v1/customers/1")
+	l.Expect(r.Code == 0 && r.Has(`"name": "Ada Lovelace"`) && !r.Has("ada.lovelace@example.com") && !r.Has("4111 1111 1111 1111"),
+		"the email and the card number in the JSON body are masked")
+	r = l.Agent("curl", "-sS", "--max-time", "5", "-X", "DELETE", api+"v1/customers/1")
+	l.Expect(r.Has("api-no-deletes"), "a DELETE is refused by its rule before the API sees it")
+	l.Say("Without the proxy's token the API refuses the same request: the agent never had it.")
+	r = l.Run(Cmd{Args: []string{"curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", api + "v1/customers/1"}})
+	l.Expect(r.Has("401"), "a direct request without the token gets 401")
 	r = l.Agent("curl", "-sS", "--max-time", "5", admin)
 	l.Expect(r.Code != 0 && !r.Has("admin console"), "the admin console is refused: no target in the policy names it")
 	l.Say("Outside enforcement the same port answers, so it was the policy, not the network:")
@@ -409,7 +421,7 @@ func auditSessions(l *Lab) {
 		if s.Target == "prod-db" && s.Statements > 0 && s.Blocked == 0 && s.Held == 0 {
 			reads = append(reads, s.ID)
 		}
-		if s.Blocked > 0 && id == "" {
+		if s.Target == "prod-db" && s.Blocked > 0 && id == "" {
 			id = s.ID
 		}
 	}
@@ -424,4 +436,35 @@ func auditSessions(l *Lab) {
 	l.Expect(r.Code == 0 && r.Has("DROP TABLE", "no-destructive-ddl"), "the replay shows the blocked statement and the rule")
 	r = l.Enforcer("record", "verify", "--config", l.cfgPath)
 	l.Expect(r.Code == 0, "the hash chain verifies: no record was edited, removed or reordered")
+}
+
+// randomToken is the lab API's bearer token.
+func randomToken() string {
+	b := make([]byte, 18)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return "lab_" + hex.EncodeToString(b)
+}
+
+// internalAPI is the lab's internal API: it answers requests that carry its token, with a
+// customer record holding personal data, and refuses the rest with 401.
+func internalAPI(token string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintln(w, `{"error": "a valid bearer token is required"}`)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.URL.Path == "/v1/customers/1":
+			fmt.Fprintln(w, `{"id": 1, "name": "Ada Lovelace", "email": "ada.lovelace@example.com", "card_number": "4111 1111 1111 1111"}`)
+		case r.Method == http.MethodDelete:
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			fmt.Fprintln(w, `{"service": "internal-api", "status": "ok", "open_incidents": 2}`)
+		}
+	})
 }

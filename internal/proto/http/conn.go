@@ -297,7 +297,7 @@ var proxyHeaders = map[string]bool{
 func (x *exchange) writeJSONError(bw *bufio.Writer, rec *Exchange, status int, msg, hint string, extra nethttp.Header) error {
 	body, err := json.Marshal(struct {
 		Error string `json:"error"`
-		Hint  string `json:"hint"`
+		Hint  string `json:"hint,omitempty"`
 	}{msg, hint})
 	if err != nil {
 		return err

@@ -304,8 +304,11 @@ func errorBody(t *testing.T, resp *nethttp.Response, body []byte) (msg, hint str
 		Error *string `json:"error"`
 		Hint  *string `json:"hint"`
 	}
-	if err := json.Unmarshal(body, &e); err != nil || e.Error == nil || e.Hint == nil {
-		t.Fatalf("error body %q is not {\"error\",\"hint\"}: %v", body, err)
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == nil || (e.Hint != nil && *e.Hint == "") {
+		t.Fatalf("error body %q is not {\"error\"[,\"hint\"]} (an empty hint is left out): %v", body, err)
+	}
+	if e.Hint == nil {
+		return *e.Error, ""
 	}
 	return *e.Error, *e.Hint
 }

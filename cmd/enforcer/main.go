@@ -38,7 +38,7 @@ func init() {
 		{"sessions", "[--user U --target T --since D --json]", "list recorded sessions (root)", cmdSessions},
 		{"replay", "SESSION [--follow] [--json]", "show a recorded session as it happened (root)", cmdReplay},
 		{"record", "verify|export|checkpoint|sink-sql", "check the session log's hash chain, export it, export a signed checkpoint (root), or print the fleet sink's SQL", cmdRecord},
-		{"policy", "check FILE | explain ...", "validate a policy file, or show how a statement is judged", cmdPolicy},
+		{"policy", "check FILE | explain ...", "validate a policy file, or show how a statement or HTTP request is judged", cmdPolicy},
 		{"uninstall", "[--config FILE]", "kill enforced processes, detach and unpin everything (root)", cmdUninstall},
 	}
 }

@@ -18,8 +18,8 @@ import (
 type allowHook struct{ masker Masker }
 
 func (h allowHook) Request(context.Context, *Request) Verdict { return Verdict{Allow: true} }
-func (h allowHook) Masker(*Request) Masker                   { return h.masker }
-func (allowHook) Exchanged(*Exchange)                        {}
+func (h allowHook) Masker(*Request) Masker                    { return h.masker }
+func (allowHook) Exchanged(*Exchange)                         {}
 
 // benchBody is a typical API answer: a page of 20 records, one email in each.
 var benchBody = func() string {

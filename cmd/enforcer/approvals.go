@@ -67,10 +67,20 @@ func printApprovals(reqs []*approval.Request) {
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintf(w, "  requester:\t%s (groups %s)\n", esc(who), esc(strings.Join(r.Identity.Groups, ",")))
 		fmt.Fprintf(w, "  process:\t%s pid %d  %s\n", esc(r.Process.Comm), r.Process.PID, esc(r.Process.Cmdline))
-		fmt.Fprintf(w, "  target:\t%s database %s as %s\n", esc(r.Target), esc(r.Database), esc(r.DBUser))
+		what := "statement"
+		if r.IsHTTP() {
+			what = "request"
+			user := ""
+			if r.DBUser != "" {
+				user = " as " + esc(r.DBUser)
+			}
+			fmt.Fprintf(w, "  target:\t%s (http)%s\n", esc(r.Target), user)
+		} else {
+			fmt.Fprintf(w, "  target:\t%s database %s as %s\n", esc(r.Target), esc(r.Database), esc(r.DBUser))
+		}
 		fmt.Fprintf(w, "  approvers:\t%s (quorum %d)\n", esc(strings.Join(r.Approvers, ",")), max(r.Quorum, 1))
 		w.Flush()
-		fmt.Printf("  statement:\n")
+		fmt.Printf("  %s:\n", what)
 		for _, line := range strings.Split(r.SQL, "\n") {
 			fmt.Printf("    %s\n", esc(line))
 		}
@@ -78,6 +88,10 @@ func printApprovals(reqs []*approval.Request) {
 			v := p.Value
 			if p.Null {
 				v = "NULL"
+			}
+			if r.IsHTTP() {
+				fmt.Printf("    body: %s\n", esc(v))
+				continue
 			}
 			fmt.Printf("    $%d = %s\n", i+1, esc(v))
 		}

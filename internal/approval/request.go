@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -125,6 +126,13 @@ type Request struct {
 }
 
 // Clone returns a deep copy, so snapshots handed to callers and events never alias store state.
+// HTTPPrefix starts the text of a held HTTP request ("HTTP POST /v1/refunds"), which no SQL
+// statement starts with: listings and webhooks then speak of a request, not a statement.
+const HTTPPrefix = "HTTP "
+
+// IsHTTP reports whether r holds an HTTP request rather than a statement.
+func (r *Request) IsHTTP() bool { return strings.HasPrefix(r.SQL, HTTPPrefix) }
+
 func (r *Request) Clone() *Request {
 	c := *r
 	c.Identity.Groups = slices.Clone(r.Identity.Groups)

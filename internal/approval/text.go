@@ -78,8 +78,15 @@ func Summary(ev Event) string {
 		if r.Process.Comm != "" {
 			proc = fmt.Sprintf(" via %s (pid %d)", slackInline(r.Process.Comm), r.Process.PID)
 		}
-		return fmt.Sprintf("*Approval needed* `%s`: %s%s wants to run on %s/%s as %s:\n```%s```\nrule %s, %s from %s; `enforcer approve %s` or `enforcer deny %s --reason …`",
-			r.ID, who, proc, slackInline(r.Target), slackInline(r.Database), slackInline(r.DBUser), slackCode(r.SQL),
+		where := fmt.Sprintf("run on %s/%s as %s", slackInline(r.Target), slackInline(r.Database), slackInline(r.DBUser))
+		if r.IsHTTP() {
+			where = "send to " + slackInline(r.Target)
+			if r.DBUser != "" {
+				where += " as " + slackInline(r.DBUser)
+			}
+		}
+		return fmt.Sprintf("*Approval needed* `%s`: %s%s wants to %s:\n```%s```\nrule %s, %s from %s; `enforcer approve %s` or `enforcer deny %s --reason …`",
+			r.ID, who, proc, where, slackCode(r.SQL),
 			slackInline(r.Rule), approvalsWord(r.Quorum), slackInline(strings.Join(r.Approvers, " or ")), r.ID, r.ID)
 	case EventDecided:
 		if ev.Decision == nil {
@@ -96,7 +103,11 @@ func Summary(ev Event) string {
 		}
 		return s
 	case EventGranted:
-		return fmt.Sprintf("`%s` approved after it expired: %s may retry the identical statement once until %s", r.ID, who, r.GrantExpires.UTC().Format(time.RFC3339))
+		what := "statement"
+		if r.IsHTTP() {
+			what = "request"
+		}
+		return fmt.Sprintf("`%s` approved after it expired: %s may retry the identical %s once until %s", r.ID, who, what, r.GrantExpires.UTC().Format(time.RFC3339))
 	case EventExpired:
 		return fmt.Sprintf("`%s` from %s expired after %s without a decision", r.ID, who, r.Timeout.Round(time.Millisecond))
 	}

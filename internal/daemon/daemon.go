@@ -299,6 +299,12 @@ func revokedBy(old, p *policy.Policy, c *proxy.Conn) bool {
 	if ok, _ := p.Granted(t.Name, s.Subject, s.Groups); !ok {
 		return true
 	}
+	// Whether and how a session is recorded is decided when it starts: a connection opened
+	// while recording was off would stay unrecorded, one opened in default durability would not
+	// write its reads ahead.
+	if p.Recording.Disabled != old.Recording.Disabled || p.Recording.Strict() != old.Recording.Strict() {
+		return true
+	}
 	// Masking is chosen when a postgres or http connection starts.
 	masks := t.Protocol == policy.ProtoPostgres || t.Protocol == policy.ProtoHTTP
 	return masks && p.MaskFor(t.Name, s.Groups) != nil &&

@@ -81,6 +81,11 @@ func httpUpstream(c *proxy.Conn) (httpproto.Upstream, string, error) {
 	if kind == "" {
 		return up, "", nil
 	}
+	if up.Host == "" {
+		// The agent's Host would pick the virtual host the credential goes to: behind a shared
+		// ingress, "Host: billing.internal" would hand the token to another service.
+		up.Host = credentialHost(t, addr)
+	}
 	secret, err := readSecret(t)
 	if err != nil {
 		return up, "", err
@@ -104,6 +109,26 @@ func httpUpstream(c *proxy.Conn) (httpproto.Upstream, string, error) {
 		return up, "", fmt.Errorf("unknown credential kind %q", kind)
 	}
 	return up, user, nil
+}
+
+// credentialHost is the Host sent with a credential when the target pins none: the TLS server
+// name, else the upstream's address (without the scheme's default port).
+func credentialHost(t policy.Upstream, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if t.ServerName != "" {
+		host = t.ServerName
+	}
+	tlsOn := t.HTTPTLS() != "disable"
+	if (tlsOn && port == "443") || (!tlsOn && port == "80") {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // httpTLSConfig is the TLS configuration of an upstream in mode verify-full or verify-ca: the

@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -786,8 +788,8 @@ func agentPicksHost(prefixes []netip.Prefix) bool {
 
 func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost bool) {
 	if u.Address != "" {
-		if _, err := netip.ParseAddrPort(u.Address); err != nil && !strings.Contains(u.Address, ":") {
-			v.fail(at+".address", "want host:port, got %q", u.Address)
+		if msg := checkHostPort(u.Address); msg != "" {
+			v.fail(at+".address", "want host:port (db.internal:5432, [2001:db8::7]:443), got %q: %s", u.Address, msg)
 		}
 	}
 	if proto != ProtoHTTP {
@@ -924,6 +926,37 @@ func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost boo
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; a certificate check of that host proves nothing: use verify-full with server_name, or set upstream.address")
 		}
 	}
+}
+
+// checkHostPort says what is wrong with a host:port upstream address, or "". The host is a DNS
+// name or an IP address (":8080" would dial this machine, "http://…" is not an address).
+func checkHostPort(a string) string {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return err.Error()
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 || port[0] == '0' {
+		return "the port must be a number from 1 to 65535"
+	}
+	if host == "" {
+		return "no host"
+	}
+	if _, err := netip.ParseAddr(host); err == nil {
+		return ""
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(host, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return "the host is not a DNS name or IP address"
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return "the host is not a DNS name or IP address"
+			}
+		}
+	}
+	return ""
 }
 
 // validHeaderName says whether s is a field name: an HTTP token (RFC 9110).

@@ -16,6 +16,7 @@ package rules
 import (
 	"fmt"
 	"maps"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -333,9 +334,17 @@ var spelling = map[string]func(string) string{
 // silently block nothing. It returns what to fix, or "".
 func neverEqual(checked *cel.Ast) string {
 	nodes := celast.MatchDescendants(celast.NavigateAST(checked.NativeRep()), func(e celast.NavigableExpr) bool {
-		return e.Kind() == celast.CallKind || e.Kind() == celast.SelectKind
+		k := e.Kind()
+		return k == celast.CallKind || k == celast.SelectKind || k == celast.ComprehensionKind
 	})
 	for _, n := range nodes {
+		if n.Kind() == celast.ComprehensionKind {
+			// http.headers.exists(k, k == "X-Force"): the keys a macro iterates are lower case.
+			if msg := headerKeyComprehension(n.AsComprehension()); msg != "" {
+				return msg
+			}
+			continue
+		}
 		if n.Kind() == celast.SelectKind {
 			// http.headers.X, has(http.headers.X): a map key read as a field.
 			sel := n.AsSelect()
@@ -346,6 +355,21 @@ func neverEqual(checked *cel.Ast) string {
 		}
 		call := n.AsCall()
 		args := call.Args()
+		if call.IsMemberFunction() && len(args) == 1 {
+			// http.host.endsWith(".Internal"), sql.kind.startsWith("drop").
+			switch call.FunctionName() {
+			case "startsWith", "endsWith", "contains":
+				name := fieldName(call.Target())
+				if norm := spelling[name]; norm != nil && name != "http.headers" {
+					for _, lit := range stringLiterals(args[0]) {
+						if norm(lit) != lit {
+							return fmt.Sprintf("%s never %s %q: its values are spelt %q", name, call.FunctionName(), lit, norm(lit))
+						}
+					}
+				}
+			}
+			continue
+		}
 		if len(args) != 2 {
 			continue
 		}
@@ -381,6 +405,41 @@ func neverEqual(checked *cel.Ast) string {
 					return headerKeyMessage(lit)
 				}
 				return fmt.Sprintf("%s is never %q: its values are spelt %q", name, lit, norm(lit))
+			}
+		}
+	}
+	return ""
+}
+
+// headerKeyComprehension finds a macro over http.headers (its keys) that compares the key with
+// a literal not in lower case, and returns what to fix, or "".
+func headerKeyComprehension(c celast.ComprehensionExpr) string {
+	if fieldName(c.IterRange()) != "http.headers" {
+		return ""
+	}
+	v := c.IterVar()
+	eqs := celast.MatchDescendants(celast.NavigateExpr(nil, c.LoopStep()), func(e celast.NavigableExpr) bool {
+		return e.Kind() == celast.CallKind
+	})
+	for _, n := range eqs {
+		call := n.AsCall()
+		args := call.Args()
+		switch call.FunctionName() {
+		case operators.Equals, operators.NotEquals, operators.In:
+		default:
+			continue
+		}
+		if len(args) != 2 {
+			continue
+		}
+		for _, p := range [][2]celast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
+			if p[0].Kind() != celast.IdentKind || p[0].AsIdent() != v {
+				continue
+			}
+			for _, key := range stringLiterals(p[1]) {
+				if strings.ToLower(key) != key {
+					return headerKeyMessage(key)
+				}
 			}
 		}
 	}
@@ -484,7 +543,8 @@ type HTTP struct {
 	// DecideHTTP refuses a path a server could route otherwise than the rules read it (see
 	// ambiguousRequest).
 	Path string
-	// Host is the Host header the client sent; DecideHTTP lowers its case, as names compare.
+	// Host is the Host header the client sent; DecideHTTP reads it as a host name (lower case,
+	// without port or root dot: see hostName).
 	Host string
 	// Query is the raw query string, without "?", as sent (not decoded): "a=1&b=%20".
 	Query string
@@ -881,10 +941,14 @@ type HTTPDecision struct {
 // match the default decides (allow_reads allows GET, HEAD and OPTIONS). A request whose method
 // or path a server could read otherwise than the rules do is blocked whatever they say.
 func (e *Engine) DecideHTTP(c *Conn, req HTTP) HTTPDecision {
-	req.Host = strings.ToLower(req.Host)
+	req.Host = hostName(req.Host)
 	req.Headers = lowerHeaderNames(req.Headers)
 	d := HTTPDecision{Request: req, Mode: e.def}
 	if why := ambiguousRequest(req.Method, req.Path); why != "" {
+		d.Action, d.Reason = Block, why
+		return d
+	}
+	if why := methodOverride(req); why != "" {
 		d.Action, d.Reason = Block, why
 		return d
 	}
@@ -896,6 +960,23 @@ func (e *Engine) DecideHTTP(c *Conn, req HTTP) HTTPDecision {
 		d.Default = true
 	}
 	return d
+}
+
+// hostName is the host a Host header names as servers route by it: lower case, without its
+// port or a root dot ("Admin.Internal.:8080" is "admin.internal"), so that a rule on http.host
+// cannot be passed by spelling the same host another way. An IPv6 literal keeps its brackets.
+func hostName(h string) string {
+	h = strings.ToLower(h)
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i > 0 {
+			return h[:i+1]
+		}
+		return h
+	}
+	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		h = h[:i]
+	}
+	return strings.TrimRight(h, ".")
 }
 
 // lowerHeaderNames returns h with its names lower case, h itself when they are already (the
@@ -960,8 +1041,11 @@ func ambiguousRequest(method, path string) string {
 		case c == '%' && i+2 < len(path):
 			// A path given undecoded: an encoded separator, dot or control byte is read as one by
 			// some servers and as data by others.
-			if b, ok := unhex(path[i+1], path[i+2]); ok && (b == '/' || b == '\\' || b == '.' || b < 0x20 || b == 0x7f) {
+			if b, ok := unhex(path[i+1], path[i+2]); ok && (b == '/' || b == '\\' || b == '.' || b == ';' || b == '%' || b < 0x20 || b == 0x7f) {
 				return fmt.Sprintf("path %q encodes a separator, dot or control byte (%s), which servers decode differently", clip(path), path[i:i+3])
+			} else if ok && isUnreserved(b) {
+				// "/%61dmin" is "/admin" to every server (RFC 3986 6.2.2.2), but not to a rule.
+				return fmt.Sprintf("path %q encodes a letter, digit or one of -._~ (%s), which servers decode before routing; send it as %q", clip(path), path[i:i+3], string(b))
 			}
 		}
 	}
@@ -973,6 +1057,34 @@ func ambiguousRequest(method, path string) string {
 			return fmt.Sprintf("path %q has a dot segment (%q), which servers resolve before routing", clip(path), seg)
 		case seg == "" && i < len(segs)-1:
 			return fmt.Sprintf("path %q has an empty segment (//), which some servers merge", clip(path))
+		}
+	}
+	return ""
+}
+
+// isUnreserved says whether c is an RFC 3986 unreserved character: its percent-encoding means
+// the same as the character itself.
+func isUnreserved(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
+}
+
+// methodOverrideHeaders are the headers frameworks (Rails, Laravel, Symfony, Express's
+// method-override, ASP.NET) read as the request's real method.
+var methodOverrideHeaders = []string{"x-http-method-override", "x-http-method", "x-method-override"}
+
+// methodOverride says why a request that asks the server to run it as another method than its
+// own must be refused, or "": a POST with "X-HTTP-Method-Override: DELETE" or "_method=DELETE"
+// is a DELETE to many frameworks, and a POST to the rules.
+func methodOverride(req HTTP) string {
+	for _, h := range methodOverrideHeaders {
+		if _, ok := req.Headers[h]; ok {
+			return fmt.Sprintf("the request carries %s, which frameworks run as another method than %s; send the method itself", h, clip(req.Method))
+		}
+	}
+	for part := range strings.SplitSeq(req.Query, "&") {
+		key, _, _ := strings.Cut(part, "=")
+		if k, err := url.QueryUnescape(key); err != nil || strings.EqualFold(k, "_method") {
+			return fmt.Sprintf("the query names _method (or cannot be read), which frameworks run as another method than %s; send the method itself", clip(req.Method))
 		}
 	}
 	return ""

@@ -30,6 +30,7 @@ type clientConn struct {
 	sess     Session
 	log      *slog.Logger
 	up       *upstreamClient
+	bodies   *bodyBudget // the Server's, shared by its sessions
 	requests int
 
 	// Buffers reused from one response to the next.
@@ -42,17 +43,18 @@ type clientConn struct {
 // should not stay allocated for the life of an idle connection.
 const reusedBufferCap = 1 << 20
 
-func newClientConn(conn net.Conn, lim limits, sess Session, up *upstreamClient) *clientConn {
+func newClientConn(conn net.Conn, lim limits, sess Session, up *upstreamClient, bodies *bodyBudget) *clientConn {
 	cr := &clientReader{conn: conn}
 	return &clientConn{
-		conn: conn,
-		cr:   cr,
-		br:   bufio.NewReaderSize(cr, 16<<10),
-		bw:   bufio.NewWriterSize(&deadlineWriter{conn: conn, timeout: lim.idleTimeout}, 32<<10),
-		lim:  lim,
-		sess: sess,
-		log:  sess.Log.With("session", sess.ID),
-		up:   up,
+		conn:   conn,
+		cr:     cr,
+		br:     bufio.NewReaderSize(cr, 16<<10),
+		bw:     bufio.NewWriterSize(&deadlineWriter{conn: conn, timeout: lim.idleTimeout}, 32<<10),
+		lim:    lim,
+		sess:   sess,
+		log:    sess.Log.With("session", sess.ID),
+		up:     up,
+		bodies: bodies,
 	}
 }
 
@@ -101,6 +103,7 @@ func (c *clientConn) serveRequest(ctx context.Context) (bool, error) {
 	}
 	x.ex.Duration = time.Since(x.ex.Request.Started)
 	c.sess.Hook.Exchanged(x.ex)
+	c.bodies.give(x.heldBody)
 	c.trimBuffers()
 	if end == closeConn {
 		c.cr.perRead = 0
@@ -128,6 +131,18 @@ type exchange struct {
 	head  bool // a HEAD request: responses carry no body
 	close bool // the connection ends after this response
 	watch *clientWatch
+	// heldBody is what the request body took of the Server's budget, given back when the
+	// exchange is recorded.
+	heldBody int64
+}
+
+// takeBody reserves n bytes of the Server's budget for this exchange's request body.
+func (x *exchange) takeBody(n int64) bool {
+	if !x.c.bodies.take(n, x.c.lim.maxBufferedBodies) {
+		return false
+	}
+	x.heldBody += n
+	return true
 }
 
 // run reads, judges, forwards and answers one request; first is its first byte, already read.
@@ -182,13 +197,17 @@ func (x *exchange) run(ctx context.Context, first byte) (ending, error) {
 		}
 	}
 	c.cr.perRead = c.lim.idleTimeout
-	body, err := readBody(c.br, framing, c.lim.maxRequestBody, c.lim.maxHeaderBytes)
+	body, err := readBody(c.br, framing, c.lim.maxRequestBody, c.lim.maxHeaderBytes, x.takeBody)
 	c.cr.perRead = 0
 	if err != nil {
 		var ref *refusal
 		switch {
 		case err == errBodyTooLarge:
 			return x.refuseAndClose(x.tooLarge())
+		case err == errBodyBudget:
+			c.log.Warn("request refused: the request bodies held by the proxy are at their limit", "limit", c.lim.maxBufferedBodies)
+			return x.refuseAndClose(refuse(nethttp.StatusServiceUnavailable, "try again in a moment",
+				"the enforcer holds as many request bodies as it can (%d bytes in all)", c.lim.maxBufferedBodies))
 		case errors.As(err, &ref):
 			return x.refuseAndClose(ref)
 		case isTimeout(err):
@@ -199,6 +218,9 @@ func (x *exchange) run(ctx context.Context, first byte) (ending, error) {
 		return resetConn, x.ex.Err
 	}
 	r.Body = body
+	if ref := checkBodyOverrides(r.Header, body); ref != nil {
+		return x.refuseAndClose(ref)
+	}
 	// The forwarded fields come from the proxy's own copy, not from the one the hook is shown.
 	forward := r.Header.Clone()
 	forceQuery := r.RawQuery == "" && strings.HasSuffix(head.target, "?")

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
+	"mime/multipart"
 	nethttp "net/http"
 	"net/http/httputil"
 	"net/textproto"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -31,10 +34,11 @@ func refuse(status int, hint, format string, args ...any) *refusal {
 }
 
 const (
-	hintTarget  = `send an origin-form target: the path as the service names it, starting with "/", with no "." or ".." segments, "//", ";" or backslashes, and no encoded "/", "\", "." or "%"`
-	hintSyntax  = "send a well-formed HTTP/1.1 request"
-	hintTunnel  = "the enforcer inspects every request, so it forwards plain HTTP/1.1 requests only"
-	hintFraming = "send the body with one Content-Length, or chunked"
+	hintTarget   = `send an origin-form target: the path as the service names it, starting with "/", with no "." or ".." segments, "//", ";" or backslashes, no encoded "/", "\", "." or "%", and letters, digits, "-" and "_" unencoded`
+	hintSyntax   = "send a well-formed HTTP/1.1 request"
+	hintTunnel   = "the enforcer inspects every request, so it forwards plain HTTP/1.1 requests only"
+	hintFraming  = "send the body with one Content-Length, or chunked"
+	hintOverride = "send the method and the path themselves: the enforcer judges the request line, and some servers run the method or the path that this names instead"
 )
 
 // requestHead is a request line and its header fields as the client sent them.
@@ -194,6 +198,9 @@ func checkHead(h *requestHead, r *Request) (bodyFraming, *refusal) {
 		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintTarget, "request target refused: %v", err)
 	}
 	r.Path, r.RawQuery = p, q
+	if ref := checkOverrides(r); ref != nil {
+		return bodyFraming{}, ref
+	}
 
 	switch {
 	case len(hosts) > 1:
@@ -202,9 +209,30 @@ func checkHead(h *requestHead, r *Request) (bodyFraming, *refusal) {
 		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintSyntax, "missing Host header")
 	case len(hosts) == 1 && !validHost(hosts[0]):
 		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintSyntax, "invalid Host header %s", quote(hosts[0]))
+	case len(r.Header["Content-Type"]) > 1:
+		// Servers take the first or the last, rules read both joined, approvals the first.
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintSyntax, "more than one Content-Type header")
+	}
+	for k, vs := range r.Header {
+		if len(vs) > 1 && !listHeaders[k] {
+			// Rules read the values joined ("1, 1"), servers read the first or the last ("1"):
+			// a block rule on the value would miss what the server acts on.
+			return bodyFraming{}, refuse(nethttp.StatusBadRequest, hintSyntax, "the header %s is sent %d times; send it once", quote(k), len(vs))
+		}
 	}
 
 	return checkFraming(h)
+}
+
+// listHeaders are request fields defined as comma-separated lists (RFC 9110 5.3): sent several
+// times they mean their values joined, as rules read them. Any other field sent twice is
+// refused. (Hop-by-hop and address fields are dropped before forwarding whatever their count.)
+var listHeaders = map[string]bool{
+	"Accept": true, "Accept-Charset": true, "Accept-Encoding": true, "Accept-Language": true,
+	"Cache-Control": true, "Pragma": true, "Prefer": true, "Via": true, "Warning": true,
+	"If-Match": true, "If-None-Match": true, "Connection": true, "Te": true, "Trailer": true,
+	"Upgrade": true, "Keep-Alive": true, "Forwarded": true, "X-Forwarded-For": true,
+	"X-Forwarded-Proto": true, "X-Forwarded-Host": true,
 }
 
 // checkFraming reads the body's length from the head, refusing any framing two parsers could
@@ -249,6 +277,127 @@ func parseContentLength(s string) (int64, error) {
 	return strconv.ParseInt(s, 10, 64)
 }
 
+// overrideHeaders make some servers run another method or path than the request line's:
+// Rack::MethodOverride (Rails), Symfony and Laravel, Express's method-override, ASP.NET and
+// Google's APIs read a method from the first three; IIS, Zend and Laminas route on the last two.
+var overrideHeaders = map[string]bool{
+	"X-Http-Method-Override": true,
+	"X-Http-Method":          true,
+	"X-Method-Override":      true,
+	"X-Original-Url":         true,
+	"X-Rewrite-Url":          true,
+}
+
+// checkOverrides refuses a request whose fields or query name another method or path for the
+// server than the one the rules and reviewers judge.
+func checkOverrides(r *Request) *refusal {
+	for k := range r.Header {
+		if overrideHeaders[fieldKey(k)] {
+			return refuse(nethttp.StatusBadRequest, hintOverride, "the %s header is not accepted", k)
+		}
+	}
+	if hasMethodParam(r.RawQuery) {
+		return refuse(nethttp.StatusBadRequest, hintOverride, `a "_method" parameter in the query is not accepted`)
+	}
+	return nil
+}
+
+// checkBodyOverrides refuses a form body that names another method ("_method": Rails, Symfony
+// and Laravel read it from the form). A body without Content-Type counts as a form, as Rack
+// parses one; a multipart body the proxy cannot read is refused, since it cannot tell.
+func checkBodyOverrides(h nethttp.Header, body []byte) *refusal {
+	if len(body) == 0 {
+		return nil
+	}
+	types := h["Content-Type"]
+	if len(types) == 0 {
+		types = []string{"application/x-www-form-urlencoded"}
+	}
+	for _, ct := range types {
+		mt, _, _ := strings.Cut(ct, ";")
+		mt = strings.ToLower(strings.TrimSpace(mt))
+		switch {
+		case mt == "application/x-www-form-urlencoded":
+			if hasMethodParam(string(body)) {
+				return refuse(nethttp.StatusBadRequest, hintOverride, `a "_method" field in the form body is not accepted`)
+			}
+		case strings.HasPrefix(mt, "multipart/"):
+			found, err := multipartHasMethodField(ct, body)
+			switch {
+			case err != nil:
+				return refuse(nethttp.StatusBadRequest, hintSyntax, "multipart body cannot be read: %v", err)
+			case found:
+				return refuse(nethttp.StatusBadRequest, hintOverride, `a "_method" field in the form body is not accepted`)
+			}
+		}
+	}
+	return nil
+}
+
+func multipartHasMethodField(contentType string, body []byte) (bool, error) {
+	_, params, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false, err
+	}
+	boundary := params["boundary"]
+	if boundary == "" {
+		return false, errors.New("no boundary")
+	}
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	for {
+		part, err := mr.NextPart()
+		if err == io.EOF {
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		// Rack takes a part's name whatever its disposition type; FormName only for form-data.
+		if _, cd, err := mime.ParseMediaType(part.Header.Get("Content-Disposition")); err == nil && isMethodParam(cd["name"]) {
+			return true, nil
+		}
+		if isMethodParam(part.FormName()) {
+			return true, nil
+		}
+	}
+}
+
+// hasMethodParam says whether a query string or form body has a "_method" key, split as any
+// server might (on '&' and ';') and read as any might (decoded or not).
+func hasMethodParam(query string) bool {
+	for pair := range strings.FieldsFuncSeq(query, func(c rune) bool { return c == '&' || c == ';' }) {
+		key, _, _ := strings.Cut(pair, "=")
+		if isMethodParam(key) {
+			return true
+		}
+		if dec, err := url.QueryUnescape(key); err == nil && isMethodParam(dec) {
+			return true
+		}
+	}
+	return false
+}
+
+// isMethodParam says whether a parameter name is "_method", in any case and as PHP reads it
+// too: it drops leading spaces and turns '.', ' ' and '[' into '_' (".method" is "_method").
+func isMethodParam(name string) bool {
+	name = strings.TrimLeft(name, " ")
+	if len(name) != len("_method") {
+		return false
+	}
+	switch name[0] {
+	case '_', '.', '[':
+		return strings.EqualFold(name[1:], "method")
+	}
+	return false
+}
+
+// fieldKey is a field name as CGI, WSGI and PHP read it, '_' for '-' ("X_Forwarded_For" reaches
+// them as HTTP_X_FORWARDED_FOR, as "X-Forwarded-For" does), in canonical form: a field the proxy
+// removes or refuses is removed or refused under every such spelling.
+func fieldKey(name string) string {
+	return textproto.CanonicalMIMEHeaderKey(strings.ReplaceAll(name, "_", "-"))
+}
+
 // addressHeaders claim who the client is; the upstream must not believe the agent about that.
 var addressHeaders = map[string]bool{
 	"Forwarded":           true,
@@ -278,13 +427,14 @@ var hopByHop = map[string]bool{
 	"Expect":            true,
 }
 
-// isHopByHop says whether a field (canonical name) is never passed from one side to the other:
-// hop-by-hop, the proxy's own (Proxy-*), or named by the message's Connection field.
+// isHopByHop says whether a field is never passed from one side to the other: hop-by-hop, the
+// proxy's own (Proxy-*), or named by the message's Connection field (keys by fieldKey).
 func isHopByHop(key string, connection map[string]bool) bool {
+	key = fieldKey(key)
 	return hopByHop[key] || strings.HasPrefix(key, "Proxy-") || connection[key]
 }
 
-// connectionTokens returns the field names a Connection header lists (canonical).
+// connectionTokens returns the field names a Connection header lists (by fieldKey).
 func connectionTokens(h nethttp.Header) map[string]bool {
 	var names map[string]bool
 	for _, v := range h["Connection"] {
@@ -293,7 +443,7 @@ func connectionTokens(h nethttp.Header) map[string]bool {
 				if names == nil {
 					names = map[string]bool{}
 				}
-				names[textproto.CanonicalMIMEHeaderKey(tok)] = true
+				names[fieldKey(tok)] = true
 			}
 		}
 	}
@@ -306,7 +456,7 @@ func endToEndHeader(h nethttp.Header) nethttp.Header {
 	conn := connectionTokens(h)
 	out := make(nethttp.Header, len(h))
 	for k, vv := range h {
-		if isHopByHop(k, conn) || addressHeaders[k] || strings.HasPrefix(k, "X-Forwarded-") {
+		if isHopByHop(k, conn) || isAddressHeader(k) {
 			continue
 		}
 		out[k] = append([]string(nil), vv...)
@@ -314,12 +464,24 @@ func endToEndHeader(h nethttp.Header) nethttp.Header {
 	return out
 }
 
+// isAddressHeader says whether a field claims a client address (under any spelling, see fieldKey).
+func isAddressHeader(name string) bool {
+	key := fieldKey(name)
+	return addressHeaders[key] || strings.HasPrefix(key, "X-Forwarded-")
+}
+
 // stripCredentialFields removes what a credential replaces: the client's own field of that
-// name and its Authorization (Proxy-Authorization, hop-by-hop, is gone already).
+// name and its Authorization, under any spelling (see fieldKey); Proxy-Authorization, hop-by-hop,
+// is gone already.
 func stripCredentialFields(h nethttp.Header, cr *Credential) {
-	if cr != nil {
-		h.Del("Authorization")
-		h.Del(cr.Header)
+	if cr == nil {
+		return
+	}
+	replaced := fieldKey(cr.Header)
+	for k := range h {
+		if key := fieldKey(k); key == "Authorization" || key == replaced {
+			delete(h, k)
+		}
 	}
 }
 
@@ -358,9 +520,14 @@ func expectation(h *requestHead) (cont bool, ref *refusal) {
 // errBodyTooLarge is a request body over MaxRequestBody.
 var errBodyTooLarge = errors.New("request body too large")
 
+// errBodyBudget is a request body the Server cannot hold now: the bodies its sessions hold
+// together are at MaxBufferedBodies.
+var errBodyBudget = errors.New("the request bodies held by the proxy are at their limit")
+
 // readBody reads a request body of the given framing, at most max bytes, and a chunked body's
-// trailer section (discarded: trailers are not forwarded), bounded by maxTrailer.
-func readBody(br *bufio.Reader, f bodyFraming, max int64, maxTrailer int) ([]byte, error) {
+// trailer section (discarded: trailers are not forwarded), bounded by maxTrailer. Every byte of
+// buffer it allocates is first taken with take; when take refuses, it returns errBodyBudget.
+func readBody(br *bufio.Reader, f bodyFraming, max int64, maxTrailer int, take func(int64) bool) ([]byte, error) {
 	if !f.chunked {
 		if f.length == 0 {
 			return nil, nil
@@ -368,17 +535,16 @@ func readBody(br *bufio.Reader, f bodyFraming, max int64, maxTrailer int) ([]byt
 		if f.length > max {
 			return nil, errBodyTooLarge
 		}
-		var buf bytes.Buffer
-		buf.Grow(int(min(f.length, 64<<10)))
-		if _, err := io.CopyN(&buf, br, f.length); err != nil {
+		buf := &bodyBuffer{most: f.length, take: take}
+		if _, err := io.CopyN(buf, br, f.length); err != nil {
 			return nil, eofIsUnexpected(err)
 		}
-		return buf.Bytes(), nil
+		return buf.buf, nil
 	}
-	var buf bytes.Buffer
-	n, err := io.Copy(&buf, io.LimitReader(httputil.NewChunkedReader(br), max+1))
+	buf := &bodyBuffer{most: max + 1, take: take}
+	n, err := io.Copy(buf, io.LimitReader(httputil.NewChunkedReader(br), max+1))
 	if err != nil {
-		if isConnError(err) {
+		if err == errBodyBudget || isConnError(err) {
 			return nil, eofIsUnexpected(err)
 		}
 		return nil, refuse(nethttp.StatusBadRequest, hintFraming, "malformed chunked body: %v", err)
@@ -393,10 +559,35 @@ func readBody(br *bufio.Reader, f bodyFraming, max int64, maxTrailer int) ([]byt
 		}
 		return nil, err
 	}
-	if buf.Len() == 0 {
+	if len(buf.buf) == 0 {
 		return nil, nil
 	}
-	return buf.Bytes(), nil
+	return buf.buf, nil
+}
+
+// bodyBuffer collects a request body. Its capacity doubles as the body arrives, but never past
+// the most the body can be (bytes.Buffer would hold 16 MiB for a body of 8 MiB), and every byte
+// of it is first taken from the Server's budget, so the agent's bytes are paid for as they come.
+type bodyBuffer struct {
+	buf  []byte
+	most int64
+	take func(int64) bool
+}
+
+const minBodyBuffer = 64 << 10
+
+func (b *bodyBuffer) Write(p []byte) (int, error) {
+	if need := len(b.buf) + len(p); need > cap(b.buf) {
+		grown := max(int64(need), min(max(2*int64(cap(b.buf)), minBodyBuffer), b.most))
+		if !b.take(grown - int64(cap(b.buf))) {
+			return 0, errBodyBudget
+		}
+		next := make([]byte, len(b.buf), grown)
+		copy(next, b.buf)
+		b.buf = next
+	}
+	b.buf = append(b.buf, p...)
+	return len(p), nil
 }
 
 func eofIsUnexpected(err error) error {
@@ -499,7 +690,7 @@ func validHost(h string) bool {
 // sets or removes that header itself, so the credential would be lost or would break the
 // request's framing. The policy refuses such names when it loads.
 func ReservedCredentialHeader(name string) bool {
-	key := textproto.CanonicalMIMEHeaderKey(name)
+	key := fieldKey(name)
 	return isHopByHop(key, nil) || key == "Accept-Encoding" || key == "Range" || key == "If-Range" ||
-		addressHeaders[key] || strings.HasPrefix(key, "X-Forwarded-")
+		isAddressHeader(key)
 }

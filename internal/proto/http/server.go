@@ -9,12 +9,15 @@
 // as the hook saw it: the request target byte for byte, the client's end-to-end headers, the
 // body. Anything a server could read otherwise than the policy did is refused before the hook is
 // asked: targets that are not a plain path ("/…"), dot segments, "//", backslashes, encoded
-// separators and dots, path parameters (";"), control bytes, broken percent-encoding; CONNECT,
-// TRACE, upgrades (WebSocket, h2c) and HTTP/2 prior knowledge, which the proxy could not inspect;
-// ambiguous framing (Content-Length with Transfer-Encoding, any coding but chunked) and Host
-// headers. Hop-by-hop headers, and headers that claim client addresses (Forwarded,
-// X-Forwarded-*, X-Real-IP…), are not forwarded; a Credential replaces whatever the client sent
-// as Authorization.
+// separators and dots, encoded letters, digits, "-" and "_", path parameters (";"), control
+// bytes, broken percent-encoding; CONNECT, TRACE, upgrades (WebSocket, h2c) and HTTP/2 prior
+// knowledge, which the proxy could not inspect; ambiguous framing (Content-Length with
+// Transfer-Encoding, any coding but chunked), Host and Content-Type headers; fields and
+// parameters that make servers run another method or path than the request line's
+// (X-HTTP-Method-Override, X-Original-URL, "_method" in the query or a form body). Hop-by-hop
+// headers, and headers that claim client addresses (Forwarded, X-Forwarded-*, X-Real-IP…), are
+// not forwarded, under any spelling CGI reads as theirs ("X_Forwarded_For"); a Credential
+// replaces whatever the client sent as Authorization or as its own header.
 //
 // # What reaches the agent
 //
@@ -34,6 +37,7 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -140,19 +144,42 @@ type Session struct {
 	Log      *slog.Logger
 }
 
-// Server holds the limits; its zero value works (defaults below).
+// Server holds the limits; its zero value works (defaults below). One Server serves any number
+// of sessions at once, and must not be copied once it has served one.
 type Server struct {
-	MaxRequestBody    int64         // default 8 MiB; more → 413
+	MaxRequestBody int64 // default 8 MiB; more → 413
+	// MaxBufferedBodies bounds the request bodies the sessions of this Server hold at once (read,
+	// judged or held for a reviewer, forwarded), counted as the buffers they take; default
+	// 256 MiB. A request whose body would go over gets 503: agents that open many connections
+	// and send large bodies slowly cannot exhaust the daemon's memory.
+	MaxBufferedBodies int64
 	MaxMaskedBody     int64         // default 32 MiB: a maskable response body larger than this → 502, nothing of it sent
 	RecordBody        int           // default 64 KiB
 	ReadHeaderTimeout time.Duration // default 30s
 	IdleTimeout       time.Duration // default 2m between requests
 	ResponseTimeout   time.Duration // default 5m for the upstream's response head
 	MaxHeaderBytes    int           // default 64 KiB
+
+	bodies bodyBudget
 }
+
+// bodyBudget counts the bytes of request bodies a Server's sessions hold.
+type bodyBudget struct{ used atomic.Int64 }
+
+// take reserves n bytes unless that would go over limit.
+func (b *bodyBudget) take(n, limit int64) bool {
+	if b.used.Add(n) > limit {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *bodyBudget) give(n int64) { b.used.Add(-n) }
 
 const (
 	defaultMaxRequestBody    = 8 << 20
+	defaultMaxBufferedBodies = 256 << 20
 	defaultMaxMaskedBody     = 32 << 20
 	defaultRecordBody        = 64 << 10
 	defaultReadHeaderTimeout = 30 * time.Second
@@ -174,6 +201,7 @@ const (
 // limits is a Server with its defaults filled in.
 type limits struct {
 	maxRequestBody    int64
+	maxBufferedBodies int64
 	maxMaskedBody     int64
 	recordBody        int
 	readHeaderTimeout time.Duration
@@ -185,6 +213,7 @@ type limits struct {
 func (s *Server) limits() limits {
 	l := limits{
 		maxRequestBody:    s.MaxRequestBody,
+		maxBufferedBodies: s.MaxBufferedBodies,
 		maxMaskedBody:     s.MaxMaskedBody,
 		recordBody:        s.RecordBody,
 		readHeaderTimeout: s.ReadHeaderTimeout,
@@ -194,6 +223,9 @@ func (s *Server) limits() limits {
 	}
 	if l.maxRequestBody <= 0 {
 		l.maxRequestBody = defaultMaxRequestBody
+	}
+	if l.maxBufferedBodies <= 0 {
+		l.maxBufferedBodies = defaultMaxBufferedBodies
 	}
 	if l.maxMaskedBody <= 0 {
 		l.maxMaskedBody = defaultMaxMaskedBody
@@ -257,7 +289,7 @@ func (s *Server) Serve(ctx context.Context, conn net.Conn, sess Session) error {
 		<-watcherDone
 	}()
 
-	c := newClientConn(conn, lim, sess, up)
+	c := newClientConn(conn, lim, sess, up, &s.bodies)
 	err := c.serve(ctx)
 	if ctx.Err() != nil {
 		return ctx.Err()

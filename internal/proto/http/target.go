@@ -12,9 +12,11 @@ import (
 // path a server could resolve to another resource than the one the policy judges by its text:
 // dot segments, empty segments ("//"), backslashes, path parameters (";": Tomcat reads
 // "/..;x/" as "/../"), percent-encoded "/", "\", ".", ";" and "%" (one more decoding on the way
-// would change the path), control bytes raw or encoded, bytes RFC 3986 does not allow in a
-// path, broken percent-encoding, encoded bytes that are not UTF-8 (overlong forms of "." and
-// "/"), and the Unicode look-alikes of ".", "/" and "\" that normalisation turns into them.
+// would change the path), percent-encoded letters, digits, "-" and "_" (servers decode them
+// before routing, so "/%61dmin" is "/admin" to the server and not to a rule that reads the
+// path), control bytes raw or encoded, bytes RFC 3986 does not allow in a path, broken
+// percent-encoding, encoded bytes that are not UTF-8 (overlong forms of "." and "/"), and the
+// Unicode look-alikes of ".", "/" and "\" that normalisation turns into them.
 // The stricter of these follow Spring Security's StrictHttpFirewall. The query is only checked
 // for what cannot be in a request target at all (control bytes, '#').
 func checkTarget(target string) (path, rawQuery string, err error) {
@@ -71,6 +73,10 @@ func checkPath(path string) error {
 				return fmt.Errorf("encoded %q (%s) in the path", b, path[i:i+3])
 			case b < 0x20 || b == 0x7f:
 				return fmt.Errorf("encoded control byte (%s) in the path", path[i:i+3])
+			case isAlnum(b) || b == '-' || b == '_':
+				// RFC 3986 §2.3: no producer encodes these, and every server reads them decoded.
+				// "~" stays accepted: older encoders (Python 2's quote) escape it.
+				return fmt.Errorf("encoded %q (%s) in the path: send it unencoded", b, path[i:i+3])
 			}
 			if decoded == nil {
 				decoded = append(make([]byte, 0, len(path)), path[:i]...)
@@ -153,11 +159,11 @@ func checkDecoded(b []byte) error {
 // pathChar reports whether c may appear raw in a path (RFC 3986 pchar and "/"; '%' is checked
 // by the caller).
 func pathChar(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	return strings.IndexByte("-._~!$&'()*+,;=:@/%", c) >= 0
+	return isAlnum(c) || strings.IndexByte("-._~!$&'()*+,;=:@/%", c) >= 0
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }
 
 func isHex(c byte) bool {

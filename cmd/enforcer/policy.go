@@ -6,13 +6,16 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 
+	"github.com/enforcer-dev/enforcer/internal/httpguard"
 	"github.com/enforcer-dev/enforcer/internal/mask"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/policy/rules"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
+	httpproto "github.com/enforcer-dev/enforcer/internal/proto/http"
 )
 
 func cmdPolicy(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -142,7 +145,7 @@ func policyExplain(fs *flag.FlagSet, args []string) error {
 		}
 	}
 	if httpForm {
-		explainHTTP(pol, t, subject, groups, *email, *comm, *exe, *uid, req)
+		explainHTTP(pol, t, subject, groups, *email, *comm, *exe, *uid, req, headers)
 		return nil
 	}
 	// The daemon's rules see the database the proxy logs in to: the target's, else the one the
@@ -163,7 +166,7 @@ func policyExplain(fs *flag.FlagSet, args []string) error {
 }
 
 // explainHTTP prints how the rules judge req on http target t, as the daemon's would.
-func explainHTTP(pol *policy.Policy, t *policy.Target, subject string, groups []string, email, comm, exe string, uid int64, req rules.HTTP) {
+func explainHTTP(pol *policy.Policy, t *policy.Target, subject string, groups []string, email, comm, exe string, uid int64, req rules.HTTP, raw headerFlags) {
 	up := t.Upstream
 	user := ""
 	credential := "none (requests go as the agent sent them)"
@@ -179,6 +182,40 @@ func explainHTTP(pol *policy.Policy, t *policy.Target, subject string, groups []
 	fmt.Printf("upstream: tls %s; credential: %s\n", up.HTTPTLS(), credential)
 	fmt.Printf("judged as: subject %q groups %q email %q; process comm %q exe %q uid %d; target %s user %q\n",
 		subject, groups, email, comm, exe, uid, t.Name, user)
+	// The rules see the request as the proxy passes it on: after its own refusals, and without
+	// the headers it drops (hop-by-hop, client addresses, the credential's).
+	var cr *httpproto.Credential
+	if kind := up.HTTPCredentialKind(); kind != "" {
+		cr = &httpproto.Credential{Header: cmp.Or(up.Header, "Authorization"), Value: "explain"}
+	}
+	target := req.Path
+	if req.Query != "" {
+		target += "?" + req.Query
+	}
+	hdr := http.Header{}
+	for _, v := range raw {
+		name, value, _ := strings.Cut(v, ":")
+		hdr.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	if req.Host == "" {
+		hdr.Set("Host", "explain.invalid")
+	}
+	seen, err := httpproto.Inspect(req.Method, target, 1, hdr, nil, cr)
+	if err != nil {
+		fmt.Printf("verdict: refused by the proxy before any rule: %v\n", err)
+		return
+	}
+	sent := up.HTTPHost(up.Address)
+	if up.Address == "" && cr != nil && up.Host == "" {
+		sent = "(the destination's address)"
+		if up.ServerName != "" {
+			sent = up.ServerName
+		}
+	}
+	req = httpguard.RuleRequest(seen, sent)
+	if req.Host == "explain.invalid" {
+		req.Host = ""
+	}
 	conn := rules.NewConn(rules.Identity{Subject: subject, Email: email, Groups: groups},
 		rules.Process{Comm: comm, Exe: exe, UID: uid}, rules.Target{Name: t.Name, Protocol: t.Protocol, User: user})
 	d := pol.Rules.DecideHTTP(conn, req)

@@ -24,7 +24,7 @@ import (
 // connection's guard, and forwarded with the target's own credential.
 type httpHandler struct {
 	srv   *httpproto.Server
-	guard func(c *proxy.Conn, user string) *httpguard.Guard
+	guard func(c *proxy.Conn, user, host string) *httpguard.Guard
 }
 
 func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
@@ -36,7 +36,7 @@ func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 			"an administrator must fix the target's upstream (password_file, password_env, ca_file); the daemon log says what is wrong")
 		return nil
 	}
-	g := h.guard(c, user)
+	g := h.guard(c, user, up.Host)
 	err = h.srv.Serve(ctx, c.ServeConn(), httpproto.Session{
 		ID:       strconv.FormatUint(c.ID, 10),
 		Upstream: up,
@@ -81,11 +81,7 @@ func httpUpstream(c *proxy.Conn) (httpproto.Upstream, string, error) {
 	if kind == "" {
 		return up, "", nil
 	}
-	if up.Host == "" {
-		// The agent's Host would pick the virtual host the credential goes to: behind a shared
-		// ingress, "Host: billing.internal" would hand the token to another service.
-		up.Host = credentialHost(t, addr)
-	}
+	up.Host = t.HTTPHost(addr)
 	secret, err := readSecret(t)
 	if err != nil {
 		return up, "", err
@@ -109,26 +105,6 @@ func httpUpstream(c *proxy.Conn) (httpproto.Upstream, string, error) {
 		return up, "", fmt.Errorf("unknown credential kind %q", kind)
 	}
 	return up, user, nil
-}
-
-// credentialHost is the Host sent with a credential when the target pins none: the TLS server
-// name, else the upstream's address (without the scheme's default port).
-func credentialHost(t policy.Upstream, addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if t.ServerName != "" {
-		host = t.ServerName
-	}
-	tlsOn := t.HTTPTLS() != "disable"
-	if (tlsOn && port == "443") || (!tlsOn && port == "80") {
-		if strings.Contains(host, ":") {
-			return "[" + host + "]"
-		}
-		return host
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // httpTLSConfig is the TLS configuration of an upstream in mode verify-full or verify-ca: the
@@ -180,7 +156,7 @@ func httpTLSConfig(t policy.Upstream, mode, addr string) (*tls.Config, error) {
 }
 
 // httpGuard builds the guard of one HTTP connection.
-func (d *Daemon) httpGuard(c *proxy.Conn, user string) *httpguard.Guard {
+func (d *Daemon) httpGuard(c *proxy.Conn, user, host string) *httpguard.Guard {
 	s, _ := c.Identity.(identity.Session)
 	p := readProc(int(c.Origin.PID))
 	return d.httpGuards.NewGuard(httpguard.ConnInfo{
@@ -193,5 +169,6 @@ func (d *Daemon) httpGuard(c *proxy.Conn, user string) *httpguard.Guard {
 		Cgroup:   p.cgroup,
 		Upstream: proxy.UpstreamAddr(c),
 		User:     user,
+		Host:     host,
 	})
 }

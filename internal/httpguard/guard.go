@@ -5,11 +5,16 @@
 package httpguard
 
 import (
+	"bytes"
+	"cmp"
+	"compress/gzip"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,6 +57,9 @@ type ConnInfo struct {
 	// User is the upstream account the credential logs in as (HTTP Basic), for the approval's
 	// binding and the record; "" when the credential names none.
 	User string
+	// Host is the Host header the proxy sends upstream in place of the client's (a pinned host,
+	// or the upstream's own name with a credential); "" when the client's is forwarded.
+	Host string
 }
 
 // Guard is the hook of one HTTP connection. The proxy calls it for one request at a time.
@@ -174,7 +182,7 @@ func (g *Guard) Request(ctx context.Context, r *httpproto.Request) httpproto.Ver
 		return unavailable(g.recErr)
 	}
 	pol := g.sh.Policy()
-	d := pol.Rules.DecideHTTP(g.conn, ruleRequest(r))
+	d := pol.Rules.DecideHTTP(g.conn, RuleRequest(r, g.info.Host))
 	g.count(d)
 	rule := ""
 	if d.Rule != nil {
@@ -221,13 +229,21 @@ func ruleHeader(rule string) http.Header {
 	return http.Header{"X-Enforcer-Rule": {rule}}
 }
 
-// ruleRequest is r as the rules see it: header names lower case, repeated headers joined.
-func ruleRequest(r *httpproto.Request) rules.HTTP {
+// RuleRequest is r as the rules see it: the path percent-decoded (the proxy has refused every
+// encoding a server could read as a separator, a dot or another character, so what is left
+// decodes to what the server routes by: "/users/a%40b" is "/users/a@b"), header names lower
+// case, list headers' values joined, and Host the one sent upstream: sentHost when the proxy
+// sets it, the client's otherwise.
+func RuleRequest(r *httpproto.Request, sentHost string) rules.HTTP {
 	h := make(map[string]string, len(r.Header))
 	for k, vs := range r.Header {
 		h[strings.ToLower(k)] = strings.Join(vs, ", ")
 	}
-	return rules.HTTP{Method: r.Method, Path: r.Path, Query: r.RawQuery, Host: r.Host, Headers: h}
+	p := r.Path
+	if d, err := url.PathUnescape(p); err == nil {
+		p = d
+	}
+	return rules.HTTP{Method: r.Method, Path: p, Query: r.RawQuery, Host: cmp.Or(sentHost, r.Host), Headers: h}
 }
 
 func (g *Guard) count(d rules.HTTPDecision) {
@@ -273,7 +289,7 @@ func (g *Guard) statement(r *httpproto.Request) *record.Statement {
 		st.Class = "write"
 	}
 	if len(r.Body) > 0 {
-		b := g.shownBody(r.Header.Get("Content-Type"), r.Body)
+		b := g.shownBody(r.Header, r.Body)
 		st.Params = []*string{&b}
 	}
 	return st
@@ -289,30 +305,43 @@ func requestLine(r *httpproto.Request) string {
 }
 
 // hiddenHeaders are request headers whose values are credentials of the agent's own: recorded
-// by name only.
+// and shown by name only.
 var hiddenHeaders = map[string]bool{"Authorization": true, "Proxy-Authorization": true, "Cookie": true}
 
-// recordedText is the request line and its headers, masked, as the record keeps them.
-func (g *Guard) recordedText(r *httpproto.Request) string {
+// requestText is r's request line, its Host (when withHost) and every header field it is forwarded
+// with, sorted, one a line. Bound, it is r as sent, the approval's binding: whatever field the
+// service reads (X-HTTP-Method-Override, a second Content-Type, a tenant, Content-Encoding) can
+// make the same line and body another request. Shown (records, reviewers), the agent's
+// credentials are redacted and the whole is masked at once, so a field's name is the detectors'
+// context for its value (X-Api-Key: …).
+func (g *Guard) requestText(r *httpproto.Request, withHost, bound bool) string {
 	var b strings.Builder
-	b.WriteString(g.shown(requestLine(r)))
-	if r.Host != "" {
+	b.WriteString(requestLine(r))
+	if withHost && r.Host != "" {
 		b.WriteString("\nHost: ")
-		b.WriteString(g.shown(r.Host))
+		b.WriteString(r.Host)
 	}
 	for _, k := range slices.Sorted(maps.Keys(r.Header)) {
 		for _, v := range r.Header[k] {
 			b.WriteString("\n")
 			b.WriteString(k)
 			b.WriteString(": ")
-			if hiddenHeaders[k] {
+			if hiddenHeaders[k] && !bound {
 				b.WriteString("[REDACTED]")
 			} else {
-				b.WriteString(g.shown(v))
+				b.WriteString(v)
 			}
 		}
 	}
-	return b.String()
+	if bound {
+		return b.String()
+	}
+	return g.shown(b.String())
+}
+
+// recordedText is the request line, its Host and its headers, masked, as the record keeps them.
+func (g *Guard) recordedText(r *httpproto.Request) string {
+	return g.requestText(r, true, false)
 }
 
 // shown is s with sensitive values masked when this connection masks.
@@ -323,62 +352,95 @@ func (g *Guard) shown(s string) string {
 	return g.plan.MaskString(s)
 }
 
-// shownBody is a request body as the record and reviewers see it: masked as JSON when it is JSON,
-// as text otherwise; a body that cannot be masked is shown by its size only.
-func (g *Guard) shownBody(contentType string, body []byte) string {
+// maxShownBody bounds what a compressed request body is decoded to for the record and reviewers.
+const maxShownBody = 8 << 20
+
+// shownBody is a request body as the record and reviewers see it: decoded when gzip, masked as
+// responses are (JSON keys and values, text); a body that cannot be masked (another coding, a
+// charset that hides ASCII, binary data) is shown by its size only, never as bytes a reviewer
+// cannot read or a detector could not see into.
+func (g *Guard) shownBody(h http.Header, body []byte) string {
 	if g.plan == nil {
 		return string(body)
 	}
-	if isJSON(contentType) {
-		if out, _, err := g.plan.MaskJSON(body, nil); err == nil {
-			return string(out)
+	data, note := body, ""
+	switch codings := bodyCodings(h); {
+	case len(codings) == 0:
+	case len(codings) == 1 && (codings[0] == "gzip" || codings[0] == "x-gzip"):
+		decoded, err := gunzipBounded(body, maxShownBody)
+		if err != nil {
+			return fmt.Sprintf("[%d bytes, gzip, not shown: %v]", len(body), err)
+		}
+		data, note = decoded, fmt.Sprintf("[gzip, %d bytes; decoded:]\n", len(body))
+	default:
+		return fmt.Sprintf("[%d bytes, Content-Encoding %s, not shown: they could not be masked]", len(body), strings.Join(codings, ", "))
+	}
+	out, _, err := httpproto.MaskBody(g.plan, h.Get("Content-Type"), data)
+	if err != nil {
+		return fmt.Sprintf("[%d bytes, not shown: they could not be masked: %v]", len(body), err)
+	}
+	return note + string(out)
+}
+
+// bodyCodings lists the content codings of a request body, lower case, without identity.
+func bodyCodings(h http.Header) []string {
+	var codings []string
+	for _, v := range h["Content-Encoding"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if tok = strings.ToLower(strings.TrimSpace(tok)); tok != "" && tok != "identity" {
+				codings = append(codings, tok)
+			}
 		}
 	}
-	if out, _, err := g.plan.MaskText(body, nil); err == nil {
-		return string(out)
+	return codings
+}
+
+// gunzipBounded decodes a gzip body of at most limit decoded bytes.
+func gunzipBounded(body []byte, limit int64) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("not gzip: %w", err)
 	}
-	return fmt.Sprintf("[%d bytes, not shown: they could not be masked]", len(body))
+	out, err := io.ReadAll(io.LimitReader(zr, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("corrupt gzip: %w", err)
+	}
+	if int64(len(out)) > limit {
+		return nil, fmt.Errorf("more than %d bytes once decoded", limit)
+	}
+	return out, nil
 }
 
-func isJSON(contentType string) bool {
-	ct, _, _ := strings.Cut(strings.ToLower(contentType), ";")
-	ct = strings.TrimSpace(ct)
-	return ct == "application/json" || strings.HasSuffix(ct, "+json")
-}
+// clientHostForwarded says whether the agent's Host is the one sent upstream, so that it picks the
+// virtual host the request reaches (and is bound and shown with an approval): only when the target
+// pins no host and has no credential (the daemon sends a credential with the upstream's own name:
+// ConnInfo.Host).
+func (g *Guard) clientHostForwarded() bool { return g.info.Host == "" }
 
-// hold waits for reviewers to approve exactly this request: its method, path, query, content type
-// and body, for this identity on this target.
+// hold waits for reviewers to approve exactly this request: its method, path, query, header fields
+// (Host when it is forwarded) and body, for this identity on this target.
 func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Request, d rules.HTTPDecision) httpproto.Verdict {
 	if g.sh.Approvals == nil || d.Rule == nil {
 		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: this request needs approval, but no approval service is configured"}
 	}
 	def := pol.RuleDefs[d.Rule.Rule]
 	id := g.info.Identity
-	text := requestLine(r)
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		// The same bytes under another content type are another request to the server.
-		text += "\nContent-Type: " + ct
-	}
+	withHost := g.clientHostForwarded()
 	spec := approval.Spec{
 		Identity:   approval.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, SessionID: id.ID, UID: id.UID},
 		Process:    approval.Process{Comm: g.info.Origin.Comm, PID: int(g.info.Origin.PID), Cmdline: strings.Join(g.info.Argv, " ")},
 		Target:     g.info.Target.Name,
 		DBUser:     g.info.User,
-		SQL:        "HTTP " + text,
-		DisplaySQL: "HTTP " + g.shown(text),
+		SQL:        approval.HTTPPrefix + g.requestText(r, withHost, true),
+		DisplaySQL: approval.HTTPPrefix + g.requestText(r, withHost, false),
 		Rule:       d.Rule.Rule,
 		Approvers:  def.Approvers,
 		Quorum:     def.Quorum,
 		Timeout:    time.Duration(pol.Approvals.Timeout),
 	}
-	if r.Host != "" && g.info.Target.Upstream.Host == "" {
-		// The client's Host is forwarded: it picks the virtual host the request reaches.
-		spec.SQL += "\nHost: " + r.Host
-		spec.DisplaySQL += "\nHost: " + g.shown(r.Host)
-	}
 	if len(r.Body) > 0 {
 		spec.Params = []approval.Param{{Value: r.Body}}
-		spec.Display = []approval.DisplayParam{{Value: clip(g.shownBody(r.Header.Get("Content-Type"), r.Body), 4096)}}
+		spec.Display = []approval.DisplayParam{{Value: clip(g.shownBody(r.Header, r.Body), 4096)}}
 	}
 	g.log.Info("request held for approval", "rule", d.Rule.Rule, "request", oneLine(g.shown(requestLine(r)), 200))
 	out, err := g.sh.Approvals.Request(ctx, spec, func(req *approval.Request) error {
@@ -500,15 +562,21 @@ func (g *Guard) result(e *httpproto.Exchange) *record.Result {
 	if e.Status != 0 {
 		res.CommandTag = strconv.Itoa(e.Status) + " " + http.StatusText(e.Status)
 	}
+	// Errors and refusals can quote what the agent sent (the proxy's 400s name the bad field)
+	// or what the service answered.
 	switch {
 	case e.Err != nil:
-		res.Error = e.Err.Error()
+		res.Error = g.shown(e.Err.Error())
 	case !e.Verdict.Allow && e.Verdict.Message != "":
-		res.Error = e.Verdict.Message
+		res.Error = g.shown(e.Verdict.Message)
 	}
 	if len(e.Body) > 0 {
-		// The body as the client received it: masked already when this connection masks.
+		// The body as the client received it: the service's is masked already when this
+		// connection masks; a refusal is the proxy's own, and may quote the request.
 		b := string(e.Body)
+		if !e.Verdict.Allow {
+			b = g.shown(b)
+		}
 		res.Columns = []string{"body"}
 		res.Rows = [][]*string{{&b}}
 		res.RowCount = 1

@@ -52,7 +52,9 @@ func loggedGuard(t *testing.T, pol *policy.Policy, broker *approval.Broker) (*Gu
 	t.Cleanup(func() { rec.Close() })
 	sh := &Shared{Policy: func() *policy.Policy { return pol }, Approvals: broker, Recorder: rec,
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}},
+	// The Host the daemon sends for this target (its upstream's own name with a credential).
+	sent := pol.Targets[0].Upstream.HTTPHost("198.18.0.2:8080")
+	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}, Host: sent,
 		Argv: []string{"curl", "-H", "Authorization: Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc"}})
 	return g, rec, dir
 }
@@ -275,5 +277,20 @@ func TestApproval(t *testing.T) {
 	}
 	if strings.Join(states, " ") != "requested approved requested denied" {
 		t.Errorf("approval records %v", states)
+	}
+}
+
+// TestRulesSeeTheDecodedPath: what the proxy lets through percent-encoded decodes to what the
+// server routes by, and rules see it decoded: a block rule on "/users/a@b" holds for
+// "/users/a%40b"; the Host rules see is the one sent upstream.
+func TestRulesSeeTheDecodedPath(t *testing.T) {
+	r := request("GET", "/users/a%40b/caf%C3%A9", "")
+	r.Host = "agent-picked.internal"
+	got := RuleRequest(r, "api.internal")
+	if got.Path != "/users/a@b/café" || got.Host != "api.internal" {
+		t.Errorf("rules see path %q host %q", got.Path, got.Host)
+	}
+	if got := RuleRequest(r, ""); got.Host != "agent-picked.internal" {
+		t.Errorf("with the agent's Host forwarded, rules see %q", got.Host)
 	}
 }

@@ -105,6 +105,20 @@ func (m *jsonMasker) value(i int, cx ctxFlags, rule *columnRule, depth int) (int
 					krule = m.p.keyStyle(key)
 				}
 			}
+			// Keys are data too: jsonb_object_agg(email, id), or an API's {"by_email":
+			// {"ada@example.com": …}}. A key is masked by the detectors (rules name keys, they
+			// do not apply to them), out of context: an enclosing "password" makes any word a
+			// secret.
+			if rule == nil || rule.style != StylePass {
+				kraw := key
+				if esc {
+					m.scratch = unescapeJSON(m.scratch[:0], key)
+					kraw = m.scratch
+				}
+				if err := m.scalar(i, ke, kraw, 0, nil); err != nil {
+					return i, err
+				}
+			}
 			i = skipWS(in, ke)
 			if i >= len(in) || in[i] != ':' {
 				return i, jsonErr(in, i, "':'")

@@ -288,3 +288,29 @@ func TestHTTPRulesInPolicy(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPHost: the Host sent upstream. With a credential it is never the agent's: the pinned
+// host, else the TLS server name, else the upstream's address, without the scheme's default port.
+func TestHTTPHost(t *testing.T) {
+	cases := []struct {
+		up   Upstream
+		addr string
+		want string
+	}{
+		{Upstream{}, "10.0.0.7:8080", ""},
+		{Upstream{Host: "api.internal"}, "10.0.0.7:8080", "api.internal"},
+		{Upstream{PasswordFile: "/s", TLS: "disable"}, "10.0.0.7:8080", "10.0.0.7:8080"},
+		{Upstream{PasswordFile: "/s", TLS: "disable"}, "10.0.0.7:80", "10.0.0.7"},
+		{Upstream{PasswordFile: "/s"}, "api.internal:443", "api.internal"},
+		{Upstream{PasswordFile: "/s", ServerName: "api.example"}, "10.0.0.7:443", "api.example"},
+		{Upstream{PasswordFile: "/s", ServerName: "api.example"}, "10.0.0.7:8443", "api.example:8443"},
+		{Upstream{PasswordFile: "/s"}, "[2001:db8::7]:443", "[2001:db8::7]"},
+		{Upstream{PasswordFile: "/s", TLS: "disable"}, "[2001:db8::7]:8080", "[2001:db8::7]:8080"},
+		{Upstream{PasswordFile: "/s", Host: "pinned.internal"}, "10.0.0.7:443", "pinned.internal"},
+	}
+	for _, c := range cases {
+		if got := c.up.HTTPHost(c.addr); got != c.want {
+			t.Errorf("%+v at %s: %q, want %q", c.up, c.addr, got, c.want)
+		}
+	}
+}

@@ -225,6 +225,32 @@ func (u Upstream) HTTPTLS() string {
 	return "disable"
 }
 
+// HTTPHost is the Host header sent upstream for requests to addr (the upstream's host:port),
+// or "" when the agent's own is forwarded: host when written; with a credential, server_name,
+// else addr's host (its port unless the scheme's default), since the agent's Host would pick the
+// virtual host the credential goes to (behind a shared ingress, "Host: billing.internal" would
+// hand the token to another service); without one, the agent's.
+func (u Upstream) HTTPHost(addr string) string {
+	if u.Host != "" || u.HTTPCredentialKind() == "" {
+		return u.Host
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if u.ServerName != "" {
+		host = u.ServerName
+	}
+	tlsOn := u.HTTPTLS() != "disable"
+	if (tlsOn && port == "443") || (!tlsOn && port == "80") {
+		if strings.Contains(host, ":") {
+			return "[" + host + "]"
+		}
+		return host
+	}
+	return net.JoinHostPort(host, port)
+}
+
 // HTTPCredentialKind says how an http target's secret is sent: HTTPCredentialBasic with a user,
 // HTTPCredentialHeader with a header, else HTTPCredentialBearer; "" when it has no secret.
 func (u Upstream) HTTPCredentialKind() string {

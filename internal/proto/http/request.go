@@ -691,6 +691,30 @@ func validHost(h string) bool {
 // request's framing. The policy refuses such names when it loads.
 func ReservedCredentialHeader(name string) bool {
 	key := fieldKey(name)
-	return isHopByHop(key, nil) || key == "Accept-Encoding" || key == "Range" || key == "If-Range" ||
+	return isHopByHop(key, nil) || key == "Accept-Encoding" || key == "Accept-Charset" || key == "Range" || key == "If-Range" ||
 		isAddressHeader(key)
+}
+
+// Inspect is what the proxy makes of a request before its hook judges it, for tools that show
+// how a request would be judged (`enforcer policy explain`): the Request the hook would get
+// (headers as the hook sees them, with cr the target's credential, nil for none), or the error
+// the proxy would refuse it with. minor is the HTTP/1.minor version; the body is read as sent.
+func Inspect(method, target string, minor int, header nethttp.Header, body []byte, cr *Credential) (*Request, error) {
+	h := &requestHead{method: method, target: target, minor: minor, header: nethttp.Header{}}
+	for k, vs := range header {
+		h.header[textproto.CanonicalMIMEHeaderKey(k)] = append([]string(nil), vs...)
+	}
+	if len(body) > 0 && h.header.Get("Content-Length") == "" && h.header.Get("Transfer-Encoding") == "" {
+		h.header.Set("Content-Length", strconv.Itoa(len(body)))
+	}
+	r := &Request{}
+	if _, ref := checkHead(h, r); ref != nil {
+		return nil, ref
+	}
+	stripCredentialFields(r.Header, cr)
+	if ref := checkBodyOverrides(r.Header, body); ref != nil {
+		return nil, ref
+	}
+	r.Body = body
+	return r, nil
 }

@@ -3,13 +3,17 @@ package http
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	nethttp "net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -18,10 +22,15 @@ import (
 func (c *clientConn) roundTrip(ctx context.Context, r *Request, header nethttp.Header, m Masker, forceQuery bool) (*nethttp.Response, error) {
 	u := &c.sess.Upstream
 	stripCredentialFields(header, u.Credential)
-	if m != nil {
-		// Bodies must arrive in a form the masker reads, and whole: a masked document fetched
-		// in byte ranges could be cut in the middle of every value it hides.
+	if m != nil || u.Credential != nil {
+		// Bodies must arrive in a form the masker and the credential's filter read.
 		header.Set("Accept-Encoding", "identity")
+	}
+	if m != nil {
+		// And whole: a masked document fetched in byte ranges could be cut in the middle of
+		// every value it hides, and one the agent had transcoded (Accept-Charset: utf-16)
+		// would hide every value from the detectors.
+		header.Set("Accept-Charset", "utf-8")
 		header.Del("Range")
 		header.Del("If-Range")
 	}
@@ -63,6 +72,18 @@ func (x *exchange) respond(ctx context.Context, resp *nethttp.Response, m Masker
 		// The proxy and the client must read the body as the same type.
 		h["Content-Type"] = ct[:1]
 	}
+	forms := credentialForms(x.c.sess.Upstream.Credential)
+	if redactHeaderEchoes(h, forms) {
+		x.ex.Masked = true
+		x.c.log.Warn("the service echoed the credential in a response field; it was overwritten")
+	}
+	if m != nil {
+		changed, err := maskHeader(m, h)
+		if err != nil {
+			return x.withhold(fmt.Errorf("mask response header: %w", err), "the service's response header could not be masked, so the response is withheld")
+		}
+		x.ex.Masked = x.ex.Masked || changed
+	}
 	x.ex.ContentType = h.Get("Content-Type")
 	kind := classify(x.ex.ContentType)
 	status := resp.StatusCode
@@ -82,44 +103,93 @@ func (x *exchange) respond(ctx context.Context, resp *nethttp.Response, m Masker
 		return x.kept(), nil
 	}
 
-	if kind == bodyBinary {
-		x.ex.Binary = true
-		return x.stream(ctx, resp.Body, h, status, resp.ContentLength, recordNone)
-	}
 	if m == nil {
-		record := recordAll
-		if kind == bodySniff {
-			record = recordIfText
+		body, length := io.Reader(resp.Body), resp.ContentLength
+		if forms != nil && gzipOnly(contentCodings(h)) {
+			// The credential's filter must see what the client will read: a service that
+			// compresses although asked not to is decoded. Other codings pass as they are.
+			src, _, err := decodeForMasking(body, h)
+			if err != nil {
+				x.ex.Err = err
+				return x.badGateway(nethttp.StatusBadGateway, "the service's gzip response is corrupt")
+			}
+			body, length = src, -1
 		}
-		return x.stream(ctx, resp.Body, h, status, resp.ContentLength, record)
+		switch kind {
+		case bodyBinary:
+			x.ex.Binary = true
+			return x.stream(ctx, body, h, status, length, recordNone, forms)
+		case bodySniff:
+			return x.stream(ctx, body, h, status, length, recordIfText, forms)
+		}
+		return x.stream(ctx, body, h, status, length, recordAll, forms)
 	}
+	return x.respondMasked(ctx, resp.Body, h, status, resp.ContentLength, kind, m, forms)
+}
 
-	src, decoded, err := decodeForMasking(resp.Body, h)
-	if err != nil {
-		x.ex.Err = err
-		return x.badGateway(nethttp.StatusBadGateway, "the service's response is encoded in a way the enforcer cannot mask")
+// respondMasked passes a body masked, as media that cannot hold text, or not at all. What the
+// masker cannot read (archives, serialised data, compression it does not decode, charsets whose
+// bytes hide ASCII, text with binary bytes in it) is withheld: the agent could ask the service
+// for its data in any of these forms.
+func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker, forms [][]byte) (ending, error) {
+	if codings := contentCodings(h); kind == bodyBinary && len(codings) > 0 && !gzipOnly(codings) {
+		// Media in a coding the proxy does not decode: its bytes cannot be looked into.
+		x.ex.Binary = true
+		return x.stream(ctx, body, h, status, length, recordNone, forms)
 	}
-	length := resp.ContentLength
+	src, decoded, err := decodeForMasking(body, h)
+	if err != nil {
+		return x.withhold(err, "the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
+	}
 	if decoded {
 		length = -1
 	}
-	if kind == bodySniff {
+	if kind == bodyBinary || kind == bodySniff {
 		sb := bufio.NewReaderSize(src, 512)
 		peek, err := sb.Peek(512)
 		if err != nil && err != io.EOF {
 			return x.upstreamBroke(ctx, err)
 		}
 		src = sb
-		if !looksText(peek) {
+		sniffed := nethttp.DetectContentType(peek)
+		switch {
+		case looksText(peek):
+			// Text, whatever its label says: the agent can read it as text.
+			kind = bodyText
+		case kind == bodyBinary || passesUnmasked(sniffed):
 			x.ex.Binary = true
-			return x.stream(ctx, src, h, status, length, recordNone)
+			return x.stream(ctx, src, h, status, length, recordNone, forms)
+		default:
+			mt, _, _ := strings.Cut(sniffed, ";")
+			return x.withhold(fmt.Errorf("response body of type %s is %s data, which cannot be masked", quote(x.ex.ContentType), mt),
+				"the service's response is binary data ("+mt+") the enforcer cannot mask, so it is withheld")
 		}
-		kind = bodyText
+	}
+	if cs, ok := maskableCharset(x.ex.ContentType); !ok {
+		return x.withhold(fmt.Errorf("response charset %s cannot be masked", quote(cs)),
+			"the service's response is in a character set the enforcer cannot mask, so it is withheld")
 	}
 	if kind == bodyEvents || kind == bodyJSONLines {
-		return x.streamLines(ctx, src, h, status, kind, m)
+		return x.streamLines(ctx, src, h, status, kind, m, forms)
 	}
-	return x.buffered(ctx, src, h, status, length, kind, m)
+	return x.buffered(ctx, src, h, status, length, kind, m, forms)
+}
+
+// withholdHint is what to do about a response withheld because it cannot be masked: trying
+// again would get the same.
+const withholdHint = "ask the service for JSON or text in UTF-8 (uncompressed or gzip); to receive other data unmasked, " +
+	"the enforcer's administrator must exempt this target or your group from masking"
+
+// withhold answers with a 502 instead of a response that cannot be masked, of which nothing was
+// sent: the connection stays usable.
+func (x *exchange) withhold(err error, msg string) (ending, error) {
+	x.ex.Err = err
+	x.c.log.Warn("response withheld: it cannot be masked", "err", err)
+	if werr := x.writeJSONError(x.c.bw, x.ex, nethttp.StatusBadGateway, msg, withholdHint, nil); werr != nil {
+		x.ex.Err = errors.Join(err, fmt.Errorf("write error response: %w", werr))
+		return resetConn, x.ex.Err
+	}
+	return x.kept(), nil
 }
 
 // upstreamBroke ends an exchange whose response body failed before anything of it was sent.
@@ -147,10 +217,10 @@ const (
 	recordIfText           // the first read decides (Exchange.Binary)
 )
 
-// stream passes a body as it arrives, unmasked.
-func (x *exchange) stream(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, record recording) (ending, error) {
+// stream passes a body as it arrives, unmasked (but for the credential, see startBody).
+func (x *exchange) stream(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, record recording, forms [][]byte) (ending, error) {
 	c := x.c
-	bw := x.startBody(h, status, length, record == recordAll)
+	bw := x.startBody(h, status, length, record == recordAll, forms)
 	if bw == nil {
 		return resetConn, x.ex.Err
 	}
@@ -185,7 +255,7 @@ func (x *exchange) stream(ctx context.Context, src io.Reader, h nethttp.Header, 
 
 // buffered reads a whole body (up to MaxMaskedBody), masks it and sends it with its length.
 // Nothing of it is sent when it is too large, breaks off or cannot be masked.
-func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker) (ending, error) {
+func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker, forms [][]byte) (ending, error) {
 	c := x.c
 	limit := c.lim.maxMaskedBody
 	if length > limit {
@@ -193,6 +263,9 @@ func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header
 		return x.badGateway(nethttp.StatusBadGateway, "the service's response is too large to mask")
 	}
 	data, err := io.ReadAll(io.LimitReader(src, limit+1))
+	if err != nil && corruptCoding(err) {
+		return x.withhold(fmt.Errorf("gzip response body: %w", err), "the service's gzip response is corrupt, so it cannot be masked and is withheld")
+	}
 	if err != nil {
 		return x.upstreamBroke(ctx, err)
 	}
@@ -201,6 +274,9 @@ func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header
 		return x.badGateway(nethttp.StatusBadGateway, "the service's response is too large to mask")
 	}
 	out, changed, err := maskDocument(m, kind, data, c.maskBuf[:0])
+	if errors.Is(err, errNotText) {
+		return x.withhold(fmt.Errorf("mask response body: %w", err), "the service's response holds binary data the enforcer cannot mask, so it is withheld")
+	}
 	if err != nil {
 		x.ex.Err = fmt.Errorf("mask response body: %w", err)
 		c.log.Warn("masking failed, response withheld", "err", err)
@@ -211,7 +287,7 @@ func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header
 		dropDigests(h)
 		c.maskBuf = out[:0]
 	}
-	bw := x.startBody(h, status, int64(len(out)), true)
+	bw := x.startBody(h, status, int64(len(out)), true, forms)
 	if bw == nil {
 		return resetConn, x.ex.Err
 	}
@@ -221,10 +297,10 @@ func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header
 
 // streamLines passes an event stream or JSON lines, each line masked as it completes and sent
 // as soon as the upstream has nothing more buffered: streaming stays streaming.
-func (x *exchange) streamLines(ctx context.Context, src io.Reader, h nethttp.Header, status int, kind bodyKind, m Masker) (ending, error) {
+func (x *exchange) streamLines(ctx context.Context, src io.Reader, h nethttp.Header, status int, kind bodyKind, m Masker, forms [][]byte) (ending, error) {
 	c := x.c
 	dropDigests(h)
-	bw := x.startBody(h, status, -1, true)
+	bw := x.startBody(h, status, -1, true, forms)
 	if bw == nil {
 		return resetConn, x.ex.Err
 	}
@@ -239,6 +315,11 @@ func (x *exchange) streamLines(ctx context.Context, src io.Reader, h nethttp.Hea
 		}
 		if rerr == bufio.ErrBufferFull {
 			continue
+		}
+		if rerr != nil && rerr != io.EOF {
+			// A line broken off is not masked and sent as if it were whole: a value cut in two
+			// is one the detectors cannot find.
+			return x.cut(x.readFailure(ctx, rerr))
 		}
 		if len(line) > 0 {
 			content, end := splitLineEnd(line)
@@ -258,9 +339,6 @@ func (x *exchange) streamLines(ctx context.Context, src io.Reader, h nethttp.Hea
 		if rerr == io.EOF {
 			return x.endBody(bw)
 		}
-		if rerr != nil {
-			return x.cut(x.readFailure(ctx, rerr))
-		}
 		if lr.Buffered() == 0 {
 			if err := bw.flush(); err != nil {
 				return x.cut(fmt.Errorf("write response body: %w", err))
@@ -278,9 +356,9 @@ func (x *exchange) readFailure(ctx context.Context, err error) error {
 	return fmt.Errorf("upstream body: %w", err)
 }
 
-// startBody writes the response head and returns the body's writer; nil (with Err set) when the
-// client cannot be written to.
-func (x *exchange) startBody(h nethttp.Header, status int, length int64, capture bool) *bodyWriter {
+// startBody writes the response head and returns the body's writer, which overwrites forms (the
+// credential's) wherever the body has them; nil (with Err set) when the client cannot be written to.
+func (x *exchange) startBody(h nethttp.Header, status int, length int64, capture bool, forms [][]byte) *bodyWriter {
 	chunked := x.frame(h, status, length)
 	writeHead(x.c.bw, x.minor, status, h)
 	if err := x.c.bw.Flush(); err != nil {
@@ -289,6 +367,9 @@ func (x *exchange) startBody(h nethttp.Header, status int, length int64, capture
 	}
 	x.ex.Status = status
 	bw := &bodyWriter{bw: x.c.bw, chunked: chunked}
+	if forms != nil {
+		bw.echo = &echoFilter{forms: forms}
+	}
 	if capture {
 		bw.recordLimit = x.c.lim.recordBody
 	}
@@ -298,6 +379,10 @@ func (x *exchange) startBody(h nethttp.Header, status int, length int64, capture
 // endBody finishes a body and records what was sent of it.
 func (x *exchange) endBody(bw *bodyWriter) (ending, error) {
 	err := bw.finish()
+	if bw.echo != nil && bw.echo.found {
+		x.ex.Masked = true
+		x.c.log.Warn("the service echoed the credential in a response body; it was overwritten")
+	}
 	x.ex.Body, x.ex.BodyBytes = bw.record, bw.written
 	x.ex.Truncated = bw.written > int64(len(bw.record))
 	if err != nil {
@@ -307,10 +392,12 @@ func (x *exchange) endBody(bw *bodyWriter) (ending, error) {
 }
 
 // bodyWriter frames one response body (chunked or not) and keeps its start for the record.
-// Writes are batched: a chunk goes out when flush is called or 32 KiB are pending.
+// Writes are batched: a chunk goes out when flush is called or 32 KiB are pending. With echo set,
+// the credential is overwritten wherever the body carries it.
 type bodyWriter struct {
 	bw          *bufio.Writer
 	chunked     bool
+	echo        *echoFilter
 	pending     []byte
 	record      []byte
 	recordLimit int
@@ -320,6 +407,13 @@ type bodyWriter struct {
 const maxChunk = 32 << 10
 
 func (b *bodyWriter) Write(p []byte) {
+	if b.echo != nil {
+		p = b.echo.filter(p)
+	}
+	b.write(p)
+}
+
+func (b *bodyWriter) write(p []byte) {
 	if len(p) == 0 {
 		return
 	}
@@ -361,12 +455,147 @@ func (b *bodyWriter) flush() error {
 
 // finish ends the body (the last chunk, when chunked) and sends it.
 func (b *bodyWriter) finish() error {
+	if b.echo != nil {
+		b.write(b.echo.rest()) // the start of a form that never completed is no form
+	}
 	b.writeChunk(b.pending)
 	b.pending = b.pending[:0]
 	if b.chunked {
 		b.bw.WriteString("0\r\n\r\n")
 	}
 	return b.bw.Flush()
+}
+
+// minEchoLen is the shortest part of a credential looked for in responses: a shorter one (a
+// 4-letter password) would overwrite ordinary text, and protects nothing anyway.
+const minEchoLen = 8
+
+// credentialForms are the byte strings in which a service could echo the credential back: the
+// header's value, the secret after its scheme (Bearer …), a Basic credential's user:password and
+// password, each as it is, JSON-escaped (with and without "\/") and URL-escaped. Longest first,
+// so the longest echo is overwritten whole. nil when there is no credential.
+func credentialForms(cr *Credential) [][]byte {
+	if cr == nil || cr.Value == "" {
+		return nil
+	}
+	parts := []string{cr.Value}
+	if scheme, secret, ok := strings.Cut(cr.Value, " "); ok && validToken(scheme) {
+		secret = strings.TrimSpace(secret)
+		parts = append(parts, secret)
+		if strings.EqualFold(scheme, "Basic") {
+			if userPass, err := base64.StdEncoding.DecodeString(secret); err == nil {
+				_, password, _ := strings.Cut(string(userPass), ":")
+				parts = append(parts, string(userPass), password)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	var forms [][]byte
+	for _, part := range parts {
+		if len(part) < minEchoLen {
+			continue
+		}
+		quoted := jsonString([]byte(part))
+		escaped := string(quoted[1 : len(quoted)-1])
+		htmlEscaped, _ := json.Marshal(part)
+		for _, form := range []string{part, escaped, string(htmlEscaped[1 : len(htmlEscaped)-1]),
+			strings.ReplaceAll(escaped, "/", `\/`), url.QueryEscape(part), url.PathEscape(part)} {
+			if !seen[form] {
+				seen[form] = true
+				forms = append(forms, []byte(form))
+			}
+		}
+	}
+	slices.SortFunc(forms, func(a, b []byte) int { return len(b) - len(a) })
+	return forms
+}
+
+// redactEchoes overwrites, in place, every form of the credential in b with as many '*': the
+// length stays, so a body framed by its Content-Length still is. It reports whether it found one.
+func redactEchoes(b []byte, forms [][]byte) bool {
+	found := false
+	for _, form := range forms {
+		for from := 0; ; {
+			i := bytes.Index(b[from:], form)
+			if i < 0 {
+				break
+			}
+			found = true
+			for j := from + i; j < from+i+len(form); j++ {
+				b[j] = '*'
+			}
+			from += i + len(form)
+		}
+	}
+	return found
+}
+
+// redactHeaderEchoes overwrites the credential in h's field values; a field named with it is
+// dropped. It reports whether it found one.
+func redactHeaderEchoes(h nethttp.Header, forms [][]byte) bool {
+	if forms == nil {
+		return false
+	}
+	found := false
+	for k, vv := range h {
+		if redactEchoes([]byte(k), forms) {
+			delete(h, k)
+			found = true
+			continue
+		}
+		var redacted []string
+		for i, v := range vv {
+			b := []byte(v)
+			if !redactEchoes(b, forms) {
+				continue
+			}
+			if redacted == nil {
+				redacted = slices.Clone(vv) // vv is the upstream's own slice
+			}
+			redacted[i] = string(b)
+		}
+		if redacted != nil {
+			h[k] = redacted
+			found = true
+		}
+	}
+	return found
+}
+
+// echoFilter overwrites the credential in a body that goes out in pieces: the end of a piece that
+// could be the start of a form is held back until the next piece says whether it is one.
+type echoFilter struct {
+	forms [][]byte
+	buf   []byte
+	tail  []byte
+	found bool
+}
+
+// filter returns what may be sent now of the body's next bytes p; the result is valid until the
+// next call.
+func (f *echoFilter) filter(p []byte) []byte {
+	f.buf = append(append(f.buf[:0], f.tail...), p...)
+	if redactEchoes(f.buf, f.forms) {
+		f.found = true
+	}
+	keep := 0
+	for _, form := range f.forms {
+		for k := min(len(form)-1, len(f.buf)); k > keep; k-- {
+			if bytes.Equal(f.buf[len(f.buf)-k:], form[:k]) {
+				keep = k
+				break
+			}
+		}
+	}
+	f.tail = append(f.tail[:0], f.buf[len(f.buf)-keep:]...)
+	return f.buf[:len(f.buf)-keep]
+}
+
+// rest is what filter held back, at the end of the body.
+func (f *echoFilter) rest() []byte {
+	tail := f.tail
+	f.tail = nil
+	return tail
 }
 
 // responseHeader is a copy of the upstream's fields without the hop-by-hop ones and the
@@ -390,9 +619,53 @@ func dropDigests(h nethttp.Header) {
 	}
 }
 
-// decodeForMasking returns the body to mask: as it came, or gunzipped (the header then loses its
-// Content-Encoding); any other coding cannot be masked.
-func decodeForMasking(body io.Reader, h nethttp.Header) (io.Reader, bool, error) {
+// maskHeader masks the values of a response's fields, each with its name as the detectors'
+// context: a Location, a Content-Disposition, a Link, a cookie or a field of the service's own
+// can carry what its body would be masked for. A field whose name holds a finding is dropped.
+func maskHeader(m Masker, h nethttp.Header) (changed bool, err error) {
+	for k, vv := range h {
+		_, nameChanged, err := m.MaskText([]byte(k), nil)
+		if err != nil {
+			return false, err
+		}
+		if nameChanged {
+			delete(h, k)
+			changed = true
+			continue
+		}
+		var masked []string
+		for i, v := range vv {
+			prefix := k + ": "
+			out, valueChanged, err := m.MaskText([]byte(prefix+v), nil)
+			if err != nil {
+				return false, err
+			}
+			if !valueChanged {
+				continue
+			}
+			if masked == nil {
+				masked = slices.Clone(vv) // vv is the upstream's own slice
+			}
+			if value, ok := bytes.CutPrefix(out, []byte(prefix)); ok {
+				masked[i] = string(value)
+			} else {
+				masked[i] = redactedField
+			}
+		}
+		if masked != nil {
+			h[k] = masked
+			changed = true
+		}
+	}
+	return changed, nil
+}
+
+// redactedField replaces a field value whose finding the masker could not keep apart from the
+// field's name.
+const redactedField = "[REDACTED]"
+
+// contentCodings lists a body's content codings, lower case, without identity.
+func contentCodings(h nethttp.Header) []string {
 	var codings []string
 	for _, v := range h["Content-Encoding"] {
 		for tok := range strings.SplitSeq(v, ",") {
@@ -401,11 +674,30 @@ func decodeForMasking(body io.Reader, h nethttp.Header) (io.Reader, bool, error)
 			}
 		}
 	}
+	return codings
+}
+
+// gzipOnly says whether codings are the one coding the proxy decodes.
+func gzipOnly(codings []string) bool {
+	return len(codings) == 1 && (codings[0] == "gzip" || codings[0] == "x-gzip")
+}
+
+// corruptCoding says whether err is a gzip body's content being wrong (trailing garbage, a bad
+// checksum, broken deflate data), not the connection failing.
+func corruptCoding(err error) bool {
+	var corrupt flate.CorruptInputError
+	return errors.Is(err, gzip.ErrHeader) || errors.Is(err, gzip.ErrChecksum) || errors.As(err, &corrupt)
+}
+
+// decodeForMasking returns the body to mask: as it came, or gunzipped (the header then loses its
+// Content-Encoding); any other coding cannot be masked.
+func decodeForMasking(body io.Reader, h nethttp.Header) (io.Reader, bool, error) {
+	codings := contentCodings(h)
 	switch {
 	case len(codings) == 0:
 		h.Del("Content-Encoding")
 		return body, false, nil
-	case len(codings) == 1 && (codings[0] == "gzip" || codings[0] == "x-gzip"):
+	case gzipOnly(codings):
 		zr, err := gzip.NewReader(body)
 		if err == io.EOF {
 			zr, body = nil, bytes.NewReader(nil) // an empty body labelled gzip
@@ -430,8 +722,8 @@ const (
 	bodyJSON                      // buffered, MaskJSON (MaskText when it is not JSON)
 	bodyEvents                    // text/event-stream, line by line
 	bodyJSONLines                 // newline-delimited JSON, line by line
-	bodySniff                     // text or binary by its first 512 bytes
-	bodyBinary                    // passed unmasked
+	bodySniff                     // text, media or withheld by its first 512 bytes
+	bodyBinary                    // media: passed unmasked unless its bytes are text
 )
 
 var jsonLinesTypes = map[string]bool{
@@ -466,32 +758,41 @@ var textTypes = map[string]bool{
 	"application/x-sh":                  true,
 }
 
-var binaryTypes = map[string]bool{
-	"application/pdf":                 true,
-	"application/zip":                 true,
-	"application/gzip":                true,
-	"application/x-gzip":              true,
-	"application/x-tar":               true,
-	"application/wasm":                true,
-	"application/protobuf":            true,
-	"application/x-protobuf":          true,
-	"application/vnd.google.protobuf": true,
-	"application/x-bzip2":             true,
-	"application/x-xz":                true,
-	"application/zstd":                true,
-	"application/x-7z-compressed":     true,
+// mediaTypes, with the image, audio, video and font families, are the binary types that pass
+// unmasked: their bytes are pixels, samples, glyphs or page descriptions, not records. Every other
+// binary type (archives, compressed files, protobuf, gRPC, MessagePack, spreadsheets…) is data
+// the agent could ask for instead of JSON, and is withheld when the connection masks.
+var mediaTypes = map[string]bool{
+	"application/pdf":               true,
+	"application/postscript":        true,
+	"application/ogg":               true,
+	"application/vnd.ms-fontobject": true,
+	"application/font-woff":         true,
+	"application/font-sfnt":         true,
+	"application/x-font-ttf":        true,
+	"application/x-font-otf":        true,
 }
 
-// classify says how a body of this Content-Type is masked. Suffixes come before the binary
+// passesUnmasked says whether a binary body of this media type passes unmasked.
+func passesUnmasked(contentType string) bool {
+	mt, _, _ := strings.Cut(contentType, ";")
+	mt = strings.ToLower(strings.TrimSpace(mt))
+	family, _, _ := strings.Cut(mt, "/")
+	switch family {
+	case "image", "audio", "video", "font":
+		return true
+	}
+	return mediaTypes[mt]
+}
+
+// classify says how a body of this Content-Type is masked. Suffixes come before the media
 // families: image/svg+xml is text.
 func classify(contentType string) bodyKind {
 	mt, _, _ := strings.Cut(contentType, ";")
 	mt = strings.ToLower(strings.TrimSpace(mt))
 	switch {
 	case mt == "":
-		return bodyText
-	case strings.HasPrefix(mt, "application/grpc"):
-		return bodyBinary
+		return bodySniff // what it is, its bytes say
 	case mt == "text/event-stream":
 		return bodyEvents
 	case jsonLinesTypes[mt]:
@@ -500,15 +801,49 @@ func classify(contentType string) bodyKind {
 		return bodyJSON
 	case strings.HasPrefix(mt, "text/") || strings.HasSuffix(mt, "+xml") || textTypes[mt]:
 		return bodyText
-	case binaryTypes[mt]:
-		return bodyBinary
-	}
-	family, _, _ := strings.Cut(mt, "/")
-	switch family {
-	case "image", "audio", "video", "font":
+	case passesUnmasked(mt):
 		return bodyBinary
 	}
 	return bodySniff
+}
+
+// maskableCharset says whether text in the Content-Type's charset can be masked: the detectors
+// read ASCII, so only charsets in which every ASCII character is its ASCII byte, and no other
+// character has a byte below 0x80, are (UTF-8, ASCII, the ISO 8859 and Windows single-byte sets,
+// KOI8, EUC). In UTF-16, UTF-7, EBCDIC, Shift JIS or ISO-2022 a card number or an address is
+// bytes no detector sees. It returns the charset that is not.
+func maskableCharset(contentType string) (string, bool) {
+	_, params, _ := strings.Cut(contentType, ";")
+	for param := range strings.SplitSeq(params, ";") {
+		name, value, _ := strings.Cut(param, "=")
+		if !strings.EqualFold(strings.TrimSpace(name), "charset") {
+			continue
+		}
+		cs := strings.ToLower(strings.Trim(strings.TrimSpace(value), `"'`))
+		if !asciiSafeCharset(cs) {
+			return cs, false
+		}
+	}
+	return "", true
+}
+
+func asciiSafeCharset(cs string) bool {
+	switch cs {
+	case "utf-8", "utf8", "unicode-1-1-utf-8", "us-ascii", "ascii", "iso646-us", "latin1", "l1",
+		"koi8-r", "koi8-u", "euc-jp", "euc-kr":
+		return true
+	}
+	for _, prefix := range []string{"iso-8859-", "iso8859-", "iso_8859-", "windows-125", "cp125"} {
+		if rest, ok := strings.CutPrefix(cs, prefix); ok && rest != "" && len(rest) <= 2 {
+			for i := 0; i < len(rest); i++ {
+				if rest[i] < '0' || rest[i] > '9' {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	return false
 }
 
 // looksText says whether a body whose type does not say looks like text (and is masked as such).
@@ -516,27 +851,78 @@ func looksText(peek []byte) bool {
 	return strings.HasPrefix(nethttp.DetectContentType(peek), "text/")
 }
 
+// errNotText is text to be masked that holds binary bytes: UTF-16 or UTF-32 (whose ASCII
+// characters come with NULs between them), compressed or serialised data under a text label.
+// The detectors would see nothing in it, so it does not pass.
+var errNotText = errors.New("binary data where text was expected")
+
+// binaryBytes are the bytes no text holds (as the WHATWG sniffing algorithm counts them): NUL,
+// controls other than tab, line feed, form feed, carriage return and escape.
+var binaryBytes = func() (set [256]bool) {
+	for c := 0; c < 0x20; c++ {
+		set[c] = true
+	}
+	for _, c := range []byte{'\t', '\n', '\f', '\r', 0x1b} {
+		set[c] = false
+	}
+	return set
+}()
+
+// maskText masks text, refusing text with binary bytes in it.
+func maskText(m Masker, in, dst []byte) ([]byte, bool, error) {
+	for i, c := range in {
+		if binaryBytes[c] {
+			return nil, false, fmt.Errorf("%w: byte 0x%02x at offset %d", errNotText, c, i)
+		}
+	}
+	return m.MaskText(in, dst)
+}
+
+// maskJSON masks a valid JSON document, keys and values (Masker.MaskJSON masks both).
+func maskJSON(m Masker, in, dst []byte) ([]byte, bool, error) {
+	return m.MaskJSON(in, dst)
+}
+
+// jsonString is s as a JSON string, without the HTML escaping of json.Marshal.
+func jsonString(s []byte) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(string(s)) // a string always encodes
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
 // maskDocument masks a whole body of the given kind. A body labelled JSON that is not JSON is
 // masked as text, never passed as it is.
 func maskDocument(m Masker, kind bodyKind, in, dst []byte) ([]byte, bool, error) {
 	if kind == bodyJSON && json.Valid(in) {
-		return m.MaskJSON(in, dst)
+		return maskJSON(m, in, dst)
 	}
-	return m.MaskText(in, dst)
+	return maskText(m, in, dst)
 }
+
+// jsonSeqSeparator opens each record of application/json-seq (RFC 7464).
+const jsonSeqSeparator = 0x1e
 
 // maskLine masks one line (without its end) of an event stream or of JSON lines. An event's
 // data that is JSON is masked as JSON, so that key names give the detectors their context.
 func maskLine(m Masker, kind bodyKind, line, dst []byte) ([]byte, bool, error) {
 	switch kind {
 	case bodyJSONLines:
+		if record, ok := bytes.CutPrefix(line, []byte{jsonSeqSeparator}); ok && json.Valid(record) {
+			out, changed, err := maskJSON(m, record, nil)
+			if err != nil || !changed {
+				return line, false, err
+			}
+			return append(append(dst, jsonSeqSeparator), out...), true, nil
+		}
 		return maskDocument(m, bodyJSON, line, dst)
 	case bodyEvents:
 		if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
 			data = bytes.TrimPrefix(data, []byte(" "))
 			if json.Valid(data) {
 				prefix := line[:len(line)-len(data)]
-				out, changed, err := m.MaskJSON(data, nil)
+				out, changed, err := maskJSON(m, data, nil)
 				if err != nil || !changed {
 					return line, false, err
 				}
@@ -544,7 +930,41 @@ func maskLine(m Masker, kind bodyKind, line, dst []byte) ([]byte, bool, error) {
 			}
 		}
 	}
-	return m.MaskText(line, dst)
+	return maskText(m, line, dst)
+}
+
+// MaskBody masks a whole body of the given Content-Type as responses are masked: JSON value by
+// value and key by key, JSON lines and event streams line by line, anything else as text. A body
+// the masker cannot read (a charset in which ASCII is not ASCII, binary bytes such as UTF-16's
+// NULs) is an error: nothing of it may be shown. It is for what people see of a request (records,
+// reviewers); the body forwarded is never changed.
+func MaskBody(m Masker, contentType string, body []byte) ([]byte, bool, error) {
+	if cs, ok := maskableCharset(contentType); !ok {
+		return nil, false, fmt.Errorf("charset %s cannot be masked", quote(cs))
+	}
+	kind := classify(contentType)
+	if kind != bodyEvents && kind != bodyJSONLines {
+		return maskDocument(m, kind, body, nil)
+	}
+	var out []byte
+	changed := false
+	for rest := body; len(rest) > 0; {
+		line, after, found := bytes.Cut(rest, []byte("\n"))
+		masked, lineChanged, err := maskLine(m, kind, line, nil) // a CR before the LF is JSON's and text's whitespace
+		if err != nil {
+			return nil, false, err
+		}
+		changed = changed || lineChanged
+		out = append(out, masked...)
+		if found {
+			out = append(out, '\n')
+		}
+		rest = after
+	}
+	if !changed {
+		return body, false, nil
+	}
+	return out, true, nil
 }
 
 // splitLineEnd splits a line into its content and its ending ("\n", "\r\n" or none at EOF).

@@ -21,10 +21,15 @@
 //
 // # What reaches the agent
 //
-// Responses are masked by type: JSON and text bodies are buffered (bounded) and masked whole,
-// event streams and JSON lines line by line as they arrive, binary types pass unchanged. A body
-// that cannot be masked does not pass: before anything of it is sent the client gets a 502,
-// afterwards the connection is reset, so a cut body is never taken for a whole one.
+// Responses are masked by type: JSON (keys and values) and text bodies are buffered (bounded)
+// and masked whole, event streams and JSON lines line by line as they arrive, and header values
+// with their names as context. Images, audio, video, fonts and PDF pass unchanged when their
+// bytes are what their type says. A body that cannot be masked does not pass: archives,
+// protobuf and other binary data, text in a character set that hides ASCII (UTF-16, UTF-7,
+// EBCDIC), an encoding other than gzip. Before anything of it is sent the client gets a 502,
+// afterwards the connection is reset, so a cut body is never taken for a whole one. With a
+// Credential, every form of its secret the service echoes (a debug endpoint, an error quoting
+// the request) is overwritten in every response, masked or not.
 package http
 
 import (
@@ -117,7 +122,8 @@ type Exchange struct {
 	Err       error // upstream, masking or client failure (nil when the response was complete)
 }
 
-// Masker masks response bodies. *mask.Plan (internal/mask) implements it. Both methods return
+// Masker masks response bodies. *mask.Plan (internal/mask) implements it; MaskJSON masks
+// object keys as well as values (an API may index records by e-mail). Both methods return
 // in itself, unchanged, when nothing is found, and otherwise dst with the masked text appended;
 // an error means the input must not be passed on.
 type Masker interface {

@@ -53,7 +53,9 @@ type ConnInfo struct {
 	Argv     []string // the process's arguments, for the record and reviewers
 	Exe      string
 	Cgroup   string
-	Upstream string // the server's address, for the record
+	// Upstream is the server's address, for the record; it is also the Host a request without
+	// one (HTTP/1.0) reaches the server with when Host is "" (net/http's Transport sends it).
+	Upstream string
 	// User is the upstream account the credential logs in as (HTTP Basic), for the approval's
 	// binding and the record; "" when the credential names none.
 	User string
@@ -182,7 +184,7 @@ func (g *Guard) Request(ctx context.Context, r *httpproto.Request) httpproto.Ver
 		return unavailable(g.recErr)
 	}
 	pol := g.sh.Policy()
-	d := pol.Rules.DecideHTTP(g.conn, RuleRequest(r, g.info.Host))
+	d := pol.Rules.DecideHTTP(g.conn, RuleRequest(r, g.sentHost(r)))
 	g.count(d)
 	rule := ""
 	if d.Rule != nil {
@@ -244,6 +246,16 @@ func RuleRequest(r *httpproto.Request, sentHost string) rules.HTTP {
 		p = d
 	}
 	return rules.HTTP{Method: r.Method, Path: p, Query: r.RawQuery, Host: cmp.Or(sentHost, r.Host), Headers: h}
+}
+
+// sentHost is the Host the server gets for r in place of r's own, for RuleRequest: the one the
+// proxy pins, or for a request without Host whose own would be forwarded, the upstream's
+// address, which the Transport sends then; "" when r's own Host is sent.
+func (g *Guard) sentHost(r *httpproto.Request) string {
+	if g.info.Host == "" && r.Host == "" {
+		return g.info.Upstream
+	}
+	return g.info.Host
 }
 
 func (g *Guard) count(d rules.HTTPDecision) {

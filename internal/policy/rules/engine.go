@@ -348,8 +348,10 @@ func neverEqual(checked *cel.Ast) string {
 		if n.Kind() == celast.SelectKind {
 			// http.headers.X, has(http.headers.X): a map key read as a field.
 			sel := n.AsSelect()
-			if key := sel.FieldName(); fieldName(sel.Operand()) == "http.headers" && strings.ToLower(key) != key {
-				return headerKeyMessage(key)
+			if fieldName(sel.Operand()) == "http.headers" {
+				if msg := headerKeyProblem(sel.FieldName()); msg != "" {
+					return msg
+				}
 			}
 			continue
 		}
@@ -367,6 +369,13 @@ func neverEqual(checked *cel.Ast) string {
 						}
 					}
 				}
+				if name == "http.path" {
+					for _, lit := range stringLiterals(args[0]) {
+						if msg := pathLiteralProblem("never "+call.FunctionName(), lit); msg != "" {
+							return msg
+						}
+					}
+				}
 			}
 			continue
 		}
@@ -381,8 +390,8 @@ func neverEqual(checked *cel.Ast) string {
 				continue
 			}
 			for _, key := range stringLiterals(args[1]) {
-				if strings.ToLower(key) != key {
-					return headerKeyMessage(key)
+				if msg := headerKeyProblem(key); msg != "" {
+					return msg
 				}
 			}
 			continue
@@ -393,18 +402,31 @@ func neverEqual(checked *cel.Ast) string {
 		// "X" in sql.kinds, "X" in http.headers.
 		for _, p := range [][2]celast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
 			name := fieldName(p[0])
+			if name == "http.path" {
+				for _, lit := range stringLiterals(p[1]) {
+					if msg := pathLiteralProblem("is never", lit); msg != "" {
+						return msg
+					}
+				}
+				continue
+			}
+			if name == "http.headers" {
+				// "x-force" in http.headers
+				for _, lit := range stringLiterals(p[1]) {
+					if msg := headerKeyProblem(lit); msg != "" {
+						return msg
+					}
+				}
+				continue
+			}
 			norm := spelling[name]
 			if norm == nil {
 				continue
 			}
 			for _, lit := range stringLiterals(p[1]) {
-				if norm(lit) == lit {
-					continue
+				if norm(lit) != lit {
+					return fmt.Sprintf("%s is never %q: its values are spelt %q", name, lit, norm(lit))
 				}
-				if name == "http.headers" {
-					return headerKeyMessage(lit)
-				}
-				return fmt.Sprintf("%s is never %q: its values are spelt %q", name, lit, norm(lit))
 			}
 		}
 	}
@@ -437,8 +459,8 @@ func headerKeyComprehension(c celast.ComprehensionExpr) string {
 				continue
 			}
 			for _, key := range stringLiterals(p[1]) {
-				if strings.ToLower(key) != key {
-					return headerKeyMessage(key)
+				if msg := headerKeyProblem(key); msg != "" {
+					return msg
 				}
 			}
 		}
@@ -446,8 +468,31 @@ func headerKeyComprehension(c celast.ComprehensionExpr) string {
 	return ""
 }
 
-func headerKeyMessage(key string) string {
-	return fmt.Sprintf("http.headers has no key %q: header names are lower case (%q)", key, strings.ToLower(key))
+// headerKeyProblem says why a rule cannot name a header key so, or "": names are lower case,
+// and a name with '_' is judged as spelt with '-' too (see DecideHTTP), so a rule naming it with
+// '_' could block it but never allow it.
+func headerKeyProblem(key string) string {
+	switch {
+	case strings.ToLower(key) != key:
+		return fmt.Sprintf("http.headers has no key %q: header names are lower case (%q)", key, strings.ToLower(key))
+	case strings.Contains(key, "_"):
+		return fmt.Sprintf("http.headers key %q: write it %q (servers differ on '_' in header names, so a name with '_' is judged both as sent and with '-', and the stricter verdict wins)",
+			key, strings.ReplaceAll(key, "_", "-"))
+	}
+	return ""
+}
+
+// pathLiteralProblem says why http.path compared with lit ("is never", "never startsWith"…)
+// cannot hold, or "": the path rules read is percent-decoded, and the proxy refuses an encoded
+// '%', so it never holds a '%' (a block rule on "/a%20b" would block nothing, one on != all).
+func pathLiteralProblem(never, lit string) string {
+	if !strings.Contains(lit, "%") {
+		return ""
+	}
+	if dec, err := url.PathUnescape(lit); err == nil && dec != lit {
+		return fmt.Sprintf("http.path %s %q: it is percent-decoded (write %q)", never, lit, dec)
+	}
+	return fmt.Sprintf("http.path %s %q: it is percent-decoded, and never holds '%%'", never, lit)
 }
 
 // fieldName returns "sql.FIELD" or "http.FIELD" for an expression reading that field, or "".
@@ -549,7 +594,8 @@ type HTTP struct {
 	// Query is the raw query string, without "?", as sent (not decoded): "a=1&b=%20".
 	Query string
 	// Headers holds the header fields by lower-case name (DecideHTTP lowers any other); a field
-	// sent more than once is its values joined with ", ".
+	// sent more than once is its values joined with ", ". A name with '_' is judged as sent and
+	// as spelt with '-' (servers differ), the stricter verdict winning.
 	Headers map[string]string
 }
 
@@ -939,7 +985,10 @@ type HTTPDecision struct {
 // that judges HTTP requests (it reads http, or neither http nor sql) is evaluated, the strictest
 // match wins, a rule that fails to evaluate counts as matched unless it allows, and with no
 // match the default decides (allow_reads allows GET, HEAD and OPTIONS). A request whose method
-// or path a server could read otherwise than the rules do is blocked whatever they say.
+// or path a server could read otherwise than the rules do is blocked whatever they say. One with
+// a header name holding '_' is judged twice, with the names as sent and with '-' for '_' (Puma,
+// PHP and CGI read X_Tenant as X-Tenant, Go and Node do not), and the stricter verdict wins: a
+// block rule on x-tenant applies to X_Tenant, an allow rule on x-dry-run is not met by it.
 func (e *Engine) DecideHTTP(c *Conn, req HTTP) HTTPDecision {
 	req.Host = hostName(req.Host)
 	req.Headers = lowerHeaderNames(req.Headers)
@@ -952,14 +1001,61 @@ func (e *Engine) DecideHTTP(c *Conn, req HTTP) HTTPDecision {
 		d.Action, d.Reason = Block, why
 		return d
 	}
+	e.judgeHTTP(&d, c, req.Headers)
+	if dashed := dashedHeaderNames(req.Headers); dashed != nil {
+		// Puma, PHP and CGI read "X_Tenant" as X-Tenant, Go and Node as a field of its own: a
+		// block rule on x-tenant must see it, an allow rule on x-dry-run must not be met by
+		// X_Dry_Run. Judged both ways, the stricter verdict wins.
+		alt := HTTPDecision{Request: req, Mode: e.def}
+		e.judgeHTTP(&alt, c, dashed)
+		if alt.Action.Stricter(d.Action) {
+			d.Action, d.Rule, d.Default, d.Reason = alt.Action, alt.Rule, alt.Default, alt.Reason
+		}
+		for _, m := range alt.Matches {
+			if !slices.ContainsFunc(d.Matches, func(have Match) bool { return have.Rule == m.Rule }) {
+				d.Matches = append(d.Matches, m)
+			}
+		}
+	}
+	return d
+}
+
+// judgeHTTP evaluates the HTTP rules on d.Request with headers in place of its headers, and
+// the default when none matches.
+func (e *Engine) judgeHTTP(d *HTTPDecision, c *Conn, headers map[string]string) {
+	req := &d.Request
 	a := &httpActivation{conn: c, req: newObject(httpType, str(req.Method), str(req.Path),
-		types.String(req.Host), types.String(req.Query), types.NewStringStringMap(types.DefaultTypeAdapter, req.Headers))}
+		types.String(req.Host), types.String(req.Query), types.NewStringStringMap(types.DefaultTypeAdapter, headers))}
 	d.Action, d.Rule, d.Matches = evalEach(e.forHTTP, a, 0, nil)
 	if d.Rule == nil {
 		d.Action, d.Reason = e.defaultHTTPVerdict(req.Method)
 		d.Default = true
 	}
-	return d
+}
+
+// dashedHeaderNames returns h (lower-case names) with '-' for every '_' in its names, values
+// of names that become one joined as lowerHeaderNames joins them; nil when no name has '_'.
+func dashedHeaderNames(h map[string]string) map[string]string {
+	found := false
+	for k := range h {
+		if strings.Contains(k, "_") {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return nil
+	}
+	out := make(map[string]string, len(h))
+	for _, k := range slices.Sorted(maps.Keys(h)) {
+		dk := strings.ReplaceAll(k, "_", "-")
+		if prev, ok := out[dk]; ok {
+			out[dk] = prev + ", " + h[k]
+		} else {
+			out[dk] = h[k]
+		}
+	}
+	return out
 }
 
 // hostName is the host a Host header names as servers route by it: lower case, without its
@@ -973,7 +1069,9 @@ func hostName(h string) string {
 		}
 		return h
 	}
-	if i := strings.LastIndexByte(h, ':'); i >= 0 {
+	// A port follows the only colon; several colons are no host:port (an unbracketed IPv6
+	// address), kept whole rather than cut into another name.
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && strings.IndexByte(h[:i], ':') < 0 {
 		h = h[:i]
 	}
 	return strings.TrimRight(h, ".")
@@ -1076,8 +1174,8 @@ var methodOverrideHeaders = []string{"x-http-method-override", "x-http-method", 
 // own must be refused, or "": a POST with "X-HTTP-Method-Override: DELETE" or "_method=DELETE"
 // is a DELETE to many frameworks, and a POST to the rules.
 func methodOverride(req HTTP) string {
-	for _, h := range methodOverrideHeaders {
-		if _, ok := req.Headers[h]; ok {
+	for k := range req.Headers {
+		if h := strings.ReplaceAll(k, "_", "-"); slices.Contains(methodOverrideHeaders, h) {
 			return fmt.Sprintf("the request carries %s, which frameworks run as another method than %s; send the method itself", h, clip(req.Method))
 		}
 	}

@@ -176,16 +176,11 @@ func (x *exchange) run(ctx context.Context, first byte) (ending, error) {
 		return resetConn, x.ex.Err
 	}
 
-	framing, ref := checkHead(head, r)
-	stripCredentialFields(r.Header, c.sess.Upstream.Credential)
+	framing, cont, ref := admit(head, r, c.sess.Upstream.Credential)
 	if ref != nil {
 		return x.refuseAndClose(ref)
 	}
 	x.close = wantsClose(head)
-	cont, ref := expectation(head)
-	if ref != nil {
-		return x.refuseAndClose(ref)
-	}
 	if !framing.chunked && framing.length > c.lim.maxRequestBody {
 		return x.refuseAndClose(x.tooLarge())
 	}
@@ -250,7 +245,7 @@ func (x *exchange) run(ctx context.Context, first byte) (ending, error) {
 			x.ex.Err = context.Cause(reqCtx)
 			return resetConn, x.ex.Err
 		}
-		x.ex.Err = maskedError("upstream", err, m)
+		x.ex.Err = maskedError("upstream", err, m, c.sess.Upstream.Credential)
 		c.log.Warn("upstream request failed", "err", x.ex.Err)
 		if isTimeout(err) {
 			return x.badGateway(nethttp.StatusGatewayTimeout, "the service did not answer in time")
@@ -503,10 +498,16 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 }
 
 // maskedError is err for the record and the log: some upstream errors quote what the service
-// sent ("malformed HTTP response …"), which is masked like a response would be. It unwraps to
-// err for errors.Is and errors.As.
-func maskedError(context string, err error, m Masker) error {
+// sent ("malformed HTTP response …"), which is masked like a response would be, and any echo
+// of the credential in it overwritten. It unwraps to err for errors.Is and errors.As.
+func maskedError(context string, err error, m Masker, cr *Credential) error {
 	text := err.Error()
+	if forms := credentialForms(cr); forms != nil {
+		b := []byte(text)
+		if found, _ := forms.redact(b); found {
+			text = string(b)
+		}
+	}
 	if m != nil {
 		out, changed, merr := m.MaskText([]byte(text), nil)
 		switch {

@@ -144,7 +144,8 @@ func TestWireOverridesOfMethodOrPathRefused(t *testing.T) {
 		{"multipart body without a boundary", post("/v1/items/7", "", "multipart/form-data", "--xyz\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n--xyz--\r\n"), 400},
 		{"X-Method-Overrides is another field", post("/v1/items/7", "X-Method-Overrides: DELETE\r\n", "", ""), 200},
 		{"method in the query", post("/v1/items/7?method=DELETE&x_method=1", "", "", ""), 200},
-		{"_method in a JSON body", post("/v1/items/7", "", "application/json", `{"_method":"DELETE"}`), 200},
+		// Laravel reads a JSON body as input and takes its _method (review, 2026-12-07).
+		{"_method in a JSON body", post("/v1/items/7", "", "application/json", `{"_method":"DELETE"}`), 400},
 		{"_method as a form value", post("/v1/items/7", "", "application/x-www-form-urlencoded", "note=_method%3DDELETE"), 200},
 		{"another multipart field", post("/v1/items/7", "", otherFormType, otherFormBody), 200},
 	} {

@@ -3,15 +3,18 @@ package http
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"mime/multipart"
 	nethttp "net/http"
 	"net/http/httputil"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -233,6 +236,75 @@ var listHeaders = map[string]bool{
 	"If-Match": true, "If-None-Match": true, "Connection": true, "Te": true, "Trailer": true,
 	"Upgrade": true, "Keep-Alive": true, "Forwarded": true, "X-Forwarded-For": true,
 	"X-Forwarded-Proto": true, "X-Forwarded-Host": true,
+	// W3C Trace Context and Baggage: tracing libraries and gateways append their own fields.
+	"Tracestate": true, "Baggage": true,
+	// One cookie list (RFC 6265 allows one field, some clients send a field per cookie), joined
+	// with "; " as HTTP/2 (RFC 9113 §8.2.3) and Node join them.
+	"Cookie": true,
+}
+
+// admit checks a request head as the proxy passes it on, filling r from h: checkHead's
+// refusals, the agent's copies of what cr replaces removed, fields servers fold into one name,
+// the Expect field; what is left of a list field sent several times is joined into one field,
+// as rules read it. Serve and Inspect both go through it, so that `enforcer policy explain`
+// refuses what the proxy refuses and judges what it forwards.
+func admit(h *requestHead, r *Request, cr *Credential) (f bodyFraming, cont bool, ref *refusal) {
+	f, ref = checkHead(h, r)
+	stripCredentialFields(r.Header, cr)
+	if ref != nil {
+		return f, false, ref
+	}
+	if ref = checkFoldedNames(r.Header); ref != nil {
+		return f, false, ref
+	}
+	if cont, ref = expectation(h); ref != nil {
+		return f, false, ref
+	}
+	joinListFields(r.Header)
+	return f, cont, nil
+}
+
+// checkFoldedNames refuses two fields that servers which read '_' in a name as '-' (CGI, PHP,
+// Puma) take for one field and others (Go, Node) for two: "X-Tenant: eu" with "X_Tenant: prod"
+// is one tenant or the other depending on the server, and rules would read either.
+func checkFoldedNames(h nethttp.Header) *refusal {
+	var seen map[string]string
+	for k := range h {
+		if !strings.Contains(k, "_") {
+			continue
+		}
+		if seen == nil {
+			seen = map[string]string{}
+			for k2 := range h {
+				if !strings.Contains(k2, "_") {
+					seen[fieldKey(k2)] = k2
+				}
+			}
+		}
+		key := fieldKey(k)
+		if other, ok := seen[key]; ok {
+			first, second := min(k, other), max(k, other)
+			return refuse(nethttp.StatusBadRequest, "spell each header name with \"-\" and send it once",
+				"the headers %s and %s are one header to servers that read \"_\" as \"-\" and two to others; send one", quote(first), quote(second))
+		}
+		seen[key] = k
+	}
+	return nil
+}
+
+// joinListFields makes each list field sent several times one field of its values joined with
+// ", " (RFC 9110 §5.3: the same list; "; " for Cookie): rules read it joined, and servers that
+// read only a field's first line (Go's Header.Get) must get the list the rules judged.
+func joinListFields(h nethttp.Header) {
+	for k, vs := range h {
+		if len(vs) > 1 {
+			sep := ", "
+			if k == "Cookie" {
+				sep = "; "
+			}
+			h[k] = []string{strings.Join(vs, sep)}
+		}
+	}
 }
 
 // checkFraming reads the body's length from the head, refusing any framing two parsers could
@@ -302,9 +374,10 @@ func checkOverrides(r *Request) *refusal {
 	return nil
 }
 
-// checkBodyOverrides refuses a form body that names another method ("_method": Rails, Symfony
-// and Laravel read it from the form). A body without Content-Type counts as a form, as Rack
-// parses one; a multipart body the proxy cannot read is refused, since it cannot tell.
+// checkBodyOverrides refuses a body that names another method: "_method" in a form (Rails,
+// Symfony and Laravel read it there) or at the top of a JSON object (Laravel reads it there too).
+// A body without Content-Type counts as a form, as Rack parses one; a multipart body the proxy
+// cannot read is refused, since it cannot tell.
 func checkBodyOverrides(h nethttp.Header, body []byte) *refusal {
 	if len(body) == 0 {
 		return nil
@@ -312,6 +385,11 @@ func checkBodyOverrides(h nethttp.Header, body []byte) *refusal {
 	types := h["Content-Type"]
 	if len(types) == 0 {
 		types = []string{"application/x-www-form-urlencoded"}
+	}
+	if jsonHasMethodKey(body) {
+		// Whatever its Content-Type says: Laravel reads a body sent as JSON, and Express's
+		// method-override reads req.body, which a body parser may fill from any type.
+		return refuse(nethttp.StatusBadRequest, hintOverride, `a "_method" key in the JSON body is not accepted`)
 	}
 	for _, ct := range types {
 		mt, _, _ := strings.Cut(ct, ";")
@@ -332,6 +410,39 @@ func checkBodyOverrides(h nethttp.Header, body []byte) *refusal {
 		}
 	}
 	return nil
+}
+
+// jsonHasMethodKey says whether body is a JSON object with a "_method" key at its top level
+// (see isMethodParam), as Laravel's request reads a JSON body: it then runs a POST as the method
+// that key names. Keys are read up to the first syntax error, so a body broken after such a key
+// counts too (a server's parser would take none of it, and refusing it costs nothing).
+func jsonHasMethodKey(body []byte) bool {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	if _, err := dec.Token(); err != nil {
+		return false
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return false
+		}
+		key, ok := tok.(string)
+		if !ok {
+			return false
+		}
+		if isMethodParam(key) {
+			return true
+		}
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return false
+		}
+	}
+	return false
 }
 
 func multipartHasMethodField(contentType string, body []byte) (bool, error) {
@@ -698,20 +809,39 @@ func ReservedCredentialHeader(name string) bool {
 // Inspect is what the proxy makes of a request before its hook judges it, for tools that show
 // how a request would be judged (`enforcer policy explain`): the Request the hook would get
 // (headers as the hook sees them, with cr the target's credential, nil for none), or the error
-// the proxy would refuse it with. minor is the HTTP/1.minor version; the body is read as sent.
+// the proxy would refuse it with, as Serve refuses the same request sent on the wire: request
+// line, field names and values (trimmed as read), framing, overrides, expectations. minor is the
+// HTTP/1.minor version; the body is read as sent (its size is not checked against any Server's
+// limit).
 func Inspect(method, target string, minor int, header nethttp.Header, body []byte, cr *Credential) (*Request, error) {
-	h := &requestHead{method: method, target: target, minor: minor, header: nethttp.Header{}}
-	for k, vs := range header {
-		h.header[textproto.CanonicalMIMEHeaderKey(k)] = append([]string(nil), vs...)
+	if minor != 0 && minor != 1 {
+		return nil, refuse(nethttp.StatusHTTPVersionNotSupported, hintTunnel, "only HTTP/1.0 and HTTP/1.1 are supported")
+	}
+	h, err := parseRequestLine(method + " " + target + " HTTP/1." + strconv.Itoa(minor))
+	if err != nil {
+		return nil, err
+	}
+	h.header = nethttp.Header{}
+	for _, k := range slices.Sorted(maps.Keys(header)) {
+		if !validFieldName(k) {
+			return nil, refuse(nethttp.StatusBadRequest, hintSyntax, "invalid header name %s", quote(k))
+		}
+		key := textproto.CanonicalMIMEHeaderKey(k)
+		for _, v := range header[k] {
+			v = strings.Trim(v, " \t")
+			if !validFieldValue(v) {
+				return nil, refuse(nethttp.StatusBadRequest, hintSyntax, "header %s holds a control character", key)
+			}
+			h.header[key] = append(h.header[key], v)
+		}
 	}
 	if len(body) > 0 && h.header.Get("Content-Length") == "" && h.header.Get("Transfer-Encoding") == "" {
 		h.header.Set("Content-Length", strconv.Itoa(len(body)))
 	}
 	r := &Request{}
-	if _, ref := checkHead(h, r); ref != nil {
+	if _, _, ref := admit(h, r, cr); ref != nil {
 		return nil, ref
 	}
-	stripCredentialFields(r.Header, cr)
 	if ref := checkBodyOverrides(r.Header, body); ref != nil {
 		return nil, ref
 	}

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	nethttp "net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -72,8 +71,8 @@ func (x *exchange) respond(ctx context.Context, resp *nethttp.Response, m Masker
 		// The proxy and the client must read the body as the same type.
 		h["Content-Type"] = ct[:1]
 	}
-	forms := credentialForms(x.c.sess.Upstream.Credential)
-	if redactHeaderEchoes(h, forms) {
+	echo := credentialForms(x.c.sess.Upstream.Credential)
+	if echo.redactHeader(h) {
 		x.ex.Masked = true
 		x.c.log.Warn("the service echoed the credential in a response field; it was overwritten")
 	}
@@ -87,11 +86,20 @@ func (x *exchange) respond(ctx context.Context, resp *nethttp.Response, m Masker
 	x.ex.ContentType = h.Get("Content-Type")
 	kind := classify(x.ex.ContentType)
 	status := resp.StatusCode
+	// A body the proxy reads (to mask it, or to overwrite an echoed credential) reaches the
+	// client decoded when it is gzip.
+	decodes := (m != nil || echo != nil) && gzipOnly(contentCodings(h))
 
 	if !x.bodyAllowed(status) {
 		length := int64(-1)
-		if x.head && resp.ContentLength >= 0 && (m == nil || kind == bodyBinary) {
+		if x.head && resp.ContentLength >= 0 && !decodes && (m == nil || kind == bodyBinary) {
 			length = resp.ContentLength // masking would change a GET's length
+		}
+		if decodes {
+			// A HEAD or a 304 describes the body a GET gets: a cache applies a 304's fields to
+			// the body it stored, which it got decoded.
+			h.Del("Content-Encoding")
+			dropDigests(h)
 		}
 		x.frame(h, status, length)
 		writeHead(x.c.bw, x.minor, status, h)
@@ -105,7 +113,7 @@ func (x *exchange) respond(ctx context.Context, resp *nethttp.Response, m Masker
 
 	if m == nil {
 		body, length := io.Reader(resp.Body), resp.ContentLength
-		if forms != nil && gzipOnly(contentCodings(h)) {
+		if decodes {
 			// The credential's filter must see what the client will read: a service that
 			// compresses although asked not to is decoded. Other codings pass as they are.
 			src, _, err := decodeForMasking(body, h)
@@ -118,28 +126,32 @@ func (x *exchange) respond(ctx context.Context, resp *nethttp.Response, m Masker
 		switch kind {
 		case bodyBinary:
 			x.ex.Binary = true
-			return x.stream(ctx, body, h, status, length, recordNone, forms)
+			return x.stream(ctx, body, h, status, length, recordNone, echo)
 		case bodySniff:
-			return x.stream(ctx, body, h, status, length, recordIfText, forms)
+			return x.stream(ctx, body, h, status, length, recordIfText, echo)
 		}
-		return x.stream(ctx, body, h, status, length, recordAll, forms)
+		return x.stream(ctx, body, h, status, length, recordAll, echo)
 	}
-	return x.respondMasked(ctx, resp.Body, h, status, resp.ContentLength, kind, m, forms)
+	return x.respondMasked(ctx, resp.Body, h, status, resp.ContentLength, kind, m, echo)
 }
 
 // respondMasked passes a body masked, as media that cannot hold text, or not at all. What the
 // masker cannot read (archives, serialised data, compression it does not decode, charsets whose
 // bytes hide ASCII, text with binary bytes in it) is withheld: the agent could ask the service
-// for its data in any of these forms.
-func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker, forms [][]byte) (ending, error) {
-	if codings := contentCodings(h); kind == bodyBinary && len(codings) > 0 && !gzipOnly(codings) {
-		// Media in a coding the proxy does not decode: its bytes cannot be looked into.
-		x.ex.Binary = true
-		return x.stream(ctx, body, h, status, length, recordNone, forms)
-	}
-	src, decoded, err := decodeForMasking(body, h)
-	if err != nil {
-		return x.withhold(err, "the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
+// for its data in any of these forms, or under a media label (an object store's
+// response-content-type), so a media label is believed only of bytes that are media.
+func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker, echo *echoForms) (ending, error) {
+	codings := contentCodings(h)
+	undecodable := len(codings) > 0 && !gzipOnly(codings)
+	src, decoded := body, false
+	if !undecodable {
+		var err error
+		if src, decoded, err = decodeForMasking(body, h); err != nil {
+			return x.withhold(err, "the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
+		}
+	} else if kind != bodyBinary {
+		return x.withhold(fmt.Errorf("response content encoding %q cannot be masked", strings.Join(codings, ", ")),
+			"the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
 	}
 	if decoded {
 		length = -1
@@ -152,13 +164,25 @@ func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.
 		}
 		src = sb
 		sniffed := nethttp.DetectContentType(peek)
-		switch {
+		switch data := dataFormat(peek); {
+		case undecodable && (looksText(peek) || data != ""):
+			// Media in a coding the proxy does not decode (it asked for none) pass as they
+			// are, but not text or a file of records under a media label and that coding:
+			// the agent would read them as they are.
+			return x.withhold(fmt.Errorf("response body of type %s in content encoding %q is not media", quote(x.ex.ContentType), strings.Join(codings, ", ")),
+				"the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
+		case undecodable:
+			x.ex.Binary = true
+			return x.stream(ctx, src, h, status, length, recordNone, echo)
 		case looksText(peek):
 			// Text, whatever its label says: the agent can read it as text.
 			kind = bodyText
+		case data != "":
+			return x.withhold(fmt.Errorf("response body of type %s is a %s file, which cannot be masked", quote(x.ex.ContentType), data),
+				"the service's response is a "+data+" file the enforcer cannot mask, so it is withheld")
 		case kind == bodyBinary || passesUnmasked(sniffed):
 			x.ex.Binary = true
-			return x.stream(ctx, src, h, status, length, recordNone, forms)
+			return x.stream(ctx, src, h, status, length, recordNone, echo)
 		default:
 			mt, _, _ := strings.Cut(sniffed, ";")
 			return x.withhold(fmt.Errorf("response body of type %s is %s data, which cannot be masked", quote(x.ex.ContentType), mt),
@@ -170,9 +194,56 @@ func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.
 			"the service's response is in a character set the enforcer cannot mask, so it is withheld")
 	}
 	if kind == bodyEvents || kind == bodyJSONLines {
-		return x.streamLines(ctx, src, h, status, kind, m, forms)
+		return x.streamLines(ctx, src, h, status, kind, m, echo, false)
 	}
-	return x.buffered(ctx, src, h, status, length, kind, m, forms)
+	return x.buffered(ctx, src, h, status, length, kind, m, echo)
+}
+
+// dataSignatures are how files of records begin (archives, compressed streams, databases,
+// serialised data), by the name of their format. The sniffer knows only some of them, and none
+// may pass as media.
+var dataSignatures = []struct{ name, start string }{
+	{"zip", "PK\x03\x04"}, {"zip", "PK\x05\x06"}, {"zip", "PK\x07\x08"},
+	{"gzip", "\x1f\x8b"},
+	{"zlib", "\x78\x01"}, {"zlib", "\x78\x5e"}, {"zlib", "\x78\x9c"}, {"zlib", "\x78\xda"},
+	{"compress", "\x1f\x9d"},
+	{"7z", "7z\xbc\xaf\x27\x1c"},
+	{"xz", "\xfd7zXZ\x00"},
+	{"lzip", "LZIP"},
+	{"zstd", "\x28\xb5\x2f\xfd"},
+	{"lz4", "\x04\x22\x4d\x18"},
+	{"rar", "Rar!\x1a\x07"},
+	{"cab", "MSCF\x00\x00\x00\x00"},
+	{"ar", "!<arch>\n"},
+	{"SQLite", "SQLite format 3\x00"},
+	{"OLE2 (xls, doc, msg)", "\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"},
+	{"Parquet", "PAR1"},
+	{"Avro", "Obj\x01"},
+	{"Arrow", "ARROW1"},
+	{"ORC", "ORC"},
+	{"HDF5", "\x89HDF\r\n\x1a\n"},
+	{"pg_dump", "PGDMP"},
+	{"NumPy", "\x93NUMPY"},
+	{"pickle", "\x80\x04\x95"}, {"pickle", "\x80\x05\x95"},
+	{"WebAssembly", "\x00asm"},
+}
+
+// dataFormat names the archive or data format the body starts with, or "".
+func dataFormat(peek []byte) string {
+	for _, sig := range dataSignatures {
+		if bytes.HasPrefix(peek, []byte(sig.start)) {
+			return sig.name
+		}
+	}
+	// bzip2: "BZh", the block size, then a block's or the end's magic number.
+	if len(peek) >= 10 && bytes.HasPrefix(peek, []byte("BZh")) && '1' <= peek[3] && peek[3] <= '9' &&
+		(bytes.HasPrefix(peek[4:], []byte("1AY&SY")) || bytes.HasPrefix(peek[4:], []byte("\x17rE8P\x90"))) {
+		return "bzip2"
+	}
+	if len(peek) >= 262 && string(peek[257:262]) == "ustar" {
+		return "tar"
+	}
+	return ""
 }
 
 // withholdHint is what to do about a response withheld because it cannot be masked: trying
@@ -187,6 +258,31 @@ func (x *exchange) withhold(err error, msg string) (ending, error) {
 	x.c.log.Warn("response withheld: it cannot be masked", "err", err)
 	if werr := x.writeJSONError(x.c.bw, x.ex, nethttp.StatusBadGateway, msg, withholdHint, nil); werr != nil {
 		x.ex.Err = errors.Join(err, fmt.Errorf("write error response: %w", werr))
+		return resetConn, x.ex.Err
+	}
+	return x.kept(), nil
+}
+
+// errMaskBudget is a body to mask that would take the Server's memory budget past its limit.
+var errMaskBudget = errors.New("the bodies the enforcer holds are at their limit")
+
+// overBudget answers a response the proxy cannot hold in memory to mask now: the request bodies
+// and the bodies being masked of all connections share one budget (MaxBufferedBodies), so that
+// an agent asking for many large documents at once cannot exhaust the daemon's memory.
+// The request reached the service: one that may have changed something must not be sent again
+// blindly.
+func (x *exchange) overBudget() (ending, error) {
+	x.ex.Err = fmt.Errorf("response body to mask: %w (%d bytes in all)", errMaskBudget, x.c.lim.maxBufferedBodies)
+	x.c.log.Warn("response refused: the bodies held by the proxy are at their limit", "limit", x.c.lim.maxBufferedBodies)
+	hint := "try again in a moment"
+	switch x.ex.Request.Method {
+	case nethttp.MethodGet, nethttp.MethodHead, nethttp.MethodOptions:
+	default:
+		hint = "the service received the request and answered; check what it did before you send it again"
+	}
+	if err := x.writeJSONError(x.c.bw, x.ex, nethttp.StatusServiceUnavailable,
+		"the enforcer is masking as many responses as it can hold", hint, nil); err != nil {
+		x.ex.Err = errors.Join(x.ex.Err, fmt.Errorf("write error response: %w", err))
 		return resetConn, x.ex.Err
 	}
 	return x.kept(), nil
@@ -218,9 +314,9 @@ const (
 )
 
 // stream passes a body as it arrives, unmasked (but for the credential, see startBody).
-func (x *exchange) stream(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, record recording, forms [][]byte) (ending, error) {
+func (x *exchange) stream(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, record recording, echo *echoForms) (ending, error) {
 	c := x.c
-	bw := x.startBody(h, status, length, record == recordAll, forms)
+	bw := x.startBody(h, status, length, record == recordAll, echo)
 	if bw == nil {
 		return resetConn, x.ex.Err
 	}
@@ -254,24 +350,67 @@ func (x *exchange) stream(ctx context.Context, src io.Reader, h nethttp.Header, 
 }
 
 // buffered reads a whole body (up to MaxMaskedBody), masks it and sends it with its length.
-// Nothing of it is sent when it is too large, breaks off or cannot be masked.
-func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker, forms [][]byte) (ending, error) {
+// Nothing of it is sent when it is too large, breaks off or cannot be masked. The body and its
+// masked copy are taken from the Server's budget while they are held: both at once for a
+// declared length, otherwise the body as it arrives and the copy once it is whole.
+//
+// A JSON body of unknown length whose first line is a whole JSON value is a stream of values, one
+// a line (a Kubernetes or Docker watch: endless, under application/json): it is masked line by
+// line as it arrives instead (see streamLines), since waiting for its end would hold the agent's
+// watch until the limit.
+func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker, echo *echoForms) (ending, error) {
 	c := x.c
 	limit := c.lim.maxMaskedBody
 	if length > limit {
 		x.ex.Err = fmt.Errorf("response body of %d bytes is over the masking limit of %d", length, limit)
 		return x.badGateway(nethttp.StatusBadGateway, "the service's response is too large to mask")
 	}
-	data, err := io.ReadAll(io.LimitReader(src, limit+1))
-	if err != nil && corruptCoding(err) {
-		return x.withhold(fmt.Errorf("gzip response body: %w", err), "the service's gzip response is corrupt, so it cannot be masked and is withheld")
+	held := &bodyBuffer{most: limit + 1, take: x.takeBody}
+	if length >= 0 {
+		if !x.takeBody(2 * length) {
+			return x.overBudget()
+		}
+		held.buf, held.most = make([]byte, 0, length), length
 	}
-	if err != nil {
-		return x.upstreamBroke(ctx, err)
+	if c.copyBuf == nil {
+		c.copyBuf = make([]byte, 32<<10)
 	}
-	if int64(len(data)) > limit {
-		x.ex.Err = fmt.Errorf("response body is over the masking limit of %d bytes", limit)
-		return x.badGateway(nethttp.StatusBadGateway, "the service's response is too large to mask")
+	watch := kind == bodyJSON && length < 0
+	for {
+		n, rerr := src.Read(c.copyBuf)
+		if n > 0 {
+			scanned := len(held.buf)
+			if int64(scanned+n) > limit {
+				x.ex.Err = fmt.Errorf("response body is over the masking limit of %d bytes", limit)
+				return x.badGateway(nethttp.StatusBadGateway, "the service's response is too large to mask")
+			}
+			if _, err := held.Write(c.copyBuf[:n]); err != nil {
+				return x.overBudget()
+			}
+			if watch {
+				if nl := bytes.IndexByte(held.buf[scanned:], '\n'); nl >= 0 {
+					watch = false
+					first := held.buf[:scanned+nl]
+					// A value whose read brought the end of the body is a document: it keeps its length.
+					if rerr == nil && len(bytes.TrimSpace(first)) > 0 && json.Valid(first) {
+						return x.streamLines(ctx, io.MultiReader(bytes.NewReader(held.buf), src), h, status, bodyJSONLines, m, echo, true)
+					}
+				}
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil && corruptCoding(rerr) {
+			return x.withhold(fmt.Errorf("gzip response body: %w", rerr), "the service's gzip response is corrupt, so it cannot be masked and is withheld")
+		}
+		if rerr != nil {
+			return x.upstreamBroke(ctx, rerr)
+		}
+	}
+	data := held.buf
+	if length < 0 && !x.takeBody(int64(len(data))) {
+		return x.overBudget()
 	}
 	out, changed, err := maskDocument(m, kind, data, c.maskBuf[:0])
 	if errors.Is(err, errNotText) {
@@ -287,7 +426,7 @@ func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header
 		dropDigests(h)
 		c.maskBuf = out[:0]
 	}
-	bw := x.startBody(h, status, int64(len(out)), true, forms)
+	bw := x.startBody(h, status, int64(len(out)), true, echo)
 	if bw == nil {
 		return resetConn, x.ex.Err
 	}
@@ -296,22 +435,32 @@ func (x *exchange) buffered(ctx context.Context, src io.Reader, h nethttp.Header
 }
 
 // streamLines passes an event stream or JSON lines, each line masked as it completes and sent
-// as soon as the upstream has nothing more buffered: streaming stays streaming.
-func (x *exchange) streamLines(ctx context.Context, src io.Reader, h nethttp.Header, status int, kind bodyKind, m Masker, forms [][]byte) (ending, error) {
+// as soon as the upstream has nothing more buffered: streaming stays streaming. With
+// valuesOnly (a JSON body found to be one value a line), a line that is not a whole JSON value
+// cuts the stream: it would be a piece of a document, masked without its keys as context. A
+// line is held in memory, and taken from the Server's budget, until it is complete.
+func (x *exchange) streamLines(ctx context.Context, src io.Reader, h nethttp.Header, status int, kind bodyKind, m Masker, echo *echoForms, valuesOnly bool) (ending, error) {
 	c := x.c
 	dropDigests(h)
-	bw := x.startBody(h, status, -1, true, forms)
+	bw := x.startBody(h, status, -1, true, echo)
 	if bw == nil {
 		return resetConn, x.ex.Err
 	}
 	lr := bufio.NewReaderSize(src, 32<<10)
 	limit := c.lim.maxMaskedBody
 	var line []byte
+	paid := 0 // the capacity of line taken from the budget, for it and its masked copy
 	for {
 		frag, rerr := lr.ReadSlice('\n')
 		line = append(line, frag...)
 		if int64(len(line)) > limit {
 			return x.cut(fmt.Errorf("a line of the %s response is longer than the masking limit of %d bytes", x.ex.ContentType, limit))
+		}
+		if cap(line) > paid {
+			if !x.takeBody(2 * int64(cap(line)-paid)) {
+				return x.cut(fmt.Errorf("a line of the %s response to mask: %w", x.ex.ContentType, errMaskBudget))
+			}
+			paid = cap(line)
 		}
 		if rerr == bufio.ErrBufferFull {
 			continue
@@ -323,6 +472,9 @@ func (x *exchange) streamLines(ctx context.Context, src io.Reader, h nethttp.Hea
 		}
 		if len(line) > 0 {
 			content, end := splitLineEnd(line)
+			if valuesOnly && len(bytes.TrimSpace(content)) > 0 && !json.Valid(content) {
+				return x.cut(errors.New("a line of the streamed JSON response is not a whole JSON value"))
+			}
 			out, changed, err := maskLine(m, kind, content, c.maskBuf[:0])
 			if err != nil {
 				c.log.Warn("masking failed, stream cut", "err", err)
@@ -356,9 +508,9 @@ func (x *exchange) readFailure(ctx context.Context, err error) error {
 	return fmt.Errorf("upstream body: %w", err)
 }
 
-// startBody writes the response head and returns the body's writer, which overwrites forms (the
-// credential's) wherever the body has them; nil (with Err set) when the client cannot be written to.
-func (x *exchange) startBody(h nethttp.Header, status int, length int64, capture bool, forms [][]byte) *bodyWriter {
+// startBody writes the response head and returns the body's writer, which overwrites every echo
+// of the credential in the body; nil (with Err set) when the client cannot be written to.
+func (x *exchange) startBody(h nethttp.Header, status int, length int64, capture bool, echo *echoForms) *bodyWriter {
 	chunked := x.frame(h, status, length)
 	writeHead(x.c.bw, x.minor, status, h)
 	if err := x.c.bw.Flush(); err != nil {
@@ -367,8 +519,8 @@ func (x *exchange) startBody(h nethttp.Header, status int, length int64, capture
 	}
 	x.ex.Status = status
 	bw := &bodyWriter{bw: x.c.bw, chunked: chunked}
-	if forms != nil {
-		bw.echo = &echoFilter{forms: forms}
+	if echo != nil {
+		bw.echo = &echoFilter{forms: echo}
 	}
 	if capture {
 		bw.recordLimit = x.c.lim.recordBody
@@ -470,75 +622,247 @@ func (b *bodyWriter) finish() error {
 // 4-letter password) would overwrite ordinary text, and protects nothing anyway.
 const minEchoLen = 8
 
-// credentialForms are the byte strings in which a service could echo the credential back: the
-// header's value, the secret after its scheme (Bearer …), a Basic credential's user:password and
-// password, each as it is, JSON-escaped (with and without "\/") and URL-escaped. Longest first,
-// so the longest echo is overwritten whole. nil when there is no credential.
-func credentialForms(cr *Credential) [][]byte {
+// echoForms find the credential in what a service writes back (a debug endpoint echoing
+// request headers, an error quoting the token, a redirect carrying it). They look for the
+// header's value, the secret after its scheme, a Basic credential's user:password and password,
+// but not for one that only adds a Bearer or Basic scheme or a user name to another (overwriting
+// the other overwrites its secret), with every character written in any of the ways encoders write it: as it is,
+// percent-encoded (either case of hex, nested in a URL inside a URL), '+' for a space,
+// JSON-escaped (\u003d, \/), as an HTML reference (&#43;, &#x2f;, &sol;). A base64 padding '='
+// need not follow: the rest decodes the same. Letters match in either case: a service that
+// upper-cases a hexadecimal token gives it away whole. A fixed list of encodings of the whole
+// secret would miss each encoder that escapes another set of characters (.NET's lower-case hex,
+// Python's quote keeping '/', Gson's \u003d, Go's html/template &#43;).
+type echoForms struct {
+	parts []echoPart // longest first
+	lead  [256]bool  // the bytes that an echo of a part can start with
+}
+
+// echoPart is a string to look for, of which the first least characters are enough.
+type echoPart struct {
+	s     string
+	least int
+}
+
+// credentialForms returns the forms of cr to look for; nil when there is no credential to look for.
+func credentialForms(cr *Credential) *echoForms {
 	if cr == nil || cr.Value == "" {
 		return nil
 	}
-	parts := []string{cr.Value}
+	// Each candidate, and the one it holds whose echo overwrites all of its secret (what is left
+	// over is an authentication scheme or a user name).
+	type candidate struct{ s, inner string }
+	candidates := []candidate{{s: cr.Value}}
 	if scheme, secret, ok := strings.Cut(cr.Value, " "); ok && validToken(scheme) {
 		secret = strings.TrimSpace(secret)
-		parts = append(parts, secret)
+		if strings.EqualFold(scheme, "Bearer") || strings.EqualFold(scheme, "Basic") {
+			candidates[0].inner = secret
+		}
+		candidates = append(candidates, candidate{s: secret})
 		if strings.EqualFold(scheme, "Basic") {
 			if userPass, err := base64.StdEncoding.DecodeString(secret); err == nil {
 				_, password, _ := strings.Cut(string(userPass), ":")
-				parts = append(parts, string(userPass), password)
+				candidates = append(candidates, candidate{s: string(userPass), inner: password}, candidate{s: password})
 			}
 		}
 	}
-	seen := map[string]bool{}
-	var forms [][]byte
-	for _, part := range parts {
-		if len(part) < minEchoLen {
+	e := &echoForms{}
+	for _, c := range candidates {
+		covered := len(c.inner) >= minEchoLen
+		if covered || len(c.s) < minEchoLen || slices.ContainsFunc(e.parts, func(p echoPart) bool { return p.s == c.s }) {
 			continue
 		}
-		quoted := jsonString([]byte(part))
-		escaped := string(quoted[1 : len(quoted)-1])
-		htmlEscaped, _ := json.Marshal(part)
-		for _, form := range []string{part, escaped, string(htmlEscaped[1 : len(htmlEscaped)-1]),
-			strings.ReplaceAll(escaped, "/", `\/`), url.QueryEscape(part), url.PathEscape(part)} {
-			if !seen[form] {
-				seen[form] = true
-				forms = append(forms, []byte(form))
+		least := min(len(c.s), max(len(strings.TrimRight(c.s, "=")), minEchoLen))
+		e.parts = append(e.parts, echoPart{s: c.s, least: least})
+	}
+	if len(e.parts) == 0 {
+		return nil
+	}
+	slices.SortFunc(e.parts, func(a, b echoPart) int { return len(b.s) - len(a.s) })
+	for _, p := range e.parts {
+		ec := &echoChars[p.s[0]]
+		e.lead[ec.raw] = true
+		e.lead[upperASCII(ec.raw)] = true
+		for i, forms := range ec.escaped {
+			if len(forms) > 0 {
+				e.lead[escapeLeads[i]] = true
 			}
 		}
 	}
-	slices.SortFunc(forms, func(a, b []byte) int { return len(b) - len(a) })
-	return forms
+	return e
 }
 
-// redactEchoes overwrites, in place, every form of the credential in b with as many '*': the
-// length stays, so a body framed by its Content-Length still is. It reports whether it found one.
-func redactEchoes(b []byte, forms [][]byte) bool {
-	found := false
-	for _, form := range forms {
-		for from := 0; ; {
-			i := bytes.Index(b[from:], form)
-			if i < 0 {
+// echoChar is how a service could write one character of the credential: as it is (letters
+// in either case), or escaped, in forms that start with one of escapeLeads.
+type echoChar struct {
+	raw     byte                       // lower case
+	escaped [len(escapeLeads)][]string // by lead, lower case
+}
+
+const escapeLeads = `%\&+`
+
+// escapeLead is 1 + the index in escapeLeads of each lead byte, 0 for the others.
+var escapeLead = func() (lead [256]uint8) {
+	for i := range len(escapeLeads) {
+		lead[escapeLeads[i]] = uint8(i + 1)
+	}
+	return lead
+}()
+
+// echoChars are the forms of every byte: percent-encoded (nested up to three URLs deep), JSON's
+// \u and \/ escapes, HTML references (decimal and hexadecimal, with leading zeros as PHP and
+// others write them, and by name), '+' for a space.
+var echoChars = func() (chars [256]echoChar) {
+	named := map[byte][]string{
+		'&': {"amp"}, '<': {"lt"}, '>': {"gt"}, '"': {"quot"}, '\'': {"apos"}, '/': {"sol"},
+		'\\': {"bsol"}, '+': {"plus"}, '=': {"equals"}, ':': {"colon"}, '.': {"period"},
+		'_': {"lowbar"}, '-': {"hyphen", "dash"}, '%': {"percnt"}, '#': {"num"}, '!': {"excl"},
+		'$': {"dollar"}, '(': {"lpar"}, ')': {"rpar"}, '*': {"ast", "midast"}, ',': {"comma"},
+		';': {"semi"}, '?': {"quest"}, '@': {"commat"}, '[': {"lsqb", "lbrack"}, ']': {"rsqb", "rbrack"},
+		'^': {"hat"}, '`': {"grave"}, '{': {"lcub", "lbrace"}, '}': {"rcub", "rbrace"}, '|': {"verbar", "vert"},
+		'~': {"tilde"}, ' ': {"nbsp"},
+	}
+	for c := range 256 {
+		b := byte(c)
+		hex := fmt.Sprintf("%02x", b)
+		forms := []string{"%" + hex, "%25" + hex, "%2525" + hex}
+		if b < 0x80 {
+			dec := strconv.Itoa(c)
+			forms = append(forms, `\u00`+hex, "&#x"+hex+";", "&#x0"+hex+";", "&#x00"+hex+";", "&#"+dec+";", "&#0"+dec+";", "&#00"+dec+";")
+			if b < 0x10 {
+				forms = append(forms, "&#x"+hex[1:]+";")
+			}
+			for _, name := range named[b] {
+				forms = append(forms, "&"+name+";")
+			}
+		}
+		switch b {
+		case ' ':
+			forms = append(forms, "+")
+		case '/', '"', '\\':
+			forms = append(forms, `\`+string(b))
+		}
+		ec := echoChar{raw: lowerASCII(b)}
+		for _, form := range forms {
+			lead := escapeLead[form[0]] - 1
+			ec.escaped[lead] = append(ec.escaped[lead], form)
+		}
+		chars[c] = ec
+	}
+	return chars
+}()
+
+func upperASCII(c byte) byte {
+	if 'a' <= c && c <= 'z' {
+		return c - ('a' - 'A')
+	}
+	return c
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// foldedPrefix says whether b starts with form (b compared in lower case): the form's length
+// when it does, -1 when b ends before it could tell, 0 when it does not.
+func foldedPrefix(b []byte, form string) int {
+	n := min(len(b), len(form))
+	for i := range n {
+		if lowerASCII(b[i]) != form[i] {
+			return 0
+		}
+	}
+	if n < len(form) {
+		return -1
+	}
+	return n
+}
+
+// echoEnd returns where an echo of part that starts at b[from] ends, or -1, after at least
+// least characters; partial reports that b ends before it could tell. A character with two
+// forms that both fit (a '%' as it is, or as "%25") tries each.
+func echoEnd(part string, least int, b []byte, from int) (end int, partial bool) {
+	j := from
+	for k := 0; k < len(part); k++ {
+		if j == len(b) {
+			if k >= least {
+				return j, false
+			}
+			return -1, true
+		}
+		ec := &echoChars[part[k]]
+		t := lowerASCII(b[j])
+		next := -1
+		if t == ec.raw {
+			next = j + 1
+		}
+		if lead := escapeLead[t]; lead != 0 {
+			for _, form := range ec.escaped[lead-1] {
+				switch w := foldedPrefix(b[j:], form); {
+				case w < 0:
+					partial = true
+				case w > 0:
+					if next >= 0 {
+						if e, p := echoEnd(part[k+1:], least-k-1, b, next); e >= 0 {
+							return e, false
+						} else if p {
+							partial = true
+						}
+					}
+					next = j + w
+				}
+			}
+		}
+		if next < 0 {
+			if k >= least {
+				return j, false
+			}
+			return -1, partial
+		}
+		j = next
+	}
+	return j, false
+}
+
+// redact overwrites, in place, every echo in b with as many '*' (the length stays, so a body
+// framed by its Content-Length still is). hold is where an echo may begin that b ends too soon
+// to tell (len(b) when none).
+func (e *echoForms) redact(b []byte) (found bool, hold int) {
+	hold = len(b)
+	for i := 0; i < len(b); i++ {
+		if !e.lead[b[i]] {
+			continue
+		}
+		for _, part := range e.parts {
+			end, partial := echoEnd(part.s, part.least, b, i)
+			if end > 0 {
+				for j := i; j < end; j++ {
+					b[j] = '*'
+				}
+				found = true
+				i = end - 1
 				break
 			}
-			found = true
-			for j := from + i; j < from+i+len(form); j++ {
-				b[j] = '*'
+			if partial && hold == len(b) {
+				hold = i
 			}
-			from += i + len(form)
 		}
 	}
-	return found
+	return found, hold
 }
 
-// redactHeaderEchoes overwrites the credential in h's field values; a field named with it is
+// redactHeader overwrites the credential in h's field values; a field named with it is
 // dropped. It reports whether it found one.
-func redactHeaderEchoes(h nethttp.Header, forms [][]byte) bool {
-	if forms == nil {
+func (e *echoForms) redactHeader(h nethttp.Header) bool {
+	if e == nil {
 		return false
 	}
 	found := false
 	for k, vv := range h {
-		if redactEchoes([]byte(k), forms) {
+		if named, _ := e.redact([]byte(k)); named {
 			delete(h, k)
 			found = true
 			continue
@@ -546,7 +870,7 @@ func redactHeaderEchoes(h nethttp.Header, forms [][]byte) bool {
 		var redacted []string
 		for i, v := range vv {
 			b := []byte(v)
-			if !redactEchoes(b, forms) {
+			if echoed, _ := e.redact(b); !echoed {
 				continue
 			}
 			if redacted == nil {
@@ -563,32 +887,33 @@ func redactHeaderEchoes(h nethttp.Header, forms [][]byte) bool {
 }
 
 // echoFilter overwrites the credential in a body that goes out in pieces: the end of a piece that
-// could be the start of a form is held back until the next piece says whether it is one.
+// could be the start of an echo is held back until the next piece says whether it is one.
 type echoFilter struct {
-	forms [][]byte
+	forms *echoForms
 	buf   []byte
 	tail  []byte
 	found bool
 }
 
-// filter returns what may be sent now of the body's next bytes p; the result is valid until the
-// next call.
+func newEchoFilter(cr *Credential) *echoFilter {
+	if forms := credentialForms(cr); forms != nil {
+		return &echoFilter{forms: forms}
+	}
+	return nil
+}
+
+// filter returns what may be sent now of the body's next bytes p, which it may overwrite; the
+// result is valid until the next call.
 func (f *echoFilter) filter(p []byte) []byte {
-	f.buf = append(append(f.buf[:0], f.tail...), p...)
-	if redactEchoes(f.buf, f.forms) {
-		f.found = true
+	b := p
+	if len(f.tail) > 0 {
+		f.buf = append(append(f.buf[:0], f.tail...), p...)
+		b = f.buf
 	}
-	keep := 0
-	for _, form := range f.forms {
-		for k := min(len(form)-1, len(f.buf)); k > keep; k-- {
-			if bytes.Equal(f.buf[len(f.buf)-k:], form[:k]) {
-				keep = k
-				break
-			}
-		}
-	}
-	f.tail = append(f.tail[:0], f.buf[len(f.buf)-keep:]...)
-	return f.buf[:len(f.buf)-keep]
+	found, hold := f.forms.redact(b)
+	f.found = f.found || found
+	f.tail = append(f.tail[:0], b[hold:]...)
+	return b[:hold]
 }
 
 // rest is what filter held back, at the end of the body.
@@ -881,15 +1206,6 @@ func maskText(m Masker, in, dst []byte) ([]byte, bool, error) {
 // maskJSON masks a valid JSON document, keys and values (Masker.MaskJSON masks both).
 func maskJSON(m Masker, in, dst []byte) ([]byte, bool, error) {
 	return m.MaskJSON(in, dst)
-}
-
-// jsonString is s as a JSON string, without the HTML escaping of json.Marshal.
-func jsonString(s []byte) []byte {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	enc.Encode(string(s)) // a string always encodes
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // maskDocument masks a whole body of the given kind. A body labelled JSON that is not JSON is

@@ -14,7 +14,9 @@
 // knowledge, which the proxy could not inspect; ambiguous framing (Content-Length with
 // Transfer-Encoding, any coding but chunked), Host and Content-Type headers; fields and
 // parameters that make servers run another method or path than the request line's
-// (X-HTTP-Method-Override, X-Original-URL, "_method" in the query or a form body). Hop-by-hop
+// (X-HTTP-Method-Override, X-Original-URL, "_method" in the query, a form body or at the top
+// of a JSON object); two fields that servers reading '_' as '-' take for one ("X-Tenant" and
+// "X_Tenant"). A list field sent several times goes as one field, its values joined. Hop-by-hop
 // headers, and headers that claim client addresses (Forwarded, X-Forwarded-*, X-Real-IP…), are
 // not forwarded, under any spelling CGI reads as theirs ("X_Forwarded_For"); a Credential
 // replaces whatever the client sent as Authorization or as its own header.
@@ -22,14 +24,16 @@
 // # What reaches the agent
 //
 // Responses are masked by type: JSON (keys and values) and text bodies are buffered (bounded)
-// and masked whole, event streams and JSON lines line by line as they arrive, and header values
-// with their names as context. Images, audio, video, fonts and PDF pass unchanged when their
-// bytes are what their type says. A body that cannot be masked does not pass: archives,
+// and masked whole; event streams, JSON lines and JSON watches (a body of unknown length whose
+// first line is a whole value) line by line as they arrive; header values with their names as
+// context. Images, audio, video, fonts and PDF pass unchanged when their bytes are that media.
+// A body that cannot be masked does not pass: archives and data files (under any label),
 // protobuf and other binary data, text in a character set that hides ASCII (UTF-16, UTF-7,
 // EBCDIC), an encoding other than gzip. Before anything of it is sent the client gets a 502,
 // afterwards the connection is reset, so a cut body is never taken for a whole one. With a
-// Credential, every form of its secret the service echoes (a debug endpoint, an error quoting
-// the request) is overwritten in every response, masked or not.
+// Credential, every echo of its secret by the service (a debug endpoint, an error quoting the
+// request), in any letter case, percent- (nested), JSON- or HTML-escaped, or without its base64
+// padding, is overwritten in every response, masked or not, and in upstream errors.
 package http
 
 import (
@@ -75,9 +79,10 @@ type Request struct {
 	Path     string // the request target's path, exactly as the client sent it and as forwarded (already checked, see below)
 	RawQuery string // without '?'
 	Host     string // the client's Host header
-	// Header holds the client's end-to-end headers (hop-by-hop and the stripped ones removed);
-	// the hook must not modify it. Content-Length and Expect are the proxy's own business and are
-	// not in it: the body is forwarded with its own length.
+	// Header holds the client's end-to-end headers (hop-by-hop and the stripped ones removed), a
+	// list field sent several times as one field of its values joined, as forwarded; the hook
+	// must not modify it. Content-Length and Expect are the proxy's own business and are not in
+	// it: the body is forwarded with its own length.
 	Header  nethttp.Header
 	Body    []byte // the whole request body (at most Server.MaxRequestBody)
 	Started time.Time
@@ -154,10 +159,11 @@ type Session struct {
 // of sessions at once, and must not be copied once it has served one.
 type Server struct {
 	MaxRequestBody int64 // default 8 MiB; more → 413
-	// MaxBufferedBodies bounds the request bodies the sessions of this Server hold at once (read,
-	// judged or held for a reviewer, forwarded), counted as the buffers they take; default
-	// 256 MiB. A request whose body would go over gets 503: agents that open many connections
-	// and send large bodies slowly cannot exhaust the daemon's memory.
+	// MaxBufferedBodies bounds the bodies the sessions of this Server hold at once, counted as
+	// the buffers they take: request bodies (read, judged or held for a reviewer, forwarded) and
+	// response bodies buffered for masking (twice their size: the body and its masked copy);
+	// default 256 MiB. A request or response that would go over gets 503: agents that open many
+	// connections and send, or ask for, large bodies cannot exhaust the daemon's memory.
 	MaxBufferedBodies int64
 	MaxMaskedBody     int64         // default 32 MiB: a maskable response body larger than this → 502, nothing of it sent
 	RecordBody        int           // default 64 KiB

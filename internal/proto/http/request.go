@@ -685,7 +685,7 @@ type bodyBuffer struct {
 	take func(int64) bool
 }
 
-const minBodyBuffer = 64 << 10
+const minBodyBuffer = 4 << 10
 
 func (b *bodyBuffer) Write(p []byte) (int, error) {
 	if need := len(b.buf) + len(p); need > cap(b.buf) {

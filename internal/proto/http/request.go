@@ -193,6 +193,11 @@ func checkHead(h *requestHead, r *Request) (bodyFraming, *refusal) {
 	case strings.EqualFold(h.method, nethttp.MethodTrace), strings.EqualFold(h.method, "TRACK"):
 		return bodyFraming{}, refuse(nethttp.StatusMethodNotAllowed, "use another method", "%s is not allowed: it echoes the request, credentials included", strings.ToUpper(h.method))
 	}
+	if strings.ToUpper(h.method) != h.method {
+		// Methods are case-sensitive, but some servers upper-case them: "delete" would run as
+		// DELETE past a rule on "DELETE". The rules refuse it too; the proxy says so first.
+		return bodyFraming{}, refuse(nethttp.StatusBadRequest, "send the method in upper case", "method %s has lower-case letters", quote(h.method))
+	}
 	if _, ok := h.header["Upgrade"]; ok {
 		return bodyFraming{}, refuse(nethttp.StatusNotImplemented, hintTunnel, "protocol upgrades (WebSocket, h2c) are not supported: the enforcer cannot inspect them")
 	}

@@ -160,6 +160,29 @@ type Outcome struct {
 	Grant *Grant
 }
 
+// Decided returns who decided the outcome's request (reviewers' subjects joined by commas, or
+// "grant" when an earlier late approval let it through) and the reason they gave, for the
+// session log.
+func (o Outcome) Decided() (by, reason string) {
+	if o.Grant != nil {
+		return "grant", "approved after the request timed out; one-time grant used"
+	}
+	if o.Request == nil {
+		return "", ""
+	}
+	var who []string
+	for _, dec := range o.Request.Decisions {
+		who = append(who, dec.Reviewer.Subject)
+		if dec.Reason != "" {
+			reason = dec.Reason
+		}
+	}
+	if reason == "" {
+		reason = o.Request.Reason
+	}
+	return strings.Join(who, ","), reason
+}
+
 // Approved reports whether the statement may be forwarded.
 func (o Outcome) Approved() bool { return o.State == StateApproved }
 

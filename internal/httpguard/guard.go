@@ -464,23 +464,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: approval could not be requested: " + err.Error(), Header: ruleHeader(d.Rule.Rule)}
 	}
 	g.cur.approvalID = out.ID()
-	by, reason := "", ""
-	if out.Request != nil {
-		var who []string
-		for _, dec := range out.Request.Decisions {
-			who = append(who, dec.Reviewer.Subject)
-			if dec.Reason != "" {
-				reason = dec.Reason
-			}
-		}
-		by = strings.Join(who, ",")
-		if reason == "" {
-			reason = out.Request.Reason
-		}
-	}
-	if out.Grant != nil {
-		by, reason = "grant", "approved after the request timed out; one-time grant used"
-	}
+	by, reason := out.Decided()
 	g.recordApproval(out.ID(), approvalState(out), by, reason, nil)
 	hdr := ruleHeader(d.Rule.Rule)
 	if hdr == nil {

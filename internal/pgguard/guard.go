@@ -567,23 +567,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		g.log.Error("approval failed", "err", err)
 		return g.refuse(d.Rule.Rule, "enforcer: approval could not be requested: "+err.Error(), s.SQL, ""), ""
 	}
-	by, reason := "", ""
-	if out.Request != nil {
-		var who []string
-		for _, dec := range out.Request.Decisions {
-			who = append(who, dec.Reviewer.Subject)
-			if dec.Reason != "" {
-				reason = dec.Reason
-			}
-		}
-		by = strings.Join(who, ",")
-		if reason == "" {
-			reason = out.Request.Reason
-		}
-	}
-	if out.Grant != nil {
-		by, reason = "grant", "approved after the request timed out; one-time grant used"
-	}
+	by, reason := out.Decided()
 	g.recordApproval(out.ID(), approvalState(out), by, reason, nil)
 	if out.Approved() {
 		g.log.Info("statement approved", "request", out.ID(), "rule", d.Rule.Rule)

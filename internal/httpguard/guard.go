@@ -195,6 +195,7 @@ func (g *Guard) Request(ctx context.Context, r *httpproto.Request) httpproto.Ver
 	case rules.Allow:
 		g.cur.verdict = record.VerdictAllow
 		if err := g.writeAhead(r, false); err != nil {
+			g.cur.verdict = record.VerdictBlock
 			return unavailable(err)
 		}
 		return httpproto.Verdict{Allow: true}
@@ -479,6 +480,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 	}
 	g.log.Info("request approved", "request", out.ID(), "rule", d.Rule.Rule)
 	if err := g.writeAhead(r, true); err != nil {
+		g.cur.verdict = record.VerdictBlock
 		return unavailable(err)
 	}
 	return httpproto.Verdict{Allow: true}

@@ -13,9 +13,9 @@ go vet ./...
 go build -o bin/enforcer ./cmd/enforcer
 # The end-to-end tests run a daemon built with the race detector; a race it reports fails them.
 ENFORCER_E2E_RACE=1 go test -count=1 -timeout 20m "$@" ./...
-# The concurrent core (recorder, guard, wire proxy, approvals) again under the race detector.
+# The concurrent core (recorder, guards, wire proxies, approvals) again under the race detector.
 if [ $# -eq 0 ]; then
-  go test -count=1 -race -timeout 10m ./internal/record/... ./internal/pgguard ./internal/proto/postgres ./internal/approval
+  go test -count=1 -race -timeout 10m ./internal/record/... ./internal/pgguard ./internal/proto/postgres ./internal/proto/http ./internal/httpguard ./internal/approval
   # The recorder again with its own fdatasync, the path taken where io_uring is disabled.
   ENFORCER_RECORD_SYSCALLS=1 go test -count=1 -timeout 5m ./internal/record/
 fi

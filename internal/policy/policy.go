@@ -13,7 +13,6 @@ import (
 	"os"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -961,8 +960,7 @@ func checkHostPort(a string) string {
 	if err != nil {
 		return err.Error()
 	}
-	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 || port[0] == '0' {
+	if !validPort(port) {
 		return "the port must be a number from 1 to 65535"
 	}
 	if host == "" {

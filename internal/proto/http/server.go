@@ -222,6 +222,14 @@ type limits struct {
 	maxHeaderBytes    int
 }
 
+// positive sets *v to def unless it is above zero (a zero Server, or a negative limit, gets the
+// default).
+func positive[T int | int64 | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
 func (s *Server) limits() limits {
 	l := limits{
 		maxRequestBody:    s.MaxRequestBody,
@@ -233,30 +241,14 @@ func (s *Server) limits() limits {
 		responseTimeout:   s.ResponseTimeout,
 		maxHeaderBytes:    s.MaxHeaderBytes,
 	}
-	if l.maxRequestBody <= 0 {
-		l.maxRequestBody = defaultMaxRequestBody
-	}
-	if l.maxBufferedBodies <= 0 {
-		l.maxBufferedBodies = defaultMaxBufferedBodies
-	}
-	if l.maxMaskedBody <= 0 {
-		l.maxMaskedBody = defaultMaxMaskedBody
-	}
-	if l.recordBody <= 0 {
-		l.recordBody = defaultRecordBody
-	}
-	if l.readHeaderTimeout <= 0 {
-		l.readHeaderTimeout = defaultReadHeaderTimeout
-	}
-	if l.idleTimeout <= 0 {
-		l.idleTimeout = defaultIdleTimeout
-	}
-	if l.responseTimeout <= 0 {
-		l.responseTimeout = defaultResponseTimeout
-	}
-	if l.maxHeaderBytes <= 0 {
-		l.maxHeaderBytes = defaultMaxHeaderBytes
-	}
+	positive(&l.maxRequestBody, defaultMaxRequestBody)
+	positive(&l.maxBufferedBodies, defaultMaxBufferedBodies)
+	positive(&l.maxMaskedBody, defaultMaxMaskedBody)
+	positive(&l.recordBody, defaultRecordBody)
+	positive(&l.readHeaderTimeout, defaultReadHeaderTimeout)
+	positive(&l.idleTimeout, defaultIdleTimeout)
+	positive(&l.responseTimeout, defaultResponseTimeout)
+	positive(&l.maxHeaderBytes, defaultMaxHeaderBytes)
 	return l
 }
 

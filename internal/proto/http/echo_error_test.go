@@ -1,9 +1,6 @@
 package http
 
 import (
-	"bufio"
-	"io"
-	"net"
 	"strings"
 	"testing"
 )
@@ -14,30 +11,13 @@ import (
 // off: a random token matches no detector.
 func TestUpstreamErrorHoldsNoCredential(t *testing.T) {
 	const secret = "tok_9f8e7d6c5b4a39281706f5e4"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				bufio.NewReader(conn).ReadString('\n')
-				io.WriteString(conn, "HTTP/1.1 200 OK\r\nX-Echo X-Api-Key "+secret+"\r\n\r\n")
-			}()
-		}
-	}()
+	addr := rawUpstream(t, "HTTP/1.1 200 OK\r\nX-Echo X-Api-Key "+secret+"\r\n\r\n")
 	for _, masked := range []bool{false, true} {
 		hook := newFakeHook()
 		if masked {
 			hook.masker = testPlan(t)
 		}
-		p := startProxy(t, &Server{}, Upstream{Addr: ln.Addr().String(), Credential: &Credential{Header: "X-Api-Key", Value: secret}}, hook)
+		p := startProxy(t, &Server{}, Upstream{Addr: addr, Credential: &Credential{Header: "X-Api-Key", Value: secret}}, hook)
 		resp, body := get(t, testClient(t), "http://"+p.addr+"/")
 		if resp.StatusCode != 502 {
 			t.Fatalf("masked %v: status %d: %s", masked, resp.StatusCode, body)

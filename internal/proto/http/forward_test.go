@@ -547,27 +547,10 @@ func TestMisconfiguredSession(t *testing.T) {
 // TestUpstreamErrorMasked: an upstream error that quotes what the service sent is masked in the
 // record and the log like a response would be.
 func TestUpstreamErrorMasked(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				bufio.NewReader(conn).ReadString('\n')
-				io.WriteString(conn, "HELLO "+testEmail+" "+testCard+"\r\n\r\n")
-			}()
-		}
-	}()
+	addr := rawUpstream(t, "HELLO "+testEmail+" "+testCard+"\r\n\r\n")
 	hook := newFakeHook()
 	hook.masker = testPlan(t)
-	p := startProxy(t, &Server{}, Upstream{Addr: ln.Addr().String()}, hook)
+	p := startProxy(t, &Server{}, Upstream{Addr: addr}, hook)
 	resp, body := get(t, testClient(t), "http://"+p.addr+"/")
 	if resp.StatusCode != 502 {
 		t.Fatalf("status %d: %s", resp.StatusCode, body)

@@ -413,3 +413,28 @@ func checkNoGoroutines(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// rawUpstream is a service on loopback that answers every request with reply, as raw bytes (a
+// malformed answer the Transport refuses, say); it returns its address.
+func rawUpstream(t *testing.T, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				bufio.NewReader(conn).ReadString('\n')
+				io.WriteString(conn, reply)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}

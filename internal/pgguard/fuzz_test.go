@@ -35,21 +35,24 @@ var fuzzSQL = []string{
 }
 
 // FuzzGuardRecording drives the guard's hooks in any order the input says: statements of both
-// protocols, results for any statement or none, rows with hostile cells, errors, notices and
-// deliveries, as a confused or hostile pair of peers could make the proxy report them. The log
+// protocols, results for any statement or none, rows with hostile cells, errors, notices,
+// deliveries, forwards and other connections at the server (which decide whether a read waits
+// for the next statement), as a confused or hostile pair of peers could make the proxy report them. The log
 // must then verify, hold exactly one statement record per judged statement in the order they
 // were judged, and hold the card number nowhere unmasked: not in a row, a parameter, an error
 // or a statement's text.
 func FuzzGuardRecording(f *testing.F) {
 	f.Add([]byte{0, 0, 2, 1, 3, 0, 4, 1, 6, 0})
 	f.Add([]byte{1, 5, 0, 3, 2, 0, 3, 7, 4, 0, 4, 2, 5, 1, 6, 1, 0, 1})
-	f.Add([]byte{0, 7, 0, 8, 4, 1, 6, 0}) // card numbers in statement text
+	f.Add([]byte{0, 7, 0, 8, 4, 1, 6, 0})                                                 // card numbers in statement text
+	f.Add([]byte{0, 1, 6, 2, 4, 1, 6, 0, 0, 2, 6, 2, 3, 0, 4, 1, 6, 3, 6, 0, 0, 3, 6, 0}) // late reads
 	f.Fuzz(func(t *testing.T, in []byte) {
 		g, rec, dir := loggedGuard(t, record.Options{MaxResultRows: 3})
 		ctx := context.Background()
 		var stmts []*postgres.Statement
 		var judged []string
 		var rd *pgproto3.RowDescription
+		others := false
 		pick := func(arg byte) *postgres.Statement {
 			if len(stmts) == 0 || arg%5 == 0 {
 				return nil
@@ -91,11 +94,21 @@ func FuzzGuardRecording(f *testing.F) {
 				g.Result(ctx, &postgres.Result{Kind: postgres.ResultError, Statement: pick(arg),
 					Error: &pgproto3.ErrorResponse{Severity: "ERROR", Code: "42P01", Message: "no " + fuzzCard}})
 			case 6:
-				if arg&1 == 0 {
+				switch arg % 4 {
+				case 0:
 					g.Delivered()
-				} else {
+				case 1:
 					g.Result(ctx, &postgres.Result{Kind: postgres.ResultNotice, Statement: pick(arg),
 						Error: &pgproto3.ErrorResponse{Severity: "NOTICE", Code: "00000", Message: "hello"}})
+				case 2:
+					g.Forwarded()
+				case 3: // another connection's statement reaches the server or leaves it
+					if others {
+						g.sh.atServer.Add(-1)
+					} else {
+						g.sh.atServer.Add(1)
+					}
+					others = !others
 				}
 			}
 		}

@@ -39,6 +39,11 @@ type Shared struct {
 	Catalogs Catalogs
 	// Recorder, if set, records every session; if it cannot write, statements are refused.
 	Recorder *record.Recorder
+
+	// atServer counts the recorded connections with a statement at the server; late lists
+	// those whose last read may wait for their next statement (see late.go).
+	atServer atomic.Int64
+	late     lateReads
 }
 
 // ConnInfo describes the connection a guard serves.

@@ -64,6 +64,8 @@ type recorder struct {
 	// starts are the statements sent whose results may still come, oldest first, for measuring
 	// each result from its own statement's start.
 	starts starts
+
+	lateState
 }
 
 // maxAwaited bounds the statements starts remembers: how deep a client may pipeline before the
@@ -239,9 +241,20 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 		rule = d.Rule.Rule
 	}
 	inert := d != nil && d.Result != nil && allInert(d.Result)
+	durability := record.DurabilityFor(inert, verdict)
+	waits := durability == record.Async && verdict == record.VerdictAllow && !r.strict
 	// Whatever waits is written first: its storage is reused below, and records keep their order.
-	if err := r.flushAll(); err != nil {
+	// A late read may go on waiting for a statement that waits too: it is written first all the
+	// same.
+	flush := r.flushAll
+	if waits {
+		flush = r.flushPending
+	}
+	if err := flush(); err != nil {
 		return err
+	}
+	if verdict != record.VerdictBlock {
+		g.atServerNow()
 	}
 	var res *sqlclass.Result
 	if d != nil {
@@ -257,8 +270,7 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 		st.Text = fmt.Sprintf("<function call, oid %d>", s.FunctionOID)
 	}
 	now := time.Now()
-	durability := record.DurabilityFor(inert, verdict)
-	if durability == record.Async && verdict == record.VerdictAllow && !r.strict {
+	if waits {
 		// Held back until its result; but a log that cannot take it now refuses the statement
 		// now, as writing it would.
 		if err := r.log.Check(); err != nil {
@@ -439,8 +451,19 @@ func (g *Guard) recordApproval(id, state, by, reason string, approvers []string)
 	}
 }
 
-// flushAll writes whatever waits. Safe from either goroutine.
+// flushAll writes whatever waits, a late read included. Safe from any goroutine.
 func (r *recorder) flushAll() error {
+	if !r.hasStmt.Load() && !r.hasResult.Load() && !r.hasLate.Load() {
+		return nil
+	}
+	r.pendingMu.Lock()
+	defer r.pendingMu.Unlock()
+	return r.flushLocked()
+}
+
+// flushPending writes a waiting statement or result (a late read before them), so that stmt and
+// cur can be reused. Safe from either goroutine.
+func (r *recorder) flushPending() error {
 	if !r.hasStmt.Load() && !r.hasResult.Load() {
 		return nil
 	}
@@ -455,12 +478,13 @@ func (r *recorder) flushResult() error {
 	if !r.hasResult.Load() {
 		return nil
 	}
-	return r.flushAll()
+	return r.flushPending()
 }
 
 func (r *recorder) flushLocked() error {
-	var err error
+	err := r.writeLateLocked() // it came first
 	switch {
+	case err != nil:
 	case r.stmtWaits && r.resWaits && r.resHasOf && r.resOf == r.stmtOf:
 		r.stmt.Result = &r.cur
 		err = r.writeStmt()
@@ -529,12 +553,27 @@ func (r *recorder) resultDone(id uint64, known bool, now time.Time) error {
 }
 
 // Delivered implements postgres.Deliverer: the client has every result so far, so what waits is
-// written now.
+// written now; or, a read with its own result while no other connection has a statement at the
+// server, once the client's next statement is (see late.go).
 func (g *Guard) Delivered() {
-	if g.rec == nil {
+	r := g.rec
+	if r == nil {
 		return
 	}
-	if err := g.rec.flushAll(); err != nil {
+	g.leftServer()
+	if !r.hasStmt.Load() && !r.hasResult.Load() {
+		return
+	}
+	r.pendingMu.Lock()
+	if r.isLateRead() && g.sh.atServer.Load() == 0 {
+		r.deferLocked()
+		r.pendingMu.Unlock()
+		g.sh.late.add(g)
+		return
+	}
+	err := r.flushLocked()
+	r.pendingMu.Unlock()
+	if err != nil {
 		g.log.Error("recording result", "err", err)
 	}
 }
@@ -644,6 +683,7 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	g.mu.Lock()
 	g.ensureStarted(nil)
 	g.mu.Unlock()
+	g.leftServer()
 	// The proxy calls End once both of its goroutines are done, so the server side's result
 	// is ours: one still being collected had rows the client may have seen, so it is written
 	// with what came so far, marked as cut short.

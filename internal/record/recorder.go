@@ -1423,6 +1423,9 @@ func (r *Recorder) PublicKey() string { return r.pub }
 // LogID returns the id of this log (see SegmentHeader.Log).
 func (r *Recorder) LogID() string { return r.logID }
 
+// AsyncWindow returns how long a queued async record may wait to be written (Options.AsyncWindow).
+func (r *Recorder) AsyncWindow() time.Duration { return r.opts.AsyncWindow }
+
 // Dir returns the log directory.
 func (r *Recorder) Dir() string { return r.opts.Dir }
 

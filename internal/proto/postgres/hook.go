@@ -30,6 +30,14 @@ type Deliverer interface {
 	Delivered()
 }
 
+// Forwarder is implemented by hooks with work that can wait until the server has the client's
+// next statement. The proxy calls Forwarded on the client-side goroutine each time it has written
+// to the server what the client sent and is about to wait for more, so work done there overlaps
+// the server's rather than the client's turn.
+type Forwarder interface {
+	Forwarded()
+}
+
 // Starter is implemented by hooks that want the client's startup parameters (user, database,
 // application_name, options…) and the database the proxy logs in to upstream (the target's, else
 // the one the client asked for). The proxy calls ClientStarted once, after it accepted the

@@ -531,9 +531,11 @@ func (h *deliveryHook) Result(_ context.Context, r *Result) error {
 }
 
 func (h *deliveryHook) Delivered() { h.log("delivered") }
+func (h *deliveryHook) Forwarded() { h.log("forwarded") }
 
 // TestDelivered: the proxy tells a Deliverer once it has written a statement's results to the
-// client (on the goroutine that saw them, so after each of them).
+// client (on the goroutine that saw them, so after each of them), and a Forwarder once it has
+// written a statement to the server.
 func TestDelivered(t *testing.T) {
 	h := &deliveryHook{}
 	_, c := hookProxy(t, h)
@@ -556,5 +558,11 @@ func TestDelivered(t *testing.T) {
 	first, last := strings.Index(events, "result SELECT 1"), strings.LastIndex(events, "result SELECT 1")
 	if first < 0 || !strings.Contains(events[first:last], "delivered") {
 		t.Fatalf("the first result was never delivered:\n%s", events)
+	}
+	// Forwarded comes on the client's goroutine once a statement is written to the server,
+	// before the proxy reads the client's next one.
+	s1, s2 := strings.Index(events, "statement SELECT 1"), strings.Index(events, "statement SELECT 2")
+	if !strings.Contains(events[s1:s2], "forwarded") || !strings.Contains(events[s2:], "forwarded") {
+		t.Fatalf("a statement was not followed by a forward:\n%s", events)
 	}
 }

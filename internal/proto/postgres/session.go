@@ -556,7 +556,17 @@ func (c *conn) relay() error {
 	if rc, ok := c.client.(*rawConn); ok {
 		c.clientRaw = rc.raw
 	}
-	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, c.flushUpstream)
+	flushUpstream := c.flushUpstream
+	if f, ok := c.hook.(Forwarder); ok {
+		flushUpstream = func() error {
+			sent, err := c.flushUpstreamSent()
+			if sent && err == nil {
+				f.Forwarded()
+			}
+			return err
+		}
+	}
+	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, flushUpstream)
 	c.cr.known = frontendTypes
 	c.uw.w = c.upstream
 	flushClient := c.flushClientLocked
@@ -606,6 +616,14 @@ func (c *conn) flushUpstream() error {
 	c.upMu.Lock()
 	defer c.upMu.Unlock()
 	return c.uw.flush()
+}
+
+// flushUpstreamSent is flushUpstream that also says whether anything was waiting to be sent.
+func (c *conn) flushUpstreamSent() (bool, error) {
+	c.upMu.Lock()
+	defer c.upMu.Unlock()
+	sent := c.uw.pending()
+	return sent, c.uw.flush()
 }
 
 func (c *conn) flushClientLocked() error {

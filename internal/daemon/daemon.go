@@ -104,6 +104,8 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Log:        log,
 		Recorder:   d.records,
 	}
+	// Reads that wait for their connection's next statement are written before the log closes.
+	defer d.guards.FlushLate()
 	d.httpGuards = &httpguard.Shared{
 		Policy:    d.policy.Load,
 		Approvals: d.approvals,

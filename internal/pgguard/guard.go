@@ -40,10 +40,10 @@ type Shared struct {
 	// Recorder, if set, records every session; if it cannot write, statements are refused.
 	Recorder *record.Recorder
 
-	// atServer counts the recorded connections with a statement at the server; late lists
-	// those whose last read may wait for their next statement (see late.go).
-	atServer atomic.Int64
-	late     lateReads
+	// lastStatement is the connection that recorded the latest statement; late lists those
+	// whose last read may wait for their next statement (see late.go).
+	lastStatement atomic.Pointer[Guard]
+	late          lateReads
 }
 
 // ConnInfo describes the connection a guard serves.

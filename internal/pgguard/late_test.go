@@ -9,18 +9,19 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	"github.com/enforcer-dev/enforcer/internal/proto/postgres"
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
 // TestLateReads: a delivered read waits for the connection's next statement to be forwarded,
-// while no other connection has a statement at the server; whatever the connection records
+// unless another connection recorded a statement meanwhile; whatever the connection records
 // next, or the sweep, writes it first, so the log keeps the order.
 func TestLateReads(t *testing.T) {
 	cases := []struct {
 		name     string
-		others   bool   // another connection has a statement at the server
+		others   bool   // another connection records a statement while the read runs
 		next     string // the statement that follows the read ("" for none)
 		wantLate bool   // the read waits once delivered
 		want     []string
@@ -28,7 +29,7 @@ func TestLateReads(t *testing.T) {
 		{name: "written after the next forward", next: "select 2", wantLate: true,
 			want: []string{"select 1 + SELECT 1", "select 2 + SELECT 2"}},
 		{name: "written by the sweep", wantLate: true, want: []string{"select 1 + SELECT 1"}},
-		{name: "written at delivery while another connection works", others: true, next: "select 2",
+		{name: "written at delivery when another connection works", others: true, next: "select 2",
 			want: []string{"select 1 + SELECT 1", "select 2 + SELECT 2"}},
 		{name: "written before a refused statement", next: "drop table t", wantLate: true,
 			want: []string{"select 1 + SELECT 1", "drop table t"}},
@@ -43,14 +44,17 @@ func TestLateReads(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			g := guardFor(func() *policy.Policy { return pol }, rec)
+			current := func() *policy.Policy { return pol }
+			sh := testShared(current, rec)
+			g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+			other := sh.NewGuard(ConnInfo{ID: "2", Target: pol.Targets[0], Identity: identity.Session{Subject: "bob", Groups: []string{"eng"}}})
 			ctx := context.Background()
-			if c.others {
-				g.sh.atServer.Add(1)
-			}
 			s1 := &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "select 1"}
 			g.Statement(ctx, s1)
 			g.Forwarded()
+			if c.others {
+				other.Statement(ctx, &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "select 3"})
+			}
 			g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: s1, Tag: []byte("SELECT 1")})
 			g.Delivered()
 			if got := g.rec.hasLate.Load(); got != c.wantLate {
@@ -91,9 +95,7 @@ func TestLateReads(t *testing.T) {
 			if g.rec.hasLate.Load() {
 				t.Fatal("a read still waits after the end")
 			}
-			if n := g.sh.atServer.Load(); n != 0 && !c.others {
-				t.Fatalf("connections at the server after the end: %d", n)
-			}
+			other.End("done", 0, 0)
 			var got []string
 			for _, r := range closeAndLoad(t, rec, dir, g.SessionID()) {
 				ev, err := r.Event()
@@ -158,5 +160,35 @@ func TestLateReadKeepsItsValues(t *testing.T) {
 	}
 	if !times[1].After(times[0]) {
 		t.Fatalf("record times %v: the late read kept the next one's", times)
+	}
+}
+
+// TestFlushLate: a daemon about to close the log writes the reads that wait for their
+// connection's next statement (they would otherwise meet a closed log).
+func TestFlushLate(t *testing.T) {
+	g, rec, dir := loggedGuard(t, record.Options{AsyncWindow: time.Hour})
+	ctx := context.Background()
+	s := &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "select 1"}
+	g.Statement(ctx, s)
+	g.Forwarded()
+	g.Result(ctx, &postgres.Result{Kind: postgres.ResultCommandComplete, Statement: s, Tag: []byte("SELECT 1")})
+	g.Delivered()
+	if !g.rec.hasLate.Load() {
+		t.Fatal("the read does not wait")
+	}
+	g.sh.FlushLate()
+	if g.rec.hasLate.Load() {
+		t.Fatal("the read still waits")
+	}
+	found := false
+	for _, r := range closeAndLoad(t, rec, dir, g.SessionID()) {
+		ev, err := r.Event()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found = found || ev.Type == record.TypeStatement && ev.Statement.Text == "select 1" && ev.Statement.Result != nil
+	}
+	if !found {
+		t.Fatal("the read is not in the log")
 	}
 }

@@ -1,6 +1,7 @@
 package pgguard
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 	"strings"
@@ -253,9 +254,7 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	if err := flush(); err != nil {
 		return err
 	}
-	if verdict != record.VerdictBlock {
-		g.atServerNow()
-	}
+	g.noteStatement()
 	var res *sqlclass.Result
 	if d != nil {
 		res = d.Result
@@ -482,9 +481,11 @@ func (r *recorder) flushResult() error {
 }
 
 func (r *recorder) flushLocked() error {
-	err := r.writeLateLocked() // it came first
+	// A late read came first. If it cannot be written (the writer is behind, say), what waits
+	// behind it is tried all the same: it may already be at the server.
+	lateErr := r.writeLateLocked()
+	var err error
 	switch {
-	case err != nil:
 	case r.stmtWaits && r.resWaits && r.resHasOf && r.resOf == r.stmtOf:
 		r.stmt.Result = &r.cur
 		err = r.writeStmt()
@@ -512,7 +513,7 @@ func (r *recorder) flushLocked() error {
 	r.stmtWaits, r.resWaits = false, false
 	r.hasStmt.Store(false)
 	r.hasResult.Store(false)
-	return err
+	return cmp.Or(lateErr, err)
 }
 
 // writeStmt writes the waiting statement alone: its results will be records of their own, which
@@ -553,19 +554,18 @@ func (r *recorder) resultDone(id uint64, known bool, now time.Time) error {
 }
 
 // Delivered implements postgres.Deliverer: the client has every result so far, so what waits is
-// written now; or, a read with its own result while no other connection has a statement at the
-// server, once the client's next statement is (see late.go).
+// written now; or, a read with its own result when no other connection recorded a statement
+// since, once the client's next statement is at the server (see late.go).
 func (g *Guard) Delivered() {
 	r := g.rec
 	if r == nil {
 		return
 	}
-	g.leftServer()
 	if !r.hasStmt.Load() && !r.hasResult.Load() {
 		return
 	}
 	r.pendingMu.Lock()
-	if r.isLateRead() && g.sh.atServer.Load() == 0 {
+	if r.isLateRead() && g.mayDefer() {
 		r.deferLocked()
 		r.pendingMu.Unlock()
 		g.sh.late.add(g)
@@ -683,7 +683,7 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 	g.mu.Lock()
 	g.ensureStarted(nil)
 	g.mu.Unlock()
-	g.leftServer()
+	g.sh.lastStatement.CompareAndSwap(g, nil) // nothing of this connection is kept alive by it
 	// The proxy calls End once both of its goroutines are done, so the server side's result
 	// is ours: one still being collected had rows the client may have seen, so it is written
 	// with what came so far, marked as cut short.

@@ -45,7 +45,9 @@
 // AsyncWindow of reads (written records are in the page cache) and a power loss at most the last
 // SyncInterval of them; never a write-ahead record. Options.Strict makes every Append write-ahead.
 // (The Postgres guard holds a read's statement record back until its first result, then appends
-// both as one record; see Statement.Result.) When the log cannot be written (disk full, I/O error,
+// both as one record, see Statement.Result; unless another connection recorded a statement
+// meanwhile, it appends that record once the connection's next statement is forwarded, or
+// AsyncWindow later at most, so its reads reach the file within about twice AsyncWindow.) When the log cannot be written (disk full, I/O error,
 // closed file) the recorder fails for good: the failing Append and every later one return an error
 // wrapping ErrLogFailed, so the caller refuses the statement, and the failure is logged with
 // slog.Error and counted in Stats.Failures.

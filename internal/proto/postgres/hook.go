@@ -32,8 +32,8 @@ type Deliverer interface {
 
 // Forwarder is implemented by hooks with work that can wait until the server has the client's
 // next statement. The proxy calls Forwarded on the client-side goroutine each time it has written
-// to the server what the client sent and is about to wait for more, so work done there overlaps
-// the server's rather than the client's turn.
+// to the server what the client sent (before it waits for more, and when a long message fills its
+// buffer), so work done there overlaps the server's rather than the client's turn.
 type Forwarder interface {
 	Forwarded()
 }

@@ -831,13 +831,17 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 		return
 	case ProtoPostgres:
 	default:
+		v.checkRelayUpstream(at, proto, u)
 		return
 	}
 	if u.User == "" {
 		v.fail(at+".user", "missing")
 	}
-	if u.PasswordFile == "" && u.PasswordEnv == "" {
+	switch {
+	case u.PasswordFile == "" && u.PasswordEnv == "":
 		v.fail(at, "needs password_file or password_env")
+	case u.PasswordFile != "" && u.PasswordEnv != "":
+		v.fail(at, "password_file and password_env are both set: name one secret")
 	}
 	if u.PasswordFile != "" && !path.IsAbs(u.PasswordFile) {
 		v.fail(at+".password_file", "must be an absolute path")
@@ -847,8 +851,8 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 	default:
 		v.fail(at+".tls", "unknown mode %q (disable, require, verify-ca, verify-full)", u.TLS)
 	}
-	if (u.TLS == "verify-ca" || u.TLS == "verify-full") && u.CAFile == "" {
-		v.fail(at+".ca_file", "required with tls: %s", u.TLS)
+	if u.TLS == "verify-ca" && u.CAFile == "" {
+		v.fail(at+".ca_file", "required with tls: verify-ca (verify-full without one checks against the system's roots)")
 	}
 	tlsMode := cmp.Or(u.TLS, "verify-full") // the daemon's default (with the system's roots)
 	weak := false
@@ -876,6 +880,24 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 		if weak {
 			v.fail(at+".auth", "the target matches a network, so the agent picks the host the proxy logs in to; allow only scram-sha-256, or set upstream.address")
 		}
+	}
+}
+
+// checkRelayUpstream checks the upstream of a target the proxy relays without reading (tcp,
+// tls-passthrough): only its address is used, so anything else written there is a mistake the
+// file's author should hear of (a password_file there injects nothing).
+func (v *validator) checkRelayUpstream(at, proto string, u *Upstream) {
+	unused := []struct{ name, value string }{
+		{"database", u.Database}, {"user", u.User}, {"password_file", u.PasswordFile}, {"password_env", u.PasswordEnv},
+		{"tls", u.TLS}, {"ca_file", u.CAFile}, {"server_name", u.ServerName},
+	}
+	for _, f := range unused {
+		if f.value != "" {
+			v.fail(at+"."+f.name, "a %s target relays the bytes as they are and uses only upstream.address", proto)
+		}
+	}
+	if len(u.Auth) > 0 {
+		v.fail(at+".auth", "a %s target relays the bytes as they are and uses only upstream.address", proto)
 	}
 }
 

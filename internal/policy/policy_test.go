@@ -147,7 +147,11 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate name", "version: 1\ntargets:\n  - {name: x, protocol: tcp, match: {addresses: [1.1.1.1]}}\n  - {name: x, protocol: tcp, match: {addresses: [1.1.1.2]}}\n", []string{"bad.yaml:4", "duplicate"}},
 		{"unknown grant target", "version: 1\ngrants:\n  - groups: [a]\n    targets: [nope]\n", []string{"bad.yaml:4", `unknown target "nope"`}},
 		{"postgres without creds", "version: 1\ntargets:\n  - {name: db, protocol: postgres, match: {addresses: [1.1.1.1]}}\n", []string{"upstream"}},
-		{"verify-full without CA", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [1.1.1.1]}\n    upstream: {user: u, password_file: /p, tls: verify-full}\n", []string{"ca_file"}},
+		{"verify-ca without CA", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [1.1.1.1]}\n    upstream: {user: u, password_file: /p, tls: verify-ca}\n", []string{"targets[0].upstream.ca_file", "verify-ca"}},
+		{"two secrets", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [1.1.1.1]}\n    upstream: {user: u, password_file: /p, password_env: P}\n", []string{"targets[0].upstream", "both set"}},
+		// A relayed target reads nothing, so a secret or TLS mode written there would do nothing.
+		{"tcp with a secret", "version: 1\ntargets:\n  - name: x\n    protocol: tcp\n    match: {addresses: [1.1.1.1]}\n    upstream: {address: \"10.0.0.1:22\", password_file: /p, tls: verify-full}\n", []string{"targets[0].upstream.password_file", "targets[0].upstream.tls", "only upstream.address"}},
+		{"passthrough with a user", "version: 1\ntargets:\n  - name: x\n    protocol: tls-passthrough\n    match: {sni: [a.com], ports: [443]}\n    upstream: {user: u, auth: [md5]}\n", []string{"targets[0].upstream.user", "targets[0].upstream.auth", "tls-passthrough target"}},
 		// Must hold: where the agent picks the host the proxy logs in to (a network, no upstream
 		// address), no login that a host of its own could relay or read.
 		{"network without tls", "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [10.0.0.0/8]}\n    upstream: {user: u, password_file: /p, tls: disable}\n", []string{"bad.yaml:6: targets[0].upstream.tls", "upstream.address"}},
@@ -263,5 +267,14 @@ func TestShippedPolicySQL(t *testing.T) {
 		if d.Verdict != c.verdict || !matched {
 			t.Errorf("%s: %s, want %s with rule %q matching\n%s", c.sql, d.Verdict, c.verdict, c.rule, rules.Explain(&d))
 		}
+	}
+}
+
+// TestVerifyFullWithSystemRoots: a postgres target may ask for verify-full without a CA file;
+// the proxy then checks the server against the system's roots, as with tls left out.
+func TestVerifyFullWithSystemRoots(t *testing.T) {
+	text := "version: 1\ntargets:\n  - name: db\n    protocol: postgres\n    match: {addresses: [198.18.0.2], ports: [5432]}\n    upstream: {user: u, password_file: /p, tls: verify-full}\n"
+	if _, err := Parse("ok.yaml", []byte(text)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -463,3 +463,31 @@ SELECT lo_export(:LASTOID, '/dev/null') IS NOT NULL AS server_side;
 		t.Fatalf("refused function call: %v\n%s", err, res)
 	}
 }
+
+// TestVerifyFullWithSystemRoots: verify-full without a CA file checks the server against the
+// system's roots, as http targets and libpq's sslrootcert=system do (it used to refuse every
+// connection for want of a CA file, while the policy's default mode is verify-full). The
+// system's roots do not hold the test server's CA, so the check must fail on its authority.
+func TestVerifyFullWithSystemRoots(t *testing.T) {
+	cfg, err := upstreamTLS(Session{TLS: TLSVerifyFull}, "db.example")
+	if err != nil || cfg == nil || cfg.RootCAs != nil || cfg.InsecureSkipVerify || cfg.ServerName != "db.example" {
+		t.Fatalf("upstreamTLS = %+v, %v; want the system's roots for db.example", cfg, err)
+	}
+	if _, err := upstreamTLS(Session{TLS: TLSVerifyCA}, "db.example"); err == nil {
+		t.Fatal("verify-ca without a CA file was accepted")
+	}
+	sess := defaultSession()
+	sess.TLS = TLSVerifyFull
+	p := startProxy(t, Config{}, sess)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgconn.Connect(ctx, p.dsn("postgres", "password=client-secret-ignored"))
+	if err == nil {
+		conn.Close(ctx)
+		t.Fatal("connected to a server whose CA is not among the system's roots")
+	}
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "08006" || !strings.Contains(pe.Message, "unknown authority") {
+		t.Fatalf("got %v, want 08006 naming the unknown authority", err)
+	}
+}

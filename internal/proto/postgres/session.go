@@ -234,6 +234,9 @@ func upstreamTLS(sess Session, host string) (*tls.Config, error) {
 		return cfg, nil
 	}
 	if sess.CAFile == "" {
+		if mode == TLSVerifyFull {
+			return cfg, nil // the system's roots, as libpq's sslrootcert=system and http targets
+		}
 		return nil, fmt.Errorf("TLS mode %s needs a CA file", mode)
 	}
 	pem, err := os.ReadFile(sess.CAFile)

@@ -97,14 +97,7 @@ func TestLateReads(t *testing.T) {
 			}
 			other.End("done", 0, 0)
 			var got []string
-			for _, r := range closeAndLoad(t, rec, dir, g.SessionID()) {
-				ev, err := r.Event()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if ev.Type != record.TypeStatement {
-					continue
-				}
+			for _, ev := range loggedStatements(t, rec, dir, g.SessionID()) {
 				s := ev.Statement.Text
 				if res := ev.Statement.Result; res != nil {
 					s += " + " + res.CommandTag
@@ -139,14 +132,7 @@ func TestLateReadKeepsItsValues(t *testing.T) {
 	g.End("done", 0, 0)
 	var got []string
 	var times []time.Time
-	for _, r := range closeAndLoad(t, rec, dir, g.SessionID()) {
-		ev, err := r.Event()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Type != record.TypeStatement {
-			continue
-		}
+	for _, ev := range loggedStatements(t, rec, dir, g.SessionID()) {
 		st := ev.Statement
 		if st.Result == nil || len(st.Result.Rows) != 1 || st.Result.Rows[0][0] == nil {
 			t.Fatalf("statement %q has no row: %+v", st.Text, st.Result)
@@ -181,14 +167,26 @@ func TestFlushLate(t *testing.T) {
 		t.Fatal("the read still waits")
 	}
 	found := false
-	for _, r := range closeAndLoad(t, rec, dir, g.SessionID()) {
-		ev, err := r.Event()
-		if err != nil {
-			t.Fatal(err)
-		}
-		found = found || ev.Type == record.TypeStatement && ev.Statement.Text == "select 1" && ev.Statement.Result != nil
+	for _, ev := range loggedStatements(t, rec, dir, g.SessionID()) {
+		found = found || ev.Statement.Text == "select 1" && ev.Statement.Result != nil
 	}
 	if !found {
 		t.Fatal("the read is not in the log")
 	}
+}
+
+// loggedStatements closes the recorder and returns the session's statement events in order.
+func loggedStatements(t *testing.T, rec *record.Recorder, dir, session string) []record.Event {
+	t.Helper()
+	var out []record.Event
+	for _, r := range closeAndLoad(t, rec, dir, session) {
+		ev, err := r.Event()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == record.TypeStatement {
+			out = append(out, ev)
+		}
+	}
+	return out
 }

@@ -36,7 +36,7 @@ func BenchmarkPostgres(b *testing.B) {
 	secs := envInt("ENFORCER_BENCH_SECONDS", 2)
 	longSecs := max(secs, 5) // profiles, large results and writes
 	// ENFORCER_BENCH_DAEMON_CONFIG adds lines to the daemon's configuration (max_procs: 2, say).
-	e := newEnvWith(b, "bpf", "identity: {kind: local}\nmetrics: 127.0.0.1:"+strconv.Itoa(int(freePort(b)))+"\n"+os.Getenv("ENFORCER_BENCH_DAEMON_CONFIG"))
+	e := newEnvWith(b, "bpf", "identity: {kind: local}\nmetrics: 127.0.0.1:"+strconv.Itoa(int(freePort(b)))+"\npprof: true\n"+os.Getenv("ENFORCER_BENCH_DAEMON_CONFIG"))
 	e.login()
 	pg, pw, dsn := e.addPostgres()
 	b.Logf("initialising pgbench at scale 10 and a dense-PII table")

@@ -29,6 +29,9 @@ type Config struct {
 	ProxyPort uint16 `yaml:"proxy_port"` // on 127.0.0.1 and [::1]
 	NFTTable  string `yaml:"nft_table"`
 	Metrics   string `yaml:"metrics"` // loopback host:port, empty = off
+	// Pprof serves Go's profiles (/debug/pprof) on the metrics listener. Off by default: any
+	// local user who can reach the loopback port could then profile and trace the daemon.
+	Pprof bool `yaml:"pprof"`
 	LogLevel  string `yaml:"log_level"`
 	// Identity says who may log in and how tokens are verified (default: OIDC, which needs issuer
 	// and client_id; kind: local uses Unix users and groups, for a single workstation or a lab).
@@ -115,6 +118,9 @@ func loadConfig(path string, read func(string) ([]byte, error)) (*Config, error)
 	case "bpf", "nftables":
 	default:
 		return nil, fmt.Errorf("%s: redirect: want bpf or nftables, got %q", path, c.Redirect)
+	}
+	if c.Pprof && c.Metrics == "" {
+		return nil, fmt.Errorf("%s: pprof: the profiles are served on the metrics listener; set metrics (a loopback host:port) too", path)
 	}
 	return c, nil
 }

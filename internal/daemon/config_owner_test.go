@@ -33,3 +33,30 @@ func TestDaemonConfigMustBeRoots(t *testing.T) {
 		}
 	}
 }
+
+// TestPprofNeedsMetrics: profiles are served only on the metrics listener, so asking for them
+// without one is a mistake the configuration's author hears of.
+func TestPprofNeedsMetrics(t *testing.T) {
+	for _, c := range []struct {
+		text  string
+		wants string
+	}{
+		{"pprof: true\n", "set metrics"},
+		{"metrics: 127.0.0.1:9464\npprof: true\n", ""},
+		{"metrics: 127.0.0.1:9464\n", ""},
+	} {
+		path := filepath.Join(t.TempDir(), "enforcer.yaml")
+		if err := os.WriteFile(path, []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := LoadConfig(path)
+		switch {
+		case c.wants == "" && err != nil:
+			t.Errorf("%q: %v", c.text, err)
+		case c.wants != "" && (err == nil || !strings.Contains(err.Error(), c.wants)):
+			t.Errorf("%q: %v, want an error saying %q", c.text, err, c.wants)
+		case c.wants == "" && cfg.Pprof != strings.Contains(c.text, "pprof: true"):
+			t.Errorf("%q: pprof %v", c.text, cfg.Pprof)
+		}
+	}
+}

@@ -170,7 +170,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	go func() { errc <- control.Serve(ctx, ctl, d.routes(), log, d.confined) }()
 	if cfg.Metrics != "" {
 		go func() {
-			if err := d.metrics.Serve(ctx, cfg.Metrics); err != nil {
+			if err := d.metrics.Serve(ctx, cfg.Metrics, cfg.Pprof); err != nil {
 				log.Error("metrics", "err", err)
 			}
 		}()

@@ -60,8 +60,9 @@ func New() *Metrics {
 	return m
 }
 
-// Serve serves /metrics on addr, which must be a loopback address, until ctx ends.
-func (m *Metrics) Serve(ctx context.Context, addr string) error {
+// Serve serves /metrics on addr, which must be a loopback address, until ctx ends, and with
+// profiles Go's profiles under /debug/pprof (any local user can reach a loopback port).
+func (m *Metrics) Serve(ctx context.Context, addr string, profiles bool) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("metrics address %q: %w", addr, err)
@@ -73,12 +74,19 @@ func (m *Metrics) Serve(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("metrics listen: %w", err)
 	}
+	return m.serve(ctx, ln, profiles)
+}
+
+// serve serves on ln (see Serve).
+func (m *Metrics) serve(ctx context.Context, ln net.Listener, profiles bool) error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
-	// Profiles for operators chasing a slow path; the listener is loopback only.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if profiles {
+		// For operators chasing a slow path, who asked for them (pprof: true).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

@@ -31,8 +31,8 @@ type Config struct {
 	Metrics   string `yaml:"metrics"` // loopback host:port, empty = off
 	// Pprof serves Go's profiles (/debug/pprof) on the metrics listener. Off by default: any
 	// local user who can reach the loopback port could then profile and trace the daemon.
-	Pprof bool `yaml:"pprof"`
-	LogLevel  string `yaml:"log_level"`
+	Pprof    bool   `yaml:"pprof"`
+	LogLevel string `yaml:"log_level"`
 	// Identity says who may log in and how tokens are verified (default: OIDC, which needs issuer
 	// and client_id; kind: local uses Unix users and groups, for a single workstation or a lab).
 	Identity identity.Config `yaml:"identity"`

@@ -185,8 +185,8 @@ type Upstream struct {
 	// TLS is disable | require | verify-ca | verify-full (postgres; default verify-full), or
 	// disable | verify-ca | verify-full (http; default HTTPTLS).
 	TLS string `yaml:"tls"`
-	// CAFile holds the roots the server's certificate must chain to; an http target without one
-	// checks verify-full against the system's roots.
+	// CAFile holds the roots the server's certificate must chain to; without one, verify-full
+	// checks against the system's roots (verify-ca needs one).
 	CAFile     string `yaml:"ca_file"`
 	ServerName string `yaml:"server_name"`
 	// Auth lists the methods the server may ask the proxy to log in with: scram-sha-256 (the
@@ -889,15 +889,12 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 func (v *validator) checkRelayUpstream(at, proto string, u *Upstream) {
 	unused := []struct{ name, value string }{
 		{"database", u.Database}, {"user", u.User}, {"password_file", u.PasswordFile}, {"password_env", u.PasswordEnv},
-		{"tls", u.TLS}, {"ca_file", u.CAFile}, {"server_name", u.ServerName},
+		{"tls", u.TLS}, {"ca_file", u.CAFile}, {"server_name", u.ServerName}, {"auth", strings.Join(u.Auth, ",")},
 	}
 	for _, f := range unused {
 		if f.value != "" {
 			v.fail(at+"."+f.name, "a %s target relays the bytes as they are and uses only upstream.address", proto)
 		}
-	}
-	if len(u.Auth) > 0 {
-		v.fail(at+".auth", "a %s target relays the bytes as they are and uses only upstream.address", proto)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"html"
 	"html/template"
 	"io"
-	"net"
 	nethttp "net/http"
 	"net/url"
 	"strconv"
@@ -756,38 +755,6 @@ func BenchmarkEchoFilter(b *testing.B) {
 	})
 }
 
-// fixedResponseUpstream answers every connection with a fixed response, as written.
-func fixedResponseUpstream(t *testing.T, response string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				conn.SetDeadline(time.Now().Add(waitLimit))
-				// The whole request head first: closing with it unread would reset the connection.
-				br := bufio.NewReader(conn)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil || line == "\r\n" {
-						break
-					}
-				}
-				io.WriteString(conn, response)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestEchoInGzipOfUnknownLengthToHTTP10: an HTTP/1.0 client (no chunking) gets a decoded,
 // filtered body delimited by the end of the connection, the echo overwritten, the body whole.
 func TestEchoInGzipOfUnknownLengthToHTTP10(t *testing.T) {
@@ -796,7 +763,7 @@ func TestEchoInGzipOfUnknownLengthToHTTP10(t *testing.T) {
 	zw := gzip.NewWriter(&zb)
 	io.WriteString(zw, "token="+dotnetURLEncode(secret)+" end")
 	zw.Close()
-	addr := fixedResponseUpstream(t, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n"+zb.String())
+	addr := rawUpstream(t, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\nConnection: close\r\n\r\n"+zb.String())
 	hook := newFakeHook()
 	p := startProxy(t, &Server{}, Upstream{Addr: addr, Credential: &Credential{Header: "X-Api-Key", Value: secret}}, hook)
 	conn := dialRaw(t, p.addr)

@@ -414,8 +414,8 @@ func checkNoGoroutines(t *testing.T) {
 	}
 }
 
-// rawUpstream is a service on loopback that answers every request with reply, as raw bytes (a
-// malformed answer the Transport refuses, say); it returns its address.
+// rawUpstream is a service on loopback that answers every connection's first request with
+// reply, as raw bytes (a malformed answer the Transport refuses, say); it returns its address.
 func rawUpstream(t *testing.T, reply string) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -431,7 +431,15 @@ func rawUpstream(t *testing.T, reply string) string {
 			}
 			go func() {
 				defer conn.Close()
-				bufio.NewReader(conn).ReadString('\n')
+				conn.SetDeadline(time.Now().Add(waitLimit))
+				// The whole request head first: closing with it unread would reset the connection.
+				br := bufio.NewReader(conn)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil || line == "\r\n" {
+						break
+					}
+				}
 				io.WriteString(conn, reply)
 			}()
 		}

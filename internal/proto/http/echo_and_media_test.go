@@ -242,13 +242,7 @@ func TestCredentialEchoedInAnyEncodingOverwritten(t *testing.T) {
 		for _, masked := range []bool{false, true} {
 			for _, form := range forms {
 				t.Run(fmt.Sprintf("%s/masked=%v/%s", cr.name, masked, form), func(t *testing.T) {
-					hook := newFakeHook()
-					if masked {
-						hook.masker = testPlan(t)
-					}
-					cred := cr.cred
-					p := startProxy(t, &Server{}, Upstream{Addr: up.addr(), Credential: &cred}, hook)
-					conn := dialRaw(t, p.addr)
+					hook, conn := credentialProxy(t, up.addr(), cr.cred, masked)
 					conn.send(t, "GET /echo?form="+form+" HTTP/1.1\r\nHost: api.test\r\n\r\n")
 					resp, body := conn.response(t, "GET")
 					var got bytes.Buffer

@@ -446,3 +446,15 @@ func rawUpstream(t *testing.T, reply string) string {
 	}()
 	return ln.Addr().String()
 }
+
+// credentialProxy starts a proxy to upstream that injects cred, masking with the test plan if
+// masked, and returns its hook and a raw connection to it.
+func credentialProxy(t *testing.T, upstream string, cred Credential, masked bool) (*fakeHook, *rawConn) {
+	t.Helper()
+	hook := newFakeHook()
+	if masked {
+		hook.masker = testPlan(t)
+	}
+	p := startProxy(t, &Server{}, Upstream{Addr: upstream, Credential: &cred}, hook)
+	return hook, dialRaw(t, p.addr)
+}

@@ -493,13 +493,7 @@ func TestReviewCredentialNeverEchoed(t *testing.T) {
 			for _, path := range paths {
 				t.Run(fmt.Sprintf("%s/masked=%v%s", cr.name, masked, path), func(t *testing.T) {
 					up := startUpstream(t, reflect)
-					hook := newFakeHook()
-					if masked {
-						hook.masker = testPlan(t)
-					}
-					cred := cr.cred
-					p := startProxy(t, &Server{}, Upstream{Addr: up.addr(), Credential: &cred}, hook)
-					conn := dialRaw(t, p.addr)
+					hook, conn := credentialProxy(t, up.addr(), cr.cred, masked)
 					conn.send(t, "GET "+path+" HTTP/1.1\r\nHost: api.test\r\nAccept-Encoding: gzip\r\n\r\n")
 					resp, body := conn.response(t, "GET")
 					if resp.Header.Get("Content-Encoding") == "gzip" {

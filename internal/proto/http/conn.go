@@ -222,7 +222,7 @@ func (x *exchange) run(ctx context.Context, first byte) (ending, error) {
 
 	reqCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	x.watch = c.watchClient(cancel)
+	x.watch = c.watchClient(ctx, cancel)
 
 	v := c.sess.Hook.Request(reqCtx, r)
 	x.ex.Judged, x.ex.Verdict = true, v
@@ -456,7 +456,10 @@ type clientWatch struct {
 
 // watchClient starts a watch, unless the client already sent more (a pipelined request): then
 // nothing is read ahead, and a client that goes away is noticed when its answer is written.
-func (c *clientConn) watchClient(cancel context.CancelCauseFunc) *clientWatch {
+// A read that fails because Serve's ctx ended (Serve closes the connection then) passes on ctx's
+// cause: the parent's cancellation reaches the request's ctx a moment after it closes ctx.Done,
+// and the watch must not win that race with errClientGone.
+func (c *clientConn) watchClient(ctx context.Context, cancel context.CancelCauseFunc) *clientWatch {
 	if c.br.Buffered() > 0 || c.cr.pending {
 		return nil
 	}
@@ -468,7 +471,11 @@ func (c *clientConn) watchClient(cancel context.CancelCauseFunc) *clientWatch {
 		if n == 1 {
 			c.cr.pending = true
 		}
-		if err != nil && !w.stopping.Load() {
+		switch {
+		case err == nil || w.stopping.Load():
+		case ctx.Err() != nil:
+			cancel(context.Cause(ctx))
+		default:
 			cancel(errClientGone)
 		}
 	}()

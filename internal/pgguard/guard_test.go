@@ -3,6 +3,7 @@ package pgguard
 import (
 	"context"
 	"fmt"
+	"math"
 	"io"
 	"log/slog"
 	"strings"
@@ -443,7 +444,11 @@ func TestCellsKeepEarlierRows(t *testing.T) {
 	var want [][]string
 	for i := range 200 {
 		vals := [][]byte{[]byte(fmt.Sprint(i)), nil, []byte(strings.Repeat("v", i%37)), {}}
-		rows = append(rows, c.row(vals, plain))
+		row, cut, fits := c.row(vals, plain, 1<<20, math.MaxInt)
+		if cut || !fits {
+			t.Fatalf("row %d: cut %v, fits %v", i, cut, fits)
+		}
+		rows = append(rows, row)
 		want = append(want, []string{fmt.Sprint(i), "<null>", strings.Repeat("v", i%37), ""})
 	}
 	for i, row := range rows {

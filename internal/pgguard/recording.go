@@ -3,6 +3,7 @@ package pgguard
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,9 @@ type recorder struct {
 	maxRows int
 	id      string
 	started time.Time
+	// The log's caps (Recorder.ValueCaps): values are kept cut to valueCap as they are
+	// captured, and a result's rows only while their values fit in valuesCap.
+	valueCap, valuesCap int
 	// startDone is set once the session's start record was attempted (under the guard's mu).
 	startDone bool
 
@@ -47,6 +51,7 @@ type recorder struct {
 	colNames   []string // names of the last RowDescription, reused while they repeat
 	lastTag    string
 	rows       cells
+	full       bool // the result's rows took the log's budget for values (valuesCap)
 
 	// Records that wait, written once the client has the result (Delivered) or before any other
 	// record of this connection, whichever comes first, so they are off the client's round trip
@@ -131,19 +136,56 @@ type cells struct {
 	ptrs []*string
 }
 
-func (c *cells) reset() { c.buf, c.strs, c.ptrs = c.buf[:0], c.strs[:0], c.ptrs[:0] }
+// Past these capacities reset lets the buffers go: a connection that once read a wide result
+// does not hold that memory for the rest of its life.
+const (
+	keepCellBytes = 256 << 10
+	keepCells     = 4 << 10
+)
+
+func (c *cells) reset() {
+	c.buf, c.strs, c.ptrs = c.buf[:0], c.strs[:0], c.ptrs[:0]
+	c.release()
+}
+
+// release lets go of buffers past the capacities kept, once their record is written.
+func (c *cells) release() {
+	if cap(c.buf) > keepCellBytes {
+		c.buf = nil
+	}
+	if cap(c.strs) > keepCells {
+		c.strs, c.ptrs, c.ends = nil, nil, nil
+	}
+}
 
 // row returns vals as one record row; nil values are NULL. display, if it returns true, has
-// appended to dst the text recorded instead of a value (binary cells by size, masked parameters).
-func (c *cells) row(vals [][]byte, display func(dst []byte, i int, v []byte) ([]byte, bool)) []*string {
+// appended to dst the text recorded instead of a value (binary cells by size, masked values).
+//
+// Each value longer than limit is kept cut (record.CutValue), as the log would record it, so a
+// row of huge values costs the recorder no more than limit bytes a value; cut says whether one
+// was. A row whose recorded values take more than room bytes is not kept (fits is false).
+func (c *cells) row(vals [][]byte, display func(dst []byte, i int, v []byte) ([]byte, bool), limit, room int) (row []*string, cut, fits bool) {
 	first := len(c.buf)
 	c.ends = c.ends[:0]
 	for i, v := range vals {
 		if v != nil {
+			at := len(c.buf)
 			if d, ok := display(c.buf, i, v); ok {
 				c.buf = d
+				if len(c.buf)-at > limit {
+					shown := unsafe.String(unsafe.SliceData(c.buf[at:]), len(c.buf)-at)
+					c.buf = append(c.buf[:at], record.CutValue(shown, limit)...)
+					cut = true
+				}
+			} else if len(v) > limit {
+				c.buf = append(c.buf, record.CutValue(unsafe.String(unsafe.SliceData(v), len(v)), limit)...)
+				cut = true
 			} else {
 				c.buf = append(c.buf, v...)
+			}
+			if len(c.buf)-first > room {
+				c.buf = c.buf[:first]
+				return nil, cut, false
 			}
 		}
 		c.ends = append(c.ends, len(c.buf))
@@ -166,7 +208,7 @@ func (c *cells) row(vals [][]byte, display func(dst []byte, i int, v []byte) ([]
 		}
 		c.ptrs = append(c.ptrs, p)
 	}
-	return c.ptrs[pbase:len(c.ptrs):len(c.ptrs)]
+	return c.ptrs[pbase:len(c.ptrs):len(c.ptrs)], cut, true
 }
 
 func (r *recorder) append(ev record.Event, d record.Durability) error {
@@ -183,6 +225,7 @@ func (r *recorder) append(ev record.Event, d record.Durability) error {
 // start records the session start; a log that cannot be written refuses the session.
 func (g *Guard) startRecording(rec *record.Recorder, strict bool, maxRows int) {
 	g.rec = &recorder{log: rec, strict: strict, maxRows: maxRows, id: record.NewSessionID(time.Now()), started: time.Now()}
+	g.rec.valueCap, g.rec.valuesCap = rec.ValueCaps()
 }
 
 // ClientStarted implements postgres.Starter: the session's start is recorded with the
@@ -358,7 +401,10 @@ func (g *Guard) recordParams(s *postgres.Statement, ruled []mask.Source, params 
 	}
 	c := &g.rec.params
 	c.reset()
-	return c.row(params, func(dst []byte, i int, v []byte) ([]byte, bool) { return g.appendParam(dst, s, ruled, i, v) })
+	// Parameters are not dropped for room: past MaxValuesBytes the log keeps each as its cut
+	// marker, which needs them all.
+	row, _, _ := c.row(params, func(dst []byte, i int, v []byte) ([]byte, bool) { return g.appendParam(dst, s, ruled, i, v) }, g.rec.valueCap, math.MaxInt)
+	return row
 }
 
 // appendParam appends to dst how parameter i is shown when it is not recorded as sent (and
@@ -508,6 +554,10 @@ func (r *recorder) flushLocked() error {
 	}
 	if r.stmtWaits {
 		r.stmt, r.stmtOf = record.Statement{}, 0
+		r.params.release()
+	}
+	if r.resWaits {
+		r.rows.release()
 	}
 	// Cleared only now: each side reuses its storage once it sees nothing of its own waiting.
 	r.stmtWaits, r.resWaits = false, false
@@ -597,16 +647,25 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 			r.setColumns(res.Columns)
 		}
 		r.cur.RowCount++
-		if r.maxRows >= 0 && len(r.cur.Rows) >= r.maxRows {
+		if r.full || r.maxRows >= 0 && len(r.cur.Rows) >= r.maxRows {
 			r.cur.Truncated = true
 			return nil
 		}
-		r.cur.Rows = append(r.cur.Rows, r.rows.row(res.Values, func(dst []byte, i int, v []byte) ([]byte, bool) {
+		// The log keeps whole rows while their values fit in its budget for a record, and the
+		// capture keeps no more: a hostile result of 1 GB cells costs this connection at most
+		// the budget, not the rows times the cells.
+		row, cut, fits := r.rows.row(res.Values, func(dst []byte, i int, v []byte) ([]byte, bool) {
 			if i < len(res.Formats) && res.Formats[i] == 1 {
 				return appendBinarySize(dst, len(v)), true
 			}
 			return dst, false
-		}))
+		}, r.valueCap, r.valuesCap-len(r.rows.buf))
+		if !fits {
+			r.full, r.cur.Truncated = true, true
+			return nil
+		}
+		r.cur.Truncated = r.cur.Truncated || cut
+		r.cur.Rows = append(r.cur.Rows, row)
 	case postgres.ResultCopyData:
 		if !r.collecting {
 			r.begin(res.Statement)
@@ -651,7 +710,7 @@ func (r *recorder) begin(of *postgres.Statement) {
 	r.cur = record.Result{ColumnTypes: r.cur.ColumnTypes[:0], Rows: r.cur.Rows[:0]}
 	clear(r.cur.Rows[:cap(r.cur.Rows)])
 	r.rows.reset()
-	r.collecting = true
+	r.collecting, r.full = true, false
 	r.curOf, r.curHasOf = idOf(of)
 }
 

@@ -73,8 +73,9 @@ type Options struct {
 	// 700 MB cell would be encoded whole into the batch (under the lock every session appends
 	// through) and copied again to be sealed. A longer value is recorded as its first bytes, cut
 	// at a UTF-8 boundary, and a marker with its length and SHA-256 ("…[cut: 734003200 bytes,
-	// sha256 <hex>]"), so an auditor can still match it against a copy; a result with a cut value
-	// is marked Truncated.
+	// sha256 <hex>]"), the cap's length in all (see CutValue), so an auditor can still match it
+	// against a copy; a result with a cut value is marked Truncated. Caps under MinValueBytes
+	// are raised to it.
 	MaxValueBytes int
 	MaxTextBytes  int
 	// MaxValuesBytes caps the values of one record together, default 4 MiB: a result keeps its
@@ -137,9 +138,11 @@ func (o *Options) setDefaults() {
 	if o.MaxValueBytes <= 0 {
 		o.MaxValueBytes = 64 << 10
 	}
+	o.MaxValueBytes = max(o.MaxValueBytes, MinValueBytes)
 	if o.MaxTextBytes <= 0 {
 		o.MaxTextBytes = 1 << 20
 	}
+	o.MaxTextBytes = max(o.MaxTextBytes, MinValueBytes)
 	if o.MaxValuesBytes <= 0 {
 		o.MaxValuesBytes = 4 << 20
 	}
@@ -1079,31 +1082,44 @@ func cutStrings(vs []string, limit int) []string {
 	return c
 }
 
-// cutValue returns s if it is at most limit bytes long, else its first limit bytes or fewer (not
-// splitting a UTF-8 sequence) followed by a marker with s's length and SHA-256:
-// "…[cut: 734003200 bytes, sha256 <hex>]".
-func cutValue(s string, limit int) string {
+// CutValue returns s if it is at most limit bytes long; otherwise its first bytes (not splitting
+// a UTF-8 sequence) followed by a marker with s's length and SHA-256, "…[cut: 734003200 bytes,
+// sha256 <hex>]", together at most limit bytes (the marker alone if limit is shorter than it).
+//
+// For limit ≥ MinValueBytes a cut value is never cut again: a producer may cut what it captures
+// with the recorder's caps (ValueCaps) as it captures it, so that it never holds a value whole,
+// and Append records exactly what it would have recorded from the whole value.
+func CutValue(s string, limit int) string {
 	if len(s) <= limit {
 		return s
 	}
-	n := limit
+	// Hashed in place: a copy of a value this long is what the cap is for.
+	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s)))
+	var m [len(cutMarker) + 20 + len(cutSum) + 2*sha256.Size + 1]byte
+	marker := append(m[:0], cutMarker...)
+	marker = strconv.AppendInt(marker, int64(len(s)), 10)
+	marker = append(marker, cutSum...)
+	marker = hex.AppendEncode(marker, sum[:])
+	marker = append(marker, ']')
+	keep := max(limit-len(marker), 0)
+	n := keep
 	for i := 0; i < utf8.UTFMax-1 && n > 0 && !utf8.RuneStart(s[n]); i++ {
 		n--
 	}
 	if !utf8.RuneStart(s[n]) {
-		n = limit // not UTF-8 here anyway: its bytes are recorded as U+FFFD
+		n = keep // not UTF-8 here anyway: its bytes are recorded as U+FFFD
 	}
-	// Hashed in place: a copy of a value this long is what the cap is for.
-	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s)))
-	b := make([]byte, 0, n+len(cutMarker)+100)
-	b = append(b, s[:n]...)
-	b = append(b, cutMarker...)
-	b = strconv.AppendInt(b, int64(len(s)), 10)
-	b = append(b, " bytes, sha256 "...)
-	b = hex.AppendEncode(b, sum[:])
-	b = append(b, ']')
-	return string(b)
+	return s[:n] + string(marker)
 }
+
+// cutValue is CutValue, for the recorder's own caps.
+func cutValue(s string, limit int) string { return CutValue(s, limit) }
+
+// MinValueBytes is the least MaxValueBytes: room for a cut marker and a few bytes of the value.
+const MinValueBytes = 128
+
+// cutSum follows the length in a cut marker.
+const cutSum = " bytes, sha256 "
 
 // cutMarker begins the marker cutValue puts after the kept bytes of a cut value.
 const cutMarker = "…[cut: "
@@ -1422,6 +1438,10 @@ func (r *Recorder) PublicKey() string { return r.pub }
 
 // LogID returns the id of this log (see SegmentHeader.Log).
 func (r *Recorder) LogID() string { return r.logID }
+
+// ValueCaps returns MaxValueBytes and MaxValuesBytes: what a producer that cuts values as it
+// captures them (see CutValue) needs to record exactly what Append would.
+func (r *Recorder) ValueCaps() (value, values int) { return r.opts.MaxValueBytes, r.opts.MaxValuesBytes }
 
 // AsyncWindow returns how long a queued async record may wait to be written (Options.AsyncWindow).
 func (r *Recorder) AsyncWindow() time.Duration { return r.opts.AsyncWindow }

@@ -326,8 +326,15 @@ func checkCut(t *testing.T, what, got, want string, limit int) {
 	if got[i:] != marker {
 		t.Errorf("%s: marker %q, want %q", what, got[i:], marker)
 	}
-	if !strings.HasPrefix(want, prefix) || len(prefix) > limit || len(prefix) < limit-utf8.UTFMax+1 {
+	keep := max(limit-len(marker), 0)
+	if !strings.HasPrefix(want, prefix) || len(prefix) > keep || len(prefix) < keep-utf8.UTFMax+1 {
 		t.Errorf("%s: kept %q of %d bytes with limit %d", what, prefix, len(want), limit)
+	}
+	if limit >= len(marker) && len(got) > limit {
+		t.Errorf("%s: cut to %d bytes, over the limit %d", what, len(got), limit)
+	}
+	if limit >= MinValueBytes && CutValue(got, limit) != got {
+		t.Errorf("%s: cut again: %q", what, CutValue(got, limit))
 	}
 	if utf8.ValidString(want) && !utf8.ValidString(got) {
 		t.Errorf("%s: cut inside a UTF-8 sequence: %q", what, got)
@@ -338,10 +345,11 @@ func checkCut(t *testing.T, what, got, want string, limit int) {
 // auditor can match; the caller's event is not changed.
 func TestValueCaps(t *testing.T) {
 	dir := t.TempDir()
-	const vmax, tmax = 16, 40
+	const vmax, tmax = MinValueBytes, 140
 	r := openT(t, Options{Dir: dir, MaxValueBytes: vmax, MaxTextBytes: tmax})
-	long := strings.Repeat("é", 30) // 60 bytes: the cut falls inside a character
-	text := "SELECT '" + strings.Repeat("a", 31) + "€€€'"
+	// With their markers (92 bytes), both cuts fall inside a character.
+	long := "x" + strings.Repeat("é", 100)
+	text := "SELECT '" + strings.Repeat("a", 39) + strings.Repeat("€", 50) + "'"
 	short := "1"
 	st := &Statement{Class: "read", Text: text, Verdict: VerdictAllow, Params: []*string{&short, nil, &long},
 		Result: &Result{Columns: []string{"id", long}, RowCount: 2, Rows: [][]*string{{&short, nil}, {&long, &short}}}}
@@ -434,11 +442,13 @@ func FuzzCutValue(f *testing.F) {
 	f.Add("héllo wörld", 4)
 	f.Add("\xff\xfe\x80\x80\x80abc", 3)
 	f.Add("€€€", 2)
+	f.Add(strings.Repeat("€", 300), MinValueBytes)
+	f.Add(strings.Repeat("x", 1000)+"\xff", 200)
 	f.Fuzz(func(t *testing.T, s string, limit int) {
 		if limit <= 0 || limit > 1<<20 {
 			return
 		}
-		got := cutValue(s, limit)
+		got := CutValue(s, limit)
 		if len(s) <= limit {
 			if got != s {
 				t.Fatalf("%q under the limit changed to %q", s, got)

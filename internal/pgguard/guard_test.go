@@ -3,9 +3,9 @@ package pgguard
 import (
 	"context"
 	"fmt"
-	"math"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 

@@ -1441,7 +1441,9 @@ func (r *Recorder) LogID() string { return r.logID }
 
 // ValueCaps returns MaxValueBytes and MaxValuesBytes: what a producer that cuts values as it
 // captures them (see CutValue) needs to record exactly what Append would.
-func (r *Recorder) ValueCaps() (value, values int) { return r.opts.MaxValueBytes, r.opts.MaxValuesBytes }
+func (r *Recorder) ValueCaps() (value, values int) {
+	return r.opts.MaxValueBytes, r.opts.MaxValuesBytes
+}
 
 // AsyncWindow returns how long a queued async record may wait to be written (Options.AsyncWindow).
 func (r *Recorder) AsyncWindow() time.Duration { return r.opts.AsyncWindow }

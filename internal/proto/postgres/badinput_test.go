@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"os/exec"
@@ -451,4 +452,61 @@ func TestBadServerMessages(t *testing.T) {
 	}
 	c.Close()
 	waitFor(t, func() bool { return p.srv.Sessions() == 0 })
+}
+
+// TestMessageBudget: large messages that together would take the proxy past its budget end the
+// session that sent (or asked for) the one over it, with SQLSTATE 53200; a session already
+// holding its share, and every other, goes on, and the budget is whole again once they end.
+func TestMessageBudget(t *testing.T) {
+	leakCheck(t)
+	p := startProxy(t, Config{MaxBufferedMessages: 6 << 20}, defaultSession())
+	ctx := context.Background()
+	other, err := pgconn.Connect(ctx, p.dsn("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctx)
+
+	// A client holds about 4 MiB of the budget (the reader's buffer doubles as bytes come): a
+	// Query it has sent 3 MiB of.
+	holder, _ := rawStartup(t, p.addr, nil)
+	big := msgBytes('Q', append(bytes.Repeat([]byte("x"), 8<<20), 0)...)
+	if _, err := holder.Write(big[:3<<20]); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return p.srv.budget.used.Load() >= 3<<20 })
+
+	t.Run("a client's message", func(t *testing.T) {
+		c, _ := rawStartup(t, p.addr, nil)
+		if _, err := c.Write(msgBytes('Q', append([]byte("select '"+strings.Repeat("y", 3<<20)+"'"), 0)...)); err != nil {
+			t.Fatal(err)
+		}
+		if code := expectFatal(t, c); code != "53200" {
+			t.Fatalf("code %s, want 53200", code)
+		}
+	})
+	t.Run("a server's result", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, p.dsn("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		_, err = c.Exec(ctx, "select repeat('z', 3 << 20)").ReadAll()
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "53200" || pgErr.Hint == "" {
+			t.Fatalf("a result over the budget: %v, want 53200 with a hint", err)
+		}
+	})
+	// The other session is served, and so are large messages once the holder is gone.
+	if _, err := other.Exec(ctx, "select 1").ReadAll(); err != nil {
+		t.Fatalf("another session: %v", err)
+	}
+	holder.Close()
+	waitFor(t, func() bool { return p.srv.budget.used.Load() == 0 })
+	res, err := other.Exec(ctx, "select repeat('z', 3 << 20)").ReadAll()
+	if err != nil || len(res[0].Rows[0][0]) != 3<<20 {
+		t.Fatalf("a large result once the budget is free: %v", err)
+	}
+	other.Close(ctx)
+	waitFor(t, func() bool { return p.srv.Sessions() == 0 && p.srv.budget.used.Load() == 0 })
 }

@@ -29,6 +29,8 @@ func (c *conn) clientLoop() error {
 			switch {
 			case errors.Is(err, errTooLarge):
 				return c.protocolError("08P01", err.Error())
+			case errors.Is(err, errBufferBudget):
+				return c.overBudget(fmt.Errorf("read client: %w", err))
 			case errors.Is(err, errMalformed):
 				return c.protocolError("08P01", "invalid frontend message: "+err.Error())
 			case errors.Is(err, errUnknownType):
@@ -556,9 +558,13 @@ func (c *conn) serverLoop() error {
 	for {
 		typ, msg, err := c.sr.next()
 		if err != nil {
-			if errors.Is(err, errTooLarge) || errors.Is(err, errMalformed) {
+			switch {
+			case errors.Is(err, errTooLarge) || errors.Is(err, errMalformed):
 				c.flushClientLocked()
 				c.protocolError("08P01", "enforcer: invalid message from the upstream server")
+			case errors.Is(err, errBufferBudget):
+				c.flushClientLocked()
+				c.overBudget(err)
 			}
 			c.flushClientLocked()
 			return fmt.Errorf("read upstream: %w", err)

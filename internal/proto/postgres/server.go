@@ -95,6 +95,10 @@ type Config struct {
 	// MaxMessageSize is the largest message accepted from a client, header included
 	// (default 64 MiB). Larger ones end the session with SQLSTATE 08P01.
 	MaxMessageSize int
+	// MaxBufferedMessages bounds the memory all sessions' large messages take at once, client's
+	// and server's (default 2 GiB: one message of PostgreSQL's largest and others beside it). A
+	// message that would go over ends its session with SQLSTATE 53200; the others go on.
+	MaxBufferedMessages int64
 	// TLS, if set, is offered to clients that send SSLRequest; otherwise they get 'N'.
 	TLS *tls.Config
 }
@@ -103,6 +107,7 @@ const (
 	defaultStartupTimeout = 10 * time.Second
 	defaultConnectTimeout = 15 * time.Second
 	defaultMaxMessage     = 64 << 20
+	defaultMaxBuffered    = 2 << 30
 	// Server messages are limited only by PostgreSQL's own 1 GB field limit.
 	maxServerMessage = 1<<30 + 1<<20
 )
@@ -110,7 +115,8 @@ const (
 // Server serves client connections and owns the cancel keys it hands out, so a CancelRequest arriving
 // on a new connection reaches the session it names. One Server lives as long as the daemon.
 type Server struct {
-	cfg Config
+	cfg    Config
+	budget messageBudget
 
 	mu       sync.Mutex
 	sessions map[uint32]*conn // by proxy-assigned process id
@@ -128,7 +134,10 @@ func NewServer(cfg Config) *Server {
 	if cfg.MaxMessageSize <= 0 {
 		cfg.MaxMessageSize = defaultMaxMessage
 	}
-	return &Server{cfg: cfg, sessions: map[uint32]*conn{}}
+	if cfg.MaxBufferedMessages <= 0 {
+		cfg.MaxBufferedMessages = defaultMaxBuffered
+	}
+	return &Server{cfg: cfg, budget: messageBudget{limit: cfg.MaxBufferedMessages}, sessions: map[uint32]*conn{}}
 }
 
 // Serve handles one accepted client connection until it ends, and closes it. A connection that opens

@@ -571,6 +571,7 @@ func (c *conn) relay() error {
 	}
 	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, flushUpstream)
 	c.cr.known = frontendTypes
+	c.cr.budget = &c.srv.budget
 	c.uw.w = c.upstream
 	flushClient := c.flushClientLocked
 	if d, ok := c.hook.(Deliverer); ok {
@@ -583,6 +584,7 @@ func (c *conn) relay() error {
 		}
 	}
 	c.sr = newMsgReader(c.upstream, maxServerMessage, flushClient)
+	c.sr.budget = &c.srv.budget
 	c.cw.w = c.client
 
 	errc := make(chan error, 1)
@@ -606,6 +608,8 @@ func (c *conn) relay() error {
 	c.client.Close()
 	c.upstream.Close()
 	cerr := <-errc
+	c.cr.release()
+	c.sr.release()
 	if cerr != nil {
 		return cerr
 	}
@@ -651,6 +655,14 @@ func (c *conn) sendClient(m pgproto3.BackendMessage) error {
 }
 
 // protocolError tells the client why the session ends.
+// overBudget ends the session for a message the Server's readers have no room for.
+func (c *conn) overBudget(err error) error {
+	c.sendClient(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "53200",
+		Message: "out of memory: the enforcer holds too many large messages for its sessions at once",
+		Hint:    "retry once fewer large statements or results are in flight, or fetch large values in parts"})
+	return err
+}
+
 func (c *conn) protocolError(code, msg string) error {
 	c.sendClient(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
 	return fmt.Errorf("client protocol error: %s", msg)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 )
 
 const (
@@ -18,6 +19,37 @@ var (
 	errTooLarge  = errors.New("message too large")
 	errMalformed = errors.New("malformed message")
 )
+
+// errBufferBudget is a message that would take a Server's readers past their budget.
+var errBufferBudget = errors.New("the enforcer holds too many large messages at once")
+
+// messageBudget bounds the bytes a Server's readers hold beyond their standing 64 KiB buffers.
+// Each reader's buffer grows to the largest message in flight (a client's up to MaxMessageSize,
+// a server's up to 1 GB), so without it an agent could open many connections and send, or ask
+// the server for, huge messages on all of them at once until the daemon runs out of memory and
+// every session fails. A nil *messageBudget bounds nothing.
+type messageBudget struct {
+	used  atomic.Int64
+	limit int64
+}
+
+// take reserves n bytes unless that would go over the limit.
+func (b *messageBudget) take(n int64) bool {
+	if b == nil {
+		return true
+	}
+	if b.used.Add(n) > b.limit {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+func (b *messageBudget) give(n int64) {
+	if b != nil {
+		b.used.Add(-n)
+	}
+}
 
 // msgReader splits a byte stream into protocol messages (type byte, int32 length) without copying:
 // the returned message aliases the buffer until the next call. Before it has to read from the socket
@@ -34,6 +66,9 @@ type msgReader struct {
 	// known, if set, lists the message types this side may send; others are rejected as soon as
 	// their header arrives rather than after their (possibly huge or never sent) body.
 	known *[256]bool
+	// budget, if set, is taken for buf beyond readBufSize (held bytes of it).
+	budget *messageBudget
+	held   int64
 }
 
 // errUnknownType reports a message type the peer may not send.
@@ -70,7 +105,12 @@ func (m *msgReader) next() (byte, []byte, error) {
 				if err := m.flush(); err != nil { // forwarded spans alias the old buffer
 					return 0, nil, err
 				}
-				nb := make([]byte, min(need+readBufSize, 2*len(m.buf)))
+				size := min(need+readBufSize, 2*len(m.buf))
+				if !m.budget.take(int64(size-readBufSize) - m.held) {
+					return m.buf[m.start], nil, fmt.Errorf("%w: %d bytes of message type %q", errBufferBudget, need, m.buf[m.start])
+				}
+				m.held = int64(size - readBufSize)
+				nb := make([]byte, size)
 				m.end = copy(nb, m.buf[m.start:m.end])
 				m.start = 0
 				m.buf = nb
@@ -82,6 +122,12 @@ func (m *msgReader) next() (byte, []byte, error) {
 	}
 }
 
+// release gives back what the reader took of its budget; it must not be used after.
+func (m *msgReader) release() {
+	m.budget.give(m.held)
+	m.held, m.buf = 0, nil
+}
+
 // fill flushes pending output, then reads more input.
 func (m *msgReader) fill() error {
 	if err := m.flush(); err != nil {
@@ -91,6 +137,8 @@ func (m *msgReader) fill() error {
 		m.start, m.end = 0, 0
 		if len(m.buf) > 4*readBufSize {
 			m.buf = make([]byte, readBufSize) // drop the buffer a huge message needed
+			m.budget.give(m.held)
+			m.held = 0
 		}
 	} else if m.start > 0 && len(m.buf)-m.end < readBufSize/4 {
 		m.end = copy(m.buf, m.buf[m.start:m.end])

@@ -37,3 +37,55 @@ func TestReaderGrowsWithData(t *testing.T) {
 		}
 	}
 }
+
+// TestReaderBudget: a reader takes what its buffer grows past 64 KiB from the Server's budget,
+// refuses a message the budget has no room for, and gives everything back when the buffer is
+// dropped or the reader released.
+func TestReaderBudget(t *testing.T) {
+	msg := func(n int) []byte {
+		b := append([]byte{'Q', 0, 0, 0, 0}, bytes.Repeat([]byte{'x'}, n)...)
+		binary.BigEndian.PutUint32(b[1:], uint32(4+n))
+		return b
+	}
+	tests := []struct {
+		name    string
+		limit   int64
+		sizes   []int
+		refused int // index of the message refused, or -1
+	}{
+		{"small messages take nothing", 0, []int{100, 60 << 10}, -1},
+		{"a large message within the budget", 4 << 20, []int{3 << 20, 10}, -1},
+		{"one message over the budget", 1 << 20, []int{10, 2 << 20}, 1},
+		{"a budget given back is taken again", 3 << 20, []int{2 << 20, 10, 2 << 20}, -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var in []byte
+			for _, n := range tc.sizes {
+				in = append(in, msg(n)...)
+			}
+			b := &messageBudget{limit: tc.limit}
+			m := newMsgReader(bytes.NewReader(in), 1<<30, func() error { return nil })
+			m.budget = b
+			for i, n := range tc.sizes {
+				_, got, err := m.next()
+				if i == tc.refused {
+					if !errors.Is(err, errBufferBudget) {
+						t.Fatalf("message %d: %v, want the budget's refusal", i, err)
+					}
+					break
+				}
+				if err != nil || len(got) != 5+n {
+					t.Fatalf("message %d: %d bytes, %v", i, len(got), err)
+				}
+				if used := b.used.Load(); used > tc.limit || used != m.held {
+					t.Fatalf("message %d: budget used %d, reader holds %d, limit %d", i, used, m.held, tc.limit)
+				}
+			}
+			m.release()
+			if used := b.used.Load(); used != 0 {
+				t.Errorf("released, but %d bytes of the budget still taken", used)
+			}
+		})
+	}
+}

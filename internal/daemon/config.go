@@ -51,6 +51,9 @@ type Config struct {
 	// PostgresClientTLS, if set, lets Postgres clients negotiate TLS with the proxy (the hop is
 	// loopback, so the default answers SSLRequest with 'N').
 	PostgresClientTLS *ClientTLS `yaml:"postgres_client_tls"`
+	// MaxConnectionsPerUID bounds the connections one uid's processes have through the proxy
+	// at once (default 1024); more are refused (Postgres 53300, HTTP 429).
+	MaxConnectionsPerUID int `yaml:"max_connections_per_uid"`
 }
 
 // ClientTLS is the proxy's own certificate for clients that want TLS on the loopback hop.
@@ -118,6 +121,9 @@ func loadConfig(path string, read func(string) ([]byte, error)) (*Config, error)
 	case "bpf", "nftables":
 	default:
 		return nil, fmt.Errorf("%s: redirect: want bpf or nftables, got %q", path, c.Redirect)
+	}
+	if c.MaxConnectionsPerUID < 0 {
+		return nil, fmt.Errorf("%s: max_connections_per_uid: want a positive count (default 1024), got %d", path, c.MaxConnectionsPerUID)
 	}
 	if c.Pprof && c.Metrics == "" {
 		return nil, fmt.Errorf("%s: pprof: the profiles are served on the metrics listener; set metrics (a loopback host:port) too", path)

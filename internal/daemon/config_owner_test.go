@@ -34,9 +34,9 @@ func TestDaemonConfigMustBeRoots(t *testing.T) {
 	}
 }
 
-// TestPprofNeedsMetrics: profiles are served only on the metrics listener, so asking for them
-// without one is a mistake the configuration's author hears of.
-func TestPprofNeedsMetrics(t *testing.T) {
+// TestConfigChecks: profiles are served only on the metrics listener, so asking for them without
+// one is a mistake the configuration's author hears of; so is a negative connection limit.
+func TestConfigChecks(t *testing.T) {
 	for _, c := range []struct {
 		text  string
 		wants string
@@ -44,6 +44,8 @@ func TestPprofNeedsMetrics(t *testing.T) {
 		{"pprof: true\n", "set metrics"},
 		{"metrics: 127.0.0.1:9464\npprof: true\n", ""},
 		{"metrics: 127.0.0.1:9464\n", ""},
+		{"max_connections_per_uid: -1\n", "want a positive count"},
+		{"max_connections_per_uid: 50\n", ""},
 	} {
 		path := filepath.Join(t.TempDir(), "enforcer.yaml")
 		if err := os.WriteFile(path, []byte(c.text), 0o644); err != nil {

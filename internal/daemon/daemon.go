@@ -148,10 +148,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(pgCfg), guard: d.postgresGuard},
 			policy.ProtoHTTP:           &httpHandler{srv: &httpproto.Server{}, guard: d.httpGuard},
 		},
-		Authorize:  d.authorize,
-		LookupName: (&names{servers: func() []netip.Addr { return d.policy.Load().Resolvers }}).lookup,
-		Metrics:    d.metrics,
-		Log:        log,
+		Authorize:      d.authorize,
+		LookupName:     (&names{servers: func() []netip.Addr { return d.policy.Load().Resolvers }}).lookup,
+		MaxConnsPerUID: cfg.MaxConnectionsPerUID,
+		Metrics:        d.metrics,
+		Log:            log,
 	}
 	ctl, err := control.Listen(cfg.Socket)
 	if err != nil {

@@ -55,12 +55,15 @@ func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 // Refuse answers an HTTP client whose connection is refused (no session, no grant) with a status
 // and the command to run.
 func (h *httpHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
-	msg, hint := reason.Error(), ""
+	msg, hint, status := reason.Error(), "", http.StatusForbidden
 	var r *refusal
-	if errors.As(reason, &r) {
+	switch {
+	case errors.As(reason, &r):
 		msg, hint = r.Message, r.Hint
+	case errors.Is(reason, proxy.ErrTooManyConnections):
+		status, hint = http.StatusTooManyRequests, tooManyHint
 	}
-	httpproto.Refuse(c.Client, http.StatusForbidden, msg, hint)
+	httpproto.Refuse(c.Client, status, msg, hint)
 }
 
 // httpUpstream is where and how the requests of c are forwarded: the address, TLS as the target

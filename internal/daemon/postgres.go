@@ -64,14 +64,19 @@ func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 
 // Refuse tells a Postgres client why its connection is refused, with the command to run.
 func (h *pgHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
-	msg := reason.Error()
-	hint := ""
+	msg, hint, code := reason.Error(), "", "28000"
 	var r *refusal
-	if errors.As(reason, &r) {
+	switch {
+	case errors.As(reason, &r):
 		msg, hint = r.Message, r.Hint
+	case errors.Is(reason, proxy.ErrTooManyConnections):
+		code, hint = "53300", tooManyHint
 	}
-	postgres.RefuseStartup(c.Client, "28000", msg, hint)
+	postgres.RefuseStartup(c.Client, code, msg, hint)
 }
+
+// tooManyHint is what a client refused for its uid's connection count is told to do.
+const tooManyHint = "close connections this user no longer needs (idle pools, leaked clients); the limit is max_connections_per_uid in the enforcer's daemon configuration"
 
 // postgresGuard builds the guard of one Postgres connection.
 func (d *Daemon) postgresGuard(c *proxy.Conn) *pgguard.Guard {

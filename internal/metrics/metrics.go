@@ -32,7 +32,7 @@ func New() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "enforcer_connections_total",
-			Help: "Connections accepted from enforced processes, by target and verdict (allowed, denied, unauthenticated, error).",
+			Help: "Connections accepted from enforced processes, by target and verdict (allowed, denied, unauthenticated, too_many, error).",
 		}, []string{"target", "verdict"}),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "enforcer_bytes_total",

@@ -135,6 +135,14 @@ type Server struct {
 	// LookupName resolves a name a ClientHello gave, for targets matched by SNI alone; nil
 	// refuses such connections.
 	LookupName func(ctx context.Context, name string) ([]netip.Addr, error)
+	// MaxConnsPerUID bounds the connections the processes of one uid have through the proxy at
+	// once (default 1024). Each costs the daemon descriptors, goroutines and buffers, so without
+	// it one agent could exhaust them for every other user of the host. Those over it are
+	// refused with ErrTooManyConnections.
+	MaxConnsPerUID int
+
+	// perUID counts the connections of each uid, under mu.
+	perUID map[uint32]int
 
 	// own are this host's addresses (see checkOwnAddress).
 	own ownAddrs
@@ -202,6 +210,10 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 	c.Log = s.Log.With("conn", c.ID, "dst", origin.Dst.String(), "pid", origin.PID, "comm", origin.Comm, "cgroup", origin.CgroupID)
 	ctx = c.serveContext(ctx)
 	defer c.Close()
+	counted := s.countConn(origin.UID)
+	if counted {
+		defer s.uncountConn(origin.UID)
+	}
 
 	s.mu.Lock()
 	sweeps := s.sweeps
@@ -220,6 +232,14 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 	h := s.Handlers[target.Protocol]
 	if h == nil {
 		s.deny(c, target.Name, fmt.Errorf("no handler for protocol %s", target.Protocol))
+		return
+	}
+	if !counted {
+		s.Metrics.Connections.WithLabelValues(target.Name, "too_many").Inc()
+		c.Log.Warn("connection refused: its uid has too many connections through the enforcer", "target", target.Name, "uid", origin.UID, "limit", s.maxConnsPerUID())
+		if r, ok := h.(Refuser); ok {
+			r.Refuse(ctx, c, ErrTooManyConnections)
+		}
 		return
 	}
 	if s.Authorize != nil {
@@ -367,6 +387,40 @@ func (o *ownAddrs) has(a netip.Addr) (bool, error) {
 		o.addrs, o.read = addrs, time.Now()
 	}
 	return o.addrs[a.WithZone("")], nil
+}
+
+// ErrTooManyConnections refuses a connection over Server.MaxConnsPerUID.
+var ErrTooManyConnections = errors.New("too many connections through the enforcer for this user")
+
+const defaultMaxConnsPerUID = 1024
+
+func (s *Server) maxConnsPerUID() int {
+	if s.MaxConnsPerUID > 0 {
+		return s.MaxConnsPerUID
+	}
+	return defaultMaxConnsPerUID
+}
+
+// countConn counts a connection of uid, unless uid has its limit already.
+func (s *Server) countConn(uid uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUID[uid] >= s.maxConnsPerUID() {
+		return false
+	}
+	if s.perUID == nil {
+		s.perUID = map[uint32]int{}
+	}
+	s.perUID[uid]++
+	return true
+}
+
+func (s *Server) uncountConn(uid uint32) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.perUID[uid]--; s.perUID[uid] <= 0 {
+		delete(s.perUID, uid)
+	}
 }
 
 func (s *Server) deny(c *Conn, target string, reason error) {

@@ -14,24 +14,27 @@ import (
 )
 
 // TestCellsCut: row keeps each value cut to the limit as the log would record it, and refuses
-// a row whose recorded values would not fit in the room left.
+// a row whose values would take the record past its budget, counted as the log counts them.
 func TestCellsCut(t *testing.T) {
 	plain := func(dst []byte, _ int, _ []byte) ([]byte, bool) { return dst, false }
 	shown := func(dst []byte, _ int, v []byte) ([]byte, bool) { return append(append(dst, '<'), v...), true }
 	long := strings.Repeat("é", 300)
 	tests := []struct {
-		name        string
-		display     func([]byte, int, []byte) ([]byte, bool)
-		vals        []string
-		limit, room int
-		want        []string
-		cut, fits   bool
+		name          string
+		display       func([]byte, int, []byte) ([]byte, bool)
+		vals          []string
+		limit, budget int
+		want          []string
+		cut, fits     bool
 	}{
 		{"short values", plain, []string{"a", "bc"}, 200, 100, []string{"a", "bc"}, false, true},
 		{"one long value", plain, []string{"a", long}, 200, 1000, []string{"a", record.CutValue(long, 200)}, true, true},
 		{"long once shown", shown, []string{long[:150]}, 150, 1000, []string{record.CutValue("<"+long[:150], 150)}, true, true},
 		{"no room", plain, []string{"a", long}, 200, 150, nil, true, false},
 		{"room for exactly the row", plain, []string{"abc", "de"}, 200, 5, []string{"abc", "de"}, false, true},
+		// Cut a little short of the limit (a character is not split), a value still takes the
+		// whole limit, as the log counts it.
+		{"a cut value takes the limit", plain, []string{"x" + long}, 128, 127, nil, true, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,7 +43,7 @@ func TestCellsCut(t *testing.T) {
 			for i, v := range tc.vals {
 				vals[i] = []byte(v)
 			}
-			row, cut, fits := c.row(vals, tc.display, tc.limit, tc.room)
+			row, cut, fits := c.row(vals, tc.display, tc.limit, tc.budget)
 			if cut != tc.cut || fits != tc.fits {
 				t.Fatalf("cut %v, fits %v; want %v, %v", cut, fits, tc.cut, tc.fits)
 			}
@@ -116,6 +119,14 @@ func TestWideResultCapture(t *testing.T) {
 	for _, c := range []*cells{&g.rec.rows, &g.rec.late.rows} {
 		if cap(c.buf) > keepCellBytes {
 			t.Errorf("after a small result, the capture still holds %d bytes", cap(c.buf))
+		}
+	}
+	// Nor do the written results keep them reachable.
+	for _, rows := range [][][]*string{g.rec.cur.Rows, g.rec.late.res.Rows} {
+		for _, row := range rows[:cap(rows)] {
+			if row != nil {
+				t.Fatal("a written result still points into the capture's buffers")
+			}
 		}
 	}
 	g.End("done", 0, 0)

@@ -134,6 +134,7 @@ type cells struct {
 	ends []int
 	strs []string
 	ptrs []*string
+	used int // what the rows since reset take of a record's budget for values (see row)
 }
 
 // Past these capacities reset lets the buffers go: a connection that once read a wide result
@@ -144,7 +145,7 @@ const (
 )
 
 func (c *cells) reset() {
-	c.buf, c.strs, c.ptrs = c.buf[:0], c.strs[:0], c.ptrs[:0]
+	c.buf, c.strs, c.ptrs, c.used = c.buf[:0], c.strs[:0], c.ptrs[:0], 0
 	c.release()
 }
 
@@ -163,33 +164,41 @@ func (c *cells) release() {
 //
 // Each value longer than limit is kept cut (record.CutValue), as the log would record it, so a
 // row of huge values costs the recorder no more than limit bytes a value; cut says whether one
-// was. A row whose recorded values take more than room bytes is not kept (fits is false).
-func (c *cells) row(vals [][]byte, display func(dst []byte, i int, v []byte) ([]byte, bool), limit, room int) (row []*string, cut, fits bool) {
-	first := len(c.buf)
+// was. Each value takes its length, at most limit, of budget, as the log counts them
+// (Recorder's MaxValuesBytes); a row that would take the rows since reset past budget is not
+// kept (fits is false).
+func (c *cells) row(vals [][]byte, display func(dst []byte, i int, v []byte) ([]byte, bool), limit, budget int) (row []*string, cut, fits bool) {
+	first, used := len(c.buf), c.used
 	c.ends = c.ends[:0]
 	for i, v := range vals {
 		if v != nil {
 			at := len(c.buf)
 			if d, ok := display(c.buf, i, v); ok {
 				c.buf = d
-				if len(c.buf)-at > limit {
-					shown := unsafe.String(unsafe.SliceData(c.buf[at:]), len(c.buf)-at)
+				n := len(c.buf) - at
+				if n > limit {
+					shown := unsafe.String(unsafe.SliceData(c.buf[at:]), n)
 					c.buf = append(c.buf[:at], record.CutValue(shown, limit)...)
 					cut = true
 				}
-			} else if len(v) > limit {
-				c.buf = append(c.buf, record.CutValue(unsafe.String(unsafe.SliceData(v), len(v)), limit)...)
-				cut = true
+				used += min(n, limit)
 			} else {
-				c.buf = append(c.buf, v...)
+				if len(v) > limit {
+					c.buf = append(c.buf, record.CutValue(unsafe.String(unsafe.SliceData(v), len(v)), limit)...)
+					cut = true
+				} else {
+					c.buf = append(c.buf, v...)
+				}
+				used += min(len(v), limit)
 			}
-			if len(c.buf)-first > room {
+			if used > budget {
 				c.buf = c.buf[:first]
 				return nil, cut, false
 			}
 		}
 		c.ends = append(c.ends, len(c.buf))
 	}
+	c.used = used
 	// The row's bytes are not written again before reset: if buf grew, earlier rows keep the
 	// array they point into.
 	all := unsafe.String(unsafe.SliceData(c.buf[first:]), len(c.buf)-first)
@@ -557,6 +566,9 @@ func (r *recorder) flushLocked() error {
 		r.params.release()
 	}
 	if r.resWaits {
+		// The written rows point into rows' buffers: neither may stay reachable for them.
+		clear(r.cur.Rows[:cap(r.cur.Rows)])
+		r.cur.Rows = r.cur.Rows[:0]
 		r.rows.release()
 	}
 	// Cleared only now: each side reuses its storage once it sees nothing of its own waiting.
@@ -659,7 +671,7 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 				return appendBinarySize(dst, len(v)), true
 			}
 			return dst, false
-		}, r.valueCap, r.valuesCap-len(r.rows.buf))
+		}, r.valueCap, r.valuesCap)
 		if !fits {
 			r.full, r.cur.Truncated = true, true
 			return nil

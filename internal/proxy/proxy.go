@@ -143,6 +143,9 @@ type Server struct {
 
 	// perUID counts the connections of each uid, under mu.
 	perUID map[uint32]int
+	// overLimit counts refusals over the limit since overLimitLogged (Unix ns) logged them.
+	overLimit       atomic.Int64
+	overLimitLogged atomic.Int64
 
 	// own are this host's addresses (see checkOwnAddress).
 	own ownAddrs
@@ -210,10 +213,11 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 	c.Log = s.Log.With("conn", c.ID, "dst", origin.Dst.String(), "pid", origin.PID, "comm", origin.Comm, "cgroup", origin.CgroupID)
 	ctx = c.serveContext(ctx)
 	defer c.Close()
-	counted := s.countConn(origin.UID)
-	if counted {
-		defer s.uncountConn(origin.UID)
+	if !s.countConn(origin.UID) {
+		s.refuseOverLimit(ctx, c)
+		return
 	}
+	defer s.uncountConn(origin.UID)
 
 	s.mu.Lock()
 	sweeps := s.sweeps
@@ -232,14 +236,6 @@ func (s *Server) handle(ctx context.Context, client *net.TCPConn) {
 	h := s.Handlers[target.Protocol]
 	if h == nil {
 		s.deny(c, target.Name, fmt.Errorf("no handler for protocol %s", target.Protocol))
-		return
-	}
-	if !counted {
-		s.Metrics.Connections.WithLabelValues(target.Name, "too_many").Inc()
-		c.Log.Warn("connection refused: its uid has too many connections through the enforcer", "target", target.Name, "uid", origin.UID, "limit", s.maxConnsPerUID())
-		if r, ok := h.(Refuser); ok {
-			r.Refuse(ctx, c, ErrTooManyConnections)
-		}
 		return
 	}
 	if s.Authorize != nil {
@@ -413,6 +409,37 @@ func (s *Server) countConn(uid uint32) bool {
 	}
 	s.perUID[uid]++
 	return true
+}
+
+// refuseOverLimit refuses a connection over its uid's limit. Such connections are not counted,
+// so nothing that can wait is done for them (no ClientHello is read, no name looked up), the
+// refusal in the client's protocol gets a second, and the log hears of them once a second.
+func (s *Server) refuseOverLimit(ctx context.Context, c *Conn) {
+	name := ""
+	var t *policy.Target
+	if pol := s.Policy(); pol != nil {
+		t = pol.TargetFor(c.Origin.Dst)
+	}
+	if t != nil {
+		name = t.Name
+	}
+	s.Metrics.Connections.WithLabelValues(name, "too_many").Inc()
+	n := s.overLimit.Add(1)
+	if now, last := time.Now().UnixNano(), s.overLimitLogged.Load(); now-last >= int64(time.Second) && s.overLimitLogged.CompareAndSwap(last, now) {
+		s.overLimit.Add(-n)
+		c.Log.Warn("connections refused: their uid has too many through the enforcer", "uid", c.Origin.UID, "limit", s.maxConnsPerUID(), "refused", n)
+	}
+	var r Refuser
+	if t != nil {
+		r, _ = s.Handlers[t.Protocol].(Refuser)
+	}
+	if r == nil {
+		c.Client.SetLinger(0)
+		return
+	}
+	cut := time.AfterFunc(time.Second, func() { c.Client.Close() })
+	defer cut.Stop()
+	r.Refuse(ctx, c, ErrTooManyConnections)
 }
 
 func (s *Server) uncountConn(uid uint32) {

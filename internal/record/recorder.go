@@ -1090,6 +1090,7 @@ func cutStrings(vs []string, limit int) []string {
 // with the recorder's caps (ValueCaps) as it captures it, so that it never holds a value whole,
 // and Append records exactly what it would have recorded from the whole value.
 func CutValue(s string, limit int) string {
+	limit = max(limit, 0)
 	if len(s) <= limit {
 		return s
 	}

@@ -443,12 +443,15 @@ func FuzzCutValue(f *testing.F) {
 	f.Add("\xff\xfe\x80\x80\x80abc", 3)
 	f.Add("€€€", 2)
 	f.Add(strings.Repeat("€", 300), MinValueBytes)
+	f.Add("", -1)
+	f.Add("\x80", -5)
 	f.Add(strings.Repeat("x", 1000)+"\xff", 200)
 	f.Fuzz(func(t *testing.T, s string, limit int) {
-		if limit <= 0 || limit > 1<<20 {
+		if limit > 1<<20 {
 			return
 		}
 		got := CutValue(s, limit)
+		limit = max(limit, 0)
 		if len(s) <= limit {
 			if got != s {
 				t.Fatalf("%q under the limit changed to %q", s, got)

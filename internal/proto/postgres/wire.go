@@ -33,16 +33,25 @@ type messageBudget struct {
 	limit int64
 }
 
-// take reserves n bytes unless that would go over the limit.
+// take reserves n bytes unless that would go over the limit; a negative n gives back.
 func (b *messageBudget) take(n int64) bool {
 	if b == nil {
 		return true
 	}
-	if b.used.Add(n) > b.limit {
-		b.used.Add(-n)
-		return false
+	if n <= 0 {
+		b.used.Add(n)
+		return true
 	}
-	return true
+	// Compared before it is added, so that no other reader is refused for a moment's excess.
+	for {
+		used := b.used.Load()
+		if used+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			return true
+		}
+	}
 }
 
 func (b *messageBudget) give(n int64) {

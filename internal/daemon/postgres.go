@@ -46,6 +46,7 @@ func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 		CAFile:     up.CAFile,
 		Auth:       up.Auth,
 		ServerName: up.ServerName,
+		Owner:      "uid " + strconv.FormatUint(uint64(c.Origin.UID), 10),
 	}
 	if h.guard == nil {
 		return h.srv.Serve(ctx, c.ServeConn(), sess)

@@ -454,27 +454,32 @@ func TestBadServerMessages(t *testing.T) {
 	waitFor(t, func() bool { return p.srv.Sessions() == 0 })
 }
 
-// TestMessageBudget: large messages that together would take the proxy past its budget end the
-// session that sent (or asked for) the one over it, with SQLSTATE 53200; a session already
-// holding its share, and every other, goes on, and the budget is whole again once they end.
+// TestMessageBudget: large messages that would take one owner past its share of the proxy's
+// budget end the session that sent (or asked for) the one over it, with SQLSTATE 53200; another
+// owner's large messages pass meanwhile, every session goes on, and the budget is whole again
+// once they end.
 func TestMessageBudget(t *testing.T) {
 	leakCheck(t)
-	p := startProxy(t, Config{MaxBufferedMessages: 6 << 20}, defaultSession())
+	sessA, sessB := defaultSession(), defaultSession()
+	sessA.Owner, sessB.Owner = "uid 1000", "uid 1001"
+	p := startProxy(t, Config{MaxBufferedMessages: 8 << 20}, sessA) // 6 MiB a owner
+	q := startProxyOn(t, p.srv, sessB)
 	ctx := context.Background()
 	other, err := pgconn.Connect(ctx, p.dsn("postgres"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close(ctx)
+	inUse := func() (all, a int64) { return p.srv.budget.inUse(sessA.Owner) }
 
-	// A client holds about 4 MiB of the budget (the reader's buffer doubles as bytes come): a
-	// Query it has sent 3 MiB of.
+	// A client holds about 4 MiB of its owner's share (the reader's buffer doubles as bytes
+	// come): a Query it has sent 3 MiB of.
 	holder, _ := rawStartup(t, p.addr, nil)
 	big := msgBytes('Q', append(bytes.Repeat([]byte("x"), 8<<20), 0)...)
 	if _, err := holder.Write(big[:3<<20]); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return p.srv.budget.used.Load() >= 3<<20 })
+	waitFor(t, func() bool { _, a := inUse(); return a >= 3<<20 })
 
 	t.Run("a client's message", func(t *testing.T) {
 		c, _ := rawStartup(t, p.addr, nil)
@@ -497,16 +502,27 @@ func TestMessageBudget(t *testing.T) {
 			t.Fatalf("a result over the budget: %v, want 53200 with a hint", err)
 		}
 	})
+	t.Run("another owner's result", func(t *testing.T) {
+		c, err := pgconn.Connect(ctx, q.dsn("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		res, err := c.Exec(ctx, "select repeat('z', 3 << 20)").ReadAll()
+		if err != nil || len(res[0].Rows[0][0]) != 3<<20 {
+			t.Fatalf("another owner's large result: %v", err)
+		}
+	})
 	// The other session is served, and so are large messages once the holder is gone.
 	if _, err := other.Exec(ctx, "select 1").ReadAll(); err != nil {
 		t.Fatalf("another session: %v", err)
 	}
 	holder.Close()
-	waitFor(t, func() bool { return p.srv.budget.used.Load() == 0 })
+	waitFor(t, func() bool { all, _ := inUse(); return all == 0 })
 	res, err := other.Exec(ctx, "select repeat('z', 3 << 20)").ReadAll()
 	if err != nil || len(res[0].Rows[0][0]) != 3<<20 {
 		t.Fatalf("a large result once the budget is free: %v", err)
 	}
 	other.Close(ctx)
-	waitFor(t, func() bool { return p.srv.Sessions() == 0 && p.srv.budget.used.Load() == 0 })
+	waitFor(t, func() bool { all, _ := inUse(); return p.srv.Sessions() == 0 && all == 0 })
 }

@@ -69,6 +69,12 @@ func defaultSession() Session {
 
 func startProxy(t testing.TB, cfg Config, sess Session) *proxy {
 	t.Helper()
+	return startProxyOn(t, NewServer(cfg), sess)
+}
+
+// startProxyOn is startProxy with a Server another proxy may share: its budget, its sessions.
+func startProxyOn(t testing.TB, srv *Server, sess Session) *proxy {
+	t.Helper()
 	// Plain TCP, as the daemon's listener (DESIGN: Go listens with MPTCP by default, and a plain
 	// TCP client of an MPTCP listener pays for the fallback on every segment).
 	var lc net.ListenConfig
@@ -77,7 +83,7 @@ func startProxy(t testing.TB, cfg Config, sess Session) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{srv: NewServer(cfg), ln: ln, addr: ln.Addr().String(), sess: sess}
+	p := &proxy{srv: srv, ln: ln, addr: ln.Addr().String(), sess: sess}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.wg.Add(1)
 	go func() {

@@ -84,6 +84,9 @@ type Session struct {
 	Auth []string
 	// Hook judges statements and sees results; nil means PassThrough.
 	Hook Hook
+	// Owner is whom the session's large messages are counted against (the daemon uses the
+	// agent's uid): no owner may take more than three quarters of MaxBufferedMessages.
+	Owner string
 }
 
 // Config configures a Server.
@@ -96,8 +99,9 @@ type Config struct {
 	// (default 64 MiB). Larger ones end the session with SQLSTATE 08P01.
 	MaxMessageSize int
 	// MaxBufferedMessages bounds the memory all sessions' large messages take at once, client's
-	// and server's (default 2 GiB: one message of PostgreSQL's largest and others beside it). A
-	// message that would go over ends its session with SQLSTATE 53200; the others go on.
+	// and server's (default 2 GiB: one message of PostgreSQL's largest and others beside it),
+	// and those of one Session.Owner to three quarters of it. A message that would go over ends
+	// its session with SQLSTATE 53200; the others go on.
 	MaxBufferedMessages int64
 	// TLS, if set, is offered to clients that send SSLRequest; otherwise they get 'N'.
 	TLS *tls.Config

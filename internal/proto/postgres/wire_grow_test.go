@@ -54,7 +54,7 @@ func TestReaderBudget(t *testing.T) {
 		refused int // index of the message refused, or -1
 	}{
 		{"small messages take nothing", 0, []int{100, 60 << 10}, -1},
-		{"a large message within the budget", 4 << 20, []int{3 << 20, 10}, -1},
+		{"a large message within the budget", 5 << 20, []int{3 << 20, 10}, -1},
 		{"one message over the budget", 1 << 20, []int{10, 2 << 20}, 1},
 		{"a budget given back is taken again", 3 << 20, []int{2 << 20, 10, 2 << 20}, -1},
 	}
@@ -80,12 +80,12 @@ func TestReaderBudget(t *testing.T) {
 				if err != nil || len(got) != 5+n {
 					t.Fatalf("message %d: %d bytes, %v", i, len(got), err)
 				}
-				if used := b.used.Load(); used > tc.limit || used != m.held || used != int64(len(m.buf)-readBufSize) {
+				if used, _ := b.inUse(""); used > tc.limit || used != m.held || used != int64(len(m.buf)-readBufSize) {
 					t.Fatalf("message %d: budget used %d, reader holds %d (a buffer of %d), limit %d", i, used, m.held, len(m.buf), tc.limit)
 				}
 			}
 			m.release()
-			if used := b.used.Load(); used != 0 {
+			if used, _ := b.inUse(""); used != 0 {
 				t.Errorf("released, but %d bytes of the budget still taken", used)
 			}
 		})
@@ -108,4 +108,34 @@ func (r *messageAtATime) Read(p []byte) (int, error) {
 	n := copy(p, r.in[:r.off])
 	r.in, r.off = r.in[n:], r.off-n
 	return n, nil
+}
+
+// TestBudgetShares: no owner takes more than three quarters of the budget, whatever is left, so
+// the others always have a quarter; what is given back can be taken again, by anyone.
+func TestBudgetShares(t *testing.T) {
+	b := &messageBudget{limit: 100}
+	steps := []struct {
+		owner string
+		n     int64 // taken, or given back when negative
+		ok    bool
+	}{
+		{"a", 75, true},
+		{"a", 1, false}, // a's share
+		{"b", 25, true},
+		{"c", 1, false}, // the whole budget
+		{"a", -10, true},
+		{"c", 10, true},
+		{"b", 1, false},
+		{"a", -65, true},
+		{"b", 50, true},
+		{"b", 1, false}, // b's share
+	}
+	for i, st := range steps {
+		if got := b.take(st.owner, st.n); got != st.ok {
+			t.Fatalf("step %d: %s takes %d: %v, want %v", i, st.owner, st.n, got, st.ok)
+		}
+	}
+	if all, a := b.inUse("a"); all != 85 || a != 0 || len(b.byOwner) != 2 {
+		t.Errorf("in use %d, a's %d, owners %v; want 85, 0 and two", all, a, b.byOwner)
+	}
 }

@@ -103,7 +103,7 @@ func (c *clientConn) serveRequest(ctx context.Context) (bool, error) {
 	}
 	x.ex.Duration = time.Since(x.ex.Request.Started)
 	c.sess.Hook.Exchanged(x.ex)
-	c.bodies.give(x.heldBody)
+	c.bodies.give(c.sess.Owner, x.heldBody)
 	c.trimBuffers()
 	if end == closeConn {
 		c.cr.perRead = 0
@@ -138,7 +138,7 @@ type exchange struct {
 
 // takeBody reserves n bytes of the Server's budget for this exchange's request body.
 func (x *exchange) takeBody(n int64) bool {
-	if !x.c.bodies.take(n, x.c.lim.maxBufferedBodies) {
+	if !x.c.bodies.take(x.c.sess.Owner, n, x.c.lim.maxBufferedBodies) {
 		return false
 	}
 	x.heldBody += n

@@ -587,10 +587,10 @@ func TestMaskedBuffersShareTheBudget(t *testing.T) {
 	held := dialRaw(t, p.addr)
 	held.send(t, "GET /held HTTP/1.1\r\nHost: api.test\r\n\r\n")
 	deadline := time.Now().Add(waitLimit)
-	for srv.bodies.used.Load() < size {
+	for srv.bodiesInUse() < size {
 		if time.Now().After(deadline) {
 			close(release)
-			t.Fatalf("a masked body of %d bytes being read holds %d bytes of the budget", len(doc), srv.bodies.used.Load())
+			t.Fatalf("a masked body of %d bytes being read holds %d bytes of the budget", len(doc), srv.bodiesInUse())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -607,9 +607,9 @@ func TestMaskedBuffersShareTheBudget(t *testing.T) {
 	}
 	hook.waitExchanges(t, 2)
 	// The budget is given back once the exchange is recorded, just after the hook hears of it.
-	for deadline := time.Now().Add(waitLimit); srv.bodies.used.Load() != 0; time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(waitLimit); srv.bodiesInUse() != 0; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d bytes of the budget still taken after both responses", srv.bodies.used.Load())
+			t.Fatalf("%d bytes of the budget still taken after both responses", srv.bodiesInUse())
 		}
 	}
 	// Within the budget again, the same request passes.

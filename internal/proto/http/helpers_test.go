@@ -106,6 +106,13 @@ type proxyFixture struct {
 
 func startProxy(t *testing.T, srv *Server, up Upstream, hook *fakeHook) *proxyFixture {
 	t.Helper()
+	// Each connection its own owner: the budget's shares are TestWireBodyShares's.
+	return startOwnedProxy(t, srv, up, hook, func(n int) string { return "s" + strconv.Itoa(n) })
+}
+
+// startOwnedProxy is startProxy with the Session.Owner of the nth connection owner(n).
+func startOwnedProxy(t *testing.T, srv *Server, up Upstream, hook *fakeHook, owner func(n int) string) *proxyFixture {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +132,7 @@ func startProxy(t *testing.T, srv *Server, up Upstream, hook *fakeHook) *proxyFi
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				p.served <- srv.Serve(ctx, conn, Session{ID: "s" + strconv.Itoa(n), Upstream: up, Hook: hook, Log: log})
+				p.served <- srv.Serve(ctx, conn, Session{ID: "s" + strconv.Itoa(n), Upstream: up, Hook: hook, Log: log, Owner: owner(n)})
 			}()
 		}
 	}()
@@ -457,4 +464,10 @@ func credentialProxy(t *testing.T, upstream string, cred Credential, masked bool
 	}
 	p := startProxy(t, &Server{}, Upstream{Addr: upstream, Credential: &cred}, hook)
 	return hook, dialRaw(t, p.addr)
+}
+
+// bodiesInUse is what the Server's sessions hold of its body budget.
+func (s *Server) bodiesInUse() int64 {
+	all, _ := s.bodies.inUse("")
+	return all
 }

@@ -269,9 +269,9 @@ func TestWireAgentHostDoesNotSteerTheUpstream(t *testing.T) {
 func waitBodies(t *testing.T, srv *Server, want int64) {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
-	for srv.bodies.used.Load() != want {
+	for srv.bodiesInUse() != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("request bodies hold %d bytes, want %d", srv.bodies.used.Load(), want)
+			t.Fatalf("request bodies hold %d bytes, want %d", srv.bodiesInUse(), want)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -344,6 +344,39 @@ func TestWireRequestBodiesBounded(t *testing.T) {
 	if n := len(hook.judged()); n != 2 {
 		t.Errorf("the hook judged %d requests, want the two whole ones", n)
 	}
+}
+
+// TestWireBodyShares: one owner (the daemon's uid) holds at most three quarters of the body
+// budget, so another's bodies still pass while it holds its share.
+func TestWireBodyShares(t *testing.T) {
+	const body = 1 << 20
+	up := startUpstream(t, func(w nethttp.ResponseWriter, r *nethttp.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		io.WriteString(w, strconv.FormatInt(n, 10))
+	})
+	srv := &Server{MaxRequestBody: body, MaxBufferedBodies: 3 * body} // a share of 2.25 bodies
+	owners := []string{"", "uid 1000", "uid 1000", "uid 1000", "uid 1001"}
+	p := startOwnedProxy(t, srv, Upstream{Addr: up.addr()}, newFakeHook(), func(n int) string { return owners[n] })
+	head := "POST /upload HTTP/1.1\r\nHost: api.test\r\nContent-Length: " + strconv.Itoa(body) + "\r\n\r\n"
+
+	first, second := dialRaw(t, p.addr), dialRaw(t, p.addr)
+	first.send(t, head+strings.Repeat("a", body-1))
+	second.send(t, head+strings.Repeat("b", body-1))
+	waitBodies(t, srv, 2*body) // each its whole length once its bytes come
+
+	third := dialRaw(t, p.addr) // the same uid: over its share, though the budget has room
+	third.send(t, head+strings.Repeat("c", body))
+	if resp, msg := third.response(t, "POST"); resp.StatusCode != nethttp.StatusServiceUnavailable {
+		t.Fatalf("the third body of one uid: status %d (%s), want 503", resp.StatusCode, msg)
+	}
+	other := dialRaw(t, p.addr) // another uid: within the budget
+	other.send(t, head+strings.Repeat("d", body))
+	if resp, got := other.response(t, "POST"); resp.StatusCode != 200 || string(got) != strconv.Itoa(body) {
+		t.Fatalf("another uid's body: status %d, upstream read %s bytes", resp.StatusCode, got)
+	}
+	first.Close()
+	second.Close()
+	waitBodies(t, srv, 0)
 }
 
 // TestWireRepeatedContentTypeRefused: with two Content-Type fields a server reads the first or

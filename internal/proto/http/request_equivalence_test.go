@@ -329,8 +329,8 @@ func TestRequestBodyBudgetGivenBackOnEveryEnding(t *testing.T) {
 			conn.send(t, c.raw)
 			if c.status == 0 {
 				<-held
-				if srv.bodies.used.Load() < bodyLen {
-					t.Fatalf("a held body takes %d bytes of the budget, want at least %d", srv.bodies.used.Load(), bodyLen)
+				if srv.bodiesInUse() < bodyLen {
+					t.Fatalf("a held body takes %d bytes of the budget, want at least %d", srv.bodiesInUse(), bodyLen)
 				}
 				conn.Close()
 			} else if resp, b := conn.response(t, "POST"); resp.StatusCode != c.status {

@@ -46,7 +46,7 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
-	"sync/atomic"
+	"sync"
 	"time"
 )
 
@@ -153,6 +153,9 @@ type Session struct {
 	Upstream Upstream
 	Hook     Hook
 	Log      *slog.Logger
+	// Owner is whom the session's bodies are counted against (the daemon uses the agent's
+	// uid): no owner may hold more than three quarters of MaxBufferedBodies.
+	Owner string
 }
 
 // Server holds the limits; its zero value works (defaults below). One Server serves any number
@@ -162,8 +165,10 @@ type Server struct {
 	// MaxBufferedBodies bounds the bodies the sessions of this Server hold at once, counted as
 	// the buffers they take: request bodies (read, judged or held for a reviewer, forwarded) and
 	// response bodies buffered for masking (twice their size: the body and its masked copy);
-	// default 256 MiB. A request or response that would go over gets 503: agents that open many
-	// connections and send, or ask for, large bodies cannot exhaust the daemon's memory.
+	// default 256 MiB, and those of one Session.Owner to three quarters of it. A request or
+	// response that would go over gets 503: agents that open many connections and send, or ask
+	// for, large bodies (or hold them for a reviewer) cannot exhaust the daemon's memory, nor
+	// take all of the budget from other users.
 	MaxBufferedBodies int64
 	MaxMaskedBody     int64         // default 32 MiB: a maskable response body larger than this → 502, nothing of it sent
 	RecordBody        int           // default 64 KiB
@@ -175,19 +180,42 @@ type Server struct {
 	bodies bodyBudget
 }
 
-// bodyBudget counts the bytes of request bodies a Server's sessions hold.
-type bodyBudget struct{ used atomic.Int64 }
+// bodyBudget counts the bytes of bodies a Server's sessions hold, in all and by owner.
+type bodyBudget struct {
+	mu      sync.Mutex
+	used    int64
+	byOwner map[string]int64
+}
 
-// take reserves n bytes unless that would go over limit.
-func (b *bodyBudget) take(n, limit int64) bool {
-	if b.used.Add(n) > limit {
-		b.used.Add(-n)
+// take reserves n bytes for owner unless that would take the budget past limit, or owner's
+// share of it (three quarters) past its own.
+func (b *bodyBudget) take(owner string, n, limit int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	mine := b.byOwner[owner]
+	if n > 0 && (b.used+n > limit || mine+n > limit-limit/4) {
 		return false
+	}
+	b.used += n
+	if mine += n; mine > 0 {
+		if b.byOwner == nil {
+			b.byOwner = map[string]int64{}
+		}
+		b.byOwner[owner] = mine
+	} else {
+		delete(b.byOwner, owner)
 	}
 	return true
 }
 
-func (b *bodyBudget) give(n int64) { b.used.Add(-n) }
+func (b *bodyBudget) give(owner string, n int64) { b.take(owner, -n, 0) }
+
+// inUse returns the bytes taken, in all and by owner.
+func (b *bodyBudget) inUse(owner string) (all, owners int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.byOwner[owner]
+}
 
 const (
 	defaultMaxRequestBody    = 8 << 20

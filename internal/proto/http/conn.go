@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/budget"
 )
 
 // clientConn is the client side of one Session: the connection, its buffers, and the loop that
@@ -30,7 +32,7 @@ type clientConn struct {
 	sess     Session
 	log      *slog.Logger
 	up       *upstreamClient
-	bodies   *bodyBudget // the Server's, shared by its sessions
+	bodies   *budget.Shared // the Server's, shared by its sessions
 	requests int
 
 	// Buffers reused from one response to the next.
@@ -43,7 +45,7 @@ type clientConn struct {
 // should not stay allocated for the life of an idle connection.
 const reusedBufferCap = 1 << 20
 
-func newClientConn(conn net.Conn, lim limits, sess Session, up *upstreamClient, bodies *bodyBudget) *clientConn {
+func newClientConn(conn net.Conn, lim limits, sess Session, up *upstreamClient, bodies *budget.Shared) *clientConn {
 	cr := &clientReader{conn: conn}
 	return &clientConn{
 		conn:   conn,
@@ -103,7 +105,7 @@ func (c *clientConn) serveRequest(ctx context.Context) (bool, error) {
 	}
 	x.ex.Duration = time.Since(x.ex.Request.Started)
 	c.sess.Hook.Exchanged(x.ex)
-	c.bodies.give(c.sess.Owner, x.heldBody)
+	c.bodies.Give(c.sess.Owner, x.heldBody)
 	c.trimBuffers()
 	if end == closeConn {
 		c.cr.perRead = 0
@@ -138,7 +140,7 @@ type exchange struct {
 
 // takeBody reserves n bytes of the Server's budget for this exchange's request body.
 func (x *exchange) takeBody(n int64) bool {
-	if !x.c.bodies.take(x.c.sess.Owner, n, x.c.lim.maxBufferedBodies) {
+	if !x.c.bodies.Take(x.c.sess.Owner, n, x.c.lim.maxBufferedBodies) {
 		return false
 	}
 	x.heldBody += n

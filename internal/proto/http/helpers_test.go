@@ -468,6 +468,6 @@ func credentialProxy(t *testing.T, upstream string, cred Credential, masked bool
 
 // bodiesInUse is what the Server's sessions hold of its body budget.
 func (s *Server) bodiesInUse() int64 {
-	all, _ := s.bodies.inUse("")
+	all, _ := s.bodies.InUse("")
 	return all
 }

@@ -46,8 +46,9 @@ import (
 	"log/slog"
 	"net"
 	nethttp "net/http"
-	"sync"
 	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/budget"
 )
 
 // Upstream says where and how requests are forwarded. The agent never sees any of it.
@@ -177,44 +178,7 @@ type Server struct {
 	ResponseTimeout   time.Duration // default 5m for the upstream's response head
 	MaxHeaderBytes    int           // default 64 KiB
 
-	bodies bodyBudget
-}
-
-// bodyBudget counts the bytes of bodies a Server's sessions hold, in all and by owner.
-type bodyBudget struct {
-	mu      sync.Mutex
-	used    int64
-	byOwner map[string]int64
-}
-
-// take reserves n bytes for owner unless that would take the budget past limit, or owner's
-// share of it (three quarters) past its own.
-func (b *bodyBudget) take(owner string, n, limit int64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	mine := b.byOwner[owner]
-	if n > 0 && (b.used+n > limit || mine+n > limit-limit/4) {
-		return false
-	}
-	b.used += n
-	if mine += n; mine > 0 {
-		if b.byOwner == nil {
-			b.byOwner = map[string]int64{}
-		}
-		b.byOwner[owner] = mine
-	} else {
-		delete(b.byOwner, owner)
-	}
-	return true
-}
-
-func (b *bodyBudget) give(owner string, n int64) { b.take(owner, -n, 0) }
-
-// inUse returns the bytes taken, in all and by owner.
-func (b *bodyBudget) inUse(owner string) (all, owners int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.used, b.byOwner[owner]
+	bodies budget.Shared // taken by request bodies and masking's buffers, up to MaxBufferedBodies
 }
 
 const (

@@ -470,7 +470,7 @@ func TestMessageBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close(ctx)
-	inUse := func() (all, a int64) { return p.srv.budget.inUse(sessA.Owner) }
+	inUse := func() (all, a int64) { return p.srv.messages.InUse(sessA.Owner) }
 
 	// A client holds about 4 MiB of its owner's share (the reader's buffer doubles as bytes
 	// come): a Query it has sent 3 MiB of.

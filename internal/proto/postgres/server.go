@@ -42,6 +42,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/enforcer-dev/enforcer/internal/budget"
 )
 
 // TLSMode is how the proxy secures its connection to the upstream server, as libpq's sslmode.
@@ -119,8 +121,8 @@ const (
 // Server serves client connections and owns the cancel keys it hands out, so a CancelRequest arriving
 // on a new connection reaches the session it names. One Server lives as long as the daemon.
 type Server struct {
-	cfg    Config
-	budget messageBudget
+	cfg      Config
+	messages budget.Shared // taken by readers' buffers, up to cfg.MaxBufferedMessages
 
 	mu       sync.Mutex
 	sessions map[uint32]*conn // by proxy-assigned process id
@@ -141,7 +143,7 @@ func NewServer(cfg Config) *Server {
 	if cfg.MaxBufferedMessages <= 0 {
 		cfg.MaxBufferedMessages = defaultMaxBuffered
 	}
-	return &Server{cfg: cfg, budget: messageBudget{limit: cfg.MaxBufferedMessages}, sessions: map[uint32]*conn{}}
+	return &Server{cfg: cfg, sessions: map[uint32]*conn{}}
 }
 
 // Serve handles one accepted client connection until it ends, and closes it. A connection that opens

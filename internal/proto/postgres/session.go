@@ -571,7 +571,7 @@ func (c *conn) relay() error {
 	}
 	c.cr = newMsgReader(c.client, c.srv.cfg.MaxMessageSize, flushUpstream)
 	c.cr.known = frontendTypes
-	c.cr.budget, c.cr.owner = &c.srv.budget, c.sess.Owner
+	c.cr.budget, c.cr.limit, c.cr.owner = &c.srv.messages, c.srv.cfg.MaxBufferedMessages, c.sess.Owner
 	c.uw.w = c.upstream
 	flushClient := c.flushClientLocked
 	if d, ok := c.hook.(Deliverer); ok {
@@ -584,7 +584,7 @@ func (c *conn) relay() error {
 		}
 	}
 	c.sr = newMsgReader(c.upstream, maxServerMessage, flushClient)
-	c.sr.budget, c.sr.owner = &c.srv.budget, c.sess.Owner
+	c.sr.budget, c.sr.limit, c.sr.owner = &c.srv.messages, c.srv.cfg.MaxBufferedMessages, c.sess.Owner
 	c.cw.w = c.client
 
 	errc := make(chan error, 1)

@@ -5,7 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
+
+	"github.com/enforcer-dev/enforcer/internal/budget"
 )
 
 const (
@@ -23,58 +24,6 @@ var (
 // errBufferBudget is a message that would take a Server's readers past their budget.
 var errBufferBudget = errors.New("the enforcer holds too many large messages at once")
 
-// messageBudget bounds the bytes a Server's readers hold beyond their standing 64 KiB buffers.
-// Each reader's buffer grows to the largest message in flight (a client's up to MaxMessageSize,
-// a server's up to 1 GB), so without it an agent could open many connections and send, or ask
-// the server for, huge messages on all of them at once until the daemon runs out of memory and
-// every session fails. One owner (Session.Owner: a uid) may take at most three quarters of it,
-// so an agent that holds huge messages (a client that stops reading its results) leaves the
-// others a quarter. A nil *messageBudget bounds nothing.
-type messageBudget struct {
-	limit int64
-
-	mu      sync.Mutex
-	used    int64
-	byOwner map[string]int64
-}
-
-// ownerShare is the most of limit one owner may take.
-func ownerShare(limit int64) int64 { return limit - limit/4 }
-
-// take reserves n bytes for owner unless that would take the budget, or owner's share of it,
-// past its limit; a negative n gives back. Readers take only when their buffer grows past
-// 64 KiB, so the lock is off the common path.
-func (b *messageBudget) take(owner string, n int64) bool {
-	if b == nil || n == 0 {
-		return true
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	mine := b.byOwner[owner]
-	if n > 0 && (b.used+n > b.limit || mine+n > ownerShare(b.limit)) {
-		return false
-	}
-	b.used += n
-	if mine += n; mine > 0 {
-		if b.byOwner == nil {
-			b.byOwner = map[string]int64{}
-		}
-		b.byOwner[owner] = mine
-	} else {
-		delete(b.byOwner, owner)
-	}
-	return true
-}
-
-func (b *messageBudget) give(owner string, n int64) { b.take(owner, -n) }
-
-// inUse returns the bytes taken, in all and by owner.
-func (b *messageBudget) inUse(owner string) (all, owners int64) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.used, b.byOwner[owner]
-}
-
 // msgReader splits a byte stream into protocol messages (type byte, int32 length) without copying:
 // the returned message aliases the buffer until the next call. Before it has to read from the socket
 // again it calls flush, so everything decided so far is written in one batch exactly when the reader
@@ -90,8 +39,10 @@ type msgReader struct {
 	// known, if set, lists the message types this side may send; others are rejected as soon as
 	// their header arrives rather than after their (possibly huge or never sent) body.
 	known *[256]bool
-	// budget, if set, is taken for buf beyond readBufSize (held bytes of it), for owner.
-	budget *messageBudget
+	// budget, if set, is taken for buf beyond readBufSize (held bytes of it), for owner, up to
+	// limit (see Config.MaxBufferedMessages).
+	budget *budget.Shared
+	limit  int64
 	owner  string
 	held   int64
 }
@@ -131,7 +82,7 @@ func (m *msgReader) next() (byte, []byte, error) {
 					return 0, nil, err
 				}
 				size := min(need+readBufSize, 2*len(m.buf))
-				if !m.budget.take(m.owner, int64(size-readBufSize)-m.held) {
+				if !m.budget.Take(m.owner, int64(size-readBufSize)-m.held, m.limit) {
 					return m.buf[m.start], nil, fmt.Errorf("%w: %d bytes of message type %q", errBufferBudget, need, m.buf[m.start])
 				}
 				m.held = int64(size - readBufSize)
@@ -149,7 +100,7 @@ func (m *msgReader) next() (byte, []byte, error) {
 
 // release gives back what the reader took of its budget; it must not be used after.
 func (m *msgReader) release() {
-	m.budget.give(m.owner, m.held)
+	m.budget.Give(m.owner, m.held)
 	m.held, m.buf = 0, nil
 }
 
@@ -162,7 +113,7 @@ func (m *msgReader) fill() error {
 		m.start, m.end = 0, 0
 		if len(m.buf) > 4*readBufSize {
 			m.buf = make([]byte, readBufSize) // drop the buffer a huge message needed
-			m.budget.give(m.owner, m.held)
+			m.budget.Give(m.owner, m.held)
 			m.held = 0
 		}
 	} else if m.start > 0 && len(m.buf)-m.end < readBufSize/4 {

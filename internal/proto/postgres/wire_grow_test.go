@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"testing"
+
+	"github.com/enforcer-dev/enforcer/internal/budget"
 )
 
 // TestReaderGrowsWithData: a header that claims a huge message does not make the reader allocate
@@ -64,11 +66,11 @@ func TestReaderBudget(t *testing.T) {
 			for _, n := range tc.sizes {
 				in = append(in, msg(n)...)
 			}
-			b := &messageBudget{limit: tc.limit}
+			b := &budget.Shared{}
 			// One message a read at most, as from a peer that waits for each answer: the
 			// reader finds its buffer empty before the next, and drops a grown one.
 			m := newMsgReader(&messageAtATime{in: in}, 1<<30, func() error { return nil })
-			m.budget = b
+			m.budget, m.limit = b, tc.limit
 			for i, n := range tc.sizes {
 				_, got, err := m.next()
 				if i == tc.refused {
@@ -80,12 +82,12 @@ func TestReaderBudget(t *testing.T) {
 				if err != nil || len(got) != 5+n {
 					t.Fatalf("message %d: %d bytes, %v", i, len(got), err)
 				}
-				if used, _ := b.inUse(""); used > tc.limit || used != m.held || used != int64(len(m.buf)-readBufSize) {
+				if used, _ := b.InUse(""); used > tc.limit || used != m.held || used != int64(len(m.buf)-readBufSize) {
 					t.Fatalf("message %d: budget used %d, reader holds %d (a buffer of %d), limit %d", i, used, m.held, len(m.buf), tc.limit)
 				}
 			}
 			m.release()
-			if used, _ := b.inUse(""); used != 0 {
+			if used, _ := b.InUse(""); used != 0 {
 				t.Errorf("released, but %d bytes of the budget still taken", used)
 			}
 		})
@@ -108,34 +110,4 @@ func (r *messageAtATime) Read(p []byte) (int, error) {
 	n := copy(p, r.in[:r.off])
 	r.in, r.off = r.in[n:], r.off-n
 	return n, nil
-}
-
-// TestBudgetShares: no owner takes more than three quarters of the budget, whatever is left, so
-// the others always have a quarter; what is given back can be taken again, by anyone.
-func TestBudgetShares(t *testing.T) {
-	b := &messageBudget{limit: 100}
-	steps := []struct {
-		owner string
-		n     int64 // taken, or given back when negative
-		ok    bool
-	}{
-		{"a", 75, true},
-		{"a", 1, false}, // a's share
-		{"b", 25, true},
-		{"c", 1, false}, // the whole budget
-		{"a", -10, true},
-		{"c", 10, true},
-		{"b", 1, false},
-		{"a", -65, true},
-		{"b", 50, true},
-		{"b", 1, false}, // b's share
-	}
-	for i, st := range steps {
-		if got := b.take(st.owner, st.n); got != st.ok {
-			t.Fatalf("step %d: %s takes %d: %v, want %v", i, st.owner, st.n, got, st.ok)
-		}
-	}
-	if all, a := b.inUse("a"); all != 85 || a != 0 || len(b.byOwner) != 2 {
-		t.Errorf("in use %d, a's %d, owners %v; want 85, 0 and two", all, a, b.byOwner)
-	}
 }

@@ -62,15 +62,7 @@ func (silentHandler) Serve(ctx context.Context, c *Conn) error {
 // ErrTooManyConnections in the protocol's own words, or closed when it has none; other uids are
 // served meanwhile, and a closed connection makes room for the next.
 func TestConnsPerUID(t *testing.T) {
-	pol, err := policy.Parse("p.yaml", []byte(`version: 1
-targets:
-  - name: local
-    match: {addresses: ["127.0.0.1"], ports: [5999]}
-    protocol: tcp
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	pol := localTCPPolicy(t)
 	for _, tc := range []struct {
 		name    string
 		handler Handler

@@ -50,11 +50,9 @@ func serveTest(t *testing.T, s *Server) string {
 	return ln.Addr().String()
 }
 
-// TestConnectionAuthorisedDuringASweepIsClosed: a logout, an expiry or a reload that closes
-// connections (CloseWhere) while another is between its policy read and becoming active cannot
-// see it; that connection is closed instead of served with what was revoked, if the sweep would
-// have closed it. Must hold: a connection is served only if no sweep it missed matches it.
-func TestConnectionAuthorisedDuringASweepIsClosed(t *testing.T) {
+// localTCPPolicy is a policy with one target, "local": tcp to 127.0.0.1:5999.
+func localTCPPolicy(t *testing.T) *policy.Policy {
+	t.Helper()
 	pol, err := policy.Parse("p.yaml", []byte(`version: 1
 targets:
   - name: local
@@ -64,6 +62,15 @@ targets:
 	if err != nil {
 		t.Fatal(err)
 	}
+	return pol
+}
+
+// TestConnectionAuthorisedDuringASweepIsClosed: a logout, an expiry or a reload that closes
+// connections (CloseWhere) while another is between its policy read and becoming active cannot
+// see it; that connection is closed instead of served with what was revoked, if the sweep would
+// have closed it. Must hold: a connection is served only if no sweep it missed matches it.
+func TestConnectionAuthorisedDuringASweepIsClosed(t *testing.T) {
+	pol := localTCPPolicy(t)
 	var current atomic.Pointer[policy.Policy]
 	current.Store(pol)
 	h := &countingHandler{}

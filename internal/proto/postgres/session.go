@@ -654,7 +654,6 @@ func (c *conn) sendClient(m pgproto3.BackendMessage) error {
 	return err
 }
 
-// protocolError tells the client why the session ends.
 // overBudget ends the session for a message the Server's readers have no room for.
 func (c *conn) overBudget(err error) error {
 	c.sendClient(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: "53200",
@@ -663,6 +662,7 @@ func (c *conn) overBudget(err error) error {
 	return err
 }
 
+// protocolError tells the client why the session ends.
 func (c *conn) protocolError(code, msg string) error {
 	c.sendClient(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
 	return fmt.Errorf("client protocol error: %s", msg)

@@ -892,7 +892,7 @@ func (r *Recorder) capValues(ev *Event) {
 	}
 	if a := ev.Approval; a != nil && len(a.Reason) > r.opts.MaxValueBytes {
 		c := *a
-		c.Reason = cutValue(c.Reason, r.opts.MaxValueBytes)
+		c.Reason = CutValue(c.Reason, r.opts.MaxValueBytes)
 		ev.Approval = &c
 	}
 	if st := ev.Start; st != nil {
@@ -915,7 +915,7 @@ func (r *Recorder) capStatement(st *Statement) *Statement {
 	c := *st
 	c.Result = res
 	if text {
-		c.Text = cutValue(c.Text, r.opts.MaxTextBytes)
+		c.Text = CutValue(c.Text, r.opts.MaxTextBytes)
 	}
 	if params {
 		c.Params = cutNullable(c.Params, limit)
@@ -926,7 +926,7 @@ func (r *Recorder) capStatement(st *Statement) *Statement {
 				continue
 			}
 			if used += len(*v); used > r.opts.MaxValuesBytes && len(*v) > paramKeep {
-				m := cutValue(*v, 0)
+				m := CutValue(*v, 0)
 				c.Params[i] = &m
 			}
 		}
@@ -992,9 +992,9 @@ func (r *Recorder) capResult(res *Result) *Result {
 		}
 	}
 	if other {
-		c.Error = cutValue(c.Error, limit)
-		c.CommandTag = cutValue(c.CommandTag, limit)
-		c.ErrorCode = cutValue(c.ErrorCode, limit)
+		c.Error = CutValue(c.Error, limit)
+		c.CommandTag = CutValue(c.CommandTag, limit)
+		c.ErrorCode = CutValue(c.ErrorCode, limit)
 		if stringsOver(c.Columns, limit) {
 			c.Columns = cutStrings(c.Columns, limit)
 		}
@@ -1009,7 +1009,7 @@ func (r *Recorder) capNotice(n *Notice) *Notice {
 		return n
 	}
 	c := *n
-	c.Message, c.Code, c.Severity = cutValue(c.Message, limit), cutValue(c.Code, limit), cutValue(c.Severity, limit)
+	c.Message, c.Code, c.Severity = CutValue(c.Message, limit), CutValue(c.Code, limit), CutValue(c.Severity, limit)
 	return &c
 }
 
@@ -1032,7 +1032,7 @@ func (r *Recorder) capStart(st *SessionStart) *SessionStart {
 	if params {
 		c.ClientParams = make(map[string]string, len(st.ClientParams))
 		for k, v := range st.ClientParams {
-			c.ClientParams[cutValue(k, limit)] = cutValue(v, limit) // the marker's hash keeps cut keys apart
+			c.ClientParams[CutValue(k, limit)] = CutValue(v, limit) // the marker's hash keeps cut keys apart
 		}
 	}
 	if args {
@@ -1065,7 +1065,7 @@ func cutNullable(vs []*string, limit int) []*string {
 	c := make([]*string, len(vs))
 	for i, v := range vs {
 		if v != nil && len(*v) > limit {
-			s := cutValue(*v, limit)
+			s := CutValue(*v, limit)
 			v = &s
 		}
 		c[i] = v
@@ -1077,7 +1077,7 @@ func cutNullable(vs []*string, limit int) []*string {
 func cutStrings(vs []string, limit int) []string {
 	c := make([]string, len(vs))
 	for i, v := range vs {
-		c[i] = cutValue(v, limit)
+		c[i] = CutValue(v, limit)
 	}
 	return c
 }
@@ -1113,16 +1113,13 @@ func CutValue(s string, limit int) string {
 	return s[:n] + string(marker)
 }
 
-// cutValue is CutValue, for the recorder's own caps.
-func cutValue(s string, limit int) string { return CutValue(s, limit) }
-
 // MinValueBytes is the least MaxValueBytes: room for a cut marker and a few bytes of the value.
 const MinValueBytes = 128
 
 // cutSum follows the length in a cut marker.
 const cutSum = " bytes, sha256 "
 
-// cutMarker begins the marker cutValue puts after the kept bytes of a cut value.
+// cutMarker begins the marker CutValue puts after the kept bytes of a cut value.
 const cutMarker = "…[cut: "
 
 // fail makes the recorder refuse every later Append and reports the failure loudly. taken is

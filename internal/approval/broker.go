@@ -38,7 +38,17 @@ type Config struct {
 	// Notifier, if set, gets created, decided, granted and expired events for webhooks.
 	Notifier *Notifier
 	Logger   *slog.Logger
+	// MaxPendingPerPerson bounds the requests of one identity (its subject) pending on this
+	// daemon at once (default 16). Each is a statement a reviewer is asked about, and a webhook
+	// call: without a bound, an agent could flood the reviewers' queue and channel.
+	MaxPendingPerPerson int
 }
+
+// DefaultMaxPendingPerPerson is Config.MaxPendingPerPerson's default.
+const DefaultMaxPendingPerPerson = 16
+
+// ErrTooManyPending refuses a request over Config.MaxPendingPerPerson.
+var ErrTooManyPending = errors.New("too many requests of this person await review")
 
 // Broker holds statements for review: Request blocks a client, Approve and Deny decide.
 type Broker struct {
@@ -53,6 +63,7 @@ type Broker struct {
 	mu       sync.Mutex
 	waiters  map[string]chan struct{}
 	watchers map[chan Event]struct{}
+	pending  map[string]int // this daemon's pending requests by person (pendingKey)
 }
 
 // Settings are what the policy decides of a Broker, and a reload may change: Config's Timeout,
@@ -91,12 +102,16 @@ func NewBroker(store Store, cfg Config) *Broker {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
+	if cfg.MaxPendingPerPerson <= 0 {
+		cfg.MaxPendingPerPerson = DefaultMaxPendingPerPerson
+	}
 	b := &Broker{
 		store:    store,
 		cfg:      cfg,
 		log:      cfg.Logger,
 		waiters:  map[string]chan struct{}{},
 		watchers: map[chan Event]struct{}{},
+		pending:  map[string]int{},
 	}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -205,6 +220,15 @@ func outcomeOf(r *Request) Outcome {
 	return Outcome{State: s, Request: r}
 }
 
+// pendingKey is whom a request counts against for Config.MaxPendingPerPerson: its subject, or
+// its uid when it has none.
+func pendingKey(id Identity) string {
+	if id.Subject != "" {
+		return id.Subject
+	}
+	return fmt.Sprintf("uid %d", id.UID)
+}
+
 // Request holds a statement until it is decided. It first consumes a matching one-time grant if
 // there is one (the statement then passes at once). Otherwise it stores a new request and calls
 // notice with it before waiting, so the caller can tell the client the request id; a notice error
@@ -258,13 +282,23 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 	}
 	r = r.Clone() // never alias the caller's slices
 
+	person := pendingKey(spec.Identity)
 	wake := make(chan struct{}, 1)
 	b.mu.Lock()
+	if n := b.pending[person]; n >= b.cfg.MaxPendingPerPerson {
+		b.mu.Unlock()
+		b.stats.tooMany.Add(1)
+		return Outcome{State: StateFailed}, fmt.Errorf("%w (%d of %s's); wait until reviewers decide some", ErrTooManyPending, n, person)
+	}
+	b.pending[person]++
 	b.waiters[r.ID] = wake
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
 		delete(b.waiters, r.ID)
+		if b.pending[person]--; b.pending[person] <= 0 {
+			delete(b.pending, person)
+		}
 		b.mu.Unlock()
 	}()
 

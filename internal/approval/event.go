@@ -54,6 +54,7 @@ type Stats struct {
 	Granted, GrantsConsumed                      uint64
 	WatchDropped                                 uint64 // events a slow watcher missed
 	StoreErrors                                  uint64
+	TooMany                                      uint64 // requests refused over MaxPendingPerPerson
 }
 
 type counters struct {
@@ -63,6 +64,7 @@ type counters struct {
 	granted, consumed                            atomic.Uint64
 	watchDropped                                 atomic.Uint64
 	storeErrors                                  atomic.Uint64
+	tooMany                                      atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -73,5 +75,6 @@ func (c *counters) snapshot() Stats {
 		Votes: c.votes.Load(), Refused: c.refused.Load(),
 		Granted: c.granted.Load(), GrantsConsumed: c.consumed.Load(),
 		WatchDropped: c.watchDropped.Load(), StoreErrors: c.storeErrors.Load(),
+		TooMany: c.tooMany.Load(),
 	}
 }

@@ -510,6 +510,35 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("a person's pending requests are bounded", func(t *testing.T) {
+		b, _ := newBroker(t, Config{MaxPendingPerPerson: 2})
+		first, second := hold(t, ctx, b, updateSpec("1")), hold(t, ctx, b, updateSpec("2"))
+		out, err := b.Request(ctx, updateSpec("3"), func(*Request) error {
+			t.Error("a request over the bound reached its notice")
+			return nil
+		})
+		if !errors.Is(err, ErrTooManyPending) || out.State != StateFailed || !strings.Contains(err.Error(), "alice") {
+			t.Fatalf("third of alice's: %+v, %v; want ErrTooManyPending naming her", out, err)
+		}
+		other := updateSpec("4")
+		other.Identity = Identity{Subject: "erin", UID: 1001}
+		erins := hold(t, ctx, b, other) // another person is not held back by alice's
+		if _, err := b.Deny(ctx, first.id, bob, "no"); err != nil {
+			t.Fatal(err)
+		}
+		first.wait(t)
+		again := hold(t, ctx, b, updateSpec("5")) // a decided request makes room
+		for _, h := range []held{second, erins, again} {
+			if _, err := b.Approve(ctx, h.id, bob, ""); err != nil {
+				t.Fatal(err)
+			}
+			h.wait(t)
+		}
+		if s := b.Stats(); s.Created != 4 || s.TooMany != 1 {
+			t.Errorf("stats %+v; want 4 created, 1 refused as too many", s)
+		}
+	})
+
 	t.Run("many concurrent", func(t *testing.T) {
 		b, _ := newBroker(t, Config{})
 		const n = 50

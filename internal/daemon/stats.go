@@ -25,6 +25,7 @@ func (d *Daemon) registerStats() {
 		counter("enforcer_approvals_approved_total", "Held statements approved.", func() uint64 { return d.approvals.Stats().Approved }),
 		counter("enforcer_approvals_denied_total", "Held statements denied.", func() uint64 { return d.approvals.Stats().Denied }),
 		counter("enforcer_approvals_expired_total", "Held statements that timed out.", func() uint64 { return d.approvals.Stats().Expired }),
+		counter("enforcer_approvals_too_many_total", "Statements refused because their person had too many awaiting review.", func() uint64 { return d.approvals.Stats().TooMany }),
 	)
 	gauge := func(name, help string, f func() bool) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {

@@ -105,3 +105,45 @@ func TestExecuteShowsWhatWasPrepared(t *testing.T) {
 		t.Error("one binding for two different statements prepared as p")
 	}
 }
+
+// TestTooManyPendingRefused: a statement that would put its person over the broker's bound on
+// pending requests is refused at once (42501), saying why and whose, while the one already
+// pending stays held.
+func TestTooManyPendingRefused(t *testing.T) {
+	pol := parsePolicy(t, strings.Replace(testPolicy, "rules:\n", "rules:\n  - {name: review-inserts, when: 'sql.kind == \"INSERT\"', action: approve, approvers: [ops]}\n", 1)+"default: allow\n")
+	created := make(chan string, 2)
+	broker := approval.NewBroker(approval.NewMemoryStore(), approval.Config{Timeout: time.Minute, LateWindow: -1, MaxPendingPerPerson: 1,
+		OnEvent: func(e approval.Event) {
+			if e.Type == approval.EventCreated {
+				created <- e.Request.ID
+			}
+		}})
+	sh := testShared(func() *policy.Policy { return pol }, nil)
+	sh.Approvals = broker
+	conn := func(id string) *Guard {
+		return sh.NewGuard(ConnInfo{ID: id, Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	first := make(chan postgres.Verdict, 1)
+	go func() {
+		first <- conn("1").Statement(ctx, &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "insert into customers(tel) values ('1')"})
+	}()
+	select {
+	case <-created:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first statement was not held")
+	}
+	v := conn("2").Statement(context.Background(), &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "insert into customers(tel) values ('2')"})
+	if v.Action != postgres.Refuse || v.Error == nil || v.Error.Code != "42501" ||
+		!strings.Contains(v.Error.Message, "await review") || !strings.Contains(v.Error.Message, "alice") {
+		t.Fatalf("second statement: %+v; want 42501 saying too many of alice's await review", v.Error)
+	}
+	select {
+	case v := <-first:
+		t.Fatalf("the held statement ended: %+v", v)
+	default:
+	}
+	cancel()
+	<-first
+}

@@ -42,7 +42,7 @@ func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 		Upstream: up,
 		Hook:     g,
 		Log:      c.Log,
-		Owner:    "uid " + strconv.FormatUint(uint64(c.Origin.UID), 10),
+		Owner:    budgetOwner(c),
 	})
 	reason := "client closed"
 	if err != nil {

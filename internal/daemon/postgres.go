@@ -46,7 +46,7 @@ func (h *pgHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 		CAFile:     up.CAFile,
 		Auth:       up.Auth,
 		ServerName: up.ServerName,
-		Owner:      "uid " + strconv.FormatUint(uint64(c.Origin.UID), 10),
+		Owner:      budgetOwner(c),
 	}
 	if h.guard == nil {
 		return h.srv.Serve(ctx, c.ServeConn(), sess)
@@ -75,6 +75,10 @@ func (h *pgHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 	}
 	postgres.RefuseStartup(c.Client, code, msg, hint)
 }
+
+// budgetOwner is whom c's share of the proxies' memory budgets (internal/budget) counts
+// against: its agent's uid, as the kernel reported it.
+func budgetOwner(c *proxy.Conn) string { return "uid " + strconv.FormatUint(uint64(c.Origin.UID), 10) }
 
 // tooManyHint is what a client refused for its uid's connection count is told to do.
 const tooManyHint = "close connections this user no longer needs (idle pools, leaked clients); the limit is max_connections_per_uid in the enforcer's daemon configuration"

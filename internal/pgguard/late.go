@@ -130,7 +130,7 @@ func (r *recorder) writeLateLocked() error {
 	l.stmt.ID, l.stmt.Result = l.id, &l.res
 	err := r.append(record.Event{Type: record.TypeStatement, Time: l.time, Statement: &l.stmt}, record.Async)
 	l.stmt = record.Statement{}
-	clear(l.res.Rows[:cap(l.res.Rows)])
+	clear(l.res.Rows) // past len, begin left them cleared
 	l.res.Rows = l.res.Rows[:0]
 	l.params.release()
 	l.rows.release()

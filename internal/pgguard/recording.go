@@ -566,8 +566,9 @@ func (r *recorder) flushLocked() error {
 		r.params.release()
 	}
 	if r.resWaits {
-		// The written rows point into rows' buffers: neither may stay reachable for them.
-		clear(r.cur.Rows[:cap(r.cur.Rows)])
+		// The written rows point into rows' buffers: neither may stay reachable for them (past
+		// len, begin left Rows cleared).
+		clear(r.cur.Rows)
 		r.cur.Rows = r.cur.Rows[:0]
 		r.rows.release()
 	}

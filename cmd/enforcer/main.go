@@ -31,6 +31,7 @@ func init() {
 		{"logins", "[--json]", "list your login sessions (root: everyone's) and the cgroups bound to them", cmdLogins},
 		{"bind", "--cgroup PATH --token-file FILE", "enrol an agent runner's cgroup with a workload identity (root)", cmdBind},
 		{"run", "[--] CMD [ARGS...]", "run CMD enforced: all its network access goes through the enforcer", cmdRun},
+		{"agent-ca", "[--file | --env]", "print the certificate agents must trust to call http targets over HTTPS (`enforcer run` trusts it)", cmdAgentCA},
 		{"status", "[--json]", "show the redirect mode, attached programs, enforced cgroups and connections", cmdStatus},
 		{"approvals", "[--watch] [--all] [--json]", "list statements waiting for a reviewer", cmdApprovals},
 		{"approve", "ID [--reason TEXT]", "approve a held statement (as yourself; not your own)", cmdApprove},

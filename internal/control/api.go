@@ -55,6 +55,20 @@ type Run struct {
 	Name string `json:"name"`
 	Path string `json:"path"`
 	ID   uint64 `json:"id"`
+	// AgentCA is the file of the agent CA's certificate, and AgentCABundle that certificate
+	// with the system's roots: what the command's TLS clients must trust to call http targets
+	// over HTTPS (see AgentCA).
+	AgentCA       string `json:"agent_ca,omitempty"`
+	AgentCABundle string `json:"agent_ca_bundle,omitempty"`
+}
+
+// AgentCA is the answer of GET /v1/agent-ca: the certificate of the authority that signs what
+// the proxy shows agents calling http targets over HTTPS, and the files the daemon publishes it
+// in, alone and with the system's roots.
+type AgentCA struct {
+	PEM    string `json:"pem"`
+	File   string `json:"file"`
+	Bundle string `json:"bundle"`
 }
 
 // EnterRequest asks the daemon to move the caller's not-yet-exec'd child into its run cgroup

@@ -50,14 +50,18 @@ type Config struct {
 	MaxProcs *int `yaml:"max_procs"`
 	// PostgresClientTLS, if set, lets Postgres clients negotiate TLS with the proxy (the hop is
 	// loopback, so the default answers SSLRequest with 'N').
-	PostgresClientTLS *ClientTLS `yaml:"postgres_client_tls"`
+	PostgresClientTLS *CertKey `yaml:"postgres_client_tls"`
+	// AgentCA is the certificate authority whose certificates the proxy shows agents that call
+	// http targets over HTTPS (`enforcer agent-ca` prints it for them to trust). Default: one the
+	// daemon generates in state_dir/agent-ca the first time, kept across restarts.
+	AgentCA *CertKey `yaml:"agent_ca"`
 	// MaxConnectionsPerUID bounds the connections one uid's processes have through the proxy
 	// at once (default 1024); more are refused (Postgres 53300, HTTP 429).
 	MaxConnectionsPerUID int `yaml:"max_connections_per_uid"`
 }
 
-// ClientTLS is the proxy's own certificate for clients that want TLS on the loopback hop.
-type ClientTLS struct {
+// CertKey names a PEM certificate and its private key.
+type CertKey struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"` // 0600
 }

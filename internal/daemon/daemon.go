@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/enforcer-dev/enforcer/internal/agentca"
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/httpguard"
@@ -52,7 +53,9 @@ type Daemon struct {
 	guards    *pgguard.Shared
 	// httpGuards is what the guards of HTTP connections share.
 	httpGuards *httpguard.Shared
-	records    *record.Recorder
+	// agentCA signs what the proxy shows agents calling http targets over HTTPS.
+	agentCA *agentca.Authority
+	records *record.Recorder
 }
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
@@ -139,6 +142,11 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		pgCfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
+	ca, err := openAgentCA(cfg)
+	if err != nil {
+		return err
+	}
+	d.agentCA = ca
 	d.proxy = &proxy.Server{
 		Redirector: d.redir,
 		Policy:     d.policy.Load,
@@ -146,7 +154,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			policy.ProtoTCP:            relay,
 			policy.ProtoTLSPassthrough: relay,
 			policy.ProtoPostgres:       &pgHandler{srv: postgres.NewServer(pgCfg), guard: d.postgresGuard},
-			policy.ProtoHTTP:           &httpHandler{srv: &httpproto.Server{}, guard: d.httpGuard},
+			policy.ProtoHTTP:           &httpHandler{srv: &httpproto.Server{}, guard: d.httpGuard, ca: ca},
 		},
 		Authorize:      d.authorize,
 		LookupName:     (&names{servers: func() []netip.Addr { return d.policy.Load().Resolvers }}).lookup,
@@ -156,6 +164,10 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	ctl, err := control.Listen(cfg.Socket)
 	if err != nil {
+		return err
+	}
+	if err := publishAgentCA(cfg, ca); err != nil {
+		ctl.Close()
 		return err
 	}
 

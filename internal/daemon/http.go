@@ -7,12 +7,17 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/enforcer-dev/enforcer/internal/agentca"
 	"github.com/enforcer-dev/enforcer/internal/httpguard"
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/policy"
@@ -21,23 +26,48 @@ import (
 )
 
 // httpHandler serves http targets: every request is judged, held, masked and recorded by the
-// connection's guard, and forwarded with the target's own credential.
+// connection's guard, and forwarded with the target's own credential. An agent that calls over
+// HTTPS gets TLS from the proxy, with a certificate from the agent CA for the name it asked for.
 type httpHandler struct {
 	srv   *httpproto.Server
-	guard func(c *proxy.Conn, user, host string) *httpguard.Guard
+	guard func(c *proxy.Conn, user, host string, params map[string]string) *httpguard.Guard
+	ca    *agentca.Authority
 }
 
+const (
+	// agentFirstByteTimeout bounds how long a client may take to send anything: an HTTP client
+	// sends its request, an HTTPS one its ClientHello, at once.
+	agentFirstByteTimeout = 30 * time.Second
+	// agentHandshakeTimeout bounds the TLS handshake with the agent.
+	agentHandshakeTimeout = 10 * time.Second
+	// refuseTimeout bounds what a refusal waits for: the first byte and a handshake.
+	refuseTimeout = 2 * time.Second
+)
+
 func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
-	up, user, err := httpUpstream(c)
+	conn, agentTLS, err := h.accept(ctx, c, agentFirstByteTimeout, agentHandshakeTimeout)
+	if err != nil {
+		c.Close()
+		return err
+	}
+	var params map[string]string
+	if agentTLS != nil {
+		params = map[string]string{"tls": tls.VersionName(agentTLS.Version)}
+		if agentTLS.ServerName != "" {
+			params["server_name"] = agentTLS.ServerName
+		}
+	}
+	up, user, err := httpUpstream(c, agentTLS)
 	if err != nil {
 		c.Log.Error("http upstream unusable", "target", c.Target.Name, "err", err)
-		httpproto.Refuse(c.ServeConn(), http.StatusBadGateway,
+		httpproto.Refuse(conn, http.StatusBadGateway,
 			fmt.Sprintf("enforcer cannot reach target %q: its upstream settings cannot be used", c.Target.Name),
 			"an administrator must fix the target's upstream (password_file, password_env, ca_file); the daemon log says what is wrong")
+		conn.Close()
 		return nil
 	}
-	g := h.guard(c, user, up.Host)
-	err = h.srv.Serve(ctx, c.ServeConn(), httpproto.Session{
+	g := h.guard(c, user, up.Host, params)
+	err = h.srv.Serve(ctx, conn, httpproto.Session{
 		ID:       strconv.FormatUint(c.ID, 10),
 		Upstream: up,
 		Hook:     g,
@@ -53,8 +83,69 @@ func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 	return err
 }
 
+// accept returns the connection to serve c's requests on: the client's own, or, when its first
+// byte opens a TLS handshake, TLS with a certificate of the agent CA, once the handshake is done
+// (its state is returned then). The first byte is peeked at, not read.
+func (h *httpHandler) accept(ctx context.Context, c *proxy.Conn, firstByte, handshake time.Duration) (net.Conn, *tls.ConnectionState, error) {
+	// Ending ctx (the daemon stops, a reload revokes the connection) unblocks the wait.
+	stop := context.AfterFunc(ctx, c.Close)
+	defer stop()
+	first, err := peekByte(c.Client, time.Now().Add(firstByte))
+	if err != nil {
+		return nil, nil, fmt.Errorf("http client sent nothing: %w", err)
+	}
+	if first != tlsHandshakeByte {
+		return c.ServeConn(), nil, nil
+	}
+	if h.ca == nil {
+		return nil, nil, errors.New("the client speaks TLS and there is no agent CA to answer it with")
+	}
+	tc := tls.Server(c.ServeConn(), h.ca.ServerConfig(c.Origin.Dst.Addr()))
+	tc.SetDeadline(time.Now().Add(handshake))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		// Most often the agent does not trust the agent CA: it closes the handshake with an
+		// alert (unknown CA, bad certificate) and says so itself.
+		c.Log.Warn("an agent's TLS handshake failed; it must trust the agent CA (`enforcer agent-ca`)",
+			"target", c.Target.Name, "err", err)
+		return nil, nil, fmt.Errorf("TLS handshake with the client: %w", err)
+	}
+	tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	return tc, &st, nil
+}
+
+// tlsHandshakeByte opens a TLS record of the handshake protocol: a ClientHello.
+const tlsHandshakeByte = 0x16
+
+// peekByte waits until tc's first byte arrives (or deadline), and returns it without reading it.
+func peekByte(tc *net.TCPConn, deadline time.Time) (byte, error) {
+	tc.SetReadDeadline(deadline)
+	defer tc.SetReadDeadline(time.Time{})
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var b [1]byte
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK)
+		return rerr != unix.EAGAIN
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr != nil:
+		return 0, rerr
+	case n == 0:
+		return 0, io.EOF
+	}
+	return b[0], nil
+}
+
 // Refuse answers an HTTP client whose connection is refused (no session, no grant) with a status
-// and the command to run.
+// and the command to run, over TLS if the client speaks it, so that an agent calling over HTTPS
+// sees the reason too.
 func (h *httpHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 	msg, hint, status := reason.Error(), "", http.StatusForbidden
 	var r *refusal
@@ -64,18 +155,36 @@ func (h *httpHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 	case errors.Is(reason, proxy.ErrTooManyConnections):
 		status, hint = http.StatusTooManyRequests, tooManyHint
 	}
-	httpproto.Refuse(c.Client, status, msg, hint)
+	conn, _, err := h.accept(ctx, c, refuseTimeout, refuseTimeout)
+	if err != nil {
+		return
+	}
+	httpproto.Refuse(conn, status, msg, hint)
 }
 
 // httpUpstream is where and how the requests of c are forwarded: the address, TLS as the target
 // says (a credential never travels in clear unless `tls: disable` is written), the Host header
 // and the credential. It also returns the account a Basic credential names.
-func httpUpstream(c *proxy.Conn) (httpproto.Upstream, string, error) {
+//
+// An agent that called over HTTPS (agentTLS) is not downgraded: unless the target writes its
+// `tls`, the upstream is verify-full, checked against server_name, else (without a credential)
+// the name the agent asked for, else the address. A credential is never sent to a server
+// checked against a name the agent chose: with it, the agent could have the proxy accept any
+// server that holds a certificate of the agent's choosing.
+func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstream, string, error) {
 	t := c.Target.Upstream
 	addr := proxy.UpstreamAddr(c)
 	up := httpproto.Upstream{Addr: addr, Host: t.Host}
-	if mode := t.HTTPTLS(); mode != "disable" {
-		cfg, err := httpTLSConfig(t, mode, addr)
+	mode := t.HTTPTLS()
+	if agentTLS != nil && t.TLS == "" {
+		mode = "verify-full"
+	}
+	if mode != "disable" {
+		name := t.ServerName
+		if name == "" && agentTLS != nil && t.HTTPCredentialKind() == "" {
+			name = agentTLS.ServerName
+		}
+		cfg, err := httpTLSConfig(t, mode, addr, name)
 		if err != nil {
 			return up, "", err
 		}
@@ -113,8 +222,8 @@ func httpUpstream(c *proxy.Conn) (httpproto.Upstream, string, error) {
 
 // httpTLSConfig is the TLS configuration of an upstream in mode verify-full or verify-ca: the
 // system's roots or the target's ca_file, and the server name checked (verify-full) against
-// server_name, else the upstream's host.
-func httpTLSConfig(t policy.Upstream, mode, addr string) (*tls.Config, error) {
+// name, else the upstream's host.
+func httpTLSConfig(t policy.Upstream, mode, addr, name string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
@@ -127,7 +236,6 @@ func httpTLSConfig(t policy.Upstream, mode, addr string) (*tls.Config, error) {
 		}
 		cfg.RootCAs = pool
 	}
-	name := t.ServerName
 	if name == "" {
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -160,19 +268,20 @@ func httpTLSConfig(t policy.Upstream, mode, addr string) (*tls.Config, error) {
 }
 
 // httpGuard builds the guard of one HTTP connection.
-func (d *Daemon) httpGuard(c *proxy.Conn, user, host string) *httpguard.Guard {
+func (d *Daemon) httpGuard(c *proxy.Conn, user, host string, params map[string]string) *httpguard.Guard {
 	s, _ := c.Identity.(identity.Session)
 	p := readProc(int(c.Origin.PID))
 	return d.httpGuards.NewGuard(httpguard.ConnInfo{
-		ID:       strconv.FormatUint(c.ID, 10),
-		Target:   c.Target,
-		Identity: s,
-		Origin:   c.Origin,
-		Argv:     p.argv,
-		Exe:      p.exe,
-		Cgroup:   p.cgroup,
-		Upstream: proxy.UpstreamAddr(c),
-		User:     user,
-		Host:     host,
+		ID:           strconv.FormatUint(c.ID, 10),
+		Target:       c.Target,
+		Identity:     s,
+		Origin:       c.Origin,
+		Argv:         p.argv,
+		Exe:          p.exe,
+		Cgroup:       p.cgroup,
+		Upstream:     proxy.UpstreamAddr(c),
+		User:         user,
+		Host:         host,
+		ClientParams: params,
 	})
 }

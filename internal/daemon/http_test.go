@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/enforcer-dev/enforcer/internal/agentca"
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/httpguard"
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -176,7 +177,7 @@ func TestHTTPUpstreamTLSChecksWhoAnswers(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			addr := reviewTLSServer(t, c.host, c.cert)
-			cfg, err := httpTLSConfig(policy.Upstream{TLS: c.mode, CAFile: c.caFile, ServerName: c.serverName}, c.mode, addr)
+			cfg, err := httpTLSConfig(policy.Upstream{TLS: c.mode, CAFile: c.caFile, ServerName: c.serverName}, c.mode, addr, c.serverName)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,10 +193,10 @@ func TestHTTPUpstreamTLSChecksWhoAnswers(t *testing.T) {
 			}
 		})
 	}
-	if _, err := httpTLSConfig(policy.Upstream{TLS: "require"}, "require", "198.18.1.3:443"); err == nil {
+	if _, err := httpTLSConfig(policy.Upstream{TLS: "require"}, "require", "198.18.1.3:443", ""); err == nil {
 		t.Error("tls mode require: a configuration; want an error (it checks no one)")
 	}
-	if _, err := httpTLSConfig(policy.Upstream{TLS: "verify-full", CAFile: filepath.Join(t.TempDir(), "none.pem")}, "verify-full", "198.18.1.3:443"); err == nil {
+	if _, err := httpTLSConfig(policy.Upstream{TLS: "verify-full", CAFile: filepath.Join(t.TempDir(), "none.pem")}, "verify-full", "198.18.1.3:443", ""); err == nil {
 		t.Error("a missing ca_file: a configuration; want an error")
 	}
 }
@@ -220,23 +221,37 @@ func TestHTTPUpstreamCredential(t *testing.T) {
 		addr, serverName           string // "" serverName: no TLS
 		header, value, user        string
 		err                        string
+		// agentTLS, when set, is the name the agent's HTTPS ClientHello gave ("-": none).
+		agentTLS string
 	}{
 		{"bearer, verify-full by address", "{addresses: [198.18.1.3], ports: [443]}", "{password_env: REVIEW_API_TOKEN}", "198.18.1.3:443",
-			"198.18.1.3:443", "198.18.1.3", "Authorization", "Bearer " + secret, "", ""},
+			"198.18.1.3:443", "198.18.1.3", "Authorization", "Bearer " + secret, "", "", ""},
 		{"bearer, IPv6 destination", `{addresses: ["2001:db8::7"], ports: [443]}`, "{password_env: REVIEW_API_TOKEN}", "[2001:db8::7]:443",
-			"[2001:db8::7]:443", "2001:db8::7", "Authorization", "Bearer " + secret, "", ""},
+			"[2001:db8::7]:443", "2001:db8::7", "Authorization", "Bearer " + secret, "", "", ""},
 		{"basic, fixed address and name", "{addresses: [198.18.0.0/15], ports: [443]}", `{address: "api.internal:8443", user: svc, password_env: REVIEW_API_TOKEN, server_name: api.internal}`, "198.18.9.9:443",
-			"api.internal:8443", "api.internal", "Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte("svc:"+secret)), "svc", ""},
+			"api.internal:8443", "api.internal", "Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte("svc:"+secret)), "svc", "", ""},
 		{"header, in clear as written", "{addresses: [198.18.1.3], ports: [80]}", "{password_env: REVIEW_API_TOKEN, header: X-Api-Key, tls: disable}", "198.18.1.3:80",
-			"198.18.1.3:80", "", "X-Api-Key", secret, "", ""},
+			"198.18.1.3:80", "", "X-Api-Key", secret, "", "", ""},
 		{"no secret", "{addresses: [198.18.1.3], ports: [80]}", "", "198.18.1.3:80",
-			"198.18.1.3:80", "", "", "", "", ""},
+			"198.18.1.3:80", "", "", "", "", "", ""},
 		{"secret with a line break", "{addresses: [198.18.1.3], ports: [80]}", "{password_env: REVIEW_BROKEN_TOKEN, tls: disable}", "198.18.1.3:80",
-			"", "", "", "", "", "line break"},
+			"", "", "", "", "", "line break", ""},
 		{"empty secret", "{addresses: [198.18.1.3], ports: [80]}", "{password_env: REVIEW_EMPTY_TOKEN, tls: disable}", "198.18.1.3:80",
-			"", "", "", "", "", "empty"},
+			"", "", "", "", "", "empty", ""},
 		{"unset variable", "{addresses: [198.18.1.3], ports: [80]}", "{password_env: REVIEW_UNSET_TOKEN, tls: disable}", "198.18.1.3:80",
-			"", "", "", "", "", "REVIEW_UNSET_TOKEN is not set"},
+			"", "", "", "", "", "REVIEW_UNSET_TOKEN is not set", ""},
+		// An agent that called over HTTPS is not downgraded; the name checked upstream is the
+		// agent's only when no credential goes there.
+		{"agent's HTTPS, no credential: the name it asked for", "{addresses: [198.18.1.3], ports: [443]}", "", "198.18.1.3:443",
+			"198.18.1.3:443", "api.internal.test", "", "", "", "", "api.internal.test"},
+		{"agent's HTTPS without a name, no credential: the address", "{addresses: [198.18.1.3], ports: [443]}", "", "198.18.1.3:443",
+			"198.18.1.3:443", "198.18.1.3", "", "", "", "", "-"},
+		{"agent's HTTPS, a credential: never the agent's name", "{addresses: [198.18.1.3], ports: [443]}", "{password_env: REVIEW_API_TOKEN}", "198.18.1.3:443",
+			"198.18.1.3:443", "198.18.1.3", "Authorization", "Bearer " + secret, "", "", "attacker.example"},
+		{"agent's HTTPS, server_name written", "{addresses: [198.18.1.3], ports: [443]}", "{server_name: api.internal, tls: verify-full}", "198.18.1.3:443",
+			"198.18.1.3:443", "api.internal", "", "", "", "", "attacker.example"},
+		{"agent's HTTPS, tls: disable written", "{addresses: [198.18.1.3], ports: [443]}", "{tls: disable}", "198.18.1.3:443",
+			"198.18.1.3:443", "", "", "", "", "", "api.internal.test"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			text := "version: 1\ntargets:\n  - name: api\n    protocol: http\n    match: " + c.match + "\n"
@@ -244,7 +259,11 @@ func TestHTTPUpstreamCredential(t *testing.T) {
 				text += "    upstream: " + c.upstream + "\n"
 			}
 			_, tg := reviewTarget(t, text)
-			up, user, err := httpUpstream(&proxy.Conn{Target: tg, Origin: redirect.Origin{Dst: netip.MustParseAddrPort(c.dst)}})
+			var agentTLS *tls.ConnectionState
+			if c.agentTLS != "" {
+				agentTLS = &tls.ConnectionState{ServerName: strings.TrimPrefix(c.agentTLS, "-")}
+			}
+			up, user, err := httpUpstream(&proxy.Conn{Target: tg, Origin: redirect.Origin{Dst: netip.MustParseAddrPort(c.dst)}}, agentTLS)
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("err %v; want one saying %q", err, c.err)
@@ -283,6 +302,16 @@ func TestHTTPUpstreamCredential(t *testing.T) {
 // daemon builds for it, as alice (group eng) from this process.
 func reviewAgent(t *testing.T, d *Daemon, tg *policy.Target, dst string) net.Conn {
 	t.Helper()
+	ca, err := agentca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reviewAgentOf(t, d, tg, dst, ca)
+}
+
+// reviewAgentOf is reviewAgent with ca as the agent CA.
+func reviewAgentOf(t *testing.T, d *Daemon, tg *policy.Target, dst string, ca *agentca.Authority) net.Conn {
+	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -304,7 +333,7 @@ func reviewAgent(t *testing.T, d *Daemon, tg *policy.Target, dst string) net.Con
 		Identity: identity.Session{ID: "s-alice", Subject: "alice", Groups: []string{"eng"}},
 		Log:      slog.New(slog.DiscardHandler),
 	}
-	h := &httpHandler{srv: &httpproto.Server{}, guard: d.httpGuard}
+	h := &httpHandler{srv: &httpproto.Server{}, guard: d.httpGuard, ca: ca}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

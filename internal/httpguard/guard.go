@@ -62,6 +62,9 @@ type ConnInfo struct {
 	// Host is the Host header the proxy sends upstream in place of the client's (a pinned host,
 	// or the upstream's own name with a credential); "" when the client's is forwarded.
 	Host string
+	// ClientParams is what the agent's connection said of itself, for the record: with HTTPS,
+	// "tls" (the version) and "server_name" (the name it asked for, if any).
+	ClientParams map[string]string
 }
 
 // Guard is the hook of one HTTP connection. The proxy calls it for one request at a time.
@@ -138,13 +141,14 @@ func (g *Guard) recordStart() {
 	id, o, t := g.info.Identity, g.info.Origin, g.info.Target
 	err := g.append(record.Event{Type: record.TypeSessionStart, Time: g.started,
 		Start: &record.SessionStart{
-			CgroupID:   o.CgroupID,
-			CgroupPath: g.info.Cgroup,
-			Identity:   record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
-			Origin:     o.Dst.String(),
-			Process:    record.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int(o.PID), UID: int(o.UID), Cmdline: g.info.Argv},
-			Protocol:   policy.ProtoHTTP,
-			Target:     record.Target{Name: t.Name, Address: g.info.Upstream, User: g.info.User},
+			CgroupID:     o.CgroupID,
+			CgroupPath:   g.info.Cgroup,
+			ClientParams: g.info.ClientParams,
+			Identity:     record.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, Provider: id.Provider},
+			Origin:       o.Dst.String(),
+			Process:      record.Process{Comm: o.Comm, Exe: g.info.Exe, PID: int(o.PID), UID: int(o.UID), Cmdline: g.info.Argv},
+			Protocol:     policy.ProtoHTTP,
+			Target:       record.Target{Name: t.Name, Address: g.info.Upstream, User: g.info.User},
 		}}, record.Async)
 	if err != nil {
 		g.recErr = err

@@ -113,6 +113,13 @@ func startProxy(t *testing.T, srv *Server, up Upstream, hook *fakeHook) *proxyFi
 // startOwnedProxy is startProxy with the Session.Owner of the nth connection owner(n).
 func startOwnedProxy(t *testing.T, srv *Server, up Upstream, hook *fakeHook, owner func(n int) string) *proxyFixture {
 	t.Helper()
+	return startWrappedProxy(t, srv, up, hook, owner, nil)
+}
+
+// startWrappedProxy is startOwnedProxy serving each connection as wrap returns it (TLS, say);
+// nil serves them as they are.
+func startWrappedProxy(t *testing.T, srv *Server, up Upstream, hook *fakeHook, owner func(n int) string, wrap func(net.Conn) net.Conn) *proxyFixture {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +135,9 @@ func startOwnedProxy(t *testing.T, srv *Server, up Upstream, hook *fakeHook, own
 			conn, err := ln.Accept()
 			if err != nil {
 				return
+			}
+			if wrap != nil {
+				conn = wrap(conn)
 			}
 			wg.Add(1)
 			go func() {

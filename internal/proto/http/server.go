@@ -359,8 +359,12 @@ func lingerClose(conn net.Conn, r io.Reader) {
 }
 
 // abortConn resets conn (RST rather than FIN), so a client reading a body the proxy had to cut
-// sees an error and not an end.
+// sees an error and not an end. Under TLS the socket beneath is reset: a close_notify would tell
+// the client the body had ended where it was cut.
 func abortConn(conn net.Conn) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		conn = tc.NetConn()
+	}
 	if l, ok := conn.(interface{ SetLinger(int) error }); ok {
 		l.SetLinger(0)
 	}

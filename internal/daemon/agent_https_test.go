@@ -1,0 +1,138 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/agentca"
+	"github.com/enforcer-dev/enforcer/internal/httpguard"
+	"github.com/enforcer-dev/enforcer/internal/policy"
+	httpproto "github.com/enforcer-dev/enforcer/internal/proto/http"
+	"github.com/enforcer-dev/enforcer/internal/proxy"
+	"github.com/enforcer-dev/enforcer/internal/redirect"
+)
+
+// TestAgentHTTPS: an agent calling an http target over HTTPS gets TLS from the handler, with a
+// certificate of the agent CA for the name it asked for, and its requests are judged and
+// forwarded with the target's credential as plain ones are. A client that does not trust the
+// agent CA gets no further than the handshake.
+func TestAgentHTTPS(t *testing.T) {
+	const token = "review-token-51d0"
+	t.Setenv("REVIEW_API_TOKEN", token)
+	ca, err := agentca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	u := newReviewUpstream(t)
+	p, tg := reviewPolicyFor(t, u, `rules:
+  - {name: no-deletes, when: 'http.method == "DELETE"', action: block}
+`)
+	d := &Daemon{httpGuards: &httpguard.Shared{Policy: func() *policy.Policy { return p }, Log: slog.New(slog.DiscardHandler)}}
+
+	for _, c := range []struct {
+		name       string
+		serverName string // what the client asks for; an address sends no SNI
+		verifyAs   string
+	}{
+		{"by name", "api.internal.test", "api.internal.test"},
+		{"by address", "127.0.0.1", "127.0.0.1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(u.requests())
+			agent := tls.Client(reviewAgentOf(t, d, tg, u.addr(), ca), &tls.Config{RootCAs: roots, ServerName: c.serverName, NextProtos: []string{"h2", "http/1.1"}})
+			if err := agent.Handshake(); err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+			st := agent.ConnectionState()
+			if err := st.PeerCertificates[0].VerifyHostname(c.verifyAs); err != nil {
+				t.Error(err)
+			}
+			if st.NegotiatedProtocol != "http/1.1" {
+				t.Errorf("ALPN %q, want http/1.1", st.NegotiatedProtocol)
+			}
+			br := bufio.NewReader(agent)
+			resp := reviewExchange(t, agent, br, "GET /v1/orders HTTP/1.1\r\nHost: "+u.addr()+"\r\nAuthorization: Bearer made-up\r\n\r\n")
+			got := u.requests()[before:]
+			if resp.StatusCode != http.StatusOK || len(got) != 1 || !strings.Contains(got[0], "Bearer "+token) || strings.Contains(got[0], "made-up") {
+				t.Fatalf("GET over HTTPS: %s, upstream saw %q", resp.Status, got)
+			}
+			resp = reviewExchange(t, agent, br, "DELETE /v1/orders/7 HTTP/1.1\r\nHost: "+u.addr()+"\r\n\r\n")
+			if resp.StatusCode != http.StatusForbidden || resp.Header.Get("X-Enforcer-Rule") != "no-deletes" || len(u.requests()) != before+1 {
+				t.Errorf("DELETE over HTTPS: %s rule %q; upstream saw %d requests", resp.Status, resp.Header.Get("X-Enforcer-Rule"), len(u.requests())-before)
+			}
+		})
+	}
+
+	t.Run("untrusted", func(t *testing.T) {
+		before := len(u.requests())
+		agent := tls.Client(reviewAgentOf(t, d, tg, u.addr(), ca), &tls.Config{RootCAs: x509.NewCertPool(), ServerName: "api.internal.test"})
+		if err := agent.Handshake(); err == nil {
+			t.Fatal("a client that does not trust the agent CA completed the handshake")
+		}
+		if n := len(u.requests()); n != before {
+			t.Errorf("the upstream saw %d requests", n-before)
+		}
+	})
+}
+
+// TestRefusalOverHTTPS: an agent refused before any request (no session, no grant) is told why
+// over the TLS it opened, so an HTTPS client shows the reason and the command to run.
+func TestRefusalOverHTTPS(t *testing.T) {
+	ca, err := agentca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	served, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
+		Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
+	h := &httpHandler{srv: &httpproto.Server{}, ca: ca}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.Refuse(context.Background(), c, &refusal{Message: "no login session for this process", Hint: "run `enforcer login`"})
+		c.Close()
+	}()
+	defer func() { <-done }()
+	agent := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "api.internal.test"})
+	agent.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(agent, "GET / HTTP/1.1\r\nHost: api.internal.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(agent), nil)
+	if err != nil {
+		t.Fatalf("no HTTP answer over TLS: %v", err)
+	}
+	var body struct{ Error, Hint string }
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusForbidden || body.Error != "no login session for this process" || body.Hint != "run `enforcer login`" {
+		t.Errorf("refusal over TLS: %s %+v", resp.Status, body)
+	}
+}

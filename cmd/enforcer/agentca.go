@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
 )
@@ -51,21 +52,58 @@ func cmdAgentCA(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
-// trustAgentCA sets, in this process's environment (which the command inherits), each of
-// agentCAEnv the caller has not set, so the command's TLS clients accept the proxy on http
-// targets called over HTTPS. A variable already set is the caller's choice and is kept.
-func trustAgentCA(run *control.Run) {
+// trustAgentCA makes the command's TLS clients accept the proxy on http targets called over
+// HTTPS, through its environment (which the command inherits from this process): each of
+// agentCAEnv the caller has not set names the daemon's file; one the caller has set (to the
+// system's bundle, or roots of their own) names a copy of its file with the agent CA after it,
+// so nothing the caller trusted is lost. It returns what removes those copies.
+func trustAgentCA(run *control.Run) (cleanup func()) {
+	cleanup = func() {}
 	if run.AgentCA == "" {
-		return
+		return cleanup
 	}
+	caPEM, err := os.ReadFile(run.AgentCA)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "enforcer: warning: %v; https:// calls to http targets will fail their certificate check\n", err)
+		return cleanup
+	}
+	var dir string
+	copies := map[string]string{} // the caller's file → its copy with the agent CA
 	for _, v := range agentCAEnv {
-		if _, set := os.LookupEnv(v.name); set {
+		own, set := os.LookupEnv(v.name)
+		if !set || own == "" {
+			path := run.AgentCA
+			if v.bundle && run.AgentCABundle != "" {
+				path = run.AgentCABundle
+			}
+			os.Setenv(v.name, path)
 			continue
 		}
-		path := run.AgentCA
-		if v.bundle && run.AgentCABundle != "" {
-			path = run.AgentCABundle
+		if c, ok := copies[own]; ok {
+			os.Setenv(v.name, c)
+			continue
 		}
-		os.Setenv(v.name, path)
+		roots, err := os.ReadFile(own)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "enforcer: warning: $%s: %v; left as it is, so https:// calls to http targets may fail their certificate check\n", v.name, err)
+			continue
+		}
+		if dir == "" {
+			if dir, err = os.MkdirTemp("", "enforcer-run-ca-"); err != nil {
+				fmt.Fprintf(os.Stderr, "enforcer: warning: %v; $%s left as it is\n", err, v.name)
+				continue
+			}
+			os.Chmod(dir, 0o755) // the command may run as another user (sudo -u inside it)
+			d := dir
+			cleanup = func() { os.RemoveAll(d) }
+		}
+		c := filepath.Join(dir, fmt.Sprintf("roots-%d.pem", len(copies)))
+		if err := os.WriteFile(c, append(append(roots, '\n'), caPEM...), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "enforcer: warning: %v; $%s left as it is\n", err, v.name)
+			continue
+		}
+		copies[own] = c
+		os.Setenv(v.name, c)
 	}
+	return cleanup
 }

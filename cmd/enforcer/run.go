@@ -62,7 +62,7 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		return err
 	}
 	defer cl.Do(context.Background(), "DELETE", "/v1/runs/"+run.Name, nil, nil)
-	trustAgentCA(&run)
+	defer trustAgentCA(&run)()
 
 	cmd, err := startInCgroup(ctx, cl, &run, path, argv)
 	if err != nil {

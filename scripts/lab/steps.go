@@ -282,6 +282,12 @@ func agentHTTP(l *Lab) {
 		"the email and the card number in the JSON body are masked")
 	r = l.Agent("curl", "-sS", "--max-time", "5", "-X", "DELETE", api+"v1/customers/1")
 	l.Expect(r.Has("api-no-deletes"), "a DELETE is refused by its rule before the API sees it")
+	l.Say("Over https:// the proxy answers the agent's TLS itself, with a certificate for the name it")
+	l.Say("asked for from this host's agent CA (`enforcer agent-ca` prints it; `enforcer run` makes")
+	l.Say("curl, OpenSSL, Python, Node and git trust it), so HTTPS is judged and masked the same way:")
+	r = l.Agent("curl", "-sS", "--max-time", "5", fmt.Sprintf("https://%s/v1/customers/1", l.prod))
+	l.Expect(r.Code == 0 && r.Has(`"name": "Ada Lovelace"`) && !r.Has("ada.lovelace@example.com") && !r.Has("4111 1111 1111 1111"),
+		"the same masked answer over HTTPS")
 	l.Say("Without the proxy's token the API refuses the same request: the agent never had it.")
 	r = l.Run(Cmd{Args: []string{"curl", "-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", api + "v1/customers/1"}})
 	l.Expect(r.Has("401"), "a direct request without the token gets 401")

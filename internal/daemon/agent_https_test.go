@@ -89,7 +89,8 @@ func TestAgentHTTPS(t *testing.T) {
 }
 
 // TestRefusalOverHTTPS: an agent refused before any request (no session, no grant) is told why
-// over the TLS it opened, so an HTTPS client shows the reason and the command to run.
+// over the TLS it opened, so an HTTPS client shows the reason and the command to run. One over
+// its uid's connection limit costs the daemon no handshake: it is reset.
 func TestRefusalOverHTTPS(t *testing.T) {
 	ca, err := agentca.Open(t.TempDir())
 	if err != nil {
@@ -97,42 +98,59 @@ func TestRefusalOverHTTPS(t *testing.T) {
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.Certificate())
-	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	served, err := ln.AcceptTCP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
-		Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
-	h := &httpHandler{srv: &httpproto.Server{}, ca: ca}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		h.Refuse(context.Background(), c, &refusal{Message: "no login session for this process", Hint: "run `enforcer login`"})
-		c.Close()
-	}()
-	defer func() { <-done }()
-	agent := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "api.internal.test"})
-	agent.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(agent, "GET / HTTP/1.1\r\nHost: api.internal.test\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(agent), nil)
-	if err != nil {
-		t.Fatalf("no HTTP answer over TLS: %v", err)
-	}
-	var body struct{ Error, Hint string }
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusForbidden || body.Error != "no login session for this process" || body.Hint != "run `enforcer login`" {
-		t.Errorf("refusal over TLS: %s %+v", resp.Status, body)
+	for _, c := range []struct {
+		name   string
+		reason error
+		answer bool
+	}{
+		{"no session", &refusal{Message: "no login session for this process", Hint: "run `enforcer login`"}, true},
+		{"too many connections", proxy.ErrTooManyConnections, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			raw, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			served, err := ln.AcceptTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
+				Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
+			h := &httpHandler{srv: &httpproto.Server{}, ca: ca}
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				h.Refuse(context.Background(), pc, c.reason)
+				pc.Close()
+			}()
+			defer func() { <-done }()
+			agent := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "api.internal.test"})
+			agent.SetDeadline(time.Now().Add(10 * time.Second))
+			if !c.answer {
+				if err := agent.Handshake(); err == nil {
+					t.Fatal("the handshake completed")
+				}
+				return
+			}
+			io.WriteString(agent, "GET / HTTP/1.1\r\nHost: api.internal.test\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(agent), nil)
+			if err != nil {
+				t.Fatalf("no HTTP answer over TLS: %v", err)
+			}
+			var body struct{ Error, Hint string }
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != http.StatusForbidden || body.Error != "no login session for this process" || body.Hint != "run `enforcer login`" {
+				t.Errorf("refusal over TLS: %s %+v", resp.Status, body)
+			}
+		})
 	}
 }

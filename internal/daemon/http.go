@@ -45,7 +45,7 @@ const (
 )
 
 func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
-	conn, agentTLS, err := h.accept(ctx, c, agentFirstByteTimeout, agentHandshakeTimeout)
+	conn, agentTLS, err := h.accept(ctx, c, agentFirstByteTimeout, agentHandshakeTimeout, true)
 	if err != nil {
 		c.Close()
 		return err
@@ -85,8 +85,9 @@ func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 
 // accept returns the connection to serve c's requests on: the client's own, or, when its first
 // byte opens a TLS handshake, TLS with a certificate of the agent CA, once the handshake is done
-// (its state is returned then). The first byte is peeked at, not read.
-func (h *httpHandler) accept(ctx context.Context, c *proxy.Conn, firstByte, handshake time.Duration) (net.Conn, *tls.ConnectionState, error) {
+// (its state is returned then). The first byte is peeked at, not read. Without withTLS, a client
+// that speaks TLS is an error.
+func (h *httpHandler) accept(ctx context.Context, c *proxy.Conn, firstByte, handshake time.Duration, withTLS bool) (net.Conn, *tls.ConnectionState, error) {
 	// Ending ctx (the daemon stops, a reload revokes the connection) unblocks the wait.
 	stop := context.AfterFunc(ctx, c.Close)
 	defer stop()
@@ -97,8 +98,8 @@ func (h *httpHandler) accept(ctx context.Context, c *proxy.Conn, firstByte, hand
 	if first != tlsHandshakeByte {
 		return c.ServeConn(), nil, nil
 	}
-	if h.ca == nil {
-		return nil, nil, errors.New("the client speaks TLS and there is no agent CA to answer it with")
+	if !withTLS || h.ca == nil {
+		return nil, nil, errors.New("the client speaks TLS and is not answered in it here")
 	}
 	tc := tls.Server(c.ServeConn(), h.ca.ServerConfig(c.Origin.Dst.Addr()))
 	tc.SetDeadline(time.Now().Add(handshake))
@@ -155,8 +156,12 @@ func (h *httpHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 	case errors.Is(reason, proxy.ErrTooManyConnections):
 		status, hint = http.StatusTooManyRequests, tooManyHint
 	}
-	conn, _, err := h.accept(ctx, c, refuseTimeout, refuseTimeout)
+	// A connection over its uid's limit costs the daemon no handshake: an agent could open
+	// them as fast as it likes. Its TLS client sees a reset; the daemon's log says why.
+	tooMany := errors.Is(reason, proxy.ErrTooManyConnections)
+	conn, _, err := h.accept(ctx, c, refuseTimeout, refuseTimeout, !tooMany)
 	if err != nil {
+		c.Client.SetLinger(0)
 		return
 	}
 	httpproto.Refuse(conn, status, msg, hint)

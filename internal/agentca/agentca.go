@@ -286,7 +286,13 @@ func (a *Authority) ServerConfig(dst netip.Addr) *tls.Config {
 func (a *Authority) Leaf(name string) (*tls.Certificate, error) {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	ip, ipErr := netip.ParseAddr(name)
-	if ipErr != nil && !validDNSName(name) {
+	switch {
+	case ipErr == nil && ip.Zone() != "":
+		return nil, fmt.Errorf("agent CA: %q: an address with a zone cannot be certified", name)
+	case ipErr == nil:
+		ip = ip.Unmap()
+		name = ip.String()
+	case !validDNSName(name):
 		return nil, fmt.Errorf("agent CA: %q is not a host name or an IP address", name)
 	}
 	now := a.now()
@@ -307,7 +313,7 @@ func (a *Authority) Leaf(name string) (*tls.Certificate, error) {
 		tmpl.NotAfter = a.cert.NotAfter
 	}
 	if ipErr == nil {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, ip.Unmap().AsSlice())
+		tmpl.IPAddresses = append(tmpl.IPAddresses, ip.AsSlice())
 	} else {
 		tmpl.DNSNames = []string{name}
 	}

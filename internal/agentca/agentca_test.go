@@ -71,7 +71,7 @@ func TestOpenRefusesHalfAPair(t *testing.T) {
 }
 
 // testPair makes a certificate and key PEM from tmpl, self-signed with a new P-256 key.
-func testPair(t *testing.T, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
+func testPair(t testing.TB, tmpl *x509.Certificate) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -131,7 +131,7 @@ func TestNew(t *testing.T) {
 	}
 }
 
-func testAuthority(t *testing.T, now func() time.Time) *Authority {
+func testAuthority(t testing.TB, now func() time.Time) *Authority {
 	t.Helper()
 	certPEM, keyPEM, err := generate(time.Now())
 	if err != nil {
@@ -163,6 +163,7 @@ func TestLeaf(t *testing.T) {
 		{"198.18.0.2", "198.18.0.2"},
 		{"2001:2::7", "2001:2::7"},
 		{"::ffff:198.18.0.2", "198.18.0.2"},
+		{"fe80::1%eth0", ""},
 		{"", ""},
 		{"a..b", ""},
 		{"-a.test", ""},
@@ -297,4 +298,37 @@ func TestServerConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzLeaf: whatever name a ClientHello carries, Leaf either refuses it or issues a certificate
+// for that one name (lower case, no root dot), which a client checking that name accepts.
+func FuzzLeaf(f *testing.F) {
+	for _, s := range []string{"api.internal.test", "198.18.0.2", "::1", "A.B.", "", "a..b", "x_y.test", "\x00", "é.test"} {
+		f.Add(s)
+	}
+	a := testAuthority(f, time.Now)
+	pool := a.pool()
+	f.Fuzz(func(t *testing.T, name string) {
+		c, err := a.Leaf(name)
+		if err != nil {
+			return
+		}
+		want := strings.TrimSuffix(strings.ToLower(name), ".")
+		l := c.Leaf
+		if len(l.DNSNames)+len(l.IPAddresses) != 1 {
+			t.Fatalf("Leaf(%q): names %q, addresses %v", name, l.DNSNames, l.IPAddresses)
+		}
+		if len(l.DNSNames) == 1 && l.DNSNames[0] != want {
+			t.Fatalf("Leaf(%q) is for %q", name, l.DNSNames[0])
+		}
+		if ip, err := netip.ParseAddr(want); err == nil {
+			if len(l.IPAddresses) != 1 || !l.IPAddresses[0].Equal(ip.Unmap().AsSlice()) {
+				t.Fatalf("Leaf(%q) is for %v", name, l.IPAddresses)
+			}
+			want = ip.Unmap().String()
+		}
+		if _, err := l.Verify(x509.VerifyOptions{Roots: pool, DNSName: want}); err != nil {
+			t.Fatalf("Leaf(%q) does not verify for %q: %v", name, want, err)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"os"
@@ -73,8 +74,12 @@ func trustAgentCA(run *control.Run) (cleanup func()) {
 		own, set := os.LookupEnv(v.name)
 		if !set || own == "" {
 			path := run.AgentCA
-			if v.bundle && run.AgentCABundle != "" {
-				path = run.AgentCABundle
+			if v.bundle {
+				// The daemon found no system roots: the agent CA alone, where a client looks
+				// for every root, would fail every other HTTPS call.
+				if path = run.AgentCABundle; path == "" {
+					continue
+				}
 			}
 			os.Setenv(v.name, path)
 			continue
@@ -83,7 +88,7 @@ func trustAgentCA(run *control.Run) (cleanup func()) {
 			os.Setenv(v.name, c)
 			continue
 		}
-		roots, err := os.ReadFile(own)
+		roots, err := readCertificates(own)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "enforcer: warning: $%s: %v; left as it is, so https:// calls to http targets may fail their certificate check\n", v.name, err)
 			continue
@@ -106,4 +111,29 @@ func trustAgentCA(run *control.Run) (cleanup func()) {
 		os.Setenv(v.name, c)
 	}
 	return cleanup
+}
+
+// readCertificates returns the PEM certificates of the file at path, re-encoded, and nothing
+// else of it: the copy trustAgentCA makes is readable by everyone, and `enforcer run` may run as
+// root, so a variable naming another file (SSL_CERT_FILE=/etc/shadow) must not have it copied.
+func readCertificates(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []byte
+	for rest := b; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" && block.Type != "TRUSTED CERTIFICATE" {
+			return nil, fmt.Errorf("%s holds a %q block; only certificates are copied", path, block.Type)
+		}
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: block.Type, Bytes: block.Bytes})...)
+	}
+	if out == nil {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return out, nil
 }

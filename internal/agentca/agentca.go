@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -49,6 +50,12 @@ const (
 	leafRenewal  = time.Hour
 	// maxLeaves bounds the cache: an agent can ask for any number of names.
 	maxLeaves = 4096
+	// newNamesPerSecond and newNamesBurst bound how fast one owner (the daemon uses the agent's
+	// uid) has certificates signed for names not in the cache: each costs a signature with the
+	// CA's key, and a ClientHello that names a new host costs the agent nothing.
+	newNamesPerSecond = 10
+	newNamesBurst     = 50
+	maxOwners         = 4096
 	// maxNameLen is the longest DNS name (RFC 1035 §2.3.4).
 	maxNameLen = 253
 )
@@ -66,7 +73,23 @@ type Authority struct {
 
 	mu     sync.Mutex
 	leaves map[string]*tls.Certificate
+	owners map[string]*bucket
+	// renewed says Open replaced an authority that had expired or was about to.
+	renewed bool
 }
+
+// bucket is one owner's allowance of new names (a token bucket).
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// ErrTooManyNames is Leaf's answer to an owner that asks for new names faster than
+// newNamesPerSecond (after a burst of newNamesBurst).
+var ErrTooManyNames = errors.New("agent CA: too many new host names at once from this agent")
+
+// errValidity is New's error for a certificate that is not valid for the next day.
+var errValidity = errors.New("not valid for the next day")
 
 // New returns the authority of a PEM certificate and its PEM private key (PKCS #8, SEC 1 or
 // PKCS #1). The certificate must be a CA's that may sign certificates, valid for at least
@@ -91,8 +114,8 @@ func newAuthority(certPEM, keyPEM []byte, now func() time.Time) (*Authority, err
 		return nil, errors.New("agent CA: the certificate may not sign certificates (key usage lacks certSign)")
 	}
 	if t := now(); t.Before(cert.NotBefore) || t.Add(leafLifetime).After(cert.NotAfter) {
-		return nil, fmt.Errorf("agent CA: the certificate is valid from %s to %s, not for the next day: replace it",
-			cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339))
+		return nil, fmt.Errorf("agent CA: the certificate is valid from %s to %s, %w: replace it",
+			cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339), errValidity)
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
@@ -112,6 +135,7 @@ func newAuthority(certPEM, keyPEM []byte, now func() time.Time) (*Authority, err
 		leafKey: leafKey,
 		now:     now,
 		leaves:  map[string]*tls.Certificate{},
+		owners:  map[string]*bucket{},
 	}, nil
 }
 
@@ -158,14 +182,26 @@ func publicKeysEqual(a, b crypto.PublicKey) bool {
 
 // Open returns the authority kept in dir (CertFile and KeyFile), generating one the first
 // time. The directory is made 0700 and the key is written 0600. Half a pair is an error, never
-// replaced: agents may trust the certificate that is there.
+// replaced: agents may trust the certificate that is there. An authority Open generated that
+// has expired, or would within a day, is moved aside (".expired" added to its names) and
+// replaced; Renewed says so, and agents must then trust the new certificate.
 func Open(dir string) (*Authority, error) {
 	certPath, keyPath := filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
 	certPEM, certErr := os.ReadFile(certPath)
 	keyPEM, keyErr := os.ReadFile(keyPath)
+	renewed := false
 	switch {
 	case certErr == nil && keyErr == nil:
-		return New(certPEM, keyPEM)
+		a, err := New(certPEM, keyPEM)
+		if !errors.Is(err, errValidity) {
+			return a, err
+		}
+		for _, p := range []string{keyPath, certPath} {
+			if err := os.Rename(p, p+".expired"); err != nil {
+				return nil, fmt.Errorf("agent CA: move the expired authority aside: %w", err)
+			}
+		}
+		renewed = true
 	case errors.Is(certErr, os.ErrNotExist) && errors.Is(keyErr, os.ErrNotExist):
 	case certErr != nil && !errors.Is(certErr, os.ErrNotExist):
 		return nil, fmt.Errorf("agent CA: %w", certErr)
@@ -192,8 +228,15 @@ func Open(dir string) (*Authority, error) {
 	if err := writeFile(certPath, certPEM, 0o644); err != nil {
 		return nil, err
 	}
-	return New(certPEM, keyPEM)
+	a, err := New(certPEM, keyPEM)
+	if a != nil {
+		a.renewed = renewed
+	}
+	return a, err
 }
+
+// Renewed reports whether Open replaced an authority that had expired or was about to.
+func (a *Authority) Renewed() bool { return a.renewed }
 
 // generate makes a new authority: an ECDSA P-256 key and a self-signed CA certificate that may
 // sign only end-entity certificates.
@@ -266,24 +309,29 @@ func (a *Authority) CertPEM() []byte { return a.certPEM }
 func (a *Authority) Certificate() *x509.Certificate { return a.cert }
 
 // ServerConfig returns the TLS configuration of one agent connection whose destination was
-// dst: the certificate is for the name the ClientHello gives, else for dst's address. Only
-// HTTP/1.1 is offered (the proxy does not speak HTTP/2).
-func (a *Authority) ServerConfig(dst netip.Addr) *tls.Config {
+// dst, for owner: the certificate is for the name the ClientHello gives, else for dst's address;
+// names new to the cache count against owner's allowance. Only HTTP/1.1 is offered (the proxy
+// does not speak HTTP/2). Session tickets are off: each connection has a configuration of its
+// own, so a ticket could never be used to resume.
+func (a *Authority) ServerConfig(dst netip.Addr, owner string) *tls.Config {
 	return &tls.Config{
-		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"http/1.1"},
+		MinVersion:             tls.VersionTLS12,
+		NextProtos:             []string{"http/1.1"},
+		SessionTicketsDisabled: true,
 		GetCertificate: func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if h.ServerName == "" {
-				return a.Leaf(dst.Unmap().String())
+				return a.leaf(owner, dst.Unmap().String())
 			}
-			return a.Leaf(h.ServerName)
+			return a.leaf(owner, h.ServerName)
 		},
 	}
 }
 
 // Leaf returns a certificate for name, a DNS name or an IP address, with its chain to the
-// authority.
-func (a *Authority) Leaf(name string) (*tls.Certificate, error) {
+// authority. It counts against no owner's allowance.
+func (a *Authority) Leaf(name string) (*tls.Certificate, error) { return a.leaf("", name) }
+
+func (a *Authority) leaf(owner, name string) (*tls.Certificate, error) {
 	name = strings.TrimSuffix(strings.ToLower(name), ".")
 	ip, ipErr := netip.ParseAddr(name)
 	switch {
@@ -297,9 +345,46 @@ func (a *Authority) Leaf(name string) (*tls.Certificate, error) {
 	}
 	now := a.now()
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	if c, ok := a.leaves[name]; ok && now.Add(leafRenewal).Before(c.Leaf.NotAfter) {
+		a.mu.Unlock()
 		return c, nil
+	}
+	allowed := a.allowNew(owner, now)
+	a.mu.Unlock()
+	if !allowed {
+		return nil, ErrTooManyNames
+	}
+	// Signed without the lock: a slow CA key (RSA) must not hold up the names in the cache.
+	c, err := a.sign(name, ip, ipErr == nil, now)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.leaves) >= maxLeaves {
+		for n, old := range a.leaves {
+			if !now.Add(leafRenewal).Before(old.Leaf.NotAfter) {
+				delete(a.leaves, n)
+			}
+		}
+		// Still full: a quarter goes, picked at random (map order), so a flood of new names
+		// cannot empty the cache of everyone else's.
+		for n := range a.leaves {
+			if len(a.leaves) < maxLeaves*3/4 {
+				break
+			}
+			delete(a.leaves, n)
+		}
+	}
+	a.leaves[name] = c
+	return c, nil
+}
+
+// sign issues the certificate for name (an address when isIP).
+func (a *Authority) sign(name string, ip netip.Addr, isIP bool, now time.Time) (*tls.Certificate, error) {
+	if !now.Before(a.cert.NotAfter.Add(-leafRenewal)) {
+		return nil, fmt.Errorf("agent CA: the authority expires at %s: replace it (a generated one is replaced when the daemon starts)",
+			a.cert.NotAfter.Format(time.RFC3339))
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
@@ -312,8 +397,8 @@ func (a *Authority) Leaf(name string) (*tls.Certificate, error) {
 	if tmpl.NotAfter.After(a.cert.NotAfter) {
 		tmpl.NotAfter = a.cert.NotAfter
 	}
-	if ipErr == nil {
-		tmpl.IPAddresses = append(tmpl.IPAddresses, ip.AsSlice())
+	if isIP {
+		tmpl.IPAddresses = []net.IP{ip.AsSlice()}
 	} else {
 		tmpl.DNSNames = []string{name}
 	}
@@ -325,19 +410,38 @@ func (a *Authority) Leaf(name string) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent CA: sign for %q: %w", name, err)
 	}
-	c := &tls.Certificate{Certificate: [][]byte{der, a.cert.Raw}, PrivateKey: a.leafKey, Leaf: leaf}
-	if len(a.leaves) >= maxLeaves {
-		for n, old := range a.leaves {
-			if !now.Add(leafRenewal).Before(old.Leaf.NotAfter) {
-				delete(a.leaves, n)
+	return &tls.Certificate{Certificate: [][]byte{der, a.cert.Raw}, PrivateKey: a.leafKey, Leaf: leaf}, nil
+}
+
+// allowNew takes one new name from owner's allowance, if it has one ("" has no bound). a.mu
+// is held.
+func (a *Authority) allowNew(owner string, now time.Time) bool {
+	if owner == "" {
+		return true
+	}
+	b := a.owners[owner]
+	if b == nil {
+		if len(a.owners) >= maxOwners {
+			// Owners whose allowance has refilled are owners that know nothing yet.
+			for o, ob := range a.owners {
+				if now.Sub(ob.last).Seconds()*newNamesPerSecond+ob.tokens >= newNamesBurst {
+					delete(a.owners, o)
+				}
+			}
+			if len(a.owners) >= maxOwners {
+				clear(a.owners)
 			}
 		}
-		if len(a.leaves) >= maxLeaves {
-			clear(a.leaves)
-		}
+		b = &bucket{tokens: newNamesBurst, last: now}
+		a.owners[owner] = b
 	}
-	a.leaves[name] = c
-	return c, nil
+	b.tokens = min(newNamesBurst, b.tokens+now.Sub(b.last).Seconds()*newNamesPerSecond)
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // validDNSName reports whether name (lower case, without a root dot) is a host name a

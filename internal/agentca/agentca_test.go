@@ -110,7 +110,7 @@ func TestNew(t *testing.T) {
 		{"another key", goodCert, otherKey, "not the certificate's"},
 		{"not a CA", leafCert, leafKey, "not a CA's"},
 		{"may not sign certificates", noSignCert, noSignKey, "may not sign"},
-		{"valid for less than a day", endingCert, endingKey, "not for the next day"},
+		{"valid for less than a day", endingCert, endingKey, "not valid for the next day"},
 		{"no certificate", []byte("hello"), goodKey, "no PEM CERTIFICATE"},
 		{"no key", goodCert, []byte("hello"), "no PEM block"},
 		{"a certificate for a key", goodCert, goodCert, "not a private key"},
@@ -234,8 +234,70 @@ func TestLeavesAreBounded(t *testing.T) {
 	a.mu.Lock()
 	n := len(a.leaves)
 	a.mu.Unlock()
-	if n > maxLeaves {
-		t.Errorf("%d leaves kept, the bound is %d", n, maxLeaves)
+	if n > maxLeaves || n < maxLeaves/2 {
+		t.Errorf("%d leaves kept: the bound is %d, and a full cache loses a quarter, not all", n, maxLeaves)
+	}
+}
+
+// TestNewNamesPerOwner: one owner (an agent's uid) gets certificates for new names at most
+// newNamesPerSecond after a burst; names in the cache, and other owners, are not held back.
+func TestNewNamesPerOwner(t *testing.T) {
+	now := time.Now()
+	a := testAuthority(t, func() time.Time { return now })
+	for i := range newNamesBurst {
+		if _, err := a.leaf("uid 1000", fmt.Sprintf("n%d.test", i)); err != nil {
+			t.Fatalf("name %d of the burst: %v", i, err)
+		}
+	}
+	if _, err := a.leaf("uid 1000", "one-more.test"); err != ErrTooManyNames {
+		t.Fatalf("a name past the burst: %v, want ErrTooManyNames", err)
+	}
+	if _, err := a.leaf("uid 1000", "n3.test"); err != nil {
+		t.Errorf("a name in the cache: %v", err)
+	}
+	if _, err := a.leaf("uid 1001", "one-more.test"); err != nil {
+		t.Errorf("another owner: %v", err)
+	}
+	now = now.Add(time.Second)
+	for i := range newNamesPerSecond {
+		if _, err := a.leaf("uid 1000", fmt.Sprintf("later%d.test", i)); err != nil {
+			t.Fatalf("name %d a second later: %v", i, err)
+		}
+	}
+	if _, err := a.leaf("uid 1000", "later-still.test"); err != ErrTooManyNames {
+		t.Errorf("past a second's allowance: %v", err)
+	}
+}
+
+// TestExpiry: an authority near its end signs nothing more; one Open generated is replaced by
+// the next Open, the old one kept aside.
+func TestExpiry(t *testing.T) {
+	now := time.Now()
+	a := testAuthority(t, func() time.Time { return now })
+	now = a.Certificate().NotAfter.Add(-time.Minute)
+	if _, err := a.Leaf("api.internal.test"); err == nil || !strings.Contains(err.Error(), "expires") {
+		t.Errorf("a leaf a minute before the authority ends: %v", err)
+	}
+
+	dir := t.TempDir()
+	certPEM, keyPEM, err := generate(time.Now().Add(-caLifetime + time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, CertFile), certPEM, 0o644)
+	os.WriteFile(filepath.Join(dir, KeyFile), keyPEM, 0o600)
+	renewed, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !renewed.Renewed() || string(renewed.CertPEM()) == string(certPEM) {
+		t.Error("an authority ending within the hour was not replaced")
+	}
+	if old, err := os.ReadFile(filepath.Join(dir, CertFile+".expired")); err != nil || string(old) != string(certPEM) {
+		t.Errorf("the old certificate was not kept aside: %v", err)
+	}
+	if again, err := Open(dir); err != nil || again.Renewed() || string(again.CertPEM()) != string(renewed.CertPEM()) {
+		t.Errorf("the next Open: %v, renewed %v", err, again != nil && again.Renewed())
 	}
 }
 
@@ -265,7 +327,7 @@ func TestServerConfig(t *testing.T) {
 			defer ss.Close()
 			srvErr := make(chan error, 1)
 			go func() {
-				s := tls.Server(ss, a.ServerConfig(dst))
+				s := tls.Server(ss, a.ServerConfig(dst, "uid 1000"))
 				srvErr <- s.Handshake()
 				s.Close()
 			}()

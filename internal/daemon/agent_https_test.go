@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/agentca"
+	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/httpguard"
 	"github.com/enforcer-dev/enforcer/internal/policy"
 	httpproto "github.com/enforcer-dev/enforcer/internal/proto/http"
@@ -152,5 +153,108 @@ func TestRefusalOverHTTPS(t *testing.T) {
 				t.Errorf("refusal over TLS: %s %+v", resp.Status, body)
 			}
 		})
+	}
+}
+
+// TestAcceptEnds: what accept waits for (the first byte, the handshake) ends with its bounds,
+// and at once when the connection's context ends; nothing is left waiting.
+func TestAcceptEnds(t *testing.T) {
+	ca, err := agentca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name      string
+		send      []byte // what the client sends, then nothing
+		cancelled bool   // the context ends (a reload, the daemon stopping) instead of a bound
+	}{
+		{"a client that sends nothing", nil, false},
+		{"half a ClientHello", []byte{0x16, 0x03, 0x01, 0x02}, false},
+		{"the context ends during the wait", nil, true},
+		{"the context ends during the handshake", []byte{0x16, 0x03, 0x01, 0x02}, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			raw, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			served, err := ln.AcceptTCP()
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw.Write(c.send)
+			pc := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
+				Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
+			defer pc.Close()
+			h := &httpHandler{srv: &httpproto.Server{}, ca: ca}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			bound := 300 * time.Millisecond
+			if c.cancelled {
+				bound = time.Hour
+				time.AfterFunc(300*time.Millisecond, cancel)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, _, err := h.accept(ctx, pc, bound, bound, true)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("accept returned a connection")
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("accept is still waiting")
+			}
+		})
+	}
+}
+
+// TestHeldRequestWithdrawnWhenTLSClientLeaves: an HTTPS agent whose request waits for a
+// reviewer and which then goes away withdraws it: the client watch reads through TLS.
+func TestHeldRequestWithdrawnWhenTLSClientLeaves(t *testing.T) {
+	t.Setenv("REVIEW_API_TOKEN", "review-token-0b7e")
+	ca, err := agentca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	u := newReviewUpstream(t)
+	p, tg := reviewPolicyFor(t, u, `rules:
+  - {name: refunds, when: 'http.method == "POST"', action: approve, approvers: [sre]}
+`)
+	broker := approval.NewBroker(approval.NewMemoryStore(), approval.Config{Timeout: time.Minute, LateWindow: -1, Logger: slog.New(slog.DiscardHandler)})
+	d := &Daemon{httpGuards: &httpguard.Shared{Policy: func() *policy.Policy { return p }, Approvals: broker, Log: slog.New(slog.DiscardHandler)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := broker.Watch(ctx)
+	agent := tls.Client(reviewAgentOf(t, d, tg, u.addr(), ca), &tls.Config{RootCAs: roots, ServerName: "api.internal.test"})
+	io.WriteString(agent, "POST /v1/refunds HTTP/1.1\r\nHost: "+u.addr()+"\r\nContent-Length: 2\r\n\r\n{}")
+	var id string
+	for timeout := time.After(15 * time.Second); ; {
+		select {
+		case ev := <-events:
+			switch {
+			case ev.Type == approval.EventCreated:
+				id = ev.Request.ID
+				agent.Close()
+				continue
+			case id != "" && ev.Request.ID == id && ev.Request.State == approval.StateWithdrawn:
+				if n := len(u.requests()); n != 0 {
+					t.Errorf("the upstream got %d requests", n)
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatalf("request %q not withdrawn within 15s of the client leaving", id)
+		}
 	}
 }

@@ -58,20 +58,22 @@ var systemRootFiles = []string{
 }
 
 // publishAgentCA writes the certificate (public) to agentCAFile, and with the system's roots
-// before it to agentCABundleFile, both readable by everyone. The bundle holds the roots as they
-// were when the daemon started.
-func publishAgentCA(cfg *Config, a *agentca.Authority) error {
+// before it to agentCABundleFile, both readable by everyone, and returns the bundle's path. The
+// bundle holds the roots as they were when the daemon started. Without the system's roots there
+// is no bundle ("" returned, and any earlier one removed): a bundle of the agent CA alone, put
+// where a client looks for every root, would fail every other HTTPS call the agent makes.
+func publishAgentCA(cfg *Config, a *agentca.Authority) (string, error) {
 	if err := publishFile(agentCAFile(cfg), a.CertPEM()); err != nil {
-		return err
+		return "", err
 	}
-	var bundle []byte
+	bundle := agentCABundleFile(cfg)
 	for _, f := range systemRootFiles {
-		if b, err := os.ReadFile(f); err == nil {
-			bundle = append(b, '\n')
-			break
+		if b, err := os.ReadFile(f); err == nil && len(b) > 0 {
+			return bundle, publishFile(bundle, append(append(b, '\n'), a.CertPEM()...))
 		}
 	}
-	return publishFile(agentCABundleFile(cfg), append(bundle, a.CertPEM()...))
+	os.Remove(bundle)
+	return "", nil
 }
 
 // publishFile replaces path with data, mode 0644, through a temporary file.

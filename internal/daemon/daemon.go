@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -55,7 +56,10 @@ type Daemon struct {
 	httpGuards *httpguard.Shared
 	// agentCA signs what the proxy shows agents calling http targets over HTTPS.
 	agentCA *agentca.Authority
-	records *record.Recorder
+	// agentCABundle is the published file of the system's roots and the agent CA ("" if the
+	// system has no roots to publish).
+	agentCABundle string
+	records       *record.Recorder
 }
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
@@ -166,9 +170,15 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := publishAgentCA(cfg, ca); err != nil {
+	if d.agentCABundle, err = publishAgentCA(cfg, ca); err != nil {
 		ctl.Close()
 		return err
+	}
+	if d.agentCABundle == "" {
+		log.Warn("no system roots found (" + strings.Join(systemRootFiles, ", ") + "): `enforcer run` will not point SSL_CERT_FILE and the like at a bundle with the agent CA")
+	}
+	if ca.Renewed() {
+		log.Warn("the agent CA had expired or was about to, and was replaced: agents must trust the new certificate", "file", agentCAFile(cfg))
 	}
 
 	var wg sync.WaitGroup

@@ -8,11 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,6 +34,8 @@ type httpHandler struct {
 	srv   *httpproto.Server
 	guard func(c *proxy.Conn, user, host string, params map[string]string) *httpguard.Guard
 	ca    *agentca.Authority
+
+	handshakeFailures logEverySecond
 }
 
 const (
@@ -42,14 +46,36 @@ const (
 	agentHandshakeTimeout = 10 * time.Second
 	// refuseTimeout bounds what a refusal waits for: the first byte and a handshake.
 	refuseTimeout = 2 * time.Second
+	// agentWriteTimeout bounds a write to the agent before the first response sets its own.
+	agentWriteTimeout = 2 * time.Minute
 )
+
+// logEverySecond logs a message at most once a second, with how many times it happened since:
+// what an agent can make happen as often as it likes must not flood the log.
+type logEverySecond struct {
+	last  atomic.Int64 // UnixNano of the last line
+	count atomic.Int64
+}
+
+func (l *logEverySecond) log(log *slog.Logger, msg string, args ...any) {
+	n := l.count.Add(1)
+	if now, last := time.Now().UnixNano(), l.last.Load(); now-last >= int64(time.Second) && l.last.CompareAndSwap(last, now) {
+		l.count.Add(-n)
+		log.Warn(msg, append(args, "times", n)...)
+	}
+}
 
 func (h *httpHandler) Serve(ctx context.Context, c *proxy.Conn) error {
 	conn, agentTLS, err := h.accept(ctx, c, agentFirstByteTimeout, agentHandshakeTimeout, true)
 	if err != nil {
 		c.Close()
+		if errors.Is(err, io.EOF) {
+			return nil // connected and closed without a word
+		}
 		return err
 	}
+	// Ending ctx closes the socket itself, whatever TLS is doing on it.
+	defer context.AfterFunc(ctx, c.Close)()
 	var params map[string]string
 	if agentTLS != nil {
 		params = map[string]string{"tls": tls.VersionName(agentTLS.Version)}
@@ -101,16 +127,20 @@ func (h *httpHandler) accept(ctx context.Context, c *proxy.Conn, firstByte, hand
 	if !withTLS || h.ca == nil {
 		return nil, nil, errors.New("the client speaks TLS and is not answered in it here")
 	}
-	tc := tls.Server(c.ServeConn(), h.ca.ServerConfig(c.Origin.Dst.Addr()))
+	tc := tls.Server(c.ServeConn(), h.ca.ServerConfig(c.Origin.Dst.Addr(), budgetOwner(c)))
 	tc.SetDeadline(time.Now().Add(handshake))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		// Most often the agent does not trust the agent CA: it closes the handshake with an
 		// alert (unknown CA, bad certificate) and says so itself.
-		c.Log.Warn("an agent's TLS handshake failed; it must trust the agent CA (`enforcer agent-ca`)",
+		h.handshakeFailures.log(c.Log, "agents' TLS handshakes failed; an agent must trust the agent CA (`enforcer agent-ca`)",
 			"target", c.Target.Name, "err", err)
 		return nil, nil, fmt.Errorf("TLS handshake with the client: %w", err)
 	}
-	tc.SetDeadline(time.Time{})
+	tc.SetReadDeadline(time.Time{})
+	// Writes keep a deadline: crypto/tls answers a client's key update from within a read, and
+	// a client that sends them and never reads would otherwise hold that read, and the session,
+	// past every timeout. The HTTP server moves it on with each response it writes.
+	tc.SetWriteDeadline(time.Now().Add(agentWriteTimeout))
 	st := tc.ConnectionState()
 	return tc, &st, nil
 }
@@ -173,7 +203,7 @@ func (h *httpHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 //
 // An agent that called over HTTPS (agentTLS) is not downgraded: unless the target writes its
 // `tls`, the upstream is verify-full, checked against server_name, else (without a credential)
-// the name the agent asked for, else the address. A credential is never sent to a server
+// the pinned host's name or the name the agent asked for, else the address. A credential is never sent to a server
 // checked against a name the agent chose: with it, the agent could have the proxy accept any
 // server that holds a certificate of the agent's choosing.
 func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstream, string, error) {
@@ -188,6 +218,11 @@ func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstr
 		name := t.ServerName
 		if name == "" && agentTLS != nil && t.HTTPCredentialKind() == "" {
 			name = agentTLS.ServerName
+			if t.Host != "" {
+				// The pinned Host's name: the agent's would pick the backend of an ingress
+				// that routes by SNI, which pinning the Host is there to prevent.
+				name = hostOnly(t.Host)
+			}
 		}
 		cfg, err := httpTLSConfig(t, mode, addr, name)
 		if err != nil {
@@ -223,6 +258,14 @@ func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstr
 		return up, "", fmt.Errorf("unknown credential kind %q", kind)
 	}
 	return up, user, nil
+}
+
+// hostOnly is the host of a Host header value, without its port or brackets.
+func hostOnly(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 }
 
 // httpTLSConfig is the TLS configuration of an upstream in mode verify-full or verify-ca: the

@@ -250,6 +250,8 @@ func TestHTTPUpstreamCredential(t *testing.T) {
 			"198.18.1.3:443", "198.18.1.3", "Authorization", "Bearer " + secret, "", "", "attacker.example"},
 		{"agent's HTTPS, server_name written", "{addresses: [198.18.1.3], ports: [443]}", "{server_name: api.internal, tls: verify-full}", "198.18.1.3:443",
 			"198.18.1.3:443", "api.internal", "", "", "", "", "attacker.example"},
+		{"agent's HTTPS, a pinned host: its name, not the agent's", "{addresses: [198.18.1.3], ports: [443]}", `{host: "api.internal:8443"}`, "198.18.1.3:443",
+			"198.18.1.3:443", "api.internal", "", "", "", "", "attacker.example"},
 		{"agent's HTTPS, tls: disable written", "{addresses: [198.18.1.3], ports: [443]}", "{tls: disable}", "198.18.1.3:443",
 			"198.18.1.3:443", "", "", "", "", "", "api.internal.test"},
 	} {

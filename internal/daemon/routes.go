@@ -16,7 +16,7 @@ func (d *Daemon) routes() []control.Route {
 		{Pattern: "GET /v1/status", Handle: d.handleStatus},
 		{Pattern: "GET /v1/agent-ca", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			// A certificate is public: anyone may ask.
-			return &control.AgentCA{PEM: string(d.agentCA.CertPEM()), File: agentCAFile(d.cfg), Bundle: agentCABundleFile(d.cfg)}, nil
+			return &control.AgentCA{PEM: string(d.agentCA.CertPEM()), File: agentCAFile(d.cfg), Bundle: d.agentCABundle}, nil
 		}},
 		{Pattern: "POST /v1/runs", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			var req control.RunRequest

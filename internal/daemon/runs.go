@@ -46,7 +46,7 @@ func (d *Daemon) createRun(c control.Caller) (*control.Run, error) {
 		return nil, err
 	}
 	d.log.Info("enforced cgroup created", "cgroup", cg.Path, "id", cg.ID, "uid", c.UID)
-	return &control.Run{Name: cg.Name, Path: cg.Path, ID: cg.ID, AgentCA: agentCAFile(d.cfg), AgentCABundle: agentCABundleFile(d.cfg)}, nil
+	return &control.Run{Name: cg.Name, Path: cg.Path, ID: cg.ID, AgentCA: agentCAFile(d.cfg), AgentCABundle: d.agentCABundle}, nil
 }
 
 func (d *Daemon) findRun(c control.Caller, name string) (*redirect.Cgroup, error) {

@@ -276,7 +276,7 @@ func (s *Server) Serve(ctx context.Context, conn net.Conn, sess Session) error {
 		defer close(watcherDone)
 		select {
 		case <-ctx.Done():
-			conn.Close()
+			closeBeneath(conn)
 		case <-finished:
 		}
 	}()
@@ -356,6 +356,17 @@ func lingerClose(conn net.Conn, r io.Reader) {
 		cw.CloseWrite()
 	}
 	io.CopyN(io.Discard, r, lingerBytes)
+}
+
+// closeBeneath closes conn, under TLS the socket beneath it: a close_notify would tell a client
+// reading a body that ends with the connection that it had it whole, and sending one waits on
+// any write in progress.
+func closeBeneath(conn net.Conn) {
+	if tc, ok := conn.(*tls.Conn); ok {
+		tc.NetConn().Close()
+		return
+	}
+	conn.Close()
 }
 
 // abortConn resets conn (RST rather than FIN), so a client reading a body the proxy had to cut

@@ -39,6 +39,11 @@ func TestHTTPSFromTheAgent(t *testing.T) {
 	caFile := filepath.Join(e.dir, "api-ca.pem")
 	os.WriteFile(tokenFile, []byte(api.token+"\n"), 0o600)
 	os.WriteFile(caFile, caPEM, 0o644)
+	// The same API as llmName (the lab's DNS gives it), for targets matched by that name.
+	llmCAPEM, llmCert := testCA(t, llmName)
+	e.serveAPI(net.JoinHostPort(peer, "10443"), api, &llmCert)
+	llmCAFile := filepath.Join(e.dir, "llm-ca.pem")
+	os.WriteFile(llmCAFile, llmCAPEM, 0o644)
 	e.targetsYAML = fmt.Sprintf(`  - name: api
     match: {addresses: ["%[1]s"], ports: [443]}
     protocol: http
@@ -47,7 +52,15 @@ func TestHTTPSFromTheAgent(t *testing.T) {
     match: {addresses: ["%[1]s"], ports: [8443]}
     protocol: http
     upstream: {address: "%[1]s:9443", ca_file: %[3]s, tls: verify-full}
-`, peer, tokenFile, caFile)
+  - name: api-by-name
+    match: {sni: ["%[4]s"], ports: [10443]}
+    protocol: http
+    upstream: {password_file: %[2]s, ca_file: %[5]s}
+  - name: api-by-name-wrong-cert
+    match: {sni: ["%[4]s"], ports: [9443]}
+    protocol: http
+    upstream: {password_file: %[2]s, ca_file: %[5]s}
+`, peer, tokenFile, caFile, llmName, llmCAFile)
 	e.tailYAML = httpRules
 	e.setPolicy()
 	loginAs(t, e, idp, "alice")
@@ -87,6 +100,30 @@ func TestHTTPSFromTheAgent(t *testing.T) {
 		t.Errorf("no credential, by address: %q", out)
 	}
 
+	// A target matched by name: the proxy reads the ClientHello, answers it for that name, and
+	// forwards to the name's address (the policy's resolver) over TLS checked against it, the
+	// credential with it as Host. The agent's own destination does not choose the host.
+	other := addLabAddress(t, e)
+	for _, dst := range []string{peer, other.String()} {
+		before = api.count()
+		out, _ := curl("--resolve", llmName+":10443:"+dst, "https://"+llmName+":10443/v1/customers/1")
+		if !strings.HasSuffix(out, "200") || !strings.Contains(out, `"plan": "gold"`) || strings.Contains(out, "ada.lovelace@example.com") || api.count() != before+1 {
+			t.Errorf("by name, the agent dialling %s: %q", dst, out)
+		}
+	}
+	api.mu.Lock()
+	last := api.headers[len(api.headers)-1]
+	api.mu.Unlock()
+	if last.Get("Authorization") != "Bearer "+api.token {
+		t.Errorf("by name, the API got Authorization %q", last.Get("Authorization"))
+	}
+	// The name's server must hold a certificate for it: one for another name gets nothing,
+	// the credential least of all.
+	before = api.count()
+	if out, _ := curl("--resolve", llmName+":9443:"+peer, "https://"+llmName+":9443/v1/status"); !strings.HasSuffix(out, "502") || api.count() != before {
+		t.Errorf("by name, a server without the name's certificate: %q (the API saw %d requests)", out, api.count()-before)
+	}
+
 	// enforcer agent-ca prints the certificate the daemon publishes, and how to trust it.
 	pemOut, err := exec.Command(enforcerBin, "agent-ca", "--socket", e.socket).Output()
 	if err != nil {
@@ -120,7 +157,7 @@ func TestHTTPSFromTheAgent(t *testing.T) {
 				closed++
 			}
 		}
-		if closed >= 5 {
+		if closed >= 8 {
 			break
 		}
 	}

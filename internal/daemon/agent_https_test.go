@@ -258,3 +258,38 @@ func TestHeldRequestWithdrawnWhenTLSClientLeaves(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPUpstreamBySNI: a target matched by the name in the agent's ClientHello is reached at
+// that name's address over TLS checked against the name (a name the policy lists, so with a
+// credential too), and a credential goes with that name as Host, not the address.
+func TestHTTPUpstreamBySNI(t *testing.T) {
+	t.Setenv("REVIEW_API_TOKEN", "review-token-9c2d")
+	for _, c := range []struct {
+		name, upstream, sni string
+		serverName, host    string
+	}{
+		{"a credential", "{password_env: REVIEW_API_TOKEN}", "API.Example.com.", "api.example.com", "api.example.com"},
+		{"no credential: the agent's Host", "", "api.example.com", "api.example.com", ""},
+		{"server_name written", "{password_env: REVIEW_API_TOKEN, server_name: gw.example.com}", "api.example.com", "gw.example.com", "gw.example.com"},
+		{"host pinned", "{password_env: REVIEW_API_TOKEN, host: api.example.com}", "v2.example.com", "v2.example.com", "api.example.com"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := "version: 1\ntargets:\n  - name: api\n    protocol: http\n    match: {sni: [\"*.example.com\"], ports: [443]}\n"
+			if c.upstream != "" {
+				text += "    upstream: " + c.upstream + "\n"
+			}
+			_, tg := reviewTarget(t, text)
+			pc := &proxy.Conn{Target: tg, SNI: c.sni, Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}}
+			up, _, err := httpUpstream(pc, &tls.ConnectionState{ServerName: c.sni})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if up.TLS == nil || up.TLS.ServerName != c.serverName || up.TLS.InsecureSkipVerify {
+				t.Errorf("TLS %+v; want verify-full of %q", up.TLS, c.serverName)
+			}
+			if up.Host != c.host {
+				t.Errorf("Host %q, want %q", up.Host, c.host)
+			}
+		})
+	}
+}

@@ -117,17 +117,23 @@ func (h *httpHandler) accept(ctx context.Context, c *proxy.Conn, firstByte, hand
 	// Ending ctx (the daemon stops, a reload revokes the connection) unblocks the wait.
 	stop := context.AfterFunc(ctx, c.Close)
 	defer stop()
-	first, err := peekByte(c.Client, time.Now().Add(firstByte))
-	if err != nil {
-		return nil, nil, fmt.Errorf("http client sent nothing: %w", err)
-	}
-	if first != tlsHandshakeByte {
-		return c.ServeConn(), nil, nil
+	var conn net.Conn = c.ServeConn()
+	if len(c.Peeked) > 0 {
+		// The proxy read the ClientHello to match the target by its name: it is read again.
+		conn = &replayConn{Conn: conn, pending: c.Peeked}
+	} else {
+		first, err := peekByte(c.Client, time.Now().Add(firstByte))
+		if err != nil {
+			return nil, nil, fmt.Errorf("http client sent nothing: %w", err)
+		}
+		if first != tlsHandshakeByte {
+			return conn, nil, nil
+		}
 	}
 	if !withTLS || h.ca == nil {
 		return nil, nil, errors.New("the client speaks TLS and is not answered in it here")
 	}
-	tc := tls.Server(c.ServeConn(), h.ca.ServerConfig(c.Origin.Dst.Addr(), budgetOwner(c)))
+	tc := tls.Server(conn, h.ca.ServerConfig(c.Origin.Dst.Addr(), budgetOwner(c)))
 	tc.SetDeadline(time.Now().Add(handshake))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		// Most often the agent does not trust the agent CA: it closes the handshake with an
@@ -143,6 +149,29 @@ func (h *httpHandler) accept(ctx context.Context, c *proxy.Conn, firstByte, hand
 	tc.SetWriteDeadline(time.Now().Add(agentWriteTimeout))
 	st := tc.ConnectionState()
 	return tc, &st, nil
+}
+
+// replayConn is a connection whose first reads return bytes already read from it.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (r *replayConn) Read(p []byte) (int, error) {
+	if len(r.pending) > 0 {
+		n := copy(p, r.pending)
+		r.pending = r.pending[n:]
+		return n, nil
+	}
+	return r.Conn.Read(p)
+}
+
+// SetLinger is the socket's: a cut response resets it (see internal/proto/http's abortConn).
+func (r *replayConn) SetLinger(sec int) error {
+	if l, ok := r.Conn.(interface{ SetLinger(int) error }); ok {
+		return l.SetLinger(sec)
+	}
+	return nil
 }
 
 // tlsHandshakeByte opens a TLS record of the handshake protocol: a ClientHello.
@@ -211,11 +240,26 @@ func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstr
 	addr := proxy.UpstreamAddr(c)
 	up := httpproto.Upstream{Addr: addr, Host: t.Host}
 	mode := t.HTTPTLS()
-	if agentTLS != nil && t.TLS == "" {
+	if (agentTLS != nil || c.SNI != "") && t.TLS == "" {
 		mode = "verify-full"
+	}
+	// hostAddr is the name and port the upstream is known by, for the Host header a credential
+	// goes with: for a target matched by SNI the name the ClientHello gave, which the policy
+	// lists (its address is only where that name resolved).
+	sni := strings.TrimSuffix(strings.ToLower(c.SNI), ".")
+	hostAddr := addr
+	if sni != "" {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			hostAddr = net.JoinHostPort(sni, port)
+		}
 	}
 	if mode != "disable" {
 		name := t.ServerName
+		if name == "" && sni != "" {
+			// A name the policy lists: only a server holding a certificate for it passes, so
+			// it may be checked with a credential too.
+			name = sni
+		}
 		if name == "" && agentTLS != nil && t.HTTPCredentialKind() == "" {
 			name = agentTLS.ServerName
 			if t.Host != "" {
@@ -234,7 +278,7 @@ func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstr
 	if kind == "" {
 		return up, "", nil
 	}
-	up.Host = t.HTTPHost(addr)
+	up.Host = t.HTTPHost(hostAddr)
 	secret, err := readSecret(t)
 	if err != nil {
 		return up, "", err

@@ -78,7 +78,13 @@ func TestHTTPUpstreamValidation(t *testing.T) {
 		{"network, secret, TLS by default", httpTarget("{addresses: [198.18.0.0/15], ports: [443]}", "{password_file: /s}"), []string{"targets[0].upstream.tls", "the agent picks the host the proxy sends the credential to", "server_name"}},
 		{"network, secret, in clear", httpTarget("{addresses: [198.18.0.0/15], ports: [80]}", "{password_file: /s, tls: disable}"), []string{"targets[0].upstream.tls", "agent picks the host", "upstream.address"}},
 		{"network, secret, verify-ca", httpTarget("{addresses: [198.18.0.0/15], ports: [443]}", "{password_file: /s, tls: verify-ca, ca_file: /ca.pem, server_name: api}"), []string{"targets[0].upstream.tls", "proves nothing"}},
-		{"sni on http", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}}\n", []string{"targets[0].match.sni", "only tls-passthrough targets match on SNI"}},
+		// Matched on SNI, the agent speaks TLS: it is kept upstream, checked against the name.
+		{"sni on http", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}}\n", nil},
+		{"sni on http, a credential", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [\"*.example.com\"], ports: [443]}, upstream: {password_file: /s}}\n", nil},
+		{"sni on http, ca_file and no tls written", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}, upstream: {ca_file: /ca.pem}}\n", nil},
+		{"sni and a network, a credential", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {addresses: [198.18.0.0/15], sni: [api.example.com], ports: [443]}, upstream: {password_file: /s}}\n", nil},
+		{"sni on http, in clear", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}, upstream: {tls: disable}}\n", []string{"targets[0].upstream.tls", "speak TLS"}},
+		{"sni on postgres", "version: 1\ntargets:\n  - {name: db, protocol: postgres, match: {sni: [db.example.com], ports: [5432]}, upstream: {user: u, password_file: /p}}\n", []string{"targets[0].match.sni", "only tls-passthrough and http targets match on SNI"}},
 		{"unknown protocol names http", "version: 1\ntargets:\n  - {name: x, protocol: https, match: {addresses: [198.18.1.3]}}\n", []string{"one of tcp, tls-passthrough, postgres, http"}},
 		// The http fields belong to http targets.
 		{"header on postgres", "version: 1\ntargets:\n  - {name: db, protocol: postgres, match: {addresses: [198.18.1.2]}, upstream: {user: u, password_file: /p, tls: disable, header: X-Api-Key}}\n", []string{"targets[0].upstream.header", "only http targets"}},

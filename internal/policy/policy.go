@@ -464,15 +464,15 @@ func (v *validator) compile(f *File) *Policy {
 		if len(t.prefixes) == 0 && len(t.sni) == 0 {
 			v.fail(at+".match", "needs addresses or sni")
 		}
-		if len(t.sni) > 0 && td.Protocol != ProtoTLSPassthrough {
-			v.fail(at+".match.sni", "only tls-passthrough targets match on SNI")
+		if len(t.sni) > 0 && td.Protocol != ProtoTLSPassthrough && td.Protocol != ProtoHTTP {
+			v.fail(at+".match.sni", "only tls-passthrough and http targets match on SNI")
 		}
 		if len(t.sni) > 0 && len(t.ports) == 0 {
 			v.fail(at+".match.ports", "needed with sni (443, say): a name alone would open every port of its hosts")
 		}
 		if td.Upstream != nil {
 			t.Upstream = *td.Upstream
-			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream, agentPicksHost(t.prefixes))
+			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream, agentPicksHost(t.prefixes), len(t.sni) > 0)
 		} else if td.Protocol == ProtoPostgres {
 			v.fail(at+".upstream", "postgres targets need upstream credentials (user and password_file or password_env)")
 		}
@@ -811,7 +811,8 @@ func agentPicksHost(prefixes []netip.Prefix) bool {
 	return false
 }
 
-func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost bool) {
+// byName says the target matches on SNI: an http target's agents then speak TLS.
+func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost, byName bool) {
 	if u.Address != "" {
 		if msg := checkHostPort(u.Address); msg != "" {
 			v.fail(at+".address", "want host:port (db.internal:5432, [2001:db8::7]:443), got %q: %s", u.Address, msg)
@@ -827,7 +828,7 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost 
 	}
 	switch proto {
 	case ProtoHTTP:
-		v.checkHTTPUpstream(at, u, agentPicksHost)
+		v.checkHTTPUpstream(at, u, agentPicksHost, byName)
 		return
 	case ProtoPostgres:
 	default:
@@ -901,7 +902,7 @@ func (v *validator) checkRelayUpstream(at, proto string, u *Upstream) {
 // checkHTTPUpstream checks an http target's upstream. Its secret is optional (without one the
 // agent's requests go as sent, to where it sent them); with one it travels only as the file says:
 // verified TLS unless tls: disable is written, in one header, to a host the agent cannot pick.
-func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost bool) {
+func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost, byName bool) {
 	secret := u.hasSecret()
 	if u.Database != "" {
 		v.fail(at+".database", "only postgres targets have a database")
@@ -923,6 +924,14 @@ func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost boo
 		v.fail(at+".tls", "unknown mode %q (disable, verify-ca, verify-full)", u.TLS)
 	}
 	mode := u.HTTPTLS()
+	if byName {
+		// Matched by the name of a TLS ClientHello: the agent speaks TLS, and the daemon keeps
+		// it upstream (verify-full of that name unless tls says otherwise).
+		if u.TLS == "disable" {
+			v.fail(at+".tls", "the target matches on SNI, so its agents speak TLS; disable would send their requests (and any credential) on in clear")
+		}
+		mode = cmp.Or(u.TLS, "verify-full")
+	}
 	if u.TLS == "verify-ca" && u.CAFile == "" {
 		// The system's roots would accept any public certificate, for any name.
 		v.fail(at+".ca_file", "required with tls: verify-ca (it checks the chain, not the name)")
@@ -966,7 +975,9 @@ func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost boo
 		switch {
 		case mode == "disable":
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; set upstream.address, or tls: verify-full with server_name")
-		case mode == "verify-ca", mode == "verify-full" && u.ServerName == "":
+		case mode == "verify-ca", mode == "verify-full" && u.ServerName == "" && !byName:
+			// Matched on SNI too, verify-full checks the name the ClientHello gave, which the
+			// policy lists: only its holder passes.
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; a certificate check of that host proves nothing: use verify-full with server_name, or set upstream.address")
 		}
 	}
@@ -1177,8 +1188,8 @@ func (t *Target) NamesOwnAddress(a netip.Addr) bool {
 // addresses, not wherever the agent connected.
 func (t *Target) ByNameOnly() bool { return len(t.sni) > 0 && len(t.prefixes) == 0 }
 
-// NeedsSNI reports whether some tls-passthrough target matches by SNI at dst, so the proxy
-// should read a ClientHello before deciding.
+// NeedsSNI reports whether some target (tls-passthrough or http) matches by SNI at dst, so the
+// proxy should read a ClientHello before deciding.
 func (p *Policy) NeedsSNI(dst netip.AddrPort) bool {
 	for _, t := range p.Targets {
 		if len(t.sni) > 0 && t.matchesAddr(dst) {
@@ -1188,8 +1199,8 @@ func (p *Policy) NeedsSNI(dst netip.AddrPort) bool {
 	return false
 }
 
-// TargetForSNI returns the tls-passthrough target whose SNI patterns match name and whose
-// addresses (if it names any) and ports match dst.
+// TargetForSNI returns the target (tls-passthrough or http) whose SNI patterns match name and
+// whose addresses (if it names any) and ports match dst.
 func (p *Policy) TargetForSNI(name string, dst netip.AddrPort) *Target {
 	name = strings.ToLower(strings.TrimSuffix(name, "."))
 	for _, t := range p.Targets {

@@ -456,3 +456,68 @@ func TestPgbenchThroughTheGuard(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalAfterAnErrorInTheBatch: once the server has answered an error in a batch whose
+// Sync the client has not sent, it discards everything up to that Sync. A message the proxy
+// refuses then (here an Execute of a portal whose Bind the error undid) must get no stand-in,
+// which the server would discard too while the proxy waited for its error: that ended the
+// session ("answered a refusal's stand-in with 'Z'"; TestOpQueueUnderPipelining on a loaded
+// machine, 2026-12-07). The client gets the batch's error, then ReadyForQuery, and goes on.
+func TestRefusalAfterAnErrorInTheBatch(t *testing.T) {
+	p := startGuardedProxy(t, allowAllPolicy)
+	c := p.connect(t)
+	defer c.Close(context.Background())
+	fe := c.Frontend()
+	receive := func() pgproto3.BackendMessage {
+		t.Helper()
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		return m
+	}
+	for _, m := range []pgproto3.FrontendMessage{
+		&pgproto3.Parse{Query: "select 1/($1::int - 7)"},
+		&pgproto3.Bind{Parameters: [][]byte{[]byte("7")}}, // fails: division by zero
+		&pgproto3.Bind{DestinationPortal: "C_1", Parameters: [][]byte{[]byte("8")}},
+		&pgproto3.Flush{},
+	} {
+		fe.Send(m)
+	}
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// The error has passed the proxy: it knows the server now discards up to the Sync.
+	for m := receive(); ; m = receive() {
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			if e.Code != "22012" {
+				t.Fatalf("error %s %s", e.Code, e.Message)
+			}
+			break
+		}
+	}
+	fe.Send(&pgproto3.Execute{Portal: "C_1"})
+	fe.Send(&pgproto3.Sync{})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(); fmt.Sprintf("%T", m) != "*pgproto3.ReadyForQuery" {
+		t.Fatalf("after the batch's Sync: %T %+v, want ReadyForQuery", m, m)
+	}
+	fe.Send(&pgproto3.Query{String: "select 41 + 1"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	for m := receive(); ; m = receive() {
+		if d, ok := m.(*pgproto3.DataRow); ok {
+			got = string(d.Values[0])
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	if got != "42" {
+		t.Errorf("the session after the batch: got %q", got)
+	}
+}

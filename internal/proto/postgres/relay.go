@@ -209,8 +209,15 @@ func (c *conn) judge(st *Statement) Verdict {
 // stand-in is a Parse of text that is not SQL: it fails whatever the client has created (an
 // Execute of a portal the proxy took to be missing once ran a cursor the client had DECLAREd
 // under that name), and a named Parse that fails leaves the client's statements as they were.
+//
+// After an error earlier in the batch, with the client's Sync not sent yet, the server discards
+// every message up to that Sync, a stand-in too: nothing is sent then, and the client hears of
+// the batch's first error only, as it would from the server.
 func (c *conn) refuse(e *pgproto3.ErrorResponse, withSync bool) error {
-	c.ops.push(op{kind: opProbe, refusal: e})
+	if !c.ops.pushProbe(op{kind: opProbe, refusal: e}) {
+		c.skipping = !withSync
+		return nil
+	}
 	out := appendParse(c.uw.buffer(), probeName, probeSQL)
 	if withSync {
 		c.ops.push(op{kind: opSync})
@@ -763,7 +770,7 @@ func (c *conn) skipExtended(o *op) {
 			c.stmtMu.Unlock()
 		}
 		c.ops.pop()
-		o = c.ops.front()
+		o = c.ops.frontOrDiscarding()
 	}
 }
 

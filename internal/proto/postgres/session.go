@@ -407,6 +407,9 @@ type opQueue struct {
 	// done keeps what popped ops referred to until the server side is through with the message
 	// that popped them (see conn.releaseDone). Server side only.
 	done []opRefs
+	// discarding says the server discards everything up to the client's next Sync: an error
+	// ended its batch, and no Sync of the client's was queued yet (see pushProbe).
+	discarding bool
 }
 
 // opRefs is what an op holds a reference to.
@@ -417,14 +420,28 @@ type opRefs struct {
 }
 
 // push queues o, which then holds a reference to its prepared statement and portal.
-func (q *opQueue) push(o op) {
+func (q *opQueue) push(o op) { q.pushUnlessDiscarding(o, false) }
+
+// pushProbe queues the op of a refusal's stand-in, unless the server is discarding messages up
+// to the client's next Sync: it would discard the stand-in too and answer nothing, while the op
+// waits for an error. It reports whether it queued the op.
+func (q *opQueue) pushProbe(o op) bool { return q.pushUnlessDiscarding(o, true) }
+
+func (q *opQueue) pushUnlessDiscarding(o op, probe bool) bool {
+	q.mu.Lock()
+	if probe && q.discarding {
+		q.mu.Unlock()
+		return false
+	}
+	if o.kind == opSync {
+		q.discarding = false
+	}
 	if o.stmt != nil {
 		o.stmt.refs.Add(1)
 	}
 	if o.portal != nil {
 		o.portal.refs.Add(1)
 	}
-	q.mu.Lock()
 	if q.head > 0 && (q.head == len(q.ops) || q.head >= 64 && 2*q.head >= len(q.ops)) {
 		// Empty, or half of it popped (a client that always has an op in flight): move the
 		// rest down, so the queue does not grow without end.
@@ -442,6 +459,7 @@ func (q *opQueue) push(o op) {
 	*p = o
 	q.ops = append(q.ops, p)
 	q.mu.Unlock()
+	return true
 }
 
 // front returns the oldest op, or nil. Only the server-side reader calls front and pop, so the
@@ -450,6 +468,19 @@ func (q *opQueue) front() *op {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.head == len(q.ops) {
+		return nil
+	}
+	return q.ops[q.head]
+}
+
+// frontOrDiscarding is front for skipping an error's batch: with no op left, the server now
+// discards everything up to the client's next Sync (see pushProbe). Marked under the queue's
+// lock, so a stand-in is either queued before (and skipped here) or not at all.
+func (q *opQueue) frontOrDiscarding() *op {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.ops) {
+		q.discarding = true
 		return nil
 	}
 	return q.ops[q.head]

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/pem"
 	"flag"
 	"fmt"
@@ -128,7 +129,10 @@ func readCertificates(path string) ([]byte, error) {
 			break
 		}
 		if block.Type != "CERTIFICATE" && block.Type != "TRUSTED CERTIFICATE" {
-			return nil, fmt.Errorf("%s holds a %q block; only certificates are copied", path, block.Type)
+			return nil, fmt.Errorf("%s holds something else than certificates; only certificates are copied", path)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); block.Type == "CERTIFICATE" && err != nil {
+			return nil, fmt.Errorf("%s holds something else than certificates; only certificates are copied", path)
 		}
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: block.Type, Bytes: block.Bytes})...)
 	}

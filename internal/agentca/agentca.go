@@ -88,8 +88,8 @@ type bucket struct {
 // newNamesPerSecond (after a burst of newNamesBurst).
 var ErrTooManyNames = errors.New("agent CA: too many new host names at once from this agent")
 
-// errValidity is New's error for a certificate that is not valid for the next day.
-var errValidity = errors.New("not valid for the next day")
+// errEnding is New's error for a certificate that ends within the next day.
+var errEnding = errors.New("not valid for the next day")
 
 // New returns the authority of a PEM certificate and its PEM private key (PKCS #8, SEC 1 or
 // PKCS #1). The certificate must be a CA's that may sign certificates, valid for at least
@@ -113,9 +113,14 @@ func newAuthority(certPEM, keyPEM []byte, now func() time.Time) (*Authority, err
 	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return nil, errors.New("agent CA: the certificate may not sign certificates (key usage lacks certSign)")
 	}
-	if t := now(); t.Before(cert.NotBefore) || t.Add(leafLifetime).After(cert.NotAfter) {
-		return nil, fmt.Errorf("agent CA: the certificate is valid from %s to %s, %w: replace it",
-			cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339), errValidity)
+	switch t := now(); {
+	case t.Add(leafLifetime).After(cert.NotAfter):
+		return nil, fmt.Errorf("agent CA: the certificate is valid until %s, %w: replace it",
+			cert.NotAfter.Format(time.RFC3339), errEnding)
+	case t.Before(cert.NotBefore):
+		// Most likely this host's clock is behind: the authority is not replaced for it.
+		return nil, fmt.Errorf("agent CA: the certificate is valid from %s, later than this host's clock (%s): check the clock",
+			cert.NotBefore.Format(time.RFC3339), t.Format(time.RFC3339))
 	}
 	key, err := parseKey(keyPEM)
 	if err != nil {
@@ -193,7 +198,7 @@ func Open(dir string) (*Authority, error) {
 	switch {
 	case certErr == nil && keyErr == nil:
 		a, err := New(certPEM, keyPEM)
-		if !errors.Is(err, errValidity) {
+		if !errors.Is(err, errEnding) {
 			return a, err
 		}
 		for _, p := range []string{keyPath, certPath} {
@@ -435,8 +440,11 @@ func (a *Authority) allowNew(owner string, now time.Time) bool {
 		b = &bucket{tokens: newNamesBurst, last: now}
 		a.owners[owner] = b
 	}
-	b.tokens = min(newNamesBurst, b.tokens+now.Sub(b.last).Seconds()*newNamesPerSecond)
-	b.last = now
+	// now was read before the lock: a racing call may have stored a later one.
+	if now.After(b.last) {
+		b.tokens = min(newNamesBurst, b.tokens+now.Sub(b.last).Seconds()*newNamesPerSecond)
+		b.last = now
+	}
 	if b.tokens < 1 {
 		return false
 	}

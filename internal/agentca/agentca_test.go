@@ -299,6 +299,21 @@ func TestExpiry(t *testing.T) {
 	if again, err := Open(dir); err != nil || again.Renewed() || string(again.CertPEM()) != string(renewed.CertPEM()) {
 		t.Errorf("the next Open: %v, renewed %v", err, again != nil && again.Renewed())
 	}
+
+	// An authority that starts after this host's clock is not replaced: the clock is wrong.
+	ahead := t.TempDir()
+	certPEM, keyPEM, err = generate(time.Now().Add(3 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(ahead, CertFile), certPEM, 0o644)
+	os.WriteFile(filepath.Join(ahead, KeyFile), keyPEM, 0o600)
+	if _, err := Open(ahead); err == nil || !strings.Contains(err.Error(), "check the clock") {
+		t.Errorf("an authority from the future: %v", err)
+	}
+	if kept, _ := os.ReadFile(filepath.Join(ahead, CertFile)); string(kept) != string(certPEM) {
+		t.Error("an authority from the future was replaced")
+	}
 }
 
 // TestServerConfig completes real handshakes: a client trusting the authority connects by name

@@ -103,9 +103,11 @@ func TestRefusalOverHTTPS(t *testing.T) {
 		name   string
 		reason error
 		answer bool
+		peeked bool // the proxy read the ClientHello to match the target by name
 	}{
-		{"no session", &refusal{Message: "no login session for this process", Hint: "run `enforcer login`"}, true},
-		{"too many connections", proxy.ErrTooManyConnections, false},
+		{"no session", &refusal{Message: "no login session for this process", Hint: "run `enforcer login`"}, true, false},
+		{"no session, target matched by name", &refusal{Message: "no login session for this process", Hint: "run `enforcer login`"}, true, true},
+		{"too many connections", proxy.ErrTooManyConnections, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -125,6 +127,23 @@ func TestRefusalOverHTTPS(t *testing.T) {
 			pc := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
 				Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
 			h := &httpHandler{srv: &httpproto.Server{}, ca: ca}
+			agent := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "api.internal.test"})
+			agent.SetDeadline(time.Now().Add(10 * time.Second))
+			if c.peeked {
+				go agent.Handshake()
+				// The ClientHello's record, as the proxy's SNI read consumes it.
+				served.SetReadDeadline(time.Now().Add(10 * time.Second))
+				head := make([]byte, 5)
+				if _, err := io.ReadFull(served, head); err != nil {
+					t.Fatal(err)
+				}
+				body := make([]byte, int(head[3])<<8|int(head[4]))
+				if _, err := io.ReadFull(served, body); err != nil {
+					t.Fatal(err)
+				}
+				served.SetReadDeadline(time.Time{})
+				pc.Peeked, pc.SNI = append(head, body...), "api.internal.test"
+			}
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
@@ -132,8 +151,6 @@ func TestRefusalOverHTTPS(t *testing.T) {
 				pc.Close()
 			}()
 			defer func() { <-done }()
-			agent := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "api.internal.test"})
-			agent.SetDeadline(time.Now().Add(10 * time.Second))
 			if !c.answer {
 				if err := agent.Handshake(); err == nil {
 					t.Fatal("the handshake completed")
@@ -260,27 +277,31 @@ func TestHeldRequestWithdrawnWhenTLSClientLeaves(t *testing.T) {
 }
 
 // TestHTTPUpstreamBySNI: a target matched by the name in the agent's ClientHello is reached at
-// that name's address over TLS checked against the name (a name the policy lists, so with a
-// credential too), and a credential goes with that name as Host, not the address.
+// that name's address over TLS checked against the name (one the policy lists), or the name a
+// wildcard target says the credential is for; its requests go with that name as Host (the
+// agent's own could front another site), on the port the agent dialled.
 func TestHTTPUpstreamBySNI(t *testing.T) {
 	t.Setenv("REVIEW_API_TOKEN", "review-token-9c2d")
 	for _, c := range []struct {
-		name, upstream, sni string
-		serverName, host    string
+		name, pattern, upstream, sni, dst string
+		serverName, host                  string
 	}{
-		{"a credential", "{password_env: REVIEW_API_TOKEN}", "API.Example.com.", "api.example.com", "api.example.com"},
-		{"no credential: the agent's Host", "", "api.example.com", "api.example.com", ""},
-		{"server_name written", "{password_env: REVIEW_API_TOKEN, server_name: gw.example.com}", "api.example.com", "gw.example.com", "gw.example.com"},
-		{"host pinned", "{password_env: REVIEW_API_TOKEN, host: api.example.com}", "v2.example.com", "v2.example.com", "api.example.com"},
+		{"a credential", "api.example.com", "{password_env: REVIEW_API_TOKEN}", "API.Example.com.", "198.18.1.3:443", "api.example.com", "api.example.com"},
+		{"no credential: the name's Host, not the agent's", "api.example.com", "", "api.example.com", "198.18.1.3:443", "api.example.com", "api.example.com"},
+		{"another port", "api.example.com", "", "api.example.com", "198.18.1.3:8443", "api.example.com", "api.example.com:8443"},
+		{"a wildcard and server_name", "*.example.com", "{password_env: REVIEW_API_TOKEN, server_name: gw.example.com}", "api.example.com", "198.18.1.3:443", "gw.example.com", "gw.example.com"},
+		{"a wildcard and a pinned host", "*.example.com", "{password_env: REVIEW_API_TOKEN, host: api.example.com}", "v2.example.com", "198.18.1.3:443", "api.example.com", "api.example.com"},
+		{"a wildcard, no credential", "*.example.com", "", "v2.example.com", "198.18.1.3:443", "v2.example.com", "v2.example.com"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			text := "version: 1\ntargets:\n  - name: api\n    protocol: http\n    match: {sni: [\"*.example.com\"], ports: [443]}\n"
+			text := "version: 1\ntargets:\n  - name: api\n    protocol: http\n    match: {sni: [\"" + c.pattern + "\"], ports: [443, 8443]}\n"
 			if c.upstream != "" {
 				text += "    upstream: " + c.upstream + "\n"
 			}
 			_, tg := reviewTarget(t, text)
-			pc := &proxy.Conn{Target: tg, SNI: c.sni, Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}}
-			up, _, err := httpUpstream(pc, &tls.ConnectionState{ServerName: c.sni})
+			pc := &proxy.Conn{Target: tg, SNI: c.sni, Origin: redirect.Origin{Dst: netip.MustParseAddrPort(c.dst)}}
+			// What tls.Server saw is never what decides: the proxy's own reading of the name is.
+			up, _, err := httpUpstream(pc, &tls.ConnectionState{ServerName: "attacker.example"})
 			if err != nil {
 				t.Fatal(err)
 			}

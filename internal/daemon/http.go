@@ -243,29 +243,32 @@ func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstr
 	if (agentTLS != nil || c.SNI != "") && t.TLS == "" {
 		mode = "verify-full"
 	}
-	// hostAddr is the name and port the upstream is known by, for the Host header a credential
-	// goes with: for a target matched by SNI the name the ClientHello gave, which the policy
-	// lists (its address is only where that name resolved).
+	// For a target matched by SNI, the upstream is known by the name the ClientHello gave, on
+	// the port the agent dialled: the Host its requests go with (unless pinned; the agent's own
+	// could front another site behind a CDN), and the name checked upstream. Its address is
+	// only where that name resolved.
 	sni := strings.TrimSuffix(strings.ToLower(c.SNI), ".")
 	hostAddr := addr
 	if sni != "" {
-		if _, port, err := net.SplitHostPort(addr); err == nil {
-			hostAddr = net.JoinHostPort(sni, port)
+		hostAddr = net.JoinHostPort(sni, strconv.Itoa(int(c.Origin.Dst.Port())))
+		if up.Host == "" {
+			up.Host = httpHostHeader(sni, c.Origin.Dst.Port())
 		}
 	}
 	if mode != "disable" {
 		name := t.ServerName
-		if name == "" && sni != "" {
-			// A name the policy lists: only a server holding a certificate for it passes, so
-			// it may be checked with a credential too.
-			name = sni
-		}
-		if name == "" && agentTLS != nil && t.HTTPCredentialKind() == "" {
-			name = agentTLS.ServerName
-			if t.Host != "" {
-				// The pinned Host's name: the agent's would pick the backend of an ingress
-				// that routes by SNI, which pinning the Host is there to prevent.
+		if name == "" && (sni != "" || agentTLS != nil && t.HTTPCredentialKind() == "") {
+			switch {
+			case t.Host != "":
+				// The pinned Host's name: another would pick the backend of an ingress that
+				// routes by SNI, which pinning the Host is there to prevent.
 				name = hostOnly(t.Host)
+			case sni != "":
+				// A name the policy lists: only a server holding a certificate for it
+				// passes (the policy refuses a wildcard with a credential and no name).
+				name = sni
+			default:
+				name = agentTLS.ServerName
 			}
 		}
 		cfg, err := httpTLSConfig(t, mode, addr, name)
@@ -302,6 +305,14 @@ func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstr
 		return up, "", fmt.Errorf("unknown credential kind %q", kind)
 	}
 	return up, user, nil
+}
+
+// httpHostHeader is the Host header of host on port: the port left out when it is HTTPS's.
+func httpHostHeader(host string, port uint16) string {
+	if port == 443 {
+		return host
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }
 
 // hostOnly is the host of a Host header value, without its port or brackets.

@@ -80,7 +80,14 @@ func TestHTTPUpstreamValidation(t *testing.T) {
 		{"network, secret, verify-ca", httpTarget("{addresses: [198.18.0.0/15], ports: [443]}", "{password_file: /s, tls: verify-ca, ca_file: /ca.pem, server_name: api}"), []string{"targets[0].upstream.tls", "proves nothing"}},
 		// Matched on SNI, the agent speaks TLS: it is kept upstream, checked against the name.
 		{"sni on http", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}}\n", nil},
-		{"sni on http, a credential", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [\"*.example.com\"], ports: [443]}, upstream: {password_file: /s}}\n", nil},
+		{"sni on http, a credential", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}, upstream: {password_file: /s}}\n", nil},
+		// Must hold: under a wildcard the agent picks the name, so the credential needs its own.
+		{"a wildcard, a credential", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [\"*.example.com\"], ports: [443]}, upstream: {password_file: /s}}\n", []string{"targets[0].upstream", "wildcard name", "server_name"}},
+		{"a wildcard, a credential, server_name", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [\"*.example.com\"], ports: [443]}, upstream: {password_file: /s, server_name: api.example.com}}\n", nil},
+		{"a wildcard, a credential, a pinned host", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [\"*.example.com\"], ports: [443]}, upstream: {password_file: /s, host: api.example.com}}\n", nil},
+		{"a wildcard, no credential", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [\"*.example.com\"], ports: [443]}}\n", nil},
+		{"sni, a credential, verify-ca", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}, upstream: {password_file: /s, tls: verify-ca, ca_file: /ca.pem}}\n", []string{"targets[0].upstream.tls", "verify-ca checks no name"}},
+		{"sni behind a catch-all on its port", "version: 1\ntargets:\n  - {name: any, protocol: tcp, match: {addresses: [0.0.0.0/0], ports: [443]}}\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}}\n", []string{"targets[1].match", "takes every connection"}},
 		{"sni on http, ca_file and no tls written", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}, upstream: {ca_file: /ca.pem}}\n", nil},
 		{"sni and a network, a credential", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {addresses: [198.18.0.0/15], sni: [api.example.com], ports: [443]}, upstream: {password_file: /s}}\n", nil},
 		{"sni on http, in clear", "version: 1\ntargets:\n  - {name: api, protocol: http, match: {sni: [api.example.com], ports: [443]}, upstream: {tls: disable}}\n", []string{"targets[0].upstream.tls", "speak TLS"}},

@@ -472,7 +472,8 @@ func (v *validator) compile(f *File) *Policy {
 		}
 		if td.Upstream != nil {
 			t.Upstream = *td.Upstream
-			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream, agentPicksHost(t.prefixes), len(t.sni) > 0)
+			wildcard := slices.ContainsFunc(t.sni, func(p string) bool { return strings.HasPrefix(p, "*.") })
+			v.checkUpstream(at+".upstream", td.Protocol, td.Upstream, agentPicksHost(t.prefixes), len(t.sni) > 0, wildcard)
 		} else if td.Protocol == ProtoPostgres {
 			v.fail(at+".upstream", "postgres targets need upstream credentials (user and password_file or password_env)")
 		}
@@ -711,7 +712,15 @@ func (v *validator) noEmptyNames(at string, names []string) {
 func (v *validator) checkShadowing(targets []*Target) {
 	for j, tj := range targets {
 		if len(tj.prefixes) == 0 {
-			continue // SNI alone: address targets on its ports are other hosts' (checked there)
+			// SNI alone: address targets on its ports are other hosts', unless one takes every
+			// address there; then no connection would ever reach this one.
+			for i, ti := range targets {
+				if len(ti.sni) == 0 && portsOverlap(ti.ports, tj.ports) && slices.ContainsFunc(ti.prefixes, func(p netip.Prefix) bool { return p.Bits() == 0 }) {
+					v.fail(fmt.Sprintf("$.targets[%d].match", j), "target %q (targets[%d]) takes every connection to %s first (address targets are matched before names), so this target would never see one; narrow its addresses", ti.Name, i, portsText(ti.ports, tj.ports))
+					break
+				}
+			}
+			continue
 		}
 		for i, ti := range targets {
 			if i == j || len(ti.sni) > 0 || (i > j && len(tj.sni) == 0) {
@@ -811,8 +820,9 @@ func agentPicksHost(prefixes []netip.Prefix) bool {
 	return false
 }
 
-// byName says the target matches on SNI: an http target's agents then speak TLS.
-func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost, byName bool) {
+// byName says the target matches on SNI: an http target's agents then speak TLS; wildcard that
+// one of its patterns is "*.domain".
+func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost, byName, wildcard bool) {
 	if u.Address != "" {
 		if msg := checkHostPort(u.Address); msg != "" {
 			v.fail(at+".address", "want host:port (db.internal:5432, [2001:db8::7]:443), got %q: %s", u.Address, msg)
@@ -828,7 +838,7 @@ func (v *validator) checkUpstream(at, proto string, u *Upstream, agentPicksHost,
 	}
 	switch proto {
 	case ProtoHTTP:
-		v.checkHTTPUpstream(at, u, agentPicksHost, byName)
+		v.checkHTTPUpstream(at, u, agentPicksHost, byName, wildcard)
 		return
 	case ProtoPostgres:
 	default:
@@ -902,7 +912,8 @@ func (v *validator) checkRelayUpstream(at, proto string, u *Upstream) {
 // checkHTTPUpstream checks an http target's upstream. Its secret is optional (without one the
 // agent's requests go as sent, to where it sent them); with one it travels only as the file says:
 // verified TLS unless tls: disable is written, in one header, to a host the agent cannot pick.
-func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost, byName bool) {
+// wildcard says the target's SNI patterns include one with "*.".
+func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost, byName, wildcard bool) {
 	secret := u.hasSecret()
 	if u.Database != "" {
 		v.fail(at+".database", "only postgres targets have a database")
@@ -924,6 +935,14 @@ func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost, by
 		v.fail(at+".tls", "unknown mode %q (disable, verify-ca, verify-full)", u.TLS)
 	}
 	mode := u.HTTPTLS()
+	if byName && secret && wildcard && u.Address == "" && u.ServerName == "" && u.Host == "" {
+		// The agent picks the name among the pattern's (a tenant's own under *.blob.core.windows.net),
+		// and its holder would get the credential.
+		v.fail(at, "the target matches a wildcard name, so the agent picks the host the proxy sends the credential to; set server_name (or host) to the name the credential is for, or upstream.address")
+	}
+	if byName && secret && u.TLS == "verify-ca" && u.Address == "" {
+		v.fail(at+".tls", "verify-ca checks no name, so any server the name leads to with a certificate of the CA would get the credential; use verify-full, or set upstream.address")
+	}
 	if byName {
 		// Matched by the name of a TLS ClientHello: the agent speaks TLS, and the daemon keeps
 		// it upstream (verify-full of that name unless tls says otherwise).
@@ -975,9 +994,9 @@ func (v *validator) checkHTTPUpstream(at string, u *Upstream, agentPicksHost, by
 		switch {
 		case mode == "disable":
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; set upstream.address, or tls: verify-full with server_name")
-		case mode == "verify-ca", mode == "verify-full" && u.ServerName == "" && !byName:
-			// Matched on SNI too, verify-full checks the name the ClientHello gave, which the
-			// policy lists: only its holder passes.
+		case mode == "verify-ca", mode == "verify-full" && u.ServerName == "" && (!byName || wildcard):
+			// Matched on an exact name too, verify-full checks the name the ClientHello gave,
+			// which the policy lists: only its holder passes.
 			v.fail(at+".tls", "the target matches a network, so the agent picks the host the proxy sends the credential to; a certificate check of that host proves nothing: use verify-full with server_name, or set upstream.address")
 		}
 	}

@@ -521,3 +521,69 @@ func TestRefusalAfterAnErrorInTheBatch(t *testing.T) {
 		t.Errorf("the session after the batch: got %q", got)
 	}
 }
+
+// TestMessagesTheServerDiscards (from a review, 2026-12-07): after an error in a batch whose Sync
+// the client has not sent, the server ignores every message up to that Sync, a Query too, and
+// answers none of them. The proxy queued an op for each and waited for their answers, so the
+// answers of the statements after went to the wrong ops: the next Query's rows went out
+// unmasked. (A Parse the server ignored also stayed in the proxy's statement table; it is
+// undone now as skipExtended undoes the ones it pops.)
+func TestMessagesTheServerDiscards(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		inBatch []pgproto3.FrontendMessage                    // sent after the batch's error is known, before its Sync
+		after   string                                        // a simple query after the batch
+		check   func(t *testing.T, m pgproto3.BackendMessage) // each answer to after
+	}{
+		{"a Query", []pgproto3.FrontendMessage{&pgproto3.Query{String: "select 1"}}, "select id, secret from t where id = 1",
+			func(t *testing.T, m pgproto3.BackendMessage) {
+				if d, ok := m.(*pgproto3.DataRow); ok && string(d.Values[1]) != "[REDACTED:column]" {
+					t.Errorf("row %q reached the client unmasked", d.Values)
+				}
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := startGuardedProxy(t, secretRule)
+			conn := p.connect(t)
+			defer conn.Close(context.Background())
+			fe := conn.Frontend()
+			receive := func() pgproto3.BackendMessage {
+				t.Helper()
+				m, err := fe.Receive()
+				if err != nil {
+					t.Fatalf("receive: %v", err)
+				}
+				return m
+			}
+			send := func(msgs ...pgproto3.FrontendMessage) {
+				t.Helper()
+				for _, m := range msgs {
+					fe.Send(m)
+				}
+				if err := fe.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			send(&pgproto3.Parse{Query: "select 1/($1::int - 7)"}, &pgproto3.Bind{Parameters: [][]byte{[]byte("7")}}, &pgproto3.Flush{})
+			for m := receive(); ; m = receive() { // ParseComplete, then the Bind's error
+				if e, ok := m.(*pgproto3.ErrorResponse); ok {
+					if e.Code != "22012" {
+						t.Fatalf("the batch's error: %s %s", e.Code, e.Message)
+					}
+					break
+				}
+			}
+			send(append(c.inBatch, &pgproto3.Sync{})...)
+			if m := receive(); fmt.Sprintf("%T", m) != "*pgproto3.ReadyForQuery" {
+				t.Fatalf("after the batch's Sync: %T %+v, want ReadyForQuery", m, m)
+			}
+			send(&pgproto3.Query{String: c.after})
+			for m := receive(); ; m = receive() {
+				if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+					break
+				}
+				c.check(t, m)
+			}
+		})
+	}
+}

@@ -597,6 +597,26 @@ func (c *conn) onServerMessage(typ byte, msg []byte) error {
 }
 
 func (c *conn) handleServerMessage(typ byte, msg []byte) error {
+	if typ == 'Z' && c.ops.endDiscarding() {
+		// The end of a batch the server discarded after an error: every op queued since was
+		// for a message it ignored (a stand-in, a Query, a Parse), answered by nothing. Left
+		// queued, they would take the answers of the messages after.
+		for o := c.ops.front(); o != nil; o = c.ops.front() {
+			k := o.kind
+			c.undoSkipped(o)
+			c.ops.pop()
+			if k == opSync {
+				break
+			}
+		}
+		if len(msg) == 6 {
+			c.txStatus.Store(uint32(msg[5]))
+			if msg[5] == 'I' {
+				c.idleEnds.Add(1)
+			}
+		}
+		return c.cw.forward(msg)
+	}
 	o := c.ops.front()
 	if o != nil && o.kind == opProbe && typ != 'E' && typ != 'N' && typ != 'A' && typ != 'S' {
 		// The stand-in of a refused message can only fail; anything else means the server is not
@@ -759,18 +779,25 @@ func (c *conn) skipExtended(o *op) {
 		return
 	}
 	for o != nil && o.kind != opSync {
-		if o.kind == opBind && o.portal != nil {
-			o.portal.failed.Store(true) // the server kept what the name had before, if anything
-		}
-		if o.kind == opParse && o.stmt != nil {
-			c.stmtMu.Lock()
-			if c.stmts.get(o.name) == o.stmt {
-				c.dropStmt(c.stmts.put(o.name, nil))
-			}
-			c.stmtMu.Unlock()
-		}
+		c.undoSkipped(o)
 		c.ops.pop()
 		o = c.ops.frontOrDiscarding()
+	}
+}
+
+// undoSkipped undoes what the proxy took o's message to have done, for a message the server
+// skipped: a Bind's portal (the server kept what the name had before, if anything), a Parse's
+// statement.
+func (c *conn) undoSkipped(o *op) {
+	if o.kind == opBind && o.portal != nil {
+		o.portal.failed.Store(true)
+	}
+	if o.kind == opParse && o.stmt != nil {
+		c.stmtMu.Lock()
+		if c.stmts.get(o.name) == o.stmt {
+			c.dropStmt(c.stmts.put(o.name, nil))
+		}
+		c.stmtMu.Unlock()
 	}
 }
 

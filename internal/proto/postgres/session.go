@@ -407,9 +407,10 @@ type opQueue struct {
 	// done keeps what popped ops referred to until the server side is through with the message
 	// that popped them (see conn.releaseDone). Server side only.
 	done []opRefs
-	// discarding says the server discards everything up to the client's next Sync: an error
-	// ended its batch, and no Sync of the client's was queued yet (see pushProbe).
-	discarding bool
+	// discarding says the server discards everything up to the next Sync: an error ended its
+	// batch when no Sync was queued. Set by frontOrDiscarding, cleared by endDiscarding at the
+	// ReadyForQuery that Sync brings; syncQueued says a Sync was queued since.
+	discarding, syncQueued bool
 }
 
 // opRefs is what an op holds a reference to.
@@ -429,12 +430,12 @@ func (q *opQueue) pushProbe(o op) bool { return q.pushUnlessDiscarding(o, true) 
 
 func (q *opQueue) pushUnlessDiscarding(o op, probe bool) bool {
 	q.mu.Lock()
-	if probe && q.discarding {
+	if probe && q.discarding && !q.syncQueued {
 		q.mu.Unlock()
 		return false
 	}
 	if o.kind == opSync {
-		q.discarding = false
+		q.syncQueued = true
 	}
 	if o.stmt != nil {
 		o.stmt.refs.Add(1)
@@ -480,10 +481,20 @@ func (q *opQueue) frontOrDiscarding() *op {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.head == len(q.ops) {
-		q.discarding = true
+		q.discarding, q.syncQueued = true, false
 		return nil
 	}
 	return q.ops[q.head]
+}
+
+// endDiscarding reports whether the server was discarding up to a Sync (see frontOrDiscarding),
+// and clears it: the ReadyForQuery the server side has just read is that Sync's.
+func (q *opQueue) endDiscarding() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	d := q.discarding
+	q.discarding, q.syncQueued = false, false
+	return d
 }
 
 func (q *opQueue) pop() {

@@ -348,7 +348,11 @@ func TestThreadWaits(t *testing.T) {
 	if !ok {
 		t.Fatal("getrusage(RUSAGE_THREAD) failed")
 	}
-	time.Sleep(time.Millisecond) // the locked thread sleeps with its goroutine
+	// The thread itself sleeps in the kernel. (time.Sleep parks the goroutine, and its locked
+	// thread could find the wake-up already posted and not sleep at all: CI, 2026-12-07.)
+	if err := unix.Nanosleep(&unix.Timespec{Nsec: int64(time.Millisecond)}, nil); err != nil {
+		t.Fatal(err)
+	}
 	if after, _ := threadWaits(); after <= before {
 		t.Fatalf("voluntary switches %d before a sleep, %d after", before, after)
 	}

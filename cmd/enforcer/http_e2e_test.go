@@ -255,26 +255,8 @@ func TestHTTPTarget(t *testing.T) {
 	}
 
 	// Every request is in the log: masked, with verdicts, rules and the approval.
-	var sessions []record.SessionSummary
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		js, _ := e.cli("sessions", "--json")
-		sessions = nil
-		json.Unmarshal([]byte(js), &sessions)
-		closed := 0
-		for _, s := range sessions {
-			if s.Protocol == "http" && !s.Open {
-				closed++
-			}
-		}
-		if closed >= 9 {
-			break
-		}
-	}
 	var all strings.Builder
-	for _, s := range sessions {
-		if s.Protocol != "http" {
-			continue
-		}
+	for _, s := range e.closedSessions("http", 9) {
 		r, err := e.cli("replay", s.ID)
 		if err != nil {
 			t.Fatalf("replay %s: %v %s", s.ID, err, r)
@@ -298,4 +280,29 @@ func TestHTTPTarget(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(e.dir, "daemon.log")); strings.Contains(string(b), api.token) {
 		t.Error("the daemon logged the API token")
 	}
+}
+
+// closedSessions waits (10 s at most) until the log holds n closed sessions of protocol, and
+// returns the log's sessions of that protocol.
+func (e *env) closedSessions(protocol string, n int) []record.SessionSummary {
+	var mine []record.SessionSummary
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		js, _ := e.cli("sessions", "--json")
+		var sessions []record.SessionSummary
+		json.Unmarshal([]byte(js), &sessions)
+		mine = mine[:0]
+		closed := 0
+		for _, s := range sessions {
+			if s.Protocol == protocol {
+				mine = append(mine, s)
+				if !s.Open {
+					closed++
+				}
+			}
+		}
+		if closed >= n {
+			return mine
+		}
+	}
+	return mine
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/identity/devidp"
-	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
 // TestHTTPSFromTheAgent: an agent's https:// calls to an http target are judged, masked,
@@ -146,23 +144,8 @@ func TestHTTPSFromTheAgent(t *testing.T) {
 	}
 
 	// The record says the agent spoke TLS, and to which name.
-	var sessions []record.SessionSummary
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		js, _ := e.cli("sessions", "--json")
-		sessions = nil
-		json.Unmarshal([]byte(js), &sessions)
-		closed := 0
-		for _, s := range sessions {
-			if s.Protocol == "http" && !s.Open {
-				closed++
-			}
-		}
-		if closed >= 8 {
-			break
-		}
-	}
 	var all strings.Builder
-	for _, s := range sessions {
+	for _, s := range e.closedSessions("http", 8) {
 		r, _ := e.cli("replay", s.ID, "--json")
 		all.WriteString(r)
 	}

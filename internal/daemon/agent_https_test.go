@@ -110,22 +110,8 @@ func TestRefusalOverHTTPS(t *testing.T) {
 		{"too many connections", proxy.ErrTooManyConnections, false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			raw, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			served, err := ln.AcceptTCP()
-			if err != nil {
-				t.Fatal(err)
-			}
-			pc := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
-				Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
+			raw, pc := agentConn(t)
+			served := pc.Client
 			h := &httpHandler{srv: &httpproto.Server{}, ca: ca}
 			agent := tls.Client(raw, &tls.Config{RootCAs: roots, ServerName: "api.internal.test"})
 			agent.SetDeadline(time.Now().Add(10 * time.Second))
@@ -191,24 +177,8 @@ func TestAcceptEnds(t *testing.T) {
 		{"the context ends during the handshake", []byte{0x16, 0x03, 0x01, 0x02}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			raw, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer raw.Close()
-			served, err := ln.AcceptTCP()
-			if err != nil {
-				t.Fatal(err)
-			}
+			raw, pc := agentConn(t)
 			raw.Write(c.send)
-			pc := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
-				Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
-			defer pc.Close()
 			h := &httpHandler{srv: &httpproto.Server{}, ca: ca}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -313,4 +283,28 @@ func TestHTTPUpstreamBySNI(t *testing.T) {
 			}
 		})
 	}
+}
+
+// agentConn is a loopback connection: the agent's end, and the proxy's as a Conn to an http
+// target at 198.18.1.3:443. Both are closed when the test ends.
+func agentConn(t *testing.T) (net.Conn, *proxy.Conn) {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	served, err := ln.AcceptTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := &proxy.Conn{ID: 1, Client: served, Target: &policy.Target{Name: "api", Protocol: policy.ProtoHTTP},
+		Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
+	t.Cleanup(pc.Close)
+	return raw, pc
 }

@@ -230,11 +230,12 @@ func (h *httpHandler) Refuse(ctx context.Context, c *proxy.Conn, reason error) {
 // says (a credential never travels in clear unless `tls: disable` is written), the Host header
 // and the credential. It also returns the account a Basic credential names.
 //
-// An agent that called over HTTPS (agentTLS) is not downgraded: unless the target writes its
-// `tls`, the upstream is verify-full, checked against server_name, else (without a credential)
-// the pinned host's name or the name the agent asked for, else the address. A credential is never sent to a server
-// checked against a name the agent chose: with it, the agent could have the proxy accept any
-// server that holds a certificate of the agent's choosing.
+// An agent that called over HTTPS (agentTLS), or one matched by SNI, is not downgraded: unless
+// the target writes its `tls`, the upstream is verify-full. The name checked is server_name;
+// else, for a target matched by SNI or without a credential, the pinned host's name, else the
+// SNI the target matched, else the name the agent asked for; else the address. A credential is
+// never sent to a server checked against a name the agent chose freely: the proxy would accept
+// any server holding a certificate for it.
 func httpUpstream(c *proxy.Conn, agentTLS *tls.ConnectionState) (httpproto.Upstream, string, error) {
 	t := c.Target.Upstream
 	addr := proxy.UpstreamAddr(c)

@@ -468,14 +468,7 @@ func TestRefusalAfterAnErrorInTheBatch(t *testing.T) {
 	c := p.connect(t)
 	defer c.Close(context.Background())
 	fe := c.Frontend()
-	receive := func() pgproto3.BackendMessage {
-		t.Helper()
-		m, err := fe.Receive()
-		if err != nil {
-			t.Fatalf("receive: %v", err)
-		}
-		return m
-	}
+	receive := func() pgproto3.BackendMessage { return receiveMessage(t, fe) }
 	for _, m := range []pgproto3.FrontendMessage{
 		&pgproto3.Parse{Query: "select 1/($1::int - 7)"},
 		&pgproto3.Bind{Parameters: [][]byte{[]byte("7")}}, // fails: division by zero
@@ -547,14 +540,7 @@ func TestMessagesTheServerDiscards(t *testing.T) {
 			conn := p.connect(t)
 			defer conn.Close(context.Background())
 			fe := conn.Frontend()
-			receive := func() pgproto3.BackendMessage {
-				t.Helper()
-				m, err := fe.Receive()
-				if err != nil {
-					t.Fatalf("receive: %v", err)
-				}
-				return m
-			}
+			receive := func() pgproto3.BackendMessage { return receiveMessage(t, fe) }
 			send := func(msgs ...pgproto3.FrontendMessage) {
 				t.Helper()
 				for _, m := range msgs {
@@ -586,4 +572,14 @@ func TestMessagesTheServerDiscards(t *testing.T) {
 			}
 		})
 	}
+}
+
+// receiveMessage is fe's next message; the test fails if there is none.
+func receiveMessage(t *testing.T, fe *pgproto3.Frontend) pgproto3.BackendMessage {
+	t.Helper()
+	m, err := fe.Receive()
+	if err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	return m
 }

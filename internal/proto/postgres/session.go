@@ -409,8 +409,11 @@ type opQueue struct {
 	done []opRefs
 	// discarding says the server discards everything up to the next Sync: an error ended its
 	// batch when no Sync was queued. Set by frontOrDiscarding, cleared by endDiscarding at the
-	// ReadyForQuery that Sync brings; syncQueued says a Sync was queued since.
-	discarding, syncQueued bool
+	// ReadyForQuery that Sync brings (both on the server side, under mu; atomic so that the
+	// server side's check at every ReadyForQuery takes no lock); syncQueued says a Sync was
+	// queued since.
+	discarding atomic.Bool
+	syncQueued bool
 }
 
 // opRefs is what an op holds a reference to.
@@ -430,7 +433,7 @@ func (q *opQueue) pushProbe(o op) bool { return q.pushUnlessDiscarding(o, true) 
 
 func (q *opQueue) pushUnlessDiscarding(o op, probe bool) bool {
 	q.mu.Lock()
-	if probe && q.discarding && !q.syncQueued {
+	if probe && q.discarding.Load() && !q.syncQueued {
 		q.mu.Unlock()
 		return false
 	}
@@ -481,7 +484,8 @@ func (q *opQueue) frontOrDiscarding() *op {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.head == len(q.ops) {
-		q.discarding, q.syncQueued = true, false
+		q.discarding.Store(true)
+		q.syncQueued = false
 		return nil
 	}
 	return q.ops[q.head]
@@ -490,11 +494,14 @@ func (q *opQueue) frontOrDiscarding() *op {
 // endDiscarding reports whether the server was discarding up to a Sync (see frontOrDiscarding),
 // and clears it: the ReadyForQuery the server side has just read is that Sync's.
 func (q *opQueue) endDiscarding() bool {
+	if !q.discarding.Load() {
+		return false // only the server side sets it, and it is the caller
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	d := q.discarding
-	q.discarding, q.syncQueued = false, false
-	return d
+	q.discarding.Store(false)
+	q.syncQueued = false
+	return true
 }
 
 func (q *opQueue) pop() {

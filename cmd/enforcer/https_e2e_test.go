@@ -138,6 +138,9 @@ func TestHTTPSFromTheAgent(t *testing.T) {
 	if fi, err := os.Stat(strings.TrimSpace(string(file))); err != nil || fi.Mode().Perm() != 0o644 {
 		t.Errorf("published certificate: %v %v", fi.Mode(), err)
 	}
+	if st := e.status(); st.AgentCA != strings.TrimSpace(string(file)) {
+		t.Errorf("status names the agent CA %q, agent-ca --file %q", st.AgentCA, file)
+	}
 	env, _ := exec.Command(enforcerBin, "agent-ca", "--env", "--socket", e.socket).Output()
 	if !strings.Contains(string(env), "export NODE_EXTRA_CA_CERTS="+strings.TrimSpace(string(file))) || !strings.Contains(string(env), "export SSL_CERT_FILE=") {
 		t.Errorf("agent-ca --env: %s", env)

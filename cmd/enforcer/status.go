@@ -36,6 +36,9 @@ func cmdStatus(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if st.Identity != "" {
 		fmt.Fprintf(w, "identity:\t%s\n", st.Identity)
 	}
+	if st.AgentCA != "" {
+		fmt.Fprintf(w, "agent CA:\t%s (`enforcer run` trusts it; `enforcer agent-ca --env` for other launchers)\n", st.AgentCA)
+	}
 	var progs []string
 	for _, p := range st.Redirect.Programs {
 		s := p.Attach

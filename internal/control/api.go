@@ -12,6 +12,7 @@ type Status struct {
 	Policy      string             `json:"policy"`
 	ProxyPort   uint16             `json:"proxy_port"`
 	Identity    string             `json:"identity,omitempty"`
+	AgentCA     string             `json:"agent_ca,omitempty"` // the file of the certificate agents trust for HTTPS
 	Sessions    []identity.Session `json:"sessions"`
 	Cgroups     []Cgroup           `json:"cgroups"`
 	Connections []Connection       `json:"connections"`

@@ -62,6 +62,7 @@ func (d *Daemon) handleStatus(ctx context.Context, c control.Caller, r *http.Req
 		Redirect:  rs,
 		Policy:    d.cfg.Policy,
 		ProxyPort: d.cfg.ProxyPort,
+		AgentCA:   agentCAFile(d.cfg),
 		Identity:  d.ids.Provider().Name(),
 		Sessions:  d.ids.Sessions(c.UID),
 	}

@@ -31,12 +31,7 @@ import (
 func TestAgentHTTPS(t *testing.T) {
 	const token = "review-token-51d0"
 	t.Setenv("REVIEW_API_TOKEN", token)
-	ca, err := agentca.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
+	ca, roots := testAgentCA(t)
 	u := newReviewUpstream(t)
 	p, tg := reviewPolicyFor(t, u, `rules:
   - {name: no-deletes, when: 'http.method == "DELETE"', action: block}
@@ -93,12 +88,7 @@ func TestAgentHTTPS(t *testing.T) {
 // over the TLS it opened, so an HTTPS client shows the reason and the command to run. One over
 // its uid's connection limit costs the daemon no handshake: it is reset.
 func TestRefusalOverHTTPS(t *testing.T) {
-	ca, err := agentca.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
+	ca, roots := testAgentCA(t)
 	for _, c := range []struct {
 		name   string
 		reason error
@@ -162,10 +152,7 @@ func TestRefusalOverHTTPS(t *testing.T) {
 // TestAcceptEnds: what accept waits for (the first byte, the handshake) ends with its bounds,
 // and at once when the connection's context ends; nothing is left waiting.
 func TestAcceptEnds(t *testing.T) {
-	ca, err := agentca.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, _ := testAgentCA(t)
 	for _, c := range []struct {
 		name      string
 		send      []byte // what the client sends, then nothing
@@ -208,12 +195,7 @@ func TestAcceptEnds(t *testing.T) {
 // reviewer and which then goes away withdraws it: the client watch reads through TLS.
 func TestHeldRequestWithdrawnWhenTLSClientLeaves(t *testing.T) {
 	t.Setenv("REVIEW_API_TOKEN", "review-token-0b7e")
-	ca, err := agentca.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Certificate())
+	ca, roots := testAgentCA(t)
 	u := newReviewUpstream(t)
 	p, tg := reviewPolicyFor(t, u, `rules:
   - {name: refunds, when: 'http.method == "POST"', action: approve, approvers: [sre]}
@@ -307,4 +289,16 @@ func agentConn(t *testing.T) (net.Conn, *proxy.Conn) {
 		Origin: redirect.Origin{Dst: netip.MustParseAddrPort("198.18.1.3:443")}, Log: slog.New(slog.DiscardHandler)}
 	t.Cleanup(pc.Close)
 	return raw, pc
+}
+
+// testAgentCA is a new agent CA, and a pool of roots that trusts it.
+func testAgentCA(t *testing.T) (*agentca.Authority, *x509.CertPool) {
+	t.Helper()
+	ca, err := agentca.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	return ca, roots
 }

@@ -304,10 +304,7 @@ func TestHTTPUpstreamCredential(t *testing.T) {
 // daemon builds for it, as alice (group eng) from this process.
 func reviewAgent(t *testing.T, d *Daemon, tg *policy.Target, dst string) net.Conn {
 	t.Helper()
-	ca, err := agentca.Open(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca, _ := testAgentCA(t)
 	return reviewAgentOf(t, d, tg, dst, ca)
 }
 

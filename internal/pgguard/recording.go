@@ -607,7 +607,8 @@ func (r *recorder) resultDone(id uint64, known bool, now time.Time) error {
 	}
 	r.curTime = now
 	if known {
-		if at, ok := r.starts.of(id); ok {
+		// A skipped statement's time since it was sent says nothing of it.
+		if at, ok := r.starts.of(id); ok && !r.cur.Skipped {
 			r.cur.DurationUS = now.Sub(at).Microseconds()
 		}
 	}
@@ -684,7 +685,7 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 			r.begin(res.Statement)
 		}
 		r.cur.RowCount++
-	case postgres.ResultCommandComplete, postgres.ResultError, postgres.ResultPortalSuspended:
+	case postgres.ResultCommandComplete, postgres.ResultError, postgres.ResultPortalSuspended, postgres.ResultSkipped:
 		if !r.collecting {
 			r.begin(res.Statement)
 		}
@@ -698,6 +699,8 @@ func (g *Guard) recordResult(res *postgres.Result) error {
 			cur.CommandTag = r.lastTag
 		case postgres.ResultPortalSuspended:
 			cur.Suspended = true
+		case postgres.ResultSkipped:
+			cur.Skipped = true
 		default:
 			if res.Error != nil {
 				cur.Error, cur.ErrorCode = res.Error.Message, res.Error.Code

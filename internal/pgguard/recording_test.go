@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -502,5 +503,88 @@ func TestRecordMasksTextAndArguments(t *testing.T) {
 				t.Errorf("text %q", stmt.Text)
 			}
 		})
+	}
+}
+
+// TestSkippedStatementsRecorded: statements the server skipped after an error earlier in their
+// batch were judged, and a write recorded ahead, when they were sent. Their records end as
+// skipped, so an auditor does not take them for statements that ran; the replay says so.
+func TestSkippedStatementsRecorded(t *testing.T) {
+	p := startGuardedProxy(t, allowAllPolicy)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := p.connect(t)
+	pl := c.StartPipeline(ctx)
+	pl.SendQueryParams("select 1/(select 0)", nil, nil, nil, nil)
+	pl.SendQueryParams("update t set secret = 'changed' where id = 1", nil, nil, nil, nil)
+	pl.SendQueryParams("select 2", nil, nil, nil, nil)
+	pl.SendPipelineSync()
+	if err := pl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if r, err := pl.GetResults(); err == nil && r == nil {
+			break
+		} else if rr, ok := r.(*pgconn.ResultReader); ok {
+			rr.Close()
+		} else if _, ok := r.(*pgconn.PipelineSync); ok {
+			break
+		}
+	}
+	if err := pl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if res := c.ExecParams(ctx, "select 3", nil, nil, nil, nil).Read(); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	c.Close(ctx)
+	if got := p.direct(t, "select secret from t where id = 1"); got != "v1" {
+		t.Fatalf("the skipped update ran: secret is %q", got)
+	}
+	recs := p.session(t)
+	ends := map[string]string{} // statement text → how the record says it ended
+	texts := map[uint64]string{}
+	for _, ev := range eventsOf(t, recs) {
+		var res *record.Result
+		switch {
+		case ev.Statement != nil:
+			texts[ev.Statement.ID] = ev.Statement.Text
+			ends[ev.Statement.Text] = "none"
+			res = ev.Statement.Result
+			if res != nil {
+				res.StatementID = ev.Statement.ID
+			}
+		case ev.Result != nil:
+			res = ev.Result
+		}
+		if res == nil {
+			continue
+		}
+		end := res.CommandTag
+		switch {
+		case res.Skipped:
+			end = "skipped"
+		case res.Error != "":
+			end = "error " + res.ErrorCode
+		}
+		text := texts[res.StatementID]
+		if ev.Statement != nil {
+			text = ev.Statement.Text
+		}
+		ends[text] = end
+	}
+	want := map[string]string{
+		"select 1/(select 0)":                          "error 22012",
+		"update t set secret = 'changed' where id = 1": "skipped",
+		"select 2": "skipped",
+		"select 3": "SELECT 1",
+	}
+	for text, end := range want {
+		if ends[text] != end {
+			t.Errorf("%q recorded as ending %q, want %q (all: %q)", text, ends[text], end, ends)
+		}
+	}
+	if out := replayText(t, recs); strings.Count(out, "SKIPPED") != 2 {
+		t.Errorf("the replay does not show two skipped statements:\n%s", out)
 	}
 }

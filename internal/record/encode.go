@@ -187,6 +187,7 @@ func appendResult(dst []byte, r *Result) []byte {
 		}
 		o.b = append(o.b, ']')
 	}
+	o.trueOmit("skipped", r.Skipped)
 	o.uintOmit("statement_id", r.StatementID)
 	o.trueOmit("suspended", r.Suspended)
 	o.trueOmit("truncated", r.Truncated)

@@ -37,7 +37,7 @@ func TestAppendPayloadMatchesEncodingJSON(t *testing.T) {
 		events = append(events,
 			Event{Type: TypeStatement, Statement: &Statement{Text: s, Verdict: VerdictAllow}},
 			Event{Type: TypeStatement, Statement: &Statement{ApprovalID: s, Class: "read,write", ID: 1<<64 - 1, Params: []*string{sp(s), nil, sp("")}, Protocol: "extended", Rule: s, Text: s, Verdict: s}},
-			Event{Type: TypeResult, Result: &Result{Bytes: 12345, ContentType: s, ColumnTypes: []uint32{23, 4294967295}, Columns: []string{s, "b"}, CommandTag: s, DurationUS: -3, Error: s, ErrorCode: "42501", RowCount: 7, Rows: [][]*string{{sp(s), nil}, nil, {}}, StatementID: 17, Suspended: true, Truncated: true}},
+			Event{Type: TypeResult, Result: &Result{Bytes: 12345, ContentType: s, ColumnTypes: []uint32{23, 4294967295}, Columns: []string{s, "b"}, CommandTag: s, DurationUS: -3, Error: s, ErrorCode: "42501", RowCount: 7, Rows: [][]*string{{sp(s), nil}, nil, {}}, Skipped: true, StatementID: 17, Suspended: true, Truncated: true}},
 			Event{Type: TypeResult, Result: &Result{}},
 			Event{Type: TypeResult, Result: &Result{Columns: []string{}, Rows: [][]*string{}, ColumnTypes: []uint32{}}},
 			Event{Type: TypeNotice, Notice: &Notice{Message: s}},

@@ -111,7 +111,10 @@ type Result struct {
 	ErrorCode   string      `json:"error_code,omitempty"` // SQLSTATE
 	RowCount    int64       `json:"row_count"`
 	Rows        [][]*string `json:"rows,omitempty"`
-	StatementID uint64      `json:"statement_id,omitempty"` // the Statement.ID it answers, when recorded apart from it
+	// Skipped says the statement never ran: an error earlier in its batch made the server
+	// discard it (and the client received nothing for it).
+	Skipped     bool   `json:"skipped,omitempty"`
+	StatementID uint64 `json:"statement_id,omitempty"` // the Statement.ID it answers, when recorded apart from it
 	// Suspended says the Execute stopped at its row limit: the portal's further rows are the
 	// results of later statements (Executes of the same portal).
 	Suspended bool `json:"suspended,omitempty"`

@@ -67,6 +67,10 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 		renderHTTPResponse(r, of, line)
 		return
 	}
+	if r.Skipped {
+		line("SKIPPED", "%snot run: an error earlier in its batch made the server skip it", of)
+		return
+	}
 	if r.Error != "" {
 		line("ERROR", "%s%s%s", of, r.Error, codeSuffix(r.ErrorCode))
 		// Rows that reached the client before the error (or before it went away) are what it saw.

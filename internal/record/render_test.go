@@ -594,3 +594,26 @@ func TestRenderNamesStatementOfResult(t *testing.T) {
 		t.Fatalf("statement:\n%sresult:\n%s", st, res)
 	}
 }
+
+// TestRenderSkipped: a statement the server skipped reads as not run, alone or with its
+// statement, never as a result.
+func TestRenderSkipped(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		ev   Event
+		want string
+	}{
+		{"apart", Event{Type: TypeResult, Result: &Result{StatementID: 7, Skipped: true}},
+			"SKIPPED  (of #7) not run: an error earlier in its batch made the server skip it\n"},
+		{"with its statement", Event{Type: TypeStatement, Statement: &Statement{Text: "select 1", Verdict: VerdictAllow,
+			Result: &Result{Skipped: true}}}, "SKIPPED  not run: an error earlier in its batch made the server skip it\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.ev.Session, c.ev.Time = "s", time.Unix(0, 0)
+			out := renderEvent(c.ev, time.UTC)
+			if !strings.HasSuffix(out, c.want) || strings.Contains(out, "RESULT") {
+				t.Fatalf("rendered as:\n%s", out)
+			}
+		})
+	}
+}

@@ -14,10 +14,11 @@ type Hook interface {
 	// connection or disconnects, so a held statement can give up. While holding, the hook may call
 	// s.Notice to tell the client at once why it waits.
 	Statement(ctx context.Context, s *Statement) Verdict
-	// Result sees one result message. Rows (RowDescription, DataRow) and COPY data reach it only for
-	// statements whose Verdict set Observe; command completions, suspended portals, errors, notices
-	// and notifications always do, because masking must see every text the server sends. The hook may rewrite the
-	// message through r's setters. A non-nil error ends the session: the client gets an ErrorResponse
+	// Result sees one result message, or a statement the server skipped (ResultSkipped, which
+	// carries no message). Rows (RowDescription, DataRow) and COPY data reach it only for
+	// statements whose Verdict set Observe; command completions, suspended portals, errors, skips,
+	// notices and notifications always do, because masking must see every text the server sends
+	// and a record every statement's end. The hook may rewrite the message through r's setters. A non-nil error ends the session: the client gets an ErrorResponse
 	// and the data does not pass (fail closed).
 	Result(ctx context.Context, r *Result) error
 }
@@ -195,6 +196,10 @@ const (
 	// ResultPortalSuspended ends an Execute that reached its row limit: the portal has more rows,
 	// for a later Execute (a Statement of its own).
 	ResultPortalSuspended
+	// ResultSkipped says the server never ran the statement: an error earlier in the same
+	// extended-protocol batch made it discard every message up to the client's Sync. It is the
+	// statement's only result, and the client received nothing for it.
+	ResultSkipped
 )
 
 // Result is one message from the server, shown to the hook. Slices alias the proxy's read buffer and

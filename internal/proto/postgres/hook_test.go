@@ -568,3 +568,121 @@ func TestDelivered(t *testing.T) {
 		t.Fatalf("a statement was not followed by a forward:\n%s", events)
 	}
 }
+
+// endsHook records how each statement ended: "done", "error" or "skipped", with its text.
+type endsHook struct {
+	PassThrough
+	mu   sync.Mutex
+	ends []string
+}
+
+func (h *endsHook) Statement(context.Context, *Statement) Verdict { return Verdict{Observe: true} }
+
+func (h *endsHook) Result(_ context.Context, r *Result) error {
+	end := map[ResultKind]string{ResultCommandComplete: "done", ResultError: "error", ResultSkipped: "skipped"}[r.Kind]
+	if end == "" || r.Statement == nil {
+		return nil
+	}
+	h.mu.Lock()
+	h.ends = append(h.ends, end+":"+r.Statement.SQL)
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *endsHook) take() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s := strings.Join(h.ends, ", ")
+	h.ends = nil
+	return s
+}
+
+// TestSkippedStatements: after an error in an extended-protocol batch the server runs nothing up
+// to the client's Sync. Every statement it so skipped reaches the hook as skipped, after the
+// error, whether the proxy had queued it when the error came (a pipeline) or it was sent after
+// (a client that waits for the error first); the batch after the Sync runs as usual.
+func TestSkippedStatements(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	t.Run("pipelined", func(t *testing.T) {
+		h := &endsHook{}
+		_, c := hookProxy(t, h)
+		pl := c.StartPipeline(ctx)
+		pl.SendQueryParams("SELECT 1/(SELECT 0)", nil, nil, nil, nil) // fails in Execute, not in Bind
+		pl.SendQueryParams("SELECT 2", nil, nil, nil, nil)
+		pl.SendQueryParams("SELECT 3", nil, nil, nil, nil)
+		pl.SendPipelineSync()
+		pl.SendQueryParams("SELECT 4", nil, nil, nil, nil)
+		pl.SendPipelineSync()
+		if err := pl.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for range 20 {
+			r, err := pl.GetResults()
+			if err != nil {
+				got = append(got, "err:"+pgCode(err))
+				continue
+			}
+			if r == nil {
+				break
+			}
+			switch r := r.(type) {
+			case *pgconn.ResultReader:
+				if res := r.Read(); res.Err != nil {
+					got = append(got, "err:"+pgCode(res.Err))
+				} else {
+					got = append(got, string(res.Rows[0][0]))
+				}
+			case *pgconn.PipelineSync:
+				got = append(got, "sync")
+			}
+		}
+		if err := pl.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if s := strings.Join(got, ","); s != "err:22012,sync,4,sync" {
+			t.Errorf("client got %s", s)
+		}
+		want := "error:SELECT 1/(SELECT 0), skipped:SELECT 2, skipped:SELECT 3, done:SELECT 4"
+		if got := h.take(); got != want {
+			t.Fatalf("hook saw %q, want %q", got, want)
+		}
+	})
+	t.Run("sent after the error", func(t *testing.T) {
+		h := &endsHook{}
+		_, c := hookProxy(t, h)
+		fe := c.Frontend()
+		send := func(msgs ...pgproto3.FrontendMessage) {
+			t.Helper()
+			for _, m := range msgs {
+				fe.Send(m)
+			}
+			if err := fe.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		receiveUntil := func(want string) {
+			t.Helper()
+			for {
+				m, err := fe.Receive()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if fmt.Sprintf("%T", m) == want {
+					return
+				}
+			}
+		}
+		send(&pgproto3.Parse{Query: "SELECT 1/(SELECT 0)"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{})
+		receiveUntil("*pgproto3.ErrorResponse")
+		send(&pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Query{String: "SELECT 5"}, &pgproto3.Sync{})
+		receiveUntil("*pgproto3.ReadyForQuery")
+		send(&pgproto3.Query{String: "SELECT 6"})
+		receiveUntil("*pgproto3.ReadyForQuery")
+		want := "error:SELECT 1/(SELECT 0), skipped:SELECT 1/(SELECT 0), skipped:SELECT 5, done:SELECT 6"
+		if got := h.take(); got != want {
+			t.Fatalf("hook saw %q, want %q", got, want)
+		}
+	})
+}

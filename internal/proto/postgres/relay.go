@@ -603,7 +603,9 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 		// queued, they would take the answers of the messages after.
 		for o := c.ops.front(); o != nil; o = c.ops.front() {
 			k := o.kind
-			c.undoSkipped(o)
+			if err := c.undoSkipped(o); err != nil {
+				return err
+			}
 			c.ops.pop()
 			if k == opSync {
 				break
@@ -753,52 +755,87 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 // shown to the hook; in the extended protocol the server then skips to Sync, and so does the op queue.
 func (c *conn) onServerError(o *op, msg []byte) error {
 	if o != nil && o.kind == opProbe {
-		refusal := o.refusal
-		c.skipExtended(o)
-		out, _ := refusal.Encode(c.cw.buffer())
-		return c.cw.queued(out)
+		out, _ := o.refusal.Encode(c.cw.buffer())
+		if err := c.cw.queued(out); err != nil {
+			return err
+		}
+		return c.skipExtended(o)
 	}
 	var e pgproto3.ErrorResponse
 	if err := e.Decode(msg[headerLength:]); err != nil {
 		return fmt.Errorf("upstream sent a malformed ErrorResponse: %w: %w", errMalformed, err)
 	}
 	c.res = Result{Kind: ResultError, Error: &e}
-	if o != nil {
-		// Taken before skipExtended pops the op and clears it.
-		c.res.Statement = o.st
-		c.skipExtended(o)
+	if o == nil {
+		return c.deliverMessage(msg, &e)
 	}
-	return c.deliverMessage(msg, &e)
+	c.res.Statement = o.st
+	// The error first, then what the server skipped because of it: the hook sees them in the
+	// order they happened.
+	if err := c.deliverMessage(msg, &e); err != nil {
+		return err
+	}
+	return c.skipExtended(o)
 }
 
 // skipExtended drops the failed extended-protocol op and every op after it up to Sync, undoing the
-// statements those Parses would have created.
-func (c *conn) skipExtended(o *op) {
-	switch o.kind {
+// statements those Parses would have created and showing the hook the statements it will never
+// see answered.
+func (c *conn) skipExtended(failed *op) error {
+	switch failed.kind {
 	case opQuery, opFunction, opSync:
-		return
+		return nil
 	}
-	for o != nil && o.kind != opSync {
-		c.undoSkipped(o)
+	// The failed message itself ran nothing: only what it would have made is undone.
+	if failed.kind == opBind && failed.portal != nil {
+		failed.portal.failed.Store(true)
+	}
+	if failed.kind == opParse {
+		c.undoParse(failed)
+	}
+	c.ops.pop()
+	for o := c.ops.frontOrDiscarding(); o != nil && o.kind != opSync; o = c.ops.frontOrDiscarding() {
+		if err := c.undoSkipped(o); err != nil {
+			return err
+		}
 		c.ops.pop()
-		o = c.ops.frontOrDiscarding()
 	}
+	return nil
 }
 
 // undoSkipped undoes what the proxy took o's message to have done, for a message the server
 // skipped: a Bind's portal (the server kept what the name had before, if anything), a Parse's
-// statement.
-func (c *conn) undoSkipped(o *op) {
-	if o.kind == opBind && o.portal != nil {
-		o.portal.failed.Store(true)
-	}
-	if o.kind == opParse && o.stmt != nil {
-		c.stmtMu.Lock()
-		if c.stmts.get(o.name) == o.stmt {
-			c.dropStmt(c.stmts.put(o.name, nil))
+// statement. A statement the message would have run is shown to the hook as skipped: it was
+// judged (and perhaps recorded) when it was sent, and nothing else will ever say it did not run.
+func (c *conn) undoSkipped(o *op) error {
+	switch o.kind {
+	case opBind:
+		if o.portal != nil {
+			o.portal.failed.Store(true)
 		}
-		c.stmtMu.Unlock()
+	case opParse:
+		c.undoParse(o)
+	case opExecute, opQuery, opFunction:
+		if o.st != nil {
+			c.res = Result{Kind: ResultSkipped, Statement: o.st}
+			if err := c.hook.Result(c.ctx, &c.res); err != nil {
+				return c.failResult(err)
+			}
+		}
 	}
+	return nil
+}
+
+// undoParse forgets the statement of a Parse the server did not complete.
+func (c *conn) undoParse(o *op) {
+	if o.stmt == nil {
+		return
+	}
+	c.stmtMu.Lock()
+	if c.stmts.get(o.name) == o.stmt {
+		c.dropStmt(c.stmts.put(o.name, nil))
+	}
+	c.stmtMu.Unlock()
 }
 
 func (c *conn) failResult(err error) error {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/identity"
+	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
 func cmdLogin(ctx context.Context, fs *flag.FlagSet, args []string) error {
@@ -111,8 +112,13 @@ func cmdBind(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	return nil
 }
 
+// writeJSON prints v as indented JSON for a terminal or a program: values from agents and
+// servers (process names, statements) may hold characters a terminal acts on, which are escaped.
 func writeJSON(v any) error {
-	enc := json.NewEncoder(os.Stdout)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = os.Stdout.Write(record.EscapeJSONControls(append(b, '\n')))
+	return err
 }

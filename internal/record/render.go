@@ -75,7 +75,7 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 		line("ERROR", "%s%s%s", of, r.Error, codeSuffix(r.ErrorCode))
 		// Rows that reached the client before the error (or before it went away) are what it saw.
 		if len(r.Columns) > 0 && len(r.Rows) > 0 {
-			b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
+			writeTable(b, PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
 		}
 		return
 	}
@@ -86,7 +86,17 @@ func renderResult(r *Result, line func(tag, format string, args ...any), b *stri
 	}
 	line("RESULT", "%s%s%s", of, tag, durationSuffix(r.DurationUS))
 	if len(r.Columns) > 0 {
-		b.WriteString(PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
+		writeTable(b, PsqlTable(r.Columns, r.ColumnTypes, r.Rows, r.RowCount))
+	}
+}
+
+// writeTable writes a result table on continuation lines. A cell's newline starts a table line
+// (as in psql), and the agent chooses the cells: at the margin, a line of a cell could read as
+// an event of its own.
+func writeTable(b *strings.Builder, table string) {
+	for line := range strings.Lines(table) {
+		b.WriteString(continuation)
+		b.WriteString(line)
 	}
 }
 
@@ -512,6 +522,7 @@ func (c psqlCell) width() int {
 // formatPsqlCell formats a value like psql's pg_wcsformat: a newline starts a new line, a tab
 // becomes spaces up to the next multiple of 8, a carriage return shows as \r and other control
 // characters as \xNN; wide (East Asian) characters count two cells and combining marks none.
+// Unlike psql, it shows bidirectional controls as \uNNNN (see escapeControls).
 func formatPsqlCell(s string) psqlCell {
 	var c psqlCell
 	var line strings.Builder
@@ -540,6 +551,10 @@ func formatPsqlCell(s string) psqlCell {
 		case 0x80 <= r && r < 0xa0:
 			fmt.Fprintf(&line, `\x%02X`, string(r)[0]) // psql prints the first byte
 			w += 4
+		case isBidiControl(r):
+			// psql prints these as they are; a terminal would reorder the text around them.
+			fmt.Fprintf(&line, `\u%04X`, r)
+			w += 6
 		default:
 			line.WriteRune(r)
 			w += runeWidth(r)
@@ -586,7 +601,7 @@ func RenderReplayJSON(w io.Writer, recs []Record) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(escapeJSONControls(append(b, '\n')))
+	_, err = w.Write(EscapeJSONControls(append(b, '\n')))
 	return err
 }
 
@@ -597,16 +612,17 @@ func RenderRecordJSON(w io.Writer, rec Record) error {
 	if err != nil {
 		return err
 	}
-	_, err = w.Write(escapeJSONControls(append(b, '\n')))
+	_, err = w.Write(EscapeJSONControls(append(b, '\n')))
 	return err
 }
 
-// escapeJSONControls escapes in JSON text the characters encoding/json writes raw that a
-// terminal would act on: DEL and the C1 controls (U+0080–U+009F, CSI and OSC among them), and
-// replaces bytes that are not UTF-8 with U+FFFD, as encoding/json does in strings it encodes.
-// `enforcer replay --json` is often read on a terminal, and outside strings none of these can
-// occur in valid JSON, so the escapes change no value.
-func escapeJSONControls(b []byte) []byte {
+// EscapeJSONControls escapes in JSON text the characters encoding/json writes raw that a
+// terminal would act on: DEL, the C1 controls (U+0080–U+009F, CSI and OSC among them) and the
+// bidirectional controls (see isBidiControl), and replaces bytes that are not UTF-8 with U+FFFD,
+// as encoding/json does in strings it encodes. JSON output of the CLI is often read on a
+// terminal, and outside strings none of these can occur in valid JSON, so the escapes change no
+// value.
+func EscapeJSONControls(b []byte) []byte {
 	clean := true
 	for _, c := range b {
 		if c >= 0x7f {
@@ -623,7 +639,7 @@ func escapeJSONControls(b []byte) []byte {
 		switch {
 		case r == utf8.RuneError && size == 1:
 			out = append(out, `\ufffd`...)
-		case r == 0x7f || 0x80 <= r && r < 0xa0:
+		case r == 0x7f || 0x80 <= r && r < 0xa0 || isBidiControl(r):
 			out = fmt.Appendf(out, `\u%04x`, r)
 		default:
 			out = append(out, b[i:i+size]...)
@@ -744,6 +760,9 @@ func RenderSessions(w io.Writer, ss []SessionSummary, loc *time.Location) error 
 			strconv.Itoa(s.Statements), strconv.Itoa(s.Blocked), strconv.Itoa(s.Held), status}
 		rows[i] = make([]*string, len(vals))
 		for j := range vals {
+			// One line per session: the agent names its process, and a newline in the name
+			// would draw a row of its own.
+			vals[j] = EscapeLine(vals[j])
 			rows[i][j] = &vals[j]
 		}
 	}

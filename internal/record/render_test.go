@@ -73,7 +73,8 @@ func TestRenderReplayAndExports(t *testing.T) {
 		"process psql pid 99 uid 1000 exe /usr/bin/psql",
 		"ALLOW    [read] SELECT id, email FROM users ORDER BY id LIMIT 2",
 		"RESULT   SELECT 2  (1.234 ms)",
-		" id |       email       \n----+-------------------\n  1 | a****@example.com\n  2 | \n(2 rows)\n",
+		// The table is on continuation lines: a cell's lines cannot pass for events.
+		strings.ReplaceAll(" id |       email       \n----+-------------------\n  1 | a****@example.com\n  2 | \n(2 rows)", "\n", "\n"+continuation) + "\n",
 		"BLOCKED  [ddl, rule no-destructive-ddl] DROP TABLE users",
 		"HELD     [write, rule writes-need-review, approval ap-1] DELETE FROM orders WHERE id = $1",
 		"params $1='7'",
@@ -206,6 +207,17 @@ func TestSessionsList(t *testing.T) {
 	if _, err := LoadSession(dir, "nope"); err == nil {
 		t.Fatal("unknown session loaded")
 	}
+
+	// The agent names its process (prctl(PR_SET_NAME)): one session stays one line, escaped.
+	ss[1].Process = hostile
+	out.Reset()
+	RenderSessions(&out, ss, nil)
+	if bad := terminalControl(out.String(), false); bad != "" {
+		t.Errorf("sessions table prints %s:\n%s", bad, out.String())
+	}
+	if n := strings.Count(out.String(), "\n"); n != 5 {
+		t.Errorf("sessions table has %d lines for 2 sessions, want 5:\n%s", n, out.String())
+	}
 }
 
 func TestFollowSession(t *testing.T) {
@@ -306,7 +318,7 @@ func TestStatementWithResult(t *testing.T) {
 // hostile is what an agent or a server can put in any field it controls: cursor movement and
 // line erasure, an OSC that retitles the terminal (ended by BEL), a screen clear, a C1 CSI, DEL,
 // NUL, backspace, and a newline followed by a forged event line.
-const hostile = "x /*\x1b[1A\x1b[2K\r fake */ \x1b]0;PWNED\x07\x1b[2J \u009b31m \x7f\x00\b\n2026-11-27 14:00:09.000  ALLOW    forged"
+const hostile = "x /*\x1b[1A\x1b[2K\r fake */ \x1b]0;PWNED\x07\x1b[2J \u009b31m \x7f\x00\b \u202e\u2066\n2026-11-27 14:00:09.000  ALLOW    forged"
 
 // TestEscapeControls: what a value from the session turns into, on a line of its own or as
 // text that may span lines.
@@ -342,15 +354,16 @@ func terminalControl(s string, crlf bool) string {
 		switch {
 		case r == '\n' || r == '\t':
 		case r == '\r' && crlf && strings.HasPrefix(s[i:], "\r\n"):
-		case r < 0x20 || r == 0x7f || 0x80 <= r && r < 0xa0:
+		case r < 0x20 || r == 0x7f || 0x80 <= r && r < 0xa0 || isBidiControl(r):
 			return fmt.Sprintf("%U at byte %d: %q", r, i, s[max(0, i-20):min(len(s), i+20)])
 		}
 	}
 	return ""
 }
 
-// eventLine matches a line that starts an event of the timeline.
-var eventLine = regexp.MustCompile(`(?m)^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}  `)
+// eventLine matches a line that starts an event of the timeline, or reads like one: an indent
+// of a few spaces is easily overlooked.
+var eventLine = regexp.MustCompile(`(?m)^\s*\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}  `)
 
 // TestRenderEscapesHostileFields puts hostile text in each field the agent, the server or the
 // log controls and checks that the replay and the asciicast export show it escaped: no raw ESC,

@@ -215,7 +215,7 @@ func (x *exchange) run(ctx context.Context, first byte) (ending, error) {
 		return resetConn, x.ex.Err
 	}
 	r.Body = body
-	if ref := checkBodyOverrides(r.Header, body); ref != nil {
+	if ref := checkBodyOverrides(r.Header, body, c.lim.maxRequestBody, x.takeBody); ref != nil {
 		return x.refuseAndClose(ref)
 	}
 	// The forwarded fields come from the proxy's own copy, not from the one the hook is shown.

@@ -3,6 +3,9 @@ package http
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -383,7 +386,13 @@ func checkOverrides(r *Request) *refusal {
 // Symfony and Laravel read it there) or at the top of a JSON object (Laravel reads it there too).
 // A body without Content-Type counts as a form, as Rack parses one; a multipart body the proxy
 // cannot read is refused, since it cannot tell.
-func checkBodyOverrides(h nethttp.Header, body []byte) *refusal {
+//
+// The body is read as servers' body parsers read it (Express's body-parser, ASP.NET's request
+// decompression): decompressed (gzip or deflate, at most limit bytes, each byte of it first
+// taken with take), and without a UTF-8 BOM. What the proxy cannot read that way is refused: a
+// coding it does not decode, a charset in which "_method" need not be its ASCII bytes, a JSON
+// object it cannot read to its end.
+func checkBodyOverrides(h nethttp.Header, body []byte, limit int64, take func(int64) bool) *refusal {
 	if len(body) == 0 {
 		return nil
 	}
@@ -391,10 +400,44 @@ func checkBodyOverrides(h nethttp.Header, body []byte) *refusal {
 	if len(types) == 0 {
 		types = []string{"application/x-www-form-urlencoded"}
 	}
-	if jsonHasMethodKey(body) {
+	for _, ct := range types {
+		// body-parser decodes UTF-16 and UTF-7 bodies before it parses them, and the proxy
+		// reads ASCII.
+		if cs, ok := maskableCharset(ct); !ok {
+			return refuse(nethttp.StatusUnsupportedMediaType, hintBodyForm,
+				"a request body in charset %s is not accepted: the enforcer cannot check that it names no other method", quote(cs))
+		}
+	}
+	decoded, ref := decodeRequestBody(contentCodings(h), body, limit, take)
+	if ref != nil {
+		return ref
+	}
+	for _, body := range decoded {
+		if ref := checkDecodedBodyOverrides(types, body); ref != nil {
+			return ref
+		}
+	}
+	return nil
+}
+
+// hintBodyForm says how to send a body the override check can read.
+const hintBodyForm = "send the body in UTF-8, uncompressed or with Content-Encoding gzip or deflate: the enforcer reads it as the service will, to check that it names no other method than the request line's"
+
+// utf8BOM opens some UTF-8 bodies; body parsers drop it before they parse.
+const utf8BOM = "\xef\xbb\xbf"
+
+func checkDecodedBodyOverrides(types []string, body []byte) *refusal {
+	for bytes.HasPrefix(body, []byte(utf8BOM)) {
+		body = body[len(utf8BOM):]
+	}
+	switch found, err := jsonHasMethodKey(body); {
+	case found:
 		// Whatever its Content-Type says: Laravel reads a body sent as JSON, and Express's
 		// method-override reads req.body, which a body parser may fill from any type.
 		return refuse(nethttp.StatusBadRequest, hintOverride, `a "_method" key in the JSON body is not accepted`)
+	case err != nil:
+		return refuse(nethttp.StatusBadRequest, "send a JSON body that is valid JSON, or a body that does not start with \"{\"",
+			`the body starts as a JSON object but cannot be read to its end (%v), so the enforcer cannot check that it has no "_method" key`, err)
 	}
 	for _, ct := range types {
 		mt, _, _ := strings.Cut(ct, ";")
@@ -417,37 +460,108 @@ func checkBodyOverrides(h nethttp.Header, body []byte) *refusal {
 	return nil
 }
 
+// decodeRequestBody returns the body as servers that decode request bodies read it: as it is
+// without a coding; gunzipped; for deflate, each of zlib's and raw deflate's reading that
+// succeeds (Node reads zlib, .NET raw deflate), so that a body one reads differently from the
+// other is checked both ways. Any other coding, or more than one, is refused.
+func decodeRequestBody(codings []string, body []byte, limit int64, take func(int64) bool) ([][]byte, *refusal) {
+	if len(codings) == 0 {
+		return [][]byte{body}, nil
+	}
+	if len(codings) > 1 {
+		return nil, refuse(nethttp.StatusUnsupportedMediaType, hintBodyForm,
+			"request content codings %s are not accepted, only one of gzip and deflate", quote(strings.Join(codings, ", ")))
+	}
+	var readers []func() (io.Reader, error)
+	switch codings[0] {
+	case "gzip", "x-gzip":
+		readers = append(readers, func() (io.Reader, error) { return gzip.NewReader(bytes.NewReader(body)) })
+	case "deflate":
+		readers = append(readers,
+			func() (io.Reader, error) { return zlib.NewReader(bytes.NewReader(body)) },
+			func() (io.Reader, error) { return flate.NewReader(bytes.NewReader(body)), nil })
+	default:
+		return nil, refuse(nethttp.StatusUnsupportedMediaType, hintBodyForm,
+			"request content coding %s is not accepted: the enforcer cannot decode it to check the body", quote(codings[0]))
+	}
+	var decoded [][]byte
+	var failure error
+	for _, open := range readers {
+		out, err := inflateBody(open, limit, take)
+		switch {
+		case err == errBodyBudget:
+			return nil, refuse(nethttp.StatusServiceUnavailable, "try again in a moment",
+				"the enforcer holds as many request bodies as it can")
+		case err == errBodyTooLarge:
+			return nil, refuse(nethttp.StatusRequestEntityTooLarge, "send a smaller body",
+				"request body larger than %d bytes once decompressed", limit)
+		case err != nil:
+			failure = err
+		default:
+			decoded = append(decoded, out)
+		}
+	}
+	if len(decoded) == 0 {
+		return nil, refuse(nethttp.StatusBadRequest, hintBodyForm, "the %s request body cannot be decompressed: %v", codings[0], failure)
+	}
+	return decoded, nil
+}
+
+// inflateBody reads a decompressed body whole, at most limit bytes, taking its buffer with take.
+func inflateBody(open func() (io.Reader, error), limit int64, take func(int64) bool) ([]byte, error) {
+	r, err := open()
+	if err != nil {
+		return nil, err
+	}
+	buf := &bodyBuffer{most: limit + 1, take: take}
+	n, err := io.Copy(buf, io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > limit {
+		return nil, errBodyTooLarge
+	}
+	return buf.buf, nil
+}
+
 // jsonHasMethodKey says whether body is a JSON object with a "_method" key at its top level
 // (see isMethodParam), as Laravel's request reads a JSON body: it then runs a POST as the method
-// that key names. Keys are read up to the first syntax error, so a body broken after such a key
-// counts too (a server's parser would take none of it, and refusing it costs nothing).
-func jsonHasMethodKey(body []byte) bool {
+// that key names. A key found before a syntax error counts (a server's parser would take none
+// of it, and refusing it costs nothing); an object it cannot read to its end is an error, since
+// a parser that reads further (V8's has no nesting limit, encoding/json stops at 10000 levels)
+// could find the key after it. What follows the object is not read: no server's JSON parser
+// takes a key from there (and NDJSON bodies carry more values).
+func jsonHasMethodKey(body []byte) (bool, error) {
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
-		return false
+		return false, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	if _, err := dec.Token(); err != nil {
-		return false
+		return false, err
 	}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return false
+			return false, err
 		}
 		key, ok := tok.(string)
 		if !ok {
-			return false
+			return false, fmt.Errorf("object key %v is not a string", tok)
 		}
 		if isMethodParam(key) {
-			return true
+			return true, nil
 		}
 		var value json.RawMessage
 		if err := dec.Decode(&value); err != nil {
-			return false
+			return false, err
 		}
 	}
-	return false
+	// More stops at the end of the input as at the object's '}': only the token says which.
+	if _, err := dec.Token(); err != nil {
+		return false, err
+	}
+	return false, nil
 }
 
 func multipartHasMethodField(contentType string, body []byte) (bool, error) {
@@ -494,9 +608,28 @@ func hasMethodParam(query string) bool {
 }
 
 // isMethodParam says whether a parameter name is "_method", in any case and as PHP reads it
-// too: it drops leading spaces and turns '.', ' ' and '[' into '_' (".method" is "_method").
+// too: it drops leading spaces and turns '.', ' ' and '[' into '_' (".method" is "_method"). A
+// name with brackets counts by the name it nests under: qs (Express's extended forms), PHP and
+// Rack read "_method[]" and "_method[0]" as a list named "_method", of which method-override
+// runs the first, and qs reads "[_method]" as "_method".
 func isMethodParam(name string) bool {
 	name = strings.TrimLeft(name, " ")
+	if namesMethod(name) {
+		return true
+	}
+	switch open := strings.IndexByte(name, '['); {
+	case open > 0:
+		return namesMethod(name[:open])
+	case open == 0:
+		if end := strings.IndexByte(name, ']'); end > 0 {
+			return namesMethod(name[1:end])
+		}
+	}
+	return false
+}
+
+// namesMethod says whether name is "_method" in any case, with PHP's '.', ' ' or '[' for '_'.
+func namesMethod(name string) bool {
 	if len(name) != len("_method") {
 		return false
 	}
@@ -817,7 +950,7 @@ func ReservedCredentialHeader(name string) bool {
 // the proxy would refuse it with, as Serve refuses the same request sent on the wire: request
 // line, field names and values (trimmed as read), framing, overrides, expectations. minor is the
 // HTTP/1.minor version; the body is read as sent (its size is not checked against any Server's
-// limit).
+// limit; decompressed to be checked, it may be as large as a Server's default MaxRequestBody).
 func Inspect(method, target string, minor int, header nethttp.Header, body []byte, cr *Credential) (*Request, error) {
 	if minor != 0 && minor != 1 {
 		return nil, refuse(nethttp.StatusHTTPVersionNotSupported, hintTunnel, "only HTTP/1.0 and HTTP/1.1 are supported")
@@ -847,7 +980,7 @@ func Inspect(method, target string, minor int, header nethttp.Header, body []byt
 	if _, _, ref := admit(h, r, cr); ref != nil {
 		return nil, ref
 	}
-	if ref := checkBodyOverrides(r.Header, body); ref != nil {
+	if ref := checkBodyOverrides(r.Header, body, defaultMaxRequestBody, func(int64) bool { return true }); ref != nil {
 		return nil, ref
 	}
 	r.Body = body

@@ -314,13 +314,20 @@ func TestEchoFilterEncodedFormsAcrossPieces(t *testing.T) {
 }
 
 // TestMaskedMediaLabelsLeakNothing: with masking on, a body labelled as an image or a video
-// passes unmasked only when its bytes are media. Data under a media label (a label an object
+// passes unmasked only when its bytes begin as media. Data under a media label (a label an object
 // store lets the agent choose with response-content-type, or a stored file's own) is masked
-// or withheld: text under a coding the proxy does not decode, a gzip, zip, 7z, xz, zstd or
-// SQLite file. Real media, gzip-encoded or not, and media formats the sniffer does not know
-// still pass.
+// or withheld: anything in a coding the proxy does not decode, even real media; a gzip, zip, 7z,
+// xz, zstd or SQLite file; compressed text without a magic number (brotli, raw deflate);
+// records with binary fields (protobuf, BSON, MessagePack). Real media of every common format,
+// gzip-encoded or not, still pass.
 func TestMaskedMediaLabelsLeakNothing(t *testing.T) {
 	binaryTail := "\x00\x01\x02\x03\xfe\xff" + strings.Repeat("\x10\x9c\x00", 40)
+	doc := strings.Repeat(exportCSV, 20)
+	protobuf := strings.Repeat("\x09\x07\x00\x00\x00\x00\x00\x00\x00"+ // a fixed64 id: NULs first
+		"\x12"+string(rune(len(testEmail)))+testEmail+"\x1a"+string(rune(len(testCard)))+testCard, 20)
+	bson := "\x3c\x00\x00\x00\x02email\x00\x10\x00\x00\x00" + testEmail + "\x00\x02card\x00\x14\x00\x00\x00" + testCard + "\x00\x00"
+	msgpack := "\x83\xa2id\xcf\x00\x00\x00\x00\x00\x00\x00\x07\xa5email\xaf" + testEmail + "\xa4card\xb3" + testCard
+	mpegTS := strings.Repeat("\x47\x40\x00\x10"+strings.Repeat("\xff", 184), 3)
 	cases := []struct {
 		name, contentType, encoding string
 		body                        func(t *testing.T) string
@@ -336,6 +343,16 @@ func TestMaskedMediaLabelsLeakNothing(t *testing.T) {
 		{"zstd under image/gif", "image/gif", "", bodyOf("\x28\xb5\x2f\xfd" + binaryTail), 502},
 		{"bzip2 under image/png", "image/png", "", bodyOf("BZh91AY&SY" + binaryTail), 502},
 		{"SQLite under font/woff2", "font/woff2", "", bodyOf("SQLite format 3\x00" + binaryTail), 502},
+		{"brotli CSV under image/png with br", "image/png", "br", bodyOf(brotliStored(doc)), 502},
+		{"raw deflate CSV under image/png with deflate", "image/png", "deflate", bodyOf(rawDeflateBytes(t, doc)), 502},
+		{"a brotli file under image/png", "image/png", "", bodyOf(brotliStored(doc)), 502},
+		{"a raw deflate file under image/png", "image/png", "", bodyOf(rawDeflateBytes(t, doc)), 502},
+		{"protobuf with a fixed64 first under image/png", "image/png", "", bodyOf(protobuf), 502},
+		{"BSON under image/jpeg", "image/jpeg", "", bodyOf(bson), 502},
+		{"MessagePack under video/mp4", "video/mp4", "", bodyOf(msgpack), 502},
+		{"no known media under image/png", "image/png", "", bodyOf(binaryTail), 502},
+		{"PNG with a br coding", "image/png", "br", bodyOf(pngStart + binaryTail), 502},
+		{"BMP header without its fields", "image/bmp", "", bodyOf("BM" + binaryTail), 502},
 		{"PNG", "image/png", "", bodyOf(pngStart + binaryTail), 200},
 		{"gzip-encoded PNG", "image/png", "gzip", bodyOf(pngStart + binaryTail), 200},
 		{"JPEG", "image/jpeg", "", bodyOf("\xff\xd8\xff\xe0\x00\x10JFIF\x00" + binaryTail), 200},
@@ -343,6 +360,21 @@ func TestMaskedMediaLabelsLeakNothing(t *testing.T) {
 		{"HEIC", "image/heic", "", bodyOf("\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + binaryTail), 200},
 		{"FLAC", "audio/flac", "", bodyOf("fLaC\x00\x00\x00\x22" + binaryTail), 200},
 		{"MP3 without a tag", "audio/mpeg", "", bodyOf("\xff\xfb\x90\x64" + binaryTail), 200},
+		{"MP3 with a tag", "audio/mpeg", "", bodyOf("ID3\x04\x00\x00\x00\x00\x00\x00" + binaryTail), 200},
+		{"AAC", "audio/aac", "", bodyOf("\xff\xf1\x50\x80\x2e\x7f\xfc" + binaryTail), 200},
+		{"GIF", "image/gif", "", bodyOf("GIF89a\x01\x00\x01\x00" + binaryTail), 200},
+		{"WebP", "image/webp", "", bodyOf("RIFF\x24\x00\x00\x00WEBPVP8 " + binaryTail), 200},
+		{"BMP", "image/bmp", "", bodyOf("BM\x36\x00\x0c\x00\x00\x00\x00\x00\x36\x00\x00\x00\x28\x00\x00\x00" + binaryTail), 200},
+		{"ICO", "image/x-icon", "", bodyOf("\x00\x00\x01\x00\x01\x00\x10\x10\x00\x00\x01\x00\x20\x00" + binaryTail), 200},
+		{"AVIF", "image/avif", "", bodyOf("\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + binaryTail), 200},
+		{"MP4", "video/mp4", "", bodyOf("\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41" + binaryTail), 200},
+		{"WebM", "video/webm", "", bodyOf("\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01" + binaryTail), 200},
+		{"MPEG transport stream", "video/mp2t", "", bodyOf(mpegTS), 200},
+		{"Ogg", "audio/ogg", "", bodyOf("OggS\x00\x02" + binaryTail), 200},
+		{"WAVE", "audio/wav", "", bodyOf("RIFF\x24\x08\x00\x00WAVEfmt " + binaryTail), 200},
+		{"WOFF2", "font/woff2", "", bodyOf("wOF2\x00\x01\x00\x00" + binaryTail), 200},
+		{"TrueType", "font/ttf", "", bodyOf("\x00\x01\x00\x00\x00\x0a\x00\x80\x00\x03\x00\x20" + binaryTail), 200},
+		{"PDF", "application/pdf", "", bodyOf("%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + binaryTail), 200},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -383,6 +415,15 @@ func TestMaskedMediaLabelsLeakNothing(t *testing.T) {
 }
 
 func bodyOf(s string) func(*testing.T) string { return func(*testing.T) string { return s } }
+
+// brotliStored is s as a brotli stream of one uncompressed meta-block (RFC 7932 §9.2): WBITS 16,
+// not last, four nibbles of MLEN-1, uncompressed; s; then an empty last meta-block. What any
+// brotli decoder reads as s, with no byte of it compressed.
+func brotliStored(s string) string {
+	n := len(s) - 1 // at most 1<<16 - 1
+	head := []byte{byte(n&0xf) << 4, byte(n >> 4), byte(n>>12&0xf) | 0x10}
+	return string(head) + s + "\x03"
+}
 
 // TestRealAPIResponsesPassMasked: with masking on, what ordinary APIs answer keeps working:
 // JSON with a charset in any spelling, a BOM, problem+json, Latin-1 HTML, chunked JSON without a

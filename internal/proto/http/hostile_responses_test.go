@@ -3,7 +3,9 @@ package http
 import (
 	"archive/zip"
 	"bytes"
+	"compress/flate"
 	"compress/gzip"
+	"compress/zlib"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -72,7 +74,7 @@ func zipped(t testing.TB, name, content string) []byte {
 
 // readings are the ways an agent could read bytes it received: as they are, as JSON (escapes
 // decoded, line by line too), as UTF-16 or UTF-32 (NULs dropped), as UTF-7, as EBCDIC digits,
-// gunzipped (as often as it unwraps), unzipped.
+// gunzipped (as often as it unwraps), inflated (zlib or raw deflate), unzipped.
 func readings(b []byte) []string {
 	out := []string{string(b)}
 	for _, doc := range append([][]byte{b}, bytes.Split(b, []byte("\n"))...) {
@@ -106,6 +108,12 @@ func readings(b []byte) []string {
 		}
 		out = append(out, string(layer))
 	}
+	if zr, err := zlib.NewReader(bytes.NewReader(b)); err == nil {
+		inflated, _ := io.ReadAll(zr)
+		out = append(out, string(inflated))
+	}
+	inflated, _ := io.ReadAll(flate.NewReader(bytes.NewReader(b)))
+	out = append(out, string(inflated))
 	if zr, err := zip.NewReader(bytes.NewReader(b), int64(len(b))); err == nil {
 		for _, f := range zr.File {
 			if rc, err := f.Open(); err == nil {

@@ -141,17 +141,15 @@ func (x *exchange) respond(ctx context.Context, resp *nethttp.Response, m Masker
 // for its data in any of these forms, or under a media label (an object store's
 // response-content-type), so a media label is believed only of bytes that are media.
 func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.Header, status int, length int64, kind bodyKind, m Masker, echo *echoForms) (ending, error) {
-	codings := contentCodings(h)
-	undecodable := len(codings) > 0 && !gzipOnly(codings)
-	src, decoded := body, false
-	if !undecodable {
-		var err error
-		if src, decoded, err = decodeForMasking(body, h); err != nil {
-			return x.withhold(err, "the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
-		}
-	} else if kind != bodyBinary {
+	if codings := contentCodings(h); len(codings) > 0 && !gzipOnly(codings) {
+		// Whatever the label: brotli and raw deflate have no magic number, so compressed
+		// records look like media to anything that reads their first bytes.
 		return x.withhold(fmt.Errorf("response content encoding %q cannot be masked", strings.Join(codings, ", ")),
 			"the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
+	}
+	src, decoded, err := decodeForMasking(body, h)
+	if err != nil {
+		return x.withhold(err, "the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
 	}
 	if decoded {
 		length = -1
@@ -163,30 +161,22 @@ func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.
 			return x.upstreamBroke(ctx, err)
 		}
 		src = sb
-		sniffed := nethttp.DetectContentType(peek)
-		switch data := dataFormat(peek); {
-		case undecodable && (looksText(peek) || data != ""):
-			// Media in a coding the proxy does not decode (it asked for none) pass as they
-			// are, but not text or a file of records under a media label and that coding:
-			// the agent would read them as they are.
-			return x.withhold(fmt.Errorf("response body of type %s in content encoding %q is not media", quote(x.ex.ContentType), strings.Join(codings, ", ")),
-				"the service's response is encoded in a way the enforcer cannot mask, so it is withheld")
-		case undecodable:
-			x.ex.Binary = true
-			return x.stream(ctx, src, h, status, length, recordNone, echo)
+		switch data, media := dataFormat(peek), mediaFormat(peek); {
 		case looksText(peek):
 			// Text, whatever its label says: the agent can read it as text.
 			kind = bodyText
 		case data != "":
 			return x.withhold(fmt.Errorf("response body of type %s is a %s file, which cannot be masked", quote(x.ex.ContentType), data),
 				"the service's response is a "+data+" file the enforcer cannot mask, so it is withheld")
-		case kind == bodyBinary || passesUnmasked(sniffed):
+		case media != "":
 			x.ex.Binary = true
 			return x.stream(ctx, src, h, status, length, recordNone, echo)
 		default:
-			mt, _, _ := strings.Cut(sniffed, ";")
-			return x.withhold(fmt.Errorf("response body of type %s is %s data, which cannot be masked", quote(x.ex.ContentType), mt),
-				"the service's response is binary data ("+mt+") the enforcer cannot mask, so it is withheld")
+			// Compressed text (brotli, raw deflate), records with binary fields (protobuf,
+			// BSON, MessagePack, CBOR) or media of a format not listed: which, the first bytes
+			// do not say, and the first two would give the agent what masking hides.
+			return x.withhold(fmt.Errorf("response body of type %s is binary data of no known media format, which cannot be masked", quote(x.ex.ContentType)),
+				"the service's response is binary data the enforcer cannot mask and does not know as an image, audio, video, font or PDF, so it is withheld")
 		}
 	}
 	if cs, ok := maskableCharset(x.ex.ContentType); !ok {
@@ -197,6 +187,154 @@ func (x *exchange) respondMasked(ctx context.Context, body io.Reader, h nethttp.
 		return x.streamLines(ctx, src, h, status, kind, m, echo, false)
 	}
 	return x.buffered(ctx, src, h, status, length, kind, m, echo)
+}
+
+// signaturePart is bytes a file holds at an offset.
+type signaturePart struct {
+	at    int
+	bytes string
+}
+
+// mediaSignatures are how media files begin: images, audio, video, fonts and PDF, whose bytes
+// are pixels, samples, glyphs or pages, not records. Only bytes that begin so pass unmasked
+// when the connection masks, whatever their label: each signature is long enough (or, for the
+// formats checked in mediaFormat, checked far enough) that compressed or serialised data does
+// not begin so by chance.
+var mediaSignatures = []struct {
+	name  string
+	parts []signaturePart
+}{
+	{"PNG", []signaturePart{{0, "\x89PNG\r\n\x1a\n"}}},
+	{"JPEG", []signaturePart{{0, "\xff\xd8\xff"}}},
+	{"GIF", []signaturePart{{0, "GIF87a"}}},
+	{"GIF", []signaturePart{{0, "GIF89a"}}},
+	{"WebP", []signaturePart{{0, "RIFF"}, {8, "WEBP"}}},
+	{"TIFF", []signaturePart{{0, "II*\x00"}}},
+	{"TIFF", []signaturePart{{0, "MM\x00*"}}},
+	{"JPEG 2000", []signaturePart{{0, "\x00\x00\x00\x0cjP  \r\n\x87\n"}}},
+	{"JPEG XL", []signaturePart{{0, "\x00\x00\x00\x0cJXL \r\n\x87\n"}}},
+	{"ISO media (MP4, QuickTime, HEIF, AVIF, M4A)", []signaturePart{{4, "ftyp"}}},
+	{"Matroska", []signaturePart{{0, "\x1a\x45\xdf\xa3"}}},
+	{"WAVE", []signaturePart{{0, "RIFF"}, {8, "WAVE"}}},
+	{"AVI", []signaturePart{{0, "RIFF"}, {8, "AVI "}}},
+	{"AIFF", []signaturePart{{0, "FORM"}, {8, "AIFF"}}},
+	{"AIFF", []signaturePart{{0, "FORM"}, {8, "AIFC"}}},
+	{"Ogg", []signaturePart{{0, "OggS\x00"}}},
+	{"FLAC", []signaturePart{{0, "fLaC"}}},
+	{"MP3", []signaturePart{{0, "ID3"}}},
+	{"MIDI", []signaturePart{{0, "MThd\x00\x00\x00\x06"}}},
+	{"FLV", []signaturePart{{0, "FLV\x01"}}},
+	{"ASF", []signaturePart{{0, "\x30\x26\xb2\x75\x8e\x66\xcf\x11"}}},
+	{"MPEG program stream", []signaturePart{{0, "\x00\x00\x01\xba"}}},
+	{"WOFF", []signaturePart{{0, "wOFF"}}},
+	{"WOFF2", []signaturePart{{0, "wOF2"}}},
+	{"font collection", []signaturePart{{0, "ttcf"}}},
+	{"PDF", []signaturePart{{0, "%PDF-"}}},
+}
+
+// mediaFormat names the media format the body starts with, or "".
+func mediaFormat(peek []byte) string {
+	for _, sig := range mediaSignatures {
+		if slices.ContainsFunc(sig.parts, func(p signaturePart) bool {
+			return len(peek) < p.at+len(p.bytes) || string(peek[p.at:p.at+len(p.bytes)]) != p.bytes
+		}) {
+			continue
+		}
+		if sig.parts[0].at == 4 && !isoBoxSize(peek) {
+			continue
+		}
+		return sig.name
+	}
+	switch {
+	case isBMP(peek):
+		return "BMP"
+	case isIcon(peek):
+		return "ICO"
+	case isSFNT(peek):
+		return "TrueType or OpenType font"
+	case isMPEGAudioFrame(peek):
+		return "MPEG audio"
+	case isADTSFrame(peek):
+		return "AAC"
+	case isMPEGTransportStream(peek):
+		return "MPEG transport stream"
+	}
+	return ""
+}
+
+// isoBoxSize says whether an ISO media file's first box (ftyp) has a size such a box has.
+func isoBoxSize(peek []byte) bool {
+	size := int(peek[0])<<24 | int(peek[1])<<16 | int(peek[2])<<8 | int(peek[3])
+	return size >= 16 && size <= 512 && size%4 == 0
+}
+
+// isBMP: "BM" is two bytes, so the header's reserved fields (zero) and its DIB header's size
+// (one of the few that exist) are checked too.
+func isBMP(peek []byte) bool {
+	if len(peek) < 18 || string(peek[:2]) != "BM" || string(peek[6:10]) != "\x00\x00\x00\x00" {
+		return false
+	}
+	switch dib := int(peek[14]) | int(peek[15])<<8 | int(peek[16])<<16 | int(peek[17])<<24; dib {
+	case 12, 40, 52, 56, 64, 108, 124:
+		return true
+	}
+	return false
+}
+
+// isIcon: an ICO or CUR directory with at least one image whose entry's reserved byte is zero.
+func isIcon(peek []byte) bool {
+	return len(peek) >= 22 && peek[0] == 0 && peek[1] == 0 && (peek[2] == 1 || peek[2] == 2) && peek[3] == 0 &&
+		(peek[4] != 0 || peek[5] != 0) && peek[9] == 0
+}
+
+// isSFNT: a TrueType or OpenType font's table directory, whose searchRange is 16 times the
+// largest power of two not above its number of tables.
+func isSFNT(peek []byte) bool {
+	if len(peek) < 12 {
+		return false
+	}
+	switch string(peek[:4]) {
+	case "\x00\x01\x00\x00", "OTTO", "true":
+	default:
+		return false
+	}
+	tables := int(peek[4])<<8 | int(peek[5])
+	searchRange := int(peek[6])<<8 | int(peek[7])
+	if tables == 0 || tables > 128 {
+		return false
+	}
+	pow := 1
+	for pow*2 <= tables {
+		pow *= 2
+	}
+	return searchRange == 16*pow
+}
+
+// isMPEGAudioFrame: an MP3 (or MP2) without a tag starts with a frame header: 11 sync bits, and
+// a version, layer, bit rate, sample rate and emphasis that are not the reserved values.
+func isMPEGAudioFrame(peek []byte) bool {
+	if len(peek) < 4 || peek[0] != 0xff || peek[1]&0xe0 != 0xe0 {
+		return false
+	}
+	version, layer := peek[1]>>3&3, peek[1]>>1&3
+	bitrate, rate := peek[2]>>4, peek[2]>>2&3
+	return version != 1 && layer != 0 && bitrate != 0 && bitrate != 15 && rate != 3 && peek[3]&3 != 2
+}
+
+// isADTSFrame: raw AAC starts with an ADTS header: 12 sync bits, layer 0, a sampling frequency
+// that exists, a frame length at least the header's.
+func isADTSFrame(peek []byte) bool {
+	if len(peek) < 7 || peek[0] != 0xff || peek[1]&0xf6 != 0xf0 {
+		return false
+	}
+	frequency := peek[2] >> 2 & 0xf
+	frameLength := int(peek[3]&3)<<11 | int(peek[4])<<3 | int(peek[5])>>5
+	return frequency < 13 && frameLength >= 7
+}
+
+// isMPEGTransportStream: 188-byte packets, each opening with the sync byte 0x47; three of them.
+func isMPEGTransportStream(peek []byte) bool {
+	return len(peek) > 2*188 && peek[0] == 0x47 && peek[188] == 0x47 && peek[2*188] == 0x47
 }
 
 // dataSignatures are how files of records begin (archives, compressed streams, databases,
@@ -1048,7 +1186,7 @@ const (
 	bodyEvents                    // text/event-stream, line by line
 	bodyJSONLines                 // newline-delimited JSON, line by line
 	bodySniff                     // text, media or withheld by its first 512 bytes
-	bodyBinary                    // media: passed unmasked unless its bytes are text
+	bodyBinary                    // media label: passed unmasked when its bytes are media (see mediaFormat)
 )
 
 var jsonLinesTypes = map[string]bool{
@@ -1083,8 +1221,9 @@ var textTypes = map[string]bool{
 	"application/x-sh":                  true,
 }
 
-// mediaTypes, with the image, audio, video and font families, are the binary types that pass
-// unmasked: their bytes are pixels, samples, glyphs or page descriptions, not records. Every other
+// mediaTypes, with the image, audio, video and font families, are the binary types that may
+// pass unmasked: their bytes are pixels, samples, glyphs or page descriptions, not records (and
+// when the connection masks, only bytes that begin as media do, see mediaFormat). Every other
 // binary type (archives, compressed files, protobuf, gRPC, MessagePack, spreadsheets…) is data
 // the agent could ask for instead of JSON, and is withheld when the connection masks.
 var mediaTypes = map[string]bool{

@@ -301,3 +301,48 @@ func TestGzipBomb(t *testing.T) {
 		t.Errorf("serving a %d-byte bomb allocated %d bytes; it decodes to %d, the limit is %d", bomb.Len(), grew, decoded, 1<<20)
 	}
 }
+
+// TestProxyFieldsUnderEverySpelling: the fields the proxy decides for the upstream (identity
+// bodies for the masker and the credential's filter, UTF-8, no byte ranges) reach it under one
+// spelling only: an agent's "Accept_Encoding" beside the proxy's "Accept-Encoding" is the one
+// field a server that reads '_' as '-' (CGI, PHP, Puma) might obey (review, 2026-12-07).
+func TestProxyFieldsUnderEverySpelling(t *testing.T) {
+	seen := make(chan seenRequest, 10)
+	up := startUpstream(t, captureHandler(seen))
+	for _, c := range []struct {
+		name   string
+		masker bool
+		sent   string            // the agent's fields
+		want   map[string]string // by fieldKey: the only value the upstream may get ("": none)
+	}{
+		{"Accept_Encoding, masked", true, "Accept_Encoding: br\r\n", map[string]string{"Accept-Encoding": "identity"}},
+		{"accept_encoding with a credential", false, "accept_encoding: gzip\r\n", map[string]string{"Accept-Encoding": "identity"}},
+		{"Accept_Charset", true, "Accept_Charset: utf-16le\r\n", map[string]string{"Accept-Charset": "utf-8"}},
+		{"If_Range with Range", true, "Range: bytes=0-9\r\nIf_Range: \"v1\"\r\n", map[string]string{"Range": "", "If-Range": ""}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			hook := newFakeHook()
+			if c.masker {
+				hook.masker = testPlan(t)
+			}
+			p := startProxy(t, &Server{}, Upstream{Addr: up.addr(), Credential: &Credential{Header: "X-Api-Key", Value: "prod-key-9f3a"}}, hook)
+			conn := dialRaw(t, p.addr)
+			conn.send(t, "GET /doc HTTP/1.1\r\nHost: api.test\r\n"+c.sent+"\r\n")
+			if resp, body := conn.response(t, "GET"); resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			got := <-seen
+			for key, want := range c.want {
+				var values []string
+				for k, vv := range got.Header {
+					if fieldKey(k) == key {
+						values = append(values, vv...)
+					}
+				}
+				if (want == "" && len(values) != 0) || (want != "" && (len(values) != 1 || values[0] != want)) {
+					t.Errorf("the upstream got %s as %q, want only %q", key, values, want)
+				}
+			}
+		})
+	}
+}

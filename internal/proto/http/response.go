@@ -23,15 +23,15 @@ func (c *clientConn) roundTrip(ctx context.Context, r *Request, header nethttp.H
 	stripCredentialFields(header, u.Credential)
 	if m != nil || u.Credential != nil {
 		// Bodies must arrive in a form the masker and the credential's filter read.
-		header.Set("Accept-Encoding", "identity")
+		setOwnField(header, "Accept-Encoding", "identity")
 	}
 	if m != nil {
 		// And whole: a masked document fetched in byte ranges could be cut in the middle of
 		// every value it hides, and one the agent had transcoded (Accept-Charset: utf-16)
 		// would hide every value from the detectors.
-		header.Set("Accept-Charset", "utf-8")
-		header.Del("Range")
-		header.Del("If-Range")
+		setOwnField(header, "Accept-Charset", "utf-8")
+		setOwnField(header, "Range", "")
+		setOwnField(header, "If-Range", "")
 	}
 	if cr := u.Credential; cr != nil {
 		header.Set(cr.Header, cr.Value)
@@ -58,6 +58,22 @@ func (c *clientConn) roundTrip(ctx context.Context, r *Request, header nethttp.H
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
 	return c.up.transport.RoundTrip(req.WithContext(ctx))
+}
+
+// setOwnField gives a field the proxy decides the value value ("": none), under every spelling
+// of its name (see fieldKey): an agent's "Accept_Encoding: br" beside the proxy's
+// "Accept-Encoding: identity" would reach a server that reads '_' as '-' as the one it obeys.
+func setOwnField(h nethttp.Header, name, value string) {
+	key := fieldKey(name)
+	for k := range h {
+		// Keys are canonical: only one with '_' can be another spelling.
+		if k == key || strings.IndexByte(k, '_') >= 0 && fieldKey(k) == key {
+			delete(h, k)
+		}
+	}
+	if value != "" {
+		h[key] = []string{value}
+	}
 }
 
 // respond passes resp to the client, masked as its type requires.

@@ -396,3 +396,15 @@ func (st *Stats) Snapshot() StatsSnapshot {
 func (p *Plan) Redacted() []byte {
 	return p.sty.labels[kindNone][:len(p.sty.labels[kindNone]):len(p.sty.labels[kindNone])]
 }
+
+// CredentialLabel returns what stands in for a credential found by its place in a statement
+// (ALTER ROLE … PASSWORD '…'): generic_secret's redaction label, whatever style the plan gives
+// that detector, since every other style shows something of a password (its last characters,
+// its length, a token equal for equal passwords). Credentials are withheld with masking off
+// too: a nil plan gives the label of the default format.
+func (p *Plan) CredentialLabel() string {
+	if p == nil {
+		return strings.ReplaceAll(defaultRedactFormat, "{kind}", GenericSecret.String())
+	}
+	return string(p.sty.labels[GenericSecret])
+}

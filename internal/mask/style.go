@@ -165,6 +165,9 @@ func (k *Key) appendToken(dst []byte, kind Kind, value []byte) []byte {
 	return append(dst, enc[:]...)
 }
 
+// defaultRedactFormat is the StyleRedact label of a plan whose configuration gives none.
+const defaultRedactFormat = "[REDACTED:{kind}]"
+
 // styler applies styles. Immutable after construction.
 type styler struct {
 	labels   [numKinds][]byte
@@ -175,7 +178,7 @@ type styler struct {
 
 func newStyler(format string, keepLast int, maskChar byte, key *Key) (*styler, error) {
 	if format == "" {
-		format = "[REDACTED:{kind}]"
+		format = defaultRedactFormat
 	}
 	if !utf8.ValidString(format) {
 		return nil, errors.New("redact format is not valid UTF-8")

@@ -405,6 +405,7 @@ func (w *walker) generic(n *pg.Node) {
 // refineGeneric sets what a statement of genericStmts does beyond its entry.
 func (w *walker) refineGeneric(n *pg.Node) {
 	st := w.st
+	st.Credentials = givesCredentials(n)
 	switch s := n.GetNode().(type) {
 	case *pg.Node_AlterDatabaseSetStmt:
 		// Applied at every later login of every role to the database (SET role = …,

@@ -151,6 +151,10 @@ type Statement struct {
 	// Executes is false when the (inner) statement is not run now: plain
 	// EXPLAIN, PREPARE.
 	Executes bool
+	// Credentials is set when the statement gives a credential as a string literal: a role's
+	// PASSWORD, a password or other secret option of a user mapping, foreign server or wrapper.
+	// Its text is shown only through RedactCredentials.
+	Credentials bool
 
 	// Tables lists every relation named, schema-qualified as written
 	// (lower-cased unless quoted), CTE names excluded.

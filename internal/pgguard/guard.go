@@ -511,7 +511,7 @@ func (g *Guard) enforce(ctx context.Context, pol *policy.Policy, s *postgres.Sta
 		if msg == "" {
 			msg = "not allowed by policy"
 		}
-		g.log.Info("statement blocked", "rule", rule, "sql", oneLine(g.shownSQL(s.SQL, g.ruledColumns(d.Result)), 200))
+		g.log.Info("statement blocked", "rule", rule, "sql", oneLine(g.shownSQL(s.SQL, d.Result, g.ruledColumns(d.Result)), 200))
 		text := fmt.Sprintf("enforcer: blocked by rule %q: %s", rule, msg)
 		if d.Rule == nil {
 			text = fmt.Sprintf("enforcer: blocked by the policy default (%s): %s", d.Default, msg)
@@ -536,15 +536,15 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 	}
 	id := g.info.Identity
 	ruled := g.ruledColumns(d.Result)
-	sql := s.SQL + g.preparedTexts(d.Result)
+	prepared := g.preparedTexts(d.Result)
 	spec := approval.Spec{
 		Identity:   approval.Identity{Subject: id.Subject, Email: id.Email, Groups: id.Groups, SessionID: id.ID, UID: id.UID},
 		Process:    approval.Process{Comm: g.info.Origin.Comm, PID: int(g.info.Origin.PID), Cmdline: g.info.Cmdline},
 		Target:     g.info.Target.Name,
 		Database:   g.database(),
 		DBUser:     g.info.DBUser,
-		SQL:        sql,
-		DisplaySQL: g.shownSQL(sql, ruled),
+		SQL:        s.SQL + prepared,
+		DisplaySQL: g.shownSQL(s.SQL, d.Result, ruled) + g.shownSQL(prepared, nil, ruled),
 		Rule:       d.Rule.Rule,
 		Approvers:  def.Approvers,
 		Quorum:     def.Quorum,
@@ -563,7 +563,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		spec.Params = append(spec.Params, ap)
 	}
 	spec.Display = displayApprovalParams(g.displayParams(s, ruled, params))
-	g.log.Info("statement held for approval", "rule", d.Rule.Rule, "sql", oneLine(g.shownSQL(s.SQL, ruled), 200))
+	g.log.Info("statement held for approval", "rule", d.Rule.Rule, "sql", oneLine(g.shownSQL(s.SQL, d.Result, ruled), 200))
 	out, err := g.sh.Approvals.Request(ctx, spec, func(r *approval.Request) error {
 		g.recordApproval(r.ID, record.ApprovalRequested, "", "", r.Approvers)
 		return s.Notice(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000", Message: approval.NoticeText(r)})

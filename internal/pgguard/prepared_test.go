@@ -62,6 +62,13 @@ func (b *lockedBuffer) String() string {
 
 func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 	t.Helper()
+	return startGuardedProxyWith(t, policyText, nil)
+}
+
+// startGuardedProxyWith is startGuardedProxy with what its guards share set up further by
+// configure (an approval broker), when not nil.
+func startGuardedProxyWith(t *testing.T, policyText string, configure func(*Shared)) *guardedProxy {
+	t.Helper()
 	db := pgtest.Start(t)
 	db.Exec(t, "create table t (id int primary key, secret text)")
 	db.Exec(t, "insert into t select g, 'v'||g from generate_series(1,5) g")
@@ -77,6 +84,9 @@ func startGuardedProxy(t *testing.T, policyText string) *guardedProxy {
 		Classifier: sqlclass.New(sqlclass.Options{}),
 		Log:        slog.New(slog.NewTextHandler(&p.log, nil)),
 		Recorder:   rec,
+	}
+	if configure != nil {
+		configure(sh)
 	}
 	srv := postgres.NewServer(postgres.Config{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

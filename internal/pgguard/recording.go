@@ -314,7 +314,7 @@ func (g *Guard) recordStatement(s *postgres.Statement, d *rules.Decision, verdic
 	ruled := g.ruledColumns(res)
 	st := &r.stmt
 	*st = record.Statement{
-		Text: g.shownSQL(s.SQL, ruled), Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
+		Text: g.shownSQL(s.SQL, res, ruled), Protocol: s.Kind.Protocol(), Verdict: verdict, Rule: rule, ApprovalID: approvalID,
 		Class: classOf(d), Params: g.recordParams(s, ruled, params),
 	}
 	if s.Kind == postgres.KindFunctionCall {

@@ -17,9 +17,14 @@ import (
 // statement the guard cannot parse may name any column. Values of other statements get the
 // detectors.
 
-// shownSQL is sql as the session log, reviewers and the daemon's log show it, given the ruled
-// columns it names (ruledColumns); the server always gets it as sent.
-func (g *Guard) shownSQL(sql string, ruled []mask.Source) string {
+// shownSQL is sql as the session log, reviewers and the daemon's log show it, given its
+// classification res (nil when there is none) and the ruled columns it names (ruledColumns); the
+// server always gets it as sent. A credential it gives (ALTER ROLE … PASSWORD '…') is never
+// shown, whether masking is on or not.
+func (g *Guard) shownSQL(sql string, res *sqlclass.Result, ruled []mask.Source) string {
+	if res == nil || res.MayHoldCredentials() {
+		sql = g.withoutCredentials(sql)
+	}
 	if g.mask == nil {
 		return sql
 	}
@@ -27,6 +32,25 @@ func (g *Guard) shownSQL(sql string, ruled []mask.Source) string {
 		sql = g.maskLiterals(sql, ruled, 0)
 	}
 	return g.mask.plan.MaskString(sql)
+}
+
+// withoutCredentials is sql with every credential it gives as a literal replaced by the
+// plan's label for them (see sqlclass.RedactCredentials), or that label alone when where they
+// are cannot be told.
+func (g *Guard) withoutCredentials(sql string) string {
+	if sql == "" {
+		return sql
+	}
+	var plan *mask.Plan
+	if g.mask != nil {
+		plan = g.mask.plan
+	}
+	label := plan.CredentialLabel()
+	shown, ok := sqlclass.RedactCredentials(sql, label)
+	if !ok {
+		return label
+	}
+	return shown
 }
 
 // ruledColumns returns the columns the statements of res name, following an EXECUTE to what

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/enforcer-dev/enforcer/internal/mask"
 	"github.com/enforcer-dev/enforcer/internal/policy/sqlclass"
 )
 
@@ -24,7 +25,7 @@ func Explain(d *Decision) string {
 	}
 	for i := range d.Statements {
 		sd := &d.Statements[i]
-		fmt.Fprintf(&b, "statement %d of %d: %s\n", i+1, n, oneLine(sd.Statement.Text, 200))
+		fmt.Fprintf(&b, "statement %d of %d: %s\n", i+1, n, oneLine(shownText(sd.Statement), 200))
 		writeClass(&b, "  ", sd.Statement)
 		if sd.Prepared != nil {
 			fmt.Fprintf(&b, "  prepared %q is:\n", sd.Statement.Execute)
@@ -56,6 +57,22 @@ func Explain(d *Decision) string {
 		fmt.Fprintf(&b, "message: %s\n", d.Message)
 	}
 	return b.String()
+}
+
+// shownText is a statement's text as the session log shows it with masking off: without the
+// credentials it gives (ALTER ROLE … PASSWORD '…'), which an explanation pasted into a ticket
+// must not carry either.
+func shownText(st *sqlclass.Statement) string {
+	if !st.Credentials && !st.Unknown {
+		return st.Text
+	}
+	var noMasking *mask.Plan
+	label := noMasking.CredentialLabel()
+	shown, ok := sqlclass.RedactCredentials(st.Text, label)
+	if !ok {
+		return label
+	}
+	return shown
 }
 
 // ExplainHTTP renders an HTTP decision for people: the request as judged, every rule that

@@ -468,6 +468,23 @@ func TestExplain(t *testing.T) {
 	}
 }
 
+// TestExplainHidesCredentials: enforcer policy explain shows a statement's text without the
+// credentials it gives, as the session log does (the explanation ends up in tickets).
+func TestExplainHidesCredentials(t *testing.T) {
+	e := mustCompile(t, agentRules, DefaultAllowReads)
+	for _, c := range []struct{ sql, want string }{
+		{"ALTER ROLE app PASSWORD 'Tr0ub4dor&3horse'; SELECT 1", "statement 1 of 2: ALTER ROLE app PASSWORD '[REDACTED:generic_secret]'\n"},
+		{"CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'rep', password 'Tr0ub4dor&3horse')",
+			"statement 1 of 1: CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'rep', password '[REDACTED:generic_secret]')\n"},
+		{"ALTER ROLE app PASSWORD 'Tr0ub4dor&3horse' LOGN", "statement 1 of 1: ALTER ROLE app PASSWORD '[REDACTED:generic_secret]' LOGN\n"},
+	} {
+		d := e.Decide(alice, sqlclass.Classify(c.sql), nil)
+		if out := Explain(&d); !strings.Contains(out, c.want) || strings.Contains(out, "Tr0ub4dor") {
+			t.Errorf("%s: explained as\n%s\nwant %q", c.sql, out, c.want)
+		}
+	}
+}
+
 // TestDecideInto decides a sequence of strings into one reused Decision and
 // checks each against a fresh Decide: fewer statements after more, none,
 // rule matches after defaults, and (with no rules to evaluate) no

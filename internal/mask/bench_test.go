@@ -189,6 +189,39 @@ func BenchmarkMaskRow(b *testing.B) {
 	}
 }
 
+// BenchmarkMaskRowBinary masks one DataRow a driver asked for in binary (pgx does for the types
+// it knows): int4, text, int8, numeric and timestamptz cells.
+func BenchmarkMaskRowBinary(b *testing.B) {
+	p := mustPlan(b, nil, Config{})
+	rp := p.ForColumns([]Column{
+		{Table: "orders", Name: "id", TypeOID: oidInt4, Format: 1},
+		{Table: "orders", Name: "customer", TypeOID: oidText, Format: 1},
+		{Table: "orders", Name: "quantity", TypeOID: oidInt8, Format: 1},
+		{Table: "orders", Name: "total", TypeOID: oidNumeric, Format: 1},
+		{Table: "orders", Name: "created_at", TypeOID: oidTimestamptz, Format: 1},
+	})
+	row := [][]byte{
+		{0, 0, 0x10, 0x92},
+		[]byte("Ada Lovelace"),
+		{0, 0, 0, 0, 0, 0, 0, 12},
+		// 1234.5: ndigits 2, weight 0, positive, dscale 1, digits 1234 5000.
+		{0, 2, 0, 0, 0, 0, 0, 1, 0x04, 0xd2, 0x13, 0x88},
+		{0, 2, 0xb5, 0x8c, 0x2f, 0x4c, 0x5e, 0x00},
+	}
+	size := 0
+	for _, c := range row {
+		size += len(c)
+	}
+	dst := make([]byte, 0, 1024)
+	loop(b, size, func() {
+		for i, c := range row {
+			if _, _, _, err := rp.MaskCell(i, c, dst[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
 func BenchmarkMaskJSON(b *testing.B) {
 	p := mustPlan(b, nil, Config{})
 	for _, kind := range []string{"clean", "dense"} {

@@ -208,6 +208,8 @@ func TestShippedPolicySQL(t *testing.T) {
 		{"SET application_name = 'search_path'", rules.Allow, "harmless-session-settings"}, // the name decides, not the text
 		{"SET TIME ZONE 'UTC'", rules.Allow, "harmless-session-settings"},
 		{"SET extra_float_digits = 3", rules.Allow, "harmless-session-settings"},
+		// Escape format sends a bytea's printable bytes as themselves.
+		{"SET bytea_output = escape", rules.Block, ""},
 		// Rails sets standard_conforming_strings on at every connection; off would make the
 		// proxy's parser read later statements unlike the server, and RESET may return to off.
 		{"SET standard_conforming_strings = on", rules.Allow, "harmless-session-settings"},

@@ -20,7 +20,7 @@ func (d *Daemon) registerStats() {
 			func() float64 { return float64(d.records.Stats().WriteNS) / 1e9 }),
 		counter("enforcer_record_failures_total", "Appends refused because the session log could not be written.", func() uint64 { return d.records.Stats().Failures }),
 		counter("enforcer_mask_failures_total", "Values that could not be masked and were withheld.", func() uint64 { return policy.MaskStats.Snapshot().Failures }),
-		counter("enforcer_mask_nulled_total", "Binary cells under a column rule sent as NULL.", func() uint64 { return policy.MaskStats.Snapshot().Nulled }),
+		counter("enforcer_mask_nulled_total", "Binary cells sent as NULL: under a column rule, or holding a detector's finding.", func() uint64 { return policy.MaskStats.Snapshot().Nulled }),
 		counter("enforcer_approvals_created_total", "Statements held for approval.", func() uint64 { return d.approvals.Stats().Created }),
 		counter("enforcer_approvals_approved_total", "Held statements approved.", func() uint64 { return d.approvals.Stats().Approved }),
 		counter("enforcer_approvals_denied_total", "Held statements denied.", func() uint64 { return d.approvals.Stats().Denied }),

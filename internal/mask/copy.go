@@ -110,6 +110,9 @@ func (p *Plan) maskCopyField(cp *colPlan, value, dst []byte) ([]byte, bool, erro
 			return out, ch, nil
 		}
 	}
+	if cp.bytea {
+		return p.maskByteaText(value, dst, cp.cx)
+	}
 	return p.maskDetect(value, dst, cp.cx)
 }
 

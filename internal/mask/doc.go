@@ -23,7 +23,9 @@
 // Use: build a Plan once per policy (NewPlan), a ResultPlan per RowDescription (ForColumns), then
 // call MaskCell per cell; MaskCopyLine (COPY text format), MaskCSV (COPY csv format),
 // MaskServerMessage (error and notice fields), MaskJSON (HTTP bodies) and MaskText (anything
-// else) cover the other paths. A clean value comes back as the input slice itself, without allocating. Anything that
+// else) cover the other paths. A binary cell is read as its type's text would be (numbers decoded,
+// records, arrays and lexemes one by one), and sent as NULL on a finding, since no binary form
+// can show it masked. A clean value comes back as the input slice itself, without allocating. Anything that
 // cannot be masked returns an error and must not be sent (ResultPlan.Fallback gives the
 // replacement): masking fails closed. Plan.Stats exposes per-kind hit and failure counters.
 //

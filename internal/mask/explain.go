@@ -44,6 +44,8 @@ func (p *Plan) Explain(sample string, col Column) string {
 		fmt.Fprintf(&b, "column rule %s exempts it from detection (style pass)\n", cp.rule.pattern())
 	case cp != nil && cp.act == actPass:
 		b.WriteString("no column rule; this type cannot hold what detectors find → passed unchanged\n")
+	case cp != nil && cp.act == actInspect:
+		b.WriteString("no column rule; binary cell read as its type's text (numbers decoded, records, arrays and lexemes element by element); any finding → sent as NULL\n")
 	default:
 		b.WriteString("no column rule; detectors scan the value")
 		if cp != nil && cp.cx != 0 {

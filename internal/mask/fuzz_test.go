@@ -92,6 +92,15 @@ func FuzzMaskCell(f *testing.F) {
 	}
 	f.Add(uint8(9), binArray(oidText, [][]byte{[]byte("a@b.com"), nil}))
 	f.Add(uint8(10), binArray(oidJSONB, [][]byte{[]byte("\x01{\"a\": \"4111111111111111\"}")}))
+	f.Add(uint8(11), []byte(`\x34313131313131313131313131313131`))
+	f.Add(uint8(11), []byte(`\000\377\\ a@b.com`))
+	f.Add(uint8(12), []byte{0, 4, 0, 3, 0, 0, 0, 0, 0x10, 0x0f, 0x04, 0x57, 0x04, 0x57, 0x04, 0x57})
+	f.Add(uint8(13), binRecord(oidText, []byte("a@b.com")))
+	f.Add(uint8(14), binArray(oidInt8, [][]byte{{0, 0x0e, 0x9b, 0x08, 0xa5, 0x68, 0xf1, 0xc7}, nil}))
+	f.Add(uint8(15), []byte("\x00\x00\x00\x01ada@example.com\x00\x00\x01\x00\x01"))
+	f.Add(uint8(16), []byte("\x00\x00\x00\x03\x01\x00\x00a\x00\x02\x04\x00\x01\x01\x00\x004111111111111111\x00"))
+	f.Add(uint8(17), []byte{0, 0, 0, 1, 0, 0, 0, 13, 0x12, 0, 0, 0, 8, 0, 0x0e, 0x9b, 0x08, 0xa5, 0x68, 0xf1, 0xc7})
+	f.Add(uint8(18), binRecord(oidText, []byte("a@b.com")))
 	redact, _ := fuzzPlans(f)
 	cols := []Column{
 		{Table: "t", Name: "bio", TypeOID: oidText},
@@ -105,6 +114,14 @@ func FuzzMaskCell(f *testing.F) {
 		{Table: "t", Name: "api_key", TypeOID: oidText},
 		{Table: "t", Name: "emails", TypeOID: 1009, Format: 1},
 		{Table: "t", Name: "docs", TypeOID: 3807, Format: 1},
+		{Table: "t", Name: "data", TypeOID: oidBytea},
+		{Table: "t", Name: "total", TypeOID: oidNumeric, Format: 1},
+		{Table: "t", Name: "pair", TypeOID: oidRecord, Format: 1},
+		{Table: "t", Name: "ids", TypeOID: 1016, Format: 1},
+		{Table: "t", Name: "doc", TypeOID: oidTSVector, Format: 1},
+		{Table: "t", Name: "q", TypeOID: oidTSQuery, Format: 1},
+		{Table: "t", Name: "spans", TypeOID: 4536, Format: 1},
+		{Table: "t", Name: "custom", TypeOID: 16500, Format: 1},
 	}
 	rp := redact.ForColumns(cols)
 	f.Fuzz(func(t *testing.T, col uint8, in []byte) {
@@ -125,6 +142,14 @@ func FuzzMaskCell(f *testing.F) {
 		}
 		if !changed && !sameSlice(out, in) {
 			t.Fatal("unchanged output is not the input")
+		}
+		if changed && rp.cols[c].act == actInspect {
+			t.Fatalf("binary %d cell changed, not withheld: %q", cols[c].TypeOID, out)
+		}
+		if changed && cols[c].TypeOID == oidBytea && cols[c].Format == 0 {
+			if _, _, err := decodeBytea(nil, out); err != nil {
+				t.Fatalf("masked bytea %q does not decode: %v", out, err)
+			}
 		}
 		if changed && (cols[c].TypeOID == 1009 || cols[c].TypeOID == 3807) {
 			// The rebuilt array must parse: masking it again walks every element.

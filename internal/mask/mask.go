@@ -70,19 +70,18 @@ func textArrayElem(oid uint32) (uint32, bool) {
 // byte), so binary cells of it can be scanned like text.
 func textLike(oid uint32) bool {
 	switch oid {
-	case oidText, oidVarchar, oidBpchar, oidName, oidJSON, oidJSONB, oidXML, oidUnknown, oidChar:
+	case oidText, oidVarchar, oidBpchar, oidName, oidJSON, oidJSONB, oidXML, oidUnknown, oidChar, oidRefcursor:
 		return true
 	}
 	return false
 }
 
 // noPII reports whether a type's text form cannot hold what the detectors look for: booleans,
-// dates and times, UUIDs, floats, OIDs, and bytea (its text form is hex, where no detector could
-// see anything; a bytea column that matters needs a column rule).
+// dates and times, UUIDs, floats, OIDs.
 func noPII(oid uint32) bool {
 	switch oid {
 	case oidBool, oidDate, oidTime, oidTimetz, oidTimestamp, oidTimestamptz, oidInterval, oidUUID,
-		oidFloat4, oidFloat8, oidOID, oidInt2, oidBytea:
+		oidFloat4, oidFloat8, oidOID, oidInt2:
 		return true
 	}
 	return false
@@ -202,10 +201,11 @@ func (p *Plan) MaskStrings(ss []string) []string {
 type action uint8
 
 const (
-	actScan  action = iota // run detectors (text, or binary text-like)
-	actPass                // type cannot hold findings
-	actForce               // a column rule applies its style
-	actNull                // binary non-text cell under a column rule: replaced by NULL
+	actScan    action = iota // run detectors (text, or binary text-like)
+	actInspect               // binary non-text cell: read it (binaryFinding), NULL on a finding
+	actPass                  // type cannot hold findings
+	actForce                 // a column rule applies its style
+	actNull                  // binary non-text cell under a column rule: replaced by NULL
 )
 
 type colPlan struct {
@@ -215,6 +215,12 @@ type colPlan struct {
 	cx    ctxFlags
 	json  bool // json/jsonb: scan with JSON key context, keep the output valid JSON
 	jsonb bool // binary jsonb: a version byte precedes the text
+	// bytea: text-format bytea, scanned as the bytes it encodes.
+	bytea bool
+	// userBinary: a binary cell of a type created in the database: text for most, but a cell
+	// starting with a zero byte (no text does) is read as binaryFinding reads it.
+	userBinary bool
+	oid        uint32 // the column's type, for actInspect
 }
 
 // ResultPlan is the masking plan of one result set (one RowDescription). It is immutable and
@@ -253,25 +259,41 @@ func (p *Plan) ForColumns(cols []Column) *ResultPlan {
 			cp.json = elem == oidJSON || elem == oidJSONB
 			cp.jsonb = elem == oidJSONB
 			cp.act = actScan
-		case binary && !textLike(c.TypeOID) && c.TypeOID < firstUserOID:
-			// Binary integers, floats, timestamps, numerics, bytea: not text, no detector
-			// applies. Types created in the database (citext, domains, enums, composites) are
-			// scanned as text instead: for most of them the binary form is the text.
-			cp.act = actPass
-		case noPII(c.TypeOID):
+		case binary && !textLike(c.TypeOID) && c.TypeOID != oidBytea && c.TypeOID < firstUserOID:
+			// Binary numbers, records, arrays, text search types: passed only where the bytes
+			// cannot hold a finding, else read (see binaryFinding).
+			cp.cx = columnContext(c)
+			cp.oid = c.TypeOID
+			cp.act = actInspect
+			if cleanBinary(c.TypeOID, cp.cx) {
+				cp.act = actPass
+			}
+		case !binary && noPII(c.TypeOID):
 			cp.act = actPass
 		default:
+			// Text, binary text-like types and bytea (the bytes themselves), and binary types
+			// created in the database (citext, domains, enums: for most the binary form is the
+			// text).
 			cp.act = actScan
-			cp.cx = nameContext([]byte(c.Name))
-			if c.Field != "" && c.Field != c.Name {
-				cp.cx |= nameContext([]byte(c.Field))
-			}
-			if c.TypeOID == oidInet || c.TypeOID == oidCIDR {
-				cp.cx |= ctxIP
-			}
+			cp.cx = columnContext(c)
+			cp.bytea = !binary && c.TypeOID == oidBytea
+			cp.userBinary = binary && c.TypeOID >= firstUserOID
+			cp.oid = c.TypeOID
 		}
 	}
 	return rp
+}
+
+// columnContext is the detector context a column's names and type give.
+func columnContext(c Column) ctxFlags {
+	cx := nameContext([]byte(c.Name))
+	if c.Field != "" && c.Field != c.Name {
+		cx |= nameContext([]byte(c.Field))
+	}
+	if c.TypeOID == oidInet || c.TypeOID == oidCIDR {
+		cx |= ctxIP
+	}
+	return cx
 }
 
 // NumColumns is the number of columns planned.
@@ -290,7 +312,8 @@ func (rp *ResultPlan) Forced(col int) bool {
 //   - Masked: out is dst with the masked cell appended (pass dst[:0] to reuse a buffer),
 //     changed=true.
 //   - null=true: the cell must be sent as NULL (length -1): a binary cell of a non-text type
-//     that a column rule covers has no safe text rendering.
+//     that a column rule covers, or in which a detector finds something, has no safe text
+//     rendering.
 //   - err != nil: the cell could not be masked; the caller must not send it (use Fallback).
 func (rp *ResultPlan) MaskCell(col int, in, dst []byte) (out []byte, changed, null bool, err error) {
 	// Fast path without the deferred recover: columns that are never scanned, and text cells too
@@ -320,6 +343,11 @@ func (rp *ResultPlan) maskCell(col int, in, dst []byte) (out []byte, changed, nu
 		p.stats.nulled.Add(1)
 		p.stats.hits[ColumnKind].Add(1)
 		return nil, true, true, nil
+	}
+	// One return for the cells read as something other than their bytes: past 15 returns the
+	// deferred guard is no longer open-coded, which costs every cell.
+	if cp.act == actInspect || cp.bytea || cp.userBinary && len(in) > 0 && in[0] == 0 {
+		return rp.maskDecoded(cp, in, dst)
 	}
 	if cp.array {
 		out, changed, err := rp.maskBinaryArray(cp, in, dst)
@@ -366,6 +394,25 @@ func (rp *ResultPlan) maskCell(col int, in, dst []byte) (out []byte, changed, nu
 	return masked, true, false, nil
 }
 
+// maskDecoded masks a text bytea cell in the bytes it holds, and withholds a binary cell read as
+// its type's text (binaryFinding) if a detector finds something there.
+func (rp *ResultPlan) maskDecoded(cp *colPlan, in, dst []byte) (out []byte, changed, null bool, err error) {
+	if cp.bytea {
+		out, changed, err := rp.p.maskByteaText(in, dst, cp.cx)
+		return out, changed, false, err
+	}
+	kind, found, err := rp.p.binaryFinding(cp.oid, in, cp.cx, 0)
+	if err != nil {
+		return nil, false, false, err
+	}
+	if !found {
+		return in, false, false, nil
+	}
+	rp.p.stats.nulled.Add(1)
+	rp.p.stats.hits[kind].Add(1)
+	return nil, true, true, nil
+}
+
 func firstByte(b []byte) any {
 	if len(b) == 0 {
 		return "(empty)"
@@ -401,14 +448,17 @@ func (p *Plan) applyRule(r *columnRule, dst, v []byte) ([]byte, error) {
 }
 
 // Fallback is the value to send for column col when MaskCell failed: NULL for binary non-text
-// cells, else the redaction label (as a JSON string for JSON columns).
+// cells, else the redaction label (as a JSON string for JSON columns, hex-encoded for bytea).
 func (rp *ResultPlan) Fallback(col int, dst []byte) (out []byte, null bool) {
 	if col < 0 || col >= len(rp.cols) {
 		return nil, true
 	}
 	cp := &rp.cols[col]
-	if cp.act == actNull || cp.act == actPass || cp.array {
+	if cp.act == actNull || cp.act == actPass || cp.act == actInspect || cp.array || cp.userBinary {
 		return nil, true
+	}
+	if cp.bytea {
+		return encodeBytea(dst, rp.p.Redacted(), true), false
 	}
 	if cp.jsonb {
 		dst = append(dst, 1)

@@ -387,8 +387,6 @@ func TestMaskCell(t *testing.T) {
 	}
 }
 
-const oidNumeric = 1700
-
 func TestFailClosed(t *testing.T) {
 	p := mustPlan(t, nil, Config{MaxValueBytes: 64})
 	big := bytes.Repeat([]byte("a"), 65)

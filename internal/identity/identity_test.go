@@ -943,7 +943,7 @@ func BenchmarkLookup(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	m, err := NewManager(ManagerConfig{StateDir: filepath.Join(b.TempDir(), "id"), Provider: p})
+	m, err := NewManager(ManagerConfig{StateDir: filepath.Join(b.TempDir(), "id"), Provider: p, MaxSessionsPerUID: 100})
 	if err != nil {
 		b.Fatal(err)
 	}

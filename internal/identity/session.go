@@ -88,7 +88,18 @@ const (
 	EndExpired  EndReason = "expired"
 	EndRevoked  EndReason = "revoked"  // logout
 	EndReplaced EndReason = "replaced" // a rotated workload token names another subject
+	// EndSuperseded: a newer login of the same uid took its place (see
+	// ManagerConfig.MaxSessionsPerUID).
+	EndSuperseded EndReason = "superseded"
 )
+
+// DefaultMaxSessionsPerUID is how many sessions one uid's logins keep unless
+// ManagerConfig says otherwise. A person needs their current session, a few
+// older ones that long-running agents are still bound to, and some history
+// to explain a refusal; a day of re-logins (12h local sessions, expired OIDC
+// ones) fits with room to spare. Without a bound, any local user could add
+// sessions until state.json, which every change rewrites, took seconds.
+const DefaultMaxSessionsPerUID = 8
 
 // EndEvent is delivered to ManagerConfig.OnEnd when a session expires or
 // is revoked; the daemon closes the live connections of CgroupIDs.
@@ -119,10 +130,23 @@ type ManagerConfig struct {
 	// daemon must Unbind cgroups it removes.
 	Retain time.Duration
 	Logger *slog.Logger
+	// MaxSessionsPerUID bounds the sessions one uid keeps (default
+	// DefaultMaxSessionsPerUID; workload sessions do not count). A login that
+	// would go over forgets or ends that uid's oldest sessions, those no cgroup
+	// is bound to first: ended ones, then active ones, and only then an active
+	// one with bound cgroups (its live connections close; if the new login is
+	// the same person, its cgroups move to the new session). Ended sessions a
+	// cgroup is still bound to are kept to explain refusals and do not count:
+	// run cgroups, which the daemon bounds per uid, bound those.
+	MaxSessionsPerUID int
 	// BootID names this boot of the kernel (default: /proc/sys/kernel/random/boot_id). Cgroup ids
 	// start over at each boot, so bindings saved in another boot are dropped: they would name
 	// whatever cgroups get those ids now.
 	BootID string
+
+	// beforeSync, if set, runs while the state file is being written, before
+	// its fsync: tests hold a save there.
+	beforeSync func()
 }
 
 // record is a session with what only the daemon keeps.
@@ -175,6 +199,15 @@ type Manager struct {
 	sessions  map[string]*record
 	bindings  map[uint64]string
 	workloads map[uint64]*workload
+	// changes counts the changes to what the state file holds (under mu).
+	changes uint64
+
+	// saveMu serialises writes of the state file, which happen without mu
+	// held: Lookup, on every proxied connection, must never wait for an
+	// fsync. saved is the count of changes the file holds (under saveMu).
+	// Always taken before mu, never while holding it.
+	saveMu sync.Mutex
+	saved  uint64
 
 	stop chan struct{}
 	done chan struct{}
@@ -200,6 +233,9 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Retain <= 0 {
 		cfg.Retain = 24 * time.Hour
 	}
+	if cfg.MaxSessionsPerUID <= 0 {
+		cfg.MaxSessionsPerUID = DefaultMaxSessionsPerUID
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -224,6 +260,9 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	}
 	if err := m.load(); err != nil {
 		return nil, err
+	}
+	if m.trimLoaded() {
+		m.persist(m.changes)
 	}
 	go m.loop()
 	return m, nil
@@ -288,21 +327,87 @@ func (m *Manager) load() error {
 	return nil
 }
 
-// saveLocked writes the state atomically: temp file (0600), fsync, rename,
-// fsync of the directory. Called with m.mu held for writing.
-func (m *Manager) saveLocked() error {
-	st := stateFile{Version: 1, BootID: m.cfg.BootID, Bindings: map[string]string{}}
+// trimLoaded forgets, for each uid over MaxSessionsPerUID in a state file
+// written before the bound (or with a larger one), its oldest sessions no
+// cgroup is bound to. Sessions with bound cgroups stay: no login is there to
+// take their agents over. It reports whether anything was forgotten.
+func (m *Manager) trimLoaded() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	uids := map[uint32]bool{}
 	for _, r := range m.sessions {
-		st.Sessions = append(st.Sessions, r)
+		if !r.Session.Workload {
+			uids[r.Session.UID] = true
+		}
 	}
-	slices.SortFunc(st.Sessions, func(a, b *record) int { return strings.Compare(a.Session.ID, b.Session.ID) })
+	before := len(m.sessions)
+	for uid := range uids {
+		m.capSessionsLocked(uid, "", false)
+	}
+	if len(m.sessions) == before {
+		return false
+	}
+	m.log.Info("identity: sessions over the per-uid bound forgotten", "forgotten", before-len(m.sessions), "max_per_uid", m.cfg.MaxSessionsPerUID)
+	m.changedLocked()
+	return true
+}
+
+// changedLocked counts a change to what the state file holds and returns its
+// number, for persist once mu is released. Called with m.mu held for writing.
+func (m *Manager) changedLocked() uint64 {
+	m.changes++
+	return m.changes
+}
+
+// persist returns once the state file holds change seq (or a later state),
+// or a save failed. Called without m.mu held. The state is copied under a
+// read lock and written without one, so lookups go on during the fsync;
+// saves are serialised and each writes the newest state, so the file never
+// goes back to an older one, and callers waiting meanwhile share one write.
+func (m *Manager) persist(seq uint64) {
+	if seq == 0 {
+		return // nothing changed
+	}
+	m.saveMu.Lock()
+	defer m.saveMu.Unlock()
+	if m.saved >= seq {
+		return // a save that started after change seq wrote it
+	}
+	m.mu.RLock()
+	st, upTo := m.snapshotLocked()
+	m.mu.RUnlock()
+	if err := m.writeState(st); err != nil {
+		// The in-memory state stays authoritative; the next change retries.
+		m.log.Error("identity: persisting sessions failed", "err", err)
+		return
+	}
+	m.saved = upTo
+}
+
+// snapshotLocked copies what the state file holds, and the count of changes
+// it reflects. Called with m.mu held (for reading at least). Records are
+// copied by value: nothing changes a session's Groups in place.
+func (m *Manager) snapshotLocked() (*stateFile, uint64) {
+	st := &stateFile{Version: 1, BootID: m.cfg.BootID, Bindings: make(map[string]string, len(m.bindings))}
+	for _, r := range m.sessions {
+		c := &record{Session: r.Session, RefreshToken: r.RefreshToken, IssuedAt: r.IssuedAt}
+		st.Sessions = append(st.Sessions, c)
+	}
 	for k, v := range m.bindings {
 		st.Bindings[strconv.FormatUint(k, 10)] = v
 	}
 	for _, w := range m.workloads {
-		st.Workloads = append(st.Workloads, w)
+		c := *w
+		st.Workloads = append(st.Workloads, &c)
 	}
-	b, err := json.Marshal(&st)
+	return st, m.changes
+}
+
+// writeState writes st atomically: temp file (0600), fsync, rename, fsync of
+// the directory. Called with m.saveMu held and m.mu not held.
+func (m *Manager) writeState(st *stateFile) error {
+	slices.SortFunc(st.Sessions, func(a, b *record) int { return strings.Compare(a.Session.ID, b.Session.ID) })
+	b, err := json.Marshal(st)
 	if err != nil {
 		return fmt.Errorf("identity: encode state: %w", err)
 	}
@@ -319,6 +424,9 @@ func (m *Manager) saveLocked() error {
 	if _, err := f.Write(b); err != nil {
 		f.Close()
 		return fmt.Errorf("identity: write state: %w", err)
+	}
+	if m.cfg.beforeSync != nil {
+		m.cfg.beforeSync()
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
@@ -357,7 +465,9 @@ func (m *Manager) refreshAt(r *record) time.Time {
 // session for uid. The ID token is verified here, with tokens.Nonce when
 // the flow had one; nothing the CLI says about the identity is trusted.
 // Cgroups still bound to an ended session of the same uid are moved to
-// the new one, so `enforcer login` revives running agents.
+// the new one, so `enforcer login` revives running agents. A login that
+// takes uid over MaxSessionsPerUID ends its oldest (see ManagerConfig). It
+// returns once the state file holds the session.
 func (m *Manager) Login(ctx context.Context, uid uint32, tokens TokenSet) (Session, error) {
 	p := m.cfg.Provider
 	if p.Kind() == KindLocal {
@@ -408,9 +518,12 @@ func (m *Manager) start(uid uint32, c Claims, refreshToken string, workload bool
 	}
 	r.nextRefresh = m.refreshAt(r)
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.sessions[r.Session.ID] = r
+	var ev []EndEvent
 	if !workload {
+		// Making room first lets a superseded session's cgroups come back below when this is
+		// the same person.
+		ev = m.capSessionsLocked(uid, r.Session.ID, true)
 		// Only the same person's agents come back: a cgroup started under another subject (or
 		// another provider's) stays bound to its ended session, else an agent could log its
 		// person out and inherit the next login's grants.
@@ -421,17 +534,80 @@ func (m *Manager) start(uid uint32, c Claims, refreshToken string, workload bool
 				m.bindings[cg] = r.Session.ID
 			}
 		}
+		// Sessions whose cgroups just moved are ended and bound to nothing: forget them if
+		// they go over.
+		ev = append(ev, m.capSessionsLocked(uid, r.Session.ID, false)...)
 	}
-	m.persistLocked()
+	seq := m.changedLocked()
 	m.log.Info("session started", "session", r)
-	return r.Session
+	// Copied under the lock: once it is released, another login may supersede r.
+	started := m.viewLocked(r)
+	m.mu.Unlock()
+	m.persist(seq)
+	m.deliver(ev)
+	return started
 }
 
-func (m *Manager) persistLocked() {
-	if err := m.saveLocked(); err != nil {
-		// The in-memory state stays authoritative; the next change retries.
-		m.log.Error("identity: persisting sessions failed", "err", err)
+// capSessionsLocked brings uid's sessions (workloads aside) down to
+// MaxSessionsPerUID, keeping session keep. Ended sessions a cgroup is bound
+// to do not count (they tell its agents why they are refused). The oldest go
+// first, those no cgroup is bound to before the others: an ended one is
+// forgotten, an active one unbound is ended and forgotten, and, if
+// mayEndBound, an active one with cgroups is ended (their connections close)
+// and kept while they are bound. It returns the end events to deliver.
+// Called with m.mu held for writing.
+func (m *Manager) capSessionsLocked(uid uint32, keep string, mayEndBound bool) []EndEvent {
+	bound := map[string]bool{}
+	for _, sid := range m.bindings {
+		bound[sid] = true
 	}
+	var counted []*record
+	for _, r := range m.sessions {
+		if r.Session.UID != uid || r.Session.Workload || (r.Session.State != StateActive && bound[r.Session.ID]) {
+			continue
+		}
+		counted = append(counted, r)
+	}
+	over := len(counted) - m.cfg.MaxSessionsPerUID
+	if over <= 0 {
+		return nil
+	}
+	// Which goes first: ended, then active without cgroups, then active with; oldest first.
+	rank := func(r *record) int {
+		switch {
+		case r.Session.State != StateActive:
+			return 0
+		case !bound[r.Session.ID]:
+			return 1
+		}
+		return 2
+	}
+	slices.SortFunc(counted, func(a, b *record) int {
+		if d := rank(a) - rank(b); d != 0 {
+			return d
+		}
+		if c := a.Session.Created.Compare(b.Session.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Session.ID, b.Session.ID)
+	})
+	var ev []EndEvent
+	for _, r := range counted {
+		if over == 0 {
+			break
+		}
+		if r.Session.ID == keep || (bound[r.Session.ID] && !mayEndBound) {
+			continue
+		}
+		if e, ok := m.endLocked(r, EndSuperseded); ok {
+			ev = append(ev, e)
+		}
+		if !bound[r.Session.ID] {
+			delete(m.sessions, r.Session.ID)
+		}
+		over--
+	}
+	return ev
 }
 
 func visible(caller uint32, s Session) bool { return caller == 0 || caller == s.UID }
@@ -520,13 +696,15 @@ func (m *Manager) Logout(caller uint32, id string) error {
 		m.mu.Unlock()
 		return fmt.Errorf("identity: %w %q", ErrNoSuchSession, id)
 	}
-	var ev []EndEvent
-	if e, ok := m.endLocked(r, EndRevoked); ok {
-		ev = append(ev, e)
+	e, ended := m.endLocked(r, EndRevoked)
+	if !ended {
+		m.mu.Unlock()
+		return nil // already over: nothing to save
 	}
-	m.persistLocked()
+	seq := m.changedLocked()
 	m.mu.Unlock()
-	m.deliver(ev)
+	m.persist(seq)
+	m.deliver([]EndEvent{e})
 	return nil
 }
 
@@ -545,10 +723,12 @@ func (m *Manager) LogoutUID(caller, uid uint32) (int, error) {
 			}
 		}
 	}
+	var seq uint64
 	if len(ev) > 0 {
-		m.persistLocked()
+		seq = m.changedLocked()
 	}
 	m.mu.Unlock()
+	m.persist(seq)
 	m.deliver(ev)
 	return len(ev), nil
 }
@@ -559,7 +739,7 @@ func (m *Manager) endLocked(r *record, why EndReason) (EndEvent, bool) {
 	if r.Session.State != StateActive {
 		return EndEvent{}, false
 	}
-	if why == EndRevoked && r.RefreshToken != "" {
+	if (why == EndRevoked || why == EndSuperseded) && r.RefreshToken != "" {
 		m.wg.Add(1)
 		go func(rt string) {
 			defer m.wg.Done()
@@ -601,44 +781,55 @@ func (m *Manager) Bind(caller uint32, cgroupID uint64, sessionID string) error {
 	if cgroupID == 0 {
 		return errors.New("identity: cgroup id 0")
 	}
+	seq, err := m.bind(caller, cgroupID, sessionID)
+	if err != nil {
+		return err
+	}
+	m.persist(seq)
+	return nil
+}
+
+func (m *Manager) bind(caller uint32, cgroupID uint64, sessionID string) (uint64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r, ok := m.sessions[sessionID]
 	if !ok || !visible(caller, r.Session) {
-		return fmt.Errorf("identity: %w %q", ErrNoSuchSession, sessionID)
+		return 0, fmt.Errorf("identity: %w %q", ErrNoSuchSession, sessionID)
 	}
 	if r.Session.Workload && caller != 0 {
-		return fmt.Errorf("identity: %w: only root binds workload sessions", ErrPermission)
+		return 0, fmt.Errorf("identity: %w: only root binds workload sessions", ErrPermission)
 	}
 	if err := stateErr(m.viewLocked(r)); err != nil {
-		return fmt.Errorf("identity: bind cgroup %d: %w", cgroupID, err)
+		return 0, fmt.Errorf("identity: bind cgroup %d: %w", cgroupID, err)
 	}
 	if cur, ok := m.bindings[cgroupID]; ok && cur != sessionID && caller != 0 {
 		if o := m.sessions[cur]; o != nil && o.Session.UID != caller {
-			return fmt.Errorf("identity: %w: cgroup %d is bound to another user's session", ErrPermission, cgroupID)
+			return 0, fmt.Errorf("identity: %w: cgroup %d is bound to another user's session", ErrPermission, cgroupID)
 		}
 	}
 	delete(m.workloads, cgroupID)
 	m.bindings[cgroupID] = sessionID
-	m.persistLocked()
-	return nil
+	return m.changedLocked(), nil
 }
 
 // Unbind forgets cgroupID (the cgroup was removed). Only root or the owner
 // of the bound session may unbind.
 func (m *Manager) Unbind(caller uint32, cgroupID uint64) error {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	sid, ok := m.bindings[cgroupID]
 	if !ok {
+		m.mu.Unlock()
 		return nil
 	}
 	if r := m.sessions[sid]; caller != 0 && (r == nil || r.Session.UID != caller) {
+		m.mu.Unlock()
 		return fmt.Errorf("identity: %w: cgroup %d is not yours", ErrPermission, cgroupID)
 	}
 	delete(m.bindings, cgroupID)
 	delete(m.workloads, cgroupID)
-	m.persistLocked()
+	seq := m.changedLocked()
+	m.mu.Unlock()
+	m.persist(seq)
 	return nil
 }
 
@@ -729,10 +920,12 @@ func (m *Manager) tick() {
 		w.checking = true
 		check = append(check, w)
 	}
+	var seq uint64
 	if changed {
-		m.persistLocked()
+		seq = m.changedLocked()
 	}
 	m.mu.Unlock()
+	m.persist(seq)
 	m.deliver(ev)
 
 	for _, r := range refresh {
@@ -771,12 +964,19 @@ func (m *Manager) refresh(r *record) {
 	m.mu.RUnlock()
 
 	c, newRT, err := m.redeem(ctx, rt, subject)
+	if seq := m.refreshed(r, sid, c, newRT, err); seq != 0 {
+		m.persist(seq)
+	}
+}
 
+// refreshed applies the outcome of r's refresh and returns the change to
+// save, if any.
+func (m *Manager) refreshed(r *record, sid string, c Claims, newRT string, err error) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r.refreshing = false
 	if r.Session.State != StateActive || m.sessions[sid] != r {
-		return // logged out meanwhile
+		return 0 // logged out meanwhile
 	}
 	now := m.now()
 	if err != nil {
@@ -784,7 +984,7 @@ func (m *Manager) refresh(r *record) {
 		r.nextRefresh = now.Add(max(retry, m.cfg.Tick))
 		m.log.Warn("session refresh failed; it ends at its token expiry unless a retry succeeds",
 			"session", r, "expiry", r.Session.Expiry, "err", err)
-		return
+		return 0
 	}
 	if newRT != "" {
 		r.RefreshToken = newRT // rotation: the old one is spent
@@ -793,8 +993,8 @@ func (m *Manager) refresh(r *record) {
 	r.Session.Expiry = c.Expiry
 	r.IssuedAt = now
 	r.nextRefresh = m.refreshAt(r)
-	m.persistLocked()
 	m.log.Info("session refreshed", "session", r, "expiry", c.Expiry)
+	return m.changedLocked()
 }
 
 func (m *Manager) redeem(ctx context.Context, refreshToken, subject string) (Claims, string, error) {
@@ -923,10 +1123,11 @@ func (m *Manager) BindWorkload(ctx context.Context, caller uint32, cgroupID uint
 	}
 	s := m.start(caller, c, "", true)
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.bindings[cgroupID] = s.ID
 	m.workloads[cgroupID] = &workload{CgroupID: cgroupID, TokenFile: abs, SessionID: s.ID, ModTime: st.ModTime(), Size: st.Size()}
-	m.persistLocked()
+	seq := m.changedLocked()
+	m.mu.Unlock()
+	m.persist(seq)
 	return s, nil
 }
 
@@ -954,8 +1155,9 @@ func (m *Manager) recheckWorkload(w *workload) {
 	r := m.sessions[w.SessionID]
 	if r != nil && r.Session.State == StateActive && r.Session.Subject == c.Subject {
 		r.Session.Email, r.Session.Name, r.Session.Groups, r.Session.Expiry = c.Email, c.Name, slices.Clone(c.Groups), c.Expiry
-		m.persistLocked()
+		seq := m.changedLocked()
 		m.mu.Unlock()
+		m.persist(seq)
 		return
 	}
 	var ev []EndEvent
@@ -972,6 +1174,7 @@ func (m *Manager) recheckWorkload(w *workload) {
 		w.SessionID = s.ID
 		m.bindings[w.CgroupID] = s.ID
 	}
-	m.persistLocked()
+	seq := m.changedLocked()
 	m.mu.Unlock()
+	m.persist(seq)
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +42,8 @@ func (c Caller) IsRoot() bool { return c.UID == 0 }
 type Error struct {
 	Status  int    `json:"-"`
 	Message string `json:"error"`
+	// RetryAfter, if set, is sent as the Retry-After header (whole seconds, rounded up).
+	RetryAfter time.Duration `json:"-"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -111,6 +114,9 @@ func serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 				if !errors.As(err, &ce) {
 					log.Error("control request failed", "route", rt.Pattern, "uid", c.UID, "err", err)
 					ce = &Error{Status: http.StatusInternalServerError, Message: err.Error()}
+				}
+				if ce.RetryAfter > 0 {
+					w.Header().Set("Retry-After", strconv.Itoa(int((ce.RetryAfter+time.Second-1)/time.Second)))
 				}
 				writeJSON(w, ce.Status, ce)
 				return

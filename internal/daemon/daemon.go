@@ -60,6 +60,12 @@ type Daemon struct {
 	// system has no roots to publish).
 	agentCABundle string
 	records       *record.Recorder
+	// loginLimit and runLimit bound how often one user may log in and start runs: each costs a
+	// write of the identity state, a run a cgroup too.
+	loginLimit *control.RateLimit
+	runLimit   *control.RateLimit
+	// runsMu makes counting a user's runs and creating one a single step.
+	runsMu sync.Mutex
 }
 
 // Run starts the daemon and serves until ctx ends or SIGTERM/SIGINT. Stopping never detaches the
@@ -67,7 +73,7 @@ type Daemon struct {
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d := &Daemon{cfg: cfg, log: log, metrics: metrics.New()}
+	d := &Daemon{cfg: cfg, log: log, metrics: metrics.New(), loginLimit: newLoginLimit(), runLimit: newRunLimit()}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}

@@ -8,12 +8,21 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/enforcer-dev/enforcer/internal/control"
 	"github.com/enforcer-dev/enforcer/internal/identity"
 	"github.com/enforcer-dev/enforcer/internal/proxy"
 	"github.com/enforcer-dev/enforcer/internal/redirect"
 )
+
+// newLoginLimit bounds each user's logins. A person logs in a few times a day: five at once
+// covers retries and a few terminals, and one every six seconds after that keeps a user who
+// loops on POST /v1/login to ten writes of the identity state a minute, each of at most
+// identity.DefaultMaxSessionsPerUID sessions of theirs.
+func newLoginLimit() *control.RateLimit {
+	return &control.RateLimit{What: "logins", Every: 6 * time.Second, Burst: 5}
+}
 
 func (d *Daemon) startIdentity() error {
 	p, err := identity.NewProvider(d.cfg.Identity)
@@ -98,6 +107,9 @@ func (d *Daemon) identityRoutes() []control.Route {
 		{Pattern: "POST /v1/login", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			if d.confined(c) {
 				return nil, refuseConfined(c, "log in")
+			}
+			if err := d.loginLimit.Allow(c, false); err != nil {
+				return nil, err
 			}
 			var req control.LoginRequest
 			if err := control.Decode(r, &req); err != nil {

@@ -36,8 +36,24 @@ func runOwner(name string) (uint32, bool) {
 	return uint32(uid), err == nil
 }
 
+// maxRunsPerUID bounds the run cgroups one user other than root may have. Each `enforcer run`
+// holds one while its command (or anything it left running) lives; 64 is more agents at once
+// than a person watches, and keeps what a user can make the daemon hold (cgroups, bindings in
+// the identity state, ended sessions those keep) small. Root is not bounded: it owns the daemon,
+// and a runner's automation may start many.
+const maxRunsPerUID = 64
+
+// newRunLimit bounds how often each user may start runs: a script may start a burst of 32, then
+// ten a second, each a cgroup and a write of the identity state.
+func newRunLimit() *control.RateLimit {
+	return &control.RateLimit{What: "new runs", Every: 100 * time.Millisecond, Burst: 32}
+}
+
 func (d *Daemon) createRun(c control.Caller) (*control.Run, error) {
-	cg, err := d.subtree.NewChild(runName(c.UID))
+	if err := d.runLimit.Allow(c, d.confined(c)); err != nil {
+		return nil, err
+	}
+	cg, err := d.newRunCgroup(c)
 	if err != nil {
 		return nil, err
 	}
@@ -47,6 +63,57 @@ func (d *Daemon) createRun(c control.Caller) (*control.Run, error) {
 	}
 	d.log.Info("enforced cgroup created", "cgroup", cg.Path, "id", cg.ID, "uid", c.UID)
 	return &control.Run{Name: cg.Name, Path: cg.Path, ID: cg.ID, AgentCA: agentCAFile(d.cfg), AgentCABundle: d.agentCABundle}, nil
+}
+
+// newRunCgroup creates a run cgroup for c, unless c's user other than root has maxRunsPerUID
+// already; runs whose processes have all exited count only until removed, which happens here
+// when they stand in the way.
+func (d *Daemon) newRunCgroup(c control.Caller) (*redirect.Cgroup, error) {
+	d.runsMu.Lock()
+	defer d.runsMu.Unlock()
+	if !c.IsRoot() {
+		runs, err := d.runsOf(c.UID)
+		if err != nil {
+			return nil, err
+		}
+		if len(runs) >= maxRunsPerUID {
+			runs = d.removeExitedRuns(runs)
+		}
+		if len(runs) >= maxRunsPerUID {
+			return nil, control.Errorf(http.StatusTooManyRequests, "uid %d has %d enforced runs, the most one user may have: "+
+				"end some of the commands started with `enforcer run`, and what they left running (`enforcer status` lists your runs and their processes); "+
+				"a run whose processes have all exited is removed within a minute", c.UID, len(runs))
+		}
+	}
+	return d.subtree.NewChild(runName(c.UID))
+}
+
+// runsOf lists uid's run cgroups.
+func (d *Daemon) runsOf(uid uint32) ([]*redirect.Cgroup, error) {
+	kids, err := d.subtree.Children()
+	if err != nil {
+		return nil, err
+	}
+	var runs []*redirect.Cgroup
+	for _, k := range kids {
+		if owner, ok := runOwner(k.Name); ok && owner == uid {
+			runs = append(runs, k)
+		}
+	}
+	return runs, nil
+}
+
+// removeExitedRuns removes the runs the collector would (no process left, a minute old, so not
+// one whose launcher has yet to enter) and returns the others.
+func (d *Daemon) removeExitedRuns(runs []*redirect.Cgroup) []*redirect.Cgroup {
+	var left []*redirect.Cgroup
+	for _, k := range runs {
+		if procs, err := k.Procs(); err == nil && len(procs) == 0 && isOld(k.Path) && d.removeRun(k) == nil {
+			continue
+		}
+		left = append(left, k)
+	}
+	return left
 }
 
 func (d *Daemon) findRun(c control.Caller, name string) (*redirect.Cgroup, error) {
@@ -134,11 +201,7 @@ func (d *Daemon) collectRuns(ctx context.Context) {
 		if err != nil {
 			continue
 		}
-		for _, k := range kids {
-			if procs, err := k.Procs(); err == nil && len(procs) == 0 && isOld(k.Path) {
-				d.removeRun(k)
-			}
-		}
+		d.removeExitedRuns(kids)
 	}
 }
 

@@ -528,6 +528,12 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 	if g.sh.Approvals == nil || d.Rule == nil {
 		return g.refuse("approval-unavailable", "enforcer: this statement needs approval, but no approval service is configured", s.SQL, ""), ""
 	}
+	if !g.reviewable(s.SQL + g.preparedTexts(d.Result)) {
+		g.log.Warn("statement needing approval refused: masked, it would hide code from the reviewer", "rule", d.Rule.Rule)
+		return g.refuse(d.Rule.Rule, "enforcer: this statement needs approval, but it cannot be shown safely to a reviewer: "+
+			"masking what looks like a secret in it could hide part of its code, and the enforcer cannot split its text into tokens to mask within them", s.SQL,
+			"fix the statement's syntax (an unterminated string or comment), or take the secret-looking text (a private key, a token) out of it, and send it again"), ""
+	}
 	def := pol.RuleDefs[d.Rule.Rule]
 	timeout := time.Duration(pol.Approvals.Timeout)
 	if s.TxStatus == 'T' || s.TxStatus == 'E' {

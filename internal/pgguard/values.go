@@ -31,7 +31,7 @@ func (g *Guard) shownSQL(sql string, res *sqlclass.Result, ruled []mask.Source) 
 	if ruled != nil {
 		sql = g.maskLiterals(sql, ruled, 0)
 	}
-	return g.mask.plan.MaskString(sql)
+	return g.maskDetected(sql)
 }
 
 // withoutCredentials is sql with every credential it gives as a literal replaced by the

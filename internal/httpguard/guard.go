@@ -353,7 +353,7 @@ func (g *Guard) requestText(r *httpproto.Request, withHost, bound bool) string {
 	if bound {
 		return b.String()
 	}
-	return g.shown(b.String())
+	return g.shownHead(b.String())
 }
 
 // recordedText is the request line, its Host and its headers, masked, as the record keeps them.
@@ -377,8 +377,14 @@ const maxShownBody = 8 << 20
 // charset that hides ASCII, binary data) is shown by its size only, never as bytes a reviewer
 // cannot read or a detector could not see into.
 func (g *Guard) shownBody(h http.Header, body []byte) string {
+	shown, _ := g.displayBody(h, body)
+	return shown
+}
+
+// displayBody is shownBody, and whether it shows all of the body's parts (see maskBody).
+func (g *Guard) displayBody(h http.Header, body []byte) (shown string, exact bool) {
 	if g.plan == nil {
-		return string(body)
+		return string(body), true
 	}
 	data, note := body, ""
 	switch codings := bodyCodings(h); {
@@ -386,17 +392,17 @@ func (g *Guard) shownBody(h http.Header, body []byte) string {
 	case len(codings) == 1 && (codings[0] == "gzip" || codings[0] == "x-gzip"):
 		decoded, err := gunzipBounded(body, maxShownBody)
 		if err != nil {
-			return fmt.Sprintf("[%d bytes, gzip, not shown: %v]", len(body), err)
+			return fmt.Sprintf("[%d bytes, gzip, not shown: %v]", len(body), err), true
 		}
 		data, note = decoded, fmt.Sprintf("[gzip, %d bytes; decoded:]\n", len(body))
 	default:
-		return fmt.Sprintf("[%d bytes, Content-Encoding %s, not shown: they could not be masked]", len(body), strings.Join(codings, ", "))
+		return fmt.Sprintf("[%d bytes, Content-Encoding %s, not shown: they could not be masked]", len(body), strings.Join(codings, ", ")), true
 	}
-	out, _, err := httpproto.MaskBody(g.plan, h.Get("Content-Type"), data)
+	out, exact, err := g.maskBody(h.Get("Content-Type"), data)
 	if err != nil {
-		return fmt.Sprintf("[%d bytes, not shown: they could not be masked: %v]", len(body), err)
+		return fmt.Sprintf("[%d bytes, not shown: they could not be masked: %v]", len(body), err), true
 	}
-	return note + string(out)
+	return note + string(out), exact
 }
 
 // bodyCodings lists the content codings of a request body, lower case, without identity.
@@ -439,6 +445,12 @@ func (g *Guard) clientHostForwarded() bool { return g.info.Host == "" }
 func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Request, d rules.HTTPDecision) httpproto.Verdict {
 	if g.sh.Approvals == nil || d.Rule == nil {
 		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: this request needs approval, but no approval service is configured"}
+	}
+	if _, exact := g.displayBody(r.Header, r.Body); !exact {
+		g.log.Warn("request needing approval refused: masked, its body would hide more than a secret from the reviewer", "rule", d.Rule.Rule)
+		return httpproto.Verdict{Status: http.StatusForbidden, Header: ruleHeader(d.Rule.Rule),
+			Message: "enforcer: this request needs approval, but its body cannot be shown safely to a reviewer: what looks like a secret in it runs across lines, and masking it could hide other parts of the body",
+			Hint:    "send the body as JSON or as a form, or take the secret-looking text (a private key) out of it"}
 	}
 	def := pol.RuleDefs[d.Rule.Rule]
 	id := g.info.Identity

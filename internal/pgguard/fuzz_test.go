@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
@@ -172,4 +173,60 @@ func FuzzMaskLiterals(f *testing.F) {
 			t.Errorf("%q shown as %q", sql, shown)
 		}
 	})
+}
+
+// FuzzMaskWithinTokens: masking any text for display never panics, and when it says it shows
+// all of the code, the shown text splits into the same strings, names and comments as the text,
+// in order, and keeps every operator and punctuation mark of it in order: no masked span hides
+// code. (A masked number or name may show as marks of its own: ************1111.)
+func FuzzMaskWithinTokens(f *testing.F) {
+	for _, s := range []string{
+		"UPDATE t SET a = 1 WHERE id = 7 /* -----BEGIN PRIVATE KEY----- */ OR id > 0 /* -----END PRIVATE KEY----- */",
+		"SELECT '-----BEGIN PRIVATE KEY-----', 1 - 2, $q$-----END PRIVATE KEY-----$q$",
+		"DO $$ BEGIN PERFORM 1 /* -----BEGIN RSA PRIVATE KEY----- */; END $$; SELECT 4111111111111111",
+		"SELECT 1 /* /4111111111111111 */ -- a@example.com\n, \"x@example.com\", E'\\'password=hunter22'",
+	} {
+		f.Add(s)
+	}
+	g := newGuard(f, nil)
+	f.Fuzz(func(t *testing.T, sql string) {
+		shown, whole := g.maskWithinTokens(sql, 0)
+		in, err := sqlclass.Tokens(sql)
+		if err != nil || !whole {
+			return
+		}
+		out, err := sqlclass.Tokens(shown)
+		if err != nil {
+			t.Fatalf("%q shown as %q, which does not split: %v", sql, shown, err)
+		}
+		quotedIn, marksIn := structure(sql, in)
+		quotedOut, marksOut := structure(shown, out)
+		if !slices.Equal(quotedIn, quotedOut) || !subsequence(marksIn, marksOut) {
+			t.Fatalf("%q shown as %q:\n %v %q\n %v %q", sql, shown, quotedIn, marksIn, quotedOut, marksOut)
+		}
+	})
+}
+
+// structure returns the kinds of a text's strings, names and comments, and its operators and
+// punctuation, in order.
+func structure(sql string, toks []sqlclass.Token) (quoted []sqlclass.TokenKind, marks []string) {
+	for _, t := range toks {
+		switch text := sql[t.Start:t.End]; {
+		case t.Kind == sqlclass.TokenString || t.Kind == sqlclass.TokenName || t.Kind == sqlclass.TokenComment:
+			quoted = append(quoted, t.Kind)
+		case t.Kind == sqlclass.TokenCode && !strings.ContainsFunc(text, func(r rune) bool { return r == '_' || r == '$' || unicode.IsLetter(r) || unicode.IsDigit(r) }):
+			marks = append(marks, text)
+		}
+	}
+	return quoted, marks
+}
+
+// subsequence reports whether every element of a is in b, in order.
+func subsequence(a, b []string) bool {
+	for _, x := range b {
+		if len(a) > 0 && a[0] == x {
+			a = a[1:]
+		}
+	}
+	return len(a) == 0
 }

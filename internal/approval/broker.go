@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,8 +61,11 @@ type Broker struct {
 	// settings are the policy's part of cfg, replaced by Reconfigure when the policy is reloaded.
 	settings atomic.Pointer[Settings]
 
-	mu       sync.Mutex
-	waiters  map[string]chan struct{}
+	mu sync.Mutex
+	// rules are the policy's approve rules by name, with their digests (see ApplyRules); nil
+	// until the first ApplyRules, and then nothing is checked against them.
+	rules    map[string]string
+	waiters  map[string]*waiter
 	watchers map[chan Event]struct{}
 	pending  map[string]int // this daemon's pending requests by person (pendingKey)
 }
@@ -109,7 +113,7 @@ func NewBroker(store Store, cfg Config) *Broker {
 		store:    store,
 		cfg:      cfg,
 		log:      cfg.Logger,
-		waiters:  map[string]chan struct{}{},
+		waiters:  map[string]*waiter{},
 		watchers: map[chan Event]struct{}{},
 		pending:  map[string]int{},
 	}
@@ -137,10 +141,14 @@ type Spec struct {
 	// Display are the same parameters masked for reviewers; nil shows only their sizes.
 	Display []DisplayParam
 
-	Rule      string
-	Approvers []string // groups whose members may decide
-	Quorum    int      // approvals needed; 0 means 1
-	Timeout   time.Duration
+	Rule string
+	// RuleDigest identifies the rule's definition in the policy that held the statement (see
+	// Rule). The request ends when a reload changes it, and a late grant passes a retry only
+	// under the same digest.
+	RuleDigest string
+	Approvers  []string // groups whose members may decide
+	Quorum     int      // approvals needed; 0 means 1
+	Timeout    time.Duration
 }
 
 // Binding returns what the approval of s is bound to.
@@ -154,6 +162,8 @@ func (s *Spec) validate() error {
 		return errors.New("hold statement: requester has no subject")
 	case s.Rule == "":
 		return errors.New("hold statement: no rule name")
+	case s.RuleDigest == "":
+		return fmt.Errorf("hold statement: rule %s has no digest of its definition", s.Rule)
 	case len(s.Approvers) == 0:
 		return fmt.Errorf("hold statement: rule %s names no approver groups, nobody could approve", s.Rule)
 	case s.Quorum < 0:
@@ -252,7 +262,7 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 	sctx, cancel := context.WithDeadline(ctx, now.Add(timeout))
 	defer cancel()
 	hash := spec.Binding().Hash()
-	if g, err := b.store.ConsumeGrant(sctx, hash, now); err != nil {
+	if g, err := b.store.ConsumeGrant(sctx, hash, spec.Rule, spec.RuleDigest, now); err != nil {
 		b.stats.storeErrors.Add(1)
 		return Outcome{State: StateFailed}, fmt.Errorf("look up approval grant: %w", err)
 	} else if g != nil {
@@ -277,13 +287,13 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		Identity: spec.Identity, Process: spec.Process,
 		Target: spec.Target, Database: spec.Database, DBUser: spec.DBUser,
 		SQL: shown, Params: display, Hash: hash,
-		Rule: spec.Rule, Approvers: spec.Approvers, Quorum: max(spec.Quorum, 1), Timeout: timeout,
+		Rule: spec.Rule, RuleDigest: spec.RuleDigest, Approvers: spec.Approvers, Quorum: max(spec.Quorum, 1), Timeout: timeout,
 		State: StatePending,
 	}
 	r = r.Clone() // never alias the caller's slices
 
 	person := pendingKey(spec.Identity)
-	wake := make(chan struct{}, 1)
+	w := &waiter{wake: make(chan struct{}, 1), rule: spec.Rule, digest: spec.RuleDigest}
 	b.mu.Lock()
 	if n := b.pending[person]; n >= b.cfg.MaxPendingPerPerson {
 		b.mu.Unlock()
@@ -291,7 +301,11 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		return Outcome{State: StateFailed}, fmt.Errorf("%w (%d of %s's); wait until reviewers decide some", ErrTooManyPending, n, person)
 	}
 	b.pending[person]++
-	b.waiters[r.ID] = wake
+	if b.rules != nil {
+		// The policy was reloaded between the caller's judgment and now.
+		w.voided = ruleChange(b.rules, spec.Rule, spec.RuleDigest)
+	}
+	b.waiters[r.ID] = w
 	b.mu.Unlock()
 	defer func() {
 		b.mu.Lock()
@@ -322,12 +336,15 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 	poll := time.NewTicker(b.cfg.PollInterval)
 	defer poll.Stop()
 	for {
+		if why := b.voided(r.ID); why != "" {
+			return b.end(r.ID, StateFailed, fmt.Sprintf("%v: %s; send it again to have it judged under the current policy", ErrPolicyChanged, why))
+		}
 		select {
 		case <-ctx.Done():
 			return b.end(r.ID, StateWithdrawn, "the client cancelled the statement")
 		case <-timer.C:
 			return b.end(r.ID, StateExpired, "")
-		case <-wake:
+		case <-w.wake:
 		case <-poll.C:
 		}
 		// A read cut short by the client's cancel or the deadline is harmless: the select above
@@ -404,6 +421,14 @@ func (b *Broker) decide(ctx context.Context, id string, d Decision) (*Request, e
 	if err != nil {
 		b.stats.refused.Add(1)
 		return nil, err
+	}
+	// A decision under a rule the policy has changed since would end nowhere: the waiting client
+	// is told the policy changed, and a late grant would not pass the retry.
+	if cur, err := b.store.Get(ctx, id); err == nil && (cur.State == StatePending || cur.State == StateExpired) {
+		if why := b.ruleChanged(cur); why != "" {
+			b.stats.refused.Add(1)
+			return nil, fmt.Errorf("%s: %w: %s; the client must send it again to have it judged under the current policy", id, ErrPolicyChanged, why)
+		}
 	}
 	d.Time = time.Now()
 	late := b.settings.Load().LateWindow
@@ -485,16 +510,81 @@ func (b *Broker) broadcast(ev Event) {
 	}
 }
 
+// waiter is a request waited for on this daemon.
+type waiter struct {
+	wake         chan struct{}
+	rule, digest string
+	// voided says why the request must end without running (ApplyRules): the policy no longer
+	// defines its rule as it was. Under Broker.mu.
+	voided string
+}
+
 func (b *Broker) wake(id string) {
 	b.mu.Lock()
 	w := b.waiters[id]
 	b.mu.Unlock()
 	if w != nil {
-		select {
-		case w <- struct{}{}:
-		default: // a wake-up is already queued
+		w.signal()
+	}
+}
+
+func (w *waiter) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // a wake-up is already queued
+	}
+}
+
+// voided returns why the waited request id must end, or "".
+func (b *Broker) voided(id string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if w := b.waiters[id]; w != nil {
+		return w.voided
+	}
+	return ""
+}
+
+// ApplyRules takes a (re)loaded policy's approve rules, name to digest of the definition (see
+// Rule), and takes away every approval that no longer stands because a rule changed or went:
+// requests pending on this daemon under such a rule end as failed, saying which rule changed
+// (their clients get that error at once, and reviewers can no longer decide them); usable
+// late-approval grants given under such a rule are revoked in the store; and a later decision
+// on a request held under such a rule is refused. It returns the number of requests ended and
+// of grants revoked; an error means the grants could not be revoked (they still cannot pass
+// a retry: Request looks them up by the current rule's digest).
+func (b *Broker) ApplyRules(ctx context.Context, rules map[string]string) (ended, revoked int, err error) {
+	rules = maps.Clone(rules)
+	if rules == nil {
+		rules = map[string]string{}
+	}
+	b.mu.Lock()
+	b.rules = rules
+	for _, w := range b.waiters {
+		if w.voided == "" {
+			if w.voided = ruleChange(rules, w.rule, w.digest); w.voided != "" {
+				ended++
+				w.signal()
+			}
 		}
 	}
+	b.mu.Unlock()
+	revoked, err = b.store.RevokeGrants(ctx, rules, time.Now())
+	if err != nil {
+		b.stats.storeErrors.Add(1)
+		return ended, revoked, fmt.Errorf("revoke approval grants of changed rules: %w", err)
+	}
+	return ended, revoked, nil
+}
+
+// ruleChanged says why a decision on r is refused because the policy changed its rule, or "".
+func (b *Broker) ruleChanged(r *Request) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.rules == nil {
+		return ""
+	}
+	return ruleChange(b.rules, r.Rule, r.RuleDigest)
 }
 
 // changed is the store's change hook: it wakes a local waiter and tells watchers about changes

@@ -413,12 +413,13 @@ func (s *FileStore) Finish(_ context.Context, id string, st State, reason string
 }
 
 // ConsumeGrant implements Store. With several usable grants for one hash the oldest goes first.
-func (s *FileStore) ConsumeGrant(_ context.Context, hash string, now time.Time) (*Grant, error) {
+func (s *FileStore) ConsumeGrant(_ context.Context, hash, rule, ruleDigest string, now time.Time) (*Grant, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var best *Grant
 	for _, g := range s.grants {
-		if g.Hash == hash && g.Consumed.IsZero() && now.Before(g.Expires) && (best == nil || g.Created.Before(best.Created)) {
+		if g.Hash == hash && g.Rule == rule && g.RuleDigest != "" && g.RuleDigest == ruleDigest &&
+			g.Consumed.IsZero() && now.Before(g.Expires) && (best == nil || g.Created.Before(best.Created)) {
 			best = g
 		}
 	}
@@ -434,6 +435,31 @@ func (s *FileStore) ConsumeGrant(_ context.Context, hash string, now time.Time) 
 	s.appliedLocked(now)
 	c := used
 	return &c, nil
+}
+
+// RevokeGrants implements Store.
+func (s *FileStore) RevokeGrants(_ context.Context, rules map[string]string, now time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lines []fileLine
+	for _, g := range s.grants {
+		if g.Consumed.IsZero() && now.Before(g.Expires) && ruleChange(rules, g.Rule, g.RuleDigest) != "" {
+			revoked := *g
+			revoked.Expires = now
+			lines = append(lines, fileLine{Grant: &revoked})
+		}
+	}
+	if len(lines) == 0 {
+		return 0, nil
+	}
+	if err := s.appendLocked(now, lines...); err != nil {
+		return 0, err
+	}
+	for _, l := range lines {
+		s.grants[l.Grant.RequestID] = l.Grant
+	}
+	s.appliedLocked(now)
+	return len(lines), nil
 }
 
 // Close implements Store: later changes fail with ErrClosed and the file lock is released.

@@ -56,7 +56,7 @@ func TestFileStoreDecisionThatCompactsSurvivesRestart(t *testing.T) {
 	if got, err := s.Get(ctx, r.ID); err != nil || got.State != StateApproved || !got.Late {
 		t.Errorf("late-approved request after a restart: state %v, %v", got.State, err)
 	}
-	if g, err := s.ConsumeGrant(ctx, r.Hash, time.Now()); err != nil || g == nil {
+	if g, err := s.ConsumeGrant(ctx, r.Hash, r.Rule, r.RuleDigest, time.Now()); err != nil || g == nil {
 		t.Errorf("grant of the late approval after a restart: %v, %v", g, err)
 	}
 }
@@ -68,7 +68,7 @@ func TestFileStoreGrantConsumedAtCompactionStaysConsumed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "approvals.journal")
 	s, r := lateGrant(t, path, false)
 	compactNext(s)
-	if g, err := s.ConsumeGrant(ctx, r.Hash, time.Now()); err != nil || g == nil {
+	if g, err := s.ConsumeGrant(ctx, r.Hash, r.Rule, r.RuleDigest, time.Now()); err != nil || g == nil {
 		t.Fatalf("consume the grant: %v, %v", g, err)
 	}
 	s.Close()
@@ -77,7 +77,7 @@ func TestFileStoreGrantConsumedAtCompactionStaysConsumed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if g, err := s.ConsumeGrant(ctx, r.Hash, time.Now()); err != nil || g != nil {
+	if g, err := s.ConsumeGrant(ctx, r.Hash, r.Rule, r.RuleDigest, time.Now()); err != nil || g != nil {
 		t.Errorf("a consumed grant was consumed again after a restart: %+v, %v", g, err)
 	}
 }

@@ -12,7 +12,7 @@ import (
 func storedRequest(id string, now time.Time) *Request {
 	spec := updateSpec("1")
 	return &Request{ID: id, Created: now, Deadline: now.Add(time.Hour), Identity: spec.Identity, Target: spec.Target,
-		Database: spec.Database, DBUser: spec.DBUser, SQL: spec.SQL, Hash: spec.Binding().Hash(), Rule: spec.Rule,
+		Database: spec.Database, DBUser: spec.DBUser, SQL: spec.SQL, Hash: spec.Binding().Hash(), Rule: spec.Rule, RuleDigest: spec.RuleDigest,
 		Approvers: spec.Approvers, Quorum: 1, Timeout: time.Hour, State: StatePending}
 }
 

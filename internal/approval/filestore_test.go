@@ -84,7 +84,7 @@ func TestFileStoreRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g, err := s3.ConsumeGrant(ctx, updateSpec("1").Binding().Hash(), time.Now()); err != nil || g != nil {
+	if g, err := s3.ConsumeGrant(ctx, updateSpec("1").Binding().Hash(), updateSpec("1").Rule, updateSpec("1").RuleDigest, time.Now()); err != nil || g != nil {
 		t.Fatalf("grant consumed twice across restarts: %+v, %v", g, err)
 	}
 }

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS enforcer_approval_grants (
 	consumed_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS enforcer_approval_grants_hash ON enforcer_approval_grants (hash) WHERE consumed_at IS NULL;
+ALTER TABLE enforcer_approval_grants ADD COLUMN IF NOT EXISTS rule text NOT NULL DEFAULT '';
+ALTER TABLE enforcer_approval_grants ADD COLUMN IF NOT EXISTS rule_digest text NOT NULL DEFAULT '';
 `
 
 // pgChannel is the LISTEN/NOTIFY channel; payloads are "<instance> <event> <request id>".
@@ -422,8 +424,8 @@ func (s *PGStore) Decide(ctx context.Context, id string, d Decision, w Windows) 
 			return "", fmt.Errorf("insert decision on %s: %w", id, err)
 		}
 		if g != nil {
-			if _, err := tx.Exec(ctx, `INSERT INTO enforcer_approval_grants (request_id, hash, subject, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)`,
-				g.RequestID, g.Hash, g.Subject, g.Created, g.Expires); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO enforcer_approval_grants (request_id, hash, subject, rule, rule_digest, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+				g.RequestID, g.Hash, g.Subject, g.Rule, g.RuleDigest, g.Created, g.Expires); err != nil {
 				return "", fmt.Errorf("insert grant for %s: %w", id, err)
 			}
 		}
@@ -456,7 +458,7 @@ func (s *PGStore) Finish(ctx context.Context, id string, st State, reason string
 
 // ConsumeGrant implements Store. The row lock and the consumed_at check in one UPDATE make two
 // daemons racing for the same grant see exactly one winner.
-func (s *PGStore) ConsumeGrant(ctx context.Context, hash string, now time.Time) (*Grant, error) {
+func (s *PGStore) ConsumeGrant(ctx context.Context, hash, rule, ruleDigest string, now time.Time) (*Grant, error) {
 	c, err := s.acquire(ctx)
 	if err != nil {
 		return nil, err
@@ -466,11 +468,11 @@ func (s *PGStore) ConsumeGrant(ctx context.Context, hash string, now time.Time) 
 	err = c.QueryRow(ctx, `UPDATE enforcer_approval_grants SET consumed_at = $2
 		WHERE request_id = (
 			SELECT request_id FROM enforcer_approval_grants
-			WHERE hash = $1 AND consumed_at IS NULL AND expires_at > $2
+			WHERE hash = $1 AND consumed_at IS NULL AND expires_at > $2 AND rule = $3 AND rule_digest = $4 AND rule_digest <> ''
 			ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
 		AND consumed_at IS NULL
-		RETURNING request_id, hash, subject, created_at, expires_at, consumed_at`, hash, now).
-		Scan(&g.RequestID, &g.Hash, &g.Subject, &g.Created, &g.Expires, &g.Consumed)
+		RETURNING request_id, hash, subject, rule, rule_digest, created_at, expires_at, consumed_at`, hash, now, rule, ruleDigest).
+		Scan(&g.RequestID, &g.Hash, &g.Subject, &g.Rule, &g.RuleDigest, &g.Created, &g.Expires, &g.Consumed)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}
@@ -478,6 +480,26 @@ func (s *PGStore) ConsumeGrant(ctx context.Context, hash string, now time.Time) 
 		return nil, fmt.Errorf("consume grant: %w", err)
 	}
 	return &g, nil
+}
+
+// RevokeGrants implements Store.
+func (s *PGStore) RevokeGrants(ctx context.Context, rules map[string]string, now time.Time) (int, error) {
+	names, digests := make([]string, 0, len(rules)), make([]string, 0, len(rules))
+	for n, d := range rules {
+		names, digests = append(names, n), append(digests, d)
+	}
+	c, err := s.acquire(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer s.release(c)
+	tag, err := c.Exec(ctx, `UPDATE enforcer_approval_grants SET expires_at = $1
+		WHERE consumed_at IS NULL AND expires_at > $1
+		AND (rule_digest = '' OR (rule, rule_digest) NOT IN (SELECT * FROM unnest($2::text[], $3::text[])))`, now, names, digests)
+	if err != nil {
+		return 0, fmt.Errorf("revoke grants: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
 }
 
 func (s *PGStore) closeConns() {

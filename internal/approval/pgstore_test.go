@@ -97,7 +97,7 @@ func TestPGStore(t *testing.T) {
 		for _, s := range []Store{a.store, b.store, a.store, b.store} {
 			go func() {
 				defer func() { done <- struct{}{} }()
-				g, err := s.ConsumeGrant(ctx, hash, time.Now())
+				g, err := s.ConsumeGrant(ctx, hash, updateSpec("3").Rule, updateSpec("3").RuleDigest, time.Now())
 				if err != nil {
 					t.Error(err)
 				}

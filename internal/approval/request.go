@@ -107,10 +107,13 @@ type Request struct {
 	// Hash is the hex SHA-256 binding of the exact statement (see Binding).
 	Hash string `json:"hash"`
 
-	Rule      string        `json:"rule"`
-	Approvers []string      `json:"approvers"`
-	Quorum    int           `json:"quorum"`
-	Timeout   time.Duration `json:"timeout"`
+	Rule string `json:"rule"`
+	// RuleDigest identifies the rule's definition when the request was made (Spec.RuleDigest):
+	// a reload that changes the rule ends the request (Broker.ApplyRules).
+	RuleDigest string        `json:"rule_digest,omitempty"`
+	Approvers  []string      `json:"approvers"`
+	Quorum     int           `json:"quorum"`
+	Timeout    time.Duration `json:"timeout"`
 
 	State     State      `json:"state"`
 	Decisions []Decision `json:"decisions,omitempty"`
@@ -159,12 +162,16 @@ func (r *Request) Approvals() int {
 // Grant lets the identity that sent a request run the identical statement once, after a reviewer
 // approved the request too late for the original client.
 type Grant struct {
-	Hash      string    `json:"hash"`
-	RequestID string    `json:"request_id"`
-	Subject   string    `json:"subject"`
-	Created   time.Time `json:"created"`
-	Expires   time.Time `json:"expires"`
-	Consumed  time.Time `json:"consumed,omitzero"`
+	Hash      string `json:"hash"`
+	RequestID string `json:"request_id"`
+	Subject   string `json:"subject"`
+	// Rule and RuleDigest are the rule the approval was given under, as the policy then defined
+	// it: the grant passes a retry only while the policy sends it to the same definition.
+	Rule       string    `json:"rule,omitempty"`
+	RuleDigest string    `json:"rule_digest,omitempty"`
+	Created    time.Time `json:"created"`
+	Expires    time.Time `json:"expires"`
+	Consumed   time.Time `json:"consumed,omitzero"`
 }
 
 // Errors returned when a decision is refused. They are wrapped with the request id and details.
@@ -230,7 +237,7 @@ func decide(r *Request, d Decision, w Windows) (*Grant, error) {
 		return nil, nil
 	}
 	r.State, r.Late, r.GrantExpires = StateApproved, true, d.Time.Add(w.Grant)
-	return &Grant{Hash: r.Hash, RequestID: r.ID, Subject: r.Identity.Subject, Created: d.Time, Expires: r.GrantExpires}, nil
+	return &Grant{Hash: r.Hash, RequestID: r.ID, Subject: r.Identity.Subject, Rule: r.Rule, RuleDigest: r.RuleDigest, Created: d.Time, Expires: r.GrantExpires}, nil
 }
 
 // finish moves a pending request to a final state; it reports false when the request had already

@@ -57,8 +57,13 @@ type Store interface {
 	// Finish moves a pending request to a final state (expired, withdrawn, failed). It returns the
 	// request after the call and whether this call changed it; false means a decision came first.
 	Finish(ctx context.Context, id string, s State, reason string, now time.Time) (*Request, bool, error)
-	// ConsumeGrant uses up one unexpired, unconsumed grant for hash, or returns nil if none.
-	ConsumeGrant(ctx context.Context, hash string, now time.Time) (*Grant, error)
+	// ConsumeGrant uses up one unexpired, unconsumed grant for hash that was given under rule as
+	// ruleDigest defines it, or returns nil if none: a grant from another rule, or from another
+	// definition of the same rule, does not pass a statement the policy now sends elsewhere.
+	ConsumeGrant(ctx context.Context, hash, rule, ruleDigest string, now time.Time) (*Grant, error)
+	// RevokeGrants ends (expires at now) every usable grant whose rule is not in rules (name to
+	// digest) with the digest it was given under, and returns how many it ended.
+	RevokeGrants(ctx context.Context, rules map[string]string, now time.Time) (int, error)
 	// OnChange registers the function called after every change, including changes made by other
 	// daemons sharing the store. It must not block.
 	OnChange(fn func(Change))

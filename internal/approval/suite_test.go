@@ -73,14 +73,18 @@ func updateSpec(id string) Spec {
 		Identity: alice,
 		Process:  Process{Comm: "claude", PID: 4242, Cmdline: "claude --dangerously"},
 		Target:   "prod-db", Database: "app", DBUser: "agent_rw",
-		SQL:       "UPDATE accounts SET plan = $1 WHERE id = " + id,
-		Params:    []Param{{Value: []byte("pro"), TypeOID: 25}},
-		Display:   []DisplayParam{{TypeOID: 25, Value: "p**"}},
-		Rule:      "writes-need-review",
-		Approvers: []string{"dba", "sre"},
-		Timeout:   30 * time.Second,
+		SQL:        "UPDATE accounts SET plan = $1 WHERE id = " + id,
+		Params:     []Param{{Value: []byte("pro"), TypeOID: 25}},
+		Display:    []DisplayParam{{TypeOID: 25, Value: "p**"}},
+		Rule:       "writes-need-review",
+		RuleDigest: reviewDigest,
+		Approvers:  []string{"dba", "sre"},
+		Timeout:    30 * time.Second,
 	}
 }
+
+// reviewDigest stands for the digest of writes-need-review's definition in updateSpec.
+const reviewDigest = "digest-of-writes-need-review-v1"
 
 type eventLog struct {
 	mu     sync.Mutex
@@ -275,7 +279,7 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		now := time.Now()
 		r := &Request{ID: NewID(), Created: now.Add(-2 * time.Minute), Deadline: now.Add(-time.Minute), Owner: "gone",
 			Identity: spec.Identity, Target: spec.Target, Database: spec.Database, DBUser: spec.DBUser, SQL: spec.SQL,
-			Hash: spec.Binding().Hash(), Rule: spec.Rule, Approvers: spec.Approvers, Quorum: 1, Timeout: time.Minute, State: StatePending}
+			Hash: spec.Binding().Hash(), Rule: spec.Rule, RuleDigest: spec.RuleDigest, Approvers: spec.Approvers, Quorum: 1, Timeout: time.Minute, State: StatePending}
 		if err := store.Create(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -289,6 +293,62 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		out, err := b.Request(ctx, spec, nil)
 		if err != nil || !out.Approved() || out.Grant == nil || out.Grant.RequestID != r.ID {
 			t.Fatalf("retry: %+v, %v", out, err)
+		}
+	})
+
+	// A late grant passes a retry only while the policy sends the statement to the rule it was
+	// given under, as that rule was then defined; a reload that changes the rule revokes it.
+	t.Run("grant bound to its rule", func(t *testing.T) {
+		for _, tc := range []struct {
+			name     string
+			rule     string
+			digest   string
+			reloaded map[string]string // nil: no reload
+			passes   bool
+		}{
+			{name: "same rule and definition", rule: "writes-need-review", digest: reviewDigest, passes: true},
+			{name: "same rule, other definition", rule: "writes-need-review", digest: "v2"},
+			{name: "another rule", rule: "all-writes", digest: reviewDigest},
+			{name: "reload leaves the rule", rule: "writes-need-review", digest: reviewDigest, reloaded: map[string]string{"writes-need-review": reviewDigest}, passes: true},
+			// Revoked: the grant does not come back when the rule is later defined as it was.
+			{name: "reload changed the rule", rule: "writes-need-review", digest: reviewDigest, reloaded: map[string]string{"writes-need-review": "v2"}},
+			{name: "reload removed the rule", rule: "writes-need-review", digest: reviewDigest, reloaded: map[string]string{}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b, _ := newBroker(t, Config{Timeout: 100 * time.Millisecond, LateWindow: time.Hour})
+				h := hold(t, ctx, b, updateSpec("1"))
+				if out := h.wait(t); out.State != StateExpired {
+					t.Fatalf("outcome %s, want expired", out.State)
+				}
+				if _, err := b.Approve(ctx, h.id, bob, "late"); err != nil {
+					t.Fatal(err)
+				}
+				if tc.reloaded != nil {
+					_, revoked, err := b.ApplyRules(ctx, tc.reloaded)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if want := map[bool]int{true: 0, false: 1}[tc.passes]; revoked != want {
+						t.Errorf("ApplyRules revoked %d grants, want %d", revoked, want)
+					}
+					// Judged as the grant was given: only a revocation stops it.
+					if _, _, err := b.ApplyRules(ctx, map[string]string{"writes-need-review": reviewDigest, "all-writes": reviewDigest}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				retry := updateSpec("1")
+				retry.Rule, retry.RuleDigest, retry.Timeout = tc.rule, tc.digest, 50*time.Millisecond
+				out, err := b.Request(ctx, retry, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if passed := out.Grant != nil; passed != tc.passes {
+					t.Errorf("retry: %s (grant %v), want it to pass on the grant: %v", out.State, out.Grant, tc.passes)
+				}
+				if out.Grant != nil && (out.Grant.Rule != "writes-need-review" || out.Grant.RuleDigest != reviewDigest) {
+					t.Errorf("grant %+v does not name the rule it was given under", out.Grant)
+				}
+			})
 		}
 	})
 

@@ -43,6 +43,9 @@ func (o Outcome) Message() string {
 	case StateWithdrawn:
 		return fmt.Sprintf("approval request %s withdrawn", id)
 	}
+	if o.Request != nil && o.Request.Reason != "" {
+		return fmt.Sprintf("approval request %s failed: %s", id, o.Request.Reason)
+	}
 	return fmt.Sprintf("approval request %s failed", id)
 }
 

@@ -47,7 +47,24 @@ func (d *Daemon) startApprovals(ctx context.Context) error {
 		Notifier:   set.Notifier,
 		Logger:     d.log,
 	})
+	d.applyApprovalRules(d.policy.Load())
 	return nil
+}
+
+// applyApprovalRules gives the broker p's approve rules: approvals asked under a rule p changes
+// or drops end (pending requests fail, their clients told why) or are revoked (late grants).
+// Held statements are judged again with p before they run in any case (the guards' hold), so a
+// store that cannot revoke grants now leaves nothing through; it is logged.
+func (d *Daemon) applyApprovalRules(p *policy.Policy) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ended, revoked, err := d.approvals.ApplyRules(ctx, p.ApprovalRules())
+	if err != nil {
+		d.log.Error("policy: approvals under changed rules", "err", err)
+	}
+	if ended > 0 || revoked > 0 {
+		d.log.Info("policy: approvals under changed or removed rules ended", "pending_requests", ended, "grants", revoked)
+	}
 }
 
 // approvalSettings builds what the broker takes from the policy: its timeouts and a notifier for
@@ -91,7 +108,7 @@ func approvalError(err error) error {
 		return control.Errorf(http.StatusNotFound, "%v", err)
 	case errors.Is(err, approval.ErrSelfApproval), errors.Is(err, approval.ErrNotApprover):
 		return control.Errorf(http.StatusForbidden, "%v", err)
-	case errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrNotPending):
+	case errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrNotPending), errors.Is(err, approval.ErrPolicyChanged):
 		return control.Errorf(http.StatusConflict, "%v", err)
 	case errors.Is(err, approval.ErrReasonRequired), errors.Is(err, approval.ErrInvalidReviewer):
 		return control.Errorf(http.StatusBadRequest, "%v", err)

@@ -280,6 +280,9 @@ func (d *Daemon) loadPolicy() (changed bool, err error) {
 			go n.Close() // its workers stop; what it still queued is dropped, as at shutdown
 		}
 	}
+	if d.approvals != nil {
+		d.applyApprovalRules(p)
+	}
 	if n := d.endRevoked(old, p); n > 0 {
 		d.log.Info("policy reload ended connections it no longer allows", "closed_connections", n)
 	}

@@ -463,6 +463,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 		SQL:        approval.HTTPPrefix + g.requestText(r, withHost, true),
 		DisplaySQL: approval.HTTPPrefix + g.requestText(r, withHost, false),
 		Rule:       d.Rule.Rule,
+		RuleDigest: def.Digest(),
 		Approvers:  def.Approvers,
 		Quorum:     def.Quorum,
 		Timeout:    time.Duration(pol.Approvals.Timeout),
@@ -494,6 +495,13 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 		hint := strings.Replace(out.Hint(), "identical statement", "identical request", 1)
 		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: " + msg, Hint: hint, Header: hdr}
 	}
+	if err := g.rejudge(out, r); err != nil {
+		g.log.Warn("approved request not forwarded: the policy changed while it waited", "request", out.ID(), "err", err)
+		g.recordApproval(out.ID(), record.ApprovalVoided, "", err.Error(), nil)
+		g.cur.verdict = record.VerdictBlock
+		return httpproto.Verdict{Status: http.StatusForbidden, Message: fmt.Sprintf("enforcer: approved (request %s) but not forwarded: %v", out.ID(), err),
+			Hint: "send the request again: it is judged under the current policy, and held for review if that asks for it", Header: hdr}
+	}
 	g.log.Info("request approved", "request", out.ID(), "rule", d.Rule.Rule)
 	if err := g.writeAhead(r, true); err != nil {
 		g.cur.verdict = record.VerdictBlock
@@ -508,8 +516,32 @@ func approvalState(o approval.Outcome) string {
 		return record.ApprovalApproved
 	case approval.StateDenied:
 		return record.ApprovalDenied
+	case approval.StateFailed:
+		return record.ApprovalFailed
 	}
 	return record.ApprovalExpired
+}
+
+// rejudge judges an approved request again with the policy in force, just before it is
+// forwarded: a reload while it waited may block it, or send it to a rule that asks other
+// approvers or more of them. The approval stands only for the rule it was given under, with
+// approvers and a quorum the recorded decisions meet (approval.Outcome.Confirm). A request that
+// policy allows outright is forwarded: it would have gone unreviewed had it been sent now.
+func (g *Guard) rejudge(out approval.Outcome, r *httpproto.Request) error {
+	pol := g.sh.Policy()
+	d := pol.Rules.DecideHTTP(g.conn, RuleRequest(r, g.sentHost(r)))
+	switch {
+	case d.Action == rules.Allow:
+		return nil
+	case d.Action != rules.Approve || d.Rule == nil:
+		by := "the policy default"
+		if d.Rule != nil {
+			by = fmt.Sprintf("rule %q", d.Rule.Rule)
+		}
+		return fmt.Errorf("%w: %s now blocks the request", approval.ErrPolicyChanged, by)
+	}
+	def := pol.RuleDefs[d.Rule.Rule]
+	return out.Confirm(approval.Rule{Name: d.Rule.Rule, Digest: def.Digest(), Approvers: def.Approvers, Quorum: def.Quorum})
 }
 
 func (g *Guard) recordApproval(id, state, by, reason string, approvers []string) {

@@ -552,6 +552,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		SQL:        s.SQL + prepared,
 		DisplaySQL: g.shownSQL(s.SQL, d.Result, ruled) + g.shownSQL(prepared, nil, ruled),
 		Rule:       d.Rule.Rule,
+		RuleDigest: def.Digest(),
 		Approvers:  def.Approvers,
 		Quorum:     def.Quorum,
 		Timeout:    timeout,
@@ -581,6 +582,12 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 	by, reason := out.Decided()
 	g.recordApproval(out.ID(), approvalState(out), by, reason, nil)
 	if out.Approved() {
+		if err := g.rejudge(out, d); err != nil {
+			g.log.Warn("approved statement not run: the policy changed while it waited", "request", out.ID(), "err", err)
+			g.recordApproval(out.ID(), record.ApprovalVoided, "", err.Error(), nil)
+			return g.refuse(d.Rule.Rule, fmt.Sprintf("enforcer: approved (request %s) but not run: %v", out.ID(), err), s.SQL,
+				"send the statement again: it is judged under the current policy, and held for review if that asks for it"), out.ID()
+		}
 		g.log.Info("statement approved", "request", out.ID(), "rule", d.Rule.Rule)
 		return postgres.Verdict{Observe: g.observe()}, out.ID()
 	}
@@ -622,8 +629,32 @@ func approvalState(o approval.Outcome) string {
 		return record.ApprovalApproved
 	case approval.StateDenied:
 		return record.ApprovalDenied
+	case approval.StateFailed:
+		return record.ApprovalFailed
 	}
 	return record.ApprovalExpired
+}
+
+// rejudge judges an approved statement again with the policy in force, just before it runs: a
+// reload while it waited may block it, or send it to a rule that asks other approvers or more of
+// them. The approval stands only for the rule it was given under, with approvers and a quorum
+// the recorded decisions meet (approval.Outcome.Confirm). A statement that policy allows
+// outright runs: it would have run unreviewed had it been sent now.
+func (g *Guard) rejudge(out approval.Outcome, held *rules.Decision) error {
+	pol := g.sh.Policy()
+	d := pol.Rules.Decide(g.conn, held.Result, g.lookup)
+	switch {
+	case d.Verdict == rules.Allow:
+		return nil
+	case d.Verdict != rules.Approve || d.Rule == nil:
+		by := "the policy default"
+		if d.Rule != nil {
+			by = fmt.Sprintf("rule %q", d.Rule.Rule)
+		}
+		return fmt.Errorf("%w: %s now blocks the statement", approval.ErrPolicyChanged, by)
+	}
+	def := pol.RuleDefs[d.Rule.Rule]
+	return out.Confirm(approval.Rule{Name: d.Rule.Rule, Digest: def.Digest(), Approvers: def.Approvers, Quorum: def.Quorum})
 }
 
 func (g *Guard) refuse(rule, msg, sql, hint string) postgres.Verdict {

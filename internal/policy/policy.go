@@ -5,6 +5,7 @@ package policy
 import (
 	"cmp"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -110,6 +111,34 @@ type RuleDef struct {
 	Message   string   `yaml:"message"`
 	Approvers []string `yaml:"approvers"` // groups whose members may approve (action: approve)
 	Quorum    int      `yaml:"quorum"`    // approvals needed (default 1)
+}
+
+// Digest identifies what an approval under r rests on: its condition, action, approver groups (as
+// a set) and quorum (0 read as 1). A reload that changes any of them ends the requests pending
+// under r and voids its late grants (approval.Broker.ApplyRules); the message is left out, since
+// rewording it takes no approval away.
+func (r RuleDef) Digest() string {
+	approvers := slices.Clone(r.Approvers)
+	slices.Sort(approvers)
+	b, _ := json.Marshal(struct {
+		When, Action string
+		Approvers    []string
+		Quorum       int
+	}{r.When, r.Action, slices.Compact(approvers), max(r.Quorum, 1)})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// ApprovalRules returns the rules that send statements for approval, by name, with their
+// digests (see RuleDef.Digest).
+func (p *Policy) ApprovalRules() map[string]string {
+	out := map[string]string{}
+	for name, r := range p.RuleDefs {
+		if r.Action == "approve" {
+			out[name] = r.Digest()
+		}
+	}
+	return out
 }
 
 // Approvals configures how long statements wait for a reviewer.

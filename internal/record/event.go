@@ -136,6 +136,12 @@ const (
 	ApprovalApproved  = "approved"
 	ApprovalDenied    = "denied"
 	ApprovalExpired   = "expired"
+	// ApprovalFailed: the request ended without a decision that counts (the policy changed its
+	// rule while it waited, or the approval store failed); Reason says which.
+	ApprovalFailed = "failed"
+	// ApprovalVoided follows an approval that did not let the statement run: judged again just
+	// before it would have run, the policy in force no longer accepts it (Reason says why).
+	ApprovalVoided = "voided"
 )
 
 // Approval is a step of an approval request for a held statement.

@@ -8,7 +8,11 @@
 //
 // An approval is bound to exactly the statement that was reviewed: the binding hash covers the SQL
 // text, every parameter value and type, the target, database, database user and the requester, so
-// approving `id = 1` never lets `id = 2` through.
+// approving `id = 1` never lets `id = 2` through. It also counts only under the rule it was asked
+// under, as the policy defined that rule (Spec.RuleDigest): a reload that changes the rule ends
+// the requests pending under it and revokes its grants (Broker.ApplyRules), a grant passes only a
+// retry the policy sends to the same definition, and the caller judges an approved statement again
+// before it runs (Outcome.Confirm).
 package approval
 
 import (

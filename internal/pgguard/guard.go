@@ -101,7 +101,8 @@ type Guard struct {
 
 type parsedStatement struct {
 	decision rules.Decision
-	sql      string // the text decision is for
+	sql      string         // the text decision is for
+	pol      *policy.Policy // the policy decision is by: an Execute after a reload is judged anew
 	// deallocated: an SQL DEALLOCATE (or DISCARD ALL) may have dropped the statement since its
 	// Parse (surely, if gone). Parse'd and PREPAREd statements share one namespace at the
 	// server, so the name may now be a PREPARE's, which the proxy's record of the Parse does not
@@ -251,9 +252,9 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		g.count(&d)
 		g.noteOrigins(s.ID, d.Result, false) // for the row description a Describe gets
 		if p := g.parsed[s.StatementName]; p != nil {
-			p.decision, p.sql, p.deallocated, p.gone = d, s.SQL, false, false // the unnamed statement is re-parsed for every query: reuse its entry
+			p.decision, p.sql, p.pol, p.deallocated, p.gone = d, s.SQL, pol, false, false // the unnamed statement is re-parsed for every query: reuse its entry
 		} else {
-			g.parsed[s.StatementName] = &parsedStatement{decision: d, sql: s.SQL}
+			g.parsed[s.StatementName] = &parsedStatement{decision: d, sql: s.SQL, pol: pol}
 		}
 		return postgres.Verdict{}
 	case postgres.KindExecute:
@@ -275,6 +276,11 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		d := &g.execDecision
 		switch {
 		case p != nil && p.sql == s.SQL:
+			if p.pol != pol {
+				// Parsed before a policy reload (a driver's statement cache keeps it for the
+				// connection's life): what the policy in force says of it now decides.
+				p.decision, p.pol = g.parseDecision(pol, s.SQL), pol
+			}
 			d = &p.decision
 		case p != nil && s.StatementName != "":
 			// The proxy and the guard disagree on what the name holds: a Parse the server

@@ -424,7 +424,7 @@ func (b *Broker) decide(ctx context.Context, id string, d Decision) (*Request, e
 	}
 	// A decision under a rule the policy has changed since would end nowhere: the waiting client
 	// is told the policy changed, and a late grant would not pass the retry.
-	if cur, err := b.store.Get(ctx, id); err == nil && (cur.State == StatePending || cur.State == StateExpired) {
+	if cur, err := b.store.Get(ctx, id); err == nil {
 		if why := b.ruleChanged(cur); why != "" {
 			b.stats.refused.Add(1)
 			return nil, fmt.Errorf("%s: %w: %s; the client must send it again to have it judged under the current policy", id, ErrPolicyChanged, why)
@@ -546,11 +546,12 @@ func (b *Broker) voided(id string) string {
 }
 
 // ApplyRules takes a (re)loaded policy's approve rules, name to digest of the definition (see
-// Rule), and takes away every approval that no longer stands because a rule changed or went:
-// requests pending on this daemon under such a rule end as failed, saying which rule changed
-// (their clients get that error at once, and reviewers can no longer decide them); usable
-// late-approval grants given under such a rule are revoked in the store; and a later decision
-// on a request held under such a rule is refused. It returns the number of requests ended and
+// Rule), and takes away every approval of this daemon's requests (Config.Owner) that no longer
+// stands because a rule changed or went: requests pending here under such a rule end as failed,
+// saying which rule changed (their clients get that error at once, and reviewers can no longer
+// decide them); usable late-approval grants given under such a rule are revoked in the store; and
+// a later decision on a request of this daemon held under such a rule is refused. Requests of
+// other daemons sharing the store are theirs to judge, by their own policies. It returns the number of requests ended and
 // of grants revoked; an error means the grants could not be revoked (they still cannot pass
 // a retry: Request looks them up by the current rule's digest).
 func (b *Broker) ApplyRules(ctx context.Context, rules map[string]string) (ended, revoked int, err error) {
@@ -569,7 +570,7 @@ func (b *Broker) ApplyRules(ctx context.Context, rules map[string]string) (ended
 		}
 	}
 	b.mu.Unlock()
-	revoked, err = b.store.RevokeGrants(ctx, rules, time.Now())
+	revoked, err = b.store.RevokeGrants(ctx, b.cfg.Owner, rules, time.Now())
 	if err != nil {
 		b.stats.storeErrors.Add(1)
 		return ended, revoked, fmt.Errorf("revoke approval grants of changed rules: %w", err)
@@ -577,11 +578,15 @@ func (b *Broker) ApplyRules(ctx context.Context, rules map[string]string) (ended
 	return ended, revoked, nil
 }
 
-// ruleChanged says why a decision on r is refused because the policy changed its rule, or "".
+// ruleChanged says why a decision on r is refused because this daemon's policy changed its rule,
+// or "". Only requests this daemon judges count: one pending with a waiter here, or an expired
+// one it owned (its retry comes back here). Another daemon sharing the store judges its own by
+// its own policy.
 func (b *Broker) ruleChanged(r *Request) string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.rules == nil {
+	mine := r.State == StatePending && b.waiters[r.ID] != nil || r.State == StateExpired && r.Owner == b.cfg.Owner
+	if b.rules == nil || !mine {
 		return ""
 	}
 	return ruleChange(b.rules, r.Rule, r.RuleDigest)

@@ -438,11 +438,15 @@ func (s *FileStore) ConsumeGrant(_ context.Context, hash, rule, ruleDigest strin
 }
 
 // RevokeGrants implements Store.
-func (s *FileStore) RevokeGrants(_ context.Context, rules map[string]string, now time.Time) (int, error) {
+func (s *FileStore) RevokeGrants(_ context.Context, owner string, rules map[string]string, now time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var lines []fileLine
 	for _, g := range s.grants {
+		// A grant whose request is gone from the store is revoked too: its owner is unknown.
+		if r, ok := s.requests[g.RequestID]; ok && r.Owner != owner {
+			continue
+		}
 		if g.Consumed.IsZero() && now.Before(g.Expires) && ruleChange(rules, g.Rule, g.RuleDigest) != "" {
 			revoked := *g
 			revoked.Expires = now

@@ -483,7 +483,7 @@ func (s *PGStore) ConsumeGrant(ctx context.Context, hash, rule, ruleDigest strin
 }
 
 // RevokeGrants implements Store.
-func (s *PGStore) RevokeGrants(ctx context.Context, rules map[string]string, now time.Time) (int, error) {
+func (s *PGStore) RevokeGrants(ctx context.Context, owner string, rules map[string]string, now time.Time) (int, error) {
 	names, digests := make([]string, 0, len(rules)), make([]string, 0, len(rules))
 	for n, d := range rules {
 		names, digests = append(names, n), append(digests, d)
@@ -495,7 +495,8 @@ func (s *PGStore) RevokeGrants(ctx context.Context, rules map[string]string, now
 	defer s.release(c)
 	tag, err := c.Exec(ctx, `UPDATE enforcer_approval_grants SET expires_at = $1
 		WHERE consumed_at IS NULL AND expires_at > $1
-		AND (rule_digest = '' OR (rule, rule_digest) NOT IN (SELECT * FROM unnest($2::text[], $3::text[])))`, now, names, digests)
+		AND request_id IN (SELECT id FROM enforcer_approval_requests WHERE owner = $4)
+		AND (rule_digest = '' OR (rule, rule_digest) NOT IN (SELECT * FROM unnest($2::text[], $3::text[])))`, now, names, digests, owner)
 	if err != nil {
 		return 0, fmt.Errorf("revoke grants: %w", err)
 	}

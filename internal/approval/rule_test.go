@@ -132,3 +132,43 @@ func TestLateApprovalOfChangedRuleRefused(t *testing.T) {
 		t.Fatalf("late approval under a changed rule: %v, want ErrPolicyChanged", err)
 	}
 }
+
+// TestOtherDaemonsRulesLeaveRequestsAlone: daemons sharing a store judge their own requests by
+// their own policies. A reviewer's host whose policy lacks the agent host's rule still decides
+// the agent's requests, and its reload revokes none of the agent host's grants.
+func TestOtherDaemonsRulesLeaveRequestsAlone(t *testing.T) {
+	ctx := context.Background()
+	store := NewMemoryStore()
+	agentHost := NewBroker(store, Config{Owner: "agent-host", Timeout: time.Second, LateWindow: time.Hour, PollInterval: 20 * time.Millisecond})
+	reviewHost := NewBroker(store, Config{Owner: "review-host", PollInterval: 20 * time.Millisecond})
+	rules := map[string]string{"writes-need-review": reviewDigest}
+	if _, _, err := agentHost.ApplyRules(ctx, rules); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reviewHost.ApplyRules(ctx, map[string]string{}); err != nil {
+		t.Fatal(err)
+	}
+
+	h := hold(t, ctx, agentHost, updateSpec("1"))
+	if _, err := reviewHost.Approve(ctx, h.id, bob, "from the reviewer's host"); err != nil {
+		t.Fatalf("approval through another daemon: %v", err)
+	}
+	if out := h.wait(t); !out.Approved() {
+		t.Fatalf("outcome %s, want approved", out.State)
+	}
+
+	late := hold(t, ctx, agentHost, updateSpec("2"))
+	if out := late.wait(t); out.State != StateExpired {
+		t.Fatalf("outcome %s, want expired", out.State)
+	}
+	if _, err := reviewHost.Approve(ctx, late.id, bob, "late"); err != nil {
+		t.Fatalf("late approval through another daemon: %v", err)
+	}
+	if _, revoked, err := reviewHost.ApplyRules(ctx, map[string]string{}); err != nil || revoked != 0 {
+		t.Fatalf("the reviewer's host revoked %d of the agent host's grants (%v)", revoked, err)
+	}
+	out, err := agentHost.Request(ctx, updateSpec("2"), nil)
+	if err != nil || out.Grant == nil {
+		t.Fatalf("retry on the agent host: %s, %v; want it to pass on the grant", out.State, err)
+	}
+}

@@ -61,9 +61,10 @@ type Store interface {
 	// ruleDigest defines it, or returns nil if none: a grant from another rule, or from another
 	// definition of the same rule, does not pass a statement the policy now sends elsewhere.
 	ConsumeGrant(ctx context.Context, hash, rule, ruleDigest string, now time.Time) (*Grant, error)
-	// RevokeGrants ends (expires at now) every usable grant whose rule is not in rules (name to
-	// digest) with the digest it was given under, and returns how many it ended.
-	RevokeGrants(ctx context.Context, rules map[string]string, now time.Time) (int, error)
+	// RevokeGrants ends (expires at now) every usable grant of owner's requests whose rule is not
+	// in rules (name to digest) with the digest it was given under, and returns how many it
+	// ended. Other daemons sharing the store judge their own grants by their own policies.
+	RevokeGrants(ctx context.Context, owner string, rules map[string]string, now time.Time) (int, error)
 	// OnChange registers the function called after every change, including changes made by other
 	// daemons sharing the store. It must not block.
 	OnChange(fn func(Change))

@@ -90,6 +90,25 @@ func TestOIDCSessionsGrantsAndRevocation(t *testing.T) {
 	if time.Since(start) > 25*time.Second || strings.Contains(out, "exit=0") || !strings.Contains(out, "session expired") {
 		t.Errorf("after expiry (%v): %q", time.Since(start), out)
 	}
+
+	// New groups at the IdP: the next refresh brings them, alice's live connection (granted for
+	// engineering) is closed, and her next one is judged with the new groups.
+	loginAs(t, e, idp, "alice")
+	start = time.Now()
+	done = make(chan string, 1)
+	go func() { o, _ := e.run("sh", "-c", script); done <- o }()
+	time.Sleep(2 * time.Second)
+	if err := idp.SetGroups("alice", []string{"sales"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case out := <-done:
+		if strings.Contains(out, "exit=0") || !strings.Contains(out, "engineering") {
+			t.Errorf("after alice's groups changed (%v): %q", time.Since(start), out)
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatal("pg_sleep was not interrupted when alice's groups changed")
+	}
 }
 
 // loginAs runs `enforcer login` (device flow) and approves the printed code as subject.

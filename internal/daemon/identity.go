@@ -30,10 +30,11 @@ func (d *Daemon) startIdentity() error {
 		return fmt.Errorf("identity: %w", err)
 	}
 	d.ids, err = identity.NewManager(identity.ManagerConfig{
-		StateDir: filepath.Join(d.cfg.StateDir, "identity"),
-		Provider: p,
-		OnEnd:    d.sessionEnded,
-		Logger:   d.log,
+		StateDir:       filepath.Join(d.cfg.StateDir, "identity"),
+		Provider:       p,
+		OnEnd:          d.sessionEnded,
+		OnGroupsChange: d.sessionGroupsChanged,
+		Logger:         d.log,
 	})
 	if err != nil {
 		return fmt.Errorf("identity: %w", err)
@@ -49,6 +50,18 @@ func (d *Daemon) sessionEnded(ev identity.EndEvent) {
 	}
 	n := d.proxy.CloseWhere(func(c *proxy.Conn) bool { return slices.Contains(ev.CgroupIDs, c.Origin.CgroupID) })
 	d.log.Info("session ended", "session", ev.Session.ID, "subject", ev.Session.Subject, "reason", string(ev.Reason), "closed_connections", n)
+}
+
+// sessionGroupsChanged closes the live connections of every cgroup bound to a session whose
+// groups changed: each was granted, and given its masking and the rules' view of the person, for
+// the old groups when it opened. The agent's next connection is judged with the new ones.
+func (d *Daemon) sessionGroupsChanged(ev identity.GroupsEvent) {
+	if d.proxy == nil {
+		return
+	}
+	n := d.proxy.CloseWhere(func(c *proxy.Conn) bool { return slices.Contains(ev.CgroupIDs, c.Origin.CgroupID) })
+	d.log.Info("session's groups changed; its live connections were closed", "session", ev.Session.ID, "subject", ev.Session.Subject,
+		"old_groups", ev.OldGroups, "groups", ev.Session.Groups, "closed_connections", n)
 }
 
 // authorize ties a connection to the session its cgroup is bound to and checks the grants.

@@ -359,11 +359,25 @@ func TestLocalProvider(t *testing.T) {
 }
 
 type events struct {
-	mu sync.Mutex
-	ev []EndEvent
+	mu     sync.Mutex
+	ev     []EndEvent
+	groups []GroupsEvent
 }
 
 func (e *events) add(ev EndEvent) { e.mu.Lock(); e.ev = append(e.ev, ev); e.mu.Unlock() }
+
+func (e *events) addGroups(ev GroupsEvent) {
+	e.mu.Lock()
+	e.groups = append(e.groups, ev)
+	e.mu.Unlock()
+}
+
+// groupsEvents returns the groups events so far.
+func (e *events) groupsEvents() []GroupsEvent {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.groups)
+}
 func (e *events) find(id string) (EndEvent, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -384,7 +398,7 @@ func newManagerIn(t *testing.T, dir string, p *Provider, ev *events) *Manager {
 	t.Helper()
 	cfg := ManagerConfig{StateDir: filepath.Join(dir, "identity"), Provider: p, Tick: 50 * time.Millisecond}
 	if ev != nil {
-		cfg.OnEnd = ev.add
+		cfg.OnEnd, cfg.OnGroupsChange = ev.add, ev.addGroups
 	}
 	m, err := NewManager(cfg)
 	if err != nil {
@@ -626,6 +640,41 @@ func TestRefreshKeepsSessionAlive(t *testing.T) {
 	}
 	if _, ok := ev.find(s.ID); ok {
 		t.Fatal("a refreshed session reported as ended")
+	}
+	if g := ev.groupsEvents(); len(g) > 0 {
+		t.Fatalf("a refresh with the same groups reported a change: %+v", g)
+	}
+}
+
+// TestRefreshWithNewGroups: groups changed at the IdP reach the session at its next refresh,
+// and the change is reported with the cgroups bound to it, whose connections were opened for
+// the old groups.
+func TestRefreshWithNewGroups(t *testing.T) {
+	idp := startIdP(t, func(c *devidp.Config) {
+		c.AutoApprove = "alice"
+		c.IDTokenLifetime = 3 * time.Second
+		c.AccessTokenLifetime = 3 * time.Second
+	})
+	p := newProvider(t, idp, nil)
+	ev := &events{}
+	m := newManager(t, p, ev)
+	s := login(t, m, 1000)
+	for _, cg := range []uint64{43, 42} {
+		if err := m.Bind(1000, cg, s.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := idp.SetGroups("alice", []string{"dba", "oncall"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the groups change", func() bool { return len(ev.groupsEvents()) > 0 })
+	g := ev.groupsEvents()[0]
+	if g.Session.ID != s.ID || !slices.Equal(g.OldGroups, []string{"engineering", "dba"}) ||
+		!slices.Equal(g.Session.Groups, []string{"dba", "oncall"}) || !slices.Equal(g.CgroupIDs, []uint64{42, 43}) {
+		t.Fatalf("groups event %+v", g)
+	}
+	if got, err := m.Lookup(42); err != nil || got.ID != s.ID || !slices.Equal(got.Groups, []string{"dba", "oncall"}) {
+		t.Fatalf("after the change: %+v, %v", got, err)
 	}
 }
 
@@ -884,6 +933,10 @@ func TestWorkloadTokenRotation(t *testing.T) {
 	})
 	if got, _ := m.Lookup(cg); got.ID != s.ID || !slices.Equal(got.Groups, []string{"agents", "deployers"}) {
 		t.Fatalf("after rotation %+v", got)
+	}
+	waitFor(t, "the groups change", func() bool { return len(ev.groupsEvents()) > 0 }) // delivered once saved
+	if g := ev.groupsEvents(); len(g) != 1 || !slices.Equal(g[0].OldGroups, []string{"agents"}) || !slices.Equal(g[0].CgroupIDs, []uint64{cg}) {
+		t.Fatalf("groups events after rotation: %+v", g)
 	}
 
 	// A token that fails verification is ignored.

@@ -109,6 +109,17 @@ type EndEvent struct {
 	CgroupIDs []uint64
 }
 
+// GroupsEvent is delivered to ManagerConfig.OnGroupsChange when a live
+// session's groups change (a refreshed ID token or a rotated workload token
+// names others). Grants, rules and masking were chosen for the old groups
+// when each of the session's connections opened, so the daemon closes the
+// live connections of CgroupIDs.
+type GroupsEvent struct {
+	Session   Session
+	OldGroups []string
+	CgroupIDs []uint64
+}
+
 // ManagerConfig configures a Manager.
 type ManagerConfig struct {
 	// StateDir holds state.json (dir 0700, file 0600), e.g.
@@ -119,6 +130,10 @@ type ManagerConfig struct {
 	// goroutine that ended it (the manager's loop for expiry, the caller
 	// of Logout/LogoutUID for revocation). It must not block for long.
 	OnEnd func(EndEvent)
+	// OnGroupsChange is called, like OnEnd, when a live session's groups
+	// change; from the goroutine that refreshed it, after the change is
+	// saved.
+	OnGroupsChange func(GroupsEvent)
 	// Tick is how often expiry, refresh and workload token files are
 	// checked (default 1s).
 	Tick time.Duration
@@ -964,19 +979,21 @@ func (m *Manager) refresh(r *record) {
 	m.mu.RUnlock()
 
 	c, newRT, err := m.redeem(ctx, rt, subject)
-	if seq := m.refreshed(r, sid, c, newRT, err); seq != 0 {
+	seq, ev := m.refreshed(r, sid, c, newRT, err)
+	if seq != 0 {
 		m.persist(seq)
 	}
+	m.deliverGroups(ev)
 }
 
 // refreshed applies the outcome of r's refresh and returns the change to
-// save, if any.
-func (m *Manager) refreshed(r *record, sid string, c Claims, newRT string, err error) uint64 {
+// save, if any, and the groups event to deliver once it is saved.
+func (m *Manager) refreshed(r *record, sid string, c Claims, newRT string, err error) (uint64, *GroupsEvent) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r.refreshing = false
 	if r.Session.State != StateActive || m.sessions[sid] != r {
-		return 0 // logged out meanwhile
+		return 0, nil // logged out meanwhile
 	}
 	now := m.now()
 	if err != nil {
@@ -984,17 +1001,45 @@ func (m *Manager) refreshed(r *record, sid string, c Claims, newRT string, err e
 		r.nextRefresh = now.Add(max(retry, m.cfg.Tick))
 		m.log.Warn("session refresh failed; it ends at its token expiry unless a retry succeeds",
 			"session", r, "expiry", r.Session.Expiry, "err", err)
-		return 0
+		return 0, nil
 	}
 	if newRT != "" {
 		r.RefreshToken = newRT // rotation: the old one is spent
 	}
-	r.Session.Email, r.Session.Name, r.Session.Groups = c.Email, c.Name, c.Groups
+	ev := m.setGroupsLocked(r, c.Groups)
+	r.Session.Email, r.Session.Name = c.Email, c.Name
 	r.Session.Expiry = c.Expiry
 	r.IssuedAt = now
 	r.nextRefresh = m.refreshAt(r)
 	m.log.Info("session refreshed", "session", r, "expiry", c.Expiry)
-	return m.changedLocked()
+	return m.changedLocked(), ev
+}
+
+// setGroupsLocked gives r's session groups and, if they are not the ones it
+// had (in any order), returns the event that says so.
+func (m *Manager) setGroupsLocked(r *record, groups []string) *GroupsEvent {
+	old := r.Session.Groups
+	r.Session.Groups = slices.Clone(groups)
+	a, b := slices.Sorted(slices.Values(old)), slices.Sorted(slices.Values(groups))
+	if slices.Equal(slices.Compact(a), slices.Compact(b)) {
+		return nil
+	}
+	ev := &GroupsEvent{Session: r.Session, OldGroups: old}
+	ev.Session.Groups = slices.Clone(groups)
+	for cg, sid := range m.bindings {
+		if sid == r.Session.ID {
+			ev.CgroupIDs = append(ev.CgroupIDs, cg)
+		}
+	}
+	slices.Sort(ev.CgroupIDs)
+	m.log.Info("session's groups changed", "session", r, "old", old, "new", groups)
+	return ev
+}
+
+func (m *Manager) deliverGroups(ev *GroupsEvent) {
+	if ev != nil && m.cfg.OnGroupsChange != nil {
+		m.cfg.OnGroupsChange(*ev)
+	}
 }
 
 func (m *Manager) redeem(ctx context.Context, refreshToken, subject string) (Claims, string, error) {
@@ -1154,10 +1199,12 @@ func (m *Manager) recheckWorkload(w *workload) {
 	w.ModTime, w.Size = st.ModTime(), st.Size()
 	r := m.sessions[w.SessionID]
 	if r != nil && r.Session.State == StateActive && r.Session.Subject == c.Subject {
-		r.Session.Email, r.Session.Name, r.Session.Groups, r.Session.Expiry = c.Email, c.Name, slices.Clone(c.Groups), c.Expiry
+		ev := m.setGroupsLocked(r, c.Groups)
+		r.Session.Email, r.Session.Name, r.Session.Expiry = c.Email, c.Name, c.Expiry
 		seq := m.changedLocked()
 		m.mu.Unlock()
 		m.persist(seq)
+		m.deliverGroups(ev)
 		return
 	}
 	var ev []EndEvent

@@ -240,6 +240,20 @@ func (s *Server) RevokeUser(subject string) {
 	s.st.revokeUserLocked(subject, "")
 }
 
+// SetGroups changes subject's groups, as an administrator of a real IdP
+// would: tokens issued from then on (refreshes included) carry the new ones.
+func (s *Server) SetGroups(subject string, groups []string) error {
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	u, ok := s.st.users[subject]
+	if !ok {
+		return fmt.Errorf("devidp: no user %q", subject)
+	}
+	u.Groups = slices.Clone(groups)
+	s.st.users[subject] = u
+	return nil
+}
+
 // RotateKey makes a new signing key current and returns its key id. The
 // previous keys stay published until RetireKey.
 func (s *Server) RotateKey() (string, error) {

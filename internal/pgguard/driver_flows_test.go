@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -582,4 +583,66 @@ func receiveMessage(t *testing.T, fe *pgproto3.Frontend) pgproto3.BackendMessage
 		t.Fatalf("receive: %v", err)
 	}
 	return m
+}
+
+// TestMessagesDuringCopyIn: during COPY FROM STDIN the server reads the client's messages as the
+// COPY's data (a review, 2026-12-07): it ignores a Sync, and ends the COPY with an error at any
+// other message. The proxy queued an op for each anyway, so the answers of the statements after
+// went to the wrong ops: one statement per stray message reached the client unmasked (a ruled
+// column and a card number alike), and a Query sent during the COPY moved the results of later
+// statements onto others.
+func TestMessagesDuringCopyIn(t *testing.T) {
+	const card, email = "4111111111111111", "ada.lovelace@example.com"
+	for _, c := range []struct {
+		name   string
+		during []pgproto3.FrontendMessage // sent between the COPY's data
+		readys int                        // the ReadyForQuery messages the client then gets
+	}{
+		{"Syncs", []pgproto3.FrontendMessage{&pgproto3.Sync{}, &pgproto3.Sync{}}, 1},
+		{"a Query", []pgproto3.FrontendMessage{&pgproto3.Query{String: "select card, email from cards"}}, 1},
+		{"an extended batch", []pgproto3.FrontendMessage{&pgproto3.Parse{Query: "select card, email from cards"}, &pgproto3.Bind{},
+			&pgproto3.Describe{ObjectType: 'P'}, &pgproto3.Execute{}, &pgproto3.Sync{}}, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p := startGuardedProxy(t, secretRule)
+			p.db.Exec(t, "create table inbox (x text); create table cards (card text, email text); insert into cards values ('"+card+"', '"+email+"')")
+			conn := p.connect(t)
+			defer conn.Close(context.Background())
+			fe := conn.Frontend()
+			var got []string
+			exchangeUntil := func(readys int, msgs ...pgproto3.FrontendMessage) {
+				t.Helper()
+				for _, m := range msgs {
+					fe.Send(m)
+				}
+				if err := fe.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				for readys > 0 {
+					switch m := receiveMessage(t, fe).(type) {
+					case *pgproto3.CopyInResponse:
+						return
+					case *pgproto3.DataRow:
+						got = append(got, fmt.Sprintf("D:%q", m.Values))
+					case *pgproto3.ErrorResponse:
+						got = append(got, "E:"+m.Code+" "+m.Message)
+					case *pgproto3.ReadyForQuery:
+						readys--
+					}
+				}
+			}
+			exchangeUntil(1, &pgproto3.Query{String: "copy inbox from stdin"})
+			msgs := append(slices.Clone(c.during), &pgproto3.CopyData{Data: []byte("hello\n")}, &pgproto3.CopyDone{})
+			exchangeUntil(c.readys, msgs...)
+			exchangeUntil(1, &pgproto3.Query{String: "select id, secret from t where id = 1; select card, email from cards"})
+			for _, g := range got {
+				if strings.Contains(g, `"v1"`) || strings.Contains(g, card) || strings.Contains(g, "ada.lovelace") {
+					t.Errorf("reached the client unmasked: %s (all: %q)", g, got)
+				}
+			}
+			if !slices.ContainsFunc(got, func(g string) bool { return strings.Contains(g, "[REDACTED:column]") }) {
+				t.Errorf("the ruled column's row did not come masked: %q", got)
+			}
+		})
+	}
 }

@@ -45,6 +45,9 @@ func (sinkConn) Write(b []byte) (int, error) { return len(b), nil }
 func FuzzClientStream(f *testing.F) {
 	f.Add(msgBytes('Q', append([]byte("SELECT 1"), 0)...))
 	f.Add(append(msgBytes('P', append([]byte("s\x00SELECT forbidden\x00"), 0, 0)...), msgBytes('S')...))
+	// COPY FROM STDIN, with a Sync and a Query sent during its data.
+	f.Add(slices.Concat(msgBytes('Q', append([]byte("COPY t FROM STDIN"), 0)...), msgBytes('S'), msgBytes('d', []byte("1\n")...),
+		msgBytes('Q', append([]byte("SELECT 1"), 0)...), msgBytes('c'), msgBytes('S')))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		// Go's fuzzer does not notice an input that never returns (its workers just stop), so the
 		// session runs under a watchdog.
@@ -90,6 +93,15 @@ func replayClient(in []byte, h Hook, maxMessage int) ([]byte, error) {
 	c.cr = newMsgReader(bytes.NewReader(in), c.srv.cfg.MaxMessageSize, c.flushUpstream)
 	c.cr.known = frontendTypes
 	c.uw.w = &up
+	// Where the client side waits for the server's answers (a COPY that may run), the server
+	// has answered everything sent so far, starting no COPY.
+	c.serverTurn = func(<-chan struct{}) error {
+		for c.ops.front() != nil {
+			c.ops.pop()
+		}
+		c.releaseDone()
+		return nil
+	}
 	err := c.clientLoop()
 	return up.Bytes(), err
 }
@@ -275,6 +287,23 @@ func FuzzSession(f *testing.F) {
 			&pgproto3.NotificationResponse{PID: 1, Channel: "c", Payload: "p"}, &pgproto3.ParameterStatus{Name: "TimeZone", Value: "UTC"}),
 		enc(0, &pgproto3.CopyData{Data: []byte("2\tb@example.com\n")}, &pgproto3.CopyDone{}),
 		enc(1, &pgproto3.CommandComplete{CommandTag: []byte("COPY 1")}, ready)))
+	// COPY in with a Sync and a Query sent during its data; an extended COPY as libpq runs it (a
+	// Sync after Execute, another after CopyDone); one whose data and end come before the server
+	// started it, as pgx sends them, and a Sync after.
+	copyIn := &pgproto3.CopyInResponse{ColumnFormatCodes: []uint16{0}}
+	f.Add(slices.Concat(
+		enc(0, &pgproto3.Query{String: "COPY t FROM STDIN"}),
+		enc(1, copyIn),
+		enc(0, &pgproto3.Sync{}, &pgproto3.CopyData{Data: []byte("3\tc@example.com\n")}, &pgproto3.Query{String: "SELECT 1"}, &pgproto3.CopyDone{}),
+		enc(1, &pgproto3.ErrorResponse{Severity: "ERROR", Code: "57014", Message: "COPY from stdin failed"}, ready),
+		enc(0, &pgproto3.Parse{Query: "COPY t FROM STDIN"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}),
+		enc(1, &pgproto3.ParseComplete{}, &pgproto3.BindComplete{}, &pgproto3.NoData{}, copyIn),
+		enc(0, &pgproto3.CopyData{Data: []byte("4\td@example.com\n")}, &pgproto3.CopyDone{}, &pgproto3.Sync{}),
+		enc(1, &pgproto3.CommandComplete{CommandTag: []byte("COPY 1")}),
+		enc(1, ready),
+		enc(0, &pgproto3.Query{String: "COPY t FROM STDIN"}, &pgproto3.CopyData{Data: []byte("5\te@example.com\n")}, &pgproto3.CopyDone{}, &pgproto3.Sync{}),
+		enc(1, copyIn, &pgproto3.CommandComplete{CommandTag: []byte("COPY 1")}, ready),
+		enc(1, ready)))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		done := make(chan struct{})
 		var h *sessionHook
@@ -312,20 +341,54 @@ func replaySession(in []byte, up, down io.Writer) (*sessionHook, error) {
 	c := newBenchConn(h)
 	defer c.stop()
 	c.uw.w, c.cw.w = up, down
+	c.client = sinkConn{} // where the proxy tells the client why it ends the session
+	type frame struct {
+		side byte
+		b    []byte
+	}
+	var frames []frame
 	for len(in) >= 3 {
 		side, n := in[0]&1, int(in[1])<<8|int(in[2])
 		in = in[3:]
 		n = min(n, len(in))
-		frame := in[:n]
+		frames = append(frames, frame{side, in[:n]})
 		in = in[n:]
+	}
+	serverFrame := func(b []byte) error {
+		c.sr = newMsgReader(bytes.NewReader(b), maxServerMessage, c.flushClientLocked)
+		return replayMessages(c.sr, c.onServerMessage)
+	}
+	// Where the client side waits for the server side (a COPY that may run), the server's next
+	// frames run until it wakes, as they would on the other goroutine meanwhile.
+	c.serverTurn = func(wake <-chan struct{}) error {
+		for {
+			select {
+			case <-wake:
+				return nil
+			default:
+			}
+			i := slices.IndexFunc(frames, func(f frame) bool { return f.side == 1 })
+			if i < 0 {
+				return errors.New("the server sent nothing more")
+			}
+			f := frames[i]
+			frames = slices.Delete(frames, i, i+1)
+			if err := serverFrame(f.b); err != nil {
+				return err
+			}
+		}
+	}
+	for len(frames) > 0 {
+		f := frames[0]
+		frames = frames[1:]
+		side := f.side
 		var err error
 		if side == 0 {
-			c.cr = newMsgReader(bytes.NewReader(frame), 1<<16, c.flushUpstream)
+			c.cr = newMsgReader(bytes.NewReader(f.b), 1<<16, c.flushUpstream)
 			c.cr.known = frontendTypes
 			err = replayMessages(c.cr, c.onClientMessage)
 		} else {
-			c.sr = newMsgReader(bytes.NewReader(frame), maxServerMessage, c.flushClientLocked)
-			err = replayMessages(c.sr, c.onServerMessage)
+			err = serverFrame(f.b)
 		}
 		if err := c.checkRefs(); err != nil {
 			return h, fmt.Errorf("after a %s frame: %w", [2]string{"client", "server"}[side], err)

@@ -37,3 +37,40 @@ func lexicalProblem(name, value string) string {
 	}
 	return ""
 }
+
+// mayCopyIn reports whether sql could run a COPY FROM STDIN, whose data the server then reads
+// from the client's next messages (see conn.duringCopy). Keywords cannot be quoted, escaped or
+// split by a comment, and in the client encodings the proxy allows an ASCII byte is always that
+// character: SQL that does not spell both COPY and STDIN, in any case, runs no such COPY.
+// Spelling them anywhere, in a literal or a name, only costs the client its pipelining past the
+// statement. It runs for every new statement text: most have no Y, which strings.IndexByte (it
+// is vectorised) finds out quickest.
+func mayCopyIn(sql string) bool {
+	if strings.IndexByte(sql, 'y') < 0 && strings.IndexByte(sql, 'Y') < 0 {
+		return false
+	}
+	return containsFoldASCII(sql, "copy") && containsFoldASCII(sql, "stdin")
+}
+
+// containsFoldASCII reports whether s contains word (lower-case ASCII letters) in any case. It
+// looks for the word's last letter in each case with strings.IndexByte.
+func containsFoldASCII(s, word string) bool {
+	n := len(word) - 1
+	for _, last := range [2]byte{word[n], word[n] - 'a' + 'A'} {
+		for i := n; i < len(s); i++ {
+			j := strings.IndexByte(s[i:], last)
+			if j < 0 {
+				break
+			}
+			i += j
+			k := 0
+			for k < n && s[i-n+k]|0x20 == word[k] {
+				k++
+			}
+			if k == n {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -27,3 +27,29 @@ func TestLexicalProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestMayCopyIn: a statement that could run COPY FROM STDIN spells both keywords, in any case;
+// one that spells them elsewhere is taken to be one too, which only costs pipelining.
+func TestMayCopyIn(t *testing.T) {
+	cases := []struct {
+		sql  string
+		want bool
+	}{
+		{"copy t from stdin", true},
+		{"COPY t (a, b) FROM STDIN WITH (FORMAT csv)", true},
+		{"CoPy\tt\nFrOm\n-- c\nStDiN", true},
+		{"select 1; copy t from stdin; select 2", true},
+		{"select 'stdin is a copy'", true},
+		{"copy t to stdout", false},
+		{"copy t from '/tmp/f'", false},
+		{"select stdin from inputs", false},
+		{"select 1", false},
+		{"", false},
+		{"cop", false},
+	}
+	for _, c := range cases {
+		if got := mayCopyIn(c.sql); got != c.want {
+			t.Errorf("mayCopyIn(%q) = %v, want %v", c.sql, got, c.want)
+		}
+	}
+}

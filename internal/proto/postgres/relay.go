@@ -49,6 +49,13 @@ func (c *conn) clientLoop() error {
 
 // onClientMessage handles one message from the client.
 func (c *conn) onClientMessage(typ byte, msg []byte) error {
+	if c.ops.mayCopy.Load() != 0 && typ != 'd' && typ != 'H' && typ != 'X' {
+		// Only the client side queues such ops: with none queued, the server cannot be in a
+		// COPY FROM STDIN, nor start one before it reads this message.
+		if handled, err := c.duringCopy(typ, msg); handled || err != nil {
+			return err
+		}
+	}
 	if c.skipping && typ != 'S' && typ != 'X' {
 		// After a refusal in the extended protocol the server would discard everything up to
 		// Sync; so does the proxy, so the hook is not asked about statements that never run.
@@ -80,7 +87,7 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 		return c.uw.forward(msg)
 	case 'H', 'd', 'c', 'f':
 		// Flush, and COPY FROM STDIN data: the server ignores COPY messages outside a COPY,
-		// so they pass as they are.
+		// so they pass as they are (during one, see duringCopy).
 		return c.uw.forward(msg)
 	case 'F':
 		return c.onFunctionCall(msg, body)
@@ -94,6 +101,75 @@ func (c *conn) onClientMessage(typ byte, msg []byte) error {
 	// An extended-protocol message: until a Sync, what it does is not committed (see Settled).
 	c.unsynced = true
 	return err
+}
+
+// duringCopy handles a message other than CopyData, Flush or Terminate while a statement that may
+// run COPY FROM STDIN is queued. During such a COPY the server reads the client's messages as its
+// data: it ignores Sync (and Flush), and ends the COPY with an error at any other message, which
+// it swallows; outside one, it answers them. A message the server could read either way waits
+// until the server side knows which, so the op queue keeps in step with what the server answers:
+//   - CopyDone, CopyFail: the end of the COPY's data. Sent before the server started the COPY
+//     (as pgx does), it is queued as an opCopyEnd for the COPY to take (opQueue.startCopyIn).
+//   - Sync during the COPY: not sent. The server would ignore it, unless it ended the COPY with
+//     an error the client has not heard of yet; then it would answer one the client does not
+//     expect.
+//   - any other message during the COPY: refused, not judged; the COPY is failed in its place
+//     with a CopyFail saying why, as the server would have failed it.
+//
+// It reports whether it handled msg; if not, msg goes the usual way.
+func (c *conn) duringCopy(typ byte, msg []byte) (bool, error) {
+	q := &c.ops
+	if typ == 'c' || typ == 'f' {
+		q.pushCopyEnd()
+		return true, c.uw.forward(msg)
+	}
+	for {
+		q.mu.Lock()
+		switch {
+		case q.copyIn.Load() && typ == 'S':
+			q.mu.Unlock()
+			return true, nil
+		case q.copyIn.Load():
+			q.copyIn.Store(false)
+			q.wakeLocked()
+			q.mu.Unlock()
+			out, _ := (&pgproto3.CopyFail{Message: fmt.Sprintf("enforcer: the client sent a message of type %q during COPY FROM STDIN; "+
+				"end the COPY with CopyDone or CopyFail before sending anything else", typ)}).Encode(c.uw.buffer())
+			return true, c.uw.queued(out)
+		case q.mayCopy.Load() == 0 || q.discarding.Load() && !q.syncQueued:
+			// No COPY can start before the server reads msg: no statement that could start one
+			// is queued, or the server discards what was queued since an error, up to a Sync
+			// the client has yet to send.
+			q.mu.Unlock()
+			return false, nil
+		}
+		wake := make(chan struct{})
+		q.copyWake = wake
+		q.mu.Unlock()
+		if err := c.awaitServer(wake); err != nil {
+			return true, err
+		}
+	}
+}
+
+// awaitServer waits until the server side closes wake, having asked the server for its answers
+// so far: in the extended protocol it holds them until a Sync or Flush.
+func (c *conn) awaitServer(wake <-chan struct{}) error {
+	if c.serverTurn != nil {
+		return c.serverTurn(wake)
+	}
+	if err := c.uw.queued(append(c.uw.buffer(), 'H', 0, 0, 0, 4)); err != nil {
+		return err
+	}
+	if err := c.cr.flush(); err != nil {
+		return err
+	}
+	select {
+	case <-wake:
+		return nil
+	case <-c.ctx.Done():
+		return fmt.Errorf("waiting for the server to start or end a COPY: %w", c.ctx.Err())
+	}
 }
 
 // newStatement returns a Statement of its own, for an op that owns it (op.ownSt).
@@ -167,6 +243,7 @@ func (c *conn) releaseDone() {
 func (c *conn) sqlString(b []byte) string {
 	if c.lastSQL != string(b) {
 		c.lastSQL = string(b)
+		c.lastCopy = mayCopyIn(c.lastSQL)
 	}
 	return c.lastSQL
 }
@@ -242,11 +319,11 @@ func (c *conn) onQuery(msg, body []byte) error {
 		return c.refuse(v.Error, true)
 	case Rewrite:
 		st.SQL = v.SQL
-		c.ops.push(op{kind: opQuery, st: st, ownSt: true, observe: v.Observe})
+		c.ops.push(op{kind: opQuery, st: st, ownSt: true, observe: v.Observe, mayCopy: mayCopyIn(v.SQL)})
 		out, _ := (&pgproto3.Query{String: v.SQL}).Encode(c.uw.buffer())
 		return c.uw.queued(out)
 	}
-	c.ops.push(op{kind: opQuery, st: st, ownSt: true, observe: v.Observe})
+	c.ops.push(op{kind: opQuery, st: st, ownSt: true, observe: v.Observe, mayCopy: c.lastCopy})
 	return c.uw.forward(msg)
 }
 
@@ -298,11 +375,11 @@ func (c *conn) onParse(msg, body []byte) error {
 		}
 		return c.refuse(v.Error, false)
 	}
-	sqlText := st.SQL
+	sqlText, mayCopy := st.SQL, c.lastCopy
 	if v.Action == Rewrite {
-		sqlText = v.SQL
+		sqlText, mayCopy = v.SQL, mayCopyIn(v.SQL)
 	}
-	info.sql = sqlText
+	info.sql, info.mayCopy = sqlText, mayCopy
 	c.stmtMu.Lock()
 	replaces := st.StatementName != "" && c.stmts.get(st.StatementName) != nil
 	if !replaces {
@@ -428,7 +505,10 @@ func (c *conn) onExecute(msg, body []byte) error {
 			return err
 		}
 	}
-	c.ops.push(op{kind: opExecute, portal: p, st: st, ownSt: ownSt, observe: v.Observe})
+	// A statement the proxy did not see parsed cannot run a COPY: SQL PREPARE and DECLARE take
+	// none. Were it to, the server side would find the COPY unexpected and end the session.
+	mayCopy := p != nil && p.stmt != nil && p.stmt.mayCopy
+	c.ops.push(op{kind: opExecute, portal: p, st: st, ownSt: ownSt, observe: v.Observe, mayCopy: mayCopy})
 	return c.uw.forward(msg)
 }
 
@@ -717,7 +797,14 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 		if o != nil && o.kind == opExecute {
 			c.ops.pop()
 		}
+	case 'G', 'W': // CopyInResponse, CopyBothResponse: the server reads the client's messages as COPY data
+		if !c.ops.startCopyIn() {
+			c.flushClientLocked()
+			c.protocolError("08P01", "enforcer: the server started a COPY FROM STDIN that the enforcer did not expect; the session is closed")
+			return fmt.Errorf("upstream started a COPY FROM STDIN out of step with the client's messages (%q)", typ)
+		}
 	case 'E': // ErrorResponse
+		c.ops.endCopyIn() // an error ends a COPY FROM STDIN that runs
 		return c.onServerError(o, msg)
 	case 'N': // NoticeResponse
 		return c.observeNotice(o, msg)

@@ -316,6 +316,7 @@ func (t *table[T]) put(name string, v *T) (old *T) {
 type stmtInfo struct {
 	refs    atomic.Int32
 	sql     string
+	mayCopy bool   // sql could start a COPY FROM STDIN (see mayCopyIn)
 	rowDesc []byte // raw RowDescription from a Describe of the statement (relay side only)
 	// describeBatch is conn.syncs+1 when the client last sent a Describe of it (client side);
 	// described is set once a Describe of it was answered (server side).
@@ -375,6 +376,11 @@ const (
 	opQuery
 	opFunction
 	opProbe
+	// opCopyEnd is a CopyDone or CopyFail the client sent while a statement that may start a
+	// COPY FROM STDIN was queued, before the server had started it: it ends that COPY's data
+	// once it starts (see opQueue.startCopyIn). The server answers the message itself with
+	// nothing: one that no COPY took is dropped as it reaches the front (pop).
+	opCopyEnd
 )
 
 // op is one client message whose response the server-side reader must recognise.
@@ -390,6 +396,7 @@ type op struct {
 	st       *Statement
 	ownSt    bool // st came from newStatement and is reused once the op is done
 	observe  bool
+	mayCopy  bool // a Query or Execute whose text could start a COPY FROM STDIN (see mayCopyIn)
 	refusal  *pgproto3.ErrorResponse
 	columns  *pgproto3.RowDescription // decoded lazily for observed rows
 	formats  []int16
@@ -414,6 +421,19 @@ type opQueue struct {
 	// queued since.
 	discarding atomic.Bool
 	syncQueued bool
+	// COPY FROM STDIN, during which the server reads the client's messages as the COPY's data:
+	// it ignores Sync and Flush then, and ends the COPY with an error at any other message (see
+	// conn.duringCopy). mayCopy counts the queued ops that may start one (op.mayCopy); copyIn
+	// says the server started one (its CopyInResponse) whose data the client has not ended yet
+	// (CopyDone, CopyFail), nor the server with an error. Both change under mu; they are
+	// atomic so that the client side's check at every message and the server side's at every
+	// error take no lock. copyWake, when set, is closed at the next change of either, for the
+	// client side waiting to know how the server will read its next message, and when
+	// discarding is set.
+	mayCopy  atomic.Int32
+	copyIn   atomic.Bool
+	copyWake chan struct{}
+	copyEnds int // queued opCopyEnd ops
 }
 
 // opRefs is what an op holds a reference to.
@@ -439,6 +459,9 @@ func (q *opQueue) pushUnlessDiscarding(o op, probe bool) bool {
 	}
 	if o.kind == opSync {
 		q.syncQueued = true
+	}
+	if o.mayCopy {
+		q.mayCopy.Add(1)
 	}
 	if o.stmt != nil {
 		o.stmt.refs.Add(1)
@@ -466,6 +489,23 @@ func (q *opQueue) pushUnlessDiscarding(o op, probe bool) bool {
 	return true
 }
 
+// pushCopyEnd takes the client's CopyDone or CopyFail. During a COPY FROM STDIN the server reads
+// it as the end of the COPY's data; before a COPY a queued statement may start, the COPY will
+// (an opCopyEnd is queued for it); with no such statement queued, the server ignores it.
+func (q *opQueue) pushCopyEnd() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	switch {
+	case q.copyIn.Load():
+		q.copyIn.Store(false)
+		q.wakeLocked()
+	case q.mayCopy.Load() != 0:
+		// At most one a COPY: not worth push's reuse of ops.
+		q.copyEnds++
+		q.ops = append(q.ops, &op{kind: opCopyEnd})
+	}
+}
+
 // front returns the oldest op, or nil. Only the server-side reader calls front and pop, so the
 // op is its own until it pops it.
 func (q *opQueue) front() *op {
@@ -486,6 +526,7 @@ func (q *opQueue) frontOrDiscarding() *op {
 	if q.head == len(q.ops) {
 		q.discarding.Store(true)
 		q.syncQueued = false
+		q.wakeLocked()
 		return nil
 	}
 	return q.ops[q.head]
@@ -515,12 +556,75 @@ func (q *opQueue) pop() {
 			}
 			q.done = append(q.done, r)
 		}
+		if o.mayCopy {
+			q.mayCopy.Add(-1)
+			q.wakeLocked()
+		}
 		*o = op{}
 		q.ops[q.head] = nil
 		q.head++
 		q.free = append(q.free, o)
+		for q.copyEnds != 0 && q.head < len(q.ops) && q.ops[q.head].kind == opCopyEnd {
+			// The statement it was sent after is answered, and started no COPY that took it:
+			// the server ignored it, and answers nothing.
+			q.copyEnds--
+			e := q.ops[q.head]
+			*e = op{}
+			q.ops[q.head] = nil
+			q.head++
+			q.free = append(q.free, e)
+		}
 	}
 	q.mu.Unlock()
+}
+
+// startCopyIn takes the server's CopyInResponse (or CopyBothResponse) for the front op. The
+// client side holds back every message but COPY data while such an op is queued (duringCopy),
+// so only the CopyDone or CopyFail it sent ahead can follow the op: the server reads that one
+// as the end of this COPY's data. It reports false when the front op cannot have started a
+// COPY, or one is running already: the proxy is then out of step with the server.
+func (q *opQueue) startCopyIn() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.head == len(q.ops) || !q.ops[q.head].mayCopy || q.copyIn.Load() {
+		return false
+	}
+	switch rest := q.ops[q.head+1:]; {
+	case len(rest) == 0:
+		q.copyIn.Store(true)
+	case rest[0].kind == opCopyEnd:
+		q.copyEnds--
+		end := rest[0]
+		copy(rest, rest[1:])
+		q.ops[len(q.ops)-1] = nil
+		q.ops = q.ops[:len(q.ops)-1]
+		*end = op{}
+		q.free = append(q.free, end)
+	default:
+		return false
+	}
+	q.wakeLocked()
+	return true
+}
+
+// endCopyIn records that the server ended a COPY FROM STDIN with an error: it reads the client's
+// messages as it would outside a COPY again.
+func (q *opQueue) endCopyIn() {
+	if !q.copyIn.Load() {
+		return // only the server side sets it, and it is the caller
+	}
+	q.mu.Lock()
+	q.copyIn.Store(false)
+	q.wakeLocked()
+	q.mu.Unlock()
+}
+
+// wakeLocked wakes the client side if it waits in duringCopy.
+func (q *opQueue) wakeLocked() {
+	if q.copyWake != nil {
+		close(q.copyWake)
+		q.copyWake = nil
+	}
 }
 
 // conn is one proxied session.
@@ -564,6 +668,7 @@ type conn struct {
 	// client → server side
 	clientRaw *rawIO // nil unless the client is plain TCP
 	lastSQL   string // client goroutine only: see sqlString
+	lastCopy  bool   // mayCopyIn(lastSQL)
 	cr        *msgReader
 	upMu      sync.Mutex
 	uw        msgWriter
@@ -574,6 +679,10 @@ type conn struct {
 	portals   table[portalInfo]
 	stmtSeq   uint64 // the last Statement.ID given
 	scratch   [][]byte
+
+	// serverTurn, when set, replaces the client side's wait for the server side in duringCopy:
+	// the replay tests, which run both sides on one goroutine, let the server side go on there.
+	serverTurn func(wake <-chan struct{}) error
 
 	// server → client side
 	sr       *msgReader

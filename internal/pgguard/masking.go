@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -69,43 +70,72 @@ func (m *masker) result(ctx context.Context, r *postgres.Result) error {
 	case postgres.ResultError, postgres.ResultNotice:
 		e := r.Error
 		changed := false
-		// A statement that reads a ruled column can make the server quote its values
-		// (relation "4155550100" does not exist, after tel::regclass), also through a view, a
-		// function or pg_stats, which its text does not show: under column rules, every
-		// message is masked strictly.
-		mask := m.plan.MaskServerMessage
-		if m.plan.HasColumnRules() {
-			mask = m.plan.MaskServerMessageStrict
+		// Every text a statement can put in an error: RAISE … USING sets the message, detail
+		// and hint, and the schema, table, column, type and constraint names, to any text.
+		// File, line and routine name the server's own code; the SQLSTATE is five characters
+		// the client must be able to read.
+		for _, f := range []*string{&e.Message, &e.Detail, &e.Hint, &e.Where, &e.InternalQuery,
+			&e.SchemaName, &e.TableName, &e.ColumnName, &e.DataTypeName, &e.ConstraintName} {
+			changed = m.maskServerText(f) || changed
 		}
-		for _, f := range []*string{&e.Message, &e.Detail, &e.Hint, &e.Where, &e.InternalQuery} {
-			if *f == "" {
-				continue
+		for k, v := range e.UnknownFields {
+			// Fields of a later protocol version, which the client may show as they are.
+			if m.maskServerText(&v) {
+				e.UnknownFields[k], changed = v, true
 			}
-			// Server messages echo values back ("invalid input syntax for type integer: "…""):
-			// MaskServerMessage also redacts the quoted data of such templates.
-			out, ch, err := mask([]byte(*f), nil)
-			if err != nil {
-				*f, ch = string(m.plan.Redacted()), true
-			} else if ch {
-				*f = string(out)
-			}
-			changed = changed || ch
 		}
 		if changed {
 			r.MarkChanged()
 		}
 	case postgres.ResultNotification:
-		out, ch, err := m.plan.MaskText([]byte(r.Notification.Payload), nil)
-		if err != nil {
-			r.Notification.Payload, ch = string(m.plan.Redacted()), true
-		} else if ch {
-			r.Notification.Payload = string(out)
+		// A payload is the agent's own text (NOTIFY c, 'payload' or pg_notify(c, any
+		// expression)): under column rules, masked as strictly as a server message.
+		if m.maskServerText(&r.Notification.Payload) {
+			r.MarkChanged()
 		}
-		if ch {
+	case postgres.ResultParameterStatus:
+		// Any statement can set a reported setting to any text (set_config('application_name',
+		// card, false)), which the server then reports as it is.
+		if !fixedParameters[strings.ToLower(r.Parameter.Name)] && m.maskServerText(&r.Parameter.Value) {
 			r.MarkChanged()
 		}
 	}
 	return nil
+}
+
+// maskServerText masks *f, a text of a server message, and reports whether it changed it. Under
+// column rules it masks strictly: a statement that reads a ruled column can make the server
+// quote its values (relation "4155550100" does not exist, after tel::regclass), also through a
+// view, a function or pg_stats, which its text does not show. A notification payload and a
+// setting's value are masked the same way: any statement can make them hold any value.
+func (m *masker) maskServerText(f *string) bool {
+	if *f == "" {
+		return false
+	}
+	mask := m.plan.MaskServerMessage
+	if m.plan.HasColumnRules() {
+		mask = m.plan.MaskServerMessageStrict
+	}
+	// Server messages echo values back ("invalid input syntax for type integer: "…""):
+	// MaskServerMessage also redacts the quoted data of such templates.
+	out, changed, err := mask([]byte(*f), nil)
+	switch {
+	case err != nil:
+		*f = string(m.plan.Redacted())
+		return true
+	case changed:
+		*f = string(out)
+	}
+	return changed
+}
+
+// fixedParameters are the reported settings whose values the server takes from a fixed set (an
+// encoding, a date style, on or off), which can hold no other data, and which drivers read:
+// masking a digit of UTF8 would break them.
+var fixedParameters = map[string]bool{
+	"client_encoding": true, "server_encoding": true, "datestyle": true, "intervalstyle": true,
+	"integer_datetimes": true, "standard_conforming_strings": true, "is_superuser": true,
+	"in_hot_standby": true, "default_transaction_read_only": true,
 }
 
 // errCatalog is what the client learns when masking cannot run for want of the catalog; the

@@ -17,8 +17,9 @@ type Hook interface {
 	// Result sees one result message, or a statement the server skipped (ResultSkipped, which
 	// carries no message). Rows (RowDescription, DataRow) and COPY data reach it only for
 	// statements whose Verdict set Observe; command completions, suspended portals, errors, skips,
-	// notices and notifications always do, because masking must see every text the server sends
-	// and a record every statement's end. The hook may rewrite the message through r's setters. A non-nil error ends the session: the client gets an ErrorResponse
+	// notices, notifications and parameter changes always do, because masking must see every
+	// text the server sends and a record every statement's end. The hook may rewrite the message
+	// through r's setters. A non-nil error ends the session: the client gets an ErrorResponse
 	// and the data does not pass (fail closed).
 	Result(ctx context.Context, r *Result) error
 }
@@ -200,6 +201,9 @@ const (
 	// extended-protocol batch made it discard every message up to the client's Sync. It is the
 	// statement's only result, and the client received nothing for it.
 	ResultSkipped
+	// ResultParameterStatus reports a setting the session changed (Parameter): SET, or
+	// set_config in any statement, of one the server reports, such as application_name.
+	ResultParameterStatus
 )
 
 // Result is one message from the server, shown to the hook. Slices alias the proxy's read buffer and
@@ -222,9 +226,11 @@ type Result struct {
 	// Tag is a CommandComplete tag, such as "SELECT 1".
 	Tag []byte
 	// Error is the ErrorResponse or NoticeResponse (as an ErrorResponse; the fields are the same);
-	// Notification a NOTIFY. Change their fields and call MarkChanged.
+	// Notification a NOTIFY; Parameter a ParameterStatus. Change their fields and call
+	// MarkChanged.
 	Error        *pgproto3.ErrorResponse
 	Notification *pgproto3.NotificationResponse
+	Parameter    *pgproto3.ParameterStatus
 
 	changed bool
 }
@@ -241,7 +247,7 @@ func (r *Result) SetData(b []byte) {
 	r.changed = true
 }
 
-// MarkChanged tells the proxy the hook edited Error, Notification or Values in place.
+// MarkChanged tells the proxy the hook edited Error, Notification, Parameter or Values in place.
 func (r *Result) MarkChanged() { r.changed = true }
 
 // PassThrough is the hook that allows everything and observes nothing.

@@ -15,8 +15,8 @@ import (
 )
 
 // testHook refuses statements containing "forbidden", holds those containing "hold me" until its
-// context ends, rewrites "rewrite me" to "SELECT 'rewritten'", masks cells equal to "secret", and
-// records what it saw.
+// context ends, rewrites "rewrite me" to "SELECT 'rewritten'", masks cells equal to "secret" and
+// "secret" in errors, notices and settings, and records what it saw.
 type testHook struct {
 	mu       sync.Mutex
 	seen     []string // kind:known:sql
@@ -77,6 +77,11 @@ func (h *testHook) Result(ctx context.Context, r *Result) error {
 	case ResultError, ResultNotice:
 		if strings.Contains(r.Error.Message, "secret") {
 			r.Error.Message = strings.ReplaceAll(r.Error.Message, "secret", "******")
+			r.MarkChanged()
+		}
+	case ResultParameterStatus:
+		if strings.Contains(r.Parameter.Value, "secret") {
+			r.Parameter.Value = strings.ReplaceAll(r.Parameter.Value, "secret", "******")
 			r.MarkChanged()
 		}
 	}
@@ -317,8 +322,8 @@ func TestHoldNoticeAndCancel(t *testing.T) {
 	}
 }
 
-// TestRewriteAndMask: the hook rewrites a query and masks cells, COPY data and error text, in both
-// protocols; unmasked results stay byte-identical.
+// TestRewriteAndMask: the hook rewrites a query and masks cells, COPY data, error text and
+// settings the server reports, in both protocols; unmasked results stay byte-identical.
 func TestRewriteAndMask(t *testing.T) {
 	h := &testHook{}
 	_, c := hookProxy(t, h)
@@ -369,6 +374,12 @@ func TestRewriteAndMask(t *testing.T) {
 			errors.As(err, &pe)
 			return pe.Message, nil
 		}, `invalid input syntax for type integer: "******"`},
+		{"setting mask", func() (string, error) {
+			// The server reports the new application_name after the statement: a setting any
+			// statement can set to any value.
+			_, err := c.Exec(ctx, "SELECT set_config('application_name', 'a secret', false)").ReadAll()
+			return c.ParameterStatus("application_name"), err
+		}, "a ******"},
 	}
 	for _, tc := range cases {
 		got, err := tc.run()

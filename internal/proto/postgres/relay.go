@@ -811,14 +811,7 @@ func (c *conn) handleServerMessage(typ byte, msg []byte) error {
 	case 'A': // NotificationResponse
 		return c.observeNotification(o, msg)
 	case 'S': // ParameterStatus: a setting changed during the session
-		var ps pgproto3.ParameterStatus
-		if err := ps.Decode(msg[5:]); err == nil {
-			if p := lexicalProblem(ps.Name, ps.Value); p != "" {
-				c.flushClientLocked()
-				c.protocolError("0A000", "enforcer: the session changed a setting the enforcer relies on, so it is closed: "+p)
-				return fmt.Errorf("upstream parameter change: %s", p)
-			}
-		}
+		return c.observeParameterStatus(o, msg)
 	case 'Z': // ReadyForQuery
 		if len(msg) == 6 {
 			c.txStatus.Store(uint32(msg[5]))
@@ -1059,6 +1052,26 @@ func (c *conn) observeNotification(o *op, msg []byte) error {
 	}
 	c.res = Result{Kind: ResultNotification, Notification: &n}
 	return c.deliverMessage(msg, &n)
+}
+
+// observeParameterStatus checks a setting the server reports changed and shows it to the hook:
+// a statement can set one to any text (set_config('application_name', …)), which the server
+// then sends as it is.
+func (c *conn) observeParameterStatus(o *op, msg []byte) error {
+	var ps pgproto3.ParameterStatus
+	if err := ps.Decode(msg[headerLength:]); err != nil {
+		return fmt.Errorf("upstream sent a malformed ParameterStatus: %w: %w", errMalformed, err)
+	}
+	if p := lexicalProblem(ps.Name, ps.Value); p != "" {
+		c.flushClientLocked()
+		c.protocolError("0A000", "enforcer: the session changed a setting the enforcer relies on, so it is closed: "+p)
+		return fmt.Errorf("upstream parameter change: %s", p)
+	}
+	c.res = Result{Kind: ResultParameterStatus, Parameter: &ps}
+	if o != nil {
+		c.res.Statement = o.st
+	}
+	return c.deliverMessage(msg, &ps)
 }
 
 // deliverMessage shows c.res to the hook and forwards the server's message, re-encoded from m if

@@ -187,44 +187,7 @@ func TestPgxPipelineAndCopy(t *testing.T) {
 	pl.SendPipelineSync()
 	pl.SendQueryParams("SELECT 4", nil, nil, nil, nil)
 	pl.SendPipelineSync()
-	if err := pl.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	var results []string
-	for {
-		r, err := pl.GetResults()
-		if err != nil {
-			var pe *pgconn.PgError
-			if !errors.As(err, &pe) {
-				t.Fatal(err)
-			}
-			results = append(results, "pgerr:"+pe.Code)
-			continue
-		}
-		if r == nil {
-			break
-		}
-		switch r := r.(type) {
-		case *pgconn.ResultReader:
-			res := r.Read()
-			if res.Err != nil {
-				var pe *pgconn.PgError
-				errors.As(res.Err, &pe)
-				results = append(results, "pgerr:"+pe.Code)
-			} else {
-				results = append(results, string(res.Rows[0][0]))
-			}
-		case *pgconn.PipelineSync:
-			results = append(results, "sync")
-		}
-		if len(results) > 10 {
-			break
-		}
-	}
-	if err := pl.Close(); err != nil {
-		t.Fatalf("%v after %v", err, results)
-	}
-	if got := strings.Join(results, ","); got != "1,pgerr:22012,sync,4,sync" {
+	if got := pipelineResults(t, pl); got != "1,err:22012,sync,4,sync" {
 		t.Fatalf("pipeline results %s", got)
 	}
 

@@ -187,35 +187,7 @@ func TestRefusalInPipeline(t *testing.T) {
 	pl.SendPrepare("named", "SELECT $1::int + 1", nil)
 	pl.SendQueryPrepared("named", [][]byte{[]byte("41")}, nil, nil)
 	pl.SendPipelineSync()
-	pl.Flush()
-	var got []string
-	for range 20 {
-		r, err := pl.GetResults()
-		if err != nil {
-			got = append(got, "err:"+pgCode(err))
-			continue
-		}
-		if r == nil {
-			break
-		}
-		switch r := r.(type) {
-		case *pgconn.ResultReader:
-			res := r.Read()
-			if res.Err != nil {
-				got = append(got, "err:"+pgCode(res.Err))
-			} else {
-				got = append(got, string(res.Rows[0][0]))
-			}
-		case *pgconn.StatementDescription:
-			got = append(got, "prepared")
-		case *pgconn.PipelineSync:
-			got = append(got, "sync")
-		}
-	}
-	if err := pl.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if s := strings.Join(got, ","); s != "1,err:42501,sync,prepared,42,sync" {
+	if s := pipelineResults(t, pl); s != "1,err:42501,sync,prepared,42,sync" {
 		t.Fatalf("pipeline: %s", s)
 	}
 	// The hook saw the statement after the refused one? It must not: the proxy skipped to Sync.
@@ -580,6 +552,43 @@ func TestDelivered(t *testing.T) {
 	}
 }
 
+// pipelineResults flushes pl, reads every result up to the end of what was sent, closes pl and
+// returns what the client got: each result's first value or "err:SQLSTATE", "prepared" for a
+// description, "sync" for each Sync's end.
+func pipelineResults(t *testing.T, pl *pgconn.Pipeline) string {
+	t.Helper()
+	if err := pl.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 20 {
+		r, err := pl.GetResults()
+		if err != nil {
+			got = append(got, "err:"+pgCode(err))
+			continue
+		}
+		if r == nil {
+			break
+		}
+		switch r := r.(type) {
+		case *pgconn.ResultReader:
+			if res := r.Read(); res.Err != nil {
+				got = append(got, "err:"+pgCode(res.Err))
+			} else {
+				got = append(got, string(res.Rows[0][0]))
+			}
+		case *pgconn.StatementDescription:
+			got = append(got, "prepared")
+		case *pgconn.PipelineSync:
+			got = append(got, "sync")
+		}
+	}
+	if err := pl.Close(); err != nil {
+		t.Fatalf("%v after %v", err, got)
+	}
+	return strings.Join(got, ",")
+}
+
 // endsHook records how each statement ended: "done", "error" or "skipped", with its text.
 type endsHook struct {
 	PassThrough
@@ -625,34 +634,7 @@ func TestSkippedStatements(t *testing.T) {
 		pl.SendPipelineSync()
 		pl.SendQueryParams("SELECT 4", nil, nil, nil, nil)
 		pl.SendPipelineSync()
-		if err := pl.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for range 20 {
-			r, err := pl.GetResults()
-			if err != nil {
-				got = append(got, "err:"+pgCode(err))
-				continue
-			}
-			if r == nil {
-				break
-			}
-			switch r := r.(type) {
-			case *pgconn.ResultReader:
-				if res := r.Read(); res.Err != nil {
-					got = append(got, "err:"+pgCode(res.Err))
-				} else {
-					got = append(got, string(res.Rows[0][0]))
-				}
-			case *pgconn.PipelineSync:
-				got = append(got, "sync")
-			}
-		}
-		if err := pl.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if s := strings.Join(got, ","); s != "err:22012,sync,4,sync" {
+		if s := pipelineResults(t, pl); s != "err:22012,sync,4,sync" {
 			t.Errorf("client got %s", s)
 		}
 		want := "error:SELECT 1/(SELECT 0), skipped:SELECT 2, skipped:SELECT 3, done:SELECT 4"

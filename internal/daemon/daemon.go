@@ -273,15 +273,18 @@ func (d *Daemon) loadPolicy() (changed bool, err error) {
 			}
 		}
 	}
+	// The broker learns the new rules before any guard can judge by them: a request judged by
+	// the new policy and checked against the old rules would be taken for one whose rule
+	// changed while it waited.
+	if d.approvals != nil {
+		d.applyApprovalRules(p)
+	}
 	old := d.policy.Swap(p)
 	d.polHash = h
 	if approvals != nil {
 		if n := d.approvals.Reconfigure(*approvals); n != nil {
 			go n.Close() // its workers stop; what it still queued is dropped, as at shutdown
 		}
-	}
-	if d.approvals != nil {
-		d.applyApprovalRules(p)
 	}
 	if n := d.endRevoked(old, p); n > 0 {
 		d.log.Info("policy reload ended connections it no longer allows", "closed_connections", n)

@@ -90,7 +90,10 @@ func TestCredentialsNotShown(t *testing.T) {
 			sh := testShared(func() *policy.Policy { return pol }, rec)
 			var daemonLog lockedBuffer
 			sh.Log = slog.New(slog.NewTextHandler(&daemonLog, nil))
-			g := sh.NewGuard(ConnInfo{ID: "1", Target: target, Identity: identity.Session{Subject: "alice", Groups: c.groups}})
+			// The agent's command line carries a statement too (psql -c "ALTER ROLE …").
+			argv := []string{"psql", "-X", "-c", c.stmts[len(c.stmts)-1].sql}
+			g := sh.NewGuard(ConnInfo{ID: "1", Target: target, Identity: identity.Session{Subject: "alice", Groups: c.groups},
+				Exe: "/usr/bin/psql", Argv: argv, Cmdline: strings.Join(argv, " ")})
 			ctx := context.Background()
 			for i, s := range c.stmts {
 				st := postgres.Statement{ID: uint64(i + 1), Kind: s.kind, SQL: s.sql, Known: true}

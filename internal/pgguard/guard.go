@@ -147,7 +147,14 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	g.conn = rules.NewConn(g.ruleIdentity(), g.ruleProcess(),
 		rules.Target{Name: ci.Target.Name, Protocol: ci.Target.Protocol, Database: ci.Database, User: ci.DBUser})
 	pol := sh.Policy()
-	if plan := pol.MaskFor(ci.Target.Name, s.Groups); plan != nil {
+	plan := pol.MaskFor(ci.Target.Name, s.Groups)
+	// A statement on the command line (psql -c "ALTER ROLE … PASSWORD '…'") is shown as the
+	// same statement sent would be: without its credentials, masking or not.
+	if argv := credentialsInArgs(ci.Exe, ci.Argv, plan.CredentialLabel()); argv != nil {
+		ci.Argv, ci.Cmdline = argv, strings.Join(argv, " ")
+		g.info.Argv, g.info.Cmdline = ci.Argv, ci.Cmdline
+	}
+	if plan != nil {
 		g.mask = &masker{plan: plan, g: g}
 		// Arguments carry secrets too (psql postgres://app:secret@…, curl -H "Authorization: …"),
 		// and statements (psql -c "…").

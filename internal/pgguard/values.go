@@ -309,6 +309,33 @@ func (g *Guard) sqlInArgs(exe string, argv []string) []string {
 	return out
 }
 
+// credentialsInArgs returns argv with the credentials that statements given to psql on its
+// command line (-c, --command) give in SQL's own syntax replaced by label (see
+// sqlclass.RedactCredentials), or nil if there are none.
+func credentialsInArgs(exe string, argv []string, label string) []string {
+	var out []string
+	prog := programOf(exe, argv)
+	for i, a := range argv {
+		prefix, command := commandArg(prog, argv, i)
+		if !command {
+			continue
+		}
+		sql := a[len(prefix):]
+		shown, ok := sqlclass.RedactCredentials(sql, label)
+		if !ok {
+			shown = label
+		}
+		if shown == sql {
+			continue
+		}
+		if out == nil {
+			out = slices.Clone(argv)
+		}
+		out[i] = prefix + shown
+	}
+	return out
+}
+
 // programOf is the program a process runs, by its executable or its argv[0] (either may be
 // renamed: a wrapper, exec -a), for the clients whose options sqlInArgs knows: "psql",
 // "pgbench" or "".

@@ -615,19 +615,28 @@ func login(t *testing.T, m *Manager, uid uint32) Session {
 	return s
 }
 
-func TestRefreshKeepsSessionAlive(t *testing.T) {
+// refreshingSession logs alice (uid 1000) in with tokens that last 3 s, so that her session is
+// refreshed within seconds, and binds her session to cgroups.
+func refreshingSession(t *testing.T, cgroups ...uint64) (*devidp.Server, *Manager, *events, Session) {
+	t.Helper()
 	idp := startIdP(t, func(c *devidp.Config) {
 		c.AutoApprove = "alice"
 		c.IDTokenLifetime = 3 * time.Second
 		c.AccessTokenLifetime = 3 * time.Second
 	})
-	p := newProvider(t, idp, nil)
 	ev := &events{}
-	m := newManager(t, p, ev)
+	m := newManager(t, newProvider(t, idp, nil), ev)
 	s := login(t, m, 1000)
-	if err := m.Bind(1000, 42, s.ID); err != nil {
-		t.Fatal(err)
+	for _, cg := range cgroups {
+		if err := m.Bind(1000, cg, s.ID); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return idp, m, ev, s
+}
+
+func TestRefreshKeepsSessionAlive(t *testing.T) {
+	_, m, ev, s := refreshingSession(t, 42)
 	first := s.Expiry
 	// Wait past the first token's expiry: refresh must have extended it.
 	waitFor(t, "first expiry to pass", func() bool { return time.Now().After(first.Add(500 * time.Millisecond)) })
@@ -650,20 +659,7 @@ func TestRefreshKeepsSessionAlive(t *testing.T) {
 // and the change is reported with the cgroups bound to it, whose connections were opened for
 // the old groups.
 func TestRefreshWithNewGroups(t *testing.T) {
-	idp := startIdP(t, func(c *devidp.Config) {
-		c.AutoApprove = "alice"
-		c.IDTokenLifetime = 3 * time.Second
-		c.AccessTokenLifetime = 3 * time.Second
-	})
-	p := newProvider(t, idp, nil)
-	ev := &events{}
-	m := newManager(t, p, ev)
-	s := login(t, m, 1000)
-	for _, cg := range []uint64{43, 42} {
-		if err := m.Bind(1000, cg, s.ID); err != nil {
-			t.Fatal(err)
-		}
-	}
+	idp, m, ev, s := refreshingSession(t, 43, 42)
 	if err := idp.SetGroups("alice", []string{"dba", "oncall"}); err != nil {
 		t.Fatal(err)
 	}

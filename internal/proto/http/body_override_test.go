@@ -154,8 +154,8 @@ func TestEncodedBodyMethodOverrideRefused(t *testing.T) {
 // TestBodyMethodOverrideOnExpress: the bodies of TestEncodedBodyMethodOverrideRefused, sent to a
 // real Express server with body-parser and method-override: none runs as DELETE. It needs node,
 // and express@4 and method-override in testdata/express (`npm install` there) or in the
-// directory ENFORCER_TEST_NODE_MODULES names; without them it is skipped (CI installs no node,
-// so TestEncodedBodyMethodOverrideRefused carries the regression there).
+// directory ENFORCER_TEST_NODE_MODULES names (scripts/deps.sh installs both); without them it
+// fails and says what to run.
 func TestBodyMethodOverrideOnExpress(t *testing.T) {
 	addr := startExpress(t)
 	hook := newFakeHook()
@@ -191,11 +191,11 @@ func startExpress(t *testing.T) string {
 	modules = filepath.Join(modules, "node_modules")
 	for _, m := range []string{"express", "method-override"} {
 		if _, err := os.Stat(filepath.Join(modules, m)); err != nil {
-			t.Skipf("no %s in %s: run npm install in testdata/express to run this test", m, modules)
+			t.Fatalf("no %s in %s: run scripts/deps.sh (or npm install in testdata/express)", m, modules)
 		}
 	}
 	if _, err := exec.LookPath("node"); err != nil {
-		t.Skip("no node")
+		t.Fatal("no node: run scripts/deps.sh")
 	}
 	cmd := exec.Command("node", "testdata/express/server.js")
 	cmd.Env = append(os.Environ(), "NODE_PATH="+modules)

@@ -121,6 +121,7 @@ func (sh *Shared) NewGuard(ci ConnInfo) *Guard {
 	if g.plan != nil {
 		// Arguments carry secrets too (curl -H "Authorization: …", URLs with passwords).
 		g.info.Argv = g.plan.MaskStrings(ci.Argv)
+		g.info.ClientParams = g.plan.MaskStringMap(ci.ClientParams) // the server name the agent asked for
 	}
 	if sh.Recorder != nil && !pol.Recording.Disabled {
 		g.rec = &recording{log: sh.Recorder, strict: pol.Recording.Strict(), id: record.NewSessionID(g.started)}

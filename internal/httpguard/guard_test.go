@@ -55,7 +55,9 @@ func loggedGuard(t *testing.T, pol *policy.Policy, broker *approval.Broker) (*Gu
 	// The Host the daemon sends for this target (its upstream's own name with a credential).
 	sent := pol.Targets[0].Upstream.HTTPHost("198.18.0.2:8080")
 	g := sh.NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}, Host: sent,
-		Argv: []string{"curl", "-H", "Authorization: Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc"}})
+		Argv: []string{"curl", "-H", "Authorization: Bearer sk_live_4eC39HqLyjWDarjtT1zdp7dc"},
+		// The agent chose the name its ClientHello asked for.
+		ClientParams: map[string]string{"tls": "TLS 1.3", "server_name": "4111111111111111.api.internal"}})
 	return g, rec, dir
 }
 

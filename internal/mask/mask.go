@@ -3,6 +3,7 @@ package mask
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"unsafe"
 )
@@ -195,6 +196,30 @@ func (p *Plan) MaskStrings(ss []string) []string {
 		}
 	}
 	return ss
+}
+
+// MaskStringMap is MaskString of each key and value of m (a connection's parameters, as the
+// agent sent them), returning m itself when none changes. Keys that mask alike keep the last
+// value in key order, which only a hostile client would send.
+func (p *Plan) MaskStringMap(m map[string]string) map[string]string {
+	if p == nil {
+		return m
+	}
+	changed := false
+	for k, v := range m {
+		if p.MaskString(k) != k || p.MaskString(v) != v {
+			changed = true
+			break
+		}
+	}
+	if !changed {
+		return m
+	}
+	out := make(map[string]string, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out[p.MaskString(k)] = p.MaskString(m[k])
+	}
+	return out
 }
 
 // action is what a ResultPlan does with one column.

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"unsafe"
@@ -597,6 +599,36 @@ func TestMaskString(t *testing.T) {
 	}
 	var none *Plan
 	if got := none.MaskString("4111 1111 1111 1111"); got != "4111 1111 1111 1111" {
+		t.Errorf("a nil plan masked: %q", got)
+	}
+}
+
+func TestMaskStringMap(t *testing.T) {
+	p := mustPlan(t, nil, Config{})
+	for _, c := range []struct {
+		name     string
+		in, want map[string]string
+		same     bool // the input map itself comes back
+	}{
+		{"clean", map[string]string{"application_name": "psql", "user": "agent"}, map[string]string{"application_name": "psql", "user": "agent"}, true},
+		{"value", map[string]string{"application_name": "etl postgres://app:S3cretPass@db/prod", "user": "agent"},
+			map[string]string{"application_name": "etl postgres://app:[REDACTED:uri_password]@db/prod", "user": "agent"}, false},
+		{"key", map[string]string{"a@example.com": "1"}, map[string]string{"[REDACTED:email]": "1"}, false},
+		{"nil", nil, nil, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := p.MaskStringMap(c.in)
+			if !maps.Equal(got, c.want) {
+				t.Fatalf("MaskStringMap(%q) = %q, want %q", c.in, got, c.want)
+			}
+			if c.in != nil && c.same != (reflect.ValueOf(got).Pointer() == reflect.ValueOf(c.in).Pointer()) {
+				t.Errorf("same map returned: %v, want %v", !c.same, c.same)
+			}
+		})
+	}
+	var none *Plan
+	in := map[string]string{"k": "4111 1111 1111 1111"}
+	if got := none.MaskStringMap(in); got["k"] != in["k"] {
 		t.Errorf("a nil plan masked: %q", got)
 	}
 }

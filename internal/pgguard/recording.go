@@ -255,6 +255,11 @@ func (g *Guard) ensureStarted(params map[string]string) {
 		return
 	}
 	r.startDone = true
+	if g.mask != nil {
+		// The agent chose them: application_name can carry a URL with its password as well as
+		// anything else.
+		params = g.mask.plan.MaskStringMap(params)
+	}
 	id, o, t := g.info.Identity, g.info.Origin, g.info.Target
 	err := r.append(record.Event{Type: record.TypeSessionStart, Time: r.started,
 		Start: &record.SessionStart{

@@ -458,9 +458,9 @@ func TestSuspendedPortalWithPostgres(t *testing.T) {
 }
 
 // TestRecordMasksTextAndArguments: what the detectors find in a statement's text (a literal, a
-// comment) and in the process's arguments is recorded masked, as the results of the same
-// identity are; the statement text still reaches the server as sent. An identity exempt from
-// masking is recorded in clear.
+// comment), in the process's arguments and in the parameters the client started with is
+// recorded masked, as the results of the same identity are; the statement text still reaches
+// the server as sent. An identity exempt from masking is recorded in clear.
 func TestRecordMasksTextAndArguments(t *testing.T) {
 	const (
 		uri    = "postgres://app:S3cretPass@db/prod"
@@ -483,6 +483,10 @@ func TestRecordMasksTextAndArguments(t *testing.T) {
 			pol := parsePolicy(t, c.policy)
 			g := testShared(func() *policy.Policy { return pol }, rec).NewGuard(ConnInfo{ID: "1", Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}},
 				Argv: []string{"psql", uri}, Cmdline: "psql " + uri})
+			g.ClientStarted("prod", map[string]string{
+				"application_name": "sync " + uri,
+				"options":          "-c app.card=" + fuzzCard,
+			})
 			st := &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: insert}
 			g.Statement(context.Background(), st)
 			if st.SQL != insert {
@@ -499,10 +503,38 @@ func TestRecordMasksTextAndArguments(t *testing.T) {
 			if clear == c.masked {
 				t.Errorf("masked %v: text %q, cmdline %q, reviewers' cmdline %q", c.masked, stmt.Text, start.Process.Cmdline, g.info.Cmdline)
 			}
+			params := start.ClientParams
+			if clear := strings.Contains(params["application_name"], "S3cretPass") || strings.Contains(params["options"], fuzzCard); clear == c.masked || len(params) != 2 {
+				t.Errorf("masked %v: client parameters %q", c.masked, params)
+			}
 			if c.masked && !strings.Contains(stmt.Text, fuzzCardMasked) {
 				t.Errorf("text %q", stmt.Text)
 			}
 		})
+	}
+}
+
+// TestStartupParametersRecordedMasked: the parameters a client connects with reach the record
+// through the proxy's startup; a password in application_name is masked there as it is in a
+// statement.
+func TestStartupParametersRecordedMasked(t *testing.T) {
+	const uri = "postgres://app:S3cretPass@db/prod"
+	p := startGuardedProxy(t, testPolicy)
+	conn, err := pgconn.Connect(context.Background(), p.dsn()+" application_name='etl "+uri+"'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(context.Background(), "select 1 -- "+uri).ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close(context.Background())
+	evs := eventsOf(t, p.session(t))
+	start := evs[0].Start
+	if start == nil {
+		t.Fatalf("records %+v", evs)
+	}
+	if v := start.ClientParams["application_name"]; v == "" || strings.Contains(v, "S3cretPass") {
+		t.Errorf("application_name recorded as %q", v)
 	}
 }
 

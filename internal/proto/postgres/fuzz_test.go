@@ -110,6 +110,10 @@ func replayClient(in []byte, h Hook, maxMessage int) ([]byte, error) {
 func FuzzStartup(f *testing.F) {
 	f.Add(startupBytes(map[string]string{"user": "u", "database": "d"}))
 	f.Add([]byte{0, 0, 0, 8, 4, 210, 22, 47})
+	for _, v := range []uint32{pgproto3.ProtocolVersion32, 3<<16 | 0xffff} {
+		b, _ := (&pgproto3.StartupMessage{ProtocolVersion: v, Parameters: map[string]string{"user": "u", "_pq_.x": "1"}}).Encode(nil)
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		rw := struct {
 			io.Reader

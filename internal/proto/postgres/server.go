@@ -235,14 +235,26 @@ func readStartupMessage(r io.Reader) (pgproto3.FrontendMessage, error) {
 		pgproto3.FrontendMessage
 		Decode([]byte) error
 	}
-	switch code {
-	case pgproto3.ProtocolVersion30:
-		msg = &pgproto3.StartupMessage{}
-	case sslRequestCode:
+	switch {
+	case code>>16 == 3:
+		// Any 3.x: the session speaks 3.0, after a NegotiateProtocolVersion (see
+		// serveSession), as a server that knows no newer minor version does. Parsed as 3.0,
+		// then given back the version asked for.
+		binary.BigEndian.PutUint32(body, pgproto3.ProtocolVersion30)
+		sm := &pgproto3.StartupMessage{}
+		if err := sm.Decode(body); err != nil {
+			if w, ok := r.(io.Writer); ok {
+				writeFatal(w, "08P01", "invalid startup packet: "+err.Error(), "")
+			}
+			return nil, fmt.Errorf("client startup: %w", err)
+		}
+		sm.ProtocolVersion = code
+		return sm, nil
+	case code == sslRequestCode:
 		msg = &pgproto3.SSLRequest{}
-	case gssEncRequestCode:
+	case code == gssEncRequestCode:
 		msg = &pgproto3.GSSEncRequest{}
-	case cancelRequestCode:
+	case code == cancelRequestCode:
 		msg = &pgproto3.CancelRequest{}
 	default:
 		if w, ok := r.(io.Writer); ok {

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,12 +29,32 @@ var droppedParams = map[string]bool{"user": true, "database": true, "replication
 
 // passedParams are the startup parameters the server gets: how values are shown to the client.
 // Any other is a server setting no statement shows the policy (role=, search_path=,
-// session_preload_libraries=, a protocol extension's _pq_.*), so a startup naming one is refused.
-// Names are case-insensitive, as the server's are.
+// session_preload_libraries=), so a startup naming one is refused. Names are case-insensitive,
+// as the server's are. A protocol extension's _pq_.* is not a setting: the session speaks
+// protocol 3.0 without extensions, and says so (see negotiation).
 var passedParams = map[string]bool{
 	"application_name": true, "client_encoding": true, "datestyle": true, "timezone": true,
 	"intervalstyle": true, "extra_float_digits": true, "bytea_output": true,
 	"standard_conforming_strings": true, // on only: see lexicalProblem
+}
+
+// negotiation is the NegotiateProtocolVersion a startup needs, or nil: a client that asked for
+// a newer minor version than 3.0 (3.2 brings longer cancel keys) or for protocol extensions
+// (_pq_.*) learns that the session speaks 3.0 without them, as PostgreSQL tells it, and
+// continues or disconnects as its settings say (libpq's min_protocol_version).
+func negotiation(sm *pgproto3.StartupMessage) []byte {
+	var unrecognized []string
+	for k := range sm.Parameters {
+		if strings.HasPrefix(k, "_pq_.") {
+			unrecognized = append(unrecognized, k)
+		}
+	}
+	if sm.ProtocolVersion == pgproto3.ProtocolVersion30 && len(unrecognized) == 0 {
+		return nil
+	}
+	slices.Sort(unrecognized)
+	b, _ := (&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized}).Encode(nil)
+	return b
 }
 
 func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3.StartupMessage, sess Session) error {
@@ -50,7 +71,7 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 	}
 	params := map[string]string{}
 	for k, v := range sm.Parameters {
-		if droppedParams[k] {
+		if droppedParams[k] || strings.HasPrefix(k, "_pq_.") {
 			continue
 		}
 		if !passedParams[strings.ToLower(k)] {
@@ -63,6 +84,11 @@ func (s *Server) serveSession(ctx context.Context, client net.Conn, sm *pgproto3
 			return fmt.Errorf("client startup: %s", p)
 		}
 		params[k] = v
+	}
+	if b := negotiation(sm); b != nil {
+		if _, err := client.Write(b); err != nil {
+			return fmt.Errorf("write NegotiateProtocolVersion: %w", err)
+		}
 	}
 	if st, ok := sess.Hook.(Starter); ok {
 		st.ClientStarted(db, maps.Clone(sm.Parameters))

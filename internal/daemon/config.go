@@ -5,10 +5,12 @@ package daemon
 import (
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -171,6 +173,35 @@ func (c *Config) reservedPorts() []uint16 {
 		return nil
 	}
 	return []uint16{uint16(n)}
+}
+
+// unprivilegedPorts are the daemon's listening ports (the proxy's, the metrics') that a process
+// without CAP_NET_BIND_SERVICE may bind: the bind hook keeps enforced processes off them, but any
+// other local user could take one while the daemon is down or restarting, and then receive the
+// enforced processes' connections (the programs keep redirecting there) or serve the scraper.
+// start is the host's net.ipv4.ip_unprivileged_port_start.
+func (c *Config) unprivilegedPorts(start int) []uint16 {
+	var out []uint16
+	for _, p := range append([]uint16{c.ProxyPort}, c.reservedPorts()...) {
+		if int(p) >= start {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// warnUnprivilegedPorts logs a warning naming the daemon's ports another user could take.
+func warnUnprivilegedPorts(log *slog.Logger, c *Config) {
+	start := 1024
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			start = n
+		}
+	}
+	if ports := c.unprivilegedPorts(start); len(ports) > 0 {
+		log.Warn("a port of the daemon's is unprivileged: while the daemon is down, any local user could listen on it and receive what enforced processes send (use ports below net.ipv4.ip_unprivileged_port_start)",
+			"ports", ports, "ip_unprivileged_port_start", start)
+	}
 }
 
 // readRootOwned reads a file that decides what the enforcer allows (its configuration, its

@@ -206,6 +206,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	go d.watchPolicy(ctx)
 	go d.collectRuns(ctx)
+	warnUnprivilegedPorts(log, cfg)
 	log.Info("enforcer running", "mode", d.redir.Mode(), "identity", d.ids.Provider().Name(), "cgroup", d.subtree.Path, "proxy_port", cfg.ProxyPort,
 		"socket", cfg.Socket, "policy", cfg.Policy)
 

@@ -484,7 +484,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 	}
 	g.cur.approvalID = out.ID()
 	by, reason := out.Decided()
-	g.recordApproval(out.ID(), approvalState(out), by, reason, nil)
+	g.recordApproval(out.ID(), record.ApprovalOutcome(string(out.State)), by, reason, nil)
 	hdr := ruleHeader(d.Rule.Rule)
 	if hdr == nil {
 		hdr = http.Header{}
@@ -511,17 +511,6 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 	return httpproto.Verdict{Allow: true}
 }
 
-func approvalState(o approval.Outcome) string {
-	switch o.State {
-	case approval.StateApproved:
-		return record.ApprovalApproved
-	case approval.StateDenied:
-		return record.ApprovalDenied
-	case approval.StateFailed:
-		return record.ApprovalFailed
-	}
-	return record.ApprovalExpired
-}
 
 // rejudge judges an approved request again with the policy in force, just before it is
 // forwarded: a reload while it waited may block it, or send it to a rule that asks other

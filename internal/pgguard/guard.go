@@ -593,7 +593,7 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		return g.refuse(d.Rule.Rule, "enforcer: approval could not be requested: "+err.Error(), s.SQL, ""), ""
 	}
 	by, reason := out.Decided()
-	g.recordApproval(out.ID(), approvalState(out), by, reason, nil)
+	g.recordApproval(out.ID(), record.ApprovalOutcome(string(out.State)), by, reason, nil)
 	if out.Approved() {
 		if err := g.rejudge(out, d); err != nil {
 			g.log.Warn("approved statement not run: the policy changed while it waited", "request", out.ID(), "err", err)
@@ -636,17 +636,6 @@ func (g *Guard) preparedTexts(res *sqlclass.Result) string {
 	return b.String()
 }
 
-func approvalState(o approval.Outcome) string {
-	switch o.State {
-	case approval.StateApproved:
-		return record.ApprovalApproved
-	case approval.StateDenied:
-		return record.ApprovalDenied
-	case approval.StateFailed:
-		return record.ApprovalFailed
-	}
-	return record.ApprovalExpired
-}
 
 // rejudge judges an approved statement again with the policy in force, just before it runs: a
 // reload while it waited may block it, or send it to a rule that asks other approvers or more of

@@ -136,6 +136,9 @@ const (
 	ApprovalApproved  = "approved"
 	ApprovalDenied    = "denied"
 	ApprovalExpired   = "expired"
+	// ApprovalWithdrawn: the client gave up before a decision (it cancelled the statement or
+	// request, hung up, or could not be told it waits).
+	ApprovalWithdrawn = "withdrawn"
 	// ApprovalFailed: the request ended without a decision that counts (the policy changed its
 	// rule while it waited, or the approval store failed); Reason says which.
 	ApprovalFailed = "failed"
@@ -143,6 +146,17 @@ const (
 	// before it would have run, the policy in force no longer accepts it (Reason says why).
 	ApprovalVoided = "voided"
 )
+
+// ApprovalOutcome is the state to record for an approval request that ended in state, spelt as
+// the approval package spells its states: approved, denied, withdrawn and failed are kept, and
+// anything else is recorded as expired.
+func ApprovalOutcome(state string) string {
+	switch state {
+	case ApprovalApproved, ApprovalDenied, ApprovalWithdrawn, ApprovalFailed:
+		return state
+	}
+	return ApprovalExpired
+}
 
 // Approval is a step of an approval request for a held statement.
 type Approval struct {

@@ -1,0 +1,17 @@
+package approval
+
+import (
+	"testing"
+
+	"github.com/enforcer-dev/enforcer/internal/record"
+)
+
+// TestEndedStatesRecordedAsSpelt: the guards record how a request ended by its state's
+// spelling (record.ApprovalOutcome); each state a request can end in keeps its name there.
+func TestEndedStatesRecordedAsSpelt(t *testing.T) {
+	for _, s := range []State{StateApproved, StateDenied, StateExpired, StateWithdrawn, StateFailed} {
+		if got := record.ApprovalOutcome(string(s)); got != string(s) {
+			t.Errorf("a request that ended %s is recorded %s", s, got)
+		}
+	}
+}

@@ -511,7 +511,6 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 	return httpproto.Verdict{Allow: true}
 }
 
-
 // rejudge judges an approved request again with the policy in force, just before it is
 // forwarded: a reload while it waited may block it, or send it to a rule that asks other
 // approvers or more of them. The approval stands only for the rule it was given under, with

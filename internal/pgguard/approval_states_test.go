@@ -24,7 +24,9 @@ func TestApprovalEndsRecorded(t *testing.T) {
 		act  func(b *approval.Broker, id string, cancel context.CancelFunc)
 		want string
 	}{
-		{"approved", func(b *approval.Broker, id string, _ context.CancelFunc) { b.Approve(context.Background(), id, bob, "") }, record.ApprovalApproved},
+		{"approved", func(b *approval.Broker, id string, _ context.CancelFunc) {
+			b.Approve(context.Background(), id, bob, "")
+		}, record.ApprovalApproved},
 		{"denied", func(b *approval.Broker, id string, _ context.CancelFunc) { b.Deny(context.Background(), id, bob, "no") }, record.ApprovalDenied},
 		{"withdrawn", func(_ *approval.Broker, _ string, cancel context.CancelFunc) { cancel() }, record.ApprovalWithdrawn},
 		{"expired", func(*approval.Broker, string, context.CancelFunc) {}, record.ApprovalExpired},

@@ -636,7 +636,6 @@ func (g *Guard) preparedTexts(res *sqlclass.Result) string {
 	return b.String()
 }
 
-
 // rejudge judges an approved statement again with the policy in force, just before it runs: a
 // reload while it waited may block it, or send it to a rule that asks other approvers or more of
 // them. The approval stands only for the rule it was given under, with approvers and a quorum

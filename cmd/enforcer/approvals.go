@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -19,29 +19,50 @@ func cmdApprovals(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	asJSON := fs.Bool("json", false, "print JSON")
 	all := fs.Bool("all", false, "include decided, expired and withdrawn requests")
 	watch := fs.Bool("watch", false, "keep listing every 2 seconds")
+	// Accept a request's id before or after the flags: it shows that request in any state.
+	var id string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		id, args = args[0], args[1:]
+	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	path := "/v1/approvals"
-	if *all {
-		path += "?all=1"
+	if id == "" && fs.NArg() > 0 {
+		id = fs.Arg(0)
+	}
+	if fs.NArg() > 1 || id != "" && fs.NArg() == 1 && fs.Arg(0) != id {
+		return fmt.Errorf("approvals takes one request id at most; run `enforcer approvals --all` to list them")
 	}
 	for {
 		var reqs []*approval.Request
-		if err := client().Do(ctx, "GET", path, nil, &reqs); err != nil {
-			return err
+		if id != "" {
+			var r approval.Request
+			if err := client().Do(ctx, "GET", "/v1/approvals/"+url.PathEscape(id), nil, &r); err != nil {
+				return err
+			}
+			reqs = []*approval.Request{&r}
+		} else {
+			path := "/v1/approvals"
+			if *all {
+				path += "?all=1"
+			}
+			if err := client().Do(ctx, "GET", path, nil, &reqs); err != nil {
+				return err
+			}
 		}
 		if *asJSON {
-			enc := json.NewEncoder(os.Stdout)
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(reqs); err != nil {
+			var out any = reqs
+			if id != "" {
+				out = reqs[0]
+			}
+			if err := writeJSON(out); err != nil {
 				return err
 			}
 		} else {
 			if *watch {
 				fmt.Print("\033[H\033[2J")
 			}
-			printApprovals(reqs)
+			printApprovals(reqs, *all)
 		}
 		if !*watch {
 			return nil
@@ -50,9 +71,13 @@ func cmdApprovals(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	}
 }
 
-func printApprovals(reqs []*approval.Request) {
-	if len(reqs) == 0 {
-		fmt.Println("no pending approval requests")
+func printApprovals(reqs []*approval.Request, all bool) {
+	switch {
+	case len(reqs) == 0 && all:
+		fmt.Println("no approval requests you may read")
+		return
+	case len(reqs) == 0:
+		fmt.Println("no pending approval requests (`enforcer approvals --all` lists decided ones too)")
 		return
 	}
 	// Everything but the ids, states and numbers comes from the agent, the identity provider or

@@ -33,7 +33,7 @@ func init() {
 		{"run", "[--] CMD [ARGS...]", "run CMD enforced: all its network access goes through the enforcer", cmdRun},
 		{"agent-ca", "[--file | --env]", "print the certificate agents must trust to call http targets over HTTPS (`enforcer run` trusts it)", cmdAgentCA},
 		{"status", "[--json]", "show the redirect mode, attached programs, enforced cgroups and connections", cmdStatus},
-		{"approvals", "[--watch] [--all] [--json]", "list statements waiting for a reviewer", cmdApprovals},
+		{"approvals", "[ID] [--watch] [--all] [--json]", "list statements waiting for a reviewer, or show one request", cmdApprovals},
 		{"approve", "ID [--reason TEXT]", "approve a held statement (as yourself; not your own)", cmdApprove},
 		{"deny", "ID --reason TEXT", "deny a held statement; the agent sees the reason", cmdDeny},
 		{"sessions", "[--user U --target T --since D --json]", "list recorded sessions (root)", cmdSessions},

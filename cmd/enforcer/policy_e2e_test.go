@@ -205,6 +205,13 @@ func TestApprovalFlow(t *testing.T) {
 	if s := scalar(t, pg, "select status from orders where id = 8"); s != "new" {
 		t.Errorf("denied update applied: %s", s)
 	}
+	// The denied client's hint names `enforcer approvals ID`, which shows the decided request.
+	if !strings.Contains(out, "enforcer approvals "+id) {
+		t.Errorf("denied statement's hint: %q", out)
+	}
+	if o, err := reviewer("approvals", id).CombinedOutput(); err != nil || !strings.Contains(string(o), "DENIED") || !strings.Contains(string(o), "not during the freeze") {
+		t.Errorf("enforcer approvals %s: %v %s", id, err, o)
+	}
 
 	// Ctrl-C while held withdraws the request.
 	out, _ = e.run("sh", "-c", fmt.Sprintf(`psql %q -X -c "UPDATE orders SET status = 'x' WHERE id = 9" & p=$!; sleep 1.5; kill -INT $p; wait $p`, dsn))

@@ -119,6 +119,7 @@ func approvalError(err error) error {
 func (d *Daemon) approvalRoutes() []control.Route {
 	return []control.Route{
 		{Pattern: "GET /v1/approvals", Handle: d.listApprovals},
+		{Pattern: "GET /v1/approvals/{id}", Handle: d.getApproval},
 		{Pattern: "POST /v1/approvals/{id}/approve", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			return d.decide(ctx, c, r, true)
 		}},
@@ -128,18 +129,42 @@ func (d *Daemon) approvalRoutes() []control.Route {
 	}
 }
 
-// listApprovals lists the requests the caller may read (see mayRead).
-func (d *Daemon) listApprovals(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
-	var confinedTo string
-	var rev *approval.Reviewer
+// readerOf returns what mayRead needs to know of c: the session an enforced caller is confined
+// to, or the caller as a reviewer.
+func (d *Daemon) readerOf(c control.Caller) (confinedTo string, rev *approval.Reviewer, err error) {
 	if d.confined(c) {
 		sid, err := d.callerSession(c)
-		if err != nil {
-			return nil, err
-		}
-		confinedTo = sid
-	} else if s, err := d.reviewer(c); err == nil {
+		return sid, nil, err
+	}
+	if s, err := d.reviewer(c); err == nil {
 		rev = &s
+	}
+	return "", rev, nil
+}
+
+// getApproval returns one request, in any state, if the caller may read it (see mayRead); one
+// it may not read is as missing as one that does not exist.
+func (d *Daemon) getApproval(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+	confinedTo, rev, err := d.readerOf(c)
+	if err != nil {
+		return nil, err
+	}
+	id := r.PathValue("id")
+	req, err := d.approvals.Get(ctx, id)
+	if errors.Is(err, approval.ErrNotFound) || err == nil && !d.mayRead(c, confinedTo, rev, req) {
+		return nil, control.Errorf(http.StatusNotFound, "no approval request %s that you may read", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return req, nil
+}
+
+// listApprovals lists the requests the caller may read (see mayRead).
+func (d *Daemon) listApprovals(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+	confinedTo, rev, err := d.readerOf(c)
+	if err != nil {
+		return nil, err
 	}
 	// The newest maxScanned requests are read, and only then cut to what the caller may read
 	// and to the newest maxListed of those: a limit of maxListed in the store hid the caller's

@@ -325,23 +325,12 @@ int enforcer_bind6(struct bpf_sock_addr *ctx)
 	return bind_allowed(ctx);
 }
 
-// sockops publishes the socket's origin under the 4-tuple the proxy will see after accept().
-// ACTIVE_ESTABLISHED runs before the final ACK leaves, so the entry exists before accept returns.
-SEC("sockops")
-int enforcer_sockops(struct bpf_sock_ops *ctx)
+// sock_tuple is the 4-tuple of an enforced (client) socket as the proxy sees it after accept().
+static __always_inline int sock_tuple(struct bpf_sock_ops *ctx, struct tuple *t)
 {
-	if (ctx->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
-		return 1;
-	struct bpf_sock *sk = ctx->sk;
-	if (!sk)
-		return 1;
-	struct origin *o = bpf_sk_storage_get(&enf_sock_origin, sk, 0, 0);
-	if (!o)
-		return 1;
-	struct tuple t = {};
 	if (ctx->family == AF_INET) {
-		set_v4mapped(t.client, ctx->local_ip4);
-		set_v4mapped(t.proxy, ctx->remote_ip4);
+		set_v4mapped(t->client, ctx->local_ip4);
+		set_v4mapped(t->proxy, ctx->remote_ip4);
 	} else if (ctx->family == AF_INET6) {
 		// sock_ops allows only 4-byte reads of these: volatile keeps clang from merging them.
 		__u32 l[4], r[4];
@@ -350,15 +339,69 @@ int enforcer_sockops(struct bpf_sock_ops *ctx)
 			l[i] = *(volatile __u32 *)&ctx->local_ip6[i];
 			r[i] = *(volatile __u32 *)&ctx->remote_ip6[i];
 		}
-		set_v6(t.client, l);
-		set_v6(t.proxy, r);
+		set_v6(t->client, l);
+		set_v6(t->proxy, r);
 	} else {
-		return 1;
+		return 0;
 	}
-	t.client_port = (__u16)ctx->local_port;
-	t.proxy_port = (__u16)bpf_ntohl(ctx->remote_port);
+	t->client_port = (__u16)ctx->local_port;
+	t->proxy_port = (__u16)bpf_ntohl(ctx->remote_port);
+	return 1;
+}
+
+// publish_origin puts the socket's origin under the 4-tuple the proxy will see after accept().
+// ACTIVE_ESTABLISHED runs before the final ACK leaves, so the entry exists before accept returns.
+// The socket is also asked for state callbacks, so that withdraw_origin runs when it closes: a
+// record left behind would identify whatever connection next uses the same 4-tuple.
+static __always_inline void publish_origin(struct bpf_sock_ops *ctx)
+{
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return;
+	struct origin *o = bpf_sk_storage_get(&enf_sock_origin, sk, 0, 0);
+	if (!o)
+		return;
+	struct tuple t = {};
+	if (!sock_tuple(ctx, &t))
+		return;
+	// Without the close callback the record could outlive the connection: publish nothing, and
+	// the proxy refuses the connection for want of an origin.
+	if (bpf_sock_ops_cb_flags_set(ctx, ctx->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG) != 0)
+		return;
 	bpf_map_update_elem(&enf_origins, &t, o, BPF_ANY);
 	count(C_PUBLISHED);
+}
+
+// withdraw_origin deletes the socket's record when the socket closes before the proxy took it
+// (reset, or the proxy died with the connection queued). Once the socket leaves the established
+// hash its 4-tuple is free: another process, outside any enforced cgroup, could bind the same
+// client port, dial the proxy and be served under this record. The state callback runs before
+// the kernel unhashes the socket, so no new connection can hold the tuple yet; the cookie check
+// leaves alone a record that is not this socket's. When the proxy already took the record (the
+// usual case), there is nothing to delete.
+static __always_inline void withdraw_origin(struct bpf_sock_ops *ctx)
+{
+	struct tuple t = {};
+	if (!sock_tuple(ctx, &t))
+		return;
+	struct origin *o = bpf_map_lookup_elem(&enf_origins, &t);
+	if (o && o->cookie == bpf_get_socket_cookie(ctx))
+		bpf_map_delete_elem(&enf_origins, &t);
+}
+
+SEC("sockops")
+int enforcer_sockops(struct bpf_sock_ops *ctx)
+{
+	switch (ctx->op) {
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		publish_origin(ctx);
+		break;
+	case BPF_SOCK_OPS_STATE_CB:
+		// args[0] is the old state, args[1] the new one.
+		if (ctx->args[1] == BPF_TCP_CLOSE)
+			withdraw_origin(ctx);
+		break;
+	}
 	return 1;
 }
 

@@ -101,6 +101,10 @@ func LoadBPF(cfg BPFConfig) (*BPF, error) {
 		b.objs.Close()
 		return nil, err
 	}
+	if err := b.dropOrigins(); err != nil {
+		b.objs.Close()
+		return nil, err
+	}
 	cg, err := os.Open(cfg.Subtree.Path)
 	if err != nil {
 		b.objs.Close()
@@ -165,6 +169,30 @@ func (b *BPF) writeConfig() error {
 		return fmt.Errorf("write BPF config: %w", err)
 	}
 	return b.SetResolvers(b.cfg.DNSResolvers)
+}
+
+// dropOrigins deletes every origin record, at load time: records left in the pinned map belong to
+// connections a previous daemon's listeners took with them when it stopped, so nothing will
+// accept them, and a record outliving its connection would identify the next one on the same
+// 4-tuple, perhaps a process outside the enforced cgroups. Programs before the close callback
+// (see withdraw_origin in bpf/enforcer.c) left such records behind.
+func (b *BPF) dropOrigins() error {
+	var keys []enforcerTuple
+	var k enforcerTuple
+	var v enforcerOrigin
+	it := b.objs.EnfOrigins.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read origin records left by a previous daemon: %w", err)
+	}
+	for _, k := range keys {
+		if err := b.objs.EnfOrigins.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete origin record left by a previous daemon: %w", err)
+		}
+	}
+	return nil
 }
 
 // SetResolvers replaces the set of DNS servers agents may query.

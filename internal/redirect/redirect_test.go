@@ -129,6 +129,25 @@ func agentAction(scenario, arg string, res *agentResult) error {
 		}
 		defer unix.Close(fd)
 		return unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
+	case "tcp-from-reset", "tcp-from-close", "tcp-from-hold":
+		// arg: local,dst. The agent connects from a fixed local address, then resets at once,
+		// closes at once, or says so on stderr and waits until the connection ends.
+		local, dst, _ := strings.Cut(arg, ",")
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.MustParseAddrPort(local)), Timeout: 3 * time.Second}
+		c, err := d.Dial("tcp", dst)
+		if err != nil {
+			return err
+		}
+		res.Local = c.LocalAddr().String()
+		switch scenario {
+		case "tcp-from-reset":
+			c.(*net.TCPConn).SetLinger(0)
+		case "tcp-from-hold":
+			fmt.Fprintln(os.Stderr, "connected")
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			c.Read(make([]byte, 1))
+		}
+		return c.Close()
 	case "grandchild":
 		// Double fork: a detached grandchild in a new session does the connect.
 		cmd := exec.Command(os.Args[0], "-test.run=^$", "tcp", arg)

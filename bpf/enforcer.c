@@ -397,8 +397,13 @@ int enforcer_sockops(struct bpf_sock_ops *ctx)
 		publish_origin(ctx);
 		break;
 	case BPF_SOCK_OPS_STATE_CB:
-		// args[0] is the old state, args[1] the new one.
-		if (ctx->args[1] == BPF_TCP_CLOSE)
+		// args[0] is the old state, args[1] the new one. A client that sent its data and closed
+		// (FIN_WAIT*, CLOSING: an orphan goes to TIME_WAIT, and CLOSE, at its FIN's ACK) may
+		// still be queued for the proxy, which must find its origin to deliver that data; its
+		// TIME_WAIT keeps the 4-tuple, and a connection that reuses it queues behind it. Any
+		// other close is an abort: nothing of it is left to deliver.
+		if (ctx->args[1] == BPF_TCP_CLOSE && ctx->args[0] != BPF_TCP_FIN_WAIT1 &&
+		    ctx->args[0] != BPF_TCP_FIN_WAIT2 && ctx->args[0] != BPF_TCP_CLOSING)
 			withdraw_origin(ctx);
 		break;
 	}

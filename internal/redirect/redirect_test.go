@@ -129,7 +129,7 @@ func agentAction(scenario, arg string, res *agentResult) error {
 		}
 		defer unix.Close(fd)
 		return unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
-	case "tcp-from-reset", "tcp-from-close", "tcp-from-hold":
+	case "tcp-from-reset", "tcp-from-close", "tcp-from-hold", "tcp-from-send-close":
 		// arg: local,dst. The agent connects from a fixed local address, then resets at once,
 		// closes at once, or says so on stderr and waits until the connection ends.
 		local, dst, _ := strings.Cut(arg, ",")
@@ -146,6 +146,14 @@ func agentAction(scenario, arg string, res *agentResult) error {
 			fmt.Fprintln(os.Stderr, "connected")
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			c.Read(make([]byte, 1))
+		case "tcp-from-send-close":
+			// As nc does: the data, a FIN, then the close of a socket in FIN_WAIT2, which
+			// the kernel turns into a TIME_WAIT at once (the state callback sees CLOSE).
+			if _, err := c.Write([]byte("sent")); err != nil {
+				return err
+			}
+			c.(*net.TCPConn).CloseWrite()
+			time.Sleep(20 * time.Millisecond)
 		}
 		return c.Close()
 	case "grandchild":

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -34,15 +35,18 @@ func TestEndedConnectionLeavesNoOrigin(t *testing.T) {
 		// restart closes the proxy listener with the connection still queued, as when the daemon
 		// is killed, then loads the programs and listens on the same port again.
 		restart bool
+		// kept: the connection closed normally, so what it sent may still be delivered: its
+		// record stays until the proxy takes it or the programs are loaded again.
+		kept bool
 	}{
-		{"ipv4 reset before accept", v4, "tcp-from-reset", false},
-		{"ipv6 reset before accept", v6, "tcp-from-reset", false},
-		{"ipv4 closed, then the proxy restarted", v4, "tcp-from-close", true},
-		{"ipv6 closed, then the proxy restarted", v6, "tcp-from-close", true},
-		{"ipv4 open while the proxy restarted", v4, "tcp-from-hold", true},
-		{"ipv6 open while the proxy restarted", v6, "tcp-from-hold", true},
-		{"ipv4 record left by an older version", v4, "", true},
-		{"ipv6 record left by an older version", v6, "", true},
+		{"ipv4 reset before accept", v4, "tcp-from-reset", false, false},
+		{"ipv6 reset before accept", v6, "tcp-from-reset", false, false},
+		{"ipv4 closed, then the proxy restarted", v4, "tcp-from-close", true, true},
+		{"ipv6 closed, then the proxy restarted", v6, "tcp-from-close", true, true},
+		{"ipv4 open while the proxy restarted", v4, "tcp-from-hold", true, false},
+		{"ipv6 open while the proxy restarted", v6, "tcp-from-hold", true, false},
+		{"ipv4 record left by an older version", v4, "", true, false},
+		{"ipv6 record left by an older version", v6, "", true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,8 +74,8 @@ func TestEndedConnectionLeavesNoOrigin(t *testing.T) {
 					t.Fatalf("agent: %s", res.Err)
 				}
 				var rec enforcerOrigin
-				if err := r.bpf.objs.EnfOrigins.Lookup(&key, &rec); err == nil {
-					t.Errorf("origin record of the ended connection still published (cgroup %d, pid %d)", rec.CgroupId, rec.Tgid)
+				if err := r.bpf.objs.EnfOrigins.Lookup(&key, &rec); (err == nil) != tc.kept {
+					t.Errorf("origin record of the ended connection: published %v, want %v (cgroup %d, pid %d)", err == nil, tc.kept, rec.CgroupId, rec.Tgid)
 				}
 			}
 			if tc.restart {
@@ -91,6 +95,43 @@ func TestEndedConnectionLeavesNoOrigin(t *testing.T) {
 			o, err := acceptOutsider(t, r.bpf, *ln)
 			if !errors.Is(err, ErrNoOrigin) {
 				t.Fatalf("outsider on the ended connection's 4-tuple got origin %+v (err %v); want ErrNoOrigin", o, err)
+			}
+		})
+	}
+}
+
+// TestClosedConnectionStillDelivered: a client that sends its data and closes before the proxy
+// accepts (a fire-and-forget metrics line, `echo … > /dev/tcp/…`) keeps its origin record, so
+// the proxy can still judge and deliver what it sent.
+func TestClosedConnectionStillDelivered(t *testing.T) {
+	r := newRig(t)
+	for _, loopback := range []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()} {
+		t.Run(loopback.String(), func(t *testing.T) {
+			ln, dst := r.ln4, r.remote
+			if loopback.Is6() {
+				ln, dst = r.ln6, r.remote6
+			}
+			client := netip.AddrPortFrom(loopback, freePort(t, loopback))
+			if res := <-r.startAgent("tcp-from-send-close", client.String()+","+dst.String()); res.Err != "" {
+				t.Fatalf("agent: %s", res.Err)
+			}
+			ln.SetDeadline(time.Now().Add(5 * time.Second))
+			for {
+				c, err := ln.AcceptTCP()
+				if err != nil {
+					t.Fatalf("accept: %v", err)
+				}
+				if c.RemoteAddr().(*net.TCPAddr).AddrPort() != client {
+					c.Close() // left by an earlier test
+					continue
+				}
+				o, err := r.bpf.Origin(c)
+				b, _ := io.ReadAll(c)
+				c.Close()
+				if err != nil || o.CgroupID != r.child.ID || o.Dst != dst || string(b) != "sent" {
+					t.Fatalf("origin %+v, %v, data %q; want the agent's, and what it sent", o, err, b)
+				}
+				return
 			}
 		})
 	}

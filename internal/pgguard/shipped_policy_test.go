@@ -361,3 +361,43 @@ func TestFrameworkConnectionSetupPasses(t *testing.T) {
 		}
 	}
 }
+
+// TestSQLJSONSpellingsOfUserFunctionsRefused (from a review, 2026-12-07): the classifier parses
+// with PostgreSQL 17's grammar, where JSON_VALUE(…) and the other SQL/JSON forms and
+// MERGE_ACTION() are syntax, not calls; PostgreSQL 15 calls a function of that name found on
+// search_path. select json_value('{}', '$') passed the shipped policy (allow_reads) as a read
+// and ran public.json_value, which writes. Must hold: each is refused and no such function runs,
+// while the legacy json_object(text[]), pg_catalog's, still reads.
+func TestSQLJSONSpellingsOfUserFunctionsRefused(t *testing.T) {
+	cases := []struct{ sql, function string }{
+		{"select json_value('{}', '$')", "json_value(text, text)"},
+		{"select json_query('{}', '$')", "json_query(text, text)"},
+		{"select json_exists('{}', '$')", "json_exists(text, text)"},
+		{"select json_scalar(1)", "json_scalar(int)"},
+		{"select json_serialize('{}')", "json_serialize(text)"},
+		{"select json('{}'::text)", "json(text)"},
+		{"select json_object()", "json_object()"},
+		{"select json_array()", "json_array()"},
+		{"select json_array(1, 2)", "json_array(int, int)"},
+		{"select json_arrayagg(id) from customers", "json_arrayagg(int)"},
+		{"select merge_action()", "merge_action()"},
+	}
+	setup := "create table calls (f text); grant insert on calls to agent_rw;\n"
+	for _, c := range cases {
+		setup += "create function public." + c.function +
+			" returns text language sql as $$ insert into calls values ('" + c.function + "') returning 'x' $$;\n"
+	}
+	p := startPlainRoleProxy(t, shippedPolicyText(t), "prod-db", setup)
+	c := p.connect(t, nil)
+	for _, tc := range cases {
+		if v, err := firstValue(c, tc.sql); err == nil {
+			t.Errorf("%s: allowed under the shipped policy (result %q), calling public.%s", tc.sql, v, tc.function)
+		}
+	}
+	if called, _ := p.direct(t, "select string_agg(f, ', ') from calls"); called != "" {
+		t.Errorf("functions ran through the proxy: %s", called)
+	}
+	if v, err := firstValue(c, "select json_object('{a,1}')"); err != nil || v != `{"a" : "1"}` {
+		t.Errorf("legacy json_object(text[]): %q, %v; want it read", v, err)
+	}
+}

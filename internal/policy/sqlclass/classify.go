@@ -821,6 +821,9 @@ func (w *walker) visit(m protoreflect.Message) {
 		return
 	case *pg.FuncCall:
 		w.addFunc(x)
+	case *pg.JsonFuncExpr, *pg.JsonScalarExpr, *pg.JsonSerializeExpr, *pg.JsonParseExpr,
+		*pg.JsonObjectConstructor, *pg.JsonArrayConstructor, *pg.JsonArrayAgg, *pg.MergeSupportFunc:
+		w.addOlderServerCall(x)
 	case *pg.A_Expr:
 		switch x.Kind {
 		case pg.A_Expr_Kind_AEXPR_BETWEEN, pg.A_Expr_Kind_AEXPR_NOT_BETWEEN,

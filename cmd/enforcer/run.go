@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,7 +82,7 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 		}
 	}()
 	err = cmd.Wait()
-	releaseTerminal(run.Path)
+	releaseTerminal(cl, &run)
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
@@ -92,65 +93,52 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	return err
 }
 
-// releaseTerminal kills the processes of the run (in cgroupDir) that are still attached to the
-// caller's terminal once the command has exited: left running, one could make itself the
-// terminal's foreground and read what the developer types next at the shell's prompt. Daemons
-// that detached from the terminal keep running, enforced. (A process of the same uid can still
-// open the terminal's device by its path: agents belong under a user of their own.)
-func releaseTerminal(cgroupDir string) {
-	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err != nil {
-		return // stdin is no terminal
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(0, &st); err != nil {
+// releaseTerminal has the daemon kill the processes of the run still attached to the caller's
+// terminals once the command has exited: left running, one could make itself the terminal's
+// foreground and read what the developer types next at the shell's prompt. Daemons that
+// detached from the terminal keep running, enforced. The daemon does it: it freezes the run
+// (root-owned, out of this process's reach) so that nothing forks away while it looks, and it
+// kills the whole run when it cannot be sure, which is said here. (A process of the same uid can
+// still open the terminal's device by its path: agents belong under a user of their own.)
+func releaseTerminal(cl *control.Client, run *control.Run) {
+	terminals := callerTerminals()
+	if len(terminals) == 0 {
 		return
 	}
-	ttyPath, _ := os.Readlink("/proc/self/fd/0")
-	major, minor := unix.Major(st.Rdev), unix.Minor(st.Rdev)
-	ttyNr := fmt.Sprint(minor&0xff | major<<8 | (minor&^0xff)<<12) // as /proc/PID/stat encodes it
-	for range 50 {                                                 // a process may fork while it is being killed
-		b, err := os.ReadFile(cgroupDir + "/cgroup.procs")
-		if err != nil {
-			return
-		}
-		killed := false
-		for _, f := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(f)
-			if err == nil && attachedTo(pid, ttyNr, ttyPath) {
-				unix.Kill(pid, unix.SIGKILL)
-				killed = true
-			}
-		}
-		if !killed {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	// The daemon gives up looking well within this and kills the run instead.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var rel control.Release
+	err := cl.Do(ctx, "POST", "/v1/runs/"+run.Name+"/release", control.ReleaseRequest{Terminals: terminals}, &rel)
+	switch {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "enforcer: warning: processes of the run may still hold this terminal and read what you type (%v): "+
+			"`enforcer status` lists the run's processes; kill those of run %s\n", err, run.Name)
+	case rel.RunKilled != "":
+		fmt.Fprintf(os.Stderr, "enforcer: killed every process of the run, those that had detached too: %s\n", rel.RunKilled)
 	}
 }
 
-// attachedTo reports whether process pid has the terminal (tty_nr as /proc/PID/stat gives it, and
-// its device path) as its controlling terminal or holds a descriptor of it.
-func attachedTo(pid int, ttyNr, ttyPath string) bool {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
+// callerTerminals returns this process's controlling terminal and the terminals its standard
+// descriptors are on, each numbered as /proc/PID/stat's tty_nr and TIOCGDEV number them.
+func callerTerminals() []uint32 {
+	var terminals []uint32
+	if stat, err := os.ReadFile("/proc/self/stat"); err == nil {
 		// After the command's name: state, ppid, pgrp, session, tty_nr.
-		if f := strings.Fields(string(stat[i+1:])); len(f) > 4 && f[4] == ttyNr {
-			return true
+		if i := bytes.LastIndexByte(stat, ')'); i >= 0 {
+			if f := strings.Fields(string(stat[i+1:])); len(f) > 4 {
+				if tty, err := strconv.ParseUint(f[4], 10, 32); err == nil && tty != 0 {
+					terminals = append(terminals, uint32(tty))
+				}
+			}
 		}
 	}
-	if ttyPath == "" {
-		return false
-	}
-	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	for _, fd := range fds {
-		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); l == ttyPath {
-			return true
+	for fd := range 3 {
+		if tty, err := unix.IoctlGetUint32(fd, unix.TIOCGDEV); err == nil && tty != 0 && !slices.Contains(terminals, tty) {
+			terminals = append(terminals, tty)
 		}
 	}
-	return false
+	return terminals
 }
 
 // startInCgroup starts the command so that its first instruction already runs enforced. Root

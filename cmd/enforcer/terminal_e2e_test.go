@@ -75,6 +75,140 @@ print("AGENT_DONE", flush=True)
 	}
 }
 
+// TestRunReleasesTheTerminalFromEvasiveProcesses (from a review, 2026-12-07): the client killed
+// the run's processes attached to the terminal in rounds (list the cgroup, read each process's
+// descriptors, kill), giving up after 50. Sixty detached processes with 4,000 descriptors each
+// made a round slow, and a fork-and-exit chain still attached moved on to a new pid before its
+// listed one was killed: it outlived the rounds, took the terminal's foreground and read 4 of the
+// 5 lines typed next. A descriptor of /dev/tty (its link names no /dev/pts/N) kept after setsid,
+// or held by a thread with a descriptor table of its own, was not seen at all.
+// Must hold: none of them reads what is typed after `enforcer run` returns, and a daemon that
+// detached keeps running (not left frozen).
+func TestRunReleasesTheTerminalFromEvasiveProcesses(t *testing.T) {
+	e := newEnv(t, "bpf")
+	sandboxNobody(t, e) // logs nobody in
+	// prelude: steal(fd) reads the terminal for a while and logs what it gets; detached() leaves
+	// a daemon with no terminal that beats its heartbeat file.
+	const prelude = `import os, signal, time, resource, threading, ctypes
+CAP, BEAT = %q, %q
+def log(b):
+    fd = os.open(CAP, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644); os.write(fd, b); os.close(fd)
+def quiet():
+    for s in (signal.SIGTTOU, signal.SIGTTIN, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+def to_devnull():
+    n = os.open("/dev/null", os.O_RDWR)
+    for k in (0, 1, 2): os.dup2(n, k)
+def steal(fd):
+    end = time.time() + 15
+    while time.time() < end:
+        try: os.tcsetpgrp(fd, os.getpgrp())
+        except OSError: pass
+        # Blocked in read(2) as the shell is, a process with no hold of the foreground gets
+        # about every other line.
+        try: b = os.read(fd, 1000)
+        except OSError: time.sleep(0.05); continue
+        if not b: break
+        log(b"STOLEN:" + b)
+    os._exit(0)
+def detached(hold=0):
+    if os.fork() == 0:
+        os.setsid(); to_devnull()
+        keep = [os.open("/dev/null", os.O_RDONLY) for _ in range(hold)]
+        end = time.time() + 25
+        while time.time() < end:
+            fd = os.open(BEAT, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644); os.close(fd)
+            time.sleep(0.2)
+        os._exit(0)
+`
+	tests := []struct {
+		name  string
+		agent string
+	}{
+		{"fork-and-exit chain among processes with thousands of descriptors", `
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+for i in range(60): detached(4000)
+time.sleep(2)
+fg0 = os.tcgetpgrp(0)
+if os.fork() == 0:
+    quiet(); os.setpgid(0, 0)
+    end = time.time() + 60
+    while time.time() < end:
+        try:
+            if os.tcgetpgrp(0) not in (fg0, os.getpgrp()):
+                break  # enforcer run has returned: the shell has the terminal again
+        except OSError:
+            pass
+        if os.fork() != 0:
+            os._exit(0)
+    steal(os.open("/dev/tty", os.O_RDWR))
+`},
+		{"descriptor of /dev/tty kept after setsid", `
+detached()
+if os.fork() == 0:
+    quiet(); fd = os.open("/dev/tty", os.O_RDWR); os.setsid(); to_devnull()
+    steal(fd)
+time.sleep(0.5)
+`},
+		{"descriptor held by a thread with a table of its own", `
+detached()
+if os.fork() == 0:
+    quiet(); fd = os.open("/dev/tty", os.O_RDWR); ready = threading.Event()
+    def thief():
+        ctypes.CDLL(None, use_errno=True).unshare(0x400)  # CLONE_FILES
+        ready.set(); steal(fd)
+    threading.Thread(target=thief).start(); ready.wait()
+    os.close(fd); os.setsid(); to_devnull()
+    time.sleep(20); os._exit(0)
+time.sleep(0.5)
+`},
+	}
+	// nobody's agents write their captures and heartbeats here.
+	out, err := os.MkdirTemp("", "enforcer-release-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(out) })
+	os.Chmod(out, 0o777)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			capture := filepath.Join(out, fmt.Sprintf("capture-%d", i))
+			beat := filepath.Join(out, fmt.Sprintf("heartbeat-%d", i))
+			pyFile := filepath.Join(e.dir, fmt.Sprintf("agent-%d.py", i))
+			agent := fmt.Sprintf(prelude, capture, beat) + tt.agent + "print(\"AGENT_DONE\", flush=True)\n"
+			if err := os.WriteFile(pyFile, []byte(agent), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			master, shown := nobodysTerminal(t)
+			time.Sleep(300 * time.Millisecond)
+			start := time.Now()
+			fmt.Fprintf(master, "%s run --socket %s -- python3 %s; echo RUN_RETURNED\n", enforcerBin, e.socket, pyFile)
+			for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline) && strings.Count(shown(), "RUN_RETURNED") < 2; {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if strings.Count(shown(), "RUN_RETURNED") < 2 {
+				t.Fatalf("enforcer run did not return:\n%s", shown())
+			}
+			t.Logf("enforcer run returned after %v", time.Since(start))
+			// The developer, back at the prompt, types.
+			time.Sleep(time.Second)
+			for i := range 8 {
+				fmt.Fprintf(master, "echo DEV_TYPED_%d\n", i)
+				time.Sleep(300 * time.Millisecond)
+			}
+			time.Sleep(500 * time.Millisecond)
+			got, _ := os.ReadFile(capture)
+			if strings.Contains(string(got), "DEV_TYPED") {
+				t.Errorf("a process of the run read what the developer typed after `enforcer run` returned: %q\nterminal:\n%s", got, shown())
+			}
+			if st, err := os.Stat(beat); err != nil || time.Since(st.ModTime()) > 2*time.Second {
+				t.Errorf("the daemon that detached from the terminal did not keep running after the release (heartbeat: %v)\nterminal:\n%s", err, shown())
+			}
+		})
+	}
+}
+
 // TestRunAgentCannotSignalItsLauncher: with Landlock ABI 6 the command must not signal
 // the `enforcer run` client (same uid, outside the run); the client still relays SIGTERM in.
 // Must hold where Landlock has ABI 6.

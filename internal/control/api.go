@@ -78,6 +78,22 @@ type EnterRequest struct {
 	PID int `json:"pid"`
 }
 
+// ReleaseRequest names the caller's terminals (POST /v1/runs/{name}/release), each by its device
+// number as /proc/PID/stat's tty_nr and the TIOCGDEV ioctl encode it: its controlling terminal
+// and those its standard descriptors are on.
+type ReleaseRequest struct {
+	Terminals []uint32 `json:"terminals"`
+}
+
+// Release is the answer of POST /v1/runs/{name}/release: what of the run was killed for being
+// attached to the caller's terminals.
+type Release struct {
+	Killed []int `json:"killed"`
+	// RunKilled, when set, says why every process of the run was killed, those that had
+	// detached too.
+	RunKilled string `json:"run_killed,omitempty"`
+}
+
 // LoginRequest carries the tokens the CLI obtained (POST /v1/login); the daemon verifies them.
 // With the local provider the body is {} and the caller's Unix identity is used.
 type LoginRequest struct {

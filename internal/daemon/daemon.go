@@ -64,6 +64,12 @@ type Daemon struct {
 	// write of the identity state, a run a cgroup too.
 	loginLimit *control.RateLimit
 	runLimit   *control.RateLimit
+	// releaseLimit bounds how often one user may release a run's terminal: each freezes the run
+	// and reads every descriptor of its processes.
+	releaseLimit *control.RateLimit
+	// runLocksMu guards runLocks, which serialise the terminal releases of each run.
+	runLocksMu sync.Mutex
+	runLocks   map[string]*runLock
 	// runsMu makes counting a user's runs and creating one a single step.
 	runsMu sync.Mutex
 }
@@ -73,7 +79,7 @@ type Daemon struct {
 func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d := &Daemon{cfg: cfg, log: log, metrics: metrics.New(), loginLimit: newLoginLimit(), runLimit: newRunLimit()}
+	d := &Daemon{cfg: cfg, log: log, metrics: metrics.New(), loginLimit: newLoginLimit(), runLimit: newRunLimit(), releaseLimit: newReleaseLimit()}
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}

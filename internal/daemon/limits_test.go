@@ -39,7 +39,7 @@ func limitsDaemon(t *testing.T) *Daemon {
 	t.Cleanup(func() { sub.RemoveAll() })
 	return &Daemon{
 		cfg: &Config{Socket: filepath.Join(t.TempDir(), "enforcer.sock")}, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		ids: ids, subtree: sub, loginLimit: newLoginLimit(), runLimit: newRunLimit(),
+		ids: ids, subtree: sub, loginLimit: newLoginLimit(), runLimit: newRunLimit(), releaseLimit: newReleaseLimit(),
 	}
 }
 

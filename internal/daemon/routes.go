@@ -32,6 +32,13 @@ func (d *Daemon) routes() []control.Route {
 			}
 			return nil, d.enterRun(c, r.PathValue("name"), req.PID)
 		}},
+		{Pattern: "POST /v1/runs/{name}/release", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
+			var req control.ReleaseRequest
+			if err := control.Decode(r, &req); err != nil {
+				return nil, err
+			}
+			return d.releaseRun(c, r.PathValue("name"), req.Terminals)
+		}},
 		{Pattern: "DELETE /v1/runs/{name}", Handle: func(ctx context.Context, c control.Caller, r *http.Request) (any, error) {
 			return nil, d.endRun(c, r.PathValue("name"))
 		}},

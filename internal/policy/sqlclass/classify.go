@@ -97,6 +97,7 @@ type walker struct {
 	ctes      map[string]bool
 	funcs     []string
 	funcClass funcClass
+	cursors   []string // read by cursor_to_xml and the like (namedRead)
 
 	// relWrite makes bare relations count as written: set for the target
 	// list of DDL statements, cleared inside any query.
@@ -567,6 +568,7 @@ func (w *walker) explain(e *pg.ExplainStmt) {
 		HasWhere:        inner.HasWhere,
 		WhereIsConstant: inner.WhereIsConstant,
 		Execute:         inner.Execute,
+		CursorsRead:     inner.CursorsRead, // the planner may call a stable function to estimate
 	}
 	w.explainDone = true
 }
@@ -982,6 +984,9 @@ func (w *walker) addFunc(f *pg.FuncCall) {
 	}
 	c := classifyCall(schema, bare)
 	w.funcClass |= c
+	if c&(fnTableArg|fnCursorArg) != 0 {
+		w.namedRead(f, c)
+	}
 	if c&fnSession != 0 {
 		// set_config(name, value, is_local): SET by another name.
 		if len(f.Args) == 0 || !isConst(f.Args[0]) {
@@ -1070,6 +1075,7 @@ func (w *walker) finish() {
 		st.Execute = w.execute
 	}
 	st.Functions = dedup(w.funcs, nil)
+	st.CursorsRead = dedup(w.cursors, nil)
 	st.TablesWritten = dedup(w.writes, nil)
 	st.TablesRead = dedup(w.reads, func(n string) bool { return w.ctes[n] })
 	if len(st.TablesRead) > 0 {

@@ -249,6 +249,10 @@ var corpus = []row{
 	{sql: "CREATE TRIGGER tr BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()", kind: KindCreate, flags: "ddl proc", written: []string{"t"}},
 	{sql: "SELECT query_to_xml('select pg_terminate_backend(1)', true, true, '')", kind: KindSelect, flags: "r proc"},
 	{sql: "SELECT ts_stat('select v from t')", kind: KindSelect, flags: "r proc"},
+	{sql: "SELECT table_to_xml('secrets', true, false, '')", kind: KindSelect, flags: "r", read: []string{"secrets"}},
+	{sql: "SELECT table_to_xml(16384, true, false, '')", kind: KindSelect, flags: "r proc"},
+	{sql: "SELECT database_to_xml(true, false, '')", kind: KindSelect, flags: "r proc"},
+	{sql: "SELECT cursor_to_xml(('p' || '')::refcursor, 10, false, false, '')", kind: KindSelect, flags: "r proc"},
 	{sql: "LOAD 'evil'", kind: "LOAD", flags: "io proc"},
 
 	// Privilege.

@@ -17,6 +17,8 @@ const (
 	fnSideEffect
 	fnProcedural // runs SQL text given as an argument, or code whose effects are not known
 	fnSession    // set_config; refined by its first argument
+	fnTableArg   // reads the rows of the relation its first argument names; refined by it (namedRead)
+	fnCursorArg  // fetches from the cursor or portal its first argument names; refined by it (namedRead)
 )
 
 // builtinFuncs maps bare, lower-cased names of built-in functions with
@@ -73,7 +75,7 @@ var builtinFuncs = map[string]funcClass{
 	"pg_copy_logical_replication_slot":       fnSideEffect,
 	"pg_replication_slot_advance":            fnSideEffect,
 	"pg_logical_emit_message":                fnSideEffect,
-	"pg_logical_slot_get_changes":            fnSideEffect,
+	"pg_logical_slot_get_changes":            fnSideEffect | fnProcedural, // every table's changes
 	"pg_import_system_collations":            fnSideEffect,
 	"pg_notify":                              fnSideEffect,
 	"nextval":                                fnSideEffect,
@@ -116,7 +118,7 @@ var builtinFuncs = map[string]funcClass{
 	"pg_stop_making_pinned_objects":          fnSideEffect,
 	"pg_log_standby_snapshot":                fnSideEffect,
 	"pg_sync_replication_slots":              fnSideEffect,
-	"pg_logical_slot_get_binary_changes":     fnSideEffect,
+	"pg_logical_slot_get_binary_changes":     fnSideEffect | fnProcedural, // every table's changes
 	"pg_replication_origin_advance":          fnSideEffect,
 	"pg_replication_origin_create":           fnSideEffect,
 	"pg_replication_origin_drop":             fnSideEffect,
@@ -148,6 +150,26 @@ var builtinFuncs = map[string]funcClass{
 	"lo_lseek64": fnSideEffect,
 	"lo_tell":    fnSideEffect,
 	"lo_tell64":  fnSideEffect,
+
+	// They read the rows of a relation, or of a cursor or portal (at the server a protocol portal
+	// is a cursor), that their first argument names: a statement that calls one reads what it
+	// names, and is Procedural when that is not a literal (see namedRead).
+	"table_to_xml":               fnTableArg,
+	"table_to_xmlschema":         fnTableArg,
+	"table_to_xml_and_xmlschema": fnTableArg,
+	"pg_sequence_last_value":     fnTableArg,
+	"cursor_to_xml":              fnCursorArg,
+	"cursor_to_xmlschema":        fnCursorArg,
+	// They read every table of a schema or a database, or every table's changes, none named in
+	// the statement: as with dynamic SQL, what they read is not known.
+	"schema_to_xml":                       fnProcedural,
+	"schema_to_xmlschema":                 fnProcedural,
+	"schema_to_xml_and_xmlschema":         fnProcedural,
+	"database_to_xml":                     fnProcedural,
+	"database_to_xmlschema":               fnProcedural,
+	"database_to_xml_and_xmlschema":       fnProcedural,
+	"pg_logical_slot_peek_changes":        fnProcedural,
+	"pg_logical_slot_peek_binary_changes": fnProcedural,
 }
 
 // effectClass returns the class of a built-in with effects by its
@@ -267,6 +289,125 @@ func builtinSampleMethod(names []*pg.Node) bool {
 		return true
 	}
 	return false
+}
+
+// namedRead records what a call of a function of class fnTableArg or fnCursorArg reads: the
+// relation or the cursor its first argument names. The name counts only as a string literal,
+// alone or cast straight to the argument's type, that the server reads as this does; any other
+// argument (an expression, a column, an OID, named notation, another cast: 'tx'::char(1) is 't')
+// may name any relation or portal, and makes the call Procedural, judged as code that may read
+// anything.
+func (w *walker) namedRead(f *pg.FuncCall, c funcClass) {
+	typ := "regclass"
+	if c&fnCursorArg != 0 {
+		typ = "refcursor"
+	}
+	var name string
+	ok := len(f.Args) > 0
+	if ok {
+		// table_to_xml('a', …) and table_to_xml('b', …) read different tables.
+		w.valueDep = true
+		name, ok = literalArg(f.Args[0], typ)
+	}
+	if ok && c&fnCursorArg != 0 {
+		// A refcursor's text is the cursor's name as it is: no case folding, no quotes.
+		w.cursors = append(w.cursors, name)
+		return
+	}
+	var parts []string
+	if ok {
+		parts, ok = regclassName(name)
+	}
+	if !ok {
+		w.funcClass |= fnProcedural
+		return
+	}
+	w.addTable(strings.Join(parts, "."), parts[len(parts)-1], false)
+}
+
+// literalArg returns the text of the string literal n, alone or cast straight to typ, a type of
+// pg_catalog ('t', 't'::regclass, CAST('t' AS pg_catalog.regclass)); ok is false for anything
+// else.
+func literalArg(n *pg.Node, typ string) (string, bool) {
+	if tc := n.GetTypeCast(); tc != nil {
+		tn := tc.GetTypeName()
+		names := tn.GetNames()
+		switch {
+		case len(tn.GetTypmods()) > 0 || len(tn.GetArrayBounds()) > 0 || tn.GetSetof() || tn.GetPctType():
+			return "", false
+		case len(names) == 1 && names[0].GetString_().GetSval() == typ:
+		case len(names) == 2 && names[0].GetString_().GetSval() == "pg_catalog" && names[1].GetString_().GetSval() == typ:
+		default:
+			return "", false
+		}
+		n = tc.GetArg()
+	}
+	c := n.GetAConst()
+	if c == nil || c.GetIsnull() || c.GetSval() == nil {
+		return "", false
+	}
+	return c.GetSval().GetSval(), true
+}
+
+// regclassName reads a relation's name as regclassin does (SplitIdentifierString): names
+// separated by dots, each unquoted (lower-cased) or in double quotes ("" for a quote), with
+// spaces around them. ok is false for an OID (digits alone) and "-" (no relation), for text the
+// server refuses, and where servers may read it otherwise than this: an unquoted name with bytes
+// beyond ASCII (lower-cased in single-byte encodings), \v (a space from PostgreSQL 16), a name of
+// 64 bytes or more (cut by the server's encoding's characters).
+func regclassName(s string) (parts []string, ok bool) {
+	if s == "-" || s != "" && s[0] >= '0' && s[0] <= '9' && strings.Trim(s, "0123456789") == "" {
+		return nil, false
+	}
+	space := func(b byte) bool { return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\f' }
+	i := 0
+	skipSpace := func() {
+		for i < len(s) && space(s[i]) {
+			i++
+		}
+	}
+	skipSpace()
+	for {
+		var name string
+		if i < len(s) && s[i] == '"' {
+			var b strings.Builder
+			for i++; ; {
+				j := strings.IndexByte(s[i:], '"')
+				if j < 0 {
+					return nil, false
+				}
+				b.WriteString(s[i : i+j])
+				i += j + 1
+				if i == len(s) || s[i] != '"' {
+					break
+				}
+				b.WriteByte('"')
+				i++
+			}
+			name = b.String()
+		} else {
+			start := i
+			for ; i < len(s) && s[i] != '.' && !space(s[i]); i++ {
+				if s[i] >= 0x80 || s[i] == '\v' {
+					return nil, false
+				}
+			}
+			name = strings.ToLower(s[start:i])
+		}
+		if name == "" || len(name) >= 64 || len(parts) == 3 {
+			return nil, false
+		}
+		parts = append(parts, name)
+		skipSpace()
+		if i == len(s) {
+			return parts, true
+		}
+		if s[i] != '.' {
+			return nil, false
+		}
+		i++
+		skipSpace()
+	}
 }
 
 // unsafeExtensions are extensions whose installation opens I/O outside the

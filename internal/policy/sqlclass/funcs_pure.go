@@ -16,6 +16,12 @@ package sqlclass
 // then edited by hand:
 //   - removed txid_current and pg_current_xact_id (STABLE, but they assign a
 //     transaction id; see builtinFuncs);
+//   - removed the functions that read rows of relations, cursors or portals
+//     the statement does not name as such (table_to_xml, cursor_to_xml,
+//     schema_to_xml, database_to_xml and their xmlschema forms,
+//     pg_logical_slot_peek_changes, pg_sequence_last_value; see
+//     builtinFuncs): pure, a call of them would escape rules on tables and
+//     run a portal held for approval;
 //   - added VOLATILE functions that only read or compute (random,
 //     clock_timestamp, gen_random_uuid, currval, lastval, pg_sleep, the
 //     pg_*_size functions, pg_lock_status, pg_is_in_recovery, …);
@@ -70,8 +76,7 @@ circle_overright circle_right circle_same circle_send circle_sub_pt clock_timest
 close_ls close_lseg close_pb close_pl close_ps close_sb col_description concat concat_ws
 convert convert_from convert_to corr cos cosd cosh cot cotd count covar_pop covar_samp
 crc32 crc32c cstring_in cstring_out cstring_send cume_dist current_database current_query
-current_schema current_schemas current_setting current_user currtid2 currval cursor_to_xml
-cursor_to_xmlschema database_to_xml database_to_xml_and_xmlschema database_to_xmlschema date
+current_schema current_schemas current_setting current_user currtid2 currval date
 date_add date_bin date_cmp date_cmp_timestamp date_cmp_timestamptz date_eq date_eq_timestamp
 date_eq_timestamptz date_ge date_ge_timestamp date_ge_timestamptz date_gt date_gt_timestamp
 date_gt_timestamptz date_in date_larger date_le date_le_timestamp date_le_timestamptz
@@ -217,8 +222,7 @@ pg_indexam_progress_phasename pg_indexes_size pg_input_error_info
 pg_input_is_valid pg_is_in_recovery pg_is_other_temp_schema pg_is_wal_replay_paused
 pg_isolation_test_session_is_blocked pg_jit_available pg_last_committed_xact
 pg_last_wal_receive_lsn pg_last_wal_replay_lsn pg_last_xact_replay_timestamp
-pg_listening_channels pg_lock_status pg_logical_slot_peek_binary_changes
-pg_logical_slot_peek_changes pg_lsn pg_lsn_cmp pg_lsn_eq pg_lsn_ge pg_lsn_gt
+pg_listening_channels pg_lock_status pg_lsn pg_lsn_cmp pg_lsn_eq pg_lsn_ge pg_lsn_gt
 pg_lsn_hash pg_lsn_hash_extended pg_lsn_in pg_lsn_larger pg_lsn_le pg_lsn_lt pg_lsn_mi
 pg_lsn_mii pg_lsn_ne pg_lsn_out pg_lsn_pli pg_lsn_send pg_lsn_smaller pg_mcv_list_in
 pg_mcv_list_items pg_mcv_list_out pg_mcv_list_send pg_my_temp_schema pg_ndistinct_in
@@ -228,7 +232,7 @@ pg_options_to_table pg_partition_ancestors pg_partition_root pg_partition_tree
 pg_postmaster_start_time pg_prepared_statement pg_prepared_xact pg_relation_filenode
 pg_relation_filepath pg_relation_is_publishable pg_relation_is_updatable pg_relation_size
 pg_replication_origin_oid pg_replication_origin_session_is_setup pg_safe_snapshot_blocking_pids
-pg_sequence_last_value pg_sequence_parameters pg_settings_get_flags
+pg_sequence_parameters pg_settings_get_flags
 pg_show_all_file_settings pg_show_all_settings pg_show_replication_origin_status
 pg_size_bytes pg_size_pretty pg_sleep pg_sleep_for pg_sleep_until pg_snapshot_in
 pg_snapshot_out pg_snapshot_send pg_snapshot_xip pg_snapshot_xmax pg_snapshot_xmin
@@ -300,13 +304,11 @@ regoperin regoperout regopersend regprocedurein regprocedureout regproceduresend
 regprocout regprocsend regr_avgx regr_avgy regr_count regr_intercept regr_r2 regr_slope
 regr_sxx regr_sxy regr_syy regrolein regroleout regrolesend regtypein regtypeout regtypesend
 repeat replace reverse right round row_number row_security_active row_to_json rpad rtrim
-satisfies_hash_partition scale schema_to_xml schema_to_xml_and_xmlschema schema_to_xmlschema
-session_user set_bit set_byte set_masklen setweight sha224 sha256 sha384 sha512 shell_in
+satisfies_hash_partition scale session_user set_bit set_byte set_masklen setweight sha224 sha256 sha384 sha512 shell_in
 shell_out shobj_description sign similar_escape similar_to_escape sin sind sinh slope
 spg_poly_quad_compress split_part sqrt starts_with statement_timestamp stddev stddev_pop
 stddev_samp string_agg string_to_array string_to_table strip strpos substr substring sum
-system_user table_am_handler_out table_to_xml table_to_xml_and_xmlschema table_to_xmlschema
-tan tand tanh text text_ge text_gt text_larger text_le text_lt text_pattern_ge
+system_user table_am_handler_out tan tand tanh text text_ge text_gt text_larger text_le text_lt text_pattern_ge
 text_pattern_gt text_pattern_le text_pattern_lt text_smaller textanycat textcat texteq
 texteqname textgename textgtname texticlike texticnlike texticregexeq texticregexne textin
 textlen textlename textlike textltname textne textnename textnlike textout textregexeq

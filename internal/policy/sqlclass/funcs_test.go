@@ -2,6 +2,7 @@ package sqlclass
 
 import (
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -96,6 +97,13 @@ func TestClassifyCall(t *testing.T) {
 		{"", "dblink_exec", fnUnsafeIO | fnSideEffect},
 		{"", "lo_get", fnSideEffect},
 		{"", "query_to_xml", fnProcedural},
+		{"", "table_to_xml", fnTableArg},
+		{"public", "table_to_xml", fnTableArg | fnProcedural},
+		{"", "cursor_to_xml", fnCursorArg},
+		{"", "cursor_to_xmlschema", fnCursorArg},
+		{"", "database_to_xml", fnProcedural},
+		{"", "pg_logical_slot_peek_changes", fnProcedural},
+		{"", "pg_logical_slot_get_changes", fnSideEffect | fnProcedural},
 		{"", "set_config", fnSession},
 		{"", "uuid_generate_v4", fnProcedural},
 	} {
@@ -140,9 +148,129 @@ func TestPureFuncs(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"nextval", "setval", "set_config", "pg_advisory_lock", "pg_terminate_backend",
-		"lo_unlink", "lo_import", "pg_read_file", "query_to_xml", "txid_current", "dblink", "pg_notify"} {
+		"lo_unlink", "lo_import", "pg_read_file", "query_to_xml", "txid_current", "dblink", "pg_notify",
+		"table_to_xml", "cursor_to_xml", "schema_to_xml", "database_to_xml", "pg_logical_slot_peek_changes"} {
 		if pureFuncs[name] {
 			t.Errorf("%q has effects but is listed as pure", name)
+		}
+	}
+}
+
+// TestFunctionsReadingByName: table_to_xml and the like read the relation, and cursor_to_xml the
+// cursor or protocol portal, their first argument names. A literal name is a read of that
+// relation (Tables) or cursor (CursorsRead); any other may name anything, and is Procedural, as
+// are the functions that read tables the statement does not name at all. A text of the same
+// shape naming another relation or cursor is not answered from the first one's shape.
+func TestFunctionsReadingByName(t *testing.T) {
+	for _, c := range []struct {
+		sql, sibling string
+		tables       []string
+		cursors      []string
+		procedural   bool
+	}{
+		{sql: "SELECT table_to_xml('t', true, false, '')", sibling: "SELECT table_to_xml('u', true, false, '')", tables: []string{"t"}},
+		{sql: "SELECT table_to_xmlschema('t', true, false, '')", tables: []string{"t"}},
+		{sql: "SELECT table_to_xml_and_xmlschema('public.t', true, false, '')", tables: []string{"public.t", "t"}},
+		{sql: `SELECT table_to_xml(' Public . "Mixed""Case" ', true, false, '')`, tables: []string{`public.Mixed"Case`, `Mixed"Case`}},
+		{sql: "SELECT table_to_xml('db.s.t'::regclass, true, false, '')", tables: []string{"db.s.t", "t"}},
+		{sql: "SELECT table_to_xml(CAST('t' AS pg_catalog.regclass), true, false, '')", tables: []string{"t"}},
+		{sql: "SELECT pg_catalog.table_to_xml('T', true, false, '')", tables: []string{"t"}},
+		{sql: "SELECT pg_sequence_last_value('s')", sibling: "SELECT pg_sequence_last_value('s2')", tables: []string{"s"}},
+		{sql: "SELECT * FROM customers WHERE table_to_xml('t', true, false, '') IS NOT NULL", tables: []string{"customers", "t"}},
+		{sql: "SELECT table_to_xml('16384', true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml(16384, true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml('-', true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml('tx'::char(1), true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml('t'::text::regclass, true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml('t'::myschema.regclass, true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml(tbl => 't', nulls => true, tableforest => false, targetns => '')", procedural: true},
+		{sql: "SELECT table_to_xml(relname::regclass, true, false, '') FROM pg_class", tables: []string{"pg_class"}, procedural: true},
+		{sql: "SELECT table_to_xml('a.b.c.d', true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml('t\v', true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml('tÉ', true, false, '')", procedural: true},
+		{sql: "SELECT table_to_xml(NULL, true, false, '')", procedural: true},
+		{sql: "SELECT cursor_to_xml('p', 10, false, false, '')", sibling: "SELECT cursor_to_xml('q', 10, false, false, '')", cursors: []string{"p"}},
+		{sql: "SELECT cursor_to_xml('My Portal'::refcursor, 10, false, false, '')", cursors: []string{"My Portal"}},
+		{sql: "SELECT cursor_to_xml('', 10, false, false, '')", cursors: []string{""}},
+		{sql: "SELECT cursor_to_xmlschema('p', false, false, '')", cursors: []string{"p"}},
+		{sql: "EXPLAIN SELECT cursor_to_xml('p', 10, false, false, '')", cursors: []string{"p"}},
+		{sql: "DECLARE c CURSOR FOR SELECT cursor_to_xml('p', 10, false, false, '')", cursors: []string{"p"}},
+		{sql: "SELECT cursor_to_xml('p' || '', 10, false, false, '')", procedural: true},
+		{sql: "SELECT cursor_to_xml(name, 10, false, false, '') FROM pg_cursors", tables: []string{"pg_cursors"}, procedural: true},
+		{sql: "SELECT query_to_xml('SELECT secret FROM t', true, false, '')", procedural: true},
+		{sql: "SELECT schema_to_xml('public', true, false, '')", procedural: true},
+		{sql: "SELECT schema_to_xmlschema('public', true, false, '')", procedural: true},
+		{sql: "SELECT database_to_xml(true, false, '')", procedural: true},
+		{sql: "SELECT database_to_xml_and_xmlschema(true, false, '')", procedural: true},
+		{sql: "SELECT * FROM pg_logical_slot_peek_changes('s', NULL, NULL)", procedural: true},
+		{sql: "SELECT * FROM pg_logical_slot_peek_binary_changes('s', NULL, NULL)", procedural: true},
+		{sql: "SELECT ts_stat('SELECT body FROM t')", procedural: true},
+	} {
+		check := func(how, sql string, st *Statement, tables, cursors []string, procedural bool) {
+			t.Helper()
+			if !slices.Equal(st.Tables, tables) || !slices.Equal(st.CursorsRead, cursors) || st.Procedural != procedural {
+				t.Errorf("%s %q: Tables %q CursorsRead %q Procedural %v, want %q %q %v",
+					how, sql, st.Tables, st.CursorsRead, st.Procedural, tables, cursors, procedural)
+			}
+			if !procedural && !st.ReadOnly() {
+				t.Errorf("%s %q: not read-only", how, sql)
+			}
+		}
+		check("uncached", c.sql, &Classify(c.sql).Statements[0], c.tables, c.cursors, c.procedural)
+		cl := New(Options{})
+		cl.Classify(c.sql)
+		check("exact hit", c.sql, &cl.Classify(c.sql).Statements[0], c.tables, c.cursors, c.procedural)
+		if c.sibling != "" {
+			want := Classify(c.sibling).Statements[0]
+			check("sibling", c.sibling, &cl.Classify(c.sibling).Statements[0], want.Tables, want.CursorsRead, want.Procedural)
+			if slices.Equal(want.Tables, c.tables) && slices.Equal(want.CursorsRead, c.cursors) {
+				t.Errorf("sibling %q reads what %q does", c.sibling, c.sql)
+			}
+		}
+	}
+}
+
+// TestRegclassName: relation names read as the server's regclassin reads them, or not at all.
+func TestRegclassName(t *testing.T) {
+	long := strings.Repeat("n", 63)
+	for _, c := range []struct {
+		in   string
+		want []string // nil: not read
+	}{
+		{"t", []string{"t"}},
+		{"T", []string{"t"}},
+		{"public.t", []string{"public", "t"}},
+		{" public . t ", []string{"public", "t"}},
+		{"\tpublic.\n\"T\"\r\f", []string{"public", "T"}},
+		{`"a.b"`, []string{"a.b"}},
+		{`"a""b"`, []string{`a"b`}},
+		{`a"b`, []string{`a"b`}},
+		{"db.s.t", []string{"db", "s", "t"}},
+		{"123abc", []string{"123abc"}},
+		{" 123", []string{"123"}},
+		{"a-b", []string{"a-b"}},
+		{long, []string{long}},
+		{long + "n", nil},
+		{`"` + long + `n"`, nil},
+		{"123", nil},
+		{"-", nil},
+		{"", nil},
+		{"  ", nil},
+		{`""`, nil},
+		{`"t`, nil},
+		{"a..b", nil},
+		{"a.", nil},
+		{".a", nil},
+		{"a b", nil},
+		{`"a"b`, nil},
+		{"a.b.c.d", nil},
+		{"t\v", nil},
+		{"é", nil},
+		{`"é"`, []string{"é"}},
+	} {
+		got, ok := regclassName(c.in)
+		if ok != (c.want != nil) || !slices.Equal(got, c.want) {
+			t.Errorf("regclassName(%q) = %q, %v; want %q", c.in, got, ok, c.want)
 		}
 	}
 }

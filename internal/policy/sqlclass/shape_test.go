@@ -261,6 +261,9 @@ func TestShapeNoCrossContamination(t *testing.T) {
 		{"ALTER INDEX i ALTER COLUMN 100 SET STATISTICS 5", "ALTER INDEX i ALTER COLUMN 40000 SET STATISTICS 5"},
 		{"SELECT 'a'; DELETE FROM t WHERE id = 1", "SELECT 'a'; DELETE FROM t WHERE id = 1 OR 1 = 1"},
 		{"SELECT 'a' 'b'", "SELECT 'a'\n'b'"},
+		{"SELECT table_to_xml('t', true, false, '')", "SELECT table_to_xml('u', true, false, '')"},
+		{"SELECT table_to_xml('t', true, false, '')", "SELECT table_to_xml('16384', true, false, '')"},
+		{"SELECT cursor_to_xml('p', 1, false, false, '')", "SELECT cursor_to_xml('q', 1, false, false, '')"},
 	} {
 		a, b := p[0], p[1]
 		ra, rb := Classify(a), Classify(b)

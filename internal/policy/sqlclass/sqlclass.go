@@ -25,7 +25,11 @@
 //     such code are DDL, and Procedural where they name code; statements
 //     that change search_path are SearchPath.
 //   - DO blocks, CALL and dynamic-SQL functions (query_to_xml, ts_stat…) are
-//     marked Procedural: their contents are not inspected.
+//     marked Procedural: their contents are not inspected. So are functions
+//     that read tables the statement does not name (schema_to_xml,
+//     database_to_xml, logical decoding's changes), and table_to_xml and
+//     cursor_to_xml unless a literal names the table (then in Tables) or the
+//     cursor (in CursorsRead).
 //   - The write target of INSERT/UPDATE/DELETE/MERGE is reported as named.
 //     A view is always treated as written when it is the target (an updatable
 //     view writes its base table; an INSTEAD rule or trigger may write
@@ -125,7 +129,7 @@ type Statement struct {
 	DDL         bool // CREATE, ALTER, DROP, TRUNCATE, COMMENT, …
 	Privilege   bool // GRANT, REVOKE, roles, owners, policies, SET ROLE, SET SESSION AUTHORIZATION, set_config('role') or of a computed name, writes to pg_settings, ALTER ROLE/DATABASE … SET, CREATE SCHEMA … AUTHORIZATION, view security options
 	UnsafeIO    bool // COPY PROGRAM / server files, file and large-object functions, dblink, foreign servers
-	Procedural  bool // DO, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER, dynamic-SQL functions, LOAD, calls of functions/operators not known to be free of effects
+	Procedural  bool // DO, CALL, CREATE FUNCTION/PROCEDURE/TRIGGER, dynamic-SQL functions, functions reading tables or cursors not named by a literal, LOAD, calls of functions/operators not known to be free of effects
 	Session     bool // SET, RESET, DISCARD, DEALLOCATE, LISTEN, set_config, writes to pg_settings (set_config through the view's rule)
 	Transaction bool // BEGIN, COMMIT, ROLLBACK, SAVEPOINT, SET TRANSACTION
 	Maintenance bool // VACUUM, ANALYZE, CLUSTER, REINDEX, CHECKPOINT, REFRESH MATERIALIZED VIEW
@@ -177,6 +181,11 @@ type Statement struct {
 	// Cursor is the cursor DECLARE defines, FETCH and MOVE read (rows of the DECLARE's query)
 	// or CLOSE closes ("" for CLOSE ALL).
 	Cursor string
+	// CursorsRead are the cursors cursor_to_xml and cursor_to_xmlschema fetch from, by the names
+	// their first arguments give as literals, as the server reads them ('' is the unnamed
+	// portal). At the server an extended-protocol portal is a cursor too. A call that names its
+	// cursor otherwise makes the statement Procedural.
+	CursorsRead []string
 	// Outputs are the table columns the statement's result columns may be computed from (nil
 	// when it returns no rows of its own), for masking by column.
 	Outputs *Outputs

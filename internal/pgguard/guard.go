@@ -231,6 +231,10 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 		}
 		d := &g.queryDecision
 		pol.Rules.DecideInto(d, g.conn, res, g.lookup)
+		if v, refused := g.codeBesideHeldPortal(pol, s, d); refused {
+			d.Result = nil
+			return g.recorded(s, nil, v, "", nil)
+		}
 		v, approvalID := g.enforce(ctx, pol, s, d, nil)
 		g.noteSchemaChange(v, res, false)
 		v = g.recorded(s, d, v, approvalID, nil)
@@ -301,6 +305,9 @@ func (g *Guard) Statement(ctx context.Context, s *postgres.Statement) postgres.V
 			*d = g.parseDecision(pol, s.SQL)
 		}
 		if v, refused := g.cursorOfPortal(s, d.Result); refused {
+			return g.recorded(s, d, v, "", s.Params)
+		}
+		if v, refused := g.codeBesideHeldPortal(pol, s, d); refused {
 			return g.recorded(s, d, v, "", s.Params)
 		}
 		v, approvalID := postgres.Verdict{Observe: g.observe()}, ""
@@ -374,23 +381,78 @@ func mayChangeSchema(st *sqlclass.Statement, writes bool) bool {
 
 // cursorOfPortal refuses SQL cursor statements of res that name a portal the client bound with
 // the extended protocol. At the server a cursor and a portal are one thing: a FETCH or MOVE runs
-// the portal's statement (an UPDATE … RETURNING, say), judged as a read; a DECLARE, once the
-// portal is gone, puts under its name a query an Execute of the portal would run unjudged.
+// the portal's statement (an UPDATE … RETURNING, say), judged as a read, and so does
+// cursor_to_xml given its name; a DECLARE, once the portal is gone, puts under its name a query
+// an Execute of the portal would run unjudged.
 func (g *Guard) cursorOfPortal(s *postgres.Statement, res *sqlclass.Result) (postgres.Verdict, bool) {
 	if res == nil {
 		return postgres.Verdict{}, false
+	}
+	refuse := func(name, what string) (postgres.Verdict, bool) {
+		return g.refuse("cursor-of-protocol-portal", fmt.Sprintf("enforcer: %q is a portal bound with the extended protocol; %s cannot use its name", name, what),
+			s.SQL, "read a protocol portal with Execute, and give SQL cursors other names"), true
 	}
 	for i := range res.Statements {
 		st := &res.Statements[i]
 		switch st.Kind {
 		case "FETCH", "MOVE", "DECLARE":
 			if st.Cursor != "" && s.HasPortal(st.Cursor) {
-				return g.refuse("cursor-of-protocol-portal", fmt.Sprintf("enforcer: %q is a portal bound with the extended protocol; %s cannot use its name", st.Cursor, st.Kind),
-					s.SQL, "read a protocol portal with Execute, and give SQL cursors other names"), true
+				return refuse(st.Cursor, string(st.Kind))
+			}
+		}
+		for _, name := range st.CursorsRead {
+			if s.HasPortal(name) {
+				return refuse(name, "cursor_to_xml")
 			}
 		}
 	}
 	return postgres.Verdict{}, false
+}
+
+// codeBesideHeldPortal refuses code (a statement of d that is Procedural or Unknown: a DO block,
+// a function, cursor_to_xml of a computed name) that d would let run while the client has a
+// portal open that the policy does not allow outright, other than the one an Execute runs. Code
+// can fetch from a portal by a name it computes as it runs, and so run a write held for approval
+// at its Execute, or one the policy blocks now, without either.
+func (g *Guard) codeBesideHeldPortal(pol *policy.Policy, s *postgres.Statement, d *rules.Decision) (postgres.Verdict, bool) {
+	if d.Verdict == rules.Block || !g.runsCode(d.Result) {
+		return postgres.Verdict{}, false
+	}
+	for p := range s.Portals() {
+		if s.Kind == postgres.KindExecute && p.Name == s.PortalName || p.SQL != "" && g.allowedOutright(pol, p.StatementName, p.SQL) {
+			continue
+		}
+		return g.refuse("code-beside-held-portal", fmt.Sprintf("enforcer: portal %q is open and the policy does not allow what it runs outright (it needs approval, is blocked, or is not known); "+
+			"code such as this statement could run it by name, so it is refused while the portal is open", p.Name),
+			s.SQL, "close the portal (a Close message) or end the transaction, then send the statement again"), true
+	}
+	return postgres.Verdict{}, false
+}
+
+// runsCode reports whether a statement of res is, or EXECUTEs, code whose effects are not known.
+func (g *Guard) runsCode(res *sqlclass.Result) bool {
+	if res == nil {
+		return false
+	}
+	for i := range res.Statements {
+		st := &res.Statements[i]
+		if st.Procedural || st.Unknown {
+			return true
+		}
+		if p := g.prepared[st.Execute]; st.Execute != "" && p != nil && (p.Procedural || p.Unknown) {
+			return true
+		}
+	}
+	return false
+}
+
+// allowedOutright reports whether the policy allows the statement sql, parsed as stmtName,
+// without a review.
+func (g *Guard) allowedOutright(pol *policy.Policy, stmtName, sql string) bool {
+	if p := g.parsed[stmtName]; p != nil && p.sql == sql && p.pol == pol {
+		return p.decision.Verdict == rules.Allow
+	}
+	return pol.Rules.Decide(g.conn, g.sh.Classifier.Classify(sql), g.lookup).Verdict == rules.Allow
 }
 
 // recorded writes the statement and its verdict to the session log. A statement the log cannot

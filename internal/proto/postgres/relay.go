@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"strconv"
 	"sync/atomic"
@@ -524,10 +525,51 @@ func (c *conn) describePortal(p *portalInfo, name []byte, st *Statement) error {
 }
 
 // HasPortal reports whether the client bound a portal named name with the extended protocol,
-// which the server may still hold: an SQL FETCH or MOVE of that name would run it. Valid only
-// during the hook's Statement call.
+// which the server may still hold: an SQL FETCH or MOVE of that name would run it. The name is
+// cut to 63 bytes, as the server looks it up. Valid only during the hook's Statement call.
 func (s *Statement) HasPortal(name string) bool {
+	if len(name) >= maxNameLen {
+		name = name[:maxNameLen-1]
+	}
 	return s.c != nil && s.c.portals.get(name) != nil
+}
+
+// maxNameLen is the server's NAMEDATALEN: statement and portal names are cut to one byte less.
+const maxNameLen = 64
+
+// BoundPortal is a portal the client bound with the extended protocol (see Statement.Portals).
+type BoundPortal struct {
+	Name string
+	// StatementName and SQL are the statement the portal was bound from and its text. SQL is ""
+	// when the proxy cannot tell what the server holds under Name: the statement was not parsed
+	// through the proxy, or the Bind failed and the server kept what the name had before.
+	StatementName string
+	SQL           string
+}
+
+// Portals returns the portals the client bound with the extended protocol that the server may
+// still hold: none once the session is settled (see Settled), nor those whose transaction ended
+// after their Bind. Code running at the server can fetch from any of them by name. Valid only
+// during the hook's Statement call.
+func (s *Statement) Portals() iter.Seq[BoundPortal] {
+	return func(yield func(BoundPortal) bool) {
+		c := s.c
+		if c == nil || s.Settled() {
+			return
+		}
+		for name, p := range c.portals.all() {
+			if p.bound.Load() && !p.failed.Load() && c.idleEnds.Load() != p.boundEnds.Load() {
+				continue
+			}
+			bp := BoundPortal{Name: name, StatementName: p.stmtName}
+			if p.stmt != nil && !p.failed.Load() {
+				bp.SQL = p.stmt.sql
+			}
+			if !yield(bp) {
+				return
+			}
+		}
+	}
 }
 
 // badName refuses a statement or portal name the server would not keep as it is: it cuts names
@@ -536,7 +578,7 @@ func (s *Statement) HasPortal(name string) bool {
 func badName(name []byte) *pgproto3.ErrorResponse {
 	// Control characters are refused too: the proxy's own names start with one (see refuse), so
 	// a client cannot bind or prepare under them.
-	if len(name) < 64 && !slices.ContainsFunc(name, func(b byte) bool { return b >= 0x80 || b < 0x20 || b == 0x7f }) {
+	if len(name) < maxNameLen && !slices.ContainsFunc(name, func(b byte) bool { return b >= 0x80 || b < 0x20 || b == 0x7f }) {
 		return nil
 	}
 	return &pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: "42602",

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"maps"
 	"net"
 	"os"
@@ -335,6 +336,20 @@ func (t *table[T]) put(name string, v *T) (old *T) {
 		t.named[name] = v
 	}
 	return old
+}
+
+// all yields every entry with its name, the unnamed one first.
+func (t *table[T]) all() iter.Seq2[string, *T] {
+	return func(yield func(string, *T) bool) {
+		if t.unnamed != nil && !yield("", t.unnamed) {
+			return
+		}
+		for name, v := range t.named {
+			if !yield(name, v) {
+				return
+			}
+		}
+	}
 }
 
 // stmtInfo is a prepared statement the proxy saw created. Its memory is reused (see

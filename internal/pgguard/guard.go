@@ -346,18 +346,10 @@ func (g *Guard) noteSchemaChange(v postgres.Verdict, res *sqlclass.Result, write
 	if v.Action != postgres.Allow || g.mask == nil || !g.mask.plan.HasColumnRules() || res == nil {
 		return
 	}
-	prepared := map[string]*sqlclass.Statement{} // by PREPAREs earlier in the same query
 	for i := range res.Statements {
 		st := &res.Statements[i]
-		if st.Prepare != "" {
-			prepared[st.Prepare] = st
-		}
 		if st.Kind == sqlclass.KindExecute && st.Execute != "" {
-			p, ok := prepared[st.Execute]
-			if !ok {
-				p = g.prepared[st.Execute]
-			}
-			if p == nil || mayChangeSchema(p, writes) {
+			if p := g.executedBy(res, i); p == nil || mayChangeSchema(p, writes) {
 				g.schemaChanged.Store(true)
 				return
 			}
@@ -400,13 +392,33 @@ func (g *Guard) cursorOfPortal(s *postgres.Statement, res *sqlclass.Result) (pos
 				return refuse(st.Cursor, string(st.Kind))
 			}
 		}
-		for _, name := range st.CursorsRead {
+		reads := st.CursorsRead
+		if p := g.executedBy(res, i); p != nil {
+			reads = p.CursorsRead // EXECUTE of a PREPAREd cursor_to_xml('p', …)
+		}
+		for _, name := range reads {
 			if s.HasPortal(name) {
 				return refuse(name, "cursor_to_xml")
 			}
 		}
 	}
 	return postgres.Verdict{}, false
+}
+
+// executedBy returns the statement that statement i of res, an EXECUTE, runs: the one PREPAREd
+// under its name earlier in the same query, else the one this connection prepared before. It
+// returns nil when st is no EXECUTE or what it runs is not known.
+func (g *Guard) executedBy(res *sqlclass.Result, i int) *sqlclass.Statement {
+	name := res.Statements[i].Execute
+	if name == "" {
+		return nil
+	}
+	for j := i - 1; j >= 0; j-- {
+		if res.Statements[j].Prepare == name {
+			return &res.Statements[j]
+		}
+	}
+	return g.prepared[name]
 }
 
 // codeBesideHeldPortal refuses code (a statement of d that is Procedural or Unknown: a DO block,
@@ -439,7 +451,7 @@ func (g *Guard) runsCode(res *sqlclass.Result) bool {
 		if st.Procedural || st.Unknown {
 			return true
 		}
-		if p := g.prepared[st.Execute]; st.Execute != "" && p != nil && (p.Procedural || p.Unknown) {
+		if p := g.executedBy(res, i); p != nil && (p.Procedural || p.Unknown) {
 			return true
 		}
 	}

@@ -84,6 +84,9 @@ func TestPortalsHeldForApprovalStayHeld(t *testing.T) {
 		{"computed name, trusted, from an Execute", trustsCursorToXML, "p", "select cursor_to_xml(('p' || '')::refcursor, 10, false, false, '')", true, "code such as this statement could run it"},
 		{"computed name, trusted, unnamed portal", trustsCursorToXML, "", "select cursor_to_xml(('' || '')::refcursor, 10, false, false, '')", true, "code such as this statement could run it"},
 		{"computed name, trusted, prepared before", trustsCursorToXML, "p", "execute c2x('p')", false, "code such as this statement could run it"},
+		// A PREPAREd read of the portal by its literal name is no code: its EXECUTE is what names it.
+		{"named portal, prepared before", tableRulePolicy, "p", "execute lit", false, "cannot use its name"},
+		{"named portal, prepared in the same query", tableRulePolicy, "p", "prepare lit2 as select cursor_to_xml('p', 10, false, false, ''); execute lit2", false, "cannot use its name"},
 	} {
 		p := proxies[c.policy]
 		if p == nil {
@@ -94,6 +97,9 @@ func TestPortalsHeldForApprovalStayHeld(t *testing.T) {
 			fe := p.connect(t, nil).Frontend()
 			if got := codesAndMessages(t, fe, 1, &pgproto3.Query{String: "prepare c2x(text) as select cursor_to_xml(($1 || '')::refcursor, 10, false, false, '')"}); strings.Contains(strings.Join(got, " "), "E(") && c.policy == trustsCursorToXML {
 				t.Fatalf("PREPARE: %v", got)
+			}
+			if got := codesAndMessages(t, fe, 1, &pgproto3.Query{String: "prepare lit as select cursor_to_xml('p', 10, false, false, '')"}); strings.Contains(strings.Join(got, " "), "E(") {
+				t.Fatalf("PREPARE lit: %v", got)
 			}
 			codesAndMessages(t, fe, 1, &pgproto3.Query{String: "begin"})
 			if got := codesAndMessages(t, fe, 1, &pgproto3.Parse{Name: "w", Query: deleteAda},

@@ -94,7 +94,7 @@ type walker struct {
 	kinds     []string
 	reads     []string
 	writes    []string
-	ctes      map[string]bool
+	cteScope  []string // CTE names in scope where the walk is (visitScoped): not tables
 	funcs     []string
 	funcClass funcClass
 	cursors   []string // read by cursor_to_xml and the like (namedRead)
@@ -847,28 +847,28 @@ func (w *walker) visit(m protoreflect.Message) {
 		w.dml = true
 		w.addRel(x.Relation, true)
 		w.settingsTarget(x.Relation)
-		w.visitFields(m, "relation")
+		w.visitScoped(m, x.WithClause, "relation")
 		return
 	case *pg.UpdateStmt:
 		w.addKind(KindUpdate)
 		w.modifying(x.WhereClause)
 		w.addRel(x.Relation, true)
 		w.settingsTarget(x.Relation)
-		w.visitFields(m, "relation")
+		w.visitScoped(m, x.WithClause, "relation")
 		return
 	case *pg.DeleteStmt:
 		w.addKind(KindDelete)
 		w.modifying(x.WhereClause)
 		w.addRel(x.Relation, true)
 		w.settingsTarget(x.Relation)
-		w.visitFields(m, "relation")
+		w.visitScoped(m, x.WithClause, "relation")
 		return
 	case *pg.MergeStmt:
 		w.addKind(KindMerge)
 		w.modifying(x.JoinCondition)
 		w.addRel(x.Relation, true)
 		w.settingsTarget(x.Relation)
-		w.visitFields(m, "relation")
+		w.visitScoped(m, x.WithClause, "relation")
 		return
 	case *pg.SelectStmt:
 		w.addKind(KindSelect)
@@ -880,9 +880,9 @@ func (w *walker) visit(m protoreflect.Message) {
 		if x.IntoClause != nil {
 			w.selectInto = true
 			w.addRel(x.IntoClause.Rel, true)
-			w.visitFields(m, "into_clause")
+			w.visitScoped(m, x.WithClause, "into_clause")
 		} else {
-			w.visitFields(m, "")
+			w.visitScoped(m, x.WithClause)
 		}
 		w.relWrite = saved
 		return
@@ -891,20 +891,46 @@ func (w *walker) visit(m protoreflect.Message) {
 		w.addRel(x.Rel, true)
 		w.visitFields(m, "rel")
 		return
-	case *pg.CommonTableExpr:
-		if w.ctes == nil {
-			w.ctes = make(map[string]bool)
-		}
-		w.ctes[x.Ctename] = true
 	case *pg.ExecuteStmt:
 		w.execute = x.Name
 	}
-	w.visitFields(m, "")
+	w.visitFields(m)
 }
 
 // visitFields walks m's message fields (see eachChild) but skip.
-func (w *walker) visitFields(m protoreflect.Message, skip protoreflect.Name) {
-	eachChild(m, w, skip)
+func (w *walker) visitFields(m protoreflect.Message, skip ...protoreflect.Name) {
+	eachChild(m, w, skip...)
+}
+
+// visitScoped walks m's message fields but skip, m being a statement with the WITH clause with:
+// each CTE's query sees the CTEs before it (every one of them under RECURSIVE), the rest of m
+// sees them all, as PostgreSQL resolves names. An unqualified relation named like a CTE in scope
+// is that CTE; anywhere else (a CTE's query before it is defined, a query beside the one that
+// defines it) the same name is a table, which rules on table names must see.
+func (w *walker) visitScoped(m protoreflect.Message, with *pg.WithClause, skip ...protoreflect.Name) {
+	if with == nil {
+		w.visitFields(m, skip...)
+		return
+	}
+	base := len(w.cteScope)
+	names := make([]string, 0, len(with.Ctes))
+	for _, c := range with.Ctes {
+		if cte := c.GetCommonTableExpr(); cte != nil {
+			names = append(names, cte.Ctename)
+		}
+	}
+	for i, c := range with.Ctes {
+		w.cteScope = w.cteScope[:base]
+		if with.Recursive {
+			w.cteScope = append(w.cteScope, names...)
+		} else {
+			w.cteScope = append(w.cteScope, names[:min(i, len(names))]...)
+		}
+		w.walk(c)
+	}
+	w.cteScope = append(w.cteScope[:base], names...)
+	w.visitFields(m, append(skip, "with_clause")...)
+	w.cteScope = w.cteScope[:base]
 }
 
 func (w *walker) addKind(k Kind) {
@@ -934,6 +960,9 @@ func (w *walker) modifying(cond *pg.Node) {
 func (w *walker) addRel(r *pg.RangeVar, write bool) {
 	if r == nil || r.Relname == "" {
 		return
+	}
+	if !write && r.Schemaname == "" && slices.Contains(w.cteScope, r.Relname) {
+		return // a CTE of the statement, not a table
 	}
 	name := r.Relname
 	if r.Schemaname != "" {
@@ -1074,27 +1103,24 @@ func (w *walker) finish() {
 	if w.execute != "" {
 		st.Execute = w.execute
 	}
-	st.Functions = dedup(w.funcs, nil)
-	st.CursorsRead = dedup(w.cursors, nil)
-	st.TablesWritten = dedup(w.writes, nil)
-	st.TablesRead = dedup(w.reads, func(n string) bool { return w.ctes[n] })
+	st.Functions = dedup(w.funcs)
+	st.CursorsRead = dedup(w.cursors)
+	st.TablesWritten = dedup(w.writes)
+	st.TablesRead = dedup(w.reads)
 	if len(st.TablesRead) > 0 {
 		st.Reads = true
 	}
 	if len(st.TablesWritten) > 0 || len(st.TablesRead) > 0 {
-		st.Tables = dedup(append(append(make([]string, 0, len(st.TablesWritten)+len(st.TablesRead)), st.TablesWritten...), st.TablesRead...), nil)
+		st.Tables = dedup(append(append(make([]string, 0, len(st.TablesWritten)+len(st.TablesRead)), st.TablesWritten...), st.TablesRead...))
 	}
 }
 
-// dedup returns s in first-seen order without repeats or what skip says to leave out (for
-// tables, unqualified CTE references), in a slice of its own; nil if that leaves nothing.
-func dedup[T comparable](s []T, skip func(T) bool) []T {
+// dedup returns s in first-seen order without repeats, in a slice of its own; nil if s is
+// empty.
+func dedup[T comparable](s []T) []T {
 	var out []T
 	var seen map[T]bool // past a few, a linear search per item would make this quadratic
 	for _, v := range s {
-		if skip != nil && skip(v) {
-			continue
-		}
 		if seen != nil {
 			if seen[v] {
 				continue

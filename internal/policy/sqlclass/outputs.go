@@ -75,7 +75,7 @@ func columnsOf(n *pg.Node) (*Outputs, Names) {
 	for _, ref := range w.all {
 		names.Columns = w.appendSources(names.Columns, ref)
 	}
-	names.Columns = dedup(append(names.Columns, w.rows...), nil)
+	names.Columns = dedup(append(names.Columns, w.rows...))
 	names.Any = w.opaque || w.namesAny
 	return outs, names
 }
@@ -124,7 +124,7 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 	for _, ref := range w.refs {
 		out.All = w.appendSources(out.All, ref)
 	}
-	out.All = dedup(out.All, nil)
+	out.All = dedup(out.All)
 	if top != nil && !w.nested && w.selects <= 1 {
 		out.ByPosition = make([][]ColumnSource, len(top))
 		for i, t := range top {
@@ -138,7 +138,7 @@ func (w *outputWalker) outputs(n *pg.Node) *Outputs {
 			for _, ref := range tw.refs {
 				srcs = w.appendSources(srcs, ref)
 			}
-			out.ByPosition[i] = dedup(srcs, nil)
+			out.ByPosition[i] = dedup(srcs)
 		}
 	}
 	out.Opaque = w.opaque // a function reading by name, or past maxSources

@@ -120,6 +120,9 @@ func printApprovals(reqs []*approval.Request, all bool) {
 			}
 			fmt.Printf("    $%d = %s\n", i+1, esc(v))
 		}
+		if note := approval.CutNote(r); note != "" {
+			fmt.Printf("  %s", note)
+		}
 		for _, d := range r.Decisions {
 			fmt.Printf("  %s by %s: %s\n", d.Verdict, esc(d.Reviewer.Subject), esc(d.Reason))
 		}

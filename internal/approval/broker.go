@@ -43,6 +43,12 @@ type Config struct {
 	// daemon at once (default 16). Each is a statement a reviewer is asked about, and a webhook
 	// call: without a bound, an agent could flood the reviewers' queue and channel.
 	MaxPendingPerPerson int
+	// RequestBurst and RequestEvery bound how fast one identity makes requests on this daemon
+	// (defaults DefaultRequestBurst, DefaultRequestEvery): RequestBurst at once, then one more
+	// every RequestEvery. MaxPendingPerPerson alone lets an agent that withdraws each request at
+	// once make hundreds a second, each a webhook call and a stored request.
+	RequestBurst int
+	RequestEvery time.Duration
 }
 
 // DefaultMaxPendingPerPerson is Config.MaxPendingPerPerson's default.
@@ -50,6 +56,9 @@ const DefaultMaxPendingPerPerson = 16
 
 // ErrTooManyPending refuses a request over Config.MaxPendingPerPerson.
 var ErrTooManyPending = errors.New("too many requests of this person await review")
+
+// ErrRateLimited refuses a request over Config.RequestBurst and RequestEvery.
+var ErrRateLimited = errors.New("too many approval requests from this person")
 
 // Broker holds statements for review: Request blocks a client, Approve and Deny decide.
 type Broker struct {
@@ -68,6 +77,7 @@ type Broker struct {
 	waiters  map[string]*waiter
 	watchers map[chan Event]struct{}
 	pending  map[string]int // this daemon's pending requests by person (pendingKey)
+	limit    requestLimit   // new requests by person (pendingKey)
 }
 
 // Settings are what the policy decides of a Broker, and a reload may change: Config's Timeout,
@@ -109,6 +119,12 @@ func NewBroker(store Store, cfg Config) *Broker {
 	if cfg.MaxPendingPerPerson <= 0 {
 		cfg.MaxPendingPerPerson = DefaultMaxPendingPerPerson
 	}
+	if cfg.RequestBurst <= 0 {
+		cfg.RequestBurst = DefaultRequestBurst
+	}
+	if cfg.RequestEvery <= 0 {
+		cfg.RequestEvery = DefaultRequestEvery
+	}
 	b := &Broker{
 		store:    store,
 		cfg:      cfg,
@@ -116,6 +132,7 @@ func NewBroker(store Store, cfg Config) *Broker {
 		waiters:  map[string]*waiter{},
 		watchers: map[chan Event]struct{}{},
 		pending:  map[string]int{},
+		limit:    requestLimit{burst: cfg.RequestBurst, every: cfg.RequestEvery},
 	}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -291,6 +308,7 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		State: StatePending,
 	}
 	r = r.Clone() // never alias the caller's slices
+	r.cutShown(createdCaps)
 
 	person := pendingKey(spec.Identity)
 	w := &waiter{wake: make(chan struct{}, 1), rule: spec.Rule, digest: spec.RuleDigest}
@@ -299,6 +317,11 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		b.mu.Unlock()
 		b.stats.tooMany.Add(1)
 		return Outcome{State: StateFailed}, fmt.Errorf("%w (%d of %s's); wait until reviewers decide some", ErrTooManyPending, n, person)
+	}
+	if wait, ok := b.limit.take(person, now); !ok {
+		b.mu.Unlock()
+		b.stats.rateLimited.Add(1)
+		return Outcome{State: StateFailed}, b.limit.refusal(person, wait)
 	}
 	b.pending[person]++
 	if b.rules != nil {
@@ -493,7 +516,7 @@ func (b *Broker) emit(ev Event) {
 		b.cfg.OnEvent(ev)
 	}
 	if n := b.settings.Load().Notifier; n != nil {
-		n.Notify(ev)
+		b.stats.webhookDropped.Add(uint64(n.Notify(ev)))
 	}
 	b.broadcast(ev)
 }

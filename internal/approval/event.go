@@ -55,6 +55,8 @@ type Stats struct {
 	WatchDropped                                 uint64 // events a slow watcher missed
 	StoreErrors                                  uint64
 	TooMany                                      uint64 // requests refused over MaxPendingPerPerson
+	RateLimited                                  uint64 // requests refused over RequestBurst and RequestEvery
+	WebhookDropped                               uint64 // webhook deliveries dropped from a full queue
 }
 
 type counters struct {
@@ -65,6 +67,8 @@ type counters struct {
 	watchDropped                                 atomic.Uint64
 	storeErrors                                  atomic.Uint64
 	tooMany                                      atomic.Uint64
+	rateLimited                                  atomic.Uint64
+	webhookDropped                               atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -75,6 +79,6 @@ func (c *counters) snapshot() Stats {
 		Votes: c.votes.Load(), Refused: c.refused.Load(),
 		Granted: c.granted.Load(), GrantsConsumed: c.consumed.Load(),
 		WatchDropped: c.watchDropped.Load(), StoreErrors: c.storeErrors.Load(),
-		TooMany: c.tooMany.Load(),
+		TooMany: c.tooMany.Load(), RateLimited: c.rateLimited.Load(), WebhookDropped: c.webhookDropped.Load(),
 	}
 }

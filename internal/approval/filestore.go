@@ -1,12 +1,14 @@
 package approval
 
 import (
+	"bufio"
 	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -19,23 +21,27 @@ import (
 // FileStore keeps requests in memory and, when it has a path, in a journal file in the daemon's
 // state directory: every change appends the changed request or grant as one JSON line and syncs it,
 // so a change costs one small write whatever the history size. The journal is compacted (rewritten
-// atomically with only live entries) on open and when it has grown well past the live state.
+// atomically with only live entries) on open and when it has grown well past the live state, in
+// lines or in bytes.
 // It serves one daemon; a lock file keeps a second process out.
 type FileStore struct {
 	path   string
 	retain time.Duration
 	lock   *os.File // flock held while open
 
-	mu       sync.Mutex
-	closed   bool
-	journal  *os.File // append-only handle; nil for a memory store
-	size     int64    // journal bytes acknowledged: where a failed append is cut back to
-	broken   error    // set when a failed append could not be cut back; later changes fail
-	lines    int      // lines in the journal since the last compaction
-	compact  int      // least number of lines before a compaction (compactAfter)
-	requests map[string]*Request
-	grants   map[string]*Grant // by request id
-	hook     func(Change)
+	mu      sync.Mutex
+	closed  bool
+	journal *os.File // append-only handle; nil for a memory store
+	size    int64    // journal bytes acknowledged: where a failed append is cut back to
+	live    int64    // journal bytes right after the last compaction
+	broken  error    // set when a failed append could not be cut back; later changes fail
+	lines   int      // lines in the journal since the last compaction
+	compact int      // least number of lines before a compaction (compactAfter)
+	// compactBytes is the least number of appended bytes before a compaction (compactAfterBytes).
+	compactBytes int64
+	requests     map[string]*Request
+	grants       map[string]*Grant // by request id
+	hook         func(Change)
 }
 
 // fileVersion is the layout version of the journal, written in its first line.
@@ -54,13 +60,17 @@ const DefaultRetain = 7 * 24 * time.Hour
 // compactAfter is the least number of appended lines before a compaction is considered.
 const compactAfter = 1000
 
+// compactAfterBytes is the least number of appended bytes before a compaction is considered: a
+// few hundred requests with long statements weigh more than thousands of short ones.
+const compactAfterBytes = 64 << 20
+
 // ErrClosed is returned by a store used after Close.
 var ErrClosed = errors.New("approval store is closed")
 
 // NewMemoryStore returns a FileStore that keeps nothing across restarts (for tests and
 // `--approval-store=memory`).
 func NewMemoryStore() *FileStore {
-	return &FileStore{retain: DefaultRetain, compact: compactAfter, requests: map[string]*Request{}, grants: map[string]*Grant{}}
+	return &FileStore{retain: DefaultRetain, compact: compactAfter, compactBytes: compactAfterBytes, requests: map[string]*Request{}, grants: map[string]*Grant{}}
 }
 
 // OpenFileStore loads the journal at path (created 0600 if missing). Requests still pending in it
@@ -94,6 +104,9 @@ func OpenFileStore(path string, retain time.Duration) (*FileStore, error) {
 	now := time.Now()
 	for _, r := range s.requests {
 		finish(r, StateFailed, "the daemon restarted while the request was pending", now)
+		// A journal written before the caps kept statements whole.
+		r.cutShown(createdCaps)
+		r.endUndecided()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -104,27 +117,32 @@ func OpenFileStore(path string, retain time.Duration) (*FileStore, error) {
 	return s, nil
 }
 
-// load replays the journal. A last line without its newline is an append cut short by a crash and
-// is dropped (it was never acknowledged); any other bad line is an error.
+// load replays the journal, a line at a time. A last line without its newline is an append cut
+// short by a crash and is dropped (it was never acknowledged); any other bad line is an error.
 func (s *FileStore) load() error {
-	b, err := os.ReadFile(s.path)
-	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(b) == 0) {
+	f, err := os.Open(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	lines := bytes.Split(b, []byte("\n"))
-	last := len(lines) - 1
-	for i, line := range lines {
+	defer f.Close()
+	rd := bufio.NewReaderSize(f, 64<<10)
+	for i := 0; ; i++ {
 		n := i + 1
-		if i == last && len(line) == 0 {
-			break // the file ends with a newline
+		line, err := rd.ReadBytes('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("line %d: %w", n, err)
+		}
+		last := err != nil // io.EOF: no newline after this one
+		if last && len(line) == 0 {
+			return nil
 		}
 		var l fileLine
 		if err := json.Unmarshal(line, &l); err != nil {
-			if i == last && i > 0 {
-				break // torn tail: an append cut short by a crash, never acknowledged
+			if last && i > 0 {
+				return nil // torn tail: an append cut short by a crash, never acknowledged
 			}
 			return fmt.Errorf("line %d: %w", n, err)
 		}
@@ -148,8 +166,10 @@ func (s *FileStore) load() error {
 		default:
 			return fmt.Errorf("line %d: neither a request nor a grant", n)
 		}
+		if last {
+			return nil
+		}
 	}
-	return nil
 }
 
 // compactLocked drops entries past retention and rewrites the journal: temp file, fsync, rename,
@@ -222,7 +242,7 @@ func (s *FileStore) compactLocked(now time.Time) error {
 	if s.journal != nil {
 		s.journal.Close()
 	}
-	s.journal, s.lines, s.size, s.broken = j, 0, int64(buf.Len()), nil
+	s.journal, s.lines, s.size, s.live, s.broken = j, 0, int64(buf.Len()), int64(buf.Len()), nil
 	return nil
 }
 
@@ -262,7 +282,12 @@ func (s *FileStore) appendLocked(now time.Time, lines ...fileLine) error {
 // rewrites the journal from memory, and one made between the append and the change it stored
 // would drop that change at the next start (a consumed grant usable again, a decision gone).
 func (s *FileStore) appliedLocked(now time.Time) {
-	if s.journal != nil && s.lines > s.compact && s.lines >= 2*(len(s.requests)+len(s.grants)) {
+	if s.journal == nil {
+		return
+	}
+	manyLines := s.lines > s.compact && s.lines >= 2*(len(s.requests)+len(s.grants))
+	manyBytes := s.size-s.live > max(s.live, s.compactBytes)
+	if manyLines || manyBytes {
 		// The change is already durable; a failed compaction only leaves a longer journal.
 		s.compactLocked(now)
 	}

@@ -153,7 +153,7 @@ func TestFileStoreCompacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.compact = 50
-	b := NewBroker(s, Config{})
+	b := NewBroker(s, Config{RequestBurst: 100})
 	var last string
 	for i := range 100 {
 		h := hold(t, ctx, b, updateSpec(fmt.Sprint(i)))

@@ -75,6 +75,9 @@ type DisplayParam struct {
 	TypeOID uint32 `json:"type_oid,omitempty"`
 	Value   string `json:"value"`
 	Null    bool   `json:"null,omitempty"`
+	// Cut is set when Value is the parameter's first bytes, cut at MaxShownParam or
+	// MaxShownParams and marked with the whole value's length and SHA-256.
+	Cut bool `json:"cut,omitempty"`
 }
 
 // Reviewer is the person deciding, from their own OIDC session.
@@ -108,6 +111,11 @@ type Request struct {
 	DBUser   string         `json:"db_user"`
 	SQL      string         `json:"sql"`
 	Params   []DisplayParam `json:"params,omitempty"`
+	// SQLCut is set when SQL is the statement's first bytes, cut at MaxShownText and marked with
+	// the whole text's length and SHA-256; ParamsOmitted counts parameters past MaxShownParams,
+	// not shown. Hash covers the whole statement either way.
+	SQLCut        bool `json:"sql_cut,omitempty"`
+	ParamsOmitted int  `json:"params_omitted,omitempty"`
 	// Hash is the hex SHA-256 binding of the exact statement (see Binding).
 	Hash string `json:"hash"`
 
@@ -245,11 +253,13 @@ func decide(r *Request, d Decision, w Windows) (*Grant, error) {
 }
 
 // finish moves a pending request to a final state; it reports false when the request had already
-// left pending (a decision won the race).
+// left pending (a decision won the race). A request nobody decided keeps only the start of its
+// statement (endUndecided).
 func finish(r *Request, s State, reason string, now time.Time) bool {
 	if r.State != StatePending {
 		return false
 	}
 	r.State, r.Closed, r.Reason = s, now, reason
+	r.endUndecided()
 	return true
 }

@@ -607,6 +607,94 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	t.Run("a person's new requests are rate limited", func(t *testing.T) {
+		b, _ := newBroker(t, Config{RequestBurst: 3, RequestEvery: time.Hour})
+		withdrawn := func(*Request) error { return errors.New("client gone") }
+		for i := range 3 {
+			if out, err := b.Request(ctx, updateSpec(fmt.Sprint(i)), withdrawn); err != nil || out.State != StateWithdrawn {
+				t.Fatalf("request %d of the burst: %+v, %v", i, out, err)
+			}
+		}
+		out, err := b.Request(ctx, updateSpec("3"), func(*Request) error {
+			t.Error("a request over the rate limit reached its notice")
+			return nil
+		})
+		if !errors.Is(err, ErrRateLimited) || out.State != StateFailed || !strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "try again in 1h0m0s") {
+			t.Fatalf("fourth of alice's: %+v, %v; want ErrRateLimited naming her and when to retry", out, err)
+		}
+		other := updateSpec("4")
+		other.Identity = Identity{Subject: "erin", UID: 1001}
+		if out, err := b.Request(ctx, other, withdrawn); err != nil || out.State != StateWithdrawn {
+			t.Fatalf("another person held back by alice's requests: %+v, %v", out, err)
+		}
+		if s := b.Stats(); s.Created != 4 || s.RateLimited != 1 || s.TooMany != 0 {
+			t.Errorf("stats %+v; want 4 created, 1 refused as rate limited", s)
+		}
+	})
+
+	t.Run("long statements are stored cut and bound whole", func(t *testing.T) {
+		b, _ := newBroker(t, Config{Timeout: expiresSoon, LateWindow: time.Minute})
+		long := longSpec("tail-1")
+		h := hold(t, ctx, b, long)
+		stored, err := b.Get(ctx, h.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for what, r := range map[string]*Request{"notice": h.req, "store": stored} {
+			if !r.SQLCut || len(r.SQL) > MaxShownText || !strings.HasSuffix(r.SQL, cutSuffix(long.SQL)) {
+				t.Errorf("%s: %d bytes of text (cut %v) ending %q; want at most %d ending in the whole text's marker",
+					what, len(r.SQL), r.SQLCut, r.SQL[max(len(r.SQL)-120, 0):], MaxShownText)
+			}
+			if shown := shownBytes(r); shown > MaxShownParams || r.ParamsOmitted == 0 || !r.Params[0].Cut || len(r.Params[0].Value) > MaxShownParam {
+				t.Errorf("%s: %d bytes of parameters, %d left out, first cut %v", what, shown, r.ParamsOmitted, r.Params[0].Cut)
+			}
+			if r.Hash != long.Binding().Hash() {
+				t.Errorf("%s: the binding does not cover the whole statement", what)
+			}
+			if !strings.Contains(CutNote(r), "an approval covers the whole statement") {
+				t.Errorf("%s: reviewers are not told it is cut: %q", what, CutNote(r))
+			}
+		}
+		if out := h.wait(t); out.State != StateExpired {
+			t.Fatalf("outcome %s", out.State)
+		}
+		if _, err := b.Approve(ctx, h.id, bob, "late"); err != nil {
+			t.Fatal(err)
+		}
+		// The same first bytes with another tail is another statement: the grant does not pass it.
+		gone := func(*Request) error { return errors.New("client gone") }
+		if out, err := b.Request(ctx, longSpec("tail-2"), gone); err != nil || out.Grant != nil || out.Approved() {
+			t.Fatalf("another statement with the same shown text: %+v, %v", out, err)
+		}
+		if out, err := b.Request(ctx, long, gone); err != nil || out.Grant == nil || !out.Approved() {
+			t.Fatalf("the identical statement after a late approval: %+v, %v", out, err)
+		}
+	})
+
+	t.Run("a withdrawn request keeps only the start of its statement", func(t *testing.T) {
+		b, _ := newBroker(t, Config{})
+		long := longSpec("tail-1")
+		cctx, cancel := context.WithCancel(ctx)
+		h := hold(t, cctx, b, long)
+		cancel()
+		if out := h.wait(t); out.State != StateWithdrawn {
+			t.Fatalf("outcome %s", out.State)
+		}
+		r, err := b.Get(ctx, h.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.SQLCut || len(r.SQL) > endedCaps.text || !strings.HasSuffix(r.SQL, cutSuffix(long.SQL)) || !strings.HasPrefix(r.SQL, "UPDATE accounts") {
+			t.Errorf("kept %d bytes of text ending %q; want its start and the whole text's marker in at most %d", len(r.SQL), r.SQL[max(len(r.SQL)-120, 0):], endedCaps.text)
+		}
+		if shown := shownBytes(r); shown > endedCaps.params || r.ParamsOmitted != len(long.Params)-len(r.Params) {
+			t.Errorf("kept %d bytes of parameters, %d of %d left out", shown, r.ParamsOmitted, len(long.Params))
+		}
+		if r.Hash != long.Binding().Hash() {
+			t.Error("the binding changed")
+		}
+	})
+
 	t.Run("many concurrent", func(t *testing.T) {
 		b, _ := newBroker(t, Config{})
 		const n = 50

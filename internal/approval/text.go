@@ -2,6 +2,7 @@ package approval
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -88,8 +89,8 @@ func Summary(ev Event) string {
 				where += " as " + slackInline(r.DBUser)
 			}
 		}
-		return fmt.Sprintf("*Approval needed* `%s`: %s%s wants to %s:\n```%s```\nrule %s, %s from %s; `enforcer approve %s` or `enforcer deny %s --reason …`",
-			r.ID, who, proc, where, slackCode(r.SQL),
+		return fmt.Sprintf("*Approval needed* `%s`: %s%s wants to %s:\n```%s```\n%srule %s, %s from %s; `enforcer approve %s` or `enforcer deny %s --reason …`",
+			r.ID, who, proc, where, slackCode(r.SQL), CutNote(r),
 			slackInline(r.Rule), approvalsWord(r.Quorum), slackInline(strings.Join(r.Approvers, " or ")), r.ID, r.ID)
 	case EventDecided:
 		if ev.Decision == nil {
@@ -115,6 +116,30 @@ func Summary(ev Event) string {
 		return fmt.Sprintf("`%s` from %s expired after %s without a decision", r.ID, who, r.Timeout.Round(time.Millisecond))
 	}
 	return fmt.Sprintf("`%s` %s", r.ID, ev.Type)
+}
+
+// CutNote tells reviewers that what they are shown of r is not all of it, or is "": a line ending
+// in a newline.
+func CutNote(r *Request) string {
+	what, params := "statement", "some parameters are cut"
+	if r.IsHTTP() {
+		what, params = "request", "its body is cut"
+	}
+	var cut []string
+	if r.SQLCut {
+		cut = append(cut, fmt.Sprintf("its text is cut to %d bytes", len(r.SQL)))
+	}
+	if slices.ContainsFunc(r.Params, func(p DisplayParam) bool { return p.Cut }) {
+		cut = append(cut, params)
+	}
+	if r.ParamsOmitted > 0 {
+		cut = append(cut, fmt.Sprintf("%d parameters are left out", r.ParamsOmitted))
+	}
+	if len(cut) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("Shown in part (%s; each cut ends with the whole value's length and SHA-256); an approval covers the whole %s.\n",
+		strings.Join(cut, ", "), what)
 }
 
 // slackEscaper escapes the three characters Slack reads as markup (mentions such as <!channel>,

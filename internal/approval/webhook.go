@@ -51,7 +51,7 @@ func Sign(secret []byte, timestamp string, body []byte) string {
 // NotifierConfig tunes delivery. Zero fields take defaults.
 type NotifierConfig struct {
 	Webhooks    []Webhook
-	QueueSize   int           // per endpoint, default 256
+	QueueSize   int           // per endpoint, all persons together, default 256
 	MaxAttempts int           // default 6
 	Backoff     time.Duration // first retry delay, doubled each time; default 500 ms
 	MaxBackoff  time.Duration // default 30 s
@@ -61,8 +61,10 @@ type NotifierConfig struct {
 }
 
 // Notifier posts events to webhooks from background workers, one per endpoint, with retries and
-// exponential backoff. Notify never blocks: when an endpoint's queue is full the event is dropped
-// and counted.
+// exponential backoff. Notify never blocks: when an endpoint's queue is full an event is dropped,
+// counted and logged. Each endpoint queues events by person (the requester) and delivers them in
+// turn, one person's after another's, and a full queue drops from the person with the most
+// queued: an agent that makes requests as fast as it may delays and crowds out only its own.
 type Notifier struct {
 	cfg       NotifierConfig
 	log       *slog.Logger
@@ -75,13 +77,86 @@ type Notifier struct {
 
 type endpoint struct {
 	hook     Webhook
-	queue    chan delivery
-	lastDrop atomic.Int64 // unix nanos of the last drop log line
+	capacity int
+	ready    chan struct{} // signalled when a delivery is queued
+	lastDrop atomic.Int64  // unix nanos of the last drop log line
+
+	mu     sync.Mutex
+	queued map[string][]delivery // by person
+	turns  []string              // persons with queued deliveries, next to deliver first
+	count  int
 }
 
 type delivery struct {
 	id   string
 	body []byte
+}
+
+// push queues d for person. When the queue is full it drops the newest delivery of the person
+// with the most queued, d itself when that is person (or a tie), and returns whose it dropped.
+func (ep *endpoint) push(person string, d delivery) (dropped string, full bool) {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if ep.count >= ep.capacity {
+		victim, most := person, len(ep.queued[person])+1
+		for p, q := range ep.queued {
+			if len(q) > most {
+				victim, most = p, len(q)
+			}
+		}
+		if victim == person {
+			return person, true
+		}
+		q := ep.queued[victim]
+		q[len(q)-1] = delivery{}
+		ep.queued[victim] = q[:len(q)-1]
+		ep.count--
+		dropped, full = victim, true
+	}
+	if len(ep.queued[person]) == 0 {
+		ep.turns = append(ep.turns, person)
+	}
+	ep.queued[person] = append(ep.queued[person], d)
+	ep.count++
+	select {
+	case ep.ready <- struct{}{}:
+	default:
+	}
+	return dropped, full
+}
+
+// pop takes the next delivery: the oldest of the person whose turn it is, who then goes to the
+// back of the line if more of theirs wait.
+func (ep *endpoint) pop() (delivery, bool) {
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if len(ep.turns) == 0 {
+		return delivery{}, false
+	}
+	person := ep.turns[0]
+	ep.turns = ep.turns[1:]
+	q := ep.queued[person]
+	d := q[0]
+	q[0] = delivery{}
+	if q = q[1:]; len(q) == 0 {
+		delete(ep.queued, person)
+	} else {
+		ep.queued[person] = q
+		ep.turns = append(ep.turns, person)
+	}
+	ep.count--
+	return d, true
+}
+
+// eventPerson is whose event ev is, for the queues' turns: the requester's.
+func eventPerson(ev Event) string {
+	switch {
+	case ev.Request != nil:
+		return pendingKey(ev.Request.Identity)
+	case ev.Grant != nil:
+		return ev.Grant.Subject
+	}
+	return ""
 }
 
 // NotifierStats counts deliveries.
@@ -137,7 +212,7 @@ func NewNotifier(cfg NotifierConfig) (*Notifier, error) {
 			// The URL itself may carry a token (Slack's do): name the endpoint, not the URL.
 			return nil, fmt.Errorf("approval webhook %d (%s): URL must be http(s)://host/…", i, h.Name)
 		}
-		n.endpoints = append(n.endpoints, &endpoint{hook: h, queue: make(chan delivery, cfg.QueueSize)})
+		n.endpoints = append(n.endpoints, &endpoint{hook: h, capacity: cfg.QueueSize, ready: make(chan struct{}, 1), queued: map[string][]delivery{}})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -151,16 +226,18 @@ func NewNotifier(cfg NotifierConfig) (*Notifier, error) {
 	return n, nil
 }
 
-// Notify queues ev for every endpoint that wants it. It never blocks.
-func (n *Notifier) Notify(ev Event) {
+// Notify queues ev for every endpoint that wants it and returns how many deliveries it dropped
+// from full queues (ev's or another of its person's). It never blocks.
+func (n *Notifier) Notify(ev Event) (dropped int) {
 	switch ev.Type {
 	case EventCreated, EventDecided, EventGranted, EventExpired:
 	default:
-		return
+		return 0
 	}
 	if ev.Remote {
-		return // the daemon that made the change notifies
+		return 0 // the daemon that made the change notifies
 	}
+	person := eventPerson(ev)
 	var body []byte
 	for _, ep := range n.endpoints {
 		if len(ep.hook.Rules) > 0 && (ev.Request == nil || !slices.Contains(ep.hook.Rules, ev.Request.Rule)) {
@@ -171,19 +248,22 @@ func (n *Notifier) Notify(ev Event) {
 			body, err = json.Marshal(Payload{Text: Summary(ev), Event: ev.Type, Time: ev.Time, Request: ev.Request, Decision: ev.Decision, Grant: ev.Grant})
 			if err != nil {
 				n.log.Error("approval webhook: encode payload", "err", err)
-				return
+				return dropped
 			}
 		}
-		select {
-		case ep.queue <- delivery{id: NewID()[len(idPrefix):], body: body}:
-		default:
-			total := n.dropped.Add(1)
-			now := time.Now().UnixNano()
-			if last := ep.lastDrop.Load(); now-last > int64(10*time.Second) && ep.lastDrop.CompareAndSwap(last, now) {
-				n.log.Warn("approval webhook: queue full, dropping notifications", "webhook", ep.hook.Name, "dropped_total", total)
-			}
+		victim, full := ep.push(person, delivery{id: NewID()[len(idPrefix):], body: body})
+		if !full {
+			continue
+		}
+		dropped++
+		total := n.dropped.Add(1)
+		now := time.Now().UnixNano()
+		if last := ep.lastDrop.Load(); now-last > int64(10*time.Second) && ep.lastDrop.CompareAndSwap(last, now) {
+			n.log.Warn("approval webhook: queue full, dropping notifications of the person with the most queued",
+				"webhook", ep.hook.Name, "person", victim, "queue", n.cfg.QueueSize, "dropped_total", total)
 		}
 	}
+	return dropped
 }
 
 // Stats returns the delivery counters.
@@ -199,13 +279,16 @@ func (n *Notifier) Close() error {
 }
 
 func (n *Notifier) run(ctx context.Context, ep *endpoint) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case d := <-ep.queue:
-			n.deliver(ctx, ep, d)
+	for ctx.Err() == nil {
+		d, ok := ep.pop()
+		if !ok {
+			select {
+			case <-ctx.Done():
+			case <-ep.ready:
+			}
+			continue
 		}
+		n.deliver(ctx, ep, d)
 	}
 }
 

@@ -26,6 +26,8 @@ func (d *Daemon) registerStats() {
 		counter("enforcer_approvals_denied_total", "Held statements denied.", func() uint64 { return d.approvals.Stats().Denied }),
 		counter("enforcer_approvals_expired_total", "Held statements that timed out.", func() uint64 { return d.approvals.Stats().Expired }),
 		counter("enforcer_approvals_too_many_total", "Statements refused because their person had too many awaiting review.", func() uint64 { return d.approvals.Stats().TooMany }),
+		counter("enforcer_approvals_rate_limited_total", "Statements refused because their person asked for review too often.", func() uint64 { return d.approvals.Stats().RateLimited }),
+		counter("enforcer_approvals_webhook_dropped_total", "Approval webhook deliveries dropped because the endpoint's queue was full.", func() uint64 { return d.approvals.Stats().WebhookDropped }),
 	)
 	gauge := func(name, help string, f func() bool) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {

@@ -106,44 +106,62 @@ func TestExecuteShowsWhatWasPrepared(t *testing.T) {
 	}
 }
 
-// TestTooManyPendingRefused: a statement that would put its person over the broker's bound on
-// pending requests is refused at once (42501), saying why and whose, while the one already
-// pending stays held.
-func TestTooManyPendingRefused(t *testing.T) {
+// TestOverApprovalLimitsRefused: a statement that would put its person over the broker's bound
+// on pending requests, or over its rate of new ones, is refused at once (42501), saying why,
+// whose and what to do, while the one already pending stays held.
+func TestOverApprovalLimitsRefused(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  approval.Config
+		want []string // in the refusal's message
+	}{
+		{"too many pending", approval.Config{MaxPendingPerPerson: 1}, []string{"await review", "alice", "wait until reviewers decide"}},
+		{"too many new", approval.Config{RequestBurst: 1, RequestEvery: time.Hour}, []string{"too many approval requests", "alice", "try again in 1h0m0s"}},
+	}
 	pol := parsePolicy(t, strings.Replace(testPolicy, "rules:\n", "rules:\n  - {name: review-inserts, when: 'sql.kind == \"INSERT\"', action: approve, approvers: [ops]}\n", 1)+"default: allow\n")
-	created := make(chan string, 2)
-	broker := approval.NewBroker(approval.NewMemoryStore(), approval.Config{Timeout: time.Minute, LateWindow: -1, MaxPendingPerPerson: 1,
-		OnEvent: func(e approval.Event) {
-			if e.Type == approval.EventCreated {
-				created <- e.Request.ID
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			created := make(chan string, 2)
+			cfg := tt.cfg
+			cfg.Timeout, cfg.LateWindow = time.Minute, -1
+			cfg.OnEvent = func(e approval.Event) {
+				if e.Type == approval.EventCreated {
+					created <- e.Request.ID
+				}
 			}
-		}})
-	sh := testShared(func() *policy.Policy { return pol }, nil)
-	sh.Approvals = broker
-	conn := func(id string) *Guard {
-		return sh.NewGuard(ConnInfo{ID: id, Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+			broker := approval.NewBroker(approval.NewMemoryStore(), cfg)
+			sh := testShared(func() *policy.Policy { return pol }, nil)
+			sh.Approvals = broker
+			conn := func(id string) *Guard {
+				return sh.NewGuard(ConnInfo{ID: id, Target: pol.Targets[0], Identity: identity.Session{Subject: "alice", Groups: []string{"eng"}}})
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			first := make(chan postgres.Verdict, 1)
+			go func() {
+				first <- conn("1").Statement(ctx, &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "insert into customers(tel) values ('1')"})
+			}()
+			select {
+			case <-created:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the first statement was not held")
+			}
+			v := conn("2").Statement(context.Background(), &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "insert into customers(tel) values ('2')"})
+			if v.Action != postgres.Refuse || v.Error == nil || v.Error.Code != "42501" {
+				t.Fatalf("second statement: %+v; want refused with 42501", v.Error)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(v.Error.Message, w) {
+					t.Errorf("refusal %q does not say %q", v.Error.Message, w)
+				}
+			}
+			select {
+			case v := <-first:
+				t.Fatalf("the held statement ended: %+v", v)
+			default:
+			}
+			cancel()
+			<-first
+		})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	first := make(chan postgres.Verdict, 1)
-	go func() {
-		first <- conn("1").Statement(ctx, &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "insert into customers(tel) values ('1')"})
-	}()
-	select {
-	case <-created:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the first statement was not held")
-	}
-	v := conn("2").Statement(context.Background(), &postgres.Statement{ID: 1, Kind: postgres.KindQuery, SQL: "insert into customers(tel) values ('2')"})
-	if v.Action != postgres.Refuse || v.Error == nil || v.Error.Code != "42501" ||
-		!strings.Contains(v.Error.Message, "await review") || !strings.Contains(v.Error.Message, "alice") {
-		t.Fatalf("second statement: %+v; want 42501 saying too many of alice's await review", v.Error)
-	}
-	select {
-	case v := <-first:
-		t.Fatalf("the held statement ended: %+v", v)
-	default:
-	}
-	cancel()
-	<-first
 }

@@ -1,0 +1,175 @@
+package approval
+
+import (
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/enforcer-dev/enforcer/internal/record"
+)
+
+// Caps on what a request stores and shows of its statement. The statement itself is not cut: the
+// binding hash (Request.Hash) covers its whole text and every parameter, so an approval still
+// passes exactly what was held and nothing else. What is cut is the copy kept for reviewers, in
+// memory, in the store and in webhook payloads, for as long as the store keeps the request: a cut
+// value ends with the session log's marker, its length and SHA-256 (record.CutValue).
+const (
+	// MaxShownText bounds the statement's text (Request.SQL).
+	MaxShownText = 64 << 10
+	// MaxShownParam bounds each parameter's value.
+	MaxShownParam = 4 << 10
+	// MaxShownParams bounds the parameters together, paramCost each beside its value; those past
+	// it are left out and counted (Request.ParamsOmitted).
+	MaxShownParams = 64 << 10
+)
+
+// shownCaps are the caps cutShown cuts to.
+type shownCaps struct {
+	text, param, params, cmdline int
+}
+
+// createdCaps bound a new request; endedCaps one that ended before anyone decided it (withdrawn
+// or failed): nobody can decide it any more, and an agent can make such requests as fast as the
+// rate limit allows, each kept for the store's retention. The session log keeps the statement.
+var (
+	createdCaps = shownCaps{text: MaxShownText, param: MaxShownParam, params: MaxShownParams, cmdline: 4 << 10}
+	endedCaps   = shownCaps{text: 1 << 10, param: 256, params: 1 << 10, cmdline: 256}
+)
+
+// paramCost is what a parameter costs MaxShownParams beside its value: the JSON around it, so
+// that thousands of empty parameters do not pass for nothing.
+const paramCost = 32
+
+// cutShown cuts r's statement text, parameters and process arguments to caps, marking what it
+// cut (SQLCut, DisplayParam.Cut, ParamsOmitted). A value already cut keeps the marker that gives
+// its original length and SHA-256.
+func (r *Request) cutShown(caps shownCaps) {
+	if s, cut := recut(r.SQL, caps.text, r.SQLCut); cut {
+		r.SQL, r.SQLCut = s, true
+	}
+	left := caps.params
+	for i := range r.Params {
+		p := &r.Params[i]
+		limit := min(caps.param, left-paramCost)
+		// Below MinValueBytes a cut value would be its marker alone, longer than the limit.
+		if limit < 0 || len(p.Value) > limit && limit < record.MinValueBytes {
+			r.ParamsOmitted += len(r.Params) - i
+			r.Params = r.Params[:i]
+			break
+		}
+		if s, cut := recut(p.Value, limit, p.Cut); cut {
+			p.Value, p.Cut = s, true
+		}
+		left -= len(p.Value) + paramCost
+	}
+	if len(r.Process.Cmdline) > caps.cmdline {
+		r.Process.Cmdline = record.CutValue(r.Process.Cmdline, max(caps.cmdline, record.MinValueBytes))
+	}
+}
+
+// cutMarker begins record.CutValue's marker.
+const cutMarker = "…[cut: "
+
+// recut returns s cut to at most limit bytes and whether it cut it. When s was cut before
+// (wasCut: this package appended the marker at its end), the marker that describes the original
+// value is kept and only the text before it is shortened.
+func recut(s string, limit int, wasCut bool) (string, bool) {
+	if len(s) <= limit {
+		return s, false
+	}
+	if i := strings.LastIndex(s, cutMarker); wasCut && i >= 0 {
+		marker := s[i:]
+		return keepPrefix(s[:i], limit-len(marker)) + marker, true
+	}
+	return record.CutValue(s, limit), true
+}
+
+// keepPrefix returns at most n leading bytes of s, not splitting a UTF-8 sequence.
+func keepPrefix(s string, n int) string {
+	if n <= 0 {
+		return ""
+	}
+	if n >= len(s) {
+		return s
+	}
+	for k := n; k > n-utf8.UTFMax && k > 0; k-- {
+		if utf8.RuneStart(s[k]) {
+			return s[:k]
+		}
+	}
+	return s[:n]
+}
+
+// endUndecided shrinks a request that ended before any decision (withdrawn or failed) to the
+// ended caps. Expired requests keep what reviewers were shown: a late approval may still come.
+func (r *Request) endUndecided() {
+	if (r.State == StateWithdrawn || r.State == StateFailed) && len(r.Decisions) == 0 {
+		r.cutShown(endedCaps)
+	}
+}
+
+// Defaults for Config's rate limit on new requests.
+const (
+	DefaultRequestBurst = 16
+	DefaultRequestEvery = 5 * time.Second
+)
+
+// forgetFullBuckets is how many buckets requestLimit holds before it drops the full ones, which
+// are as good as absent.
+const forgetFullBuckets = 1024
+
+// requestLimit is a token bucket per person for new requests (see Config.RequestBurst). The
+// Broker's mutex guards it.
+type requestLimit struct {
+	burst   int
+	every   time.Duration
+	buckets map[string]*bucket
+}
+
+// bucket holds tokens as of at.
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// take takes one of person's tokens at now, or returns how long until there is one.
+func (l *requestLimit) take(person string, now time.Time) (wait time.Duration, ok bool) {
+	if l.buckets == nil {
+		l.buckets = map[string]*bucket{}
+	}
+	if len(l.buckets) >= forgetFullBuckets {
+		for k, b := range l.buckets {
+			if l.refill(b, now) >= float64(l.burst) {
+				delete(l.buckets, k)
+			}
+		}
+	}
+	b, found := l.buckets[person]
+	if !found {
+		b = &bucket{tokens: float64(l.burst), at: now}
+		l.buckets[person] = b
+	}
+	b.tokens, b.at = l.refill(b, now), now
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0, true
+	}
+	wait = time.Duration((1 - b.tokens) * float64(l.every)).Round(time.Second)
+	return max(wait, time.Second), false
+}
+
+// refill is b's tokens at now.
+func (l *requestLimit) refill(b *bucket, now time.Time) float64 {
+	elapsed := now.Sub(b.at)
+	if elapsed <= 0 {
+		return b.tokens
+	}
+	return min(float64(l.burst), b.tokens+float64(elapsed)/float64(l.every))
+}
+
+// refusal is the error for a request over the rate limit.
+func (l *requestLimit) refusal(person string, wait time.Duration) error {
+	return fmt.Errorf("%w: %s may ask for review %d times at once, then once every %v; try again in %v",
+		ErrRateLimited, person, l.burst, l.every, wait)
+}

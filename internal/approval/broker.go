@@ -60,6 +60,13 @@ var ErrTooManyPending = errors.New("too many requests of this person await revie
 // ErrRateLimited refuses a request over Config.RequestBurst and RequestEvery.
 var ErrRateLimited = errors.New("too many approval requests from this person")
 
+// IsLimit reports whether err refuses a request for its person's limits (ErrTooManyPending,
+// ErrRateLimited): the person's doing, counted in the broker's stats, and not worth a log line
+// each, since an agent can send them as fast as it likes.
+func IsLimit(err error) bool {
+	return errors.Is(err, ErrTooManyPending) || errors.Is(err, ErrRateLimited)
+}
+
 // Broker holds statements for review: Request blocks a client, Approve and Deny decide.
 type Broker struct {
 	store Store

@@ -479,7 +479,11 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 		return nil
 	})
 	if err != nil {
-		g.log.Error("approval failed", "err", err)
+		if approval.IsLimit(err) {
+			g.log.Debug("approval refused for its person's limits", "err", err)
+		} else {
+			g.log.Error("approval failed", "err", err)
+		}
 		return httpproto.Verdict{Status: http.StatusForbidden, Message: "enforcer: approval could not be requested: " + err.Error(), Header: ruleHeader(d.Rule.Rule)}
 	}
 	g.cur.approvalID = out.ID()

@@ -663,7 +663,11 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, s *postgres.Statem
 		return s.Notice(&pgproto3.NoticeResponse{Severity: "NOTICE", SeverityUnlocalized: "NOTICE", Code: "01000", Message: approval.NoticeText(r)})
 	})
 	if err != nil {
-		g.log.Error("approval failed", "err", err)
+		if approval.IsLimit(err) {
+			g.log.Debug("approval refused for its person's limits", "err", err)
+		} else {
+			g.log.Error("approval failed", "err", err)
+		}
 		return g.refuse(d.Rule.Rule, "enforcer: approval could not be requested: "+err.Error(), s.SQL, ""), ""
 	}
 	by, reason := out.Decided()

@@ -93,13 +93,14 @@ func cmdRun(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	return err
 }
 
-// releaseTerminal has the daemon kill the processes of the run still attached to the caller's
-// terminals once the command has exited: left running, one could make itself the terminal's
-// foreground and read what the developer types next at the shell's prompt. Daemons that
-// detached from the terminal keep running, enforced. The daemon does it: it freezes the run
-// (root-owned, out of this process's reach) so that nothing forks away while it looks, and it
-// kills the whole run when it cannot be sure, which is said here. (A process of the same uid can
-// still open the terminal's device by its path: agents belong under a user of their own.)
+// releaseTerminal has the daemon make sure, once the command has exited, that no process of the
+// run is left attached to the caller's terminals: left running, one could make itself the
+// terminal's foreground and read what the developer types next at the shell's prompt. The daemon
+// freezes the run (root-owned, out of this process's reach) so that nothing forks away while it
+// looks, and kills the whole run if a process still holds a terminal (it may have passed it on,
+// out of sight, to another) or it cannot be sure, which is said here. Runs whose processes all
+// detached keep running, enforced. (A process of the same uid can still open the terminal's
+// device by its path: agents belong under a user of their own.)
 func releaseTerminal(cl *control.Client, run *control.Run) {
 	terminals := callerTerminals()
 	if len(terminals) == 0 {

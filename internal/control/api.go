@@ -80,14 +80,16 @@ type EnterRequest struct {
 
 // ReleaseRequest names the caller's terminals (POST /v1/runs/{name}/release), each by its device
 // number as /proc/PID/stat's tty_nr and the TIOCGDEV ioctl encode it: its controlling terminal
-// and those its standard descriptors are on.
+// and those its standard descriptors are on. The daemon reads them from the caller itself; those
+// named must be among them.
 type ReleaseRequest struct {
 	Terminals []uint32 `json:"terminals"`
 }
 
-// Release is the answer of POST /v1/runs/{name}/release: what of the run was killed for being
-// attached to the caller's terminals.
+// Release is the answer of POST /v1/runs/{name}/release.
 type Release struct {
+	// Killed lists the processes of the run found attached to the caller's terminals; the
+	// whole run was killed for them (RunKilled says so).
 	Killed []int `json:"killed"`
 	// RunKilled, when set, says why every process of the run was killed, those that had
 	// detached too.

@@ -33,6 +33,11 @@ type Caller struct {
 	// it connected; "" when that could not be read for the process that connected (it exited,
 	// say), which callers must treat as the most confined place it could be.
 	Cgroup string
+	// Pidfd is a pidfd of the process that connected, taken by the kernel when it connected
+	// (SO_PEERPIDFD, Linux 6.5+) and open while its requests are served: what is read of
+	// /proc/PID is about that process if Pidfd still names a live process after the read. nil
+	// when the kernel gave none.
+	Pidfd *os.File `json:"-"`
 }
 
 // IsRoot reports whether the caller runs as uid 0.
@@ -129,6 +134,7 @@ func serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 		})
 	}
 	limit := newPeerLimit(MaxConnsPerUser)
+	pidfds := &connPidfds{byConn: map[net.Conn]*os.File{}}
 	srv := &http.Server{
 		Handler: mux,
 		// No request is a long poll: a peer that sends a request slowly, or holds a connection
@@ -137,7 +143,10 @@ func serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 		ReadTimeout:       timeout,
 		WriteTimeout:      timeout,
 		IdleTimeout:       2 * timeout,
-		ConnState:         limit.state,
+		ConnState: func(conn net.Conn, st http.ConnState) {
+			limit.state(conn, st)
+			pidfds.state(conn, st)
+		},
 		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
 			uc, ok := conn.(*net.UnixConn)
 			if !ok {
@@ -156,9 +165,16 @@ func serve(ctx context.Context, ln net.Listener, routes []Route, log *slog.Logge
 				}
 			})
 			if err != nil || cred == nil {
+				if pidfd >= 0 {
+					unix.Close(pidfd)
+				}
 				return ctx
 			}
 			c := Caller{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid, Cgroup: peerCgroup(cred.Pid, pidfd)}
+			if pidfd >= 0 {
+				c.Pidfd = os.NewFile(uintptr(pidfd), fmt.Sprintf("pidfd:%d", cred.Pid))
+				pidfds.hold(conn, c.Pidfd)
+			}
 			key := peerKey{uid: c.UID, confined: confined != nil && confined(c)}
 			if !limit.admit(conn, key) {
 				log.Warn("control socket: too many connections from one user; refusing more", "uid", c.UID, "confined", key.confined, "limit", MaxConnsPerUser)
@@ -238,15 +254,37 @@ func (l *peerLimit) state(conn net.Conn, st http.ConnState) {
 	}
 }
 
+// connPidfds holds the pidfd of each connection's peer until the connection is closed, after its
+// last request was served.
+type connPidfds struct {
+	mu     sync.Mutex
+	byConn map[net.Conn]*os.File
+}
+
+func (p *connPidfds) hold(conn net.Conn, pidfd *os.File) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.byConn[conn] = pidfd
+}
+
+func (p *connPidfds) state(conn net.Conn, st http.ConnState) {
+	if st != http.StateClosed && st != http.StateHijacked {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if f, ok := p.byConn[conn]; ok {
+		f.Close()
+		delete(p.byConn, conn)
+	}
+}
+
 // peerCgroup reads the cgroup of the process pid, which connected. The pidfd the kernel took at
 // connect time (kernels 6.5 and later) tells whether pid still names that process after the
 // read; without one, a process that exited and whose pid was reused before the read could be
 // taken for another, which the socket's short accept-to-read window makes unlikely but not
 // impossible.
 func peerCgroup(pid int32, pidfd int) string {
-	if pidfd >= 0 {
-		defer unix.Close(pidfd)
-	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 	if err != nil {
 		return ""

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,13 @@ func TestServeAuthorisesByPeerAndReportsErrors(t *testing.T) {
 	routes := []Route{
 		{Pattern: "GET /v1/whoami", Handle: func(ctx context.Context, c Caller, r *http.Request) (any, error) {
 			return c, nil
+		}},
+		{Pattern: "GET /v1/pidfd", Handle: func(ctx context.Context, c Caller, r *http.Request) (any, error) {
+			if c.Pidfd == nil {
+				return nil, errors.New("no pidfd of the caller")
+			}
+			info, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", c.Pidfd.Fd()))
+			return string(info), err
 		}},
 		{Pattern: "POST /v1/echo", Handle: func(ctx context.Context, c Caller, r *http.Request) (any, error) {
 			var in echo
@@ -57,6 +65,14 @@ func TestServeAuthorisesByPeerAndReportsErrors(t *testing.T) {
 	own, _ := os.ReadFile("/proc/self/cgroup")
 	if want := UnifiedCgroup(string(own)); who.Cgroup == "" || who.Cgroup != want {
 		t.Errorf("caller's cgroup %q, want %q", who.Cgroup, want)
+	}
+	// The kernel's pidfd of the caller (Linux 6.5+) stays open while the request is served, for
+	// handlers that read the caller's /proc to make sure it is still the caller's.
+	var pidfdInfo string
+	if err := c.Do(ctx, "GET", "/v1/pidfd", nil, &pidfdInfo); err != nil {
+		t.Errorf("pidfd of the caller: %v", err)
+	} else if want := fmt.Sprintf("\nPid:\t%d\n", os.Getpid()); !strings.Contains(pidfdInfo, want) {
+		t.Errorf("the caller's pidfd names another process:\n%s", pidfdInfo)
 	}
 	cases := []struct {
 		name   string

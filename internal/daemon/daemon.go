@@ -67,6 +67,8 @@ type Daemon struct {
 	// releaseLimit bounds how often one user may release a run's terminal: each freezes the run
 	// and reads every descriptor of its processes.
 	releaseLimit *control.RateLimit
+	// releases knows the releases under way and the runs they froze.
+	releases releaseTracker
 	// runLocksMu guards runLocks, which serialise the terminal releases of each run.
 	runLocksMu sync.Mutex
 	runLocks   map[string]*runLock
@@ -136,6 +138,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	d.thawRuns()
 	d.redir, err = d.loadRedirector()
 	if err != nil {
 		return err
@@ -225,6 +228,7 @@ func Run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	ctl.Close()
 	os.Remove(cfg.Socket)
+	d.stopReleases(releaseShutdownWait)
 	log.Info("enforcer stopped; enforcement stays attached (run `enforcer uninstall` to remove it)")
 	return err
 }

@@ -57,6 +57,10 @@ func (d *Daemon) createRun(c control.Caller) (*control.Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := d.recordStarter(c, cg); err != nil {
+		cg.Remove()
+		return nil, err
+	}
 	if err := d.bindRun(c, cg); err != nil {
 		cg.Remove()
 		return nil, err

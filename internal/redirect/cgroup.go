@@ -248,6 +248,44 @@ func (c *Cgroup) Thaw() error {
 	return nil
 }
 
+// ThawIfFrozen thaws the cgroup if it was asked to freeze, and reports whether it was.
+func (c *Cgroup) ThawIfFrozen() (bool, error) {
+	b, err := os.ReadFile(filepath.Join(c.Path, "cgroup.freeze"))
+	if err != nil {
+		return false, fmt.Errorf("read %s/cgroup.freeze: %w", c.Path, err)
+	}
+	if strings.TrimSpace(string(b)) != "1" {
+		return false, nil
+	}
+	return true, c.Thaw()
+}
+
+// starterXattr names the cgroup's extended attribute that records the process that started it.
+// The trusted namespace is root's (CAP_SYS_ADMIN) alone: no process of the run can write it.
+const starterXattr = "trusted.enforcer.starter"
+
+// SetStarter records which process started the cgroup (as a caller of the daemon names it); it
+// outlives the daemon, as the cgroup does.
+func (c *Cgroup) SetStarter(process string) error {
+	if err := unix.Setxattr(c.Path, starterXattr, []byte(process), 0); err != nil {
+		return fmt.Errorf("record the starter of cgroup %s (%s): %w", c.Path, starterXattr, err)
+	}
+	return nil
+}
+
+// Starter returns what SetStarter recorded, "" when nothing was.
+func (c *Cgroup) Starter() (string, error) {
+	buf := make([]byte, 64)
+	n, err := unix.Getxattr(c.Path, starterXattr, buf)
+	switch {
+	case errors.Is(err, unix.ENODATA):
+		return "", nil
+	case err != nil:
+		return "", fmt.Errorf("read the starter of cgroup %s (%s): %w", c.Path, starterXattr, err)
+	}
+	return string(buf[:n]), nil
+}
+
 // Kill kills every process in the cgroup and its descendants (cgroup.kill, Linux 5.14+).
 func Kill(dir string) error {
 	err := os.WriteFile(filepath.Join(dir, "cgroup.kill"), []byte("1"), 0)

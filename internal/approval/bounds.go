@@ -155,7 +155,8 @@ func (l *requestLimit) take(person string, now time.Time) (wait time.Duration, o
 		b.tokens--
 		return 0, true
 	}
-	wait = time.Duration((1 - b.tokens) * float64(l.every)).Round(time.Second)
+	// Whole seconds, rounded up: a retry at the time said must not be refused again.
+	wait = (time.Duration((1-b.tokens)*float64(l.every)) + time.Second - 1).Truncate(time.Second)
 	return max(wait, time.Second), false
 }
 

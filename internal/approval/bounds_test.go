@@ -143,6 +143,12 @@ func TestRequestLimit(t *testing.T) {
 			{"alice", time.Hour, true, 0}, {"alice", time.Hour, true, 0}, {"alice", time.Hour, true, 0},
 			{"alice", time.Hour, false, 5 * time.Second},
 		}},
+		{"a wait is said in whole seconds, rounded up", []take{
+			{"alice", 0, true, 0}, {"alice", 0, true, 0}, {"alice", 0, true, 0},
+			{"alice", 3750 * time.Millisecond, false, 2 * time.Second},
+			{"alice", 4999 * time.Millisecond, false, time.Second},
+			{"alice", 5 * time.Second, true, 0},
+		}},
 		{"a refusal takes no token", []take{
 			{"alice", 0, true, 0}, {"alice", 0, true, 0}, {"alice", 0, true, 0},
 			{"alice", time.Second, false, 4 * time.Second}, {"alice", 2 * time.Second, false, 3 * time.Second},

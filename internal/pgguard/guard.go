@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -392,9 +393,10 @@ func (g *Guard) cursorOfPortal(s *postgres.Statement, res *sqlclass.Result) (pos
 				return refuse(st.Cursor, string(st.Kind))
 			}
 		}
-		reads := st.CursorsRead
-		if p := g.executedBy(res, i); p != nil {
-			reads = p.CursorsRead // EXECUTE of a PREPAREd cursor_to_xml('p', …)
+		reads := st.CursorsRead // an EXECUTE's arguments' too: the server evaluates them
+		if p := g.executedBy(res, i); p != nil && len(p.CursorsRead) > 0 {
+			// EXECUTE of a PREPAREd cursor_to_xml('p', …)
+			reads = append(slices.Clip(reads), p.CursorsRead...)
 		}
 		for _, name := range reads {
 			if s.HasPortal(name) {

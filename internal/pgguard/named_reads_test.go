@@ -87,6 +87,9 @@ func TestPortalsHeldForApprovalStayHeld(t *testing.T) {
 		// A PREPAREd read of the portal by its literal name is no code: its EXECUTE is what names it.
 		{"named portal, prepared before", tableRulePolicy, "p", "execute lit", false, "cannot use its name"},
 		{"named portal, prepared in the same query", tableRulePolicy, "p", "prepare lit2 as select cursor_to_xml('p', 10, false, false, ''); execute lit2", false, "cannot use its name"},
+		// The server evaluates an EXECUTE's arguments: naming the portal there is the same.
+		{"named portal, in an EXECUTE's argument", tableRulePolicy, "p", "execute one(cursor_to_xml('p', 10, false, false, ''))", false, "cannot use its name"},
+		{"named portal, in an EXECUTE's argument, prepared in the same query", tableRulePolicy, "p", "prepare one2(xml) as select $1; execute one2(cursor_to_xml('p', 10, false, false, ''))", false, "cannot use its name"},
 	} {
 		p := proxies[c.policy]
 		if p == nil {
@@ -98,8 +101,10 @@ func TestPortalsHeldForApprovalStayHeld(t *testing.T) {
 			if got := codesAndMessages(t, fe, 1, &pgproto3.Query{String: "prepare c2x(text) as select cursor_to_xml(($1 || '')::refcursor, 10, false, false, '')"}); strings.Contains(strings.Join(got, " "), "E(") && c.policy == trustsCursorToXML {
 				t.Fatalf("PREPARE: %v", got)
 			}
-			if got := codesAndMessages(t, fe, 1, &pgproto3.Query{String: "prepare lit as select cursor_to_xml('p', 10, false, false, '')"}); strings.Contains(strings.Join(got, " "), "E(") {
-				t.Fatalf("PREPARE lit: %v", got)
+			for _, prepare := range []string{"prepare lit as select cursor_to_xml('p', 10, false, false, '')", "prepare one(xml) as select $1"} {
+				if got := codesAndMessages(t, fe, 1, &pgproto3.Query{String: prepare}); strings.Contains(strings.Join(got, " "), "E(") {
+					t.Fatalf("%s: %v", prepare, got)
+				}
 			}
 			codesAndMessages(t, fe, 1, &pgproto3.Query{String: "begin"})
 			if got := codesAndMessages(t, fe, 1, &pgproto3.Parse{Name: "w", Query: deleteAda},

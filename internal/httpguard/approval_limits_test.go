@@ -2,6 +2,9 @@ package httpguard
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -62,5 +65,37 @@ func TestOverApprovalLimitsRefused(t *testing.T) {
 			cancel()
 			<-first
 		})
+	}
+}
+
+// TestLongBodyShownCutWhole: reviewers of a held request with a long body see its start and a
+// marker with the whole shown body's length and SHA-256, not those of a shorter copy.
+func TestLongBodyShownCutWhole(t *testing.T) {
+	created := make(chan *approval.Request, 1)
+	broker := approval.NewBroker(approval.NewMemoryStore(), approval.Config{Timeout: time.Minute, LateWindow: -1,
+		OnEvent: func(e approval.Event) {
+			if e.Type == approval.EventCreated {
+				created <- e.Request
+			}
+		}})
+	g, _, _ := loggedGuard(t, parsePolicy(t, testPolicy), broker)
+	body := `{"note": "` + strings.Repeat("n", 100_000) + `"}`
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		g.Request(ctx, request("POST", "/v1/refunds", body, "Content-Type", "application/json"))
+	}()
+	defer func() { cancel(); <-done }()
+	var r *approval.Request
+	select {
+	case r = <-created:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request was not held")
+	}
+	sum := sha256.Sum256([]byte(body))
+	want := fmt.Sprintf("[cut: %d bytes, sha256 %s]", len(body), hex.EncodeToString(sum[:]))
+	if len(r.Params) != 1 || !r.Params[0].Cut || !strings.HasSuffix(r.Params[0].Value, want) || len(r.Params[0].Value) > approval.MaxShownParam {
+		t.Fatalf("shown body: %+v; want at most %d bytes, cut, ending %q", r.Params, approval.MaxShownParam, want)
 	}
 }

@@ -20,7 +20,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/enforcer-dev/enforcer/internal/approval"
 	"github.com/enforcer-dev/enforcer/internal/identity"
@@ -471,7 +470,10 @@ func (g *Guard) hold(ctx context.Context, pol *policy.Policy, r *httpproto.Reque
 	}
 	if len(r.Body) > 0 {
 		spec.Params = []approval.Param{{Value: r.Body}}
-		spec.Display = []approval.DisplayParam{{Value: clip(g.shownBody(r.Header, r.Body), 4096)}}
+		// Cut here, with the marker that gives the whole shown body's length and SHA-256.
+		shown := g.shownBody(r.Header, r.Body)
+		cut := record.CutValue(shown, approval.MaxShownParam)
+		spec.Display = []approval.DisplayParam{{Value: cut, Cut: cut != shown}}
 	}
 	g.log.Info("request held for approval", "rule", d.Rule.Rule, "request", oneLine(g.shown(requestLine(r)), 200))
 	out, err := g.sh.Approvals.Request(ctx, spec, func(req *approval.Request) error {
@@ -638,15 +640,6 @@ func (g *Guard) End(reason string, bytesIn, bytesOut int64) {
 }
 
 // clip cuts s to about n bytes, at a character boundary, saying how long it was.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + fmt.Sprintf("… [%d bytes in all]", len(s))
-}
 
 func oneLine(s string, max int) string {
 	s = strings.Join(strings.Fields(s), " ")

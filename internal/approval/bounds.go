@@ -29,9 +29,10 @@ type shownCaps struct {
 	text, param, params, cmdline int
 }
 
-// createdCaps bound a new request; endedCaps one that ended before anyone decided it (withdrawn
-// or failed): nobody can decide it any more, and an agent can make such requests as fast as the
-// rate limit allows, each kept for the store's retention. The session log keeps the statement.
+// createdCaps bound a new request; endedCaps one that ended before anyone decided it and that
+// nobody can decide any more (withdrawn, failed, or expired past its late window): an agent can
+// make such requests as fast as the rate limit allows, each kept for the store's retention. The
+// session log keeps the statement.
 var (
 	createdCaps = shownCaps{text: MaxShownText, param: MaxShownParam, params: MaxShownParams, cmdline: 4 << 10}
 	endedCaps   = shownCaps{text: 1 << 10, param: 256, params: 1 << 10, cmdline: 256}
@@ -101,12 +102,31 @@ func keepPrefix(s string, n int) string {
 	return s[:n]
 }
 
-// endUndecided shrinks a request that ended before any decision (withdrawn or failed) to the
-// ended caps. Expired requests keep what reviewers were shown: a late approval may still come.
-func (r *Request) endUndecided() {
-	if (r.State == StateWithdrawn || r.State == StateFailed) && len(r.Decisions) == 0 {
-		r.cutShown(endedCaps)
+// shrinkable reports whether r ended before any decision and nobody can decide it any more:
+// withdrawn or failed, or expired before lateCutoff (now less the late window of its daemon;
+// until then a late approval may still come).
+func (r *Request) shrinkable(lateCutoff time.Time) bool {
+	if r.Shrunk || len(r.Decisions) > 0 {
+		return false
 	}
+	switch r.State {
+	case StateWithdrawn, StateFailed:
+		return true
+	case StateExpired:
+		return r.Closed.Before(lateCutoff)
+	}
+	return false
+}
+
+// endUndecided shrinks r to the ended caps and marks it Shrunk when it is shrinkable, and reports
+// whether it did. The binding hash stays: it covers the whole statement.
+func (r *Request) endUndecided(lateCutoff time.Time) bool {
+	if !r.shrinkable(lateCutoff) {
+		return false
+	}
+	r.cutShown(endedCaps)
+	r.Shrunk = true
+	return true
 }
 
 // Defaults for Config's rate limit on new requests.

@@ -101,7 +101,7 @@ func TestCutShown(t *testing.T) {
 			// Cutting again, to the ended caps, keeps the marker of the whole value.
 			whole := r.Clone()
 			r.State = StateWithdrawn
-			r.endUndecided()
+			r.endUndecided(time.Time{})
 			if len(r.SQL) > endedCaps.text || shownBytes(r) > endedCaps.params {
 				t.Errorf("ended: %d bytes of text, %d of parameters", len(r.SQL), shownBytes(r))
 			}
@@ -325,6 +325,47 @@ func TestFileStoreJournalStaysSmall(t *testing.T) {
 	}
 }
 
+// TestFileStoreKeepsExpiredShrunk: an expired request shrunk past its late window is journaled
+// so, and a restart does not bring back its statement.
+func TestFileStoreKeepsExpiredShrunk(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "approvals.journal")
+	s, err := OpenFileStore(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := longSpec("tail")
+	closed := time.Now().Add(-time.Hour)
+	r := &Request{ID: NewID(), Created: closed.Add(-time.Minute), Deadline: closed, Owner: "host-a", Identity: long.Identity,
+		SQL: long.SQL, Params: long.Display, Rule: long.Rule, Approvers: long.Approvers, Hash: long.Binding().Hash(), State: StatePending}
+	r.cutShown(createdCaps)
+	if err := s.Create(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Finish(ctx, r.ID, StateExpired, "", closed); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.ShrinkExpired(ctx, "host-a", time.Now().Add(-DefaultLateWindow)); err != nil || n != 1 {
+		t.Fatalf("shrank %d, %v; want the one request", n, err)
+	}
+	s.Close()
+	s, err = OpenFileStore(path, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Shrunk || len(got.SQL) > endedCaps.text || shownBytes(got) > endedCaps.params || got.Hash != r.Hash {
+		t.Errorf("after a restart: %d bytes of text, %d of parameters (shrunk %v)", len(got.SQL), shownBytes(got), got.Shrunk)
+	}
+	if st, err := os.Stat(path); err != nil || st.Size() > 8<<10 {
+		t.Errorf("journal after a restart: %v, %v; want the shrunk request alone", st.Size(), err)
+	}
+}
+
 // TestFileStoreCutsOldJournals: a journal written before the caps, holding whole statements,
 // is cut as it is loaded.
 func TestFileStoreCutsOldJournals(t *testing.T) {
@@ -394,7 +435,7 @@ func FuzzCutShown(f *testing.F) {
 				}
 			}
 			r.State = StateWithdrawn
-			r.endUndecided()
+			r.endUndecided(time.Time{})
 		}
 	})
 }

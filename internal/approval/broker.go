@@ -85,6 +85,8 @@ type Broker struct {
 	watchers map[chan Event]struct{}
 	pending  map[string]int // this daemon's pending requests by person (pendingKey)
 	limit    requestLimit   // new requests by person (pendingKey)
+
+	shrink shrinkSchedule
 }
 
 // Settings are what the policy decides of a Broker, and a reload may change: Config's Timeout,
@@ -106,13 +108,23 @@ func (s *Settings) setDefaults() {
 
 // Reconfigure applies a reloaded policy's settings to the requests and decisions that follow (a
 // statement already waiting keeps its deadline), and returns the notifier they replace, which
-// the caller closes.
+// the caller closes. The late window applies to the requests already expired too: those past the
+// new one are shrunk (see Store.ShrinkExpired) at once, the others as it passes.
 func (b *Broker) Reconfigure(s Settings) *Notifier {
 	s.setDefaults()
-	if old := b.settings.Swap(&s); old != nil {
+	old := b.settings.Swap(&s)
+	now := time.Now()
+	b.shrinkExpiredAt(now, now.Add(b.lateWindow()))
+	if old != nil {
 		return old.Notifier
 	}
 	return nil
+}
+
+// lateWindow is how long after expiry a request may still be approved; 0 when late approvals are
+// disabled.
+func (b *Broker) lateWindow() time.Duration {
+	return max(b.settings.Load().LateWindow, 0)
 }
 
 // NewBroker returns a Broker over store. The Broker registers itself for the store's changes.
@@ -144,6 +156,7 @@ func NewBroker(store Store, cfg Config) *Broker {
 	if b.log == nil {
 		b.log = slog.Default()
 	}
+	// Reconfigure also shrinks what expired before this start, past the late window.
 	b.Reconfigure(Settings{Timeout: cfg.Timeout, LateWindow: cfg.LateWindow, Notifier: cfg.Notifier})
 	store.OnChange(b.changed)
 	return b
@@ -407,6 +420,12 @@ func (b *Broker) end(id string, s State, reason string) (Outcome, error) {
 		b.emit(Event{Type: EventFailed, Time: time.Now(), Detail: err.Error(), Request: &Request{ID: id, State: StateFailed}})
 		return Outcome{State: StateFailed}, fmt.Errorf("finish approval request %s: %w", id, err)
 	}
+	if r.State == StateExpired {
+		// Kept whole for a late approval until the window passes; an agent that waits out each
+		// held statement would otherwise have the store keep ~130 KiB of each for its retention.
+		at := r.Closed.Add(b.lateWindow())
+		b.shrinkExpiredAt(at, at)
+	}
 	return b.settled(r), nil
 }
 
@@ -461,11 +480,7 @@ func (b *Broker) decide(ctx context.Context, id string, d Decision) (*Request, e
 		}
 	}
 	d.Time = time.Now()
-	late := b.settings.Load().LateWindow
-	if late < 0 {
-		late = 0
-	}
-	r, g, err := b.store.Decide(ctx, id, d, Windows{Late: late, Grant: b.cfg.GrantTTL})
+	r, g, err := b.store.Decide(ctx, id, d, Windows{Late: b.lateWindow(), Grant: b.cfg.GrantTTL})
 	if err != nil {
 		b.stats.refused.Add(1)
 		return nil, err
@@ -642,4 +657,86 @@ func (b *Broker) changed(c Change) {
 		}
 		b.broadcast(Event{Type: c.Event, Time: time.Now(), Request: r, Remote: true})
 	}()
+}
+
+// shrinkEvery is how often, at most, the broker shrinks the expired requests of this daemon
+// whose late window has passed, while requests keep expiring: none keeps its statement longer
+// than this past its window.
+const shrinkEvery = time.Minute
+
+// shrinkTimeout bounds one sweep of the store.
+const shrinkTimeout = 30 * time.Second
+
+// shrinkSchedule runs the broker's sweeps of expired requests (Store.ShrinkExpired) on one timer,
+// one at a time, and only while some request is still to shrink.
+type shrinkSchedule struct {
+	mu      sync.Mutex
+	timer   *time.Timer // nil when nothing is due
+	at      time.Time   // when timer fires
+	running bool
+	// until is the last moment a request this daemon expired (or found expired at start or at a
+	// reload) becomes shrinkable: sweeps go on until one has run after it.
+	until time.Time
+}
+
+// shrinkExpiredAt has the expired requests of this daemon shrunk once their late window has
+// passed: a sweep runs at at (or sooner), then every shrinkEvery (or sooner) until one has run
+// after until.
+func (b *Broker) shrinkExpiredAt(at, until time.Time) {
+	s := &b.shrink
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if until.After(s.until) {
+		s.until = until
+	}
+	switch {
+	case s.running:
+		// The sweep under way schedules the next from s.until when it is done.
+	case s.timer == nil:
+		s.timer, s.at = time.AfterFunc(time.Until(at), b.sweepExpired), at
+	case at.Before(s.at) && s.timer.Stop():
+		s.timer.Reset(time.Until(at))
+		s.at = at
+	}
+}
+
+// sweepExpired is the schedule's timer: it sweeps, then schedules the next sweep if one is due.
+func (b *Broker) sweepExpired() {
+	s := &b.shrink
+	s.mu.Lock()
+	s.running = true
+	s.mu.Unlock()
+	now := time.Now()
+	_, err := b.shrinkExpired(now)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running = false
+	next := now.Add(shrinkEvery)
+	switch {
+	case errors.Is(err, ErrClosed):
+		s.timer = nil
+		return
+	case err != nil:
+		// Retried after shrinkEvery: nothing is shrunk too early meanwhile.
+	case s.until.Before(now):
+		s.timer = nil
+		return
+	case s.until.Before(next):
+		next = s.until
+	}
+	s.timer.Reset(time.Until(next))
+	s.at = next
+}
+
+// shrinkExpired shrinks the requests of this daemon that expired undecided before now less the
+// late window (at now, with late approvals disabled): nobody can approve them any more.
+func (b *Broker) shrinkExpired(now time.Time) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), shrinkTimeout)
+	defer cancel()
+	n, err := b.store.ShrinkExpired(ctx, b.cfg.Owner, now.Add(-b.lateWindow()))
+	if err != nil && !errors.Is(err, ErrClosed) {
+		b.stats.storeErrors.Add(1)
+		b.log.Warn("approval: shrink expired requests past their late window", "err", err)
+	}
+	return n, err
 }

@@ -104,9 +104,10 @@ func OpenFileStore(path string, retain time.Duration) (*FileStore, error) {
 	now := time.Now()
 	for _, r := range s.requests {
 		finish(r, StateFailed, "the daemon restarted while the request was pending", now)
-		// A journal written before the caps kept statements whole.
+		// A journal written before the caps kept statements whole. Expired requests are the
+		// broker's to shrink, by its late window (ShrinkExpired).
 		r.cutShown(createdCaps)
-		r.endUndecided()
+		r.endUndecided(time.Time{})
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -486,6 +487,34 @@ func (s *FileStore) RevokeGrants(_ context.Context, owner string, rules map[stri
 	}
 	for _, l := range lines {
 		s.grants[l.Grant.RequestID] = l.Grant
+	}
+	s.appliedLocked(now)
+	return len(lines), nil
+}
+
+// ShrinkExpired implements Store. Each shrunk request is journaled like any change, so a restart
+// does not bring back what was cut.
+func (s *FileStore) ShrinkExpired(_ context.Context, owner string, cutoff time.Time) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lines []fileLine
+	for _, r := range s.requests {
+		if r.Owner != owner || r.State != StateExpired || !r.shrinkable(cutoff) {
+			continue
+		}
+		shrunk := r.Clone()
+		shrunk.endUndecided(cutoff)
+		lines = append(lines, fileLine{Request: shrunk})
+	}
+	if len(lines) == 0 {
+		return 0, nil
+	}
+	now := time.Now()
+	if err := s.appendLocked(now, lines...); err != nil {
+		return 0, err
+	}
+	for _, l := range lines {
+		s.requests[l.Request.ID] = l.Request
 	}
 	s.appliedLocked(now)
 	return len(lines), nil

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS enforcer_approval_grants (
 CREATE INDEX IF NOT EXISTS enforcer_approval_grants_hash ON enforcer_approval_grants (hash) WHERE consumed_at IS NULL;
 ALTER TABLE enforcer_approval_grants ADD COLUMN IF NOT EXISTS rule text NOT NULL DEFAULT '';
 ALTER TABLE enforcer_approval_grants ADD COLUMN IF NOT EXISTS rule_digest text NOT NULL DEFAULT '';
+ALTER TABLE enforcer_approval_requests ADD COLUMN IF NOT EXISTS shrunk boolean NOT NULL DEFAULT false;
+CREATE INDEX IF NOT EXISTS enforcer_approval_requests_unshrunk ON enforcer_approval_requests (owner, closed_at)
+	WHERE state = 'expired' AND NOT shrunk;
 `
 
 // pgChannel is the LISTEN/NOTIFY channel; payloads are "<instance> <event> <request id>".
@@ -298,8 +301,8 @@ func (s *PGStore) write(ctx context.Context, tx pgx.Tx, r *Request, ev EventType
 	if !r.Closed.IsZero() {
 		closed = &r.Closed
 	}
-	if _, err := tx.Exec(ctx, `UPDATE enforcer_approval_requests SET state = $2, closed_at = $3, body = $4 WHERE id = $1`,
-		r.ID, string(r.State), closed, body); err != nil {
+	if _, err := tx.Exec(ctx, `UPDATE enforcer_approval_requests SET state = $2, closed_at = $3, body = $4, shrunk = $5 WHERE id = $1`,
+		r.ID, string(r.State), closed, body, r.Shrunk); err != nil {
 		return fmt.Errorf("update request %s: %w", r.ID, err)
 	}
 	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pgChannel, s.instance+" "+string(ev)+" "+r.ID); err != nil {
@@ -315,9 +318,9 @@ func (s *PGStore) Create(ctx context.Context, r *Request) error {
 		return fmt.Errorf("encode request %s: %w", r.ID, err)
 	}
 	err = s.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO enforcer_approval_requests (id, created_at, deadline, owner, subject, rule, hash, state, body)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			r.ID, r.Created, r.Deadline, r.Owner, r.Identity.Subject, r.Rule, r.Hash, string(r.State), body); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO enforcer_approval_requests (id, created_at, deadline, owner, subject, rule, hash, state, body, shrunk)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+			r.ID, r.Created, r.Deadline, r.Owner, r.Identity.Subject, r.Rule, r.Hash, string(r.State), body, r.Shrunk); err != nil {
 			return fmt.Errorf("insert request %s: %w", r.ID, err)
 		}
 		_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, pgChannel, s.instance+" "+string(EventCreated)+" "+r.ID)
@@ -454,6 +457,66 @@ func (s *PGStore) Finish(ctx context.Context, id string, st State, reason string
 		s.notify(Change{ID: id, Event: eventFor(st)})
 	}
 	return r, changed, nil
+}
+
+// shrinkBatch is how many requests ShrinkExpired reads and rewrites in one transaction: each may
+// weigh the created caps (~130 KiB) until it is shrunk.
+const shrinkBatch = 64
+
+// ShrinkExpired implements Store, a batch a transaction. The shrinking is this package's (the
+// body is JSON); the shrunk column, a copy of the body's, keeps the rows still to shrink in a
+// small index.
+func (s *PGStore) ShrinkExpired(ctx context.Context, owner string, cutoff time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.shrinkExpiredBatch(ctx, owner, cutoff)
+		total += n
+		// A short batch is the last; one that shrank less than it read (a body that disagrees
+		// with its columns) is left for the next sweep rather than read again and again.
+		if err != nil || n < shrinkBatch {
+			return total, err
+		}
+	}
+}
+
+func (s *PGStore) shrinkExpiredBatch(ctx context.Context, owner string, cutoff time.Time) (int, error) {
+	n := 0
+	err := s.tx(ctx, func(tx pgx.Tx) error {
+		// Rows a decision holds are skipped, not waited for: the next sweep takes them if they
+		// are still to shrink.
+		rows, _ := tx.Query(ctx, `SELECT body FROM enforcer_approval_requests r
+			WHERE owner = $1 AND state = 'expired' AND NOT shrunk AND closed_at < $2
+			AND NOT EXISTS (SELECT 1 FROM enforcer_approval_decisions d WHERE d.request_id = r.id)
+			ORDER BY closed_at LIMIT $3 FOR UPDATE SKIP LOCKED`, owner, cutoff, shrinkBatch)
+		reqs, err := pgx.CollectRows(rows, scanRequest)
+		if err != nil {
+			return fmt.Errorf("find expired requests to shrink: %w", err)
+		}
+		ids, bodies := make([]string, 0, len(reqs)), make([]string, 0, len(reqs))
+		for _, r := range reqs {
+			if !r.endUndecided(cutoff) {
+				continue
+			}
+			body, err := json.Marshal(r)
+			if err != nil {
+				return fmt.Errorf("encode request %s: %w", r.ID, err)
+			}
+			ids, bodies = append(ids, r.ID), append(bodies, string(body))
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE enforcer_approval_requests r SET body = u.body::jsonb, shrunk = true
+			FROM unnest($1::text[], $2::text[]) AS u(id, body) WHERE r.id = u.id`, ids, bodies); err != nil {
+			return fmt.Errorf("shrink expired requests: %w", err)
+		}
+		n = len(ids)
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // ConsumeGrant implements Store. The row lock and the consumed_at check in one UPDATE make two

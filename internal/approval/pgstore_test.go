@@ -140,6 +140,52 @@ func TestPGStore(t *testing.T) {
 		}
 	})
 
+	// A backlog of expired requests (a week of them after an upgrade) is shrunk in batches; one a
+	// reviewer voted on keeps what the reviewer saw, and is not read again batch after batch.
+	t.Run("shrinks a backlog of expired requests", func(t *testing.T) {
+		ctx := context.Background()
+		dsn := newPGDatabase(t, srv)
+		s := openPG(t, dsn, "host-a")
+		long := longSpec("tail")
+		closed := time.Now().Add(-time.Hour)
+		expire := func(quorum int) *Request {
+			r := &Request{ID: NewID(), Created: closed.Add(-time.Minute), Deadline: closed, Owner: "host-a", Identity: long.Identity,
+				SQL: long.SQL, Params: long.Display, Rule: long.Rule, Approvers: long.Approvers, Quorum: quorum, Hash: long.Binding().Hash(), State: StatePending}
+			r.cutShown(createdCaps)
+			if err := s.Create(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := s.Finish(ctx, r.ID, StateExpired, "", closed); err != nil {
+				t.Fatal(err)
+			}
+			return r
+		}
+		const backlog = 2*shrinkBatch + 1
+		for range backlog {
+			expire(1)
+		}
+		voted := expire(2)
+		if _, _, err := s.Decide(ctx, voted.ID, Decision{Reviewer: bob, Verdict: Approve, Time: time.Now()}, Windows{Late: 2 * time.Hour}); err != nil {
+			t.Fatal(err)
+		}
+		cutoff := time.Now().Add(-DefaultLateWindow)
+		if n, err := s.ShrinkExpired(ctx, "host-a", cutoff); err != nil || n != backlog {
+			t.Fatalf("shrank %d, %v; want %d", n, err, backlog)
+		}
+		if n, err := s.ShrinkExpired(ctx, "host-a", cutoff); err != nil || n != 0 {
+			t.Fatalf("second sweep shrank %d, %v; want none", n, err)
+		}
+		shrunk, err := s.List(ctx, Filter{States: []State{StateExpired}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range shrunk {
+			if want := r.ID != voted.ID; r.Shrunk != want || (len(r.SQL) <= endedCaps.text) != want || r.Hash != long.Binding().Hash() {
+				t.Fatalf("%s: %d bytes of text, shrunk %v; want shrunk %v", r.ID, len(r.SQL), r.Shrunk, want)
+			}
+		}
+	})
+
 	t.Run("bad config", func(t *testing.T) {
 		ctx := context.Background()
 		if _, err := OpenPGStore(ctx, PGStoreConfig{DSN: "postgres://x"}); err == nil {

@@ -138,6 +138,10 @@ type Request struct {
 	Late bool `json:"late,omitempty"`
 	// GrantExpires is when the late grant stops being usable.
 	GrantExpires time.Time `json:"grant_expires,omitzero"`
+	// Shrunk is set once the request keeps only the start of what reviewers were shown (the
+	// ended caps): it ended before anyone decided it, and nobody can decide it any more
+	// (withdrawn, failed, or expired past the late window). It is never approved late.
+	Shrunk bool `json:"shrunk,omitempty"`
 }
 
 // Clone returns a deep copy, so snapshots handed to callers and events never alias store state.
@@ -232,6 +236,11 @@ func decide(r *Request, d Decision, w Windows) (*Grant, error) {
 		if w.Late <= 0 || d.Time.After(r.Closed.Add(w.Late)) {
 			return nil, fmt.Errorf("%s: %w: it expired at %s and the late-approval window (%s) has passed", r.ID, ErrNotPending, r.Closed.UTC().Format(time.RFC3339), w.Late)
 		}
+		// Its daemon shrank it once its own late window passed (Broker's sweep): what reviewers
+		// would now see is no longer what they were asked about.
+		if r.Shrunk {
+			return nil, fmt.Errorf("%s: %w: it expired at %s and the late-approval window of the daemon that held it has passed", r.ID, ErrNotPending, r.Closed.UTC().Format(time.RFC3339))
+		}
 		late = true
 	default:
 		return nil, fmt.Errorf("%s: %w (it is %s)", r.ID, ErrNotPending, r.State)
@@ -253,13 +262,14 @@ func decide(r *Request, d Decision, w Windows) (*Grant, error) {
 }
 
 // finish moves a pending request to a final state; it reports false when the request had already
-// left pending (a decision won the race). A request nobody decided keeps only the start of its
-// statement (endUndecided).
+// left pending (a decision won the race). A request withdrawn or failed before any decision keeps
+// only the start of its statement (endUndecided); an expired one keeps it until its late window
+// has passed (Store.ShrinkExpired).
 func finish(r *Request, s State, reason string, now time.Time) bool {
 	if r.State != StatePending {
 		return false
 	}
 	r.State, r.Closed, r.Reason = s, now, reason
-	r.endUndecided()
+	r.endUndecided(time.Time{})
 	return true
 }

@@ -65,6 +65,11 @@ type Store interface {
 	// in rules (name to digest) with the digest it was given under, and returns how many it
 	// ended. Other daemons sharing the store judge their own grants by their own policies.
 	RevokeGrants(ctx context.Context, owner string, rules map[string]string, now time.Time) (int, error)
+	// ShrinkExpired shrinks to the ended caps (endUndecided) every request of owner that expired
+	// before cutoff with no decision and is not shrunk yet, and returns how many it shrank. The
+	// broker passes now less its late window, so that only requests nobody can approve late any
+	// more are shrunk; other daemons sharing the store shrink theirs by their own windows.
+	ShrinkExpired(ctx context.Context, owner string, cutoff time.Time) (int, error)
 	// OnChange registers the function called after every change, including changes made by other
 	// daemons sharing the store. It must not block.
 	OnChange(fn func(Change))

@@ -695,6 +695,66 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		}
 	})
 
+	// An agent that waits out each held statement instead of cancelling it must not have the
+	// store keep ~130 KiB of each for its retention: an expired request keeps its statement only
+	// while a late approval may still come.
+	t.Run("an expired request keeps only the start of its statement once its late window passed", func(t *testing.T) {
+		for _, tc := range []struct {
+			name       string
+			lateWindow time.Duration
+			shrinks    bool
+		}{
+			{name: "late approvals disabled", lateWindow: -1, shrinks: true},
+			{name: "late window passed", lateWindow: 50 * time.Millisecond, shrinks: true},
+			{name: "within the late window", lateWindow: time.Hour},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				b, _ := newBroker(t, Config{Timeout: expiresSoon, LateWindow: tc.lateWindow})
+				long := longSpec("tail-1")
+				h := hold(t, ctx, b, long)
+				if out := h.wait(t); out.State != StateExpired {
+					t.Fatalf("outcome %s, want expired", out.State)
+				}
+				if !tc.shrinks {
+					// Neither this daemon's sweep nor that of another sharing the store, with
+					// late approvals disabled, takes what a late approval is still asked about.
+					if _, err := b.shrinkExpired(time.Now()); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := b.store.ShrinkExpired(ctx, "another-daemon", time.Now().Add(time.Hour)); err != nil {
+						t.Fatal(err)
+					}
+					r, err := b.Get(ctx, h.id)
+					if err != nil || r.Shrunk || len(r.SQL) <= endedCaps.text {
+						t.Fatalf("within the late window: %d bytes of text (shrunk %v), %v; want it kept as created", len(r.SQL), r.Shrunk, err)
+					}
+					if _, err := b.Approve(ctx, h.id, bob, "late"); err != nil {
+						t.Fatalf("late approval within the window: %v", err)
+					}
+					return
+				}
+				var r *Request
+				waitFor(t, "the expired request shrunk", func() bool {
+					got, err := b.Get(ctx, h.id)
+					r = got
+					return err == nil && got.Shrunk
+				})
+				if !r.SQLCut || len(r.SQL) > endedCaps.text || !strings.HasSuffix(r.SQL, cutSuffix(long.SQL)) || !strings.HasPrefix(r.SQL, "UPDATE accounts") {
+					t.Errorf("kept %d bytes of text ending %q; want its start and the whole text's marker in at most %d", len(r.SQL), r.SQL[max(len(r.SQL)-120, 0):], endedCaps.text)
+				}
+				if shown := shownBytes(r); shown > endedCaps.params || r.ParamsOmitted != len(long.Params)-len(r.Params) {
+					t.Errorf("kept %d bytes of parameters, %d of %d left out", shown, r.ParamsOmitted, len(long.Params))
+				}
+				if r.State != StateExpired || r.Hash != long.Binding().Hash() {
+					t.Errorf("shrinking changed the request: %s, hash %s", r.State, r.Hash)
+				}
+				if _, err := b.Approve(ctx, h.id, bob, "late"); !errors.Is(err, ErrNotPending) {
+					t.Errorf("late approval of a shrunk request: %v, want ErrNotPending", err)
+				}
+			})
+		}
+	})
+
 	t.Run("many concurrent", func(t *testing.T) {
 		b, _ := newBroker(t, Config{})
 		const n = 50

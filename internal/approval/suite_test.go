@@ -693,6 +693,9 @@ func storeSuite(t *testing.T, open func(t *testing.T) Store) {
 		if r.Hash != long.Binding().Hash() {
 			t.Error("the binding changed")
 		}
+		if note := CutNote(r); !strings.Contains(note, "can no longer be approved") || strings.Contains(note, "an approval covers") {
+			t.Errorf("cut note of an ended request: %q", note)
+		}
 	})
 
 	// An agent that waits out each held statement instead of cancelling it must not have the

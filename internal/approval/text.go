@@ -138,8 +138,12 @@ func CutNote(r *Request) string {
 	if len(cut) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("Shown in part (%s; each cut ends with the whole value's length and SHA-256); an approval covers the whole %s.\n",
-		strings.Join(cut, ", "), what)
+	covers := "an approval covers the whole " + what
+	if r.Shrunk {
+		covers = "it ended undecided and can no longer be approved"
+	}
+	return fmt.Sprintf("Shown in part (%s; each cut ends with the whole value's length and SHA-256); %s.\n",
+		strings.Join(cut, ", "), covers)
 }
 
 // slackEscaper escapes the three characters Slack reads as markup (mentions such as <!channel>,

@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/enforcer-dev/enforcer/internal/ratelimit"
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
@@ -135,62 +136,14 @@ const (
 	DefaultRequestEvery = 5 * time.Second
 )
 
-// forgetFullBuckets is how many buckets requestLimit holds before it drops the full ones, which
-// are as good as absent.
-const forgetFullBuckets = 1024
-
 // requestLimit is a token bucket per person for new requests (see Config.RequestBurst). The
 // Broker's mutex guards it.
 type requestLimit struct {
-	burst   int
-	every   time.Duration
-	buckets map[string]*bucket
-}
-
-// bucket holds tokens as of at.
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-// take takes one of person's tokens at now, or returns how long until there is one.
-func (l *requestLimit) take(person string, now time.Time) (wait time.Duration, ok bool) {
-	if l.buckets == nil {
-		l.buckets = map[string]*bucket{}
-	}
-	if len(l.buckets) >= forgetFullBuckets {
-		for k, b := range l.buckets {
-			if l.refill(b, now) >= float64(l.burst) {
-				delete(l.buckets, k)
-			}
-		}
-	}
-	b, found := l.buckets[person]
-	if !found {
-		b = &bucket{tokens: float64(l.burst), at: now}
-		l.buckets[person] = b
-	}
-	b.tokens, b.at = l.refill(b, now), now
-	if b.tokens >= 1 {
-		b.tokens--
-		return 0, true
-	}
-	// Whole seconds, rounded up: a retry at the time said must not be refused again.
-	wait = (time.Duration((1-b.tokens)*float64(l.every)) + time.Second - 1).Truncate(time.Second)
-	return max(wait, time.Second), false
-}
-
-// refill is b's tokens at now.
-func (l *requestLimit) refill(b *bucket, now time.Time) float64 {
-	elapsed := now.Sub(b.at)
-	if elapsed <= 0 {
-		return b.tokens
-	}
-	return min(float64(l.burst), b.tokens+float64(elapsed)/float64(l.every))
+	ratelimit.Buckets[string]
 }
 
 // refusal is the error for a request over the rate limit.
 func (l *requestLimit) refusal(person string, wait time.Duration) error {
 	return fmt.Errorf("%w: %s may ask for review %d times at once, then once every %v; try again in %v",
-		ErrRateLimited, person, l.burst, l.every, wait)
+		ErrRateLimited, person, l.Burst, l.Every, wait)
 }

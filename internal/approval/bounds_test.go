@@ -16,6 +16,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/enforcer-dev/enforcer/internal/ratelimit"
 	"github.com/enforcer-dev/enforcer/internal/record"
 )
 
@@ -158,9 +159,9 @@ func TestRequestLimit(t *testing.T) {
 	start := time.Unix(1_800_000_000, 0)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := requestLimit{burst: 3, every: 5 * time.Second}
+			l := requestLimit{ratelimit.Buckets[string]{Burst: 3, Every: 5 * time.Second}}
 			for i, tk := range tt.takes {
-				wait, ok := l.take(tk.person, start.Add(tk.at))
+				wait, ok := l.Take(tk.person, start.Add(tk.at))
 				if ok != tk.ok || (!ok && wait != tk.wait) {
 					t.Errorf("take %d (%s at %v): ok %v, wait %v; want %v, %v", i, tk.person, tk.at, ok, wait, tk.ok, tk.wait)
 				}

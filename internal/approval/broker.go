@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/enforcer-dev/enforcer/internal/ratelimit"
 )
 
 // Defaults for Config.
@@ -151,7 +153,7 @@ func NewBroker(store Store, cfg Config) *Broker {
 		waiters:  map[string]*waiter{},
 		watchers: map[chan Event]struct{}{},
 		pending:  map[string]int{},
-		limit:    requestLimit{burst: cfg.RequestBurst, every: cfg.RequestEvery},
+		limit:    requestLimit{ratelimit.Buckets[string]{Burst: cfg.RequestBurst, Every: cfg.RequestEvery}},
 	}
 	if b.log == nil {
 		b.log = slog.Default()
@@ -338,7 +340,7 @@ func (b *Broker) Request(ctx context.Context, spec Spec, notice func(*Request) e
 		b.stats.tooMany.Add(1)
 		return Outcome{State: StateFailed}, fmt.Errorf("%w (%d of %s's); wait until reviewers decide some", ErrTooManyPending, n, person)
 	}
-	if wait, ok := b.limit.take(person, now); !ok {
+	if wait, ok := b.limit.Take(person, now); !ok {
 		b.mu.Unlock()
 		b.stats.rateLimited.Add(1)
 		return Outcome{State: StateFailed}, b.limit.refusal(person, wait)
